@@ -1,0 +1,290 @@
+"""Every control message the agent and the coordinator exchange, as frozen dataclasses with a KIND.
+
+Field constraints live in the annotations (see `schema`). Sizes are bounded so a hostile peer cannot make a
+decoder allocate without limit. Timestamps are Unix seconds as floats; `now` is always passed in by the
+caller, never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from broker.wire.schema import Blob, Float, Ident, Int, Items, Keys, Text
+
+NodeId = Annotated[str, Ident()]
+Name = Annotated[str, Ident()]
+Timestamp = Annotated[float, Float(0.0, 2.0**40)]
+Count = Annotated[int, Int(0, 2**31 - 1)]
+Generation = Annotated[int, Int(0, 2**62)]
+Percent = Annotated[float, Float(0.0, 100.0 * 64)]  # per-process CPU % can exceed 100 on multicore
+Bytes = Annotated[int, Int(0, 2**62)]
+Labels = Annotated[dict[str, Annotated[str, Text(128)]], Items(64), Keys(Text(128))]
+EnvMap = Annotated[dict[str, Annotated[str, Text(4096)]], Items(256), Keys(Text(256))]
+Args = Annotated[tuple[Annotated[str, Text(4096)], ...], Items(256)]
+
+
+class Presence(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class RestartPolicy(StrEnum):
+    ALWAYS = "Always"
+    ON_FAILURE = "OnFailure"
+    NEVER = "Never"
+
+
+class ProbeKind(StrEnum):
+    EXEC = "exec"
+    HTTP = "http"
+    TCP = "tcp"
+
+
+class ReplicaState(StrEnum):
+    PENDING = "pending"
+    PULLING = "pulling"
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "exited"
+    FAILED = "failed"
+    CRASH_LOOP = "crash_loop"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+# ---- node status and heartbeat --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What a node is. Every fact is optional: a device that cannot read one simply leaves it out."""
+
+    arch: Annotated[str, Text(32)] = ""
+    os: Annotated[str, Text(64)] = ""
+    os_release: Annotated[str, Text(128)] = ""
+    hostname: Annotated[str, Text(255)] = ""
+    cpu_count: Annotated[int, Int(0, 4096)] | None = None
+    memory_bytes: Bytes | None = None
+    disk_bytes: Bytes | None = None
+    runtime: Annotated[str, Text(32)] = ""
+    podman_version: Annotated[str, Text(64)] = ""
+    rootless: bool | None = None
+    battery_percent: Annotated[float, Float(0.0, 100.0)] | None = None
+    charging: bool | None = None
+    temperatures: Annotated[dict[str, Annotated[float, Float(-273.0, 1000.0)]], Items(32)] = field(
+        default_factory=dict
+    )
+    profile: Annotated[str, Text(64)] = ""
+    zone: Annotated[str, Text(64)] = ""
+    labels: Labels = field(default_factory=dict)
+    agent_version: Annotated[str, Text(32)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """Retained presence of a node; its last will is the same message with `presence=offline`."""
+
+    KIND: ClassVar[str] = "node.status"
+    node_id: NodeId
+    presence: Presence
+    ts: Timestamp
+    facts: NodeFacts = field(default_factory=NodeFacts)
+    schedulable: bool = True
+    gates: Annotated[tuple[Annotated[str, Text(128)], ...], Items(16)] = ()  # why not schedulable
+    boot_id: Annotated[str, Text(64)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaUsage:
+    replica_id: Name
+    cpu_percent: Percent | None = None
+    memory_bytes: Bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    KIND: ClassVar[str] = "node.heartbeat"
+    node_id: NodeId
+    seq: Annotated[int, Int(0, 2**62)]
+    ts: Timestamp
+    cpu_percent: Percent | None = None
+    memory_used_bytes: Bytes | None = None
+    memory_total_bytes: Bytes | None = None
+    disk_used_bytes: Bytes | None = None
+    disk_total_bytes: Bytes | None = None
+    battery_percent: Annotated[float, Float(0.0, 100.0)] | None = None
+    replicas: Annotated[tuple[ReplicaUsage, ...], Items(256)] = ()
+
+
+# ---- desired state ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    kind: ProbeKind
+    command: Args = ()
+    path: Annotated[str, Text(1024)] = "/"
+    port: Annotated[int, Int(0, 65535)] = 0
+    initial_delay_s: Annotated[float, Float(0.0, 86400.0)] = 0.0
+    period_s: Annotated[float, Float(0.1, 86400.0)] = 10.0
+    timeout_s: Annotated[float, Float(0.1, 3600.0)] = 1.0
+    success_threshold: Annotated[int, Int(1, 1000)] = 1
+    failure_threshold: Annotated[int, Int(1, 1000)] = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    container_port: Annotated[int, Int(1, 65535)]
+    host_port: Annotated[int, Int(0, 65535)] = 0
+    protocol: Protocol = Protocol.TCP
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeMount:
+    """An emptyDir volume mounted at `mount_path` (later issues add other sources)."""
+
+    name: Name
+    mount_path: Annotated[str, Text(1024)]
+    medium: Annotated[str, Text(16)] = ""  # "" (disk) or "Memory" (tmpfs)
+    size_limit_bytes: Bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """One replica a node must run. `spec_hash` changes whenever anything that needs a restart changes."""
+
+    replica_id: Name
+    workload: Name
+    namespace: Name = "default"
+    spec_hash: Annotated[str, Text(64)] = ""
+    image: Annotated[str, Text(512)] = ""
+    command: Args = ()
+    args: Args = ()
+    env: EnvMap = field(default_factory=dict)
+    working_dir: Annotated[str, Text(1024)] = ""
+    cpu_millis: Annotated[int, Int(0, 1_000_000)] = 0
+    memory_bytes: Bytes = 0
+    ports: Annotated[tuple[PortMapping, ...], Items(64)] = ()
+    volumes: Annotated[tuple[VolumeMount, ...], Items(32)] = ()
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    liveness: Probe | None = None
+    readiness: Probe | None = None
+    labels: Labels = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """The full set of replicas one node must run (level-triggered, retained).
+
+    `generation` increases with every change for this node; `epoch` is the publishing coordinator's
+    leadership epoch, used for fencing (ARCHITECTURE §4): agents ignore any epoch lower than the highest seen.
+    """
+
+    KIND: ClassVar[str] = "node.desired"
+    node_id: NodeId
+    generation: Generation
+    epoch: Generation
+    issued_at: Timestamp
+    replicas: Annotated[tuple[ReplicaSpec, ...], Items(512)] = ()
+
+
+# ---- observed state --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ReplicaObserved:
+    replica_id: Name
+    workload: Name
+    state: ReplicaState
+    spec_hash: Annotated[str, Text(64)] = ""
+    ready: bool = False
+    restarts: Count = 0
+    exit_code: Annotated[int, Int(-(2**31), 2**31 - 1)] | None = None
+    last_error: Annotated[str, Text(1024)] = ""
+    started_at: Timestamp | None = None
+    container_id: Annotated[str, Text(128)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedState:
+    KIND: ClassVar[str] = "node.observed"
+    node_id: NodeId
+    generation: Generation  # the desired generation last applied
+    epoch: Generation
+    ts: Timestamp
+    replicas: Annotated[tuple[ReplicaObserved, ...], Items(512)] = ()
+
+
+# ---- commands --------------------------------------------------------------------------------------------
+
+class CommandName(StrEnum):
+    LOGS = "logs"
+    EXEC = "exec"
+    DRAIN = "drain"
+    PING = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A one-off request to a node; the reply goes to `reply_to` carrying the same `request_id`."""
+
+    KIND: ClassVar[str] = "node.cmd"
+    request_id: Name
+    node_id: NodeId
+    command: CommandName
+    reply_to: Annotated[str, Text(256)]
+    deadline: Timestamp
+    args: Annotated[dict[str, Annotated[str, Text(4096)]], Items(32), Keys(Text(64))] = field(
+        default_factory=dict
+    )
+    argv: Args = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    KIND: ClassVar[str] = "node.reply"
+    request_id: Name
+    node_id: NodeId
+    ok: bool
+    ts: Timestamp
+    exit_code: Annotated[int, Int(-(2**31), 2**31 - 1)] | None = None
+    output: Annotated[bytes, Blob(1024 * 1024)] = b""
+    error: Annotated[str, Text(4096)] = ""
+
+
+# ---- coordinators ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorStatus:
+    KIND: ClassVar[str] = "coord.status"
+    coordinator_id: NodeId
+    presence: Presence
+    ts: Timestamp
+    api_url: Annotated[str, Text(256)] = ""
+    version: Annotated[str, Text(32)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderClaim:
+    KIND: ClassVar[str] = "coord.leader"
+    coordinator_id: NodeId
+    epoch: Generation
+    ts: Timestamp
+    lease_until: Timestamp
+
+
+MESSAGE_TYPES: tuple[type, ...] = (
+    NodeStatus,
+    Heartbeat,
+    DesiredState,
+    ObservedState,
+    CommandRequest,
+    CommandReply,
+    CoordinatorStatus,
+    LeaderClaim,
+)

@@ -1,0 +1,156 @@
+"""The topic tree (ARCHITECTURE §3): the only place topic strings are spelled.
+
+Every topic comes from a function here, with its QoS and retain flag beside it (`TopicSpec`). Subscribers use
+the `*_FILTER` helpers, never hand-written wildcards. Identifiers are checked with the wire's id syntax so a
+topic level can never contain '/', '+', '#' or NUL (MQTT 3.1.1 §4.7.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from broker.errors import WireError
+from broker.wire.schema import check_id
+
+ROOT = "cloudless/v1"
+HA_DISCOVERY_ROOT = "homeassistant"
+
+
+class Channel(StrEnum):
+    """The per-node channels; the value is the last topic level."""
+
+    STATUS = "status"
+    HEARTBEAT = "heartbeat"
+    DESIRED = "desired"
+    OBSERVED = "observed"
+    CMD = "cmd"
+    REPLY = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """How one kind of topic is published: QoS level and the retain flag (MQTT 3.1.1 §3.3.1)."""
+
+    qos: int
+    retain: bool
+
+
+# QoS and retain, next to the topic they describe.
+NODE_CHANNELS: dict[Channel, TopicSpec] = {
+    Channel.STATUS: TopicSpec(qos=1, retain=True),  # presence + facts; the last will overwrites it
+    Channel.HEARTBEAT: TopicSpec(qos=0, retain=False),  # small, frequent, droppable
+    Channel.DESIRED: TopicSpec(qos=1, retain=True),  # full desired set: level-triggered
+    Channel.OBSERVED: TopicSpec(qos=1, retain=True),  # per-replica state
+    Channel.CMD: TopicSpec(qos=1, retain=False),  # one-off requests, queued for persistent sessions
+    Channel.REPLY: TopicSpec(qos=1, retain=False),  # replies to cmd, matched by correlation id
+}
+COORD_STATUS_SPEC = TopicSpec(qos=1, retain=True)
+LEADER_SPEC = TopicSpec(qos=1, retain=True)
+DASH_SPEC = TopicSpec(qos=0, retain=True)
+
+
+def node_topic(node_id: str, channel: Channel) -> str:
+    check_id(node_id, "node_id")
+    return f"{ROOT}/node/{node_id}/{channel.value}"
+
+
+def node_status(node_id: str) -> str:
+    return node_topic(node_id, Channel.STATUS)
+
+
+def node_heartbeat(node_id: str) -> str:
+    return node_topic(node_id, Channel.HEARTBEAT)
+
+
+def node_desired(node_id: str) -> str:
+    return node_topic(node_id, Channel.DESIRED)
+
+
+def node_observed(node_id: str) -> str:
+    return node_topic(node_id, Channel.OBSERVED)
+
+
+def node_cmd(node_id: str) -> str:
+    return node_topic(node_id, Channel.CMD)
+
+
+def node_reply(node_id: str) -> str:
+    return node_topic(node_id, Channel.REPLY)
+
+
+def coord_status(coordinator_id: str) -> str:
+    check_id(coordinator_id, "coordinator_id")
+    return f"{ROOT}/coord/{coordinator_id}/status"
+
+
+def leader() -> str:
+    return f"{ROOT}/coord/leader"
+
+
+def dash(*levels: str) -> str:
+    for i, level in enumerate(levels):
+        check_id(level, f"dash[{i}]")
+    return "/".join((ROOT, "dash", *levels))
+
+
+# ---- filters (for subscribers) -------------------------------------------------------------------------
+
+def node_channel_filter(channel: Channel) -> str:
+    """All nodes' `channel` topics, e.g. every node's status: `cloudless/v1/node/+/status`."""
+    return f"{ROOT}/node/+/{channel.value}"
+
+
+def node_filter(node_id: str) -> str:
+    """Everything under one node: `cloudless/v1/node/<id>/#`."""
+    check_id(node_id, "node_id")
+    return f"{ROOT}/node/{node_id}/#"
+
+
+def coord_status_filter() -> str:
+    return f"{ROOT}/coord/+/status"
+
+
+def dash_filter() -> str:
+    return f"{ROOT}/dash/#"
+
+
+def all_filter() -> str:
+    return f"{ROOT}/#"
+
+
+# ---- parsing -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NodeTopic:
+    node_id: str
+    channel: Channel
+
+
+def parse_node_topic(topic: str) -> NodeTopic:
+    """`cloudless/v1/node/<id>/<channel>` -> NodeTopic; anything else raises WireError."""
+    prefix = f"{ROOT}/node/"
+    if not topic.startswith(prefix):
+        raise WireError(f"not a node topic: {topic[:120]!r}", path="topic")
+    rest = topic[len(prefix):].split("/")
+    if len(rest) != 2:
+        raise WireError(f"not a node topic: {topic[:120]!r}", path="topic")
+    node_id = check_id(rest[0], "topic.node_id")
+    try:
+        channel = Channel(rest[1])
+    except ValueError:
+        raise WireError(f"unknown node channel {rest[1][:40]!r}", path="topic.channel") from None
+    return NodeTopic(node_id, channel)
+
+
+def spec_for(topic: str) -> TopicSpec:
+    """QoS/retain for a concrete topic of our tree."""
+    if topic.startswith(f"{ROOT}/node/"):
+        return NODE_CHANNELS[parse_node_topic(topic).channel]
+    if topic == leader():
+        return LEADER_SPEC
+    if topic.startswith(f"{ROOT}/coord/"):
+        return COORD_STATUS_SPEC
+    if topic.startswith(f"{ROOT}/dash/"):
+        return DASH_SPEC
+    raise WireError(f"topic outside the Cloudless tree: {topic[:120]!r}", path="topic")
