@@ -1,0 +1,181 @@
+"""`cloudless broker ...`: run the embedded broker, write a Mosquitto config, manage broker users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from broker.acl import Acl, Role
+from broker.errors import BrokerConfigError
+
+log = logging.getLogger("cloudless.broker")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "broker",
+        help="run the embedded MQTT broker, or manage broker configuration",
+        description="Run the embedded MQTT broker (amqtt, MQTT 3.1.1) with Cloudless authentication and ACLs. "
+        "Subcommands write a production Mosquitto configuration or manage broker users.",
+    )
+    _add_listen_args(p, default_host="127.0.0.1")
+    p.add_argument("--auth-dir", type=Path, help="directory with `passwd` and `roles.toml` (see `broker passwd`)")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="DEVELOPMENT ONLY: admit clients without credentials, with full access")
+    p.add_argument("--max-queued", type=int, default=1000, metavar="N",
+                   help="messages queued per offline persistent session before the oldest is dropped (default 1000)")
+    p.set_defaults(func=_cmd_run)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+
+    m = actions.add_parser("mosquitto-config", help="write mosquitto.conf, acl and passwd for a production Mosquitto",
+                           description="Write a Mosquitto 2.x configuration (listener, TLS, persistence with "
+                           "frequent autosave, password file, ACL file) with the same ACL semantics as the "
+                           "embedded broker.")
+    m.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    _add_listen_args(m, default_host="0.0.0.0")
+    m.add_argument("--auth-dir", type=Path, help="the same auth directory the embedded broker uses")
+    m.add_argument("--persistence-dir", type=Path, help="where Mosquitto keeps its database (default OUT_DIR/data)")
+    m.add_argument("--autosave-interval", type=int, default=5, metavar="SECONDS")
+    m.add_argument("--allow-anonymous", action="store_true", help="DEVELOPMENT ONLY")
+    m.set_defaults(func=_cmd_mosquitto_config)
+
+    pw = actions.add_parser("passwd", help="add or update a broker user (mosquitto_passwd-compatible)",
+                            description="Add or update a user in AUTH_DIR/passwd and set its role. Users without "
+                            "a role are nodes: they may only use their own node/<username>/ topics.")
+    pw.add_argument("auth_dir", type=Path, metavar="AUTH_DIR")
+    pw.add_argument("username")
+    pw.add_argument("--role", choices=[r.value for r in Role], default=Role.NODE.value)
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    pw.add_argument("--generate", action="store_true", help="generate a random password and print it once")
+    pw.set_defaults(func=_cmd_passwd)
+
+
+def _add_listen_args(p: argparse.ArgumentParser, *, default_host: str) -> None:
+    p.add_argument("--host", default=default_host, help=f"address to listen on (default {default_host})")
+    p.add_argument("--port", type=_port, default=1883, help="TCP port; 0 picks a free one (default 1883)")
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--tls-ca", type=Path, help="CA bundle used to verify client certificates")
+    p.add_argument("--require-client-cert", action="store_true", help="refuse TLS clients without a valid cert")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _tls(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from broker.embedded import TlsSettings
+
+    if args.tls_cert is None and args.tls_key is None:
+        if args.require_client_cert or args.tls_ca:
+            raise BrokerConfigError("--tls-ca/--require-client-cert need --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise BrokerConfigError("TLS needs both --tls-cert and --tls-key")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key), ("--tls-ca", args.tls_ca)):
+        if path is not None and not path.is_file():
+            raise BrokerConfigError(f"{flag}: {path} does not exist")
+    return TlsSettings(args.tls_cert, args.tls_key, args.tls_ca, args.require_client_cert)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from broker.auth import AnonymousAuthenticator, AuthFiles
+    from broker.embedded import EmbeddedBrokerSettings
+
+    if args.auth_dir is None and not args.allow_anonymous:
+        raise BrokerConfigError("give --auth-dir DIR (created by `cloudless broker passwd DIR USER`), "
+                                "or --allow-anonymous for development")
+    settings = EmbeddedBrokerSettings(host=args.host, port=args.port, tls=_tls(args),
+                                      max_queued_per_session=args.max_queued)
+    if args.auth_dir is not None:
+        files = AuthFiles.load(args.auth_dir)
+        authenticator, acl = files.authenticator(), files.acl
+    else:
+        log.warning("anonymous access is on: any client can read and write every topic (development only)")
+        authenticator, acl = AnonymousAuthenticator(), Acl()
+    return asyncio.run(serve(settings, authenticator, acl))
+
+
+async def serve(settings, authenticator, acl) -> int:  # type: ignore[no-untyped-def]
+    from broker.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker(settings, authenticator=authenticator, acl=acl)
+    await broker.start()
+    server = broker._servers["default"].instance
+    host, port = server.sockets[0].getsockname()[:2]
+    scheme = "mqtts" if settings.tls else "mqtt"
+    # tests and `cloudless up` wait for this exact line
+    print(f"cloudless broker: listening on {scheme}://{host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await broker.shutdown()
+    return 0
+
+
+def _cmd_mosquitto_config(args: argparse.Namespace) -> int:
+    from broker import mosquitto
+    from broker.auth import AuthFiles
+
+    auth = AuthFiles.load(args.auth_dir) if args.auth_dir else None
+    if auth is None and not args.allow_anonymous:
+        raise BrokerConfigError("give --auth-dir DIR so the config can authenticate clients, "
+                                "or --allow-anonymous for development")
+    settings = mosquitto.MosquittoSettings(
+        out_dir=args.out_dir, host=args.host, port=args.port, tls=_tls(args), persistence_dir=args.persistence_dir,
+        autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous,
+    )
+    for path in mosquitto.write(settings, auth):
+        print(f"wrote {path}")
+    print(f"start it with: mosquitto -c {args.out_dir / mosquitto.CONF_FILE}")
+    return 0
+
+
+def _cmd_passwd(args: argparse.Namespace) -> int:
+    from broker.auth import AuthFiles
+    from broker.passwords import hash_password
+    from broker.wire import valid_id
+
+    role = Role(args.role)
+    if role is Role.NODE and not valid_id(args.username):
+        raise BrokerConfigError(f"username: {args.username!r} is not a valid node id (letters, digits, . _ -)")
+    if role is not Role.NODE and valid_id(args.username):
+        raise BrokerConfigError(f"username: non-node users need an '@' in the name (e.g. '{role.value}@main') "
+                                "so they can never collide with a node id")
+    if args.generate:
+        password = secrets.token_urlsafe(24)
+    elif args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.username}: ")
+    if not password:
+        raise BrokerConfigError("password: empty")
+    try:
+        files = AuthFiles.load(args.auth_dir)
+    except BrokerConfigError:
+        files = AuthFiles(users={}, acl=Acl())
+    users = dict(files.users)
+    users[args.username] = hash_password(password)
+    roles = {k: v for k, v in files.acl.user_roles.items() if k != args.username}
+    if role is not Role.NODE:
+        roles[args.username] = role
+    AuthFiles(users=users, acl=Acl(user_roles=roles)).save(args.auth_dir)
+    print(f"{args.username} ({role.value}) saved in {args.auth_dir}")
+    if args.generate:
+        print(f"password: {password}")
+    return 0

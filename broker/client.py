@@ -1,0 +1,488 @@
+"""MQTT client adapter for asyncio programs, on paho-mqtt 2.x (MQTT 3.1.1).
+
+paho is driven from the event loop through its socket callbacks (no network thread): the loop watches the
+socket and calls `loop_read`/`loop_write`, and a 1 s timer calls `loop_misc` for keep-alive pings. Only the
+blocking TCP connect + TLS handshake runs in a worker thread. On top of paho this adds:
+
+- reconnect forever with capped exponential backoff and jitter (`broker.backoff`), re-subscribing every filter
+  after each reconnect (which also re-delivers retained state: handlers must be idempotent);
+- `publish(..., qos=1)` that can be awaited until PUBACK, surviving reconnects (paho resends unacknowledged
+  messages with DUP);
+- a bounded outbox while disconnected (`broker.outbox`): heartbeats dropped oldest first, retained state
+  coalesced per topic, `OutboxFull` raised rather than state silently lost;
+- paho errors converted to `broker.errors` types; no paho exception escapes.
+
+A message handler that raises is logged and does not disturb the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from broker.backoff import Backoff
+from broker.errors import ConnectionRefused, MqttError, NotConnected, OutboxFull
+from broker.outbox import Outbox, Outcome, Outgoing, Rejected
+
+log = logging.getLogger(__name__)
+
+
+class Secret(str):
+    """A string whose repr never shows the value (passwords in settings objects end up in logs)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    ca_file: Path | None = None  # None: the system trust store
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_hostname: str | None = None  # override SNI/verification name (e.g. connecting by IP)
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: Secret | None = None
+    tls: ClientTls | None = None
+    keepalive_s: int = 30
+    clean_session: bool = True
+    will: Will | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    connect_timeout_s: float = 10.0
+    outbox_max_messages: int = 1000
+    outbox_max_bytes: int = 4 * 1024 * 1024
+    max_inflight: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+Handler = Callable[[Message], None]
+ConnectHook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Subscription:
+    topic_filter: str
+    qos: int
+    handler: Handler
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    # a fire-and-forget publish that failed must not log "exception was never retrieved"
+    if not fut.cancelled():
+        fut.exception()
+
+
+class MqttClient:
+    """One MQTT connection, kept alive for the life of the program."""
+
+    def __init__(self, settings: MqttSettings, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.Random()
+        self._paho = self._make_paho()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subs: dict[str, _Subscription] = {}
+        self._outbox = Outbox(max_messages=settings.outbox_max_messages, max_bytes=settings.outbox_max_bytes)
+        self._next_ref = 0
+        self._ref_futures: dict[int, asyncio.Future[Outcome]] = {}
+        self._mid_futures: dict[int, asyncio.Future[Outcome]] = {}
+        self._sub_futures: dict[int, asyncio.Future[list[int]]] = {}
+        self._connack: asyncio.Future[None] | None = None
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._closing = False
+        self._runner: asyncio.Task[None] | None = None
+        self._misc: asyncio.Task[None] | None = None
+        self._hooks: list[ConnectHook] = []
+        self.reconnects = 0
+        self.last_error: str = ""
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    def _make_paho(self) -> paho.Client:
+        s = self.settings
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            clean_session=s.clean_session,
+            protocol=paho.MQTTv311,
+        )
+        c.max_inflight_messages_set(s.max_inflight)
+        c.max_queued_messages_set(0)  # unbounded inside paho: our outbox bounds what waits while offline
+        if s.username is not None:
+            c.username_pw_set(s.username, str(s.password) if s.password is not None else None)
+        if s.tls is not None:
+            ctx = ssl.create_default_context(cafile=str(s.tls.ca_file) if s.tls.ca_file else None)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if s.tls.cert_file is not None:
+                ctx.load_cert_chain(str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None)
+            c.tls_set_context(ctx)
+        if s.will is not None:
+            c.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_socket_register_write
+        c.on_socket_unregister_write = self._on_socket_unregister_write
+        return c
+
+    async def start(self) -> None:
+        """Begin connecting in the background (returns at once; see `wait_connected`)."""
+        if self._runner is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.settings.client_id}")
+        self._misc = asyncio.create_task(self._misc_loop(), name=f"mqtt-misc-{self.settings.client_id}")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            detail = f" (last error: {self.last_error})" if self.last_error else ""
+            raise NotConnected(
+                f"no connection to mqtt://{self.settings.host}:{self.settings.port} within {timeout}s{detail}"
+            ) from None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def on_connect(self, hook: ConnectHook) -> None:
+        """Run `hook` after every successful (re)connect, after re-subscribing (e.g. republish presence)."""
+        self._hooks.append(hook)
+
+    async def stop(self) -> None:
+        """Disconnect cleanly (DISCONNECT: the broker does not publish the will) and stop reconnecting."""
+        self._closing = True
+        if self.connected:
+            self._paho.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), 2.0)
+        await self._cancel_tasks()
+        self._fail_pending(NotConnected("client stopped"))
+
+    async def abort(self) -> None:
+        """Drop the connection without DISCONNECT, as a crash or a cut cable would (the will is published)."""
+        self._closing = True
+        sock = self._paho.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        await self._cancel_tasks()
+        with contextlib.suppress(Exception):
+            self._paho._sock_close()  # paho has no public "drop without DISCONNECT"
+        self._fail_pending(NotConnected("client aborted"))
+
+    async def _cancel_tasks(self) -> None:
+        for task in (self._runner, self._misc):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._runner = self._misc = None
+        self._connected.clear()
+
+    # ---- connection loop -----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        first = True
+        while not self._closing:
+            try:
+                await self._connect_once(first)
+                first = False
+                attempt = 0
+                await self._after_connect()
+                await self._disconnected.wait()
+                self.reconnects += 1
+            except ConnectionRefused as exc:
+                self.last_error = str(exc)
+                log.error("mqtt %s: broker refused the connection: %s", self.settings.client_id, exc)
+            except (OSError, MqttError, TimeoutError, ssl.SSLError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("mqtt %s: connection to %s:%s failed: %s", self.settings.client_id,
+                            self.settings.host, self.settings.port, self.last_error)
+            if self._closing:
+                break
+            delay = self.settings.backoff.delay(attempt, self._rng.random())
+            attempt += 1
+            log.info("mqtt %s: reconnecting in %.1fs (attempt %d)", self.settings.client_id, delay, attempt)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self, first: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._disconnected.clear()
+        self._connack = loop.create_future()
+        s = self.settings
+        try:
+            if first:
+                rc = await loop.run_in_executor(None, self._paho.connect, s.host, s.port, s.keepalive_s)
+            else:
+                rc = await loop.run_in_executor(None, self._paho.reconnect)
+        except (OSError, ssl.SSLError):
+            raise
+        except Exception as exc:  # paho raises ValueError and others for bad settings
+            raise MqttError(f"connect failed: {exc}") from exc
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttError(f"connect failed: {paho.error_string(rc)}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connack), s.connect_timeout_s)
+        except TimeoutError:
+            self._paho._sock_close()
+            raise MqttError(f"no CONNACK within {s.connect_timeout_s}s") from None
+
+    async def _after_connect(self) -> None:
+        # re-subscribe everything (the broker may have lost the session), then flush what waited offline
+        for sub in list(self._subs.values()):
+            try:
+                await self._send_subscribe(sub)
+            except MqttError as exc:
+                log.error("mqtt %s: re-subscribe to %s failed: %s", self.settings.client_id, sub.topic_filter, exc)
+        for msg in self._outbox.drain():
+            self._hand_to_paho(msg)
+        for hook in self._hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("mqtt %s: on-connect hook failed", self.settings.client_id)
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._connected.is_set():
+                self._paho.loop_misc()
+
+    # ---- paho callbacks (all run on the event loop thread, except socket-open during connect) ---------------
+
+    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._call_in_loop(self._watch_read, sock)
+
+    def _watch_read(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._readable)
+
+    def _readable(self) -> None:
+        rc = self._paho.loop_read()
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            log.debug("mqtt %s: read returned %s", self.settings.client_id, paho.error_string(rc))
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call_in_loop(self._unwatch, sock)
+
+    def _unwatch(self, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(sock)
+        with contextlib.suppress(Exception):
+            self._loop.remove_writer(sock)
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call_in_loop(self._loop.add_writer, sock, self._paho.loop_write)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._call_in_loop(self._loop.remove_writer, sock)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        fut = self._connack
+        if reason.is_failure:
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectionRefused(f"CONNACK: {reason}", code=int(reason.value)))
+            return
+        self.last_error = ""
+        self._connected.set()
+        log.info("mqtt %s: connected to %s:%s (session present: %s)", self.settings.client_id,
+                 self.settings.host, self.settings.port, flags.session_present)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        self._disconnected.set()
+        if was_connected and not self._closing:
+            log.warning("mqtt %s: connection lost (%s)", self.settings.client_id, reason)
+        for fut in list(self._sub_futures.values()):
+            if not fut.done():
+                fut.set_exception(NotConnected("connection lost before SUBACK"))
+        self._sub_futures.clear()
+
+    def _on_message(self, client: paho.Client, userdata: Any, m: paho.MQTTMessage) -> None:
+        message = Message(topic=m.topic, payload=bytes(m.payload), qos=m.qos, retain=bool(m.retain))
+        for sub in list(self._subs.values()):
+            if paho.topic_matches_sub(sub.topic_filter, m.topic):
+                try:
+                    sub.handler(message)
+                except Exception:
+                    log.exception("mqtt %s: handler for %s failed on %s", self.settings.client_id,
+                                  sub.topic_filter, m.topic)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        fut = self._mid_futures.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(Outcome.DELIVERED)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        fut = self._sub_futures.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result([int(c.value) for c in codes])
+
+    # ---- publish -------------------------------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, droppable: bool = False
+    ) -> Outcome:
+        """Publish and wait: returns once PUBACK arrived (QoS 1) or the bytes were written (QoS 0), or the
+        outcome if the message was superseded/dropped while waiting offline (see `publish_nowait`)."""
+        return await self.publish_nowait(topic, payload, qos=qos, retain=retain, droppable=droppable)
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, droppable: bool = False
+    ) -> asyncio.Future[Outcome]:
+        """Publish without waiting; the returned future settles like `publish`.
+
+        While disconnected the message waits in the outbox; `droppable` marks it as one to sacrifice first
+        (heartbeats). Raises OutboxFull when the outbox is full of state messages.
+        """
+        if qos not in (0, 1):
+            raise MqttError(f"qos must be 0 or 1 (got {qos}); QoS 2 is not used by Cloudless")
+        if self._loop is None:
+            raise NotConnected("call start() before publishing")
+        self._next_ref += 1
+        msg = Outgoing(ref=self._next_ref, topic=topic, payload=payload, qos=qos, retain=retain, droppable=droppable)
+        fut: asyncio.Future[Outcome] = self._loop.create_future()
+        fut.add_done_callback(_consume_exception)
+        self._ref_futures[msg.ref] = fut
+        if self.connected:
+            self._hand_to_paho(msg)
+            return fut
+        verdict = self._outbox.offer(msg)
+        if isinstance(verdict, Rejected):
+            self._ref_futures.pop(msg.ref, None)
+            raise OutboxFull(f"cannot queue {topic} while disconnected: {verdict.reason}")
+        for ref, outcome in verdict.settled:
+            settled = self._ref_futures.pop(ref, None)
+            if settled is not None and not settled.done():
+                settled.set_result(outcome)
+        return fut
+
+    def _hand_to_paho(self, msg: Outgoing) -> None:
+        fut = self._ref_futures.pop(msg.ref, None)
+        try:
+            info = self._paho.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        except (ValueError, TypeError) as exc:
+            if fut is not None and not fut.done():
+                fut.set_exception(MqttError(f"publish to {msg.topic!r} refused: {exc}"))
+            return
+        if fut is None:
+            return
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and msg.qos == 0:
+            # lost the connection in between: keep the message (paho drops unsent QoS 0 ones)
+            verdict = self._outbox.offer(msg)
+            if isinstance(verdict, Rejected):
+                fut.set_exception(OutboxFull(verdict.reason))
+            else:
+                self._ref_futures[msg.ref] = fut
+            return
+        if info.is_published():
+            fut.set_result(Outcome.DELIVERED)
+        else:
+            self._mid_futures[info.mid] = fut  # QoS 1 is kept by paho and resent after a reconnect
+
+    # ---- subscribe -----------------------------------------------------------------------------------------
+
+    async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> int:
+        """Register `handler` for `topic_filter` (kept across reconnects). When connected, waits for SUBACK and
+        returns the granted QoS; raises MqttError if the broker refused (0x80). Offline: returns -1 and the
+        subscription is made on connect."""
+        sub = _Subscription(topic_filter, qos, handler)
+        self._subs[topic_filter] = sub
+        if not self.connected:
+            return -1
+        return await self._send_subscribe(sub)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        self._subs.pop(topic_filter, None)
+        if self.connected:
+            self._paho.unsubscribe(topic_filter)
+
+    async def _send_subscribe(self, sub: _Subscription) -> int:
+        assert self._loop is not None
+        try:
+            rc, mid = self._paho.subscribe(sub.topic_filter, qos=sub.qos)
+        except ValueError as exc:
+            raise MqttError(f"invalid topic filter {sub.topic_filter!r}: {exc}") from None
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise NotConnected(f"subscribe {sub.topic_filter!r}: {paho.error_string(rc)}")
+        fut: asyncio.Future[list[int]] = self._loop.create_future()
+        self._sub_futures[mid] = fut
+        try:
+            codes = await asyncio.wait_for(fut, self.settings.connect_timeout_s)
+        except TimeoutError:
+            self._sub_futures.pop(mid, None)
+            raise MqttError(f"no SUBACK for {sub.topic_filter!r}") from None
+        granted = codes[0] if codes else 0x80
+        if granted >= 0x80:
+            raise MqttError(f"broker refused the subscription to {sub.topic_filter!r} (not authorized?)")
+        return granted
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _fail_pending(self, exc: Exception) -> None:
+        for futs in (self._ref_futures, self._mid_futures):
+            for fut in futs.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            futs.clear()
+
+    def outbox_size(self) -> int:
+        return len(self._outbox)

@@ -1,0 +1,394 @@
+"""The embedded MQTT broker: amqtt 0.12.1 with its session and authorization defects mended.
+
+amqtt is used for what it does well (packet codec, listeners, the broadcast loop); the decisions are ours:
+authentication through an `Authenticator`, authorization through the pure `Acl`. The overrides below each fix a
+defect of amqtt 0.12.1 that Cloudless depends on (see tests/integration/test_brokers.py, which runs the same
+scenarios against Mosquitto):
+
+1. Retained leak. On connect amqtt replays retained messages for *every* filter in the broker-wide subscription
+   table, unfiltered, so a client that subscribed to nothing gets other clients' retained state. Here retained
+   messages are sent only on the client's own SUBSCRIBE (MQTT 3.1.1 §3.3.1.3) and only topics its ACL lets it
+   read; queued messages of a resumed session are re-checked against the ACL as well.
+2. Keep-alive. amqtt never disconnects a silent client (its read-timeout hook is a no-op), so a powered-off device
+   would stay "online" forever. Here a client silent for 1.5x its keep-alive is disconnected and its will is
+   published (§3.1.2.10).
+3. QoS 1 in flight. amqtt drops an outgoing QoS 1 message when the subscriber disconnects before PUBACK (and
+   after a fixed 5 s). Here it stays in the session and is resent with DUP on reconnect (§4.4).
+4. Offline queue. Messages for a disconnected persistent session are queued (bounded; oldest dropped with a
+   warning) and delivered with retain=0 on reconnect (amqtt sets retain=1, §3.3.1.9 says 0); QoS is
+   min(publish QoS, subscription QoS) (§3.8.4), where amqtt used the subscription's.
+5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
+   ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
+   username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import (
+    INCOMING,
+    OUTGOING,
+    ApplicationMessage,
+    IncomingApplicationMessage,
+    OutgoingApplicationMessage,
+    Session,
+)
+from amqtt.utils import gen_client_id
+
+from broker.acl import Acl, Identity
+from broker.auth import AnonymousAuthenticator, Authenticator, AuthRejected, ConnectInfo
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: disconnect after one and a half keep-alive periods of silence
+_IDENTITY_ATTR = "cloudless.identity"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddedBrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: TlsSettings | None = None
+    max_queued_per_session: int = 1000
+    session_expiry_s: float | None = 7 * 24 * 3600.0
+    username_as_client_id: bool = True
+    extra_listeners: Sequence[tuple[str, int]] = field(default_factory=tuple)
+
+
+class CloudlessProtocolHandler(BrokerProtocolHandler):
+    """amqtt's broker-side protocol handler with keep-alive enforcement and durable QoS 1 in-flight state."""
+
+    def handle_read_timeout(self) -> None:
+        # Called from inside the reader task when no packet arrived for 1.5x keep-alive: end the reader loop,
+        # whose exit path reports an abnormal disconnect (so the broker publishes the will).
+        client_id = self.session.client_id if self.session else "?"
+        log.info("client %s silent past 1.5x keep-alive: disconnecting", client_id)
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+    async def _handle_qos1_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        if app_message.direction == INCOMING:
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        assert self.session is not None and app_message.packet_id is not None
+        if app_message.puback_packet:
+            return  # already acknowledged before a reconnect
+        self.session.inflight_out[app_message.packet_id] = app_message  # type: ignore[assignment]
+        dup = app_message.publish_packet is not None  # a resend after reconnect (§4.4)
+        packet = app_message.build_publish_packet(dup=dup)
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[app_message.packet_id] = waiter
+        try:
+            await self._send_packet(packet)
+            app_message.publish_packet = packet
+            app_message.puback_packet = await waiter
+        finally:
+            self._puback_waiters.pop(app_message.packet_id, None)
+        # Only an acknowledged message leaves the session; a disconnect (which cancels the waiter) keeps it in
+        # inflight_out, and the next connection's start() resends it.
+        self.session.inflight_out.pop(app_message.packet_id, None)
+
+
+class EmbeddedBroker(Broker):
+    """amqtt Broker with Cloudless authentication, ACL and the MQTT 3.1.1 session fixes described above."""
+
+    def __init__(
+        self,
+        settings: EmbeddedBrokerSettings,
+        *,
+        authenticator: Authenticator | None = None,
+        acl: Acl | None = None,
+    ) -> None:
+        self.settings = settings
+        self.authenticator: Authenticator = authenticator or AnonymousAuthenticator()
+        self.acl = acl or Acl()
+        self._auth_enabled = not isinstance(self.authenticator, AnonymousAuthenticator)
+        listener: dict[str, Any] = {"type": "tcp", "bind": f"{settings.host}:{settings.port}", "max_connections": -1}
+        if settings.tls is not None:
+            listener.update(
+                ssl=True,
+                certfile=str(settings.tls.certfile),
+                keyfile=str(settings.tls.keyfile),
+                cafile=str(settings.tls.cafile) if settings.tls.cafile else None,
+            )
+        listeners: dict[str, Any] = {"default": listener}
+        for i, (host, port) in enumerate(settings.extra_listeners):
+            listeners[f"extra{i}"] = {**listener, "bind": f"{host}:{port}"}
+        config = {
+            "listeners": listeners,
+            "plugins": {},  # no amqtt plugins: auth and ACL are ours (see _authenticate / _topic_filtering)
+            "session_expiry_interval": int(settings.session_expiry_s) if settings.session_expiry_s else None,
+        }
+        super().__init__(config)
+        # amqtt gives every TCP connection's coroutine no error boundary of its own; count what we refused.
+        self.refused_connections = 0
+
+    # ---- TLS -------------------------------------------------------------------------------------------
+
+    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:  # type: ignore[override]
+        ctx = super()._create_ssl_context(listener)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.settings.tls is not None and self.settings.tls.require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    # ---- connection setup (fixes 2 and 5) -----------------------------------------------------------------
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, incoming = await CloudlessProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+
+        verdict = await self._authenticate_connect(incoming)
+        if isinstance(verdict, AuthRejected):
+            self.refused_connections += 1
+            log.warning("refused client %r from %s:%s: %s", incoming.client_id, remote_address, remote_port,
+                        verdict.reason)
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise AMQTTError(verdict.reason)
+
+        raw_keepalive = incoming.keep_alive
+        await self._take_over(incoming.client_id)
+        if incoming.clean_session:
+            if incoming.client_id:
+                await self._delete_session(incoming.client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            session = incoming
+            session.parent = 0
+        elif incoming.client_id in self._sessions:
+            session, _ = self._sessions[incoming.client_id]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "username",
+                         "password", "ssl_object", "remote_address", "remote_port"):
+                setattr(session, name, getattr(incoming, name))
+            session.clean_session = False
+            session.parent = 1
+        else:
+            session = incoming
+            session.parent = 0
+        session.attributes[_IDENTITY_ATTR] = verdict
+        # amqtt treats anonymous sessions as non-persistent; every client we admitted has an identity.
+        session.is_anonymous = False
+        # amqtt's reader waits `keep_alive` seconds for the next packet; a float is fine for asyncio.wait_for.
+        session.keep_alive = math.ceil(raw_keepalive * KEEPALIVE_GRACE * 1000) / 1000 if raw_keepalive > 0 else 0  # type: ignore[assignment]
+        return handler, session
+
+    async def _take_over(self, client_id: str | None) -> None:
+        """A client id that is already connected: disconnect the old connection first (§3.1.4-2)."""
+        existing = self._sessions.get(client_id) if client_id else None
+        if existing is None or not existing[0].transitions.is_connected():
+            return
+        log.info("client %s connected again: closing its previous connection", client_id)
+        await existing[1].handle_connection_closed()
+        await existing[1].stop()
+        for _ in range(100):  # let the old message loop record the disconnect before the session is reused
+            if not existing[0].transitions.is_connected():
+                return
+            await asyncio.sleep(0.01)
+
+    async def _authenticate_connect(self, session: Session) -> Identity | AuthRejected:
+        info = ConnectInfo(client_id=session.client_id or "", username=session.username, password=session.password)
+        # password hashing takes milliseconds: keep it off the event loop
+        verdict = await asyncio.to_thread(self.authenticator.authenticate, info)
+        if isinstance(verdict, AuthRejected):
+            return verdict
+        if self._auth_enabled and self.settings.username_as_client_id:
+            session.client_id = verdict.username
+        if session.will_flag and session.will_topic is not None and not self.acl.can_publish(
+            verdict, session.will_topic
+        ):
+            return AuthRejected(f"{verdict.username!r} may not publish its will on {session.will_topic!r}")
+        return verdict
+
+    async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
+        return isinstance(session.attributes.get(_IDENTITY_ATTR), Identity)
+
+    def _identity(self, session: Session) -> Identity | None:
+        ident = session.attributes.get(_IDENTITY_ATTR)
+        return ident if isinstance(ident, Identity) else None
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        identity = self._identity(session)
+        if identity is None:
+            return False
+        match action:
+            case Action.PUBLISH:
+                return self.acl.can_publish(identity, topic)
+            case Action.SUBSCRIBE:
+                return self.acl.can_subscribe(identity, topic)
+            case Action.RECEIVE:
+                return self.acl.can_receive(identity, topic)
+        return False
+
+    # ---- the session lifecycle (fix 1) ------------------------------------------------------------------
+
+    async def _handle_client_session(  # type: ignore[override]
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        assert client_session.client_id is not None
+        try:
+            client_session.transitions.connect()
+        except Exception:  # transitions raises MachineError for a state it does not expect
+            client_session.transitions.disconnect()
+            client_session.transitions.connect()
+
+        handler.attach(client_session, reader, writer)
+        self._sessions[client_session.client_id] = (client_session, handler)
+        await handler.mqtt_connack_authorize(True)
+        await handler.start()  # resends unacknowledged QoS 1 messages (fix 3)
+        await self._publish_session_retained_messages(client_session)
+        # No replay of retained messages here: a resumed session's subscriptions are not new (§3.3.1.3).
+        await self._client_message_loop(client_session, handler)
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """Deliver what was queued while the persistent session was offline, retain=0 (§3.3.1.9)."""
+        handler = self._get_handler(session)
+        identity = self._identity(session)
+        if handler is None or identity is None:
+            return
+        tasks = []
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            if not self.acl.can_receive(identity, queued.topic):
+                continue
+            tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)))
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+        topic_filter, sub_qos = subscription
+        handler = self._get_handler(session)
+        identity = self._identity(session)
+        if handler is None or identity is None:
+            return
+        tasks = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter) or not self.acl.can_receive(identity, topic):
+                continue
+            qos = min(sub_qos, retained.qos if retained.qos is not None else sub_qos)
+            tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True)))
+        if tasks:
+            await asyncio.wait(tasks)
+
+    # ---- publishing (fix 4) -----------------------------------------------------------------------------
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        app_message: ApplicationMessage | None = wait_deliver.result()
+        if app_message is None:
+            return True
+        topic = app_message.topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            log.warning("client %s published on invalid topic %r: closing", client_session.client_id, topic)
+            return False
+        identity = self._identity(client_session)
+        if identity is None or not self.acl.can_publish(identity, topic):
+            log.info("client %s may not publish on %s: dropped", client_session.client_id, topic)
+            return True
+        qos = app_message.qos if app_message.qos is not None else QOS_0
+        await self._broadcast_queue.put(
+            {"session": client_session, "topic": topic, "data": app_message.data, "pub_qos": qos}
+        )
+        if app_message.publish_packet and app_message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, app_message.data, qos)
+        return True
+
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        # wills and internal messages: publish QoS is the will QoS
+        await self._broadcast_queue.put(
+            {"session": session, "topic": topic, "data": data, "pub_qos": force_qos if force_qos is not None else 0}
+        )
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        broadcast = await self._broadcast_queue.get()
+        topic: str = broadcast["topic"]
+        pub_qos: int = broadcast.get("pub_qos", QOS_0)
+        for topic_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            for target, sub_qos in list(subscriptions):
+                identity = self._identity(target)
+                if identity is None or not self.acl.can_receive(identity, topic):
+                    continue
+                qos = min(pub_qos, sub_qos)
+                connected = target.transitions.state == "connected"
+                if not connected:
+                    if not target.clean_session and qos in (QOS_1, QOS_2):
+                        self._queue_offline(target, topic, broadcast["data"], qos)
+                    continue
+                target_handler = self._get_handler(target)
+                if target_handler is not None:
+                    running_tasks.append(
+                        asyncio.ensure_future(target_handler.mqtt_publish(topic, broadcast["data"], qos, retain=False))
+                    )
+
+    def _queue_offline(self, session: Session, topic: str, data: bytes, qos: int) -> None:
+        queue = session.retained_messages
+        if queue.qsize() >= self.settings.max_queued_per_session:
+            queue.get_nowait()
+            log.warning("offline queue of %s is full (%d): dropped its oldest message", session.client_id,
+                        self.settings.max_queued_per_session)
+        msg = OutgoingApplicationMessage(None, topic, qos, data, False)
+        assert msg.direction == OUTGOING
+        queue.put_nowait(msg)
+
+    # ---- introspection for tests and metrics ------------------------------------------------------------
+
+    def connected_clients(self) -> list[str]:
+        return [cid for cid, (s, _) in self._sessions.items() if s.transitions.state == "connected"]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self._sessions),
+            "connected": len(self.connected_clients()),
+            "retained": len(self._retained_messages),
+            "subscriptions": sum(len(v) for v in self._subscriptions.values()),
+            "refused_connections": self.refused_connections,
+            "ts": time.time(),
+        }

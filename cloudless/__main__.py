@@ -1,0 +1,3 @@
+from cloudless.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""`cloudless up`: a local cluster in one command.
+
+For now it starts the embedded broker in its own process, with generated credentials (secure by default: no
+anonymous access) kept 0600 in the data dir. The agent and coordinator issues add their processes here.
+Ctrl-C (or SIGTERM) stops every child cleanly; the same data dir reuses the same credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 30.0
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cloudless"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("up", help="start a local cluster (embedded broker; coordinator and agent follow)",
+                       description="Start a local Cloudless cluster in the foreground. Ctrl-C stops it.")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help=f"where state and credentials live (default {default_data_dir()})")
+    p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
+    p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (coordinator issue)")
+    p.add_argument("--no-agent", action="store_true", help="do not start a local agent")
+    p.set_defaults(func=_cmd_up)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[str]
+
+
+def ensure_credentials(data_dir: Path) -> dict[str, str]:
+    """Create the broker auth dir and per-component passwords once; return username -> password."""
+    from broker.acl import Acl, Role
+    from broker.auth import AuthFiles, _write_private
+    from broker.passwords import hash_password
+
+    auth_dir = data_dir / "broker-auth"
+    secrets_file = data_dir / "credentials" / "mqtt-passwords"
+    if secrets_file.exists():
+        pairs = [line.split(" ", 1) for line in secrets_file.read_text().splitlines() if " " in line]
+        return {user: pw for user, pw in pairs}
+    wanted = {"coordinator@local": Role.COORDINATOR, "dashboard@local": Role.DASHBOARD, "local": Role.NODE}
+    passwords = {user: secrets.token_urlsafe(24) for user in wanted}
+    roles = {user: role for user, role in wanted.items() if role is not Role.NODE}
+    AuthFiles(users={u: hash_password(p) for u, p in passwords.items()}, acl=Acl(user_roles=roles)).save(auth_dir)
+    secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(secrets_file, "".join(f"{u} {p}\n" for u, p in passwords.items()))
+    return passwords
+
+
+def start_child(name: str, argv: list[str], ready_marker: str) -> tuple[Child, str]:
+    """Start a child and wait (showing progress) for its ready line; returns the child and that line."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    print(f"starting {name} ...", flush=True)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} before it was ready; see its log above")
+            continue
+        sys.stdout.write(f"[{name}] {line}")
+        if ready_marker in line:
+            return Child(name, proc), line.strip()
+    proc.kill()
+    raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s")
+
+
+def stop_children(children: list[Child]) -> None:
+    for child in reversed(children):
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        try:
+            child.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+        print(f"{child.name} stopped", flush=True)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    data_dir: Path = (args.data_dir or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_credentials(data_dir)
+    children: list[Child] = []
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        broker, line = start_child(
+            "broker",
+            [sys.executable, "-m", "cloudless", "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
+             "--auth-dir", str(data_dir / "broker-auth")],
+            "cloudless broker: listening on",
+        )
+        children.append(broker)
+        url = line.rsplit(" ", 1)[-1]
+        print(f"\nCloudless is up.\n  broker:      {url}\n  data dir:    {data_dir}\n"
+              f"  credentials: {data_dir / 'credentials' / 'mqtt-passwords'} (0600)\n"
+              f"  dashboard:   point MQTT Explorer at {url} as user 'dashboard@local'\n"
+              "Press Ctrl-C to stop.", flush=True)
+        while not stopping:
+            for child in children:
+                if child.proc.poll() is not None:
+                    print(f"{child.name} exited with code {child.proc.returncode}; stopping", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        print(f"cloudless up: {exc}", file=sys.stderr)
+        stop_children(children)
+        return 1
+    print("\nstopping ...", flush=True)
+    stop_children(children)
+    return 0
