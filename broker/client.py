@@ -125,6 +125,8 @@ class MqttClient:
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._hooks: list[ConnectHook] = []
+        self._sub_lock = asyncio.Lock()
+        self._active: set[str] = set()  # filters subscribed on the current connection
         self.reconnects = 0
         self.last_error: str = ""
 
@@ -269,11 +271,15 @@ class MqttClient:
 
     async def _after_connect(self) -> None:
         # re-subscribe everything (the broker may have lost the session), then flush what waited offline
-        for sub in list(self._subs.values()):
-            try:
-                await self._send_subscribe(sub)
-            except MqttError as exc:
-                log.error("mqtt %s: re-subscribe to %s failed: %s", self.settings.client_id, sub.topic_filter, exc)
+        async with self._sub_lock:
+            for sub in list(self._subs.values()):
+                if sub.topic_filter in self._active:
+                    continue
+                try:
+                    await self._send_subscribe(sub)
+                except MqttError as exc:
+                    log.error("mqtt %s: re-subscribe to %s failed: %s", self.settings.client_id,
+                              sub.topic_filter, exc)
         for msg in self._outbox.drain():
             self._hand_to_paho(msg)
         for hook in self._hooks:
@@ -292,6 +298,8 @@ class MqttClient:
 
     def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None
+        if self._loop.is_closed():
+            return  # paho's __del__ closing a socket after the program's loop ended
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -348,6 +356,7 @@ class MqttClient:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._active.clear()
         self._disconnected.set()
         if was_connected and not self._closing:
             log.warning("mqtt %s: connection lost (%s)", self.settings.client_id, reason)
@@ -448,10 +457,12 @@ class MqttClient:
         self._subs[topic_filter] = sub
         if not self.connected:
             return -1
-        return await self._send_subscribe(sub)
+        async with self._sub_lock:  # never twice on one connection: each SUBSCRIBE replays retained messages
+            return await self._send_subscribe(sub)
 
     async def unsubscribe(self, topic_filter: str) -> None:
         self._subs.pop(topic_filter, None)
+        self._active.discard(topic_filter)
         if self.connected:
             self._paho.unsubscribe(topic_filter)
 
@@ -473,6 +484,7 @@ class MqttClient:
         granted = codes[0] if codes else 0x80
         if granted >= 0x80:
             raise MqttError(f"broker refused the subscription to {sub.topic_filter!r} (not authorized?)")
+        self._active.add(sub.topic_filter)
         return granted
 
     # ---- internals -----------------------------------------------------------------------------------------

@@ -285,14 +285,13 @@ class EmbeddedBroker(Broker):
         identity = self._identity(session)
         if handler is None or identity is None:
             return
-        tasks = []
         while not session.retained_messages.empty():
             queued = session.retained_messages.get_nowait()
             if not self.acl.can_receive(identity, queued.topic):
                 continue
-            tasks.append(asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)))
-        if tasks:
-            await asyncio.wait(tasks)
+            self._tasks_queue.append(
+                asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False))
+            )
 
     async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
         topic_filter, sub_qos = subscription
@@ -300,14 +299,15 @@ class EmbeddedBroker(Broker):
         identity = self._identity(session)
         if handler is None or identity is None:
             return
-        tasks = []
         for topic, retained in list(self._retained_messages.items()):
             if not self._matches(topic, topic_filter) or not self.acl.can_receive(identity, topic):
                 continue
             qos = min(sub_qos, retained.qos if retained.qos is not None else sub_qos)
-            tasks.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True)))
-        if tasks:
-            await asyncio.wait(tasks)
+            # not awaited: amqtt waited for every PUBACK here, so a client slow to acknowledge stalled its own
+            # SUBSCRIBE/PUBLISH processing; the broadcast loop reaps these tasks
+            self._tasks_queue.append(
+                asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, qos, retain=True))
+            )
 
     # ---- publishing (fix 4) -----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class MosquittoSettings:
     persistent_client_expiration: str = "7d"
     max_queued_messages: int = 1000
     allow_anonymous: bool = False
+    run_as_user: str | None = None  # Mosquitto started as root drops to user `mosquitto` unless told otherwise
 
 
 def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
@@ -41,6 +42,8 @@ def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
         f"listener {settings.port} {settings.host}",
         "protocol mqtt",
     ]
+    if settings.run_as_user:
+        lines.append(f"user {settings.run_as_user}")
     if settings.tls is not None:
         lines += [
             f"certfile {settings.tls.certfile.resolve()}",
