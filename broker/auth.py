@@ -17,7 +17,7 @@ from broker.acl import Acl, Identity, Role
 from broker.errors import BrokerConfigError
 from broker.passwords import parse_password_file, render_password_file, verify_password
 
-PASSWD_FILE = "passwd"
+PASSWD_FILE = "passwd"  # noqa: S105 - a file name, not a password
 ROLES_FILE = "roles.toml"
 
 

@@ -91,7 +91,7 @@ def _tls(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from broker.auth import AnonymousAuthenticator, AuthFiles
+    from broker.auth import AnonymousAuthenticator, Authenticator, AuthFiles
     from broker.embedded import EmbeddedBrokerSettings
 
     if args.auth_dir is None and not args.allow_anonymous:
@@ -99,6 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                 "or --allow-anonymous for development")
     settings = EmbeddedBrokerSettings(host=args.host, port=args.port, tls=_tls(args),
                                       max_queued_per_session=args.max_queued)
+    authenticator: Authenticator
     if args.auth_dir is not None:
         files = AuthFiles.load(args.auth_dir)
         authenticator, acl = files.authenticator(), files.acl

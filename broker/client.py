@@ -172,7 +172,7 @@ class MqttClient:
         self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.settings.client_id}")
         self._misc = asyncio.create_task(self._misc_loop(), name=f"mqtt-misc-{self.settings.client_id}")
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
         except TimeoutError:
@@ -205,7 +205,7 @@ class MqttClient:
         sock = self._paho.socket()
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
         await self._cancel_tasks()
         with contextlib.suppress(Exception):
             self._paho._sock_close()  # paho has no public "drop without DISCONNECT"

@@ -152,7 +152,7 @@ class EmbeddedBroker(Broker):
     # ---- TLS -------------------------------------------------------------------------------------------
 
     def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:  # type: ignore[override]
-        ctx = super()._create_ssl_context(listener)
+        ctx: ssl.SSLContext = super()._create_ssl_context(listener)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.settings.tls is not None and self.settings.tls.require_client_cert:
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -255,7 +255,7 @@ class EmbeddedBroker(Broker):
 
     # ---- the session lifecycle (fix 1) ------------------------------------------------------------------
 
-    async def _handle_client_session(  # type: ignore[override]
+    async def _handle_client_session(  # type: ignore[override]  # noqa: PLR0917 - amqtt's signature
         self,
         reader: ReaderAdapter,
         writer: WriterAdapter,
@@ -293,7 +293,9 @@ class EmbeddedBroker(Broker):
                 asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False))
             )
 
-    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int], session: Session) -> None:
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
         topic_filter, sub_qos = subscription
         handler = self._get_handler(session)
         identity = self._identity(session)

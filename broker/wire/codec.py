@@ -114,10 +114,10 @@ def decode_node_message(topic: str, payload: object) -> object:
     """Decode a message received on a node topic, checking the kind matches the channel and the node id in
     the body matches the topic (a node must not speak for another one)."""
     parsed = topics.parse_node_topic(topic)
-    message = decode_as(payload, CHANNEL_KINDS[parsed.channel])
-    if message.node_id != parsed.node_id:  # type: ignore[attr-defined]
+    message: Any = decode_as(payload, CHANNEL_KINDS[parsed.channel])
+    if message.node_id != parsed.node_id:
         raise WireError(
-            f"node_id {message.node_id!r} does not match topic node {parsed.node_id!r}",  # type: ignore[attr-defined]
+            f"node_id {message.node_id!r} does not match topic node {parsed.node_id!r}",
             path="b.node_id",
         )
     return message

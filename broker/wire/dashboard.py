@@ -30,7 +30,7 @@ def to_json_obj(message: object) -> dict[str, Any]:
     """Every field, defaults included (a dashboard user should not have to know the defaults)."""
     to_body(message)  # validates
     body = _jsonable(dataclasses.asdict(message))  # type: ignore[call-overload]
-    return {"version": PROTOCOL_MAJOR, "kind": type(message).KIND, **body}
+    return {"version": PROTOCOL_MAJOR, "kind": type(message).KIND, **body}  # type: ignore[attr-defined]
 
 
 def to_json(message: object) -> str:

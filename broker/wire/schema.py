@@ -232,7 +232,7 @@ class Schema:
         self._dec = {f.name: _compile_type(hints[f.name], decode=True) for f in self._fields}
         self._enc = {f.name: _compile_type(hints[f.name], decode=False) for f in self._fields}
         self._defaults: dict[str, Any] = {
-            f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+            f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc,operator]
             for f in self._fields
             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         }
