@@ -1,0 +1,1 @@
+"""Runtimes behind one Protocol (`base.Runtime`): Podman (containers) and plain processes (Termux)."""

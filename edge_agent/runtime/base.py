@@ -1,0 +1,157 @@
+"""The runtime port: what the agent needs from a container engine or a process supervisor.
+
+Every Cloudless-managed instance (container or supervised process) carries labels naming the node, the
+replica, the workload, the spec hash and the desired-state generation it was created for. `list()` returns
+only instances labelled with *this* agent's node id, so several agents sharing one Podman never touch each
+other's containers, and a restarted agent re-adopts its instances instead of recreating them.
+
+Adapters implement `Runtime`; the reconciler (a pure core) only ever sees `Instance` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from broker.wire import ReplicaSpec
+
+# Label keys (also used as Podman container labels).
+LABEL_NODE = "cloudless.node"
+LABEL_REPLICA = "cloudless.replica"
+LABEL_WORKLOAD = "cloudless.workload"
+LABEL_NAMESPACE = "cloudless.namespace"
+LABEL_SPEC_HASH = "cloudless.spec-hash"
+LABEL_GENERATION = "cloudless.generation"
+
+
+class InstanceState(StrEnum):
+    CREATED = "created"  # exists, never started
+    RUNNING = "running"
+    EXITED = "exited"  # stopped or finished; exit_code says how
+    UNKNOWN = "unknown"  # the runtime reports a state we do not map (paused, removing, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One container or supervised process as the runtime sees it now."""
+
+    instance_id: str
+    replica_id: str
+    workload: str
+    namespace: str
+    spec_hash: str
+    generation: int
+    state: InstanceState
+    exit_code: int | None = None
+    started_at: float | None = None  # Unix seconds of the current run's start
+    finished_at: float | None = None
+    error: str = ""  # the runtime's own error text (OOM killed, exec format error, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    output: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    name: str  # "podman" | "process" | "fake"
+    version: str = ""
+    rootless: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the agent can reach a replica's container port from the host (for http/tcp probes)."""
+
+    host: str
+    port: int
+
+
+ProgressFn = Callable[[str], None]
+
+
+def instance_labels(node_id: str, spec: ReplicaSpec, generation: int) -> dict[str, str]:
+    """The labels every instance of `spec` carries (user labels first, ours win)."""
+    return {
+        **spec.labels,
+        LABEL_NODE: node_id,
+        LABEL_REPLICA: spec.replica_id,
+        LABEL_WORKLOAD: spec.workload,
+        LABEL_NAMESPACE: spec.namespace,
+        LABEL_SPEC_HASH: spec.spec_hash,
+        LABEL_GENERATION: str(generation),
+    }
+
+
+def instance_from_labels(
+    instance_id: str, labels: Mapping[str, str], state: InstanceState, **kw: object
+) -> Instance | None:
+    """Build an Instance from labels; None when the labels are not ours (or are damaged)."""
+    try:
+        generation = int(labels.get(LABEL_GENERATION, "0"))
+        return Instance(
+            instance_id=instance_id,
+            replica_id=labels[LABEL_REPLICA],
+            workload=labels.get(LABEL_WORKLOAD, ""),
+            namespace=labels.get(LABEL_NAMESPACE, "default"),
+            spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+            generation=generation,
+            state=state,
+            **kw,  # type: ignore[arg-type]
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+class Runtime(Protocol):
+    """A container engine or process supervisor. All methods may raise `edge_agent.errors.RuntimeError_`."""
+
+    async def info(self) -> RuntimeInfo: ...
+
+    async def list(self) -> list[Instance]:
+        """Every instance labelled with this agent's node id, running or not."""
+        ...
+
+    async def ensure_image(self, image: str, progress: ProgressFn | None = None) -> None:
+        """Make `image` available locally (pull if missing). Raises ImageUnavailable while it cannot."""
+        ...
+
+    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
+        """Create (not start) an instance for `spec`. Raises SpecUnsupported if it cannot honour the spec."""
+        ...
+
+    async def start(self, instance_id: str) -> Instance:
+        """Start a created or exited instance (a restart keeps the instance id)."""
+        ...
+
+    async def stop(self, instance_id: str, timeout_s: float) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`. Stopping a stopped instance is not an error."""
+        ...
+
+    async def remove(self, instance_id: str) -> None:
+        """Remove a stopped instance and its scratch volumes. Removing a missing one is not an error."""
+        ...
+
+    async def logs(self, instance_id: str, tail: int) -> bytes: ...
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult: ...
+
+    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+        """Host address for a container port, or None if the host cannot reach it (probe via exec then)."""
+        ...
+
+    async def usage(self) -> dict[str, Usage]:
+        """Current CPU/memory usage per instance id (missing entries: unknown)."""
+        ...
+
+    async def close(self) -> None: ...
