@@ -174,7 +174,7 @@ def reconcile(
                 keep.append(rid)
         elif current.state is InstanceState.CREATED:
             start.append(Action(rid, "created, not started", current.instance_id, spec))
-            record = replace(record, last_started_at=now)
+            record = replace(record, liveness_failed=False, last_started_at=now)
         else:  # exited (or a state we cannot map): the restart policy decides
             record = _note_exit(record, current, cfg)
             if not wants_restart(spec.restart_policy, current.exit_code):

@@ -1,0 +1,105 @@
+"""One-off commands from the coordinator (`node/<id>/cmd`): logs, exec, ping, drain (adapter).
+
+Each request names a replica and carries a deadline and a reply topic; the reply always goes to this node's
+own reply topic (the only one the broker lets it write), tagged with the request id. A bad or expired request
+gets an error reply, never a crash. Output is capped to what a reply can carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from broker import wire
+from broker.errors import MqttError, WireError
+from broker.wire import CommandName, CommandReply, CommandRequest, topics
+from edge_agent.errors import RuntimeError_
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT = 1024 * 1024 - 1024
+MAX_TAIL = 10_000
+MAX_CONCURRENT = 4
+
+
+class CommandHandler:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+
+    def on_message(self, message: object) -> None:
+        topic, payload = getattr(message, "topic", ""), getattr(message, "payload", b"")
+        try:
+            request = wire.decode_node_message(topic, payload)
+        except WireError as exc:
+            log.warning("ignored a command on %s: %s", topic, exc)
+            return
+        assert isinstance(request, CommandRequest)
+        task = asyncio.create_task(self._handle(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _handle(self, req: CommandRequest) -> None:
+        async with self._slots:
+            now = self.agent.clock()
+            if now > req.deadline:
+                reply = self._reply(req, ok=False, error=f"request expired {now - req.deadline:.1f}s ago")
+            else:
+                try:
+                    reply = await asyncio.wait_for(self._run(req), max(0.1, req.deadline - now))
+                except TimeoutError:
+                    reply = self._reply(req, ok=False, error="deadline passed before the command finished")
+                except RuntimeError_ as exc:
+                    reply = self._reply(req, ok=False, error=str(exc)[:4000])
+            with contextlib.suppress(MqttError):
+                await self.agent.mqtt.publish(topics.node_reply(self.agent.node_id), wire.encode(reply), qos=1)
+
+    def _reply(self, req: CommandRequest, *, ok: bool, output: bytes = b"", error: str = "",
+               exit_code: int | None = None) -> CommandReply:
+        return CommandReply(request_id=req.request_id, node_id=self.agent.node_id, ok=ok, ts=self.agent.clock(),
+                            exit_code=exit_code, output=output[-MAX_OUTPUT:], error=error[:4000])
+
+    def _instance_id(self, req: CommandRequest) -> str | None:
+        replica = req.args.get("replica", "")
+        for inst in self.agent.instances:
+            if inst.replica_id == replica:
+                return inst.instance_id
+        return None
+
+    async def _run(self, req: CommandRequest) -> CommandReply:
+        match req.command:
+            case CommandName.PING:
+                return self._reply(req, ok=True, output=b"pong")
+            case CommandName.LOGS:
+                iid = self._instance_id(req)
+                if iid is None:
+                    return self._reply(req, ok=False, error=f"no replica {req.args.get('replica', '')!r} on this node")
+                try:
+                    tail = max(1, min(MAX_TAIL, int(req.args.get("tail", "100"))))
+                except ValueError:
+                    return self._reply(req, ok=False, error="args.tail: expected a number of lines")
+                return self._reply(req, ok=True, output=await self.agent.runtime.logs(iid, tail))
+            case CommandName.EXEC:
+                iid = self._instance_id(req)
+                if iid is None:
+                    return self._reply(req, ok=False, error=f"no replica {req.args.get('replica', '')!r} on this node")
+                if not req.argv:
+                    return self._reply(req, ok=False, error="argv: a command is required")
+                timeout = max(0.5, req.deadline - self.agent.clock())
+                result = await self.agent.runtime.exec(iid, list(req.argv), timeout)
+                return self._reply(req, ok=True, output=result.output, exit_code=result.exit_code)
+            case CommandName.DRAIN:
+                # Draining is the coordinator's decision (it moves replicas through desired state); the agent
+                # acknowledges so the coordinator knows the node is reachable.
+                return self._reply(req, ok=True, output=b"drain acknowledged")
+        return self._reply(req, ok=False, error=f"unknown command {req.command}")

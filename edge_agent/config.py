@@ -1,0 +1,93 @@
+"""Agent settings, parsed once at startup into a frozen dataclass and passed down (STYLE §6)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from broker.client import Secret
+from broker.wire import valid_id
+from edge_agent.errors import ConfigError
+from edge_agent.reconcile import RestartConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    broker: BrokerAddress
+    data_dir: Path
+    node_id: str
+    username: str
+    password: Secret | None = None
+    profile: str = "auto"
+    runtime: str = "auto"  # auto | podman | process
+    labels: dict[str, str] = field(default_factory=dict)
+    zone: str = ""
+    podman_socket: Path | None = None
+    containers_conf: Path | None = None
+    heartbeat_interval_s: float | None = None  # None: the profile's
+    reconcile_interval_s: float = 2.0
+    probe_tick_s: float = 0.5
+    stop_timeout_s: float = 10.0
+    keepalive_s: int = 10
+    restart: RestartConfig = field(default_factory=RestartConfig)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    sensor_file: Path | None = None
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"--broker: expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ConfigError(f"--broker: bad port in {url!r}") from None
+    return BrokerAddress(parts.hostname, port, parts.scheme == "mqtts")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> dict; keys and values are bounded and may not contain ',' or '='."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key or len(key) > 128 or len(value) > 128:
+            raise ConfigError(f"--labels: expected k=v[,k=v...] with keys/values up to 128 chars, got {item!r}")
+        labels[key.strip()] = value.strip()
+    if len(labels) > 64:
+        raise ConfigError("--labels: at most 64 labels")
+    return labels
+
+
+def default_node_id() -> str:
+    """A node id from the host name, reduced to the wire's id syntax."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-_")[:63] or "node"
+    return name if valid_id(name) else "node"
+
+
+def resolve_node_id(data_dir: Path, requested: str | None) -> str:
+    """The node id is chosen once and kept in DATA_DIR/node-id; a different --node-id later is an error."""
+    path = data_dir / "node-id"
+    stored = path.read_text().strip() if path.exists() else None
+    if requested is not None and not valid_id(requested):
+        raise ConfigError(f"--node-id: {requested!r} is not valid (1-63 letters, digits, '.', '_', '-')")
+    if stored and requested and stored != requested:
+        raise ConfigError(f"--node-id {requested!r} but {path} says {stored!r}; use another --data-dir per node")
+    node_id = stored or requested or default_node_id()
+    if not valid_id(node_id):
+        raise ConfigError(f"{path}: {node_id!r} is not a valid node id; fix or delete the file")
+    if not stored:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(node_id + "\n")
+    return node_id
