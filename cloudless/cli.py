@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from broker import cli as broker_cli
     from cloudless import up
+    from edge_agent import cli as agent_cli
 
     broker_cli.add_parser(sub)
+    agent_cli.add_parser(sub)
     up.add_parser(sub)
     return parser
 

@@ -166,7 +166,11 @@ def read_sensors(override: Path | None = None) -> Readings:
                 charging=bool(charging) if charging is not None else None,
                 temperatures={str(k)[:64]: float(v) for k, v in dict(temps).items()},
             )
+        except FileNotFoundError:
+            pass  # no readings injected (yet): the device's own sensors count
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("sensor file %s unusable (%s); using the device's sensors", override, exc)
+            if str(exc) not in _warned:
+                _warned.add(str(exc))
+                log.warning("sensor file %s unusable (%s); using the device's sensors", override, exc)
     bat = battery()
     return Readings(bat.percent, bat.charging, temperatures())

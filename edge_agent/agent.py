@@ -1,0 +1,448 @@
+"""The edge agent daemon: MQTT in and out, the reconcile loop, probes, heartbeats and gates (adapter).
+
+Decisions come from the cores — `reconcile` (what to start/stop), `desired` (which desired states to accept),
+`health` (probe verdicts), `firmware_profiles.gates` (when the device must not take work) — and this module
+only carries them out and reports. Autonomy (ARCHITECTURE §5): the desired state and the per-replica
+bookkeeping are persisted, so with the broker gone — for minutes or across a reboot — the agent keeps running,
+restarting and probing what it was told to run, and on reconnect it changes nothing that is healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from broker import wire
+from broker.client import MqttClient
+from broker.errors import MqttError, WireError
+from broker.wire import (
+    DesiredState,
+    Heartbeat,
+    NodeFacts,
+    NodeStatus,
+    ObservedState,
+    Presence,
+    ReplicaSpec,
+    ReplicaUsage,
+    topics,
+)
+from cloudless import __version__
+from edge_agent import facts as node_facts
+from edge_agent import health
+from edge_agent.commands import CommandHandler
+from edge_agent.config import AgentConfig
+from edge_agent.desired import Accepted, consider
+from edge_agent.errors import AgentError, ImageUnavailable, RuntimeError_, StateError
+from edge_agent.gating import Gate, GateState
+from edge_agent.probes import run_probe
+from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
+from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
+from edge_agent.state import StateStore
+
+log = logging.getLogger(__name__)
+
+PULL_BACKOFF_INITIAL_S = 2.0
+PULL_BACKOFF_MAX_S = 120.0
+
+
+@dataclass
+class _Pull:
+    task: asyncio.Task[None] | None = None
+    error: str = ""
+    attempts: int = 0
+    next_at: float = 0.0
+    done: bool = False
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        runtime: Runtime,
+        mqtt: MqttClient,
+        gate: Gate,
+        profile_name: str,
+        heartbeat_interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.runtime = runtime
+        self.mqtt = mqtt
+        self.gate = gate
+        self.profile_name = profile_name
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.clock = clock
+        self.store = StateStore(cfg.data_dir)
+        local = self.store.load()
+        self.desired: DesiredState | None = local.desired
+        self.max_epoch = local.max_epoch
+        self.records: dict[str, ReplicaRecord] = local.records
+        self.boot_id = secrets.token_hex(8)
+        self.runtime_info = RuntimeInfo(name="unknown")
+        self.gate_state: GateState = gate.initial()
+        self.readings = node_facts.Readings(None, None, {})
+        self.instances: list[Instance] = []
+        self.ready: dict[str, bool] = {}
+        self._trackers: dict[tuple[str, str], health.ProbeTracker] = {}
+        self._probing: set[tuple[str, str]] = set()
+        self._pulls: dict[str, _Pull] = {}
+        self._wake = asyncio.Event()
+        self._observed_key: object = None
+        self._status_key: object = None
+        self._seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.commands = CommandHandler(self)
+        self.reconciles = 0
+        self.desired_received_at: float | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.runtime_info = await self.runtime.info()
+        node_facts.cpu_percent()  # prime the CPU counter
+        self.readings = node_facts.read_sensors(self.cfg.sensor_file)
+        self.gate_state = self.gate.evaluate(self.gate_state, self.readings)
+        if self.desired is not None:
+            log.info("restored desired state generation %d (epoch %d, %d replicas) from %s",
+                     self.desired.generation, self.desired.epoch, len(self.desired.replicas), self.store.dir)
+        self.mqtt.on_connect(self._on_connected)
+        await self.mqtt.subscribe(topics.node_desired(self.node_id), self._on_desired_message, qos=1)
+        await self.mqtt.subscribe(topics.node_cmd(self.node_id), self.commands.on_message, qos=1)
+        await self.mqtt.start()
+        for coro in (self._reconcile_loop(), self._probe_loop(), self._heartbeat_loop()):
+            self._tasks.append(asyncio.create_task(coro))
+
+    async def stop(self) -> None:
+        """Stop the agent itself; workloads keep running (they belong to the node, not to this process)."""
+        for task in self._tasks:
+            task.cancel()
+        for pull in self._pulls.values():
+            if pull.task is not None:
+                pull.task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.commands.cancel()
+        with contextlib.suppress(MqttError):
+            await asyncio.wait_for(self._publish_status(Presence.OFFLINE, force=True), 2.0)
+        await self.mqtt.stop()
+        await self.runtime.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- MQTT in ------------------------------------------------------------------------------------------
+
+    async def _on_connected(self) -> None:
+        self._status_key = self._observed_key = None  # republish: the broker may have lost our retained state
+        await self._publish_status(Presence.ONLINE, force=True)
+        await self._publish_observed(force=True)
+
+    def _on_desired_message(self, message: object) -> None:
+        payload = getattr(message, "payload", b"")
+        topic = getattr(message, "topic", "")
+        try:
+            incoming = wire.decode_node_message(topic, payload)
+        except WireError as exc:
+            log.warning("ignored a desired-state message on %s: %s", topic, exc)
+            return
+        assert isinstance(incoming, DesiredState)
+        verdict = consider(self.desired, self.max_epoch, incoming, self.node_id)
+        if not isinstance(verdict, Accepted):
+            log.debug("desired state not applied: %s", verdict.reason)
+            return
+        self.desired, self.max_epoch = verdict.state, verdict.max_epoch
+        self.desired_received_at = self.clock()
+        log.info("desired state generation %d (epoch %d): %d replicas", incoming.generation, incoming.epoch,
+                 len(incoming.replicas))
+        try:
+            self.store.save_desired(incoming)
+            self.store.save_agent(self.max_epoch, self.records)
+        except StateError as exc:
+            log.error("%s (running from memory until the disk recovers)", exc)
+        self.wake()
+
+    # ---- reconcile ----------------------------------------------------------------------------------------
+
+    def _wanted(self) -> tuple[ReplicaSpec, ...]:
+        if self.desired is None:
+            return ()
+        if self.gate_state.stop_workloads:
+            return ()
+        return self.desired.replicas
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.reconcile_interval_s)
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except RuntimeError_ as exc:
+                log.warning("runtime unavailable this round: %s", exc)
+            except Exception:
+                log.exception("reconcile round failed; retrying")
+
+    async def reconcile_once(self) -> None:
+        self.reconciles += 1
+        now = self.clock()
+        wanted = self._wanted()
+        instances = await self.runtime.list()
+        plan = reconcile(wanted, instances, self.records, now, self.cfg.restart)
+        records = dict(plan.records)
+        specs = {s.replica_id: s for s in wanted}
+        for action in plan.remove:
+            await self._guard(records, action.replica_id, now, self._stop_remove(action.instance_id),
+                              keep_record=action.replica_id in specs)
+        for action in plan.restart:
+            log.info("restarting %s: %s", action.replica_id, action.reason)
+            await self._guard(records, action.replica_id, now, self._restart(action.instance_id))
+        for action in plan.start:
+            log.info("starting %s: %s", action.replica_id, action.reason)
+            await self._guard(records, action.replica_id, now, self.runtime.start(action.instance_id))
+        for action in plan.replace:
+            assert action.spec is not None
+            if self._image_ready(action.spec, now):
+                log.info("replacing %s: %s", action.replica_id, action.reason)
+                await self._guard(records, action.replica_id, now, self._replace(action.instance_id, action.spec))
+        for action in plan.create:
+            assert action.spec is not None
+            if self._image_ready(action.spec, now):
+                log.info("creating %s (%s)", action.replica_id, action.spec.image or action.spec.command)
+                await self._guard(records, action.replica_id, now, self._create(action.spec))
+        if records != self.records:
+            self.records = {rid: rec for rid, rec in records.items() if rid in specs}
+            try:
+                self.store.save_agent(self.max_epoch, self.records)
+            except StateError as exc:
+                log.error("%s", exc)
+        self.instances = await self.runtime.list() if not plan.empty else instances
+        self._sync_trackers(wanted)
+        await self._publish_observed()
+
+    async def _guard(self, records: dict[str, ReplicaRecord], rid: str, now: float, op: object,
+                     *, keep_record: bool = True) -> None:
+        try:
+            await op  # type: ignore[misc]
+        except RuntimeError_ as exc:
+            log.warning("replica %s: %s", rid, exc)
+            if keep_record:
+                records[rid] = action_failed(records.get(rid) or ReplicaRecord(rid), str(exc), now, self.cfg.restart)
+
+    async def _stop_remove(self, instance_id: str) -> None:
+        await self.runtime.stop(instance_id, self.cfg.stop_timeout_s)
+        await self.runtime.remove(instance_id)
+
+    async def _restart(self, instance_id: str) -> None:
+        await self.runtime.stop(instance_id, self.cfg.stop_timeout_s)
+        await self.runtime.start(instance_id)
+
+    async def _replace(self, instance_id: str, spec: ReplicaSpec) -> None:
+        await self._stop_remove(instance_id)
+        await self._create(spec)
+
+    async def _create(self, spec: ReplicaSpec) -> None:
+        generation = self.desired.generation if self.desired is not None else 0
+        inst = await self.runtime.create(spec, generation)
+        await self.runtime.start(inst.instance_id)
+
+    # ---- images -------------------------------------------------------------------------------------------
+
+    def _image_ready(self, spec: ReplicaSpec, now: float) -> bool:
+        """True when the image is local; otherwise a pull runs in the background (never restarted from zero by a
+        timeout) and the replica is reported `pulling`; failures retry with capped exponential back-off."""
+        if not spec.image or self.runtime_info.name == "process":
+            return True
+        pull = self._pulls.setdefault(spec.image, _Pull())
+        if pull.done:
+            return True
+        if pull.task is None and now >= pull.next_at:
+            pull.task = asyncio.create_task(self._pull(spec.image, pull))
+        return False
+
+    async def _pull(self, image: str, pull: _Pull) -> None:
+        try:
+            await self.runtime.ensure_image(image, lambda line: log.info("pull %s: %s", image, line))
+            pull.done, pull.error = True, ""
+        except ImageUnavailable as exc:
+            pull.attempts += 1
+            delay = min(PULL_BACKOFF_MAX_S, PULL_BACKOFF_INITIAL_S * 2 ** min(pull.attempts - 1, 16))
+            pull.error, pull.next_at = str(exc), self.clock() + delay
+            log.warning("image %s unavailable (attempt %d): %s; retrying in %.0fs", image, pull.attempts, exc, delay)
+        except RuntimeError_ as exc:
+            pull.error, pull.next_at = str(exc), self.clock() + PULL_BACKOFF_INITIAL_S
+        finally:
+            pull.task = None
+            self.wake()
+
+    def _pulling(self) -> frozenset[str]:
+        return frozenset(
+            s.replica_id for s in self._wanted()
+            if s.image and (p := self._pulls.get(s.image)) is not None and not p.done
+        )
+
+    # ---- probes -------------------------------------------------------------------------------------------
+
+    def _sync_trackers(self, wanted: tuple[ReplicaSpec, ...]) -> None:
+        running = {i.replica_id: i for i in self.instances if i.state is InstanceState.RUNNING}
+        live_keys = set()
+        for spec in wanted:
+            inst = running.get(spec.replica_id)
+            if inst is None or inst.spec_hash != spec.spec_hash:
+                self.ready[spec.replica_id] = False
+                continue
+            started = inst.started_at or 0.0
+            for kind, probe in (("liveness", spec.liveness), ("readiness", spec.readiness)):
+                if probe is None:
+                    continue
+                key = (spec.replica_id, kind)
+                live_keys.add(key)
+                tracker = self._trackers.get(key)
+                if tracker is None or tracker.started_at != started:
+                    self._trackers[key] = health.new_tracker(probe, started, initially_healthy=kind == "liveness")
+            if spec.readiness is None:
+                self.ready[spec.replica_id] = True
+        for key in list(self._trackers):
+            if key not in live_keys:
+                del self._trackers[key]
+        for rid in list(self.ready):
+            if rid not in {s.replica_id for s in wanted}:
+                del self.ready[rid]
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.probe_tick_s)
+            now = self.clock()
+            specs = {s.replica_id: s for s in self._wanted()}
+            running = {i.replica_id: i for i in self.instances if i.state is InstanceState.RUNNING}
+            for key, tracker in list(self._trackers.items()):
+                rid, kind = key
+                spec, inst = specs.get(rid), running.get(rid)
+                if spec is None or inst is None or key in self._probing or not health.due(tracker, now):
+                    continue
+                probe = spec.liveness if kind == "liveness" else spec.readiness
+                if probe is not None:
+                    self._probing.add(key)
+                    self._tasks.append(asyncio.create_task(self._probe(key, inst.instance_id, probe)))
+            self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def _probe(self, key: tuple[str, str], instance_id: str, probe: wire.Probe) -> None:
+        rid, kind = key
+        try:
+            result = await run_probe(self.runtime, instance_id, probe)
+            tracker = self._trackers.get(key)
+            if tracker is None:
+                return
+            updated = health.record(probe, tracker, result.success, result.message, self.clock())
+            self._trackers[key] = updated
+            if kind == "readiness":
+                if self.ready.get(rid) != updated.healthy:
+                    log.info("replica %s %s (%s)", rid, "ready" if updated.healthy else "not ready", result.message)
+                    self.ready[rid] = updated.healthy
+                    self.wake()
+            elif tracker.healthy and not updated.healthy:
+                log.warning("replica %s failed its liveness probe %d times (%s): restarting", rid,
+                            updated.failures, result.message)
+                record = self.records.get(rid) or ReplicaRecord(rid)
+                self.records[rid] = replace(record, liveness_failed=True, last_error=f"liveness: {result.message}")
+                del self._trackers[key]
+                self.wake()
+        finally:
+            self._probing.discard(key)
+
+    # ---- reporting ----------------------------------------------------------------------------------------
+
+    def facts(self) -> NodeFacts:
+        return node_facts.node_facts(
+            data_dir=self.cfg.data_dir, runtime=self.runtime_info.name, runtime_version=self.runtime_info.version,
+            rootless=self.runtime_info.rootless, profile=self.profile_name, zone=self.cfg.zone,
+            labels=self.cfg.labels, agent_version=__version__, readings=self.readings,
+        )
+
+    def status_message(self, presence: Presence) -> NodeStatus:
+        return NodeStatus(
+            node_id=self.node_id, presence=presence, ts=self.clock(), facts=self.facts(),
+            schedulable=self.gate_state.schedulable and presence is Presence.ONLINE,
+            gates=tuple(g[:128] for g in self.gate_state.reasons[:16]), boot_id=self.boot_id,
+        )
+
+    async def _publish_status(self, presence: Presence, *, force: bool = False) -> None:
+        key = (presence, self.gate_state.schedulable, self.gate_state.reasons)
+        if not force and key == self._status_key:
+            return
+        self._status_key = key
+        msg = self.status_message(presence)
+        spec = topics.NODE_CHANNELS[topics.Channel.STATUS]
+        self.mqtt.publish_nowait(topics.node_status(self.node_id), wire.encode(msg), qos=spec.qos, retain=spec.retain)
+
+    def observed_message(self) -> ObservedState:
+        replicas = observe(self._wanted(), self.instances, self.records, self.ready, pulling=self._pulling(),
+                           cfg=self.cfg.restart)
+        desired = self.desired
+        return ObservedState(node_id=self.node_id, generation=desired.generation if desired else 0,
+                             epoch=desired.epoch if desired else 0, ts=self.clock(), replicas=replicas)
+
+    async def _publish_observed(self, *, force: bool = False) -> None:
+        msg = self.observed_message()
+        key = (msg.generation, msg.epoch, msg.replicas)
+        if not force and key == self._observed_key:
+            return
+        self._observed_key = key
+        spec = topics.NODE_CHANNELS[topics.Channel.OBSERVED]
+        try:
+            self.mqtt.publish_nowait(topics.node_observed(self.node_id), wire.encode(msg), qos=spec.qos,
+                                     retain=spec.retain)
+        except MqttError as exc:  # outbox full of state: the newest observed state supersedes on reconnect
+            log.warning("observed state not queued: %s", exc)
+            self._observed_key = None
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self._heartbeat()
+            except AgentError as exc:
+                log.warning("heartbeat skipped: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _heartbeat(self) -> None:
+        self.readings = node_facts.read_sensors(self.cfg.sensor_file)
+        previous = self.gate_state
+        self.gate_state = self.gate.evaluate(previous, self.readings)
+        if self.gate_state != previous:
+            if self.gate_state.reasons:
+                log.warning("gate tripped: %s (%s workloads)", "; ".join(self.gate_state.reasons),
+                            "stopping" if self.gate_state.stop_workloads else "keeping")
+            else:
+                log.info("gates clear: schedulable again")
+            self.wake()
+        await self._publish_status(Presence.ONLINE)
+        self._seq += 1
+        md = node_facts.mem_disk(self.cfg.data_dir)
+        try:
+            usage = await self.runtime.usage()
+        except RuntimeError_:
+            usage = {}
+        by_instance = {i.instance_id: i.replica_id for i in self.instances}
+        replicas = tuple(
+            ReplicaUsage(replica_id=by_instance[iid], cpu_percent=min(u.cpu_percent, 6400.0) if u.cpu_percent
+                         is not None else None, memory_bytes=u.memory_bytes)
+            for iid, u in sorted(usage.items()) if iid in by_instance
+        )[:256]
+        hb = Heartbeat(
+            node_id=self.node_id, seq=self._seq, ts=self.clock(), cpu_percent=node_facts.cpu_percent(),
+            memory_used_bytes=md.memory_used, memory_total_bytes=md.memory_total, disk_used_bytes=md.disk_used,
+            disk_total_bytes=md.disk_total, battery_percent=self.readings.battery_percent, replicas=replicas,
+        )
+        spec = topics.NODE_CHANNELS[topics.Channel.HEARTBEAT]
+        with contextlib.suppress(MqttError):
+            self.mqtt.publish_nowait(topics.node_heartbeat(self.node_id), wire.encode(hb), qos=spec.qos,
+                                     retain=spec.retain, droppable=True)

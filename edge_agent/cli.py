@@ -1,0 +1,141 @@
+"""`cloudless agent`: parse the command line into an AgentConfig, pick the profile and runtime, run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from edge_agent.errors import AgentError, ConfigError
+
+log = logging.getLogger("cloudless.agent")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cloudless-agent"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "agent", help="run the edge agent on this device",
+        description="Run the Cloudless edge agent: it dials out to the MQTT broker, reports this device, and runs "
+        "the workloads the coordinator assigns it (rootless Podman, or plain processes where containers are "
+        "impossible). Workloads keep running while the broker is unreachable.",
+    )
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help=f"node identity, local state and logs (default {default_data_dir()})")
+    p.add_argument("--node-id", default=None,
+                   help="this node's id (default: from the host name; kept in the data dir)")
+    p.add_argument("--profile", default="auto", help="device profile name, or 'auto' to detect (default auto)")
+    p.add_argument("--labels", default="", metavar="K=V,...",
+                   help="node labels for placement, e.g. disk=ssd,room=attic")
+    p.add_argument("--zone", default="", help="failure zone of this device (e.g. 'home', 'office')")
+    p.add_argument("--runtime", choices=["auto", "podman", "process"], default="auto",
+                   help="workload runtime (default: the profile's; podman if usable, else process)")
+    p.add_argument("--podman-socket", type=Path, default=None,
+                   help="Podman REST socket (default: $XDG_RUNTIME_DIR/podman/podman.sock, started if absent)")
+    p.add_argument("--containers-conf", type=Path, default=os.environ.get("CONTAINERS_CONF") or None,
+                   help="containers.conf for the Podman service this agent starts (default $CONTAINERS_CONF)")
+    p.add_argument("--username", default=None, help="broker username (default: the node id)")
+    p.add_argument("--password-file", type=Path, default=None, help="file holding the broker password")
+    p.add_argument("--tls-ca", type=Path, default=None, help="CA bundle to verify the broker (mqtts)")
+    p.add_argument("--heartbeat-interval", type=float, default=None, metavar="SECONDS",
+                   help="override the profile's heartbeat interval")
+    p.add_argument("--reconcile-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to check workloads against the desired state (default 2)")
+    p.add_argument("--sensor-file", type=Path, default=None,
+                   help="read battery/temperature readings from this JSON file instead of the device's sensors "
+                   '(e.g. {"battery_percent": 40, "charging": false, "temperatures": {"cpu": 50}}); for devices '
+                   "whose sensors psutil cannot read, fed by a script, and for testing gates")
+    p.set_defaults(func=_cmd_agent)
+
+
+def _read_secret(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"--password-file: cannot read {path}: {exc.strerror}") from None
+
+
+def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from broker.client import Secret
+    from edge_agent.config import AgentConfig, parse_broker_url, parse_labels, resolve_node_id
+
+    if args.reconcile_interval <= 0 or (args.heartbeat_interval is not None and args.heartbeat_interval <= 0):
+        raise ConfigError("--reconcile-interval/--heartbeat-interval: must be positive")
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    node_id = resolve_node_id(data_dir, args.node_id)
+    password = _read_secret(args.password_file)
+    return AgentConfig(
+        broker=parse_broker_url(args.broker), data_dir=data_dir, node_id=node_id,
+        username=args.username or node_id, password=Secret(password) if password is not None else None,
+        profile=args.profile, runtime=args.runtime, labels=parse_labels(args.labels), zone=args.zone,
+        podman_socket=args.podman_socket, containers_conf=args.containers_conf,
+        heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
+        tls_ca=args.tls_ca, sensor_file=args.sensor_file,
+    )
+
+
+def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
+    """The runtime adapter: explicit choice, else the profile's, else Podman when installed."""
+    if runtime_name == "auto":
+        runtime_name = "podman" if shutil.which("podman") else "process"
+    if runtime_name == "podman":
+        from edge_agent.runtime.podman import PodmanRuntime
+
+        return PodmanRuntime(node_id=cfg.node_id, socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
+    from edge_agent.runtime.process import ProcessRuntime
+
+    return ProcessRuntime(node_id=cfg.node_id, root=cfg.data_dir / "process")
+
+
+async def run(cfg) -> int:  # type: ignore[no-untyped-def]
+    from broker import wire
+    from broker.client import ClientTls, MqttClient, MqttSettings, Will
+    from broker.wire import NodeStatus, Presence, topics
+    from edge_agent.agent import Agent
+    from edge_agent.gating import Gate
+    from edge_agent.profile import select_profile
+
+    profile = select_profile(cfg.profile)
+    log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
+    runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
+    will = NodeStatus(node_id=cfg.node_id, presence=Presence.OFFLINE, ts=0.0, schedulable=False)
+    tls = ClientTls(ca_file=cfg.tls_ca) if cfg.broker.tls else None
+    settings = MqttSettings(
+        host=cfg.broker.host, port=cfg.broker.port, client_id=cfg.node_id, username=cfg.username,
+        password=cfg.password, tls=tls, keepalive_s=cfg.keepalive_s, clean_session=True,
+        will=Will(topics.node_status(cfg.node_id), wire.encode(will), qos=1, retain=True),
+    )
+    agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
+                  profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.start()
+    print(f"cloudless agent: node {cfg.node_id} running ({agent.runtime_info.name}"
+          f"{', rootless' if agent.runtime_info.rootless else ''}), broker "
+          f"{'mqtts' if cfg.broker.tls else 'mqtt'}://{cfg.broker.host}:{cfg.broker.port}", flush=True)
+    await stop.wait()
+    log.info("stopping the agent (workloads keep running)")
+    await agent.stop()
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    try:
+        cfg = build_config(args)
+        return asyncio.run(run(cfg))
+    except AgentError as exc:
+        print(f"cloudless agent: error: {exc}", flush=True)
+        return 2

@@ -1,0 +1,349 @@
+"""The process runtime: workloads as plain supervised processes, for hosts without containers (Termux).
+
+Each instance is a directory under DATA_DIR/process/<instance-id>/ holding `meta.json` (labels, argv, env,
+working dir, limits), `run.json` (pid, its start time, when it started/finished) and `exit` (the exit code,
+written by the wrapper), plus `log` (stdout and stderr). The process runs in its own session under a tiny
+`sh` wrapper that records the exit code, so it outlives an agent restart and the next agent re-adopts it from
+the directory — the same model as Podman's conmon, with no extra daemon.
+
+What it honours: command + args (required: there is no image to take a default from), env, working dir,
+memory limit (RLIMIT_AS — an address-space cap, stricter than a container's RSS limit), open-file limit,
+host ports equal to the container port (the process binds the host port itself). What it refuses
+(`SpecUnsupported`, reported as the replica's error): port remapping and volumes. CPU limits are not
+enforceable without cgroups; the process runs at lower priority (nice 10) when a CPU limit is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.wire import ReplicaSpec
+from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
+from edge_agent.runtime.base import (
+    Endpoint,
+    ExecResult,
+    Instance,
+    InstanceState,
+    ProgressFn,
+    RuntimeInfo,
+    Usage,
+    instance_from_labels,
+    instance_labels,
+)
+
+log = logging.getLogger(__name__)
+
+# "$0" is the exit-code file, "$@" the workload's argv; the code is written atomically (tmp + mv).
+_WRAPPER = '"$@"; code=$?; echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
+LOG_ROTATE_BYTES = 4 * 1024 * 1024
+NOFILE_LIMIT = 1024
+
+
+def _check(spec: ReplicaSpec) -> None:
+    if not spec.command and not spec.args:
+        raise SpecUnsupported("the process runtime needs `command` (there is no image to provide a default)")
+    for port in spec.ports:
+        if port.host_port not in (0, port.container_port):
+            raise SpecUnsupported(
+                f"the process runtime cannot remap ports: hostPort {port.host_port} != containerPort "
+                f"{port.container_port} (a process binds the host port itself)")
+    if spec.volumes:
+        raise SpecUnsupported("the process runtime cannot mount volumes; use the working directory instead")
+
+
+class ProcessRuntime:
+    def __init__(self, *, node_id: str, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.node_id = node_id
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._ps: dict[str, Any] = {}  # psutil.Process per instance, for cpu_percent deltas
+        self._sh = shutil.which("sh") or "/bin/sh"
+
+    # ---- files -------------------------------------------------------------------------------------------
+
+    def _dir(self, instance_id: str) -> Path:
+        if "/" in instance_id or instance_id in ("", ".", ".."):
+            raise InstanceNotFound(f"bad instance id {instance_id!r}")
+        return self.root / instance_id
+
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    def _meta(self, instance_id: str) -> dict[str, Any]:
+        meta = self._read_json(self._dir(instance_id) / "meta.json")
+        if not meta:
+            raise InstanceNotFound(f"no process instance {instance_id}")
+        return meta
+
+    # ---- state ---------------------------------------------------------------------------------------------
+
+    def _alive(self, instance_id: str, run: dict[str, Any]) -> bool:
+        child = self._children.get(instance_id)
+        if child is not None:
+            return child.poll() is None  # also reaps our own exited children
+        pid = run.get("pid")
+        if not isinstance(pid, int):
+            return False
+        try:
+            import psutil
+
+            proc = psutil.Process(pid)
+            same = abs(proc.create_time() - float(run.get("pid_created", 0))) < 1.0
+            return bool(same and proc.status() != psutil.STATUS_ZOMBIE)
+        except Exception:  # NoSuchProcess, AccessDenied, no psutil: treat as gone
+            return False
+
+    def _instance(self, instance_id: str) -> Instance | None:
+        d = self._dir(instance_id)
+        meta = self._read_json(d / "meta.json")
+        if not meta or meta.get("labels", {}).get("cloudless.node") != self.node_id:
+            return None
+        run = self._read_json(d / "run.json")
+        exit_code = _read_int(d / "exit")
+        state, error = InstanceState.CREATED, ""
+        if run.get("pid") is not None:
+            if exit_code is None and self._alive(instance_id, run):
+                state = InstanceState.RUNNING
+            else:
+                state = InstanceState.EXITED
+                exit_code = _read_int(d / "exit")  # the wrapper may have written it just now
+                if exit_code is None:
+                    exit_code, error = 137, "process vanished without an exit code (killed)"
+                if run.get("finished_at") is None:
+                    run["finished_at"] = self.clock()
+                    self._write_json(d / "run.json", run)
+        return instance_from_labels(
+            instance_id, meta.get("labels", {}), state, exit_code=exit_code if state is InstanceState.EXITED else None,
+            started_at=run.get("started_at"), finished_at=run.get("finished_at"), error=error,
+        )
+
+    # ---- the Runtime Protocol ---------------------------------------------------------------------------
+
+    async def info(self) -> RuntimeInfo:
+        return RuntimeInfo(name="process", version="1", rootless=os.geteuid() != 0)
+
+    async def list(self) -> list[Instance]:
+        out = []
+        for d in sorted(self.root.iterdir()) if self.root.exists() else []:
+            if d.is_dir():
+                inst = self._instance(d.name)
+                if inst is not None:
+                    out.append(inst)
+        return out
+
+    async def ensure_image(self, image: str, progress: ProgressFn | None = None) -> None:
+        return None  # no images: the command runs on the host
+
+    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
+        _check(spec)
+        instance_id = f"p-{spec.replica_id}-{secrets.token_hex(3)}"
+        d = self._dir(instance_id)
+        (d / "work").mkdir(parents=True)
+        meta = {
+            "labels": instance_labels(self.node_id, spec, generation),
+            "argv": [*spec.command, *spec.args],
+            "env": dict(spec.env),
+            "working_dir": spec.working_dir,
+            "memory_bytes": spec.memory_bytes,
+            "cpu_millis": spec.cpu_millis,
+            "created_at": self.clock(),
+        }
+        self._write_json(d / "meta.json", meta)
+        inst = self._instance(instance_id)
+        assert inst is not None
+        return inst
+
+    async def start(self, instance_id: str) -> Instance:
+        meta = self._meta(instance_id)
+        d = self._dir(instance_id)
+        if (inst := self._instance(instance_id)) is not None and inst.state is InstanceState.RUNNING:
+            return inst
+        with contextlib.suppress(FileNotFoundError):
+            (d / "exit").unlink()
+        logf = d / "log"
+        with contextlib.suppress(OSError):
+            if logf.stat().st_size > LOG_ROTATE_BYTES:
+                logf.replace(d / "log.1")
+        cwd = meta.get("working_dir") or str(d / "work")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
+        limits = _limits(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0))
+        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *meta["argv"]], cwd=cwd, env=env, log=logf,
+                       limits=limits, what=instance_id)
+        self._children[instance_id] = child
+        self._ps.pop(instance_id, None)
+        self._write_json(d / "run.json", {"pid": child.pid, "pid_created": _create_time(child.pid),
+                                          "started_at": self.clock(), "finished_at": None})
+        inst = self._instance(instance_id)
+        assert inst is not None
+        return inst
+
+    async def stop(self, instance_id: str, timeout_s: float) -> None:
+        d = self._dir(instance_id)
+        run = self._read_json(d / "run.json")
+        if not run.get("pid") or not self._alive(instance_id, run):
+            return
+        pgid = int(run["pid"])
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while time.monotonic() < deadline and self._alive(instance_id, run):  # noqa: ASYNC110 - polling a pid
+            await asyncio.sleep(0.05)
+        killed = self._alive(instance_id, run)
+        if killed:
+            _killpg(pgid, signal.SIGKILL)
+            for _ in range(100):
+                if not self._alive(instance_id, run):
+                    break
+                await asyncio.sleep(0.02)
+        if _read_int(d / "exit") is None:  # the wrapper died with its child: record how it ended
+            (d / "exit").write_text("137\n" if killed else "143\n")
+        run["finished_at"] = self.clock()
+        self._write_json(d / "run.json", run)
+
+    async def remove(self, instance_id: str) -> None:
+        d = self._dir(instance_id)
+        if not d.exists():
+            return
+        await self.stop(instance_id, 1.0)
+        self._children.pop(instance_id, None)
+        self._ps.pop(instance_id, None)
+        shutil.rmtree(d, ignore_errors=True)
+
+    async def logs(self, instance_id: str, tail: int) -> bytes:
+        self._meta(instance_id)
+        return _tail(self._dir(instance_id) / "log", tail)
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        meta = self._meta(instance_id)
+        if not argv:
+            raise RuntimeFailed("exec", detail="empty command")
+        d = self._dir(instance_id)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=meta.get("working_dir") or str(d / "work"), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            _killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise RuntimeFailed(f"exec in {instance_id}", detail=f"timed out after {timeout_s}s") from None
+        return ExecResult(proc.returncode if proc.returncode is not None else -1, out[-1024 * 1024:])
+
+    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+        return Endpoint("127.0.0.1", container_port)
+
+    async def usage(self) -> dict[str, Usage]:
+        out: dict[str, Usage] = {}
+        try:
+            import psutil
+        except ImportError:
+            return out
+        for inst in await self.list():
+            if inst.state is not InstanceState.RUNNING:
+                continue
+            run = self._read_json(self._dir(inst.instance_id) / "run.json")
+            try:
+                proc = self._ps.get(inst.instance_id)
+                if proc is None or proc.pid != run.get("pid"):
+                    proc = self._ps[inst.instance_id] = psutil.Process(int(run["pid"]))
+                procs = [proc, *proc.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs)
+                out[inst.instance_id] = Usage(cpu_percent=proc.cpu_percent(interval=None), memory_bytes=rss)
+            except Exception:  # noqa: S112 - gone, or /proc unreadable (Android): leave it out
+                continue
+        return out
+
+    async def close(self) -> None:
+        self._children.clear()  # the processes keep running: they belong to the node, not to this agent run
+
+
+def _spawn(argv: list[str], *, cwd: str, env: dict[str, str], log: Path, limits: Callable[[], None],
+           what: str) -> subprocess.Popen[bytes]:
+    try:
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=limits,  # noqa: PLW1509 - only setrlimit/nice, async-safe
+            )
+    except OSError as exc:
+        raise RuntimeFailed(f"cannot start {what}", detail=str(exc)) from exc
+
+
+def _limits(memory_bytes: int, cpu_millis: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
+        if memory_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        if 0 < cpu_millis < 1000 * (os.cpu_count() or 1):
+            os.nice(10)
+
+    return apply
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _create_time(pid: int) -> float:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:
+        return 0.0
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int) -> bytes:
+    if lines <= 0:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            chunk = min(size, max(4096, lines * 256))
+            while True:
+                f.seek(size - chunk)
+                data = f.read(chunk)
+                if data.count(b"\n") > lines or chunk >= size:
+                    break
+                chunk = min(size, chunk * 2)
+    except FileNotFoundError:
+        return b""
+    return b"".join(data.splitlines(keepends=True)[-lines:])

@@ -1,0 +1,206 @@
+"""Real agents for integration tests: `cloudless agent` as its own process, as root or as the rootless test
+user (`scripts/setup-rootless.sh`), with the Podman or the process runtime; plus a coordinator-side observer
+that decodes what the agents publish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from broker import wire
+from broker.client import Message, MqttClient
+from broker.wire import DesiredState, NodeStatus, ObservedState, ReplicaObserved, topics
+from tests.integration.conftest import BrokerUnderTest, require_binary
+
+REPO = Path(__file__).resolve().parents[2]
+CONTAINERS_CONF = REPO / "scripts" / "containers.conf"
+ROOTLESS_USER = "cloudless-test"
+IMAGE = "localhost/cloudless/busybox:latest"
+
+
+def rootless_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        msg = f"user {ROOTLESS_USER} missing: run scripts/setup-rootless.sh (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def podman_ids(label_node: str, *, user: pwd.struct_passwd | None = None) -> dict[str, str]:
+    """replica id -> container id of this node's containers, straight from the podman CLI (not the agent)."""
+    fmt = '{{.ID}} {{index .Labels "cloudless.replica"}} {{.State}}'
+    out = run_podman(["ps", "-a", "--filter", f"label=cloudless.node={label_node}", "--format", fmt], user=user)
+    result = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            result[parts[1]] = parts[0]
+    return result
+
+
+def run_podman(argv: list[str], *, user: pwd.struct_passwd | None = None, check: bool = True) -> str:
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    cmd = ["podman", *argv]
+    if user is not None:
+        env["XDG_RUNTIME_DIR"] = f"/run/user/{user.pw_uid}"
+        cmd = ["runuser", "-u", user.pw_name, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{user.pw_uid}",
+               f"CONTAINERS_CONF={CONTAINERS_CONF}", *cmd]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+@dataclass
+class AgentProc:
+    node_id: str
+    broker: BrokerUnderTest
+    runtime: str = "podman"  # podman | process
+    rootless: bool = False
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cl-agent-")))
+
+    def __post_init__(self) -> None:
+        self.user = rootless_user() if self.rootless else None
+        self.data_dir = self.workdir / "data"
+        self.sensor_file = self.workdir / "sensors.json"
+        self.log_path = self.workdir / "agent.log"
+        pw_file = self.workdir / "password"
+        pw_file.write_text(self.broker.passwords[self.node_id])
+        pw_file.chmod(0o600)
+        if self.user is not None:
+            os.chmod(self.workdir, 0o755)
+            for path in (self.workdir, pw_file):
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "cloudless", "--log-level", "INFO", "agent",
+                "--broker", f"mqtt://{self.broker.host}:{self.broker.port}", "--data-dir", str(self.data_dir),
+                "--node-id", self.node_id, "--password-file", str(self.workdir / "password"),
+                "--runtime", self.runtime, "--profile", "vps", "--heartbeat-interval", "1",
+                "--reconcile-interval", "0.5", "--sensor-file", str(self.sensor_file),
+                "--containers-conf", str(CONTAINERS_CONF), *self.extra]
+        if self.user is not None:
+            run_dir = f"/run/user/{self.user.pw_uid}"
+            return ["runuser", "-u", self.user.pw_name, "--", "env", f"XDG_RUNTIME_DIR={run_dir}",
+                    f"HOME={self.user.pw_dir}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", *argv]
+        return argv
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.runtime == "podman":
+            require_binary("podman")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=log, cwd="/",
+                                     env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)})
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if "cloudless agent: node" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise AssertionError(f"agent {self.node_id} did not start; log:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if self.user is not None:  # runuser is the parent; signal the agent itself
+                with contextlib.suppress(ProcessLookupError):
+                    subprocess.run(["pkill", f"-{int(sig)}", "-f", f"--node-id {self.node_id} "], check=False)
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def set_sensors(self, text: str) -> None:
+        tmp = self.sensor_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        if self.user is not None:
+            os.chown(tmp, self.user.pw_uid, self.user.pw_gid)
+        tmp.replace(self.sensor_file)
+
+    def cleanup(self) -> None:
+        self.kill(signal.SIGTERM)
+        if self.runtime == "podman" and shutil.which("podman"):
+            ids = list(podman_ids(self.node_id, user=self.user).values())
+            if ids:
+                run_podman(["rm", "-f", "-t", "0", *ids], user=self.user, check=False)
+        if self.runtime == "process":
+            for pid_dir in (self.data_dir / "process").glob("*"):
+                run = pid_dir / "run.json"
+                with contextlib.suppress(Exception):
+                    import json
+
+                    os.killpg(json.loads(run.read_text())["pid"], signal.SIGKILL)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class Observer:
+    """The coordinator's view: latest status and observed state per node, decoded through the wire."""
+
+    def __init__(self, broker: BrokerUnderTest) -> None:
+        self.client = MqttClient(broker.settings("coordinator@test"))
+        self.status: dict[str, NodeStatus] = {}
+        self.observed: dict[str, ObservedState] = {}
+        self.observed_at: dict[str, float] = {}
+
+    async def __aenter__(self) -> Observer:
+        await self.client.start()
+        await self.client.wait_connected(10)
+        await self.client.subscribe(topics.node_channel_filter(topics.Channel.STATUS), self._on)
+        await self.client.subscribe(topics.node_channel_filter(topics.Channel.OBSERVED), self._on)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.stop()
+
+    def _on(self, m: Message) -> None:
+        msg = wire.decode_node_message(m.topic, m.payload)
+        if isinstance(msg, NodeStatus):
+            self.status[msg.node_id] = msg
+        elif isinstance(msg, ObservedState):
+            self.observed[msg.node_id] = msg
+            self.observed_at[msg.node_id] = time.monotonic()
+
+    async def publish_desired(self, desired: DesiredState) -> None:
+        await self.client.publish(topics.node_desired(desired.node_id), wire.encode(desired), qos=1, retain=True)
+
+    def replica(self, node: str, rid: str) -> ReplicaObserved | None:
+        obs = self.observed.get(node)
+        return next((r for r in obs.replicas if r.replica_id == rid), None) if obs else None
+
+    async def until(
+        self, pred: Callable[[], object], timeout: float, what: str, agent: AgentProc | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            await asyncio.sleep(0.05)
+        detail = f"\nagent log:\n{agent.log_tail()}" if agent is not None else ""
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; observed: {self.observed}{detail}")
