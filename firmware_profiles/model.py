@@ -1,0 +1,147 @@
+"""What a device-class profile says, as frozen values.
+
+A profile is parsed and validated once (`firmware_profiles.schema`) and then passed around read-only; these
+classes do not re-validate, so build them through `parse_profile()` / the loader rather than by hand.
+Mappings are exposed read-only (`MappingProxyType`) and left out of hashing so a `Profile` stays hashable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+# Canonical machine names (Linux `uname -m`), and what other platforms call the same thing.
+ARCHES = frozenset({"x86_64", "i686", "aarch64", "armv7l", "armv6l", "riscv64"})
+ARCH_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "amd64": "x86_64",  # Windows, BSD
+        "x64": "x86_64",
+        "arm64": "aarch64",  # macOS, Windows
+        "armv8": "aarch64",
+        "armv8l": "armv7l",  # 32-bit userland on a 64-bit CPU (common in Termux): runs armv7 binaries
+        "armhf": "armv7l",
+        "armv7": "armv7l",
+        "armv6": "armv6l",
+        "i386": "i686",
+        "i486": "i686",
+        "i586": "i686",
+        "x86": "i686",
+    }
+)
+
+
+def _empty_labels() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+def _no_limits() -> Mapping[str, float]:
+    return MappingProxyType({})
+
+
+def canonical_arch(machine: str) -> str:
+    """`machine` (as platform.machine() reports it) under its canonical name; unknown names pass through."""
+    lowered = machine.strip().lower()
+    return ARCH_ALIASES.get(lowered, lowered)
+
+
+class Runtime(StrEnum):
+    """How the agent runs workloads on this device class."""
+
+    PODMAN = "podman"  # rootless Podman containers (Linux)
+    PROCESS = "process"  # plain supervised processes (Termux: stock Android kernels lack the namespaces)
+
+
+class GateAction(StrEnum):
+    """What happens to running workloads while a gate (battery, charging, temperature) is tripped."""
+
+    STOP = "stop"  # stop them: the device owner's battery/hardware comes first
+    KEEP = "keep"  # keep them running; only new placements stop (the node is unschedulable)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """Rules that recognise the device class; every rule that is set must hold. Unset rules are ignored.
+
+    A rule about a fact the probe could not read (`None`) does not hold. A profile with no rules at all is
+    never detected automatically; it can still be selected by name. Among matching profiles the highest
+    `priority` wins, then the alphabetically first name.
+    """
+
+    arch: tuple[str, ...] = ()  # canonical machine names (x86_64, aarch64, armv7l, ...); any of them
+    device_tree_model: tuple[str, ...] = ()  # case-insensitive substrings of /proc/device-tree/model; any
+    termux: bool | None = None  # TERMUX_VERSION present (True) / absent (False)
+    battery: bool | None = None  # a system battery is present (True) / absent (False)
+    os: tuple[str, ...] = ()  # platform.system(), lower case: linux, darwin, ...; any of them
+    min_memory_bytes: int | None = None
+    max_memory_bytes: int | None = None
+    priority: int = 0
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(
+            self.arch
+            or self.device_tree_model
+            or self.os
+            or self.termux is not None
+            or self.battery is not None
+            or self.min_memory_bytes is not None
+            or self.max_memory_bytes is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Resources kept back for the device owner; the scheduler never places into them."""
+
+    cpu_millicores: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryPolicy:
+    """When battery-powered work is allowed.
+
+    `require_charging=False` (laptops): work stops when the battery is below `min_percent` and not charging.
+    `require_charging=True` (phones): work needs the charger *and* at least `min_percent`.
+    """
+
+    min_percent: float
+    require_charging: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """One device class: how to recognise it, how to run work on it, and when to back off."""
+
+    name: str
+    description: str
+    detection: Detection
+    runtime: Runtime
+    heartbeat_interval_s: float
+    reserved: Reserved
+    max_workloads: int
+    battery: BatteryPolicy | None  # None: no battery gate (mains-powered class)
+    thermal_limit_c: float  # for every temperature sensor without its own limit below
+    metered: bool  # the usual uplink is billed by volume: avoid bulk transfers (image pulls, blob sync)
+    gate_action: GateAction
+    sensor_thermal_limits_c: Mapping[str, float] = field(default_factory=_no_limits, hash=False)
+    labels: Mapping[str, str] = field(default_factory=_empty_labels, hash=False)  # added to the node's labels
+    source: str = field(default="", compare=False)  # where it was loaded from, for messages
+
+    def thermal_limit_for(self, sensor: str) -> float:
+        """The temperature (°C) at which `sensor` trips the thermal gate."""
+        return self.sensor_thermal_limits_c.get(sensor, self.thermal_limit_c)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProbe:
+    """Facts about the device, gathered by `probe_device()` (or built by hand in tests); `None` = unknown."""
+
+    arch: str = ""  # platform.machine() as reported ("aarch64", "AMD64", "arm64", ...)
+    device_tree_model: str | None = None  # /proc/device-tree/model without the trailing NUL
+    termux: bool = False  # TERMUX_VERSION is set (running inside the Termux app)
+    has_battery: bool | None = None
+    memory_bytes: int | None = None
+    os: str = ""  # platform.system().lower()
