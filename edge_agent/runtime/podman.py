@@ -1,0 +1,522 @@
+"""The Podman runtime: `Runtime` through podman-py against the Podman REST socket (an adapter, STYLE §1).
+
+Every call is synchronous podman-py/requests work run in a thread (`asyncio.to_thread`); every podman-py,
+requests, urllib3 or OS exception is converted at this boundary into `edge_agent.errors` types (STYLE §4):
+transport failures -> RuntimeUnavailable, 404 -> InstanceNotFound (ImageUnavailable for images), anything
+else -> RuntimeFailed with Podman's own message.
+
+Containers are created from a libpod SpecGenerator body built here (`container_spec`) and posted with
+podman-py's API client, not through `containers.create(**kwargs)`: that docker-py-shaped signature drops
+`nano_cpus`, rejects `tmpfs`, and cannot express an anonymous volume (the emptyDir that `rm -v` deletes).
+
+What the agent decides stays in the agent: restarts (restart policy is always "no" here), pull retries (one
+pull per `ensure_image`; `next_pull_delay` gives the capped back-off the agent waits between attempts).
+Capability facts are the one thing settled here: rootless Podman on cgroup v1 cannot apply CPU/memory limits
+(it ignores them) nor report stats (it refuses), so limits are left out with one warning and `usage()`
+returns nothing there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+import urllib3
+from podman import PodmanClient
+from podman.errors import APIError
+
+from broker.wire import ReplicaSpec
+from broker.wire.messages import Protocol as PortProtocol
+from edge_agent.errors import (
+    ImageUnavailable,
+    InstanceNotFound,
+    RuntimeError_,
+    RuntimeFailed,
+    RuntimeUnavailable,
+    SpecUnsupported,
+)
+from edge_agent.runtime.base import (
+    LABEL_NODE,
+    Endpoint,
+    ExecResult,
+    Instance,
+    InstanceState,
+    ProgressFn,
+    RuntimeInfo,
+    Usage,
+    instance_from_labels,
+    instance_labels,
+)
+from edge_agent.runtime.podman_service import PodmanService, default_socket_path, socket_answers
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Json = dict[str, Any]
+
+NAME_MAX = 63  # keeps names usable as hostnames and readable in `podman ps`
+CPU_PERIOD_US = 100_000
+CPU_QUOTA_MIN_US = 1_000  # the kernel refuses a CFS quota under 1 ms
+EXEC_OUTPUT_MAX = 1024 * 1024  # what a CommandReply can carry
+_JSON = {"content-type": "application/json"}
+
+_STATES = {
+    "created": InstanceState.CREATED, "configured": InstanceState.CREATED, "initialized": InstanceState.CREATED,
+    "running": InstanceState.RUNNING, "stopping": InstanceState.RUNNING,  # still running until it has stopped
+    "exited": InstanceState.EXITED, "stopped": InstanceState.EXITED,
+}
+
+
+# ---- pure helpers ----------------------------------------------------------------------------------------
+
+def container_name(node_id: str, replica_id: str) -> str:
+    """`cl-<node>-<replica>`; when longer than NAME_MAX, cut and suffixed with a hash of the full name."""
+    name = f"cl-{node_id}-{replica_id}"
+    if len(name) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[: NAME_MAX - 11].rstrip('-_.')}-{digest}"
+
+
+def instance_state(status: str) -> InstanceState:
+    return _STATES.get(status.lower(), InstanceState.UNKNOWN)
+
+
+def unix_time(value: object) -> float | None:
+    """Podman times (RFC 3339 text or Unix seconds) as Unix seconds; Go's zero time (year 1) -> None."""
+    if isinstance(value, int | float):
+        return float(value) if value > 0 else None
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    try:
+        seconds = datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
+
+
+def pull_delay(attempt: int, initial_s: float, cap_s: float) -> float:
+    """Capped exponential back-off after `attempt` failed pulls (1 -> initial, 2 -> 2x initial, ...)."""
+    if attempt <= 0:
+        return 0.0
+    return float(min(cap_s, initial_s * 2 ** min(attempt - 1, 32)))
+
+
+def demux(stream: bytes) -> bytes:
+    """Payloads of Podman's multiplexed stdout/stderr frames (8-byte header: type, 3 pad, u32 BE length), in order.
+    A truncated last frame keeps what arrived."""
+    out, i = bytearray(), 0
+    while i + 8 <= len(stream):
+        size = int.from_bytes(stream[i + 4 : i + 8], "big")
+        out += stream[i + 8 : i + 8 + size]
+        i += 8 + size
+    return bytes(out)
+
+
+def container_spec(
+    spec: ReplicaSpec, *, name: str, labels: Mapping[str, str], stop_timeout_s: float, limits: bool,
+    log_max_bytes: int | None,
+) -> Json:
+    """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica."""
+    if not spec.image:
+        raise SpecUnsupported(f"replica {spec.replica_id}: the Podman runtime needs an image")
+    body: Json = {
+        "name": name,
+        "image": spec.image,
+        "labels": dict(labels),
+        "env": dict(spec.env),
+        "restart_policy": "no",  # the agent owns restarts
+        "stop_timeout": max(0, math.ceil(stop_timeout_s)),
+        "portmappings": [
+            {"container_port": p.container_port, "host_port": p.host_port,
+             "protocol": "udp" if p.protocol is PortProtocol.UDP else "tcp"}
+            for p in spec.ports if p.host_port  # host_port 0: reachable through the container network only
+        ],
+        **_volumes(spec),
+    }
+    if spec.command:  # Kubernetes semantics: command replaces ENTRYPOINT (and the image CMD), args replace CMD
+        body["entrypoint"] = list(spec.command)
+    if spec.args:
+        body["command"] = list(spec.args)
+    if spec.working_dir:
+        body["work_dir"] = spec.working_dir
+    if log_max_bytes:
+        body["log_configuration"] = {"driver": "k8s-file", "size": log_max_bytes}
+    resources: Json = {}
+    if limits and spec.memory_bytes:
+        resources["memory"] = {"limit": spec.memory_bytes}
+    if limits and spec.cpu_millis:
+        quota = max(CPU_QUOTA_MIN_US, spec.cpu_millis * CPU_PERIOD_US // 1000)
+        resources["cpu"] = {"quota": quota, "period": CPU_PERIOD_US}
+    if resources:
+        body["resource_limits"] = resources
+    return body
+
+
+def _volumes(spec: ReplicaSpec) -> Json:
+    mounts: builtins.list[Json] = []
+    volumes: builtins.list[Json] = []
+    for vol in spec.volumes:
+        match vol.medium:
+            case "Memory":
+                options = [f"size={vol.size_limit_bytes}"] if vol.size_limit_bytes else []
+                mounts.append({"destination": vol.mount_path, "type": "tmpfs", "source": "tmpfs",
+                               "options": options})
+            case "":  # an anonymous volume: created with the container, deleted by `rm -v`
+                volumes.append({"Name": "", "Dest": vol.mount_path, "Options": []})
+            case other:
+                raise SpecUnsupported(f"volume {vol.name}: medium {other!r} is not supported (use '' or 'Memory')")
+    return {"mounts": mounts, "volumes": volumes}
+
+
+def convert_error(exc: BaseException, what: str, *, missing: type[RuntimeError_] = InstanceNotFound) -> RuntimeError_:
+    """The edge_agent error for a podman-py/requests/urllib3/OS exception raised while doing `what`."""
+    if isinstance(exc, RuntimeError_):
+        return exc
+    if isinstance(exc, APIError):
+        if exc.response is None:  # podman-py wraps transport errors (OSError, requests) without a response
+            return convert_error(exc.__cause__ or OSError(str(exc)), what, missing=missing)
+        message = str(exc.explanation or exc)
+        if exc.response.status_code == 404:
+            return missing(f"{what}: {message}")
+        return RuntimeFailed(what, detail=message)
+    if _is_read_timeout(exc):
+        return RuntimeFailed(f"{what} timed out", detail=str(exc))
+    if isinstance(exc, requests.ConnectionError | ConnectionError | FileNotFoundError):
+        return RuntimeUnavailable(f"{what}: Podman service not reachable: {exc}")
+    return RuntimeFailed(what, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    # requests re-raises a streamed body's urllib3 ReadTimeoutError as a ConnectionError (Response.iter_content)
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        return isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
+    return isinstance(exc, requests.ReadTimeout | urllib3.exceptions.ReadTimeoutError | TimeoutError)
+
+
+def _is_missing_image(exc: RuntimeError_) -> bool:
+    text = str(exc).lower()
+    return "image not known" in text or "no such image" in text
+
+
+# ---- the runtime ---------------------------------------------------------------------------------------
+
+class PodmanRuntime:
+    """`Runtime` on Podman. Containers carry `base.instance_labels`; only this node's are ever listed."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        socket_path: Path | None = None,
+        containers_conf: Path | None = None,
+        start_service: bool = True,
+        pull_backoff: tuple[float, float] = (1.0, 60.0),
+        stop_timeout_default: float = 5.0,
+        api_timeout_s: float = 30.0,
+        log_max_bytes: int | None = 8 * 1024 * 1024,
+        podman_binary: str = "podman",
+        service_start_timeout_s: float = 20.0,
+    ) -> None:
+        self.node_id = node_id
+        # The only environment read: Podman's own default socket location when none is configured.
+        self.socket_path = socket_path or default_socket_path(os.environ, os.geteuid())
+        self.start_service = start_service
+        self.pull_backoff = pull_backoff
+        self.stop_timeout_default = stop_timeout_default
+        self.api_timeout_s = api_timeout_s
+        self.log_max_bytes = log_max_bytes
+        self._service = PodmanService(socket_path=self.socket_path, containers_conf=containers_conf,
+                                      podman_binary=podman_binary, start_timeout_s=service_start_timeout_s)
+        self._client = PodmanClient(base_url=f"unix://{self.socket_path}", timeout=api_timeout_s)
+        self._ready = False
+        self._connect_lock = asyncio.Lock()
+        self._facts: Json | None = None  # from `podman info`: rootless, cgroup version
+        self._warned: set[str] = set()
+
+    # ---- plumbing ---------------------------------------------------------------------------------------
+
+    def next_pull_delay(self, attempt: int) -> float:
+        """Seconds the agent should wait after `attempt` failed pulls of one image before trying again."""
+        return pull_delay(attempt, *self.pull_backoff)
+
+    async def _connected(self) -> PodmanClient:
+        if not self._ready:
+            async with self._connect_lock:
+                if not self._ready:
+                    await asyncio.to_thread(self._connect)
+                    self._ready = True
+        return self._client
+
+    def _connect(self) -> None:
+        if socket_answers(self.socket_path):
+            return
+        if not self.start_service:
+            raise RuntimeUnavailable(f"no Podman service answers on {self.socket_path} (and start_service is off)")
+        self._service.start()
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any,
+                    missing: type[RuntimeError_] = InstanceNotFound) -> T:
+        client = await self._connected()
+        try:
+            return await asyncio.to_thread(fn, client, *args)
+        except RuntimeError_:
+            raise
+        except Exception as exc:  # the boundary: nothing from podman-py, requests or the OS escapes (STYLE §4)
+            err = convert_error(exc, what, missing=missing)
+            if isinstance(err, RuntimeUnavailable):
+                self._ready = False  # reconnect (and restart our service if it died) on the next call
+            raise err from exc
+
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    async def _host_facts(self) -> Json:
+        if self._facts is None:
+            info = await self._call("podman info", lambda c: c.info())
+            host = info.get("host", {})
+            self._facts = {"rootless": bool(host.get("security", {}).get("rootless")),
+                           "cgroup": str(host.get("cgroupVersion", "")),
+                           "version": str(info.get("version", {}).get("Version", ""))}
+        return self._facts
+
+    async def _limits_supported(self) -> bool:
+        facts = await self._host_facts()
+        return not (facts["rootless"] and facts["cgroup"] == "v1")
+
+    # ---- the Runtime Protocol ---------------------------------------------------------------------------
+
+    async def info(self) -> RuntimeInfo:
+        self._facts = None  # re-read: the service may have been replaced
+        facts = await self._host_facts()
+        return RuntimeInfo(name="podman", version=facts["version"], rootless=facts["rootless"])
+
+    async def list(self) -> builtins.list[Instance]:
+        return await self._call("list containers", self._list_sync)
+
+    def _list_sync(self, client: PodmanClient) -> builtins.list[Instance]:
+        found = []
+        for summary in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"}):
+            attrs = summary.attrs
+            state = instance_state(str(attrs.get("State", "")))
+            if state is InstanceState.RUNNING:
+                inst = instance_from_labels(attrs["Id"], attrs.get("Labels") or {}, state,
+                                            started_at=unix_time(attrs.get("StartedAt")))
+            else:  # only inspect tells why it stopped (OOM kill, runtime error) and exact times
+                try:
+                    inst = _instance_from_inspect(summary.inspect())
+                except APIError as exc:
+                    if exc.response is not None and exc.response.status_code == 404:
+                        continue  # removed while we listed
+                    raise
+            if inst is not None:
+                found.append(inst)
+        return found
+
+    async def ensure_image(self, image: str, progress: ProgressFn | None = None) -> None:
+        """One pull when `image` is missing, waiting for as long as Podman works on it: no read timeout, since
+        Podman's pull stream is silent while a layer downloads and cutting it would throw a slow download away.
+        Podman retries transient registry errors itself and keeps completed layers for the next attempt;
+        retrying after a failure, `next_pull_delay(attempt)` seconds later, is the agent's job."""
+        if await self._call(f"look up image {image}", lambda c: c.images.exists(image)):
+            return
+        await self._call(f"pull {image}", self._pull_sync, image, progress, missing=ImageUnavailable)
+
+    def _pull_sync(self, client: PodmanClient, image: str, progress: ProgressFn | None) -> None:
+        try:
+            response = client.api.post("/images/pull", params={"reference": image, "policy": "missing"},
+                                       stream=True, timeout=(self.api_timeout_s, None))
+            response.raise_for_status()
+        except APIError as exc:
+            if exc.response is None:
+                raise  # transport: the service is gone (RuntimeUnavailable), not the image
+            raise ImageUnavailable(f"cannot pull {image}: {exc.explanation or exc}") from exc
+        try:
+            for raw in response.iter_lines():
+                if not raw:
+                    continue
+                line = json.loads(raw)
+                if line.get("error"):
+                    raise ImageUnavailable(f"cannot pull {image}: {line['error']}")
+                text = str(line.get("stream") or line.get("status") or "").strip()
+                if text and progress is not None:
+                    progress(text)
+                if line.get("images") or line.get("id"):
+                    return
+        finally:
+            response.close()
+        raise ImageUnavailable(f"cannot pull {image}: the pull stream ended without an image")
+
+    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
+        labels = instance_labels(self.node_id, spec, generation)
+        limits = await self._limits_supported()
+        if not limits and (spec.cpu_millis or spec.memory_bytes):
+            self._warn_once("limits", "rootless Podman on cgroup v1 cannot apply CPU/memory limits: "
+                            "containers run without them (use cgroup v2 or rootful Podman to enforce them)")
+        body = container_spec(spec, name=container_name(self.node_id, spec.replica_id), labels=labels,
+                              stop_timeout_s=self.stop_timeout_default, limits=limits,
+                              log_max_bytes=self.log_max_bytes)
+
+        def create_sync(client: PodmanClient) -> str:
+            response = client.api.post("/containers/create", data=json.dumps(body), headers=_JSON)
+            response.raise_for_status()
+            answer = response.json()
+            for warning in answer.get("Warnings") or ():
+                log.warning("podman create %s: %s", body["name"], warning)
+            return str(answer["Id"])
+
+        try:
+            instance_id = await self._call(f"create {body['name']}", create_sync, missing=ImageUnavailable)
+        except RuntimeFailed as exc:
+            if _is_missing_image(exc):
+                raise ImageUnavailable(f"image {spec.image} is not present: {exc}") from exc
+            raise
+        inst = instance_from_labels(instance_id, labels, InstanceState.CREATED)
+        assert inst is not None  # our own labels always parse
+        return inst
+
+    async def start(self, instance_id: str) -> Instance:
+        def start_sync(client: PodmanClient) -> Instance | None:
+            client.api.post(f"/containers/{instance_id}/start").raise_for_status()  # 304 if running: fine
+            return _instance_from_inspect(client.containers.get(instance_id).attrs)
+
+        inst = await self._call(f"start {instance_id}", start_sync)
+        if inst is None:
+            raise InstanceNotFound(f"{instance_id} is not a Cloudless instance")
+        return inst
+
+    async def stop(self, instance_id: str, timeout_s: float) -> None:
+        seconds = max(0, math.ceil(timeout_s))
+
+        def stop_sync(client: PodmanClient) -> None:
+            response = client.api.post(f"/containers/{instance_id}/stop", params={"timeout": seconds},
+                                       timeout=self.api_timeout_s + seconds)
+            response.raise_for_status()  # 304 when already stopped: not an error
+
+        try:
+            await self._call(f"stop {instance_id}", stop_sync)
+        except InstanceNotFound:
+            return
+
+    async def remove(self, instance_id: str) -> None:
+        def remove_sync(client: PodmanClient) -> None:
+            client.containers.remove(instance_id, force=True, v=True)  # v: its anonymous volumes too
+
+        try:
+            await self._call(f"remove {instance_id}", remove_sync)
+        except InstanceNotFound:
+            return
+
+    async def logs(self, instance_id: str, tail: int) -> bytes:
+        def logs_sync(client: PodmanClient) -> bytes:
+            container = client.containers.get(instance_id)
+            if tail <= 0:
+                return b""
+            frames = container.logs(stdout=True, stderr=True, tail=tail)
+            return frames if isinstance(frames, bytes) else b"".join(frames)
+
+        return await self._call(f"logs of {instance_id}", logs_sync)
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        """Run `argv` in the container. Past `timeout_s` this gives up with RuntimeFailed; Podman's API cannot
+        kill an exec session, so the command itself runs on until it ends."""
+        await self._connected()  # starting the service is not part of the command's time
+        work = self._call(f"exec in {instance_id}", self._exec_sync, instance_id, list(argv), timeout_s)
+        try:
+            return await asyncio.wait_for(work, timeout_s + 1.0)  # the thread's own reads are bounded too
+        except TimeoutError:
+            raise RuntimeFailed(f"exec in {instance_id} timed out after {timeout_s:g}s",
+                                detail=" ".join(argv)) from None
+
+    def _exec_sync(self, client: PodmanClient, instance_id: str, argv: builtins.list[str],
+                   timeout_s: float) -> ExecResult:
+        deadline = time.monotonic() + timeout_s
+        created = client.api.post(f"/containers/{instance_id}/exec", headers=_JSON, data=json.dumps(
+            {"AttachStdout": True, "AttachStderr": True, "AttachStdin": False, "Tty": False, "Cmd": argv}))
+        created.raise_for_status()
+        exec_id = created.json()["Id"]
+        started = client.api.post(f"/exec/{exec_id}/start", headers=_JSON, stream=True,
+                                  data=json.dumps({"Detach": False, "Tty": False}),
+                                  timeout=(self.api_timeout_s, max(timeout_s, 0.1)))
+        started.raise_for_status()
+        raw = bytearray()
+        try:
+            for chunk in started.iter_content(chunk_size=4096):
+                if len(raw) < EXEC_OUTPUT_MAX + 4096:
+                    raw += chunk
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"exec {argv} still running after {timeout_s:g}s")
+        finally:
+            started.close()
+        for _ in range(20):  # the session is marked finished just after its stream closes
+            state = client.api.get(f"/exec/{exec_id}/json").json()
+            if not state.get("Running"):
+                return ExecResult(exit_code=int(state.get("ExitCode", -1)), output=demux(bytes(raw))[:EXEC_OUTPUT_MAX])
+            time.sleep(0.05)
+        raise RuntimeFailed(f"exec {argv}: the session did not report an exit code")
+
+    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+        attrs = await self._call(f"inspect {instance_id}", lambda c: c.containers.get(instance_id).attrs)
+        network = attrs.get("NetworkSettings") or {}
+        for binding in (network.get("Ports") or {}).get(f"{container_port}/tcp") or ():
+            if str(binding.get("HostPort", "")).isdigit():
+                host = binding.get("HostIp") or ""
+                return Endpoint("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, int(binding["HostPort"]))
+        if (await self._host_facts())["rootless"]:
+            return None  # a rootless container's addresses live in its user's network namespace
+        addresses = [network.get("IPAddress")] + [n.get("IPAddress") for n in (network.get("Networks") or {}).values()]
+        ip = next((a for a in addresses if a), None)
+        return Endpoint(ip, container_port) if ip else None
+
+    async def usage(self) -> dict[str, Usage]:
+        """CPU % and memory per running instance; {} when Podman cannot tell (rootless on cgroup v1) or fails."""
+        try:
+            return await self._call("container stats", self._usage_sync)
+        except RuntimeError_ as exc:
+            self._warn_once("usage", "container usage unavailable: %s", exc)
+            return {}
+
+    def _usage_sync(self, client: PodmanClient) -> dict[str, Usage]:
+        running = client.containers.list(filters={"label": f"{LABEL_NODE}={self.node_id}", "status": "running"})
+        if not running:
+            return {}
+        response = client.api.get("/containers/stats", params={"containers": [c.id for c in running],
+                                                               "stream": False})
+        response.raise_for_status()
+        usage = {}
+        for stat in response.json().get("Stats") or ():
+            cpu, mem = stat.get("CPU"), stat.get("MemUsage")
+            usage[str(stat.get("ContainerID", ""))] = Usage(
+                cpu_percent=float(cpu) if isinstance(cpu, int | float) else None,
+                memory_bytes=int(mem) if isinstance(mem, int) else None)
+        return usage
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._service.stop)
+        self._client.close()  # type: ignore[no-untyped-call]
+        self._ready = False
+
+
+def _instance_from_inspect(attrs: Json) -> Instance | None:
+    state = attrs.get("State") or {}
+    status = instance_state(str(state.get("Status", "")))
+    errors = [e for e in ("OOMKilled" if state.get("OOMKilled") else "", str(state.get("Error") or "")) if e]
+    return instance_from_labels(
+        str(attrs.get("Id", "")), (attrs.get("Config") or {}).get("Labels") or {}, status,
+        exit_code=int(state.get("ExitCode", 0)) if status is InstanceState.EXITED else None,
+        started_at=unix_time(state.get("StartedAt")),
+        finished_at=unix_time(state.get("FinishedAt")) if status is InstanceState.EXITED else None,
+        error="; ".join(errors),
+    )
