@@ -137,7 +137,7 @@ def test_filter_within_agrees_with_topic_matching(sub: str, rule: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: acl.py:110 filter_within lets '+' (and '#') in the rule's first level cover a '$' topic, which "
+    reason="BUG: acl.py:101-113 filter_within lets '+' (and '#') in the rule's first level cover a '$' topic, which "
     "topic_matches (MQTT 3.1.1 §4.7.2) never matches",
 )
 @pytest.mark.parametrize(("sub", "rule"), [("$SYS/x", "+/x"), ("$SYS/#", "#")], ids=["plus", "hash"])
@@ -174,7 +174,7 @@ def test_valid_topic_name(topic: str, expected: bool) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: acl.py:133 (and :119) topic.encode() raises UnicodeEncodeError for a lone surrogate instead of "
+    reason="BUG: acl.py:133 (and :121) topic.encode() raises UnicodeEncodeError for a lone surrogate instead of "
     "the predicate returning False",
 )
 @pytest.mark.parametrize("check", [valid_topic_name, valid_filter], ids=["topic", "filter"])

@@ -100,7 +100,7 @@ def test_encode_refuses_non_messages(obj: object) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: schema.py conv_str accepts lone surrogates; codec.py:60 msgpack.packb then raises "
+    reason="BUG: schema.py conv_str accepts lone surrogates; codec.py:58 msgpack.packb then raises "
     "UnicodeEncodeError instead of WireError",
 )
 def test_encode_refuses_text_that_is_not_utf8_encodable() -> None:
