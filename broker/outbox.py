@@ -4,12 +4,17 @@ Theory of operation. Messages offered while the broker is unreachable wait here,
 Three rules keep the bound without losing state silently:
 
 1. A retained message supersedes a queued retained message on the same topic: state is level-triggered, so only
-   the newest one matters (the older one's publisher is told `SUPERSEDED`).
+   the newest one matters (the older one's publisher is told `SUPERSEDED`). It takes no extra slot, but a bigger
+   payload must still fit the byte bound, so rules 2 and 3 apply to the bytes it adds.
 2. When full, the oldest *droppable* message (heartbeats) is dropped first (`DROPPED`).
 3. When full of non-droppable messages, a new droppable message is dropped itself, and a new state message is
    *rejected*: `offer()` returns `Rejected`, and the adapter raises `OutboxFull` to the caller. Never silent.
 
 Order is preserved (FIFO) apart from supersession, which keeps the original slot.
+
+`offer()` decides before it mutates: it first plans what the new message would displace (the superseded message,
+then the oldest droppable ones) and applies the plan only if the message then fits both bounds. A message that
+cannot fit leaves the outbox untouched, so every message removed is also reported in `Queued.settled`.
 """
 
 from __future__ import annotations
@@ -63,28 +68,28 @@ class Outbox:
         return self._bytes
 
     def offer(self, msg: Outgoing) -> Queued | Rejected:
-        settled: list[tuple[int, Outcome]] = []
-        if msg.retain and msg.topic in self._retained_slot:
-            old_ref = self._retained_slot[msg.topic]
-            old = self._items[old_ref]
-            self._replace(old_ref, msg)
-            return Queued(((old.ref, Outcome.SUPERSEDED),))
         if len(msg.payload) > self.max_bytes:
             return Rejected(f"a {len(msg.payload)}-byte message exceeds the outbox's {self.max_bytes} bytes")
-        while self._full_for(msg):
-            victim = next((m for m in self._items.values() if m.droppable), None)
-            if victim is None:
-                if msg.droppable:
-                    return Queued(((msg.ref, Outcome.DROPPED),))
-                return Rejected(
-                    f"outbox full ({len(self._items)} messages, {self._bytes} bytes) of undeliverable state messages"
-                )
-            self._remove(victim.ref)
-            settled.append((victim.ref, Outcome.DROPPED))
-        self._items[msg.ref] = msg
-        self._bytes += len(msg.payload)
-        if msg.retain:
-            self._retained_slot[msg.topic] = msg.ref
+        superseded = self._retained_slot.get(msg.topic) if msg.retain else None
+        victims = self._victims_for(msg, superseded)
+        if victims is None:  # rule 3; nothing was touched
+            if msg.droppable:
+                return Queued(((msg.ref, Outcome.DROPPED),))
+            return Rejected(
+                f"outbox full ({len(self._items)} messages, {self._bytes} bytes) of undeliverable state messages"
+            )
+        settled: list[tuple[int, Outcome]] = []
+        if superseded is not None:  # rule 1
+            self._replace(superseded, msg)
+            settled.append((superseded, Outcome.SUPERSEDED))
+        for ref in victims:  # rule 2
+            self._remove(ref)
+            settled.append((ref, Outcome.DROPPED))
+        if superseded is None:
+            self._items[msg.ref] = msg
+            self._bytes += len(msg.payload)
+            if msg.retain:
+                self._retained_slot[msg.topic] = msg.ref
         return Queued(tuple(settled))
 
     def drain(self) -> list[Outgoing]:
@@ -95,8 +100,23 @@ class Outbox:
         self._bytes = 0
         return items
 
-    def _full_for(self, msg: Outgoing) -> bool:
-        return len(self._items) + 1 > self.max_messages or self._bytes + len(msg.payload) > self.max_bytes
+    def _victims_for(self, msg: Outgoing, superseded: int | None) -> list[int] | None:
+        """The oldest droppable messages to drop so that `msg` fits (after `superseded` leaves), or None if it
+        cannot fit even with every droppable message gone. Pure: decides, changes nothing."""
+        count = len(self._items) + (0 if superseded is not None else 1)
+        size = self._bytes + len(msg.payload)
+        if superseded is not None:
+            size -= len(self._items[superseded].payload)
+        victims: list[int] = []
+        candidates = (m for m in self._items.values() if m.droppable and m.ref != superseded)
+        while count > self.max_messages or size > self.max_bytes:
+            victim = next(candidates, None)
+            if victim is None:
+                return None
+            victims.append(victim.ref)
+            count -= 1
+            size -= len(victim.payload)
+        return victims
 
     def _remove(self, ref: int) -> None:
         old = self._items.pop(ref)

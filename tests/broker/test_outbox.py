@@ -86,16 +86,31 @@ def test_rule1_supersession_needs_no_room_and_tracks_bytes() -> None:
     assert refs(box) == [3, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: outbox.py:67-71 a superseding retained message is queued without checking max_bytes "
-    "(or even its own size), so size_bytes can exceed the bound",
+@pytest.mark.parametrize(
+    ("second", "expected", "order"),
+    [
+        pytest.param(85, Queued(((1, SUPERSEDED),)), [3, 2], id="grows-within-bound"),
+        pytest.param(96, Queued(((1, SUPERSEDED), (2, DROPPED))), [3], id="grows-past-bound-drops-a-heartbeat"),
+        pytest.param(200, "rejected", [1, 2], id="alone-oversized"),
+    ],
 )
-@pytest.mark.parametrize(("first", "second"), [(10, 96), (10, 200)], ids=["grows-past-bound", "alone-oversized"])
-def test_rule1_supersession_respects_the_byte_bound(first: int, second: int) -> None:
-    box = filled(Outbox(max_messages=10, max_bytes=100), state(1, "a", size=first), heartbeat(2, size=5))
-    box.offer(state(3, "a", size=second))
+def test_rule1_supersession_respects_the_byte_bound(second: int, expected: object, order: list[int]) -> None:
+    box = filled(Outbox(max_messages=10, max_bytes=100), state(1, "a", size=10), heartbeat(2, size=5))
+    result = box.offer(state(3, "a", size=second))
     assert box.size_bytes <= box.max_bytes
+    if expected == "rejected":
+        assert isinstance(result, Rejected)
+    else:
+        assert result == expected
+    assert refs(box) == order
+
+
+def test_rule1_supersession_that_cannot_fit_is_rejected_and_keeps_the_older_message() -> None:
+    box = filled(Outbox(max_messages=10, max_bytes=100), state(1, "a", size=10), state(2, "b", size=80))
+    result = box.offer(state(3, "a", size=30))
+    assert isinstance(result, Rejected)
+    assert "full" in result.reason
+    assert (box.size_bytes, refs(box)) == (90, [1, 2])
 
 
 # ---- rule 2: when full, the oldest droppable message goes first -----------------------------------------------
@@ -155,17 +170,16 @@ def test_a_message_larger_than_the_whole_outbox_is_rejected(msg: Outgoing) -> No
     assert len(box) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: outbox.py:74-81 droppable victims removed by the loop are not reported when the offer then ends in "
-    "rule 3 (heartbeat drops itself / state rejected): their publishers are never settled",
-)
 @pytest.mark.parametrize("offered", [heartbeat(3, size=50), state(3, "b", size=50)], ids=["heartbeat", "state"])
-def test_rule3_after_partial_dropping_every_removed_message_is_reported(offered: Outgoing) -> None:
+def test_rule3_after_partial_dropping_nothing_is_removed(offered: Outgoing) -> None:
+    """Dropping heartbeat 1 would not make room for 50 bytes, so the offer decides before dropping anything."""
     box = filled(Outbox(max_messages=10, max_bytes=100), heartbeat(1, size=10), state(2, "a", size=80))
     result = box.offer(offered)
-    reported = {ref for ref, _ in result.settled} if isinstance(result, Queued) else set()
-    assert 1 in reported or refs(box) == [1, 2], "heartbeat 1 vanished: neither queued nor settled"
+    if offered.droppable:
+        assert result == Queued(((3, DROPPED),))
+    else:
+        assert isinstance(result, Rejected)
+    assert (box.size_bytes, refs(box)) == (90, [1, 2])
 
 
 # ---- the property: bounds hold, nothing is lost silently, FIFO -------------------------------------------------
@@ -260,7 +274,6 @@ def test_property_with_uniform_message_sizes(max_messages: int, size: int, max_b
     run(max_messages, max_bytes, data.draw(ops(st.just(size))))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: outbox.py:67-71 and :74-81, see the rule 1 and rule 3 tests above")
 @PROPERTY
 @example(max_messages=10, max_bytes=100, ops=[("a", True, False, 10), ("a", True, False, 200)])
 @example(max_messages=10, max_bytes=100, ops=[("hb", False, True, 10), ("a", True, False, 80),
