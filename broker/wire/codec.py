@@ -24,7 +24,7 @@ from broker.wire.messages import (
     NodeStatus,
     ObservedState,
 )
-from broker.wire.schema import compile_schema
+from broker.wire.schema import compile_schema, describe
 
 PROTOCOL_MAJOR = 1
 MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
@@ -98,7 +98,7 @@ def decode(payload: object) -> object:
     kind = envelope.get("k")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise WireError(f"unknown message kind {str(kind)[:40]!r}", path="k")
+        raise WireError(f"unknown message kind {describe(kind)}", path="k")
     return compile_schema(cls).from_plain(envelope.get("b"), "b")
 
 

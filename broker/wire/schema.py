@@ -80,6 +80,31 @@ class Keys:
 Converter = Callable[[Any, str], Any]
 
 
+def describe(value: object, limit: int = 40) -> str:
+    """A short, bounded rendering of an untrusted value for an error message.
+
+    Never `str()`/`repr()` a container from the wire: a value nested ~1000 deep (msgpack's stack allows it)
+    makes them raise RecursionError, and decode() must raise only WireError. Scalars are shown (truncated);
+    anything else by its type name. Ints are not stringified past 64 bits (CPython refuses > 4300 digits).
+    """
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    return f"<{type(value).__name__}>"
+
+
+def utf8_encodable(value: str) -> bool:
+    """False for strings with lone surrogates (e.g. from `surrogateescape`), which have no UTF-8 encoding."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def valid_id(value: object) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
@@ -116,7 +141,7 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise WireError(f"expected an integer, got {type(v).__name__}", path=path)
             if not lim.lo <= v <= lim.hi:
-                raise WireError(f"{v} is outside [{lim.lo}, {lim.hi}]", path=path)
+                raise WireError(f"{describe(v)} is outside [{lim.lo}, {lim.hi}]", path=path)
             return v
 
         return conv_int
@@ -126,9 +151,12 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
         def conv_float(v: Any, path: str) -> float:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise WireError(f"expected a number, got {type(v).__name__}", path=path)
-            f = float(v)
+            try:
+                f = float(v)
+            except OverflowError:  # an int beyond float range (only possible on the encode path)
+                f = math.inf
             if not math.isfinite(f) or not flim.lo <= f <= flim.hi:
-                raise WireError(f"{v} is outside [{flim.lo}, {flim.hi}]", path=path)
+                raise WireError(f"{describe(v)} is outside [{flim.lo}, {flim.hi}]", path=path)
             return f
 
         return conv_float
@@ -145,6 +173,8 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
                 raise WireError(f"string longer than {text.max_len} characters", path=path)
             if "\x00" in v:
                 raise WireError("string contains NUL", path=path)
+            if not utf8_encodable(v):  # msgpack would fail on it while encoding, outside our error type
+                raise WireError("string is not encodable as UTF-8 (lone surrogate)", path=path)
             return v
 
         return conv_str
@@ -166,7 +196,7 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
             if isinstance(v, tp):
                 return v
             if not isinstance(v, str) or v not in allowed:
-                raise WireError(f"expected one of {sorted(allowed)}, got {str(v)[:40]!r}", path=path)
+                raise WireError(f"expected one of {sorted(allowed)}, got {describe(v)}", path=path)
             return allowed[v]
 
         return conv_enum
@@ -212,8 +242,9 @@ def _compile_type(tp: Any, decode: bool) -> Converter:
                 raise WireError(f"expected a map, got {type(v).__name__}", path=path)
             if len(v) > limit:
                 raise WireError(f"more than {limit} entries", path=path)
-            items = sorted(v.items()) if not decode else v.items()
-            return {key(k, f"{path}.<key>"): val(x, f"{path}.{k}") for k, x in items}
+            out = {key(k, f"{path}.<key>"): val(x, f"{path}.{k}") for k, x in v.items()}
+            # encoding sorts (canonical bytes); only after the keys are checked to be strings, so it cannot fail
+            return out if decode else dict(sorted(out.items()))
 
         return conv_map
     if dataclasses.is_dataclass(tp):

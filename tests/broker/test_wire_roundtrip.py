@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from broker import wire
 from broker.wire.codec import KINDS
 from broker.wire.messages import MESSAGE_TYPES
-from tests.broker.builders import BUILDERS, TS, kind_id, make_heartbeat, make_message, make_node_status
+from broker.wire.schema import compile_schema
+from tests.broker.builders import (
+    BUILDERS,
+    TS,
+    kind_id,
+    make_facts,
+    make_heartbeat,
+    make_message,
+    make_node_status,
+)
 from tests.broker.strategies import field_types, messages, unwrap
 
 ROUNDTRIP = settings(
@@ -98,14 +107,39 @@ def test_encode_refuses_non_messages(obj: object) -> None:
         wire.encode(obj)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: schema.py conv_str accepts lone surrogates; codec.py:58 msgpack.packb then raises "
-    "UnicodeEncodeError instead of WireError",
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(make_node_status(boot_id="\ud800"), id="text"),
+        pytest.param(make_node_status(gates=("ok", "a\udcff")), id="tuple-item"),
+        pytest.param(make_node_status(facts=make_facts(labels={"\ud800": "x"})), id="map-key"),
+        pytest.param(make_node_status(facts=make_facts(labels={"k": "\udfff"})), id="map-value"),
+    ],
 )
-def test_encode_refuses_text_that_is_not_utf8_encodable() -> None:
+def test_encode_refuses_text_that_is_not_utf8_encodable(message: object) -> None:
+    with pytest.raises(wire.WireError, match="UTF-8"):
+        wire.encode(message)
+
+
+def test_decode_side_converter_refuses_text_that_is_not_utf8_encodable() -> None:
+    """msgpack never decodes to a lone surrogate, but the converter checks both directions all the same."""
+    body = {**wire.codec.to_body(make_node_status()), "boot_id": "\ud800"}
+    with pytest.raises(wire.WireError, match="UTF-8"):
+        compile_schema(wire.NodeStatus).from_plain(body, "b")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(make_heartbeat(seq=10**5000), id="int-too-long-to-print"),
+        pytest.param(make_heartbeat(ts=10**400), id="int-beyond-float-range"),
+        pytest.param(make_node_status(facts=make_facts(labels={1: "x", "a": "y"})), id="non-str-map-key"),
+        pytest.param(make_node_status(presence=[[[]]]), id="container-for-an-enum"),
+    ],
+)
+def test_encode_raises_only_wire_error_for_hostile_field_values(message: object) -> None:
     with pytest.raises(wire.WireError):
-        wire.encode(make_node_status(boot_id="\ud800"))
+        wire.encode(message)
 
 
 # ---- the dashboard JSON ----------------------------------------------------------------------------------------
