@@ -33,11 +33,16 @@ def verify_password(password: str, encoded: str) -> bool:
         salt = base64.b64decode(salt_b64, validate=True)
         expected = base64.b64decode(hash_b64, validate=True)
         rounds = int(iterations)
+        secret = password.encode()  # a lone surrogate cannot match any hash (UnicodeEncodeError is a ValueError)
     except (ValueError, TypeError):
         return False
     if not 1 <= rounds <= 10_000_000:
         return False
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, rounds, len(expected))
+    # Exactly the full digest, as Mosquitto requires: deriving only len(expected) bytes would let a truncated
+    # (or empty) stored hash verify against a prefix, down to a few guessable bytes.
+    if len(expected) != _HASH_LEN:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", secret, salt, rounds, _HASH_LEN)
     return hmac.compare_digest(digest, expected)
 
 

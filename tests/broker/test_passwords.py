@@ -93,19 +93,19 @@ def test_malformed_or_mismatching_encodings_return_false(encoded: str) -> None:
     assert verify_password("pw", encoded) is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: passwords.py:40 an empty hash field makes pbkdf2_hmac(dklen=0) raise ValueError outside the try",
-)
 def test_empty_hash_field_returns_false() -> None:
     assert verify_password("pw", f"$7${FAST}${GOOD_SALT}$") is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: passwords.py:40 verify derives len(expected) bytes, so a truncated stored hash (a prefix of the "
-    "digest) still verifies; Mosquitto 2.0.11 requires the full 64-byte digest and refuses it",
-)
+def test_hash_longer_than_the_sha512_digest_returns_false() -> None:
+    longer = base64.b64encode(base64.b64decode(GOOD_HASH) + b"\x00").decode()
+    assert verify_password("pw", f"$7${FAST}${GOOD_SALT}${longer}") is False
+
+
+def test_password_that_is_not_utf8_encodable_returns_false() -> None:
+    assert verify_password("p\ud800", GOOD) is False
+
+
 @pytest.mark.parametrize("keep", [44, 4], ids=["33-bytes", "3-bytes"])
 def test_truncated_hash_is_refused_like_mosquitto_does(keep: int) -> None:
     """Checked against Mosquitto 2.0.11: with `trunc:<MOSQUITTO_NODE_1 with the hash cut to 44 chars>` in its
