@@ -1,6 +1,10 @@
 """The human-readable JSON rendering of wire messages, used for the dashboard mirror (`cloudless/v1/dash/...`).
 
-Bytes become `{"base64": ...}` only when not valid UTF-8, so MQTT Explorer shows command output as text.
+Shape: `{"protocol": <major>, "kind": <KIND>, "message": {<every field>}}`, the JSON twin of the msgpack envelope
+`{"v", "k", "b"}`. The fields sit in their own object, never beside the envelope keys: a message field may have
+any name (CoordinatorStatus has `version`, the coordinator's software version), and sharing one namespace let it
+overwrite the protocol version. Bytes become `{"base64": ...}` only when not valid UTF-8, so MQTT Explorer shows
+command output as text.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ def _jsonable(value: Any) -> Any:
 def to_json_obj(message: object) -> dict[str, Any]:
     """Every field, defaults included (a dashboard user should not have to know the defaults)."""
     to_body(message)  # validates
-    body = _jsonable(dataclasses.asdict(message))  # type: ignore[call-overload]
-    return {"version": PROTOCOL_MAJOR, "kind": type(message).KIND, **body}  # type: ignore[attr-defined]
+    fields = _jsonable(dataclasses.asdict(message))  # type: ignore[call-overload]
+    return {"protocol": PROTOCOL_MAJOR, "kind": type(message).KIND, "message": fields}  # type: ignore[attr-defined]
 
 
 def to_json(message: object) -> str:
