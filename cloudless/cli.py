@@ -21,11 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from broker import cli as broker_cli
     from cloudless import up
+    from coordinator import cli as coordinator_cli
     from edge_agent import cli as agent_cli
 
     broker_cli.add_parser(sub)
     agent_cli.add_parser(sub)
+    coordinator_cli.add_parser(sub)
     up.add_parser(sub)
+    from cloudless import ctl
+    ctl.add_parser(sub)
     return parser
 
 

@@ -1,8 +1,9 @@
 """`cloudless up`: a local cluster in one command.
 
-For now it starts the embedded broker in its own process, with generated credentials (secure by default: no
-anonymous access) kept 0600 in the data dir. The agent and coordinator issues add their processes here.
-Ctrl-C (or SIGTERM) stops every child cleanly; the same data dir reuses the same credentials.
+It starts the embedded broker, a coordinator and a local agent, each in its own process, with generated
+credentials (secure by default: no anonymous MQTT, a bearer token for the API) kept 0600 in the data dir, and
+writes the CLI's config (server URL + admin token) so `cloudless get nodes` works right away. Ctrl-C (or
+SIGTERM) stops every child cleanly; the same data dir reuses the same credentials and state.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT_S = 30.0
 
@@ -26,14 +29,18 @@ def default_data_dir() -> Path:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("up", help="start a local cluster (embedded broker; coordinator and agent follow)",
+    p = sub.add_parser("up", help="start a local cluster: embedded broker, coordinator and a local agent",
                        description="Start a local Cloudless cluster in the foreground. Ctrl-C stops it.")
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"where state and credentials live (default {default_data_dir()})")
     p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
     p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
-    p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (coordinator issue)")
+    p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (default 8470)")
     p.add_argument("--no-agent", action="store_true", help="do not start a local agent")
+    p.add_argument("--agent-runtime", choices=["auto", "podman", "process"], default="auto",
+                   help="runtime of the local agent (default auto: Podman when installed)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="where to write the CLI config (default $XDG_CONFIG_HOME/cloudless/config.json)")
     p.set_defaults(func=_cmd_up)
 
 
@@ -77,9 +84,16 @@ def start_child(name: str, argv: list[str], ready_marker: str) -> tuple[Child, s
             continue
         sys.stdout.write(f"[{name}] {line}")
         if ready_marker in line:
+            threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True).start()
             return Child(name, proc), line.strip()
     proc.kill()
     raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:.0f}s")
+
+
+def _pump(name: str, stream: Any) -> None:
+    """Keep echoing a child's stdout after it is ready (a full pipe would block the child)."""
+    for line in stream:
+        sys.stdout.write(f"[{name}] {line}")
 
 
 def stop_children(children: list[Child]) -> None:
@@ -94,10 +108,37 @@ def stop_children(children: list[Child]) -> None:
         print(f"{child.name} stopped", flush=True)
 
 
+def ensure_admin_token(data_dir: Path) -> str:
+    """The API's admin token: created once (0600), its digest registered with the coordinator."""
+    from broker.auth import _write_private
+    from coordinator.cli import write_token_digests
+
+    token_file = data_dir / "credentials" / "admin-token"
+    if token_file.exists():
+        token = token_file.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(32)
+        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(token_file, token + "\n")
+    write_token_digests(data_dir / "coordinator", {"admin": token})
+    return token
+
+
+def _password_file(data_dir: Path, user: str, password: str) -> Path:
+    from broker.auth import _write_private
+
+    path = data_dir / "credentials" / f"{user.replace('@', '-')}.password"
+    _write_private(path, password + "\n")
+    return path
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
+    from cloudless.client import default_config_path, write_config
+
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_credentials(data_dir)
+    passwords = ensure_credentials(data_dir)
+    token = ensure_admin_token(data_dir)
     children: list[Child] = []
     stopping = False
 
@@ -106,18 +147,42 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    me = [sys.executable, "-m", "cloudless", "--log-level", os.environ.get("CLOUDLESS_LOG_LEVEL", "INFO")]
     try:
         broker, line = start_child(
             "broker",
-            [sys.executable, "-m", "cloudless", "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
+            [*me, "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
              "--auth-dir", str(data_dir / "broker-auth")],
             "cloudless broker: listening on",
         )
         children.append(broker)
         url = line.rsplit(" ", 1)[-1]
-        print(f"\nCloudless is up.\n  broker:      {url}\n  data dir:    {data_dir}\n"
-              f"  credentials: {data_dir / 'credentials' / 'mqtt-passwords'} (0600)\n"
-              f"  dashboard:   point MQTT Explorer at {url} as user 'dashboard@local'\n"
+        coord, line = start_child(
+            "coordinator",
+            [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port}",
+             "--data-dir", str(data_dir / "coordinator"), "--id", "local", "--username", "coordinator@local",
+             "--password-file", str(_password_file(data_dir, "coordinator@local", passwords["coordinator@local"]))],
+            "cloudless coordinator: API on",
+        )
+        children.append(coord)
+        api = line.split("API on ", 1)[1].split()[0]
+        config_path = args.config or default_config_path(os.environ)
+        write_config(config_path, api, token)
+        if not args.no_agent:
+            agent, _ = start_child(
+                "agent",
+                [*me, "agent", "--broker", url, "--data-dir", str(data_dir / "agent"), "--node-id", "local",
+                 "--runtime", args.agent_runtime,
+                 "--password-file", str(_password_file(data_dir, "local", passwords["local"]))],
+                "cloudless agent: node",
+            )
+            children.append(agent)
+        print(f"\nCloudless is up.\n  API:         {api}  (token in {data_dir / 'credentials' / 'admin-token'})\n"
+              f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
+              f"  dashboard:   point MQTT Explorer at {url} as user 'dashboard@local' "
+              f"(password in {data_dir / 'credentials' / 'mqtt-passwords'})\n\n"
+              "Try:\n  cloudless get nodes\n  cloudless apply -f examples/hello.yaml\n"
+              "  cloudless get workloads\n  cloudless describe workload hello\n"
               "Press Ctrl-C to stop.", flush=True)
         while not stopping:
             for child in children:

@@ -12,12 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from broker import wire
@@ -98,9 +100,20 @@ class AgentProc:
                 "--containers-conf", str(CONTAINERS_CONF), *self.extra]
         if self.user is not None:
             run_dir = f"/run/user/{self.user.pw_uid}"
-            return ["runuser", "-u", self.user.pw_name, "--", "env", f"XDG_RUNTIME_DIR={run_dir}",
-                    f"HOME={self.user.pw_dir}", f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}", *argv]
+            env = [f"XDG_RUNTIME_DIR={run_dir}", f"HOME={self.user.pw_dir}",
+                   f"PATH={os.environ.get('PATH', '/usr/bin:/bin')}"]
+            if not self._user_can_run(sys.executable):
+                # the test venv's interpreter lives where the user cannot reach (pyenv under /root): run the agent
+                # on the system's Python 3.11 with the venv's packages, as an agent-only install would
+                argv[0] = "/usr/bin/python3"
+                env.append(f"PYTHONPATH={REPO}:{sysconfig.get_paths()['purelib']}")
+            return ["runuser", "-u", self.user.pw_name, "--", "env", *env, *argv]
         return argv
+
+    def _user_can_run(self, path: str) -> bool:
+        assert self.user is not None
+        return subprocess.run(["runuser", "-u", self.user.pw_name, "--", "test", "-x", path], check=False,
+                              cwd="/").returncode == 0
 
     def start(self, timeout: float = 60.0) -> None:
         if self.runtime == "podman":
@@ -125,11 +138,14 @@ class AgentProc:
             return "(no log)"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the agent (and, when it runs under runuser, runuser's child: the agent itself)."""
         if self.proc is not None and self.proc.poll() is None:
-            if self.user is not None:  # runuser is the parent; signal the agent itself
+            targets = [self.proc.pid]
+            with contextlib.suppress(psutil.Error):
+                targets = [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)] + targets
+            for pid in targets:
                 with contextlib.suppress(ProcessLookupError):
-                    subprocess.run(["pkill", f"-{int(sig)}", "-f", f"--node-id {self.node_id} "], check=False)
-            self.proc.send_signal(sig)
+                    os.kill(pid, sig)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -74,9 +74,9 @@ def kill_workload(agent: AgentProc, rid: str) -> None:
 def running_ids(agent: AgentProc) -> dict[str, tuple[str, float | None]]:
     """replica -> (instance id, start time) for running replicas, as the runtime itself reports them."""
     if agent.runtime == "podman":
-        fmt = '{{.ID}} {{index .Labels "cloudless.replica"}} {{.State}} {{.StartedAt}}'
-        out = run_podman(["ps", "--filter", f"label=cloudless.node={agent.node_id}", "--format", fmt], user=agent.user)
-        return {p[1]: (p[0], float(p[3])) for p in (line.split() for line in out.splitlines()) if len(p) >= 4}
+        out = run_podman(["ps", "--filter", f"label=cloudless.node={agent.node_id}", "--format", "json"],
+                         user=agent.user)
+        return {c["Labels"]["cloudless.replica"]: (c["Id"], float(c["StartedAt"])) for c in json.loads(out or "[]")}
     result = {}
     for d in (agent.data_dir / "process").glob("p-*"):
         run = json.loads((d / "run.json").read_text())
@@ -150,6 +150,6 @@ async def test_agent_runs_restarts_and_survives_the_control_plane(
     # 7. a gate tripped through injected sensor readings -> unschedulable within a heartbeat; then recovers
     agent.set_sensors(json.dumps({"temperatures": {"cpu": 120.0}}))
     await observer.until(lambda: not observer.status["A"].schedulable, 10, "unschedulable on overheat", agent)
-    assert any("cpu" in g for g in observer.status["A"].gates)
+    assert any("cpu" in g for g in observer.status["A"].gates), observer.status["A"].gates
     agent.set_sensors(json.dumps({"temperatures": {"cpu": 40.0}}))
     await observer.until(lambda: observer.status["A"].schedulable, 10, "schedulable again", agent)

@@ -1,0 +1,391 @@
+"""The REST API (adapter, aiohttp): JSON under /v1, OpenAPI at /openapi.json, health and metrics.
+
+Routes are declared once in `ROUTES` — handler, method, path, summary — and both the aiohttp router and the
+OpenAPI document are built from that table, so the documentation cannot drift from what is served.
+Every /v1 request needs `Authorization: Bearer <token>`. Errors are
+`{"error": {"message", "field", "errors": [{"path", "message"}]}}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from broker.wire import CommandName, valid_id
+from coordinator import views
+from coordinator.errors import SpecError
+from coordinator.model import NodeAdmin
+from coordinator.service import CommandFailed, Coordinator, NotFound
+from coordinator.spec import workload_json_schema
+from coordinator.store import StoreError
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, *, field: str | None = None,
+          errors: list[dict[str, str]] | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "field": field, "errors": errors or []}}, status=status)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str
+    summary: str
+    body: str | None = None  # name of a schema in components
+    auth: bool = True
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests", auth=False),
+    Route("GET", "/readyz", "readyz", "Readiness: state loaded and the broker connected", auth=False),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics", auth=False),
+    Route("GET", "/openapi.json", "openapi", "This document", auth=False),
+    Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document"),
+    Route("GET", "/v1/nodes", "list_nodes", "List nodes"),
+    Route("GET", "/v1/nodes/{node}", "get_node", "Get a node"),
+    Route("POST", "/v1/nodes/{node}/cordon", "cordon", "Mark a node unschedulable"),
+    Route("POST", "/v1/nodes/{node}/uncordon", "uncordon", "Mark a node schedulable again"),
+    Route("POST", "/v1/nodes/{node}/drain", "drain", "Cordon a node and move its replicas away (keeps minAvailable)"),
+    Route("GET", "/v1/workloads", "list_workloads", "List workloads (?namespace=)"),
+    Route("PUT", "/v1/workloads/{namespace}/{name}", "apply", "Create or update a workload (idempotent)",
+          body="Workload"),
+    Route("GET", "/v1/workloads/{namespace}/{name}", "get_workload", "Get a workload with its status"),
+    Route("DELETE", "/v1/workloads/{namespace}/{name}", "delete_workload", "Delete a workload (stops replicas)"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/scale", "scale", "Set the replica count", body="Scale"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/rollout", "rollout_status", "Rollout status"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/history", "rollout_history", "Rollout history"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/rollback", "rollback", "Roll back to a revision",
+          body="Rollback"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/replicas/{replica}/logs", "logs", "Tail a replica's logs"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/replicas/{replica}/exec", "exec", "Run a command in a replica",
+          body="Exec"),
+    Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)"),
+    Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)"),
+)
+
+BODY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Scale": {"type": "object", "additionalProperties": False, "required": ["replicas"],
+              "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
+    "Rollback": {"type": "object", "additionalProperties": False,
+                 "properties": {"revision": {"type": ["integer", "null"], "minimum": 1}}},
+    "Exec": {"type": "object", "additionalProperties": False, "required": ["command"],
+             "properties": {"command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                            "timeoutSeconds": {"type": "number", "minimum": 0.5, "maximum": 300}}},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for r in ROUTES:
+        op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler,
+                              "responses": {"200": {"description": "OK"},
+                                            "default": {"description": "Error",
+                                                        "content": {"application/json": {"schema": {
+                                                            "$ref": "#/components/schemas/Error"}}}}}}
+        params = re.findall(r"{(\w+)}", r.path)
+        if params:
+            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                                for p in params]
+        if r.body:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+                "$ref": f"#/components/schemas/{r.body}"}}}}
+        if r.auth:
+            op["security"] = [{"bearer": []}]
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Cloudless coordinator API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                **BODY_SCHEMAS,
+                "Workload": workload_json_schema(),
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "message": {"type": "string"}, "field": {"type": ["string", "null"]},
+                    "errors": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "message": {"type": "string"}}}}}}}},
+            },
+        },
+    }
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Api:
+    def __init__(self, coord: Coordinator, *, token_digests: dict[str, str]) -> None:
+        """`token_digests`: sha256 hex of each accepted bearer token -> the credential's name."""
+        self.coord = coord
+        self.tokens = dict(token_digests)
+        from coordinator import metrics
+
+        self.prom = metrics.Metrics(coord)
+
+    # ---- app -----------------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
+        for r in ROUTES:
+            app.router.add_route(r.method, r.path, getattr(self, r.handler), name=r.handler)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route
+        name = route.name or "unknown"
+        status = 500
+        try:
+            if request.path.startswith("/v1/") and not self._authorized(request):
+                status = 401
+                return error(401, "missing or invalid bearer token; use the token `cloudless up` printed (or "
+                             "~/.config/cloudless/config.json)")
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status == 413:
+                return error(413, f"request body too large (limit {MAX_BODY} bytes)")
+            if exc.status in (404, 405):
+                return error(exc.status, f"{request.method} {request.path}: {exc.reason}")
+            raise
+        except SpecError as exc:
+            status = 400
+            return error(400, str(exc), field=exc.path, errors=exc.to_json()["errors"])
+        except NotFound as exc:
+            status = 404
+            return error(404, str(exc))
+        except CommandFailed as exc:
+            status = 503
+            return error(503, str(exc))
+        except StoreError as exc:
+            status = 503
+            return error(503, f"state store unavailable: {exc}")
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error(500, "internal error; see the coordinator log")
+        finally:
+            self.prom.request(name, request.method, status, time.perf_counter() - started)
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        digest = token_digest(header[7:].strip())
+        return any(hmac.compare_digest(digest, known) for known in self.tokens)
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _json(request: web.Request) -> Any:
+        try:
+            return await request.json(loads=json.loads)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SpecError("", f"request body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _name(request: web.Request, key: str) -> str:
+        value = request.match_info[key]
+        if not valid_id(value):
+            raise SpecError(key, f"{value[:80]!r} is not a valid name (letters, digits, '.', '_', '-')")
+        return value
+
+    def _workload_view(self, w: Any) -> dict[str, Any]:
+        reps = [(r, self.coord.observed_of(r)) for r in self.coord.replicas.values()
+                if r.namespace == w.namespace and r.workload == w.name]
+        return views.workload_json(w, reps)
+
+    def _node_view(self, node_id: str) -> dict[str, Any]:
+        info = self.coord.members.get(node_id)
+        if info is None:
+            raise NotFound(f"node {node_id} not found")
+        snap = {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
+        view = snap.get(node_id)
+        alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
+        return views.node_json(info, self.coord.admin.get(node_id, NodeAdmin()), replicas=view.replicas if view else 0,
+                               alloc=alloc, now=self.coord.clock(), cfg=self.coord.cfg.membership)
+
+    # ---- handlers ------------------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.coord.ready and self.coord.mqtt.connected
+        return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
+                                  "epoch": self.coord.epoch}, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.prom.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    async def workload_schema(self, request: web.Request) -> web.Response:
+        return web.json_response(workload_json_schema())
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        return web.json_response({"items": [self._node_view(n) for n in sorted(self.coord.members)]})
+
+    async def get_node(self, request: web.Request) -> web.Response:
+        return web.json_response(self._node_view(self._name(request, "node")))
+
+    async def _admin(self, request: web.Request, **kw: bool) -> web.Response:
+        node = self._name(request, "node")
+        await self.coord.set_admin(node, **kw)
+        return web.json_response(self._node_view(node))
+
+    async def cordon(self, request: web.Request) -> web.Response:
+        return await self._admin(request, cordoned=True)
+
+    async def uncordon(self, request: web.Request) -> web.Response:
+        return await self._admin(request, cordoned=False)
+
+    async def drain(self, request: web.Request) -> web.Response:
+        return await self._admin(request, draining=True)
+
+    async def list_workloads(self, request: web.Request) -> web.Response:
+        ns = request.query.get("namespace")
+        items = [self._workload_view(w) for k, w in sorted(self.coord.workloads.items())
+                 if ns is None or w.namespace == ns]
+        return web.json_response({"items": items})
+
+    async def apply(self, request: web.Request) -> web.Response:
+        ns, name = self._name(request, "namespace"), self._name(request, "name")
+        doc = await self._json(request)
+        if not isinstance(doc, dict):
+            raise SpecError("", "the body must be a workload document (a JSON object)")
+        meta = doc.get("metadata")
+        if isinstance(meta, dict):
+            if meta.get("name", name) != name:
+                raise SpecError("metadata.name", f"{meta.get('name')!r} does not match the URL's {name!r}")
+            if meta.get("namespace", ns) != ns:
+                raise SpecError("metadata.namespace", f"{meta.get('namespace')!r} does not match the URL's {ns!r}")
+            doc = {**doc, "metadata": {**meta, "name": name, "namespace": ns}}
+        rec, created, changed = await self.coord.apply(doc)
+        return web.json_response(self._workload_view(rec), status=201 if created else 200,
+                                 headers={"X-Cloudless-Changed": str(changed).lower()})
+
+    async def get_workload(self, request: web.Request) -> web.Response:
+        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        return web.json_response(self._workload_view(w))
+
+    async def delete_workload(self, request: web.Request) -> web.Response:
+        w = await self.coord.delete(self._name(request, "namespace"), self._name(request, "name"))
+        return web.json_response(self._workload_view(w))
+
+    async def scale(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        replicas = body.get("replicas") if isinstance(body, dict) else None
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1000:
+            raise SpecError("replicas", "must be an integer from 0 to 1000")
+        if isinstance(body, dict) and set(body) - {"replicas"}:
+            raise SpecError(sorted(set(body) - {"replicas"})[0], "unknown field")
+        w = await self.coord.scale(self._name(request, "namespace"), self._name(request, "name"), replicas)
+        return web.json_response(self._workload_view(w))
+
+    async def rollout_status(self, request: web.Request) -> web.Response:
+        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        return web.json_response(views.rollout_json(w, self._workload_view(w)))
+
+    async def rollout_history(self, request: web.Request) -> web.Response:
+        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        items = [{"revision": h["revision"], "specHash": h["spec_hash"], "createdAt": h["created_at"],
+                  "image": h["doc"].get("spec", {}).get("image", ""), "cause": h.get("cause", "")}
+                 for h in w.history]
+        return web.json_response({"items": items})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        body = await self._json(request) if request.can_read_body else {}
+        revision = body.get("revision") if isinstance(body, dict) else None
+        if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
+            raise SpecError("revision", "must be a positive integer or null")
+        w = await self.coord.rollback(self._name(request, "namespace"), self._name(request, "name"), revision)
+        return web.json_response(self._workload_view(w))
+
+    def _replica(self, request: web.Request) -> Any:
+        ns, name, rid = (self._name(request, k) for k in ("namespace", "name", "replica"))
+        r = self.coord.replicas.get(rid)
+        if r is None or r.namespace != ns or r.workload != name:
+            raise NotFound(f"replica {rid} of workload {ns}/{name} not found")
+        return r
+
+    async def logs(self, request: web.Request) -> web.Response:
+        r = self._replica(request)
+        try:
+            tail = int(request.query.get("tail", "100"))
+        except ValueError:
+            raise SpecError("tail", "must be a number of lines") from None
+        if not 1 <= tail <= 10_000:
+            raise SpecError("tail", "must be 1-10000")
+        reply = await self.coord.command(r, CommandName.LOGS, args={"tail": str(tail)})
+        if not reply.ok:
+            raise CommandFailed(f"node {r.node}: {reply.error}")
+        return web.json_response({"replica": r.replica_id, "node": r.node,
+                                  "output": reply.output.decode("utf-8", "replace")})
+
+    async def exec(self, request: web.Request) -> web.Response:
+        r = self._replica(request)
+        body = await self._json(request)
+        command = body.get("command") if isinstance(body, dict) else None
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise SpecError("command", "must be a non-empty list of strings")
+        timeout = body.get("timeoutSeconds", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.5 <= timeout <= 300:
+            raise SpecError("timeoutSeconds", "must be a number from 0.5 to 300")
+        reply = await self.coord.command(r, CommandName.EXEC, argv=tuple(command), timeout_s=float(timeout))
+        if not reply.ok:
+            raise CommandFailed(f"node {r.node}: {reply.error}")
+        return web.json_response({"exitCode": reply.exit_code if reply.exit_code is not None else -1,
+                                  "output": reply.output.decode("utf-8", "replace")})
+
+    async def list_replicas(self, request: web.Request) -> web.Response:
+        q = request.query
+        items = []
+        for r in sorted(self.coord.replicas.values(), key=lambda r: (r.namespace, r.workload, r.replica_id)):
+            if (q.get("namespace") not in (None, r.namespace) or q.get("workload") not in (None, r.workload)
+                    or q.get("node") not in (None, r.node)):
+                continue
+            items.append(views.replica_json(r, self.coord.observed_of(r)))
+        return web.json_response({"items": items})
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = float(q.get("since", "0"))
+            limit = int(q.get("limit", "500"))
+        except ValueError:
+            raise SpecError("since", "since must be unix seconds and limit an integer") from None
+        obj, type_, reason = q.get("object"), q.get("type"), q.get("reason")
+        items = [views.event_json(e) for e in self.coord.events
+                 if e.time > since and (obj is None or e.object == obj or e.object.startswith(obj + "/"))
+                 and (type_ is None or e.type == type_) and (reason is None or e.reason == reason)]
+        return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
+
+
+async def serve(api: Api, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)
+

@@ -1,0 +1,602 @@
+"""The coordinator engine (adapter): store + MQTT + the cores, in one reconcile loop.
+
+Every decision comes from a core — `membership` (who is up), `lifecycle` (what each workload needs),
+`scheduler` (where a replica goes), `translate` (what a node is told) — and this class only gathers their
+inputs, persists their outputs in one store transaction per round, publishes each node's full desired state
+(retained, generation + epoch) when it changed, and records events. API calls mutate through the same lock,
+so a round always sees a consistent picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from broker import wire
+from broker.client import Message, MqttClient
+from broker.errors import MqttError, WireError
+from broker.wire import (
+    CommandName,
+    CommandReply,
+    CommandRequest,
+    CoordinatorStatus,
+    DesiredState,
+    Heartbeat,
+    NodeStatus,
+    ObservedState,
+    Presence,
+    ReplicaObserved,
+    ReplicaSpec,
+    topics,
+)
+from coordinator import lifecycle, membership, model
+from coordinator.errors import CoordinatorError
+from coordinator.membership import MembershipConfig, NodeInfo, NodeState
+from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
+from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
+from coordinator.scheduler.model import PlacementRequest
+from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
+from coordinator.store import Store, put
+from coordinator.store import delete as delete_op
+from coordinator.translate import node_view, replica_spec, rollout_params
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 10
+EVENT_RETENTION = 5000
+
+
+class NotFound(CoordinatorError):
+    pass
+
+
+class CommandFailed(CoordinatorError):
+    pass
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    coordinator_id: str = "main"
+    tick_s: float = 0.5
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    api_url: str = ""
+    seed: int = 0
+
+
+@dataclass
+class _Profile:
+    reserved_cpu: int = 0
+    reserved_memory: int = 0
+    max_workloads: int | None = None
+    labels: dict[str, str] | None = None
+    metered: bool = False
+
+
+class Coordinator:
+    def __init__(self, cfg: CoordinatorConfig, *, store: Store, mqtt: MqttClient,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.mqtt = mqtt
+        self.clock = clock
+        self.epoch = 0
+        self.workloads: dict[str, WorkloadRecord] = {}
+        self.replicas: dict[str, ReplicaRecord] = {}
+        self.admin: dict[str, NodeAdmin] = {}
+        self.nodegen: dict[str, int] = {}
+        self.members: dict[str, NodeInfo] = {}
+        self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
+        self._parsed: dict[str, Workload] = {}  # spec hash -> parsed workload (for replica specs)
+        self._profiles: dict[str, _Profile] = {}
+        self._event_seq = 0
+        self.events: list[Event] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending_ops: list[Any] = []
+        self._replies: dict[str, asyncio.Future[CommandReply]] = {}
+        self.rounds = 0
+        self.ready = False
+        self.last_round_s = 0.0
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._load()
+        self.mqtt.on_connect(self._on_connected)
+        for channel, handler in ((topics.Channel.STATUS, self._on_status),
+                                 (topics.Channel.HEARTBEAT, self._on_heartbeat),
+                                 (topics.Channel.OBSERVED, self._on_observed),
+                                 (topics.Channel.REPLY, self._on_reply)):
+            await self.mqtt.subscribe(topics.node_channel_filter(channel), handler, qos=1)
+        await self.mqtt.start()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(MqttError):
+            await asyncio.wait_for(self.mqtt.publish(
+                topics.coord_status(self.cfg.coordinator_id),
+                wire.encode(CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.OFFLINE,
+                                              ts=self.clock(), api_url=self.cfg.api_url)), qos=1, retain=True), 2)
+        await self.mqtt.stop()
+
+    async def _load(self) -> None:
+        entry = await self.store.get(model.EPOCH_KEY)
+        self.epoch = (int(entry.value) if entry else 0) + 1
+        await self.store.txn([put(model.EPOCH_KEY, str(self.epoch).encode())])
+        for e in await self.store.list("/workloads/"):
+            w = model.from_json(WorkloadRecord, e.value)
+            self.workloads[w.key] = replace(w, history=tuple(w.history))
+        for e in await self.store.list("/replicas/"):
+            r = model.from_json(ReplicaRecord, e.value)
+            self.replicas[r.replica_id] = r
+        for e in await self.store.list("/nodes/"):
+            self.admin[e.key.rsplit("/", 1)[1]] = model.from_json(NodeAdmin, e.value)
+        for e in await self.store.list("/nodegen/"):
+            self.nodegen[e.key.rsplit("/", 1)[1]] = int(e.value)
+        for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]:
+            ev = model.from_json(Event, e.value)
+            self.events.append(ev)
+            self._event_seq = max(self._event_seq, ev.seq)
+        log.info("loaded %d workloads, %d replicas; leadership epoch %d", len(self.workloads), len(self.replicas),
+                 self.epoch)
+        self.ready = True
+
+    async def _on_connected(self) -> None:
+        status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
+                                   ts=self.clock(), api_url=self.cfg.api_url)
+        self.mqtt.publish_nowait(topics.coord_status(self.cfg.coordinator_id), wire.encode(status), qos=1,
+                                 retain=True)
+        # the broker may have lost its retained store: publish every node's desired state again (same
+        # generation, so agents that already have it change nothing)
+        self._published.clear()
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- MQTT in -------------------------------------------------------------------------------------------
+
+    def _decode(self, m: Message) -> object | None:
+        try:
+            return wire.decode_node_message(m.topic, m.payload)
+        except WireError as exc:
+            log.warning("ignored a message on %s: %s", m.topic, exc)
+            return None
+
+    def _on_status(self, m: Message) -> None:
+        msg = self._decode(m)
+        if not isinstance(msg, NodeStatus):
+            return
+        info, evs = membership.on_status(self.members.get(msg.node_id), msg, self.clock())
+        self.members[msg.node_id] = info
+        for ev in evs:
+            self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        if evs:
+            self.wake()
+
+    def _on_heartbeat(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, Heartbeat):
+            info = membership.on_heartbeat(self.members.get(msg.node_id), msg, self.clock())
+            if info is not None:
+                self.members[msg.node_id] = info
+
+    def _on_observed(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, ObservedState):
+            info = membership.on_observed(self.members.get(msg.node_id), msg, self.clock())
+            if info is not None:
+                self.members[msg.node_id] = info
+                self.wake()
+
+    def _on_reply(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, CommandReply):
+            fut = self._replies.pop(msg.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    # ---- events ------------------------------------------------------------------------------------------
+
+    def event(self, type_: str, reason: str, obj: str, message: str) -> Event:
+        self._event_seq += 1
+        ev = Event(seq=self._event_seq, time=self.clock(), type=type_, reason=reason, object=obj,
+                   message=message[:1024])
+        self.events.append(ev)
+        self._pending_ops.append(put(model.event_key(ev.seq), model.to_json(ev)))
+        if len(self.events) > EVENT_RETENTION:
+            old = self.events.pop(0)
+            self._pending_ops.append(delete_op(model.event_key(old.seq)))
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
+        return ev
+
+    async def _flush(self) -> None:
+        ops, self._pending_ops = self._pending_ops, []
+        if ops:
+            await self.store.txn(ops)
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+            self._wake.clear()
+            try:
+                async with self._lock:
+                    started = time.perf_counter()
+                    await self.reconcile()
+                    self.last_round_s = time.perf_counter() - started
+            except Exception:
+                log.exception("reconcile round failed; retrying")
+
+    async def reconcile(self) -> None:
+        self.rounds += 1
+        now = self.clock()
+        for node_id, info in list(self.members.items()):
+            updated, evs = membership.evaluate(info, now, self.cfg.membership)
+            self.members[node_id] = updated
+            for ev in evs:
+                self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        for key in sorted(self.workloads):
+            self._reconcile_workload(self.workloads[key], now)
+        self._schedule_pending(now)
+        await self._flush()
+        await self._publish_desired(now)
+
+    def _views(self, w: WorkloadRecord) -> list[lifecycle.ReplicaView]:
+        views = []
+        for r in self.replicas.values():
+            if r.namespace != w.namespace or r.workload != w.name:
+                continue
+            info = self.members.get(r.node) if r.node else None
+            observed = None
+            if info is not None and info.observed is not None:
+                observed = next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
+            views.append(lifecycle.ReplicaView(
+                record=r, node_state=info.state if info else None,
+                node_draining=bool(r.node and self.admin.get(r.node, NodeAdmin()).draining), observed=observed))
+        return views
+
+    def _reconcile_workload(self, w: WorkloadRecord, now: float) -> None:
+        parsed = self.parsed(w.doc)
+        params = rollout_params(parsed)
+        p = lifecycle.plan(w, self._views(w), params, now, has_previous_revision=len(w.history) > 1)
+        for rid in p.replace:
+            r = self.replicas.get(rid)
+            if r is not None:
+                self.event("Warning", "ReplicaLost", f"workload/{w.key}",
+                           f"replica {rid} was on lost node {r.node}; replacing it")
+        for rid in p.forget:
+            r = self.replicas.pop(rid, None)
+            if r is not None:
+                self._pending_ops.append(delete_op(model.replica_key(r.namespace, r.workload, rid)))
+        for rid, reason in p.stop:
+            r = self.replicas.get(rid)
+            if r is None:
+                continue
+            if r.node is None:
+                self.replicas.pop(rid)
+                self._pending_ops.append(delete_op(model.replica_key(r.namespace, r.workload, rid)))
+                continue
+            self._save_replica(replace(r, phase=ReplicaPhase.STOPPING, stop_requested_at=now, message=reason))
+            self.event("Normal", "Stopping", f"workload/{w.key}", f"stopping replica {rid} on {r.node}: {reason}")
+        for _ in range(p.place):
+            rid = f"{w.name[:50]}-{secrets.token_hex(3)}"
+            self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
+                                             revision=w.revision, spec_hash=w.spec_hash, created_at=now))
+        if p.delete_workload:
+            self.workloads.pop(w.key, None)
+            self._pending_ops.append(delete_op(model.workload_key(w.namespace, w.name)))
+            self.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
+            return
+        if p.rollback:
+            self._rollback(w, None, cause=p.rollout_message, now=now, auto=True)
+            return
+        if (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
+            if p.rollout_phase in (RolloutPhase.COMPLETE, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
+                self.event("Warning" if p.rollout_phase is RolloutPhase.FAILED else "Normal",
+                           f"Rollout{p.rollout_phase.value.title().replace('-', '')}", f"workload/{w.key}",
+                           p.rollout_message)
+            self._save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
+
+    def parsed(self, doc: dict[str, Any]) -> Workload:
+        w = parse_workload(doc)
+        h = spec_hash(w)
+        return self._parsed.setdefault(h, w)
+
+    def _save_replica(self, r: ReplicaRecord) -> None:
+        self.replicas[r.replica_id] = r
+        self._pending_ops.append(put(model.replica_key(r.namespace, r.workload, r.replica_id), model.to_json(r)))
+
+    def _save_workload(self, w: WorkloadRecord) -> None:
+        self.workloads[w.key] = w
+        self._pending_ops.append(put(model.workload_key(w.namespace, w.name), model.to_json(w)))
+
+    # ---- scheduling ----------------------------------------------------------------------------------------
+
+    def _profile(self, name: str) -> _Profile:
+        cached = self._profiles.get(name)
+        if cached is None:
+            cached = _Profile()
+            try:
+                import firmware_profiles
+
+                prof = firmware_profiles.load_profile(name)
+                cached = _Profile(prof.reserved.cpu_millicores, prof.reserved.memory_bytes, prof.max_workloads,
+                                  dict(prof.labels), prof.metered)
+            except Exception:  # unknown or custom profile on the node: no reservation known
+                cached = _Profile()
+            self._profiles[name] = cached
+        return cached
+
+    def snapshot(self, now: float) -> Snapshot:
+        alloc: dict[str, list[int]] = {}
+        per_node_workloads: dict[str, dict[str, int]] = {}
+        ports: dict[str, set[str]] = {}
+        for r in self.replicas.values():
+            if r.node is None:
+                continue
+            w = self._parsed.get(r.spec_hash)
+            a = alloc.setdefault(r.node, [0, 0, 0])
+            if w is not None:
+                a[0] += w.spec.resources.cpu_request_millis
+                a[1] += w.spec.resources.memory_request_bytes
+                ports.setdefault(r.node, set()).update(f"{p.host_port}/{p.protocol}" for p in w.spec.ports
+                                                       if p.host_port)
+            a[2] += 1
+            wl = per_node_workloads.setdefault(r.node, {})
+            wl[f"{r.namespace}/{r.workload}"] = wl.get(f"{r.namespace}/{r.workload}", 0) + 1
+        views = []
+        for node_id, info in sorted(self.members.items()):
+            facts = info.status.facts if info.status else None
+            prof = self._profile(facts.profile if facts else "")
+            admin = self.admin.get(node_id, NodeAdmin())
+            a = alloc.get(node_id, [0, 0, 0])
+            views.append(node_view(
+                info, cordoned=admin.cordoned, draining=admin.draining, reserved_cpu=prof.reserved_cpu,
+                reserved_memory=prof.reserved_memory, max_workloads=prof.max_workloads,
+                extra_labels=prof.labels or {}, reliability=info.reliability(now, self.cfg.membership),
+                allocated_cpu=a[0], allocated_memory=a[1], replicas=a[2],
+                workloads=per_node_workloads.get(node_id, {}), host_ports=frozenset(ports.get(node_id, set())),
+                network_penalty=0.5 if prof.metered else 0.0))
+        return Snapshot(nodes=tuple(views), revision=self.rounds)
+
+    def _schedule_pending(self, now: float) -> None:
+        pending = sorted((r for r in self.replicas.values() if r.node is None and r.phase == ReplicaPhase.PENDING),
+                         key=lambda r: (r.created_at, r.replica_id))
+        if not pending:
+            return
+        for r in pending:  # make sure every pending replica's spec is parsed (allocation needs it)
+            w = self.workloads.get(f"{r.namespace}/{r.workload}")
+            if w is not None:
+                self.parsed(w.doc)
+        requests = []
+        for r in pending:
+            parsed = self._parsed.get(r.spec_hash)
+            if parsed is None:
+                continue
+            requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
+        results = schedule_many(self.snapshot(now), [req for _, req in requests], self.cfg.scheduler, self.cfg.seed)
+        for (r, _), result in zip(requests, results, strict=True):
+            wkey = f"{r.namespace}/{r.workload}"
+            if isinstance(result, Placement):
+                self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
+                                           message="", unschedulable={}))
+                self.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
+                           f"{result.node_id} (score {result.score:.1f})")
+            else:
+                reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
+                if result.summary != r.message:
+                    self.event("Warning", "Unschedulable", f"workload/{wkey}",
+                               f"replica {r.replica_id}: {result.summary}")
+                    self._save_replica(replace(r, message=result.summary, unschedulable=reasons))
+
+    # ---- desired state out ---------------------------------------------------------------------------------
+
+    def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
+        specs = []
+        for r in sorted(self.replicas.values(), key=lambda r: r.replica_id):
+            if r.node != node_id or r.phase != ReplicaPhase.ASSIGNED:
+                continue
+            parsed = self._spec_doc(r)
+            if parsed is not None:
+                specs.append(replica_spec(parsed, r.replica_id, r.spec_hash))
+        return tuple(specs)
+
+    def _spec_doc(self, r: ReplicaRecord) -> Workload | None:
+        cached = self._parsed.get(r.spec_hash)
+        if cached is not None:
+            return cached
+        w = self.workloads.get(f"{r.namespace}/{r.workload}")
+        if w is None:
+            return None
+        for rev in reversed(w.history):
+            if rev.get("spec_hash") == r.spec_hash:
+                return self.parsed(rev["doc"])
+        return None
+
+    async def _publish_desired(self, now: float) -> None:
+        nodes = {r.node for r in self.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
+        if not self.mqtt.connected:
+            return
+        for node_id in sorted(n for n in nodes if n):
+            specs = self.desired_for(node_id)
+            if self._published.get(node_id) == specs:
+                continue
+            # a new generation whenever this process publishes a different set (or the first time): agents keep
+            # every replica whose spec hash is unchanged, so a higher generation never restarts anything
+            gen = self.nodegen.get(node_id, 0) + 1
+            msg = DesiredState(node_id=node_id, generation=gen, epoch=self.epoch, issued_at=now, replicas=specs)
+            try:
+                self.mqtt.publish_nowait(topics.node_desired(node_id), wire.encode(msg), qos=1, retain=True)
+            except MqttError as exc:
+                log.warning("desired state for %s not sent: %s", node_id, exc)
+                continue
+            self._published[node_id] = specs
+            if gen != self.nodegen.get(node_id):
+                self.nodegen[node_id] = gen
+                await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+
+    # ---- API operations (called by the REST layer) ---------------------------------------------------------
+
+    async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
+        """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
+        w = parse_workload(doc)
+        canonical = workload_to_doc(w)
+        h = spec_hash(w)
+        self._parsed.setdefault(h, w)
+        now = self.clock()
+        async with self._lock:
+            old = self.workloads.get(w.key)
+            if old is not None and old.doc == canonical and not old.deleting:
+                return old, False, False
+            if old is None:
+                rec = WorkloadRecord(namespace=w.namespace, name=w.name, doc=canonical, spec_hash=h, revision=1,
+                                     generation=1, created_at=now, rollout_phase=RolloutPhase.PROGRESSING,
+                                     rollout_started_at=now, rollout_message="creating",
+                                     history=(self._rev(1, h, canonical, now, "created"),))
+                self.event("Normal", "Created", f"workload/{w.key}", f"{w.spec.replicas} replicas of {w.spec.image}")
+            elif old.spec_hash != h:
+                rev = old.revision + 1
+                rec = replace(old, doc=canonical, spec_hash=h, revision=rev, generation=old.generation + 1,
+                              deleting=False, rollout_phase=RolloutPhase.PROGRESSING, rollout_started_at=now,
+                              rollout_message=f"rolling out revision {rev}",
+                              history=self._trim((*old.history, self._rev(rev, h, canonical, now, "apply"))))
+                self.event("Normal", "RolloutStarted", f"workload/{w.key}", f"revision {rev} ({w.spec.image})")
+            else:
+                rec = replace(old, doc=canonical, generation=old.generation + 1, deleting=False)
+                self.event("Normal", "Updated", f"workload/{w.key}", "spec updated (no restart needed)")
+            self._save_workload(rec)
+            await self._flush()
+        self.wake()
+        return rec, old is None, True
+
+    @staticmethod
+    def _rev(revision: int, h: str, doc: dict[str, Any], now: float, cause: str) -> dict[str, Any]:
+        return {"revision": revision, "spec_hash": h, "doc": doc, "created_at": now, "cause": cause}
+
+    def _trim(self, history: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        in_use = {r.spec_hash for r in self.replicas.values()}
+        keep = list(history)
+        while len(keep) > HISTORY_LIMIT:
+            victim = next((h for h in keep[:-1] if h["spec_hash"] not in in_use), None)
+            if victim is None:
+                break
+            keep.remove(victim)
+        return tuple(keep)
+
+    def get(self, namespace: str, name: str) -> WorkloadRecord:
+        w = self.workloads.get(f"{namespace}/{name}")
+        if w is None:
+            raise NotFound(f"workload {namespace}/{name} not found")
+        return w
+
+    async def delete(self, namespace: str, name: str) -> WorkloadRecord:
+        async with self._lock:
+            w = self.get(namespace, name)
+            w = replace(w, deleting=True)
+            self._save_workload(w)
+            self.event("Normal", "Deleting", f"workload/{w.key}", "stopping every replica")
+            await self._flush()
+        self.wake()
+        return w
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> WorkloadRecord:
+        w = self.get(namespace, name)
+        doc = {**w.doc, "spec": {**w.doc["spec"], "replicas": replicas}}
+        rec, _, _ = await self.apply(doc)
+        return rec
+
+    async def rollback(self, namespace: str, name: str, revision: int | None) -> WorkloadRecord:
+        async with self._lock:
+            w = self.get(namespace, name)
+            rec = self._rollback(w, revision, cause="rollback requested", now=self.clock(), auto=False)
+            await self._flush()
+        self.wake()
+        return rec
+
+    def _rollback(self, w: WorkloadRecord, revision: int | None, *, cause: str, now: float,
+                  auto: bool) -> WorkloadRecord:
+        candidates = [h for h in w.history if h["spec_hash"] != w.spec_hash]
+        if revision is not None:
+            candidates = [h for h in w.history if h["revision"] == revision]
+        if not candidates:
+            raise NotFound(f"workload {w.key}: no revision to roll back to" +
+                           (f" (revision {revision} not in history)" if revision is not None else ""))
+        target = candidates[-1]
+        doc = {**target["doc"], "spec": {**target["doc"]["spec"], "replicas": w.doc["spec"].get("replicas", 1)}}
+        parsed = parse_workload(doc)
+        h = spec_hash(parsed)
+        self._parsed.setdefault(h, parsed)
+        rev = w.revision + 1
+        rec = replace(w, doc=workload_to_doc(parsed), spec_hash=h, revision=rev, generation=w.generation + 1,
+                      rollout_phase=RolloutPhase.ROLLING_BACK, rollout_started_at=now,
+                      rollout_message=f"rolling back to revision {target['revision']}",
+                      history=self._trim((*w.history, self._rev(rev, h, workload_to_doc(parsed), now,
+                                                                f"rollback to {target['revision']}"))))
+        self._save_workload(rec)
+        self.event("Warning" if auto else "Normal", "RollingBack", f"workload/{w.key}", cause)
+        return rec
+
+    async def set_admin(self, node_id: str, *, cordoned: bool | None = None,
+                        draining: bool | None = None) -> NodeAdmin:
+        if node_id not in self.members:
+            raise NotFound(f"node {node_id} not found")
+        async with self._lock:
+            cur = self.admin.get(node_id, NodeAdmin())
+            new = NodeAdmin(cordoned=cur.cordoned if cordoned is None else cordoned,
+                            draining=cur.draining if draining is None else draining)
+            if draining:
+                new = replace(new, cordoned=True)
+            if cordoned is False:
+                new = replace(new, draining=False)
+            self.admin[node_id] = new
+            self._pending_ops.append(put(model.node_key(node_id), model.to_json(new)))
+            what = "draining" if new.draining else "cordoned" if new.cordoned else "uncordoned"
+            self.event("Normal", what.title(), f"node/{node_id}", f"node {node_id} {what}")
+            await self._flush()
+        self.wake()
+        return new
+
+    async def command(self, replica: ReplicaRecord, name: CommandName, *, args: dict[str, str] | None = None,
+                      argv: tuple[str, ...] = (), timeout_s: float = 10.0) -> CommandReply:
+        """Carry a command to the replica's node over MQTT and wait for its reply."""
+        if replica.node is None:
+            raise CommandFailed(f"replica {replica.replica_id} has no node yet")
+        info = self.members.get(replica.node)
+        if info is None or info.state is not NodeState.ONLINE:
+            raise CommandFailed(f"node {replica.node} is not online")
+        request_id = secrets.token_hex(8)
+        req = CommandRequest(request_id=request_id, node_id=replica.node, command=name,
+                             reply_to=topics.node_reply(replica.node), deadline=self.clock() + timeout_s,
+                             args={"replica": replica.replica_id, **(args or {})}, argv=argv)
+        fut: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = fut
+        try:
+            await self.mqtt.publish(topics.node_cmd(replica.node), wire.encode(req), qos=1)
+            return await asyncio.wait_for(fut, timeout_s + 2.0)
+        except TimeoutError:
+            raise CommandFailed(f"node {replica.node} did not answer within {timeout_s:.0f}s") from None
+        except MqttError as exc:
+            raise CommandFailed(f"cannot reach node {replica.node}: {exc}") from None
+        finally:
+            self._replies.pop(request_id, None)
+
+    def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
+        info = self.members.get(r.node) if r.node else None
+        if info is None or info.observed is None:
+            return None
+        return next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
