@@ -1,0 +1,377 @@
+"""REST client for the coordinator's admin API, and the admin config file (`~/.config/cloudless/config.json`).
+
+An adapter (STYLE §1) over stdlib `urllib.request`: admins run the CLI anywhere, so it must not need aiohttp or
+the coordinator package. It converts every urllib/socket failure at the boundary into one small error hierarchy
+(`ClientError`), each with a `hint` telling the user what to do next. Methods return the decoded JSON bodies
+(plain dicts) exactly as the contract in docs/cli.md describes them; rendering them is `cloudless.render`'s job.
+
+Config precedence, per setting: command-line flag > environment (CLOUDLESS_SERVER, CLOUDLESS_TOKEN) > config file
+(--config, else CLOUDLESS_CONFIG, else $XDG_CONFIG_HOME/cloudless/config.json, else ~/.config/...) > default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+from cloudless import __version__
+
+JSONObject = dict[str, Any]
+
+DEFAULT_SERVER = "http://127.0.0.1:8470"
+DEFAULT_TIMEOUT_S = 30.0
+CHANGED_HEADER = "X-Cloudless-Changed"
+_UP_HINT = "run `cloudless up` to write ~/.config/cloudless/config.json"
+
+
+class ClientError(Exception):
+    """Anything that stops a CLI request; `hint` says what to do next."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(ClientError):
+    """A bad flag, environment variable or config file: a usage error (exit 2)."""
+
+
+class ConnectionFailed(ClientError):
+    """The coordinator could not be reached, or did not answer in time."""
+
+
+class ProtocolError(ClientError):
+    """The server answered, but not as a Cloudless coordinator would."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    path: str
+    message: str
+
+
+class ApiError(ClientError):
+    """The coordinator refused a request: `{"error": {"message", "field", "errors": [{"path", "message"}]}}`."""
+
+    def __init__(self, status: int, message: str, *, field: str | None = None,
+                 errors: Sequence[FieldError] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.field = field
+        self.errors = tuple(errors)
+
+
+# ---- configuration --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    server: str
+    token: str | None = field(repr=False)  # secret: never in a repr or a log line
+    config_path: Path | None = None  # the file that supplied a setting, for error messages
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "cloudless" / "config.json"
+
+
+def check_server_url(url: str) -> str:
+    """The URL without a trailing slash; ConfigError unless it is http(s)://HOST[:PORT][/PREFIX]."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ConfigError(f"server URL {url!r} is not http(s)://HOST:PORT", hint=f"e.g. --server {DEFAULT_SERVER}")
+    return url.rstrip("/")
+
+
+def write_config(path: str | os.PathLike[str], server: str, token: str) -> None:
+    """Write the admin config atomically: a 0600 file (a fresh parent directory is created 0700).
+
+    An existing parent directory keeps its mode: the path may be anywhere (`--config /tmp/x.json`).
+    """
+    target = Path(path)
+    server = check_server_url(server)
+    if not token:
+        raise ValueError("token must not be empty")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = json.dumps({"server": server, "token": token}, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_config_file(path: Path, *, required: bool, warn: Callable[[str], None]) -> dict[str, str]:
+    """The file's settings ({} when absent and not `required`); warns when others may read the token."""
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist", hint=_UP_HINT) from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        warn(f"{path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc.msg} (line {exc.lineno})",
+                          hint=f"fix it, or delete it and {_UP_HINT.removeprefix('run ')}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object like "
+                          '{"server": "http://127.0.0.1:8470", "token": "..."}')
+    settings: dict[str, str] = {}
+    for key in ("server", "token"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config file {path}: {key!r} must be a string")
+        if value:
+            settings[key] = value
+    return settings
+
+
+def resolve_config(*, server: str | None, token: str | None, config: str | None, env: Mapping[str, str],
+                   warn: Callable[[str], None]) -> ClientConfig:
+    """Flags (the keyword arguments) > environment > config file > default, per setting."""
+    server = server or env.get("CLOUDLESS_SERVER") or None
+    token = token or env.get("CLOUDLESS_TOKEN") or None
+    path: Path | None = None
+    if server is None or token is None:
+        explicit = config or env.get("CLOUDLESS_CONFIG") or None
+        path = Path(explicit).expanduser() if explicit else default_config_path(env)
+        from_file = read_config_file(path, required=explicit is not None, warn=warn)
+        server = server or from_file.get("server")
+        token = token or from_file.get("token")
+        if not from_file:
+            path = None
+    return ClientConfig(server=check_server_url(server or DEFAULT_SERVER), token=token, config_path=path)
+
+
+# ---- the client -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Message
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    workload: JSONObject
+    created: bool
+    changed: bool
+
+    @property
+    def verb(self) -> str:
+        return "created" if self.created else "configured" if self.changed else "unchanged"
+
+
+def _seg(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+class CoordinatorClient:
+    """Synchronous client for the coordinator REST API (JSON over HTTP, bearer token)."""
+
+    def __init__(self, server: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.server = check_server_url(server)
+        self._token = token
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"CoordinatorClient({self.server!r}, token={'<redacted>' if self._token else None})"
+
+    # -- transport --
+
+    def request(self, method: str, path: str, *, query: Mapping[str, object] | None = None, body: object = None,
+                timeout: float | None = None) -> Response:
+        """One request; raises ApiError for an error status, ConnectionFailed/ProtocolError for the rest."""
+        url = self.server + path
+        params = {k: str(v) for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        headers = {"Accept": "application/json", "User-Agent": f"cloudless-cli/{__version__}"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (http(s) checked)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310
+                return Response(resp.status, resp.headers, self._decode(resp.read(), method, path))
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            raise self._api_error(exc.code, raw, method, path) from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason) from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _decode(self, raw: bytes, method: str, path: str) -> Any:
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProtocolError(f"{method} {path}: the server at {self.server} did not answer with JSON",
+                                hint="is --server pointing at a Cloudless coordinator?") from None
+
+    def _unreachable(self, reason: object) -> ConnectionFailed:
+        if isinstance(reason, TimeoutError):
+            return ConnectionFailed(f"no answer from the coordinator at {self.server} in time",
+                                    hint="it may be overloaded or hung; check its log and retry")
+        if isinstance(reason, ConnectionRefusedError):
+            return ConnectionFailed(f"cannot connect to the coordinator at {self.server}: connection refused",
+                                    hint="is the coordinator running? start one with `cloudless up`, "
+                                    "or point --server / CLOUDLESS_SERVER at it")
+        text = getattr(reason, "strerror", None) or str(reason)
+        return ConnectionFailed(f"cannot reach the coordinator at {self.server}: {text}",
+                                hint="check --server (or CLOUDLESS_SERVER / the config file) and your network")
+
+    def _api_error(self, status: int, raw: bytes, method: str, path: str) -> ApiError:
+        try:
+            envelope = json.loads(raw).get("error")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            envelope = None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), str):
+            if status == 404:
+                return ApiError(404, f"the coordinator at {self.server} does not serve {method} {path}",
+                                hint="is it older than this CLI, or is --server pointing elsewhere?")
+            text = raw[:200].decode("utf-8", "replace").strip() or "no details"
+            return ApiError(status, f"{method} {path} failed with HTTP {status}: {text}",
+                            hint=_status_hint(status, path, self._token))
+        errors = [FieldError(str(e.get("path", "")), str(e.get("message", "")))
+                  for e in envelope.get("errors") or [] if isinstance(e, dict)]
+        fld = envelope.get("field")
+        return ApiError(status, envelope["message"], field=fld if isinstance(fld, str) else None, errors=errors,
+                        hint=_status_hint(status, path, self._token))
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        body = self.request(method, path, **kwargs).body
+        if body is None:
+            raise ProtocolError(f"{method} {path}: empty answer from {self.server}")
+        return body
+
+    def _items(self, path: str, query: Mapping[str, object] | None = None) -> list[JSONObject]:
+        body = self._json("GET", path, query=query)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ProtocolError(f"GET {path}: expected {{\"items\": [...]}} from {self.server}")
+        return items
+
+    # -- nodes --
+
+    def list_nodes(self) -> list[JSONObject]:
+        return self._items("/v1/nodes")
+
+    def get_node(self, node_id: str) -> JSONObject:
+        return self._json("GET", f"/v1/nodes/{_seg(node_id)}")  # type: ignore[no-any-return]
+
+    def node_action(self, node_id: str, action: str) -> JSONObject:
+        """POST cordon, uncordon or drain; drain returns at once (progress shows in the node and its replicas)."""
+        if action not in ("cordon", "uncordon", "drain"):
+            raise ValueError(f"unknown node action {action!r}")
+        return self._json("POST", f"/v1/nodes/{_seg(node_id)}/{action}")  # type: ignore[no-any-return]
+
+    # -- workloads --
+
+    def _wl(self, namespace: str, name: str) -> str:
+        return f"/v1/workloads/{_seg(namespace)}/{_seg(name)}"
+
+    def apply_workload(self, doc: Mapping[str, Any]) -> ApplyResult:
+        meta = doc.get("metadata") or {}
+        resp = self.request("PUT", self._wl(meta.get("namespace") or "default", meta["name"]), body=doc)
+        changed = resp.headers.get(CHANGED_HEADER, "true").strip().lower() != "false"
+        return ApplyResult(resp.body or {}, created=resp.status == 201, changed=resp.status == 201 or changed)
+
+    def list_workloads(self, namespace: str | None = None) -> list[JSONObject]:
+        return self._items("/v1/workloads", {"namespace": namespace})
+
+    def get_workload(self, namespace: str, name: str) -> JSONObject:
+        return self._json("GET", self._wl(namespace, name))  # type: ignore[no-any-return]
+
+    def delete_workload(self, namespace: str, name: str) -> JSONObject:
+        return self._json("DELETE", self._wl(namespace, name))  # type: ignore[no-any-return]
+
+    def scale_workload(self, namespace: str, name: str, replicas: int) -> JSONObject:
+        return self._json("POST", self._wl(namespace, name) + "/scale",  # type: ignore[no-any-return]
+                          body={"replicas": replicas})
+
+    def rollout_status(self, namespace: str, name: str) -> JSONObject:
+        return self._json("GET", self._wl(namespace, name) + "/rollout")  # type: ignore[no-any-return]
+
+    def rollout_history(self, namespace: str, name: str) -> list[JSONObject]:
+        return self._items(self._wl(namespace, name) + "/rollout/history")
+
+    def rollback(self, namespace: str, name: str, revision: int | None = None) -> JSONObject:
+        return self._json("POST", self._wl(namespace, name) + "/rollout/rollback",  # type: ignore[no-any-return]
+                          body={"revision": revision})
+
+    # -- replicas, events, logs, exec --
+
+    def list_replicas(self, *, namespace: str | None = None, workload: str | None = None,
+                      node: str | None = None) -> list[JSONObject]:
+        return self._items("/v1/replicas", {"namespace": namespace, "workload": workload, "node": node})
+
+    def list_events(self, *, object_ref: str | None = None, event_type: str | None = None,
+                    since: float | None = None, limit: int | None = None) -> list[JSONObject]:
+        """Events, oldest first; `object_ref` is "workload/NS/NAME" or "node/ID" (see docs/cli.md)."""
+        query = {"object": object_ref, "type": event_type, "since": since, "limit": limit}
+        return self._items("/v1/events", query)
+
+    def logs(self, namespace: str, name: str, replica: str, *, tail: int | None = None) -> JSONObject:
+        path = f"{self._wl(namespace, name)}/replicas/{_seg(replica)}/logs"
+        return self._json("GET", path, query={"tail": tail})  # type: ignore[no-any-return]
+
+    def exec(self, namespace: str, name: str, replica: str, command: Sequence[str], *,
+             timeout_seconds: int) -> JSONObject:
+        """Run `command` in the replica; the HTTP wait is the command's timeout plus a margin for the relay."""
+        path = f"{self._wl(namespace, name)}/replicas/{_seg(replica)}/exec"
+        return self._json("POST", path, body={"command": list(command), "timeoutSeconds": timeout_seconds},  # type: ignore[no-any-return]
+                          timeout=timeout_seconds + self.timeout)
+
+
+def _status_hint(status: int, path: str, token: str | None) -> str | None:
+    match status:
+        case 401 if not token:
+            return f"no token is configured: pass --token, set CLOUDLESS_TOKEN, or {_UP_HINT}"
+        case 401:
+            return f"check --token (or CLOUDLESS_TOKEN), or {_UP_HINT}"
+        case 403:
+            return "this token may not do that; use an admin token"
+        case 404 if path.startswith("/v1/nodes"):
+            return "list nodes with `cloudless get nodes`"
+        case 404 if "/replicas/" in path:
+            return "list the workload's replicas with `cloudless get replicas --workload NAME -n NAMESPACE`"
+        case 404 if path.startswith("/v1/workloads"):
+            return "list workloads with `cloudless get workloads -A` (and pass -n NAMESPACE)"
+        case 409:
+            return "someone changed it meanwhile: look again (`cloudless describe ...`) and retry"
+        case 413:
+            return "the request is too large: split the file, or shrink the spec"
+        case 503:
+            return "the coordinator is not ready (starting, or no leader yet); retry in a few seconds"
+    return None
