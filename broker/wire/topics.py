@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from broker.errors import WireError
-from broker.wire.schema import check_id
+from broker.wire.schema import check_id, valid_id
 
 ROOT = "cloudless/v1"
 HA_DISCOVERY_ROOT = "homeassistant"
@@ -89,6 +89,9 @@ def leader() -> str:
 
 
 def dash(*levels: str) -> str:
+    """`cloudless/v1/dash/<level>/...`: one or more identifier levels (the bare `dash` root is not a topic)."""
+    if not levels:
+        raise WireError("a dash topic needs at least one level", path="dash")
     for i, level in enumerate(levels):
         check_id(level, f"dash[{i}]")
     return "/".join((ROOT, "dash", *levels))
@@ -144,13 +147,18 @@ def parse_node_topic(topic: str) -> NodeTopic:
 
 
 def spec_for(topic: str) -> TopicSpec:
-    """QoS/retain for a concrete topic of our tree."""
-    if topic.startswith(f"{ROOT}/node/"):
-        return NODE_CHANNELS[parse_node_topic(topic).channel]
-    if topic == leader():
-        return LEADER_SPEC
-    if topic.startswith(f"{ROOT}/coord/"):
-        return COORD_STATUS_SPEC
-    if topic.startswith(f"{ROOT}/dash/"):
-        return DASH_SPEC
-    raise WireError(f"topic outside the Cloudless tree: {topic[:120]!r}", path="topic")
+    """QoS/retain for a concrete topic of our tree: exactly the shapes the topic functions above produce.
+    Anything else (wildcards, missing or extra levels, bad ids) raises WireError."""
+    root = f"{ROOT}/"
+    if topic.startswith(root):
+        area, *rest = topic[len(root):].split("/")
+        match area, rest:
+            case "node", _:
+                return NODE_CHANNELS[parse_node_topic(topic).channel]
+            case "coord", ["leader"]:
+                return LEADER_SPEC
+            case "coord", [coordinator_id, "status"] if valid_id(coordinator_id):
+                return COORD_STATUS_SPEC
+            case "dash", [_, *_] if all(valid_id(level) for level in rest):
+                return DASH_SPEC
+    raise WireError(f"not a topic of the Cloudless tree: {topic[:120]!r}", path="topic")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker import wire
 from broker.acl import topic_matches, valid_filter, valid_topic_name
@@ -136,15 +137,7 @@ def test_parse_node_topic_refuses_anything_but_a_node_topic(topic: str) -> None:
         pytest.param(topics.leader(), TopicSpec(qos=1, retain=True), id="leader"),
         pytest.param(topics.dash("nodes", "pi-1"), TopicSpec(qos=0, retain=True), id="dash"),
         pytest.param(topics.dash("summary"), TopicSpec(qos=0, retain=True), id="dash-one-level"),
-        pytest.param(
-            topics.dash(),
-            TopicSpec(qos=0, retain=True),
-            id="dash-no-level",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: topics.py:154 spec_for() rejects 'cloudless/v1/dash', which topics.dash() returns",
-            ),
-        ),
+        pytest.param(topics.coord_status("leader"), TopicSpec(qos=1, retain=True), id="coord-named-leader"),
     ],
 )
 def test_spec_for_other_topics_is_as_declared(topic: str, spec: TopicSpec) -> None:
@@ -164,17 +157,30 @@ def test_spec_for_refuses_topics_outside_the_tree(topic: str) -> None:
         topics.spec_for(topic)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: topics.py:152-155 spec_for() accepts anything under cloudless/v1/coord/ and cloudless/v1/dash/ "
-    "(wildcards, extra levels, bad ids) instead of raising WireError",
-)
 @pytest.mark.parametrize(
     "topic",
     ["cloudless/v1/coord/+/status", "cloudless/v1/coord/#", "cloudless/v1/coord/a/b/c", "cloudless/v1/coord/a b/x",
-     "cloudless/v1/dash/#", "cloudless/v1/dash/", "cloudless/v1/dash/a/+/b"],
+     "cloudless/v1/coord/a b/status", "cloudless/v1/coord/a/status/x", "cloudless/v1/coord/leader/x",
+     "cloudless/v1/coord/a", "cloudless/v1/coord/", "cloudless/v1/coord", "cloudless/v1/coord//status",
+     "cloudless/v1/coord/+", "cloudless/v1/dash/#", "cloudless/v1/dash/", "cloudless/v1/dash",
+     "cloudless/v1/dash/a/+/b", "cloudless/v1/dash/a//b", "cloudless/v1/dash/a/", "cloudless/v1/dash/a b",
+     "cloudless/v1/other/x"],
     ids=repr,
 )
 def test_spec_for_refuses_malformed_coord_and_dash_topics(topic: str) -> None:
     with pytest.raises(wire.WireError):
         topics.spec_for(topic)
+
+
+def test_dash_needs_at_least_one_level() -> None:
+    with pytest.raises(wire.WireError, match="at least one level"):
+        topics.dash()
+
+
+@settings(max_examples=100, deadline=None)
+@given(coordinator_id=ids(), levels=st.lists(ids(), min_size=1, max_size=4))
+def test_spec_for_accepts_what_the_topic_functions_produce(coordinator_id: str, levels: list[str]) -> None:
+    for topic, spec in [(topics.coord_status(coordinator_id), topics.COORD_STATUS_SPEC),
+                        (topics.dash(*levels), topics.DASH_SPEC)]:
+        assert valid_topic_name(topic)
+        assert topics.spec_for(topic) == spec
