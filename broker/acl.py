@@ -100,6 +100,8 @@ def topic_matches(topic: str, topic_filter: str) -> bool:
 
 def filter_within(sub_filter: str, rule_filter: str) -> bool:
     """True iff every topic `sub_filter` can match is matched by `rule_filter`."""
+    if sub_filter.startswith("$") and rule_filter[:1] in ("+", "#"):
+        return False  # the topics it matches all start with '$', which a leading wildcard never matches (§4.7.2)
     s = sub_filter.split("/")
     r = rule_filter.split("/")
     for i, level in enumerate(r):
@@ -116,9 +118,18 @@ def filter_within(sub_filter: str, rule_filter: str) -> bool:
     return len(s) == len(r)
 
 
+def _fits_mqtt_string(text: str) -> bool:
+    """An MQTT string (§1.5.3): UTF-8 (so no lone surrogates), no NUL, at most 65535 bytes; and non-empty."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return 0 < size <= 65535 and "\x00" not in text
+
+
 def valid_filter(topic_filter: str) -> bool:
     """MQTT 3.1.1 §4.7.1: '#' only as the whole last level, '+' only as a whole level, no NUL, non-empty."""
-    if not topic_filter or "\x00" in topic_filter or len(topic_filter.encode()) > 65535:
+    if not _fits_mqtt_string(topic_filter):
         return False
     levels = topic_filter.split("/")
     for i, level in enumerate(levels):
@@ -130,7 +141,7 @@ def valid_filter(topic_filter: str) -> bool:
 
 
 def valid_topic_name(topic: str) -> bool:
-    return bool(topic) and not any(c in topic for c in "+#\x00") and len(topic.encode()) <= 65535
+    return _fits_mqtt_string(topic) and not any(c in topic for c in "+#")
 
 
 def _substitutable(username: str) -> bool:
