@@ -7,7 +7,12 @@ back in lockstep ("equal jitter", AWS Architecture Blog, "Exponential Backoff an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# Attempts are clamped here before any float arithmetic (float(10**400) overflows); 2**64 attempts times the
+# smallest log(multiplier) above 0 (~2.2e-16) still exceeds any log(maximum/initial) (< 1500), i.e. the cap.
+_MAX_ATTEMPT = 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,15 +23,26 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
+        # NaN fails every comparison, so `x < 1` would let it through: require finiteness first
+        if not all(math.isfinite(v) for v in (self.initial_s, self.maximum_s, self.multiplier, self.jitter)):
+            raise ValueError("backoff: every setting must be a finite number")
         if not 0 < self.initial_s <= self.maximum_s:
             raise ValueError("backoff: need 0 < initial_s <= maximum_s")
-        if self.multiplier < 1:
+        if not math.isfinite(self.maximum_s / self.initial_s):  # keeps multiplier**n below float range in _base()
+            raise ValueError("backoff: maximum_s / initial_s must be a finite ratio")
+        if not self.multiplier >= 1:
             raise ValueError("backoff: multiplier must be >= 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("backoff: jitter must be within [0, 1]")
 
     def delay(self, attempt: int, r: float) -> float:
         """Seconds to wait before reconnect attempt number `attempt` (0-based); `r` is a draw from [0, 1)."""
-        exponent = min(max(attempt, 0), 64)  # past this the cap has long been reached; avoids float overflow
-        base = min(self.maximum_s, self.initial_s * self.multiplier**exponent)
-        return base * (1.0 - self.jitter + self.jitter * min(max(r, 0.0), 1.0))
+        return self._base(attempt) * (1.0 - self.jitter + self.jitter * min(max(r, 0.0), 1.0))
+
+    def _base(self, attempt: int) -> float:
+        n = min(max(attempt, 0), _MAX_ATTEMPT)
+        # Decide in log space whether the cap is reached, so multiplier**n is only computed when the product stays
+        # below maximum_s: it cannot overflow, however large the multiplier or the attempt.
+        if n * math.log(self.multiplier) >= math.log(self.maximum_s) - math.log(self.initial_s):
+            return self.maximum_s
+        return min(self.maximum_s, self.initial_s * self.multiplier**n)

@@ -37,9 +37,14 @@ def test_equal_jitter_maps_the_draw_onto_half_to_full_base(r: float, expected: f
 def backoffs(draw: st.DrawFn) -> Backoff:
     initial = draw(st.floats(1e-3, 100.0))
     maximum = draw(st.floats(initial, 3600.0))
-    # multipliers up to 1e4: beyond ~6.5e4, multiplier**64 overflows (see the xfail below)
-    return Backoff(initial_s=initial, maximum_s=maximum, multiplier=draw(st.floats(1.0, 1e4)),
-                   jitter=draw(st.floats(0.0, 1.0)))
+    # any finite multiplier: the cap is decided in log space, so multiplier**attempt never overflows
+    multiplier = draw(st.one_of(st.floats(1.0, 1e4), st.floats(1.0, 1.0 + 1e-3), st.floats(1.0, 1.7e308)))
+    return Backoff(initial_s=initial, maximum_s=maximum, multiplier=multiplier, jitter=draw(st.floats(0.0, 1.0)))
+
+
+def expected_base(b: Backoff, attempt: int) -> float:
+    """min(maximum, initial * multiplier**attempt), computed in log space so the test itself cannot overflow."""
+    return math.exp(min(math.log(b.maximum_s), math.log(b.initial_s) + max(attempt, 0) * math.log(b.multiplier)))
 
 
 DRAWS = st.floats(0.0, 1.0, exclude_max=True)
@@ -63,7 +68,7 @@ def test_base_is_monotone_in_the_attempt(b: Backoff, attempt: int, r: float) -> 
 @given(b=backoffs(), attempt=st.integers(0, 200), r=DRAWS)
 def test_jitter_stays_within_its_fraction_of_the_base(b: Backoff, attempt: int, r: float) -> None:
     base = b.delay(attempt, 1.0)  # r = 1 is the un-jittered base
-    assert base == pytest.approx(min(b.maximum_s, b.initial_s * b.multiplier ** min(attempt, 64)))
+    assert base == pytest.approx(expected_base(b, attempt))
     assert base * (1 - b.jitter) * (1 - 1e-12) <= b.delay(attempt, r) <= base
     assert b.delay(attempt, 0.0) == pytest.approx(base * (1 - b.jitter))
 
@@ -74,8 +79,9 @@ def test_jitter_stays_within_its_fraction_of_the_base(b: Backoff, attempt: int, 
         {"initial_s": 0.0}, {"initial_s": -1.0}, {"initial_s": 31.0}, {"initial_s": math.nan},
         {"maximum_s": 0.1}, {"maximum_s": math.nan}, {"multiplier": 0.99}, {"multiplier": 0.0},
         {"multiplier": -2.0}, {"jitter": -0.01}, {"jitter": 1.01}, {"jitter": math.nan},
-        pytest.param({"multiplier": math.nan}, marks=pytest.mark.xfail(
-            strict=True, reason="BUG: backoff.py:23 `multiplier < 1` is False for NaN, so NaN is accepted")),
+        {"multiplier": math.nan}, {"multiplier": math.inf}, {"initial_s": math.inf, "maximum_s": math.inf},
+        {"maximum_s": math.inf}, {"initial_s": -math.inf}, {"jitter": math.inf},
+        {"initial_s": 5e-324, "maximum_s": 1e300},
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -90,10 +96,14 @@ def test_edge_settings_are_accepted(kwargs: dict[str, float]) -> None:
     assert 0 < Backoff(**kwargs).delay(3, 0.5) <= 30.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: backoff.py:31 multiplier**64 raises OverflowError for multipliers above ~6.5e4 although "
-    "__post_init__ accepts any multiplier >= 1 and the comment claims the cap avoids overflow",
-)
-def test_huge_multiplier_is_capped_not_overflowing() -> None:
-    assert Backoff(multiplier=1e6).delay(64, 0.5) <= 30.0
+@pytest.mark.parametrize("multiplier", [1e6, 1e300, 1.7e308], ids=str)
+@pytest.mark.parametrize("attempt", [1, 64, 10**9, 10**400], ids=["1", "64", "1e9", "1e400"])
+def test_huge_multiplier_is_capped_not_overflowing(multiplier: float, attempt: int) -> None:
+    assert Backoff(multiplier=multiplier, jitter=0.0).delay(attempt, 0.5) == 30.0
+
+
+def test_a_tiny_multiplier_keeps_growing_past_64_attempts_until_the_cap() -> None:
+    """The base follows min(maximum, initial * multiplier**attempt) for every attempt, not only the first 64."""
+    b = Backoff(multiplier=1.01, jitter=0.0)
+    assert b.delay(64, 0.5) < b.delay(200, 0.5) < b.delay(411, 0.5) < b.delay(412, 0.5) == 30.0
+    assert b.delay(200, 0.5) == pytest.approx(0.5 * 1.01**200)
