@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -93,7 +94,7 @@ class Coordinator:
         self.nodegen: dict[str, int] = {}
         self.members: dict[str, NodeInfo] = {}
         self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
-        self._parsed: dict[str, Workload] = {}  # spec hash -> parsed workload (for replica specs)
+        self._parsed: dict[str, Workload] = {}  # canonical document JSON -> parsed workload
         self._profiles: dict[str, _Profile] = {}
         self._event_seq = 0
         self.events: list[Event] = []
@@ -313,9 +314,15 @@ class Coordinator:
             self._save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
 
     def parsed(self, doc: dict[str, Any]) -> Workload:
-        w = parse_workload(doc)
-        h = spec_hash(w)
-        return self._parsed.setdefault(h, w)
+        """Parse (once) a stored document. Keyed by the whole document: two workloads, or two versions of one
+        workload, may share a spec hash while differing in replicas or placement."""
+        key = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        cached = self._parsed.get(key)
+        if cached is None:
+            if len(self._parsed) > 4096:
+                self._parsed.clear()
+            cached = self._parsed[key] = parse_workload(doc)
+        return cached
 
     def _save_replica(self, r: ReplicaRecord) -> None:
         self.replicas[r.replica_id] = r
@@ -349,7 +356,7 @@ class Coordinator:
         for r in self.replicas.values():
             if r.node is None:
                 continue
-            w = self._parsed.get(r.spec_hash)
+            w = self._spec_doc(r)
             a = alloc.setdefault(r.node, [0, 0, 0])
             if w is not None:
                 a[0] += w.spec.resources.cpu_request_millis
@@ -379,16 +386,11 @@ class Coordinator:
                          key=lambda r: (r.created_at, r.replica_id))
         if not pending:
             return
-        for r in pending:  # make sure every pending replica's spec is parsed (allocation needs it)
-            w = self.workloads.get(f"{r.namespace}/{r.workload}")
-            if w is not None:
-                self.parsed(w.doc)
         requests = []
         for r in pending:
-            parsed = self._parsed.get(r.spec_hash)
-            if parsed is None:
-                continue
-            requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
+            parsed = self._spec_doc(r)
+            if parsed is not None:
+                requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
         results = schedule_many(self.snapshot(now), [req for _, req in requests], self.cfg.scheduler, self.cfg.seed)
         for (r, _), result in zip(requests, results, strict=True):
             wkey = f"{r.namespace}/{r.workload}"
@@ -417,12 +419,13 @@ class Coordinator:
         return tuple(specs)
 
     def _spec_doc(self, r: ReplicaRecord) -> Workload | None:
-        cached = self._parsed.get(r.spec_hash)
-        if cached is not None:
-            return cached
+        """The workload document a replica was created from: the current one if its spec hash matches, else
+        the history entry with the replica's hash (an old replica during a rollout keeps its old spec)."""
         w = self.workloads.get(f"{r.namespace}/{r.workload}")
         if w is None:
             return None
+        if w.spec_hash == r.spec_hash:
+            return self.parsed(w.doc)
         for rev in reversed(w.history):
             if rev.get("spec_hash") == r.spec_hash:
                 return self.parsed(rev["doc"])
@@ -457,7 +460,6 @@ class Coordinator:
         w = parse_workload(doc)
         canonical = workload_to_doc(w)
         h = spec_hash(w)
-        self._parsed.setdefault(h, w)
         now = self.clock()
         async with self._lock:
             old = self.workloads.get(w.key)
@@ -540,7 +542,6 @@ class Coordinator:
         doc = {**target["doc"], "spec": {**target["doc"]["spec"], "replicas": w.doc["spec"].get("replicas", 1)}}
         parsed = parse_workload(doc)
         h = spec_hash(parsed)
-        self._parsed.setdefault(h, parsed)
         rev = w.revision + 1
         rec = replace(w, doc=workload_to_doc(parsed), spec_hash=h, revision=rev, generation=w.generation + 1,
                       rollout_phase=RolloutPhase.ROLLING_BACK, rollout_started_at=now,
