@@ -50,7 +50,7 @@ class CoordinatorProc:
                 f"mqtt://{self.broker.host}:{self.broker.port}", "--api", f"127.0.0.1:{self.port}",
                 "--data-dir", str(self.data_dir), "--id", "test", "--username", "coordinator@test",
                 "--password-file", str(self.pw_file), *self.extra]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
@@ -81,7 +81,7 @@ class CoordinatorProc:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback test server
+            with urllib.request.urlopen(req, timeout=30) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, json.loads(exc.read() or b"{}")) from None
