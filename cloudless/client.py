@@ -324,10 +324,10 @@ class CoordinatorClient:
         return self._json("GET", self._wl(namespace, name) + "/rollout")  # type: ignore[no-any-return]
 
     def rollout_history(self, namespace: str, name: str) -> list[JSONObject]:
-        return self._items(self._wl(namespace, name) + "/rollout/history")
+        return self._items(self._wl(namespace, name) + "/history")
 
     def rollback(self, namespace: str, name: str, revision: int | None = None) -> JSONObject:
-        return self._json("POST", self._wl(namespace, name) + "/rollout/rollback",  # type: ignore[no-any-return]
+        return self._json("POST", self._wl(namespace, name) + "/rollback",  # type: ignore[no-any-return]
                           body={"revision": revision})
 
     # -- replicas, events, logs, exec --
@@ -372,6 +372,8 @@ def _status_hint(status: int, path: str, token: str | None) -> str | None:
             return "someone changed it meanwhile: look again (`cloudless describe ...`) and retry"
         case 413:
             return "the request is too large: split the file, or shrink the spec"
+        case 503 if "/replicas/" in path:
+            return "the node running that replica did not answer (offline?); check `cloudless get nodes`"
         case 503:
             return "the coordinator is not ready (starting, or no leader yet); retry in a few seconds"
     return None

@@ -42,7 +42,7 @@ STILL_WAITING_S = 15.0  # repeat an unchanged progress line this often, so a lon
 KINDS = {"node": "node", "nodes": "node", "no": "node", "workload": "workload", "workloads": "workload",
          "wl": "workload", "replica": "replica", "replicas": "replica", "event": "event", "events": "event",
          "ev": "event"}
-ROLLOUT_DONE, ROLLOUT_FAILED = {"complete"}, {"failed", "rolled-back"}
+ROLLBACK_PHASES = ("rolling-back", "rolled-back")
 
 
 class Clock(Protocol):
@@ -552,25 +552,43 @@ def cmd_scale(args: argparse.Namespace, ctx: Ctx) -> int:
     return 0
 
 
+def rollout_verdict(first_phase: str | None, phase: str | None) -> str | None:
+    """"ok", "failed" or None (keep waiting) for `rollout status`, given the first phase this wait saw.
+
+    The coordinator reports a rollback (asked for, or automatic after a failed rollout) as rolling-back, then
+    rolled-back. A wait that began while a rollout was progressing and then sees a rollback watched that rollout
+    fail; a wait that began in a rollback phase (say, after `rollout undo`) succeeds once it is rolled back.
+    """
+    if phase == "failed" or (phase in ROLLBACK_PHASES and first_phase not in ROLLBACK_PHASES):
+        return "failed"
+    if phase in ("complete", "rolled-back"):
+        return "ok"
+    return None
+
+
 def cmd_rollout_status(args: argparse.Namespace, ctx: Ctx) -> int:
-    ref, outcome = _ref(ctx.namespace, args.name), {}
+    ref = _ref(ctx.namespace, args.name)
+    seen: list[JSONObject] = []  # [first status, latest status]
 
     def poll() -> tuple[str | None, bool]:
         status = ctx.api.rollout_status(ctx.namespace, args.name)
         if args.revision is not None and status.get("revision") != args.revision:
             raise ClientError(f"{ref} is at revision {status.get('revision')}, not {args.revision}",
                               hint=f"see `cloudless rollout history workload {args.name}`")
-        outcome.update(status)
-        return render.rollout_line(ref, status), status.get("phase") in ROLLOUT_DONE | ROLLOUT_FAILED
+        seen[:] = [seen[0] if seen else status, status]
+        return render.rollout_line(ref, status), rollout_verdict(seen[0].get("phase"), status.get("phase")) is not None
     if not wait_until(ctx, poll, args.timeout):
         raise ClientError(f"timed out after {args.timeout:g}s waiting for {ref} to roll out",
                           hint="the rollout goes on without you: rerun `cloudless rollout status`, "
                           f"or look at `cloudless describe workload {args.name}`")
-    if outcome.get("phase") in ROLLOUT_FAILED:
-        raise ClientError(f"rollout of {ref} {outcome.get('phase')}: {outcome.get('message') or 'no reason given'}",
-                          hint=f"see `cloudless describe workload {args.name}`; go back with "
-                          f"`cloudless rollout undo workload {args.name}`")
-    ctx.out(f"{ref} successfully rolled out (revision {outcome.get('revision')})")
+    last = seen[-1]
+    if rollout_verdict(seen[0].get("phase"), last.get("phase")) == "failed":
+        what = "was rolled back" if last.get("phase") in ROLLBACK_PHASES else "failed"
+        undo = f"; go back with `cloudless rollout undo workload {args.name}`" if what == "failed" else ""
+        raise ClientError(f"rollout of {ref} {what}: {last.get('message') or 'no reason given'}",
+                          hint=f"see `cloudless describe workload {args.name}`{undo}")
+    verb = "rolled back" if last.get("phase") == "rolled-back" else "rolled out"
+    ctx.out(f"{ref} successfully {verb} (revision {last.get('revision')})")
     return 0
 
 
@@ -653,8 +671,6 @@ def cmd_exec(args: argparse.Namespace, ctx: Ctx) -> int:
     head, command = split_exec_words(args.words)
     # options may also sit between WORKLOAD and `--`: parse that part again with the same definitions
     _exec_parser().parse_args(head, namespace=args)
-    if args.workload is None:
-        raise UsageError("which workload? `cloudless exec WORKLOAD [REPLICA] -- CMD...`")
     replica = pick_replica(ctx, args.workload, args.replica)
     if sys.stderr.isatty():
         ctx.err(f"running {command[0]} in {replica} (up to {args.timeout}s) ...")
@@ -686,9 +702,11 @@ def cmd_node_action(args: argparse.Namespace, ctx: Ctx) -> int:
     if not wait_until(ctx, poll, args.timeout):
         raise ClientError(f"node/{node_id} still has replicas after {args.timeout:g}s",
                           hint=f"the coordinator keeps draining; see `cloudless describe node {node_id}`")
-    left = last.get("replicas")
-    ctx.out(f"node/{node_id} drained" + (f" ({left} replicas stayed on it)" if left else ""))
-    return 0 if not left else 1
+    if last.get("replicas") != 0:  # the coordinator stopped draining it: someone ran uncordon
+        raise ClientError(f"node/{node_id} is no longer draining, with {render.text(last.get('replicas'))} "
+                          "replicas still on it", hint="was it uncordoned? run `cloudless drain` again to resume")
+    ctx.out(f"node/{node_id} drained")
+    return 0
 
 
 # ---- parsers --------------------------------------------------------------------------------------------------
@@ -835,13 +853,14 @@ def _add_scale_rollout(sub: Sub, conn: argparse.ArgumentParser) -> None:
 
 def _exec_arguments(p: argparse.ArgumentParser) -> None:
     _namespace_arg(p)
-    p.add_argument("--timeout", type=_int_in(1, 3600), default=30, metavar="SECONDS",
-                   help="kill the command after this many seconds, 1..3600 (default 30)")
+    p.add_argument("--timeout", type=_int_in(1, 300), default=30, metavar="SECONDS",
+                   help="give the command at most this many seconds, 1..300 (default 30)")
 
 
 def _exec_parser() -> argparse.ArgumentParser:
     """What may stand before `--` in `exec WORKLOAD [REPLICA] [options] -- CMD`: argparse cannot split that."""
-    p = argparse.ArgumentParser(prog="cloudless exec", add_help=False, parents=[_connection()])
+    p = argparse.ArgumentParser(prog="cloudless exec", add_help=False, parents=[_connection()],
+                                usage="cloudless exec [options] WORKLOAD [REPLICA] [options] -- CMD [ARG ...]")
     p.add_argument("workload", type=_name, metavar="WORKLOAD")
     p.add_argument("replica", nargs="?", type=_name, metavar="REPLICA")
     _exec_arguments(p)
@@ -856,8 +875,8 @@ def _add_logs_exec(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p.add_argument("workload", type=_name, metavar="WORKLOAD")
     p.add_argument("replica", nargs="?", type=_name, metavar="REPLICA")
     _namespace_arg(p)
-    p.add_argument("--tail", type=_int_in(1, 100_000), default=200, metavar="N",
-                   help="last N lines, 1..100000 (default 200)")
+    p.add_argument("--tail", type=_int_in(1, 10_000), default=100, metavar="N",
+                   help="last N lines, 1..10000 (default 100)")
     p = _add(sub, "exec", conn, func=cmd_exec, help="run a command in a replica",
              description="Run a command inside one replica of a workload (default: its first replica on a node) "
              "and print its output; exit with the command's exit code. The command comes after `--`.",
@@ -872,8 +891,9 @@ def _add_nodes(sub: Sub, conn: argparse.ArgumentParser) -> None:
         "cordon": ("stop placing new replicas on a node", "Mark a node unschedulable; what runs there stays."),
         "uncordon": ("allow placing replicas on a node again", "Make a cordoned or drained node schedulable."),
         "drain": ("move every replica off a node (e.g. before maintenance)",
-                  "Cordon the node and move its replicas elsewhere; wait, showing progress on stderr, until "
-                  "none is left (exit 1 if some stay or on timeout)."),
+                  "Cordon the node and move its replicas elsewhere (the coordinator keeps enough of each "
+                  "workload available); wait, showing progress on stderr, until none is left. Exit 1 on timeout "
+                  "or if the drain is cancelled (uncordon)."),
     }
     for action, (help_text, description) in texts.items():
         p = _add(sub, action, conn, func=cmd_node_action, help=help_text, description=description,
