@@ -1,0 +1,35 @@
+"""The admin CLI runs where neither aiohttp nor the coordinator is installed, and loads PyYAML only on demand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.fake_coordinator import FakeCoordinator
+
+REPO = Path(__file__).resolve().parents[2]
+FORBIDDEN = ("aiohttp", "coordinator", "yaml")
+
+
+def test_cli_modules_import_no_server_side_package() -> None:
+    code = ("import sys\nimport cloudless.ctl, cloudless.client, cloudless.render\n"
+            f"print(','.join(m for m in {FORBIDDEN!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_yaml_missing_gives_clear_errors_before_any_request(fake: FakeCoordinator, cli, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml now raises ImportError
+    r = cli("get", "nodes", "-o", "yaml")
+    assert r.code == 2 and "-o yaml needs PyYAML" in r.err and "pip install pyyaml" in r.err
+    doc = tmp_path / "web.yaml"
+    doc.write_text("kind: Workload\nmetadata: {name: web}\n")
+    r = cli("apply", "-f", str(doc))
+    assert r.code == 2 and "reading YAML from" in r.err
+    assert fake.requests == []
+    doc.write_text('{"kind": "Workload", "metadata": {"name": "web"}, "spec": {"image": "x"}}')
+    assert cli("apply", "-f", str(doc)).out == "workload/web created\n"  # JSON needs no PyYAML
