@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export CONTAINERS_CONF := $(CURDIR)/scripts/containers.conf
 
-.PHONY: up test lint bench sysdeps image venv clean help
+.PHONY: up test lint bench sysdeps image rootless venv clean help
 
 help:
 	@echo "make up      - create .venv, install, start a local cluster (cloudless up)"
@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-up: $(STAMP)
-	$(BIN)/cloudless up
+up: $(STAMP) sysdeps image
+	$(BIN)/cloudless up $(UP_ARGS)
 
 sysdeps:
 	bash scripts/install-system-deps.sh
@@ -30,15 +30,22 @@ sysdeps:
 image: sysdeps
 	bash scripts/build-test-image.sh
 
-test: $(STAMP) sysdeps image
+# a user with subuids and its own image store, for the rootless Podman tests (root only; skipped otherwise)
+rootless: sysdeps
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/setup-rootless.sh; else echo "rootless: not root, skipping user setup"; fi
+
+test: $(STAMP) sysdeps image rootless
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(STAMP) sysdeps
+bench: $(STAMP) sysdeps image
 	$(BIN)/python bench/broker_throughput.py
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/reschedule.py
+	$(BIN)/python bench/agent_footprint.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
