@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     m.add_argument("--auth-dir", type=Path, help="the same auth directory the embedded broker uses")
     m.add_argument("--persistence-dir", type=Path, help="where Mosquitto keeps its database (default OUT_DIR/data)")
     m.add_argument("--autosave-interval", type=int, default=5, metavar="SECONDS")
+    # defaults: MosquittoSettings' (not repeated here; see the reasoning there)
+    m.add_argument("--max-queued-messages", type=int, metavar="N",
+                   help="QoS 1 messages queued per client beyond those in flight; past it Mosquitto drops them "
+                   "silently (default 100000; 0: no maximum)")
+    m.add_argument("--max-queued-bytes", type=int, metavar="BYTES",
+                   help="payload bytes queued per client, the other bound (default 64 MiB; 0: no maximum)")
     m.add_argument("--allow-anonymous", action="store_true", help="DEVELOPMENT ONLY")
     m.set_defaults(func=_cmd_mosquitto_config)
 
@@ -137,9 +143,11 @@ def _cmd_mosquitto_config(args: argparse.Namespace) -> int:
     if auth is None and not args.allow_anonymous:
         raise BrokerConfigError("give --auth-dir DIR so the config can authenticate clients, "
                                 "or --allow-anonymous for development")
+    queue_bounds = {name: getattr(args, name) for name in ("max_queued_messages", "max_queued_bytes")
+                    if getattr(args, name) is not None}
     settings = mosquitto.MosquittoSettings(
         out_dir=args.out_dir, host=args.host, port=args.port, tls=_tls(args), persistence_dir=args.persistence_dir,
-        autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous,
+        autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous, **queue_bounds,
     )
     for path in mosquitto.write(settings, auth):
         print(f"wrote {path}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from broker.acl import Acl
 from broker.auth import PASSWD_FILE, AuthFiles, _write_private
 from broker.embedded import TlsSettings
+from broker.errors import BrokerConfigError
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"
@@ -27,9 +28,24 @@ class MosquittoSettings:
     persistence_dir: Path | None = None
     autosave_interval_s: int = 5
     persistent_client_expiration: str = "7d"
-    max_queued_messages: int = 1000
+    # Per client, QoS 1/2 messages beyond the in-flight window (mosquitto.conf(5)). Past either bound Mosquitto
+    # drops further messages *silently*, although it already PUBACKed them to their publisher. Its default
+    # (1000, i.e. 1020 with 20 in flight) is far too low for the coordinator, which follows every node: a
+    # retained replay of status + observed for a few hundred nodes, or a short stall, exceeds it. 100,000
+    # covers a replay for ~10^4 nodes plus a burst, and the byte bound keeps that affordable on a small host:
+    # 64 MiB is ~100,000 typical (~650-byte) messages but only ~32 of the 2 MiB maximum, so one slow or long
+    # offline client can never pin more than 64 MiB of payload. Raise both for bigger fleets.
+    max_queued_messages: int = 100_000
+    max_queued_bytes: int = 64 * 1024 * 1024
+    max_inflight_messages: int = 20
     allow_anonymous: bool = False
     run_as_user: str | None = None  # Mosquitto started as root drops to user `mosquitto` unless told otherwise
+
+    def __post_init__(self) -> None:
+        # 0 means "no maximum" to Mosquitto; a negative value would be refused only when Mosquitto starts
+        for name in ("max_queued_messages", "max_queued_bytes", "max_inflight_messages"):
+            if getattr(self, name) < 0:
+                raise BrokerConfigError(f"{name} must be >= 0 (0: no maximum), got {getattr(self, name)}")
 
 
 def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
@@ -71,7 +87,8 @@ def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
         f"autosave_interval {settings.autosave_interval_s}",
         f"persistent_client_expiration {settings.persistent_client_expiration}",
         f"max_queued_messages {settings.max_queued_messages}",
-        "max_inflight_messages 20",
+        f"max_queued_bytes {settings.max_queued_bytes}",
+        f"max_inflight_messages {settings.max_inflight_messages}",
         "",
         "log_dest stdout",
         "log_type error",
