@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import select
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,24 @@ class _Subscription:
     topic_filter: str
     qos: int
     handler: Handler
+
+
+# At most this many MQTT packets are read per readable event before control returns to the event loop.
+_MAX_PACKETS_PER_WAKEUP = 100
+
+
+def _input_waiting(sock: Any) -> bool:
+    """Whether a read on `sock` would find data now (without blocking or consuming any)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # already decrypted by the TLS layer, invisible to poll()
+    if not hasattr(select, "poll"):  # Windows: one packet per readable event, as before
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed meanwhile; the next readable event (or none) will tell
+        return False
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -314,12 +333,21 @@ class MqttClient:
 
     def _watch_read(self, sock: Any) -> None:
         assert self._loop is not None
-        self._loop.add_reader(sock, self._readable)
+        self._loop.add_reader(sock, self._readable, sock)
 
-    def _readable(self) -> None:
-        rc = self._paho.loop_read()
-        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
-            log.debug("mqtt %s: read returned %s", self.settings.client_id, paho.error_string(rc))
+    def _readable(self, sock: Any) -> None:
+        # One loop_read() handles one packet here: paho ignores its `max_packets` argument (it reads at most
+        # len(in-flight) + 1 packets, i.e. one for a subscriber) and reads each packet with exact-size recv()s.
+        # Read on while more input is waiting, so a burst costs one event-loop iteration per up to
+        # _MAX_PACKETS_PER_WAKEUP packets instead of one per packet; the bound keeps a flood from starving the
+        # loop's other tasks.
+        for _ in range(_MAX_PACKETS_PER_WAKEUP):
+            rc = self._paho.loop_read()
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+                log.debug("mqtt %s: read returned %s", self.settings.client_id, paho.error_string(rc))
+                return
+            if self._paho.socket() is not sock or not _input_waiting(sock):
+                return
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
