@@ -159,7 +159,7 @@ def plan(w: WorkloadRecord, replicas: Sequence[ReplicaView], params: RolloutPara
             elif ready_count - 1 >= floor:
                 stop.append((v.record.replica_id, why))
                 ready_count -= 1
-    place += len(replace_)
+    # (replicas on lost nodes are no longer active, so `want` above already counts their replacements)
 
     # rollout progress
     current_ready = sum(1 for v in healthy_current if v.ready)
