@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.wire import PortMapping, Protocol, ReplicaSpec, VolumeMount
+from broker.wire import PortMapping, Protocol, ReplicaSpec, SeccompType, Security, VolumeMount
 from coordinator.lifecycle import RolloutParams, resolve
 from coordinator.membership import NodeInfo, NodeState
 from coordinator.scheduler import NodeView
-from coordinator.spec import RolloutStrategy, Workload
+from coordinator.spec import RolloutStrategy, SecurityContext, Workload
 
 MEMORY_MEDIUM = "Memory"
 
@@ -36,7 +36,28 @@ def replica_spec(w: Workload, replica_id: str, spec_hash: str) -> ReplicaSpec:
         liveness=s.liveness_probe.to_wire() if s.liveness_probe else None,
         readiness=s.readiness_probe.to_wire() if s.readiness_probe else None,
         labels=dict(w.metadata.labels),
+        security=security(s.security_context),
     )
+
+
+def security(sc: SecurityContext) -> Security | None:
+    """The sandbox for the wire; None when the spec asks for nothing beyond the runtime's defaults."""
+    out = Security(
+        run_as_user=sc.run_as_user,
+        run_as_group=sc.run_as_group,
+        run_as_non_root=sc.run_as_non_root,
+        read_only_root_filesystem=sc.read_only_root_filesystem,
+        privileged=sc.privileged,
+        allow_privilege_escalation=sc.allow_privilege_escalation,
+        capabilities_add=tuple(sc.capabilities.add),
+        capabilities_drop=tuple(sc.capabilities.drop),
+        seccomp=SeccompType(str(sc.seccomp_profile.profile_type)),
+        seccomp_profile=sc.seccomp_profile.localhost_profile,
+        host_network=sc.host_network,
+        host_pid=sc.host_pid,
+        host_ipc=sc.host_ipc,
+    )
+    return None if out == Security() else out
 
 
 def rollout_params(w: Workload) -> RolloutParams:

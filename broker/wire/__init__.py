@@ -41,6 +41,8 @@ from broker.wire.messages import (
     ReplicaState,
     ReplicaUsage,
     RestartPolicy,
+    SeccompType,
+    Security,
     VolumeMount,
 )
 from broker.wire.schema import ID_PATTERN, check_id, valid_id
@@ -50,6 +52,6 @@ __all__ = [
     "CommandName", "CommandReply", "CommandRequest", "CoordinatorStatus", "DesiredState", "Heartbeat",
     "LeaderClaim", "NodeFacts", "NodeStatus", "ObservedState", "PortMapping", "Presence", "Probe", "ProbeKind",
     "Protocol", "ReplicaObserved", "ReplicaSpec", "ReplicaState", "ReplicaUsage", "RestartPolicy",
-    "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message", "encode",
-    "to_json", "to_json_obj", "topics", "valid_id",
+    "SeccompType", "Security", "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message",
+    "encode", "to_json", "to_json_obj", "topics", "valid_id",
 ]

@@ -155,6 +155,35 @@ class VolumeMount:
     size_limit_bytes: Bytes | None = None
 
 
+class SeccompType(StrEnum):
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    LOCALHOST = "Localhost"
+    UNCONFINED = "Unconfined"
+
+
+Capability = Annotated[str, Text(64)]
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """The replica's sandbox, already admitted by the coordinator's policy; the agent maps it onto the runtime
+    and refuses what the runtime cannot honour (never silently weaker). Defaults are the runtime's defaults."""
+
+    run_as_user: Annotated[int, Int(0, 2**32 - 2)] | None = None
+    run_as_group: Annotated[int, Int(0, 2**32 - 2)] | None = None
+    run_as_non_root: bool = False
+    read_only_root_filesystem: bool = False
+    privileged: bool = False
+    allow_privilege_escalation: bool | None = None  # None: runtime default; False: no-new-privileges
+    capabilities_add: Annotated[tuple[Capability, ...], Items(64)] = ()
+    capabilities_drop: Annotated[tuple[Capability, ...], Items(64)] = ()
+    seccomp: SeccompType = SeccompType.RUNTIME_DEFAULT
+    seccomp_profile: Annotated[str, Text(256)] = ""  # Localhost: a file name under the agent's seccomp dir
+    host_network: bool = False
+    host_pid: bool = False
+    host_ipc: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaSpec:
     """One replica a node must run. `spec_hash` changes whenever anything that needs a restart changes."""
@@ -176,6 +205,7 @@ class ReplicaSpec:
     liveness: Probe | None = None
     readiness: Probe | None = None
     labels: Labels = field(default_factory=dict)
+    security: Security | None = None
 
 
 @dataclass(frozen=True, slots=True)

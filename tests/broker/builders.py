@@ -88,6 +88,25 @@ def make_probe(**overrides: Any) -> wire.Probe:
     return wire.Probe(**{**fields, **overrides})
 
 
+def make_security(**overrides: Any) -> wire.Security:
+    fields: dict[str, Any] = {
+        "run_as_user": 1000,
+        "run_as_group": 1000,
+        "run_as_non_root": True,
+        "read_only_root_filesystem": True,
+        "privileged": True,
+        "allow_privilege_escalation": False,
+        "capabilities_add": ("NET_BIND_SERVICE",),
+        "capabilities_drop": ("ALL",),
+        "seccomp": wire.SeccompType.LOCALHOST,
+        "seccomp_profile": "web.json",
+        "host_network": True,
+        "host_pid": True,
+        "host_ipc": True,
+    }
+    return wire.Security(**{**fields, **overrides})
+
+
 def make_replica_spec(**overrides: Any) -> wire.ReplicaSpec:
     fields: dict[str, Any] = {
         "replica_id": "web-0",
@@ -109,6 +128,7 @@ def make_replica_spec(**overrides: Any) -> wire.ReplicaSpec:
         "liveness": make_probe(),
         "readiness": make_probe(kind=wire.ProbeKind.TCP, port=8081),
         "labels": {"app": "web"},
+        "security": make_security(),
     }
     return wire.ReplicaSpec(**{**fields, **overrides})
 
