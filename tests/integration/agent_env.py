@@ -142,7 +142,10 @@ class AgentProc:
         if self.proc is not None and self.proc.poll() is None:
             targets = [self.proc.pid]
             with contextlib.suppress(psutil.Error):
-                targets = [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)] + targets
+                # only runuser's direct child (the agent): its Podman service, conmon and the rootless pause
+                # process live on, as they would after a real agent crash (killing the pause process would
+                # strand every container's network namespace)
+                targets = [c.pid for c in psutil.Process(self.proc.pid).children()] + targets
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
@@ -162,10 +165,12 @@ class AgentProc:
 
     def cleanup(self) -> None:
         self.kill(signal.SIGTERM)
+        # anything still running from this agent's workdir: an orphaned Podman service (its agent was killed
+        # and the next one reused it), process-runtime wrappers
+        subprocess.run(["pkill", "-f", str(self.workdir)], check=False)
         if self.runtime == "podman" and shutil.which("podman"):
-            ids = list(podman_ids(self.node_id, user=self.user).values())
-            if ids:
-                run_podman(["rm", "-f", "-t", "0", *ids], user=self.user, check=False)
+            run_podman(["rm", "-f", "-t", "0", "--filter", f"label=cloudless.node={self.node_id}"], user=self.user,
+                       check=False)
         if self.runtime == "process":
             for pid_dir in (self.data_dir / "process").glob("*"):
                 run = pid_dir / "run.json"
