@@ -98,6 +98,13 @@ as_user() {
 }
 as_user podman system migrate
 say "podman system migrate done as $USER_NAME"
+# The user exists only for tests: containers left by an interrupted run are removed, so a stale one (e.g. whose
+# network namespace vanished with an earlier rootless pause process) cannot break `podman ps` for the next run.
+left="$(as_user podman ps -aq 2>/dev/null | wc -l)"
+if [ "$left" -gt 0 ]; then
+  as_user podman rm -af -t 0 >/dev/null 2>&1 || true
+  say "removed $left leftover test container(s) of $USER_NAME"
+fi
 as_user bash "$build" | sed "s/^/setup-rootless: [$USER_NAME] /"
 say "rootless check: $(as_user podman info --format 'rootless={{.Host.Security.Rootless}} graphDriver={{.Store.GraphDriverName}} cgroupManager={{.Host.CgroupManager}}')"
 say "done: run as $USER_NAME with XDG_RUNTIME_DIR=$run_dir CONTAINERS_CONF=$conf"
