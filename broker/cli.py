@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--auth-dir", type=Path, help="directory with `passwd` and `roles.toml` (see `broker passwd`)")
     p.add_argument("--allow-anonymous", action="store_true",
                    help="DEVELOPMENT ONLY: admit clients without credentials, with full access")
+    p.add_argument("--cert-auth", action="store_true",
+                   help="identities from client certificates (mutual TLS; needs --tls-cert/--tls-key/--tls-ca): the "
+                   "CN is the username, its OU must match its role in AUTH_DIR/roles.toml; no passwords accepted")
+    p.add_argument("--revoked", type=Path, default=None, metavar="FILE",
+                   help="revoked certificate serials (hex, one per line), re-read on every change: a revoked "
+                   "client is refused at its next connect and disconnected within seconds")
     p.add_argument("--max-queued", type=int, default=1000, metavar="N",
                    help="messages queued per offline persistent session before the oldest is dropped (default 1000)")
     p.set_defaults(func=_cmd_run)
@@ -97,18 +103,27 @@ def _tls(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from broker.auth import AnonymousAuthenticator, Authenticator, AuthFiles
-    from broker.embedded import EmbeddedBrokerSettings
+    from broker.auth import AnonymousAuthenticator, Authenticator, AuthFiles, CertAuthenticator, RevocationList
+    from broker.embedded import EmbeddedBrokerSettings, TlsSettings
 
     if args.auth_dir is None and not args.allow_anonymous:
         raise BrokerConfigError("give --auth-dir DIR (created by `cloudless broker passwd DIR USER`), "
                                 "or --allow-anonymous for development")
-    settings = EmbeddedBrokerSettings(host=args.host, port=args.port, tls=_tls(args),
-                                      max_queued_per_session=args.max_queued)
+    tls = _tls(args)
+    if args.cert_auth:
+        if tls is None or tls.cafile is None:
+            raise BrokerConfigError("--cert-auth needs --tls-cert, --tls-key and --tls-ca (the cluster CA)")
+        tls = TlsSettings(tls.certfile, tls.keyfile, tls.cafile, require_client_cert=True)
+    settings = EmbeddedBrokerSettings(host=args.host, port=args.port, tls=tls, max_queued_per_session=args.max_queued)
     authenticator: Authenticator
     if args.auth_dir is not None:
-        files = AuthFiles.load(args.auth_dir)
-        authenticator, acl = files.authenticator(), files.acl
+        files = AuthFiles.load(args.auth_dir, require_passwords=not args.cert_auth)
+        acl = files.acl
+        if args.cert_auth:
+            revoked = RevocationList(args.revoked) if args.revoked else frozenset
+            authenticator = CertAuthenticator(acl, revoked=revoked)
+        else:
+            authenticator = files.authenticator()
     else:
         log.warning("anonymous access is on: any client can read and write every topic (development only)")
         authenticator, acl = AnonymousAuthenticator(), Acl()

@@ -52,7 +52,7 @@ from amqtt.session import (
 from amqtt.utils import gen_client_id
 
 from broker.acl import Acl, Identity
-from broker.auth import AnonymousAuthenticator, Authenticator, AuthRejected, ConnectInfo
+from broker.auth import AnonymousAuthenticator, Authenticator, AuthRejected, ConnectInfo, peer_cert
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,8 @@ class EmbeddedBroker(Broker):
             await asyncio.sleep(0.01)
 
     async def _authenticate_connect(self, session: Session) -> Identity | AuthRejected:
-        info = ConnectInfo(client_id=session.client_id or "", username=session.username, password=session.password)
+        info = ConnectInfo(client_id=session.client_id or "", username=session.username, password=session.password,
+                           cert=peer_cert(session.ssl_object))
         # password hashing takes milliseconds: keep it off the event loop
         verdict = await asyncio.to_thread(self.authenticator.authenticate, info)
         if isinstance(verdict, AuthRejected):

@@ -39,6 +39,8 @@ class MosquittoSettings:
     max_queued_bytes: int = 64 * 1024 * 1024
     max_inflight_messages: int = 20
     allow_anonymous: bool = False
+    cert_auth: bool = False  # identities from client certificates (CN = username), as `broker --cert-auth`
+    crl_file: Path | None = None  # revoked certificates (PEM CRL from `cloudless node revoke`); reload on change
     run_as_user: str | None = None  # Mosquitto started as root drops to user `mosquitto` unless told otherwise
 
     def __post_init__(self) -> None:
@@ -68,8 +70,21 @@ def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
         ]
         if settings.tls.cafile is not None:
             lines.append(f"cafile {settings.tls.cafile.resolve()}")
-        lines.append(f"require_certificate {'true' if settings.tls.require_client_cert else 'false'}")
-    if settings.allow_anonymous:
+        require = settings.tls.require_client_cert or settings.cert_auth
+        lines.append(f"require_certificate {'true' if require else 'false'}")
+    if settings.cert_auth:
+        if settings.tls is None or settings.tls.cafile is None:
+            raise BrokerConfigError("certificate authentication needs TLS with a CA file (the cluster CA)")
+        lines += [
+            "allow_anonymous false",
+            "# mutual TLS: the verified certificate's CN is the username (and the client id), as in the embedded",
+            "# broker; the ACL below gives each name its role",
+            "use_identity_as_username true",
+            f"acl_file {out / ACL_FILE}",
+        ]
+        if settings.crl_file is not None:
+            lines.append(f"crlfile {settings.crl_file.resolve()}")
+    elif settings.allow_anonymous:
         lines += ["allow_anonymous true"]
     else:
         lines += [
