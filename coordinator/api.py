@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.auth import peer_cert
 from broker.wire import CommandName, valid_id
 from coordinator import views
+from coordinator.enroll import Refuse
 from coordinator.errors import SpecError
+from coordinator.identity import IdentityService
 from coordinator.model import NodeAdmin
+from coordinator.pki import CertRole, PkiError
 from coordinator.service import CommandFailed, Coordinator, NotFound
 from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
@@ -36,6 +41,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def error(status: int, message: str, *, field: str | None = None,
           errors: list[dict[str, str]] | None = None) -> web.Response:
     return web.json_response({"error": {"message": message, "field": field, "errors": errors or []}}, status=status)
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError("", f"request body is not valid JSON: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -74,9 +86,27 @@ ROUTES: tuple[Route, ...] = (
           body="Exec"),
     Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)"),
     Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)"),
+    Route("GET", "/v1/ca", "get_ca", "The cluster CA certificate (public; devices pin its fingerprint)", auth=False),
+    Route("POST", "/v1/enroll", "enroll", "Enrol a device: a join token and a CSR in, a node certificate out",
+          body="Enroll", auth=False),
+    Route("POST", "/v1/renew", "renew", "Renew a node certificate (mutual TLS with the current certificate)",
+          body="Renew", auth=False),
+    Route("POST", "/v1/tokens", "create_token", "Mint an enrolment token", body="TokenRequest"),
+    Route("GET", "/v1/tokens", "list_tokens", "List enrolment tokens (ids and uses, never the tokens)"),
+    Route("DELETE", "/v1/tokens/{token}", "revoke_token", "Revoke an enrolment token"),
+    Route("POST", "/v1/nodes/{node}/revoke", "revoke_node", "Revoke a node's certificate; its replicas move"),
 )
+ROUTE_BY_NAME = {r.handler: r for r in ROUTES}
 
 BODY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Enroll": {"type": "object", "additionalProperties": False, "required": ["token", "nodeId", "csr"],
+               "properties": {"token": {"type": "string"}, "nodeId": {"type": "string"}, "csr": {"type": "string"}}},
+    "Renew": {"type": "object", "additionalProperties": False, "required": ["csr"],
+              "properties": {"csr": {"type": "string"}}},
+    "TokenRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "ttlSeconds": {"type": "number", "minimum": 60, "maximum": 604800},
+        "maxUses": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "zone": {"type": "string"}}},
     "Scale": {"type": "object", "additionalProperties": False, "required": ["replicas"],
               "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
     "Rollback": {"type": "object", "additionalProperties": False,
@@ -127,11 +157,109 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Api:
-    def __init__(self, coord: Coordinator, *, token_digests: dict[str, str]) -> None:
-        """`token_digests`: sha256 hex of each accepted bearer token -> the credential's name."""
+class _IdentityHandlers:
+    """Enrolment, renewal, tokens and revocation (mixed into Api)."""
+
+    identity: IdentityService | None
+    coord: Coordinator
+
+    def _ids(self) -> IdentityService:
+        if self.identity is None:
+            raise NotFound("this coordinator runs without a cluster CA (started without --pki)")
+        return self.identity
+
+    async def get_ca(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._ids().ca.cert_pem, content_type="application/x-pem-file")
+
+    async def enroll(self, request: web.Request) -> web.Response:
+        ids = self._ids()
+        body = await read_json(request)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("token", "nodeId", "csr")):
+            raise SpecError("", "body: expected {\"token\": str, \"nodeId\": str, \"csr\": PEM str}")
+        result = await ids.enroll(body["token"], body["nodeId"], body["csr"].encode())
+        if isinstance(result, Refuse):
+            self.coord.event("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
+                             f"from {request.remote}: {result.reason}")
+            return error(result.status, result.reason)
+        issued, decision = result
+        self.coord.event("Normal", "Enrolled", f"node/{decision.node_id}",
+                         f"certificate {issued.serial:x} until {issued.not_after:.0f} (from {request.remote})")
+        return web.json_response({"nodeId": decision.node_id, "certificate": issued.cert_pem.decode(),
+                                  "ca": ids.ca.cert_pem.decode(), "notAfter": issued.not_after,
+                                  "labels": decision.labels, "zone": decision.zone,
+                                  "broker": ids.cfg.broker_url})
+
+    async def renew(self, request: web.Request) -> web.Response:
+        ids = self._ids()
+        cert = peer_cert(request.transport.get_extra_info("ssl_object") if request.transport else None)
+        if cert is None or cert.unit != CertRole.NODE.value:
+            return error(401, "renewal needs mutual TLS with the node's current certificate")
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("csr"), str):
+            raise SpecError("csr", "a PEM certificate request is required")
+        result = await ids.renew(cert.common_name, cert.serial, body["csr"].encode())
+        if isinstance(result, Refuse):
+            return error(result.status, result.reason)
+        self.coord.event("Normal", "Renewed", f"node/{cert.common_name}",
+                         f"certificate {result.serial:x} until {result.not_after:.0f}")
+        return web.json_response({"nodeId": cert.common_name, "certificate": result.cert_pem.decode(),
+                                  "ca": ids.ca.cert_pem.decode(), "notAfter": result.not_after})
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        body = await read_json(request) if request.can_read_body else {}
+        if not isinstance(body, dict):
+            raise SpecError("", "body must be an object")
+        unknown = set(body) - {"ttlSeconds", "maxUses", "labels", "zone"}
+        if unknown:
+            raise SpecError(sorted(unknown)[0], "unknown field")
+        ttl, uses = body.get("ttlSeconds", 3600), body.get("maxUses", 1)
+        labels, zone = body.get("labels", {}), body.get("zone", "")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise SpecError("ttlSeconds", "must be a number")
+        if isinstance(uses, bool) or not isinstance(uses, int):
+            raise SpecError("maxUses", "must be an integer")
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in labels.items()):
+            raise SpecError("labels", "must map strings to strings")
+        if not isinstance(zone, str) or len(zone) > 64:
+            raise SpecError("zone", "must be a string of at most 64 characters")
+        token, record = await self._ids().create_token(ttl_s=float(ttl), max_uses=uses, labels=labels, zone=zone)
+        self.coord.event("Normal", "TokenCreated", f"token/{record.token_id}",
+                         f"max uses {record.max_uses}, expires {record.expires_at:.0f}")
+        return web.json_response({"id": record.token_id, "token": token, "expiresAt": record.expires_at,
+                                  "maxUses": record.max_uses}, status=201)
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        items = [{"id": t.token_id, "maxUses": t.max_uses, "uses": t.uses, "revoked": t.revoked,
+                  "expiresAt": t.expires_at, "createdAt": t.created_at, "nodes": list(t.nodes)}
+                 for t in await self._ids().tokens()]
+        return web.json_response({"items": items})
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        record = await self._ids().revoke_token(request.match_info["token"])
+        if record is None:
+            raise NotFound(f"token {request.match_info['token'][:32]} not found")
+        self.coord.event("Normal", "TokenRevoked", f"token/{record.token_id}", "revoked")
+        return web.json_response({"id": record.token_id, "revoked": True})
+
+    async def revoke_node(self, request: web.Request) -> web.Response:
+        node = request.match_info["node"]
+        record = await self._ids().revoke_node(node)
+        if record is None:
+            raise NotFound(f"node {node[:63]} has no certificate")
+        await self.coord.mark_revoked(node)
+        self.coord.event("Warning", "Revoked", f"node/{node}", f"certificate {record.serial:x} revoked; replicas "
+                         "move to other nodes")
+        return web.json_response({"node": node, "serial": f"{record.serial:x}", "revoked": True})
+
+
+class Api(_IdentityHandlers):
+    def __init__(self, coord: Coordinator, *, token_digests: dict[str, tuple[str, str]],
+                 identity: IdentityService | None = None) -> None:
+        """`token_digests`: sha256 hex of each accepted bearer token -> (credential name, role: admin|viewer)."""
         self.coord = coord
         self.tokens = dict(token_digests)
+        self.identity = identity
         from coordinator import metrics
 
         self.prom = metrics.Metrics(coord)
@@ -151,10 +279,16 @@ class Api:
         name = route.name or "unknown"
         status = 500
         try:
-            if request.path.startswith("/v1/") and not self._authorized(request):
-                status = 401
-                return error(401, "missing or invalid bearer token; use the token `cloudless up` printed (or "
-                             "~/.config/cloudless/config.json)")
+            spec = ROUTE_BY_NAME.get(name)
+            if spec is not None and spec.auth:
+                role = self._role(request)
+                if role is None:
+                    status = 401
+                    return error(401, "missing or invalid bearer token; use the token `cloudless up` printed (or "
+                                 "~/.config/cloudless/config.json)")
+                if role != "admin" and request.method not in ("GET", "HEAD"):
+                    status = 403
+                    return error(403, f"the {role!r} role may only read; this needs an admin credential")
             resp = await handler(request)
             status = resp.status
             return resp
@@ -171,6 +305,9 @@ class Api:
         except NotFound as exc:
             status = 404
             return error(404, str(exc))
+        except PkiError as exc:
+            status = 400
+            return error(400, str(exc))
         except CommandFailed as exc:
             status = 503
             return error(503, str(exc))
@@ -183,21 +320,21 @@ class Api:
         finally:
             self.prom.request(name, request.method, status, time.perf_counter() - started)
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _role(self, request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return False
+            return None
         digest = token_digest(header[7:].strip())
-        return any(hmac.compare_digest(digest, known) for known in self.tokens)
+        for known, (_, role) in self.tokens.items():
+            if hmac.compare_digest(digest, known):
+                return role
+        return None
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
     @staticmethod
     async def _json(request: web.Request) -> Any:
-        try:
-            return await request.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SpecError("", f"request body is not valid JSON: {exc}") from None
+        return await read_json(request)
 
     @staticmethod
     def _name(request: web.Request, key: str) -> str:
@@ -380,10 +517,10 @@ class Api:
         return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
 
 
-async def serve(api: Api, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve(api: Api, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import time
 from pathlib import Path
 
 from coordinator.errors import CoordinatorError
@@ -37,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default 30; a crashed node, seen by its last will, is replaced at once)")
     p.add_argument("--heartbeat-ttl", type=float, default=45.0, metavar="SECONDS",
                    help="silence after which a node is suspect (default 45)")
+    p.add_argument("--pki", action="store_true",
+                   help="run the cluster CA (DATA_DIR/pki, created once): HTTPS API, device enrolment with tokens, "
+                   "node certificates; the coordinator then dials the broker with its own client certificate")
+    p.add_argument("--advertise", default=None, metavar="URL",
+                   help="the API URL devices use to enrol (default https://API-HOST:PORT)")
+    p.add_argument("--node-broker", default=None, metavar="URL",
+                   help="the broker URL enrolled devices are told to dial (default: --broker)")
+    p.add_argument("--api-hostname", action="append", default=[], metavar="NAME",
+                   help="extra names/IPs for the API's TLS certificate (repeatable)")
+    p.add_argument("--cert-lifetime", type=float, default=3 * 86400, metavar="SECONDS",
+                   help="node certificate lifetime (default 3 days; agents renew at 2/3)")
     p.set_defaults(func=_cmd_coordinator)
 
 
@@ -47,11 +60,16 @@ def _hostport(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def load_token_digests(data_dir: Path) -> dict[str, str]:
+def load_token_digests(data_dir: Path) -> dict[str, tuple[str, str]]:
+    """sha256 digest -> (name, role); role is admin (default) or viewer."""
     path = data_dir / TOKENS_FILE
     try:
         doc = json.loads(path.read_text())
-        return {t["sha256"]: t["name"] for t in doc["tokens"]}
+        tokens = {t["sha256"]: (t["name"], t.get("role", "admin")) for t in doc["tokens"]}
+        bad = [name for name, role in tokens.values() if role not in ("admin", "viewer")]
+        if bad:
+            raise CoordinatorConfigError(f"{path}: token {bad[0]!r}: role must be admin or viewer")
+        return tokens
     except FileNotFoundError:
         raise CoordinatorConfigError(f"{path} is missing: create an admin token with `cloudless up` "
                                      "(or write {\"tokens\": [{\"name\": ..., \"sha256\": ...}]})") from None
@@ -59,8 +77,8 @@ def load_token_digests(data_dir: Path) -> dict[str, str]:
         raise CoordinatorConfigError(f"{path}: not a valid token file ({exc})") from None
 
 
-def write_token_digests(data_dir: Path, tokens: dict[str, str]) -> None:
-    """name -> raw token; only the sha256 digests are stored (0600)."""
+def write_token_digests(data_dir: Path, tokens: dict[str, str], roles: dict[str, str] | None = None) -> None:
+    """name -> raw token (role per name, default admin); only the sha256 digests are stored (0600)."""
     from coordinator.api import token_digest
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -68,8 +86,35 @@ def write_token_digests(data_dir: Path, tokens: dict[str, str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.touch(mode=0o600)
     tmp.chmod(0o600)
-    tmp.write_text(json.dumps({"tokens": [{"name": n, "sha256": token_digest(t)} for n, t in tokens.items()]}))
+    tmp.write_text(json.dumps({"tokens": [{"name": n, "sha256": token_digest(t), "role": (roles or {}).get(n, "admin")}
+                                          for n, t in tokens.items()]}))
     tmp.replace(path)
+
+
+def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # type: ignore[no-untyped-def]
+    """This coordinator's MQTT client certificate and the API's TLS context, issued by the cluster CA."""
+    import ssl
+
+    from broker.client import ClientTls
+    from coordinator.pki import CertRole, key_pem, new_key
+
+    name = f"coordinator@{coord_id}"
+    cert, key = pki_dir / f"{name}.pem", pki_dir / f"{name}.key"
+    if not cert.exists() or not key.exists():
+        identity.issue_local(name, CertRole.COORDINATOR, key, cert)
+    api_key = new_key()
+    names = sorted({*hosts, "localhost", "127.0.0.1"} - {"", "0.0.0.0"})
+    issued = identity.ca.issue_server(api_key, hosts=names, now=time.time(), lifetime_s=365 * 86400)
+    (pki_dir / "api.pem").write_bytes(issued.cert_pem)
+    fd = os.open(pki_dir / "api.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem(api_key))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki_dir / "ca.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(pki_dir / "api.pem"), str(pki_dir / "api.key"))
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # a client certificate is asked for (renewal) but not required (admins)
+    tls = ClientTls(ca_file=pki_dir / "ca.pem", cert_file=cert, key_file=key, server_hostname=None)
+    return tls, ctx
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
@@ -87,6 +132,7 @@ async def _run(args: argparse.Namespace) -> int:
     from broker.client import MqttClient, MqttSettings, Secret, Will
     from broker.wire import CoordinatorStatus, Presence, topics, valid_id
     from coordinator.api import Api, serve
+    from coordinator.identity import IdentityConfig, IdentityService
     from coordinator.membership import MembershipConfig
     from coordinator.service import Coordinator, CoordinatorConfig
     from coordinator.store import SqliteStore
@@ -105,19 +151,33 @@ async def _run(args: argparse.Namespace) -> int:
             password = Secret(args.password_file.read_text().strip())
         except OSError as exc:
             raise CoordinatorConfigError(f"--password-file: {exc.strerror}") from None
-    will = CoordinatorStatus(coordinator_id=args.id, presence=Presence.OFFLINE, ts=0.0)
-    settings = MqttSettings(host=parts.hostname, port=parts.port or 1883, client_id=args.username or
-                            f"coordinator@{args.id}", username=args.username or f"coordinator@{args.id}",
-                            password=password, keepalive_s=10,
-                            will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
     store = SqliteStore(data_dir / "state.db")
+    identity = None
+    tls = None
+    api_ssl = None
+    if args.pki:
+        identity = IdentityService(data_dir / "pki", store, IdentityConfig(node_cert_lifetime_s=args.cert_lifetime),
+                                   clock=time.time)
+        tls, api_ssl = _pki_files(identity, data_dir / "pki", args.id, [host, *args.api_hostname])
+    will = CoordinatorStatus(coordinator_id=args.id, presence=Presence.OFFLINE, ts=0.0)
+    name = args.username or f"coordinator@{args.id}"
+    settings = MqttSettings(host=parts.hostname, port=parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+                            client_id=name, username=None if tls else name, password=password, keepalive_s=10,
+                            tls=tls, will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
     cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
         heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after))
     coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings))
     await coord.start()
-    runner, bound = await serve(Api(coord, token_digests=tokens), host, port)
-    coord.cfg = CoordinatorConfig(**{**cfg.__dict__, "api_url": f"http://{host}:{bound}"})
-    print(f"cloudless coordinator: API on http://{host}:{bound} (epoch {coord.epoch})", flush=True)
+    if identity is not None:
+        await identity.publish_revocations()
+    runner, bound = await serve(Api(coord, token_digests=tokens, identity=identity), host, port, api_ssl)
+    scheme = "https" if api_ssl else "http"
+    api_url = f"{scheme}://{host}:{bound}"
+    coord.cfg = CoordinatorConfig(**{**cfg.__dict__, "api_url": api_url})
+    if identity is not None:
+        identity.cfg = IdentityConfig(node_cert_lifetime_s=args.cert_lifetime,
+                                      enroll_url=args.advertise or api_url, broker_url=args.node_broker or args.broker)
+    print(f"cloudless coordinator: API on {api_url} (epoch {coord.epoch})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

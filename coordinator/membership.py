@@ -150,3 +150,8 @@ def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInf
                 MembershipEvent(node, "NodeLost", f"node {node} offline for {cfg.lost_after_s:.0f}s; "
                                 "replacing its replicas", warning=True)]
     return info, []
+
+
+def mark_lost(info: NodeInfo, now: float) -> NodeInfo:
+    """An administrative verdict (the node's certificate was revoked): LOST now, whatever it reports."""
+    return replace(_transition(info, NodeState.LOST, now), crashed=True)

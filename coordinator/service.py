@@ -596,6 +596,14 @@ class Coordinator:
         finally:
             self._replies.pop(request_id, None)
 
+    async def mark_revoked(self, node_id: str) -> None:
+        """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once."""
+        async with self._lock:
+            info = self.members.get(node_id)
+            if info is not None:
+                self.members[node_id] = membership.mark_lost(info, self.clock())
+        self.wake()
+
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         info = self.members.get(r.node) if r.node else None
         if info is None or info.observed is None:

@@ -1,0 +1,182 @@
+"""Node identities (adapter): the cluster CA on disk, enrolment tokens and node certificates in the store,
+revocation published as files the brokers read. Decisions come from `coordinator.enroll` (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.wire import valid_id
+from coordinator import enroll
+from coordinator.enroll import Issue, NodeCertRecord, Refuse, TokenRecord
+from coordinator.pki import CertificateAuthority, CertRole, Issued, PkiError, fingerprint
+from coordinator.store import Store, put
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "enroll.secret"  # noqa: S105 - a file name
+REVOKED_FILE = "revoked"  # hex serials, read by `cloudless broker --revoked`
+CRL_FILE = "crl.pem"  # for Mosquitto's crlfile
+MAX_TOKEN_TTL_S = 7 * 86400
+
+
+def token_key(token_id: str) -> str:
+    return f"/tokens/{token_id}"
+
+
+def cert_key(node_id: str) -> str:
+    return f"/certs/{node_id}"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    node_cert_lifetime_s: float = 3 * 86400  # short-lived; agents renew at 2/3 of it
+    enroll_url: str = ""  # the API URL put into tokens
+    broker_url: str = ""  # what enrolled agents are told to dial (mqtts://...)
+
+
+class IdentityService:
+    def __init__(self, pki_dir: Path, store: Store, cfg: IdentityConfig, *, clock: Callable[[], float]) -> None:
+        self.dir = pki_dir
+        self.store = store
+        self.cfg = cfg
+        self.clock = clock
+        self.ca, created = CertificateAuthority.load_or_create(pki_dir, "cluster", clock())
+        if created:
+            log.warning("created the cluster CA in %s (key 0600): back it up; losing it means re-enrolling every "
+                        "node", pki_dir)
+        self.secret = _load_or_create_secret(pki_dir / SECRET_FILE)
+        self.ca_fingerprint = fingerprint(self.ca.cert_pem)
+
+    # ---- tokens --------------------------------------------------------------------------------------------
+
+    async def create_token(self, *, ttl_s: float, max_uses: int, labels: dict[str, str],
+                           zone: str) -> tuple[str, TokenRecord]:
+        if not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
+            raise PkiError(f"ttl: must be between 1m and {MAX_TOKEN_TTL_S // 86400}d")
+        if not 1 <= max_uses <= 10_000:
+            raise PkiError("maxUses: must be 1-10000")
+        now = self.clock()
+        record = TokenRecord(token_id=secrets.token_hex(8), max_uses=max_uses, expires_at=now + ttl_s,
+                             created_at=now, labels=dict(labels), zone=zone)
+        await self.store.txn([put(token_key(record.token_id), _json(record), expect=0)])
+        token = enroll.mint(self.secret, record, url=self.cfg.enroll_url, ca_fingerprint=self.ca_fingerprint, now=now)
+        return token, record
+
+    async def tokens(self) -> list[TokenRecord]:
+        return [_token(e.value) for e in await self.store.list("/tokens/")]
+
+    async def revoke_token(self, token_id: str) -> TokenRecord | None:
+        entry = await self.store.get(token_key(token_id))
+        if entry is None:
+            return None
+        record = dataclasses.replace(_token(entry.value), revoked=True)
+        await self.store.txn([put(entry.key, _json(record), expect=entry.mod_revision)])
+        return record
+
+    # ---- certificates --------------------------------------------------------------------------------------
+
+    async def enroll(self, token: str, node_id: str, csr_pem: bytes) -> tuple[Issued, Issue] | Refuse:
+        now = self.clock()
+        claims = enroll.verify(self.secret, token, now)
+        if isinstance(claims, Refuse):
+            return claims
+        entry = await self.store.get(token_key(str(claims["jti"])))
+        record = _token(entry.value) if entry else None
+        existing = await self.node_cert(node_id) if valid_id(node_id) else None
+        verdict = enroll.check(claims, record, existing, node_id, now)
+        if isinstance(verdict, Refuse):
+            return verdict
+        assert record is not None and entry is not None
+        issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
+                               lifetime_s=self.cfg.node_cert_lifetime_s)
+        used = dataclasses.replace(record, uses=record.uses + 1, nodes=(*record.nodes, node_id))
+        cert = NodeCertRecord(node_id, issued.serial, issued.not_after)
+        # the use is counted with a compare-and-swap: two devices racing on a one-use token cannot both win
+        await self.store.txn([put(entry.key, _json(used), expect=entry.mod_revision),
+                              put(cert_key(node_id), _json(cert))])
+        return issued, verdict
+
+    async def renew(self, node_id: str, serial: int, csr_pem: bytes) -> Issued | Refuse:
+        """Renewal over an authenticated channel: the caller proved `node_id` with a certificate of `serial`."""
+        current = await self.node_cert(node_id)
+        if current is None or current.revoked or current.serial != serial:
+            return Refuse(f"certificate {serial:x} is not {node_id}'s current certificate (revoked or replaced); "
+                          "re-enrol with a new token", 403)
+        issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=self.clock(),
+                               lifetime_s=self.cfg.node_cert_lifetime_s)
+        await self.store.txn([put(cert_key(node_id), _json(NodeCertRecord(node_id, issued.serial, issued.not_after)))])
+        return issued
+
+    async def node_cert(self, node_id: str) -> NodeCertRecord | None:
+        entry = await self.store.get(cert_key(node_id))
+        return _cert(entry.value) if entry else None
+
+    async def revoke_node(self, node_id: str) -> NodeCertRecord | None:
+        """Put the node's certificate on the deny list; the brokers refuse it (the embedded one at once)."""
+        current = await self.node_cert(node_id)
+        if current is None:
+            return None
+        record = dataclasses.replace(current, revoked=True)
+        now = self.clock()
+        await self.store.txn([put(cert_key(node_id), _json(record)),
+                              put(f"/revoked/{current.serial:x}", json.dumps({"node": node_id, "at": now}).encode())])
+        await self.publish_revocations()
+        return record
+
+    async def publish_revocations(self) -> None:
+        entries = await self.store.list("/revoked/")
+        pairs = [(int(e.key.rsplit("/", 1)[1], 16), float(json.loads(e.value)["at"])) for e in entries]
+        _atomic(self.dir / REVOKED_FILE, "".join(f"{s:x}\n" for s, _ in pairs).encode(), 0o644)
+        _atomic(self.dir / CRL_FILE, self.ca.crl(pairs, self.clock()), 0o644)
+
+    def issue_local(self, name: str, role: CertRole, key_pem_path: Path, cert_path: Path) -> None:
+        """Certificates for this machine's own components (coordinator, dashboard), written 0600."""
+        from coordinator.pki import key_pem, make_csr, new_key
+
+        key = new_key()
+        issued = self.ca.issue(make_csr(key, name), identity=name, role=role, now=self.clock(),
+                               lifetime_s=365 * 86400)
+        _atomic(key_pem_path, key_pem(key), 0o600)
+        _atomic(cert_path, issued.cert_pem, 0o644)
+
+
+def _json(record: object) -> bytes:
+    return json.dumps(dataclasses.asdict(record), sort_keys=True).encode()  # type: ignore[call-overload]
+
+
+def _token(raw: bytes) -> TokenRecord:
+    d = json.loads(raw)
+    d["nodes"] = tuple(d.get("nodes", ()))
+    return TokenRecord(**d)
+
+
+def _cert(raw: bytes) -> NodeCertRecord:
+    return NodeCertRecord(**json.loads(raw))
+
+
+def _atomic(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    if path.exists():
+        secret = path.read_bytes().strip()
+        if len(secret) < 32:
+            raise PkiError(f"{path}: enrolment secret too short; restore it or delete it to invalidate all tokens")
+        return secret
+    secret = secrets.token_hex(32).encode()
+    _atomic(path, secret + b"\n", 0o600)
+    return secret
