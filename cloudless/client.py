@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import stat
 import tempfile
 import urllib.error
@@ -79,6 +80,7 @@ class ClientConfig:
     server: str
     token: str | None = field(repr=False)  # secret: never in a repr or a log line
     config_path: Path | None = None  # the file that supplied a setting, for error messages
+    ca: str | None = None  # CA bundle for https servers (else the system trust store)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -94,17 +96,19 @@ def check_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def write_config(path: str | os.PathLike[str], server: str, token: str) -> None:
+def write_config(path: str | os.PathLike[str], server: str, token: str, *, ca: str | None = None) -> None:
     """Write the admin config atomically: a 0600 file (a fresh parent directory is created 0700).
 
     An existing parent directory keeps its mode: the path may be anywhere (`--config /tmp/x.json`).
+    `ca`: the cluster CA bundle that verifies an https server (`cloudless up` writes its own).
     """
     target = Path(path)
     server = check_server_url(server)
     if not token:
         raise ValueError("token must not be empty")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = json.dumps({"server": server, "token": token}, indent=2) + "\n"
+    doc = {"server": server, "token": token, **({"ca": str(ca)} if ca else {})}
+    data = json.dumps(doc, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -140,7 +144,7 @@ def read_config_file(path: Path, *, required: bool, warn: Callable[[str], None])
         raise ConfigError(f"config file {path} must hold a JSON object like "
                           '{"server": "http://127.0.0.1:8470", "token": "..."}')
     settings: dict[str, str] = {}
-    for key in ("server", "token"):
+    for key in ("server", "token", "ca"):
         value = data.get(key)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"config file {path}: {key!r} must be a string")
@@ -155,15 +159,17 @@ def resolve_config(*, server: str | None, token: str | None, config: str | None,
     server = server or env.get("CLOUDLESS_SERVER") or None
     token = token or env.get("CLOUDLESS_TOKEN") or None
     path: Path | None = None
-    if server is None or token is None:
+    ca = env.get("CLOUDLESS_CA") or None
+    if server is None or token is None or ca is None:
         explicit = config or env.get("CLOUDLESS_CONFIG") or None
         path = Path(explicit).expanduser() if explicit else default_config_path(env)
         from_file = read_config_file(path, required=explicit is not None, warn=warn)
         server = server or from_file.get("server")
         token = token or from_file.get("token")
+        ca = ca or from_file.get("ca")
         if not from_file:
             path = None
-    return ClientConfig(server=check_server_url(server or DEFAULT_SERVER), token=token, config_path=path)
+    return ClientConfig(server=check_server_url(server or DEFAULT_SERVER), token=token, config_path=path, ca=ca)
 
 
 # ---- the client -----------------------------------------------------------------------------------------------
@@ -193,10 +199,12 @@ def _seg(value: str) -> str:
 class CoordinatorClient:
     """Synchronous client for the coordinator REST API (JSON over HTTP, bearer token)."""
 
-    def __init__(self, server: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, server: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 ca: str | None = None) -> None:
         self.server = check_server_url(server)
         self._token = token
         self.timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca) if ca and self.server.startswith("https") else None
 
     def __repr__(self) -> str:
         return f"CoordinatorClient({self.server!r}, token={'<redacted>' if self._token else None})"
@@ -219,7 +227,7 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (http(s) checked)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout, context=self._ssl) as resp:  # noqa: S310
                 return Response(resp.status, resp.headers, self._decode(resp.read(), method, path))
         except urllib.error.HTTPError as exc:
             raw = exc.read()

@@ -144,7 +144,7 @@ class Ctx:
     def api(self) -> CoordinatorClient:
         cfg = resolve_config(server=self.args.server, token=self.args.token, config=self.args.config, env=self.env,
                              warn=self.warn)
-        return CoordinatorClient(cfg.server, cfg.token)
+        return CoordinatorClient(cfg.server, cfg.token, ca=cfg.ca)
 
     def out(self, text: str) -> None:
         print(text, file=sys.stdout, flush=True)
