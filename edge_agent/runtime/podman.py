@@ -14,6 +14,11 @@ pull per `ensure_image`; `next_pull_delay` gives the capped back-off the agent w
 Capability facts are the one thing settled here: rootless Podman on cgroup v1 cannot apply CPU/memory limits
 (it ignores them) nor report stats (it refuses), so limits are left out with one warning and `usage()`
 returns nothing there.
+
+The sandbox (`ReplicaSpec.security`, already admitted by the coordinator's policy) is mapped by the pure
+`container_security`; see its docstring for each field. The rule is the wire's: never run weaker than asked —
+what cannot be honoured is refused with `SpecUnsupported` naming the field. This file is past ~600 lines: the
+sandbox section would be the first to move to a module of its own (`podman_security`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +43,7 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError
 
-from broker.wire import ReplicaSpec
+from broker.wire import ReplicaSpec, SeccompType, Security
 from broker.wire.messages import Protocol as PortProtocol
 from edge_agent.errors import (
     ImageUnavailable,
@@ -125,9 +132,10 @@ def demux(stream: bytes) -> bytes:
 
 def container_spec(
     spec: ReplicaSpec, *, name: str, labels: Mapping[str, str], stop_timeout_s: float, limits: bool,
-    log_max_bytes: int | None,
+    log_max_bytes: int | None, security: ContainerSecurity | None = None,
 ) -> Json:
-    """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica."""
+    """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica; `security` is
+    `container_security(spec.security, ...)` (None: the runtime's defaults)."""
     if not spec.image:
         raise SpecUnsupported(f"replica {spec.replica_id}: the Podman runtime needs an image")
     body: Json = {
@@ -142,8 +150,10 @@ def container_spec(
              "protocol": "udp" if p.protocol is PortProtocol.UDP else "tcp"}
             for p in spec.ports if p.host_port  # host_port 0: reachable through the container network only
         ],
-        **_volumes(spec),
+        **_volumes(spec, owned=security is not None),
     }
+    if security is not None:
+        _merge_security(body, security)
     if spec.command:  # Kubernetes semantics: command replaces ENTRYPOINT (and the image CMD), args replace CMD
         body["entrypoint"] = list(spec.command)
     if spec.args:
@@ -163,7 +173,10 @@ def container_spec(
     return body
 
 
-def _volumes(spec: ReplicaSpec) -> Json:
+def _volumes(spec: ReplicaSpec, *, owned: bool = False) -> Json:
+    """emptyDir volumes. `owned` (a sandboxed replica, which may run as a non-root user): disk volumes are
+    chowned to the container's user (Podman's `U` option; a no-op for root), since a root-owned 0755 directory
+    would not be writable by that user. Memory volumes are tmpfs, mode 1777 already."""
     mounts: builtins.list[Json] = []
     volumes: builtins.list[Json] = []
     for vol in spec.volumes:
@@ -173,10 +186,176 @@ def _volumes(spec: ReplicaSpec) -> Json:
                 mounts.append({"destination": vol.mount_path, "type": "tmpfs", "source": "tmpfs",
                                "options": options})
             case "":  # an anonymous volume: created with the container, deleted by `rm -v`
-                volumes.append({"Name": "", "Dest": vol.mount_path, "Options": []})
+                volumes.append({"Name": "", "Dest": vol.mount_path, "Options": ["U"] if owned else []})
             case other:
                 raise SpecUnsupported(f"volume {vol.name}: medium {other!r} is not supported (use '' or 'Memory')")
     return {"mounts": mounts, "volumes": volumes}
+
+
+# ---- the sandbox (ReplicaSpec.security) ------------------------------------------------------------------
+
+_ROOT_USERS = ("", "0", "root")
+_CAPABILITY = re.compile(r"ALL|CAP_[A-Z0-9_]+")
+
+
+def tmp_mount() -> Json:
+    """The writable /tmp a read-only root gets: the container's own tmpfs, not the host's /tmp."""
+    return {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",  # noqa: S108
+            "options": ["rw", "nosuid", "nodev", "mode=1777"]}
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxHost:
+    """What the sandbox mapping needs to know about the host: where Localhost seccomp profiles live and
+    whether Podman can apply seccomp at all (`podman info`: host.security.seccompEnabled)."""
+
+    seccomp_dir: Path
+    seccomp: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSecurity:
+    """SpecGenerator fields for one replica's sandbox. `mounts` are added to the replica's own (skipped where
+    a volume already sits at that path); `widened` names what the policy admitted beyond a normal container
+    (privileged, host namespaces) — the runtime logs a warning naming the replica for each."""
+
+    fields: Json = field(default_factory=dict)
+    mounts: tuple[Json, ...] = ()
+    widened: tuple[str, ...] = ()
+
+
+def needs_image_user(security: Security) -> bool:
+    """Whether `container_security` must know the image's configured user (`Config.User`)."""
+    return security.run_as_user is None and (security.run_as_non_root or security.run_as_group is not None)
+
+
+def container_security(security: Security | None, image_user: str | None, host: SandboxHost) -> ContainerSecurity:
+    """Map an admitted sandbox onto libpod SpecGenerator fields (Podman 4.x), or refuse with SpecUnsupported.
+
+    - runAsUser/runAsGroup -> `user` "UID[:GID]" (group alone: the image's user with that group). In rootless
+      Podman the uid maps through the user's subuid range: uid 1000 inside is an unprivileged host uid.
+    - runAsNonRoot: refused when runAsUser is 0, or when no runAsUser is set and the image's user is root
+      (empty, "0", "root") or a name (cannot be verified numerically — Kubernetes refuses it too).
+    - readOnlyRootFilesystem -> `read_only_filesystem` plus a tmpfs on /tmp so programs still work; emptyDir
+      volumes stay writable.
+    - capabilities -> `cap_drop`/`cap_add` (names with or without CAP_, and ALL); Podman drops, then adds.
+    - allowPrivilegeEscalation false -> `no_new_privileges`; also by default (None) with runAsNonRoot:
+      a non-root workload has no reason to regain privileges through setuid/file-capability binaries.
+    - seccomp RuntimeDefault -> Podman's default profile (and never one named by an image label);
+      Localhost -> the JSON file `<seccomp dir>/<name>` (plain file names only; the caller checks it exists);
+      Unconfined -> "unconfined". Without kernel seccomp support only RuntimeDefault is accepted.
+    - privileged, hostNetwork/hostPID/hostIPC -> mapped as admitted, reported in `widened`. Privileged means
+      every capability and device and no seccomp filter unless Localhost names one; dropping capabilities
+      from it is refused (Podman would ignore the drop).
+    - AppArmor/SELinux: nothing is set, so Podman applies its default profile/label when the host has one.
+    """
+    if security is None:
+        return ContainerSecurity()
+    sec = security
+    fields: Json = {"seccomp_policy": "default"}  # the profile chosen here, never one named by the image
+    user = _user(sec, image_user)
+    if user:
+        fields["user"] = user
+    _check_non_root(sec, image_user)
+    mounts: tuple[Json, ...] = ()
+    if sec.read_only_root_filesystem:
+        fields["read_only_filesystem"] = True
+        mounts = (tmp_mount(),)
+    if sec.capabilities_drop:
+        fields["cap_drop"] = _capabilities(sec.capabilities_drop, "capabilitiesDrop")
+    if sec.capabilities_add:
+        fields["cap_add"] = _capabilities(sec.capabilities_add, "capabilitiesAdd")
+    if sec.allow_privilege_escalation is False or (sec.allow_privilege_escalation is None and sec.run_as_non_root):
+        fields["no_new_privileges"] = True
+    fields.update(_seccomp(sec, host))
+    widened = []
+    if sec.privileged:
+        if sec.capabilities_drop:  # Podman gives a privileged container every capability, drops or not
+            raise SpecUnsupported("security.capabilitiesDrop: a privileged container keeps every capability")
+        fields["privileged"] = True
+        widened.append("privileged")
+    for flag, key, what in ((sec.host_network, "netns", "hostNetwork"), (sec.host_pid, "pidns", "hostPID"),
+                            (sec.host_ipc, "ipcns", "hostIPC")):
+        if flag:
+            fields[key] = {"nsmode": "host"}
+            widened.append(what)
+    return ContainerSecurity(fields, mounts, tuple(widened))
+
+
+def _user(sec: Security, image_user: str | None) -> str:
+    if sec.run_as_user is not None:
+        return f"{sec.run_as_user}" if sec.run_as_group is None else f"{sec.run_as_user}:{sec.run_as_group}"
+    if sec.run_as_group is not None:  # Kubernetes: the image's user, with this primary group
+        return f"{(image_user or '').split(':', 1)[0] or '0'}:{sec.run_as_group}"
+    return ""
+
+
+def _check_non_root(sec: Security, image_user: str | None) -> None:
+    if not sec.run_as_non_root:
+        return
+    if sec.run_as_user is not None:
+        if sec.run_as_user == 0:
+            raise SpecUnsupported("security.runAsNonRoot: runAsUser is 0 (root)")
+        return
+    name = (image_user or "").split(":", 1)[0].strip()
+    if name in _ROOT_USERS:
+        raise SpecUnsupported("security.runAsNonRoot: the image runs as root and no runAsUser is set")
+    if not name.isdigit():
+        raise SpecUnsupported(f"security.runAsNonRoot: the image's user {name!r} is not numeric, so it cannot be "
+                              "verified as non-root; set runAsUser")
+    if int(name) == 0:
+        raise SpecUnsupported("security.runAsNonRoot: the image runs as root and no runAsUser is set")
+
+
+def _capabilities(names: Sequence[str], what: str) -> builtins.list[str]:
+    out = []
+    for name in names:
+        cap = name.strip().upper()
+        cap = cap if cap == "ALL" or cap.startswith("CAP_") else f"CAP_{cap}"
+        if not _CAPABILITY.fullmatch(cap):
+            raise SpecUnsupported(f"security.{what}: {name!r} is not a capability name")
+        out.append(cap)
+    return out
+
+
+def _seccomp(sec: Security, host: SandboxHost) -> Json:
+    match sec.seccomp:
+        case SeccompType.UNCONFINED:
+            return {"seccomp_profile_path": "unconfined"}
+        case SeccompType.LOCALHOST:
+            name = sec.seccomp_profile
+            if not name or "/" in name or ".." in name or name.startswith("."):
+                raise SpecUnsupported(f"security.seccompProfile: {name!r} must be a plain file name in the "
+                                      f"agent's seccomp directory ({host.seccomp_dir})")
+            if not host.seccomp:
+                raise SpecUnsupported("security.seccompProfile: Podman reports no seccomp support on this host")
+            return {"seccomp_profile_path": str(host.seccomp_dir / name)}
+        case _:
+            return {}  # RuntimeDefault: Podman's default profile
+
+
+def _merge_security(body: Json, security: ContainerSecurity) -> None:
+    body.update(security.fields)
+    taken = {m["destination"] for m in body["mounts"]} | {v["Dest"] for v in body["volumes"]}
+    body["mounts"] = [*body["mounts"], *(m for m in security.mounts if m["destination"] not in taken)]
+    if security.fields.get("netns", {}).get("nsmode") == "host":
+        for mapping in body["portmappings"]:  # the container binds the host's ports itself
+            if mapping["host_port"] != mapping["container_port"]:
+                raise SpecUnsupported(f"security.hostNetwork: hostPort {mapping['host_port']} != containerPort "
+                                      f"{mapping['container_port']} cannot be remapped on the host network")
+        body["portmappings"] = []
+
+
+def default_seccomp_dir(environ: Mapping[str, str], euid: int, home: Path) -> Path:
+    """`/etc/cloudless/seccomp` for root, else `$XDG_CONFIG_HOME/cloudless/seccomp` (~/.config by default)."""
+    if euid == 0:
+        return Path("/etc/cloudless/seccomp")
+    return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "cloudless" / "seccomp"
+
+
+def image_user_of(attrs: Mapping[str, Any]) -> str:
+    """The user an image runs as (`Config.User`, "" = root) from its inspect data."""
+    return str((attrs.get("Config") or {}).get("User") or "")
 
 
 def convert_error(exc: BaseException, what: str, *, missing: type[RuntimeError_] = InstanceNotFound) -> RuntimeError_:
@@ -227,10 +406,13 @@ class PodmanRuntime:
         log_max_bytes: int | None = 8 * 1024 * 1024,
         podman_binary: str = "podman",
         service_start_timeout_s: float = 20.0,
+        seccomp_dir: Path | None = None,
     ) -> None:
         self.node_id = node_id
-        # The only environment read: Podman's own default socket location when none is configured.
+        # The only environment reads: Podman's own default socket location and the default seccomp directory
+        # (Localhost profiles), when none is configured.
         self.socket_path = socket_path or default_socket_path(os.environ, os.geteuid())
+        self.seccomp_dir = seccomp_dir or default_seccomp_dir(os.environ, os.geteuid(), Path.home())
         self.start_service = start_service
         self.pull_backoff = pull_backoff
         self.stop_timeout_default = stop_timeout_default
@@ -287,9 +469,13 @@ class PodmanRuntime:
         if self._facts is None:
             info = await self._call("podman info", lambda c: c.info())
             host = info.get("host", {})
-            self._facts = {"rootless": bool(host.get("security", {}).get("rootless")),
+            security = host.get("security", {})
+            self._facts = {"rootless": bool(security.get("rootless")),
                            "cgroup": str(host.get("cgroupVersion", "")),
-                           "version": str(info.get("version", {}).get("Version", ""))}
+                           "version": str(info.get("version", {}).get("Version", "")),
+                           # what Podman itself found (/sys/kernel/security/apparmor, selinuxfs, seccomp)
+                           "lsm": bool(security.get("apparmorEnabled") or security.get("selinuxEnabled")),
+                           "seccomp": bool(security.get("seccompEnabled", True))}
         return self._facts
 
     async def _limits_supported(self) -> bool:
@@ -367,7 +553,7 @@ class PodmanRuntime:
                             "containers run without them (use cgroup v2 or rootful Podman to enforce them)")
         body = container_spec(spec, name=container_name(self.node_id, spec.replica_id), labels=labels,
                               stop_timeout_s=self.stop_timeout_default, limits=limits,
-                              log_max_bytes=self.log_max_bytes)
+                              log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec))
 
         def create_sync(client: PodmanClient) -> str:
             response = client.api.post("/containers/create", data=json.dumps(body), headers=_JSON)
@@ -386,6 +572,29 @@ class PodmanRuntime:
         inst = instance_from_labels(instance_id, labels, InstanceState.CREATED)
         assert inst is not None  # our own labels always parse
         return inst
+
+    async def _sandbox(self, spec: ReplicaSpec) -> ContainerSecurity | None:
+        """`container_security` for `spec`, with the host facts and image user it needs; logs what it widens."""
+        facts = await self._host_facts()
+        if not facts["lsm"]:
+            self._warn_once("lsm", "no AppArmor/SELinux on this host: containers run without an LSM profile")
+        sec = spec.security
+        if sec is None:
+            return None
+        if not facts["seccomp"] and sec.seccomp is SeccompType.RUNTIME_DEFAULT:
+            self._warn_once("seccomp", "Podman reports no seccomp support on this host: containers run without "
+                            "a seccomp filter")
+        user = None
+        if needs_image_user(sec):
+            user = await self._call(f"inspect image {spec.image}",
+                                    lambda c: image_user_of(c.images.get(spec.image).attrs), missing=ImageUnavailable)
+        mapped = container_security(sec, user, SandboxHost(self.seccomp_dir, seccomp=facts["seccomp"]))
+        profile = mapped.fields.get("seccomp_profile_path", "unconfined")
+        if profile != "unconfined" and not await asyncio.to_thread(Path(profile).is_file):
+            raise SpecUnsupported(f"security.seccompProfile: no profile {sec.seccomp_profile!r} in {self.seccomp_dir}")
+        for what in mapped.widened:
+            log.warning("replica %s runs with %s (admitted by the policy)", spec.replica_id, what)
+        return mapped
 
     async def start(self, instance_id: str) -> Instance:
         def start_sync(client: PodmanClient) -> Instance | None:
