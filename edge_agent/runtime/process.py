@@ -11,15 +11,25 @@ memory limit (RLIMIT_AS — an address-space cap, stricter than a container's RS
 host ports equal to the container port (the process binds the host port itself). What it refuses
 (`SpecUnsupported`, reported as the replica's error): port remapping and volumes. CPU limits are not
 enforceable without cgroups; the process runs at lower priority (nice 10) when a CPU limit is set.
+
+The sandbox (`ReplicaSpec.security`) is honoured only as far as a plain process can be confined, never weaker
+(see `process_sandbox`): user/group (switched with util-linux `setpriv` when the agent is root; otherwise only
+the agent's own ids), runAsNonRoot, no_new_privs (prctl) and dropped capabilities (a non-root uid, no ambient
+capabilities, no_new_privs). It refuses a read-only root, added capabilities, privileged and Localhost seccomp.
+A plain process always shares the host's network, PID and IPC namespaces: hostNetwork/hostPID/hostIPC are
+trivially true, and since the wire has no "isolated namespaces required" field, a spec that leaves them false
+is accepted — this runtime never isolates namespaces. Its "RuntimeDefault" seccomp profile is no filter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import pwd
 import resource
 import secrets
 import shutil
@@ -27,10 +37,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.wire import ReplicaSpec
+from broker.wire import ReplicaSpec, SeccompType, Security
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
 from edge_agent.runtime.base import (
     Endpoint,
@@ -50,6 +61,8 @@ log = logging.getLogger(__name__)
 _WRAPPER = '"$@"; code=$?; echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
 NOFILE_LIMIT = 1024
+PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 
 
 def _check(spec: ReplicaSpec) -> None:
@@ -64,6 +77,96 @@ def _check(spec: ReplicaSpec) -> None:
         raise SpecUnsupported("the process runtime cannot mount volumes; use the working directory instead")
 
 
+# ---- the sandbox (ReplicaSpec.security) ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ProcessSandbox:
+    """How one process is confined: the uid/gid it switches to (None: the agent's own), no_new_privs, and
+    whether its ambient capabilities are cleared. Stored in meta.json so a restart confines it the same way."""
+
+    uid: int | None = None
+    gid: int | None = None
+    no_new_privs: bool = False
+    clear_ambient: bool = False
+
+    @property
+    def switches(self) -> bool:
+        return self.uid is not None or self.gid is not None
+
+
+def process_sandbox(security: Security | None, *, agent_uid: int, agent_gid: int,
+                    primary_gid: Callable[[int], int | None]) -> ProcessSandbox:
+    """What of `security` a plain process can honour, or SpecUnsupported naming the first field it cannot.
+
+    `primary_gid(uid)` is the host's passwd group of a uid (None: no entry), used when runAsUser comes without
+    runAsGroup — root's group 0 would be weaker than the user's own. Dropped capabilities are honoured by
+    running as a non-root uid (which holds none after exec), with ambient capabilities cleared and
+    no_new_privs (so setuid/file-capability binaries cannot regain any): they need a non-root uid and
+    allowPrivilegeEscalation not true. no_new_privs is also set by default with runAsNonRoot, as in Podman.
+    """
+    if security is None:
+        return ProcessSandbox()
+    sec = security
+    if sec.privileged:
+        raise SpecUnsupported("security.privileged: the process runtime does not run privileged workloads")
+    if sec.read_only_root_filesystem:
+        raise SpecUnsupported("security.readOnlyRootFilesystem: the process runtime cannot make the root "
+                              "filesystem read-only")
+    if sec.capabilities_add:
+        raise SpecUnsupported("security.capabilitiesAdd: the process runtime cannot grant capabilities")
+    if sec.seccomp is SeccompType.LOCALHOST:
+        raise SpecUnsupported("security.seccompProfile: the process runtime cannot apply a seccomp profile")
+    uid, gid = _identity(sec, agent_uid, agent_gid, primary_gid)
+    runs_as = agent_uid if uid is None else uid
+    if sec.run_as_non_root and runs_as == 0:
+        raise SpecUnsupported("security.runAsNonRoot: the process would run as root (uid 0); set runAsUser")
+    if sec.capabilities_drop and runs_as == 0:
+        raise SpecUnsupported("security.capabilitiesDrop: a process running as root keeps its capabilities; "
+                              "set a non-root runAsUser")
+    if sec.capabilities_drop and sec.allow_privilege_escalation:
+        raise SpecUnsupported("security.capabilitiesDrop: the process runtime drops capabilities with "
+                              "no_new_privs, which allowPrivilegeEscalation=true forbids")
+    escalation = sec.allow_privilege_escalation
+    nnp = escalation is False or (escalation is None and (sec.run_as_non_root or bool(sec.capabilities_drop)))
+    return ProcessSandbox(uid, gid, no_new_privs=nnp, clear_ambient=bool(sec.capabilities_drop))
+
+
+def _identity(sec: Security, agent_uid: int, agent_gid: int,
+              primary_gid: Callable[[int], int | None]) -> tuple[int | None, int | None]:
+    """(uid, gid) to switch to; None where the agent's own id stays."""
+    if agent_uid != 0:  # an unprivileged agent can only start processes as itself
+        if sec.run_as_user not in (None, agent_uid):
+            raise SpecUnsupported(f"security.runAsUser: the agent runs as uid {agent_uid} (not root) and cannot "
+                                  f"start a process as uid {sec.run_as_user}")
+        if sec.run_as_group not in (None, agent_gid):
+            raise SpecUnsupported(f"security.runAsGroup: the agent runs as gid {agent_gid} (not root) and cannot "
+                                  f"start a process as gid {sec.run_as_group}")
+        return None, None
+    if sec.run_as_user in (None, 0):
+        return None, sec.run_as_group
+    gid = sec.run_as_group if sec.run_as_group is not None else primary_gid(sec.run_as_user)
+    if gid is None:
+        raise SpecUnsupported(f"security.runAsGroup: uid {sec.run_as_user} has no passwd entry on this host to "
+                              "take its group from; set runAsGroup")
+    return sec.run_as_user, gid
+
+
+def _primary_gid(uid: int) -> int | None:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
+
+
+def _setpriv_argv(setpriv: str, box: ProcessSandbox) -> list[str]:
+    """The `setpriv` prefix that switches ids right before the workload's exec (util-linux; root only)."""
+    if not box.switches:
+        return []
+    ids = [f"--reuid={box.uid}"] if box.uid is not None else []
+    ids += [f"--regid={box.gid}"] if box.gid is not None else []
+    return [setpriv, *ids, "--clear-groups", "--"]
+
+
 class ProcessRuntime:
     def __init__(self, *, node_id: str, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.node_id = node_id
@@ -73,6 +176,7 @@ class ProcessRuntime:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._ps: dict[str, Any] = {}  # psutil.Process per instance, for cpu_percent deltas
         self._sh = shutil.which("sh") or "/bin/sh"
+        self._setpriv = shutil.which("setpriv")
 
     # ---- files -------------------------------------------------------------------------------------------
 
@@ -160,11 +264,23 @@ class ProcessRuntime:
     async def ensure_image(self, image: str, progress: ProgressFn | None = None) -> None:
         return None  # no images: the command runs on the host
 
+    def _sandbox(self, spec: ReplicaSpec) -> ProcessSandbox:
+        box = process_sandbox(spec.security, agent_uid=os.geteuid(), agent_gid=os.getegid(),
+                              primary_gid=_primary_gid)
+        if box.switches and self._setpriv is None:
+            raise SpecUnsupported("security.runAsUser: switching users needs `setpriv` (util-linux), not found")
+        if (box.no_new_privs or box.clear_ambient) and _prctl() is None:
+            raise SpecUnsupported("security.allowPrivilegeEscalation: cannot call prctl() on this host")
+        return box
+
     async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
         _check(spec)
+        box = self._sandbox(spec)
         instance_id = f"p-{spec.replica_id}-{secrets.token_hex(3)}"
         d = self._dir(instance_id)
         (d / "work").mkdir(parents=True)
+        if box.switches:  # its HOME and default cwd; the instance dir itself stays the agent's
+            os.chown(d / "work", -1 if box.uid is None else box.uid, -1 if box.gid is None else box.gid)
         meta = {
             "labels": instance_labels(self.node_id, spec, generation),
             "argv": [*spec.command, *spec.args],
@@ -172,6 +288,7 @@ class ProcessRuntime:
             "working_dir": spec.working_dir,
             "memory_bytes": spec.memory_bytes,
             "cpu_millis": spec.cpu_millis,
+            "sandbox": asdict(box),
             "created_at": self.clock(),
         }
         self._write_json(d / "meta.json", meta)
@@ -192,8 +309,14 @@ class ProcessRuntime:
                 logf.replace(d / "log.1")
         cwd = meta.get("working_dir") or str(d / "work")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
-        limits = _limits(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0))
-        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *meta["argv"]], cwd=cwd, env=env, log=logf,
+        box = ProcessSandbox(**meta.get("sandbox") or {})
+        limits = _limits(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0), box)
+        if box.switches and self._setpriv is None:
+            raise RuntimeFailed(f"cannot start {instance_id}", detail="setpriv (util-linux) is not installed")
+        # The wrapper stays the agent's (it records the exit code in the agent's directory); setpriv switches
+        # ids for the workload alone, so a workload running as another uid cannot rewrite meta.json.
+        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), *meta["argv"]]
+        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=env, log=logf,
                        limits=limits, what=instance_id)
         self._children[instance_id] = child
         self._ps.pop(instance_id, None)
@@ -244,11 +367,14 @@ class ProcessRuntime:
             raise RuntimeFailed("exec", detail="empty command")
         d = self._dir(instance_id)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
+        box = ProcessSandbox(**meta.get("sandbox") or {})
+        ids: dict[str, Any] = {"user": box.uid, "group": box.gid, "extra_groups": []} if box.switches else {}
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(  # runs as the workload does: same ids and flags
                 *argv, cwd=meta.get("working_dir") or str(d / "work"), env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_confine(box) if box.no_new_privs or box.clear_ambient else None, **ids)
+        except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
@@ -292,19 +418,49 @@ def _spawn(argv: list[str], *, cwd: str, env: dict[str, str], log: Path, limits:
         with open(log, "ab") as out:
             return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=limits,  # noqa: PLW1509 - only setrlimit/nice, async-safe
+                start_new_session=True, preexec_fn=limits,  # noqa: PLW1509 - only setrlimit, nice and prctl
             )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed (prctl)
         raise RuntimeFailed(f"cannot start {what}", detail=str(exc)) from exc
 
 
-def _limits(memory_bytes: int, cpu_millis: int) -> Callable[[], None]:
+def _limits(memory_bytes: int, cpu_millis: int, box: ProcessSandbox) -> Callable[[], None]:
+    confine = _confine(box)
+
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
         if memory_bytes > 0:
             resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         if 0 < cpu_millis < 1000 * (os.cpu_count() or 1):
             os.nice(10)
+        confine()
+
+    return apply
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl(2), or None where ctypes cannot reach libc."""
+    try:
+        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+def _confine(box: ProcessSandbox) -> Callable[[], None]:
+    """A preexec step applying `box`'s flags; they are inherited through setpriv and the wrapper's exec."""
+    prctl = _prctl() if box.no_new_privs or box.clear_ambient else None  # looked up before the fork
+    zero = ctypes.c_ulong(0)
+
+    def apply() -> None:
+        if not (box.no_new_privs or box.clear_ambient):
+            return
+        if prctl is None:  # create() refuses such a spec; never start one unconfined
+            raise OSError("prctl() is not available")
+        if box.clear_ambient:  # fails (EINVAL) only before Linux 4.3, which has no ambient capabilities
+            prctl(PR_CAP_AMBIENT, ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL), zero, zero, zero)
+        if box.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
     return apply
 
