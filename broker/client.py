@@ -129,6 +129,7 @@ class MqttClient:
     def __init__(self, settings: MqttSettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self._rng = rng or random.Random()
+        self._ssl_ctx: ssl.SSLContext | None = None
         self._paho = self._make_paho()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: dict[str, _Subscription] = {}
@@ -169,6 +170,7 @@ class MqttClient:
             if s.tls.cert_file is not None:
                 ctx.load_cert_chain(str(s.tls.cert_file), str(s.tls.key_file) if s.tls.key_file else None)
             c.tls_set_context(ctx)
+            self._ssl_ctx = ctx
         if s.will is not None:
             c.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
         c.on_connect = self._on_connect
@@ -199,6 +201,17 @@ class MqttClient:
             raise NotConnected(
                 f"no connection to mqtt://{self.settings.host}:{self.settings.port} within {timeout}s{detail}"
             ) from None
+
+    def reload_certificate(self) -> None:
+        """Load the (renewed) client certificate and key again from their files; the next (re)connect uses
+        them. The current connection stays up: its handshake was valid when it was made."""
+        tls = self.settings.tls
+        if self._ssl_ctx is None or tls is None or tls.cert_file is None:
+            raise MqttError("this client has no client certificate to reload")
+        try:
+            self._ssl_ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttError(f"cannot load the client certificate {tls.cert_file}: {exc}") from exc
 
     @property
     def connected(self) -> bool:

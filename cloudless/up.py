@@ -132,13 +132,59 @@ def _password_file(data_dir: Path, user: str, password: str) -> Path:
     return path
 
 
+def ensure_pki(data_dir: Path, mqtt_host: str) -> dict[str, Path]:
+    """The cluster CA (created once, in the coordinator's pki dir), the broker's TLS server certificate and a
+    dashboard client certificate for MQTT tools. Returns the paths."""
+    from coordinator.pki import CertificateAuthority, CertRole, key_pem, make_csr, new_key
+
+    pki = data_dir / "coordinator" / "pki"
+    ca, _ = CertificateAuthority.load_or_create(pki, "cluster", time.time())
+    out = {"ca": pki / "ca.pem", "revoked": pki / "revoked"}
+    tls = data_dir / "broker-tls"
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = new_key()  # the broker's server certificate: fresh at every start, for the names it listens on
+    hosts = sorted({mqtt_host, "127.0.0.1", "localhost"} - {"0.0.0.0"})
+    issued = ca.issue_server(key, hosts=hosts, now=time.time(), lifetime_s=365 * 86400)
+    _private(tls / "server.key", key_pem(key))
+    (tls / "server.pem").write_bytes(issued.cert_pem)
+    out |= {"server_cert": tls / "server.pem", "server_key": tls / "server.key"}
+    dash_cert, dash_key = data_dir / "credentials" / "dashboard.pem", data_dir / "credentials" / "dashboard.key"
+    if not dash_cert.exists():
+        dkey = new_key()
+        dash = ca.issue(make_csr(dkey, "dashboard@local"), identity="dashboard@local", role=CertRole.DASHBOARD,
+                        now=time.time(), lifetime_s=365 * 86400)
+        _private(dash_key, key_pem(dkey))
+        dash_cert.write_bytes(dash.cert_pem)
+    out |= {"dashboard_cert": dash_cert, "dashboard_key": dash_key}
+    return out
+
+
+def _private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _join_token(api: str, admin_token: str, ca: Path, data_dir: Path) -> Path:
+    """A one-use enrolment token for the local agent, minted through the API like an admin would."""
+    from cloudless.client import CoordinatorClient
+
+    client = CoordinatorClient(api, admin_token, ca=str(ca))
+    resp = client.request("POST", "/v1/tokens", body={"ttlSeconds": 600, "maxUses": 1})
+    path = data_dir / "credentials" / "local-agent.token"
+    _private(path, str(resp.body["token"]).encode())
+    return path
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cloudless.client import default_config_path, write_config
 
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    passwords = ensure_credentials(data_dir)
+    ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
     token = ensure_admin_token(data_dir)
+    pki = ensure_pki(data_dir, args.mqtt_host)
     children: list[Child] = []
     stopping = False
 
@@ -152,7 +198,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         broker, line = start_child(
             "broker",
             [*me, "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
-             "--auth-dir", str(data_dir / "broker-auth")],
+             "--auth-dir", str(data_dir / "broker-auth"), "--cert-auth", "--revoked", str(pki["revoked"]),
+             "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]), "--tls-ca", str(pki["ca"])],
             "cloudless broker: listening on",
         )
         children.append(broker)
@@ -160,27 +207,27 @@ def _cmd_up(args: argparse.Namespace) -> int:
         coord, line = start_child(
             "coordinator",
             [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port}",
-             "--data-dir", str(data_dir / "coordinator"), "--id", "local", "--username", "coordinator@local",
-             "--password-file", str(_password_file(data_dir, "coordinator@local", passwords["coordinator@local"]))],
+             "--data-dir", str(data_dir / "coordinator"), "--id", "local", "--pki"],
             "cloudless coordinator: API on",
         )
         children.append(coord)
         api = line.split("API on ", 1)[1].split()[0]
         config_path = args.config or default_config_path(os.environ)
-        write_config(config_path, api, token)
+        write_config(config_path, api, token, ca=str(pki["ca"]))
         if not args.no_agent:
-            agent, _ = start_child(
-                "agent",
-                [*me, "agent", "--broker", url, "--data-dir", str(data_dir / "agent"), "--node-id", "local",
-                 "--runtime", args.agent_runtime,
-                 "--password-file", str(_password_file(data_dir, "local", passwords["local"]))],
-                "cloudless agent: node",
-            )
+            agent_dir = data_dir / "agent"
+            argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", "local", "--runtime",
+                    args.agent_runtime]
+            if not (agent_dir / "identity" / "node.pem").exists():
+                argv += ["--token-file", str(_join_token(api, token, pki["ca"], data_dir))]
+            agent, _ = start_child("agent", argv, "cloudless agent: node")
             children.append(agent)
-        print(f"\nCloudless is up.\n  API:         {api}  (token in {data_dir / 'credentials' / 'admin-token'})\n"
+        print(f"\nCloudless is up (mutual TLS everywhere).\n"
+              f"  API:         {api}  (admin token in {data_dir / 'credentials' / 'admin-token'}, CA {pki['ca']})\n"
               f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
-              f"  dashboard:   point MQTT Explorer at {url} as user 'dashboard@local' "
-              f"(password in {data_dir / 'credentials' / 'mqtt-passwords'})\n\n"
+              f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
+              f"{pki['dashboard_cert']} / {pki['dashboard_key']}\n"
+              "  more nodes:  cloudless token create, then on the device: cloudless agent --token TOKEN\n\n"
               "Try:\n  cloudless get nodes\n  cloudless apply -f examples/hello.yaml\n"
               "  cloudless get workloads\n  cloudless describe workload hello\n"
               "Press Ctrl-C to stop.", flush=True)

@@ -33,12 +33,13 @@ from broker.wire import (
 )
 from cloudless import __version__
 from edge_agent import facts as node_facts
-from edge_agent import health
+from edge_agent import health, identity
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.desired import Accepted, consider
 from edge_agent.errors import AgentError, ImageUnavailable, RuntimeError_, StateError
 from edge_agent.gating import Gate, GateState
+from edge_agent.identity import NodeIdentity
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
@@ -70,6 +71,7 @@ class Agent:
         profile_name: str,
         heartbeat_interval_s: float,
         clock: Callable[[], float] = time.time,
+        identity: NodeIdentity | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id
@@ -99,6 +101,7 @@ class Agent:
         self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.commands = CommandHandler(self)
+        self.identity = identity
         self.reconciles = 0
         self.desired_received_at: float | None = None
 
@@ -118,6 +121,8 @@ class Agent:
         await self.mqtt.start()
         for coro in (self._reconcile_loop(), self._probe_loop(), self._heartbeat_loop()):
             self._tasks.append(asyncio.create_task(coro))
+        if self.identity is not None:
+            self._tasks.append(asyncio.create_task(self._renewal_loop()))
 
     async def stop(self) -> None:
         """Stop the agent itself; workloads keep running (they belong to the node, not to this process)."""
@@ -356,6 +361,40 @@ class Agent:
                 self.wake()
         finally:
             self._probing.discard(key)
+
+    # ---- certificate renewal -----------------------------------------------------------------------------
+
+    async def _renewal_loop(self) -> None:
+        while True:  # noqa: ASYNC110 - a timer, not a condition poll
+            await asyncio.sleep(await self.renew_once())
+
+    async def renew_once(self) -> float:
+        """Renew when 2/3 of the certificate's life has passed; returns how long to wait before looking again."""
+        ident = self.identity
+        assert ident is not None
+        now = self.clock()
+        if ident.expired(now):
+            log.error("node certificate expired at %s: the broker will refuse this node. Re-enrol: restart the agent "
+                      "with --token NEW_TOKEN (from `cloudless token create`); workloads keep running meanwhile",
+                      time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ident.not_after)))
+            return 600.0
+        if not ident.renew_due(now):
+            due = ident.not_before + identity.RENEW_AT * (ident.not_after - ident.not_before)
+            return max(1.0, min(3600.0, due - now))
+        try:
+            renewed = await asyncio.to_thread(identity.renew, ident)
+        except identity.EnrolmentError as exc:
+            log.warning("certificate renewal failed (%s); retrying, %.0f minutes before expiry", exc,
+                        (ident.not_after - now) / 60)
+            return max(5.0, min(300.0, (ident.not_after - now) / 10))
+        self.identity = renewed
+        try:
+            self.mqtt.reload_certificate()
+        except MqttError as exc:
+            log.error("renewed certificate not loaded: %s", exc)
+        log.info("node certificate renewed: valid until %s", time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                          time.gmtime(renewed.not_after)))
+        return 1.0
 
     # ---- reporting ----------------------------------------------------------------------------------------
 

@@ -8,9 +8,15 @@ import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent.errors import AgentError, ConfigError
+
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
+    from edge_agent.identity import NodeIdentity
 
 log = logging.getLogger("cloudless.agent")
 
@@ -27,7 +33,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "the workloads the coordinator assigns it (rootless Podman, or plain processes where containers are "
         "impossible). Workloads keep running while the broker is unreachable.",
     )
-    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    p.add_argument("--broker", default=None, metavar="URL",
+                   help="mqtt://HOST:PORT or mqtts://HOST:PORT (default: the broker named at enrolment)")
+    p.add_argument("--token", default=None, help="enrolment token from `cloudless token create` (first start, or "
+                   "re-enrolment after the certificate expired); prefer --token-file or $CLOUDLESS_TOKEN")
+    p.add_argument("--token-file", type=Path, default=None, help="file holding the enrolment token")
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"node identity, local state and logs (default {default_data_dir()})")
     p.add_argument("--node-id", default=None,
@@ -43,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--containers-conf", type=Path, default=os.environ.get("CONTAINERS_CONF") or None,
                    help="containers.conf for the Podman service this agent starts (default $CONTAINERS_CONF)")
     p.add_argument("--username", default=None, help="broker username (default: the node id)")
-    p.add_argument("--password-file", type=Path, default=None, help="file holding the broker password")
+    p.add_argument("--password-file", type=Path, default=None,
+                   help="file holding a broker password: password authentication instead of the enrolled "
+                   "certificate (development, or brokers without mutual TLS)")
     p.add_argument("--tls-ca", type=Path, default=None, help="CA bundle to verify the broker (mqtts)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="SECONDS",
                    help="override the profile's heartbeat interval")
@@ -75,13 +87,19 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     node_id = resolve_node_id(data_dir, args.node_id)
     password = _read_secret(args.password_file)
+    token = _read_secret(args.token_file) or args.token or os.environ.get("CLOUDLESS_TOKEN") or None
+    if password is None and token is None and not (data_dir / "identity" / "node.pem").exists():
+        raise ConfigError("this node has no identity yet: enrol it with --token TOKEN (from `cloudless token "
+                          "create` on the coordinator), or use --password-file for password authentication")
+    if args.broker is None and password is not None:
+        raise ConfigError("--broker: required with --password-file")
     return AgentConfig(
-        broker=parse_broker_url(args.broker), data_dir=data_dir, node_id=node_id,
+        broker=parse_broker_url(args.broker) if args.broker else None, data_dir=data_dir, node_id=node_id,
         username=args.username or node_id, password=Secret(password) if password is not None else None,
         profile=args.profile, runtime=args.runtime, labels=parse_labels(args.labels), zone=args.zone,
         podman_socket=args.podman_socket, containers_conf=args.containers_conf,
         heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
-        tls_ca=args.tls_ca, sensor_file=args.sensor_file,
+        tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
     )
 
 
@@ -103,6 +121,7 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
     from edge_agent.agent import Agent
+    from edge_agent.config import parse_broker_url
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
 
@@ -110,26 +129,60 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
     runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
     will = NodeStatus(node_id=cfg.node_id, presence=Presence.OFFLINE, ts=0.0, schedulable=False)
-    tls = ClientTls(ca_file=cfg.tls_ca) if cfg.broker.tls else None
+    identity = None
+    if cfg.password is None:
+        identity = await _identity(cfg)
+    broker = cfg.broker or parse_broker_url(identity.broker_url if identity else "")
+    tls: ClientTls | None
+    if identity is not None:
+        tls = ClientTls(ca_file=identity.ca, cert_file=identity.cert, key_file=identity.key)
+    else:
+        tls = ClientTls(ca_file=cfg.tls_ca) if broker.tls else None
     settings = MqttSettings(
-        host=cfg.broker.host, port=cfg.broker.port, client_id=cfg.node_id, username=cfg.username,
-        password=cfg.password, tls=tls, keepalive_s=cfg.keepalive_s, clean_session=True,
-        will=Will(topics.node_status(cfg.node_id), wire.encode(will), qos=1, retain=True),
+        host=broker.host, port=broker.port, client_id=cfg.node_id,
+        username=None if identity else cfg.username, password=cfg.password, tls=tls, keepalive_s=cfg.keepalive_s,
+        clean_session=True, will=Will(topics.node_status(cfg.node_id), wire.encode(will), qos=1, retain=True),
     )
     agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
-                  profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s)
+                  profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s,
+                  identity=identity)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    until = ""
+    if identity is not None:
+        until = f", certificate until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(identity.not_after))}"
     print(f"cloudless agent: node {cfg.node_id} running ({agent.runtime_info.name}"
           f"{', rootless' if agent.runtime_info.rootless else ''}), broker "
-          f"{'mqtts' if cfg.broker.tls else 'mqtt'}://{cfg.broker.host}:{cfg.broker.port}", flush=True)
+          f"{'mqtts' if broker.tls else 'mqtt'}://{broker.host}:{broker.port}{until}", flush=True)
     await stop.wait()
     log.info("stopping the agent (workloads keep running)")
     await agent.stop()
     return 0
+
+
+async def _identity(cfg: AgentConfig) -> NodeIdentity:
+    """The enrolled identity, enrolling (or re-enrolling after expiry) with the token when needed."""
+    from edge_agent import identity as ident
+
+    current = ident.load(cfg.data_dir)
+    now = time.time()
+    if current is not None and not current.expired(now):
+        return current
+    if cfg.token is None:
+        assert current is not None  # build_config refused a node with neither identity nor token
+        raise ConfigError(
+            f"the node certificate expired at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(current.not_after))} "
+            "(the node was offline past its lifetime): re-enrol with --token NEW_TOKEN from `cloudless token create`; "
+            "its workloads keep running meanwhile")
+    why = "expired certificate" if current is not None else "first start"
+    log.info("enrolling node %s (%s) ...", cfg.node_id, why)
+    enrolled = await asyncio.to_thread(ident.enrol, cfg.data_dir, cfg.node_id, str(cfg.token))
+    log.info("enrolled: certificate valid until %s", time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                   time.gmtime(enrolled.not_after)))
+    return enrolled
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ class BrokerAddress:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    broker: BrokerAddress
+    broker: BrokerAddress | None  # None: the broker named at enrolment
     data_dir: Path
     node_id: str
     username: str
@@ -44,10 +44,13 @@ class AgentConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     sensor_file: Path | None = None
+    token: Secret | None = None  # enrolment token (first start or re-enrolment)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
     parts = urlsplit(url)
+    if not url:
+        raise ConfigError("no broker: give --broker mqtts://HOST:PORT (the enrolment did not name one)")
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(f"--broker: expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {url!r}")
     try:

@@ -1,0 +1,213 @@
+"""The node's identity (adapter): enrolment with a join token, the key that never leaves the device, renewal.
+
+Enrolment (ARCHITECTURE §6). The token is a signed JWT the agent cannot verify (it has no secret), so it only
+reads two claims from it: where to enrol (`url`) and the SHA-256 fingerprint of the cluster CA (`ca`). It
+fetches the CA certificate from that URL without trusting the connection, accepts it only if the fingerprint
+matches (a man in the middle cannot forge a CA with the pinned fingerprint), and from then on talks TLS verified
+against that CA: it sends the token and a CSR for a key pair it made itself (the private key never leaves the
+device) and gets back its node certificate. HTTPS was chosen over an anonymous MQTT topic because the broker
+then never admits a client without a certificate (no anonymous listener to harden), and the pinned-CA exchange
+is the well-trodden kubeadm join pattern.
+
+Files, in DATA_DIR/identity/ (the directory 0700, the key 0600): node.key, node.pem, ca.pem, enrolment.json
+(API URL, broker URL, validity). Renewal happens at 2/3 of the certificate's lifetime over mutual TLS with the
+current certificate; a node offline past expiry must re-enrol with a new token (`--token`), and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+DIR = "identity"
+KEY, CERT, CA, META = "node.key", "node.pem", "ca.pem", "enrolment.json"
+RENEW_AT = 2 / 3
+TIMEOUT_S = 30.0
+
+
+class EnrolmentError(AgentError):
+    """Enrolment or renewal failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    directory: Path
+    node_id: str
+    api_url: str
+    broker_url: str
+    not_before: float
+    not_after: float
+
+    @property
+    def key(self) -> Path:
+        return self.directory / KEY
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / CERT
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / CA
+
+    def renew_due(self, now: float) -> bool:
+        return now >= self.not_before + RENEW_AT * (self.not_after - self.not_before)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.not_after
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The JWT payload, unverified (see the module docstring for why that is safe here)."""
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError) as exc:
+        raise EnrolmentError(f"--token: not a Cloudless enrolment token ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(data.get("ca"), str):
+        raise EnrolmentError("--token: no enrolment URL or CA pin in it; mint one with `cloudless token create`")
+    if not data["url"].startswith("https://"):
+        raise EnrolmentError(f"--token: enrolment URL {data['url'][:80]!r} is not https://")
+    return data
+
+
+def load(data_dir: Path) -> NodeIdentity | None:
+    d = data_dir / DIR
+    try:
+        meta = json.loads((d / META).read_text())
+        if not (d / KEY).exists() or not (d / CERT).exists():
+            return None
+        return NodeIdentity(d, str(meta["node_id"]), str(meta["api_url"]), str(meta["broker_url"]),
+                            float(meta["not_before"]), float(meta["not_after"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EnrolmentError(f"{d / META} is damaged ({exc}); re-enrol with --token") from None
+
+
+def enrol(data_dir: Path, node_id: str, token: str) -> NodeIdentity:
+    """Blocking (call from a thread): the whole enrolment exchange; raises EnrolmentError with the reason."""
+    claims = token_claims(token)
+    url = claims["url"].rstrip("/")
+    d = data_dir / DIR
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_pem = _fetch_ca(url, claims["ca"])
+    _write(d / CA, ca_pem, 0o644)
+    key_pem, csr_pem = _key_and_csr(d / KEY, node_id)
+    ctx = ssl.create_default_context(cafile=str(d / CA))
+    reply = _post(f"{url}/v1/enroll", {"token": token, "nodeId": node_id, "csr": csr_pem.decode()}, ctx)
+    return _save(d, node_id, url, reply, key_pem)
+
+
+def renew(identity: NodeIdentity) -> NodeIdentity:
+    """Blocking: a new certificate for a new key, authenticated with the current certificate (mutual TLS)."""
+    ctx = ssl.create_default_context(cafile=str(identity.ca))
+    ctx.load_cert_chain(str(identity.cert), str(identity.key))
+    new_key = identity.directory / (KEY + ".new")
+    key_pem, csr_pem = _key_and_csr(new_key, identity.node_id, fresh=True)
+    reply = _post(f"{identity.api_url}/v1/renew", {"csr": csr_pem.decode()}, ctx)
+    new_key.replace(identity.key)
+    return _save(identity.directory, identity.node_id, identity.api_url,
+                 {**reply, "broker": identity.broker_url}, key_pem)
+
+
+def _fetch_ca(url: str, pinned: str) -> bytes:
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # deliberately: what we get is checked against the pinned fingerprint
+    try:
+        with urllib.request.urlopen(f"{url}/v1/ca", timeout=TIMEOUT_S, context=insecure) as resp:  # noqa: S310
+            pem: bytes = resp.read(65536)
+    except (urllib.error.URLError, OSError) as exc:
+        raise EnrolmentError(f"cannot reach the coordinator at {url} to enrol: {exc}; check the network, or ask for "
+                             "a token with the right URL") from None
+    try:
+        der = ssl.PEM_cert_to_DER_cert(pem.decode())
+    except (ValueError, UnicodeDecodeError):
+        raise EnrolmentError(f"{url}/v1/ca did not return a PEM certificate") from None
+    if hashlib.sha256(der).hexdigest() != pinned.lower():
+        raise EnrolmentError(f"the server at {url} does not hold the cluster CA pinned in the token: wrong URL, or "
+                             "someone is impersonating the coordinator. Nothing was sent.")
+    return pem
+
+
+def _key_and_csr(path: Path, node_id: str, *, fresh: bool = False) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if path.exists() and not fresh:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise EnrolmentError(f"{path}: not an ECDSA key; delete it to make a new one")
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    _write(path, key_pem, 0o600)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
+           .sign(key, hashes.SHA256()))
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def _post(url: str, body: dict[str, str], ctx: ssl.SSLContext) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",  # noqa: S310 - https only
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S, context=ctx) as resp:  # noqa: S310
+            data = json.loads(resp.read(1024 * 1024))
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read(65536))["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise EnrolmentError(f"the coordinator refused: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise EnrolmentError(f"cannot talk to the coordinator at {url}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("certificate"), str):
+        raise EnrolmentError(f"{url}: unexpected answer (no certificate)")
+    return data
+
+
+def _save(d: Path, node_id: str, api_url: str, reply: dict[str, Any], key_pem: bytes) -> NodeIdentity:
+    from cryptography import x509
+
+    cert_pem = reply["certificate"].encode()
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    _write(d / CERT, cert_pem, 0o644)
+    if isinstance(reply.get("ca"), str):
+        _write(d / CA, reply["ca"].encode(), 0o644)
+    identity = NodeIdentity(d, node_id, api_url, str(reply.get("broker") or ""),
+                            cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+    meta = {"node_id": node_id, "api_url": api_url, "broker_url": identity.broker_url,
+            "not_before": identity.not_before, "not_after": identity.not_after}
+    _write(d / META, json.dumps(meta).encode(), 0o600)
+    del key_pem
+    return identity
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
