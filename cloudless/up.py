@@ -109,27 +109,22 @@ def stop_children(children: list[Child]) -> None:
 
 
 def ensure_admin_token(data_dir: Path) -> str:
-    """The API's admin token: created once (0600), its digest registered with the coordinator."""
+    """The API's tokens, created once (0600): an admin token (returned, written to the CLI config) and a
+    read-only viewer token (credentials/viewer-token, e.g. for dashboards); their digests go to the coordinator."""
     from broker.auth import _write_private
     from coordinator.cli import write_token_digests
 
-    token_file = data_dir / "credentials" / "admin-token"
-    if token_file.exists():
-        token = token_file.read_text().strip()
-    else:
-        token = secrets.token_urlsafe(32)
-        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(token_file, token + "\n")
-    write_token_digests(data_dir / "coordinator", {"admin": token})
-    return token
-
-
-def _password_file(data_dir: Path, user: str, password: str) -> Path:
-    from broker.auth import _write_private
-
-    path = data_dir / "credentials" / f"{user.replace('@', '-')}.password"
-    _write_private(path, password + "\n")
-    return path
+    tokens = {}
+    for name in ("admin", "viewer"):
+        token_file = data_dir / "credentials" / f"{name}-token"
+        if token_file.exists():
+            tokens[name] = token_file.read_text().strip()
+        else:
+            tokens[name] = secrets.token_urlsafe(32)
+            token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _write_private(token_file, tokens[name] + "\n")
+    write_token_digests(data_dir / "coordinator", tokens, roles={"admin": "admin", "viewer": "viewer"})
+    return tokens["admin"]
 
 
 def ensure_pki(data_dir: Path, mqtt_host: str) -> dict[str, Path]:
