@@ -48,7 +48,7 @@ from broker.acl import Acl, Role  # noqa: E402
 from broker.auth import AuthFiles  # noqa: E402
 from broker.passwords import hash_password  # noqa: E402
 from tests.integration.agent_env import CONTAINERS_CONF, IMAGE, AgentProc  # noqa: E402
-from tests.integration.cluster_env import ApiError, CoordinatorProc  # noqa: E402
+from tests.integration.cluster_env import SECURE, ApiError, CoordinatorProc  # noqa: E402
 from tests.integration.conftest import BrokerUnderTest  # noqa: E402
 
 COORDINATOR = "coordinator@test"  # the user CoordinatorProc connects as
@@ -152,6 +152,8 @@ def idle_workload(name: str, node: str) -> dict[str, Any]:
             "image": IMAGE, "command": ["sleep", "3600"], "replicas": REPLICAS,
             "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
             "placement": {"strategy": "binpack", "nodeSelector": {"bench-node": node}},
+            # the process runtime cannot make a root filesystem read-only (the policy only warns about it)
+            "securityContext": {k: v for k, v in SECURE.items() if k != "readOnlyRootFilesystem"},
         },
     }
 

@@ -29,7 +29,7 @@ from coordinator.errors import SpecError
 from coordinator.identity import IdentityService
 from coordinator.model import NodeAdmin
 from coordinator.pki import CertRole, PkiError
-from coordinator.service import CommandFailed, Coordinator, NotFound
+from coordinator.service import CommandFailed, Coordinator, NotFound, PolicyDenied
 from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
 
@@ -305,6 +305,11 @@ class Api(_IdentityHandlers):
         except NotFound as exc:
             status = 404
             return error(404, str(exc))
+        except PolicyDenied as exc:
+            status = 403
+            errors = [{"path": v.field, "message": f"{v.message} ({v.policy}/{v.rule})"}
+                      for v in exc.decision.violations if v.action == "deny"]
+            return error(403, str(exc), field=errors[0]["path"] if errors else None, errors=errors)
         except PkiError as exc:
             status = 400
             return error(400, str(exc))

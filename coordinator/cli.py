@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the broker URL enrolled devices are told to dial (default: --broker)")
     p.add_argument("--api-hostname", action="append", default=[], metavar="NAME",
                    help="extra names/IPs for the API's TLS certificate (repeatable)")
+    p.add_argument("--policy", type=Path, action="append", default=[], metavar="FILE",
+                   help="admission policy file (YAML, repeatable); replaces the secure default set")
     p.add_argument("--cert-lifetime", type=float, default=3 * 86400, metavar="SECONDS",
                    help="node certificate lifetime (default 3 days; agents renew at 2/3)")
     p.set_defaults(func=_cmd_coordinator)
@@ -117,6 +119,23 @@ def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # typ
     return tls, ctx
 
 
+def _policies(files: list[Path]):  # type: ignore[no-untyped-def]
+    if not files:
+        return None
+    import yaml
+
+    from coordinator.policy import Policy, load_policies
+
+    loaded: tuple[Policy, ...] = ()
+    for path in files:
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CoordinatorConfigError(f"--policy {path}: {exc}") from None
+        loaded += load_policies(docs, source=str(path), known=loaded)
+    return loaded
+
+
 def _cmd_coordinator(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
@@ -165,7 +184,7 @@ async def _run(args: argparse.Namespace) -> int:
                             client_id=name, username=None if tls else name, password=password, keepalive_s=10,
                             tls=tls, will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
     cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
-        heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after))
+        heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
     coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings))
     await coord.start()
     if identity is not None:

@@ -40,6 +40,7 @@ from coordinator import lifecycle, membership, model
 from coordinator.errors import CoordinatorError
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
+from coordinator.policy import Decision, Policy, default_policies, evaluate
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
 from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
@@ -61,6 +62,14 @@ class CommandFailed(CoordinatorError):
     pass
 
 
+class PolicyDenied(CoordinatorError):
+    """The admission policy refused a workload; `decision` lists every violation."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__("denied by admission policy: " + "; ".join(decision.reasons))
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     coordinator_id: str = "main"
@@ -69,6 +78,7 @@ class CoordinatorConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     api_url: str = ""
     seed: int = 0
+    policies: tuple[Policy, ...] | None = None  # None: the secure default set
 
 
 @dataclass
@@ -458,6 +468,7 @@ class Coordinator:
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
         w = parse_workload(doc)
+        self.admit(w)
         canonical = workload_to_doc(w)
         h = spec_hash(w)
         now = self.clock()
@@ -485,6 +496,22 @@ class Coordinator:
             await self._flush()
         self.wake()
         return rec, old is None, True
+
+    def admit(self, w: Workload) -> Decision:
+        """Run the admission policy; every decision is recorded as an event; a denial raises PolicyDenied."""
+        policies = self.cfg.policies if self.cfg.policies is not None else default_policies()
+        decision = evaluate(policies, w)
+        obj = f"workload/{w.key}"
+        for v in decision.violations:
+            self.event("Warning" if v.action != "audit" else "Normal", f"Policy{str(v.action).title()}", obj,
+                       f"{v.field}: {v.message} ({v.policy}/{v.rule})")
+        if not decision.allowed:
+            self.event("Warning", "PolicyDenied", obj, f"refused by admission policy ({len(decision.reasons)} "
+                       "violation(s))")
+            raise PolicyDenied(decision)
+        if not decision.violations:
+            self.event("Normal", "PolicyAllowed", obj, f"admitted by {', '.join(decision.policies) or 'no policy'}")
+        return decision
 
     @staticmethod
     def _rev(revision: int, h: str, doc: dict[str, Any], now: float, cause: str) -> dict[str, Any]:

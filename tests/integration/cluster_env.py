@@ -106,6 +106,11 @@ def until(pred: Callable[[], object], timeout: float, what: str, *logs: Callable
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{detail}")
 
 
+# what the secure default admission policy asks of every workload
+SECURE = {"runAsNonRoot": True, "runAsUser": 65534, "readOnlyRootFilesystem": True,
+          "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def httpd_workload(name: str, *, replicas: int = 3, image: str = "localhost/cloudless/busybox:latest",
                    readiness_path: str = "/", **spec: Any) -> dict[str, Any]:
     return {
@@ -117,6 +122,7 @@ def httpd_workload(name: str, *, replicas: int = 3, image: str = "localhost/clou
             "readinessProbe": {"httpGet": {"path": readiness_path, "port": 8080}, "periodSeconds": 0.5,
                                "failureThreshold": 2},
             "placement": {"spread": "node"},
+            "securityContext": SECURE,
             **spec,
         },
     }

@@ -114,6 +114,21 @@ def test_a_misspelled_field_is_rejected_with_its_path(cluster: Cluster) -> None:
     assert "replicas" in err["errors"][0]["message"]  # the suggestion
 
 
+def test_the_admission_policy_refuses_an_unsafe_workload_and_records_why(cluster: Cluster) -> None:
+    doc = httpd_workload("unsafe")
+    doc["spec"]["securityContext"] = {**doc["spec"]["securityContext"], "hostNetwork": True}
+    with pytest.raises(ApiError) as info:
+        cluster.coord.apply(doc)
+    assert info.value.status == 403
+    assert info.value.body["error"]["field"] == "spec.securityContext.hostNetwork"
+    events = cluster.coord.request("GET", "/v1/events?object=workload/default/unsafe")["items"]
+    reasons = [e["reason"] for e in events]
+    assert "PolicyDeny" in reasons and reasons[-1] == "PolicyDenied"
+    assert any("hostNetwork" in e["message"] for e in events if e["reason"] == "PolicyDeny")
+    with pytest.raises(ApiError):
+        cluster.coord.workload("unsafe")  # nothing was stored
+
+
 def test_unauthenticated_requests_are_refused(cluster: Cluster) -> None:
     with pytest.raises(ApiError) as info:
         cluster.coord.request("GET", "/v1/nodes", token="wrong")

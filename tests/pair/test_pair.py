@@ -33,7 +33,10 @@ IMAGE = "localhost/cloudless/busybox:latest"
 def workload(name: str, replicas: int, **spec: object) -> dict[str, object]:
     return {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": name},
             "spec": {"image": IMAGE, "command": ["sleep", "300"], "replicas": replicas,
-                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}}, **spec}}
+                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "readOnlyRootFilesystem": True,
+                                         "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                     **spec}}
 
 
 @dataclass
