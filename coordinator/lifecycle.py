@@ -139,18 +139,13 @@ def plan(w: WorkloadRecord, replicas: Sequence[ReplicaView], params: RolloutPara
         healthy_current = [v for v in healthy_current if v not in extras]
         ready_count -= sum(1 for v in extras if v.ready)
 
-    if params.recreate and any(v.record.spec_hash != w.spec_hash for v in active):
+    old_stopping = any(v.record.phase == ReplicaPhase.STOPPING and v.record.spec_hash != w.spec_hash
+                       and v.record.replica_id not in forget for v in replicas)
+    if params.recreate and (old_stopping or any(v.record.spec_hash != w.spec_hash for v in active)):
+        # Recreate: every old replica goes first; new ones only once no old one runs or is still stopping
         stop += [(v.record.replica_id, "recreate: old revision") for v in retiring]
-        still_stopping = any(v.record.phase == ReplicaPhase.STOPPING for v in replicas)
-        place = 0 if retiring or still_stopping else max(0, n - len(healthy_current))
+        place = 0 if retiring or old_stopping else max(0, n - len(healthy_current))
     else:
-        want = n - len(healthy_current)
-        if want > 0:
-            if retiring:
-                budget = n + params.max_surge - (len(active) - len(stop))
-                place = max(0, min(want, budget))
-            else:
-                place = want
         floor = params.floor
         for v in sorted(retiring, key=lambda v: (v.ready, v.record.created_at, v.record.replica_id)):
             why = "node draining" if v.node_draining and v.record.spec_hash == w.spec_hash else "rolling update"
@@ -159,6 +154,15 @@ def plan(w: WorkloadRecord, replicas: Sequence[ReplicaView], params: RolloutPara
             elif ready_count - 1 >= floor:
                 stop.append((v.record.replica_id, why))
                 ready_count -= 1
+        # placed after the stops above, so the surge room they free is used in this same plan (idempotence:
+        # applying the plan and planning again gives no further placement)
+        want = n - len(healthy_current)
+        if want > 0:
+            if retiring:
+                budget = n + params.max_surge - (len(active) - len(stop))
+                place = max(0, min(want, budget))
+            else:
+                place = want
     # (replicas on lost nodes are no longer active, so `want` above already counts their replacements)
 
     # rollout progress

@@ -97,7 +97,7 @@ def on_status(info: NodeInfo | None, msg: NodeStatus, now: float) -> tuple[NodeI
         info = replace(info, status=msg, last_seen=now)
     else:
         crashed = msg.ts == WILL_TS
-        if info.state is NodeState.ONLINE or (crashed and info.state is not NodeState.LOST):
+        if info.state in (NodeState.ONLINE, NodeState.SUSPECT) or (crashed and info.state is not NodeState.LOST):
             if crashed:
                 info = _transition(info, NodeState.LOST, now)
                 events.append(MembershipEvent(node, "NodeLost", f"node {node} disconnected abnormally "
