@@ -17,6 +17,8 @@ scenarios against Mosquitto):
 4. Offline queue. Messages for a disconnected persistent session are queued (bounded; oldest dropped with a
    warning) and delivered with retain=0 on reconnect (amqtt sets retain=1, §3.3.1.9 says 0); QoS is
    min(publish QoS, subscription QoS) (§3.8.4), where amqtt used the subscription's.
+6. Revocation. With certificate authentication, a certificate revoked while its client is connected loses
+   that connection within a second (the revocation list is re-read on change).
 5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
    ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
    username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.
@@ -52,12 +54,22 @@ from amqtt.session import (
 from amqtt.utils import gen_client_id
 
 from broker.acl import Acl, Identity
-from broker.auth import AnonymousAuthenticator, Authenticator, AuthRejected, ConnectInfo, peer_cert
+from broker.auth import (
+    AnonymousAuthenticator,
+    Authenticator,
+    AuthRejected,
+    CertAuthenticator,
+    ConnectInfo,
+    PeerCert,
+    peer_cert,
+)
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: disconnect after one and a half keep-alive periods of silence
 _IDENTITY_ATTR = "cloudless.identity"
+_CERT_ATTR = "cloudless.cert"
+REVOCATION_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +212,7 @@ class EmbeddedBroker(Broker):
             session = incoming
             session.parent = 0
         session.attributes[_IDENTITY_ATTR] = verdict
+        session.attributes[_CERT_ATTR] = peer_cert(session.ssl_object)
         # amqtt treats anonymous sessions as non-persistent; every client we admitted has an identity.
         session.is_anonymous = False
         # amqtt's reader waits `keep_alive` seconds for the next packet; a float is fine for asyncio.wait_for.
@@ -380,6 +393,34 @@ class EmbeddedBroker(Broker):
         msg = OutgoingApplicationMessage(None, topic, qos, data, False)
         assert msg.direction == OUTGOING
         queue.put_nowait(msg)
+
+    # ---- revocation (fix 6: a revoked certificate loses its live connection, not only its next one) ---------
+
+    async def start(self) -> None:
+        await super().start()
+        if isinstance(self.authenticator, CertAuthenticator):
+            self._revocation_task = asyncio.create_task(self._enforce_revocations())
+
+    async def shutdown(self) -> None:
+        task = getattr(self, "_revocation_task", None)
+        if task is not None:
+            task.cancel()
+        await super().shutdown()
+
+    async def _enforce_revocations(self) -> None:
+        assert isinstance(self.authenticator, CertAuthenticator)
+        while True:
+            await asyncio.sleep(REVOCATION_CHECK_S)
+            try:
+                revoked = self.authenticator.revoked()
+                for client_id, (session, handler) in list(self._sessions.items()):
+                    cert = session.attributes.get(_CERT_ATTR)
+                    if isinstance(cert, PeerCert) and cert.serial in revoked and session.transitions.is_connected():
+                        log.warning("certificate %x of %s revoked: closing its connection", cert.serial, client_id)
+                        await handler.handle_connection_closed()
+                        await handler.stop()
+            except Exception:  # a damaged list or a racing disconnect must not end enforcement
+                log.exception("revocation check failed; retrying")
 
     # ---- introspection for tests and metrics ------------------------------------------------------------
 

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_parser(sub)
     from cloudless import ctl
     ctl.add_parser(sub)
+    from cloudless import admin_cli
+    admin_cli.add_parser(sub)
     from cloudless import policy_cli
     policy_cli.add_parser(sub)
     return parser

@@ -182,6 +182,7 @@ class _IdentityHandlers:
                              f"from {request.remote}: {result.reason}")
             return error(result.status, result.reason)
         issued, decision = result
+        self.coord.enrolled(decision.node_id)
         self.coord.event("Normal", "Enrolled", f"node/{decision.node_id}",
                          f"certificate {issued.serial:x} until {issued.not_after:.0f} (from {request.remote})")
         return web.json_response({"nodeId": decision.node_id, "certificate": issued.cert_pem.decode(),

@@ -113,6 +113,7 @@ class Coordinator:
         self._task: asyncio.Task[None] | None = None
         self._pending_ops: list[Any] = []
         self._replies: dict[str, asyncio.Future[CommandReply]] = {}
+        self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.ready = False
         self.last_round_s = 0.0
@@ -154,6 +155,9 @@ class Coordinator:
             self.replicas[r.replica_id] = r
         for e in await self.store.list("/nodes/"):
             self.admin[e.key.rsplit("/", 1)[1]] = model.from_json(NodeAdmin, e.value)
+        for e in await self.store.list("/certs/"):
+            if json.loads(e.value).get("revoked"):
+                self.revoked_nodes.add(e.key.rsplit("/", 1)[1])
         for e in await self.store.list("/nodegen/"):
             self.nodegen[e.key.rsplit("/", 1)[1]] = int(e.value)
         for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]:
@@ -189,6 +193,9 @@ class Coordinator:
     def _on_status(self, m: Message) -> None:
         msg = self._decode(m)
         if not isinstance(msg, NodeStatus):
+            return
+        if msg.node_id in self.revoked_nodes:
+            log.warning("ignored a status from revoked node %s", msg.node_id)
             return
         info, evs = membership.on_status(self.members.get(msg.node_id), msg, self.clock())
         self.members[msg.node_id] = info
@@ -626,10 +633,15 @@ class Coordinator:
     async def mark_revoked(self, node_id: str) -> None:
         """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once."""
         async with self._lock:
+            self.revoked_nodes.add(node_id)
             info = self.members.get(node_id)
             if info is not None:
                 self.members[node_id] = membership.mark_lost(info, self.clock())
         self.wake()
+
+    def enrolled(self, node_id: str) -> None:
+        """A node (re-)enrolled with a fresh certificate: it may join again."""
+        self.revoked_nodes.discard(node_id)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         info = self.members.get(r.node) if r.node else None

@@ -31,10 +31,11 @@ class Up:
         self.mqtt, self.api = free_port(), free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.out: list[str] = []
+        self.extra: list[str] = []
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "cloudless", "up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt),
-                "--api-port", str(self.api), "--config", str(self.config)]
+                "--api-port", str(self.api), "--config", str(self.config), *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "CLOUDLESS_LOG_LEVEL": "WARNING"})
         assert self.proc.stdout is not None

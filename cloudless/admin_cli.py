@@ -1,0 +1,112 @@
+"""`cloudless token ...` and `cloudless node revoke`: enrolment tokens and certificate revocation, over the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from typing import TYPE_CHECKING
+
+from cloudless.ctl import Ctx, _add, _command, _connection
+
+if TYPE_CHECKING:
+    from cloudless.ctl import Sub
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30m, 1h or 2d, got {text!r}")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not 60 <= seconds <= 7 * 86400:
+        raise argparse.ArgumentTypeError("must be between 1m and 7d")
+    return seconds
+
+
+def labels(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected k=v[,k=v...], got {item!r}")
+        out[key] = value
+    return out
+
+
+def cmd_token_create(args: argparse.Namespace, ctx: Ctx) -> int:
+    body: dict[str, object] = {"ttlSeconds": args.ttl, "maxUses": args.max_uses}
+    if args.labels:
+        body["labels"] = args.labels
+    if args.zone:
+        body["zone"] = args.zone
+    resp = ctx.api.request("POST", "/v1/tokens", body=body)
+    data = resp.body
+    if args.output == "json":
+        ctx.out(json.dumps(data, indent=2))
+    else:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(data["expiresAt"])))
+        ctx.out(data["token"])
+        ctx.err(f"token {data['id']}: {data['maxUses']} use(s), valid until {until}. On the device:\n"
+                "  cloudless agent --token-file FILE   (or CLOUDLESS_TOKEN=... cloudless agent)")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, ctx: Ctx) -> int:
+    items = ctx.api.request("GET", "/v1/tokens").body["items"]
+    if args.output == "json":
+        ctx.out(json.dumps({"items": items}, indent=2))
+        return 0
+    ctx.out(f"{'ID':<18}{'USES':<8}{'EXPIRES':<20}{'REVOKED':<9}NODES")
+    for t in items:
+        exp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(t["expiresAt"])))
+        ctx.out(f"{t['id']:<18}{str(t['uses']) + '/' + str(t['maxUses']):<8}{exp:<20}"
+                f"{'yes' if t['revoked'] else 'no':<9}{','.join(t['nodes']) or '-'}")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, ctx: Ctx) -> int:
+    ctx.api.request("DELETE", f"/v1/tokens/{args.id}")
+    ctx.out(f"token/{args.id} revoked")
+    return 0
+
+
+def cmd_node_revoke(args: argparse.Namespace, ctx: Ctx) -> int:
+    data = ctx.api.request("POST", f"/v1/nodes/{args.node}/revoke").body
+    ctx.out(f"node/{args.node} revoked (certificate {data['serial']}); its replicas move to other nodes")
+    return 0
+
+
+def add_parser(sub: Sub) -> None:
+    conn = _connection()
+    p = _add(sub, "token", conn, func=lambda a, c: 2, help="enrolment tokens for new devices",
+             description="Mint, list and revoke one-time enrolment tokens. A token carries the coordinator's "
+             "URL and the cluster CA's fingerprint, so a device needs nothing else to join.",
+             examples="  cloudless token create --ttl 1h --max-uses 1 --zone home\n  cloudless token list\n"
+             "  cloudless token revoke 3f2a...")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("create", parents=[conn], help="mint a token (printed once on stdout)")
+    c.add_argument("--ttl", type=duration, default=3600.0, help="lifetime, e.g. 30m, 1h, 2d (default 1h, max 7d)")
+    c.add_argument("--max-uses", type=int, default=1, choices=range(1, 10001), metavar="N",
+                   help="devices that may enrol with it (default 1)")
+    c.add_argument("--labels", type=labels, default={}, metavar="K=V,...", help="labels for the enrolled nodes")
+    c.add_argument("--zone", default="", help="zone for the enrolled nodes")
+    c.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    c.set_defaults(func=_command(cmd_token_create))
+    ls = actions.add_parser("list", parents=[conn], help="list tokens (ids and uses; never the tokens)")
+    ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ls.set_defaults(func=_command(cmd_token_list))
+    r = actions.add_parser("revoke", parents=[conn], help="revoke a token")
+    r.add_argument("id")
+    r.set_defaults(func=_command(cmd_token_revoke))
+    n = _add(sub, "node", conn, func=lambda a, c: 2, help="node certificates (revoke)",
+             description="Revoke a node's certificate: the brokers refuse it (the embedded broker at once, Mosquitto "
+             "through the CRL the coordinator writes) and its replicas are rescheduled.",
+             examples="  cloudless node revoke pi-kitchen")
+    nactions = n.add_subparsers(dest="action", metavar="ACTION", required=True)
+    nr = nactions.add_parser("revoke", parents=[conn], help="revoke the node's certificate")
+    nr.add_argument("node")
+    nr.set_defaults(func=_command(cmd_node_revoke))

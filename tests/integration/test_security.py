@@ -1,0 +1,169 @@
+"""Attacks on a secure-by-default cluster (`cloudless up`: mutual TLS broker, HTTPS API, token enrolment):
+every token abuse is refused with a clear reason, an enrolled node cannot read or write another node's topics
+or pose as a coordinator, a revoked node is cut off at once, and renewal happens before expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import wire
+from broker.client import ClientTls, Message, MqttClient, MqttSettings
+from broker.errors import MqttError, NotConnected
+from broker.wire import topics
+from coordinator.enroll import TokenRecord, mint
+from edge_agent import identity as ident
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
+from edge_agent.gating import Gate
+from edge_agent.runtime.fake import FakeRuntime
+from firmware_profiles import load_profile
+from tests.integration.cluster_env import until
+from tests.integration.test_up import Up
+from tests.pair.fakebus import FakeBroker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    u = Up(tmp_path_factory.mktemp("secure"))
+    u.extra = ["--no-agent"]
+    u.start()
+    try:
+        yield u
+    finally:
+        u.stop()
+
+
+def token(up: Up, **body: object) -> str:
+    flags = [item for k, v in body.items() for item in ("--" + k.replace("_", "-"), str(v))]
+    out = up.cli("token", "create", "-o", "json", *flags)
+    return str(json.loads(out.stdout)["token"])
+
+
+def enrol(up: Up, tmp: Path, node: str, tok: str) -> ident.NodeIdentity:
+    return ident.enrol(tmp / node, node, tok)
+
+
+def refused(up: Up, tmp: Path, node: str, tok: str) -> str:
+    with pytest.raises(ident.EnrolmentError) as info:
+        enrol(up, tmp, node, tok)
+    return str(info.value)
+
+
+def _tamper(tok: str, **claims: object) -> str:
+    head, payload, sig = tok.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.update(claims)
+    new = base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{head}.{new}.{sig}"
+
+
+def test_token_abuse_is_refused_with_a_reason(cluster: Up, tmp_path: Path) -> None:
+    secret = (cluster.data / "coordinator" / "pki" / "enroll.secret").read_bytes().strip()
+    good = token(cluster, max_uses=1)
+    claims = ident.token_claims(good)
+    # expired (minted with the cluster's own secret, an hour in the past)
+    old = TokenRecord("expired0000000", max_uses=5, expires_at=time.time() - 3600)
+    expired = mint(secret, old, url=claims["url"], ca_fingerprint=claims["ca"], now=time.time() - 7200)
+    assert "expired" in refused(cluster, tmp_path, "n-expired", expired)
+    # forged: the right shape and claims, signed with another secret
+    forged = mint(b"x" * 64, TokenRecord("forged00000000", max_uses=5, expires_at=time.time() + 3600),
+                  url=claims["url"], ca_fingerprint=claims["ca"], now=time.time())
+    assert "signature" in refused(cluster, tmp_path, "n-forged", forged)
+    # wrong signature: a genuine token whose claims were edited (more uses)
+    assert "signature" in refused(cluster, tmp_path, "n-tampered", _tamper(good, max=100))
+    # one use only: the second device is refused
+    enrol(cluster, tmp_path, "n-first", good)
+    assert "already used" in refused(cluster, tmp_path, "n-second", good)
+    # revoked before use
+    t2 = token(cluster, max_uses=3)
+    tid = json.loads(base64.urlsafe_b64decode(t2.split(".")[1] + "==="))["jti"]
+    cluster.cli("token", "revoke", tid)
+    assert "revoked" in refused(cluster, tmp_path, "n-revoked", t2)
+    # a token pinned to another CA: the device refuses before sending anything
+    assert "pinned" in refused(cluster, tmp_path, "n-pin", _tamper(token(cluster), ca="0" * 64))
+    # every refusal is an event
+    events = json.loads(cluster.cli("get", "events", "-o", "json").stdout)["items"]
+    assert sum(1 for e in events if e["reason"] == "EnrolmentDenied") >= 4
+
+
+def _client(up: Up, identity: ident.NodeIdentity) -> MqttClient:
+    url = identity.broker_url.removeprefix("mqtts://")
+    host, port = url.rsplit(":", 1)
+    return MqttClient(MqttSettings(host, int(port), client_id=identity.node_id, connect_timeout_s=3, tls=ClientTls(
+        ca_file=identity.ca, cert_file=identity.cert, key_file=identity.key)))
+
+
+async def test_an_enrolled_node_is_confined_to_its_own_topics(cluster: Up, tmp_path: Path) -> None:
+    a = await asyncio.to_thread(enrol, cluster, tmp_path, "node-a", token(cluster))
+    await asyncio.to_thread(enrol, cluster, tmp_path, "node-b", token(cluster))
+    client = _client(cluster, a)
+    await client.start()
+    try:
+        await client.wait_connected(10)
+        leaked: list[Message] = []
+        for forbidden in (topics.node_desired("node-b"), topics.node_cmd("node-b"), "#"):
+            with pytest.raises(MqttError):
+                await client.subscribe(forbidden, leaked.append)
+        await client.subscribe(topics.node_desired("node-a"), leaked.append)  # its own: allowed
+        # posing as node-b or as a coordinator: the broker drops it (no error to the client, nothing stored)
+        status = wire.NodeStatus(node_id="node-b", presence=wire.Presence.ONLINE, ts=time.time())
+        await client.publish(topics.node_status("node-b"), wire.encode(status), qos=1, retain=True)
+        await client.publish(topics.leader(), b"x", qos=1, retain=True)
+        await asyncio.sleep(1.0)
+        nodes = json.loads(cluster.cli("get", "nodes", "-o", "json").stdout)["items"]
+        assert "node-b" not in {n["id"] for n in nodes}, "node-a managed to speak for node-b"
+        assert leaked == []
+    finally:
+        await client.stop()
+
+
+async def test_a_revoked_node_is_cut_off_at_once(cluster: Up, tmp_path: Path) -> None:
+    r = await asyncio.to_thread(enrol, cluster, tmp_path, "node-r", token(cluster))
+    client = _client(cluster, r)
+    await client.start()
+    await client.wait_connected(10)
+    status = wire.NodeStatus(node_id="node-r", presence=wire.Presence.ONLINE, ts=time.time())
+    await client.publish(topics.node_status("node-r"), wire.encode(status), qos=1, retain=True)
+    await asyncio.to_thread(until, lambda: any(n["id"] == "node-r" and n["online"] for n in json.loads(
+        cluster.cli("get", "nodes", "-o", "json").stdout)["items"]), 15, "node-r online")
+    cluster.cli("node", "revoke", "node-r")
+    deadline = time.monotonic() + 10
+    while client.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not client.connected, "the embedded broker kept a revoked node's connection"
+    with pytest.raises(NotConnected):
+        await client.wait_connected(4)  # and refuses it on every reconnect
+    await client.abort()
+    node = json.loads(cluster.cli("get", "nodes", "-o", "json").stdout)["items"]
+    assert next(n for n in node if n["id"] == "node-r")["state"] == "lost"
+
+
+async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp_path: Path) -> None:
+    first = await asyncio.to_thread(enrol, cluster, tmp_path, "node-n", token(cluster))
+    life = first.not_after - first.not_before
+    clock = [first.not_before + 0.5 * life]
+    cfg = AgentConfig(broker=None, data_dir=tmp_path / "node-n", node_id="node-n", username="node-n")
+    bus = FakeBroker()
+    agent = Agent(cfg, runtime=FakeRuntime(node_id="node-n", clock=time.time), mqtt=bus.client("node-n"),  # type: ignore[arg-type]
+                  gate=Gate(load_profile("vps")), profile_name="vps", heartbeat_interval_s=10,
+                  clock=lambda: clock[0], identity=first)
+    agent.mqtt.reload_certificate = lambda: None  # type: ignore[attr-defined,method-assign]  # the fake bus has no TLS
+    wait = await agent.renew_once()
+    assert agent.identity is first and wait > 0  # half-way: not yet
+    old_cert, old_key = first.cert.read_bytes(), first.key.read_bytes()
+    clock[0] = first.not_before + 0.7 * life  # past 2/3 of the lifetime
+    await agent.renew_once()
+    renewed = agent.identity
+    assert renewed is not None and renewed is not first
+    assert renewed.cert.read_bytes() != old_cert and renewed.key.read_bytes() != old_key  # new cert, new key
+    assert renewed.not_after >= first.not_after
+    assert ident.load(tmp_path / "node-n") == renewed  # persisted
