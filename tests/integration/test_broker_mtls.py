@@ -198,3 +198,23 @@ async def test_a_revoked_certificate_is_refused(mtls: MtlsBroker) -> None:
     fresh, _ = mtls.pki.client("A", CertRole.NODE)  # a new certificate for the same node is accepted
     client = await connect(mtls, "A", fresh)
     await client.stop()
+
+
+async def test_mosquitto_refuses_a_certificate_revoked_after_start_once_reloaded(tmp_path: Path) -> None:
+    """The production path: `cloudless node revoke` rewrites the CRL; Mosquitto picks it up on SIGHUP."""
+    import signal
+
+    (tmp_path / "pki").mkdir()
+    b = MtlsBroker("mosquitto", tmp_path, Pki(tmp_path / "pki"))
+    try:
+        tls, serial = b.pki.client("A", CertRole.NODE)
+        b.start()
+        client = await connect(b, "A", tls)
+        await client.stop()
+        (tmp_path / "crl.pem").write_bytes(b.pki.ca.crl([(serial, NOW)], NOW))
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1.0)
+        assert await refused(b, "A", tls)
+    finally:
+        b.stop()
