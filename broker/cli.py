@@ -55,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     m.add_argument("--max-queued-bytes", type=int, metavar="BYTES",
                    help="payload bytes queued per client, the other bound (default 64 MiB; 0: no maximum)")
     m.add_argument("--allow-anonymous", action="store_true", help="DEVELOPMENT ONLY")
+    m.add_argument("--cert-auth", action="store_true",
+                   help="identities from client certificates (use_identity_as_username; needs --tls-ca)")
+    m.add_argument("--crl-file", type=Path, default=None,
+                   help="the coordinator's pki/crl.pem (reload Mosquitto with SIGHUP after a revocation)")
     m.set_defaults(func=_cmd_mosquitto_config)
 
     pw = actions.add_parser("passwd", help="add or update a broker user (mosquitto_passwd-compatible)",
@@ -154,7 +158,7 @@ def _cmd_mosquitto_config(args: argparse.Namespace) -> int:
     from broker import mosquitto
     from broker.auth import AuthFiles
 
-    auth = AuthFiles.load(args.auth_dir) if args.auth_dir else None
+    auth = AuthFiles.load(args.auth_dir, require_passwords=not args.cert_auth) if args.auth_dir else None
     if auth is None and not args.allow_anonymous:
         raise BrokerConfigError("give --auth-dir DIR so the config can authenticate clients, "
                                 "or --allow-anonymous for development")
@@ -162,7 +166,8 @@ def _cmd_mosquitto_config(args: argparse.Namespace) -> int:
                     if getattr(args, name) is not None}
     settings = mosquitto.MosquittoSettings(
         out_dir=args.out_dir, host=args.host, port=args.port, tls=_tls(args), persistence_dir=args.persistence_dir,
-        autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous, **queue_bounds,
+        autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous,
+        cert_auth=args.cert_auth, crl_file=args.crl_file, **queue_bounds,
     )
     for path in mosquitto.write(settings, auth):
         print(f"wrote {path}")
