@@ -9,8 +9,32 @@ from collections.abc import Sequence
 
 from cloudless import __version__
 
+# command -> the module that registers it; only the chosen command's module is imported, so a small device
+# running `cloudless agent` never loads the coordinator, the broker or the admin CLI (memory: see
+# docs/benchmarks.md, agent footprint)
+REGISTRARS: dict[str, str] = {
+    "broker": "broker.cli", "agent": "edge_agent.cli", "coordinator": "coordinator.cli", "up": "cloudless.up",
+    **{c: "cloudless.ctl" for c in ("apply", "get", "describe", "delete", "scale", "rollout", "logs", "exec",
+                                    "cordon", "uncordon", "drain")},
+    "token": "cloudless.admin_cli", "node": "cloudless.admin_cli", "policy": "cloudless.policy_cli",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--log-level":
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudless",
         description="Cloudless: one compute fabric from the devices you already own.",
@@ -19,26 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity of daemons (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from broker import cli as broker_cli
-    from cloudless import up
-    from coordinator import cli as coordinator_cli
-    from edge_agent import cli as agent_cli
+    import importlib
 
-    broker_cli.add_parser(sub)
-    agent_cli.add_parser(sub)
-    coordinator_cli.add_parser(sub)
-    up.add_parser(sub)
-    from cloudless import ctl
-    ctl.add_parser(sub)
-    from cloudless import admin_cli
-    admin_cli.add_parser(sub)
-    from cloudless import policy_cli
-    policy_cli.add_parser(sub)
+    command = _command_of(sys.argv[1:] if argv is None else argv)
+    modules = [REGISTRARS[command]] if command in REGISTRARS else list(dict.fromkeys(REGISTRARS.values()))
+    for name in modules:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
