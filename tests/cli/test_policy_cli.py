@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,26 @@ from coordinator.policy import default_policies
 from tests.cli.conftest import Result
 
 REPO = Path(__file__).resolve().parents[2]
-HELLO = str(REPO / "examples" / "hello.yaml")
+EXAMPLE = REPO / "examples" / "hello.yaml"
+
+
+def _bare_hello() -> str:
+    """The example as a newcomer first writes it: without its securityContext block."""
+    lines, skip = [], False
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith("  securityContext:"):
+            skip = True
+            continue
+        if skip and line.startswith("    "):
+            continue
+        skip = False
+        lines.append(line)
+    path = Path(tempfile.mkdtemp(prefix="cl-policy-")) / "hello.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+HELLO = _bare_hello()
 SECURE = """\
 apiVersion: cloudless/v1
 kind: Workload
@@ -62,7 +82,13 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def test_hello_example_is_denied_by_the_default_set(cli: Cli) -> None:
+def test_the_shipped_example_passes_the_default_set(cli: Cli) -> None:
+    r = cli("policy", "check", "-f", str(EXAMPLE))
+    assert r.code == 0, r.out + r.err
+    assert "DENY" not in r.out
+
+
+def test_hello_example_without_its_security_context_is_denied_by_the_default_set(cli: Cli) -> None:
     r = cli("policy", "check", "-f", HELLO)
     assert r.code == 1, r.err
     lines = r.out.splitlines()
