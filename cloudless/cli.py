@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +25,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
         if skip:
             skip = False
             continue
-        if arg == "--log-level":
+        if arg in ("--log-level", "--log-format"):
             skip = True
             continue
         if not arg.startswith("-"):
@@ -42,6 +41,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cloudless {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log verbosity of daemons (default INFO)")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="daemon logs as text lines or JSON lines (with the node/coordinator id) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     import importlib
 
@@ -58,11 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    if args.log_level != "DEBUG":  # amqtt and its state machine narrate every packet at INFO
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    from cloudless import logs
+
+    logs.configure(args.log_level, args.log_format)
     from broker.errors import BrokerConfigError
 
     try:

@@ -158,6 +158,9 @@ async def _run(args: argparse.Namespace) -> int:
 
     if not valid_id(args.id):
         raise CoordinatorConfigError(f"--id: {args.id!r} is not a valid id")
+    from cloudless import logs
+
+    logs.set_identity("coordinator", args.id)
     parts = urlsplit(args.broker)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise CoordinatorConfigError(f"--broker: expected mqtt://HOST:PORT, got {args.broker!r}")

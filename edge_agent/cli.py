@@ -120,11 +120,13 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     from broker import wire
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
+    from cloudless import logs
     from edge_agent.agent import Agent
     from edge_agent.config import parse_broker_url
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
 
+    logs.set_identity("node", cfg.node_id)
     profile = select_profile(cfg.profile)
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
     runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
