@@ -36,7 +36,7 @@ from broker.wire import (
     ReplicaSpec,
     topics,
 )
-from coordinator import lifecycle, membership, model
+from coordinator import dashboard, lifecycle, membership, model
 from coordinator.errors import CoordinatorError
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
@@ -51,6 +51,7 @@ from coordinator.translate import node_view, replica_spec, rollout_params
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
+DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
 EVENT_RETENTION = 5000
 
 
@@ -113,6 +114,8 @@ class Coordinator:
         self._task: asyncio.Task[None] | None = None
         self._pending_ops: list[Any] = []
         self._replies: dict[str, asyncio.Future[CommandReply]] = {}
+        self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
+        self._dash_at = 0.0
         self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.ready = False
@@ -176,6 +179,7 @@ class Coordinator:
         # the broker may have lost its retained store: publish every node's desired state again (same
         # generation, so agents that already have it change nothing)
         self._published.clear()
+        self._dash_sent.clear()
         self.wake()
 
     def wake(self) -> None:
@@ -273,6 +277,55 @@ class Coordinator:
         self._schedule_pending(now)
         await self._flush()
         await self._publish_desired(now)
+        if now - self._dash_at >= DASH_INTERVAL_S:
+            self._dash_at = now
+            self._publish_dashboard()
+
+    def _dashboard_docs(self) -> dict[str, str]:
+        nodes = []
+        for node_id, info in sorted(self.members.items()):
+            st, hb = info.status, info.heartbeat
+            f = st.facts if st else None
+            mem = (100.0 * hb.memory_used_bytes / hb.memory_total_bytes
+                   if hb and hb.memory_used_bytes is not None and hb.memory_total_bytes else None)
+            temps = list(f.temperatures.values()) if f else []
+            nodes.append(dashboard.NodeSummary(
+                node_id=node_id, online=info.state is NodeState.ONLINE, state=info.state.value,
+                profile=f.profile if f else "", arch=f.arch if f else "", agent_version=f.agent_version if f else "",
+                cpu_percent=hb.cpu_percent if hb else None, memory_percent=mem,
+                battery_percent=hb.battery_percent if hb else (f.battery_percent if f else None),
+                temperature_c=max(temps) if temps else None,
+                replicas=sum(1 for r in self.replicas.values() if r.node == node_id),
+                schedulable=bool(st and st.schedulable), gates=st.gates if st else ()))
+        workloads = []
+        for w in self.workloads.values():
+            ready = sum(1 for r in self.replicas.values() if r.namespace == w.namespace and r.workload == w.name
+                        and (o := self.observed_of(r)) is not None and o.ready and o.spec_hash == w.spec_hash)
+            spec = w.doc.get("spec", {})
+            workloads.append(dashboard.WorkloadSummary(w.namespace, w.name, int(spec.get("replicas", 1)), ready,
+                                                       w.rollout_phase, str(spec.get("image", ""))))
+        docs = dashboard.mirror(nodes, workloads)
+        for n in nodes:
+            docs.update(dashboard.discovery(n))
+        return docs
+
+    def _publish_dashboard(self) -> None:
+        """The human-readable mirror and Home Assistant discovery: only what changed, retained."""
+        if not self.mqtt.connected:
+            return
+        docs = self._dashboard_docs()
+        gone = {t: "" for t in self._dash_sent if t not in docs}  # deleted workloads/nodes: remove the topic
+        for topic, payload in {**docs, **gone}.items():
+            if self._dash_sent.get(topic) == payload:
+                continue
+            try:
+                self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
+            except MqttError:
+                return
+            if payload:
+                self._dash_sent[topic] = payload
+            else:
+                self._dash_sent.pop(topic, None)
 
     def _views(self, w: WorkloadRecord) -> list[lifecycle.ReplicaView]:
         views = []

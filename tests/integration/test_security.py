@@ -167,3 +167,33 @@ async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp
     assert renewed.cert.read_bytes() != old_cert and renewed.key.read_bytes() != old_key  # new cert, new key
     assert renewed.not_after >= first.not_after
     assert ident.load(tmp_path / "node-n") == renewed  # persisted
+
+
+async def test_the_dashboard_identity_reads_the_mirror_and_nothing_else(cluster: Up, tmp_path: Path) -> None:
+    creds = cluster.data / "credentials"
+    broker_url = next(line for line in cluster.out if "broker:" in line).split()[-1].removeprefix("mqtts://")
+    host, port = broker_url.rsplit(":", 1)
+    dash = MqttClient(MqttSettings(host, int(port), client_id="dashboard@local", tls=ClientTls(
+        ca_file=cluster.data / "coordinator" / "pki" / "ca.pem", cert_file=creds / "dashboard.pem",
+        key_file=creds / "dashboard.key")))
+    got: list[Message] = []
+    await dash.start()
+    try:
+        await dash.wait_connected(10)
+        await dash.subscribe(topics.dash_filter(), got.append)
+        await dash.subscribe("homeassistant/#", got.append)
+        for forbidden in (topics.node_channel_filter(topics.Channel.DESIRED), topics.all_filter()):
+            with pytest.raises(MqttError):
+                await dash.subscribe(forbidden, got.append)
+        deadline = time.monotonic() + 10
+        while not any(m.topic == topics.dash("cluster") for m in got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert got, "no mirror published"
+        for m in got:
+            assert m.topic.startswith(("cloudless/v1/dash/", "homeassistant/")), m.topic
+            if m.payload:
+                json.loads(m.payload)  # human-readable JSON, every one of them
+        summary = json.loads(next(m.payload for m in got if m.topic == topics.dash("cluster")))
+        assert {"nodes_online", "nodes_total", "workloads", "replicas_ready"} <= set(summary)
+    finally:
+        await dash.stop()
