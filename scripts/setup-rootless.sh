@@ -96,6 +96,13 @@ as_user() {
   (cd / && runuser -u "$USER_NAME" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$home" \
     USER="$USER_NAME" LOGNAME="$USER_NAME" XDG_RUNTIME_DIR="$run_dir" CONTAINERS_CONF="$conf" "$@")
 }
+# A Podman service left running by an interrupted test run still lives in the user namespace that
+# `podman system migrate` is about to replace: containers created through it would be unreachable (their network
+# namespaces invisible) from the new one. The user exists only for tests: stop its leftovers first.
+if pkill -u "$USER_NAME" -f "podman system service" 2>/dev/null; then
+  sleep 1
+  say "stopped leftover podman services of $USER_NAME"
+fi
 as_user podman system migrate
 say "podman system migrate done as $USER_NAME"
 # The user exists only for tests: containers left by an interrupted run are removed, so a stale one (e.g. whose

@@ -40,6 +40,8 @@ def agent(request: pytest.FixtureRequest, embedded: BrokerUnderTest) -> Iterator
     mode = request.param
     a = AgentProc(node_id="A", broker=embedded, runtime="process" if mode == "process" else "podman",
                   rootless=mode == "podman-rootless")
+    if a.runtime == "podman":  # its own Podman service (stopped with the agent), never a stale shared one
+        a.extra += ["--podman-socket", str(a.workdir / "podman.sock")]
     try:
         yield a
     finally:
