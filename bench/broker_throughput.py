@@ -535,7 +535,9 @@ def body(results: dict[str, Results], p: Profile, payload_bytes: int, elapsed: f
         f"{p.repeats} runs (\"other\" CPU is the rest of the machine: other load only slows a run). Latency: "
         f"{p.latency_messages} sequential QoS 1 messages, publish to delivery. Idle clients are node identities each "
         f"subscribed to its `desired` topic. Mosquitto runs the generated production config "
-        f"(`max_inflight_messages 20`, `max_queued_messages 1000`, persistence on). The unpaced burst sends QoS 1 "
+        f"(`max_inflight_messages 20`, `max_queued_messages {mosquitto.MosquittoSettings.max_queued_messages}`, "
+        f"`max_queued_bytes {mosquitto.MosquittoSettings.max_queued_bytes}`, persistence on). "
+        f"The unpaced burst sends QoS 1 "
         f"with only the PUBACK window: every message was PUBACKed to the publisher, and what the subscriber did not "
         f"receive the broker dropped (Mosquitto logs `Outgoing messages are being dropped`).",
         "",
