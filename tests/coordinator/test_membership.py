@@ -145,16 +145,28 @@ def test_how_it_went_away_is_remembered(steps: list[str], crashed: bool, status_
     assert (info.crashed, info.status.presence) == (crashed, status_presence)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a clean goodbye from a SUSPECT node is ignored (membership.py:100 "
-                   "only handles it from ONLINE): no OFFLINE, no NodeLeft, no grace from the goodbye, and a late "
-                   "heartbeat then revives a node whose presence is offline")
-@pytest.mark.parametrize(("steps", "state"), [
-    pytest.param(["online@0", "eval@46", "goodbye@50"], OFFLINE, id="goodbye-while-suspect-is-offline"),
-    pytest.param(["online@0", "eval@46", "goodbye@74", "eval@76"], OFFLINE, id="goodbye-gets-the-grace-period"),
-    pytest.param(["online@0", "eval@46", "goodbye@50", "hb@51"], OFFLINE, id="heartbeat-after-goodbye-no-revival"),
+@pytest.mark.parametrize(("steps", "state", "events"), [
+    pytest.param(["online@0", "eval@46", "goodbye@50"], OFFLINE, [J, SUS, L], id="goodbye-while-suspect-is-offline"),
+    # suspect since 46 would be lost past 0 + 45 + 30 = 75; the goodbye at 74 restarts the clock: lost after 104
+    pytest.param(["online@0", "eval@46", "goodbye@74", "eval@76"], OFFLINE, [J, SUS, L],
+                 id="goodbye-gets-the-grace-period"),
+    pytest.param(["online@0", "eval@46", "goodbye@74", "eval@104"], OFFLINE, [J, SUS, L],
+                 id="grace-from-the-goodbye-boundary-exclusive"),
+    pytest.param(["online@0", "eval@46", "goodbye@74", "eval@104.5"], LOST, [J, SUS, L, LOST_],
+                 id="grace-from-the-goodbye-over"),
+    pytest.param(["online@0", "eval@46", "goodbye@50", "hb@51"], OFFLINE, [J, SUS, L],
+                 id="heartbeat-after-goodbye-no-revival"),
+    pytest.param(["online@0", "eval@46", "goodbye@50", "online@60"], ONLINE, [J, SUS, L, REC],
+                 id="online-after-goodbye-revives"),
 ])
-def test_goodbye_while_suspect(steps: list[str], state: NodeState) -> None:
-    assert state_of(*steps) is state
+def test_goodbye_while_suspect(steps: list[str], state: NodeState, events: list[str]) -> None:
+    """A clean goodbye from a silent (SUSPECT) node is a clean leave, as from ONLINE: OFFLINE, NodeLeft, and
+    the grace period counted from the goodbye."""
+    info, reasons = drive(*steps)
+    assert info is not None
+    assert (info.state, reasons) == (state, events)
+    assert info.flaps == 1  # ONLINE -> SUSPECT was the exit; SUSPECT -> OFFLINE is not a second one
+    assert not info.crashed  # a clean leave, even once the grace period is over
 
 
 @pytest.mark.parametrize(("steps", "flaps"), [
@@ -256,7 +268,8 @@ INPUT = st.tuples(st.sampled_from((*KINDS, "eval", "eval", "eval", "hb")), STEP)
 def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
     """Against an independent model: the state is one of the four; LOST only through a will, the grace period
     after a goodbye or silence past ttl + lost_after; SUSPECT only through silence past the ttl; flaps count the
-    exits from ONLINE; NodeLost/NodeSuspect are emitted exactly on those transitions; reliability in [0, 1]."""
+    exits from ONLINE; NodeLost/NodeSuspect are emitted exactly on those transitions; a goodbye from ONLINE or
+    SUSPECT is OFFLINE with NodeLeft (and NodeLeft only then); reliability in [0, 1]."""
     info: NodeInfo | None = None
     now = 0.0
     heard = offline_since = 0.0  # the model's own clocks
@@ -287,6 +300,9 @@ def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
                 offline_since = now
             else:
                 assert kind in ("online", "gated") or (kind == "hb" and before is SUSPECT)
+        if kind == "goodbye" and before in (ONLINE, SUSPECT):
+            assert after is OFFLINE  # a clean leave, whether the node was heard lately or silent
+        assert (L in reasons) == (kind == "goodbye" and before in (ONLINE, SUSPECT))
         for state, reason in EVENT_FOR.items():
             assert (reason in reasons) == (after is state and before is not state)
         if kind in ("online", "gated", "goodbye", "will"):

@@ -487,8 +487,58 @@ def test_default_yaml_parses_like_load_policies() -> None:
     assert load_policies(yaml.safe_load_all(text)) == default_policies()
 
 
-def test_default_policy_on_hello_example_without_security_context() -> None:
+# examples/hello.yaml as it was before it declared a securityContext (everything else as in the example)
+HELLO_WITHOUT_SECURITY_CONTEXT = """
+apiVersion: cloudless/v1
+kind: Workload
+metadata:
+  name: hello
+  labels:
+    app: hello
+spec:
+  image: localhost/cloudless/busybox:latest
+  command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+  replicas: 1
+  resources:
+    requests: {cpu: 50m, memory: 16Mi}
+    limits: {cpu: 200m, memory: 64Mi}
+  ports:
+    - containerPort: 8080
+      hostPort: 18081
+  readinessProbe:
+    httpGet: {path: /, port: 8080}
+    periodSeconds: 2
+  livenessProbe:
+    tcpSocket: {port: 8080}
+    periodSeconds: 5
+  rollout:
+    maxSurge: 0
+    maxUnavailable: 1
+"""
+
+
+def hello_without_security_context() -> dict[str, Any]:
+    doc = yaml.safe_load(HELLO_WITHOUT_SECURITY_CONTEXT)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_inline_hello_copy_is_the_example_minus_its_security_context() -> None:
+    doc = hello()
+    assert "securityContext" in doc["spec"]
+    del doc["spec"]["securityContext"]
+    assert doc == hello_without_security_context()
+
+
+def test_default_policy_admits_hello_example_with_its_security_context() -> None:
     decision = evaluate(default_policies(), parse_workload(hello()))
+    assert decision.allowed
+    assert [v.field for v in decision.violations if v.action is Action.DENY] == []
+    assert decision == Decision(True, (), ("image-provenance", "secure-defaults"))  # not even a warning
+
+
+def test_default_policy_on_hello_without_security_context() -> None:
+    decision = evaluate(default_policies(), parse_workload(hello_without_security_context()))
     assert not decision.allowed
     assert [(v.action, v.field) for v in decision.violations] == [
         (Action.DENY, f"{CTX}.capabilities.drop"),
@@ -499,7 +549,7 @@ def test_default_policy_on_hello_example_without_security_context() -> None:
 
 
 def test_default_policy_admits_hello_with_a_proper_security_context() -> None:
-    doc = hello()
+    doc = hello_without_security_context()
     doc["spec"]["securityContext"] = SECURE_CONTEXT
     assert evaluate(default_policies(), parse_workload(doc)) == Decision(
         True, (), ("image-provenance", "secure-defaults"))
