@@ -144,7 +144,9 @@ def plan(w: WorkloadRecord, replicas: Sequence[ReplicaView], params: RolloutPara
     if params.recreate and (old_stopping or any(v.record.spec_hash != w.spec_hash for v in active)):
         # Recreate: every old replica goes first; new ones only once no old one runs or is still stopping
         stop += [(v.record.replica_id, "recreate: old revision") for v in retiring]
-        place = 0 if retiring or old_stopping else max(0, n - len(healthy_current))
+        # a pending old replica never ran: stopping it deletes it at once, so it does not hold new ones back
+        running_old = [v for v in retiring if v.record.node is not None]
+        place = 0 if running_old or old_stopping else max(0, n - len(healthy_current))
     else:
         floor = params.floor
         for v in sorted(retiring, key=lambda v: (v.ready, v.record.created_at, v.record.replica_id)):

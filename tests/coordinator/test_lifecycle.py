@@ -384,8 +384,8 @@ def test_idempotent_after_one_catch_up_round(world: World) -> None:
       the one catch-up, as the stop of those is already complete;
     - one exception, Recreate: when round 1 stopped old replicas that were already gone (pending: the engine
       deletes them at once; unreported: forgotten in round 2) and no old replica is left after round 2's
-      forgets, round 2 places the new revision (BUG for the pending case:
-      test_recreate_does_not_wait_a_round_for_a_pending_old_replica);
+      forgets, round 2 places the new revision (only for unreported ones now: a pending old replica no
+      longer holds the new revision back, test_recreate_does_not_wait_a_round_for_a_pending_old_replica);
     - round 3 is empty.
     """
     before = {v.record.replica_id: v for v in world.views()}
@@ -422,16 +422,14 @@ def test_second_round_places_nothing() -> None:
     assert (second.place, second.stop, second.forget) == (0, (), ())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (STYLE §3 'apply the actions, diff again, get nothing'): Recreate "
-                   "counts a pending old replica as still there in the plan that stops it (lifecycle.py: "
-                   "`place = 0 if retiring ...`), although the engine deletes it before placing: round 2 then "
-                   "places the whole new revision with nothing changed")
 def test_recreate_does_not_wait_a_round_for_a_pending_old_replica() -> None:
     world = World(make_workload(3), make_params(3, recreate=True), {"A": NodeState.ONLINE})
     world.add(make_record("o0", node=None))  # never scheduled: no container to wait for
-    world.apply(world.plan())
-    assert world.records == {}  # the engine deleted o0 with its stop: nothing old is left to wait for
-    assert world.plan().place == 0  # today: 3
+    first = world.plan()
+    assert first.stop == (("o0", "recreate: old revision"),) and first.place == 3  # nothing old ever ran
+    world.apply(first)
+    assert "o0" not in world.records
+    assert world.plan().place == 0  # round 2: nothing more
 
 
 def rollout_world(*, desired: int, old_count: int, draining: frozenset[str] = frozenset(), nodes: int = 3,
