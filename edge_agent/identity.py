@@ -17,7 +17,6 @@ current certificate; a node offline past expiry must re-enrol with a new token (
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -109,7 +108,7 @@ def enrol(data_dir: Path, node_id: str, token: str) -> NodeIdentity:
     key_pem, csr_pem = _key_and_csr(d / KEY, node_id)
     ctx = ssl.create_default_context(cafile=str(d / CA))
     reply = _post(f"{url}/v1/enroll", {"token": token, "nodeId": node_id, "csr": csr_pem.decode()}, ctx)
-    return _save(d, node_id, url, reply, key_pem)
+    return _save(d, node_id, url, {**reply, "ca": None}, key_pem)  # the CA is the pinned one, never the reply's
 
 
 def renew(identity: NodeIdentity) -> NodeIdentity:
@@ -119,9 +118,24 @@ def renew(identity: NodeIdentity) -> NodeIdentity:
     new_key = identity.directory / (KEY + ".new")
     key_pem, csr_pem = _key_and_csr(new_key, identity.node_id, fresh=True)
     reply = _post(f"{identity.api_url}/v1/renew", {"csr": csr_pem.decode()}, ctx)
+    _check_pair(reply.get("certificate", ""), new_key)
     new_key.replace(identity.key)
     return _save(identity.directory, identity.node_id, identity.api_url,
-                 {**reply, "broker": identity.broker_url}, key_pem)
+                 {**reply, "broker": identity.broker_url, "ca": None}, key_pem)
+
+
+def _check_pair(cert_pem: object, key_path: Path) -> None:
+    """The certificate the coordinator returned must be for the key we just made (else keep the old pair)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(str(cert_pem).encode())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, OSError) as exc:
+        raise EnrolmentError(f"renewal returned an unusable certificate ({exc}); keeping the current one") from None
+    if cert.public_key() != key.public_key():
+        raise EnrolmentError("renewal returned a certificate for another key; keeping the current one")
 
 
 def _fetch_ca(url: str, pinned: str) -> bytes:
@@ -134,14 +148,25 @@ def _fetch_ca(url: str, pinned: str) -> bytes:
     except (urllib.error.URLError, OSError) as exc:
         raise EnrolmentError(f"cannot reach the coordinator at {url} to enrol: {exc}; check the network, or ask for "
                              "a token with the right URL") from None
+    return _pinned_ca(pem, pinned, f"{url}/v1/ca")
+
+
+def _pinned_ca(pem: bytes, pinned: str, where: str) -> bytes:
+    """Exactly one certificate whose SHA-256 is the pin; returned re-encoded (nothing else in `pem` survives:
+    a second certificate appended after the genuine one must not ride along into the trust store)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
     try:
-        der = ssl.PEM_cert_to_DER_cert(pem.decode())
-    except (ValueError, UnicodeDecodeError):
-        raise EnrolmentError(f"{url}/v1/ca did not return a PEM certificate") from None
-    if hashlib.sha256(der).hexdigest() != pinned.lower():
-        raise EnrolmentError(f"the server at {url} does not hold the cluster CA pinned in the token: wrong URL, or "
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise EnrolmentError(f"{where} did not return a PEM certificate") from None
+    if len(certs) != 1:
+        raise EnrolmentError(f"{where} returned {len(certs)} certificates; expected exactly the cluster CA")
+    if certs[0].fingerprint(hashes.SHA256()).hex() != pinned.lower():
+        raise EnrolmentError(f"the server at {where} does not hold the cluster CA pinned in the token: wrong URL, or "
                              "someone is impersonating the coordinator. Nothing was sent.")
-    return pem
+    return certs[0].public_bytes(serialization.Encoding.PEM)
 
 
 def _key_and_csr(path: Path, node_id: str, *, fresh: bool = False) -> tuple[bytes, bytes]:
