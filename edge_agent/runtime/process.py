@@ -177,6 +177,7 @@ class ProcessRuntime:
         self._ps: dict[str, Any] = {}  # psutil.Process per instance, for cpu_percent deltas
         self._sh = shutil.which("sh") or "/bin/sh"
         self._setpriv = shutil.which("setpriv")
+        self._env = shutil.which("env") or "/usr/bin/env"
 
     # ---- files -------------------------------------------------------------------------------------------
 
@@ -308,15 +309,18 @@ class ProcessRuntime:
             if logf.stat().st_size > LOG_ROTATE_BYTES:
                 logf.replace(d / "log.1")
         cwd = meta.get("working_dir") or str(d / "work")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
+        # The wrapper (and setpriv, as root) run with a fixed minimal environment; the workload's own variables
+        # are applied by `env -i` at its final exec, so e.g. LD_PRELOAD from a spec never reaches a root process.
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work")}
+        workload_env = [f"{k}={v}" for k, v in {**base, **meta.get("env", {})}.items()]
         box = ProcessSandbox(**meta.get("sandbox") or {})
         limits = _limits(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0), box)
         if box.switches and self._setpriv is None:
             raise RuntimeFailed(f"cannot start {instance_id}", detail="setpriv (util-linux) is not installed")
         # The wrapper stays the agent's (it records the exit code in the agent's directory); setpriv switches
         # ids for the workload alone, so a workload running as another uid cannot rewrite meta.json.
-        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), *meta["argv"]]
-        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=env, log=logf,
+        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *meta["argv"]]
+        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=base, log=logf,
                        limits=limits, what=instance_id)
         self._children[instance_id] = child
         self._ps.pop(instance_id, None)
@@ -333,14 +337,19 @@ class ProcessRuntime:
             return
         pgid = int(run["pid"])
         _killpg(pgid, signal.SIGTERM)
+
+        def running() -> bool:
+            # the wrapper shell dies at once on SIGTERM; the workload (same process group) may not
+            return self._alive(instance_id, run) or _group_alive(pgid)
+
         deadline = time.monotonic() + max(0.0, timeout_s)
-        while time.monotonic() < deadline and self._alive(instance_id, run):  # noqa: ASYNC110 - polling a pid
+        while time.monotonic() < deadline and running():  # noqa: ASYNC110 - polling a process group
             await asyncio.sleep(0.05)
-        killed = self._alive(instance_id, run)
+        killed = running()
         if killed:
             _killpg(pgid, signal.SIGKILL)
             for _ in range(100):
-                if not self._alive(instance_id, run):
+                if not running():
                     break
                 await asyncio.sleep(0.02)
         if _read_int(d / "exit") is None:  # the wrapper died with its child: record how it ended
@@ -463,6 +472,16 @@ def _confine(box: ProcessSandbox) -> Callable[[], None]:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
     return apply
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _killpg(pgid: int, sig: int) -> None:

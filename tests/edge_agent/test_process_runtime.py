@@ -1,0 +1,67 @@
+"""ProcessRuntime with real processes (fast, no daemons): lifecycle, a workload that ignores SIGTERM, the
+workload's environment kept away from the wrapper, re-adoption by a new runtime on the same directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import psutil
+
+from broker.wire import ReplicaSpec
+from edge_agent.runtime.base import InstanceState
+from edge_agent.runtime.process import ProcessRuntime
+
+
+def spec(rid: str, *command: str, env: dict[str, str] | None = None) -> ReplicaSpec:
+    return ReplicaSpec(replica_id=rid, workload=rid.split("-", maxsplit=1)[0], spec_hash="h", command=command,
+                       env=env or {})
+
+
+async def test_lifecycle_and_re_adoption(tmp_path: Path) -> None:
+    rt = ProcessRuntime(node_id="n", root=tmp_path)
+    inst = await rt.create(spec("web-0", "sh", "-c", "echo hello; sleep 30"), 1)
+    await rt.start(inst.instance_id)
+    (running,) = await rt.list()
+    assert running.state is InstanceState.RUNNING
+    again = ProcessRuntime(node_id="n", root=tmp_path)  # a restarted agent finds it from the directory
+    assert [(i.instance_id, i.state) for i in await again.list()] == [(inst.instance_id, InstanceState.RUNNING)]
+    await asyncio.sleep(0.2)
+    assert b"hello" in await again.logs(inst.instance_id, 5)
+    await again.stop(inst.instance_id, 2.0)
+    (stopped,) = await again.list()
+    assert stopped.state is InstanceState.EXITED
+    await again.remove(inst.instance_id)
+    assert await again.list() == []
+    assert await ProcessRuntime(node_id="other", root=tmp_path).list() == []
+
+
+async def test_a_workload_ignoring_sigterm_is_killed_at_the_deadline(tmp_path: Path) -> None:
+    rt = ProcessRuntime(node_id="n", root=tmp_path)
+    inst = await rt.create(spec("stubborn-0", "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"), 1)
+    await rt.start(inst.instance_id)
+    await asyncio.sleep(0.3)
+    pid = json.loads((tmp_path / inst.instance_id / "run.json").read_text())["pid"]
+    await rt.stop(inst.instance_id, 0.5)
+    await asyncio.sleep(0.1)
+    try:
+        os.killpg(pid, 0)
+        alive = [p for p in psutil.process_iter(["pid"]) if os.getpgid(p.pid) == pid]
+    except ProcessLookupError:
+        alive = []
+    assert alive == [], "a process of the stopped workload is still running"
+    (stopped,) = await rt.list()
+    assert stopped.state is InstanceState.EXITED and stopped.exit_code == 137
+
+
+async def test_the_workload_env_reaches_the_workload_only(tmp_path: Path) -> None:
+    rt = ProcessRuntime(node_id="n", root=tmp_path)
+    inst = await rt.create(spec("env-0", "sh", "-c", "echo V=$MY_VAR; sleep 30", env={"MY_VAR": "x1"}), 1)
+    await rt.start(inst.instance_id)
+    await asyncio.sleep(0.3)
+    wrapper = psutil.Process(json.loads((tmp_path / inst.instance_id / "run.json").read_text())["pid"])
+    assert "MY_VAR" not in wrapper.environ()  # the wrapper (root when switching users) never sees it
+    assert b"V=x1" in await rt.logs(inst.instance_id, 5)
+    await rt.remove(inst.instance_id)
