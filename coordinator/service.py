@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
+SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 EVENT_RETENTION = 5000
 
 
@@ -116,6 +117,7 @@ class Coordinator:
         self._replies: dict[str, asyncio.Future[CommandReply]] = {}
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
+        self._settle_until = 0.0
         self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.ready = False
@@ -180,6 +182,7 @@ class Coordinator:
         # generation, so agents that already have it change nothing)
         self._published.clear()
         self._dash_sent.clear()
+        self._settle_until = self.clock() + SETTLE_S
         self.wake()
 
     def wake(self) -> None:
@@ -247,7 +250,13 @@ class Coordinator:
     async def _flush(self) -> None:
         ops, self._pending_ops = self._pending_ops, []
         if ops:
-            await self.store.txn(ops)
+            try:
+                await self.store.txn(ops)
+            except Exception:
+                # keep them for the next round (unconditional puts/deletes, so replaying them is safe): memory and
+                # the store must not drift apart because one write failed
+                self._pending_ops[:0] = ops
+                raise
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -272,8 +281,18 @@ class Coordinator:
             self.members[node_id] = updated
             for ev in evs:
                 self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        if now < self._settle_until:
+            # just started or reconnected: the retained statuses and observed states are still arriving, and a
+            # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)
+            await self._flush()
+            await self._publish_desired(now)
+            return
         for key in sorted(self.workloads):
-            self._reconcile_workload(self.workloads[key], now)
+            try:
+                self._reconcile_workload(self.workloads[key], now)
+            except Exception as exc:  # one broken workload must not stop the control loop for every other one
+                log.exception("reconcile of workload %s failed", key)
+                self.event("Warning", "ReconcileFailed", f"workload/{key}", f"{type(exc).__name__}: {exc}"[:300])
         self._schedule_pending(now)
         await self._flush()
         await self._publish_desired(now)
@@ -374,7 +393,11 @@ class Coordinator:
             self.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
             return
         if p.rollback:
-            self._rollback(w, None, cause=p.rollout_message, now=now, auto=True)
+            try:
+                self._rollback(w, None, cause=p.rollout_message, now=now, auto=True)
+            except PolicyDenied as exc:
+                self._save_workload(replace(w, rollout_phase=RolloutPhase.FAILED,
+                                            rollout_message=f"{p.rollout_message}; rollback refused: {exc}"[:500]))
             return
         if (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
             if p.rollout_phase in (RolloutPhase.COMPLETE, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
@@ -605,6 +628,8 @@ class Coordinator:
 
     async def scale(self, namespace: str, name: str, replicas: int) -> WorkloadRecord:
         w = self.get(namespace, name)
+        if w.deleting:
+            raise NotFound(f"workload {namespace}/{name} is being deleted")
         doc = {**w.doc, "spec": {**w.doc["spec"], "replicas": replicas}}
         rec, _, _ = await self.apply(doc)
         return rec
@@ -628,6 +653,7 @@ class Coordinator:
         target = candidates[-1]
         doc = {**target["doc"], "spec": {**target["doc"]["spec"], "replicas": w.doc["spec"].get("replicas", 1)}}
         parsed = parse_workload(doc)
+        self.admit(parsed)  # a revision admitted under an older policy is checked again
         h = spec_hash(parsed)
         rev = w.revision + 1
         rec = replace(w, doc=workload_to_doc(parsed), spec_hash=h, revision=rev, generation=w.generation + 1,

@@ -148,7 +148,8 @@ class Agent:
     async def _on_connected(self) -> None:
         self._status_key = self._observed_key = None  # republish: the broker may have lost our retained state
         await self._publish_status(Presence.ONLINE, force=True)
-        await self._publish_observed(force=True)
+        if self.reconciles:  # before the first runtime listing we know nothing: an empty report would read as
+            await self._publish_observed(force=True)  # "every replica gone" to the coordinator
 
     def _on_desired_message(self, message: object) -> None:
         payload = getattr(message, "payload", b"")
@@ -200,7 +201,8 @@ class Agent:
         now = self.clock()
         wanted = self._wanted()
         instances = await self.runtime.list()
-        plan = reconcile(wanted, instances, self.records, now, self.cfg.restart)
+        snapshot = dict(self.records)
+        plan = reconcile(wanted, instances, snapshot, now, self.cfg.restart)
         records = dict(plan.records)
         specs = {s.replica_id: s for s in wanted}
         for action in plan.remove:
@@ -222,6 +224,9 @@ class Agent:
             if self._image_ready(action.spec, now):
                 log.info("creating %s (%s)", action.replica_id, action.spec.image or action.spec.command)
                 await self._guard(records, action.replica_id, now, self._create(action.spec))
+        for rid, current in self.records.items():  # a liveness probe failed while this round's actions ran
+            if current.liveness_failed and rid in records and not snapshot.get(rid, ReplicaRecord(rid)).liveness_failed:
+                records[rid] = replace(records[rid], liveness_failed=True, last_error=current.last_error)
         if records != self.records:
             self.records = {rid: rec for rid, rec in records.items() if rid in specs}
             try:
@@ -312,6 +317,8 @@ class Agent:
                 tracker = self._trackers.get(key)
                 if tracker is None or tracker.started_at != started:
                     self._trackers[key] = health.new_tracker(probe, started, initially_healthy=kind == "liveness")
+                    if kind == "readiness":
+                        self.ready[spec.replica_id] = False  # a new run is not ready until its probe says so
             if spec.readiness is None:
                 self.ready[spec.replica_id] = True
         for key in list(self._trackers):
@@ -340,11 +347,13 @@ class Agent:
 
     async def _probe(self, key: tuple[str, str], instance_id: str, probe: wire.Probe) -> None:
         rid, kind = key
+        before = self._trackers.get(key)
+        inst_started = before.started_at if before is not None else None
         try:
             result = await run_probe(self.runtime, instance_id, probe)
             tracker = self._trackers.get(key)
-            if tracker is None:
-                return
+            if tracker is None or (inst_started is not None and tracker.started_at != inst_started):
+                return  # the replica restarted meanwhile: this result belongs to its previous run
             updated = health.record(probe, tracker, result.success, result.message, self.clock())
             self._trackers[key] = updated
             if kind == "readiness":
@@ -365,8 +374,13 @@ class Agent:
     # ---- certificate renewal -----------------------------------------------------------------------------
 
     async def _renewal_loop(self) -> None:
-        while True:  # noqa: ASYNC110 - a timer, not a condition poll
-            await asyncio.sleep(await self.renew_once())
+        while True:
+            try:
+                wait = await self.renew_once()
+            except Exception:  # a disk or TLS error must not end renewal for good (the certificate would expire)
+                log.exception("certificate renewal failed; retrying in 5 minutes")
+                wait = 300.0
+            await asyncio.sleep(wait)
 
     async def renew_once(self) -> float:
         """Renew when 2/3 of the certificate's life has passed; returns how long to wait before looking again."""

@@ -75,7 +75,7 @@ async def http_get(host: str, port: int, path: str, timeout_s: float) -> ProbeRe
         writer.write(request.encode("latin-1", "replace"))
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout_s)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a status line over the stream limit
         return ProbeResult(False, f"http {host}:{port}{path}: {exc or type(exc).__name__}")
     finally:
         writer.close()
