@@ -213,7 +213,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
             agent_dir = data_dir / "agent"
             argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", "local", "--runtime",
                     args.agent_runtime]
-            if not (agent_dir / "identity" / "node.pem").exists():
+            from edge_agent import identity as ident
+
+            current = ident.load(agent_dir)
+            if current is None or current.expired(time.time()):  # first start, or the machine was off too long
                 argv += ["--token-file", str(_join_token(api, token, pki["ca"], data_dir))]
             agent, _ = start_child("agent", argv, "cloudless agent: node")
             children.append(agent)
@@ -234,7 +237,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    except RuntimeError as exc:
+    except Exception as exc:  # whatever failed (a child, the token request, the config): never leave orphans
         print(f"cloudless up: {exc}", file=sys.stderr)
         stop_children(children)
         return 1

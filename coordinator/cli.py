@@ -136,6 +136,17 @@ def _policies(files: list[Path]):  # type: ignore[no-untyped-def]
     return loaded
 
 
+async def _refresh_crl(identity) -> None:  # type: ignore[no-untyped-def]
+    """Re-sign the CRL every 6 hours (it is valid for 7 days): an expired CRL makes OpenSSL, and so Mosquitto,
+    refuse every client."""
+    while True:
+        await asyncio.sleep(6 * 3600)
+        try:
+            await identity.publish_revocations()
+        except Exception:
+            log.exception("refreshing the CRL failed; retrying in 6 hours")
+
+
 def _cmd_coordinator(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
@@ -190,8 +201,10 @@ async def _run(args: argparse.Namespace) -> int:
         heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
     coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings))
     await coord.start()
+    refresher = None
     if identity is not None:
         await identity.publish_revocations()
+        refresher = asyncio.create_task(_refresh_crl(identity))
     runner, bound = await serve(Api(coord, token_digests=tokens, identity=identity), host, port, api_ssl)
     scheme = "https" if api_ssl else "http"
     api_url = f"{scheme}://{host}:{bound}"
@@ -206,6 +219,8 @@ async def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    if refresher is not None:
+        refresher.cancel()
     await runner.cleanup()
     await coord.stop()
     await store.close()

@@ -43,6 +43,11 @@ class NodeCertRecord:
     serial: int
     not_after: float
     revoked: bool = False
+    previous: tuple[tuple[int, float], ...] = ()  # (serial, not_after) of renewed-away, still unexpired certs
+
+    def live_serials(self, now: float) -> list[tuple[int, float]]:
+        """Every certificate of this node that is still valid by date: all of them go on a revocation."""
+        return [(self.serial, self.not_after), *((s, t) for s, t in self.previous if t > now)]
 
 
 @dataclass(frozen=True, slots=True)

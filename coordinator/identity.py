@@ -109,9 +109,13 @@ class IdentityService:
         if current is None or current.revoked or current.serial != serial:
             return Refuse(f"certificate {serial:x} is not {node_id}'s current certificate (revoked or replaced); "
                           "re-enrol with a new token", 403)
-        issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=self.clock(),
+        now = self.clock()
+        issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
                                lifetime_s=self.cfg.node_cert_lifetime_s)
-        await self.store.txn([put(cert_key(node_id), _json(NodeCertRecord(node_id, issued.serial, issued.not_after)))])
+        record = NodeCertRecord(node_id, issued.serial, issued.not_after,
+                                previous=tuple(current.live_serials(now)))  # the old one stays valid a while
+        entry = await self.store.get(cert_key(node_id))
+        await self.store.txn([put(cert_key(node_id), _json(record), expect=entry.mod_revision if entry else 0)])
         return issued
 
     async def node_cert(self, node_id: str) -> NodeCertRecord | None:
@@ -125,8 +129,9 @@ class IdentityService:
             return None
         record = dataclasses.replace(current, revoked=True)
         now = self.clock()
+        at = json.dumps({"node": node_id, "at": now}).encode()
         await self.store.txn([put(cert_key(node_id), _json(record)),
-                              put(f"/revoked/{current.serial:x}", json.dumps({"node": node_id, "at": now}).encode())])
+                              *(put(f"/revoked/{serial:x}", at) for serial, _ in current.live_serials(now))])
         await self.publish_revocations()
         return record
 
@@ -158,7 +163,9 @@ def _token(raw: bytes) -> TokenRecord:
 
 
 def _cert(raw: bytes) -> NodeCertRecord:
-    return NodeCertRecord(**json.loads(raw))
+    d = json.loads(raw)
+    d["previous"] = tuple((int(s), float(t)) for s, t in d.get("previous", ()))
+    return NodeCertRecord(**d)
 
 
 def _atomic(path: Path, data: bytes, mode: int) -> None:

@@ -190,7 +190,7 @@ class CertificateAuthority:
                 .sign(self.key, hashes.SHA256()))
         return Issued(cert.public_bytes(serialization.Encoding.PEM), cert.serial_number, now + lifetime_s)
 
-    def crl(self, revoked: list[tuple[int, float]], now: float, *, next_update_s: float = 86400) -> bytes:
+    def crl(self, revoked: list[tuple[int, float]], now: float, *, next_update_s: float = 7 * 86400) -> bytes:
         """A CRL listing (serial, revoked-at) pairs, for Mosquitto's `crlfile` (RFC 5280 §5)."""
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
                    .last_update(_utc(now)).next_update(_utc(now + next_update_s)))

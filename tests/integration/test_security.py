@@ -167,6 +167,13 @@ async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp
     assert renewed.cert.read_bytes() != old_cert and renewed.key.read_bytes() != old_key  # new cert, new key
     assert renewed.not_after >= first.not_after
     assert ident.load(tmp_path / "node-n") == renewed  # persisted
+    # revoking the node revokes the renewed-away certificate too (it is still valid by date)
+    from cryptography import x509
+
+    pems = (old_cert, renewed.cert.read_bytes())
+    serials = {f"{x509.load_pem_x509_certificate(pem).serial_number:x}" for pem in pems}
+    cluster.cli("node", "revoke", "node-n")
+    assert serials <= set((cluster.data / "coordinator" / "pki" / "revoked").read_text().split())
 
 
 async def test_the_dashboard_identity_reads_the_mirror_and_nothing_else(cluster: Up, tmp_path: Path) -> None:
