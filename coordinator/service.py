@@ -118,6 +118,7 @@ class Coordinator:
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
         self._settle_until = 0.0
+        self._started_at = clock()
         self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.ready = False
@@ -355,8 +356,16 @@ class Coordinator:
             observed = None
             if info is not None and info.observed is not None:
                 observed = next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
+            state = info.state if info else None
+            if (state is None and r.node is not None and r.node not in self.revoked_nodes
+                    and self.clock() - self._started_at > self.cfg.membership.lost_after_s):
+                # a node nobody has heard of since this coordinator started (the broker lost its retained status,
+                # or it was deleted): after the grace period its replicas count as lost and are replaced
+                state = NodeState.LOST
+            if r.node is not None and r.node in self.revoked_nodes:
+                state = NodeState.LOST
             views.append(lifecycle.ReplicaView(
-                record=r, node_state=info.state if info else None,
+                record=r, node_state=state,
                 node_draining=bool(r.node and self.admin.get(r.node, NodeAdmin()).draining), observed=observed))
         return views
 
