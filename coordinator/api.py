@@ -28,8 +28,9 @@ from coordinator.enroll import Refuse
 from coordinator.errors import SpecError
 from coordinator.identity import IdentityService
 from coordinator.model import NodeAdmin
+from coordinator.operations import CommandFailed, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
-from coordinator.service import CommandFailed, Coordinator, NotFound, PolicyDenied
+from coordinator.service import Coordinator
 from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
 
