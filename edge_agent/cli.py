@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -134,6 +135,8 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     identity = None
     if cfg.password is None:
         identity = await _identity(cfg)
+        # labels and zone from the enrolment token; the command line adds to and overrides them
+        cfg = dataclasses.replace(cfg, labels={**dict(identity.labels), **cfg.labels}, zone=cfg.zone or identity.zone)
     broker = cfg.broker or parse_broker_url(identity.broker_url if identity else "")
     tls: ClientTls | None
     if identity is not None:

@@ -49,6 +49,8 @@ class NodeIdentity:
     broker_url: str
     not_before: float
     not_after: float
+    labels: tuple[tuple[str, str], ...] = ()  # given by the enrolment token (the command line adds to them)
+    zone: str = ""
 
     @property
     def key(self) -> Path:
@@ -89,8 +91,9 @@ def load(data_dir: Path) -> NodeIdentity | None:
         meta = json.loads((d / META).read_text())
         if not (d / KEY).exists() or not (d / CERT).exists():
             return None
+        labels = tuple((str(k), str(v)) for k, v in dict(meta.get("labels", {})).items())
         return NodeIdentity(d, str(meta["node_id"]), str(meta["api_url"]), str(meta["broker_url"]),
-                            float(meta["not_before"]), float(meta["not_after"]))
+                            float(meta["not_before"]), float(meta["not_after"]), labels, str(meta.get("zone", "")))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:
@@ -121,7 +124,8 @@ def renew(identity: NodeIdentity) -> NodeIdentity:
     _check_pair(reply.get("certificate", ""), new_key)
     new_key.replace(identity.key)
     return _save(identity.directory, identity.node_id, identity.api_url,
-                 {**reply, "broker": identity.broker_url, "ca": None}, key_pem)
+                 {**reply, "broker": identity.broker_url, "ca": None, "labels": dict(identity.labels),
+                  "zone": identity.zone}, key_pem)
 
 
 def _check_pair(cert_pem: object, key_path: Path) -> None:
@@ -217,10 +221,15 @@ def _save(d: Path, node_id: str, api_url: str, reply: dict[str, Any], key_pem: b
     _write(d / CERT, cert_pem, 0o644)
     if isinstance(reply.get("ca"), str):
         _write(d / CA, reply["ca"].encode(), 0o644)
+    raw_labels = reply.get("labels")
+    labels: dict[str, Any] = raw_labels if isinstance(raw_labels, dict) else {}
     identity = NodeIdentity(d, node_id, api_url, str(reply.get("broker") or ""),
-                            cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+                            cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp(),
+                            tuple((str(k)[:128], str(v)[:128]) for k, v in list(labels.items())[:64]),
+                            str(reply.get("zone") or "")[:64])
     meta = {"node_id": node_id, "api_url": api_url, "broker_url": identity.broker_url,
-            "not_before": identity.not_before, "not_after": identity.not_after}
+            "not_before": identity.not_before, "not_after": identity.not_after, "labels": dict(identity.labels),
+            "zone": identity.zone}
     _write(d / META, json.dumps(meta).encode(), 0o600)
     del key_pem
     return identity

@@ -204,3 +204,10 @@ async def test_the_dashboard_identity_reads_the_mirror_and_nothing_else(cluster:
         assert {"nodes_online", "nodes_total", "workloads", "replicas_ready"} <= set(summary)
     finally:
         await dash.stop()
+
+
+def test_token_labels_and_zone_reach_the_enrolled_node(cluster: Up, tmp_path: Path) -> None:
+    tok = token(cluster, labels="room=attic,disk=ssd", zone="home")
+    enrolled = enrol(cluster, tmp_path, "node-l", tok)
+    assert dict(enrolled.labels) == {"room": "attic", "disk": "ssd"} and enrolled.zone == "home"
+    assert ident.load(tmp_path / "node-l") == enrolled  # kept for the agent's later starts
