@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 _identity: dict[str, str] = {}
 
@@ -51,3 +52,20 @@ def configure(level: str, fmt: str) -> None:
     if level != "DEBUG":  # amqtt and its state machine narrate every packet at INFO
         for noisy in ("amqtt", "transitions"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def to_file(path: Path, *, max_bytes: int = 1024 * 1024, backups: int = 3) -> None:
+    """Also write the log to `path`, rotated (small devices: at most (backups + 1) x max_bytes on disk), in the
+    format already chosen for stderr. A file that cannot be opened is reported, never fatal."""
+    from logging.handlers import RotatingFileHandler
+
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers else TextFormatter()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("cannot log to %s: %s", path, exc)
+        return
+    handler.setFormatter(formatter)
+    root.addHandler(handler)

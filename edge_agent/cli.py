@@ -128,6 +128,7 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     from edge_agent.profile import select_profile
 
     logs.set_identity("node", cfg.node_id)
+    logs.to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
     profile = select_profile(cfg.profile)
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
     runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)

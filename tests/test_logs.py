@@ -42,3 +42,15 @@ def test_text_lines_are_prefixed_with_the_identity(capsys: pytest.CaptureFixture
     logging.getLogger("coordinator.test").warning("hello")
     assert capsys.readouterr().err.startswith("[coordinator=main] ")
     logs._identity.clear()
+
+
+def test_the_agent_log_file_rotates(tmp_path):  # type: ignore[no-untyped-def]
+    logs.configure("INFO", "text")
+    logs.to_file(tmp_path / "logs" / "agent.log", max_bytes=2000, backups=2)
+    log = logging.getLogger("edge_agent.test")
+    for i in range(200):
+        log.info("line %d %s", i, "x" * 40)
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["agent.log", "agent.log.1", "agent.log.2"]
+    assert sum((tmp_path / "logs" / f).stat().st_size for f in files) <= 3 * 2000 + 200
+    assert "line 199" in (tmp_path / "logs" / "agent.log").read_text()
