@@ -262,9 +262,7 @@ class Api(_IdentityHandlers):
         self.coord = coord
         self.tokens = dict(token_digests)
         self.identity = identity
-        from coordinator import metrics
-
-        self.prom = metrics.Metrics(coord)
+        self.prom = coord.metrics
 
     # ---- app -----------------------------------------------------------------------------------------------
 

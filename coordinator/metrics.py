@@ -48,7 +48,24 @@ class Metrics:
         self.latency = Histogram("cloudless_api_request_duration_seconds", "REST request latency by route",
                                  ["route"], registry=self.registry,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+        self.scheduling = Histogram("cloudless_scheduling_pass_duration_seconds",
+                                    "Duration of one scheduling pass (all pending replicas of a round)",
+                                    registry=self.registry,
+                                    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0))
+        self.decisions = Counter("cloudless_scheduling_decisions_total", "Scheduling decisions by result",
+                                 ["result"], registry=self.registry)
+        self.unschedulable = Counter("cloudless_unschedulable_total",
+                                     "Unschedulable decisions by the most common reason across nodes", ["reason"],
+                                     registry=self.registry)
+        self.mqtt_messages = Counter("cloudless_mqtt_messages_total", "MQTT messages by direction and channel",
+                                     ["direction", "channel"], registry=self.registry)
+        self.mqtt_bytes = Counter("cloudless_mqtt_bytes_total", "MQTT payload bytes by direction", ["direction"],
+                                  registry=self.registry)
         self.registry.register(_StateCollector(coord))
+
+    def mqtt(self, direction: str, channel: str, size: int) -> None:
+        self.mqtt_messages.labels(direction, channel).inc()
+        self.mqtt_bytes.labels(direction).inc(size)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,6 +101,9 @@ class Coordinator(Operations):
         self._dash_at = 0.0
         self._settle_until = 0.0
         self._started_at = clock()
+        from coordinator.metrics import Metrics
+
+        self.metrics = Metrics(self)
         self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.ready = False
@@ -173,6 +177,7 @@ class Coordinator(Operations):
     # ---- MQTT in -------------------------------------------------------------------------------------------
 
     def _decode(self, m: Message) -> object | None:
+        self.metrics.mqtt("in", m.topic.rsplit("/", 1)[-1][:16], len(m.payload))
         try:
             return wire.decode_node_message(m.topic, m.payload)
         except WireError as exc:
@@ -474,9 +479,12 @@ class Coordinator(Operations):
             parsed = self._spec_doc(r)
             if parsed is not None:
                 requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
+        started = time.perf_counter()
         results = schedule_many(self.snapshot(now), [req for _, req in requests], self.cfg.scheduler, self.cfg.seed)
+        self.metrics.scheduling.observe(time.perf_counter() - started)
         for (r, _), result in zip(requests, results, strict=True):
             wkey = f"{r.namespace}/{r.workload}"
+            self.metrics.decisions.labels("placed" if isinstance(result, Placement) else "unschedulable").inc()
             if isinstance(result, Placement):
                 self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
                                            message="", unschedulable={}))
@@ -484,6 +492,8 @@ class Coordinator(Operations):
                            f"{result.node_id} (score {result.score:.1f})")
             else:
                 reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
+                top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
+                self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
                 if result.summary != r.message:
                     self.event("Warning", "Unschedulable", f"workload/{wkey}",
                                f"replica {r.replica_id}: {result.summary}")
@@ -527,7 +537,9 @@ class Coordinator(Operations):
             gen = self.nodegen.get(node_id, 0) + 1
             msg = DesiredState(node_id=node_id, generation=gen, epoch=self.epoch, issued_at=now, replicas=specs)
             try:
-                self.mqtt.publish_nowait(topics.node_desired(node_id), wire.encode(msg), qos=1, retain=True)
+                payload = wire.encode(msg)
+                self.mqtt.publish_nowait(topics.node_desired(node_id), payload, qos=1, retain=True)
+                self.metrics.mqtt("out", "desired", len(payload))
             except MqttError as exc:
                 log.warning("desired state for %s not sent: %s", node_id, exc)
                 continue

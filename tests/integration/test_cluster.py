@@ -243,6 +243,41 @@ def test_drain_moves_replicas_without_dropping_below_min_available(cluster: Clus
     c.request("POST", f"/v1/nodes/{target}/uncordon")
 
 
+def test_metrics_and_events_tell_what_happened(cluster: Cluster) -> None:
+    """After the scenario above (apply, unschedulable spec, rollouts, a killed node, a drain), the coordinator's
+    metrics and events match it."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(cluster.coord.url + "/metrics", timeout=10).read().decode()
+
+    def value(series: str) -> float:
+        m = re.search(rf"^{re.escape(series)} ([0-9.e+]+)$", text, re.M)
+        assert m, f"{series} not exported:\n{text[:2000]}"
+        return float(m.group(1))
+
+    assert value('cloudless_nodes{state="online"}') == 3
+    assert value("cloudless_workloads") == 1  # web (the others were deleted)
+    assert value('cloudless_replicas{phase="assigned"}') == 3
+    assert value('cloudless_scheduling_decisions_total{result="placed"}') >= 6  # 3 + replacements + rollouts
+    assert value('cloudless_scheduling_decisions_total{result="unschedulable"}') >= 1
+    assert re.search(r'^cloudless_unschedulable_total\{reason="[^"]+"\} [1-9]', text, re.M)
+    assert value('cloudless_api_requests_total{method="PUT",route="apply",status="201"}') >= 1
+    assert value('cloudless_api_requests_total{method="PUT",route="apply",status="400"}') >= 1  # the typo
+    assert value('cloudless_mqtt_messages_total{channel="heartbeat",direction="in"}') > 0
+    assert value('cloudless_mqtt_messages_total{channel="desired",direction="out"}') > 0
+    assert value("cloudless_scheduling_pass_duration_seconds_count") >= 1
+    # events, in order: the killed node was lost, its replica replaced, then placed elsewhere
+    events = cluster.coord.request("GET", "/v1/events?limit=5000")["items"]
+    reasons = [(e["reason"], e["object"]) for e in events]
+    lost = reasons.index(("NodeLost", "node/A"))
+    replaced = next(i for i, r in enumerate(reasons) if i > lost and r[0] == "ReplicaLost")
+    placed = next(i for i, r in enumerate(reasons) if i > replaced and r[0] == "Placed")
+    assert lost < replaced < placed
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    assert reasons.index(("NodeJoined", "node/A")) < lost
+
+
 def test_state_survives_a_coordinator_restart(cluster: Cluster) -> None:
     c = cluster.coord
     before = {r["id"]: r["node"] for r in cluster.replicas("web")}
