@@ -1,0 +1,114 @@
+"""`cloudless top`: a live view of the nodes (load, battery, temperature) and the workloads, over the REST API.
+
+The tables are computed by pure functions from the API's JSON (`frame`); `cmd_top` only fetches, prints and
+sleeps through the CLI's clock, so tests drive it with a FakeClock and a fake coordinator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cloudless import render
+from cloudless.client import ClientError
+from cloudless.ctl import Ctx, _add, _connection, _duration_in, _namespace_arg, _transient
+
+if TYPE_CHECKING:
+    from cloudless.ctl import Sub
+
+CLEAR = "\x1b[H\x1b[2J"  # cursor home + erase display (ECMA-48 CUP, ED 2)
+NODE_HEADERS = ("NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS")
+WORKLOAD_HEADERS = ("NAMESPACE", "NAME", "READY/DESIRED", "PHASE")
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def memory_percent(node: Mapping[str, Any]) -> float | None:
+    used = _number((node.get("usage") or {}).get("memoryBytes"))
+    total = _number((node.get("capacity") or {}).get("memory"))
+    return used * 100 / total if used is not None and total else None
+
+
+def temperature(node: Mapping[str, Any]) -> str:
+    """The hottest sensor, in °C; `-` when the node reports none."""
+    temps = [t for t in map(_number, (node.get("temperatures") or {}).values()) if t is not None]
+    return f"{max(temps):.0f}C" if temps else render.NONE
+
+
+def node_row(node: Mapping[str, Any]) -> list[str]:
+    usage = node.get("usage") or {}
+    return [render.text(node.get("id")), render.text(node.get("state")), render.percent(usage.get("cpuPercent")),
+            render.percent(memory_percent(node)), render.percent(usage.get("batteryPercent")), temperature(node),
+            render.text(node.get("replicas"))]
+
+
+def workload_row(workload: Mapping[str, Any]) -> list[str]:
+    meta, status = workload.get("metadata") or {}, workload.get("status") or {}
+    ready, desired = status.get("ready"), status.get("desired")
+    return [render.text(meta.get("namespace")), render.text(meta.get("name")),
+            f"{render.text(ready if ready is not None else 0)}/{render.text(desired)}",
+            render.text(status.get("phase"))]
+
+
+def frame(nodes: Sequence[Mapping[str, Any]], workloads: Sequence[Mapping[str, Any]]) -> str:
+    """Both tables, nodes first; a line instead of an empty table."""
+    node_part = render.table(NODE_HEADERS, map(node_row, nodes)) if nodes else "No nodes."
+    wl_part = render.table(WORKLOAD_HEADERS, map(workload_row, workloads)) if workloads else "No workloads."
+    return f"{node_part}\n\n{wl_part}"
+
+
+def _fetch(ctx: Ctx, namespace: str | None) -> str:
+    nodes = ctx.api.request("GET", "/v1/nodes").body["items"]
+    query = {"namespace": namespace} if namespace else None
+    workloads = ctx.api.request("GET", "/v1/workloads", query=query).body["items"]
+    return frame(nodes, workloads)
+
+
+def cmd_top(args: argparse.Namespace, ctx: Ctx) -> int:
+    if args.once:
+        ctx.out(_fetch(ctx, args.namespace))
+        return 0
+    tty = sys.stdout.isatty()
+    last: str | None = None
+    outage = False
+    try:
+        while True:
+            try:
+                text = _fetch(ctx, args.namespace)
+                outage = False
+            except ClientError as exc:
+                if not _transient(exc):
+                    raise
+                if not outage:
+                    ctx.warn(f"{exc.message}; retrying every {args.interval:g}s")
+                outage = True
+            else:
+                if tty:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(ctx.clock.time()))
+                    ctx.out(f"{CLEAR}cloudless top   every {args.interval:g}s   {stamp}   (Ctrl-C to stop)\n\n{text}")
+                elif text != last:  # a pipe or a log file gets a new frame only when something changed
+                    ctx.out(("\n" if last is not None else "") + text)
+                last = text
+            ctx.clock.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def add_parser(sub: Sub) -> None:
+    p = _add(sub, "top", _connection(), func=cmd_top, help="live view of node load and workload health",
+             description="Nodes (state, CPU and memory use, battery, hottest temperature, replicas) and workloads "
+             "(ready/desired, phase), redrawn every interval until Ctrl-C. On a terminal the screen is cleared "
+             "for each frame; piped, a frame is printed only when it changed.",
+             examples="  cloudless top\n  cloudless top --interval 10s -n prod\n  cloudless top --once")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--interval", type=_duration_in(1, 3600), default=2.0, metavar="DURATION",
+                   help="time between frames, 1s..1h, e.g. 5, 5s, 1m (default 2s)")
+    _namespace_arg(p)
+    p.set_defaults(namespace=None)
