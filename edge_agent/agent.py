@@ -40,6 +40,8 @@ from edge_agent.desired import Accepted, consider
 from edge_agent.errors import AgentError, ImageUnavailable, RuntimeError_, StateError
 from edge_agent.gating import Gate, GateState
 from edge_agent.identity import NodeIdentity
+from edge_agent.metrics import Counters, ReplicaSample
+from edge_agent.metrics import Sample as MetricsSample
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
@@ -104,6 +106,8 @@ class Agent:
         self.identity = identity
         self.reconciles = 0
         self.desired_received_at: float | None = None
+        self.counters = Counters()
+        self.last_heartbeat: Heartbeat | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class Agent:
     # ---- MQTT in ------------------------------------------------------------------------------------------
 
     async def _on_connected(self) -> None:
+        self.counters.mqtt_connects += 1
         self._status_key = self._observed_key = None  # republish: the broker may have lost our retained state
         await self._publish_status(Presence.ONLINE, force=True)
         if self.reconciles:  # before the first runtime listing we know nothing: an empty report would read as
@@ -232,6 +237,7 @@ class Agent:
             try:
                 self.store.save_agent(self.max_epoch, self.records)
             except StateError as exc:
+                self.counters.state_write_errors += 1
                 log.error("%s", exc)
         self.instances = await self.runtime.list() if not plan.empty else instances
         self._sync_trackers(wanted)
@@ -355,6 +361,8 @@ class Agent:
             if tracker is None or (inst_started is not None and tracker.started_at != inst_started):
                 return  # the replica restarted meanwhile: this result belongs to its previous run
             updated = health.record(probe, tracker, result.success, result.message, self.clock())
+            if not result.success:
+                self.counters.probe_failed(rid, kind)
             self._trackers[key] = updated
             if kind == "readiness":
                 if self.ready.get(rid) != updated.healthy:
@@ -495,7 +503,32 @@ class Agent:
             memory_used_bytes=md.memory_used, memory_total_bytes=md.memory_total, disk_used_bytes=md.disk_used,
             disk_total_bytes=md.disk_total, battery_percent=self.readings.battery_percent, replicas=replicas,
         )
+        self.last_heartbeat = hb
         spec = topics.NODE_CHANNELS[topics.Channel.HEARTBEAT]
         with contextlib.suppress(MqttError):
             self.mqtt.publish_nowait(topics.node_heartbeat(self.node_id), wire.encode(hb), qos=spec.qos,
                                      retain=spec.retain, droppable=True)
+
+    # ---- metrics -----------------------------------------------------------------------------------------
+
+    def metrics_sample(self) -> MetricsSample:
+        """What a scrape reports: device readings of the last heartbeat, replicas, counters (no I/O)."""
+        hb = self.last_heartbeat
+        usage = {u.replica_id: u for u in hb.replicas} if hb else {}
+        running = {i.replica_id for i in self.instances if i.state is InstanceState.RUNNING}
+        replicas = tuple(
+            ReplicaSample(replica_id=s.replica_id, running=s.replica_id in running,
+                          ready=self.ready.get(s.replica_id, s.replica_id in running and s.readiness is None),
+                          restarts=(self.records.get(s.replica_id) or ReplicaRecord(s.replica_id)).restarts,
+                          cpu_percent=usage[s.replica_id].cpu_percent if s.replica_id in usage else None,
+                          memory_bytes=usage[s.replica_id].memory_bytes if s.replica_id in usage else None)
+            for s in self._wanted())
+        return MetricsSample(
+            node_id=self.node_id, profile=self.profile_name, runtime=self.runtime_info.name,
+            cpu_percent=hb.cpu_percent if hb else None, memory_used_bytes=hb.memory_used_bytes if hb else None,
+            memory_total_bytes=hb.memory_total_bytes if hb else None, battery_percent=self.readings.battery_percent,
+            charging=self.readings.charging, temperatures_c=dict(self.readings.temperatures),
+            schedulable=self.gate_state.schedulable, mqtt_connected=self.mqtt.connected, replicas=replicas,
+            counters=self.counters, state_writes=self.store.writes,
+            desired_generation=self.desired.generation if self.desired else None,
+            desired_epoch=self.desired.epoch if self.desired else None)

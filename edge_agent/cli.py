@@ -66,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="read battery/temperature readings from this JSON file instead of the device's sensors "
                    '(e.g. {"battery_percent": 40, "charging": false, "temperatures": {"cpu": 50}}); for devices '
                    "whose sensors psutil cannot read, fed by a script, and for testing gates")
+    p.add_argument("--metrics-listen", default="auto", metavar="HOST:PORT|off|auto",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics; 'auto' (default) is 127.0.0.1:9471 "
+                   "(loopback only), or off on phones; use 0.0.0.0:9471 to let a Prometheus elsewhere scrape it")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -101,7 +104,16 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         podman_socket=args.podman_socket, containers_conf=args.containers_conf,
         heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
         tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
+        metrics_listen=_metrics_flag(args.metrics_listen),
     )
+
+
+def _metrics_flag(text: str) -> str:
+    from edge_agent.metrics import parse_listen
+
+    if text.strip().lower() != "auto":
+        parse_listen(text)  # checked now: a typo is a usage error, not a surprise at startup
+    return text.strip()
 
 
 def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
@@ -157,16 +169,38 @@ async def run(cfg) -> int:  # type: ignore[no-untyped-def]
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
+    listener = await _start_metrics(cfg, agent, phone=profile.profile.metered and profile.profile.battery is not None)
     until = ""
     if identity is not None:
         until = f", certificate until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(identity.not_after))}"
     print(f"cloudless agent: node {cfg.node_id} running ({agent.runtime_info.name}"
           f"{', rootless' if agent.runtime_info.rootless else ''}), broker "
-          f"{'mqtts' if broker.tls else 'mqtt'}://{broker.host}:{broker.port}{until}", flush=True)
+          f"{'mqtts' if broker.tls else 'mqtt'}://{broker.host}:{broker.port}{until}"
+          + (f", metrics {listener.url}" if listener is not None else ""), flush=True)
     await stop.wait()
     log.info("stopping the agent (workloads keep running)")
+    if listener is not None:
+        await listener.close()
     await agent.stop()
     return 0
+
+
+async def _start_metrics(cfg, agent, *, phone: bool):  # type: ignore[no-untyped-def]
+    from edge_agent.metrics import MetricsListener, default_listen, parse_listen, render
+
+    text = default_listen(phone=phone) if cfg.metrics_listen.lower() == "auto" else cfg.metrics_listen
+    where = parse_listen(text)
+    if where is None:
+        log.info("metrics listener off (--metrics-listen HOST:PORT turns it on)")
+        return None
+    listener = MetricsListener(lambda: render(agent.metrics_sample()))
+    try:
+        await listener.start(*where)
+    except OSError as exc:  # the agent's job is the workloads: a taken port must not stop it
+        log.error("metrics listener not started on %s: %s; pick another with --metrics-listen", text, exc)
+        return None
+    log.info("metrics on %s", listener.url)
+    return listener
 
 
 async def _identity(cfg: AgentConfig) -> NodeIdentity:

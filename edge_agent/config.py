@@ -45,6 +45,7 @@ class AgentConfig:
     tls_key: Path | None = None
     sensor_file: Path | None = None
     token: Secret | None = None  # enrolment token (first start or re-enrolment)
+    metrics_listen: str = "auto"  # HOST:PORT, off, or auto (loopback; off on phones)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:

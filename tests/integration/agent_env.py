@@ -79,6 +79,7 @@ class AgentProc:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cl-agent-")))
 
     def __post_init__(self) -> None:
+        self.metrics_url = ""
         self.user = rootless_user() if self.rootless else None
         self.data_dir = self.workdir / "data"
         self.sensor_file = self.workdir / "sensors.json"
@@ -97,7 +98,7 @@ class AgentProc:
                 "--node-id", self.node_id, "--password-file", str(self.workdir / "password"),
                 "--runtime", self.runtime, "--profile", "vps", "--heartbeat-interval", "1",
                 "--reconcile-interval", "0.5", "--sensor-file", str(self.sensor_file),
-                "--containers-conf", str(CONTAINERS_CONF), *self.extra]
+                "--containers-conf", str(CONTAINERS_CONF), "--metrics-listen", "127.0.0.1:0", *self.extra]
         if self.user is not None:
             run_dir = f"/run/user/{self.user.pw_uid}"
             env = [f"XDG_RUNTIME_DIR={run_dir}", f"HOME={self.user.pw_dir}",
@@ -126,6 +127,8 @@ class AgentProc:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode()
             if "cloudless agent: node" in line:
+                if "metrics http://" in line:
+                    self.metrics_url = line.split("metrics ", 1)[1].split()[0].rstrip(",")
                 return
             if not line and self.proc.poll() is not None:
                 break

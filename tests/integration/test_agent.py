@@ -73,6 +73,18 @@ def kill_workload(agent: AgentProc, rid: str) -> None:
     raise AssertionError(f"no process instance for {rid}")
 
 
+def scrape(agent: AgentProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The agent's /metrics, parsed by prometheus-client's own parser: (name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert agent.metrics_url.startswith("http://127.0.0.1:"), agent.metrics_url
+    text = urllib.request.urlopen(agent.metrics_url, timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
 def running_ids(agent: AgentProc) -> dict[str, tuple[str, float | None]]:
     """replica -> (instance id, start time) for running replicas, as the runtime itself reports them."""
     if agent.runtime == "podman":
@@ -120,6 +132,15 @@ async def test_agent_runs_restarts_and_survives_the_control_plane(
     await observer.until(lambda: (r := observer.replica("A", "live-0")) is not None and r.restarts >= 1,
                          60, "live-0 restarted for failing liveness", agent)
     assert "liveness" in observer.replica("A", "live-0").last_error  # type: ignore[union-attr]
+    # the agent's own metrics tell the same story
+    m = scrape(agent)
+    assert m[("cloudless_agent_replica_restarts_total", (("replica", "web-0"),))] >= 1
+    assert m[("cloudless_agent_replica_restarts_total", (("replica", "live-0"),))] >= 1
+    assert m[("cloudless_agent_probe_failures_total", (("probe", "liveness"), ("replica", "live-0")))] >= 2
+    assert m[("cloudless_agent_mqtt_connected", ())] == 1
+    assert m[("cloudless_agent_local_state_writes_total", ())] >= 2
+    assert m[("cloudless_agent_desired_generation", ())] == 2
+    assert m[("cloudless_agent_memory_total_bytes", ())] > 0
     await observer.publish_desired(make_desired("A", web, generation=3))
     await observer.until(lambda: observer.replica("A", "live-0") is None, 30, "live-0 removed", agent)
 
@@ -153,5 +174,8 @@ async def test_agent_runs_restarts_and_survives_the_control_plane(
     agent.set_sensors(json.dumps({"temperatures": {"cpu": 120.0}}))
     await observer.until(lambda: not observer.status["A"].schedulable, 10, "unschedulable on overheat", agent)
     assert any("cpu" in g for g in observer.status["A"].gates), observer.status["A"].gates
+    m = scrape(agent)
+    assert m[("cloudless_agent_temperature_celsius", (("sensor", "cpu"),))] == 120.0
+    assert m[("cloudless_agent_schedulable", ())] == 0
     agent.set_sensors(json.dumps({"temperatures": {"cpu": 40.0}}))
     await observer.until(lambda: observer.status["A"].schedulable, 10, "schedulable again", agent)

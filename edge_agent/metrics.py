@@ -1,0 +1,221 @@
+"""The agent's Prometheus metrics: a pure renderer of the text exposition format and a tiny loopback listener.
+
+Why not prometheus-client here (the coordinator uses it): importing it costs the agent ~10.5 MiB RSS, a third of
+its budget on a 512 MB device. The agent's metrics are few and simple, so it writes the text exposition format
+0.0.4 (https://prometheus.io/docs/instrumenting/exposition_formats/) itself; a test parses the output with
+prometheus-client's own parser.
+
+The listener is off or loopback-only by default (phones: off — see `default_listen`): metrics describe the owner's
+device and are not meant for the network unless the operator says so (`--metrics-listen 0.0.0.0:9471`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from edge_agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 9471
+MAX_REQUEST_BYTES = 8192
+READ_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Counters:
+    """Event counters the agent increments as things happen (the rest is read at scrape time)."""
+
+    mqtt_connects: int = 0  # successful (re)connections; reconnects = connects - 1
+    probe_failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (replica, liveness|readiness)
+    state_write_errors: int = 0
+
+    def probe_failed(self, replica_id: str, kind: str) -> None:
+        key = (replica_id, kind)
+        self.probe_failures[key] = self.probe_failures.get(key, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSample:
+    replica_id: str
+    running: bool
+    ready: bool
+    restarts: int
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Everything one scrape reports (built by the agent, rendered here)."""
+
+    node_id: str
+    profile: str
+    runtime: str
+    cpu_percent: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    battery_percent: float | None
+    charging: bool | None
+    temperatures_c: Mapping[str, float]
+    schedulable: bool
+    mqtt_connected: bool
+    replicas: tuple[ReplicaSample, ...]
+    counters: Counters
+    state_writes: int
+    desired_generation: int | None
+    desired_epoch: int | None
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+
+
+class _Doc:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_: str,
+               samples: Iterable[tuple[Mapping[str, str], float | None]]) -> None:
+        rows = [(labels, v) for labels, v in samples if v is not None]
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, v in rows:
+            assert v is not None
+            lbl = ",".join(f'{k}="{_esc(val)}"' for k, val in labels.items())
+            self.lines.append(f"{name}{{{lbl}}} {_num(v)}" if lbl else f"{name} {_num(v)}")
+
+
+def render(s: Sample) -> str:
+    """The text exposition of one sample (pure)."""
+    d = _Doc()
+    one: Mapping[str, str] = {}
+    d.family("cloudless_agent_info", "gauge", "Constant 1, labelled with the node's identity",
+             [({"node": s.node_id, "profile": s.profile, "runtime": s.runtime}, 1)])
+    d.family("cloudless_agent_cpu_usage_percent", "gauge", "Whole-device CPU use (all cores = 100)",
+             [(one, s.cpu_percent)])
+    d.family("cloudless_agent_memory_used_bytes", "gauge", "Device memory in use", [(one, s.memory_used_bytes)])
+    d.family("cloudless_agent_memory_total_bytes", "gauge", "Device memory", [(one, s.memory_total_bytes)])
+    d.family("cloudless_agent_battery_percent", "gauge", "Battery charge (absent without a battery)",
+             [(one, s.battery_percent)])
+    d.family("cloudless_agent_battery_charging", "gauge", "1 while on the charger",
+             [(one, None if s.charging is None else float(s.charging))])
+    d.family("cloudless_agent_temperature_celsius", "gauge", "Temperature sensors",
+             [({"sensor": k}, v) for k, v in sorted(s.temperatures_c.items())])
+    d.family("cloudless_agent_schedulable", "gauge", "1 when no gate (battery, heat) holds work back",
+             [(one, float(s.schedulable))])
+    d.family("cloudless_agent_mqtt_connected", "gauge", "1 while connected to the broker",
+             [(one, float(s.mqtt_connected))])
+    d.family("cloudless_agent_mqtt_reconnects_total", "counter", "Broker reconnections after the first connection",
+             [(one, max(0, s.counters.mqtt_connects - 1))])
+    d.family("cloudless_agent_local_state_writes_total", "counter", "Atomic writes of the local state files",
+             [(one, s.state_writes)])
+    d.family("cloudless_agent_local_state_write_errors_total", "counter", "Local state writes that failed",
+             [(one, s.counters.state_write_errors)])
+    d.family("cloudless_agent_desired_generation", "gauge", "Generation of the desired state being applied",
+             [(one, s.desired_generation)])
+    d.family("cloudless_agent_desired_epoch", "gauge", "Leadership epoch of the desired state being applied",
+             [(one, s.desired_epoch)])
+    reps = sorted(s.replicas, key=lambda r: r.replica_id)
+    d.family("cloudless_agent_replicas", "gauge", "Replicas this node should run, by state",
+             [({"state": st}, sum(1 for r in reps if (r.running and r.ready, r.running) == key))
+              for st, key in (("ready", (True, True)), ("running", (False, True)), ("stopped", (False, False)))])
+    d.family("cloudless_agent_replica_restarts_total", "counter", "Restarts the agent performed, per replica",
+             [({"replica": r.replica_id}, r.restarts) for r in reps])
+    d.family("cloudless_agent_replica_cpu_usage_percent", "gauge", "Replica CPU use (one core = 100)",
+             [({"replica": r.replica_id}, r.cpu_percent) for r in reps])
+    d.family("cloudless_agent_replica_memory_bytes", "gauge", "Replica memory use",
+             [({"replica": r.replica_id}, r.memory_bytes) for r in reps])
+    d.family("cloudless_agent_probe_failures_total", "counter", "Failed health probes, per replica and probe",
+             [({"replica": rid, "probe": kind}, n) for (rid, kind), n in sorted(s.counters.probe_failures.items())])
+    return "\n".join(d.lines) + "\n"
+
+
+# ---- listener (adapter) -----------------------------------------------------------------------------------------
+
+def default_listen(*, phone: bool) -> str:
+    """Loopback by default; off on phones (battery and privacy: nothing listens unless asked)."""
+    return "off" if phone else f"127.0.0.1:{DEFAULT_PORT}"
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`off`, `HOST:PORT` or `[V6]:PORT` -> (host, port) or None; errors name the flag."""
+    text = text.strip()
+    if text.lower() == "off":
+        return None
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise ConfigError(f"--metrics-listen: expected HOST:PORT or off, got {text!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"--metrics-listen: bad port in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-listen: port {port} out of range 0..65535")
+    return host, port
+
+
+class MetricsListener:
+    """A minimal HTTP/1.0 server: GET /metrics answers the exposition, anything else 404/405; one request per
+    connection, bounded request size and read time, so a stray client can neither hang nor grow the agent."""
+
+    def __init__(self, render_now: Callable[[], str]) -> None:
+        self._render = render_now
+        self._server: asyncio.Server | None = None
+        self.host = ""
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_BYTES)
+        self.host = host
+        sock = self._server.sockets[0] if self._server.sockets else None
+        self.port = int(sock.getsockname()[1]) if sock is not None else port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+            method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+            path = rest.split(" ", 1)[0].split("?", 1)[0]
+            if path != "/metrics":
+                status, body, ctype = "404 Not Found", b"only /metrics is served here\n", "text/plain"
+            elif method not in ("GET", "HEAD"):
+                status, body, ctype = "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
+            else:
+                status, ctype = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+                body = self._render().encode()
+            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else body))
+            await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
