@@ -19,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -304,6 +304,10 @@ class CoordinatorClient:
             raise ValueError(f"unknown node action {action!r}")
         return self._json("POST", f"/v1/nodes/{_seg(node_id)}/{action}")  # type: ignore[no-any-return]
 
+    def delete_node(self, node_id: str) -> JSONObject:
+        """Forget an offline or lost node (409 while it is online or holds replicas)."""
+        return self._json("DELETE", f"/v1/nodes/{_seg(node_id)}")  # type: ignore[no-any-return]
+
     # -- workloads --
 
     def _wl(self, namespace: str, name: str) -> str:
@@ -350,6 +354,34 @@ class CoordinatorClient:
         query = {"object": object_ref, "type": event_type, "since": since, "limit": limit}
         return self._items("/v1/events", query)
 
+    def stream_events(self, *, object_ref: str | None = None, event_type: str | None = None,
+                      after: int | None = None) -> Iterator[JSONObject]:
+        """Events as the coordinator records them (server-sent events on /v1/events/stream), starting with the
+        retained ones after id `after`. Ends (StopIteration) when the server closes the stream; raises
+        ConnectionFailed when it goes silent past two keep-alive periods. Resume with `after=<last id>`."""
+        query = {k: str(v) for k, v in {"object": object_ref, "type": event_type, "after": after}.items()
+                 if v is not None}
+        url = self.server + "/v1/events/stream" + ("?" + urllib.parse.urlencode(query) if query else "")
+        headers = {"Accept": "text/event-stream", "User-Agent": f"cloudless-cli/{__version__}"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        req = urllib.request.Request(url, headers=headers)  # noqa: S310 (http(s) checked)
+        try:
+            resp = urllib.request.urlopen(req, timeout=SSE_SILENCE_S, context=self._ssl)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            raise self._api_error(exc.code, raw, "GET", "/v1/events/stream") from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason) from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise self._unreachable(exc) from None
+        with resp:
+            try:
+                yield from parse_sse(resp)
+            except (TimeoutError, ConnectionError) as exc:
+                raise self._unreachable(exc) from None
+
     def logs(self, namespace: str, name: str, replica: str, *, tail: int | None = None) -> JSONObject:
         path = f"{self._wl(namespace, name)}/replicas/{_seg(replica)}/logs"
         return self._json("GET", path, query={"tail": tail})  # type: ignore[no-any-return]
@@ -360,6 +392,36 @@ class CoordinatorClient:
         path = f"{self._wl(namespace, name)}/replicas/{_seg(replica)}/exec"
         return self._json("POST", path, body={"command": list(command), "timeoutSeconds": timeout_seconds},  # type: ignore[no-any-return]
                           timeout=timeout_seconds + self.timeout)
+
+
+SSE_SILENCE_S = 40.0  # the coordinator sends a keep-alive every 15 s
+
+
+def parse_sse(lines: Iterable[bytes]) -> Iterator[JSONObject]:
+    """The `data:` of each `event: event` message of a text/event-stream, decoded; comments and other fields are
+    skipped, a malformed data line raises ProtocolError."""
+    data: list[str] = []
+    kind = "message"
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data and kind == "event":
+                try:
+                    doc = json.loads("\n".join(data))
+                except json.JSONDecodeError:
+                    raise ProtocolError("the event stream carried data that is not JSON") from None
+                if isinstance(doc, dict):
+                    yield doc
+            data, kind = [], "message"
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                kind = value
 
 
 def _status_hint(status: int, path: str, token: str | None) -> str | None:

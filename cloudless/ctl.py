@@ -290,12 +290,22 @@ def cmd_apply(args: argparse.Namespace, ctx: Ctx) -> int:
 def cmd_delete(args: argparse.Namespace, ctx: Ctx) -> int:
     if args.filename and (args.kind or args.name):
         raise UsageError("give either `workload NAME` or -f FILE, not both")
+    if args.kind == "node" and args.name and not args.filename:
+        try:
+            ctx.api.delete_node(args.name)
+        except ApiError as exc:
+            if exc.status == 404 and args.ignore_not_found:
+                return 0
+            raise
+        ctx.out(f"node/{args.name} deleted")
+        return 0
     if args.filename:
         targets = [(d.namespace, d.name) for d in read_documents(args.filename, args.namespace)]
     elif args.kind and args.name:
         targets = [(ctx.namespace, args.name)]
     else:
-        raise UsageError("what to delete? `cloudless delete workload NAME` or `cloudless delete -f FILE`")
+        raise UsageError("what to delete? `cloudless delete workload NAME`, `cloudless delete node ID` or "
+                         "`cloudless delete -f FILE`")
     failed = 0
     for ns, name in targets:
         try:
@@ -486,27 +496,74 @@ EVENT_STREAM_WIDTHS = (4, 7, 18, 24)  # so rows streamed later line up with the 
 
 
 def _watch_events(args: argparse.Namespace, ctx: Ctx, obj: str | None) -> int:
-    """Poll with since=<newest event's time>; an event is new when its id is above every id seen so far."""
-    last_id, since, widths, outage = -1, None, None, False
+    """The newest --limit events, then each new one as the coordinator records it (server-sent events on
+    /v1/events/stream, resumed after the last id seen when the connection drops). A coordinator without the
+    stream endpoint is polled every --interval instead."""
+    state = _EventWatch(args, ctx, obj)
     try:
+        state.show(state.fetch(None))
         while True:
             try:
-                batch = ctx.api.list_events(object_ref=obj, event_type=args.type, since=since, limit=args.limit)
-                outage = False
+                for e in ctx.api.stream_events(object_ref=obj, event_type=args.type,
+                                               after=state.last_id if state.last_id >= 0 else None):
+                    state.show([e])
+                    state.outage = False
+            except ApiError as exc:
+                if exc.status == 404:
+                    return state.poll()
+                if not _transient(exc):
+                    raise
+                state.warn_outage(exc)
             except ClientError as exc:
                 if not _transient(exc):
                     raise
-                if not outage:
-                    ctx.warn(f"{exc.message}; retrying every {args.interval:g}s")
-                batch, outage = [], True
-            new = [e for e in _sorted_events(batch) if _event_id(e) > last_id or (_event_id(e) < 0 and widths is None)]
-            widths = _print_events(args, ctx, new, widths)
-            if new:
-                last_id = max(last_id, *(_event_id(e) for e in new))
-                since = render.to_epoch(new[-1].get("time")) or since
+                state.warn_outage(exc)
             ctx.clock.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
+
+
+@dataclass
+class _EventWatch:
+    args: argparse.Namespace
+    ctx: Ctx
+    obj: str | None
+    last_id: int = -1
+    since: float | None = None
+    widths: list[int] | None = None
+    outage: bool = False
+
+    def warn_outage(self, exc: ClientError) -> None:
+        if not self.outage:
+            self.ctx.warn(f"{exc.message}; retrying every {self.args.interval:g}s")
+        self.outage = True
+
+    def fetch(self, since: float | None) -> list[JSONObject]:
+        try:
+            batch = self.ctx.api.list_events(object_ref=self.obj, event_type=self.args.type, since=since,
+                                             limit=self.args.limit)
+            self.outage = False
+            return batch
+        except ClientError as exc:
+            if not _transient(exc):
+                raise
+            self.warn_outage(exc)
+            return []
+
+    def show(self, batch: list[JSONObject]) -> None:
+        """Print the events not seen yet (an event is new when its id is above every id seen so far)."""
+        new = [e for e in _sorted_events(batch)
+               if _event_id(e) > self.last_id or (_event_id(e) < 0 and self.widths is None)]
+        self.widths = _print_events(self.args, self.ctx, new, self.widths)
+        if new:
+            self.last_id = max(self.last_id, *(_event_id(e) for e in new))
+            self.since = render.to_epoch(new[-1].get("time")) or self.since
+
+    def poll(self) -> int:
+        """Ask with since=<newest event's time> every --interval (coordinators without the stream)."""
+        while True:
+            self.ctx.clock.sleep(self.args.interval)
+            self.show(self.fetch(self.since))
 
 
 def _print_events(args: argparse.Namespace, ctx: Ctx, events: list[JSONObject],
@@ -773,11 +830,14 @@ def _add_apply_delete(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
                    help="YAML or JSON file, or - for standard input (repeatable)")
     _namespace_arg(p)
-    p = _add(sub, "delete", conn, func=cmd_delete, help="delete a workload (its replicas stop)",
+    p = _add(sub, "delete", conn, func=cmd_delete, help="delete a workload (its replicas stop) or a gone node",
              description="Delete workloads, named or from the files that created them. The coordinator stops "
-             "their replicas; --wait waits until they are gone.",
-             examples="  cloudless delete workload web\n  cloudless delete -f web.yaml --wait")
-    p.add_argument("kind", nargs="?", type=_kind("workload"), metavar="workload")
+             "their replicas; --wait waits until they are gone. `delete node ID` forgets a node that is offline "
+             "or lost and holds no replicas (its presence, dashboard mirror and Home Assistant entities are "
+             "removed); an online node is refused: stop its agent or revoke it first.",
+             examples="  cloudless delete workload web\n  cloudless delete -f web.yaml --wait\n"
+             "  cloudless delete node old-pi")
+    p.add_argument("kind", nargs="?", type=_kind("workload", "node"), metavar="{workload,node}")
     p.add_argument("name", nargs="?", type=_name, metavar="NAME")
     p.add_argument("-f", "--filename", action="append", metavar="FILE", help="delete the workloads in FILE")
     _namespace_arg(p)

@@ -8,6 +8,7 @@ Every /v1 request needs `Authorization: Bearer <token>`. Errors are
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -27,8 +28,8 @@ from coordinator import views
 from coordinator.enroll import Refuse
 from coordinator.errors import SpecError
 from coordinator.identity import IdentityService
-from coordinator.model import NodeAdmin
-from coordinator.operations import CommandFailed, NotFound, PolicyDenied
+from coordinator.model import Event, NodeAdmin
+from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
 from coordinator.service import Coordinator
 from coordinator.spec import workload_json_schema
@@ -69,6 +70,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document"),
     Route("GET", "/v1/nodes", "list_nodes", "List nodes"),
     Route("GET", "/v1/nodes/{node}", "get_node", "Get a node"),
+    Route("DELETE", "/v1/nodes/{node}", "delete_node",
+          "Forget a node that is offline or lost (409 while online or holding replicas); clears its retained "
+          "presence, dashboard mirror and Home Assistant entities"),
     Route("POST", "/v1/nodes/{node}/cordon", "cordon", "Mark a node unschedulable"),
     Route("POST", "/v1/nodes/{node}/uncordon", "uncordon", "Mark a node schedulable again"),
     Route("POST", "/v1/nodes/{node}/drain", "drain", "Cordon a node and move its replicas away (keeps minAvailable)"),
@@ -87,6 +91,9 @@ ROUTES: tuple[Route, ...] = (
           body="Exec"),
     Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)"),
     Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)"),
+    Route("GET", "/v1/events/stream", "stream_events",
+          "Stream events as server-sent events (text/event-stream; ?object=&type=&reason=&after=ID or the "
+          "Last-Event-ID header to resume; a comment line every 15 s keeps idle connections alive)"),
     Route("GET", "/v1/ca", "get_ca", "The cluster CA certificate (public; devices pin its fingerprint)", auth=False),
     Route("POST", "/v1/enroll", "enroll", "Enrol a device: a join token and a CSR in, a node certificate out",
           body="Enroll", auth=False),
@@ -270,7 +277,12 @@ class Api(_IdentityHandlers):
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
         for r in ROUTES:
             app.router.add_route(r.method, r.path, getattr(self, r.handler), name=r.handler)
+        app.on_shutdown.append(self._end_streams)
         return app
+
+    async def _end_streams(self, _app: web.Application) -> None:
+        """Open event streams end at shutdown instead of holding it up (clients reconnect to the next one)."""
+        self.coord.end_event_streams()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -305,6 +317,9 @@ class Api(_IdentityHandlers):
         except NotFound as exc:
             status = 404
             return error(404, str(exc))
+        except InUse as exc:
+            status = 409
+            return error(409, str(exc))
         except PolicyDenied as exc:
             status = 403
             errors = [{"path": v.field, "message": f"{v.message} ({v.policy}/{v.rule})"}
@@ -388,6 +403,11 @@ class Api(_IdentityHandlers):
 
     async def get_node(self, request: web.Request) -> web.Response:
         return web.json_response(self._node_view(self._name(request, "node")))
+
+    async def delete_node(self, request: web.Request) -> web.Response:
+        node = self._name(request, "node")
+        await self.coord.delete_node(node)
+        return web.json_response({"deleted": node})
 
     async def _admin(self, request: web.Request, **kw: bool) -> web.Response:
         node = self._name(request, "node")
@@ -515,11 +535,61 @@ class Api(_IdentityHandlers):
             limit = int(q.get("limit", "500"))
         except ValueError:
             raise SpecError("since", "since must be unix seconds and limit an integer") from None
-        obj, type_, reason = q.get("object"), q.get("type"), q.get("reason")
-        items = [views.event_json(e) for e in self.coord.events
-                 if e.time > since and (obj is None or e.object == obj or e.object.startswith(obj + "/"))
-                 and (type_ is None or e.type == type_) and (reason is None or e.reason == reason)]
+        match = _event_filter(q)
+        items = [views.event_json(e) for e in self.coord.events if e.time > since and match(e)]
         return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
+
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: first the retained events after `after` (or Last-Event-ID), then each new one
+        as it is recorded. `id:` is the event id, so a client that reconnects with Last-Event-ID misses
+        nothing still retained. A client too slow to keep up is cut off (it reconnects and resumes)."""
+        raw_after = request.query.get("after") or request.headers.get("Last-Event-ID") or "0"
+        try:
+            after = int(raw_after)
+        except ValueError:
+            raise SpecError("after", f"after (or Last-Event-ID) must be an event id, got {raw_after[:40]!r}") from None
+        match = _event_filter(request.query)
+        queue = self.coord.listen_events()  # before the replay, so nothing recorded in between is missed
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+            await resp.prepare(request)
+            await resp.write(b"retry: 2000\n\n")
+            last = after
+            for e in list(self.coord.events):
+                if e.seq > last and match(e):
+                    await resp.write(_sse(e))
+                    last = e.seq
+            while True:
+                try:
+                    ev = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if ev is None:
+                    break
+                if ev.seq > last and match(ev):
+                    await resp.write(_sse(ev))
+                    last = ev.seq
+            return resp
+        finally:  # the client went away (write raised / handler cancelled) or it fell behind
+            self.coord.unlisten_events(queue)
+
+
+SSE_KEEPALIVE_S = 15.0
+
+
+def _event_filter(q: Any) -> Callable[[Event], bool]:
+    obj, type_, reason = q.get("object"), q.get("type"), q.get("reason")
+
+    def match(e: Event) -> bool:
+        return ((obj is None or e.object == obj or e.object.startswith(obj + "/"))
+                and (type_ is None or e.type == type_) and (reason is None or e.reason == reason))
+    return match
+
+
+def _sse(e: Event) -> bytes:
+    return f"id: {e.seq}\nevent: event\ndata: {json.dumps(views.event_json(e))}\n\n".encode()
 
 
 async def serve(api: Api, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:

@@ -138,3 +138,8 @@ def discovery(node: NodeSummary) -> dict[str, str]:
         "value_template": "{{ 'ON' if value_json.online else 'OFF' }}", "payload_on": "ON", "payload_off": "OFF",
         "device": device})
     return out
+
+
+def cleared_topics(node_id: str) -> list[str]:
+    """Every retained topic the mirror and discovery produce for one node (to clear when it is deleted)."""
+    return [node_topic(node_id), *discovery(NodeSummary(node_id, online=False, state="deleted"))]

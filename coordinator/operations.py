@@ -15,12 +15,13 @@ from broker import wire
 from broker.client import MqttClient
 from broker.errors import MqttError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
-from coordinator import membership, model
+from coordinator import dashboard, membership, model
 from coordinator.errors import CoordinatorError
 from coordinator.membership import NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.policy import Decision, default_policies, evaluate
 from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
+from coordinator.store import delete as delete_op
 from coordinator.store import put
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class NotFound(CoordinatorError):
 
 class CommandFailed(CoordinatorError):
     pass
+
+
+class InUse(CoordinatorError):
+    """The object cannot go yet (a node still online or holding replicas): a 409 for the API."""
 
 
 class PolicyDenied(CoordinatorError):
@@ -55,6 +60,7 @@ class Operations:
     admin: dict[str, NodeAdmin]
     members: dict[str, NodeInfo]
     revoked_nodes: set[str]
+    _dash_sent: dict[str, str]
     _lock: asyncio.Lock
     _pending_ops: list[Any]
     _replies: dict[str, asyncio.Future[CommandReply]]
@@ -225,6 +231,34 @@ class Operations:
             raise CommandFailed(f"cannot reach node {replica.node}: {exc}") from None
         finally:
             self._replies.pop(request_id, None)
+
+    async def delete_node(self, node_id: str) -> None:
+        """Forget a node that is gone: its record, its admin state, its retained presence and observed state, the
+        dashboard mirror and its Home Assistant entities (an empty retained payload removes a discovery config).
+        Its desired state stays, empty: if the device ever comes back it stops what it ran (those replicas were
+        rescheduled) and joins again as a new node; its generation counter is kept so that message is not
+        mistaken for an old one. A node still online, or still holding replicas, is refused: stop or revoke it
+        (its replicas move once it is lost), or drain it, first."""
+        info = self.members.get(node_id)
+        if info is None and node_id not in self.admin:
+            raise NotFound(f"node {node_id} not found")
+        if info is not None and info.state is NodeState.ONLINE:
+            raise InUse(f"node {node_id} is online; stop its agent or `cloudless node revoke {node_id}` first")
+        held = sorted(r.replica_id for r in self.replicas.values() if r.node == node_id)
+        if held:
+            raise InUse(f"node {node_id} still holds {len(held)} replica(s) ({', '.join(held[:3])}); wait until "
+                        f"they are rescheduled, or `cloudless drain {node_id}`")
+        async with self._lock:
+            self.members.pop(node_id, None)
+            self.admin.pop(node_id, None)
+            self._pending_ops.append(delete_op(model.node_key(node_id)))
+            self.event("Normal", "NodeDeleted", f"node/{node_id}", f"node {node_id} deleted")
+            await self._flush()
+        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
+        for topic in gone:
+            self._dash_sent.pop(topic, None)
+            self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)
+        self.wake()
 
     async def mark_revoked(self, node_id: str) -> None:
         """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once."""

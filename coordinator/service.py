@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 EVENT_RETENTION = 5000
+EVENT_LISTENER_BACKLOG = 10_000  # events queued for one slow /v1/events/stream client before it is cut off
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Coordinator(Operations):
         self._profiles: dict[str, _Profile] = {}
         self._event_seq = 0
         self.events: list[Event] = []
+        self._event_listeners: set[asyncio.Queue[Event | None]] = set()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -178,6 +180,8 @@ class Coordinator(Operations):
 
     def _decode(self, m: Message) -> object | None:
         self.metrics.mqtt("in", m.topic.rsplit("/", 1)[-1][:16], len(m.payload))
+        if not m.payload:  # a cleared retained topic (a deleted node)
+            return None
         try:
             return wire.decode_node_message(m.topic, m.payload)
         except WireError as exc:
@@ -222,6 +226,22 @@ class Coordinator(Operations):
 
     # ---- events ------------------------------------------------------------------------------------------
 
+    def listen_events(self) -> asyncio.Queue[Event | None]:
+        """A queue that receives every event recorded from now on; None means the listener fell more than
+        EVENT_LISTENER_BACKLOG events behind and was cut off (re-list, then listen again). Call
+        `unlisten_events` when done."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._event_listeners.add(queue)
+        return queue
+
+    def unlisten_events(self, queue: asyncio.Queue[Event | None]) -> None:
+        self._event_listeners.discard(queue)
+
+    def end_event_streams(self) -> None:
+        for queue in self._event_listeners:
+            queue.put_nowait(None)
+        self._event_listeners.clear()
+
     def event(self, type_: str, reason: str, obj: str, message: str) -> Event:
         self._event_seq += 1
         ev = Event(seq=self._event_seq, time=self.clock(), type=type_, reason=reason, object=obj,
@@ -231,6 +251,12 @@ class Coordinator(Operations):
         if len(self.events) > EVENT_RETENTION:
             old = self.events.pop(0)
             self._pending_ops.append(delete_op(model.event_key(old.seq)))
+        for queue in list(self._event_listeners):
+            if queue.qsize() >= EVENT_LISTENER_BACKLOG:  # a stalled stream is cut, never grows memory
+                self._event_listeners.discard(queue)
+                queue.put_nowait(None)
+            else:
+                queue.put_nowait(ev)
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 

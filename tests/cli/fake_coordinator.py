@@ -126,6 +126,7 @@ class FakeCoordinator:
             ("GET", r"/v1/nodes", lambda: {"items": [self._node(n) for n in sorted(self.nodes)]}),
             ("GET", rf"/v1/nodes/(?P<node>{NAME})", self._node),
             ("POST", rf"/v1/nodes/(?P<node>{NAME})/(?P<action>cordon|uncordon|drain)", self._node_action),
+            ("DELETE", rf"/v1/nodes/(?P<node>{NAME})", self._delete_node),
             ("GET", r"/v1/workloads", lambda: {"items": [copy.deepcopy(w) for k, w in sorted(self.workloads.items())
                                                          if q.get("namespace") in (None, k[0])]}),
             ("PUT", wl, lambda ns, name: self.put_workload(ns, name, body)),
@@ -158,6 +159,15 @@ class FakeCoordinator:
         if n["draining"] and n["replicas"] > 0:
             n["replicas"] -= 1  # scripted progress: each read sees one replica fewer
         return copy.deepcopy(n)
+
+    def _delete_node(self, node: str) -> JSON:
+        n = self.nodes.get(node)
+        if n is None:
+            raise Refusal(404, f"node {node} not found")
+        if n["online"] or n["replicas"]:
+            raise Refusal(409, f"node {node} is online; stop its agent or `cloudless node revoke {node}` first")
+        del self.nodes[node]
+        return {"deleted": node}
 
     def _node_action(self, node: str, action: str) -> JSON:
         n = self.nodes.get(node)

@@ -114,3 +114,15 @@ def test_drain_timeout(web: FakeCoordinator, cli, clock: FakeClock) -> None:
     r = cli("drain", "pi-1", "--timeout", "3s")
     assert r.code == 1 and "still has replicas after 3s" in r.err
     assert sum(clock.sleeps) == 3
+
+
+def test_delete_node(fake: FakeCoordinator, cli) -> None:
+    fake.add_node("pi-1")
+    fake.add_node("old-pi", online=False)
+    r = cli("delete", "node", "pi-1")
+    assert r.code == 1 and "is online" in r.err and "pi-1" in fake.nodes
+    assert cli("delete", "node", "old-pi").out == "node/old-pi deleted\n"
+    assert "old-pi" not in fake.nodes
+    assert cli("delete", "node", "old-pi").code == 1
+    assert cli("delete", "node", "old-pi", "--ignore-not-found").code == 0
+    assert [(q.method, q.path) for q in fake.requests][-1] == ("DELETE", "/v1/nodes/old-pi")

@@ -278,6 +278,85 @@ def test_metrics_and_events_tell_what_happened(cluster: Cluster) -> None:
     assert reasons.index(("NodeJoined", "node/A")) < lost
 
 
+def test_events_stream_live_to_the_cli_and_resume_after_an_id(cluster: Cluster) -> None:
+    """`cloudless get events --watch` prints an event the moment it is recorded (server-sent events), and the
+    stream resumes after a given id (Last-Event-ID)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    c = cluster.coord
+    env = {**os.environ, "CLOUDLESS_SERVER": c.url, "CLOUDLESS_TOKEN": c.token, "CLOUDLESS_CONFIG": "/nonexistent"}
+    proc = subprocess.Popen([sys.executable, "-m", "cloudless", "get", "events", "--watch", "-o", "json",
+                             "--limit", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    lines: list[dict[str, Any]] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(json.loads(raw))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        until(lambda: len(lines) >= 3, 20, "the newest 3 events", c.log_tail)
+        target = cluster.agents[1].node_id
+        c.request("POST", f"/v1/nodes/{target}/cordon")
+        until(lambda: any(e["reason"] == "Cordoned" and e["object"] == f"node/{target}" for e in lines[3:]), 10,
+              "the cordon event streamed to the CLI", c.log_tail)
+        c.request("POST", f"/v1/nodes/{target}/uncordon")
+        until(lambda: any(e["reason"] == "Uncordoned" for e in lines[3:]), 10, "the uncordon event", c.log_tail)
+        ids = [e["id"] for e in lines]
+        assert ids == sorted(set(ids)), "each event once, in order"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # resume: the first event after Last-Event-ID is the next one, as text/event-stream
+    last = lines[-1]["id"]
+    req = urllib.request.Request(c.url + "/v1/events/stream", headers={
+        "Authorization": f"Bearer {c.token}", "Last-Event-ID": str(last - 1)})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        first = next(line for line in resp if line.startswith(b"id:"))
+        assert int(first.split(b":", 1)[1]) == last
+    with pytest.raises(ApiError) as bad:
+        c.request("GET", "/v1/events/stream?after=yesterday")
+    assert bad.value.status == 400
+
+
+def test_deleting_a_gone_node_removes_its_home_assistant_entities(cluster: Cluster) -> None:
+    c = cluster.coord
+    agent = cluster.agents[2]
+    node = agent.node_id
+    with pytest.raises(ApiError) as online:
+        c.request("DELETE", f"/v1/nodes/{node}")
+    assert online.value.status == 409
+    raw, rc = cluster.broker.raw("dashboard@test")  # what Home Assistant would connect as
+    try:
+        assert rc == 0
+        slug = node.lower()
+        raw.subscribe(f"homeassistant/+/cloudless_{slug}/+/config", qos=0)
+        configs = {p.publish_fields()[0] for p in raw.publishes(3) if p.publish_fields()[2]}
+        assert len(configs) == 6, configs  # 5 sensors and the online binary_sensor
+        agent.kill(signal.SIGTERM)
+        until(lambda: not c.request("GET", f"/v1/nodes/{node}")["online"]
+              and all(r["node"] != node for r in cluster.replicas("web")), 60,
+              "the stopped node's replicas moved", cluster.logs)
+        c.request("DELETE", f"/v1/nodes/{node}")
+        cleared = {t for p in raw.publishes(3) for t, _, payload in [p.publish_fields()] if not payload}
+        assert configs <= cleared, "every discovery config is removed with an empty retained payload"
+    finally:
+        raw.close()
+    with pytest.raises(ApiError) as gone:
+        c.request("GET", f"/v1/nodes/{node}")
+    assert gone.value.status == 404
+    assert any(e["reason"] == "NodeDeleted" for e in c.request("GET", f"/v1/events?object=node/{node}")["items"])
+    agent.start()  # the device comes back: it joins again as a new node
+    until(lambda: c.request("GET", f"/v1/nodes/{node}")["online"], 30, "node joined again", cluster.logs)
+    until(lambda: cluster.ready("web") == 3, 60, "web ready", cluster.logs)
+
+
 def test_state_survives_a_coordinator_restart(cluster: Cluster) -> None:
     c = cluster.coord
     before = {r["id"]: r["node"] for r in cluster.replicas("web")}
