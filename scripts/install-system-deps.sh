@@ -3,7 +3,8 @@
 # Safe to run repeatedly; does nothing when everything is present. Needs root (or sudo) on Debian/Ubuntu.
 set -euo pipefail
 
-PACKAGES=(podman runc uidmap slirp4netns fuse-overlayfs mosquitto mosquitto-clients busybox-static iproute2 iptables procps)
+PACKAGES=(podman runc uidmap slirp4netns fuse-overlayfs mosquitto mosquitto-clients busybox-static iproute2 iptables procps
+          etcd-server)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -29,4 +30,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian starts a system-wide mosquitto on :1883; tests run their own private instances.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+# Likewise etcd-server enables a single-member etcd on :2379/:2380; the etcd tests start their own 3-member
+# clusters on free loopback ports, and a stray member would only confuse an operator's `etcdctl`.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 echo "system packages: done"
