@@ -1,4 +1,5 @@
-"""deploy/: the Grafana dashboard queries only metrics the coordinator exports, and the Prometheus config parses."""
+"""deploy/: the Grafana dashboard queries only metrics the coordinator or the agent exports, and the Prometheus
+config scrapes both."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.metrics import Metrics
+from edge_agent import metrics as agent_metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 METRIC = re.compile(r"\bcloudless_[a-z0-9_]+")
@@ -19,11 +22,37 @@ TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$", re.MULTILINE)
 SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def exported_metrics() -> set[str]:
+def coordinator_metrics() -> set[str]:
     """Names in the coordinator's exposition, read from `# TYPE` lines of a real `Metrics.render()`."""
-    coord = SimpleNamespace(members={}, replicas={}, workloads={}, last_round_s=0.0, epoch=1)
+    coord = SimpleNamespace(members={}, replicas={}, workloads={}, last_round_s=0.0, epoch=1,
+                            leadership=SimpleNamespace(is_leader=True), metrics_leader_changes=0)
     body, _ = Metrics(coord).render()  # type: ignore[arg-type]  # only the attributes the collector reads
     return {name for name, _kind in TYPE_LINE.findall(body.decode())}
+
+
+def agent_exposition() -> str:
+    """A real `edge_agent.metrics.render()` of a sample with every reading present, so every family has series."""
+    counters = agent_metrics.Counters(mqtt_connects=2, state_write_errors=1)
+    counters.probe_failed("web-0", "liveness")
+    sample = agent_metrics.Sample(
+        node_id="pi-1", profile="raspberry-pi-4", runtime="podman", cpu_percent=12.5, memory_used_bytes=1 << 30,
+        memory_total_bytes=4 << 30, battery_percent=80.0, charging=True, temperatures_c={"cpu": 51.5},
+        schedulable=True, mqtt_connected=True, counters=counters, state_writes=3, desired_generation=4,
+        desired_epoch=2, replicas=(agent_metrics.ReplicaSample("web-0", True, True, 1, 3.5, 50 << 20),))
+    return agent_metrics.render(sample)
+
+
+def agent_metrics_exported() -> set[str]:
+    """Series names in the agent's exposition, as prometheus-client's parser reads them (counters keep `_total`)."""
+    text = agent_exposition()
+    names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    declared = {name for name, _kind in TYPE_LINE.findall(text)}
+    assert declared <= names, f"agent families without a series in the test sample: {sorted(declared - names)}"
+    return names
+
+
+def exported_metrics() -> set[str]:
+    return coordinator_metrics() | agent_metrics_exported()
 
 
 def base_name(name: str) -> str:
@@ -55,12 +84,31 @@ def test_dashboard_has_panels_with_queries(dashboard: dict[str, Any]) -> None:
         assert METRIC.search(target.get("expr", "")), f"panel {title!r}: expr names no cloudless metric"
 
 
+def variable_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            yield f"${var['name']}", query
+
+
 def test_dashboard_queries_only_exported_metrics(dashboard: dict[str, Any]) -> None:
     exported = exported_metrics()
     assert {"cloudless_nodes", "cloudless_api_requests_total", "cloudless_api_request_duration_seconds"} <= exported
-    unknown = {(title, name) for title, target in targets(dashboard)
-               for name in METRIC.findall(target["expr"]) if base_name(name) not in exported}
-    assert not unknown, f"metrics the coordinator does not export: {sorted(unknown)}"
+    assert {"cloudless_agent_info", "cloudless_agent_cpu_usage_percent", "cloudless_agent_mqtt_reconnects_total",
+            "cloudless_agent_probe_failures_total"} <= exported
+    queries = [*((title, target["expr"]) for title, target in targets(dashboard)), *variable_queries(dashboard)]
+    unknown = {(where, name) for where, expr in queries
+               for name in METRIC.findall(expr) if base_name(name) not in exported}
+    assert not unknown, f"metrics neither the coordinator nor the agent exports: {sorted(unknown)}"
+
+
+def test_dashboard_shows_agent_metrics(dashboard: dict[str, Any]) -> None:
+    used = {name for _title, target in targets(dashboard) for name in METRIC.findall(target["expr"])}
+    assert {name for name in used if name.startswith("cloudless_agent_")} >= {
+        "cloudless_agent_cpu_usage_percent", "cloudless_agent_memory_used_bytes", "cloudless_agent_memory_total_bytes",
+        "cloudless_agent_battery_percent", "cloudless_agent_temperature_celsius",
+        "cloudless_agent_replica_restarts_total", "cloudless_agent_probe_failures_total",
+        "cloudless_agent_mqtt_reconnects_total"}
 
 
 def test_dashboard_histograms_use_buckets(dashboard: dict[str, Any]) -> None:
@@ -69,13 +117,19 @@ def test_dashboard_histograms_use_buckets(dashboard: dict[str, Any]) -> None:
             assert "_bucket" in target["expr"], f"panel {title!r}: histogram_quantile needs the _bucket series"
 
 
-def test_prometheus_config_scrapes_metrics() -> None:
+def test_prometheus_config_scrapes_coordinator_and_agents() -> None:
     yaml = pytest.importorskip("yaml")
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
-    jobs = config["scrape_configs"]
-    assert [job["metrics_path"] for job in jobs] == ["/metrics"]
-    assert jobs[0]["scheme"] == "https" and jobs[0]["tls_config"]["ca_file"]
-    assert jobs[0]["static_configs"][0]["targets"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert list(jobs) == ["cloudless-coordinator", "cloudless-agent"]
+    assert all(job["metrics_path"] == "/metrics" for job in jobs.values())
+    coord, agent = jobs["cloudless-coordinator"], jobs["cloudless-agent"]
+    assert coord["scheme"] == "https" and coord["tls_config"]["ca_file"]
+    assert coord["static_configs"][0]["targets"]
+    assert agent["scheme"] == "http" and "tls_config" not in agent  # the agent's listener is plain HTTP
+    agent_targets = [t for sc in agent["static_configs"] for t in sc["targets"]]
+    assert agent_targets
+    assert {int(t.rsplit(":", 1)[1]) for t in agent_targets} == {agent_metrics.DEFAULT_PORT}
 
 
 def test_mosquitto_example_is_mutual_tls() -> None:
