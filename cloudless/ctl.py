@@ -841,7 +841,7 @@ def _add_apply_delete(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", type=_name, metavar="NAME")
     p.add_argument("-f", "--filename", action="append", metavar="FILE", help="delete the workloads in FILE")
     _namespace_arg(p)
-    p.add_argument("--ignore-not-found", action="store_true", help="a workload that does not exist is no error")
+    p.add_argument("--ignore-not-found", action="store_true", help="a workload or node that does not exist is no error")
     p.add_argument("--wait", action="store_true", help="wait until the workload and its replicas are gone")
     _timeout_arg(p, "--wait")
 

@@ -37,6 +37,8 @@ from coordinator.store import StoreError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
+FORWARDED_HEADER = "X-Cloudless-Forwarded-By"
+FORWARD_TIMEOUT_S = 30.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -270,6 +272,7 @@ class Api(_IdentityHandlers):
         self.tokens = dict(token_digests)
         self.identity = identity
         self.prom = coord.metrics
+        self.forward_ssl: ssl.SSLContext | None = None  # trusts the leaders' API certificates (the cluster CA)
 
     # ---- app -----------------------------------------------------------------------------------------------
 
@@ -292,6 +295,11 @@ class Api(_IdentityHandlers):
         status = 500
         try:
             spec = ROUTE_BY_NAME.get(name)
+            if request.method not in ("GET", "HEAD") and spec is not None and not self.coord.solo \
+                    and not self.coord.leadership.is_leader:
+                resp = await self._forward(request)
+                status = resp.status
+                return resp
             if spec is not None and spec.auth:
                 role = self._role(request)
                 if role is None:
@@ -384,9 +392,39 @@ class Api(_IdentityHandlers):
         return web.json_response({"ok": True})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.coord.ready and self.coord.mqtt.connected
+        """Ready: state loaded, broker connected, and a leader known (this one, or one to forward writes to).
+        With etcd and no quorum there is no leader: not ready, writes refused, agents keep running."""
+        lead = self.coord.leadership
+        has_leader = lead.is_leader or bool(lead.leader_api)
+        ready = self.coord.ready and self.coord.mqtt.connected and has_leader
         return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
-                                  "epoch": self.coord.epoch}, status=200 if ready else 503)
+                                  "epoch": self.coord.epoch, "leader": lead.is_leader, "leaderId": lead.leader_id,
+                                  "rounds": self.coord.rounds}, status=200 if ready else 503)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        """A follower hands a write to the leader and relays its answer (so a client may talk to any coordinator).
+        Forwarded once at most: a forwarded request reaching a non-leader (leadership just moved) is a 503."""
+        target = self.coord.leadership.leader_api
+        if not target or request.headers.get(FORWARDED_HEADER):
+            return error(503, "no leader coordinator right now (an election is running, or the state store has lost "
+                         "quorum); workloads keep running — retry in a few seconds")
+        import aiohttp
+
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type", "accept", "user-agent")}
+        headers[FORWARDED_HEADER] = self.coord.cfg.coordinator_id
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)) as session, \
+                    session.request(request.method, target.rstrip("/") + request.rel_url.path_qs, data=body,
+                                    headers=headers, ssl=self.forward_ssl or True) as resp:
+                payload = await resp.read()
+                out = {k: v for k, v in resp.headers.items()
+                       if k.lower() in ("content-type", "x-cloudless-changed", "location")}
+                out["X-Cloudless-Leader"] = str(self.coord.leadership.leader_id or "")
+                return web.Response(status=resp.status, body=payload, headers=out)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return error(503, f"the leader at {target} did not answer ({type(exc).__name__}); retry in a few seconds")
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.prom.render()
@@ -572,7 +610,9 @@ class Api(_IdentityHandlers):
                     await resp.write(_sse(ev))
                     last = ev.seq
             return resp
-        finally:  # the client went away (write raised / handler cancelled) or it fell behind
+        except ConnectionResetError:  # the client went away: the normal end of a stream, not an error
+            return resp
+        finally:
             self.coord.unlisten_events(queue)
 
 

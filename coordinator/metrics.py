@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ class _StateCollector:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         nodes = GaugeMetricFamily("cloudless_nodes", "Nodes by membership state", labels=["state"])
         for state, n in sorted(Tally(i.state.value for i in self.coord.members.values()).items()):
             nodes.add_metric([state], n)
@@ -38,6 +38,12 @@ class _StateCollector:
         epoch = GaugeMetricFamily("cloudless_leader_epoch", "Leadership epoch of this coordinator")
         epoch.add_metric([], self.coord.epoch)
         yield epoch
+        leader = GaugeMetricFamily("cloudless_leader", "1 while this coordinator leads (acts), 0 as a follower")
+        leader.add_metric([], 1.0 if self.coord.leadership.is_leader else 0.0)
+        yield leader
+        changes = CounterMetricFamily("cloudless_leader_changes", "Times this coordinator took over as leader")
+        changes.add_metric([], self.coord.metrics_leader_changes)
+        yield changes
 
 
 class Metrics:

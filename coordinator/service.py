@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from broker import wire
 from broker.client import Message, MqttClient
@@ -43,13 +43,14 @@ from coordinator.policy import Policy
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
 from coordinator.spec import Workload, parse_workload
-from coordinator.store import Store, put
+from coordinator.store import Store, StoreError, put
 from coordinator.store import delete as delete_op
 from coordinator.translate import node_view, replica_spec, rollout_params
 
 log = logging.getLogger(__name__)
 
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
+FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 EVENT_RETENTION = 5000
 EVENT_LISTENER_BACKLOG = 10_000  # events queued for one slow /v1/events/stream client before it is cut off
@@ -75,13 +76,56 @@ class _Profile:
     metered: bool = False
 
 
+class Leadership(Protocol):
+    """Who may act. One coordinator on SQLite always leads (`SoloLeadership`); replicated coordinators elect a
+    leader in etcd (coordinator.leadership). `epoch` orders leaders: it only grows, and every desired-state
+    message carries it, so agents ignore a deposed leader. `still_leader()` is awaited before each publish batch
+    and must turn False as soon as leadership MAY have been lost."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    @property
+    def leader_api(self) -> str | None:
+        """The leader's REST URL (followers forward writes there); None while no leader is known."""
+        ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    async def still_leader(self) -> bool: ...
+
+
+class SoloLeadership:
+    """The embedded default: a single coordinator always leads; its epoch is a counter in its own store."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.leader_api: str | None = None
+        self.leader_id: str | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return True
+
+    async def still_leader(self) -> bool:
+        return True
+
+
 class Coordinator(Operations):
     def __init__(self, cfg: CoordinatorConfig, *, store: Store, mqtt: MqttClient,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.mqtt = mqtt
         self.clock = clock
+        self.leadership: Leadership = leadership or SoloLeadership()
+        self.solo = isinstance(self.leadership, SoloLeadership)
+        self._leading = False  # this process acted as leader in its last round
+        self._refreshed_at = 0.0
         self.epoch = 0
         self.workloads: dict[str, WorkloadRecord] = {}
         self.replicas: dict[str, ReplicaRecord] = {}
@@ -108,6 +152,7 @@ class Coordinator(Operations):
         self.metrics = Metrics(self)
         self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
+        self.metrics_leader_changes = 0
         self.ready = False
         self.last_round_s = 0.0
 
@@ -137,29 +182,44 @@ class Coordinator(Operations):
         await self.mqtt.stop()
 
     async def _load(self) -> None:
-        entry = await self.store.get(model.EPOCH_KEY)
-        self.epoch = (int(entry.value) if entry else 0) + 1
-        await self.store.txn([put(model.EPOCH_KEY, str(self.epoch).encode())])
-        for e in await self.store.list("/workloads/"):
-            w = model.from_json(WorkloadRecord, e.value)
-            self.workloads[w.key] = replace(w, history=tuple(w.history))
-        for e in await self.store.list("/replicas/"):
-            r = model.from_json(ReplicaRecord, e.value)
-            self.replicas[r.replica_id] = r
-        for e in await self.store.list("/nodes/"):
-            self.admin[e.key.rsplit("/", 1)[1]] = model.from_json(NodeAdmin, e.value)
-        for e in await self.store.list("/certs/"):
-            if json.loads(e.value).get("revoked"):
-                self.revoked_nodes.add(e.key.rsplit("/", 1)[1])
-        for e in await self.store.list("/nodegen/"):
-            self.nodegen[e.key.rsplit("/", 1)[1]] = int(e.value)
-        for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]:
-            ev = model.from_json(Event, e.value)
-            self.events.append(ev)
-            self._event_seq = max(self._event_seq, ev.seq)
+        if self.solo:
+            entry = await self.store.get(model.EPOCH_KEY)
+            self.epoch = (int(entry.value) if entry else 0) + 1
+            await self.store.txn([put(model.EPOCH_KEY, str(self.epoch).encode())])
+            assert isinstance(self.leadership, SoloLeadership)
+            self.leadership.epoch = self.epoch
+        await self._read_state()
         log.info("loaded %d workloads, %d replicas; leadership epoch %d", len(self.workloads), len(self.replicas),
                  self.epoch)
         self.ready = True
+
+    async def _read_state(self) -> None:
+        """(Re)load everything the store holds. A follower does this to serve fresh reads; a new leader to start
+        from what the previous one committed. Events new since the last read go to the event streams."""
+        workloads: dict[str, WorkloadRecord] = {}
+        for e in await self.store.list("/workloads/"):
+            w = model.from_json(WorkloadRecord, e.value)
+            workloads[w.key] = replace(w, history=tuple(w.history))
+        replicas = {}
+        for e in await self.store.list("/replicas/"):
+            r = model.from_json(ReplicaRecord, e.value)
+            replicas[r.replica_id] = r
+        admin = {e.key.rsplit("/", 1)[1]: model.from_json(NodeAdmin, e.value) for e in await self.store.list("/nodes/")}
+        revoked = {e.key.rsplit("/", 1)[1] for e in await self.store.list("/certs/")
+                   if json.loads(e.value).get("revoked")}
+        nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
+        events = [model.from_json(Event, e.value) for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]]
+        events.sort(key=lambda ev: ev.seq)
+        seen = self._event_seq
+        self.workloads, self.replicas, self.admin, self.nodegen = workloads, replicas, admin, nodegen
+        self.revoked_nodes |= revoked
+        self.events = events
+        self._event_seq = max([seen, *(ev.seq for ev in events)])
+        if seen:
+            for ev in events:
+                if ev.seq > seen:
+                    for queue in list(self._event_listeners):
+                        queue.put_nowait(ev)
 
     async def _on_connected(self) -> None:
         status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
@@ -243,6 +303,9 @@ class Coordinator(Operations):
         self._event_listeners.clear()
 
     def event(self, type_: str, reason: str, obj: str, message: str) -> Event:
+        if not self.solo and not self._leading:  # only the leader records events; a follower just logs
+            log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
+            return Event(seq=0, time=self.clock(), type=type_, reason=reason, object=obj, message=message[:1024])
         self._event_seq += 1
         ev = Event(seq=self._event_seq, time=self.clock(), type=type_, reason=reason, object=obj,
                    message=message[:1024])
@@ -279,12 +342,49 @@ class Coordinator(Operations):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
             self._wake.clear()
             try:
-                async with self._lock:
-                    started = time.perf_counter()
-                    await self.reconcile()
-                    self.last_round_s = time.perf_counter() - started
+                if self.leadership.is_leader and await self.leadership.still_leader():
+                    if not self._leading:
+                        await self._take_over()
+                    async with self._lock:
+                        started = time.perf_counter()
+                        await self.reconcile()
+                        self.last_round_s = time.perf_counter() - started
+                else:
+                    if self._leading:
+                        self._leading = False
+                        log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
+                    await self._follow()
             except Exception:
                 log.exception("reconcile round failed; retrying")
+
+    async def _take_over(self) -> None:
+        """Leadership gained: start from what the store holds (the previous leader's last commits), publish every
+        node's desired state under the new epoch (same specs, so agents restart nothing) after a settle period."""
+        async with self._lock:
+            await self._read_state()
+            self.epoch = int(self.leadership.epoch or 0)
+            self._published.clear()
+            self._dash_sent.clear()
+            self._settle_until = self.clock() + SETTLE_S
+            self._leading = True
+        self.metrics_leader_changes += 1
+        if not self.solo:
+            log.warning("leading now (epoch %d)", self.epoch)
+            self.event("Normal", "LeaderElected", f"coordinator/{self.cfg.coordinator_id}",
+                       f"coordinator {self.cfg.coordinator_id} leads with epoch {self.epoch}")
+
+    async def _follow(self) -> None:
+        """A follower serves reads: refresh from the store now and then, keep membership views current (without
+        recording events: only the leader writes)."""
+        now = self.clock()
+        for node_id, info in list(self.members.items()):
+            self.members[node_id], _ = membership.evaluate(info, now, self.cfg.membership)
+        if now - self._refreshed_at >= FOLLOWER_REFRESH_S:
+            self._refreshed_at = now
+            try:
+                await self._read_state()
+            except StoreError as exc:
+                log.warning("cannot refresh from the state store: %s", exc)
 
     async def reconcile(self) -> None:
         self.rounds += 1
@@ -552,8 +652,8 @@ class Coordinator(Operations):
 
     async def _publish_desired(self, now: float) -> None:
         nodes = {r.node for r in self.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
-        if not self.mqtt.connected:
-            return
+        if not self.mqtt.connected or not await self.leadership.still_leader():
+            return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
         for node_id in sorted(n for n in nodes if n):
             specs = self.desired_for(node_id)
             if self._published.get(node_id) == specs:

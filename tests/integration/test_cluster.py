@@ -288,7 +288,8 @@ def test_events_stream_live_to_the_cli_and_resume_after_an_id(cluster: Cluster) 
     import urllib.request
 
     c = cluster.coord
-    env = {**os.environ, "CLOUDLESS_SERVER": c.url, "CLOUDLESS_TOKEN": c.token, "CLOUDLESS_CONFIG": "/nonexistent"}
+    env = {**os.environ, "CLOUDLESS_SERVER": c.url, "CLOUDLESS_TOKEN": c.token,
+           "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="cl-cli-")}
     proc = subprocess.Popen([sys.executable, "-m", "cloudless", "get", "events", "--watch", "-o", "json",
                              "--limit", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines: list[dict[str, Any]] = []
@@ -300,7 +301,8 @@ def test_events_stream_live_to_the_cli_and_resume_after_an_id(cluster: Cluster) 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        until(lambda: len(lines) >= 3, 20, "the newest 3 events", c.log_tail)
+        until(lambda: len(lines) >= 3, 20, "the newest 3 events",
+              lambda: proc.stderr.read1().decode() if proc.poll() is not None and proc.stderr else c.log_tail())
         target = cluster.agents[1].node_id
         c.request("POST", f"/v1/nodes/{target}/cordon")
         until(lambda: any(e["reason"] == "Cordoned" and e["object"] == f"node/{target}" for e in lines[3:]), 10,
@@ -353,7 +355,13 @@ def test_deleting_a_gone_node_removes_its_home_assistant_entities(cluster: Clust
     assert gone.value.status == 404
     assert any(e["reason"] == "NodeDeleted" for e in c.request("GET", f"/v1/events?object=node/{node}")["items"])
     agent.start()  # the device comes back: it joins again as a new node
-    until(lambda: c.request("GET", f"/v1/nodes/{node}")["online"], 30, "node joined again", cluster.logs)
+
+    def joined() -> bool:
+        try:
+            return bool(c.request("GET", f"/v1/nodes/{node}")["online"])
+        except ApiError:
+            return False
+    until(joined, 30, "node joined again", cluster.logs)
     until(lambda: cluster.ready("web") == 3, 60, "web ready", cluster.logs)
 
 
