@@ -1,0 +1,194 @@
+"""A real etcd cluster for tests: N members (3 by default) on loopback, free ports, data in a temporary directory.
+
+Use it as a context manager; every member process is killed on exit, whatever the test did:
+
+    with running_etcd_cluster(tmp_path) as cluster:
+        store = await open_etcd_store(cluster.url, root="/t")
+        cluster.kill(0)             # SIGKILL one member (quorum kept: 2 of 3)
+        cluster.kill(1)             # quorum lost
+        cluster.restart(0)          # same data dir, same ports; quorum back
+        cluster.wait_healthy()
+
+Members are addressed by index (0..size-1; named m1..mN). `wait_healthy()` polls each running member's /health
+endpoint (true only when that member sees a leader and can serve a quorum read), bounded by its timeout.
+`require_binary("etcd")` fails the test under CI when etcd is missing, and skips it loudly elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration.conftest import free_port, require_binary
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    workdir: Path
+    size: int = 3
+    binary: str = ""
+    token: str = field(default_factory=lambda: f"cloudless-test-{uuid.uuid4().hex[:12]}")
+    members: list[EtcdMember] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.binary = self.binary or require_binary("etcd")
+        for i in range(self.size):
+            name = f"m{i + 1}"
+            self.members.append(EtcdMember(name, free_port(), free_port(), self.workdir / f"{name}.etcd",
+                                           self.workdir / f"{name}.log"))
+
+    # ---- addresses -------------------------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def url(self) -> str:
+        """The `--store` URL naming every member: etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"""
+        return "etcd://" + ",".join(self.endpoints)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.size):
+            self.restart(i, wait=False)
+        self.wait_healthy()
+
+    def restart(self, index: int, *, wait: bool = False) -> None:
+        """(Re)start member `index` on its own ports and data dir; `wait` waits until the running members are
+        healthy (needs a quorum)."""
+        m = self.members[index]
+        if m.running:
+            return
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        argv = [self.binary, "--name", m.name, "--data-dir", str(m.data_dir),
+                "--listen-client-urls", f"http://{m.endpoint}", "--advertise-client-urls", f"http://{m.endpoint}",
+                "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", self.token,
+                "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap"]
+        env = dict(os.environ)
+        arch = platform.machine()
+        if arch not in ("x86_64", "AMD64"):  # etcd 3.4 refuses to start on arm64 & co. without this
+            env["ETCD_UNSUPPORTED_ARCH"] = {"aarch64": "arm64", "armv7l": "arm"}.get(arch, arch)
+        with open(m.log_path, "ab") as log:
+            m.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_healthy()
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: the member dies without a word to its peers, like a power cut."""
+        self._signal_and_reap(index, signal.SIGKILL)
+
+    def stop(self, index: int) -> None:
+        """SIGTERM: a clean shutdown (a leader hands leadership over first)."""
+        self._signal_and_reap(index, signal.SIGTERM)
+
+    def pause(self, index: int) -> None:
+        """SIGSTOP: the process hangs with its sockets open (a frozen VM); `resume` continues it."""
+        proc = self.members[index].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        proc = self.members[index].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        for i in range(self.size):
+            self.resume(i)  # a stopped process cannot die of SIGTERM until continued; SIGKILL works anyway
+            self.kill(i)
+
+    def _signal_and_reap(self, index: int, sig: signal.Signals) -> None:
+        m = self.members[index]
+        if m.proc is None:
+            return
+        if m.proc.poll() is None:
+            m.proc.send_signal(sig)
+            try:
+                m.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                m.proc.kill()
+                m.proc.wait(timeout=10)
+        m.proc = None
+
+    # ---- health ----------------------------------------------------------------------------------------------
+
+    def healthy(self, index: int) -> bool:
+        m = self.members[index]
+        if not m.running:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{m.endpoint}/health", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Until every running member reports healthy; raises with the members' log tails after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [i for i, m in enumerate(self.members) if m.running]
+            if running and all(self.healthy(i) for i in running):
+                return
+            for m in self.members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise RuntimeError(f"etcd member {m.name} exited with {m.proc.returncode}:\n{self.log_tail(m)}")
+            time.sleep(0.1)
+        tails = "\n".join(f"--- {m.name}\n{self.log_tail(m)}" for m in self.members)
+        raise TimeoutError(f"etcd cluster not healthy after {timeout}s (workdir {self.workdir}):\n{tails}")
+
+    @staticmethod
+    def log_tail(m: EtcdMember, lines: int = 15) -> str:
+        try:
+            return "\n".join(m.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@contextmanager
+def running_etcd_cluster(workdir: Path, size: int = 3) -> Iterator[EtcdCluster]:
+    """A started, healthy cluster; every member is killed on exit, even when starting it failed halfway."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = EtcdCluster(workdir, size)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
