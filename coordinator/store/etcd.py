@@ -331,8 +331,10 @@ class EtcdStore:
             return rpc.RequestOp(request_put=rpc.PutRequest(key=self._k(op.key), value=op.value, lease=lease))
         return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key)))
 
-    async def watch(self, prefix: str) -> AsyncIterator[Change]:
-        start = self._seen + 1  # taken before any await: the watch covers everything after what we have seen
+    async def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[Change]:
+        """Changes under `prefix` from `start_revision` on; by default from just after the newest revision this
+        store has seen (taken before any await, so changes committed after the call are all included)."""
+        start = start_revision or self._seen + 1
         key = self._k(prefix) or b"\0"
         create = rpc.WatchCreateRequest(key=key, range_end=_prefix_end(key) if key != b"\0" else b"\0",
                                         start_revision=start)
@@ -397,19 +399,20 @@ class EtcdStore:
                     raise
         await self._ep.call(invoke, idempotent=True, timeout_s=timeout_s)
 
-    async def create_leased(self, key: str, value: bytes, lease_id: int) -> tuple[bool, Entry | None]:
-        """Put `key` bound to the lease only if it does not exist. Returns (created, the key's entry)."""
+    async def create_leased(self, key: str, value: bytes, lease_id: int) -> tuple[bool, Entry | None, int]:
+        """Put `key` bound to the lease only if it does not exist. Returns (created, the key's entry, the revision
+        the answer reflects: watch from the next one to miss nothing)."""
         request = rpc.TxnRequest(
             compare=[self._compare(key, 0)],
             success=[self._request_op(Op(OpKind.PUT, key, value), lease=lease_id)],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(key)))],
         )
         response = await self._kv("Txn", request, idempotent=False)
+        rev = int(response.header.revision)
         if response.succeeded:
-            rev = int(response.header.revision)
-            return True, Entry(key, value, rev, rev)
+            return True, Entry(key, value, rev, rev), rev
         kvs = response.responses[0].response_range.kvs
-        return False, (self._entry(kvs[0]) if kvs else None)
+        return False, (self._entry(kvs[0]) if kvs else None), rev
 
     async def close(self) -> None:
         await self._ep.close()
