@@ -162,7 +162,7 @@ class AuditLog:
     """Writes and reads audit records in the store (adapter; see the module docstring for durability)."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float], retention: AuditRetention | None = None,
-                 flush_after: int = 256, max_delay_s: float = 1.0, prune_every: int = 1000) -> None:
+                 flush_after: int = 256, max_delay_s: float = 1.0, prune_every: int = 10_000) -> None:
         self.store = store
         self.clock = clock
         self.retention = retention or AuditRetention()

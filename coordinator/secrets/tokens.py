@@ -64,6 +64,7 @@ class TokenFailure(StrEnum):
 class TokenRejected:
     failure: TokenFailure
     message: str
+    token_id: str = ""  # set once the signature held (for the audit record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,15 +193,17 @@ def verify(keys: SigningKeys, token: str, *, now: float, namespace: str, name: s
         return TokenRejected(TokenFailure.SIGNATURE, "access token signature is invalid")
     except jwt.InvalidTokenError as exc:
         return TokenRejected(TokenFailure.MALFORMED, f"access token is malformed: {exc}")
+    jti = str(claims["jti"])[:64]
     if claims.get("sub") != f"{namespace}/{name}":
-        return TokenRejected(TokenFailure.WRONG_SECRET, f"access token is for another secret, not {namespace}/{name}")
+        return TokenRejected(TokenFailure.WRONG_SECRET, f"access token is for another secret, not {namespace}/{name}",
+                             jti)
     if claims.get("aud") != audience:
-        return TokenRejected(TokenFailure.WRONG_AUDIENCE, f"access token is not for audience {audience[:80]!r}")
+        return TokenRejected(TokenFailure.WRONG_AUDIENCE, f"access token is not for audience {audience[:80]!r}", jti)
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
-        return TokenRejected(TokenFailure.MALFORMED, "access token is malformed: exp is not a number")
+        return TokenRejected(TokenFailure.MALFORMED, "access token is malformed: exp is not a number", jti)
     if now >= exp:
-        return TokenRejected(TokenFailure.EXPIRED, "access token expired; ask for a new one")
+        return TokenRejected(TokenFailure.EXPIRED, "access token expired; ask for a new one", jti)
     return Claims(str(claims["jti"]), namespace, name, str(claims["sid"]), audience, float(exp))
 
 

@@ -74,7 +74,7 @@ def test_keys_sort_by_time_and_carry_it() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"max_age_s": 0}, {"max_count": 0}], ids=str)
-def test_retention_validation(kw: dict[str, float]) -> None:
+def test_retention_validation(kw: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="retention"):
         AuditRetention(**kw)
 
