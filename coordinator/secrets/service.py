@@ -1,0 +1,798 @@
+"""The coordinator's secrets service: create, read, update, delete, list, tokens, rotation, delivery, audit.
+
+An adapter over the `Store` port; the decisions it uses live in pure modules (`envelope` for the crypto,
+`tokens` for token checks, `audit` for records and retention). Every method takes the `Caller` (who, from
+where, which role) and returns a value or a `Rejection` — the expected "no"s (invalid input 400, denied 403,
+not found 404, conflict 409, expired 410) are values the REST layer maps with `rejection.status`. Exceptions
+are left for failures: the store (`StoreError`), a ciphertext that does not decrypt (`EnvelopeError`: a damaged
+store or a wrong master key), a keyring that does not fit the store (`MasterKeyError`).
+
+Store layout (only ciphertext and wrapped keys ever reach the store):
+
+    /secrets/s/<ns>/<name>               metadata JSON: uid, audiences, immutable, ttl, versions (numbers, times,
+                                         key names) — never values
+    /secrets/v/<ns>/<name>/<version:010> {version, createdAt, createdBy, dataKey: {keyId, key}, values: {k: ct}}
+    /secrets/tokens/<ns>/<name>/<jti>    token record: audience, expiry, max uses, uses, revoked (never the token)
+    /secrets/keys/<key id>               key check: proves at startup that a key with this id is the same key
+    /secrets/audit/<µs>-<suffix>         audit records (see `audit`)
+
+Versions: an update with data writes version n+1 under a fresh data key; older versions stay readable by
+number; the oldest are dropped past `Limits.max_versions` (like Vault's KV max_versions). A secret's TTL counts
+from its active version's creation: updating the value renews it.
+
+Housekeeping for the adapter that owns the service: `flush_audit()` about every second and at shutdown (metadata
+reads and refusals are audited in batches), `prune()` about hourly (audit retention, expired token records).
+
+This file is past STYLE's ~600 lines; the natural split is the API values and input validation (everything above
+`SecretsService`) into a `model` module, left for when the REST layer lands so both move at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, valid_id
+from coordinator.secrets import envelope, tokens
+from coordinator.secrets.audit import AuditAction, AuditLog, AuditQuery, AuditRecord, AuditResult, AuditRetention
+from coordinator.secrets.envelope import Binding, Keyring, Plaintext, Rng, SealedVersion
+from coordinator.secrets.masterkey import KEY_ENV, MasterKeyError
+from coordinator.secrets.tokens import SigningKeys, TokenRecord, TokenRejected
+from coordinator.store import Conflict, Entry, Op, Store, delete, put
+
+log = logging.getLogger(__name__)
+
+META, VERSIONS, TOKENS, KEYS = "/secrets/s/", "/secrets/v/", "/secrets/tokens/", "/secrets/keys/"
+KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")  # env var and file names; "." and ".." refused separately
+CAS_RETRIES = 32
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def meta_key(ns: str, name: str) -> str:
+    return f"{META}{ns}/{name}"
+
+
+def version_key(ns: str, name: str, version: int) -> str:
+    return f"{VERSIONS}{ns}/{name}/{version:010d}"
+
+
+def token_key(ns: str, name: str, token_id: str) -> str:
+    return f"{TOKENS}{ns}/{name}/{token_id}"
+
+
+async def secrets_present(store: Store) -> bool:
+    """Whether the store holds any secret version (startup: decides whether a missing master key is fatal)."""
+    return bool(await store.list(VERSIONS))
+
+
+# ---- values the API sees ---------------------------------------------------------------------------------------
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    VIEWER = "viewer"  # metadata only
+    NONE = "none"  # no API credential: can read a value with an access token only
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str  # credential name, "node:<id>", "coordinator", "anonymous"
+    source: str  # client IP, "node:<id>", "cli"
+    role: Role = Role.NONE
+
+
+class RejectKind(StrEnum):
+    INVALID = "invalid"
+    DENIED = "denied"
+    NOT_FOUND = "not-found"
+    CONFLICT = "conflict"
+    EXPIRED = "expired"
+
+
+_STATUS = {RejectKind.INVALID: 400, RejectKind.DENIED: 403, RejectKind.NOT_FOUND: 404, RejectKind.CONFLICT: 409,
+           RejectKind.EXPIRED: 410}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An expected "no". `field` names the offending input (`data.PASSWORD`, `audiences[1]`, `ttl`); `code` is a
+    stable machine word (`exists`, `immutable`, `token-expired`, ...); `errors` lists every input problem."""
+
+    kind: RejectKind
+    reason: str
+    field: str = ""
+    code: str = ""
+    errors: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self.kind]
+
+    @classmethod
+    def invalid(cls, problems: Sequence[tuple[str, str]]) -> Rejection:
+        path, message = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return cls(RejectKind.INVALID, f"{path}: {message}{more}" if path else message, path, "invalid",
+                   tuple(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        """The REST error body's details: `{"code", "message", "field", "errors": [{"path", "message"}]}`."""
+        errors = [{"path": p, "message": m} for p, m in self.errors] or (
+            [{"path": self.field, "message": self.reason}] if self.field else [])
+        return {"code": self.code or self.kind.value, "message": self.reason, "field": self.field or None,
+                "errors": errors}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_keys: int = 64
+    max_value_bytes: int = 64 * 1024
+    max_total_bytes: int = 256 * 1024
+    max_audiences: int = 32
+    max_versions: int = 100
+    min_ttl_s: float = 60.0
+    max_ttl_s: float = 3650 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: int
+    created_at: float
+    keys: tuple[str, ...]
+    created_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """A secret's metadata (what `get` and `list` return; never a value)."""
+
+    namespace: str
+    name: str
+    uid: str
+    audiences: tuple[str, ...]
+    immutable: bool
+    ttl_s: float | None
+    created_at: float
+    updated_at: float
+    active_version: int
+    versions: tuple[VersionInfo, ...]
+
+    @property
+    def active(self) -> VersionInfo:
+        return next(v for v in self.versions if v.version == self.active_version)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.active.keys
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.ttl_s is None else self.active.created_at + self.ttl_s
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def version(self, number: int | None) -> VersionInfo | None:
+        wanted = self.active_version if number is None else number
+        return next((v for v in self.versions if v.version == wanted), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.namespace, "name": self.name, "uid": self.uid, "audiences": list(self.audiences),
+                "immutable": self.immutable, "ttlSeconds": self.ttl_s, "createdAt": self.created_at,
+                "updatedAt": self.updated_at, "expiresAt": self.expires_at, "activeVersion": self.active_version,
+                "keys": list(self.keys),
+                "versions": [{"version": v.version, "createdAt": v.created_at, "keys": list(v.keys),
+                              "createdBy": v.created_by} for v in self.versions]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SecretInfo:
+        versions = tuple(VersionInfo(int(v["version"]), float(v["createdAt"]), tuple(v["keys"]),
+                                     str(v.get("createdBy", ""))) for v in doc["versions"])
+        ttl = doc.get("ttlSeconds")
+        return cls(str(doc["namespace"]), str(doc["name"]), str(doc["uid"]), tuple(doc["audiences"]),
+                   bool(doc["immutable"]), None if ttl is None else float(ttl), float(doc["createdAt"]),
+                   float(doc["updatedAt"]), int(doc["activeVersion"]), versions)
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    """Decrypted values of one version (`data` is a read-only mapping whose repr is redacted)."""
+
+    namespace: str
+    name: str
+    version: int
+    data: Plaintext
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IssuedToken:
+    token: str  # the JWT: shown to the admin once, never stored
+    record: TokenRecord
+
+    def __repr__(self) -> str:
+        return f"IssuedToken(token=<redacted>, record={self.record!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    key_id: str  # the new active master key
+    rewrapped: int  # data keys re-wrapped by this call
+    versions: int  # versions in the store
+
+
+# ---- validation -----------------------------------------------------------------------------------------------
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90d`, `1h30m`, `45s`, `2w`, `3600` or a number; raises ValueError saying what is expected."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90d, 12h, 30m or 45s")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip())):
+        seconds = float(value)
+    elif isinstance(value, str) and value and re.fullmatch(f"(?:{_DURATION.pattern})+", value.strip()):
+        seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(value.strip()))
+    else:
+        raise ValueError(f"expected a duration like 90d, 12h, 30m or 45s, got {str(value)[:40]!r}")
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+def _name_problems(namespace: object, name: object) -> list[tuple[str, str]]:
+    problems = []
+    for path, value in (("namespace", namespace), ("name", name)):
+        if not isinstance(value, str) or len(value) > ID_MAX_LEN or ID_PATTERN.fullmatch(value) is None:
+            problems.append((path, f"{str(value)[:80]!r} is not a valid {path}: 1-{ID_MAX_LEN} letters, digits, "
+                                   "'.', '_', '-', starting with a letter or digit"))
+    return problems
+
+
+def _data_problems(data: object, limits: Limits) -> list[tuple[str, str]]:
+    if not isinstance(data, Mapping):
+        return [("data", "must map key names to byte values")]
+    if not data:
+        return [("data", "must hold at least one key")]
+    problems = []
+    if len(data) > limits.max_keys:
+        problems.append(("data", f"{len(data)} keys; at most {limits.max_keys}"))
+    total = 0
+    for key, value in data.items():
+        path = f"data.{str(key)[:80]}"
+        if not isinstance(key, str) or KEY_NAME.fullmatch(key) is None or key in (".", ".."):
+            problems.append((path, "key names are 1-253 letters, digits, '.', '_', '-' (usable as an environment "
+                                   "variable or file name), not '.' or '..'"))
+        if not isinstance(value, bytes):
+            problems.append((path, f"value must be bytes, got {type(value).__name__}"))
+            continue
+        total += len(value)
+        if len(value) > limits.max_value_bytes:
+            problems.append((path, f"value is {len(value)} bytes; at most {limits.max_value_bytes}"))
+    if total > limits.max_total_bytes:
+        problems.append(("data", f"values total {total} bytes; at most {limits.max_total_bytes}"))
+    return problems
+
+
+def _audience_problems(audiences: object, limits: Limits) -> list[tuple[str, str]]:
+    if isinstance(audiences, str) or not isinstance(audiences, Sequence):
+        return [("audiences", "must be a list of audience names")]
+    if len(audiences) > limits.max_audiences:
+        return [("audiences", f"{len(audiences)} audiences; at most {limits.max_audiences}")]
+    problems = []
+    for i, audience in enumerate(audiences):
+        problem = tokens.audience_problem(audience)
+        if problem:
+            problems.append((f"audiences[{i}]", problem))
+        elif audience in audiences[:i]:
+            problems.append((f"audiences[{i}]", f"{audience!r} is listed twice"))
+    return problems
+
+
+def _ttl(value: object, path: str, low: float, high: float) -> tuple[float | None, list[tuple[str, str]]]:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return None, [(path, str(exc))]
+    if not low <= seconds <= high:
+        return None, [(path, f"must be between {_human(low)} and {_human(high)}, got {_human(seconds)}")]
+    return seconds, []
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+# ---- the service ----------------------------------------------------------------------------------------------
+
+class SecretsService:
+    def __init__(self, store: Store, keyring: Keyring, *, clock: Callable[[], float], limits: Limits | None = None,
+                 audit_retention: AuditRetention | None = None, rng: Rng = secrets.token_bytes) -> None:
+        """Use `open()`, which also checks the keyring against the store."""
+        self.store = store
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.rng = rng
+        self.audit = AuditLog(store, clock=clock, retention=audit_retention)
+        self._keyring = keyring
+        self._signing = SigningKeys(keyring)
+
+    @classmethod
+    async def open(cls, store: Store, keyring: Keyring, *, clock: Callable[[], float], limits: Limits | None = None,
+                   audit_retention: AuditRetention | None = None,
+                   rng: Rng = secrets.token_bytes) -> SecretsService:
+        """A service over `store`; raises MasterKeyError if `keyring` cannot read what the store holds."""
+        service = cls(store, keyring, clock=clock, limits=limits, audit_retention=audit_retention, rng=rng)
+        await service._check_keyring(keyring)
+        return service
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keyring
+
+    # ---- create / get / list / update / delete -----------------------------------------------------------------
+
+    async def create(self, namespace: str, name: str, data: Mapping[str, bytes], *, caller: Caller,
+                     audiences: Sequence[str] = (), ttl: str | float | None = None,
+                     immutable: bool = False) -> SecretInfo | Rejection:
+        """Version 1 of a new secret. Rejections: INVALID (400), DENIED (403), CONFLICT `exists` (409)."""
+        audit = self._record(AuditAction.CREATE, caller, namespace, name)
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        problems = [*_name_problems(namespace, name), *_data_problems(data, self.limits),
+                    *_audience_problems(audiences, self.limits)]
+        ttl_s = None
+        if ttl is not None:
+            ttl_s, ttl_errors = _ttl(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
+            problems += ttl_errors
+        if not isinstance(immutable, bool):
+            problems.append(("immutable", "must be true or false"))
+        if problems:
+            return await self._deny(audit, Rejection.invalid(problems))
+        now = self.clock()
+        version = VersionInfo(1, now, tuple(sorted(data)), caller.name)
+        info = SecretInfo(namespace, name, secrets.token_hex(8), tuple(audiences), immutable, ttl_s, now, now, 1,
+                          (version,))
+        ops = [put(meta_key(namespace, name), _dump(info.to_json()), expect=0),
+               put(version_key(namespace, name, 1), self._seal(info, version, data), expect=0),
+               self.audit.op(dataclasses.replace(audit, version=1, detail=_keys_detail(data)))]
+        try:
+            await self.store.txn(ops)
+        except Conflict:
+            return await self._deny(audit, Rejection(RejectKind.CONFLICT, f"secret {namespace}/{name} already "
+                                                     "exists; update it instead", "name", "exists"))
+        await self.audit.maybe_prune()
+        return info
+
+    async def get(self, namespace: str, name: str, *, caller: Caller) -> SecretInfo | Rejection:
+        """Metadata (never values). Rejections: INVALID, DENIED (no API role), NOT_FOUND."""
+        audit = self._record(AuditAction.GET, caller, namespace, name)
+        if caller.role is Role.NONE:
+            return await self._deny(audit, Rejection(RejectKind.DENIED, "reading metadata needs an API credential"))
+        found = await self._load(namespace, name)
+        if isinstance(found, Rejection):
+            return await self._deny(audit, found)
+        await self.audit.add(dataclasses.replace(audit, version=found[0].active_version))
+        return found[0]
+
+    async def list(self, namespace: str | None = None, *, caller: Caller) -> builtins.list[SecretInfo] | Rejection:
+        """Metadata of every secret, or of one namespace's, sorted by namespace and name (not audited)."""
+        if caller.role is Role.NONE:
+            return Rejection(RejectKind.DENIED, "listing secrets needs an API credential")
+        if namespace is not None and (problems := _name_problems(namespace, "x")):
+            return Rejection.invalid(problems)
+        entries = await self.store.list(META + (f"{namespace}/" if namespace is not None else ""))
+        return [SecretInfo.from_json(json.loads(e.value)) for e in entries]
+
+    async def update(self, namespace: str, name: str, *, caller: Caller, data: Mapping[str, bytes] | None = None,
+                     audiences: Sequence[str] | None = None, ttl: str | float | None = None,
+                     expect_version: int | None = None) -> SecretInfo | Rejection:
+        """New data → a new version under a fresh data key; audiences/ttl alone change metadata only. Rejections:
+        INVALID, DENIED, NOT_FOUND, CONFLICT `immutable` (any update of an immutable secret) or
+        `version-mismatch` (`expect_version` is not the active version)."""
+        audit = self._record(AuditAction.UPDATE, caller, namespace, name)
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        problems = _name_problems(namespace, name)
+        if data is not None:
+            problems += _data_problems(data, self.limits)
+        if audiences is not None:
+            problems += _audience_problems(audiences, self.limits)
+        ttl_s = None
+        if ttl is not None:
+            ttl_s, ttl_errors = _ttl(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
+            problems += ttl_errors
+        if data is None and audiences is None and ttl is None:
+            problems.append(("", "nothing to update: give data, audiences or ttl"))
+        if problems:
+            return await self._deny(audit, Rejection.invalid(problems))
+        for _ in range(CAS_RETRIES):
+            found = await self._load(namespace, name)
+            if isinstance(found, Rejection):
+                return await self._deny(audit, found)
+            info, entry = found
+            if info.immutable:
+                return await self._deny(audit, Rejection(RejectKind.CONFLICT, f"secret {namespace}/{name} is "
+                                                         "immutable: delete and re-create it", "", "immutable"))
+            if expect_version is not None and expect_version != info.active_version:
+                return await self._deny(audit, Rejection(
+                    RejectKind.CONFLICT, f"active version is {info.active_version}, not {expect_version}",
+                    "expectVersion", "version-mismatch"))
+            new, ops = self._updated(info, caller, data, audiences, ttl_s)
+            detail = _keys_detail(data) if data is not None else "metadata"
+            ops = [put(entry.key, _dump(new.to_json()), expect=entry.mod_revision), *ops,
+                   self.audit.op(dataclasses.replace(audit, version=new.active_version, detail=detail))]
+            try:
+                await self.store.txn(ops)
+            except Conflict:
+                continue  # changed under us: decide again from the new state
+            await self.audit.maybe_prune()
+            return new
+        return await self._deny(audit, _busy(namespace, name))
+
+    def _updated(self, info: SecretInfo, caller: Caller, data: Mapping[str, bytes] | None,
+                 audiences: Sequence[str] | None, ttl_s: float | None) -> tuple[SecretInfo, builtins.list[Op]]:
+        now = self.clock()
+        new = dataclasses.replace(info, updated_at=now,
+                                  audiences=tuple(audiences) if audiences is not None else info.audiences,
+                                  ttl_s=ttl_s if ttl_s is not None else info.ttl_s)
+        if data is None:
+            return new, []
+        version = VersionInfo(info.active_version + 1, now, tuple(sorted(data)), caller.name)
+        kept = (*info.versions, version)[-self.limits.max_versions:]
+        dropped = [v.version for v in info.versions if v not in kept]
+        new = dataclasses.replace(new, active_version=version.version, versions=kept)
+        return new, [put(version_key(info.namespace, info.name, version.version), self._seal(new, version, data),
+                         expect=0),
+                     *(delete(version_key(info.namespace, info.name, v)) for v in dropped)]
+
+    async def delete(self, namespace: str, name: str, *, caller: Caller) -> SecretInfo | Rejection:
+        """The secret, every version and every token for it. Rejections: INVALID, DENIED, NOT_FOUND."""
+        audit = self._record(AuditAction.DELETE, caller, namespace, name)
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        for _ in range(CAS_RETRIES):
+            found = await self._load(namespace, name)
+            if isinstance(found, Rejection):
+                return await self._deny(audit, found)
+            info, entry = found
+            prefixes = (f"{VERSIONS}{namespace}/{name}/", f"{TOKENS}{namespace}/{name}/")
+            doomed = [e.key for prefix in prefixes for e in await self.store.list(prefix)]
+            detail = f"{len(info.versions)} version(s)"
+            try:
+                await self.store.txn([delete(entry.key, expect=entry.mod_revision), *map(delete, doomed),
+                                      self.audit.op(dataclasses.replace(audit, version=info.active_version,
+                                                                        detail=detail))])
+            except Conflict:
+                continue
+            await self.audit.maybe_prune()
+            return info
+        return await self._deny(audit, _busy(namespace, name))
+
+    # ---- values ------------------------------------------------------------------------------------------------
+
+    async def read(self, namespace: str, name: str, *, caller: Caller, version: int | None = None,
+                   token: str | None = None, audience: str | None = None) -> Revealed | Rejection:
+        """The values of a version (default: the active one), for an admin, or for anyone presenting an access
+        `token` together with the `audience` it acts as. Rejections: INVALID, DENIED (no admin role and no token,
+        or the token failed: `code` is `token-<failure>`), NOT_FOUND, EXPIRED (the secret's TTL passed)."""
+        audit = self._record(AuditAction.ACCESS, caller, namespace, name, version=version, audience=audience or "")
+        problems = _name_problems(namespace, name) + _version_problems(version)
+        if token is not None and audience is None:
+            problems.append(("audience", "an access token must be presented with the audience it acts as"))
+        if problems:
+            return await self._deny(audit, Rejection.invalid(problems))
+        if token is None:
+            if caller.role is not Role.ADMIN:
+                return await self._deny(audit, Rejection(
+                    RejectKind.DENIED, "reading a secret value needs an admin credential or an access token",
+                    "token", "token-required"))
+            return await self._reveal(namespace, name, version, audit)
+        assert audience is not None
+        claims = tokens.verify(self._signing, token, now=self.clock(), namespace=namespace, name=name,
+                               audience=audience)
+        if isinstance(claims, TokenRejected):
+            return await self._deny(dataclasses.replace(audit, token_id=claims.token_id), _token_denied(claims))
+        return await self._reveal_with_token(claims, version, dataclasses.replace(audit, token_id=claims.token_id))
+
+    async def values_for_delivery(self, namespace: str, name: str, *, node_id: str, version: int | None = None,
+                                  audience: str | None = None) -> Revealed | Rejection:
+        """The values to seal to `node_id` (which runs a consumer of the secret), audited as `deliver` from
+        `node:<id>`. With `audience`, it must be one the secret allows. Rejections: INVALID, DENIED, NOT_FOUND,
+        EXPIRED."""
+        caller = Caller("coordinator", f"node:{str(node_id)[:ID_MAX_LEN]}", Role.ADMIN)
+        audit = self._record(AuditAction.DELIVER, caller, namespace, name, version=version, audience=audience or "")
+        problems = _name_problems(namespace, name) + _version_problems(version)
+        if not valid_id(node_id):
+            problems.append(("nodeId", f"{str(node_id)[:80]!r} is not a valid node id"))
+        if problems:
+            return await self._deny(audit, Rejection.invalid(problems))
+        return await self._reveal(namespace, name, version, audit, audience=audience)
+
+    async def _reveal(self, namespace: str, name: str, version: int | None, audit: AuditRecord, *,
+                      audience: str | None = None) -> Revealed | Rejection:
+        found = await self._load(namespace, name)
+        if isinstance(found, Rejection):
+            return await self._deny(audit, found)
+        info = found[0]
+        if audience is not None and audience not in info.audiences:
+            return await self._deny(audit, Rejection(RejectKind.DENIED, f"audience {audience[:80]!r} is not allowed "
+                                                     f"to read {namespace}/{name}", "audience", "wrong-audience"))
+        revealed = await self._open(info, version)
+        if isinstance(revealed, Rejection):
+            return await self._deny(audit, revealed)
+        await self.audit.add(dataclasses.replace(audit, version=revealed.version), durable=True)
+        return revealed
+
+    async def _reveal_with_token(self, claims: tokens.Claims, version: int | None,
+                                 audit: AuditRecord) -> Revealed | Rejection:
+        ns, name = claims.namespace, claims.name
+        for _ in range(CAS_RETRIES):
+            found = await self._load(ns, name)
+            if isinstance(found, Rejection):
+                return await self._deny(audit, found)
+            info = found[0]
+            entry = await self.store.get(token_key(ns, name, claims.token_id))
+            record = TokenRecord.from_json(json.loads(entry.value)) if entry else None
+            refused = tokens.admit(claims, record, now=self.clock(), secret_uid=info.uid,
+                                   allowed_audiences=info.audiences)
+            if refused is not None:
+                return await self._deny(audit, _token_denied(refused))
+            assert record is not None and entry is not None
+            revealed = await self._open(info, version)
+            if isinstance(revealed, Rejection):
+                return await self._deny(audit, revealed)
+            done = dataclasses.replace(audit, version=revealed.version)
+            if record.max_uses is None:
+                await self.audit.add(done, durable=True)
+                return revealed
+            try:  # count the use with compare-and-swap: concurrent readers cannot exceed max_uses
+                await self.store.txn([put(entry.key, _dump(record.used().to_json()), expect=entry.mod_revision),
+                                      self.audit.op(dataclasses.replace(done, detail=f"use {record.uses + 1} of "
+                                                                                     f"{record.max_uses}"))])
+            except Conflict:
+                continue
+            return revealed
+        return await self._deny(audit, _busy(ns, name))
+
+    async def _open(self, info: SecretInfo, version: int | None) -> Revealed | Rejection:
+        if info.expired(self.clock()):
+            return Rejection(RejectKind.EXPIRED, f"secret {info.namespace}/{info.name} expired at "
+                             f"{info.expires_at:.0f}; update it to renew", "", "secret-expired")
+        wanted = info.version(version)
+        if wanted is None:
+            return Rejection(RejectKind.NOT_FOUND, f"secret {info.namespace}/{info.name} has no version {version}",
+                             "version", "version-not-found")
+        entry = await self.store.get(version_key(info.namespace, info.name, wanted.version))
+        if entry is None:  # deleted between the two reads
+            return Rejection(RejectKind.NOT_FOUND, f"secret {info.namespace}/{info.name} not found", "name",
+                             "not-found")
+        sealed = SealedVersion.from_json(json.loads(entry.value)["sealed"])
+        binding = Binding(info.namespace, info.name, wanted.version)
+        data = envelope.open_version(self._keyring, binding, sealed)
+        return Revealed(info.namespace, info.name, wanted.version, data)
+
+    # ---- tokens ------------------------------------------------------------------------------------------------
+
+    async def issue_token(self, namespace: str, name: str, *, caller: Caller, audience: str,
+                          ttl: str | float | None = None, max_uses: int | None = None) -> IssuedToken | Rejection:
+        """An access token for one allowed audience; ttl default 1h, at most 24h. Rejections: INVALID (bad
+        audience/ttl/maxUses, or an audience the secret does not allow), DENIED, NOT_FOUND, EXPIRED."""
+        audit = self._record(AuditAction.TOKEN, caller, namespace, name, audience=str(audience)[:256])
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        problems = _name_problems(namespace, name)
+        if (problem := tokens.audience_problem(audience)) is not None:
+            problems.append(("audience", problem))
+        ttl_s, ttl_errors = _ttl(tokens.DEFAULT_TTL_S if ttl is None else ttl, "ttl", tokens.MIN_TTL_S,
+                                 tokens.MAX_TTL_S)
+        problems += ttl_errors
+        if (problem := tokens.max_uses_problem(max_uses)) is not None:
+            problems.append(("maxUses", problem))
+        if problems:
+            return await self._deny(audit, Rejection.invalid(problems))
+        assert ttl_s is not None
+        found = await self._load(namespace, name)
+        if isinstance(found, Rejection):
+            return await self._deny(audit, found)
+        info = found[0]
+        if audience not in info.audiences:
+            allowed = ", ".join(info.audiences) or "none: only admins can read it"
+            return await self._deny(audit, Rejection(RejectKind.INVALID, f"audience: {audience!r} is not one the "
+                                                     f"secret allows ({allowed})", "audience", "audience-not-allowed"))
+        if info.expired(self.clock()):
+            return await self._deny(audit, Rejection(RejectKind.EXPIRED, f"secret {namespace}/{name} expired",
+                                                     "", "secret-expired"))
+        now = self.clock()
+        record = TokenRecord(secrets.token_hex(16), namespace, name, info.uid, audience, now, now + ttl_s, max_uses,
+                             issued_by=caller.name)
+        token = tokens.mint(self._signing, record)
+        detail = f"ttl {_human(ttl_s)}" + (f", max uses {max_uses}" if max_uses is not None else "")
+        await self.store.txn([put(token_key(namespace, name, record.token_id), _dump(record.to_json()), expect=0),
+                              self.audit.op(dataclasses.replace(audit, token_id=record.token_id, detail=detail))])
+        return IssuedToken(token, record)
+
+    async def revoke_token(self, token_id: str, *, caller: Caller) -> TokenRecord | Rejection:
+        """Revoke by token id (jti). Rejections: DENIED, NOT_FOUND."""
+        audit = self._record(AuditAction.TOKEN_REVOKE, caller, "", "", token_id=str(token_id)[:64])
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        for _ in range(CAS_RETRIES):
+            entry = None
+            if isinstance(token_id, str) and re.fullmatch(r"[0-9a-f]{32}", token_id):
+                entry = next((e for e in await self.store.list(TOKENS) if e.key.endswith("/" + token_id)), None)
+            if entry is None:
+                return await self._deny(audit, Rejection(RejectKind.NOT_FOUND, f"token {str(token_id)[:64]!r} not "
+                                                         "found", "token", "not-found"))
+            record = dataclasses.replace(TokenRecord.from_json(json.loads(entry.value)), revoked=True)
+            try:
+                await self.store.txn([put(entry.key, _dump(record.to_json()), expect=entry.mod_revision),
+                                      self.audit.op(dataclasses.replace(audit, namespace=record.namespace,
+                                                                        name=record.name, audience=record.audience))])
+            except Conflict:
+                continue
+            return record
+        return await self._deny(audit, _busy("token", token_id))
+
+    async def list_tokens(self, namespace: str, name: str, *,
+                          caller: Caller) -> builtins.list[TokenRecord] | Rejection:
+        """The token records of one secret (never the tokens themselves)."""
+        if caller.role is Role.NONE:
+            return Rejection(RejectKind.DENIED, "listing tokens needs an API credential")
+        if problems := _name_problems(namespace, name):
+            return Rejection.invalid(problems)
+        return [TokenRecord.from_json(json.loads(e.value)) for e in await self.store.list(f"{TOKENS}{namespace}/"
+                                                                                          f"{name}/")]
+
+    # ---- master key rotation -----------------------------------------------------------------------------------
+
+    async def rotate_master_key(self, keyring: Keyring, *, caller: Caller) -> Rotation | Rejection:
+        """Switch to `keyring` (from `masterkey.rotate`: the old keys plus a new active one) and re-wrap every
+        version's data key under its active key. Values are not re-encrypted; reads go on throughout (each
+        envelope names its key, and the keyring holds old and new). Idempotent: run it again after a crash (a
+        write racing the switch can, rarely, leave a version under the old key, still readable; a rerun moves it).
+        Raises MasterKeyError if `keyring` lacks a key the store still uses. Rejections: DENIED."""
+        audit = self._record(AuditAction.ROTATE_MASTER_KEY, caller, "", "")
+        if (denied := self._require_admin(caller)) is not None:
+            return await self._deny(audit, denied)
+        await self._check_keyring(keyring)
+        self._keyring, self._signing = keyring, SigningKeys(keyring)
+        rewrapped = 0
+        for _ in range(3):  # a request that sealed under the old key just before the switch may commit after a pass
+            entries = await self.store.list(VERSIONS)
+            done = [await self._rewrap(entry) for entry in entries]
+            rewrapped += sum(done)
+            if not any(done):
+                break
+        detail = f"active key {keyring.active_id}; {rewrapped} of {len(entries)} data key(s) re-wrapped"
+        await self.audit.add(dataclasses.replace(audit, detail=detail), durable=True)
+        log.info("secrets master key rotation: %s", detail)
+        return Rotation(keyring.active_id, rewrapped, len(entries))
+
+    async def _rewrap(self, entry: Entry | None) -> int:
+        for _ in range(CAS_RETRIES):
+            if entry is None:
+                return 0  # deleted meanwhile
+            doc = json.loads(entry.value)
+            sealed = SealedVersion.from_json(doc["sealed"])
+            if sealed.wrapped.key_id == self._keyring.active_id:
+                return 0
+            ns, name, _version = entry.key[len(VERSIONS):].split("/")
+            binding = Binding(ns, name, int(doc["version"]))
+            wrapped = envelope.rewrap(self._keyring, binding, sealed.wrapped, rng=self.rng)
+            doc["sealed"] = sealed.with_wrapped(wrapped).to_json()
+            try:
+                await self.store.txn([put(entry.key, _dump(doc), expect=entry.mod_revision)])
+                return 1
+            except Conflict:
+                entry = await self.store.get(entry.key)
+        raise MasterKeyError(f"re-wrapping {entry.key if entry else '?'} kept conflicting; run the rotation again")
+
+    async def _check_keyring(self, keyring: Keyring) -> None:
+        """Every key the store knows must be the same key here, and every key a version uses must be present."""
+        checks = {e.key[len(KEYS):]: e.value.decode() for e in await self.store.list(KEYS)}
+        for key_id, key in keyring.keys.items():
+            if key_id in checks and not envelope.key_matches(key, checks[key_id]):
+                raise MasterKeyError(f"master key {key_id!r} is not the key the secrets were written with: restore "
+                                     f"the right key file (or {KEY_ENV})")
+        if set(checks) - set(keyring.keys):
+            used = {json.loads(e.value)["sealed"]["dataKey"]["keyId"] for e in await self.store.list(VERSIONS)}
+            missing = sorted(used - set(keyring.keys))
+            if missing:
+                raise MasterKeyError(f"secrets in the store are wrapped by master key(s) {', '.join(missing)}, which "
+                                     f"the keyring lacks: restore the key file that holds them (or {KEY_ENV}); "
+                                     "a new key cannot decrypt them")
+        new = [put(KEYS + kid, envelope.key_check(key, rng=self.rng).encode(), expect=0)
+               for kid, key in keyring.keys.items() if kid not in checks]
+        if new:
+            try:
+                await self.store.txn(new)
+            except Conflict:
+                await self._check_keyring(keyring)  # another coordinator wrote them first: verify theirs
+
+    # ---- audit -------------------------------------------------------------------------------------------------
+
+    async def audit_log(self, query: AuditQuery, *, caller: Caller) -> builtins.list[AuditRecord] | Rejection:
+        """Audit records matching `query`, newest first."""
+        if caller.role is not Role.ADMIN:
+            return Rejection(RejectKind.DENIED, "the secrets audit log needs an admin credential")
+        return await self.audit.query(query)
+
+    async def flush_audit(self) -> None:
+        """Write buffered audit records: call every second or so, and at shutdown."""
+        await self.audit.flush()
+
+    async def prune(self) -> tuple[int, int]:
+        """Apply audit retention and drop records of tokens expired over a day ago: (audit, token) counts."""
+        removed_audit = await self.audit.prune()
+        cutoff = self.clock() - 86400
+        stale = [e.key for e in await self.store.list(TOKENS)
+                 if TokenRecord.from_json(json.loads(e.value)).expires_at < cutoff]
+        for start in range(0, len(stale), 1000):
+            await self.store.txn([delete(k) for k in stale[start:start + 1000]])
+        return removed_audit, len(stale)
+
+    # ---- helpers -----------------------------------------------------------------------------------------------
+
+    def _seal(self, info: SecretInfo, version: VersionInfo, data: Mapping[str, bytes]) -> bytes:
+        binding = Binding(info.namespace, info.name, version.version)
+        sealed = envelope.seal_version(self._keyring, binding, data, rng=self.rng)
+        return _dump({"version": version.version, "createdAt": version.created_at, "createdBy": version.created_by,
+                      "sealed": sealed.to_json()})
+
+    async def _load(self, namespace: str, name: str) -> tuple[SecretInfo, Entry] | Rejection:
+        if problems := _name_problems(namespace, name):
+            return Rejection.invalid(problems)
+        entry = await self.store.get(meta_key(namespace, name))
+        if entry is None:
+            return Rejection(RejectKind.NOT_FOUND, f"secret {namespace}/{name} not found", "name", "not-found")
+        return SecretInfo.from_json(json.loads(entry.value)), entry
+
+    def _record(self, action: AuditAction, caller: Caller, namespace: object, name: object, *,
+                version: int | None = None, audience: str = "", token_id: str = "") -> AuditRecord:
+        return AuditRecord(self.clock(), action, caller.name, caller.source, str(namespace), str(name),
+                           version if isinstance(version, int) and not isinstance(version, bool) else None,
+                           audience=audience if isinstance(audience, str) else "", token_id=token_id)
+
+    async def _deny(self, audit: AuditRecord, rejection: Rejection) -> Rejection:
+        await self.audit.add(dataclasses.replace(audit, result=AuditResult.DENIED,
+                                                 reason=f"{rejection.code or rejection.kind}: {rejection.reason}"))
+        return rejection
+
+    @staticmethod
+    def _require_admin(caller: Caller) -> Rejection | None:
+        if caller.role is Role.ADMIN:
+            return None
+        return Rejection(RejectKind.DENIED, f"this needs an admin credential (caller {caller.name!r} has role "
+                         f"{caller.role.value})", "", "admin-required")
+
+
+def _version_problems(version: object) -> list[tuple[str, str]]:
+    if version is None or (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+        return []
+    return [("version", "must be a version number (1 or more)")]
+
+
+def _token_denied(refused: TokenRejected) -> Rejection:
+    return Rejection(RejectKind.DENIED, refused.message, "token", f"token-{refused.failure.value}")
+
+
+def _busy(namespace: str, name: str) -> Rejection:
+    return Rejection(RejectKind.CONFLICT, f"{namespace}/{name} kept changing during the request; retry", "",
+                     "busy")
+
+
+def _keys_detail(data: Iterable[str]) -> str:
+    return "keys: " + ",".join(sorted(data))[:900]
+
+
+def _dump(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
