@@ -1,57 +1,79 @@
-"""The SQLite store: revisions, compare-and-swap, atomic transactions, watches, durability across reopen."""
+"""The store contract, run against SQLite and against a real 3-member etcd cluster (EtcdStore, integration):
+revisions, compare-and-swap, atomic transactions, watches; and SQLite's durability across reopen.
+
+Revisions are compared relative to each other: an etcd cluster starts at revision 1 and other key roots on the
+same cluster advance it too."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from coordinator.store import Conflict, OpKind, SqliteStore, delete, put
+from coordinator.store import Conflict, OpKind, SqliteStore, Store, delete, put
+from tests.integration.etcd_env import EtcdCluster, running_etcd_cluster
 
 
-@pytest.fixture
-def store() -> SqliteStore:
-    return SqliteStore(":memory:")
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    with running_etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
 
 
-async def test_revisions_advance_per_transaction(store: SqliteStore) -> None:
-    assert await store.revision() == 0
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        yield SqliteStore(":memory:")
+        return
+    from coordinator.store.etcd import open_etcd_store
+
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    etcd = await open_etcd_store(cluster.url, root=f"/test-{uuid.uuid4().hex[:8]}")  # each test its own keys
+    yield etcd
+    await etcd.close()
+
+
+async def test_revisions_advance_per_transaction(store: Store) -> None:
+    r0 = await store.revision()
     r1 = await store.txn([put("/a", b"1"), put("/b", b"2")])
     r2 = await store.txn([put("/a", b"3")])
-    assert (r1, r2) == (1, 2)
+    assert r0 < r1 < r2 == await store.revision()
     a = await store.get("/a")
-    assert a is not None and (a.value, a.mod_revision, a.create_revision) == (b"3", 2, 1)
+    assert a is not None and (a.value, a.mod_revision, a.create_revision) == (b"3", r2, r1)
     assert [e.key for e in await store.list("/")] == ["/a", "/b"]
 
 
-@pytest.mark.parametrize(("expect", "ok"), [(None, True), (1, True), (0, False), (2, False)],
+@pytest.mark.parametrize(("expect", "ok"), [(None, True), ("current", True), (0, False), ("stale", False)],
                          ids=["unconditional", "current", "must-not-exist", "stale"])
-async def test_compare_and_swap(store: SqliteStore, expect: int | None, ok: bool) -> None:
-    await store.txn([put("/k", b"v1")])
+async def test_compare_and_swap(store: Store, expect: int | str | None, ok: bool) -> None:
+    r1 = await store.txn([put("/k", b"v1")])
+    revision = {"current": r1, "stale": r1 + 1}[expect] if isinstance(expect, str) else expect
     if ok:
-        await store.txn([put("/k", b"v2", expect)])
+        await store.txn([put("/k", b"v2", revision)])
         assert (await store.get("/k")).value == b"v2"  # type: ignore[union-attr]
     else:
         with pytest.raises(Conflict) as info:
-            await store.txn([put("/k", b"v2", expect)])
-        assert info.value.key == "/k" and info.value.actual == 1
+            await store.txn([put("/k", b"v2", revision)])
+        assert (info.value.key, info.value.expected, info.value.actual) == ("/k", revision, r1)
 
 
-async def test_a_failed_expectation_applies_nothing(store: SqliteStore) -> None:
-    await store.txn([put("/x", b"1")])
+async def test_a_failed_expectation_applies_nothing(store: Store) -> None:
+    r1 = await store.txn([put("/x", b"1")])
     with pytest.raises(Conflict):
-        await store.txn([put("/y", b"new"), delete("/x", expect=99)])
+        await store.txn([put("/y", b"new"), delete("/x", expect=r1 + 99)])
     assert await store.get("/y") is None and await store.get("/x") is not None
-    assert await store.revision() == 1
+    assert await store.revision() == r1
 
 
-async def test_prefix_listing_is_exact(store: SqliteStore) -> None:
+async def test_prefix_listing_is_exact(store: Store) -> None:
     await store.txn([put("/w/a", b""), put("/w/b", b""), put("/wx", b""), put("/v", b"")])
     assert [e.key for e in await store.list("/w/")] == ["/w/a", "/w/b"]
 
 
-async def test_watch_sees_changes_under_its_prefix_in_order(store: SqliteStore) -> None:
+async def test_watch_sees_changes_under_its_prefix_in_order(store: Store) -> None:
     seen = []
 
     async def follow() -> None:
@@ -62,11 +84,20 @@ async def test_watch_sees_changes_under_its_prefix_in_order(store: SqliteStore) 
 
     task = asyncio.create_task(follow())
     await asyncio.sleep(0)
-    await store.txn([put("/w/a", b"1")])
+    r1 = await store.txn([put("/w/a", b"1")])
     await store.txn([put("/other", b"")])
-    await store.txn([put("/w/a", b"2"), delete("/w/a")])
-    await asyncio.wait_for(task, 2)
-    assert seen == [(OpKind.PUT, "/w/a", 1), (OpKind.PUT, "/w/a", 3), (OpKind.DELETE, "/w/a", 3)]
+    r3 = await store.txn([put("/w/b", b"2"), delete("/w/a")])
+    await asyncio.wait_for(task, 5)
+    assert seen == [(OpKind.PUT, "/w/a", r1), (OpKind.PUT, "/w/b", r3), (OpKind.DELETE, "/w/a", r3)]
+
+
+async def test_several_ops_on_one_key_leave_the_last_ones_result(store: Store) -> None:
+    await store.txn([put("/k", b"1")])
+    await store.txn([put("/k", b"2"), delete("/k")])
+    assert await store.get("/k") is None
+    rev = await store.txn([delete("/j"), put("/j", b"3")])
+    j = await store.get("/j")
+    assert j is not None and (j.value, j.mod_revision) == (b"3", rev)
 
 
 async def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
