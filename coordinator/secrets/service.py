@@ -410,6 +410,8 @@ class SecretsService:
         if ttl is not None:
             ttl_s, ttl_errors = _ttl(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
             problems += ttl_errors
+        if expect_version is not None:
+            problems += [("expectVersion", m) for _, m in _version_problems(expect_version)]
         if data is None and audiences is None and ttl is None:
             problems.append(("", "nothing to update: give data, audiences or ttl"))
         if problems:

@@ -71,6 +71,8 @@ async def test_expect_version_is_optimistic_concurrency() -> None:
     ok(await svc.update("prod", "db", caller=ADMIN, data=DB, expect_version=1))
     rej = rejected(await svc.update("prod", "db", caller=ADMIN, data=DB, expect_version=1))
     assert (rej.status, rej.code, rej.field) == (409, "version-mismatch", "expectVersion")
+    rej = rejected(await svc.update("prod", "db", caller=ADMIN, data=DB, expect_version=0))
+    assert (rej.status, rej.field) == (400, "expectVersion")
 
 
 async def test_immutable_secrets_refuse_updates_with_409_but_can_be_deleted() -> None:
