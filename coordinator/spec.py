@@ -71,7 +71,10 @@ __all__ = [
     "Scope",
     "SeccompProfile",
     "SeccompType",
+    "SecretItem",
     "SecretKeyRef",
+    "SecretUpdate",
+    "SecretVolumeSpec",
     "SecurityContext",
     "Spread",
     "Strategy",
@@ -152,6 +155,11 @@ class SeccompType(StrEnum):
 class Medium(StrEnum):
     DISK = ""
     MEMORY = "Memory"
+
+
+class SecretUpdate(StrEnum):
+    RESTART = "restart"
+    FILES = "files"
 
 
 # ---- kinds: how one value is parsed, dumped and described ------------------------------------------------
@@ -947,6 +955,34 @@ class VolumeSpec(_Checked):
     empty_dir: EmptyDir = field(default_factory=EmptyDir, metadata=spec_field(Obj(EmptyDir)))
 
 
+@dataclass(frozen=True, slots=True)
+class SecretItem(_Checked):
+    """One key of a secret as one file under the volume's mount path."""
+
+    key: str = field(metadata=spec_field(Str(253, 1, r"[-._A-Za-z0-9]+", "secret key")))
+    path: str = field(metadata=spec_field(Str(253, 1, r"[A-Za-z0-9._-][A-Za-z0-9._/-]*", "relative file path")))
+    mode: int | None = field(default=None, metadata=spec_field(Int(0, 0o777)))
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if ".." in self.path.split("/") or self.path.endswith("/") or "//" in self.path:
+            yield "path", "must be a relative path without '..' or empty segments"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVolumeSpec(_Checked):
+    """A secret of the workload's namespace as files on a tmpfs at `mountPath` (read-only): the keys listed in
+    `items`, or every key (file named after the key) when there are none. Modes are octal in YAML (0400)."""
+
+    secret: str = field(metadata=spec_field(NAME))
+    mount_path: str = field(metadata=spec_field(ABS_PATH))
+    items: tuple[SecretItem, ...] = field(default=(), metadata=spec_field(ListOf(Obj(SecretItem), 64)))
+    default_mode: int = field(default=0o400, metadata=spec_field(Int(0, 0o777)))
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        for i in _duplicates(list[object]([it.path for it in self.items])):
+            yield f"items[{i}].path", "duplicate path"
+
+
 # ---- the workload ----------------------------------------------------------------------------------------
 
 
@@ -970,8 +1006,21 @@ class WorkloadSpec(_Checked):
         default_factory=SecurityContext, metadata=spec_field(Obj(SecurityContext))
     )
     volumes: tuple[VolumeSpec, ...] = field(default=(), metadata=spec_field(ListOf(Obj(VolumeSpec), 32)))
+    secret_volumes: tuple[SecretVolumeSpec, ...] = field(
+        default=(), metadata=spec_field(ListOf(Obj(SecretVolumeSpec), 16)))
+    # what a new version of a secret does to a running replica: restart it (default), or rewrite its secret
+    # files in place ("files"; secrets in env always restart: a process's environment cannot change)
+    secret_update: SecretUpdate = field(default=SecretUpdate.RESTART, metadata=spec_field(Choice(SecretUpdate)))
 
     def _problems(self) -> Iterator[tuple[str, str]]:
+        mounts: list[object] = [*(v.mount_path for v in self.volumes), *(v.mount_path for v in self.secret_volumes)]
+        for i in _duplicates(mounts):
+            if i >= len(self.volumes):
+                yield f"secretVolumes[{i - len(self.volumes)}].mountPath", "duplicate mountPath"
+        secrets = {e.value_from.secret_key_ref.name for e in self.env if e.value_from is not None}
+        secrets |= {v.secret for v in self.secret_volumes}
+        if len(secrets) > 16:
+            yield "secretVolumes", "at most 16 different secrets per workload"
         checks: list[tuple[str, str, list[object], str]] = [
             ("env", "name", [e.name for e in self.env], "duplicate environment variable"),
             ("ports", "containerPort", [(p.container_port, p.protocol) for p in self.ports], "duplicate port"),
@@ -1030,6 +1079,7 @@ RESTART_FIELDS: Final = (
     "securityContext",
     "volumes",
     "restartPolicy",
+    "secretVolumes",
 )
 
 

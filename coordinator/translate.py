@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from broker.wire import PortMapping, Protocol, ReplicaSpec, SeccompType, Security, VolumeMount
+from broker.wire import (
+    PortMapping,
+    Protocol,
+    ReplicaSpec,
+    SeccompType,
+    SecretEnv,
+    SecretFile,
+    SecretUpdate,
+    SecretVolume,
+    Security,
+    VolumeMount,
+)
 from coordinator.lifecycle import RolloutParams, resolve
 from coordinator.membership import NodeInfo, NodeState
 from coordinator.scheduler import NodeView
@@ -37,7 +48,20 @@ def replica_spec(w: Workload, replica_id: str, spec_hash: str) -> ReplicaSpec:
         readiness=s.readiness_probe.to_wire() if s.readiness_probe else None,
         labels=dict(w.metadata.labels),
         security=security(s.security_context),
+        secret_env=tuple(SecretEnv(name=e.name, secret=e.value_from.secret_key_ref.name,
+                                   key=e.value_from.secret_key_ref.key) for e in s.env if e.value_from is not None),
+        secret_volumes=tuple(SecretVolume(secret=v.secret, mount_path=v.mount_path, default_mode=v.default_mode,
+                                          items=tuple(SecretFile(key=i.key, path=i.path, mode=i.mode)
+                                                      for i in v.items)) for v in s.secret_volumes),
+        secret_update=SecretUpdate(str(s.secret_update)),
     )
+
+
+def secret_names(w: Workload) -> frozenset[str]:
+    """The secrets (of the workload's namespace) its replicas consume, in env or as files."""
+    s = w.spec
+    return frozenset({e.value_from.secret_key_ref.name for e in s.env if e.value_from is not None}
+                     | {v.secret for v in s.secret_volumes})
 
 
 def security(sc: SecurityContext) -> Security | None:

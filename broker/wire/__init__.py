@@ -41,7 +41,12 @@ from broker.wire.messages import (
     ReplicaState,
     ReplicaUsage,
     RestartPolicy,
+    SealedSecret,
     SeccompType,
+    SecretEnv,
+    SecretFile,
+    SecretUpdate,
+    SecretVolume,
     Security,
     VolumeMount,
 )
@@ -52,6 +57,7 @@ __all__ = [
     "CommandName", "CommandReply", "CommandRequest", "CoordinatorStatus", "DesiredState", "Heartbeat",
     "LeaderClaim", "NodeFacts", "NodeStatus", "ObservedState", "PortMapping", "Presence", "Probe", "ProbeKind",
     "Protocol", "ReplicaObserved", "ReplicaSpec", "ReplicaState", "ReplicaUsage", "RestartPolicy",
-    "SeccompType", "Security", "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message",
+    "SealedSecret", "SeccompType", "SecretEnv", "SecretFile", "SecretUpdate", "SecretVolume", "Security",
+    "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message",
     "encode", "to_json", "to_json_obj", "topics", "valid_id",
 ]

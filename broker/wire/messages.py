@@ -184,6 +184,52 @@ class Security:
     host_ipc: bool = False
 
 
+SecretKey = Annotated[str, Text(253)]
+FileMode = Annotated[int, Int(0, 0o777)]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretEnv:
+    """Environment variable `name` takes the value of `key` in secret `secret` (of the replica's namespace)."""
+
+    name: Annotated[str, Text(256)]
+    secret: Name
+    key: SecretKey
+
+
+@dataclass(frozen=True, slots=True)
+class SecretFile:
+    key: SecretKey
+    path: Annotated[str, Text(253)]  # relative to the volume's mount path, no "..", no leading "/"
+    mode: FileMode | None = None  # None: the volume's default_mode
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVolume:
+    """Secret `secret` as files under `mount_path` (on a tmpfs): the listed keys, or every key when none is."""
+
+    secret: Name
+    mount_path: Annotated[str, Text(1024)]
+    items: Annotated[tuple[SecretFile, ...], Items(64)] = ()
+    default_mode: FileMode = 0o400
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSecret:
+    """One secret version sealed to this node's enrolled key (broker.sealed): the box holds the msgpack map
+    key -> value bytes; its associated data is `sealed.delivery_aad(node, namespace, secret, version)`. The
+    broker and anyone on it see only the box."""
+
+    secret: Name
+    version: Annotated[int, Int(1, 2**31 - 1)]
+    box: Annotated[bytes, Blob(300_000)]
+
+
+class SecretUpdate(StrEnum):
+    RESTART = "restart"  # a new secret version restarts the replica (always so for secrets in env)
+    FILES = "files"  # files are rewritten in place; the replica keeps running
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaSpec:
     """One replica a node must run. `spec_hash` changes whenever anything that needs a restart changes."""
@@ -206,6 +252,10 @@ class ReplicaSpec:
     readiness: Probe | None = None
     labels: Labels = field(default_factory=dict)
     security: Security | None = None
+    secret_env: Annotated[tuple[SecretEnv, ...], Items(256)] = ()
+    secret_volumes: Annotated[tuple[SecretVolume, ...], Items(16)] = ()
+    secrets: Annotated[tuple[SealedSecret, ...], Items(16)] = ()
+    secret_update: SecretUpdate = SecretUpdate.RESTART
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,11 @@ def make_replica_spec(**overrides: Any) -> wire.ReplicaSpec:
         "readiness": make_probe(kind=wire.ProbeKind.TCP, port=8081),
         "labels": {"app": "web"},
         "security": make_security(),
+        "secret_env": (wire.SecretEnv(name="DB_PASSWORD", secret="db", key="password"),),
+        "secret_volumes": (wire.SecretVolume(secret="tls", mount_path="/etc/tls", default_mode=0o440, items=(
+            wire.SecretFile(key="tls.key", path="server.key", mode=0o400),)),),
+        "secrets": (wire.SealedSecret(secret="db", version=3, box=bytes(range(120))),),
+        "secret_update": wire.SecretUpdate.FILES,
     }
     return wire.ReplicaSpec(**{**fields, **overrides})
 

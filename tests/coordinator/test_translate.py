@@ -65,7 +65,45 @@ def test_replica_spec_maps_every_field_of_the_full_example() -> None:
                           allow_privilege_escalation=False, capabilities_add=("NET_BIND_SERVICE",),
                           capabilities_drop=("ALL",), seccomp=SeccompType.LOCALHOST,
                           seccomp_profile="profiles/web.json"),
+        secret_env=(wire.SecretEnv(name="DB_PASSWORD", secret="db", key="password"),),  # the reference, never a value
     )
+
+
+def test_secret_volumes_and_update_policy_reach_the_wire() -> None:
+    doc = minimal(env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}}])
+    doc["spec"]["secretVolumes"] = [
+        {"secret": "tls", "mountPath": "/etc/tls", "items": [{"key": "tls.key", "path": "private/server.key",
+                                                             "mode": 0o440}]},
+        {"secret": "api", "mountPath": "/run/api", "defaultMode": 0o444}]
+    doc["spec"]["secretUpdate"] = "files"
+    spec = spec_of(doc)
+    assert spec.secret_env == (wire.SecretEnv(name="TOKEN", secret="api", key="token"),)
+    assert spec.secret_volumes == (
+        wire.SecretVolume(secret="tls", mount_path="/etc/tls", default_mode=0o400,
+                          items=(wire.SecretFile(key="tls.key", path="private/server.key", mode=0o440),)),
+        wire.SecretVolume(secret="api", mount_path="/run/api", default_mode=0o444))
+    assert spec.secret_update is wire.SecretUpdate.FILES and spec.secrets == ()  # sealed per node, later
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ({"secretVolumes": [{"secret": "x", "mountPath": "/a", "items": [{"key": "k", "path": "../etc/passwd"}]}]},
+     "spec.secretVolumes[0].items[0].path"),
+    ({"secretVolumes": [{"secret": "x", "mountPath": "relative"}]}, "spec.secretVolumes[0].mountPath"),
+    ({"secretVolumes": [{"secret": "x", "mountPath": "/a", "defaultMode": 0o1777}]},
+     "spec.secretVolumes[0].defaultMode"),
+    ({"secretVolumes": [{"secret": "x", "mountPath": "/a", "items": [{"key": "k", "path": "p"},
+                                                                     {"key": "j", "path": "p"}]}]},
+     "spec.secretVolumes[0].items[1].path"),
+    ({"secretUpdate": "sometimes"}, "spec.secretUpdate"),
+])
+def test_bad_secret_volumes_are_refused_naming_the_field(change: dict[str, Any], where: str) -> None:
+    from coordinator.errors import SpecError
+
+    doc = minimal()
+    doc["spec"].update(change)
+    with pytest.raises(SpecError) as exc:
+        parse_workload(doc)
+    assert where in {e["path"] for e in exc.value.to_json()["errors"]}, exc.value.to_json()
 
 
 def test_replica_spec_survives_the_strict_codec() -> None:
