@@ -151,6 +151,7 @@ class Elector:
         self.record = LeaderRecord(candidate_id, api_url)
         self.ttl_s = ttl_s
         self.margin_s = default_margin(ttl_s) if margin_s is None else margin_s
+        self.recheck_s = 2.0 * ttl_s
         self.on_change, self._clock = on_change, clock
         self.state = ElectionState.FOLLOWER
         self._epoch: int | None = None
@@ -247,15 +248,32 @@ class Elector:
         except StoreError as exc:  # it expires by itself within the TTL
             log.debug("revoking lease %x: %s", lease, exc)
 
-    async def _follow(self, start_revision: int) -> None:
-        """Until the key is deleted (then return: campaign again); a broken watch raises StoreError."""
-        async for change in self.store.watch(self.key, start_revision=start_revision):
-            if change.key != self.key:
-                continue
-            if change.kind is OpKind.DELETE:
+    async def _follow(self, start_revision: int | None) -> None:
+        """Until the key is deleted (then return: campaign again); a broken watch raises StoreError.
+
+        Every `recheck_s` (2 TTL) without news the key is read again: a watch held by a frozen or cut-off etcd
+        member stays silent until gRPC's keep-alive notices (15 s), which must not delay a failover that long."""
+        while True:
+            watch = self.store.watch(self.key, start_revision=start_revision)
+            try:
+                while True:
+                    change = await asyncio.wait_for(anext(watch), self.recheck_s)
+                    if change.key != self.key:
+                        continue
+                    if change.kind is OpKind.DELETE:
+                        self._observe(None, None)
+                        return
+                    self._observe(LeaderRecord.decode(change.value), change.revision)
+            except TimeoutError:
+                pass
+            finally:
+                await watch.aclose()
+            entry = await self.store.get(self.key)
+            if entry is None:
                 self._observe(None, None)
                 return
-            self._observe(LeaderRecord.decode(change.value), change.revision)
+            self._observe(LeaderRecord.decode(entry.value), entry.create_revision)
+            start_revision = None  # from what this store has seen: the read above at least
 
     def _observe(self, record: LeaderRecord | None, epoch: int | None) -> None:
         if (record, epoch) != (self._leader, self._epoch):

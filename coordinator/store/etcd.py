@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,8 +161,12 @@ class _Endpoints:
                 problems.append(f"{self.endpoints[i]}: cannot connect")
                 continue
             self._current = i
+            left = deadline - loop.time()
+            # a read gets its share of the time left (at least 1 s), so a frozen member that still holds the TCP
+            # connection costs one share, not the whole deadline; a write gets it all (it is not retried anyway)
+            share = max(left / (n - attempt), min(left, 1.0)) if idempotent else left
             try:
-                return await invoke(self._channel(i), max(deadline - loop.time(), 0.001))
+                return await invoke(self._channel(i), max(share, 0.001))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _UNAVAILABLE:
                     raise self.error(exc) from exc
@@ -172,6 +176,10 @@ class _Endpoints:
                 if not idempotent and "no leader" not in (exc.details() or ""):
                     raise self.unavailable(problems, "the write may or may not have been applied") from exc
         raise self.unavailable(problems)
+
+    def skip(self) -> None:
+        """Start the next call from the next endpoint (a stream on the current one failed)."""
+        self._current = (self._current + 1) % len(self.endpoints)
 
     async def channel(self, timeout_s: float | None = None) -> Any:
         """A connected channel, for streams (watch, keepalive)."""
@@ -331,7 +339,7 @@ class EtcdStore:
             return rpc.RequestOp(request_put=rpc.PutRequest(key=self._k(op.key), value=op.value, lease=lease))
         return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key)))
 
-    async def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[Change]:
+    async def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncGenerator[Change, None]:
         """Changes under `prefix` from `start_revision` on; by default from just after the newest revision this
         store has seen (taken before any await, so changes committed after the call are all included)."""
         start = start_revision or self._seen + 1
@@ -342,8 +350,11 @@ class EtcdStore:
         call = rpc.WatchStub(channel).Watch(metadata=_REQUIRE_LEADER)
         try:
             await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)), self._ep.timeout)
+            first = True
             while True:
-                response = await call.read()
+                # the member's "created" answer is awaited with the deadline; events may take forever
+                response = await (asyncio.wait_for(call.read(), self._ep.timeout) if first else call.read())
+                first = False
                 if response is grpc.aio.EOF:
                     raise StoreError(f"etcd ended the watch on {prefix!r}; re-list and watch again")
                 if response.compact_revision or response.canceled:
@@ -356,8 +367,11 @@ class EtcdStore:
                     self._seen = max(self._seen, entry.mod_revision)
                     yield Change(kind, entry.key, entry.value, entry.mod_revision)
         except TimeoutError as exc:
+            self._ep.skip()
             raise self._ep.unavailable([f"watch on {prefix!r} not accepted in time"]) from exc
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNAVAILABLE:
+                self._ep.skip()
             raise StoreError(f"watch on {prefix!r} broke ({self._ep.error(exc)}); re-list and watch again") from exc
         finally:
             call.cancel()
