@@ -182,6 +182,20 @@ class EtcdCluster:
         with urllib.request.urlopen(request, timeout=10) as resp:
             resp.read()
 
+    def raft_leader(self) -> int:
+        """Index of the member that is etcd's raft leader now (its status, through the JSON gateway)."""
+        ids: dict[str, int] = {}
+        leader = ""
+        for i, m in enumerate(self.members):
+            if not m.running:
+                continue
+            request = urllib.request.Request(f"http://{m.endpoint}/v3/maintenance/status", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                status = json.loads(resp.read())
+            ids[status["header"]["member_id"]] = i
+            leader = status.get("leader", leader)
+        return ids[leader]
+
     @staticmethod
     def log_tail(m: EtcdMember, lines: int = 15) -> str:
         try:
