@@ -260,3 +260,17 @@ async def test_quorum_lost_is_unavailable_not_a_hang_and_recovery_follows(own_cl
     kept = await store.get("/kept")
     assert kept is not None and (kept.value, kept.mod_revision) == (b"v", rev)
     await store.close()
+
+
+@pytest.mark.integration
+async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    with running_etcd_cluster(tmp_path / "etcd", tls=True) as cluster:
+        assert cluster.url.startswith("etcds://")
+        store = await open_etcd_store(cluster.url, ca=cluster.ca_file, cert=cluster.client_cert,
+                                      key=cluster.client_key, root="/t")
+        rev = await store.txn([put("/k", b"v", expect=0)])
+        entry = await store.get("/k")
+        assert entry is not None and entry.mod_revision == rev
+        await store.close()
+        with pytest.raises(StoreUnavailable, match="CA bundle and client certificate"):  # no client certificate
+            await asyncio.wait_for(open_etcd_store(cluster.url, ca=cluster.ca_file, timeout_s=1.0), 10)

@@ -9,6 +9,10 @@ Use it as a context manager; every member process is killed on exit, whatever th
         cluster.restart(0)          # same data dir, same ports; quorum back
         cluster.wait_healthy()
 
+`running_etcd_cluster(workdir, tls=True)` serves clients over TLS with client-certificate authentication (peers
+stay on plain HTTP): certificates from the project's own CertificateAuthority, in `cluster.ca_file`,
+`cluster.client_cert`, `cluster.client_key`; `cluster.url` is then etcds://...
+
 Members are addressed by index (0..size-1; named m1..mN). `wait_healthy()` polls each running member's /health
 endpoint (true only when that member sees a leader and can serve a quorum read), bounded by its timeout.
 `require_binary("etcd")` fails the test under CI when etcd is missing, and skips it loudly elsewhere.
@@ -20,6 +24,7 @@ import json
 import os
 import platform
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -30,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator import pki
 from tests.integration.conftest import free_port, require_binary
 
 START_TIMEOUT_S = 30.0
@@ -48,6 +54,9 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    def client_url(self, tls: bool) -> str:
+        return f"{'https' if tls else 'http'}://{self.endpoint}"
+
     @property
     def peer_url(self) -> str:
         return f"http://127.0.0.1:{self.peer_port}"
@@ -61,6 +70,7 @@ class EtcdMember:
 class EtcdCluster:
     workdir: Path
     size: int = 3
+    tls: bool = False
     binary: str = ""
     token: str = field(default_factory=lambda: f"cloudless-test-{uuid.uuid4().hex[:12]}")
     members: list[EtcdMember] = field(default_factory=list)
@@ -71,6 +81,42 @@ class EtcdCluster:
             name = f"m{i + 1}"
             self.members.append(EtcdMember(name, free_port(), free_port(), self.workdir / f"{name}.etcd",
                                            self.workdir / f"{name}.log"))
+        if self.tls:
+            self._write_certificates()
+
+    # ---- TLS -------------------------------------------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "tls" / "ca.pem"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.workdir / "tls" / "client.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.workdir / "tls" / "client.key"
+
+    def _write_certificates(self) -> None:
+        now = time.time()
+        ca = pki.CertificateAuthority.create("etcd-test", now)
+        server_key, client_key = pki.new_key(), pki.new_key()
+        server = ca.issue_server(server_key, hosts=["127.0.0.1", "localhost"], now=now, lifetime_s=86400)
+        client = ca.issue(pki.make_csr(client_key, "coordinator"), identity="coordinator",
+                          role=pki.CertRole.COORDINATOR, now=now, lifetime_s=86400)
+        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        for path, data in [(self.ca_file, ca.cert_pem), (self.workdir / "tls" / "server.pem", server.cert_pem),
+                           (self.workdir / "tls" / "server.key", pki.key_pem(server_key)),
+                           (self.client_cert, client.cert_pem), (self.client_key, pki.key_pem(client_key))]:
+            path.write_bytes(data)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
 
     # ---- addresses -------------------------------------------------------------------------------------------
 
@@ -80,8 +126,8 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
-        """The `--store` URL naming every member: etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"""
-        return "etcd://" + ",".join(self.endpoints)
+        """The `--store` URL naming every member: etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3 (etcds:// with TLS)"""
+        return ("etcds://" if self.tls else "etcd://") + ",".join(self.endpoints)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -98,10 +144,14 @@ class EtcdCluster:
             return
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
         argv = [self.binary, "--name", m.name, "--data-dir", str(m.data_dir),
-                "--listen-client-urls", f"http://{m.endpoint}", "--advertise-client-urls", f"http://{m.endpoint}",
+                "--listen-client-urls", m.client_url(self.tls), "--advertise-client-urls", m.client_url(self.tls),
                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", self.token,
                 "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap"]
+        if self.tls:
+            tls = self.workdir / "tls"
+            argv += ["--cert-file", str(tls / "server.pem"), "--key-file", str(tls / "server.key"),
+                     "--trusted-ca-file", str(self.ca_file), "--client-cert-auth"]
         env = dict(os.environ)
         arch = platform.machine()
         if arch not in ("x86_64", "AMD64"):  # etcd 3.4 refuses to start on arm64 & co. without this
@@ -155,7 +205,8 @@ class EtcdCluster:
         if not m.running:
             return False
         try:
-            with urllib.request.urlopen(f"http://{m.endpoint}/health", timeout=1) as resp:
+            with urllib.request.urlopen(f"{m.client_url(self.tls)}/health", timeout=1,
+                                        context=self._ssl_context()) as resp:
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (OSError, urllib.error.URLError, ValueError):
             return False
@@ -178,8 +229,8 @@ class EtcdCluster:
         """Compact the history up to `revision` (through etcd's JSON gateway): older watches cannot resume."""
         m = next(m for m in self.members if m.running)
         body = json.dumps({"revision": str(revision), "physical": True}).encode()
-        request = urllib.request.Request(f"http://{m.endpoint}/v3/kv/compaction", data=body, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        request = urllib.request.Request(f"{m.client_url(self.tls)}/v3/kv/compaction", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()) as resp:
             resp.read()
 
     def raft_leader(self) -> int:
@@ -189,8 +240,9 @@ class EtcdCluster:
         for i, m in enumerate(self.members):
             if not m.running:
                 continue
-            request = urllib.request.Request(f"http://{m.endpoint}/v3/maintenance/status", data=b"{}", method="POST")
-            with urllib.request.urlopen(request, timeout=5) as resp:
+            request = urllib.request.Request(f"{m.client_url(self.tls)}/v3/maintenance/status", data=b"{}",
+                                             method="POST")
+            with urllib.request.urlopen(request, timeout=5, context=self._ssl_context()) as resp:
                 status = json.loads(resp.read())
             ids[status["header"]["member_id"]] = i
             leader = status.get("leader", leader)
@@ -205,10 +257,10 @@ class EtcdCluster:
 
 
 @contextmanager
-def running_etcd_cluster(workdir: Path, size: int = 3) -> Iterator[EtcdCluster]:
+def running_etcd_cluster(workdir: Path, size: int = 3, *, tls: bool = False) -> Iterator[EtcdCluster]:
     """A started, healthy cluster; every member is killed on exit, even when starting it failed halfway."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = EtcdCluster(workdir, size)
+    cluster = EtcdCluster(workdir, size, tls)
     try:
         cluster.start()
         yield cluster
