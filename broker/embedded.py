@@ -27,6 +27,7 @@ scenarios against Mosquitto):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import ssl
@@ -188,8 +189,9 @@ class EmbeddedBroker(Broker):
             self.refused_connections += 1
             log.warning("refused client %r from %s:%s: %s", incoming.client_id, remote_address, remote_port,
                         verdict.reason)
-            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-            await writer.close()
+            with contextlib.suppress(ConnectionError):  # the refused client may hang up first
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
             raise AMQTTError(verdict.reason)
 
         raw_keepalive = incoming.keep_alive
@@ -357,6 +359,10 @@ class EmbeddedBroker(Broker):
         force_qos: int | None = None,
     ) -> None:
         # wills and internal messages: publish QoS is the will QoS
+        if getattr(self, "_closing", False) and session is not None:
+            # our own shutdown disconnects every client: that says nothing about them, so no wills (as Mosquitto)
+            # — a coordinator still connected would otherwise replace every node's replicas as the broker stops
+            return
         await self._broadcast_queue.put(
             {"session": session, "topic": topic, "data": data, "pub_qos": force_qos if force_qos is not None else 0}
         )
@@ -402,6 +408,7 @@ class EmbeddedBroker(Broker):
             self._revocation_task = asyncio.create_task(self._enforce_revocations())
 
     async def shutdown(self) -> None:
+        self._closing = True
         task = getattr(self, "_revocation_task", None)
         if task is not None:
             task.cancel()

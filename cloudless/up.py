@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
     p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
     p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (default 8470)")
+    p.add_argument("--coordinators", type=int, default=1, metavar="N",
+                   help="1 (default): one coordinator on SQLite. 3 (or 5): that many local etcd members and "
+                   "replicated coordinators (leader + followers) on API ports --api-port, +1, +2 ...")
     p.add_argument("--no-agent", action="store_true", help="do not start a local agent")
     p.add_argument("--agent-runtime", choices=["auto", "podman", "process"], default="auto",
                    help="runtime of the local agent (default auto: Podman when installed)")
@@ -58,11 +61,17 @@ def ensure_credentials(data_dir: Path) -> dict[str, str]:
 
     auth_dir = data_dir / "broker-auth"
     secrets_file = data_dir / "credentials" / "mqtt-passwords"
+    passwords: dict[str, str] = {}
     if secrets_file.exists():
         pairs = [line.split(" ", 1) for line in secrets_file.read_text().splitlines() if " " in line]
-        return {user: pw for user, pw in pairs}
-    wanted = {"coordinator@local": Role.COORDINATOR, "dashboard@local": Role.DASHBOARD, "local": Role.NODE}
-    passwords = {user: secrets.token_urlsafe(24) for user in wanted}
+        passwords = {user: pw for user, pw in pairs}
+    # coordinator@local for one coordinator, c1..c5 for `--coordinators N`: the broker must know them as
+    # coordinators (an unknown name is a node, and a coordinator certificate for a node name is refused)
+    wanted = {"coordinator@local": Role.COORDINATOR, "dashboard@local": Role.DASHBOARD, "local": Role.NODE,
+              **{f"coordinator@c{i}": Role.COORDINATOR for i in range(1, 6)}}
+    if set(wanted) <= set(passwords) and (auth_dir / "roles.toml").exists():
+        return passwords
+    passwords = {user: passwords.get(user) or secrets.token_urlsafe(24) for user in wanted}
     roles = {user: role for user, role in wanted.items() if role is not Role.NODE}
     AuthFiles(users={u: hash_password(p) for u, p in passwords.items()}, acl=Acl(user_roles=roles)).save(auth_dir)
     secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -175,12 +184,17 @@ def _join_token(api: str, admin_token: str, ca: Path, data_dir: Path) -> Path:
 def _cmd_up(args: argparse.Namespace) -> int:
     from cloudless.client import default_config_path, write_config
 
+    if args.coordinators not in (1, 3, 5):
+        print("cloudless up: --coordinators: 1, 3 or 5 (etcd needs an odd member count for a majority)",
+              file=sys.stderr)
+        return 2
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
     token = ensure_admin_token(data_dir)
     pki = ensure_pki(data_dir, args.mqtt_host)
     children: list[Child] = []
+    gone: set[str] = set()
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -199,14 +213,27 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         children.append(broker)
         url = line.rsplit(" ", 1)[-1]
-        coord, line = start_child(
-            "coordinator",
-            [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port}",
-             "--data-dir", str(data_dir / "coordinator"), "--id", "local", "--pki"],
-            "cloudless coordinator: API on",
-        )
-        children.append(coord)
-        api = line.split("API on ", 1)[1].split()[0]
+        store: list[str] = []
+        if args.coordinators > 1:
+            from cloudless import etcd_local
+
+            ms = etcd_local.members(args.coordinators)
+            print(f"starting {len(ms)} etcd members on 127.0.0.1:{ms[0].client_port}.. ...", flush=True)
+            for i, proc in enumerate(etcd_local.start(ms, data_dir / "etcd", data_dir / "logs")):
+                children.append(Child(f"etcd-{ms[i].name}", proc))  # type: ignore[arg-type]
+            etcd_local.wait_healthy(ms)
+            store = ["--store", etcd_local.store_url(ms)]
+        api = ""
+        for i in range(args.coordinators):
+            cid = "local" if args.coordinators == 1 else f"c{i + 1}"
+            coord, line = start_child(
+                "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
+                [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port + i}",
+                 "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store],
+                "cloudless coordinator: API on",
+            )
+            children.append(coord)
+            api = api or line.split("API on ", 1)[1].split()[0]
         config_path = args.config or default_config_path(os.environ)
         write_config(config_path, api, token, ca=str(pki["ca"]))
         if not args.no_agent:
@@ -231,7 +258,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
               "Press Ctrl-C to stop.", flush=True)
         while not stopping:
             for child in children:
-                if child.proc.poll() is not None:
+                if child.proc.poll() is not None and child.name not in gone:
+                    gone.add(child.name)
+                    spare = args.coordinators > 1 and child.name.startswith(("coordinator-", "etcd-"))
+                    left = [c for c in children if c.name.startswith("coordinator") and c.name not in gone]
+                    if spare and left:  # replicated: the others carry on (that is the point); say so
+                        print(f"{child.name} exited with code {child.proc.returncode}; {len(left)} coordinator(s) "
+                              "carry on", file=sys.stderr, flush=True)
+                        continue
                     print(f"{child.name} exited with code {child.proc.returncode}; stopping", file=sys.stderr)
                     stopping = True
             time.sleep(0.2)

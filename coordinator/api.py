@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 FORWARDED_HEADER = "X-Cloudless-Forwarded-By"
 FORWARD_TIMEOUT_S = 30.0
+READY_STORE_TIMEOUT_S = 2.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -396,9 +397,15 @@ class Api(_IdentityHandlers):
         With etcd and no quorum there is no leader: not ready, writes refused, agents keep running."""
         lead = self.coord.leadership
         has_leader = lead.is_leader or bool(lead.leader_api)
-        ready = self.coord.ready and self.coord.mqtt.connected and has_leader
+        store_ok, store_error = True, None
+        try:  # a quorum read: with etcd it fails (or times out) while the cluster has no majority
+            await asyncio.wait_for(self.coord.store.revision(), READY_STORE_TIMEOUT_S)
+        except (StoreError, TimeoutError) as exc:
+            store_ok, store_error = False, str(exc) or "no answer in time"
+        ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok
         return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
-                                  "epoch": self.coord.epoch, "leader": lead.is_leader, "leaderId": lead.leader_id,
+                                  "store": store_ok, "storeError": store_error, "epoch": self.coord.epoch,
+                                  "leader": lead.is_leader and store_ok, "leaderId": lead.leader_id,
                                   "rounds": self.coord.rounds}, status=200 if ready else 503)
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="admission policy file (YAML, repeatable); replaces the secure default set")
     p.add_argument("--cert-lifetime", type=float, default=3 * 86400, metavar="SECONDS",
                    help="node certificate lifetime (default 3 days; agents renew at 2/3)")
+    p.add_argument("--store", default="sqlite", metavar="sqlite|etcd://HOST:PORT,...",
+                   help="where cluster state lives: sqlite (default: DATA_DIR/state.db, one coordinator) or an etcd "
+                   "cluster (replicated coordinators: leader election, followers forward writes; docs/ha.md)")
+    p.add_argument("--etcd-ca", type=Path, default=None, help="CA bundle for etcd's TLS (turns TLS on)")
+    p.add_argument("--etcd-cert", type=Path, default=None, help="client certificate for etcd")
+    p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
+    p.add_argument("--lease-ttl", type=int, default=2, metavar="SECONDS",
+                   help="leader lease TTL with etcd (default 2: a killed leader is replaced within ~2-3 s)")
     p.set_defaults(func=_cmd_coordinator)
 
 
@@ -165,7 +174,7 @@ async def _run(args: argparse.Namespace) -> int:
     from coordinator.identity import IdentityConfig, IdentityService
     from coordinator.membership import MembershipConfig
     from coordinator.service import Coordinator, CoordinatorConfig
-    from coordinator.store import SqliteStore
+    from coordinator.store import SqliteStore, Store
 
     if not valid_id(args.id):
         raise CoordinatorConfigError(f"--id: {args.id!r} is not a valid id")
@@ -184,7 +193,24 @@ async def _run(args: argparse.Namespace) -> int:
             password = Secret(args.password_file.read_text().strip())
         except OSError as exc:
             raise CoordinatorConfigError(f"--password-file: {exc.strerror}") from None
-    store = SqliteStore(data_dir / "state.db")
+    elector = None
+    store: Store
+    if args.store == "sqlite":
+        store = SqliteStore(data_dir / "state.db")
+    elif args.store.startswith(("etcd://", "etcds://")):
+        from coordinator.leadership import Elector
+        from coordinator.store.etcd import open_etcd_store
+
+        if args.lease_ttl < 1 or args.lease_ttl > 60:
+            raise CoordinatorConfigError("--lease-ttl: 1..60 seconds")
+        try:
+            etcd = await open_etcd_store(args.store, ca=args.etcd_ca, cert=args.etcd_cert, key=args.etcd_key)
+        except ValueError as exc:
+            raise CoordinatorConfigError(f"--store: {exc}") from None
+        store = etcd
+        elector = Elector(etcd, candidate_id=args.id, ttl_s=args.lease_ttl)
+    else:
+        raise CoordinatorConfigError(f"--store: expected sqlite or etcd://HOST:PORT[,HOST:PORT...], got {args.store!r}")
     identity = None
     tls = None
     api_ssl = None
@@ -199,15 +225,23 @@ async def _run(args: argparse.Namespace) -> int:
                             tls=tls, will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
     cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
         heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
-    coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings))
+    coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings), leadership=elector)
     await coord.start()
     refresher = None
     if identity is not None:
         await identity.publish_revocations()
         refresher = asyncio.create_task(_refresh_crl(identity))
-    runner, bound = await serve(Api(coord, token_digests=tokens, identity=identity), host, port, api_ssl)
+    api = Api(coord, token_digests=tokens, identity=identity)
+    if api_ssl is not None and identity is not None:  # followers forward writes to the leader's HTTPS API
+        api.forward_ssl = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.pem"))
+    runner, bound = await serve(api, host, port, api_ssl)
     scheme = "https" if api_ssl else "http"
     api_url = f"{scheme}://{host}:{bound}"
+    if elector is not None:
+        from coordinator.leadership import LeaderRecord
+
+        elector.record = LeaderRecord(args.id, api_url)
+        elector.start()
     coord.cfg = CoordinatorConfig(**{**cfg.__dict__, "api_url": api_url})
     if identity is not None:
         identity.cfg = IdentityConfig(node_cert_lifetime_s=args.cert_lifetime,
@@ -221,6 +255,8 @@ async def _run(args: argparse.Namespace) -> int:
     log.info("stopping")
     if refresher is not None:
         refresher.cancel()
+    if elector is not None:
+        await elector.resign()  # hand over at once instead of waiting for the lease to run out
     await runner.cleanup()
     await coord.stop()
     await store.close()

@@ -210,13 +210,17 @@ class Elector:
 
     async def _run(self) -> None:
         delay = RETRY_MIN_S
+        failing = False
         while True:
             try:
                 await self._campaign()
-                delay = RETRY_MIN_S
+                delay, failing = RETRY_MIN_S, False
             except StoreError as exc:
                 self._give_up(f"etcd: {exc}")
-                log.warning("election on %s: %s; retrying in %.1f s", self.key, exc, delay)
+                # once per outage at WARNING (an etcd without quorum would otherwise log every second)
+                log.log(logging.DEBUG if failing else logging.WARNING, "election on %s: %s; retrying every %.1f s "
+                        "or less", self.key, exc, RETRY_MAX_S)
+                failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 

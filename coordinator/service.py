@@ -50,6 +50,7 @@ from coordinator.translate import node_view, replica_spec, rollout_params
 log = logging.getLogger(__name__)
 
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
+FLUSH_CHUNK = 100  # ops per store transaction (etcd's default limit is 128)
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 EVENT_RETENTION = 5000
@@ -126,6 +127,7 @@ class Coordinator(Operations):
         self.solo = isinstance(self.leadership, SoloLeadership)
         self._leading = False  # this process acted as leader in its last round
         self._refreshed_at = 0.0
+        self._store_down = False
         self.epoch = 0
         self.workloads: dict[str, WorkloadRecord] = {}
         self.replicas: dict[str, ReplicaRecord] = {}
@@ -324,15 +326,13 @@ class Coordinator(Operations):
         return ev
 
     async def _flush(self) -> None:
-        ops, self._pending_ops = self._pending_ops, []
-        if ops:
-            try:
-                await self.store.txn(ops)
-            except Exception:
-                # keep them for the next round (unconditional puts/deletes, so replaying them is safe): memory and
-                # the store must not drift apart because one write failed
-                self._pending_ops[:0] = ops
-                raise
+        """Write the round's pending ops, in transactions of at most FLUSH_CHUNK ops (etcd refuses more than 128
+        per transaction). They are unconditional puts and deletes, so a chunk that fails is kept and replayed next
+        round: memory and the store must not drift apart because one write failed."""
+        while self._pending_ops:
+            chunk = self._pending_ops[:FLUSH_CHUNK]
+            await self.store.txn(chunk)  # on failure the chunk (and the rest) stays queued
+            del self._pending_ops[:len(chunk)]
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -383,8 +383,13 @@ class Coordinator(Operations):
             self._refreshed_at = now
             try:
                 await self._read_state()
+                if self._store_down:
+                    self._store_down = False
+                    log.warning("state store reachable again: serving fresh reads")
             except StoreError as exc:
-                log.warning("cannot refresh from the state store: %s", exc)
+                if not self._store_down:  # once per outage, not every second
+                    self._store_down = True
+                    log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
 
     async def reconcile(self) -> None:
         self.rounds += 1

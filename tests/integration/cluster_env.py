@@ -36,19 +36,21 @@ class CoordinatorProc:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    cid: str = "test"  # coordinator id; its broker user is coordinator@<cid>
 
     def __post_init__(self) -> None:
-        self.data_dir = self.workdir / "coordinator"
+        suffix = "" if self.cid == "test" else f"-{self.cid}"
+        self.data_dir = self.workdir / f"coordinator{suffix}"
         write_token_digests(self.data_dir, {"admin": self.token})
-        self.pw_file = self.workdir / "coord-password"
-        self.pw_file.write_text(self.broker.passwords["coordinator@test"])
-        self.log_path = self.workdir / "coordinator.log"
+        self.pw_file = self.workdir / f"coord-password{suffix}"
+        self.pw_file.write_text(self.broker.passwords[f"coordinator@{self.cid}"])
+        self.log_path = self.workdir / f"coordinator{suffix}.log"
         self.port = 0
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "cloudless", "coordinator", "--broker",
                 f"mqtt://{self.broker.host}:{self.broker.port}", "--api", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.data_dir), "--id", "test", "--username", "coordinator@test",
+                "--data-dir", str(self.data_dir), "--id", self.cid, "--username", f"coordinator@{self.cid}",
                 "--password-file", str(self.pw_file), *self.extra]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)

@@ -25,6 +25,9 @@ from tests.integration.rawmqtt import RawClient
 USERS = {
     "coordinator@test": Role.COORDINATOR,
     "coordinator@other": Role.COORDINATOR,
+    "coordinator@c1": Role.COORDINATOR,
+    "coordinator@c2": Role.COORDINATOR,
+    "coordinator@c3": Role.COORDINATOR,
     "dashboard@test": Role.DASHBOARD,
     "dashboard@other": Role.DASHBOARD,
     "A": Role.NODE,

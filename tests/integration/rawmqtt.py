@@ -61,6 +61,7 @@ class RawClient:
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port), timeout=5)
         self._buf = b""
+        self._held: list[Packet] = []  # packets read while waiting for a SUBACK (e.g. retained PUBLISHes)
 
     def connect(
         self,
@@ -95,11 +96,12 @@ class RawClient:
         self.sock.sendall(_packet(SUBSCRIBE, 0x02, body))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            p = self.read(timeout=5)
+            p = self._read_new(timeout=5)
             if p is None:
                 break
             if p.ptype == SUBACK:
                 return p.body[2]
+            self._held.append(p)  # a retained message may arrive before the SUBACK: keep it for read()
         raise AssertionError("no SUBACK")
 
     def puback(self, pid: int) -> None:
@@ -133,6 +135,11 @@ class RawClient:
 
     def read(self, timeout: float = 2.0) -> Packet | None:
         """The next packet, or None on timeout. Raises EOFError when the server closed the connection."""
+        if self._held:
+            return self._held.pop(0)
+        return self._read_new(timeout)
+
+    def _read_new(self, timeout: float) -> Packet | None:
         deadline = time.monotonic() + timeout
         while True:
             pkt = self._parse()
