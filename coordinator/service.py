@@ -128,6 +128,9 @@ class Coordinator(Operations):
         self._leading = False  # this process acted as leader in its last round
         self._refreshed_at = 0.0
         self._store_down = False
+        # the secrets service (coordinator.secrets), set by the daemon when it runs one; desired state seals the
+        # secrets a node's replicas consume to that node's enrolled key
+        self.secrets: Any = None
         self.epoch = 0
         self.workloads: dict[str, WorkloadRecord] = {}
         self.replicas: dict[str, ReplicaRecord] = {}
