@@ -6,6 +6,8 @@ starts plain-HTTP members bound to 127.0.0.1 only, so nothing outside the machin
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -15,6 +17,10 @@ from pathlib import Path
 
 CLIENT_PORT_BASE = 23790
 PEER_PORT_BASE = 23800
+# etcd 3.4 runs only on amd64, ppc64le and s390x unless ETCD_UNSUPPORTED_ARCH names the architecture it runs on
+# (Go's GOARCH); a Raspberry Pi is arm64 (aarch64) or arm (armv7l/armv6l)
+SUPPORTED_MACHINES = frozenset({"x86_64", "AMD64", "amd64", "ppc64le", "s390x"})
+GOARCH = {"aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386", "i386": "386"}
 
 
 class EtcdUnavailable(Exception):
@@ -54,6 +60,14 @@ def argv(binary: str, m: Member, ms: list[Member], data_dir: Path, *, new: bool)
             "--heartbeat-interval", "100", "--election-timeout", "1000", "--logger", "zap", "--log-level", "warn"]
 
 
+def member_env(machine: str, base: dict[str, str]) -> dict[str, str]:
+    """The members' environment: `base`, plus ETCD_UNSUPPORTED_ARCH where etcd 3.4 would otherwise refuse to start
+    (`machine` is platform.machine()). A value the user set is kept."""
+    if machine in SUPPORTED_MACHINES or "ETCD_UNSUPPORTED_ARCH" in base:
+        return dict(base)
+    return {**base, "ETCD_UNSUPPORTED_ARCH": GOARCH.get(machine, machine)}
+
+
 def start(ms: list[Member], data_dir: Path, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     """Start every member (a data dir from an earlier run is reused: the cluster keeps its state)."""
     binary = shutil.which("etcd")
@@ -67,12 +81,13 @@ def start(ms: list[Member], data_dir: Path, log_dir: Path) -> list[subprocess.Po
                                   "--coordinators` running?); stop it first")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = member_env(platform.machine(), dict(os.environ))
     procs = []
     for m in ms:
         new = not (data_dir / m.name / "member").exists()
         log = open(log_dir / f"etcd-{m.name}.log", "ab")  # noqa: SIM115 (the child owns it)
         procs.append(subprocess.Popen(argv(binary, m, ms, data_dir, new=new), stdout=log, stderr=log,
-                                      start_new_session=True))
+                                      env=env, start_new_session=True))
     return procs
 
 
