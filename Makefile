@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export CONTAINERS_CONF := $(CURDIR)/scripts/containers.conf
 
-.PHONY: up test lint bench sysdeps image rootless venv clean help
+.PHONY: up up-ha test lint bench sysdeps image rootless venv clean help
 
 help:
 	@echo "make up      - create .venv, install, start a local cluster (cloudless up)"
+	@echo "make up-ha   - the same with 3 local etcd members and 3 replicated coordinators"
 	@echo "make test    - install system packages + test image if missing, run the whole test suite"
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - run the benchmarks; results land in docs/benchmarks.md"
@@ -23,6 +24,9 @@ venv: $(STAMP)
 
 up: $(STAMP) sysdeps image
 	$(BIN)/cloudless up $(UP_ARGS)
+
+up-ha: $(STAMP) sysdeps image
+	$(BIN)/cloudless up --coordinators 3 $(UP_ARGS)
 
 sysdeps:
 	bash scripts/install-system-deps.sh
@@ -46,6 +50,7 @@ bench: $(STAMP) sysdeps image
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/reschedule.py
 	$(BIN)/python bench/agent_footprint.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
