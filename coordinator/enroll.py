@@ -44,6 +44,7 @@ class NodeCertRecord:
     not_after: float
     revoked: bool = False
     previous: tuple[tuple[int, float], ...] = ()  # (serial, not_after) of renewed-away, still unexpired certs
+    certificate: str = ""  # the current certificate (PEM): its public key is what secrets are sealed to
 
     def live_serials(self, now: float) -> list[tuple[int, float]]:
         """Every certificate of this node that is still valid by date: all of them go on a revocation."""

@@ -97,7 +97,7 @@ class IdentityService:
         issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
                                lifetime_s=self.cfg.node_cert_lifetime_s)
         used = dataclasses.replace(record, uses=record.uses + 1, nodes=(*record.nodes, node_id))
-        cert = NodeCertRecord(node_id, issued.serial, issued.not_after)
+        cert = NodeCertRecord(node_id, issued.serial, issued.not_after, certificate=issued.cert_pem.decode())
         # the use is counted with a compare-and-swap: two devices racing on a one-use token cannot both win
         await self.store.txn([put(entry.key, _json(used), expect=entry.mod_revision),
                               put(cert_key(node_id), _json(cert))])
@@ -112,7 +112,7 @@ class IdentityService:
         now = self.clock()
         issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
                                lifetime_s=self.cfg.node_cert_lifetime_s)
-        record = NodeCertRecord(node_id, issued.serial, issued.not_after,
+        record = NodeCertRecord(node_id, issued.serial, issued.not_after, certificate=issued.cert_pem.decode(),
                                 previous=tuple(current.live_serials(now)))  # the old one stays valid a while
         entry = await self.store.get(cert_key(node_id))
         await self.store.txn([put(cert_key(node_id), _json(record), expect=entry.mod_revision if entry else 0)])

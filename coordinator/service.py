@@ -36,6 +36,7 @@ from broker.wire import (
     topics,
 )
 from coordinator import dashboard, lifecycle, membership, model
+from coordinator.delivery import SecretDelivery
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
@@ -45,7 +46,7 @@ from coordinator.scheduler.model import PlacementRequest
 from coordinator.spec import Workload, parse_workload
 from coordinator.store import Store, StoreError, put
 from coordinator.store import delete as delete_op
-from coordinator.translate import node_view, replica_spec, rollout_params
+from coordinator.translate import node_view, replica_spec, rollout_params, secret_names
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class Coordinator(Operations):
         # the secrets service (coordinator.secrets), set by the daemon when it runs one; desired state seals the
         # secrets a node's replicas consume to that node's enrolled key
         self.secrets: Any = None
+        self._delivery: SecretDelivery | None = None
+        self._undeliverable: set[tuple[str, str, str]] = set()
         self.epoch = 0
         self.workloads: dict[str, WorkloadRecord] = {}
         self.replicas: dict[str, ReplicaRecord] = {}
@@ -642,8 +645,40 @@ class Coordinator(Operations):
                 continue
             parsed = self._spec_doc(r)
             if parsed is not None:
-                specs.append(replica_spec(parsed, r.replica_id, r.spec_hash))
+                spec = replica_spec(parsed, r.replica_id, r.spec_hash)
+                names = secret_names(parsed)
+                if names and self._delivery is not None:
+                    spec = replace(spec, secrets=self._delivery.sealed_for(node_id, r.namespace, names))
+                specs.append(spec)
         return tuple(specs)
+
+    def _secret_wants(self) -> set[tuple[str, str, str]]:
+        """(node, namespace, secret) for every secret an assigned replica consumes: only those nodes get it."""
+        wants = set()
+        for r in self.replicas.values():
+            if r.node and r.phase == ReplicaPhase.ASSIGNED and (parsed := self._spec_doc(r)) is not None:
+                wants |= {(r.node, r.namespace, name) for name in secret_names(parsed)}
+        return wants
+
+    async def _deliver_secrets(self) -> None:
+        wants = self._secret_wants()
+        if not wants:
+            return
+        if self.secrets is None:
+            for node, ns, name in sorted(wants - self._undeliverable):
+                self.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this coordinator "
+                           "runs no secrets service (start it with --pki)")
+            self._undeliverable = wants
+            return
+        if self._delivery is None:
+            self._delivery = SecretDelivery(self.secrets, self.store, clock=self.clock)
+        try:
+            fresh = await self._delivery.refresh(wants)
+        except StoreError as exc:
+            log.warning("secret delivery skipped this round: %s", exc)
+            return
+        for (node, ns, name), why in sorted(fresh.items()):
+            self.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
 
     def _spec_doc(self, r: ReplicaRecord) -> Workload | None:
         """The workload document a replica was created from: the current one if its spec hash matches, else
@@ -662,6 +697,7 @@ class Coordinator(Operations):
         nodes = {r.node for r in self.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
         if not self.mqtt.connected or not await self.leadership.still_leader():
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
+        await self._deliver_secrets()
         for node_id in sorted(n for n in nodes if n):
             specs = self.desired_for(node_id)
             if self._published.get(node_id) == specs:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from broker import wire
 from broker.client import MqttClient
@@ -45,6 +47,15 @@ from edge_agent.metrics import Sample as MetricsSample
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
+from edge_agent.secrets import (
+    Materialized,
+    SecretFiles,
+    SecretVault,
+    find_tmpfs,
+    needs_secrets,
+    restart_on_change,
+    versions_of,
+)
 from edge_agent.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +118,9 @@ class Agent:
         self.reconciles = 0
         self.desired_received_at: float | None = None
         self.counters = Counters()
+        self.secret_files = SecretFiles(self.node_id, SecretVault(self.node_id, self._node_key),
+                                        _secrets_root())
+        self._secret_versions: dict[str, str] = {}  # instance -> secret versions its files hold (in-place updates)
         self.last_heartbeat: Heartbeat | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -215,10 +229,12 @@ class Agent:
                               keep_record=action.replica_id in specs)
         for action in plan.restart:
             log.info("restarting %s: %s", action.replica_id, action.reason)
-            await self._guard(records, action.replica_id, now, self._restart(action.instance_id))
+            await self._guard(records, action.replica_id, now, self._restart(action.instance_id,
+                                                                              specs.get(action.replica_id)))
         for action in plan.start:
             log.info("starting %s: %s", action.replica_id, action.reason)
-            await self._guard(records, action.replica_id, now, self.runtime.start(action.instance_id))
+            await self._guard(records, action.replica_id, now, self._start(action.instance_id,
+                                                                            specs.get(action.replica_id)))
         for action in plan.replace:
             assert action.spec is not None
             if self._image_ready(action.spec, now):
@@ -240,6 +256,12 @@ class Agent:
                 self.counters.state_write_errors += 1
                 log.error("%s", exc)
         self.instances = await self.runtime.list() if not plan.empty else instances
+        if any(needs_secrets(s) for s in wanted) or self._secret_versions:
+            await self._refresh_secrets(specs)
+            live = {i.instance_id for i in self.instances}
+            self._secret_versions = {k: v for k, v in self._secret_versions.items() if k in live}
+        with contextlib.suppress(OSError):  # the files of replicas that went away go with them
+            await asyncio.to_thread(self.secret_files.keep_only, {s.replica_id for s in wanted if needs_secrets(s)})
         self._sync_trackers(wanted)
         await self._publish_observed()
 
@@ -256,9 +278,45 @@ class Agent:
         await self.runtime.stop(instance_id, self.cfg.stop_timeout_s)
         await self.runtime.remove(instance_id)
 
-    async def _restart(self, instance_id: str) -> None:
+    async def _restart(self, instance_id: str, spec: ReplicaSpec | None = None) -> None:
         await self.runtime.stop(instance_id, self.cfg.stop_timeout_s)
+        await self._start(instance_id, spec)
+
+    async def _start(self, instance_id: str, spec: ReplicaSpec | None) -> None:
+        """Start an existing instance; its secret files are written again first (a reboot empties the tmpfs)."""
+        if spec is not None and needs_secrets(spec):
+            await self._secrets_for(spec)
         await self.runtime.start(instance_id)
+
+    async def _secrets_for(self, spec: ReplicaSpec) -> Materialized:
+        sec = spec.security
+        owner = (sec.run_as_user, sec.run_as_group if sec.run_as_group is not None else sec.run_as_user) \
+            if sec is not None and sec.run_as_user not in (None, 0) else None
+        return await asyncio.to_thread(self.secret_files.materialize, spec, owner=owner)
+
+    async def _refresh_secrets(self, specs: dict[str, ReplicaSpec]) -> None:
+        """A secret changed (a new version was delivered): rewrite the files in place, or replace the replica,
+        as its spec says. Which versions an instance holds: what this agent last wrote, else its label."""
+        for inst in list(self.instances):
+            spec = specs.get(inst.replica_id)
+            if spec is None or not needs_secrets(spec) or inst.spec_hash != spec.spec_hash:
+                continue
+            want = versions_of(spec)
+            have = self._secret_versions.get(inst.instance_id, inst.secrets)
+            if want == have or not spec.secrets:
+                continue
+            try:
+                if restart_on_change(spec):
+                    log.info("replica %s: secrets changed (%s -> %s): replacing it", spec.replica_id, have or "-",
+                             want)
+                    await self._replace(inst.instance_id, spec)
+                else:
+                    await self._secrets_for(spec)
+                    log.info("replica %s: secret files updated in place (%s -> %s)", spec.replica_id, have or "-",
+                             want)
+                    self._secret_versions[inst.instance_id] = want
+            except RuntimeError_ as exc:
+                log.warning("replica %s: secrets not refreshed: %s", spec.replica_id, exc)
 
     async def _replace(self, instance_id: str, spec: ReplicaSpec) -> None:
         await self._stop_remove(instance_id)
@@ -266,7 +324,10 @@ class Agent:
 
     async def _create(self, spec: ReplicaSpec) -> None:
         generation = self.desired.generation if self.desired is not None else 0
-        inst = await self.runtime.create(spec, generation)
+        mounted = await self._secrets_for(spec) if needs_secrets(spec) else None
+        inst = await self.runtime.create(spec, generation, mounted)
+        if mounted is not None:
+            self._secret_versions[inst.instance_id] = mounted.versions
         await self.runtime.start(inst.instance_id)
 
     # ---- images -------------------------------------------------------------------------------------------
@@ -509,6 +570,16 @@ class Agent:
             self.mqtt.publish_nowait(topics.node_heartbeat(self.node_id), wire.encode(hb), qos=spec.qos,
                                      retain=spec.retain, droppable=True)
 
+    def _node_key(self) -> object | None:
+        """The node's private key (DATA_DIR/identity/node.key, re-read: a renewal replaces it), or None."""
+        from broker import sealed
+
+        path = self.cfg.data_dir / "identity" / identity.KEY
+        try:
+            return sealed.private_key_from_pem(path.read_bytes())
+        except (OSError, sealed.SealedError):
+            return None
+
     # ---- metrics -----------------------------------------------------------------------------------------
 
     def metrics_sample(self) -> MetricsSample:
@@ -532,3 +603,11 @@ class Agent:
             counters=self.counters, state_writes=self.store.writes,
             desired_generation=self.desired.generation if self.desired else None,
             desired_epoch=self.desired.epoch if self.desired else None)
+
+
+def _secrets_root() -> Path | None:
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        mounts = ""
+    return find_tmpfs(os.environ, mounts)

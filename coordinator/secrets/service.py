@@ -750,6 +750,16 @@ class SecretsService:
         return _dump({"version": version.version, "createdAt": version.created_at, "createdBy": version.created_by,
                       "sealed": sealed.to_json()})
 
+    async def active_versions(self, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The active version of each (namespace, name) that exists: the coordinator's own bookkeeping for
+        delivery (which version to seal), not an API read, so not audited. Missing secrets are left out."""
+        out: dict[tuple[str, str], int] = {}
+        for namespace, name in wanted:
+            found = await self._load(namespace, name)
+            if not isinstance(found, Rejection):
+                out[(namespace, name)] = found[0].active_version
+        return out
+
     async def _load(self, namespace: str, name: str) -> tuple[SecretInfo, Entry] | Rejection:
         if problems := _name_problems(namespace, name):
             return Rejection.invalid(problems)

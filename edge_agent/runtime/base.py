@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from broker.wire import ReplicaSpec
+
+if TYPE_CHECKING:
+    from edge_agent.secrets import Materialized
 
 # Label keys (also used as Podman container labels).
 LABEL_NODE = "cloudless.node"
@@ -24,6 +27,7 @@ LABEL_WORKLOAD = "cloudless.workload"
 LABEL_NAMESPACE = "cloudless.namespace"
 LABEL_SPEC_HASH = "cloudless.spec-hash"
 LABEL_GENERATION = "cloudless.generation"
+LABEL_SECRETS = "cloudless.secrets"  # "name:version,..." of the secrets the instance was created with
 
 
 class InstanceState(StrEnum):
@@ -48,6 +52,7 @@ class Instance:
     started_at: float | None = None  # Unix seconds of the current run's start
     finished_at: float | None = None
     error: str = ""  # the runtime's own error text (OOM killed, exec format error, ...)
+    secrets: str = ""  # LABEL_SECRETS: which secret versions it was created with
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,10 @@ class Endpoint:
 ProgressFn = Callable[[str], None]
 
 
-def instance_labels(node_id: str, spec: ReplicaSpec, generation: int) -> dict[str, str]:
+def instance_labels(node_id: str, spec: ReplicaSpec, generation: int, secrets: str = "") -> dict[str, str]:
     """The labels every instance of `spec` carries (user labels first, ours win)."""
     return {
+        **({LABEL_SECRETS: secrets} if secrets else {}),
         **spec.labels,
         LABEL_NODE: node_id,
         LABEL_REPLICA: spec.replica_id,
@@ -106,6 +112,7 @@ def instance_from_labels(
             namespace=labels.get(LABEL_NAMESPACE, "default"),
             spec_hash=labels.get(LABEL_SPEC_HASH, ""),
             generation=generation,
+            secrets=labels.get(LABEL_SECRETS, ""),
             state=state,
             **kw,  # type: ignore[arg-type]
         )
@@ -126,8 +133,9 @@ class Runtime(Protocol):
         """Make `image` available locally (pull if missing). Raises ImageUnavailable while it cannot."""
         ...
 
-    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
-        """Create (not start) an instance for `spec`. Raises SpecUnsupported if it cannot honour the spec."""
+    async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
+        """Create (not start) an instance for `spec`. Raises SpecUnsupported if it cannot honour the spec.
+        `secrets`: where the replica's secret files and env fragment are (edge_agent.secrets), to mount/source."""
         ...
 
     async def start(self, instance_id: str) -> Instance:

@@ -20,6 +20,7 @@ from edge_agent.runtime.base import (
     instance_from_labels,
     instance_labels,
 )
+from edge_agent.secrets import Materialized
 
 
 class FakeRuntime:
@@ -28,6 +29,7 @@ class FakeRuntime:
         self.clock = clock
         self.images = set(images)
         self.instances: dict[str, Instance] = {}
+        self.secret_mounts: dict[str, Materialized] = {}  # instance -> the secrets it was created with
         self.logs_by_id: dict[str, bytes] = {}
         self.calls: list[tuple[str, str]] = []  # (operation, instance or image) in order
         self._next = 0
@@ -68,13 +70,16 @@ class FakeRuntime:
         if image not in self.images:
             raise ImageUnavailable(f"image {image} not found")
 
-    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
+    async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
         self._maybe_fail("create")
         self._next += 1
         iid = f"fake-{self._next}"
-        inst = instance_from_labels(iid, instance_labels(self.node_id, spec, generation), InstanceState.CREATED)
+        labels = instance_labels(self.node_id, spec, generation, secrets.versions if secrets else "")
+        inst = instance_from_labels(iid, labels, InstanceState.CREATED)
         assert inst is not None
         self.instances[iid] = inst
+        if secrets is not None:
+            self.secret_mounts[iid] = secrets
         self.calls.append(("create", iid))
         return inst
 

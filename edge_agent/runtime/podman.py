@@ -66,6 +66,7 @@ from edge_agent.runtime.base import (
     instance_labels,
 )
 from edge_agent.runtime.podman_service import PodmanService, default_socket_path, socket_answers
+from edge_agent.secrets import ENV_FILE, ENV_MOUNT, WRAPPER, Materialized
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,10 +133,14 @@ def demux(stream: bytes) -> bytes:
 
 def container_spec(
     spec: ReplicaSpec, *, name: str, labels: Mapping[str, str], stop_timeout_s: float, limits: bool,
-    log_max_bytes: int | None, security: ContainerSecurity | None = None,
+    log_max_bytes: int | None, security: ContainerSecurity | None = None, secrets: Materialized | None = None,
+    image_argv: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> Json:
     """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica; `security` is
-    `container_security(spec.security, ...)` (None: the runtime's defaults)."""
+    `container_security(spec.security, ...)` (None: the runtime's defaults). `secrets`: the replica's secret
+    files (bind-mounted read-only from the tmpfs) and env fragment (sourced by /bin/sh before the workload's
+    command, so the values never enter the container's stored configuration); `image_argv` is the image's
+    (Entrypoint, Cmd), needed to wrap a command the spec does not spell out."""
     if not spec.image:
         raise SpecUnsupported(f"replica {spec.replica_id}: the Podman runtime needs an image")
     body: Json = {
@@ -158,6 +163,8 @@ def container_spec(
         body["entrypoint"] = list(spec.command)
     if spec.args:
         body["command"] = list(spec.args)
+    if secrets is not None:
+        _mount_secrets(body, spec, secrets, image_argv)
     if spec.working_dir:
         body["work_dir"] = spec.working_dir
     if log_max_bytes:
@@ -171,6 +178,28 @@ def container_spec(
     if resources:
         body["resource_limits"] = resources
     return body
+
+
+_SECRET_MOUNT_OPTIONS = ["ro", "rbind", "nosuid", "nodev", "noexec"]
+
+
+def _mount_secrets(body: Json, spec: ReplicaSpec, secrets: Materialized,
+                   image_argv: tuple[Sequence[str], Sequence[str]]) -> None:
+    for host_dir, mount_path in secrets.volumes:
+        body["mounts"].append({"destination": mount_path, "type": "bind", "source": str(host_dir),
+                               "options": list(_SECRET_MOUNT_OPTIONS)})
+    if secrets.env_dir is None:
+        return
+    entrypoint, cmd = image_argv
+    argv = [*(spec.command or entrypoint), *(spec.args or (() if spec.command else cmd))]
+    if not argv:
+        raise SpecUnsupported(f"replica {spec.replica_id}: secrets in env need a command to wrap; the spec and "
+                              f"image {spec.image} name none")
+    body["mounts"].append({"destination": ENV_MOUNT, "type": "bind", "source": str(secrets.env_dir),
+                           "options": list(_SECRET_MOUNT_OPTIONS)})
+    body["env"]["CLOUDLESS_SECRET_ENV"] = f"{ENV_MOUNT}/{ENV_FILE}"
+    body["entrypoint"] = ["/bin/sh", "-c", WRAPPER, "cloudless-secret-env"]
+    body["command"] = argv
 
 
 def _volumes(spec: ReplicaSpec, *, owned: bool = False) -> Json:
@@ -351,6 +380,12 @@ def default_seccomp_dir(environ: Mapping[str, str], euid: int, home: Path) -> Pa
     if euid == 0:
         return Path("/etc/cloudless/seccomp")
     return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "cloudless" / "seccomp"
+
+
+def image_argv_of(attrs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """An image's (Entrypoint, Cmd) from `podman image inspect` attributes."""
+    config = attrs.get("Config") or {}
+    return list(config.get("Entrypoint") or ()), list(config.get("Cmd") or ())
 
 
 def image_user_of(attrs: Mapping[str, Any]) -> str:
@@ -545,15 +580,21 @@ class PodmanRuntime:
             response.close()
         raise ImageUnavailable(f"cannot pull {image}: the pull stream ended without an image")
 
-    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
-        labels = instance_labels(self.node_id, spec, generation)
+    async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
+        labels = instance_labels(self.node_id, spec, generation, secrets.versions if secrets else "")
         limits = await self._limits_supported()
         if not limits and (spec.cpu_millis or spec.memory_bytes):
             self._warn_once("limits", "rootless Podman on cgroup v1 cannot apply CPU/memory limits: "
                             "containers run without them (use cgroup v2 or rootful Podman to enforce them)")
+        image_argv: tuple[Sequence[str], Sequence[str]] = ((), ())
+        if secrets is not None and secrets.env_dir is not None and not spec.command:
+            image_argv = await self._call(f"inspect image {spec.image}",
+                                          lambda c: image_argv_of(c.images.get(spec.image).attrs),
+                                          missing=ImageUnavailable)
         body = container_spec(spec, name=container_name(self.node_id, spec.replica_id), labels=labels,
                               stop_timeout_s=self.stop_timeout_default, limits=limits,
-                              log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec))
+                              log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec), secrets=secrets,
+                              image_argv=image_argv)
 
         def create_sync(client: PodmanClient) -> str:
             response = client.api.post("/containers/create", data=json.dumps(body), headers=_JSON)

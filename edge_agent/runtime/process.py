@@ -31,7 +31,6 @@ import logging
 import os
 import pwd
 import resource
-import secrets
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 from broker.wire import ReplicaSpec, SeccompType, Security
@@ -54,6 +54,7 @@ from edge_agent.runtime.base import (
     instance_from_labels,
     instance_labels,
 )
+from edge_agent.secrets import ENV_FILE, WRAPPER, Materialized
 
 log = logging.getLogger(__name__)
 
@@ -274,16 +275,21 @@ class ProcessRuntime:
             raise SpecUnsupported("security.allowPrivilegeEscalation: cannot call prctl() on this host")
         return box
 
-    async def create(self, spec: ReplicaSpec, generation: int) -> Instance:
+    async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
         _check(spec)
+        if spec.secret_volumes:
+            raise SpecUnsupported("the process runtime cannot mount secretVolumes (there is no mount namespace); "
+                                  "take the secret in env (env[].valueFrom.secretKeyRef) instead")
         box = self._sandbox(spec)
-        instance_id = f"p-{spec.replica_id}-{secrets.token_hex(3)}"
+        instance_id = f"p-{spec.replica_id}-{token_hex(3)}"
         d = self._dir(instance_id)
         (d / "work").mkdir(parents=True)
         if box.switches:  # its HOME and default cwd; the instance dir itself stays the agent's
             os.chown(d / "work", -1 if box.uid is None else box.uid, -1 if box.gid is None else box.gid)
         meta = {
-            "labels": instance_labels(self.node_id, spec, generation),
+            "labels": instance_labels(self.node_id, spec, generation, secrets.versions if secrets else ""),
+            # a path on a tmpfs, never the values (edge_agent.secrets): sourced right before the workload's exec
+            "secret_env_file": str(secrets.env_dir / ENV_FILE) if secrets and secrets.env_dir else "",
             "argv": [*spec.command, *spec.args],
             "env": dict(spec.env),
             "working_dir": spec.working_dir,
@@ -319,7 +325,11 @@ class ProcessRuntime:
             raise RuntimeFailed(f"cannot start {instance_id}", detail="setpriv (util-linux) is not installed")
         # The wrapper stays the agent's (it records the exit code in the agent's directory); setpriv switches
         # ids for the workload alone, so a workload running as another uid cannot rewrite meta.json.
-        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *meta["argv"]]
+        command = list(meta["argv"])
+        if meta.get("secret_env_file"):
+            workload_env.append(f"CLOUDLESS_SECRET_ENV={meta['secret_env_file']}")
+            command = [self._sh, "-c", WRAPPER, "cloudless-secret-env", *command]
+        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *command]
         child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=base, log=logf,
                        limits=limits, what=instance_id)
         self._children[instance_id] = child

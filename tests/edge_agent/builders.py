@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from broker.wire import DesiredState, Probe, ProbeKind, ReplicaSpec, RestartPolicy
 from edge_agent.runtime.base import Instance, InstanceState
 
@@ -11,9 +13,9 @@ NOW = 1_700_000_000.0
 def make_spec(rid: str = "web-0", *, workload: str = "web", spec_hash: str = "h1",
               policy: RestartPolicy = RestartPolicy.ALWAYS, image: str = "localhost/cloudless/busybox:latest",
               command: tuple[str, ...] = ("sleep", "300"), liveness: Probe | None = None,
-              readiness: Probe | None = None) -> ReplicaSpec:
+              readiness: Probe | None = None, **more: Any) -> ReplicaSpec:
     return ReplicaSpec(replica_id=rid, workload=workload, spec_hash=spec_hash, image=image, command=command,
-                       restart_policy=policy, liveness=liveness, readiness=readiness)
+                       restart_policy=policy, liveness=liveness, readiness=readiness, **more)
 
 
 def make_instance(rid: str = "web-0", *, iid: str | None = None, spec_hash: str = "h1",
