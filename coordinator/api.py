@@ -31,6 +31,7 @@ from coordinator.identity import IdentityService
 from coordinator.model import Event, NodeAdmin
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
+from coordinator.secrets_api import SECRETS_BODY_SCHEMAS, SecretsHandlers
 from coordinator.service import Coordinator
 from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
@@ -106,6 +107,30 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/tokens", "list_tokens", "List enrolment tokens (ids and uses, never the tokens)"),
     Route("DELETE", "/v1/tokens/{token}", "revoke_token", "Revoke an enrolment token"),
     Route("POST", "/v1/nodes/{node}/revoke", "revoke_node", "Revoke a node's certificate; its replicas move"),
+    # secrets (coordinator.secrets_api): errors carry a `code` too; values are base64
+    Route("GET", "/v1/secrets", "list_secrets", "List secrets' metadata (?namespace=); never values"),
+    Route("POST", "/v1/secrets/{namespace}", "create_secret", "Create a secret (version 1; 409 if it exists)",
+          body="SecretCreate"),
+    Route("GET", "/v1/secrets/{namespace}/{name}", "get_secret", "A secret's metadata: keys, versions, audiences, "
+          "TTL; never values"),
+    Route("PUT", "/v1/secrets/{namespace}/{name}", "update_secret", "Update a secret: new data makes a new version "
+          "(409 if immutable, or if expectVersion is not the active version)", body="SecretUpdate"),
+    Route("DELETE", "/v1/secrets/{namespace}/{name}", "delete_secret", "Delete a secret, its versions and tokens"),
+    Route("POST", "/v1/secrets/{namespace}/{name}/reveal", "reveal_secret",
+          "A version's values (?version=): with an admin credential, or no credential and an access token and its "
+          "audience in the body (403 naming why a token is refused; 410 if the secret expired)",
+          body="SecretReveal", auth=False),
+    Route("POST", "/v1/secrets/{namespace}/{name}/tokens", "issue_secret_token",
+          "Issue an access token for one allowed audience (TTL default 1h, max 24h; max uses)",
+          body="SecretTokenRequest"),
+    Route("GET", "/v1/secrets/{namespace}/{name}/tokens", "list_secret_tokens",
+          "A secret's access-token records (ids, audience, uses, expiry, revoked; never the tokens)"),
+    Route("DELETE", "/v1/secret-tokens/{token}", "revoke_secret_token", "Revoke a secret access token by id"),
+    Route("GET", "/v1/secrets-master-key", "secrets_master_key", "The master key ids this coordinator holds"),
+    Route("POST", "/v1/secrets-master-key/rotate", "rotate_secrets_master_key",
+          "Add a new active master key and re-wrap every data key (values are not re-encrypted; reads go on)"),
+    Route("GET", "/v1/secrets-audit", "secrets_audit", "The secrets audit log, newest first "
+          "(?namespace=&name=&actor=&action=&result=&since=&until=&limit=)"),
 )
 ROUTE_BY_NAME = {r.handler: r for r in ROUTES}
 
@@ -125,6 +150,7 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
     "Exec": {"type": "object", "additionalProperties": False, "required": ["command"],
              "properties": {"command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                             "timeoutSeconds": {"type": "number", "minimum": 0.5, "maximum": 300}}},
+    **SECRETS_BODY_SCHEMAS,
 }
 
 
@@ -265,7 +291,7 @@ class _IdentityHandlers:
         return web.json_response({"node": node, "serial": f"{record.serial:x}", "revoked": True})
 
 
-class Api(_IdentityHandlers):
+class Api(_IdentityHandlers, SecretsHandlers):
     def __init__(self, coord: Coordinator, *, token_digests: dict[str, tuple[str, str]],
                  identity: IdentityService | None = None) -> None:
         """`token_digests`: sha256 hex of each accepted bearer token -> (credential name, role: admin|viewer)."""
