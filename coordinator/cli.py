@@ -61,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--etcd-key", type=Path, default=None, help="client key for etcd")
     p.add_argument("--lease-ttl", type=int, default=2, metavar="SECONDS",
                    help="leader lease TTL with etcd (default 2: a killed leader is replaced within ~2-3 s)")
+    p.add_argument("--secrets-key-file", type=Path, default=None, metavar="PATH",
+                   help="the secrets master key file (default DATA_DIR/secrets.key, created 0600 on the first start: "
+                   "back it up; CLOUDLESS_SECRETS_KEY overrides it). With secrets stored and no key the coordinator "
+                   "refuses to start")
+    p.add_argument("--secrets-audit-max-age", default="90d", metavar="DURATION",
+                   help="keep secrets audit records this long (default 90d; 'none': no age limit)")
+    p.add_argument("--secrets-audit-max-records", type=int, default=100_000, metavar="N",
+                   help="keep at most the newest N secrets audit records (default 100000; 0: no count limit)")
     p.set_defaults(func=_cmd_coordinator)
 
 
@@ -145,6 +153,80 @@ def _policies(files: list[Path]):  # type: ignore[no-untyped-def]
     return loaded
 
 
+async def _open_secrets(args: argparse.Namespace, store, data_dir: Path):  # type: ignore[no-untyped-def]
+    """The secrets service and where its master key comes from; MasterKeyError (exit 2) if the key is missing
+    while the store holds secrets, or does not fit them."""
+    from coordinator.secrets import (
+        AuditRetention,
+        KeySource,
+        SecretsService,
+        masterkey,
+        parse_duration,
+        secrets_present,
+    )
+
+    try:
+        max_age = None if args.secrets_audit_max_age in ("none", "0") else parse_duration(args.secrets_audit_max_age)
+        retention = AuditRetention(max_age_s=max_age, max_count=args.secrets_audit_max_records or None)
+    except ValueError as exc:
+        raise CoordinatorConfigError(f"--secrets-audit-max-age/--secrets-audit-max-records: {exc}") from None
+    source = KeySource.from_environ(args.secrets_key_file or data_dir / "secrets.key", os.environ)
+    loaded = masterkey.load(source, secrets_present=await secrets_present(store))
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    if loaded.created:
+        log.warning("created master key at %s — back it up", loaded.path)
+    svc = await SecretsService.open(store, loaded.keyring, clock=time.time, audit_retention=retention)
+    log.info("secrets master key from %s (active key %s)", loaded.origin, loaded.keyring.active_id)
+    return svc, source
+
+
+async def _secrets_housekeeping(svc, source, *, flush_s: float = 1.0, prune_s: float = 3600.0,  # type: ignore[no-untyped-def]
+                                key_check_s: float = 10.0) -> None:
+    """Flush buffered audit records every second, prune hourly, and pick up a key file another coordinator
+    rotated (replicated coordinators share it; the keyring must hold the new key before this one leads)."""
+    from coordinator.secrets import Caller, Role, masterkey
+
+    loop = asyncio.get_running_loop()
+    next_prune, next_key_check, failing = loop.time() + 60.0, loop.time() + key_check_s, False
+    stamp = _file_stamp(source.file) if source.env_value is None else None
+    while True:
+        await asyncio.sleep(flush_s)
+        try:
+            await svc.flush_audit()
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + prune_s
+                audit, tokens = await svc.prune()
+                if audit or tokens:
+                    log.info("secrets housekeeping: pruned %d audit record(s), %d expired token record(s)",
+                             audit, tokens)
+            if stamp is not None and loop.time() >= next_key_check:
+                next_key_check = loop.time() + key_check_s
+                now = _file_stamp(source.file)
+                if now != stamp:
+                    stamp = now
+                    keyring = await asyncio.to_thread(masterkey.read_file, source.file)
+                    if keyring != svc.keyring:
+                        rotation = await svc.rotate_master_key(keyring, caller=Caller("coordinator", "key-file",
+                                                                                      Role.ADMIN))
+                        log.warning("secrets master key file changed: now active key %s", rotation.key_id)
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not failing:  # once per streak: a store outage must not flood the log every second
+                log.warning("secrets housekeeping failed (%s: %s); retrying", type(exc).__name__, exc)
+            failing = True
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None
+
+
 async def _refresh_crl(identity) -> None:  # type: ignore[no-untyped-def]
     """Re-sign the CRL every 6 hours (it is valid for 7 days): an expired CRL makes OpenSSL, and so Mosquitto,
     refuse every client."""
@@ -211,6 +293,7 @@ async def _run(args: argparse.Namespace) -> int:
         elector = Elector(etcd, candidate_id=args.id, ttl_s=args.lease_ttl)
     else:
         raise CoordinatorConfigError(f"--store: expected sqlite or etcd://HOST:PORT[,HOST:PORT...], got {args.store!r}")
+    secrets_svc, key_source = await _open_secrets(args, store, data_dir)
     identity = None
     tls = None
     api_ssl = None
@@ -226,12 +309,15 @@ async def _run(args: argparse.Namespace) -> int:
     cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
         heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
     coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings), leadership=elector)
+    coord.secrets = secrets_svc
     await coord.start()
+    housekeeping = asyncio.create_task(_secrets_housekeeping(secrets_svc, key_source))
     refresher = None
     if identity is not None:
         await identity.publish_revocations()
         refresher = asyncio.create_task(_refresh_crl(identity))
     api = Api(coord, token_digests=tokens, identity=identity)
+    api.secrets_key_source = key_source
     if api_ssl is not None and identity is not None:  # followers forward writes to the leader's HTTPS API
         api.forward_ssl = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.pem"))
     runner, bound = await serve(api, host, port, api_ssl)
@@ -258,6 +344,11 @@ async def _run(args: argparse.Namespace) -> int:
     if elector is not None:
         await elector.resign()  # hand over at once instead of waiting for the lease to run out
     await runner.cleanup()
+    housekeeping.cancel()
+    try:
+        await secrets_svc.flush_audit()
+    except Exception as exc:
+        log.warning("flushing the secrets audit log at shutdown failed: %s", exc)
     await coord.stop()
     await store.close()
     return 0
