@@ -16,7 +16,7 @@ from broker.client import Message, MqttClient, Will
 from broker.errors import MqttError
 from broker.wire import topics
 from tests.integration.conftest import BrokerUnderTest
-from tests.integration.rawmqtt import PUBLISH
+from tests.integration.rawmqtt import PUBLISH, RawClient
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +96,47 @@ async def test_clean_disconnect_does_not_publish_the_will(broker: BrokerUnderTes
             await eventually(lambda: len(seen) == 1, what="online status")
         await asyncio.sleep(1.0)  # bounded: the will would have arrived by now
         assert len(seen) == 1
+
+
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)
+def test_the_embedded_broker_sends_no_wills_when_it_shuts_itself_down(broker: BrokerUnderTest) -> None:
+    """A will says a client was lost (MQTT 3.1.1 §3.1.2.5: an I/O error, keep-alive expiry, a close without
+    DISCONNECT, a protocol error); a broker closing every connection because it stops says nothing about its
+    clients. Were the wills sent, a coordinator still connected would take every node for lost and replace its
+    replicas as the broker goes down. For contrast, a client whose socket dies gets its will out. Embedded broker
+    only: Mosquitto (2.0.11) does publish every connected client's will when it stops on SIGTERM."""
+    def willing(node: str) -> RawClient:
+        raw, rc = broker.raw(node, will=(topics.node_status(node), status(node, wire.Presence.OFFLINE), 1, False))
+        assert rc == 0
+        return raw
+
+    # the willing clients connect before the watcher: amqtt closes sessions in connection order at shutdown, so
+    # wills sent then would still find the watcher subscribed (all but the last one's, which races its cleanup)
+    gone = willing("B")
+    stayed = [willing(n) for n in ("A", "C", "D")]
+    watcher, rc = broker.raw("coordinator@test")
+    try:
+        assert rc == 0
+        assert watcher.subscribe(topics.node_channel_filter(topics.Channel.STATUS), qos=1) == 1
+        gone.close()  # no DISCONNECT: B's will must come
+        wills = [p.publish_fields()[0] for p in watcher.publishes(2.0)]
+        assert wills == [topics.node_status("B")], "the abruptly closed client's will, and only it"
+        broker.stop()  # SIGTERM: the broker closes A's, C's and D's connections (and ours) itself
+        after: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                pkt = watcher.read(timeout=deadline - time.monotonic())
+            except EOFError:  # the broker closed our connection: whatever it sent before is in `after`
+                break
+            if pkt is not None and pkt.ptype == PUBLISH:
+                after.append(pkt.publish_fields()[0])
+        else:
+            raise AssertionError("the stopped broker's connection to the watcher never closed")
+        assert after == [], f"wills sent while the broker shut down: {after}"
+    finally:
+        for raw in (watcher, gone, *stayed):
+            raw.close()
 
 
 async def test_last_will_when_a_silent_client_outlives_its_keepalive(broker: BrokerUnderTest) -> None:
