@@ -151,8 +151,8 @@ class SecretsHandlers:
         source = request.remote or "unknown"
         if via := request.headers.get(FORWARDED_HEADER):
             source = f"{source} (forwarded by coordinator {via[:63]})"
-        header = request.headers.get("Authorization", "")
-        if not header:
+        header = request.headers.get("Authorization", "").strip()
+        if header in ("", "Bearer"):
             return Caller("anonymous", source, Role.NONE)
         if not header.startswith("Bearer "):
             return None
