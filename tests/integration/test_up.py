@@ -1,22 +1,31 @@
 """`cloudless up` as a user runs it: one command gives a working, secure single-machine cluster that the CLI
-drives right away; Ctrl-C stops everything; the same data dir comes back with its state."""
+drives right away; Ctrl-C stops everything; the same data dir comes back with its state. With `--coordinators 3`
+it also starts 3 local etcd members and 3 replicated coordinators, which survive the leader's death."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
-from tests.integration.cluster_env import until
+from cloudless import etcd_local
+from tests.integration.cluster_env import SECURE, until
 from tests.integration.conftest import free_port, require_binary
 
 pytestmark = pytest.mark.integration
@@ -59,6 +68,28 @@ class Up:
             rest, _ = self.proc.communicate()
         self.out.append(rest)
         return self.proc.returncode
+
+    def terminate(self) -> int:
+        """SIGTERM (a service manager's stop) instead of Ctrl-C."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rest, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rest, _ = self.proc.communicate()
+        self.out.append(rest)
+        return self.proc.returncode
+
+    def processes(self, *words: str) -> list[psutil.Process]:
+        """This cluster's processes (their command line names its data dir) with every word as an argument (or as
+        the program's name)."""
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            argv = proc.info["cmdline"] or []
+            if argv and any(str(self.data) in a for a in argv) and set(words) <= {*argv, Path(argv[0]).name}:
+                found.append(proc)
+        return found
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "cloudless", *args], capture_output=True, text=True, timeout=60,
@@ -116,3 +147,149 @@ def test_unauthenticated_and_viewer_requests_are_refused(up: Up) -> None:
     assert up.cli("get", "nodes", "--token", viewer).returncode == 0  # a viewer reads
     denied = up.cli("cordon", "local", "--token", viewer, check=False)  # ... and may not write
     assert denied.returncode != 0 and "may only read" in denied.stdout + denied.stderr  # the API's 403
+
+
+# ---- cloudless up --coordinators 3 ----------------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    """Nobody listens on it (a connection of an earlier run in TIME_WAIT does not count: etcd reuses the address)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _holder(port: int) -> str:
+    """Who listens on `port` (for the skip reason), if we may know."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.pid:
+                return f"pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline()[:3])})"
+    return "another process"
+
+
+def _free_run(count: int) -> int:
+    """A first port such that it and the next count-1 are free (the coordinators' API ports)."""
+    for _ in range(50):
+        base = free_port()
+        if all(_port_free(base + i) for i in range(1, count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+@pytest.fixture
+def up_ha() -> Iterator[Up]:
+    require_binary("etcd")
+    if os.geteuid() != 0:
+        pytest.skip("the local agent runs the workload as uid 65534 on the process runtime: run as root")
+    # etcd_local's ports are fixed (clients 23790.., peers 23800..); under CI they are free
+    ms = etcd_local.members(3)
+    busy = [p for m in ms for p in (m.client_port, m.peer_port) if not _port_free(p)]
+    if busy:
+        pytest.skip(f"`cloudless up --coordinators 3` needs ports {ms[0].client_port}-{ms[-1].client_port} and "
+                    f"{ms[0].peer_port}-{ms[-1].peer_port}; {busy[0]} is taken by {_holder(busy[0])}")
+    u = Up(Path(tempfile.mkdtemp(prefix="cl-up-ha-")))
+    u.api = _free_run(3)
+    u.extra = ["--coordinators", "3", "--agent-runtime", "process"]
+    try:
+        yield u
+    finally:
+        if u.proc is not None and u.proc.poll() is None:
+            u.stop()
+        for proc in u.processes():  # whatever a failed test left: etcd members, coordinators, the agent
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        for run in (u.data / "agent" / "process").glob("*/run.json"):  # the workload's processes outlive the agent
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                os.killpg(json.loads(run.read_text())["pid"], signal.SIGKILL)
+        shutil.rmtree(u.workdir, ignore_errors=True)
+
+
+def _ready(up: Up, port: int) -> dict[str, Any]:
+    """GET /readyz of the coordinator on `port` over the cluster CA's TLS; {} when it does not answer."""
+    context = ssl.create_default_context(cafile=str(up.data / "coordinator" / "pki" / "ca.pem"))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=2, context=context) as resp:
+            return json.loads(resp.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read() or b"{}")  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def _running(up: Up) -> int:
+    """How many process-runtime instances the local agent runs."""
+    return sum(1 for d in (up.data / "agent" / "process").glob("p-*") if (d / "run.json").exists()
+               and not (d / "exit").exists())
+
+
+def _leader(up: Up, ports: list[int]) -> int | None:
+    """The API port of the one coordinator that leads and has reconciled, as every other one agrees (else None)."""
+    states = {p: _ready(up, p) for p in ports}
+    leading = [p for p, s in states.items() if s.get("leader") and s.get("rounds", 0) > 0]
+    if len(leading) != 1 or len({s.get("leaderId") for s in states.values()}) != 1:
+        return None
+    return leading[0]
+
+
+def test_up_with_three_coordinators_survives_the_leaders_death(up_ha: Up) -> None:
+    up = up_ha
+    up.start()
+    ports = [up.api + i for i in range(3)]
+    assert "starting 3 etcd members" in "".join(up.out)
+    assert len(up.processes("etcd")) == 3
+    lead = until(lambda: _leader(up, ports), 30, "one leader known to all three")
+    states = [_ready(up, p) for p in ports]
+    assert sum(1 for s in states if s.get("leader")) == 1
+    assert {s["leaderId"] for s in states} == {_ready(up, lead)["leaderId"]}
+    until(lambda: any(n["id"] == "local" and n["online"] for n in json.loads(
+        up.cli("get", "nodes", "-o", "json").stdout)["items"]), 30, "the local agent online (CLI config)")
+
+    # a write through a follower is forwarded to the leader
+    follower = next(p for p in ports if p != lead)
+    spec = {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": "sl"},
+            "spec": {"image": "none", "command": ["sleep", "3600"], "replicas": 2,
+                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
+                     "securityContext": {k: v for k, v in SECURE.items() if k != "readOnlyRootFilesystem"}}}
+    (up.workdir / "sl.json").write_text(json.dumps(spec))
+    applied = up.cli("apply", "-f", str(up.workdir / "sl.json"), "--server", f"https://127.0.0.1:{follower}")
+    assert "workload/sl created" in applied.stdout
+
+    def ready_via(port: int) -> int:
+        """Ready replicas of sl as the coordinator on `port` sees them (a follower's view trails by up to 1 s)."""
+        items = json.loads(up.cli("get", "workloads", "-o", "json", "--server", f"https://127.0.0.1:{port}").stdout)
+        return sum(int(w["status"]["ready"]) for w in items["items"] if w["metadata"]["name"] == "sl")
+    until(lambda: ready_via(follower) == 2, 60, "2 sleep replicas ready")
+    assert _running(up) == 2
+
+    # kill -9 the leading coordinator: another one leads, and reads and writes keep working through it
+    lead_id = _ready(up, lead)["leaderId"]
+    [victim] = up.processes("coordinator", "--id", lead_id)
+    victim.kill()
+    victim.wait(10)
+    survivors = [p for p in ports if p != lead]
+    new = until(lambda: _leader(up, survivors), 20, "another coordinator leading")
+    assert _ready(up, new)["leaderId"] != lead_id
+    assert ready_via(survivors[0]) == 2 and ready_via(survivors[1]) == 2
+    up.cli("scale", "workload", "sl", "--replicas", "1", "--server", f"https://127.0.0.1:{new}")
+    until(lambda: _running(up) == 1, 30, "scaled to 1 by the new leader: one sleep process left")
+
+    # SIGTERM stops everything it started, etcd members included
+    assert up.terminate() == 0
+    text = "".join(up.out)
+    assert f"coordinator-{lead_id} exited with code -9; 2 coordinator(s) carry on" in text
+    assert all(f"etcd-m{i} stopped" in text for i in (1, 2, 3)), text[-2000:]
+    assert up.processes("etcd") == [], "an etcd member outlived `cloudless up`"
+    assert up.processes("coordinator") == [] and up.processes("agent") == []
+
+
+@pytest.mark.parametrize(("machine", "want"), [("x86_64", None), ("aarch64", "arm64"), ("armv7l", "arm"),
+                                               ("armv6l", "arm")], ids=["amd64", "pi-64bit", "pi-32bit", "pi-zero"])
+def test_local_etcd_members_may_run_on_a_raspberry_pi(machine: str, want: str | None) -> None:
+    """etcd 3.4 refuses to start on arm64/arm unless ETCD_UNSUPPORTED_ARCH names the architecture."""
+    env = etcd_local.member_env(machine, {"PATH": "/usr/bin"})
+    assert env.get("ETCD_UNSUPPORTED_ARCH") == want and env["PATH"] == "/usr/bin"
