@@ -364,14 +364,15 @@ class Coordinator(Operations):
                 log.exception("reconcile round failed; retrying")
 
     async def _take_over(self) -> None:
-        """Leadership gained: start from what the store holds (the previous leader's last commits), publish every
-        node's desired state under the new epoch (same specs, so agents restart nothing) after a settle period."""
+        """Leadership gained: start from what the store holds (the previous leader's last commits) and publish every
+        node's desired state under the new epoch (same specs, so agents restart nothing)."""
         async with self._lock:
             await self._read_state()
             self.epoch = int(self.leadership.epoch or 0)
             self._published.clear()
             self._dash_sent.clear()
-            self._settle_until = self.clock() + SETTLE_S
+            # no new settle period: a follower has been hearing node status and observed state all along (the
+            # one from its own broker connect still applies), so it can act on the first round
             self._leading = True
         self.metrics_leader_changes += 1
         if not self.solo:
