@@ -170,3 +170,27 @@ def test_a_secret_reaches_the_container_as_env_and_tmpfs_file_and_nowhere_else(u
     assert files_before, f"the secret files live on a tmpfs: {[list(d.rglob('*')) for d in tmpfs_dirs]}"
     up.cli("delete", "workload", "web", "--wait")
     until(lambda: not any(p.exists() for p in files_before), 30, "secret files removed with the replica")
+
+
+def test_secret_files_update_in_place_without_a_restart(up: Up) -> None:
+    """secretUpdate: files — a new version rewrites the mounted files; the container keeps running."""
+    source = up.workdir / "api-token"
+    source.write_text("first-" + secrets.token_hex(4))
+    up.cli("secrets", "create", "default/api", "--from-file", f"token={source}")
+    doc = workload("reader")
+    spec = doc["spec"]
+    assert isinstance(spec, dict)
+    spec.pop("env")
+    spec["secretVolumes"] = [{"secret": "api", "mountPath": "/run/secrets/api"}]
+    spec["secretUpdate"] = "files"
+    spec_file = up.workdir / "reader.json"
+    spec_file.write_text(json.dumps(doc))
+    up.cli("apply", "-f", str(spec_file))
+    cid = until(lambda: container_of("reader"), 90, "the reader running")
+    assert in_container(cid, "cat /run/secrets/api/token") == source.read_text()
+    second = "second-" + secrets.token_hex(4)
+    source.write_text(second)
+    up.cli("secrets", "update", "default/api", "--from-file", f"token={source}")
+    until(lambda: in_container(cid, "cat /run/secrets/api/token") == second, 60, "the file rewritten in place")
+    assert container_of("reader") == cid, "the container was replaced; it should have kept running"
+    up.cli("delete", "workload", "reader", "--wait")
