@@ -398,7 +398,7 @@ def body(trials: list[Trial], restarts: list[str], setup_s: float, elapsed: floa
         stats_row("of which: leads → first round", [diff(t.reconciling_s, t.leads_s) for t in trials]),
         stats_row("scale by one accepted by the new leader", [t.accepted_s for t in trials]),
         stats_row("**write acted on** (the new process runs on the agent)", [t.acted_s for t in trials]),
-        stats_row("of which: accepted → acted on (settle, schedule, agent)",
+        stats_row("of which: accepted → acted on",
                   [diff(t.acted_s, t.accepted_s) for t in trials]),
     ]
     each = ", ".join(f"{t.reconciling_s:.2f}" if t.reconciling_s is not None else "fail" for t in trials)
