@@ -164,6 +164,7 @@ async def _open_secrets(args: argparse.Namespace, store, data_dir: Path):  # typ
         parse_duration,
         secrets_present,
     )
+    from coordinator.secrets.service import KEYS
 
     try:
         max_age = None if args.secrets_audit_max_age in ("none", "0") else parse_duration(args.secrets_audit_max_age)
@@ -171,7 +172,12 @@ async def _open_secrets(args: argparse.Namespace, store, data_dir: Path):  # typ
     except ValueError as exc:
         raise CoordinatorConfigError(f"--secrets-audit-max-age/--secrets-audit-max-records: {exc}") from None
     source = KeySource.from_environ(args.secrets_key_file or data_dir / "secrets.key", os.environ)
+    known = {e.key[len(KEYS):] for e in await store.list(KEYS)}  # master keys other coordinators registered
     loaded = masterkey.load(source, secrets_present=await secrets_present(store))
+    if known and not known & set(loaded.keyring.keys):
+        log.error("the state store knows secrets master key(s) %s, and this coordinator has none of them (%s): "
+                  "secrets one of them writes, the other cannot read — give every coordinator the same key file "
+                  "(or %s)", ", ".join(sorted(known)), loaded.origin, masterkey.KEY_ENV)
     for warning in loaded.warnings:
         log.warning("%s", warning)
     if loaded.created:
