@@ -182,7 +182,7 @@ class Coordinator(Operations):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(MqttError):
+        with contextlib.suppress(MqttError, TimeoutError):  # a broker that is gone must not fail the shutdown
             await asyncio.wait_for(self.mqtt.publish(
                 topics.coord_status(self.cfg.coordinator_id),
                 wire.encode(CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.OFFLINE,
@@ -668,7 +668,7 @@ class Coordinator(Operations):
         if self.secrets is None:
             for node, ns, name in sorted(wants - self._undeliverable):
                 self.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this coordinator "
-                           "runs no secrets service (start it with --pki)")
+                           "runs no secrets service, so nothing can be delivered")
             self._undeliverable = wants
             return
         if self._delivery is None:
