@@ -360,8 +360,9 @@ class EmbeddedBroker(Broker):
     ) -> None:
         # wills and internal messages: publish QoS is the will QoS
         if getattr(self, "_closing", False) and session is not None:
-            # our own shutdown disconnects every client: that says nothing about them, so no wills (as Mosquitto)
-            # — a coordinator still connected would otherwise replace every node's replicas as the broker stops
+            # our own shutdown disconnects every client: that says nothing about them, so no wills — a coordinator
+            # still connected would otherwise replace every node's replicas as the broker stops. (Mosquitto 2.0
+            # does send them on SIGTERM; see docs/broker.md.)
             return
         await self._broadcast_queue.put(
             {"session": session, "topic": topic, "data": data, "pub_qos": force_qos if force_qos is not None else 0}

@@ -46,7 +46,9 @@ class Up:
         argv = [sys.executable, "-m", "cloudless", "up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt),
                 "--api-port", str(self.api), "--config", str(self.config), *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "CLOUDLESS_LOG_LEVEL": "WARNING"})
+                                     env={**os.environ, "CLOUDLESS_LOG_LEVEL": "WARNING",
+                                          # Podman here needs the project's containers.conf (runc, ulimits)
+                                          "CONTAINERS_CONF": str(REPO / "scripts" / "containers.conf")})
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
