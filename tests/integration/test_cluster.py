@@ -26,6 +26,7 @@ NODES = ["A", "B", "C"]
 class Cluster:
     def __init__(self, broker: BrokerUnderTest, coord: CoordinatorProc, agents: list[AgentProc]) -> None:
         self.broker, self.coord, self.agents = broker, coord, agents
+        self.victim = ""  # the node the kill test killed
 
     def logs(self) -> str:
         return self.coord.log_tail() + "".join(f"\n--- agent {a.node_id} ---\n{a.log_tail(30)}" for a in self.agents)
@@ -203,7 +204,10 @@ def test_an_update_that_never_gets_ready_is_rolled_back(cluster: Cluster) -> Non
 
 def test_killing_an_agent_reschedules_its_replicas(cluster: Cluster) -> None:
     c = cluster.coord
-    victim = cluster.agents[0]
+    # a node that holds a replica (placement spreads them, but a rollback may have left one node without any)
+    holders = {r["node"] for r in cluster.replicas("web")}
+    victim = next(a for a in cluster.agents if a.node_id in holders)
+    cluster.victim = victim.node_id
     lost = [r["id"] for r in cluster.replicas("web") if r["node"] == victim.node_id]
     assert lost
     t0 = time.monotonic()
@@ -270,12 +274,12 @@ def test_metrics_and_events_tell_what_happened(cluster: Cluster) -> None:
     # events, in order: the killed node was lost, its replica replaced, then placed elsewhere
     events = cluster.coord.request("GET", "/v1/events?limit=5000")["items"]
     reasons = [(e["reason"], e["object"]) for e in events]
-    lost = reasons.index(("NodeLost", "node/A"))
+    lost = reasons.index(("NodeLost", f"node/{cluster.victim}"))
     replaced = next(i for i, r in enumerate(reasons) if i > lost and r[0] == "ReplicaLost")
     placed = next(i for i, r in enumerate(reasons) if i > replaced and r[0] == "Placed")
     assert lost < replaced < placed
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
-    assert reasons.index(("NodeJoined", "node/A")) < lost
+    assert reasons.index(("NodeJoined", f"node/{cluster.victim}")) < lost
 
 
 def test_events_stream_live_to_the_cli_and_resume_after_an_id(cluster: Cluster) -> None:
