@@ -39,6 +39,9 @@ from coordinator.store import StoreError
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 FORWARDED_HEADER = "X-Cloudless-Forwarded-By"
+# writes any coordinator serves itself: enrolment and renewal authenticate with a token or the caller's own TLS
+# client certificate (which a forwarded request would not carry), and their store writes are compare-and-swap
+LOCAL_WRITES = frozenset({"enroll", "renew"})
 FORWARD_TIMEOUT_S = 30.0
 READY_STORE_TIMEOUT_S = 2.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -322,8 +325,11 @@ class Api(_IdentityHandlers, SecretsHandlers):
         status = 500
         try:
             spec = ROUTE_BY_NAME.get(name)
-            if request.method not in ("GET", "HEAD") and spec is not None and not self.coord.solo \
-                    and not self.coord.leadership.is_leader:
+            if request.method not in ("GET", "HEAD") and spec is not None and spec.handler not in LOCAL_WRITES \
+                    and not self.coord.acting:
+                if self.coord.leadership.is_leader:  # elected a moment ago: state is being re-read
+                    status = 503
+                    return error(503, "this coordinator is taking over as leader; retry in a second")
                 resp = await self._forward(request)
                 status = resp.status
                 return resp

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="run the cluster CA (DATA_DIR/pki, created once): HTTPS API, device enrolment with tokens, "
                    "node certificates; the coordinator then dials the broker with its own client certificate")
     p.add_argument("--advertise", default=None, metavar="URL",
-                   help="the API URL devices use to enrol (default https://API-HOST:PORT)")
+                   help="this coordinator's API URL as others reach it: what devices enrol at and, with "
+                   "replicated coordinators, where followers forward writes (default https://API-HOST:PORT)")
     p.add_argument("--node-broker", default=None, metavar="URL",
                    help="the broker URL enrolled devices are told to dial (default: --broker)")
     p.add_argument("--api-hostname", action="append", default=[], metavar="NAME",
@@ -334,7 +335,7 @@ async def _run(args: argparse.Namespace) -> int:
     if elector is not None:
         from coordinator.leadership import LeaderRecord
 
-        elector.record = LeaderRecord(args.id, api_url)
+        elector.record = LeaderRecord(args.id, args.advertise or api_url)  # where followers forward writes
         elector.start()
     coord.cfg = CoordinatorConfig(**{**cfg.__dict__, "api_url": api_url})
     if identity is not None:
@@ -349,14 +350,14 @@ async def _run(args: argparse.Namespace) -> int:
     log.info("stopping")
     if refresher is not None:
         refresher.cancel()
-    if elector is not None:
-        await elector.resign()  # hand over at once instead of waiting for the lease to run out
-    await runner.cleanup()
+    await runner.cleanup()  # no more API writes
     housekeeping.cancel()
     try:
         await secrets_svc.flush_audit()
     except Exception as exc:
         log.warning("flushing the secrets audit log at shutdown failed: %s", exc)
-    await coord.stop()
+    await coord.stop()  # no more rounds: nothing of this process is written after it hands over
+    if elector is not None:
+        await elector.resign()  # hand over at once instead of waiting for the lease to run out
     await store.close()
     return 0

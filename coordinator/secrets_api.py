@@ -264,7 +264,7 @@ class SecretsHandlers:
         version: object = body.get("version")
         if "version" in request.query:
             raw = request.query["version"]
-            version = int(raw) if raw.isdigit() else raw
+            version = int(raw) if raw.isascii() and raw.isdigit() else raw
         checked = _int_or_none(version, "version")
         if isinstance(checked, Rejection):
             return rejection_response(checked)

@@ -129,6 +129,7 @@ class Coordinator(Operations):
         self._leading = False  # this process acted as leader in its last round
         self._refreshed_at = 0.0
         self._store_down = False
+        self._state_read = False
         # the secrets service (coordinator.secrets), set by the daemon when it runs one; desired state seals the
         # secrets a node's replicas consume to that node's enrolled key
         self.secrets: Any = None
@@ -223,11 +224,11 @@ class Coordinator(Operations):
         self.revoked_nodes |= revoked
         self.events = events
         self._event_seq = max([seen, *(ev.seq for ev in events)])
-        if seen:
+        if self._state_read:  # the first read is the history; after it, new events go to the streams
             for ev in events:
                 if ev.seq > seen:
-                    for queue in list(self._event_listeners):
-                        queue.put_nowait(ev)
+                    self._stream(ev)
+        self._state_read = True
 
     async def _on_connected(self) -> None:
         status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
@@ -294,6 +295,14 @@ class Coordinator(Operations):
 
     # ---- events ------------------------------------------------------------------------------------------
 
+    def _stream(self, ev: Event) -> None:
+        for queue in list(self._event_listeners):
+            if queue.qsize() >= EVENT_LISTENER_BACKLOG:  # a stalled stream is cut, never grows memory
+                self._event_listeners.discard(queue)
+                queue.put_nowait(None)
+            else:
+                queue.put_nowait(ev)
+
     def listen_events(self) -> asyncio.Queue[Event | None]:
         """A queue that receives every event recorded from now on; None means the listener fell more than
         EVENT_LISTENER_BACKLOG events behind and was cut off (re-list, then listen again). Call
@@ -322,12 +331,7 @@ class Coordinator(Operations):
         if len(self.events) > EVENT_RETENTION:
             old = self.events.pop(0)
             self._pending_ops.append(delete_op(model.event_key(old.seq)))
-        for queue in list(self._event_listeners):
-            if queue.qsize() >= EVENT_LISTENER_BACKLOG:  # a stalled stream is cut, never grows memory
-                self._event_listeners.discard(queue)
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(ev)
+        self._stream(ev)
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 
@@ -349,8 +353,8 @@ class Coordinator(Operations):
             self._wake.clear()
             try:
                 if self.leadership.is_leader and await self.leadership.still_leader():
-                    if not self._leading:
-                        await self._take_over()
+                    if not self._leading or self.epoch != (self.leadership.epoch or self.epoch):
+                        await self._take_over()  # new leadership (or lost and won again within one round)
                     async with self._lock:
                         started = time.perf_counter()
                         await self.reconcile()
@@ -358,6 +362,8 @@ class Coordinator(Operations):
                 else:
                     if self._leading:
                         self._leading = False
+                        self._pending_ops.clear()  # never replayed under another leader's term
+                        self._fence(None)
                         log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
                     await self._follow()
             except Exception:
@@ -367,8 +373,11 @@ class Coordinator(Operations):
         """Leadership gained: start from what the store holds (the previous leader's last commits) and publish every
         node's desired state under the new epoch (same specs, so agents restart nothing)."""
         async with self._lock:
-            await self._read_state()
+            if not self.solo:
+                self._pending_ops.clear()  # a former term's unflushed writes must not overwrite the store now
             self.epoch = int(self.leadership.epoch or 0)
+            self._fence(self.epoch)
+            await self._read_state()
             self._published.clear()
             self._dash_sent.clear()
             # no new settle period: a follower has been hearing node status and observed state all along (the
@@ -379,6 +388,18 @@ class Coordinator(Operations):
             log.warning("leading now (epoch %d)", self.epoch)
             self.event("Normal", "LeaderElected", f"coordinator/{self.cfg.coordinator_id}",
                        f"coordinator {self.cfg.coordinator_id} leads with epoch {self.epoch}")
+
+    def _fence(self, epoch: int | None) -> None:
+        """With etcd: make every store write require the election key at `epoch` (None: unfenced, as a follower
+        whose only writes are enrolments and renewals, each compare-and-swap)."""
+        key = getattr(self.leadership, "key", None)
+        if not self.solo and key is not None and hasattr(self.store, "fence"):
+            self.store.fence = (key, epoch) if epoch is not None else None
+
+    @property
+    def acting(self) -> bool:
+        """This process may write cluster state now (the only coordinator, or the leader that has taken over)."""
+        return self.solo or self._leading
 
     async def _follow(self) -> None:
         """A follower serves reads: refresh from the store now and then, keep membership views current (without

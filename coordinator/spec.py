@@ -562,6 +562,7 @@ LABEL_VALUE = Str(128)
 TEXT = Str(4096)
 ARGV = ListOf(TEXT, 256)
 ENV_NAME = Str(256, 1, r"[A-Za-z_][A-Za-z0-9_.-]*", "environment variable name")
+SECRET_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # noqa: S105 (a pattern, not a password)
 ABS_PATH = Str(1024, 1, r"/[^\x00]*", "absolute path")
 PORT = Int(1, 65535)
 CAPABILITY = Str(64, 1, r"[A-Z][A-Z0-9_]*", "capability (e.g. NET_BIND_SERVICE)")
@@ -616,12 +617,17 @@ class EnvVar(_Checked):
     value_from: EnvVarSource | None = field(default=None, metadata=spec_field(Obj(EnvVarSource)))
 
     SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
-        "not": {"required": ["value", "valueFrom"], "properties": {"value": {"minLength": 1}}}
+        "not": {"required": ["value", "valueFrom"], "properties": {"value": {"minLength": 1}}},
+        # a secret is handed over by /bin/sh: its variable must be a shell name
+        "if": {"required": ["valueFrom"]},
+        "then": {"properties": {"name": {"pattern": f"^{SECRET_ENV_NAME}$"}}},
     }
 
     def _problems(self) -> Iterator[tuple[str, str]]:
         if self.value and self.value_from is not None:
             yield "valueFrom", "set either value or valueFrom, not both"
+        if self.value_from is not None and not re.fullmatch(SECRET_ENV_NAME, self.name):
+            yield "name", f"a variable taking a secret must be a shell name ({SECRET_ENV_NAME})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -963,6 +969,10 @@ class SecretItem(_Checked):
     path: str = field(metadata=spec_field(Str(253, 1, r"[A-Za-z0-9._-][A-Za-z0-9._/-]*", "relative file path")))
     mode: int | None = field(default=None, metadata=spec_field(Int(0, 0o777)))
 
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "not": {"required": ["path"], "properties": {"path": {"pattern": r"(^|/)\.\.(/|$)|/$|//"}}}
+    }
+
     def _problems(self) -> Iterator[tuple[str, str]]:
         if ".." in self.path.split("/") or self.path.endswith("/") or "//" in self.path:
             yield "path", "must be a relative path without '..' or empty segments"
@@ -981,6 +991,10 @@ class SecretVolumeSpec(_Checked):
     def _problems(self) -> Iterator[tuple[str, str]]:
         for i in _duplicates(list[object]([it.path for it in self.items])):
             yield f"items[{i}].path", "duplicate path"
+        paths = [it.path for it in self.items]
+        for i, p in enumerate(paths):
+            if any(other.startswith(p + "/") for other in paths):
+                yield f"items[{i}].path", "is also used as a directory by another item"
 
 
 # ---- the workload ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import time
@@ -36,6 +37,7 @@ DIR_NAME = "cloudless-secrets"
 ENV_MOUNT = "/run/cloudless/secret-env"  # where a container sees its env fragment (read-only)
 ENV_FILE = "env.sh"
 DEFAULT_TTL_S = 300.0
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what /bin/sh accepts as a variable name
 # sourced by /bin/sh right before the workload's own command (exec keeps its pid, signals and exit code)
 WRAPPER = 'set -a; . "$CLOUDLESS_SECRET_ENV"; set +a; unset CLOUDLESS_SECRET_ENV; exec "$@"'
 
@@ -154,6 +156,13 @@ class SecretFiles:
         return self.base / replica_id if self.base is not None else None
 
     def materialize(self, spec: ReplicaSpec, *, owner: tuple[int, int] | None = None) -> Materialized:
+        try:
+            return self._materialize(spec, owner)
+        except OSError as exc:  # a full tmpfs, a path clash: one replica's problem, never the agent's loop
+            raise SecretUnavailable(f"replica {spec.replica_id}: cannot write its secret files: "
+                                    f"{exc.strerror or exc}") from None
+
+    def _materialize(self, spec: ReplicaSpec, owner: tuple[int, int] | None) -> Materialized:
         """Write (or rewrite in place) everything `spec` needs; raises SecretUnavailable saying what is missing.
         `owner` (uid, gid): who must read the files (a container's non-root user), when the agent may chown."""
         if self.base is None:
@@ -172,7 +181,7 @@ class SecretFiles:
             return opened[name]
 
         assert self.top is not None
-        _mkdir(self.top, 0o700)
+        _own_private_dir(self.top)
         _mkdir(self.base, 0o700)
         root = self.base / spec.replica_id
         _mkdir(root, 0o700)
@@ -185,6 +194,9 @@ class SecretFiles:
         if spec.secret_env:
             lines = []
             for e in spec.secret_env:
+                if not ENV_NAME.fullmatch(e.name):  # a shell would run anything else as a command and log it
+                    raise SecretUnavailable(f"env {e.name!r}: a secret's variable name must match "
+                                            f"{ENV_NAME.pattern}")
                 raw = values(e.secret).get(e.key)
                 if raw is None:
                     raise SecretUnavailable(f"env {e.name}: secret {spec.namespace}/{e.secret} has no key {e.key!r}")
@@ -240,6 +252,19 @@ def _item(key: str) -> Any:
     from broker.wire import SecretFile
 
     return SecretFile(key=key, path=key)
+
+
+def _own_private_dir(path: Path) -> None:
+    """Create `path` 0700, or accept it only if it is a real directory of ours: in a shared /dev/shm another
+    user could have made it first (or a symlink) to read or swap what we write."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise SecretUnavailable(f"{path} is not a directory owned by this agent's user (uid {os.geteuid()}); "
+                                "refusing to put secrets there — remove it, or give the agent an XDG_RUNTIME_DIR")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
 
 
 def _mkdir(path: Path, mode: int) -> None:

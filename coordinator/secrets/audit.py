@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,11 @@ def select(records: Iterable[AuditRecord], query: AuditQuery) -> list[AuditRecor
     return found[:max(0, min(query.limit, MAX_QUERY_LIMIT))]
 
 
+log = logging.getLogger(__name__)
+TXN_CHUNK = 100  # records per store transaction (etcd's default limit is 128 ops)
+MAX_BUFFERED = 50_000  # unwritten records kept while the store refuses writes
+
+
 class AuditLog:
     """Writes and reads audit records in the store (adapter; see the module docstring for durability)."""
 
@@ -199,10 +205,20 @@ class AuditLog:
             await self.prune()
 
     async def flush(self) -> None:
-        """Write the buffered records (call periodically, e.g. every second, and at shutdown)."""
-        pending, self._pending = self._pending, []
-        if pending:
-            await self.store.txn(pending)
+        """Write the buffered records (call periodically, e.g. every second, and at shutdown), in transactions of
+        at most TXN_CHUNK (etcd refuses more than 128 ops). A chunk that fails stays buffered for the next flush;
+        the buffer is capped at MAX_BUFFERED (the oldest go first, with a log line saying how many)."""
+        while self._pending:
+            chunk = self._pending[:TXN_CHUNK]
+            try:
+                await self.store.txn(chunk)
+            except Exception:
+                if len(self._pending) > MAX_BUFFERED:
+                    dropped = len(self._pending) - MAX_BUFFERED
+                    del self._pending[:dropped]
+                    log.error("secrets audit: the store refused writes; %d oldest unwritten records dropped", dropped)
+                raise
+            del self._pending[:len(chunk)]
 
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         await self.flush()
@@ -223,6 +239,6 @@ class AuditLog:
         await self.flush()
         keys = [e.key for e in await self.store.list(PREFIX)]
         doomed = expired(keys, self.clock(), self.retention)
-        for start in range(0, len(doomed), 1000):
-            await self.store.txn([delete(k) for k in doomed[start:start + 1000]])
+        for start in range(0, len(doomed), TXN_CHUNK):
+            await self.store.txn([delete(k) for k in doomed[start:start + TXN_CHUNK]])
         return len(doomed)

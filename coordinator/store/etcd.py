@@ -252,6 +252,10 @@ def collapse(ops: Sequence[Op]) -> tuple[builtins.list[Op], builtins.list[tuple[
     return builtins.list(final.values()), builtins.list(compares.items())
 
 
+class Fenced(StoreError):
+    """A leader's write refused because the election key moved on: this coordinator no longer leads."""
+
+
 class EtcdStore:
     """The Store protocol on etcd; build it with `open_etcd_store`. Also the lease calls the Elector uses."""
 
@@ -262,6 +266,9 @@ class EtcdStore:
         self.root, self.max_txn_ops = root, max_txn_ops
         self._ep = endpoints
         self._seen = 0  # newest revision any answer carried: where a new watch starts (after it)
+        # (election key, epoch) while this process leads: every transaction then also requires the election key to
+        # still have that create revision, so a deposed leader's late writes are refused by etcd itself
+        self.fence: tuple[str, int] | None = None
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -312,8 +319,11 @@ class EtcdStore:
         if len(writes) > self.max_txn_ops:
             raise StoreError(f"txn writes {len(writes)} keys; etcd takes at most {self.max_txn_ops} per transaction "
                              "(--max-txn-ops) and splitting it would not be atomic")
+        fence = self.fence
+        guard = [] if fence is None else [rpc.Compare(key=self._k(fence[0]), target=rpc.Compare.CREATE,
+                                                       result=rpc.Compare.EQUAL, create_revision=fence[1])]
         request = rpc.TxnRequest(
-            compare=[self._compare(key, expect) for key, expect in compares],
+            compare=[self._compare(key, expect) for key, expect in compares] + guard,
             success=[self._request_op(op) for op in writes],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(key), keys_only=True))
                      for key, _ in compares],
@@ -326,6 +336,8 @@ class EtcdStore:
             actual = kvs[0].mod_revision if kvs else 0
             if actual != expect:
                 raise Conflict(key, expect, actual)
+        if fence is not None:
+            raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another coordinator leads)")
         raise StoreError(f"etcd refused txn on {[k for k, _ in compares]} but every compared revision matches")
 
     def _compare(self, key: str, expect: int) -> Any:

@@ -97,7 +97,8 @@ def _env() -> st.SearchStrategy[dict[str, Any]]:
     source = for_class(spec.EnvVarSource)
     return st.one_of(
         st.fixed_dictionaries({"name": name}, optional={"value": for_kind(spec.TEXT)}),
-        st.fixed_dictionaries({"name": name, "valueFrom": source}),
+        st.fixed_dictionaries({"name": st.from_regex(rf"\A{spec.SECRET_ENV_NAME}\Z").filter(lambda n: len(n) <= 256),
+                               "valueFrom": source}),
     )
 
 

@@ -95,6 +95,10 @@ def test_secret_volumes_and_update_policy_reach_the_wire() -> None:
                                                                      {"key": "j", "path": "p"}]}]},
      "spec.secretVolumes[0].items[1].path"),
     ({"secretUpdate": "sometimes"}, "spec.secretUpdate"),
+    ({"secretVolumes": [{"secret": "x", "mountPath": "/a", "items": [{"key": "k", "path": "p"},
+                                                                     {"key": "j", "path": "p/q"}]}]},
+     "spec.secretVolumes[0].items[0].path"),
+    ({"env": [{"name": "FOO.BAR", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}, "spec.env[0].name"),
 ])
 def test_bad_secret_volumes_are_refused_naming_the_field(change: dict[str, Any], where: str) -> None:
     from coordinator.errors import SpecError

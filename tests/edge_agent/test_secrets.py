@@ -224,3 +224,25 @@ async def test_process_runtime_refuses_secret_volumes(files: SecretFiles, tmp_pa
                      secret_volumes=(wire.SecretVolume(secret="a", mount_path="/a"),))
     with pytest.raises(SpecUnsupported, match="secretVolumes"):
         await ProcessRuntime(node_id=NODE, root=tmp_path / "p").create(spec, 1, files.materialize(spec))
+
+
+def test_a_secrets_dir_made_by_someone_else_is_refused(tmp_path: Path) -> None:
+    """In a shared /dev/shm another user (or a symlink) could own our directory first: we refuse to use it."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / f"cloudless-secrets-{os.geteuid()}").symlink_to(target)
+    env = (wire.SecretEnv(name="K", secret="a", key="k"),)
+    with pytest.raises(SecretUnavailable, match="not a directory owned by"):
+        SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path).materialize(
+            spec_with(box("a", 1, {"k": b"v"}), secret_env=env))
+    assert not list(target.iterdir())
+
+
+def test_a_bad_variable_name_or_a_path_clash_is_the_replicas_problem_only(files: SecretFiles) -> None:
+    bad_env = (wire.SecretEnv(name="FOO.BAR", secret="a", key="k"),)
+    with pytest.raises(SecretUnavailable, match="variable name"):
+        files.materialize(spec_with(box("a", 1, {"k": b"v"}), secret_env=bad_env))
+    clash = (wire.SecretVolume(secret="a", mount_path="/a", items=(wire.SecretFile(key="k", path="x"),
+                                                                    wire.SecretFile(key="j", path="x/y"))),)
+    with pytest.raises(SecretUnavailable, match="cannot write"):  # an OSError, turned into this replica's error
+        files.materialize(spec_with(box("a", 1, {"k": b"v", "j": b"w"}), secret_volumes=clash))
