@@ -117,6 +117,13 @@ def stop_children(children: list[Child]) -> None:
         print(f"{child.name} stopped", flush=True)
 
 
+def _token() -> str:
+    """A random bearer token that never starts with '-' (a command line would take it for an option)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
+
+
 def ensure_admin_token(data_dir: Path) -> str:
     """The API's tokens, created once (0600): an admin token (returned, written to the CLI config) and a
     read-only viewer token (credentials/viewer-token, e.g. for dashboards); their digests go to the coordinator."""
@@ -129,7 +136,7 @@ def ensure_admin_token(data_dir: Path) -> str:
         if token_file.exists():
             tokens[name] = token_file.read_text().strip()
         else:
-            tokens[name] = secrets.token_urlsafe(32)
+            tokens[name] = _token()
             token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _write_private(token_file, tokens[name] + "\n")
     write_token_digests(data_dir / "coordinator", tokens, roles={"admin": "admin", "viewer": "viewer"})

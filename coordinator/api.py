@@ -374,7 +374,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
             return error(503, str(exc))
         except StoreError as exc:
             status = 503
-            return error(503, f"state store unavailable: {exc}")
+            return error(503, f"state store unavailable: {exc}; workloads keep running — retry once it is back")
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return error(500, "internal error; see the coordinator log")
