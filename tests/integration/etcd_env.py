@@ -174,6 +174,7 @@ class EtcdCluster:
         proc = self.members[index].proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGSTOP)
+            _wait_stopped(proc.pid)
 
     def resume(self, index: int) -> None:
         proc = self.members[index].proc
@@ -266,3 +267,24 @@ def running_etcd_cluster(workdir: Path, size: int = 3, *, tls: bool = False) -> 
         yield cluster
     finally:
         cluster.close()
+
+
+def _wait_stopped(pid: int, timeout_s: float = 10.0) -> None:
+    """Until every thread of `pid` is stopped: a signal is delivered asynchronously, and on a loaded machine a
+    Go process can still answer a request sent right after SIGSTOP was sent."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return  # gone
+        states = []
+        for thread in threads:
+            try:
+                states.append((Path(f"/proc/{pid}/task") / thread / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                pass  # that thread ended
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within {timeout_s:g} s of SIGSTOP")
