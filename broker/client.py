@@ -145,6 +145,7 @@ class MqttClient:
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._hooks: list[ConnectHook] = []
+        self._down_hooks: list[Callable[[], None]] = []
         self._sub_lock = asyncio.Lock()
         self._active: set[str] = set()  # filters subscribed on the current connection
         self.reconnects = 0
@@ -220,6 +221,10 @@ class MqttClient:
     def on_connect(self, hook: ConnectHook) -> None:
         """Run `hook` after every successful (re)connect, after re-subscribing (e.g. republish presence)."""
         self._hooks.append(hook)
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        """Call `hook` (in the event loop) whenever an established connection is lost or closed."""
+        self._down_hooks.append(hook)
 
     async def stop(self) -> None:
         """Disconnect cleanly (DISCONNECT: the broker does not publish the will) and stop reconnecting."""
@@ -401,6 +406,12 @@ class MqttClient:
         self._disconnected.set()
         if was_connected and not self._closing:
             log.warning("mqtt %s: connection lost (%s)", self.settings.client_id, reason)
+        if was_connected:
+            for hook in self._down_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("mqtt %s: a disconnect hook failed", self.settings.client_id)
         for fut in list(self._sub_futures.values()):
             if not fut.done():
                 fut.set_exception(NotConnected("connection lost before SUBACK"))

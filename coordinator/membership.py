@@ -8,8 +8,19 @@ gates), its heartbeats, and the local receive times — and `now`:
              noticed yet); becomes LOST once silent for `heartbeat_ttl_s + lost_after_s`
     OFFLINE  the node said goodbye (a clean stop publishes `offline` with its clock): its workloads may well
              still be running, so it gets a grace period (`lost_after_s`, Nomad's lostAfter) before LOST
-    LOST     replicas on it are replaced. Reached at once when the broker published the node's last will
-             (abnormal disconnect: the agent's will is `offline` with ts = 0), otherwise after the grace period.
+    LOST     replicas on it are replaced. Reached soon after the broker published the node's last will (abnormal
+             disconnect: the agent's will is `offline` with ts = 0), otherwise after the grace period.
+
+Last wills are judged together (`judge_wills`), `will_settle_s` after the first one arrived: until then the node
+is OFFLINE with `will_at` set. A broker that stops (Mosquitto does, on SIGTERM) or loses its network publishes
+every client's will at once, and nothing is wrong with the nodes: when this coordinator's own broker link went
+down around the same time, or at least `outage_fraction` of the live nodes (and two or more) sent wills together,
+the wills count as a clean goodbye — the nodes keep their replicas for the grace period, like Kubernetes' node
+lifecycle controller stops evicting when most of a zone goes at once. A lone will is a crash: LOST.
+
+Time is only counted while the coordinator can hear: `evaluate` measures silence and grace from
+`listening_since` (when its broker link last came up) at the earliest, so a coordinator cut off from the broker
+does not declare the nodes it cannot hear lost.
 
 A node returning (online status) goes back to ONLINE from any state; every ONLINE -> not-online transition
 counts as a flap. Reliability = uptime share over the time we have known the node, discounted per flap.
@@ -18,6 +29,7 @@ Transitions are returned as `MembershipEvent`s; nothing here does I/O or reads a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -38,6 +50,8 @@ class MembershipConfig:
     heartbeat_ttl_s: float = 45.0
     lost_after_s: float = 30.0
     flap_discount: float = 0.9
+    will_settle_s: float = 0.5  # last wills are judged this long after the first arrived (see the module doc)
+    outage_fraction: float = 0.5  # this share of the live nodes (two or more) willed together: not their fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,7 @@ class NodeInfo:
     flaps: int = 0
     online_time: float = 0.0  # accumulated up to state_since while ONLINE
     known_time: float = 0.0
+    will_at: float | None = None  # the broker published the node's last will then; not judged yet
 
     @property
     def online(self) -> bool:
@@ -81,7 +96,10 @@ def _transition(info: NodeInfo, state: NodeState, now: float) -> NodeInfo:
     return replace(info, state=state, state_since=now, online_time=online_time, flaps=flaps)
 
 
-def on_status(info: NodeInfo | None, msg: NodeStatus, now: float) -> tuple[NodeInfo, list[MembershipEvent]]:
+def on_status(info: NodeInfo | None, msg: NodeStatus, now: float,
+              replayed: bool = False) -> tuple[NodeInfo, list[MembershipEvent]]:
+    """`replayed`: the broker's retained copy, sent as the coordinator (re)subscribed: it says nothing of when it
+    was published, so a last will seen that way is no proof of a crash and counts as a goodbye (the grace period)."""
     events: list[MembershipEvent] = []
     node = msg.node_id
     if info is None:
@@ -93,21 +111,20 @@ def on_status(info: NodeInfo | None, msg: NodeStatus, now: float) -> tuple[NodeI
     if msg.presence is Presence.ONLINE:
         if info.state is not NodeState.ONLINE:
             events.append(MembershipEvent(node, "NodeRecovered", f"node {node} is back online"))
-        info = replace(_transition(info, NodeState.ONLINE, now), crashed=False)
+        info = replace(_transition(info, NodeState.ONLINE, now), crashed=False, will_at=None)
         info = replace(info, status=msg, last_seen=now)
     else:
-        crashed = msg.ts == WILL_TS
-        if info.state in (NodeState.ONLINE, NodeState.SUSPECT) or (crashed and info.state is not NodeState.LOST):
-            if crashed:
-                info = _transition(info, NodeState.LOST, now)
-                events.append(MembershipEvent(node, "NodeLost", f"node {node} disconnected abnormally "
-                                              "(last will); replacing its replicas", warning=True))
-            else:
-                info = _transition(info, NodeState.OFFLINE, now)
-                events.append(MembershipEvent(node, "NodeLeft", f"node {node} went offline; its replicas are kept "
-                                              "for the grace period", warning=True))
-        # keep the last online status for its facts; remember how it went away
-        info = replace(info, crashed=crashed, status=previous.status if previous.status is not None else msg)
+        if msg.ts == WILL_TS and not replayed:
+            if info.state is not NodeState.LOST and info.will_at is None:
+                # judged by `judge_wills` once `will_settle_s` has passed: other wills may be on their way
+                info = replace(_transition(info, NodeState.OFFLINE, now), will_at=now)
+        elif info.state in (NodeState.ONLINE, NodeState.SUSPECT):
+            info = _transition(info, NodeState.OFFLINE, now)
+            how = ("was disconnected (a last will kept by the broker)" if msg.ts == WILL_TS else "went offline")
+            events.append(MembershipEvent(node, "NodeLeft", f"node {node} {how}; its replicas are kept "
+                                          "for the grace period", warning=True))
+        # keep the last online status for its facts
+        info = replace(info, status=previous.status if previous.status is not None else msg)
     if msg.presence is Presence.ONLINE and previous.status is not None:
         was, now_gates = previous.status.schedulable, msg.schedulable
         if was and not now_gates:
@@ -133,23 +150,59 @@ def on_observed(info: NodeInfo | None, msg: ObservedState, now: float) -> NodeIn
     return replace(info, observed=msg, last_seen=max(info.last_seen, now))
 
 
-def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInfo, list[MembershipEvent]]:
-    """Time-driven transitions: silence and grace periods."""
+def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig,
+             listening_since: float = float("-inf")) -> tuple[NodeInfo, list[MembershipEvent]]:
+    """Time-driven transitions: silence and grace periods, counted from `listening_since` at the earliest (pass
+    `now` while the coordinator's broker link is down: it hears nobody, so nobody is silent). A node whose will
+    is not judged yet waits for `judge_wills`."""
     node = info.node_id
+    silent = now - max(info.last_seen, listening_since)
+    away = now - max(info.state_since, listening_since)
     match info.state:
-        case NodeState.ONLINE if now - info.last_seen > cfg.heartbeat_ttl_s:
+        case NodeState.ONLINE if silent > cfg.heartbeat_ttl_s:
             return _transition(info, NodeState.SUSPECT, now), [
-                MembershipEvent(node, "NodeSuspect", f"node {node} silent for {now - info.last_seen:.0f}s",
-                                warning=True)]
-        case NodeState.SUSPECT if now - info.last_seen > cfg.heartbeat_ttl_s + cfg.lost_after_s:
+                MembershipEvent(node, "NodeSuspect", f"node {node} silent for {silent:.0f}s", warning=True)]
+        case NodeState.SUSPECT if silent > cfg.heartbeat_ttl_s + cfg.lost_after_s:
             return _transition(info, NodeState.LOST, now), [
-                MembershipEvent(node, "NodeLost", f"node {node} silent for {now - info.last_seen:.0f}s; "
+                MembershipEvent(node, "NodeLost", f"node {node} silent for {silent:.0f}s; "
                                 "replacing its replicas", warning=True)]
-        case NodeState.OFFLINE if now - info.state_since > cfg.lost_after_s:
+        case NodeState.OFFLINE if info.will_at is None and away > cfg.lost_after_s:
             return _transition(info, NodeState.LOST, now), [
                 MembershipEvent(node, "NodeLost", f"node {node} offline for {cfg.lost_after_s:.0f}s; "
                                 "replacing its replicas", warning=True)]
     return info, []
+
+
+def judge_wills(members: Mapping[str, NodeInfo], now: float, cfg: MembershipConfig, *, link_up: bool,
+                link_down_at: float | None) -> tuple[dict[str, NodeInfo], list[MembershipEvent]]:
+    """The verdict on the last wills not judged yet, all together, once `will_settle_s` has passed since the first
+    (see the module doc). `link_up`: this coordinator is connected to the broker now; `link_down_at`: when its
+    link last went down (None: never). Returns the nodes that changed and their events."""
+    pending = {n: i for n, i in members.items() if i.will_at is not None}
+    if not pending:
+        return {}, []
+    first = min(i.will_at for i in pending.values() if i.will_at is not None)
+    if now - first < cfg.will_settle_s:
+        return {}, []  # more wills may be coming
+    live = len(pending) + sum(1 for n, i in members.items()
+                              if n not in pending and i.state in (NodeState.ONLINE, NodeState.SUSPECT))
+    link_cut = not link_up or (link_down_at is not None and link_down_at >= first - cfg.will_settle_s)
+    together = len(pending) >= 2 and len(pending) >= cfg.outage_fraction * live
+    changed: dict[str, NodeInfo] = {}
+    events: list[MembershipEvent] = []
+    for node, info in sorted(pending.items()):
+        if link_cut or together:
+            why = ("as this coordinator lost the broker too" if link_cut
+                   else f"together with {len(pending) - 1} of the other {live - 1} live nodes")
+            changed[node] = replace(info, will_at=None)  # OFFLINE: the grace period runs from the will
+            events.append(MembershipEvent(
+                node, "NodeLeft", f"node {node} disconnected {why}: most likely the broker or the network, not the "
+                f"node; its replicas are kept for the grace period ({cfg.lost_after_s:.0f}s)", warning=True))
+        else:
+            changed[node] = replace(_transition(info, NodeState.LOST, now), crashed=True, will_at=None)
+            events.append(MembershipEvent(node, "NodeLost", f"node {node} disconnected abnormally (last will); "
+                                          "replacing its replicas", warning=True))
+    return changed, events
 
 
 def mark_lost(info: NodeInfo, now: float) -> NodeInfo:

@@ -156,6 +156,8 @@ class Coordinator(Operations):
         self._dash_at = 0.0
         self._settle_until = 0.0
         self._started_at = clock()
+        self._link_up_at: float | None = None  # the broker link came up then (None: down)
+        self._link_down_at: float | None = None  # ... and last went down then
         from coordinator.metrics import Metrics
 
         self.metrics = Metrics(self)
@@ -170,6 +172,7 @@ class Coordinator(Operations):
     async def start(self) -> None:
         await self._load()
         self.mqtt.on_connect(self._on_connected)
+        self.mqtt.on_disconnect(self._on_disconnected)
         for channel, handler in ((topics.Channel.STATUS, self._on_status),
                                  (topics.Channel.HEARTBEAT, self._on_heartbeat),
                                  (topics.Channel.OBSERVED, self._on_observed),
@@ -240,6 +243,13 @@ class Coordinator(Operations):
         self._published.clear()
         self._dash_sent.clear()
         self._settle_until = self.clock() + SETTLE_S
+        self._link_up_at = self.clock()
+        self.wake()
+
+    def _on_disconnected(self) -> None:
+        # wills that arrived just before (a broker shutting down publishes every will) are not the nodes' fault,
+        # and while the link is down no node is silent: see membership.judge_wills / evaluate
+        self._link_up_at, self._link_down_at = None, self.clock()
         self.wake()
 
     def wake(self) -> None:
@@ -264,8 +274,12 @@ class Coordinator(Operations):
         if msg.node_id in self.revoked_nodes:
             log.warning("ignored a status from revoked node %s", msg.node_id)
             return
-        info, evs = membership.on_status(self.members.get(msg.node_id), msg, self.clock())
+        before = self.members.get(msg.node_id)
+        info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)
         self.members[msg.node_id] = info
+        if info.will_at is not None and (before is None or before.will_at is None):
+            # the verdict on a last will comes after the settle time (other wills may follow): a round then
+            asyncio.get_running_loop().call_later(self.cfg.membership.will_settle_s + 0.01, self.wake)
         for ev in evs:
             self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         if evs:
@@ -405,8 +419,7 @@ class Coordinator(Operations):
         """A follower serves reads: refresh from the store now and then, keep membership views current (without
         recording events: only the leader writes)."""
         now = self.clock()
-        for node_id, info in list(self.members.items()):
-            self.members[node_id], _ = membership.evaluate(info, now, self.cfg.membership)
+        self._judge_members(now)  # no events: only the leader records them
         if now - self._refreshed_at >= FOLLOWER_REFRESH_S:
             self._refreshed_at = now
             try:
@@ -419,14 +432,23 @@ class Coordinator(Operations):
                     self._store_down = True
                     log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
 
+    def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
+        """Time-driven membership: the verdict on last wills, then silence and grace periods (not counted while this
+        coordinator cannot hear the broker)."""
+        changed, events = membership.judge_wills(self.members, now, self.cfg.membership,
+                                                 link_up=self._link_up_at is not None, link_down_at=self._link_down_at)
+        self.members.update(changed)
+        listening = self._link_up_at if self._link_up_at is not None else now
+        for node_id, info in list(self.members.items()):
+            self.members[node_id], evs = membership.evaluate(info, now, self.cfg.membership, listening)
+            events += evs
+        return events
+
     async def reconcile(self) -> None:
         self.rounds += 1
         now = self.clock()
-        for node_id, info in list(self.members.items()):
-            updated, evs = membership.evaluate(info, now, self.cfg.membership)
-            self.members[node_id] = updated
-            for ev in evs:
-                self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        for ev in self._judge_members(now):
+            self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         if now < self._settle_until:
             # just started or reconnected: the retained statuses and observed states are still arriving, and a
             # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)

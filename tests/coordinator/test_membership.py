@@ -3,6 +3,8 @@ and reliability, and a hypothesis property over any input sequence checked again
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from coordinator.membership import (
     NodeInfo,
     NodeState,
     evaluate,
+    judge_wills,
     mark_lost,
     on_heartbeat,
     on_observed,
@@ -37,7 +40,8 @@ def status(t: float, *, online: bool = True, schedulable: bool = True, gates: tu
 
 def feed(info: NodeInfo | None, kind: str, t: float) -> tuple[NodeInfo | None, list[MembershipEvent]]:
     """One input at time t: online, gated (online, unschedulable), goodbye (clean offline), will (offline, ts 0),
-    hb (heartbeat), obs (observed state), eval (the reconcile tick)."""
+    hb (heartbeat), obs (observed state), eval (the reconcile tick), judge (the verdict on last wills, the
+    coordinator's broker link up)."""
     match kind:
         case "online":
             return on_status(info, status(t), t)
@@ -53,6 +57,11 @@ def feed(info: NodeInfo | None, kind: str, t: float) -> tuple[NodeInfo | None, l
             return on_observed(info, ObservedState(node_id=NODE, generation=1, epoch=1, ts=CLOCK + t), t), []
         case "eval":
             return evaluate(info, t, CFG) if info is not None else (None, [])
+        case "judge":
+            if info is None:
+                return None, []
+            changed, events = judge_wills({NODE: info}, t, CFG, link_up=True, link_down_at=None)
+            return changed.get(NODE, info), events
     raise AssertionError(kind)
 
 
@@ -79,17 +88,22 @@ def state_of(*steps: str) -> NodeState:
 @pytest.mark.parametrize(("steps", "state", "events"), [
     pytest.param(["online@0"], ONLINE, [J], id="join"),
     pytest.param(["goodbye@0"], OFFLINE, [], id="first-seen-offline"),
-    pytest.param(["will@0"], LOST, [LOST_], id="first-seen-by-its-will"),
+    pytest.param(["will@0", "judge@0.5"], LOST, [LOST_], id="first-seen-by-its-will"),
     pytest.param(["online@0", "goodbye@10"], OFFLINE, [J, L], id="clean-leave"),
     pytest.param(["online@0", "goodbye@10", "eval@40"], OFFLINE, [J, L], id="grace-boundary-exclusive"),
     pytest.param(["online@0", "goodbye@10", "eval@40.5"], LOST, [J, L, LOST_], id="grace-over"),
     pytest.param(["online@0", "goodbye@10", "hb@20", "eval@40.5"], LOST, [J, L, LOST_],
                  id="heartbeat-does-not-extend-the-grace"),
-    pytest.param(["online@0", "will@10"], LOST, [J, LOST_], id="will-lost-at-once"),
-    pytest.param(["online@0", "goodbye@10", "will@11"], LOST, [J, L, LOST_], id="will-during-the-grace"),
-    pytest.param(["online@0", "eval@46", "will@50"], LOST, [J, SUS, LOST_], id="will-while-suspect"),
-    pytest.param(["online@0", "will@10", "will@11"], LOST, [J, LOST_], id="second-will-no-event"),
-    pytest.param(["online@0", "will@10", "goodbye@11"], LOST, [J, LOST_], id="goodbye-after-will-stays-lost"),
+    pytest.param(["online@0", "will@10"], OFFLINE, [J], id="a-will-waits-for-its-verdict"),
+    pytest.param(["online@0", "will@10", "judge@10.4"], OFFLINE, [J], id="no-verdict-within-the-settle-time"),
+    pytest.param(["online@0", "will@10", "judge@10.5"], LOST, [J, LOST_], id="a-lone-will-is-lost"),
+    pytest.param(["online@0", "will@10", "eval@1000"], OFFLINE, [J], id="evaluate-leaves-a-will-to-the-verdict"),
+    pytest.param(["online@0", "will@10", "online@10.2", "judge@11"], ONLINE, [J, REC], id="back-before-the-verdict"),
+    pytest.param(["online@0", "goodbye@10", "will@11", "judge@12"], LOST, [J, L, LOST_], id="will-during-the-grace"),
+    pytest.param(["online@0", "eval@46", "will@50", "judge@51"], LOST, [J, SUS, LOST_], id="will-while-suspect"),
+    pytest.param(["online@0", "will@10", "will@10.3", "judge@10.5"], LOST, [J, LOST_], id="second-will-no-event"),
+    pytest.param(["online@0", "will@10", "judge@11", "will@12", "judge@13"], LOST, [J, LOST_], id="will-after-lost"),
+    pytest.param(["online@0", "will@10", "judge@11", "goodbye@12"], LOST, [J, LOST_], id="goodbye-after-lost"),
     pytest.param(["online@0", "eval@45"], ONLINE, [J], id="ttl-boundary-exclusive"),
     pytest.param(["online@0", "eval@45.5"], SUSPECT, [J, SUS], id="silent-suspect"),
     pytest.param(["online@0", "eval@46", "eval@75"], SUSPECT, [J, SUS], id="lost-boundary-exclusive"),
@@ -103,13 +117,13 @@ def state_of(*steps: str) -> NodeState:
     pytest.param(["online@0", "eval@46", "obs@50", "eval@80"], SUSPECT, [J, SUS],
                  id="observed-postpones-lost-but-does-not-revive"),
     pytest.param(["online@0", "goodbye@10", "hb@11"], OFFLINE, [J, L], id="heartbeat-does-not-revive-offline"),
-    pytest.param(["online@0", "will@10", "hb@11"], LOST, [J, LOST_], id="heartbeat-does-not-revive-lost"),
+    pytest.param(["online@0", "will@10", "judge@11", "hb@12"], LOST, [J, LOST_], id="heartbeat-does-not-revive-lost"),
     pytest.param(["online@0", "goodbye@10", "online@20"], ONLINE, [J, L, REC], id="online-revives-offline"),
-    pytest.param(["online@0", "will@10", "online@20"], ONLINE, [J, LOST_, REC], id="online-revives-lost"),
+    pytest.param(["online@0", "will@10", "judge@11", "online@20"], ONLINE, [J, LOST_, REC], id="online-revives-lost"),
     pytest.param(["online@0", "eval@46", "online@50"], ONLINE, [J, SUS, REC], id="online-revives-suspect"),
     pytest.param(["goodbye@0", "online@5"], ONLINE, [REC], id="first-offline-then-online"),
     pytest.param(["online@0", "online@5"], ONLINE, [J], id="repeated-online-status"),
-    pytest.param(["online@0", "will@10", "eval@1000"], LOST, [J, LOST_], id="lost-is-final-for-evaluate"),
+    pytest.param(["online@0", "will@10", "judge@11", "eval@1000"], LOST, [J, LOST_], id="lost-is-final-for-evaluate"),
     pytest.param(["hb@0", "obs@1", "eval@100", "online@101"], ONLINE, [J], id="heartbeat-before-status-ignored"),
 ])
 def test_transitions(steps: list[str], state: NodeState, events: list[str]) -> None:
@@ -124,7 +138,7 @@ def test_heartbeat_and_observed_before_any_status_are_ignored() -> None:
 
 
 def test_lost_warnings_and_messages() -> None:
-    _, events = feed(drive("online@0")[0], "will", 10.0)
+    _, events = feed(drive("online@0", "will@10")[0], "judge", 10.5)
     assert [(e.reason, e.warning, e.node_id) for e in events] == [(LOST_, True, NODE)]
     assert "last will" in events[0].message
     joined = on_status(None, status(0), 0.0)[1][0]
@@ -135,9 +149,10 @@ def test_lost_warnings_and_messages() -> None:
 @pytest.mark.parametrize(("steps", "crashed", "status_presence"), [
     pytest.param(["online@0"], False, Presence.ONLINE, id="online"),
     pytest.param(["online@0", "goodbye@5"], False, Presence.ONLINE, id="goodbye-keeps-the-last-online-status"),
-    pytest.param(["online@0", "will@5"], True, Presence.ONLINE, id="will-keeps-the-last-online-status"),
-    pytest.param(["will@0"], True, Presence.OFFLINE, id="first-seen-by-will-keeps-the-will"),
-    pytest.param(["online@0", "will@5", "online@9"], False, Presence.ONLINE, id="back-online-clears-crashed"),
+    pytest.param(["online@0", "will@5", "judge@6"], True, Presence.ONLINE, id="will-keeps-the-last-online-status"),
+    pytest.param(["will@0", "judge@1"], True, Presence.OFFLINE, id="first-seen-by-will-keeps-the-will"),
+    pytest.param(["online@0", "will@5"], False, Presence.ONLINE, id="not-crashed-before-the-verdict"),
+    pytest.param(["online@0", "will@5", "judge@6", "online@9"], False, Presence.ONLINE, id="online-clears-crashed"),
 ])
 def test_how_it_went_away_is_remembered(steps: list[str], crashed: bool, status_presence: Presence) -> None:
     info, _ = drive(*steps)
@@ -173,7 +188,7 @@ def test_goodbye_while_suspect(steps: list[str], state: NodeState, events: list[
     pytest.param(["online@0"], 1, id="from-online"),
     pytest.param(["online@0", "eval@46"], 1, id="from-suspect"),
     pytest.param(["online@0", "goodbye@5"], 1, id="from-offline"),
-    pytest.param(["online@0", "will@5"], 1, id="already-lost"),
+    pytest.param(["online@0", "will@5", "judge@6"], 1, id="already-lost"),
 ])
 def test_mark_lost_is_lost_at_once(steps: list[str], flaps: int) -> None:
     """The administrative verdict (a revoked certificate). The core would let a later online status revive the
@@ -186,6 +201,98 @@ def test_mark_lost_is_lost_at_once(steps: list[str], flaps: int) -> None:
     assert on_status(lost, status(70.0), 70.0)[0].state is ONLINE
 
 
+# ---- last wills judged together; time counted only while listening ----------------------------------------------
+
+
+def cluster(n: int) -> dict[str, NodeInfo]:
+    out = {}
+    for k in range(n):
+        info, _ = on_status(None, replace(status(0), node_id=f"n{k}"), 0.0)
+        out[info.node_id] = info
+    return out
+
+
+def will(members: dict[str, NodeInfo], node: str, t: float) -> None:
+    members[node], _ = on_status(members[node], replace(status(t, online=False, ts=0.0), node_id=node), t)
+
+
+@pytest.mark.parametrize(("size", "willed", "link_up", "link_down_at", "lost"), [
+    pytest.param(3, ["n0"], True, None, ["n0"], id="a-lone-will-is-a-crash"),
+    pytest.param(10, ["n0", "n1"], True, None, ["n0", "n1"], id="two-of-ten-are-crashes"),
+    pytest.param(3, ["n0", "n1"], True, None, [], id="two-of-three-together-is-the-broker"),
+    pytest.param(2, ["n0", "n1"], True, None, [], id="every-node-at-once"),
+    pytest.param(1, ["n0"], True, None, ["n0"], id="one-node-is-not-together"),
+    pytest.param(3, ["n0"], False, 10.2, [], id="this-coordinator-lost-the-broker-too"),
+    pytest.param(3, ["n0"], True, 10.3, [], id="and-is-back-already"),
+    pytest.param(3, ["n0"], True, 9.4, ["n0"], id="its-link-went-down-well-before"),
+    pytest.param(1, ["n0"], True, 9.5, [], id="its-link-went-down-within-the-settle-time-before"),
+])
+def test_wills_are_judged_together(size: int, willed: list[str], link_up: bool, link_down_at: float | None,
+                                   lost: list[str]) -> None:
+    members = cluster(size)
+    for node in willed:
+        will(members, node, 10.0)
+    changed, events = judge_wills(members, 10.5, CFG, link_up=link_up, link_down_at=link_down_at)
+    assert sorted(changed) == sorted(willed)
+    assert sorted(n for n, i in changed.items() if i.state is LOST) == sorted(lost)
+    assert all(i.will_at is None for i in changed.values())
+    assert sorted((e.node_id, e.reason) for e in events) == sorted(
+        (n, LOST_ if n in lost else L) for n in willed)
+    kept = [i for i in changed.values() if i.state is not LOST]
+    for info in kept:  # the grace period of a clean goodbye, counted from the will
+        assert not info.crashed and info.state is OFFLINE
+        assert evaluate(info, 40.0, CFG)[0].state is OFFLINE
+        assert evaluate(info, 40.5, CFG)[0].state is LOST
+        assert on_status(info, replace(status(20), node_id=info.node_id), 20.0)[0].state is ONLINE
+    if kept:
+        assert "broker" in events[0].message and "grace period" in events[0].message
+
+
+def test_wills_wait_for_the_settle_time_after_the_first() -> None:
+    members = cluster(4)
+    will(members, "n0", 10.0)
+    assert judge_wills(members, 10.4, CFG, link_up=True, link_down_at=None) == ({}, [])
+    will(members, "n1", 10.3)
+    will(members, "n2", 10.45)
+    changed, events = judge_wills(members, 10.5, CFG, link_up=True, link_down_at=None)
+    assert sorted(changed) == ["n0", "n1", "n2"] and all(i.state is OFFLINE for i in changed.values())
+    assert "together with 2 of the other 3 live nodes" in events[0].message
+    assert judge_wills({**members, **changed}, 11.0, CFG, link_up=True, link_down_at=None) == ({}, [])
+
+
+@pytest.mark.parametrize(("before", "state", "events"), [
+    pytest.param([], OFFLINE, [], id="first-seen"),
+    pytest.param(["online@0"], OFFLINE, [L], id="was-online"),
+    pytest.param(["online@0", "goodbye@5"], OFFLINE, [], id="already-offline"),
+])
+def test_a_replayed_will_is_a_goodbye_with_its_grace_period(before: list[str], state: NodeState,
+                                                            events: list[str]) -> None:
+    """A retained will sent as the coordinator (re)subscribed may be from a broker outage long over: no proof
+    of a crash, so the node gets the grace period (from now) instead of the verdict on a fresh will."""
+    info, _ = drive(*before)
+    replayed, evs = on_status(info, status(10, online=False, ts=0.0), 10.0, replayed=True)
+    assert (replayed.state, [e.reason for e in evs], replayed.will_at, replayed.crashed) == (state, events, None, False)
+    if evs:
+        assert "last will kept by the broker" in evs[0].message
+    assert evaluate(replayed, 100.0, CFG, 80.0)[0].state is OFFLINE  # listening since 80: the grace runs to 110
+    assert evaluate(replayed, 110.5, CFG, 80.0)[0].state is LOST
+
+
+@pytest.mark.parametrize(("steps", "listening_since", "now", "state"), [
+    pytest.param(["online@0"], 100.0, 145.0, ONLINE, id="silence-counts-from-listening"),
+    pytest.param(["online@0"], 100.0, 145.5, SUSPECT, id="silence-past-the-ttl-since-listening"),
+    pytest.param(["online@0"], 146.0, 146.0, ONLINE, id="not-listening-nobody-is-silent"),
+    pytest.param(["online@0", "goodbye@10"], 50.0, 80.0, OFFLINE, id="grace-counts-from-listening"),
+    pytest.param(["online@0", "goodbye@10"], 50.0, 80.5, LOST, id="grace-over-since-listening"),
+    pytest.param(["online@0", "goodbye@10"], 0.0, 40.5, LOST, id="listening-all-along"),
+])
+def test_time_counts_only_while_listening(steps: list[str], listening_since: float, now: float,
+                                          state: NodeState) -> None:
+    info, _ = drive(*steps)
+    assert info is not None
+    assert evaluate(info, now, CFG, listening_since)[0].state is state
+
+
 # ---- gates ------------------------------------------------------------------------------------------------------
 
 
@@ -196,7 +303,7 @@ def test_mark_lost_is_lost_at_once(steps: list[str], flaps: int) -> None:
     pytest.param(["gated@0"], [J], id="joining-gated-is-no-transition"),
     pytest.param(["gated@0", "online@5"], [J, UNGATED], id="joined-gated-then-ungated"),
     pytest.param(["online@0", "goodbye@5", "gated@10"], [J, L, REC, GATED], id="gated-across-a-goodbye"),
-    pytest.param(["online@0", "will@5", "gated@10"], [J, LOST_, REC, GATED], id="gated-across-a-will"),
+    pytest.param(["online@0", "will@5", "judge@6", "gated@10"], [J, LOST_, REC, GATED], id="gated-across-a-will"),
 ])
 def test_gate_events(steps: list[str], events: list[str]) -> None:
     info, reasons = drive(*steps)
@@ -255,7 +362,7 @@ def test_reliability_decreases_with_flaps_and_offline_time() -> None:
 
 # ---- the property -----------------------------------------------------------------------------------------------
 
-KINDS = ("online", "gated", "goodbye", "will", "hb", "obs", "eval")
+KINDS = ("online", "gated", "goodbye", "will", "hb", "obs", "eval", "judge")
 EVENT_FOR = {LOST: LOST_, SUSPECT: SUS}
 
 
@@ -266,46 +373,56 @@ INPUT = st.tuples(st.sampled_from((*KINDS, "eval", "eval", "eval", "hb")), STEP)
 @settings(max_examples=500, deadline=None)
 @given(st.lists(INPUT, min_size=1, max_size=40))
 def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
-    """Against an independent model: the state is one of the four; LOST only through a will, the grace period
-    after a goodbye or silence past ttl + lost_after; SUSPECT only through silence past the ttl; flaps count the
-    exits from ONLINE; NodeLost/NodeSuspect are emitted exactly on those transitions; a goodbye from ONLINE or
-    SUSPECT is OFFLINE with NodeLeft (and NodeLeft only then); reliability in [0, 1]."""
+    """Against an independent model: the state is one of the four; LOST only through the verdict on a will (the
+    settle time after it), the grace period after a goodbye or silence past ttl + lost_after; SUSPECT only
+    through silence past the ttl; a will makes a node OFFLINE until its verdict; flaps count the exits from
+    ONLINE; NodeLost/NodeSuspect are emitted exactly on those transitions; a goodbye from ONLINE or SUSPECT is
+    OFFLINE with NodeLeft (and NodeLeft only then); crashed exactly after a will's verdict until back online;
+    reliability in [0, 1]."""
     info: NodeInfo | None = None
     now = 0.0
     heard = offline_since = 0.0  # the model's own clocks
+    will_at: float | None = None
+    crashed = False
     exits = 0
     for kind, dt in inputs:
         now += dt
         before = info.state if info is not None else None
         info, events = feed(info, kind, now)
         if info is None:
-            assert kind in ("hb", "obs", "eval")
+            assert kind in ("hb", "obs", "eval", "judge")
             continue
         after = info.state
         reasons = [e.reason for e in events]
         assert after in set(NodeState)
         if kind in ("online", "gated", "hb", "obs"):
             heard = now
+        if kind == "will" and before is not LOST and will_at is None:
+            will_at = now
         if after is not before:
             exits += before is ONLINE
             if after is LOST:
-                assert (kind == "will"
-                        or (kind == "eval" and before is OFFLINE and now - offline_since > CFG.lost_after_s)
+                assert ((kind == "judge" and will_at is not None and now - will_at >= CFG.will_settle_s)
+                        or (kind == "eval" and before is OFFLINE and will_at is None
+                            and now - offline_since > CFG.lost_after_s)
                         or (kind == "eval" and before is SUSPECT
                             and now - heard > CFG.heartbeat_ttl_s + CFG.lost_after_s)), (kind, before)
             elif after is SUSPECT:
                 assert kind == "eval" and before is ONLINE and now - heard > CFG.heartbeat_ttl_s
             elif after is OFFLINE:
-                assert kind == "goodbye" and before in (ONLINE, SUSPECT, None)
+                assert kind in ("goodbye", "will") and before in (ONLINE, SUSPECT, None)
                 offline_since = now
             else:
                 assert kind in ("online", "gated") or (kind == "hb" and before is SUSPECT)
+            crashed = (after is LOST and kind == "judge") or (crashed and after is LOST)
+        if after is not OFFLINE:
+            will_at = None
+        assert info.will_at == will_at
         if kind == "goodbye" and before in (ONLINE, SUSPECT):
             assert after is OFFLINE  # a clean leave, whether the node was heard lately or silent
         assert (L in reasons) == (kind == "goodbye" and before in (ONLINE, SUSPECT))
         for state, reason in EVENT_FOR.items():
             assert (reason in reasons) == (after is state and before is not state)
-        if kind in ("online", "gated", "goodbye", "will"):
-            assert info.crashed == (kind == "will")
+        assert info.crashed == crashed
         assert info.flaps == exits
         assert 0.0 <= info.reliability(now, CFG) <= 1.0

@@ -44,6 +44,19 @@ class FakeBroker:
         """A broker restart with an empty retained store."""
         self.retained.clear()
 
+    async def shutdown(self) -> None:
+        """Stop as Mosquitto does on SIGTERM: publish every connected client's last will (to the clients still
+        connected), then drop every connection and forget the retained store. `start` each client again to
+        model the reconnect."""
+        connected = [c for c in self.clients if c.connected]
+        for c in connected:
+            if c.will is not None:
+                self.route(c.client_id, c.will[0], c.will[1], True)
+        await asyncio.sleep(0.01)  # the wills reach the clients before their connections go
+        for c in connected:
+            c._drop()
+        self.wipe()
+
 
 class FakeBusClient:
     def __init__(self, broker: FakeBroker, client_id: str, will: tuple[str, bytes] | None) -> None:
@@ -52,6 +65,7 @@ class FakeBusClient:
         self.will = will
         self.subs: dict[str, Handler] = {}
         self._hooks: list[Callable[[], Awaitable[None]]] = []
+        self._down_hooks: list[Callable[[], None]] = []
         self._connected = False
         self.queued: list[tuple[str, bytes, bool]] = []
 
@@ -61,6 +75,15 @@ class FakeBusClient:
 
     def on_connect(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._hooks.append(hook)
+
+    def on_disconnect(self, hook: Callable[[], None]) -> None:
+        self._down_hooks.append(hook)
+
+    def _drop(self) -> None:
+        was, self._connected = self._connected, False
+        if was:
+            for hook in self._down_hooks:
+                hook()
 
     async def start(self) -> None:
         self._connected = True
@@ -76,11 +99,11 @@ class FakeBusClient:
             await hook()
 
     async def stop(self) -> None:
-        self._connected = False
+        self._drop()
 
     async def abort(self) -> None:
         """Drop the connection as a crash would: the broker publishes the will."""
-        self._connected = False
+        self._drop()
         if self.will is not None:
             self.broker.route(self.client_id, self.will[0], self.will[1], True)
 

@@ -179,6 +179,32 @@ async def test_a_broker_that_lost_its_retained_state_is_refilled_without_restart
     assert node.runtime.calls == calls_before, "a healthy workload was touched"
 
 
+@pytest.mark.parametrize("nodes", [["a"], ["a", "b"]], ids=["one-node-the-coordinator-lost-the-broker-too",
+                                                            "every-node-at-once"])
+async def test_a_broker_that_publishes_every_will_as_it_stops_replaces_nothing(pair: Pair, nodes: list[str]) -> None:
+    """Mosquitto publishes every client's last will when it stops: the nodes are fine, so their replicas stay
+    where they are (a lone crash is still replaced: test_a_crashed_node_loses_its_replicas_to_the_others)."""
+    for n in nodes:
+        await pair.add_node(n).agent.start()
+    await until(lambda: len(pair.coord.members) == len(nodes))
+    await pair.coord.apply(workload("web", len(nodes), placement={"spread": "node"}))
+    await until(lambda: pair.ready("web") == len(nodes))
+    placement, calls = pair.placement("web"), {n: list(node.runtime.calls) for n, node in pair.nodes.items()}
+    await pair.bus.shutdown()
+    await asyncio.sleep(1.0)  # twice the will settle time and many rounds while the broker is away (lost_after 0.5)
+    assert pair.placement("web") == placement
+    for client in pair.bus.clients:
+        await client.start()  # the broker is back (empty) and everyone reconnects
+    await until(lambda: topics.node_desired("a") in pair.bus.retained and pair.ready("web") == len(nodes),
+                what="refilled")
+    await asyncio.sleep(0.5)
+    assert pair.placement("web") == placement
+    assert {n: list(node.runtime.calls) for n, node in pair.nodes.items()} == calls, "a healthy workload was touched"
+    left = [e for e in pair.coord.events if e.reason == "NodeLeft"]
+    assert len(left) == len(nodes) and all("broker" in e.message for e in left)
+    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+
+
 async def test_a_stale_epoch_is_ignored_by_the_agent(pair: Pair) -> None:
     node = pair.add_node("a")
     await node.agent.start()
