@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--password-file", type=Path, default=None, help="file holding the broker password")
     p.add_argument("--lost-after", type=float, default=30.0, metavar="SECONDS",
                    help="grace period before replicas of a node that went offline cleanly are replaced "
-                   "(default 30; a crashed node, seen by its last will, is replaced at once)")
+                   "(default 30; a crashed node, seen by its last will, is replaced within 0.5 s — unless many "
+                   "nodes willed at once or this coordinator lost the broker too: then they get this grace period)")
     p.add_argument("--heartbeat-ttl", type=float, default=45.0, metavar="SECONDS",
                    help="silence after which a node is suspect (default 45)")
     p.add_argument("--pki", action="store_true",

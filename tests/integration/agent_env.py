@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -228,3 +229,19 @@ class Observer:
             await asyncio.sleep(0.05)
         detail = f"\nagent log:\n{agent.log_tail()}" if agent is not None else ""
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; observed: {self.observed}{detail}")
+
+
+def process_instances(agents: list[AgentProc]) -> dict[str, tuple[int, float]]:
+    """replica id -> (pid, process start time) of every running process-runtime instance of these agents: the same
+    pair after an event means the workload was not restarted."""
+    out = {}
+    for a in agents:
+        for d in (a.data_dir / "process").glob("p-*"):
+            try:
+                run = json.loads((d / "run.json").read_text())
+                meta = json.loads((d / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if not (d / "exit").exists():
+                out[meta["labels"]["cloudless.replica"]] = (run["pid"], run["pid_created"])
+    return out

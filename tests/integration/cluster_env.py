@@ -113,6 +113,16 @@ SECURE = {"runAsNonRoot": True, "runAsUser": 65534, "readOnlyRootFilesystem": Tr
           "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def sleeper(name: str, replicas: int, **spec: object) -> dict[str, Any]:
+    """A process-runtime workload: `sleep 3600` (nothing to pull, starts at once)."""
+    return {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": name},
+            "spec": {"image": "none", "command": ["sleep", "3600"], "replicas": replicas,
+                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
+                     # the process runtime cannot make a read-only root filesystem (it refuses rather than pretend)
+                     "securityContext": {k: v for k, v in SECURE.items() if k != "readOnlyRootFilesystem"},
+                     **spec}}
+
+
 def httpd_workload(name: str, *, replicas: int = 3, image: str = "localhost/cloudless/busybox:latest",
                    readiness_path: str = "/", **spec: Any) -> dict[str, Any]:
     return {

@@ -22,8 +22,8 @@ import pytest
 
 from broker import wire
 from broker.wire import topics
-from tests.integration.agent_env import AgentProc
-from tests.integration.cluster_env import SECURE, ApiError, CoordinatorProc, until
+from tests.integration.agent_env import AgentProc, process_instances
+from tests.integration.cluster_env import ApiError, CoordinatorProc, sleeper, until
 from tests.integration.conftest import BrokerUnderTest, make_auth, require_binary
 from tests.integration.etcd_env import EtcdCluster, running_etcd_cluster
 from tests.integration.rawmqtt import RawClient
@@ -76,26 +76,7 @@ class Ha:
         return found if len(found) == count else None
 
     def instances(self) -> dict[str, tuple[int, float]]:
-        """replica id -> (pid, process start time) of every running process-runtime instance on every node."""
-        out = {}
-        for a in self.agents:
-            for d in (a.data_dir / "process").glob("p-*"):
-                try:
-                    run = json.loads((d / "run.json").read_text())
-                    meta = json.loads((d / "meta.json").read_text())
-                except (OSError, ValueError):
-                    continue
-                if not (d / "exit").exists():
-                    out[meta["labels"]["cloudless.replica"]] = (run["pid"], run["pid_created"])
-        return out
-
-
-def sleeper(name: str, replicas: int) -> dict[str, Any]:
-    return {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": name},
-            "spec": {"image": "none", "command": ["sleep", "3600"], "replicas": replicas,
-                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
-                     # the process runtime cannot make a read-only root filesystem (it refuses rather than pretend)
-                     "securityContext": {k: v for k, v in SECURE.items() if k != "readOnlyRootFilesystem"}}}
+        return process_instances(self.agents)
 
 
 @pytest.fixture(scope="module")
