@@ -38,7 +38,8 @@ from coordinator.store import StoreError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
-FORWARDED_HEADER = "X-Cloudless-Forwarded-By"
+FORWARDED_HEADER = "X-Cloudless-Forwarded-By"  # set by a follower forwarding a write: the coordinator's id
+FORWARDED_FOR_HEADER = "X-Cloudless-Forwarded-For"  # ... and the address of the client it came from
 # writes any coordinator serves itself: enrolment and renewal authenticate with a token or the caller's own TLS
 # client certificate (which a forwarded request would not carry), and their store writes are compare-and-swap
 LOCAL_WRITES = frozenset({"enroll", "renew"})
@@ -325,14 +326,11 @@ class Api(_IdentityHandlers, SecretsHandlers):
         status = 500
         try:
             spec = ROUTE_BY_NAME.get(name)
-            if request.method not in ("GET", "HEAD") and spec is not None and spec.handler not in LOCAL_WRITES \
-                    and not self.coord.acting:
-                if self.coord.leadership.is_leader:  # elected a moment ago: state is being re-read
-                    status = 503
-                    return error(503, "this coordinator is taking over as leader; retry in a second")
-                resp = await self._forward(request)
-                status = resp.status
-                return resp
+            if request.headers.get(FORWARDED_HEADER) and self.identity is not None \
+                    and self.forwarded_by(request) is None:
+                status = 403
+                return error(403, f"{FORWARDED_HEADER} is for coordinators forwarding a write, proven by their "
+                             "coordinator certificate; send the request without it")
             if spec is not None and spec.auth:
                 role = self._role(request)
                 if role is None:
@@ -342,6 +340,14 @@ class Api(_IdentityHandlers, SecretsHandlers):
                 if role != "admin" and request.method not in ("GET", "HEAD"):
                     status = 403
                     return error(403, f"the {role!r} role may only read; this needs an admin credential")
+            if request.method not in ("GET", "HEAD") and spec is not None and spec.handler not in LOCAL_WRITES \
+                    and not self.coord.acting:  # authenticated first: a follower relays nobody else's requests
+                if self.coord.leadership.is_leader:  # elected a moment ago: state is being re-read
+                    status = 503
+                    return error(503, "this coordinator is taking over as leader; retry in a second")
+                resp = await self._forward(request)
+                status = resp.status
+                return resp
             resp = await handler(request)
             status = resp.status
             return resp
@@ -453,6 +459,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("authorization", "content-type", "accept", "user-agent")}
         headers[FORWARDED_HEADER] = self.coord.cfg.coordinator_id
+        headers[FORWARDED_FOR_HEADER] = request.remote or "unknown"
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)) as session, \
                     session.request(request.method, target.rstrip("/") + request.rel_url.path_qs, data=body,
@@ -464,6 +471,16 @@ class Api(_IdentityHandlers, SecretsHandlers):
                 return web.Response(status=resp.status, body=payload, headers=out)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return error(503, f"the leader at {target} did not answer ({type(exc).__name__}); retry in a few seconds")
+
+    def forwarded_by(self, request: web.Request) -> tuple[str, str] | None:
+        """(coordinator, client address) of a write a follower forwarded, when the follower proved it is a coordinator
+        with its certificate (mutual TLS); None for any other request, whatever its headers say."""
+        if not request.headers.get(FORWARDED_HEADER):
+            return None
+        cert = peer_cert(request.transport.get_extra_info("ssl_object") if request.transport else None)
+        if cert is None or cert.unit != CertRole.COORDINATOR.value:
+            return None
+        return cert.common_name, request.headers.get(FORWARDED_FOR_HEADER, "unknown")[:64]
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.prom.render()

@@ -328,8 +328,12 @@ async def _run(args: argparse.Namespace) -> int:
         refresher = asyncio.create_task(_refresh_crl(identity))
     api = Api(coord, token_digests=tokens, identity=identity)
     api.secrets_key_source = key_source
-    if api_ssl is not None and identity is not None:  # followers forward writes to the leader's HTTPS API
+    if api_ssl is not None and identity is not None:
+        # followers forward writes to the leader's HTTPS API, proving with their coordinator certificate that the
+        # forwarding headers (who forwarded, for which client) are theirs
         api.forward_ssl = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.pem"))
+        name = f"coordinator@{args.id}"
+        api.forward_ssl.load_cert_chain(str(data_dir / "pki" / f"{name}.pem"), str(data_dir / "pki" / f"{name}.key"))
     runner, bound = await serve(api, host, port, api_ssl)
     scheme = "https" if api_ssl else "http"
     api_url = f"{scheme}://{host}:{bound}"

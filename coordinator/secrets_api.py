@@ -24,7 +24,7 @@ import binascii
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -134,6 +134,7 @@ class SecretsHandlers:
 
     coord: Coordinator
     tokens: dict[str, tuple[str, str]]
+    forwarded_by: Callable[[web.Request], tuple[str, str] | None]
     # where `rotate` adds a new master key: the daemon sets it (KeySource.from_environ at startup)
     secrets_key_source: KeySource | None = None
     _rotating: asyncio.Lock | None = None
@@ -149,8 +150,10 @@ class SecretsHandlers:
         from coordinator.api import FORWARDED_HEADER, token_digest
 
         source = request.remote or "unknown"
-        if via := request.headers.get(FORWARDED_HEADER):
-            source = f"{source} (forwarded by coordinator {via[:63]})"
+        if (forwarded := self.forwarded_by(request)) is not None:
+            source = f"{forwarded[1]} (forwarded by {forwarded[0]})"
+        elif request.headers.get(FORWARDED_HEADER):
+            source = f"{source} (claims to be forwarded by a coordinator: not proven)"
         header = request.headers.get("Authorization", "").strip()
         if header in ("", "Bearer"):
             return Caller("anonymous", source, Role.NONE)

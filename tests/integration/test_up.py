@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,6 +224,22 @@ def _ready(up: Up, port: int) -> dict[str, Any]:
         return {}
 
 
+def _call(up: Up, port: int, method: str, path: str, body: object, *, token: str | None,
+          extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """One HTTPS request to the coordinator on `port`: (status, headers, body text), errors included."""
+    context = ssl.create_default_context(cafile=str(up.data / "coordinator" / "pki" / "ca.pem"))
+    headers = {"Content-Type": "application/json", **(extra or {})}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
 def _running(up: Up) -> int:
     """How many process-runtime instances the local agent runs."""
     return sum(1 for d in (up.data / "agent" / "process").glob("p-*") if (d / "run.json").exists()
@@ -267,6 +284,24 @@ def test_up_with_three_coordinators_survives_the_leaders_death(up_ha: Up) -> Non
         return sum(int(w["status"]["ready"]) for w in items["items"] if w["metadata"]["name"] == "sl")
     until(lambda: ready_via(follower) == 2, 60, "2 sleep replicas ready")
     assert _running(up) == 2
+
+    # forwarding is authenticated: a follower refuses a caller without a credential itself (it relays nobody's
+    # anonymous writes), proves to the leader with its coordinator certificate that the forwarding headers are
+    # its own, and the leader's audit names the real client and that follower; the header from anyone else is
+    # refused
+    status, headers, _ = _call(up, follower, "POST", "/v1/nodes/local/cordon", {}, token=None)
+    assert status == 401 and "X-Cloudless-Leader" not in headers, "an unauthenticated write was relayed"
+    admin = (up.data / "credentials" / "admin-token").read_text().strip()
+    status, _, body = _call(up, lead, "POST", "/v1/secrets/default", {"name": "forged", "data": {"k": "dg=="}},
+                            token=admin, extra={"X-Cloudless-Forwarded-By": "c9"})
+    assert status == 403 and "X-Cloudless-Forwarded-By" in body
+    up.cli("secrets", "create", "default/fwd", "--data", "k=v", "--server", f"https://127.0.0.1:{follower}")
+    audit = json.loads(up.cli("secrets", "audit", "-o", "json", "--server", f"https://127.0.0.1:{lead}").stdout)
+    [created] = [r for r in audit["items"] if r["action"] == "create" and r.get("name") == "fwd"]
+    lead_id = _ready(up, lead)["leaderId"]
+    assert re.fullmatch(r"127\.0\.0\.1 \(forwarded by coordinator@\S+\)", created["source"]), created
+    assert f"coordinator@{lead_id})" not in created["source"], created
+    assert not [r for r in audit["items"] if r.get("name") == "forged"]
 
     # kill -9 the leading coordinator: another one leads, and reads and writes keep working through it
     lead_id = _ready(up, lead)["leaderId"]

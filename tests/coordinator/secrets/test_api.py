@@ -90,9 +90,10 @@ class LiveApi:
         await self.coord.stop()
         await self.store.close()
 
-    def request(self, method: str, path: str, body: object = None, *, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: object = None, *, token: str = ADMIN_TOKEN,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         if data is not None:
@@ -462,3 +463,13 @@ def _wait_log(proc: Any, text: str) -> str:
 
     return str(until(lambda: text in proc.log_tail() and proc.log_tail(), 10, f"{text!r} in the log",
                      proc.log_tail))
+
+
+def test_a_forwarding_claim_without_a_coordinator_certificate_is_not_believed(live: LiveApi) -> None:
+    """Only a follower proving itself with its coordinator certificate (mutual TLS; tests/integration/test_up.py)
+    may say a write came from someone else: here (plain HTTP) the audit keeps the real peer and says so."""
+    status, _ = live.request("POST", "/v1/secrets/prod", {"name": "db", "data": b64(DB)},
+                             headers={"X-Cloudless-Forwarded-By": "c2", "X-Cloudless-Forwarded-For": "10.9.9.9"})
+    assert status == 201
+    [record] = live.ok("GET", "/v1/secrets-audit?action=create")["items"]
+    assert record["source"] == "127.0.0.1 (claims to be forwarded by a coordinator: not proven)", record
