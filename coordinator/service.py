@@ -151,6 +151,7 @@ class Coordinator(Operations):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending_ops: list[Any] = []
+        self._unstreamed: list[Event] = []  # recorded, streamed to listeners once their write is committed
         self._replies: dict[str, asyncio.Future[CommandReply]] = {}
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
@@ -345,7 +346,7 @@ class Coordinator(Operations):
         if len(self.events) > EVENT_RETENTION:
             old = self.events.pop(0)
             self._pending_ops.append(delete_op(model.event_key(old.seq)))
-        self._stream(ev)
+        self._unstreamed.append(ev)  # streamed by _flush once committed: a stream never shows an event (or an id)
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 
@@ -357,6 +358,9 @@ class Coordinator(Operations):
             chunk = self._pending_ops[:FLUSH_CHUNK]
             await self.store.txn(chunk)  # on failure the chunk (and the rest) stays queued
             del self._pending_ops[:len(chunk)]
+        committed, self._unstreamed = self._unstreamed, []  # that a failover could lose and a new leader reuse
+        for ev in committed:
+            self._stream(ev)
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -377,6 +381,7 @@ class Coordinator(Operations):
                     if self._leading:
                         self._leading = False
                         self._pending_ops.clear()  # never replayed under another leader's term
+                        self._unstreamed.clear()
                         self._fence(None)
                         log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
                     await self._follow()
@@ -389,6 +394,7 @@ class Coordinator(Operations):
         async with self._lock:
             if not self.solo:
                 self._pending_ops.clear()  # a former term's unflushed writes must not overwrite the store now
+                self._unstreamed.clear()
             self.epoch = int(self.leadership.epoch or 0)
             self._fence(self.epoch)
             await self._read_state()

@@ -1,0 +1,51 @@
+"""Event streams (GET /v1/events/stream) show an event only once it is committed: an event a leader recorded but
+never wrote (it died, or lost the store) must not reach a client, whose resume id would then skip the event the
+next leader records under the same sequence number."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from coordinator.service import Coordinator, CoordinatorConfig
+from coordinator.store import SqliteStore
+from coordinator.store.base import Op, StoreUnavailable
+from tests.pair.fakebus import FakeBroker
+
+
+class FlakyStore(SqliteStore):
+    """A real SQLite store whose writes fail while `down` (an etcd without quorum)."""
+
+    down = False
+
+    async def txn(self, ops: Sequence[Op]) -> int:
+        if self.down:
+            raise StoreUnavailable("the store is down (test)")
+        return await super().txn(ops)
+
+
+@pytest.fixture
+async def coord() -> Any:
+    store = FlakyStore(":memory:")
+    c = Coordinator(CoordinatorConfig(), store=store, mqtt=FakeBroker().client("coordinator@t"))  # type: ignore[arg-type]
+    await c.start()
+    yield c
+    await c.stop()
+    await store.close()
+
+
+async def test_an_event_is_streamed_once_committed(coord: Coordinator) -> None:
+    queue = coord.listen_events()
+    store: FlakyStore = coord.store  # type: ignore[assignment]
+    async with coord._lock:  # no round in between: this test drives the flushes
+        store.down = True
+        first = coord.event("Normal", "Test", "node/x", "recorded while the store is down")
+        with pytest.raises(StoreUnavailable):
+            await coord._flush()
+        assert queue.empty(), "streamed before it was committed"
+        store.down = False
+        await coord._flush()
+        assert queue.get_nowait() == first and queue.empty()
+    coord.unlisten_events(queue)
