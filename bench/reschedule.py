@@ -349,10 +349,12 @@ def variant_block(run: Run) -> str:
 def findings(runs: list[Run]) -> list[str]:
     """What the numbers show, derived from them (so a rerun after a fix does not keep a stale explanation)."""
     out = [
-        "Detection is not the cost: the broker publishes the killed agent's last will as soon as the kernel closes "
-        "its socket, and the coordinator declares the node lost and places the replacement within a few ms of "
-        "that. The rest is the receiving agent: desired state in, container create + start through its Podman "
-        "service, a passing readiness probe (period 0.5 s), and its next observed-state publish."
+        "Detection: the broker publishes the killed agent's last will as soon as the kernel closes its socket; "
+        "the coordinator judges last wills together 0.5 s after the first arrives (a broker that stops publishes "
+        "every client's will at once, which must not read as every node crashing: docs/broker.md), then declares "
+        "the node lost and places the replacement within a few ms (the first rows of the tables). The rest is the "
+        "receiving agent: desired state in, container create + start through its Podman service, a passing "
+        "readiness probe (period 0.5 s), and its next observed-state publish."
     ]
     lost = sum(t.lost_replicas for r in runs for t in r.trials)
     placed = sum(t.placements for r in runs for t in r.trials)
