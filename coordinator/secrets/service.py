@@ -42,7 +42,15 @@ from typing import Any
 
 from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, valid_id
 from coordinator.secrets import envelope, tokens
-from coordinator.secrets.audit import AuditAction, AuditLog, AuditQuery, AuditRecord, AuditResult, AuditRetention
+from coordinator.secrets.audit import (
+    TXN_CHUNK,
+    AuditAction,
+    AuditLog,
+    AuditQuery,
+    AuditRecord,
+    AuditResult,
+    AuditRetention,
+)
 from coordinator.secrets.envelope import Binding, Keyring, Plaintext, Rng, SealedVersion
 from coordinator.secrets.masterkey import KEY_ENV, MasterKeyError
 from coordinator.secrets.tokens import SigningKeys, TokenRecord, TokenRejected
@@ -466,11 +474,18 @@ class SecretsService:
             if isinstance(found, Rejection):
                 return await self._deny(audit, found)
             info, entry = found
-            prefixes = (f"{VERSIONS}{namespace}/{name}/", f"{TOKENS}{namespace}/{name}/")
+            # tokens first (no access from here on), then versions: every chunk but the last goes ahead of the
+            # transaction that removes the secret itself, so a store limiting ops per transaction (etcd: 128) can
+            # delete any number of versions, and a delete cut short leaves a secret a retry finishes deleting —
+            # never stray versions or tokens a new secret of the same name would inherit
+            prefixes = (f"{TOKENS}{namespace}/{name}/", f"{VERSIONS}{namespace}/{name}/")
             doomed = [e.key for prefix in prefixes for e in await self.store.list(prefix)]
+            ahead, last = doomed[:-TXN_CHUNK] if len(doomed) > TXN_CHUNK else [], doomed[-TXN_CHUNK:]
+            for start in range(0, len(ahead), TXN_CHUNK):
+                await self.store.txn([delete(k) for k in ahead[start:start + TXN_CHUNK]])
             detail = f"{len(info.versions)} version(s)"
             try:
-                await self.store.txn([delete(entry.key, expect=entry.mod_revision), *map(delete, doomed),
+                await self.store.txn([delete(entry.key, expect=entry.mod_revision), *map(delete, last),
                                       self.audit.op(dataclasses.replace(audit, version=info.active_version,
                                                                         detail=detail))])
             except Conflict:

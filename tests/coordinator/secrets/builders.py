@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from coordinator.secrets.envelope import Keyring, MasterKey
 from coordinator.secrets.service import Caller, Rejection, Role, SecretsService
-from coordinator.store import Change, Conflict, Entry, Op, SqliteStore, Store
+from coordinator.store import Change, Conflict, Entry, Op, SqliteStore, Store, StoreError
 
 T0 = 1_700_000_000.0
 ADMIN = Caller("alice", "10.0.0.1", Role.ADMIN)
@@ -62,6 +62,22 @@ class YieldingStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+class OpLimitedStore(YieldingStore):
+    """A real SqliteStore that refuses a transaction of more than `max_ops` operations, as etcd does (its
+    --max-txn-ops, 128 by default; EtcdStore raises StoreError before sending one)."""
+
+    def __init__(self, inner: SqliteStore, max_ops: int = 128) -> None:
+        super().__init__(inner)
+        self.max_ops = max_ops
+        self.largest = 0
+
+    async def txn(self, ops: Sequence[Op]) -> int:
+        if len(ops) > self.max_ops:
+            raise StoreError(f"txn writes {len(ops)} keys; at most {self.max_ops} per transaction")
+        self.largest = max(self.largest, len(ops))
+        return await super().txn(ops)
 
 
 async def make_service(store: Store | None = None, *, clock: FakeClock | None = None,

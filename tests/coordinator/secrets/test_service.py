@@ -7,7 +7,17 @@ import pytest
 from coordinator.secrets import Caller, Rejection, RejectKind, SecretInfo, parse_duration
 from coordinator.secrets.service import Limits, meta_key, version_key
 from coordinator.store import SqliteStore
-from tests.coordinator.secrets.builders import ADMIN, ANON, T0, VIEWER, FakeClock, make_service, ok, rejected
+from tests.coordinator.secrets.builders import (
+    ADMIN,
+    ANON,
+    T0,
+    VIEWER,
+    FakeClock,
+    OpLimitedStore,
+    make_service,
+    ok,
+    rejected,
+)
 
 DB = {"user": b"app", "password": b"hunter2"}
 
@@ -98,6 +108,25 @@ async def test_delete_removes_every_version_and_token() -> None:
     assert sorted(left) == sorted([version_key("prod", "db2", 1), meta_key("prod", "db2")])
     assert rejected(await svc.get("prod", "db", caller=ADMIN)).status == 404
     assert rejected(await svc.delete("prod", "db", caller=ADMIN)).status == 404
+
+
+async def test_delete_of_more_keys_than_one_transaction_takes() -> None:
+    """etcd refuses transactions of more than 128 operations: a secret with hundreds of tokens and versions is
+    still deleted whole, and a new secret of the same name inherits none of its tokens or versions."""
+    store = OpLimitedStore(SqliteStore(":memory:"))
+    svc = await make_service(store, limits=Limits(max_versions=100))  # type: ignore[arg-type]
+    ok(await svc.create("prod", "db", DB, caller=ADMIN, audiences=["billing"]))
+    for _ in range(60):
+        ok(await svc.update("prod", "db", caller=ADMIN, data=DB))
+    for _ in range(250):
+        ok(await svc.issue_token("prod", "db", caller=ADMIN, audience="billing"))
+    ok(await svc.delete("prod", "db", caller=ADMIN))
+    assert store.largest <= store.max_ops
+    left = [e.key for e in await store.list("/secrets/") if "/audit/" not in e.key and "/keys/" not in e.key]
+    assert left == []
+    ok(await svc.create("prod", "db", DB, caller=ADMIN, audiences=["billing"]))
+    assert [v.version for v in ok(await svc.get("prod", "db", caller=ADMIN)).versions] == [1]
+    assert ok(await svc.list_tokens("prod", "db", caller=ADMIN)) == []
 
 
 async def test_old_versions_are_dropped_past_max_versions() -> None:
