@@ -391,9 +391,11 @@ class Agent:
         for key in list(self._trackers):
             if key not in live_keys:
                 del self._trackers[key]
+        wanted_ids = {s.replica_id for s in wanted}
         for rid in list(self.ready):
-            if rid not in {s.replica_id for s in wanted}:
+            if rid not in wanted_ids:
                 del self.ready[rid]
+        self.counters.forget_replicas_except(wanted_ids)  # a replica gone for good: its series go too
 
     async def _probe_loop(self) -> None:
         while True:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 9471
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 8  # served at once; more are closed at once (Prometheus scrapes one at a time)
 
 
 @dataclass
@@ -37,6 +38,11 @@ class Counters:
     def probe_failed(self, replica_id: str, kind: str) -> None:
         key = (replica_id, kind)
         self.probe_failures[key] = self.probe_failures.get(key, 0) + 1
+
+    def forget_replicas_except(self, replica_ids: set[str]) -> None:
+        """Drop the counters of replicas this node no longer runs (the map would grow with every replica ever)."""
+        for key in [k for k in self.probe_failures if k[0] not in replica_ids]:
+            del self.probe_failures[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,7 @@ class MetricsListener:
     def __init__(self, render_now: Callable[[], str]) -> None:
         self._render = render_now
         self._server: asyncio.Server | None = None
+        self._open = 0
         self.host = ""
         self.port = 0
 
@@ -197,6 +204,10 @@ class MetricsListener:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= MAX_CONNECTIONS:  # a flood of idle connections costs at most this many handlers
+            writer.close()
+            return
+        self._open += 1
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
             method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
@@ -216,6 +227,7 @@ class MetricsListener:
         except Exception:
             log.exception("metrics request failed")
         finally:
+            self._open -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

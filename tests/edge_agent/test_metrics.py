@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.errors import ConfigError
 from edge_agent.metrics import (
+    MAX_CONNECTIONS,
     Counters,
     MetricsListener,
     ReplicaSample,
@@ -118,3 +119,36 @@ async def test_listener_serves_metrics_and_nothing_else() -> None:
         assert again.startswith(b"HTTP/1.0 200") and len(calls) == 2
     finally:
         await listener.close()
+
+
+async def test_silent_connections_beyond_the_cap_are_closed_and_a_scrape_works_once_they_go() -> None:
+    listener = MetricsListener(lambda: render(sample()))
+    await listener.start("127.0.0.1", 0)
+    silent = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # each holds a handler for up to READ_TIMEOUT_S
+            silent.append(await asyncio.open_connection("127.0.0.1", listener.port))
+        await asyncio.sleep(0.1)
+        try:
+            answer = await _get(listener.port, b"GET /metrics HTTP/1.0\r\n\r\n")
+        except ConnectionError:  # closed before the request was written
+            answer = b""
+        assert answer == b"", "served past the cap"
+        for _, w in silent:
+            w.close()
+        silent.clear()
+        await asyncio.sleep(0.1)
+        assert (await _get(listener.port, b"GET /metrics HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.0 200")
+    finally:
+        for _, w in silent:
+            w.close()
+        await listener.close()
+
+
+def test_counters_of_replicas_gone_are_forgotten() -> None:
+    counters = Counters()
+    for rid in ("a", "b", "a"):
+        counters.probe_failed(rid, "liveness")
+    counters.probe_failed("b", "readiness")
+    counters.forget_replicas_except({"a"})
+    assert counters.probe_failures == {("a", "liveness"): 2}
