@@ -47,8 +47,8 @@ from bench.report import DOC, table, write_section  # noqa: E402
 from broker.acl import Acl, Role  # noqa: E402
 from broker.auth import AuthFiles  # noqa: E402
 from broker.passwords import hash_password  # noqa: E402
-from tests.integration.agent_env import AgentProc  # noqa: E402
-from tests.integration.cluster_env import SECURE, ApiError, CoordinatorProc  # noqa: E402
+from tests.integration.agent_env import AgentProc, process_instances  # noqa: E402
+from tests.integration.cluster_env import ApiError, CoordinatorProc, sleeper  # noqa: E402
 from tests.integration.conftest import BrokerUnderTest  # noqa: E402
 from tests.integration.etcd_env import EtcdCluster, running_etcd_cluster  # noqa: E402
 
@@ -126,24 +126,10 @@ def leader(cluster: Cluster) -> CoordinatorProc | None:
     return cluster.by_id(leading[0])
 
 
-def instances(agent: AgentProc) -> dict[str, tuple[int, float]]:
-    """replica id -> (pid, process start time) of every running process-runtime instance of the agent."""
-    out = {}
-    for d in (agent.data_dir / "process").glob("p-*"):
-        try:
-            run = json.loads((d / "run.json").read_text())
-            meta = json.loads((d / "meta.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if not (d / "exit").exists():
-            out[meta["labels"]["cloudless.replica"]] = (int(run["pid"]), float(run["pid_created"]))
-    return out
-
-
 def sample(cluster: Cluster) -> dict[str, tuple[int, float]]:
     """The running instances, checked against what was seen before: a replica whose process changed restarted."""
     assert cluster.agent is not None
-    now = instances(cluster.agent)
+    now = process_instances([cluster.agent])
     for rid, proc in now.items():
         first = cluster.seen.setdefault(rid, proc)
         if first != proc and rid not in cluster.restarts:
@@ -178,15 +164,6 @@ def make_auth(workdir: Path, node: str) -> dict[str, str]:
     return passwords
 
 
-def sleeper(replicas: int) -> dict[str, Any]:
-    """A workload the secure default policy and the process runtime both accept (the process runtime cannot make a
-    read-only root filesystem, and refuses rather than pretend)."""
-    return {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": WORKLOAD},
-            "spec": {"image": "none", "command": ["sleep", "3600"], "replicas": replicas,
-                     "resources": {"requests": {"cpu": "10m", "memory": "8Mi"}},
-                     "securityContext": {k: v for k, v in SECURE.items() if k != "readOnlyRootFilesystem"}}}
-
-
 @contextmanager
 def running_cluster(workdir: Path) -> Iterator[Cluster]:
     broker = BrokerUnderTest(kind="embedded", workdir=workdir)
@@ -204,7 +181,7 @@ def running_cluster(workdir: Path) -> Iterator[Cluster]:
             cluster.agent = AgentProc(node_id=node, broker=broker, runtime="process")
             cluster.agent.start()
             lead = wait_for(lambda: leader(cluster), 30, "a leader")
-            lead.apply(sleeper(BASE_REPLICAS))
+            lead.apply(sleeper(WORKLOAD, BASE_REPLICAS))
             wait_for(lambda: len(sample(cluster)) == BASE_REPLICAS, 30, f"{BASE_REPLICAS} sleep processes")
             yield cluster
         except BaseException:
