@@ -10,9 +10,14 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coordinator.errors import CoordinatorError
+
+if TYPE_CHECKING:
+    from broker.client import MqttClient
 
 log = logging.getLogger("cloudless.coordinator")
 TOKENS_FILE = "api-tokens.json"
@@ -117,25 +122,34 @@ def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # typ
     import ssl
 
     from broker.client import ClientTls
-    from coordinator.pki import CertRole, key_pem, new_key
 
     name = f"coordinator@{coord_id}"
-    cert, key = pki_dir / f"{name}.pem", pki_dir / f"{name}.key"
-    if not cert.exists() or not key.exists():
-        identity.issue_local(name, CertRole.COORDINATOR, key, cert)
-    api_key = new_key()
-    names = sorted({*hosts, "localhost", "127.0.0.1"} - {"", "0.0.0.0"})
-    issued = identity.ca.issue_server(api_key, hosts=names, now=time.time(), lifetime_s=365 * 86400)
-    (pki_dir / "api.pem").write_bytes(issued.cert_pem)
-    fd = os.open(pki_dir / "api.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem(api_key))
+    identity.ensure_own_certs(coord_id, hosts, server=True)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki_dir / "ca.pem"))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(pki_dir / "api.pem"), str(pki_dir / "api.key"))
     ctx.verify_mode = ssl.CERT_OPTIONAL  # a client certificate is asked for (renewal) but not required (admins)
-    tls = ClientTls(ca_file=pki_dir / "ca.pem", cert_file=cert, key_file=key, server_hostname=None)
+    tls = ClientTls(ca_file=pki_dir / "ca.pem", cert_file=pki_dir / f"{name}.pem", key_file=pki_dir / f"{name}.key",
+                    server_hostname=None)
     return tls, ctx
+
+
+async def renew_own_certificates(identity, coord_id: str, hosts: list[str], *,  # type: ignore[no-untyped-def]
+                                 mqtt: MqttClient, api_ssl: ssl.SSLContext | None,
+                                 forward_ssl: ssl.SSLContext | None) -> set[str]:
+    """Issue this coordinator's own certificates again when due and load them where they are used: the MQTT client
+    (next connect), the API server (next handshake), the follower's forwarding client. Returns what was renewed."""
+    renewed: set[str] = identity.ensure_own_certs(coord_id, hosts)
+    pki, name = identity.dir, f"coordinator@{coord_id}"
+    if "client" in renewed:
+        mqtt.reload_certificate()
+        if forward_ssl is not None:
+            forward_ssl.load_cert_chain(str(pki / f"{name}.pem"), str(pki / f"{name}.key"))
+    if "server" in renewed and api_ssl is not None:
+        api_ssl.load_cert_chain(str(pki / "api.pem"), str(pki / "api.key"))
+    for what in sorted(renewed):
+        log.warning("renewed this coordinator's own %s certificate", "MQTT client" if what == "client" else "API")
+    return renewed
 
 
 def _policies(files: list[Path]):  # type: ignore[no-untyped-def]
@@ -235,15 +249,19 @@ def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size) if st is not None else None
 
 
-async def _refresh_crl(identity) -> None:  # type: ignore[no-untyped-def]
-    """Re-sign the CRL every 6 hours (it is valid for 7 days): an expired CRL makes OpenSSL, and so Mosquitto,
-    refuse every client."""
+async def _pki_housekeeping(identity, renew: Callable[[], Awaitable[set[str]]]) -> None:  # type: ignore[no-untyped-def]
+    """Every 6 hours: re-sign the CRL (it is valid for 7 days: an expired CRL makes OpenSSL, and so Mosquitto,
+    refuse every client), and renew this coordinator's own certificates when due (`renew`)."""
     while True:
         await asyncio.sleep(6 * 3600)
         try:
             await identity.publish_revocations()
         except Exception:
             log.exception("refreshing the CRL failed; retrying in 6 hours")
+        try:
+            await renew()
+        except Exception:
+            log.exception("renewing this coordinator's own certificates failed; retrying in 6 hours")
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
@@ -325,7 +343,6 @@ async def _run(args: argparse.Namespace) -> int:
     refresher = None
     if identity is not None:
         await identity.publish_revocations()
-        refresher = asyncio.create_task(_refresh_crl(identity))
     api = Api(coord, token_digests=tokens, identity=identity)
     api.secrets_key_source = key_source
     if api_ssl is not None and identity is not None:
@@ -334,6 +351,10 @@ async def _run(args: argparse.Namespace) -> int:
         api.forward_ssl = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.pem"))
         name = f"coordinator@{args.id}"
         api.forward_ssl.load_cert_chain(str(data_dir / "pki" / f"{name}.pem"), str(data_dir / "pki" / f"{name}.key"))
+    if identity is not None:
+        refresher = asyncio.create_task(_pki_housekeeping(identity, lambda: renew_own_certificates(
+            identity, args.id, [host, *args.api_hostname], mqtt=coord.mqtt, api_ssl=api_ssl,
+            forward_ssl=api.forward_ssl)))
     runner, bound = await serve(api, host, port, api_ssl)
     scheme = "https" if api_ssl else "http"
     api_url = f"{scheme}://{host}:{bound}"

@@ -41,6 +41,10 @@ class IdentityConfig:
     broker_url: str = ""  # what enrolled agents are told to dial (mqtts://...)
 
 
+LOCAL_CERT_LIFETIME_S = 365 * 86400
+RENEW_AT = 2 / 3  # of a certificate's lifetime
+
+
 class IdentityService:
     def __init__(self, pki_dir: Path, store: Store, cfg: IdentityConfig, *, clock: Callable[[], float]) -> None:
         self.dir = pki_dir
@@ -147,9 +151,44 @@ class IdentityService:
 
         key = new_key()
         issued = self.ca.issue(make_csr(key, name), identity=name, role=role, now=self.clock(),
-                               lifetime_s=365 * 86400)
+                               lifetime_s=LOCAL_CERT_LIFETIME_S)
         _atomic(key_pem_path, key_pem(key), 0o600)
         _atomic(cert_path, issued.cert_pem, 0o644)
+
+    def ensure_own_certs(self, coordinator_id: str, hosts: list[str], *, server: bool = False) -> set[str]:
+        """This coordinator's MQTT client certificate (`coordinator@<id>.pem`) and its API server certificate
+        (`api.pem`), issued again when missing or due (`server`: the server one in any case, e.g. at start, as the
+        host names may have changed). Returns what was issued: "client", "server"."""
+        from coordinator.pki import key_pem, new_key
+
+        issued: set[str] = set()
+        name = f"coordinator@{coordinator_id}"
+        cert, key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        if not key.exists() or self.local_cert_due(cert):
+            self.issue_local(name, CertRole.COORDINATOR, key, cert)
+            issued.add("client")
+        if server or not (self.dir / "api.key").exists() or self.local_cert_due(self.dir / "api.pem"):
+            api_key = new_key()
+            names = sorted({*hosts, "localhost", "127.0.0.1"} - {"", "0.0.0.0"})
+            server_cert = self.ca.issue_server(api_key, hosts=names, now=self.clock(), lifetime_s=LOCAL_CERT_LIFETIME_S)
+            _atomic(self.dir / "api.key", key_pem(api_key), 0o600)
+            _atomic(self.dir / "api.pem", server_cert.cert_pem, 0o644)
+            issued.add("server")
+        return issued
+
+    def local_cert_due(self, cert_path: Path) -> bool:
+        """A certificate of this machine's own (see `issue_local`) is missing, unreadable, not from this CA, or
+        past two thirds of its lifetime: issue it again (the node agents renew at the same point)."""
+        from cryptography import x509
+
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        except (OSError, ValueError):
+            return True
+        if cert.issuer != x509.load_pem_x509_certificate(self.ca.cert_pem).subject:
+            return True
+        start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
+        return self.clock() >= start + RENEW_AT * (end - start)
 
 
 def _json(record: object) -> bytes:
