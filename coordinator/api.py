@@ -25,6 +25,7 @@ from aiohttp import web
 from broker.auth import peer_cert
 from broker.wire import CommandName, valid_id
 from coordinator import views
+from coordinator.damper import Damper
 from coordinator.enroll import Refuse
 from coordinator.errors import SpecError
 from coordinator.identity import IdentityService
@@ -203,6 +204,7 @@ class _IdentityHandlers:
 
     identity: IdentityService | None
     coord: Coordinator
+    _enrol_denials: Damper
 
     def _ids(self) -> IdentityService:
         if self.identity is None:
@@ -219,8 +221,11 @@ class _IdentityHandlers:
             raise SpecError("", "body: expected {\"token\": str, \"nodeId\": str, \"csr\": PEM str}")
         result = await ids.enroll(body["token"], body["nodeId"], body["csr"].encode())
         if isinstance(result, Refuse):
-            self.coord.event("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
-                             f"from {request.remote}: {result.reason}")
+            left_out = self._enrol_denials.allow(request.remote or "unknown", self.coord.clock())
+            if left_out is not None:  # unauthenticated callers must not be able to flood the event store
+                more = f" ({left_out} more refused from this address since the last event)" if left_out else ""
+                self.coord.event("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
+                                 f"from {request.remote}: {result.reason}{more}")
             return error(result.status, result.reason)
         issued, decision = result
         self.coord.enrolled(decision.node_id)
@@ -302,6 +307,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
         self.coord = coord
         self.tokens = dict(token_digests)
         self.identity = identity
+        self._enrol_denials = Damper()
         self.prom = coord.metrics
         self.forward_ssl: ssl.SSLContext | None = None  # trusts the leaders' API certificates (the cluster CA)
 

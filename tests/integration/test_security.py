@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import ssl
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,9 +93,17 @@ def test_token_abuse_is_refused_with_a_reason(cluster: Up, tmp_path: Path) -> No
     assert "revoked" in refused(cluster, tmp_path, "n-revoked", t2)
     # a token pinned to another CA: the device refuses before sending anything
     assert "pinned" in refused(cluster, tmp_path, "n-pin", _tamper(token(cluster), ca="0" * 64))
-    # every refusal is an event
+    # refusals are events, damped per address (anyone who can reach the API could otherwise fill the event
+    # store): the first from this address is one; every refusal is counted in the API's request metrics
     events = json.loads(cluster.cli("get", "events", "-o", "json").stdout)["items"]
-    assert sum(1 for e in events if e["reason"] == "EnrolmentDenied") >= 4
+    denied = [e for e in events if e["reason"] == "EnrolmentDenied"]
+    assert len(denied) == 1 and "from 127.0.0.1" in denied[0]["message"], denied
+    context = ssl.create_default_context(cafile=str(cluster.data / "coordinator" / "pki" / "ca.pem"))
+    with urllib.request.urlopen(f"https://127.0.0.1:{cluster.api}/metrics", timeout=10, context=context) as resp:
+        text = resp.read().decode()
+    refusals = sum(float(m.group(1)) for m in re.finditer(
+        r'^cloudless_api_requests_total\{[^}]*route="enroll"[^}]*status="4\d\d"[^}]*\} ([0-9.e+]+)$', text, re.M))
+    assert refusals >= 4, text[:3000]
 
 
 def _client(up: Up, identity: ident.NodeIdentity) -> MqttClient:
