@@ -205,6 +205,7 @@ class _IdentityHandlers:
     identity: IdentityService | None
     coord: Coordinator
     _enrol_denials: Damper
+    _enrol_denials_all: Damper
 
     def _ids(self) -> IdentityService:
         if self.identity is None:
@@ -221,16 +222,20 @@ class _IdentityHandlers:
             raise SpecError("", "body: expected {\"token\": str, \"nodeId\": str, \"csr\": PEM str}")
         result = await ids.enroll(body["token"], body["nodeId"], body["csr"].encode())
         if isinstance(result, Refuse):
-            left_out = self._enrol_denials.allow(request.remote or "unknown", self.coord.clock())
-            if left_out is not None:  # unauthenticated callers must not be able to flood the event store
+            now = self.coord.clock()
+            left_out = self._enrol_denials.allow(request.remote or "unknown", now)
+            # unauthenticated callers must not be able to flood the event store: one event per address a minute,
+            # and at most 10 a minute from all addresses together (many addresses are cheap, e.g. in an IPv6 /64)
+            if left_out is not None and self._enrol_denials_all.allow("all", now) is not None:
                 more = f" ({left_out} more refused from this address since the last event)" if left_out else ""
-                self.coord.event("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
-                                 f"from {request.remote}: {result.reason}{more}")
+                await self.coord.record_now("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
+                                            f"from {request.remote}: {result.reason}{more}")
             return error(result.status, result.reason)
         issued, decision = result
         self.coord.enrolled(decision.node_id)
-        self.coord.event("Normal", "Enrolled", f"node/{decision.node_id}",
-                         f"certificate {issued.serial:x} until {issued.not_after:.0f} (from {request.remote})")
+        await self.coord.record_now("Normal", "Enrolled", f"node/{decision.node_id}",
+                                    f"certificate {issued.serial:x} until {issued.not_after:.0f} "
+                                    f"(from {request.remote})")
         return web.json_response({"nodeId": decision.node_id, "certificate": issued.cert_pem.decode(),
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": issued.not_after,
                                   "labels": decision.labels, "zone": decision.zone,
@@ -247,8 +252,8 @@ class _IdentityHandlers:
         result = await ids.renew(cert.common_name, cert.serial, body["csr"].encode())
         if isinstance(result, Refuse):
             return error(result.status, result.reason)
-        self.coord.event("Normal", "Renewed", f"node/{cert.common_name}",
-                         f"certificate {result.serial:x} until {result.not_after:.0f}")
+        await self.coord.record_now("Normal", "Renewed", f"node/{cert.common_name}",
+                                    f"certificate {result.serial:x} until {result.not_after:.0f}")
         return web.json_response({"nodeId": cert.common_name, "certificate": result.cert_pem.decode(),
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": result.not_after})
 
@@ -271,8 +276,8 @@ class _IdentityHandlers:
         if not isinstance(zone, str) or len(zone) > 64:
             raise SpecError("zone", "must be a string of at most 64 characters")
         token, record = await self._ids().create_token(ttl_s=float(ttl), max_uses=uses, labels=labels, zone=zone)
-        self.coord.event("Normal", "TokenCreated", f"token/{record.token_id}",
-                         f"max uses {record.max_uses}, expires {record.expires_at:.0f}")
+        await self.coord.record_now("Normal", "TokenCreated", f"token/{record.token_id}",
+                                    f"max uses {record.max_uses}, expires {record.expires_at:.0f}")
         return web.json_response({"id": record.token_id, "token": token, "expiresAt": record.expires_at,
                                   "maxUses": record.max_uses}, status=201)
 
@@ -286,7 +291,7 @@ class _IdentityHandlers:
         record = await self._ids().revoke_token(request.match_info["token"])
         if record is None:
             raise NotFound(f"token {request.match_info['token'][:32]} not found")
-        self.coord.event("Normal", "TokenRevoked", f"token/{record.token_id}", "revoked")
+        await self.coord.record_now("Normal", "TokenRevoked", f"token/{record.token_id}", "revoked")
         return web.json_response({"id": record.token_id, "revoked": True})
 
     async def revoke_node(self, request: web.Request) -> web.Response:
@@ -295,8 +300,8 @@ class _IdentityHandlers:
         if record is None:
             raise NotFound(f"node {node[:63]} has no certificate")
         await self.coord.mark_revoked(node)
-        self.coord.event("Warning", "Revoked", f"node/{node}", f"certificate {record.serial:x} revoked; replicas "
-                         "move to other nodes")
+        await self.coord.record_now("Warning", "Revoked", f"node/{node}",
+                                    f"certificate {record.serial:x} revoked; replicas move to other nodes")
         return web.json_response({"node": node, "serial": f"{record.serial:x}", "revoked": True})
 
 
@@ -308,6 +313,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
         self.tokens = dict(token_digests)
         self.identity = identity
         self._enrol_denials = Damper()
+        self._enrol_denials_all = Damper(interval_s=6.0, max_keys=1)
         self.prom = coord.metrics
         self.forward_ssl: ssl.SSLContext | None = None  # trusts the leaders' API certificates (the cluster CA)
 
@@ -347,7 +353,8 @@ class Api(_IdentityHandlers, SecretsHandlers):
                     status = 403
                     return error(403, f"the {role!r} role may only read; this needs an admin credential")
             if request.method not in ("GET", "HEAD") and spec is not None and spec.handler not in LOCAL_WRITES \
-                    and not self.coord.acting:  # authenticated first: a follower relays nobody else's requests
+                    and not self.coord.acting:  # authenticated first: no anonymous call of an authenticated route
+                # is relayed (reveal, which takes an access token instead, is checked by the leader)
                 if self.coord.leadership.is_leader:  # elected a moment ago: state is being re-read
                     status = 503
                     return error(503, "this coordinator is taking over as leader; retry in a second")
@@ -636,7 +643,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
         except ValueError:
             raise SpecError("since", "since must be unix seconds and limit an integer") from None
         match = _event_filter(q)
-        items = [views.event_json(e) for e in self.coord.events if e.time > since and match(e)]
+        items = [views.event_json(e) for e in self.coord.committed_events() if e.time > since and match(e)]
         return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
@@ -656,7 +663,7 @@ class Api(_IdentityHandlers, SecretsHandlers):
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n")
             last = after
-            for e in list(self.coord.events):
+            for e in self.coord.committed_events():
                 if e.seq > last and match(e):
                     await resp.write(_sse(e))
                     last = e.seq

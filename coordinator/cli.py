@@ -136,19 +136,31 @@ def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # typ
 
 async def renew_own_certificates(identity, coord_id: str, hosts: list[str], *,  # type: ignore[no-untyped-def]
                                  mqtt: MqttClient, api_ssl: ssl.SSLContext | None,
-                                 forward_ssl: ssl.SSLContext | None) -> set[str]:
+                                 forward_ssl: ssl.SSLContext | None, unloaded: set[str] | None = None) -> set[str]:
     """Issue this coordinator's own certificates again when due and load them where they are used: the MQTT client
-    (next connect), the API server (next handshake), the follower's forwarding client. Returns what was renewed."""
+    (next connect), the API server (next handshake), the follower's forwarding client. Returns what was renewed.
+    `unloaded` (kept by the caller between calls) remembers renewed certificates not loaded yet, to try again."""
+    pending = unloaded if unloaded is not None else set()
     renewed: set[str] = identity.ensure_own_certs(coord_id, hosts)
-    pki, name = identity.dir, f"coordinator@{coord_id}"
-    if "client" in renewed:
-        mqtt.reload_certificate()
-        if forward_ssl is not None:
-            forward_ssl.load_cert_chain(str(pki / f"{name}.pem"), str(pki / f"{name}.key"))
-    if "server" in renewed and api_ssl is not None:
-        api_ssl.load_cert_chain(str(pki / "api.pem"), str(pki / "api.key"))
     for what in sorted(renewed):
         log.warning("renewed this coordinator's own %s certificate", "MQTT client" if what == "client" else "API")
+    pki, name = identity.dir, f"coordinator@{coord_id}"
+    client = (str(pki / f"{name}.pem"), str(pki / f"{name}.key"))
+    loaders: dict[str, Callable[[], None]] = {"client:mqtt": mqtt.reload_certificate}
+    if forward_ssl is not None:
+        loaders["client:forward"] = lambda: forward_ssl.load_cert_chain(*client)
+    if api_ssl is not None:
+        loaders["server:api"] = lambda: api_ssl.load_cert_chain(str(pki / "api.pem"), str(pki / "api.key"))
+    pending |= {item for item in loaders if item.split(":")[0] in renewed}
+    failed = []
+    for item in sorted(pending):
+        try:
+            loaders[item]()
+            pending.discard(item)
+        except Exception as exc:  # each use on its own: one that fails is tried again next time
+            failed.append(f"{item}: {exc}")
+    if failed:
+        raise CoordinatorError("renewed certificates not loaded yet (retrying in 6 hours): " + "; ".join(failed))
     return renewed
 
 
@@ -352,9 +364,10 @@ async def _run(args: argparse.Namespace) -> int:
         name = f"coordinator@{args.id}"
         api.forward_ssl.load_cert_chain(str(data_dir / "pki" / f"{name}.pem"), str(data_dir / "pki" / f"{name}.key"))
     if identity is not None:
+        unloaded: set[str] = set()
         refresher = asyncio.create_task(_pki_housekeeping(identity, lambda: renew_own_certificates(
             identity, args.id, [host, *args.api_hostname], mqtt=coord.mqtt, api_ssl=api_ssl,
-            forward_ssl=api.forward_ssl)))
+            forward_ssl=api.forward_ssl, unloaded=unloaded)))
     runner, bound = await serve(api, host, port, api_ssl)
     scheme = "https" if api_ssl else "http"
     api_url = f"{scheme}://{host}:{bound}"

@@ -164,10 +164,10 @@ class IdentityService:
         issued: set[str] = set()
         name = f"coordinator@{coordinator_id}"
         cert, key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
-        if not key.exists() or self.local_cert_due(cert):
+        if self.local_cert_due(cert, key):
             self.issue_local(name, CertRole.COORDINATOR, key, cert)
             issued.add("client")
-        if server or not (self.dir / "api.key").exists() or self.local_cert_due(self.dir / "api.pem"):
+        if server or self.local_cert_due(self.dir / "api.pem", self.dir / "api.key"):
             api_key = new_key()
             names = sorted({*hosts, "localhost", "127.0.0.1"} - {"", "0.0.0.0"})
             server_cert = self.ca.issue_server(api_key, hosts=names, now=self.clock(), lifetime_s=LOCAL_CERT_LIFETIME_S)
@@ -176,16 +176,21 @@ class IdentityService:
             issued.add("server")
         return issued
 
-    def local_cert_due(self, cert_path: Path) -> bool:
-        """A certificate of this machine's own (see `issue_local`) is missing, unreadable, not from this CA, or
-        past two thirds of its lifetime: issue it again (the node agents renew at the same point)."""
+    def local_cert_due(self, cert_path: Path, key_path: Path) -> bool:
+        """A certificate of this machine's own (see `issue_local`) is missing, unreadable, not from this CA, not
+        the pair of its key (a crash between writing the two), or past two thirds of its lifetime: issue it again
+        (the node agents renew at the same point)."""
         from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         try:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        except (OSError, ValueError):
+            key = load_pem_private_key(key_path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError):
             return True
         if cert.issuer != x509.load_pem_x509_certificate(self.ca.cert_pem).subject:
+            return True
+        if cert.public_key() != key.public_key():
             return True
         start, end = cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp()
         return self.clock() >= start + RENEW_AT * (end - start)

@@ -18,9 +18,9 @@ down around the same time, or at least `outage_fraction` of the live nodes (and 
 the wills count as a clean goodbye — the nodes keep their replicas for the grace period, like Kubernetes' node
 lifecycle controller stops evicting when most of a zone goes at once. A lone will is a crash: LOST.
 
-Time is only counted while the coordinator can hear: `evaluate` measures silence and grace from
-`listening_since` (when its broker link last came up) at the earliest, so a coordinator cut off from the broker
-does not declare the nodes it cannot hear lost.
+Time is only counted while the coordinator can hear: while its broker link is down it does not evaluate, and
+when the link is back `pause_clocks` moves every node's silence and grace clocks on by the outage, so a coordinator
+cut off from the broker does not declare the nodes it could not hear lost (and a short blip restarts nothing).
 
 A node returning (online status) goes back to ONLINE from any state; every ONLINE -> not-online transition
 counts as a flap. Reliability = uptime share over the time we have known the node, discounted per flap.
@@ -150,14 +150,12 @@ def on_observed(info: NodeInfo | None, msg: ObservedState, now: float) -> NodeIn
     return replace(info, observed=msg, last_seen=max(info.last_seen, now))
 
 
-def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig,
-             listening_since: float = float("-inf")) -> tuple[NodeInfo, list[MembershipEvent]]:
-    """Time-driven transitions: silence and grace periods, counted from `listening_since` at the earliest (pass
-    `now` while the coordinator's broker link is down: it hears nobody, so nobody is silent). A node whose will
-    is not judged yet waits for `judge_wills`."""
+def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInfo, list[MembershipEvent]]:
+    """Time-driven transitions: silence and grace periods (call it only while the coordinator hears the broker:
+    see `pause_clocks`). A node whose will is not judged yet waits for `judge_wills`."""
     node = info.node_id
-    silent = now - max(info.last_seen, listening_since)
-    away = now - max(info.state_since, listening_since)
+    silent = now - info.last_seen
+    away = now - info.state_since
     match info.state:
         case NodeState.ONLINE if silent > cfg.heartbeat_ttl_s:
             return _transition(info, NodeState.SUSPECT, now), [
@@ -173,12 +171,20 @@ def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig,
     return info, []
 
 
+def pause_clocks(info: NodeInfo, seconds: float, now: float) -> NodeInfo:
+    """The coordinator heard nobody for `seconds` (its broker link was down): the node's silence and grace
+    clocks stand still for that long (never past `now`)."""
+    last_seen = min(info.last_seen + seconds, now)
+    state_since = min(info.state_since + seconds, now) if info.state is NodeState.OFFLINE else info.state_since
+    return replace(info, last_seen=last_seen, state_since=state_since)
+
+
 def judge_wills(members: Mapping[str, NodeInfo], now: float, cfg: MembershipConfig, *, link_up: bool,
                 link_down_at: float | None) -> tuple[dict[str, NodeInfo], list[MembershipEvent]]:
     """The verdict on the last wills not judged yet, all together, once `will_settle_s` has passed since the first
     (see the module doc). `link_up`: this coordinator is connected to the broker now; `link_down_at`: when its
     link last went down (None: never). Returns the nodes that changed and their events."""
-    pending = {n: i for n, i in members.items() if i.will_at is not None}
+    pending = {n: i for n, i in members.items() if i.will_at is not None and i.state is not NodeState.LOST}
     if not pending:
         return {}, []
     first = min(i.will_at for i in pending.values() if i.will_at is not None)
@@ -186,7 +192,8 @@ def judge_wills(members: Mapping[str, NodeInfo], now: float, cfg: MembershipConf
         return {}, []  # more wills may be coming
     live = len(pending) + sum(1 for n, i in members.items()
                               if n not in pending and i.state in (NodeState.ONLINE, NodeState.SUSPECT))
-    link_cut = not link_up or (link_down_at is not None and link_down_at >= first - cfg.will_settle_s)
+    link_cut = not link_up or (link_down_at is not None
+                               and first - cfg.will_settle_s <= link_down_at <= first + cfg.will_settle_s)
     together = len(pending) >= 2 and len(pending) >= cfg.outage_fraction * live
     changed: dict[str, NodeInfo] = {}
     events: list[MembershipEvent] = []
@@ -207,4 +214,4 @@ def judge_wills(members: Mapping[str, NodeInfo], now: float, cfg: MembershipConf
 
 def mark_lost(info: NodeInfo, now: float) -> NodeInfo:
     """An administrative verdict (the node's certificate was revoked): LOST now, whatever it reports."""
-    return replace(_transition(info, NodeState.LOST, now), crashed=True)
+    return replace(_transition(info, NodeState.LOST, now), crashed=True, will_at=None)

@@ -74,7 +74,12 @@ class Operations:
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
         w = parse_workload(doc)
-        self.admit(w)
+        try:
+            self.admit(w)
+        except PolicyDenied:
+            async with self._lock:
+                await self._flush()  # the decision's events are listed by the time the caller hears the 403
+            raise
         canonical = workload_to_doc(w)
         h = spec_hash(w)
         now = self.clock()
@@ -160,8 +165,10 @@ class Operations:
     async def rollback(self, namespace: str, name: str, revision: int | None) -> WorkloadRecord:
         async with self._lock:
             w = self.get(namespace, name)
-            rec = self._rollback(w, revision, cause="rollback requested", now=self.clock(), auto=False)
-            await self._flush()
+            try:
+                rec = self._rollback(w, revision, cause="rollback requested", now=self.clock(), auto=False)
+            finally:
+                await self._flush()  # a refusal's events too
         self.wake()
         return rec
 

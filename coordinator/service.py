@@ -152,6 +152,7 @@ class Coordinator(Operations):
         self._task: asyncio.Task[None] | None = None
         self._pending_ops: list[Any] = []
         self._unstreamed: list[Event] = []  # recorded, streamed to listeners once their write is committed
+        self._committed_seq = 0  # the newest event known to be in the store
         self._replies: dict[str, asyncio.Future[CommandReply]] = {}
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
@@ -159,6 +160,8 @@ class Coordinator(Operations):
         self._started_at = clock()
         self._link_up_at: float | None = None  # the broker link came up then (None: down)
         self._link_down_at: float | None = None  # ... and last went down then
+        self._down_since: float | None = self._started_at  # deaf since then (not connected yet)
+        self._deaf_s = 0.0  # seconds without a broker link before _down_since
         from coordinator.metrics import Metrics
 
         self.metrics = Metrics(self)
@@ -223,11 +226,12 @@ class Coordinator(Operations):
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
         events = [model.from_json(Event, e.value) for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]]
         events.sort(key=lambda ev: ev.seq)
-        seen = self._event_seq
+        seen = self._committed_seq
         self.workloads, self.replicas, self.admin, self.nodegen = workloads, replicas, admin, nodegen
         self.revoked_nodes |= revoked
         self.events = events
-        self._event_seq = max([seen, *(ev.seq for ev in events)])
+        self._committed_seq = max([seen, *(ev.seq for ev in events)])
+        self._event_seq = self._committed_seq
         if self._state_read:  # the first read is the history; after it, new events go to the streams
             for ev in events:
                 if ev.seq > seen:
@@ -235,6 +239,14 @@ class Coordinator(Operations):
         self._state_read = True
 
     async def _on_connected(self) -> None:
+        if not self.mqtt.connected:
+            return  # the link dropped again while re-subscribing: the next connect runs this
+        now = self.clock()
+        if self._down_since is not None:  # nobody was heard meanwhile: that time does not count against them
+            outage = max(0.0, now - self._down_since)
+            self._deaf_s += outage
+            self.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
+            self._down_since = None
         status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
                                    ts=self.clock(), api_url=self.cfg.api_url)
         self.mqtt.publish_nowait(topics.coord_status(self.cfg.coordinator_id), wire.encode(status), qos=1,
@@ -243,14 +255,16 @@ class Coordinator(Operations):
         # generation, so agents that already have it change nothing)
         self._published.clear()
         self._dash_sent.clear()
-        self._settle_until = self.clock() + SETTLE_S
-        self._link_up_at = self.clock()
+        self._settle_until = now + SETTLE_S
+        self._link_up_at = now
         self.wake()
 
     def _on_disconnected(self) -> None:
         # wills that arrived just before (a broker shutting down publishes every will) are not the nodes' fault,
         # and while the link is down no node is silent: see membership.judge_wills / evaluate
         self._link_up_at, self._link_down_at = None, self.clock()
+        if self._down_since is None:
+            self._down_since = self._link_down_at
         self.wake()
 
     def wake(self) -> None:
@@ -350,6 +364,14 @@ class Coordinator(Operations):
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 
+    async def record_now(self, type_: str, reason: str, obj: str, message: str) -> None:
+        """An event from a request handler, written before the handler answers (so a client listing events next
+        sees it); with the store down it waits for the next round's write like any other."""
+        self.event(type_, reason, obj, message)
+        async with self._lock:
+            with contextlib.suppress(StoreError):
+                await self._flush()
+
     async def _flush(self) -> None:
         """Write the round's pending ops, in transactions of at most FLUSH_CHUNK ops (etcd refuses more than 128
         per transaction). They are unconditional puts and deletes, so a chunk that fails is kept and replayed next
@@ -360,7 +382,20 @@ class Coordinator(Operations):
             del self._pending_ops[:len(chunk)]
         committed, self._unstreamed = self._unstreamed, []  # that a failover could lose and a new leader reuse
         for ev in committed:
+            self._committed_seq = max(self._committed_seq, ev.seq)
             self._stream(ev)
+
+    def committed_events(self) -> list[Event]:
+        """The events known to be in the store (what REST lists and streams replay): an event recorded but not
+        written yet may still be lost with this coordinator's term, and its id reused by the next leader."""
+        return [e for e in self.events if e.seq <= self._committed_seq]
+
+    def _drop_uncommitted(self) -> None:
+        """This term is over: its unwritten ops and events are gone, and event ids go on from the store's."""
+        self._pending_ops.clear()
+        self._unstreamed.clear()
+        self.events = self.committed_events()
+        self._event_seq = self._committed_seq
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -380,8 +415,7 @@ class Coordinator(Operations):
                 else:
                     if self._leading:
                         self._leading = False
-                        self._pending_ops.clear()  # never replayed under another leader's term
-                        self._unstreamed.clear()
+                        self._drop_uncommitted()  # never replayed under another leader's term
                         self._fence(None)
                         log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
                     await self._follow()
@@ -393,8 +427,7 @@ class Coordinator(Operations):
         node's desired state under the new epoch (same specs, so agents restart nothing)."""
         async with self._lock:
             if not self.solo:
-                self._pending_ops.clear()  # a former term's unflushed writes must not overwrite the store now
-                self._unstreamed.clear()
+                self._drop_uncommitted()  # a former term's unflushed writes must not overwrite the store now
             self.epoch = int(self.leadership.epoch or 0)
             self._fence(self.epoch)
             await self._read_state()
@@ -439,16 +472,22 @@ class Coordinator(Operations):
                     log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
 
     def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
-        """Time-driven membership: the verdict on last wills, then silence and grace periods (not counted while this
-        coordinator cannot hear the broker)."""
-        changed, events = membership.judge_wills(self.members, now, self.cfg.membership,
-                                                 link_up=self._link_up_at is not None, link_down_at=self._link_down_at)
+        """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
+        coordinator cannot hear the broker: `_on_connected` stops the clocks for that time)."""
+        link_up = self._link_up_at is not None and self.mqtt.connected
+        changed, events = membership.judge_wills(self.members, now, self.cfg.membership, link_up=link_up,
+                                                 link_down_at=self._link_down_at)
         self.members.update(changed)
-        listening = self._link_up_at if self._link_up_at is not None else now
-        for node_id, info in list(self.members.items()):
-            self.members[node_id], evs = membership.evaluate(info, now, self.cfg.membership, listening)
-            events += evs
+        if link_up:
+            for node_id, info in list(self.members.items()):
+                self.members[node_id], evs = membership.evaluate(info, now, self.cfg.membership)
+                events += evs
         return events
+
+    def _heard_for(self, now: float) -> float:
+        """Seconds since start with a broker link."""
+        deaf = self._deaf_s + (now - self._down_since if self._down_since is not None else 0.0)
+        return now - self._started_at - deaf
 
     async def reconcile(self) -> None:
         self.rounds += 1
@@ -531,9 +570,9 @@ class Coordinator(Operations):
                 observed = next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
             state = info.state if info else None
             if (state is None and r.node is not None and r.node not in self.revoked_nodes
-                    and self.clock() - self._started_at > self.cfg.membership.lost_after_s):
+                    and self._heard_for(self.clock()) > self.cfg.membership.lost_after_s):
                 # a node nobody has heard of since this coordinator started (the broker lost its retained status,
-                # or it was deleted): after the grace period its replicas count as lost and are replaced
+                # or it was deleted): after the grace period (with the broker) its replicas count as lost
                 state = NodeState.LOST
             if r.node is not None and r.node in self.revoked_nodes:
                 state = NodeState.LOST

@@ -49,3 +49,24 @@ async def test_an_event_is_streamed_once_committed(coord: Coordinator) -> None:
         await coord._flush()
         assert queue.get_nowait() == first and queue.empty()
     coord.unlisten_events(queue)
+
+
+async def test_events_a_term_never_wrote_are_neither_listed_nor_replayed_and_their_ids_go_on_from_the_store(
+        coord: Coordinator) -> None:
+    store: FlakyStore = coord.store  # type: ignore[assignment]
+    async with coord._lock:
+        kept = coord.event("Normal", "Test", "node/x", "committed")
+        await coord._flush()
+        store.down = True
+        lost = coord.event("Normal", "Test", "node/x", "never written: the store lost quorum, then the term ended")
+        with pytest.raises(StoreUnavailable):
+            await coord._flush()
+        assert coord.committed_events() == [kept]  # what GET /v1/events lists and a stream replays
+        coord._drop_uncommitted()  # what the loop does when this coordinator stops leading
+        store.down = False
+        await coord._read_state()  # as a follower, or as the next leader
+        assert coord.committed_events() == [kept] and coord.events == [kept]
+        again = coord.event("Normal", "Test", "node/x", "the next event")
+        assert again.seq == lost.seq  # the id the lost event had: nobody ever saw that one
+        await coord._flush()
+        assert coord.committed_events() == [kept, again]

@@ -21,6 +21,7 @@ from coordinator.membership import (
     on_heartbeat,
     on_observed,
     on_status,
+    pause_clocks,
 )
 
 CFG = MembershipConfig(heartbeat_ttl_s=45.0, lost_after_s=30.0, flap_discount=0.9)
@@ -274,23 +275,50 @@ def test_a_replayed_will_is_a_goodbye_with_its_grace_period(before: list[str], s
     assert (replayed.state, [e.reason for e in evs], replayed.will_at, replayed.crashed) == (state, events, None, False)
     if evs:
         assert "last will kept by the broker" in evs[0].message
-    assert evaluate(replayed, 100.0, CFG, 80.0)[0].state is OFFLINE  # listening since 80: the grace runs to 110
-    assert evaluate(replayed, 110.5, CFG, 80.0)[0].state is LOST
+    since = replayed.state_since  # the replay, or the goodbye before it
+    assert evaluate(replayed, since + 30.0, CFG)[0].state is OFFLINE  # the grace period of a goodbye
+    assert evaluate(replayed, since + 30.5, CFG)[0].state is LOST
 
 
-@pytest.mark.parametrize(("steps", "listening_since", "now", "state"), [
-    pytest.param(["online@0"], 100.0, 145.0, ONLINE, id="silence-counts-from-listening"),
-    pytest.param(["online@0"], 100.0, 145.5, SUSPECT, id="silence-past-the-ttl-since-listening"),
-    pytest.param(["online@0"], 146.0, 146.0, ONLINE, id="not-listening-nobody-is-silent"),
-    pytest.param(["online@0", "goodbye@10"], 50.0, 80.0, OFFLINE, id="grace-counts-from-listening"),
-    pytest.param(["online@0", "goodbye@10"], 50.0, 80.5, LOST, id="grace-over-since-listening"),
-    pytest.param(["online@0", "goodbye@10"], 0.0, 40.5, LOST, id="listening-all-along"),
+@pytest.mark.parametrize(("steps", "outage", "now", "state"), [
+    pytest.param(["online@0"], 100.0, 145.0, ONLINE, id="silence-stops-while-deaf"),
+    pytest.param(["online@0"], 100.0, 145.5, SUSPECT, id="and-goes-on-after"),
+    pytest.param(["online@0", "eval@46"], 100.0, 175.0, SUSPECT, id="suspect-clock-stops-too"),
+    pytest.param(["online@0", "eval@46"], 100.0, 175.5, LOST, id="suspect-lost-after-the-rest"),
+    pytest.param(["online@0", "goodbye@10"], 50.0, 90.0, OFFLINE, id="grace-stops-while-deaf"),
+    pytest.param(["online@0", "goodbye@10"], 50.0, 90.5, LOST, id="grace-over-after-the-rest"),
+    pytest.param(["online@0", "goodbye@10"], 0.1, 40.7, LOST, id="a-blip-restarts-no-clock"),
 ])
-def test_time_counts_only_while_listening(steps: list[str], listening_since: float, now: float,
-                                          state: NodeState) -> None:
+def test_time_counts_only_while_the_coordinator_hears(steps: list[str], outage: float, now: float,
+                                                      state: NodeState) -> None:
     info, _ = drive(*steps)
     assert info is not None
-    assert evaluate(info, now, CFG, listening_since)[0].state is state
+    paused = pause_clocks(info, outage, now)
+    assert evaluate(paused, now, CFG)[0].state is state
+
+
+def test_paused_clocks_never_pass_now() -> None:
+    info, _ = drive("online@0", "goodbye@10")
+    assert info is not None
+    paused = pause_clocks(info, 1000.0, 50.0)
+    assert (paused.last_seen, paused.state_since) == (50.0, 50.0)
+
+
+def test_a_revoked_node_has_no_will_left_to_judge() -> None:
+    members = cluster(3)
+    will(members, "n0", 10.0)
+    will(members, "n1", 10.0)
+    members["n1"] = mark_lost(members["n1"], 10.2)  # revoked meanwhile
+    changed, events = judge_wills(members, 10.5, CFG, link_up=True, link_down_at=None)
+    assert list(changed) == ["n0"] and changed["n0"].state is LOST  # a lone will now, not "together"
+    assert [e.node_id for e in events] == ["n0"]
+
+
+def test_a_link_drop_well_after_a_will_does_not_excuse_it() -> None:
+    members = cluster(3)
+    will(members, "n0", 10.0)
+    changed, _ = judge_wills(members, 12.0, CFG, link_up=True, link_down_at=11.0)  # a late verdict round
+    assert changed["n0"].state is LOST
 
 
 # ---- gates ------------------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@ import ssl
 import time
 from pathlib import Path
 
+import pytest
+
 from broker.client import MqttClient, MqttSettings
 from coordinator.cli import _pki_files, renew_own_certificates
+from coordinator.errors import CoordinatorError
 from coordinator.identity import IdentityConfig, IdentityService
 from coordinator.store import SqliteStore
 
@@ -79,3 +82,45 @@ async def test_own_certificates_are_renewed_when_due_and_used_at_once(tmp_path: 
     assert await renew_own_certificates(identity, "c1", ["127.0.0.1"], mqtt=mqtt, api_ssl=api_ssl,
                                         forward_ssl=forward) == set()
     await store.close()
+
+
+class FlakyMqtt:
+    """An MQTT client whose first certificate reload fails (a file briefly unreadable)."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    def reload_certificate(self) -> None:
+        self.reloads += 1
+        if self.reloads == 1:
+            raise OSError("cannot read the certificate (test)")
+
+
+async def test_a_renewed_certificate_that_failed_to_load_is_loaded_next_time(tmp_path: Path) -> None:
+    clock = Clock(time.time() - 300 * DAY)
+    store = SqliteStore(":memory:")
+    identity = IdentityService(tmp_path / "pki", store, IdentityConfig(), clock=clock)
+    _pki_files(identity, tmp_path / "pki", "c1", ["127.0.0.1"])
+    clock.now = time.time()
+    mqtt, unloaded = FlakyMqtt(), set[str]()
+    with pytest.raises(CoordinatorError, match="client:mqtt"):
+        await renew_own_certificates(identity, "c1", [], mqtt=mqtt, api_ssl=None, forward_ssl=None,  # type: ignore[arg-type]
+                                     unloaded=unloaded)
+    assert unloaded == {"client:mqtt"}
+    assert await renew_own_certificates(identity, "c1", [], mqtt=mqtt, api_ssl=None, forward_ssl=None,  # type: ignore[arg-type]
+                                        unloaded=unloaded) == set()  # nothing due, but loaded now
+    assert unloaded == set() and mqtt.reloads == 2
+    await store.close()
+
+
+def test_a_key_that_is_not_the_certificates_pair_makes_it_due(tmp_path: Path) -> None:
+    """A crash between writing the new key and the new certificate leaves a mismatched pair: issue again."""
+    from coordinator.pki import key_pem, new_key
+
+    identity = IdentityService(tmp_path / "pki", SqliteStore(":memory:"), IdentityConfig(), clock=time.time)
+    identity.ensure_own_certs("c1", [])
+    cert, key = tmp_path / "pki" / "coordinator@c1.pem", tmp_path / "pki" / "coordinator@c1.key"
+    assert not identity.local_cert_due(cert, key)
+    key.write_bytes(key_pem(new_key()))
+    assert identity.local_cert_due(cert, key)
+    assert identity.ensure_own_certs("c1", []) == {"client"} and not identity.local_cert_due(cert, key)

@@ -44,10 +44,10 @@ class FakeBroker:
         """A broker restart with an empty retained store."""
         self.retained.clear()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, wipe: bool = True) -> None:
         """Stop as Mosquitto does on SIGTERM: publish every connected client's last will (to the clients still
-        connected), then drop every connection and forget the retained store. `start` each client again to
-        model the reconnect."""
+        connected), then drop every connection and (`wipe`) forget the retained store. `start` each client again
+        to model the reconnect."""
         connected = [c for c in self.clients if c.connected]
         for c in connected:
             if c.will is not None:
@@ -55,7 +55,8 @@ class FakeBroker:
         await asyncio.sleep(0.01)  # the wills reach the clients before their connections go
         for c in connected:
             c._drop()
-        self.wipe()
+        if wipe:
+            self.wipe()
 
 
 class FakeBusClient:

@@ -50,12 +50,12 @@ class Node:
 
 
 class Pair:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, lost_after_s: float = 0.5) -> None:
         self.tmp = tmp
         self.bus = FakeBroker()
         self.store = SqliteStore(":memory:")
         self.coord = Coordinator(
-            CoordinatorConfig(tick_s=0.05, membership=MembershipConfig(heartbeat_ttl_s=5, lost_after_s=0.5)),
+            CoordinatorConfig(tick_s=0.05, membership=MembershipConfig(heartbeat_ttl_s=5, lost_after_s=lost_after_s)),
             store=self.store, mqtt=self.bus.client("coordinator@pair"))  # type: ignore[arg-type]
         self.nodes: dict[str, Node] = {}
 
@@ -93,7 +93,19 @@ async def until(pred: Callable[[], object], timeout: float = 10.0, what: str = "
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    p = Pair(tmp_path)
+    async for p in _pair(tmp_path, 0.5):
+        yield p
+
+
+@pytest.fixture
+async def patient_pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    """A grace period (--lost-after) of 5 s: long enough to see replicas kept through it."""
+    async for p in _pair(tmp_path, 5.0):
+        yield p
+
+
+async def _pair(tmp_path: Path, lost_after_s: float) -> AsyncIterator[Pair]:
+    p = Pair(tmp_path, lost_after_s)
     await p.coord.start()
     try:
         yield p
@@ -203,6 +215,50 @@ async def test_a_broker_that_publishes_every_will_as_it_stops_replaces_nothing(p
     left = [e for e in pair.coord.events if e.reason == "NodeLeft"]
     assert len(left) == len(nodes) and all("broker" in e.message for e in left)
     assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+
+
+async def test_half_the_nodes_willing_together_keep_their_replicas_for_the_grace_period(patient_pair: Pair) -> None:
+    """The coordinator stays connected; two of three nodes' wills arrive together (the broker's network, a shared
+    uplink): not a crash of each, so nothing moves during the grace period, and nothing once they are back."""
+    pair = patient_pair
+    for n in ("a", "b", "c"):
+        await pair.add_node(n).agent.start()
+    await until(lambda: len(pair.coord.members) == 3)
+    await pair.coord.apply(workload("web", 3, placement={"spread": "node"}))
+    await until(lambda: pair.ready("web") == 3)
+    placement = pair.placement("web")
+    await pair.nodes["b"].agent.mqtt.abort()  # type: ignore[attr-defined]
+    await pair.nodes["c"].agent.mqtt.abort()  # type: ignore[attr-defined]
+    await asyncio.sleep(1.5)  # three times the will settle time, well inside the 5 s grace
+    assert pair.placement("web") == placement
+    left = {e.object: e.message for e in pair.coord.events if e.reason == "NodeLeft"}
+    assert set(left) == {"node/b", "node/c"} and all("together with 1 of the other 2" in m for m in left.values())
+    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+    for n in ("b", "c"):
+        await pair.nodes[n].agent.mqtt.start()  # type: ignore[attr-defined]
+    await until(lambda: all(i.online for i in pair.coord.members.values()) and pair.ready("web") == 3)
+    assert pair.placement("web") == placement
+
+
+async def test_a_retained_will_replayed_on_reconnect_is_no_crash(patient_pair: Pair) -> None:
+    """The broker kept its retained store over a restart, so the coordinator, reconnecting before the node, is
+    sent the node's will again as a retained message: old news, not a crash (the grace period applies)."""
+    pair = patient_pair
+    await pair.add_node("a").agent.start()
+    await until(lambda: "a" in pair.coord.members)
+    await pair.coord.apply(workload("web", 1))
+    await until(lambda: pair.ready("web") == 1)
+    placement = pair.placement("web")
+    await pair.bus.shutdown(wipe=False)
+    await asyncio.sleep(0.8)  # longer than the will settle time: the replay cannot be taken for the same outage
+    await pair.coord.mqtt.start()
+    assert topics.node_status("a") in pair.bus.retained  # the will, replayed to the coordinator
+    await asyncio.sleep(1.5)
+    assert pair.placement("web") == placement
+    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+    await pair.nodes["a"].agent.mqtt.start()  # type: ignore[attr-defined]
+    await until(lambda: pair.coord.members["a"].online and pair.ready("web") == 1)
+    assert pair.placement("web") == placement
 
 
 async def test_a_stale_epoch_is_ignored_by_the_agent(pair: Pair) -> None:
