@@ -360,7 +360,7 @@ class Coordinator(Operations):
         if len(self.events) > EVENT_RETENTION:
             old = self.events.pop(0)
             self._pending_ops.append(delete_op(model.event_key(old.seq)))
-        self._unstreamed.append(ev)  # streamed by _flush once committed: a stream never shows an event (or an id)
+        self._unstreamed.append(ev)  # streamed by _flush once written: never an event a failover could lose
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 
@@ -380,7 +380,7 @@ class Coordinator(Operations):
             chunk = self._pending_ops[:FLUSH_CHUNK]
             await self.store.txn(chunk)  # on failure the chunk (and the rest) stays queued
             del self._pending_ops[:len(chunk)]
-        committed, self._unstreamed = self._unstreamed, []  # that a failover could lose and a new leader reuse
+        committed, self._unstreamed = self._unstreamed, []  # written now: safe to show, ids final
         for ev in committed:
             self._committed_seq = max(self._committed_seq, ev.seq)
             self._stream(ev)
