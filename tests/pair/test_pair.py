@@ -170,9 +170,10 @@ async def test_a_tripped_gate_reports_unschedulable_and_stops_workloads_as_the_p
     assert any("cpu" in g for g in pair.coord.members["pi"].status.gates)  # type: ignore[union-attr]
     await until(lambda: not [i for i in node.runtime.instances.values() if i.state is InstanceState.RUNNING],
                 what="workloads stopped by the gate")
+    await until(lambda: pair.ready("web") == 0, what="the coordinator seeing it stopped")  # not a stale "ready"
     node.set_temp(40.0)  # below the limit minus the 5 C hysteresis margin
     await until(lambda: pair.ready("web") == 1, what="workload back after the gate cleared")
-    assert pair.coord.members["pi"].status.schedulable  # type: ignore[union-attr]
+    await until(lambda: pair.coord.members["pi"].status.schedulable, what="schedulable again")  # type: ignore[union-attr]
 
 
 async def test_a_broker_that_lost_its_retained_state_is_refilled_without_restarts(pair: Pair) -> None:
