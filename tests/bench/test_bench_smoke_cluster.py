@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.need import unavailable
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +33,8 @@ def require_cluster_env() -> None:
         found = subprocess.run(["podman", "image", "exists", IMAGE], env=env, check=False, timeout=60)
         if found.returncode != 0:
             problem = f"{IMAGE} is missing: run scripts/build-test-image.sh (make test does)"
-    if problem is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(problem)
-    pytest.skip(problem)
+    if problem is not None:
+        unavailable(problem)
 
 
 def run_quick(script: str, doc: Path, timeout: float) -> str:

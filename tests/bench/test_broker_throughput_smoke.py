@@ -3,14 +3,14 @@ numbers. It writes to a temporary document, never to docs/benchmarks.md."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -19,12 +19,7 @@ NUMERIC_ROWS = ("QoS 0 msg/s received", "QoS 1 msg/s received", "QoS 1 latency P
 
 
 def require_mosquitto() -> None:
-    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
-        return
-    msg = "mosquitto is not installed: run scripts/install-system-deps.sh (make test does)"
-    if os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    require_binary("mosquitto")
 
 
 def section(text: str) -> str:

@@ -4,7 +4,6 @@ never docs/benchmarks.md. It needs root (the workload runs as uid 65534) and etc
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import require_binary
+from tests.need import require_root
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,7 @@ def rows_starting(body: str, label: str) -> list[list[str]]:
 @pytest.mark.timeout(330)  # past the run's own timeout + cleanup, so the benchmark is never killed mid-run
 def test_failover_quick_writes_takeover_and_write_latencies(tmp_path: Path) -> None:
     require_binary("etcd")
-    if os.geteuid() != 0:
-        pytest.skip("bench/failover.py runs the workload as uid 65534 on the process runtime: run as root")
+    require_root("bench/failover.py runs the workload as uid 65534 on the process runtime")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nprose kept\n")
     proc = subprocess.Popen([sys.executable, "bench/failover.py", "--quick", "--doc", str(doc)], cwd=ROOT,

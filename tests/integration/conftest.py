@@ -21,6 +21,7 @@ from broker.auth import AuthFiles
 from broker.client import MqttSettings, Secret, Will
 from broker.passwords import hash_password
 from tests.integration.rawmqtt import RawClient
+from tests.need import unavailable
 
 USERS = {
     "coordinator@test": Role.COORDINATOR,
@@ -40,10 +41,7 @@ USERS = {
 def require_binary(name: str) -> str:
     path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
     if path is None:
-        msg = f"{name} is not installed: run scripts/install-system-deps.sh (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"{name} is not installed: run scripts/install-system-deps.sh (make test does)")
     return path
 
 

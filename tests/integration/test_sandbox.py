@@ -25,6 +25,7 @@ from edge_agent.runtime.base import Instance, InstanceState
 from edge_agent.runtime.podman import PodmanRuntime
 from edge_agent.runtime.process import ProcessRuntime
 from tests.integration.podman_env import IMAGE, PodmanTarget, podman_target
+from tests.need import require_root
 
 pytestmark = pytest.mark.integration
 __all__ = ["podman_target"]  # the fixture, imported for pytest
@@ -174,13 +175,8 @@ async def proc_rt() -> AsyncIterator[ProcessRuntime]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("switching users in the process runtime needs the agent (this test) to run as root")
-
-
 async def test_process_runs_as_the_requested_user(proc_rt: ProcessRuntime) -> None:
-    require_root()
+    require_root("switching users in the process runtime needs the agent (this test) to be root")
     security = Security(run_as_user=65534, run_as_non_root=True, capabilities_drop=("ALL",))
     spec = make_spec(image="", command=("sh", "-c"), security=security,
                      args=("id -u; id -g; id -G; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; touch f && "
@@ -192,7 +188,7 @@ async def test_process_runs_as_the_requested_user(proc_rt: ProcessRuntime) -> No
 
 
 async def test_process_exec_runs_as_the_workload(proc_rt: ProcessRuntime) -> None:
-    require_root()
+    require_root("switching users in the process runtime needs the agent (this test) to be root")
     inst = await run(proc_rt, make_spec(image="", command=("sleep", "30"), security=Security(run_as_user=65534)))
     result = await proc_rt.exec(inst.instance_id, ["id", "-u"], 10)
     assert result.output == b"65534\n"

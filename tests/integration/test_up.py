@@ -28,6 +28,7 @@ import pytest
 from cloudless import etcd_local
 from tests.integration.cluster_env import SECURE, until
 from tests.integration.conftest import free_port, require_binary
+from tests.need import require_root, unavailable
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -187,13 +188,12 @@ def _free_run(count: int) -> int:
 @pytest.fixture
 def up_ha() -> Iterator[Up]:
     require_binary("etcd")
-    if os.geteuid() != 0:
-        pytest.skip("the local agent runs the workload as uid 65534 on the process runtime: run as root")
+    require_root("the local agent runs the workload as uid 65534 on the process runtime")
     # etcd_local's ports are fixed (clients 23790.., peers 23800..); under CI they are free
     ms = etcd_local.members(3)
     busy = [p for m in ms for p in (m.client_port, m.peer_port) if not _port_free(p)]
     if busy:
-        pytest.skip(f"`cloudless up --coordinators 3` needs ports {ms[0].client_port}-{ms[-1].client_port} and "
+        unavailable(f"`cloudless up --coordinators 3` needs ports {ms[0].client_port}-{ms[-1].client_port} and "
                     f"{ms[0].peer_port}-{ms[-1].peer_port}; {busy[0]} is taken by {_holder(busy[0])}")
     u = Up(Path(tempfile.mkdtemp(prefix="cl-up-ha-")))
     u.api = _free_run(3)
