@@ -105,7 +105,7 @@ def load_token_digests(data_dir: Path) -> dict[str, tuple[str, str]]:
 
 def write_token_digests(data_dir: Path, tokens: dict[str, str], roles: dict[str, str] | None = None) -> None:
     """name -> raw token (role per name, default admin); only the sha256 digests are stored (0600)."""
-    from coordinator.api import token_digest
+    from coordinator.http import token_digest
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / TOKENS_FILE

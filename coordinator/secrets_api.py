@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from coordinator.http import FORWARDED_HEADER, token_digest
 from coordinator.secrets import (
     AuditAction,
     AuditQuery,
@@ -147,8 +148,6 @@ class SecretsHandlers:
 
     def _secrets_caller(self, request: web.Request) -> Caller | None:
         """Who asks (None: a bearer credential that is not one of ours). No header: `anonymous`, no role."""
-        from coordinator.api import FORWARDED_HEADER, token_digest
-
         source = request.remote or "unknown"
         if (forwarded := self.forwarded_by(request)) is not None:
             source = f"{forwarded[1]} (forwarded by {forwarded[0]})"

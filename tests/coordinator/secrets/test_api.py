@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.api import Api, serve, token_digest
+from coordinator.api import Api, serve
+from coordinator.http import token_digest
 from coordinator.secrets import KeySource, SecretsService
 from coordinator.secrets import masterkey as masterkeys
 from coordinator.service import Coordinator, CoordinatorConfig
