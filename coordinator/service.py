@@ -37,6 +37,7 @@ from broker.wire import (
 )
 from coordinator import dashboard, lifecycle, membership, model
 from coordinator.delivery import SecretDelivery
+from coordinator.journal import EVENT_RETENTION, Journal
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
@@ -51,11 +52,8 @@ from coordinator.translate import node_view, replica_spec, rollout_params, secre
 log = logging.getLogger(__name__)
 
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
-FLUSH_CHUNK = 100  # ops per store transaction (etcd's default limit is 128)
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
-EVENT_RETENTION = 5000
-EVENT_LISTENER_BACKLOG = 10_000  # events queued for one slow /v1/events/stream client before it is cut off
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ class SoloLeadership:
         return True
 
 
-class Coordinator(Operations):
+class Coordinator(Journal, Operations):
     def __init__(self, cfg: CoordinatorConfig, *, store: Store, mqtt: MqttClient,
                  clock: Callable[[], float] = time.time, leadership: Leadership | None = None) -> None:
         self.cfg = cfg
@@ -321,81 +319,6 @@ class Coordinator(Operations):
             fut = self._replies.pop(msg.request_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
-
-    # ---- events ------------------------------------------------------------------------------------------
-
-    def _stream(self, ev: Event) -> None:
-        for queue in list(self._event_listeners):
-            if queue.qsize() >= EVENT_LISTENER_BACKLOG:  # a stalled stream is cut, never grows memory
-                self._event_listeners.discard(queue)
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(ev)
-
-    def listen_events(self) -> asyncio.Queue[Event | None]:
-        """A queue that receives every event recorded from now on; None means the listener fell more than
-        EVENT_LISTENER_BACKLOG events behind and was cut off (re-list, then listen again). Call
-        `unlisten_events` when done."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._event_listeners.add(queue)
-        return queue
-
-    def unlisten_events(self, queue: asyncio.Queue[Event | None]) -> None:
-        self._event_listeners.discard(queue)
-
-    def end_event_streams(self) -> None:
-        for queue in self._event_listeners:
-            queue.put_nowait(None)
-        self._event_listeners.clear()
-
-    def event(self, type_: str, reason: str, obj: str, message: str) -> Event:
-        if not self.solo and not self._leading:  # only the leader records events; a follower just logs
-            log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
-            return Event(seq=0, time=self.clock(), type=type_, reason=reason, object=obj, message=message[:1024])
-        self._event_seq += 1
-        ev = Event(seq=self._event_seq, time=self.clock(), type=type_, reason=reason, object=obj,
-                   message=message[:1024])
-        self.events.append(ev)
-        self._pending_ops.append(put(model.event_key(ev.seq), model.to_json(ev)))
-        if len(self.events) > EVENT_RETENTION:
-            old = self.events.pop(0)
-            self._pending_ops.append(delete_op(model.event_key(old.seq)))
-        self._unstreamed.append(ev)  # streamed by _flush once written: never an event a failover could lose
-        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
-        return ev
-
-    async def record_now(self, type_: str, reason: str, obj: str, message: str) -> None:
-        """An event from a request handler, written before the handler answers (so a client listing events next
-        sees it); with the store down it waits for the next round's write like any other."""
-        self.event(type_, reason, obj, message)
-        async with self._lock:
-            with contextlib.suppress(StoreError):
-                await self._flush()
-
-    async def _flush(self) -> None:
-        """Write the round's pending ops, in transactions of at most FLUSH_CHUNK ops (etcd refuses more than 128
-        per transaction). They are unconditional puts and deletes, so a chunk that fails is kept and replayed next
-        round: memory and the store must not drift apart because one write failed."""
-        while self._pending_ops:
-            chunk = self._pending_ops[:FLUSH_CHUNK]
-            await self.store.txn(chunk)  # on failure the chunk (and the rest) stays queued
-            del self._pending_ops[:len(chunk)]
-        committed, self._unstreamed = self._unstreamed, []  # written now: safe to show, ids final
-        for ev in committed:
-            self._committed_seq = max(self._committed_seq, ev.seq)
-            self._stream(ev)
-
-    def committed_events(self) -> list[Event]:
-        """The events known to be in the store (what REST lists and streams replay): an event recorded but not
-        written yet may still be lost with this coordinator's term, and its id reused by the next leader."""
-        return [e for e in self.events if e.seq <= self._committed_seq]
-
-    def _drop_uncommitted(self) -> None:
-        """This term is over: its unwritten ops and events are gone, and event ids go on from the store's."""
-        self._pending_ops.clear()
-        self._unstreamed.clear()
-        self.events = self.committed_events()
-        self._event_seq = self._committed_seq
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
