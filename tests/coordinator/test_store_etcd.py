@@ -300,3 +300,22 @@ async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(stor
     assert await store.get("/w/2") is None and other > epoch
     with pytest.raises(Conflict):  # a plain conflict is still reported as one
         await store.txn([put("/w/1", b"x", expect=1)])
+
+
+@pytest.mark.integration
+def test_the_harness_starts_on_other_ports_when_one_was_taken_meanwhile(tmp_path: Path) -> None:
+    """free_port() hands out a port another process may bind before etcd does (seen once in CI)."""
+    import socket
+
+    (tmp_path / "etcd").mkdir()
+    cluster = EtcdCluster(tmp_path / "etcd")
+    taken = cluster.members[0].client_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            cluster.start()
+            assert taken not in [m.client_port for m in cluster.members]
+            assert all(cluster.healthy(i) for i in range(3))
+        finally:
+            cluster.close()

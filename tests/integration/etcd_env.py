@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import ssl
 import subprocess
@@ -77,12 +78,13 @@ class EtcdCluster:
 
     def __post_init__(self) -> None:
         self.binary = self.binary or require_binary("etcd")
-        for i in range(self.size):
-            name = f"m{i + 1}"
-            self.members.append(EtcdMember(name, free_port(), free_port(), self.workdir / f"{name}.etcd",
-                                           self.workdir / f"{name}.log"))
+        self._pick_ports()
         if self.tls:
             self._write_certificates()
+
+    def _pick_ports(self) -> None:
+        self.members = [EtcdMember(f"m{i + 1}", free_port(), free_port(), self.workdir / f"m{i + 1}.etcd",
+                                   self.workdir / f"m{i + 1}.log") for i in range(self.size)]
 
     # ---- TLS -------------------------------------------------------------------------------------------------
 
@@ -132,9 +134,21 @@ class EtcdCluster:
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for i in range(self.size):
-            self.restart(i, wait=False)
-        self.wait_healthy()
+        for attempt in range(3):
+            for i in range(self.size):
+                self.restart(i, wait=False)
+            try:
+                self.wait_healthy()
+                return
+            except RuntimeError as exc:
+                # a free port handed out by free_port() can be taken by another process before etcd binds it:
+                # start again on other ports (a fresh cluster: new data dirs, since the peer URLs change)
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.close()
+                for m in self.members:
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+                self._pick_ports()
 
     def restart(self, index: int, *, wait: bool = False) -> None:
         """(Re)start member `index` on its own ports and data dir; `wait` waits until the running members are
