@@ -196,7 +196,8 @@ class MqttClient:
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             detail = f" (last error: {self.last_error})" if self.last_error else ""
             raise NotConnected(
@@ -232,7 +233,8 @@ class MqttClient:
         if self.connected:
             self._paho.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._disconnected.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._disconnected.wait()
         await self._cancel_tasks()
         self._fail_pending(NotConnected("client stopped"))
 
@@ -301,7 +303,8 @@ class MqttClient:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise MqttError(f"connect failed: {paho.error_string(rc)}")
         try:
-            await asyncio.wait_for(asyncio.shield(self._connack), s.connect_timeout_s)
+            async with asyncio.timeout(s.connect_timeout_s):
+                await asyncio.shield(self._connack)
         except TimeoutError:
             self._paho._sock_close()
             raise MqttError(f"no CONNACK within {s.connect_timeout_s}s") from None
@@ -529,7 +532,8 @@ class MqttClient:
         fut: asyncio.Future[list[int]] = self._loop.create_future()
         self._sub_futures[mid] = fut
         try:
-            codes = await asyncio.wait_for(fut, self.settings.connect_timeout_s)
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                codes = await fut
         except TimeoutError:
             self._sub_futures.pop(mid, None)
             raise MqttError(f"no SUBACK for {sub.topic_filter!r}") from None

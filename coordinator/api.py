@@ -326,7 +326,8 @@ class Api(IdentityHandlers, SecretsHandlers):
         has_leader = lead.is_leader or bool(lead.leader_api)
         store_ok, store_error = True, None
         try:  # a quorum read: with etcd it fails (or times out) while the cluster has no majority
-            await asyncio.wait_for(self.coord.store.revision(), READY_STORE_TIMEOUT_S)
+            async with asyncio.timeout(READY_STORE_TIMEOUT_S):
+                await self.coord.store.revision()
         except (StoreError, TimeoutError) as exc:
             store_ok, store_error = False, str(exc) or "no answer in time"
         ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok
@@ -545,7 +546,8 @@ class Api(IdentityHandlers, SecretsHandlers):
                     last = e.seq
             while True:
                 try:
-                    ev = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                    async with asyncio.timeout(SSE_KEEPALIVE_S):
+                        ev = await queue.get()
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue

@@ -261,7 +261,8 @@ class Elector:
             watch = self.store.watch(self.key, start_revision=start_revision)
             try:
                 while True:
-                    change = await asyncio.wait_for(anext(watch), self.recheck_s)
+                    async with asyncio.timeout(self.recheck_s):
+                        change = await anext(watch)
                     if change.key != self.key:
                         continue
                     if change.kind is OpKind.DELETE:
@@ -303,10 +304,12 @@ class Elector:
             await asyncio.sleep(max(0.0, (self._renewed_at or 0.0) + interval - self._clock()))
             sent = self._clock()
             try:
-                ttl = await asyncio.wait_for(self.store.keep_alive(lease, timeout_s=interval), interval)
+                async with asyncio.timeout(interval):
+                    ttl = await self.store.keep_alive(lease, timeout_s=interval)
                 if ttl <= 0:
                     raise _Lost("the lease expired")
-                entry = await asyncio.wait_for(self.store.get(self.key), interval)
+                async with asyncio.timeout(interval):
+                    entry = await self.store.get(self.key)
                 if entry is None or entry.create_revision != epoch:
                     raise _Lost("the election key was deleted or replaced")
                 self._renewed_at, self._lease_ttl = sent, float(ttl)

@@ -231,7 +231,8 @@ class Operations:
         self._replies[request_id] = fut
         try:
             await self.mqtt.publish(topics.node_cmd(replica.node), wire.encode(req), qos=1)
-            return await asyncio.wait_for(fut, timeout_s + 2.0)
+            async with asyncio.timeout(timeout_s + 2.0):
+                return await fut
         except TimeoutError:
             raise CommandFailed(f"node {replica.node} did not answer within {timeout_s:.0f}s") from None
         except MqttError as exc:

@@ -189,10 +189,10 @@ class Coordinator(Journal, Operations):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(MqttError, TimeoutError):  # a broker that is gone must not fail the shutdown
-            await asyncio.wait_for(self.mqtt.publish(
-                topics.coord_status(self.cfg.coordinator_id),
-                wire.encode(CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.OFFLINE,
-                                              ts=self.clock(), api_url=self.cfg.api_url)), qos=1, retain=True), 2)
+            async with asyncio.timeout(2):
+                await self.mqtt.publish(topics.coord_status(self.cfg.coordinator_id), wire.encode(CoordinatorStatus(
+                    coordinator_id=self.cfg.coordinator_id, presence=Presence.OFFLINE, ts=self.clock(),
+                    api_url=self.cfg.api_url)), qos=1, retain=True)
         await self.mqtt.stop()
 
     async def _load(self) -> None:
@@ -325,7 +325,8 @@ class Coordinator(Journal, Operations):
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+                async with asyncio.timeout(self.cfg.tick_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if self.leadership.is_leader and await self.leadership.still_leader():

@@ -154,7 +154,8 @@ class Agent:
                 await task
         self.commands.cancel()
         with contextlib.suppress(MqttError):
-            await asyncio.wait_for(self._publish_status(Presence.OFFLINE, force=True), 2.0)
+            async with asyncio.timeout(2.0):
+                await self._publish_status(Presence.OFFLINE, force=True)
         await self.mqtt.stop()
         await self.runtime.close()
 
@@ -206,7 +207,8 @@ class Agent:
     async def _reconcile_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.reconcile_interval_s)
+                async with asyncio.timeout(self.cfg.reconcile_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.reconcile_once()

@@ -56,7 +56,8 @@ class CommandHandler:
                 reply = self._reply(req, ok=False, error=f"request expired {now - req.deadline:.1f}s ago")
             else:
                 try:
-                    reply = await asyncio.wait_for(self._run(req), max(0.1, req.deadline - now))
+                    async with asyncio.timeout(max(0.1, req.deadline - now)):
+                        reply = await self._run(req)
                 except TimeoutError:
                     reply = self._reply(req, ok=False, error="deadline passed before the command finished")
                 except RuntimeError_ as exc:

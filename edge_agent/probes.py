@@ -25,7 +25,8 @@ class ProbeResult:
 
 async def run_probe(runtime: Runtime, instance_id: str, probe: Probe) -> ProbeResult:
     try:
-        return await asyncio.wait_for(_run(runtime, instance_id, probe), probe.timeout_s + 1.0)
+        async with asyncio.timeout(probe.timeout_s + 1.0):
+            return await _run(runtime, instance_id, probe)
     except TimeoutError:
         return ProbeResult(False, f"{probe.kind} probe timed out after {probe.timeout_s}s")
     except RuntimeError_ as exc:
@@ -67,20 +68,23 @@ async def _exec(runtime: Runtime, instance_id: str, argv: list[str], timeout_s: 
 async def http_get(host: str, port: int, path: str, timeout_s: float) -> ProbeResult:
     """A minimal HTTP/1.0 GET (no client library on small devices); 200-399 is success, as in Kubernetes."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         return ProbeResult(False, f"http connect {host}:{port}: {exc or type(exc).__name__}")
     try:
         request = f"GET {_path(path)} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: cloudless-probe\r\n\r\n"
         writer.write(request.encode("latin-1", "replace"))
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            line = await reader.readline()
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a status line over the stream limit
         return ProbeResult(False, f"http {host}:{port}{path}: {exc or type(exc).__name__}")
     finally:
         writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
     parts = line.decode("latin-1").split()
     if len(parts) < 2 or not parts[1].isdigit():
         return ProbeResult(False, f"http {host}:{port}{path}: not an HTTP response")
@@ -90,10 +94,12 @@ async def http_get(host: str, port: int, path: str, timeout_s: float) -> ProbeRe
 
 async def tcp_connect(host: str, port: int, timeout_s: float) -> ProbeResult:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as exc:
         return ProbeResult(False, f"tcp {host}:{port}: {exc or type(exc).__name__}")
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
     return ProbeResult(True, "tcp ok")

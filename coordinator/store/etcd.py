@@ -220,7 +220,8 @@ async def _connected(channel: Any, wait: float) -> bool:
         if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN) or left <= 0:
             return False
         try:
-            await asyncio.wait_for(channel.wait_for_state_change(state), left)
+            async with asyncio.timeout(left):
+                await channel.wait_for_state_change(state)
         except TimeoutError:
             return False
         state = channel.get_state(try_to_connect=True)
@@ -361,11 +362,13 @@ class EtcdStore:
         channel = await self._ep.channel()
         call = rpc.WatchStub(channel).Watch(metadata=_REQUIRE_LEADER)
         try:
-            await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)), self._ep.timeout)
+            async with asyncio.timeout(self._ep.timeout):
+                await call.write(rpc.WatchRequest(create_request=create))
             first = True
             while True:
                 # the member's "created" answer is awaited with the deadline; events may take forever
-                response = await (asyncio.wait_for(call.read(), self._ep.timeout) if first else call.read())
+                async with asyncio.timeout(self._ep.timeout if first else None):
+                    response = await call.read()
                 first = False
                 if response is grpc.aio.EOF:
                     raise StoreError(f"etcd ended the watch on {prefix!r}; re-list and watch again")

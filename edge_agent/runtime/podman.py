@@ -685,7 +685,8 @@ class PodmanRuntime:
         await self._connected()  # starting the service is not part of the command's time
         work = self._call(f"exec in {instance_id}", self._exec_sync, instance_id, list(argv), timeout_s)
         try:
-            return await asyncio.wait_for(work, timeout_s + 1.0)  # the thread's own reads are bounded too
+            async with asyncio.timeout(timeout_s + 1.0):  # the thread's own reads are bounded too
+                return await work
         except TimeoutError:
             raise RuntimeFailed(f"exec in {instance_id} timed out after {timeout_s:g}s",
                                 detail=" ".join(argv)) from None

@@ -396,7 +396,8 @@ class ProcessRuntime:
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                out, _ = await proc.communicate()
         except TimeoutError:
             _killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
