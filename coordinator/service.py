@@ -96,6 +96,12 @@ class Leadership(Protocol):
     @property
     def leader_id(self) -> str | None: ...
 
+    @property
+    def key(self) -> str | None:
+        """The store key whose create revision is the epoch: the leader's writes are fenced on it (None: nothing
+        to fence on, as for the only coordinator)."""
+        ...
+
     async def still_leader(self) -> bool: ...
 
 
@@ -106,6 +112,7 @@ class SoloLeadership:
         self.epoch: int | None = None
         self.leader_api: str | None = None
         self.leader_id: str | None = None
+        self.key: str | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -369,9 +376,8 @@ class Coordinator(Journal, Operations):
     def _fence(self, epoch: int | None) -> None:
         """With etcd: make every store write require the election key at `epoch` (None: unfenced, as a follower
         whose only writes are enrolments and renewals, each compare-and-swap)."""
-        key = getattr(self.leadership, "key", None)
-        if not self.solo and key is not None and hasattr(self.store, "fence"):
-            self.store.fence = (key, epoch) if epoch is not None else None
+        if (key := self.leadership.key) is not None:
+            self.store.fence((key, epoch) if epoch is not None else None)
 
     @property
     def acting(self) -> bool:

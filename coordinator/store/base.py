@@ -70,6 +70,10 @@ class Change:
     revision: int
 
 
+class Fenced(StoreError):
+    """A write refused because the store's fence no longer holds: another coordinator leads now."""
+
+
 class Store(Protocol):
     async def get(self, key: str) -> Entry | None: ...
 
@@ -86,6 +90,11 @@ class Store(Protocol):
 
     def watch(self, prefix: str) -> AsyncIterator[Change]:
         """Changes under `prefix` committed after the call, in revision order."""
+        ...
+
+    def fence(self, guard: tuple[str, int] | None) -> None:
+        """From now on every `txn` also requires key `guard[0]` to have create revision `guard[1]` — the election
+        key at this leader's epoch — and raises Fenced, writing nothing, when it does not (None: no guard)."""
         ...
 
     async def close(self) -> None: ...

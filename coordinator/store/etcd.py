@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import grpc
 from aetcd import rpc
 
-from coordinator.store.base import Change, Conflict, Entry, Op, OpKind, StoreError, StoreUnavailable
+from coordinator.store.base import Change, Conflict, Entry, Fenced, Op, OpKind, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +253,6 @@ def collapse(ops: Sequence[Op]) -> tuple[builtins.list[Op], builtins.list[tuple[
     return builtins.list(final.values()), builtins.list(compares.items())
 
 
-class Fenced(StoreError):
-    """A leader's write refused because the election key moved on: this coordinator no longer leads."""
-
-
 class EtcdStore:
     """The Store protocol on etcd; build it with `open_etcd_store`. Also the lease calls the Elector uses."""
 
@@ -269,7 +265,10 @@ class EtcdStore:
         self._seen = 0  # newest revision any answer carried: where a new watch starts (after it)
         # (election key, epoch) while this process leads: every transaction then also requires the election key to
         # still have that create revision, so a deposed leader's late writes are refused by etcd itself
-        self.fence: tuple[str, int] | None = None
+        self._fence: tuple[str, int] | None = None
+
+    def fence(self, guard: tuple[str, int] | None) -> None:
+        self._fence = guard
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -320,7 +319,7 @@ class EtcdStore:
         if len(writes) > self.max_txn_ops:
             raise StoreError(f"txn writes {len(writes)} keys; etcd takes at most {self.max_txn_ops} per transaction "
                              "(--max-txn-ops) and splitting it would not be atomic")
-        fence = self.fence
+        fence = self._fence
         guard = [] if fence is None else [rpc.Compare(key=self._k(fence[0]), target=rpc.Compare.CREATE,
                                                        result=rpc.Compare.EQUAL, create_revision=fence[1])]
         request = rpc.TxnRequest(

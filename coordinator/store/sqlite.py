@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from coordinator.store.base import Change, Conflict, Entry, Op, OpKind, StoreError
+from coordinator.store.base import Change, Conflict, Entry, Fenced, Op, OpKind, StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -40,6 +40,10 @@ class SqliteStore:
             raise StoreError(f"cannot open the state database {path}: {exc}") from exc
         self._watchers: builtins.list[tuple[str, asyncio.Queue[Change | None]]] = []
         self._lock = asyncio.Lock()
+        self._fence: tuple[str, int] | None = None
+
+    def fence(self, guard: tuple[str, int] | None) -> None:
+        self._fence = guard
 
     async def get(self, key: str) -> Entry | None:
         row = self._db.execute("SELECT key, value, mod_revision, create_revision FROM kv WHERE key = ?",
@@ -63,6 +67,11 @@ class SqliteStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 rev = int(self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]) + 1
+                if (fence := self._fence) is not None:
+                    row = self._db.execute("SELECT create_revision FROM kv WHERE key = ?", (fence[0],)).fetchone()
+                    if (row[0] if row else 0) != fence[1]:
+                        raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another "
+                                     "coordinator leads)")
                 for op in ops:
                     row = self._db.execute("SELECT mod_revision, create_revision FROM kv WHERE key = ?",
                                            (op.key,)).fetchone()
@@ -79,7 +88,7 @@ class SqliteStore:
                     changes.append(Change(op.kind, op.key, op.value, rev))
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
                 self._db.execute("COMMIT")
-            except Conflict:
+            except (Conflict, Fenced):
                 self._db.execute("ROLLBACK")
                 raise
             except sqlite3.Error as exc:

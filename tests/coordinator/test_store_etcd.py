@@ -280,24 +280,6 @@ async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
         await store.close()
         with pytest.raises(StoreUnavailable, match="CA bundle and client certificate"):  # no client certificate
             await asyncio.wait_for(open_etcd_store(cluster.url, ca=cluster.ca_file, timeout_s=1.0), 10)
-
-
-@pytest.mark.integration
-async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(store: EtcdStore) -> None:
-    """A leader's writes carry the election key's create revision (its epoch): after another coordinator took
-    the key, etcd itself refuses the deposed leader's late writes, and nothing of them lands."""
-    from coordinator.store.etcd import Fenced
-
-    epoch = await store.txn([put("/leader", b"me")])
-    store.fence = ("/leader", epoch)
-    await store.txn([put("/w/1", b"while leading")])  # the key is still ours
-    other = await store.txn([delete("/leader")])
-    store.fence = None
-    await store.txn([put("/leader", b"someone else")])  # a new leader's key: another create revision
-    store.fence = ("/leader", epoch)
-    with pytest.raises(Fenced):
-        await store.txn([put("/w/2", b"late write")])
-    assert await store.get("/w/2") is None and other > epoch
     with pytest.raises(Conflict):  # a plain conflict is still reported as one
         await store.txn([put("/w/1", b"x", expect=1)])
 

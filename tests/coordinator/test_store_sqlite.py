@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store import Conflict, OpKind, SqliteStore, Store, delete, put
+from coordinator.store import Conflict, Fenced, OpKind, SqliteStore, Store, delete, put
 from tests.integration.etcd_env import EtcdCluster, running_etcd_cluster
 
 
@@ -109,3 +109,20 @@ async def test_state_survives_reopening_the_file(tmp_path: Path) -> None:
     assert (await s2.get("/a")).value == b"1"  # type: ignore[union-attr]
     assert await s2.revision() == 1
     await s2.close()
+
+
+async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(store: Store) -> None:
+    """A leader's writes carry the election key's create revision (its epoch): after another coordinator took the
+    key, the store itself refuses the deposed leader's late writes, and nothing of them lands."""
+    epoch = await store.txn([put("/leader", b"me")])
+    store.fence(("/leader", epoch))
+    await store.txn([put("/w/1", b"while leading")])  # the key is still ours
+    other = await store.txn([delete("/leader")])
+    store.fence(None)
+    await store.txn([put("/leader", b"someone else")])  # a new leader's key: another create revision
+    store.fence(("/leader", epoch))
+    with pytest.raises(Fenced):
+        await store.txn([put("/w/2", b"late write")])
+    assert await store.get("/w/2") is None and other > epoch
+    store.fence(None)  # unfenced (a follower's compare-and-swap writes) it applies again
+    await store.txn([put("/w/2", b"as a follower")])
