@@ -109,7 +109,10 @@ def on_status(info: NodeInfo | None, msg: NodeStatus, now: float,
             events.append(MembershipEvent(node, "NodeJoined", f"node {node} joined ({msg.facts.profile or '?'})"))
     previous = info
     if msg.presence is Presence.ONLINE:
-        if info.state is not NodeState.ONLINE:
+        if info.will_at is not None:  # no NodeLeft/NodeLost was told yet: say what this recovers from
+            events.append(MembershipEvent(node, "NodeRecovered", f"node {node} reconnected {now - info.will_at:.1f}s "
+                                          "after its last will, before the verdict on it: a broker or network blip"))
+        elif info.state is not NodeState.ONLINE:
             events.append(MembershipEvent(node, "NodeRecovered", f"node {node} is back online"))
         info = replace(_transition(info, NodeState.ONLINE, now), crashed=False, will_at=None)
         info = replace(info, status=msg, last_seen=now)

@@ -133,6 +133,17 @@ def test_transitions(steps: list[str], state: NodeState, events: list[str]) -> N
     assert (info.state, reasons) == (state, events)
 
 
+def test_back_before_the_verdict_says_what_it_recovers_from() -> None:
+    """No NodeLeft or NodeLost was recorded for a will still waiting for its verdict: the recovery says why."""
+    info, _ = drive("online@0", "will@10")
+    _, events = on_status(info, status(10.3), 10.3)
+    assert [(e.reason, e.message) for e in events] == [
+        (REC, "node pi-1 reconnected 0.3s after its last will, before the verdict on it: a broker or network blip")]
+    info, _ = drive("online@0", "goodbye@10")  # after a NodeLeft the plain message does
+    _, events = on_status(info, status(20), 20)
+    assert [(e.reason, e.message) for e in events] == [(REC, "node pi-1 is back online")]
+
+
 def test_heartbeat_and_observed_before_any_status_are_ignored() -> None:
     assert on_heartbeat(None, Heartbeat(node_id=NODE, seq=1, ts=CLOCK), 1.0) is None
     assert on_observed(None, ObservedState(node_id=NODE, generation=1, epoch=1, ts=CLOCK), 1.0) is None
