@@ -67,11 +67,10 @@ class SqliteStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 rev = int(self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0]) + 1
-                if (fence := self._fence) is not None:
+                fence = self._fence
+                if fence is not None:  # judged before the ops, like etcd's compares; a Conflict is told first
                     row = self._db.execute("SELECT create_revision FROM kv WHERE key = ?", (fence[0],)).fetchone()
-                    if (row[0] if row else 0) != fence[1]:
-                        raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another "
-                                     "coordinator leads)")
+                    fence = None if (row[0] if row else 0) == fence[1] else fence
                 for op in ops:
                     row = self._db.execute("SELECT mod_revision, create_revision FROM kv WHERE key = ?",
                                            (op.key,)).fetchone()
@@ -86,6 +85,9 @@ class SqliteStore:
                     elif row:
                         self._db.execute("DELETE FROM kv WHERE key = ?", (op.key,))
                     changes.append(Change(op.kind, op.key, op.value, rev))
+                if fence is not None:
+                    raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another coordinator "
+                                 "leads)")
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
                 self._db.execute("COMMIT")
             except (Conflict, Fenced):

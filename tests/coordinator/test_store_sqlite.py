@@ -124,5 +124,7 @@ async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(stor
     with pytest.raises(Fenced):
         await store.txn([put("/w/2", b"late write")])
     assert await store.get("/w/2") is None and other > epoch
+    with pytest.raises(Conflict):  # a failed expectation is still reported as such, fenced or not
+        await store.txn([put("/w/1", b"x", expect=1)])
     store.fence(None)  # unfenced (a follower's compare-and-swap writes) it applies again
     await store.txn([put("/w/2", b"as a follower")])
