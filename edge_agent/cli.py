@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,6 +122,10 @@ def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
     if runtime_name == "auto":
         runtime_name = "podman" if shutil.which("podman") else "process"
     if runtime_name == "podman":
+        # podman-py draws image-pull progress bars with `rich` whenever that is installed (and amqtt, the embedded
+        # broker, installs it): 3 MiB of imports in an agent that never draws one (it reports pull progress
+        # itself). A None entry makes podman-py's optional import fail as if rich were absent.
+        sys.modules.setdefault("rich.progress", None)  # type: ignore[arg-type]
         from edge_agent.runtime.podman import PodmanRuntime
 
         return PodmanRuntime(node_id=cfg.node_id, socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
