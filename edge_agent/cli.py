@@ -117,15 +117,19 @@ def _metrics_flag(text: str) -> str:
     return text.strip()
 
 
+def skip_rich() -> None:
+    """podman-py draws image-pull progress bars with `rich` whenever that is installed (and amqtt, the embedded
+    broker, installs it): 3 MiB of imports in an agent that never draws one (it reports pull progress itself).
+    A None entry makes podman-py's optional import fail as if rich were absent."""
+    sys.modules.setdefault("rich.progress", None)  # type: ignore[arg-type]
+
+
 def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
     """The runtime adapter: explicit choice, else the profile's, else Podman when installed."""
     if runtime_name == "auto":
         runtime_name = "podman" if shutil.which("podman") else "process"
     if runtime_name == "podman":
-        # podman-py draws image-pull progress bars with `rich` whenever that is installed (and amqtt, the embedded
-        # broker, installs it): 3 MiB of imports in an agent that never draws one (it reports pull progress
-        # itself). A None entry makes podman-py's optional import fail as if rich were absent.
-        sys.modules.setdefault("rich.progress", None)  # type: ignore[arg-type]
+        skip_rich()
         from edge_agent.runtime.podman import PodmanRuntime
 
         return PodmanRuntime(node_id=cfg.node_id, socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
