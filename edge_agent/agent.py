@@ -258,6 +258,7 @@ class Agent:
                 self.counters.state_write_errors += 1
                 log.error("%s", exc)
         self.instances = await self.runtime.list() if not plan.empty else instances
+        await self.runtime.maintain()
         if any(needs_secrets(s) for s in wanted) or self._secret_versions:
             await self._refresh_secrets(specs)
             live = {i.instance_id for i in self.instances}

@@ -162,4 +162,9 @@ class Runtime(Protocol):
         """Current CPU/memory usage per instance id (missing entries: unknown)."""
         ...
 
+    async def maintain(self) -> None:
+        """Upkeep the agent runs every reconcile round (cheap when there is nothing to do), such as rotating
+        the logs of running instances the runtime writes itself. Never raises."""
+        ...
+
     async def close(self) -> None: ...

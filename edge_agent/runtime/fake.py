@@ -35,6 +35,7 @@ class FakeRuntime:
         self._next = 0
         self._fail: dict[str, str] = {}
         self.exec_results: dict[tuple[str, ...], ExecResult] = {}
+        self.maintained = 0  # rounds of upkeep the agent ran
 
     # ---- fault injection -----------------------------------------------------------------------------------
 
@@ -119,6 +120,9 @@ class FakeRuntime:
     async def usage(self) -> dict[str, Usage]:
         return {iid: Usage(cpu_percent=1.0, memory_bytes=1 << 20)
                 for iid, inst in self.instances.items() if inst.state is InstanceState.RUNNING}
+
+    async def maintain(self) -> None:
+        self.maintained += 1
 
     async def close(self) -> None:
         return None

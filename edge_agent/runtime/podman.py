@@ -754,6 +754,9 @@ class PodmanRuntime:
                 memory_bytes=int(mem) if isinstance(mem, int) else None)
         return usage
 
+    async def maintain(self) -> None:
+        """Nothing: conmon caps each container's log itself (`log_max_bytes`, Podman's log size max)."""
+
     async def close(self) -> None:
         await asyncio.to_thread(self._service.stop)
         self._client.close()  # type: ignore[no-untyped-call]

@@ -169,9 +169,11 @@ def _setpriv_argv(setpriv: str, box: ProcessSandbox) -> list[str]:
 
 
 class ProcessRuntime:
-    def __init__(self, *, node_id: str, root: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, node_id: str, root: Path, clock: Callable[[], float] = time.time,
+                 log_rotate_bytes: int = LOG_ROTATE_BYTES) -> None:
         self.node_id = node_id
         self.root = root
+        self.log_rotate_bytes = log_rotate_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -312,8 +314,8 @@ class ProcessRuntime:
             (d / "exit").unlink()
         logf = d / "log"
         with contextlib.suppress(OSError):
-            if logf.stat().st_size > LOG_ROTATE_BYTES:
-                logf.replace(d / "log.1")
+            if logf.stat().st_size > self.log_rotate_bytes:
+                logf.replace(d / "log.1")  # nothing writes to it now
         cwd = meta.get("working_dir") or str(d / "work")
         # The wrapper (and setpriv, as root) run with a fixed minimal environment; the workload's own variables
         # are applied by `env -i` at its final exec, so e.g. LD_PRELOAD from a spec never reaches a root process.
@@ -378,7 +380,10 @@ class ProcessRuntime:
 
     async def logs(self, instance_id: str, tail: int) -> bytes:
         self._meta(instance_id)
-        return _tail(self._dir(instance_id) / "log", tail)
+        d = self._dir(instance_id)
+        recent = _tail(d / "log", tail)
+        missing = tail - recent.count(b"\n")  # just rotated: the rest of the tail is in log.1
+        return (_tail(d / "log.1", missing) if missing > 0 else b"") + recent
 
     async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
         meta = self._meta(instance_id)
@@ -427,6 +432,19 @@ class ProcessRuntime:
             except Exception:  # noqa: S112 - gone, or /proc unreadable (Android): leave it out
                 continue
         return out
+
+    async def maintain(self) -> None:
+        """Rotate the log of every running instance past `log_rotate_bytes` (copy to log.1, then truncate):
+        the process keeps its file open in append mode, so its next write lands at the start of the emptied
+        file. What it writes between the copy and the truncation is lost, as with logrotate's copytruncate."""
+        for d in sorted(self.root.iterdir()) if self.root.exists() else []:
+            logf = d / "log"
+            try:
+                if logf.stat().st_size <= self.log_rotate_bytes:
+                    continue
+                await asyncio.to_thread(_copy_truncate, logf, d / "log.1")
+            except OSError as exc:
+                log.warning("cannot rotate %s: %s", logf, exc)
 
     async def close(self) -> None:
         self._children.clear()  # the processes keep running: they belong to the node, not to this agent run
@@ -514,6 +532,13 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _copy_truncate(path: Path, rotated: Path) -> None:
+    tmp = rotated.with_name(rotated.name + ".tmp")
+    shutil.copyfile(path, tmp)
+    tmp.replace(rotated)
+    os.truncate(path, 0)
 
 
 def _tail(path: Path, lines: int) -> bytes:

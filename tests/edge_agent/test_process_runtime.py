@@ -1,11 +1,13 @@
 """ProcessRuntime with real processes (fast, no daemons): lifecycle, a workload that ignores SIGTERM, the
-workload's environment kept away from the wrapper, re-adoption by a new runtime on the same directory."""
+workload's environment kept away from the wrapper, re-adoption by a new runtime on the same directory, and the
+log of a running workload rotated by the agent's upkeep."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -65,3 +67,33 @@ async def test_the_workload_env_reaches_the_workload_only(tmp_path: Path) -> Non
     assert "MY_VAR" not in wrapper.environ()  # the wrapper (root when switching users) never sees it
     assert b"V=x1" in await rt.logs(inst.instance_id, 5)
     await rt.remove(inst.instance_id)
+
+
+async def wait_for_file(path: Path, check: Callable[[bytes], bool], what: str) -> bytes:
+    for _ in range(200):  # 10 s at most
+        data = path.read_bytes() if path.exists() else b""
+        if check(data):
+            return data
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+async def test_a_running_workloads_log_is_rotated_and_it_keeps_writing_to_the_emptied_file(tmp_path: Path) -> None:
+    """Past `log_rotate_bytes` the log is copied to log.1 and emptied while the process runs on; its next line
+    lands at the start of the emptied file (append mode: no hole of NUL bytes), and `logs` spans both files."""
+    rt = ProcessRuntime(node_id="n", root=tmp_path, log_rotate_bytes=4096)
+    go = tmp_path / "go"
+    script = f"i=0; while [ $i -lt 600 ]; do echo line-$i; i=$((i+1)); done; " \
+             f"while [ ! -e {go} ]; do sleep 0.05; done; echo after-rotation; sleep 30"
+    inst = await rt.create(spec("chatty-0", "sh", "-c", script), 1)
+    await rt.start(inst.instance_id)
+    d = tmp_path / inst.instance_id
+    await wait_for_file(d / "log", lambda data: b"line-599\n" in data, "600 lines logged (over 4 KiB)")
+    await rt.maintain()
+    assert (d / "log.1").read_bytes().splitlines()[-1] == b"line-599" and (d / "log").read_bytes() == b""
+    go.touch()
+    assert await wait_for_file(d / "log", lambda data: data != b"", "a line after the rotation") == b"after-rotation\n"
+    assert await rt.logs(inst.instance_id, 3) == b"line-598\nline-599\nafter-rotation\n"
+    await rt.maintain()  # under the limit: left alone
+    assert (d / "log").read_bytes() == b"after-rotation\n" and b"line-0\n" in (d / "log.1").read_bytes()
+    await rt.stop(inst.instance_id, 2.0)

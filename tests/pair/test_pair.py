@@ -127,6 +127,7 @@ async def test_apply_places_runs_and_reports_ready(pair: Pair) -> None:
     for node_id, node in pair.nodes.items():
         insts = await node.runtime.list()
         assert [i.replica_id for i in insts] == [r for r, n in pair.placement("web").items() if n == node_id]
+        assert node.runtime.maintained > 0  # the runtime's upkeep (log rotation) runs with the reconcile rounds
 
 
 async def test_a_crashed_instance_is_restarted_and_the_restart_reported(pair: Pair) -> None:
