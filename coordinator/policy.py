@@ -1,8 +1,8 @@
 """Admission policy: whether a workload may run, as a pure function of the policies and the workload.
 
 Theory of operation. A `Policy` is a document (`apiVersion: cloudless/v1`, `kind: Policy`) parsed strictly by the
-same field tables as workload specs (`coordinator.spec`): unknown keys, wrong types and bad patterns are errors with
-their field path, collected in one pass and raised as one `PolicyError` naming the file (`policies.yaml#2`).
+same field tables as workload specs (`coordinator.spec_kinds`): unknown keys, wrong types and bad patterns are errors
+with their field path, collected in one pass and raised as one `PolicyError` naming the file (`policies.yaml#2`).
 
     spec:
       action: deny             # deny | warn | audit: the default of the rules below
@@ -58,19 +58,12 @@ from coordinator.spec import (
     CPU,
     MEMORY,
     NAME,
-    Bool,
-    Choice,
-    Const,
-    ListOf,
-    Obj,
     SeccompType,
     SecurityContext,
-    Str,
     Workload,
     WorkloadSpec,
-    field_table,
-    spec_field,
 )
+from coordinator.spec_kinds import Bool, Choice, Const, ListOf, Obj, Str, field_table, spec_field
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -215,7 +208,7 @@ _CTX: Final = "spec.securityContext"
 
 
 class _Doc:
-    """Mixin: `coordinator.spec.Obj` calls `_problems` on each object it builds, for cross-field rules."""
+    """Mixin: `coordinator.spec_kinds.Obj` calls `_problems` on each object it builds, for cross-field rules."""
 
     __slots__ = ()
 

@@ -1,8 +1,8 @@
-"""Workload specs: a strict, table-driven parser from plain data (parsed YAML/JSON) to frozen dataclasses.
+"""Workload specs: the `cloudless/v1` Workload document as frozen dataclasses, and its strict parser.
 
-Theory of operation. Every document object is a frozen dataclass whose fields carry their own validation in
-`dataclasses.field(metadata=...)`: a `Kind` (how to parse, dump and describe the value in JSON Schema) plus the
-document key (camelCase, derived from the attribute name unless given). Three functions walk that one table:
+Every document object is a frozen dataclass whose fields carry their own validation as a kind from
+`coordinator.spec_kinds` (how one value is parsed, dumped and described) plus the document key. Three functions
+walk those field tables:
 
 - `parse_workload(doc)` checks every key against the table: unknown or misspelled keys are errors (with a
   difflib suggestion), never silently dropped; so are wrong types, out-of-range numbers and invalid names. It
@@ -18,19 +18,15 @@ document key (camelCase, derived from the attribute name unless given). Three fu
 `null` is rejected like any other wrong type: an absent key means "use the default".
 
 Pure: no I/O, no clocks. This module is longer than the style guide's ~600 lines because the field tables are
-the spec's single source of truth and splitting them from their kinds would scatter one concept over files.
+the workload document's single source of truth: splitting them would scatter one document over files.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import functools
 import hashlib
 import json
-import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Final
@@ -41,6 +37,23 @@ from broker.wire.messages import Protocol as PortProtocol
 from broker.wire.schema import ID_MAX_LEN, ID_PATTERN
 from coordinator import quantity
 from coordinator.errors import SpecError
+from coordinator.spec_kinds import (
+    Amount,
+    Bool,
+    Checked,
+    Choice,
+    Const,
+    Int,
+    IntOrPercent,
+    ListOf,
+    MapOf,
+    Num,
+    Obj,
+    Problems,
+    Quantity,
+    Str,
+    spec_field,
+)
 
 __all__ = [
     "API_VERSION",
@@ -94,15 +107,6 @@ __all__ = [
 API_VERSION: Final = "cloudless/v1"
 KIND: Final = "Workload"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-
-Problems = list[tuple[str, str]]
-
-
-class _Invalid:
-    """Marker returned by a Kind whose value was bad (the problem is already recorded)."""
-
-
-INVALID: Final = _Invalid()
 
 
 # ---- enums -----------------------------------------------------------------------------------------------
@@ -162,398 +166,6 @@ class SecretUpdate(StrEnum):
     FILES = "files"
 
 
-# ---- kinds: how one value is parsed, dumped and described ------------------------------------------------
-
-
-def _type_name(value: object) -> str:
-    match value:
-        case None:
-            return "null"
-        case bool():
-            return "boolean"
-        case int():
-            return "integer"
-        case float():
-            return "number"
-        case str():
-            return "string"
-        case list() | tuple():
-            return "array"
-        case dict():
-            return "object"
-    return type(value).__name__
-
-
-def _bad(problems: Problems, path: str, message: str) -> _Invalid:
-    problems.append((path, message))
-    return INVALID
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path and key else path or key
-
-
-class Kind:
-    """How one document value is validated (`parse`), written back (`dump`) and described (`schema`)."""
-
-    __slots__ = ()
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        raise NotImplementedError
-
-    def dump(self, value: Any) -> object:
-        return value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class Str(Kind):
-    max_len: int = 256
-    min_len: int = 0
-    pattern: str = ""  # matched in full; written to JSON Schema anchored, so keep to the ECMA-262 subset
-    what: str = "value"
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if not isinstance(value, str):
-            return _bad(problems, path, f"expected string, got {_type_name(value)}")
-        if len(value) < self.min_len:
-            return _bad(problems, path, "must not be empty" if self.min_len == 1 else f"shorter than {self.min_len}")
-        if len(value) > self.max_len:
-            return _bad(problems, path, f"too long: {len(value)} characters, at most {self.max_len}")
-        if self.pattern and re.fullmatch(self.pattern, value) is None:
-            return _bad(problems, path, f"invalid {self.what}: {value[:80]!r}")
-        return value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "string", "maxLength": self.max_len}
-        if self.min_len:
-            out["minLength"] = self.min_len
-        if self.pattern:
-            out["pattern"] = f"^(?:{self.pattern})$"
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Int(Kind):
-    lo: int
-    hi: int
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if isinstance(value, float) and value.is_integer():  # JSON Schema's "integer" admits 3.0
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            return _bad(problems, path, f"expected integer, got {_type_name(value)}")
-        if not self.lo <= value <= self.hi:
-            return _bad(problems, path, f"must be between {self.lo} and {self.hi}, got {value}")
-        return value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
-
-
-@dataclass(frozen=True, slots=True)
-class Num(Kind):
-    lo: float
-    hi: float
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return _bad(problems, path, f"expected number, got {_type_name(value)}")
-        if not self.lo <= value <= self.hi:
-            return _bad(problems, path, f"must be between {self.lo:g} and {self.hi:g}, got {value}")
-        return float(value)
-
-    def dump(self, value: Any) -> object:
-        return int(value) if float(value).is_integer() else value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "number", "minimum": self.lo, "maximum": self.hi}
-
-
-@dataclass(frozen=True, slots=True)
-class Bool(Kind):
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if not isinstance(value, bool):
-            return _bad(problems, path, f"expected boolean, got {_type_name(value)}")
-        return value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "boolean"}
-
-
-@dataclass(frozen=True, slots=True)
-class Choice(Kind):
-    enum: type[StrEnum]
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        allowed = [m.value for m in self.enum]
-        if not isinstance(value, str) or value not in allowed:
-            shown = ", ".join(json.dumps(a) for a in allowed)
-            got = json.dumps(value) if isinstance(value, str) else _type_name(value)
-            hint = _suggest(value, allowed) if isinstance(value, str) else ""
-            return _bad(problems, path, f"must be one of {shown}; got {got}{hint}")
-        return self.enum(value)
-
-    def dump(self, value: Any) -> object:
-        return str(value)
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "string", "enum": [m.value for m in self.enum]}
-
-
-@dataclass(frozen=True, slots=True)
-class Const(Kind):
-    value: str
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if value != self.value:
-            return _bad(problems, path, f"must be {json.dumps(self.value)}, got {json.dumps(value, default=str)}")
-        return value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        return {"const": self.value}
-
-
-@dataclass(frozen=True, slots=True)
-class Quantity(Kind):
-    """CPU (-> millicores) or memory (-> bytes); see `coordinator.quantity`."""
-
-    resource: str  # "cpu" | "memory"
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        try:
-            return quantity.parse_cpu(value) if self.resource == "cpu" else quantity.parse_memory(value)
-        except quantity.QuantityError as exc:
-            return _bad(problems, path, str(exc))
-
-    def dump(self, value: Any) -> object:
-        return quantity.format_cpu(value) if self.resource == "cpu" else quantity.format_memory(value)
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        pattern = quantity.CPU_PATTERN if self.resource == "cpu" else quantity.MEMORY_PATTERN
-        return {"anyOf": [{"type": "string", "pattern": f"^(?:{pattern})$"}, {"type": "number", "minimum": 0}]}
-
-
-@dataclass(frozen=True, slots=True)
-class IntOrPercent:
-    """A count (`2`) or a percentage of the replica count (`"25%"`), like Kubernetes' IntOrString."""
-
-    value: int
-    percent: bool = False
-
-    def resolve(self, total: int, *, round_up: bool) -> int:
-        if not self.percent:
-            return self.value
-        scaled = self.value * total
-        return -(-scaled // 100) if round_up else scaled // 100
-
-    def __str__(self) -> str:
-        return f"{self.value}%" if self.percent else str(self.value)
-
-
-_PERCENT = r"(?:[0-9]{1,2}|100)%"
-
-
-@dataclass(frozen=True, slots=True)
-class Amount(Kind):
-    """Kind for `IntOrPercent`: an integer in [0, hi] or a string "N%" with N in [0, 100]."""
-
-    hi: int = 1000
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if isinstance(value, str):
-            m = re.fullmatch(_PERCENT, value)
-            if m is None:
-                return _bad(problems, path, f'expected an integer or a percentage like "25%", got {value[:40]!r}')
-            return IntOrPercent(int(value[:-1]), percent=True)
-        count = Int(0, self.hi).parse(value, path, problems)
-        return IntOrPercent(count) if isinstance(count, int) else count
-
-    def dump(self, value: Any) -> object:
-        return str(value) if value.percent else value.value
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        percent = {"type": "string", "pattern": f"^(?:{_PERCENT})$"}
-        return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": self.hi}, percent]}
-
-
-@dataclass(frozen=True, slots=True)
-class ListOf(Kind):
-    item: Kind
-    max_items: int = 64
-    min_items: int = 0
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if not isinstance(value, list):
-            return _bad(problems, path, f"expected array, got {_type_name(value)}")
-        if len(value) > self.max_items:
-            return _bad(problems, path, f"too many items: {len(value)}, at most {self.max_items}")
-        if len(value) < self.min_items:
-            return _bad(problems, path, f"needs at least {self.min_items} item(s)")
-        items = [self.item.parse(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return INVALID if any(isinstance(i, _Invalid) for i in items) else tuple(items)
-
-    def dump(self, value: Any) -> object:
-        return [self.item.dump(v) for v in value]
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "array", "items": self.item.schema(defs), "maxItems": self.max_items}
-        if self.min_items:
-            out["minItems"] = self.min_items
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class MapOf(Kind):
-    key: Str
-    value: Kind
-    max_items: int = 64
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if not isinstance(value, dict):
-            return _bad(problems, path, f"expected object, got {_type_name(value)}")
-        if len(value) > self.max_items:
-            return _bad(problems, path, f"too many entries: {len(value)}, at most {self.max_items}")
-        out: dict[str, object] = {}
-        for k, v in value.items():
-            sub = f"{path}[{json.dumps(k, default=str)}]"
-            key, val = self.key.parse(k, sub, problems), self.value.parse(v, sub, problems)
-            if not isinstance(key, _Invalid) and not isinstance(val, _Invalid):
-                out[str(key)] = val
-        return out if len(out) == len(value) else INVALID
-
-    def dump(self, value: Any) -> object:
-        return {k: self.value.dump(value[k]) for k in sorted(value)}
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        key_schema = {k: v for k, v in self.key.schema(defs).items() if k != "type"}
-        return {
-            "type": "object",
-            "propertyNames": key_schema,
-            "additionalProperties": self.value.schema(defs),
-            "maxProperties": self.max_items,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TableField:
-    """One row of an object's field table, derived from a dataclass field."""
-
-    key: str
-    attr: str
-    kind: Kind
-    required: bool
-    default: Callable[[], object]
-
-
-@dataclass(frozen=True, slots=True)
-class Obj(Kind):
-    """A nested object whose fields are described by the dataclass `cls` (see `spec_field`)."""
-
-    cls: type[Any]
-
-    def parse(self, value: object, path: str, problems: Problems) -> object:
-        if not isinstance(value, dict):
-            return _bad(problems, path, f"expected object, got {_type_name(value)}")
-        table = field_table(self.cls)
-        known = [f.key for f in table]
-        before = len(problems)
-        for key in value:
-            if key not in known:
-                shown = key if isinstance(key, str) else repr(key)
-                hint = _suggest(key, known) if isinstance(key, str) else ""
-                problems.append((_join(path, shown), f"unknown field{hint}"))
-        kwargs: dict[str, object] = {}
-        for f in table:
-            if f.key in value:
-                kwargs[f.attr] = f.kind.parse(value[f.key], _join(path, f.key), problems)
-            elif f.required:
-                problems.append((_join(path, f.key), "required field is missing"))
-        if len(problems) > before:
-            return INVALID
-        obj = self.cls(**kwargs)
-        problems.extend((_join(path, rel), msg) for rel, msg in obj._problems())
-        return INVALID if len(problems) > before else obj
-
-    def dump(self, value: Any) -> object:
-        out: dict[str, object] = {}
-        for f in field_table(self.cls):
-            v = getattr(value, f.attr)
-            if f.required or v != f.default():
-                out[f.key] = f.kind.dump(v)
-        return out
-
-    def schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        name = self.cls.__name__
-        if name not in defs:
-            defs[name] = {}  # reserve first: recursion-safe
-            table = field_table(self.cls)
-            body: dict[str, Any] = {
-                "type": "object",
-                "description": (self.cls.__doc__ or name).strip().splitlines()[0],
-                "properties": {f.key: f.kind.schema(defs) for f in table},
-                "additionalProperties": False,
-            }
-            required = [f.key for f in table if f.required]
-            if required:
-                body["required"] = required
-            body.update(getattr(self.cls, "SCHEMA_EXTRA", {}))
-            defs[name] = body
-        return {"$ref": f"#/$defs/{name}"}
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    lowered = {c.lower(): c for c in choices}
-    match = lowered.get(word.lower()) or next(iter(difflib.get_close_matches(word, choices, n=1, cutoff=0.6)), None)
-    return f" (did you mean {json.dumps(match)}?)" if match else ""
-
-
-_META = "cloudless.spec"
-
-
-def spec_field(kind: Kind, *, key: str = "", required: bool = False) -> dict[str, object]:
-    """Field metadata: `field(default=..., metadata=spec_field(Int(0, 9)))`. A field without default is required."""
-    return {_META: (kind, key, required)}
-
-
-def _camel(attr: str) -> str:
-    head, *rest = attr.split("_")
-    return head + "".join(p.capitalize() for p in rest)
-
-
-_TABLES: dict[type[Any], tuple[TableField, ...]] = {}
-
-
-def field_table(cls: type[Any]) -> tuple[TableField, ...]:
-    """The (cached) field table of a spec dataclass, in declaration order."""
-    cached = _TABLES.get(cls)
-    if cached is not None:
-        return cached
-    rows = []
-    for f in dataclasses.fields(cls):
-        kind, key, required = f.metadata[_META]
-        if f.default is not dataclasses.MISSING:
-            default: Callable[[], object] = functools.partial(lambda v: v, f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory
-        else:
-            default, required = (lambda: INVALID), True
-        rows.append(TableField(key or _camel(f.name), f.name, kind, required, default))
-    _TABLES[cls] = table = tuple(rows)
-    return table
-
-
-class _Checked:
-    """Mixin: spec classes override `_problems` to report cross-field rules as (relative path, message)."""
-
-    __slots__ = ()
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        return iter(())
-
-
 # ---- shared value kinds ----------------------------------------------------------------------------------
 
 NAME = Str(ID_MAX_LEN, 1, ID_PATTERN.pattern, "name (letters, digits, '.', '_', '-'; max 63; starts alphanumeric)")
@@ -585,7 +197,7 @@ def _duplicates(values: list[object]) -> Iterator[int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Metadata(_Checked):
+class Metadata(Checked):
     """Identity of a workload: `namespace/name` is unique in the cluster."""
 
     name: str = field(metadata=spec_field(NAME))
@@ -594,7 +206,7 @@ class Metadata(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class SecretKeyRef(_Checked):
+class SecretKeyRef(Checked):
     """One key of a cluster secret."""
 
     name: str = field(metadata=spec_field(NAME))
@@ -602,14 +214,14 @@ class SecretKeyRef(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class EnvVarSource(_Checked):
+class EnvVarSource(Checked):
     """Where an environment variable's value comes from (resolved on delivery, never stored in the spec)."""
 
     secret_key_ref: SecretKeyRef = field(metadata=spec_field(Obj(SecretKeyRef)))
 
 
 @dataclass(frozen=True, slots=True)
-class EnvVar(_Checked):
+class EnvVar(Checked):
     """An environment variable: a literal `value` or `valueFrom` a secret (not both)."""
 
     name: str = field(metadata=spec_field(ENV_NAME))
@@ -631,7 +243,7 @@ class EnvVar(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class ResourceList(_Checked):
+class ResourceList(Checked):
     """Amounts of CPU (millicores) and memory (bytes); unset means "not specified"."""
 
     cpu_millis: int | None = field(default=None, metadata=spec_field(CPU, key="cpu"))
@@ -639,7 +251,7 @@ class ResourceList(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class Resources(_Checked):
+class Resources(Checked):
     """Requests are reserved on the node by the scheduler; limits are enforced by the runtime (limits >= requests)."""
 
     requests: ResourceList = field(default_factory=ResourceList, metadata=spec_field(Obj(ResourceList)))
@@ -669,7 +281,7 @@ def _first_set(*values: int | None) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerPort(_Checked):
+class ContainerPort(Checked):
     """A port the container listens on; `hostPort` (0 = none) publishes it on the node."""
 
     container_port: int = field(metadata=spec_field(PORT))
@@ -696,7 +308,7 @@ _OPERATOR_SCHEMA: dict[str, Any] = {
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSelectorRequirement(_Checked):
+class NodeSelectorRequirement(Checked):
     """A hard rule on a node label (In/NotIn need values; Exists/DoesNotExist take none)."""
 
     key: str = field(metadata=spec_field(LABEL_KEY))
@@ -710,7 +322,7 @@ class NodeSelectorRequirement(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class PreferredTerm(_Checked):
+class PreferredTerm(Checked):
     """A soft rule on a node label, worth `weight` (1-100) when it matches."""
 
     weight: int = field(metadata=spec_field(Int(1, 100)))
@@ -725,7 +337,7 @@ class PreferredTerm(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class NodeAffinity(_Checked):
+class NodeAffinity(Checked):
     """Label rules: all `required` must match; matching `preferred` terms raise a node's score."""
 
     required: tuple[NodeSelectorRequirement, ...] = field(
@@ -735,7 +347,7 @@ class NodeAffinity(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class AntiAffinity(_Checked):
+class AntiAffinity(Checked):
     """Never share a node (or zone) with a replica of these workloads (same namespace; may name itself)."""
 
     workloads: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(NAME, 32)))
@@ -743,7 +355,7 @@ class AntiAffinity(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class Toleration(_Checked):
+class Toleration(Checked):
     """Allows nodes with a matching taint. Exists matches any value (and with no key, any taint)."""
 
     key: str = field(default="", metadata=spec_field(LABEL_KEY))
@@ -767,7 +379,7 @@ class Toleration(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class PlacementSpec(_Checked):
+class PlacementSpec(Checked):
     """Where replicas may run (hard rules) and where they would rather run (scoring)."""
 
     node_selector: dict[str, str] = field(default_factory=dict, metadata=spec_field(MapOf(LABEL_KEY, LABEL_VALUE)))
@@ -789,7 +401,7 @@ _ZERO_AMOUNT: dict[str, Any] = {"anyOf": [{"const": 0}, {"type": "string", "patt
 
 
 @dataclass(frozen=True, slots=True)
-class RolloutSpec(_Checked):
+class RolloutSpec(Checked):
     """How a changed spec replaces running replicas (maxSurge and maxUnavailable cannot both be 0)."""
 
     strategy: RolloutStrategy = field(
@@ -814,14 +426,14 @@ class RolloutSpec(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class ExecAction(_Checked):
+class ExecAction(Checked):
     """Run a command in the container; exit status 0 is healthy."""
 
     command: tuple[str, ...] = field(metadata=spec_field(ListOf(TEXT, 256, min_items=1)))
 
 
 @dataclass(frozen=True, slots=True)
-class HTTPGetAction(_Checked):
+class HTTPGetAction(Checked):
     """GET a path on a container port; 2xx/3xx is healthy."""
 
     port: int = field(metadata=spec_field(PORT))
@@ -829,7 +441,7 @@ class HTTPGetAction(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class TCPSocketAction(_Checked):
+class TCPSocketAction(Checked):
     """Open a TCP connection to a container port."""
 
     port: int = field(metadata=spec_field(PORT))
@@ -839,7 +451,7 @@ _HANDLERS = ("exec", "httpGet", "tcpSocket")
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeSpec(_Checked):
+class ProbeSpec(Checked):
     """A health check with exactly one handler: exec, httpGet or tcpSocket."""
 
     exec: ExecAction | None = field(default=None, metadata=spec_field(Obj(ExecAction)))
@@ -881,7 +493,7 @@ class ProbeSpec(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class Capabilities(_Checked):
+class Capabilities(Checked):
     """Linux capabilities to add to / drop from the runtime's default set."""
 
     add: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(CAPABILITY)))
@@ -889,7 +501,7 @@ class Capabilities(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class SeccompProfile(_Checked):
+class SeccompProfile(Checked):
     """The seccomp filter; Localhost needs localhostProfile (and only Localhost takes one)."""
 
     profile_type: SeccompType = field(
@@ -915,7 +527,7 @@ def _both(consts: dict[str, object]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class SecurityContext(_Checked):
+class SecurityContext(Checked):
     """Process and namespace security settings, checked by admission policy and mapped onto the runtime."""
 
     run_as_user: int | None = field(default=None, metadata=spec_field(UID))
@@ -945,7 +557,7 @@ class SecurityContext(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class EmptyDir(_Checked):
+class EmptyDir(Checked):
     """A scratch directory that lives as long as the replica (medium Memory = tmpfs)."""
 
     medium: Medium = field(default=Medium.DISK, metadata=spec_field(Choice(Medium)))
@@ -953,7 +565,7 @@ class EmptyDir(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class VolumeSpec(_Checked):
+class VolumeSpec(Checked):
     """A volume mounted into the container (emptyDir is the only source so far)."""
 
     name: str = field(metadata=spec_field(NAME))
@@ -962,7 +574,7 @@ class VolumeSpec(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class SecretItem(_Checked):
+class SecretItem(Checked):
     """One key of a secret as one file under the volume's mount path."""
 
     key: str = field(metadata=spec_field(Str(253, 1, r"[-._A-Za-z0-9]+", "secret key")))
@@ -979,7 +591,7 @@ class SecretItem(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class SecretVolumeSpec(_Checked):
+class SecretVolumeSpec(Checked):
     """A secret of the workload's namespace as files on a tmpfs at `mountPath` (read-only): the keys listed in
     `items`, or every key (file named after the key) when there are none. Modes are octal in YAML (0400)."""
 
@@ -1001,7 +613,7 @@ class SecretVolumeSpec(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class WorkloadSpec(_Checked):
+class WorkloadSpec(Checked):
     """What to run, how much of it, and where (names of env vars, ports, volumes and mount paths are unique)."""
 
     image: str = field(metadata=spec_field(Str(512, 1, r"[^\s]+", "image reference")))
@@ -1054,7 +666,7 @@ class WorkloadSpec(_Checked):
 
 
 @dataclass(frozen=True, slots=True)
-class Workload(_Checked):
+class Workload(Checked):
     """A workload document (`apiVersion: cloudless/v1`, `kind: Workload`)."""
 
     metadata: Metadata = field(metadata=spec_field(Obj(Metadata)))

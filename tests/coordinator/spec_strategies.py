@@ -10,37 +10,37 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from coordinator import spec
+from coordinator import spec, spec_kinds
 from coordinator.quantity import format_cpu, format_memory
 
 
-def for_kind(kind: spec.Kind) -> st.SearchStrategy[Any]:
+def for_kind(kind: spec_kinds.Kind) -> st.SearchStrategy[Any]:
     match kind:
-        case spec.Str(max_len=max_len, min_len=min_len, pattern=pattern) if pattern:
+        case spec_kinds.Str(max_len=max_len, min_len=min_len, pattern=pattern) if pattern:
             return st.from_regex(f"^(?:{pattern})$", fullmatch=True).filter(lambda s: min_len <= len(s) <= max_len)
-        case spec.Str(max_len=max_len, min_len=min_len):
+        case spec_kinds.Str(max_len=max_len, min_len=min_len):
             return st.text(min_size=min_len, max_size=min(max_len, 12))
-        case spec.Int(lo=lo, hi=hi):
+        case spec_kinds.Int(lo=lo, hi=hi):
             return st.integers(lo, hi)
-        case spec.Num(lo=lo, hi=hi):
+        case spec_kinds.Num(lo=lo, hi=hi):
             return st.one_of(st.integers(int(lo) + 1, int(hi)), st.floats(lo, hi, allow_nan=False))
-        case spec.Bool():
+        case spec_kinds.Bool():
             return st.booleans()
-        case spec.Choice(enum=enum):
+        case spec_kinds.Choice(enum=enum):
             return st.sampled_from([m.value for m in enum])
-        case spec.Const(value=value):
+        case spec_kinds.Const(value=value):
             return st.just(value)
-        case spec.Quantity(resource="cpu"):
+        case spec_kinds.Quantity(resource="cpu"):
             return st.one_of(st.integers(0, 64_000).map(format_cpu), st.sampled_from([0.5, 2, "0.25", "1.5"]))
-        case spec.Quantity():
+        case spec_kinds.Quantity():
             return st.one_of(st.integers(0, 2**36).map(format_memory), st.sampled_from(["500M", "1.5Gi", 4096]))
-        case spec.Amount(hi=hi):
+        case spec_kinds.Amount(hi=hi):
             return st.one_of(st.integers(1, hi), st.integers(1, 100).map(lambda p: f"{p}%"))
-        case spec.ListOf(item=item, max_items=max_items, min_items=min_items):
+        case spec_kinds.ListOf(item=item, max_items=max_items, min_items=min_items):
             return st.lists(for_kind(item), min_size=min_items, max_size=min(max_items, 3))
-        case spec.MapOf(key=key, value=value):
+        case spec_kinds.MapOf(key=key, value=value):
             return st.dictionaries(for_kind(key), for_kind(value), max_size=3)
-        case spec.Obj(cls=cls):
+        case spec_kinds.Obj(cls=cls):
             return for_class(cls)
     raise AssertionError(f"no strategy for {kind!r}")
 
@@ -48,14 +48,14 @@ def for_kind(kind: spec.Kind) -> st.SearchStrategy[Any]:
 def for_class(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
     if cls in OVERRIDES:
         return OVERRIDES[cls]()
-    table = spec.field_table(cls)
+    table = spec_kinds.field_table(cls)
     required = {f.key: for_kind(f.kind) for f in table if f.required}
     optional = {f.key: for_kind(f.kind) for f in table if not f.required}
     return st.fixed_dictionaries(required, optional=optional)
 
 
 def _probe() -> st.SearchStrategy[dict[str, Any]]:
-    table = {f.key: f for f in spec.field_table(spec.ProbeSpec)}
+    table = {f.key: f for f in spec_kinds.field_table(spec.ProbeSpec)}
     timing = {k: for_kind(f.kind) for k, f in table.items() if k not in ("exec", "httpGet", "tcpSocket")}
     handler = st.sampled_from(["exec", "httpGet", "tcpSocket"]).flatmap(
         lambda h: st.fixed_dictionaries({h: for_kind(table[h].kind)})
@@ -85,7 +85,7 @@ def _toleration() -> st.SearchStrategy[dict[str, Any]]:
 
 
 def _seccomp() -> st.SearchStrategy[dict[str, Any]]:
-    profile = for_kind(spec.field_table(spec.SeccompProfile)[1].kind)
+    profile = for_kind(spec_kinds.field_table(spec.SeccompProfile)[1].kind)
     return st.one_of(
         st.fixed_dictionaries({"type": st.just("Localhost"), "localhostProfile": profile}),
         st.fixed_dictionaries({}, optional={"type": st.sampled_from(["RuntimeDefault", "Unconfined"])}),

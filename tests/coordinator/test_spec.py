@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from broker.wire import Probe, ProbeKind
 from coordinator.errors import CoordinatorError, SpecError
 from coordinator.spec import (
-    IntOrPercent,
     Medium,
     Operator,
     PortProtocol,
@@ -26,6 +25,7 @@ from coordinator.spec import (
     workload_json_schema,
     workload_to_doc,
 )
+from coordinator.spec_kinds import IntOrPercent
 from tests.coordinator.documents import FULL_EXAMPLE, example, minimal, set_path
 from tests.coordinator.schema_check import validate
 from tests.coordinator.spec_strategies import workload_docs

@@ -28,7 +28,8 @@ from broker.wire import (
 )
 from coordinator.lifecycle import RolloutParams, resolve
 from coordinator.membership import NodeInfo, NodeState
-from coordinator.spec import IntOrPercent, parse_workload
+from coordinator.spec import parse_workload
+from coordinator.spec_kinds import IntOrPercent
 from coordinator.translate import node_view, replica_spec, rollout_params
 from tests.coordinator.documents import example, minimal
 
