@@ -87,13 +87,16 @@ async def test_a_running_workloads_log_is_rotated_and_it_keeps_writing_to_the_em
              f"while [ ! -e {go} ]; do sleep 0.05; done; echo after-rotation; sleep 30"
     inst = await rt.create(spec("chatty-0", "sh", "-c", script), 1)
     await rt.start(inst.instance_id)
-    d = tmp_path / inst.instance_id
-    await wait_for_file(d / "log", lambda data: b"line-599\n" in data, "600 lines logged (over 4 KiB)")
-    await rt.maintain()
-    assert (d / "log.1").read_bytes().splitlines()[-1] == b"line-599" and (d / "log").read_bytes() == b""
-    go.touch()
-    assert await wait_for_file(d / "log", lambda data: data != b"", "a line after the rotation") == b"after-rotation\n"
-    assert await rt.logs(inst.instance_id, 3) == b"line-598\nline-599\nafter-rotation\n"
-    await rt.maintain()  # under the limit: left alone
-    assert (d / "log").read_bytes() == b"after-rotation\n" and b"line-0\n" in (d / "log.1").read_bytes()
-    await rt.stop(inst.instance_id, 2.0)
+    try:
+        d = tmp_path / inst.instance_id
+        await wait_for_file(d / "log", lambda data: b"line-599\n" in data, "600 lines logged (over 4 KiB)")
+        await rt.maintain()
+        assert (d / "log.1").read_bytes().splitlines()[-1] == b"line-599" and (d / "log").read_bytes() == b""
+        go.touch()
+        after = await wait_for_file(d / "log", lambda data: data != b"", "a line after the rotation")
+        assert after == b"after-rotation\n"
+        assert await rt.logs(inst.instance_id, 3) == b"line-598\nline-599\nafter-rotation\n"
+        await rt.maintain()  # under the limit: left alone
+        assert (d / "log").read_bytes() == b"after-rotation\n" and b"line-0\n" in (d / "log.1").read_bytes()
+    finally:
+        await rt.stop(inst.instance_id, 2.0)
