@@ -8,7 +8,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from cloudless.ctl import Ctx, _add, _command, _connection
+from cloudless.ctl import Ctx, add_command, as_command, connection_flags
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
@@ -81,12 +81,12 @@ def cmd_node_revoke(args: argparse.Namespace, ctx: Ctx) -> int:
 
 
 def add_parser(sub: Sub) -> None:
-    conn = _connection()
-    p = _add(sub, "token", conn, func=lambda a, c: 2, help="enrolment tokens for new devices",
-             description="Mint, list and revoke one-time enrolment tokens. A token carries the coordinator's "
-             "URL and the cluster CA's fingerprint, so a device needs nothing else to join.",
-             examples="  cloudless token create --ttl 1h --max-uses 1 --zone home\n  cloudless token list\n"
-             "  cloudless token revoke 3f2a...")
+    conn = connection_flags()
+    p = add_command(sub, "token", conn, func=lambda a, c: 2, help="enrolment tokens for new devices",
+                    description="Mint, list and revoke one-time enrolment tokens. A token carries the coordinator's "
+                    "URL and the cluster CA's fingerprint, so a device needs nothing else to join.",
+                    examples="  cloudless token create --ttl 1h --max-uses 1 --zone home\n  cloudless token list\n"
+                    "  cloudless token revoke 3f2a...")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = actions.add_parser("create", parents=[conn], help="mint a token (printed once on stdout)")
     c.add_argument("--ttl", type=duration, default=3600.0, help="lifetime, e.g. 30m, 1h, 2d (default 1h, max 7d)")
@@ -95,18 +95,18 @@ def add_parser(sub: Sub) -> None:
     c.add_argument("--labels", type=labels, default={}, metavar="K=V,...", help="labels for the enrolled nodes")
     c.add_argument("--zone", default="", help="zone for the enrolled nodes")
     c.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    c.set_defaults(func=_command(cmd_token_create))
+    c.set_defaults(func=as_command(cmd_token_create))
     ls = actions.add_parser("list", parents=[conn], help="list tokens (ids and uses; never the tokens)")
     ls.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    ls.set_defaults(func=_command(cmd_token_list))
+    ls.set_defaults(func=as_command(cmd_token_list))
     r = actions.add_parser("revoke", parents=[conn], help="revoke a token")
     r.add_argument("id")
-    r.set_defaults(func=_command(cmd_token_revoke))
-    n = _add(sub, "node", conn, func=lambda a, c: 2, help="node certificates (revoke)",
-             description="Revoke a node's certificate: the brokers refuse it (the embedded broker at once, Mosquitto "
-             "through the CRL the coordinator writes) and its replicas are rescheduled.",
-             examples="  cloudless node revoke pi-kitchen")
+    r.set_defaults(func=as_command(cmd_token_revoke))
+    n = add_command(sub, "node", conn, func=lambda a, c: 2, help="node certificates (revoke)",
+                    description="Revoke a node's certificate: the brokers refuse it (the embedded broker at once, "
+                    "Mosquitto through the CRL the coordinator writes) and its replicas are rescheduled.",
+                    examples="  cloudless node revoke pi-kitchen")
     nactions = n.add_subparsers(dest="action", metavar="ACTION", required=True)
     nr = nactions.add_parser("revoke", parents=[conn], help="revoke the node's certificate")
     nr.add_argument("node")
-    nr.set_defaults(func=_command(cmd_node_revoke))
+    nr.set_defaults(func=as_command(cmd_node_revoke))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudless import render
 from cloudless.client import ApiError, JSONObject, Response
-from cloudless.ctl import Ctx, UsageError, _add, _command, _connection, check_name, require_yaml
+from cloudless.ctl import Ctx, UsageError, add_command, as_command, check_name, connection_flags, require_yaml
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
@@ -452,7 +452,7 @@ EXAMPLES = """\
 def _sub(actions: Any, name: str, conn: argparse.ArgumentParser, func: Callable[[argparse.Namespace, Ctx], int], *,
          help: str, description: str) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = actions.add_parser(name, parents=[conn], help=help, description=description)
-    p.set_defaults(func=_command(func))
+    p.set_defaults(func=as_command(func))
     return p
 
 
@@ -470,12 +470,12 @@ def _output(p: argparse.ArgumentParser, choices: Sequence[str] = OUTPUTS, defaul
 
 
 def add_parser(sub: Sub) -> None:
-    conn = _connection()
-    p = _add(sub, "secrets", conn, func=lambda a, c: 2, help="secrets: create, read, tokens, audit",
-             description="Secrets on the coordinator, encrypted at rest (AES-256-GCM under a master key). Metadata "
-             "is readable with any API credential; values with an admin credential or an access token for an "
-             "audience the secret allows. Every action is audited. See docs/security.md#secrets.",
-             examples=EXAMPLES)
+    conn = connection_flags()
+    p = add_command(sub, "secrets", conn, func=lambda a, c: 2, help="secrets: create, read, tokens, audit",
+                    description="Secrets on the coordinator, encrypted at rest (AES-256-GCM under a master key). "
+                    "Metadata is readable with any API credential; values with an admin credential or an access "
+                    "token for an audience the secret allows. Every action is audited. See docs/security.md#secrets.",
+                    examples=EXAMPLES)
     actions = p.add_subparsers(dest="secrets_action", metavar="ACTION", required=True)
 
     c = _sub(actions, "create", conn, cmd_create, help="create a secret (version 1)", description=(

@@ -7,19 +7,15 @@ sleeps through the CLI's clock, so tests drive it with a FakeClock and a fake co
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudless import render
-from cloudless.client import ClientError
-from cloudless.ctl import Ctx, _add, _connection, _duration_in, _namespace_arg, _transient
+from cloudless.ctl import Ctx, add_command, connection_flags, duration_in, namespace_arg, watch
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
 
-CLEAR = "\x1b[H\x1b[2J"  # cursor home + erase display (ECMA-48 CUP, ED 2)
 NODE_HEADERS = ("NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS")
 WORKLOAD_HEADERS = ("NAMESPACE", "NAME", "READY/DESIRED", "PHASE")
 
@@ -75,40 +71,20 @@ def cmd_top(args: argparse.Namespace, ctx: Ctx) -> int:
     if args.once:
         ctx.out(_fetch(ctx, args.namespace))
         return 0
-    tty = sys.stdout.isatty()
-    last: str | None = None
-    outage = False
-    try:
-        while True:
-            try:
-                text = _fetch(ctx, args.namespace)
-                outage = False
-            except ClientError as exc:
-                if not _transient(exc):
-                    raise
-                if not outage:
-                    ctx.warn(f"{exc.message}; retrying every {args.interval:g}s")
-                outage = True
-            else:
-                if tty:
-                    stamp = time.strftime("%H:%M:%S", time.localtime(ctx.clock.time()))
-                    ctx.out(f"{CLEAR}cloudless top   every {args.interval:g}s   {stamp}   (Ctrl-C to stop)\n\n{text}")
-                elif text != last:  # a pipe or a log file gets a new frame only when something changed
-                    ctx.out(("\n" if last is not None else "") + text)
-                last = text
-            ctx.clock.sleep(args.interval)
-    except KeyboardInterrupt:
-        return 0
+    return watch(ctx, args.interval, lambda: _fetch(ctx, args.namespace),
+                 title=lambda stamp: f"cloudless top   every {args.interval:g}s   {stamp}   (Ctrl-C to stop)",
+                 show=lambda text: text, key=lambda text: text)
 
 
 def add_parser(sub: Sub) -> None:
-    p = _add(sub, "top", _connection(), func=cmd_top, help="live view of node load and workload health",
-             description="Nodes (state, CPU and memory use, battery, hottest temperature, replicas) and workloads "
-             "(ready/desired, phase), redrawn every interval until Ctrl-C. On a terminal the screen is cleared "
-             "for each frame; piped, a frame is printed only when it changed.",
-             examples="  cloudless top\n  cloudless top --interval 10s -n prod\n  cloudless top --once")
+    p = add_command(sub, "top", connection_flags(), func=cmd_top,
+                    help="live view of node load and workload health",
+                    description="Nodes (state, CPU and memory use, battery, hottest temperature, replicas) and "
+                    "workloads (ready/desired, phase), redrawn every interval until Ctrl-C. On a terminal the screen "
+                    "is cleared for each frame; piped, a frame is printed only when it changed.",
+                    examples="  cloudless top\n  cloudless top --interval 10s -n prod\n  cloudless top --once")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
-    p.add_argument("--interval", type=_duration_in(1, 3600), default=2.0, metavar="DURATION",
+    p.add_argument("--interval", type=duration_in(1, 3600), default=2.0, metavar="DURATION",
                    help="time between frames, 1s..1h, e.g. 5, 5s, 1m (default 2s)")
-    _namespace_arg(p)
+    namespace_arg(p)
     p.set_defaults(namespace=None)

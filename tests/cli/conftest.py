@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudless import ctl
 from cloudless.cli import main
+from cloudless.ctl import core as ctl_core
 from tests.cli.fake_coordinator import FakeCoordinator, FakeServer
 
 START = 1_700_000_000.0
@@ -66,7 +66,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake_clock = FakeClock()
-    monkeypatch.setattr(ctl, "CLOCK", fake_clock)
+    monkeypatch.setattr(ctl_core, "CLOCK", fake_clock)  # where as_command reads it
     return fake_clock
 
 

@@ -12,13 +12,19 @@ from tests.cli.fake_coordinator import FakeCoordinator
 
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("aiohttp", "coordinator", "yaml")
+CTL_MODULES = ("core", "documents", "get", "operate", "rollout")
 
 
 def test_cli_modules_import_no_server_side_package() -> None:
-    code = ("import sys\nimport cloudless.ctl, cloudless.client, cloudless.render\n"
-            f"print(','.join(m for m in {FORBIDDEN!r} if m in sys.modules))")
+    # every module of the cloudless.ctl package, so one added later is checked too
+    code = ("import importlib, pkgutil, sys\nimport cloudless.ctl, cloudless.client, cloudless.render\n"
+            "ctl = [m.name for m in pkgutil.iter_modules(cloudless.ctl.__path__, 'cloudless.ctl.')]\n"
+            "for name in ctl: importlib.import_module(name)\n"
+            f"print(','.join(m for m in {FORBIDDEN!r} if m in sys.modules))\nprint(','.join(sorted(ctl)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    forbidden, modules = out.stdout.split("\n")[:2]
+    assert forbidden == ""
+    assert modules == ",".join(f"cloudless.ctl.{m}" for m in CTL_MODULES)
 
 
 def test_yaml_missing_gives_clear_errors_before_any_request(fake: FakeCoordinator, cli, tmp_path: Path,

@@ -1,0 +1,252 @@
+"""`cloudless get`: nodes, workloads and replicas as tables (or JSON/YAML), events, and `--watch` for both: a
+redrawn (terminal) or appended (pipe) view of objects, and events streamed as the coordinator records them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cloudless import render
+from cloudless.client import ApiError, ClientError, JSONObject
+from cloudless.ctl.core import (
+    KINDS,
+    Ctx,
+    UsageError,
+    add_command,
+    check_name,
+    check_output,
+    duration_in,
+    int_in,
+    kind_in,
+    namespace_arg,
+    output_arg,
+    transient,
+    valid_name,
+    watch,
+)
+
+if TYPE_CHECKING:
+    from cloudless.ctl.core import Sub
+
+
+def event_object(name: str, namespace: str) -> str:
+    """`get events NAME`: NAME, workload/NAME, workload/NS/NAME or node/ID -> the events' object reference."""
+    parts = name.split("/")
+    kind = KINDS.get(parts[0].lower()) if len(parts) > 1 else "workload"
+    match kind, parts[1:] or parts:
+        case "node", [ident]:
+            return f"node/{check_name(ident, 'node id')}"
+        case "workload", [ident]:
+            return f"workload/{namespace}/{check_name(ident, 'workload name')}"
+        case "workload", [ns, ident]:
+            return f"workload/{check_name(ns, 'namespace')}/{check_name(ident, 'workload name')}"
+    raise UsageError(f"events NAME: {name!r} must be NAME, workload/NAME, workload/NAMESPACE/NAME or node/ID")
+
+
+def _fetch(args: argparse.Namespace, ctx: Ctx) -> Callable[[], JSONObject | list[JSONObject]]:
+    ns = None if args.all_namespaces else ctx.namespace
+    match args.kind, args.name:
+        case "node", None:
+            return ctx.api.list_nodes
+        case "node", name:
+            return lambda: ctx.api.get_node(name)
+        case "workload", None:
+            return lambda: ctx.api.list_workloads(ns)
+        case "workload", name:
+            return lambda: ctx.api.get_workload(ctx.namespace, name)
+        case "replica", name:
+            def replicas() -> JSONObject | list[JSONObject]:
+                items = ctx.api.list_replicas(namespace=ns, workload=args.workload, node=args.node)
+                if name is None:
+                    return items
+                found = [r for r in items if r.get("id") == name]
+                if not found:
+                    raise ClientError(f"replica {name!r} not found" + (f" in namespace {ns!r}" if ns else ""),
+                                      hint="list replicas with `cloudless get replicas -A`")
+                return found[0]
+            return replicas
+    raise AssertionError(args.kind)
+
+
+def _show(args: argparse.Namespace, data: JSONObject | list[JSONObject], now: float) -> str:
+    if args.output in ("json", "yaml"):
+        return render.dump(data if isinstance(data, dict) else {"items": data}, args.output)
+    items = [data] if isinstance(data, dict) else data
+    wide, all_ns = args.output == "wide", bool(args.all_namespaces)
+    match args.kind:
+        case "node":
+            return render.nodes_table(items, now, wide=wide)
+        case "workload":
+            return render.workloads_table(items, now, wide=wide, namespaces=all_ns)
+        case _:
+            return render.replicas_table(items, now, wide=wide, namespaces=all_ns)
+
+
+def cmd_get(args: argparse.Namespace, ctx: Ctx) -> int:
+    check_output(args.output)
+    if args.kind == "event":
+        obj = event_object(args.name, ctx.namespace) if args.name else None
+        return _watch_events(args, ctx, obj) if args.watch else _list_events(args, ctx, obj)
+    if args.name is not None:
+        check_name(args.name, f"{args.kind} name")
+    fetch = _fetch(args, ctx)
+    if args.watch:
+        return _watch(args, ctx, fetch)
+    data = fetch()
+    if isinstance(data, list) and not data and args.output in ("table", "wide"):
+        where = "" if args.kind == "node" or args.all_namespaces else f" in namespace {ctx.namespace!r}"
+        ctx.err(f"No {args.kind}s found{where}.")
+        return 0
+    ctx.out(_show(args, data, ctx.clock.time()))
+    return 0
+
+
+def _watch(args: argparse.Namespace, ctx: Ctx, fetch: Callable[[], JSONObject | list[JSONObject]]) -> int:
+    """Redraw every interval on a terminal; elsewhere append a new rendering each time the data changed (the data,
+    not the text: ages in the text change every time)."""
+    return watch(ctx, args.interval, fetch,
+                 title=lambda stamp: f"Every {args.interval:g}s: cloudless get {args.kind}s   {stamp}"
+                 "   (Ctrl-C to stop)",
+                 show=lambda data: _show(args, data, ctx.clock.time()),
+                 key=lambda data: json.dumps(data, sort_keys=True))
+
+
+def sorted_events(items: list[JSONObject]) -> list[JSONObject]:
+    return sorted(items, key=lambda e: (render.to_epoch(e.get("time")) or 0.0, _event_id(e)))
+
+
+def _event_id(event: JSONObject) -> int:
+    value = event.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def _list_events(args: argparse.Namespace, ctx: Ctx, obj: str | None) -> int:
+    items = sorted_events(ctx.api.list_events(object_ref=obj, event_type=args.type, limit=args.limit))
+    if args.output in ("json", "yaml"):
+        ctx.out(render.dump({"items": items}, args.output))
+    elif not items:
+        ctx.err("No events found.")
+    else:
+        ctx.out(render.events_table(items, ctx.clock.time()))
+    return 0
+
+
+EVENT_STREAM_WIDTHS = (4, 7, 18, 24)  # so rows streamed later line up with the header more often than not
+
+
+def _watch_events(args: argparse.Namespace, ctx: Ctx, obj: str | None) -> int:
+    """The newest --limit events, then each new one as the coordinator records it (server-sent events on
+    /v1/events/stream, resumed after the last id seen when the connection drops). A coordinator without the
+    stream endpoint is polled every --interval instead."""
+    state = _EventWatch(args, ctx, obj)
+    try:
+        state.show(state.fetch(None))
+        while True:
+            try:
+                for e in ctx.api.stream_events(object_ref=obj, event_type=args.type,
+                                               after=state.last_id if state.last_id >= 0 else None):
+                    state.show([e])
+                    state.outage = False
+            except ApiError as exc:
+                if exc.status == 404:
+                    return state.poll()
+                if not transient(exc):
+                    raise
+                state.warn_outage(exc)
+            except ClientError as exc:
+                if not transient(exc):
+                    raise
+                state.warn_outage(exc)
+            ctx.clock.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+@dataclass
+class _EventWatch:
+    args: argparse.Namespace
+    ctx: Ctx
+    obj: str | None
+    last_id: int = -1
+    since: float | None = None
+    widths: list[int] | None = None
+    outage: bool = False
+
+    def warn_outage(self, exc: ClientError) -> None:
+        if not self.outage:
+            self.ctx.warn(f"{exc.message}; retrying every {self.args.interval:g}s")
+        self.outage = True
+
+    def fetch(self, since: float | None) -> list[JSONObject]:
+        try:
+            batch = self.ctx.api.list_events(object_ref=self.obj, event_type=self.args.type, since=since,
+                                             limit=self.args.limit)
+            self.outage = False
+            return batch
+        except ClientError as exc:
+            if not transient(exc):
+                raise
+            self.warn_outage(exc)
+            return []
+
+    def show(self, batch: list[JSONObject]) -> None:
+        """Print the events not seen yet (an event is new when its id is above every id seen so far)."""
+        new = [e for e in sorted_events(batch)
+               if _event_id(e) > self.last_id or (_event_id(e) < 0 and self.widths is None)]
+        self.widths = _print_events(self.args, self.ctx, new, self.widths)
+        if new:
+            self.last_id = max(self.last_id, *(_event_id(e) for e in new))
+            self.since = render.to_epoch(new[-1].get("time")) or self.since
+
+    def poll(self) -> int:
+        """Ask with since=<newest event's time> every --interval (coordinators without the stream)."""
+        while True:
+            self.ctx.clock.sleep(self.args.interval)
+            self.show(self.fetch(self.since))
+
+
+def _print_events(args: argparse.Namespace, ctx: Ctx, events: list[JSONObject],
+                  widths: list[int] | None) -> list[int]:
+    if args.output == "json":
+        for e in events:
+            ctx.out(json.dumps(e))
+    elif args.output == "yaml":
+        for e in events:
+            ctx.out("---\n" + render.to_yaml(e))
+    rows = render.event_rows(events, ctx.clock.time())
+    if args.output in ("table", "wide") and widths is None:
+        ctx.out(render.table(render.EVENT_HEADERS, rows, widths=EVENT_STREAM_WIDTHS))
+    elif args.output in ("table", "wide") and rows:
+        ctx.out(render.table([], rows, widths=widths or ()))
+    return widths or render.widths_of(render.EVENT_HEADERS, rows, EVENT_STREAM_WIDTHS)
+
+
+# ---- parser ---------------------------------------------------------------------------------------------------
+
+def add_get(sub: Sub, conn: argparse.ArgumentParser) -> None:
+    p = add_command(sub, "get", conn, func=cmd_get, help="list nodes, workloads, replicas or events",
+                    description="Show one or many objects as a table (or -o json/yaml). NAME picks one; for events it "
+                    "is the object they are about: NAME (a workload), workload/NAME or node/ID.",
+                    examples="  cloudless get nodes -o wide\n  cloudless get workloads -A\n"
+                    "  cloudless get workload web -o yaml\n  cloudless get replicas --workload web\n"
+                    "  cloudless get events node/pi-1 --watch")
+    p.add_argument("kind", type=kind_in("node", "workload", "replica", "event"),
+                   metavar="{nodes,workloads,replicas,events}")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    namespace_arg(p)
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="workloads/replicas of every namespace")
+    output_arg(p)
+    p.add_argument("-w", "--watch", action="store_true",
+                   help="keep watching until Ctrl-C: redraw on a terminal, else print again on change; "
+                   "events are streamed as they happen")
+    p.add_argument("--interval", type=duration_in(1, 3600), default=2.0, metavar="DURATION",
+                   help="how often --watch asks the coordinator, 1s..1h (default 2s)")
+    p.add_argument("--workload", type=valid_name, help="replicas: only this workload's")
+    p.add_argument("--node", type=valid_name, help="replicas: only those on this node")
+    p.add_argument("--type", dest="type", metavar="TYPE", help="events: only this type (e.g. Warning)")
+    p.add_argument("--limit", type=int_in(1, 1000), default=100, metavar="N",
+                   help="events: at most N (default 100)")
