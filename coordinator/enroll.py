@@ -43,6 +43,7 @@ class NodeCertRecord:
     serial: int
     not_after: float
     revoked: bool = False
+    revoked_at: float = 0.0  # coordinator time of the revocation (0: unknown, a record from before it was kept)
     previous: tuple[tuple[int, float], ...] = ()  # (serial, not_after) of renewed-away, still unexpired certs
     certificate: str = ""  # the current certificate (PEM): its public key is what secrets are sealed to
 
@@ -117,6 +118,10 @@ def check(claims: Mapping[str, Any], record: TokenRecord | None, existing: NodeC
     if existing is not None and not existing.revoked and existing.not_after > now:
         return Refuse(f"node {node_id} already has a valid certificate (until {existing.not_after:.0f}); renew it "
                       f"from that node, or revoke it (`cloudless node revoke {node_id}`) before re-enrolling", 409)
+    if existing is not None and existing.revoked and record.created_at <= existing.revoked_at:
+        return Refuse(f"node {node_id} was revoked after this token was created: only a token created since "
+                      "(`cloudless token create`) enrols it again, so a copy of an older token cannot bring a "
+                      "revoked node back", 403)
     labels = claims.get("labels") if isinstance(claims.get("labels"), dict) else {}
     zone = claims.get("zone") if isinstance(claims.get("zone"), str) else ""
     return Issue(node_id, {str(k): str(v) for k, v in dict(labels or {}).items()}, str(zone or ""))

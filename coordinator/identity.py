@@ -131,8 +131,8 @@ class IdentityService:
         current = await self.node_cert(node_id)
         if current is None:
             return None
-        record = dataclasses.replace(current, revoked=True)
         now = self.clock()
+        record = dataclasses.replace(current, revoked=True, revoked_at=now)
         at = json.dumps({"node": node_id, "at": now}).encode()
         await self.store.txn([put(cert_key(node_id), _json(record)),
                               *(put(f"/revoked/{serial:x}", at) for serial, _ in current.live_serials(now))])

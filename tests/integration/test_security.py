@@ -138,7 +138,8 @@ async def test_an_enrolled_node_is_confined_to_its_own_topics(cluster: Up, tmp_p
 
 
 async def test_a_revoked_node_is_cut_off_at_once(cluster: Up, tmp_path: Path) -> None:
-    r = await asyncio.to_thread(enrol, cluster, tmp_path, "node-r", token(cluster))
+    fleet = token(cluster, max_uses=3)  # a multi-use token, as for onboarding several devices
+    r = await asyncio.to_thread(enrol, cluster, tmp_path, "node-r", fleet)
     client = _client(cluster, r)
     await client.start()
     await client.wait_connected(10)
@@ -156,6 +157,11 @@ async def test_a_revoked_node_is_cut_off_at_once(cluster: Up, tmp_path: Path) ->
     await client.abort()
     node = json.loads(cluster.cli("get", "nodes", "-o", "json").stdout)["items"]
     assert next(n for n in node if n["id"] == "node-r")["state"] == "lost"
+    # whoever kept a copy of the fleet token cannot bring the revoked node back; a token made since can
+    why = await asyncio.to_thread(refused, cluster, tmp_path / "thief", "node-r", fleet)
+    assert "revoked after this token was created" in why
+    again = await asyncio.to_thread(enrol, cluster, tmp_path / "owner", "node-r", token(cluster))
+    assert again.node_id == "node-r" and again.not_after > time.time()
 
 
 async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp_path: Path) -> None:
