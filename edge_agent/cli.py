@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,11 +118,17 @@ def _metrics_flag(text: str) -> str:
     return text.strip()
 
 
-def skip_rich() -> None:
-    """podman-py draws image-pull progress bars with `rich` whenever that is installed (and amqtt, the embedded
-    broker, installs it): 3 MiB of imports in an agent that never draws one (it reports pull progress itself).
-    A None entry makes podman-py's optional import fail as if rich were absent."""
-    sys.modules.setdefault("rich.progress", None)  # type: ignore[arg-type]
+def slim_podman_imports() -> None:
+    """Keep out what podman-py and requests import only because it happens to be installed, and the agent never
+    uses (a None entry in sys.modules fails their optional import as if the package were absent):
+    - rich (3 MiB): podman-py's image-pull progress bars (amqtt, the embedded broker, installs rich); the agent
+      reports pull progress itself;
+    - chardet / charset_normalizer (2.3 MiB): requests guessing the charset of a text body that names none; the
+      agent reads only Podman's JSON API, which is UTF-8 — requests' own fallback without them (it warns about
+      that once at import; the warning is silenced here)."""
+    for name in ("rich.progress", "chardet", "charset_normalizer"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection", module="requests")
 
 
 def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
@@ -129,7 +136,7 @@ def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
     if runtime_name == "auto":
         runtime_name = "podman" if shutil.which("podman") else "process"
     if runtime_name == "podman":
-        skip_rich()
+        slim_podman_imports()
         from edge_agent.runtime.podman import PodmanRuntime
 
         return PodmanRuntime(node_id=cfg.node_id, socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)

@@ -17,7 +17,7 @@ from edge_agent.cli import choose_runtime
 cfg = SimpleNamespace(node_id="n1", podman_socket=None, containers_conf=None, data_dir=Path({data!r}))
 runtime = choose_runtime(cfg, {name!r})
 print(type(runtime).__name__, "podman" in sys.modules,
-      sorted(m for m in sys.modules if m == "rich" or m.startswith("rich.")))
+      sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "chardet", "charset_normalizer")))
 """
 
 
@@ -27,10 +27,15 @@ def choose(name: str, tmp_path: Path) -> str:
     return out.stdout.strip()
 
 
-def test_the_podman_runtime_leaves_rich_unloaded_although_it_is_installed(tmp_path: Path) -> None:
-    """podman-py imports `rich` for progress bars when it can (3 MiB); the agent never draws them."""
-    assert importlib.util.find_spec("rich") is not None, "rich (amqtt's dependency) should be installed here"
-    assert choose("podman", tmp_path) == "PodmanRuntime True ['rich.progress']"  # the None entry that blocks it
+def test_the_podman_runtime_leaves_rich_and_charset_detection_unloaded_although_installed(tmp_path: Path) -> None:
+    """podman-py imports `rich` for progress bars when it can (3 MiB), requests `charset_normalizer` (2.3 MiB):
+    the agent never draws a bar, and Podman's API is UTF-8. Their None entries block them, silently."""
+    for name in ("rich", "charset_normalizer"):
+        assert importlib.util.find_spec(name) is not None, f"{name} should be installed here (amqtt, requests)"
+    out = subprocess.run([sys.executable, "-c", CHOOSE.format(data=str(tmp_path), name="podman")], cwd=REPO,
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "PodmanRuntime True ['chardet', 'charset_normalizer', 'rich.progress']"
+    assert out.stderr == ""  # requests' warning about the missing charset detection is silenced
 
 
 def test_the_process_runtime_loads_neither_podman_nor_rich(tmp_path: Path) -> None:
