@@ -74,7 +74,7 @@ IMPORT_STEPS = [
     ("podman", "podman-py"),
     ("edge_agent.agent", "edge_agent.agent (+ the rest of edge_agent)"),
     ("edge_agent.runtime.podman", "edge_agent.runtime.podman"),
-    ("cryptography.x509", "cryptography (lazily: at enrolment, certificate renewal, the first sealed secret)"),
+    ("cryptography.x509", "cryptography (only with sealed secrets: enrolment and renewal run in a child)"),
 ]
 ALONE = ["ssl", "asyncio", "paho.mqtt.client", "requests", "podman", "psutil", "msgpack", "firmware_profiles",
          "broker.wire"]
@@ -349,10 +349,11 @@ def slim_notes(base: int, steps: list[tuple[str, int, int | None]], rows: list[R
                    "buffers, executor threads, replica records) is small next to the code it loads, and "
                    f"{REPLICAS} replicas add little more.")
     out.append(
-        f"Not in the idle figure: `cryptography` (+{crypto:.1f} MiB, its Rust extension) is imported only when the "
-        "agent enrols, renews its certificate or opens its first sealed secret, and stays loaded after that; the "
-        "agent measured here was given a broker password instead (no enrolment), as on a device enrolled before "
-        "its last restart whose workloads use no secrets. Already slimmed: the agent builds only its own command's "
+        f"Not in the idle figure: `cryptography` (+{crypto:.1f} MiB, its Rust extension), which the agent imports "
+        "only to open its first sealed secret, and keeps loaded after that; enrolment and certificate renewal, "
+        "which need it for seconds, run in a short-lived child process (`python -m edge_agent.identity`), so an "
+        "enrolled agent whose workloads use no secrets stays at the figure above (the agent measured here was "
+        "given a broker password instead of enrolling). Already slimmed: the agent builds only its own command's "
         "parser, and keeps out what podman-py and requests load only because it is installed: `rich` (progress "
         "bars; amqtt installs it) and `charset_normalizer` (charset guessing; Podman's API is UTF-8).")
     out.append(

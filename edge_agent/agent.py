@@ -470,7 +470,7 @@ class Agent:
             due = ident.not_before + identity.RENEW_AT * (ident.not_after - ident.not_before)
             return max(1.0, min(3600.0, due - now))
         try:
-            renewed = await asyncio.to_thread(identity.renew, ident)
+            renewed = await asyncio.to_thread(identity.renew_isolated, ident)
         except identity.EnrolmentError as exc:
             log.warning("certificate renewal failed (%s); retrying, %.0f minutes before expiry", exc,
                         (ident.not_after - now) / 60)

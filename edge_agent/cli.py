@@ -235,7 +235,7 @@ async def _identity(cfg: AgentConfig) -> NodeIdentity:
             "its workloads keep running meanwhile")
     why = "expired certificate" if current is not None else "first start"
     log.info("enrolling node %s (%s) ...", cfg.node_id, why)
-    enrolled = await asyncio.to_thread(ident.enrol, cfg.data_dir, cfg.node_id, str(cfg.token))
+    enrolled = await asyncio.to_thread(ident.enrol_isolated, cfg.data_dir, cfg.node_id, str(cfg.token))
     log.info("enrolled: certificate valid until %s", time.strftime("%Y-%m-%d %H:%M UTC",
                                                                    time.gmtime(enrolled.not_after)))
     return enrolled

@@ -12,6 +12,11 @@ is the well-trodden kubeadm join pattern.
 Files, in DATA_DIR/identity/ (the directory 0700, the key 0600): node.key, node.pem, ca.pem, enrolment.json
 (API URL, broker URL, validity). Renewal happens at 2/3 of the certificate's lifetime over mutual TLS with the
 current certificate; a node offline past expiry must re-enrol with a new token (`--token`), and says so.
+
+The running agent enrols and renews through `enrol_isolated` / `renew_isolated`: the same exchange in a
+short-lived child process (`python -m edge_agent.identity`). It needs `cryptography` for seconds, once a month or
+so, and its Rust extension would otherwise stay in the agent's memory for good (about 7 MiB on a device whose
+whole agent is 35: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import json
 import logging
 import os
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -245,3 +252,69 @@ def _write(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+# ---- in a child process ---------------------------------------------------------------------------------------
+
+CHILD_TIMEOUT_S = 4 * TIMEOUT_S  # the child's own requests are bounded by TIMEOUT_S each
+
+
+def enrol_isolated(data_dir: Path, node_id: str, token: str) -> NodeIdentity:
+    """`enrol` in a child process (blocking): the agent itself never imports cryptography for it. The token goes
+    through the child's stdin, never its command line (which other local users can read)."""
+    _run_child(["enrol", str(data_dir), node_id], token)
+    return _loaded(data_dir)
+
+
+def renew_isolated(identity: NodeIdentity) -> NodeIdentity:
+    """`renew` in a child process (blocking)."""
+    _run_child(["renew", str(identity.directory.parent)], "")
+    return _loaded(identity.directory.parent)
+
+
+def _loaded(data_dir: Path) -> NodeIdentity:
+    identity = load(data_dir)
+    if identity is None:
+        raise EnrolmentError(f"{data_dir / DIR} holds no complete identity after the exchange; enrol again with "
+                             "--token")
+    return identity
+
+
+def _run_child(args: list[str], stdin: str) -> None:
+    root = str(Path(__file__).resolve().parents[1])  # where edge_agent is importable from, whatever the cwd
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edge_agent.identity", *args], input=stdin, env=env,
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise EnrolmentError(f"the {args[0]} exchange took over {CHILD_TIMEOUT_S:.0f}s; check the network to the "
+                             "coordinator") from None
+    except OSError as exc:
+        raise EnrolmentError(f"cannot start {sys.executable} for the {args[0]} exchange: {exc}") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise EnrolmentError(lines[-1] if lines else f"the {args[0]} exchange failed (exit {proc.returncode})")
+
+
+def main(argv: list[str]) -> int:
+    """The child: `enrol DATA_DIR NODE_ID` (the token on stdin) or `renew DATA_DIR`; the reason on stderr."""
+    try:
+        if len(argv) == 3 and argv[0] == "enrol":
+            enrol(Path(argv[1]), argv[2], sys.stdin.read().strip())
+        elif len(argv) == 2 and argv[0] == "renew":
+            current = load(Path(argv[1]))
+            if current is None:
+                raise EnrolmentError(f"no identity in {Path(argv[1]) / DIR} to renew; enrol with --token")
+            renew(current)
+        else:
+            print("usage: python -m edge_agent.identity enrol DATA_DIR NODE_ID < TOKEN | renew DATA_DIR",
+                  file=sys.stderr)
+            return 2
+    except EnrolmentError as exc:
+        print(" ".join(str(exc).split()), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -9,6 +9,8 @@ import base64
 import json
 import re
 import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +34,8 @@ from tests.integration.test_up import Up
 from tests.pair.fakebus import FakeBroker
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +166,34 @@ async def test_a_revoked_node_is_cut_off_at_once(cluster: Up, tmp_path: Path) ->
     assert "revoked after this token was created" in why
     again = await asyncio.to_thread(enrol, cluster, tmp_path / "owner", "node-r", token(cluster))
     assert again.node_id == "node-r" and again.not_after > time.time()
+
+
+ISOLATED = """
+import sys
+from pathlib import Path
+from edge_agent import identity
+data = Path(sys.argv[1])
+first = identity.enrol_isolated(data, "node-i", sys.stdin.read())
+again = identity.renew_isolated(first)
+print(first.node_id, again.not_after >= first.not_after, again.cert.read_bytes() != b"",
+      "cryptography" in sys.modules)
+"""
+
+
+def test_the_agent_enrols_and_renews_without_loading_cryptography(cluster: Up, tmp_path: Path) -> None:
+    """The exchange runs in a child process: the agent's own memory never holds cryptography for it."""
+    out = subprocess.run([sys.executable, "-c", ISOLATED, str(tmp_path / "node-i")], input=token(cluster),
+                         capture_output=True, text=True, timeout=120, check=True, cwd=REPO)
+    assert out.stdout.split() == ["node-i", "True", "True", "False"], out.stderr
+    assert ident.load(tmp_path / "node-i") is not None
+    with pytest.raises(ident.EnrolmentError, match="already used"):  # the child's refusal reaches the caller
+        ident.enrol_isolated(tmp_path / "node-j", "node-j", _used_token(cluster, tmp_path))
+
+
+def _used_token(up: Up, tmp: Path) -> str:
+    tok = token(up, max_uses=1)
+    enrol(up, tmp, "node-k", tok)
+    return tok
 
 
 async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp_path: Path) -> None:
