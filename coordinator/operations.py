@@ -223,9 +223,9 @@ class Operations:
         info = self.members.get(replica.node)
         if info is None or info.state is not NodeState.ONLINE:
             raise CommandFailed(f"node {replica.node} is not online")
-        request_id = secrets.token_hex(8)
+        request_id, now = secrets.token_hex(8), self.clock()
         req = CommandRequest(request_id=request_id, node_id=replica.node, command=name,
-                             reply_to=topics.node_reply(replica.node), deadline=self.clock() + timeout_s,
+                             reply_to=topics.node_reply(replica.node), deadline=now + timeout_s, sent=now,
                              args={"replica": replica.replica_id, **(args or {})}, argv=argv)
         fut: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = fut

@@ -3,6 +3,10 @@
 Each request names a replica and carries a deadline and a reply topic; the reply always goes to this node's
 own reply topic (the only one the broker lets it write), tagged with the request id. A bad or expired request
 gets an error reply, never a crash. Output is capped to what a reply can carry.
+
+Deadlines are on the coordinator's clock (`time_left`): a request that arrives past its deadline is refused
+(a late delivery nobody waits for, or this node's clock is ahead — the refusal says to check it), and none runs
+longer than the coordinator allowed, even on a node whose clock is behind.
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT = 1024 * 1024 - 1024
 MAX_TAIL = 10_000
 MAX_CONCURRENT = 4
+CLOCK_AGREEMENT_S = 30.0  # lateness past this is worth a hint that the clocks may disagree
+
+
+def time_left(req: CommandRequest, now: float) -> tuple[float, str | None]:
+    """(seconds this node may spend on `req`, None) or (0, why it is refused); `now` is this node's clock.
+
+    The deadline is on the coordinator's clock. A request that arrives past it was queued while the node was
+    away (nobody waits for it any more) — or this node's clock is ahead: the two look alike, so the refusal
+    names both. A node whose clock is behind never spends more than the coordinator allowed (deadline - sent)."""
+    left = req.deadline - now
+    if req.sent is not None:
+        left = min(left, req.deadline - req.sent)
+    if left >= 0:
+        return left, None
+    if -left > CLOCK_AGREEMENT_S:
+        return 0.0, (f"request expired {-left:.1f}s ago: delivered late, or this node's clock is ahead of the "
+                     "coordinator's — check it (timedatectl; NTP)")
+    return 0.0, f"request expired {-left:.1f}s ago (delivered late: the coordinator no longer waits for it)"
 
 
 class CommandHandler:
@@ -52,12 +74,13 @@ class CommandHandler:
     async def _handle(self, req: CommandRequest) -> None:
         async with self._slots:
             now = self.agent.clock()
-            if now > req.deadline:
-                reply = self._reply(req, ok=False, error=f"request expired {now - req.deadline:.1f}s ago")
+            left, refused = time_left(req, now)
+            if refused is not None:
+                reply = self._reply(req, ok=False, error=refused)
             else:
                 try:
-                    async with asyncio.timeout(max(0.1, req.deadline - now)):
-                        reply = await self._run(req)
+                    async with asyncio.timeout(max(0.1, left)):
+                        reply = await self._run(req, now + left)
                 except TimeoutError:
                     reply = self._reply(req, ok=False, error="deadline passed before the command finished")
                 except RuntimeError_ as exc:
@@ -77,7 +100,8 @@ class CommandHandler:
                 return inst.instance_id
         return None
 
-    async def _run(self, req: CommandRequest) -> CommandReply:
+    async def _run(self, req: CommandRequest, deadline: float) -> CommandReply:
+        """`deadline`: on this node's clock (see `time_left`)."""
         match req.command:
             case CommandName.PING:
                 return self._reply(req, ok=True, output=b"pong")
@@ -96,7 +120,7 @@ class CommandHandler:
                     return self._reply(req, ok=False, error=f"no replica {req.args.get('replica', '')!r} on this node")
                 if not req.argv:
                     return self._reply(req, ok=False, error="argv: a command is required")
-                timeout = max(0.5, req.deadline - self.agent.clock())
+                timeout = max(0.5, deadline - self.agent.clock())
                 result = await self.agent.runtime.exec(iid, list(req.argv), timeout)
                 return self._reply(req, ok=True, output=result.output, exit_code=result.exit_code)
             case CommandName.DRAIN:

@@ -323,6 +323,9 @@ class CommandRequest:
         default_factory=dict
     )
     argv: Args = ()
+    # the coordinator's clock when it sent this: deadline - sent is the most a node may spend on it, however
+    # its own clock is set (None: from an older coordinator)
+    sent: Timestamp | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,7 @@ def make_command(**overrides: Any) -> wire.CommandRequest:
         "deadline": TS + 30.0,
         "args": {"replica_id": "web-0", "tty": "false"},
         "argv": ("ls", "-l", "/srv"),
+        "sent": TS,
     }
     return wire.CommandRequest(**{**fields, **overrides})
 
