@@ -281,10 +281,12 @@ def _loaded(data_dir: Path) -> NodeIdentity:
 
 
 def _run_child(args: list[str], stdin: str) -> None:
-    root = str(Path(__file__).resolve().parents[1])  # where edge_agent is importable from, whatever the cwd
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    # -P: nothing from the working directory is importable (it could hold another `edge_agent`, and the child
+    # gets the token); edge_agent comes from where this module was loaded, after any PYTHONPATH the agent had
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)}
     try:
-        proc = subprocess.run([sys.executable, "-m", "edge_agent.identity", *args], input=stdin, env=env,
+        proc = subprocess.run([sys.executable, "-P", "-m", "edge_agent.identity", *args], input=stdin, env=env,
                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise EnrolmentError(f"the {args[0]} exchange took over {CHILD_TIMEOUT_S:.0f}s; check the network to the "

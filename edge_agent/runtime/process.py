@@ -434,15 +434,24 @@ class ProcessRuntime:
         return out
 
     async def maintain(self) -> None:
-        """Rotate the log of every running instance past `log_rotate_bytes` (copy to log.1, then truncate):
-        the process keeps its file open in append mode, so its next write lands at the start of the emptied
-        file. What it writes between the copy and the truncation is lost, as with logrotate's copytruncate."""
-        for d in sorted(self.root.iterdir()) if self.root.exists() else []:
+        """Rotate every instance's log past `log_rotate_bytes`: its last `log_rotate_bytes` are copied to log.1,
+        then it is truncated. The process keeps its file open in append mode, so its next write lands at the start
+        of the emptied file; what it writes between the copy and the truncation is lost, as with logrotate's
+        copytruncate. When the copy fails (a full disk) the log is truncated all the same: old lines are worth
+        less than the space a workload needs."""
+        try:
+            dirs = sorted(d for d in self.root.iterdir() if d.is_dir())
+        except OSError as exc:
+            log.warning("cannot list %s for log rotation: %s", self.root, exc)
+            return
+        for d in dirs:
             logf = d / "log"
             try:
                 if logf.stat().st_size <= self.log_rotate_bytes:
                     continue
-                await asyncio.to_thread(_copy_truncate, logf, d / "log.1")
+                await asyncio.to_thread(_copy_truncate, logf, d / "log.1", self.log_rotate_bytes)
+            except FileNotFoundError:
+                continue  # created, never started: no log yet
             except OSError as exc:
                 log.warning("cannot rotate %s: %s", logf, exc)
 
@@ -534,10 +543,20 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _copy_truncate(path: Path, rotated: Path) -> None:
+def _copy_truncate(path: Path, rotated: Path, keep: int) -> None:
+    """The last `keep` bytes of `path` into `rotated` (through a temporary file), then `path` emptied — emptied
+    even when the copy fails, the partial copy removed."""
     tmp = rotated.with_name(rotated.name + ".tmp")
-    shutil.copyfile(path, tmp)
-    tmp.replace(rotated)
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(max(0, os.fstat(src.fileno()).st_size - keep))
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        tmp.replace(rotated)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        os.truncate(path, 0)
+        raise
     os.truncate(path, 0)
 
 

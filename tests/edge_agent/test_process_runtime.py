@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
 from broker.wire import ReplicaSpec
 from edge_agent.runtime.base import InstanceState
@@ -97,6 +99,26 @@ async def test_a_running_workloads_log_is_rotated_and_it_keeps_writing_to_the_em
         assert after == b"after-rotation\n"
         assert await rt.logs(inst.instance_id, 3) == b"line-598\nline-599\nafter-rotation\n"
         await rt.maintain()  # under the limit: left alone
-        assert (d / "log").read_bytes() == b"after-rotation\n" and b"line-0\n" in (d / "log.1").read_bytes()
+        rotated = (d / "log.1").read_bytes()  # the newest 4 KiB of what was rotated away
+        assert (d / "log").read_bytes() == b"after-rotation\n"
+        assert 0 < len(rotated) <= 4096 and b"line-0\n" not in rotated
     finally:
         await rt.stop(inst.instance_id, 2.0)
+
+
+async def test_upkeep_skips_instances_without_a_log_and_a_failed_copy_still_empties_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An instance created but never started has no log; a stray file in the root is no instance: both are
+    skipped quietly. When the copy to log.1 fails (here: log.1.tmp is a directory, as a full disk would fail
+    it), the log is emptied anyway and nothing half-copied is left behind."""
+    rt = ProcessRuntime(node_id="n", root=tmp_path, log_rotate_bytes=10)
+    await rt.create(spec("idle-0", "sleep", "1"), 1)  # never started
+    (tmp_path / "stray").write_text("x")
+    broken = tmp_path / "p-broken"
+    broken.mkdir()
+    (broken / "log").write_bytes(b"x" * 100)
+    (broken / "log.1.tmp").mkdir()
+    with caplog.at_level(logging.WARNING):
+        await rt.maintain()
+    assert (broken / "log").read_bytes() == b"" and not (broken / "log.1").exists()
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"cannot rotate {broken / 'log'}"]
