@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from broker.wire import valid_id
 from coordinator import enroll
@@ -200,16 +201,23 @@ def _json(record: object) -> bytes:
     return json.dumps(dataclasses.asdict(record), sort_keys=True).encode()  # type: ignore[call-overload]
 
 
+def _known(cls: type[Any], d: dict[str, Any]) -> dict[str, Any]:
+    """The fields `cls` has: a record a newer coordinator wrote (during a rolling upgrade, or after a downgrade)
+    may carry more, which this one ignores, as the wire does."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
 def _token(raw: bytes) -> TokenRecord:
     d = json.loads(raw)
     d["nodes"] = tuple(d.get("nodes", ()))
-    return TokenRecord(**d)
+    return TokenRecord(**_known(TokenRecord, d))
 
 
 def _cert(raw: bytes) -> NodeCertRecord:
     d = json.loads(raw)
     d["previous"] = tuple((int(s), float(t)) for s, t in d.get("previous", ()))
-    return NodeCertRecord(**d)
+    return NodeCertRecord(**_known(NodeCertRecord, d))
 
 
 def _atomic(path: Path, data: bytes, mode: int) -> None:

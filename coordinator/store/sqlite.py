@@ -62,6 +62,8 @@ class SqliteStore:
         return int(self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0])
 
     async def txn(self, ops: Sequence[Op]) -> int:
+        if not ops:
+            return await self.revision()  # as etcd: nothing to write, nothing to fence
         async with self._lock:
             changes: builtins.list[Change] = []
             try:

@@ -46,3 +46,14 @@ def test_enrolment_is_issued(existing: NodeCertRecord | None) -> None:
 def test_a_bad_node_id_is_refused_before_anything_else() -> None:
     verdict = check(CLAIMS, None, None, "../etc", NOW)
     assert isinstance(verdict, Refuse) and verdict.status == 400 and "nodeId" in verdict.reason
+
+
+def test_records_a_newer_coordinator_wrote_still_load() -> None:
+    """During a rolling upgrade (or after a downgrade) a stored record may carry fields this version does not
+    know: they are ignored, not a crash of every enrolment and renewal."""
+    from coordinator.identity import _cert, _token
+
+    cert_raw = b'{"node_id": "pi-1", "serial": 7, "not_after": 1.0, "revoked": true, "revoked_at": 2.0, "new": 1}'
+    assert _cert(cert_raw) == NodeCertRecord("pi-1", 7, 1.0, revoked=True, revoked_at=2.0)
+    assert _token(b'{"token_id": "t1", "max_uses": 1, "nodes": ["a"], "future": []}') == TokenRecord(
+        "t1", 1, nodes=("a",))

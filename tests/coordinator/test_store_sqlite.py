@@ -128,3 +128,9 @@ async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(stor
         await store.txn([put("/w/1", b"x", expect=1)])
     store.fence(None)  # unfenced (a follower's compare-and-swap writes) it applies again
     await store.txn([put("/w/2", b"as a follower")])
+
+
+async def test_an_empty_txn_writes_nothing_and_is_not_fenced(store: Store) -> None:
+    rev = await store.txn([put("/a", b"1")])
+    store.fence(("/no-such-leader", 1))
+    assert await store.txn([]) == rev == await store.revision()
