@@ -374,8 +374,8 @@ class Coordinator(Journal, Operations):
                        f"coordinator {self.cfg.coordinator_id} leads with epoch {self.epoch}")
 
     def _fence(self, epoch: int | None) -> None:
-        """With etcd: make every store write require the election key at `epoch` (None: unfenced, as a follower
-        whose only writes are enrolments and renewals, each compare-and-swap)."""
+        """Make every store write require the election key at `epoch` (None: unfenced, as a follower whose only
+        writes are enrolments and renewals, each compare-and-swap); nothing for the only coordinator (no key)."""
         if (key := self.leadership.key) is not None:
             self.store.fence((key, epoch) if epoch is not None else None)
 

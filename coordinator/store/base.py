@@ -73,6 +73,10 @@ class Change:
 class Fenced(StoreError):
     """A write refused because the store's fence no longer holds: another coordinator leads now."""
 
+    def __init__(self, guard: tuple[str, int]) -> None:
+        self.key, self.epoch = guard
+        super().__init__(f"write refused: {self.key} is no longer at epoch {self.epoch} (another coordinator leads)")
+
 
 class Store(Protocol):
     async def get(self, key: str) -> Entry | None: ...

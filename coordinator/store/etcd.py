@@ -337,7 +337,7 @@ class EtcdStore:
             if actual != expect:
                 raise Conflict(key, expect, actual)
         if fence is not None:
-            raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another coordinator leads)")
+            raise Fenced(fence)
         raise StoreError(f"etcd refused txn on {[k for k, _ in compares]} but every compared revision matches")
 
     def _compare(self, key: str, expect: int) -> Any:

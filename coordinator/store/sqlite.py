@@ -88,8 +88,7 @@ class SqliteStore:
                         self._db.execute("DELETE FROM kv WHERE key = ?", (op.key,))
                     changes.append(Change(op.kind, op.key, op.value, rev))
                 if fence is not None:
-                    raise Fenced(f"write refused: {fence[0]} is no longer at epoch {fence[1]} (another coordinator "
-                                 "leads)")
+                    raise Fenced(fence)
                 self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (rev,))
                 self._db.execute("COMMIT")
             except (Conflict, Fenced):

@@ -121,7 +121,7 @@ async def test_a_fenced_store_refuses_writes_once_the_election_key_moved_on(stor
     store.fence(None)
     await store.txn([put("/leader", b"someone else")])  # a new leader's key: another create revision
     store.fence(("/leader", epoch))
-    with pytest.raises(Fenced):
+    with pytest.raises(Fenced, match=f"/leader is no longer at epoch {epoch} "):
         await store.txn([put("/w/2", b"late write")])
     assert await store.get("/w/2") is None and other > epoch
     with pytest.raises(Conflict):  # a failed expectation is still reported as such, fenced or not
