@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from broker.backoff import Backoff
 from broker.wire import Heartbeat, NodeStatus, ObservedState, Presence
 
 WILL_TS = 0.0  # the agent's last will carries ts = 0: a crash or a cut link, not a clean stop
@@ -52,6 +53,7 @@ class MembershipConfig:
     flap_discount: float = 0.9
     will_settle_s: float = 0.5  # last wills are judged this long after the first arrived (see the module doc)
     outage_fraction: float = 0.5  # this share of the live nodes (two or more) willed together: not their fault
+    reconnect_max_s: float = Backoff().maximum_s  # the agents' reconnect backoff cap (see `reconnect_window`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,14 @@ def pause_clocks(info: NodeInfo, seconds: float, now: float) -> NodeInfo:
     last_seen = min(info.last_seen + seconds, now)
     state_since = min(info.state_since + seconds, now) if info.state is NodeState.OFFLINE else info.state_since
     return replace(info, last_seen=last_seen, state_since=state_since)
+
+
+def reconnect_window(outage_s: float, cfg: MembershipConfig) -> float:
+    """How long after the coordinator's own broker link is back the nodes may still be on their way: each
+    retries on a capped exponential backoff whose current wait can reach twice the time it has been failing
+    (jitter), never more than the cap. Their clocks stay stopped that long too (a node declared lost only for
+    being later than the coordinator to reconnect would lose healthy replicas)."""
+    return min(2.0 * max(0.0, outage_s) + 1.0, cfg.reconnect_max_s)
 
 
 def judge_wills(members: Mapping[str, NodeInfo], now: float, cfg: MembershipConfig, *, link_up: bool,

@@ -167,6 +167,7 @@ class Coordinator(Journal, Operations):
         self._link_down_at: float | None = None  # ... and last went down then
         self._down_since: float | None = self._started_at  # deaf since then (not connected yet)
         self._deaf_s = 0.0  # seconds without a broker link before _down_since
+        self._hear_from = 0.0  # after a (re)connect, the nodes have had time to reconnect too from then on
         from coordinator.metrics import Metrics
 
         self.metrics = Metrics(self)
@@ -247,11 +248,8 @@ class Coordinator(Journal, Operations):
         if not self.mqtt.connected:
             return  # the link dropped again while re-subscribing: the next connect runs this
         now = self.clock()
-        if self._down_since is not None:  # nobody was heard meanwhile: that time does not count against them
-            outage = max(0.0, now - self._down_since)
-            self._deaf_s += outage
-            self.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
-            self._down_since = None
+        if self._down_since is not None:  # the nodes reconnect on their own backoff: give them time (`_hearing`)
+            self._hear_from = now + membership.reconnect_window(now - self._down_since, self.cfg.membership)
         status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
                                    ts=self.clock(), api_url=self.cfg.api_url)
         self.mqtt.publish_nowait(topics.coord_status(self.cfg.coordinator_id), wire.encode(status), qos=1,
@@ -403,8 +401,8 @@ class Coordinator(Journal, Operations):
 
     def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
         """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
-        coordinator cannot hear the broker: `_on_connected` stops the clocks for that time)."""
-        link_up = self._link_up_at is not None and self.mqtt.connected
+        coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`)."""
+        link_up = self._hearing(now)
         changed, events = membership.judge_wills(self.members, now, self.cfg.membership, link_up=link_up,
                                                  link_down_at=self._link_down_at)
         self.members.update(changed)
@@ -413,6 +411,19 @@ class Coordinator(Journal, Operations):
                 self.members[node_id], evs = membership.evaluate(info, now, self.cfg.membership)
                 events += evs
         return events
+
+    def _hearing(self, now: float) -> bool:
+        """Connected, and the nodes have had time to reconnect since (`membership.reconnect_window`). When that
+        time comes after an outage, every node's clocks move on by the whole deaf time: it does not count against
+        them."""
+        if self._link_up_at is None or not self.mqtt.connected or now < self._hear_from:
+            return False
+        if self._down_since is not None:
+            outage = max(0.0, now - self._down_since)
+            self._deaf_s += outage
+            self.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
+            self._down_since = None
+        return True
 
     def _heard_for(self, now: float) -> float:
         """Seconds since start with a broker link."""

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker.backoff import Backoff
 from broker.wire import Heartbeat, NodeFacts, NodeStatus, ObservedState, Presence
 from coordinator.membership import (
     MembershipConfig,
@@ -22,6 +23,7 @@ from coordinator.membership import (
     on_observed,
     on_status,
     pause_clocks,
+    reconnect_window,
 )
 
 CFG = MembershipConfig(heartbeat_ttl_s=45.0, lost_after_s=30.0, flap_discount=0.9)
@@ -465,3 +467,12 @@ def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
         assert info.crashed == crashed
         assert info.flaps == exits
         assert 0.0 <= info.reliability(now, CFG) <= 1.0
+
+
+@pytest.mark.parametrize(("outage", "window"), [(0.0, 1.0), (0.2, 1.4), (9.0, 19.0), (14.5, 30.0), (600.0, 30.0)],
+                         ids=["connect-at-start", "blip", "nine-seconds", "at-the-cap", "long-outage"])
+def test_the_nodes_get_their_backoff_to_reconnect_after_the_coordinator(outage: float, window: float) -> None:
+    """An agent's current reconnect wait can reach twice the time it has been failing (jittered exponential
+    backoff), capped at the backoff maximum the agents use."""
+    assert reconnect_window(outage, CFG) == window
+    assert CFG.reconnect_max_s == Backoff().maximum_s
