@@ -16,6 +16,7 @@ from typing import Protocol
 
 from broker.acl import Acl, Identity, Role
 from broker.errors import BrokerConfigError
+from broker.files import write_private
 from broker.passwords import parse_password_file, render_password_file, verify_password
 
 PASSWD_FILE = "passwd"  # noqa: S105 - a file name, not a password
@@ -190,15 +191,8 @@ class AuthFiles:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        _write_private(directory / PASSWD_FILE, render_password_file(self.users))
+        write_private(directory / PASSWD_FILE, render_password_file(self.users))
         lines = ["# username = role (coordinator | dashboard); every other user is a node", "[users]"]
         lines += [f'"{name}" = "{role.value}"' for name, role in sorted(self.acl.user_roles.items())]
-        _write_private(directory / ROLES_FILE, "\n".join(lines) + "\n")
+        write_private(directory / ROLES_FILE, "\n".join(lines) + "\n")
 
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.touch(mode=0o600, exist_ok=True)
-    tmp.chmod(0o600)
-    tmp.write_text(text)
-    tmp.replace(path)

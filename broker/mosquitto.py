@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.acl import Acl
-from broker.auth import PASSWD_FILE, AuthFiles, _write_private
+from broker.auth import PASSWD_FILE, AuthFiles
 from broker.embedded import TlsSettings
 from broker.errors import BrokerConfigError
+from broker.files import write_private
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"
@@ -125,7 +126,7 @@ def write(settings: MosquittoSettings, auth: AuthFiles | None) -> list[Path]:
     acl = auth.acl if auth is not None else Acl()
     written = []
     for name, text in render(settings, acl).items():
-        _write_private(out / name, text)
+        write_private(out / name, text)
         written.append(out / name)
     if auth is not None and not settings.allow_anonymous:
         auth.save(out)

@@ -63,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cloudless import logs
 
     logs.configure(args.log_level, args.log_format)
+    # the daemons never import this package (the roof): what they need of it is handed down on `args`. A command's
+    # own option of the same name wins (`secrets get --version N` is a secret's version, not ours).
+    for name, value in (("version", __version__), ("log_identity", logs.set_identity), ("log_to_file", logs.to_file)):
+        vars(args).setdefault(name, value)
     from broker.errors import BrokerConfigError
 
     try:

@@ -15,7 +15,6 @@ import json
 import os
 import ssl
 import stat
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+from broker.files import write_private
 from cloudless import __version__
 
 JSONObject = dict[str, Any]
@@ -109,17 +109,7 @@ def write_config(path: str | os.PathLike[str], server: str, token: str, *, ca: s
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     doc = {"server": server, "token": token, **({"ca": str(ca)} if ca else {})}
     data = json.dumps(doc, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(target, data)
 
 
 def read_config_file(path: Path, *, required: bool, warn: Callable[[str], None]) -> dict[str, str]:

@@ -56,7 +56,8 @@ class Child:
 def ensure_credentials(data_dir: Path) -> dict[str, str]:
     """Create the broker auth dir and per-component passwords once; return username -> password."""
     from broker.acl import Acl, Role
-    from broker.auth import AuthFiles, _write_private
+    from broker.auth import AuthFiles
+    from broker.files import write_private
     from broker.passwords import hash_password
 
     auth_dir = data_dir / "broker-auth"
@@ -75,7 +76,7 @@ def ensure_credentials(data_dir: Path) -> dict[str, str]:
     roles = {user: role for user, role in wanted.items() if role is not Role.NODE}
     AuthFiles(users={u: hash_password(p) for u, p in passwords.items()}, acl=Acl(user_roles=roles)).save(auth_dir)
     secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(secrets_file, "".join(f"{u} {p}\n" for u, p in passwords.items()))
+    write_private(secrets_file, "".join(f"{u} {p}\n" for u, p in passwords.items()))
     return passwords
 
 
@@ -127,7 +128,7 @@ def _token() -> str:
 def ensure_admin_token(data_dir: Path) -> str:
     """The API's tokens, created once (0600): an admin token (returned, written to the CLI config) and a
     read-only viewer token (credentials/viewer-token, e.g. for dashboards); their digests go to the coordinator."""
-    from broker.auth import _write_private
+    from broker.files import write_private
     from coordinator.cli import write_token_digests
 
     tokens = {}
@@ -138,7 +139,7 @@ def ensure_admin_token(data_dir: Path) -> str:
         else:
             tokens[name] = _token()
             token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(token_file, tokens[name] + "\n")
+            write_private(token_file, tokens[name] + "\n")
     write_token_digests(data_dir / "coordinator", tokens, roles={"admin": "admin", "viewer": "viewer"})
     return tokens["admin"]
 
