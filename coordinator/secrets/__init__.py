@@ -18,7 +18,7 @@ Startup, in the coordinator:
 from coordinator.secrets.audit import AuditAction, AuditQuery, AuditRecord, AuditResult, AuditRetention
 from coordinator.secrets.envelope import EnvelopeError, Keyring, MasterKey, Plaintext, SecretsError
 from coordinator.secrets.masterkey import KEY_ENV, KeySource, LoadedKeys, MasterKeyError
-from coordinator.secrets.service import (
+from coordinator.secrets.model import (
     Caller,
     IssuedToken,
     Limits,
@@ -28,11 +28,10 @@ from coordinator.secrets.service import (
     Role,
     Rotation,
     SecretInfo,
-    SecretsService,
     VersionInfo,
     parse_duration,
-    secrets_present,
 )
+from coordinator.secrets.service import SecretsService, secrets_present
 from coordinator.secrets.tokens import TokenFailure, TokenRecord
 
 __all__ = [

@@ -23,8 +23,8 @@ from its active version's creation: updating the value renews it.
 Housekeeping for the adapter that owns the service: `flush_audit()` about every second and at shutdown (metadata
 reads and refusals are audited in batches), `prune()` about hourly (audit retention, expired token records).
 
-This file is past STYLE's ~600 lines; the natural split is the API values and input validation (everything above
-`SecretsService`) into a `model` module, left for when the REST layer lands so both move at once.
+The API values and input validation (`Caller`, `Rejection`, `SecretInfo`, the store key layout, the field checks)
+live in the pure `coordinator.secrets.model`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, valid_id
+from broker.wire.schema import ID_MAX_LEN, valid_id
 from coordinator.secrets import envelope, tokens
 from coordinator.secrets.audit import (
     TXN_CHUNK,
@@ -51,275 +49,46 @@ from coordinator.secrets.audit import (
     AuditResult,
     AuditRetention,
 )
-from coordinator.secrets.envelope import Binding, Keyring, Plaintext, Rng, SealedVersion
+from coordinator.secrets.envelope import Binding, Keyring, Rng, SealedVersion
 from coordinator.secrets.masterkey import KEY_ENV, MasterKeyError
+from coordinator.secrets.model import (
+    CAS_RETRIES,
+    KEYS,
+    META,
+    TOKENS,
+    VERSIONS,
+    Caller,
+    IssuedToken,
+    Limits,
+    Rejection,
+    RejectKind,
+    Revealed,
+    Role,
+    Rotation,
+    SecretInfo,
+    VersionInfo,
+    audience_problems,
+    busy,
+    data_problems,
+    human,
+    keys_detail,
+    meta_key,
+    name_problems,
+    token_denied,
+    token_key,
+    ttl_value,
+    version_key,
+    version_problems,
+)
 from coordinator.secrets.tokens import SigningKeys, TokenRecord, TokenRejected
 from coordinator.store import Conflict, Entry, Op, Store, delete, put
 
 log = logging.getLogger(__name__)
 
-META, VERSIONS, TOKENS, KEYS = "/secrets/s/", "/secrets/v/", "/secrets/tokens/", "/secrets/keys/"
-KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")  # env var and file names; "." and ".." refused separately
-CAS_RETRIES = 32
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
-
-def meta_key(ns: str, name: str) -> str:
-    return f"{META}{ns}/{name}"
-
-
-def version_key(ns: str, name: str, version: int) -> str:
-    return f"{VERSIONS}{ns}/{name}/{version:010d}"
-
-
-def token_key(ns: str, name: str, token_id: str) -> str:
-    return f"{TOKENS}{ns}/{name}/{token_id}"
-
-
 async def secrets_present(store: Store) -> bool:
     """Whether the store holds any secret version (startup: decides whether a missing master key is fatal)."""
     return bool(await store.list(VERSIONS))
 
-
-# ---- values the API sees ---------------------------------------------------------------------------------------
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    VIEWER = "viewer"  # metadata only
-    NONE = "none"  # no API credential: can read a value with an access token only
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    name: str  # credential name, "node:<id>", "coordinator", "anonymous"
-    source: str  # client IP, "node:<id>", "cli"
-    role: Role = Role.NONE
-
-
-class RejectKind(StrEnum):
-    INVALID = "invalid"
-    DENIED = "denied"
-    NOT_FOUND = "not-found"
-    CONFLICT = "conflict"
-    EXPIRED = "expired"
-
-
-_STATUS = {RejectKind.INVALID: 400, RejectKind.DENIED: 403, RejectKind.NOT_FOUND: 404, RejectKind.CONFLICT: 409,
-           RejectKind.EXPIRED: 410}
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An expected "no". `field` names the offending input (`data.PASSWORD`, `audiences[1]`, `ttl`); `code` is a
-    stable machine word (`exists`, `immutable`, `token-expired`, ...); `errors` lists every input problem."""
-
-    kind: RejectKind
-    reason: str
-    field: str = ""
-    code: str = ""
-    errors: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def status(self) -> int:
-        return _STATUS[self.kind]
-
-    @classmethod
-    def invalid(cls, problems: Sequence[tuple[str, str]]) -> Rejection:
-        path, message = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return cls(RejectKind.INVALID, f"{path}: {message}{more}" if path else message, path, "invalid",
-                   tuple(problems))
-
-    def to_json(self) -> dict[str, Any]:
-        """The REST error body's details: `{"code", "message", "field", "errors": [{"path", "message"}]}`."""
-        errors = [{"path": p, "message": m} for p, m in self.errors] or (
-            [{"path": self.field, "message": self.reason}] if self.field else [])
-        return {"code": self.code or self.kind.value, "message": self.reason, "field": self.field or None,
-                "errors": errors}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_keys: int = 64
-    max_value_bytes: int = 64 * 1024
-    max_total_bytes: int = 256 * 1024
-    max_audiences: int = 32
-    max_versions: int = 100
-    min_ttl_s: float = 60.0
-    max_ttl_s: float = 3650 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    version: int
-    created_at: float
-    keys: tuple[str, ...]
-    created_by: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SecretInfo:
-    """A secret's metadata (what `get` and `list` return; never a value)."""
-
-    namespace: str
-    name: str
-    uid: str
-    audiences: tuple[str, ...]
-    immutable: bool
-    ttl_s: float | None
-    created_at: float
-    updated_at: float
-    active_version: int
-    versions: tuple[VersionInfo, ...]
-
-    @property
-    def active(self) -> VersionInfo:
-        return next(v for v in self.versions if v.version == self.active_version)
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return self.active.keys
-
-    @property
-    def expires_at(self) -> float | None:
-        return None if self.ttl_s is None else self.active.created_at + self.ttl_s
-
-    def expired(self, now: float) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
-
-    def version(self, number: int | None) -> VersionInfo | None:
-        wanted = self.active_version if number is None else number
-        return next((v for v in self.versions if v.version == wanted), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "name": self.name, "uid": self.uid, "audiences": list(self.audiences),
-                "immutable": self.immutable, "ttlSeconds": self.ttl_s, "createdAt": self.created_at,
-                "updatedAt": self.updated_at, "expiresAt": self.expires_at, "activeVersion": self.active_version,
-                "keys": list(self.keys),
-                "versions": [{"version": v.version, "createdAt": v.created_at, "keys": list(v.keys),
-                              "createdBy": v.created_by} for v in self.versions]}
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> SecretInfo:
-        versions = tuple(VersionInfo(int(v["version"]), float(v["createdAt"]), tuple(v["keys"]),
-                                     str(v.get("createdBy", ""))) for v in doc["versions"])
-        ttl = doc.get("ttlSeconds")
-        return cls(str(doc["namespace"]), str(doc["name"]), str(doc["uid"]), tuple(doc["audiences"]),
-                   bool(doc["immutable"]), None if ttl is None else float(ttl), float(doc["createdAt"]),
-                   float(doc["updatedAt"]), int(doc["activeVersion"]), versions)
-
-
-@dataclass(frozen=True, slots=True)
-class Revealed:
-    """Decrypted values of one version (`data` is a read-only mapping whose repr is redacted)."""
-
-    namespace: str
-    name: str
-    version: int
-    data: Plaintext
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class IssuedToken:
-    token: str  # the JWT: shown to the admin once, never stored
-    record: TokenRecord
-
-    def __repr__(self) -> str:
-        return f"IssuedToken(token=<redacted>, record={self.record!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    key_id: str  # the new active master key
-    rewrapped: int  # data keys re-wrapped by this call
-    versions: int  # versions in the store
-
-
-# ---- validation -----------------------------------------------------------------------------------------------
-
-def parse_duration(value: object) -> float:
-    """Seconds from `90d`, `1h30m`, `45s`, `2w`, `3600` or a number; raises ValueError saying what is expected."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 90d, 12h, 30m or 45s")
-    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(?:\.\d+)?", value.strip())):
-        seconds = float(value)
-    elif isinstance(value, str) and value and re.fullmatch(f"(?:{_DURATION.pattern})+", value.strip()):
-        seconds = sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(value.strip()))
-    else:
-        raise ValueError(f"expected a duration like 90d, 12h, 30m or 45s, got {str(value)[:40]!r}")
-    if not 0 < seconds < float("inf"):
-        raise ValueError("must be a positive duration")
-    return seconds
-
-
-def _name_problems(namespace: object, name: object) -> list[tuple[str, str]]:
-    problems = []
-    for path, value in (("namespace", namespace), ("name", name)):
-        if not isinstance(value, str) or len(value) > ID_MAX_LEN or ID_PATTERN.fullmatch(value) is None:
-            problems.append((path, f"{str(value)[:80]!r} is not a valid {path}: 1-{ID_MAX_LEN} letters, digits, "
-                                   "'.', '_', '-', starting with a letter or digit"))
-    return problems
-
-
-def _data_problems(data: object, limits: Limits) -> list[tuple[str, str]]:
-    if not isinstance(data, Mapping):
-        return [("data", "must map key names to byte values")]
-    if not data:
-        return [("data", "must hold at least one key")]
-    problems = []
-    if len(data) > limits.max_keys:
-        problems.append(("data", f"{len(data)} keys; at most {limits.max_keys}"))
-    total = 0
-    for key, value in data.items():
-        path = f"data.{str(key)[:80]}"
-        if not isinstance(key, str) or KEY_NAME.fullmatch(key) is None or key in (".", ".."):
-            problems.append((path, "key names are 1-253 letters, digits, '.', '_', '-' (usable as an environment "
-                                   "variable or file name), not '.' or '..'"))
-        if not isinstance(value, bytes):
-            problems.append((path, f"value must be bytes, got {type(value).__name__}"))
-            continue
-        total += len(value)
-        if len(value) > limits.max_value_bytes:
-            problems.append((path, f"value is {len(value)} bytes; at most {limits.max_value_bytes}"))
-    if total > limits.max_total_bytes:
-        problems.append(("data", f"values total {total} bytes; at most {limits.max_total_bytes}"))
-    return problems
-
-
-def _audience_problems(audiences: object, limits: Limits) -> list[tuple[str, str]]:
-    if isinstance(audiences, str) or not isinstance(audiences, Sequence):
-        return [("audiences", "must be a list of audience names")]
-    if len(audiences) > limits.max_audiences:
-        return [("audiences", f"{len(audiences)} audiences; at most {limits.max_audiences}")]
-    problems = []
-    for i, audience in enumerate(audiences):
-        problem = tokens.audience_problem(audience)
-        if problem:
-            problems.append((f"audiences[{i}]", problem))
-        elif audience in audiences[:i]:
-            problems.append((f"audiences[{i}]", f"{audience!r} is listed twice"))
-    return problems
-
-
-def _ttl(value: object, path: str, low: float, high: float) -> tuple[float | None, list[tuple[str, str]]]:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        return None, [(path, str(exc))]
-    if not low <= seconds <= high:
-        return None, [(path, f"must be between {_human(low)} and {_human(high)}, got {_human(seconds)}")]
-    return seconds, []
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-# ---- the service ----------------------------------------------------------------------------------------------
 
 class SecretsService:
     def __init__(self, store: Store, keyring: Keyring, *, clock: Callable[[], float], limits: Limits | None = None,
@@ -355,11 +124,11 @@ class SecretsService:
         audit = self._record(AuditAction.CREATE, caller, namespace, name)
         if (denied := self._require_admin(caller)) is not None:
             return await self._deny(audit, denied)
-        problems = [*_name_problems(namespace, name), *_data_problems(data, self.limits),
-                    *_audience_problems(audiences, self.limits)]
+        problems = [*name_problems(namespace, name), *data_problems(data, self.limits),
+                    *audience_problems(audiences, self.limits)]
         ttl_s = None
         if ttl is not None:
-            ttl_s, ttl_errors = _ttl(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
+            ttl_s, ttl_errors = ttl_value(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
             problems += ttl_errors
         if not isinstance(immutable, bool):
             problems.append(("immutable", "must be true or false"))
@@ -371,7 +140,7 @@ class SecretsService:
                           (version,))
         ops = [put(meta_key(namespace, name), _dump(info.to_json()), expect=0),
                put(version_key(namespace, name, 1), self._seal(info, version, data), expect=0),
-               self.audit.op(dataclasses.replace(audit, version=1, detail=_keys_detail(data)))]
+               self.audit.op(dataclasses.replace(audit, version=1, detail=keys_detail(data)))]
         try:
             await self.store.txn(ops)
         except Conflict:
@@ -395,7 +164,7 @@ class SecretsService:
         """Metadata of every secret, or of one namespace's, sorted by namespace and name (not audited)."""
         if caller.role is Role.NONE:
             return Rejection(RejectKind.DENIED, "listing secrets needs an API credential")
-        if namespace is not None and (problems := _name_problems(namespace, "x")):
+        if namespace is not None and (problems := name_problems(namespace, "x")):
             return Rejection.invalid(problems)
         entries = await self.store.list(META + (f"{namespace}/" if namespace is not None else ""))
         return [SecretInfo.from_json(json.loads(e.value)) for e in entries]
@@ -409,17 +178,17 @@ class SecretsService:
         audit = self._record(AuditAction.UPDATE, caller, namespace, name)
         if (denied := self._require_admin(caller)) is not None:
             return await self._deny(audit, denied)
-        problems = _name_problems(namespace, name)
+        problems = name_problems(namespace, name)
         if data is not None:
-            problems += _data_problems(data, self.limits)
+            problems += data_problems(data, self.limits)
         if audiences is not None:
-            problems += _audience_problems(audiences, self.limits)
+            problems += audience_problems(audiences, self.limits)
         ttl_s = None
         if ttl is not None:
-            ttl_s, ttl_errors = _ttl(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
+            ttl_s, ttl_errors = ttl_value(ttl, "ttl", self.limits.min_ttl_s, self.limits.max_ttl_s)
             problems += ttl_errors
         if expect_version is not None:
-            problems += [("expectVersion", m) for _, m in _version_problems(expect_version)]
+            problems += [("expectVersion", m) for _, m in version_problems(expect_version)]
         if data is None and audiences is None and ttl is None:
             problems.append(("", "nothing to update: give data, audiences or ttl"))
         if problems:
@@ -437,7 +206,7 @@ class SecretsService:
                     RejectKind.CONFLICT, f"active version is {info.active_version}, not {expect_version}",
                     "expectVersion", "version-mismatch"))
             new, ops = self._updated(info, caller, data, audiences, ttl_s)
-            detail = _keys_detail(data) if data is not None else "metadata"
+            detail = keys_detail(data) if data is not None else "metadata"
             ops = [put(entry.key, _dump(new.to_json()), expect=entry.mod_revision), *ops,
                    self.audit.op(dataclasses.replace(audit, version=new.active_version, detail=detail))]
             try:
@@ -446,7 +215,7 @@ class SecretsService:
                 continue  # changed under us: decide again from the new state
             await self.audit.maybe_prune()
             return new
-        return await self._deny(audit, _busy(namespace, name))
+        return await self._deny(audit, busy(namespace, name))
 
     def _updated(self, info: SecretInfo, caller: Caller, data: Mapping[str, bytes] | None,
                  audiences: Sequence[str] | None, ttl_s: float | None) -> tuple[SecretInfo, builtins.list[Op]]:
@@ -492,7 +261,7 @@ class SecretsService:
                 continue
             await self.audit.maybe_prune()
             return info
-        return await self._deny(audit, _busy(namespace, name))
+        return await self._deny(audit, busy(namespace, name))
 
     # ---- values ------------------------------------------------------------------------------------------------
 
@@ -502,7 +271,7 @@ class SecretsService:
         `token` together with the `audience` it acts as. Rejections: INVALID, DENIED (no admin role and no token,
         or the token failed: `code` is `token-<failure>`), NOT_FOUND, EXPIRED (the secret's TTL passed)."""
         audit = self._record(AuditAction.ACCESS, caller, namespace, name, version=version, audience=audience or "")
-        problems = _name_problems(namespace, name) + _version_problems(version)
+        problems = name_problems(namespace, name) + version_problems(version)
         if token is not None and audience is None:
             problems.append(("audience", "an access token must be presented with the audience it acts as"))
         if problems:
@@ -517,7 +286,7 @@ class SecretsService:
         claims = tokens.verify(self._signing, token, now=self.clock(), namespace=namespace, name=name,
                                audience=audience)
         if isinstance(claims, TokenRejected):
-            return await self._deny(dataclasses.replace(audit, token_id=claims.token_id), _token_denied(claims))
+            return await self._deny(dataclasses.replace(audit, token_id=claims.token_id), token_denied(claims))
         return await self._reveal_with_token(claims, version, dataclasses.replace(audit, token_id=claims.token_id))
 
     async def values_for_delivery(self, namespace: str, name: str, *, node_id: str, version: int | None = None,
@@ -527,7 +296,7 @@ class SecretsService:
         EXPIRED."""
         caller = Caller("coordinator", f"node:{str(node_id)[:ID_MAX_LEN]}", Role.ADMIN)
         audit = self._record(AuditAction.DELIVER, caller, namespace, name, version=version, audience=audience or "")
-        problems = _name_problems(namespace, name) + _version_problems(version)
+        problems = name_problems(namespace, name) + version_problems(version)
         if not valid_id(node_id):
             problems.append(("nodeId", f"{str(node_id)[:80]!r} is not a valid node id"))
         if problems:
@@ -562,7 +331,7 @@ class SecretsService:
             refused = tokens.admit(claims, record, now=self.clock(), secret_uid=info.uid,
                                    allowed_audiences=info.audiences)
             if refused is not None:
-                return await self._deny(audit, _token_denied(refused))
+                return await self._deny(audit, token_denied(refused))
             assert record is not None and entry is not None
             revealed = await self._open(info, version)
             if isinstance(revealed, Rejection):
@@ -578,7 +347,7 @@ class SecretsService:
             except Conflict:
                 continue
             return revealed
-        return await self._deny(audit, _busy(ns, name))
+        return await self._deny(audit, busy(ns, name))
 
     async def _open(self, info: SecretInfo, version: int | None) -> Revealed | Rejection:
         if info.expired(self.clock()):
@@ -606,10 +375,10 @@ class SecretsService:
         audit = self._record(AuditAction.TOKEN, caller, namespace, name, audience=str(audience)[:256])
         if (denied := self._require_admin(caller)) is not None:
             return await self._deny(audit, denied)
-        problems = _name_problems(namespace, name)
+        problems = name_problems(namespace, name)
         if (problem := tokens.audience_problem(audience)) is not None:
             problems.append(("audience", problem))
-        ttl_s, ttl_errors = _ttl(tokens.DEFAULT_TTL_S if ttl is None else ttl, "ttl", tokens.MIN_TTL_S,
+        ttl_s, ttl_errors = ttl_value(tokens.DEFAULT_TTL_S if ttl is None else ttl, "ttl", tokens.MIN_TTL_S,
                                  tokens.MAX_TTL_S)
         problems += ttl_errors
         if (problem := tokens.max_uses_problem(max_uses)) is not None:
@@ -632,7 +401,7 @@ class SecretsService:
         record = TokenRecord(secrets.token_hex(16), namespace, name, info.uid, audience, now, now + ttl_s, max_uses,
                              issued_by=caller.name)
         token = tokens.mint(self._signing, record)
-        detail = f"ttl {_human(ttl_s)}" + (f", max uses {max_uses}" if max_uses is not None else "")
+        detail = f"ttl {human(ttl_s)}" + (f", max uses {max_uses}" if max_uses is not None else "")
         await self.store.txn([put(token_key(namespace, name, record.token_id), _dump(record.to_json()), expect=0),
                               self.audit.op(dataclasses.replace(audit, token_id=record.token_id, detail=detail))])
         return IssuedToken(token, record)
@@ -657,14 +426,14 @@ class SecretsService:
             except Conflict:
                 continue
             return record
-        return await self._deny(audit, _busy("token", token_id))
+        return await self._deny(audit, busy("token", token_id))
 
     async def list_tokens(self, namespace: str, name: str, *,
                           caller: Caller) -> builtins.list[TokenRecord] | Rejection:
         """The token records of one secret (never the tokens themselves)."""
         if caller.role is Role.NONE:
             return Rejection(RejectKind.DENIED, "listing tokens needs an API credential")
-        if problems := _name_problems(namespace, name):
+        if problems := name_problems(namespace, name):
             return Rejection.invalid(problems)
         return [TokenRecord.from_json(json.loads(e.value)) for e in await self.store.list(f"{TOKENS}{namespace}/"
                                                                                           f"{name}/")]
@@ -776,7 +545,7 @@ class SecretsService:
         return out
 
     async def _load(self, namespace: str, name: str) -> tuple[SecretInfo, Entry] | Rejection:
-        if problems := _name_problems(namespace, name):
+        if problems := name_problems(namespace, name):
             return Rejection.invalid(problems)
         entry = await self.store.get(meta_key(namespace, name))
         if entry is None:
@@ -800,25 +569,6 @@ class SecretsService:
             return None
         return Rejection(RejectKind.DENIED, f"this needs an admin credential (caller {caller.name!r} has role "
                          f"{caller.role.value})", "", "admin-required")
-
-
-def _version_problems(version: object) -> list[tuple[str, str]]:
-    if version is None or (isinstance(version, int) and not isinstance(version, bool) and version >= 1):
-        return []
-    return [("version", "must be a version number (1 or more)")]
-
-
-def _token_denied(refused: TokenRejected) -> Rejection:
-    return Rejection(RejectKind.DENIED, refused.message, "token", f"token-{refused.failure.value}")
-
-
-def _busy(namespace: str, name: str) -> Rejection:
-    return Rejection(RejectKind.CONFLICT, f"{namespace}/{name} kept changing during the request; retry", "",
-                     "busy")
-
-
-def _keys_detail(data: Iterable[str]) -> str:
-    return "keys: " + ",".join(sorted(data))[:900]
 
 
 def _dump(doc: Mapping[str, Any]) -> bytes:
