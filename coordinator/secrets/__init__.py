@@ -4,6 +4,7 @@
 - `masterkey` — adapter: the master key file / `CLOUDLESS_SECRETS_KEY`, first-start creation, rotation.
 - `tokens`    — pure: HS256 access tokens (key derived from the master key), verification as values.
 - `audit`     — audit records, queries and retention; `AuditLog` writes them to the store.
+- `model`     — pure: the values the API sees (`Caller`, `Rejection`, `SecretInfo`, …), key layout, field checks.
 - `service`   — `SecretsService`, the API the REST layer, the CLI and the delivery path call.
 
 Startup, in the coordinator:
