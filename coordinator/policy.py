@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from coordinator import quantity
 from coordinator.errors import SpecError
 from coordinator.spec import (
     API_VERSION,
@@ -64,6 +63,7 @@ from coordinator.spec import (
     WorkloadSpec,
 )
 from coordinator.spec_kinds import Bool, Choice, Const, ListOf, Obj, Str, field_table, spec_field
+from firmware_profiles import units as quantity
 
 __all__ = [
     "DEFAULT_REGISTRY",

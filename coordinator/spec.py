@@ -35,7 +35,6 @@ from broker.wire.messages import Probe as WireProbe
 from broker.wire.messages import ProbeKind, RestartPolicy
 from broker.wire.messages import Protocol as PortProtocol
 from broker.wire.schema import ID_MAX_LEN, ID_PATTERN
-from coordinator import quantity
 from coordinator.errors import SpecError
 from coordinator.spec_kinds import (
     Amount,
@@ -54,6 +53,7 @@ from coordinator.spec_kinds import (
     Str,
     spec_field,
 )
+from firmware_profiles import units as quantity
 
 __all__ = [
     "API_VERSION",

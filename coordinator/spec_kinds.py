@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from coordinator import quantity
+from firmware_profiles import units as quantity
+from firmware_profiles.errors import QuantityError
 
 __all__ = [
     "INVALID",
@@ -218,14 +219,14 @@ class Const(Kind):
 
 @dataclass(frozen=True, slots=True)
 class Quantity(Kind):
-    """CPU (-> millicores) or memory (-> bytes); see `coordinator.quantity`."""
+    """CPU (-> millicores) or memory (-> bytes); see `firmware_profiles.units`."""
 
     resource: str  # "cpu" | "memory"
 
     def parse(self, value: object, path: str, problems: Problems) -> object:
         try:
             return quantity.parse_cpu(value) if self.resource == "cpu" else quantity.parse_memory(value)
-        except quantity.QuantityError as exc:
+        except QuantityError as exc:
             return _bad(problems, path, str(exc))
 
     def dump(self, value: Any) -> object:

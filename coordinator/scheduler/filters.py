@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import ClassVar, Final, Protocol
 
-from coordinator.quantity import describe_memory, format_cpu
 from coordinator.scheduler.context import Context
 from coordinator.scheduler.model import NodeView, PlacementRequest, Reject, matches, normalize_arch
 from coordinator.spec import NodeSelectorRequirement, Operator, Scope, TaintEffect
+from firmware_profiles.units import describe_memory, format_cpu
 
 
 class Filter(Protocol):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.quantity import parse_cpu, parse_memory
 from coordinator.scheduler import Context, NodeView, PlacementRequest, SchedulerConfig, Snapshot, Taint
 from coordinator.spec import TaintEffect
+from firmware_profiles.units import parse_cpu, parse_memory
 
 
 def make_node(

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from coordinator import spec, spec_kinds
-from coordinator.quantity import format_cpu, format_memory
+from firmware_profiles.units import format_cpu, format_memory
 
 
 def for_kind(kind: spec_kinds.Kind) -> st.SearchStrategy[Any]:

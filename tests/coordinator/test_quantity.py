@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.quantity import (
+from firmware_profiles.errors import QuantityError
+from firmware_profiles.units import (
     CPU_MAX_MILLIS,
     MEMORY_MAX_BYTES,
-    QuantityError,
     describe_memory,
     format_cpu,
     format_memory,
