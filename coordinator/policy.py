@@ -51,18 +51,9 @@ from enum import StrEnum
 from typing import Any, Final
 
 from coordinator.errors import SpecError
-from coordinator.spec import (
-    API_VERSION,
-    CAPABILITY,
-    CPU,
-    MEMORY,
-    NAME,
-    SeccompType,
-    SecurityContext,
-    Workload,
-    WorkloadSpec,
-)
+from coordinator.spec import API_VERSION, SeccompType, SecurityContext, Workload, WorkloadSpec
 from coordinator.spec_kinds import Bool, Choice, Const, ListOf, Obj, Str, field_table, spec_field
+from coordinator.spec_values import CAPABILITY, CPU, MEMORY, NAME
 from firmware_profiles import units as quantity
 
 __all__ = [

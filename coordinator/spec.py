@@ -17,8 +17,9 @@ walk those field tables:
 
 `null` is rejected like any other wrong type: an absent key means "use the default".
 
-Pure: no I/O, no clocks. This module is longer than the style guide's ~600 lines because the field tables are
-the workload document's single source of truth: splitting them would scatter one document over files.
+The field tables are split by part of the document: `spec_values` (enums and shared value kinds),
+`spec_placement`, `spec_container` (probes, security context, volumes) and this module (metadata, env, resources,
+ports, rollout and the workload itself, plus the three functions). Pure: no I/O, no clocks.
 """
 
 from __future__ import annotations
@@ -28,14 +29,24 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar, Final
 
-from broker.wire.messages import Probe as WireProbe
-from broker.wire.messages import ProbeKind, RestartPolicy
 from broker.wire.messages import Protocol as PortProtocol
-from broker.wire.schema import ID_MAX_LEN, ID_PATTERN
+from broker.wire.messages import RestartPolicy
 from coordinator.errors import SpecError
+from coordinator.spec_container import (
+    Capabilities,
+    EmptyDir,
+    ExecAction,
+    HTTPGetAction,
+    ProbeSpec,
+    SeccompProfile,
+    SecretItem,
+    SecretVolumeSpec,
+    SecurityContext,
+    TCPSocketAction,
+    VolumeSpec,
+)
 from coordinator.spec_kinds import (
     Amount,
     Bool,
@@ -46,12 +57,41 @@ from coordinator.spec_kinds import (
     IntOrPercent,
     ListOf,
     MapOf,
-    Num,
     Obj,
     Problems,
-    Quantity,
     Str,
     spec_field,
+)
+from coordinator.spec_placement import (
+    AntiAffinity,
+    NodeAffinity,
+    NodeSelectorRequirement,
+    PlacementSpec,
+    PreferredTerm,
+    Toleration,
+)
+from coordinator.spec_values import (
+    ARGV,
+    CPU,
+    ENV_NAME,
+    LABEL_KEY,
+    LABEL_VALUE,
+    MEMORY,
+    NAME,
+    PORT,
+    SECRET_ENV_NAME,
+    TEXT,
+    Medium,
+    Operator,
+    RolloutStrategy,
+    Scope,
+    SeccompType,
+    SecretUpdate,
+    Spread,
+    Strategy,
+    TaintEffect,
+    TolerationOperator,
+    duplicates,
 )
 from firmware_profiles import units as quantity
 
@@ -107,90 +147,6 @@ __all__ = [
 API_VERSION: Final = "cloudless/v1"
 KIND: Final = "Workload"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-
-
-# ---- enums -----------------------------------------------------------------------------------------------
-
-
-class Spread(StrEnum):
-    NONE = "none"
-    ZONE = "zone"
-    NODE = "node"
-
-
-class Scope(StrEnum):
-    NODE = "node"
-    ZONE = "zone"
-
-
-class Strategy(StrEnum):
-    BINPACK = "binpack"
-    SPREAD = "spread"
-
-
-class Operator(StrEnum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-
-
-class TolerationOperator(StrEnum):
-    EQUAL = "Equal"
-    EXISTS = "Exists"
-
-
-class TaintEffect(StrEnum):
-    NO_SCHEDULE = "NoSchedule"
-    PREFER_NO_SCHEDULE = "PreferNoSchedule"
-
-
-class RolloutStrategy(StrEnum):
-    ROLLING_UPDATE = "RollingUpdate"
-    RECREATE = "Recreate"
-
-
-class SeccompType(StrEnum):
-    RUNTIME_DEFAULT = "RuntimeDefault"
-    LOCALHOST = "Localhost"
-    UNCONFINED = "Unconfined"
-
-
-class Medium(StrEnum):
-    DISK = ""
-    MEMORY = "Memory"
-
-
-class SecretUpdate(StrEnum):
-    RESTART = "restart"
-    FILES = "files"
-
-
-# ---- shared value kinds ----------------------------------------------------------------------------------
-
-NAME = Str(ID_MAX_LEN, 1, ID_PATTERN.pattern, "name (letters, digits, '.', '_', '-'; max 63; starts alphanumeric)")
-LABEL_KEY = Str(128, 1, r"[A-Za-z0-9][A-Za-z0-9._/-]*", "label key")
-LABEL_VALUE = Str(128)
-TEXT = Str(4096)
-ARGV = ListOf(TEXT, 256)
-ENV_NAME = Str(256, 1, r"[A-Za-z_][A-Za-z0-9_.-]*", "environment variable name")
-SECRET_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # noqa: S105 (a pattern, not a password)
-ABS_PATH = Str(1024, 1, r"/[^\x00]*", "absolute path")
-PORT = Int(1, 65535)
-CAPABILITY = Str(64, 1, r"[A-Z][A-Z0-9_]*", "capability (e.g. NET_BIND_SERVICE)")
-ARCH = Str(32, 1, r"[A-Za-z0-9_]+", "architecture")
-ZONE = Str(64, 1, ID_PATTERN.pattern, "zone or region name")
-UID = Int(0, 2**31 - 1)
-CPU = Quantity("cpu")
-MEMORY = Quantity("memory")
-
-
-def _duplicates(values: list[object]) -> Iterator[int]:
-    seen: set[object] = set()
-    for i, v in enumerate(values):
-        if v in seen:
-            yield i
-        seen.add(v)
 
 
 # ---- metadata, env, resources, ports ---------------------------------------------------------------------
@@ -290,110 +246,6 @@ class ContainerPort(Checked):
     name: str = field(default="", metadata=spec_field(NAME))
 
 
-# ---- placement -------------------------------------------------------------------------------------------
-
-
-def _operator_problems(operator: Operator, values: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    if operator in (Operator.IN, Operator.NOT_IN) and not values:
-        yield "values", f"operator {operator} needs at least one value"
-    if operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and values:
-        yield "values", f"operator {operator} takes no values"
-
-
-_OPERATOR_SCHEMA: dict[str, Any] = {
-    "if": {"properties": {"operator": {"enum": ["In", "NotIn"]}}},
-    "then": {"required": ["values"], "properties": {"values": {"minItems": 1}}},
-    "else": {"properties": {"values": {"maxItems": 0}}},
-}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSelectorRequirement(Checked):
-    """A hard rule on a node label (In/NotIn need values; Exists/DoesNotExist take none)."""
-
-    key: str = field(metadata=spec_field(LABEL_KEY))
-    operator: Operator = field(metadata=spec_field(Choice(Operator)))
-    values: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(LABEL_VALUE, 64)))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = _OPERATOR_SCHEMA
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        return _operator_problems(self.operator, self.values)
-
-
-@dataclass(frozen=True, slots=True)
-class PreferredTerm(Checked):
-    """A soft rule on a node label, worth `weight` (1-100) when it matches."""
-
-    weight: int = field(metadata=spec_field(Int(1, 100)))
-    key: str = field(metadata=spec_field(LABEL_KEY))
-    operator: Operator = field(metadata=spec_field(Choice(Operator)))
-    values: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(LABEL_VALUE, 64)))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = _OPERATOR_SCHEMA
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        return _operator_problems(self.operator, self.values)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeAffinity(Checked):
-    """Label rules: all `required` must match; matching `preferred` terms raise a node's score."""
-
-    required: tuple[NodeSelectorRequirement, ...] = field(
-        default=(), metadata=spec_field(ListOf(Obj(NodeSelectorRequirement), 32))
-    )
-    preferred: tuple[PreferredTerm, ...] = field(default=(), metadata=spec_field(ListOf(Obj(PreferredTerm), 32)))
-
-
-@dataclass(frozen=True, slots=True)
-class AntiAffinity(Checked):
-    """Never share a node (or zone) with a replica of these workloads (same namespace; may name itself)."""
-
-    workloads: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(NAME, 32)))
-    scope: Scope = field(default=Scope.NODE, metadata=spec_field(Choice(Scope)))
-
-
-@dataclass(frozen=True, slots=True)
-class Toleration(Checked):
-    """Allows nodes with a matching taint. Exists matches any value (and with no key, any taint)."""
-
-    key: str = field(default="", metadata=spec_field(LABEL_KEY))
-    operator: TolerationOperator = field(
-        default=TolerationOperator.EQUAL, metadata=spec_field(Choice(TolerationOperator))
-    )
-    value: str = field(default="", metadata=spec_field(LABEL_VALUE))
-    effect: TaintEffect | None = field(default=None, metadata=spec_field(Choice(TaintEffect)))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
-        "if": {"properties": {"operator": {"const": "Exists"}}, "required": ["operator"]},
-        "then": {"properties": {"value": {"maxLength": 0}}},
-        "else": {"required": ["key"]},
-    }
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        if self.operator is TolerationOperator.EXISTS and self.value:
-            yield "value", "operator Exists takes no value"
-        if self.operator is TolerationOperator.EQUAL and not self.key:
-            yield "key", "operator Equal needs a key"
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementSpec(Checked):
-    """Where replicas may run (hard rules) and where they would rather run (scoring)."""
-
-    node_selector: dict[str, str] = field(default_factory=dict, metadata=spec_field(MapOf(LABEL_KEY, LABEL_VALUE)))
-    zones: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(ZONE)))
-    regions: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(ZONE)))
-    arch: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(ARCH, 16)))
-    os: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(ARCH, 16)))
-    spread: Spread = field(default=Spread.NONE, metadata=spec_field(Choice(Spread)))
-    node_affinity: NodeAffinity = field(default_factory=NodeAffinity, metadata=spec_field(Obj(NodeAffinity)))
-    anti_affinity: AntiAffinity = field(default_factory=AntiAffinity, metadata=spec_field(Obj(AntiAffinity)))
-    tolerations: tuple[Toleration, ...] = field(default=(), metadata=spec_field(ListOf(Obj(Toleration), 32)))
-    strategy: Strategy = field(default=Strategy.SPREAD, metadata=spec_field(Choice(Strategy)))
-
-
 # ---- rollout, probes, security, volumes -----------------------------------------------------------------
 
 
@@ -423,190 +275,6 @@ class RolloutSpec(Checked):
     def _problems(self) -> Iterator[tuple[str, str]]:
         if self.max_surge.value == 0 and self.max_unavailable.value == 0:
             yield "maxUnavailable", "maxSurge and maxUnavailable cannot both be 0"
-
-
-@dataclass(frozen=True, slots=True)
-class ExecAction(Checked):
-    """Run a command in the container; exit status 0 is healthy."""
-
-    command: tuple[str, ...] = field(metadata=spec_field(ListOf(TEXT, 256, min_items=1)))
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPGetAction(Checked):
-    """GET a path on a container port; 2xx/3xx is healthy."""
-
-    port: int = field(metadata=spec_field(PORT))
-    path: str = field(default="/", metadata=spec_field(ABS_PATH))
-
-
-@dataclass(frozen=True, slots=True)
-class TCPSocketAction(Checked):
-    """Open a TCP connection to a container port."""
-
-    port: int = field(metadata=spec_field(PORT))
-
-
-_HANDLERS = ("exec", "httpGet", "tcpSocket")
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeSpec(Checked):
-    """A health check with exactly one handler: exec, httpGet or tcpSocket."""
-
-    exec: ExecAction | None = field(default=None, metadata=spec_field(Obj(ExecAction)))
-    http_get: HTTPGetAction | None = field(default=None, metadata=spec_field(Obj(HTTPGetAction)))
-    tcp_socket: TCPSocketAction | None = field(default=None, metadata=spec_field(Obj(TCPSocketAction)))
-    initial_delay_seconds: float = field(default=0.0, metadata=spec_field(Num(0.0, 86400.0)))
-    period_seconds: float = field(default=10.0, metadata=spec_field(Num(0.1, 86400.0)))
-    timeout_seconds: float = field(default=1.0, metadata=spec_field(Num(0.1, 3600.0)))
-    success_threshold: int = field(default=1, metadata=spec_field(Int(1, 1000)))
-    failure_threshold: int = field(default=3, metadata=spec_field(Int(1, 1000)))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {"oneOf": [{"required": [h]} for h in _HANDLERS]}
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        count = sum(h is not None for h in (self.exec, self.http_get, self.tcp_socket))
-        if count != 1:
-            yield "", f"exactly one of exec, httpGet, tcpSocket is required (got {count})"
-
-    def to_wire(self) -> WireProbe:
-        """The probe as the agent receives it in a ReplicaSpec."""
-        if self.exec is not None:
-            kind, command, path, port = ProbeKind.EXEC, self.exec.command, "/", 0
-        elif self.http_get is not None:
-            kind, command, path, port = ProbeKind.HTTP, (), self.http_get.path, self.http_get.port
-        else:
-            assert self.tcp_socket is not None  # guaranteed by _problems on every parsed spec
-            kind, command, path, port = ProbeKind.TCP, (), "/", self.tcp_socket.port
-        return WireProbe(
-            kind,
-            command=command,
-            path=path,
-            port=port,
-            initial_delay_s=self.initial_delay_seconds,
-            period_s=self.period_seconds,
-            timeout_s=self.timeout_seconds,
-            success_threshold=self.success_threshold,
-            failure_threshold=self.failure_threshold,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities(Checked):
-    """Linux capabilities to add to / drop from the runtime's default set."""
-
-    add: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(CAPABILITY)))
-    drop: tuple[str, ...] = field(default=(), metadata=spec_field(ListOf(CAPABILITY)))
-
-
-@dataclass(frozen=True, slots=True)
-class SeccompProfile(Checked):
-    """The seccomp filter; Localhost needs localhostProfile (and only Localhost takes one)."""
-
-    profile_type: SeccompType = field(
-        default=SeccompType.RUNTIME_DEFAULT, metadata=spec_field(Choice(SeccompType), key="type")
-    )
-    localhost_profile: str = field(default="", metadata=spec_field(Str(256, 1, r"[A-Za-z0-9._/-]+", "profile")))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
-        "if": {"properties": {"type": {"const": "Localhost"}}, "required": ["type"]},
-        "then": {"required": ["localhostProfile"]},
-        "else": {"not": {"required": ["localhostProfile"]}},
-    }
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        if self.profile_type is SeccompType.LOCALHOST and not self.localhost_profile:
-            yield "localhostProfile", "type Localhost needs localhostProfile"
-        if self.profile_type is not SeccompType.LOCALHOST and self.localhost_profile:
-            yield "localhostProfile", "only type Localhost takes localhostProfile"
-
-
-def _both(consts: dict[str, object]) -> dict[str, Any]:
-    return {"required": list(consts), "properties": {k: {"const": v} for k, v in consts.items()}}
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityContext(Checked):
-    """Process and namespace security settings, checked by admission policy and mapped onto the runtime."""
-
-    run_as_user: int | None = field(default=None, metadata=spec_field(UID))
-    run_as_group: int | None = field(default=None, metadata=spec_field(UID))
-    run_as_non_root: bool = field(default=False, metadata=spec_field(Bool()))
-    read_only_root_filesystem: bool = field(default=False, metadata=spec_field(Bool()))
-    privileged: bool = field(default=False, metadata=spec_field(Bool()))
-    allow_privilege_escalation: bool | None = field(default=None, metadata=spec_field(Bool()))
-    capabilities: Capabilities = field(default_factory=Capabilities, metadata=spec_field(Obj(Capabilities)))
-    seccomp_profile: SeccompProfile = field(default_factory=SeccompProfile, metadata=spec_field(Obj(SeccompProfile)))
-    host_network: bool = field(default=False, metadata=spec_field(Bool()))
-    host_pid: bool = field(default=False, metadata=spec_field(Bool(), key="hostPID"))
-    host_ipc: bool = field(default=False, metadata=spec_field(Bool(), key="hostIPC"))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
-        "allOf": [
-            {"not": _both({"runAsNonRoot": True, "runAsUser": 0})},
-            {"not": _both({"privileged": True, "allowPrivilegeEscalation": False})},
-        ]
-    }
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        if self.run_as_non_root and self.run_as_user == 0:
-            yield "runAsUser", "runAsNonRoot is set but runAsUser is 0"
-        if self.privileged and self.allow_privilege_escalation is False:
-            yield "allowPrivilegeEscalation", "cannot be false for a privileged container"
-
-
-@dataclass(frozen=True, slots=True)
-class EmptyDir(Checked):
-    """A scratch directory that lives as long as the replica (medium Memory = tmpfs)."""
-
-    medium: Medium = field(default=Medium.DISK, metadata=spec_field(Choice(Medium)))
-    size_limit_bytes: int | None = field(default=None, metadata=spec_field(MEMORY, key="sizeLimit"))
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeSpec(Checked):
-    """A volume mounted into the container (emptyDir is the only source so far)."""
-
-    name: str = field(metadata=spec_field(NAME))
-    mount_path: str = field(metadata=spec_field(ABS_PATH))
-    empty_dir: EmptyDir = field(default_factory=EmptyDir, metadata=spec_field(Obj(EmptyDir)))
-
-
-@dataclass(frozen=True, slots=True)
-class SecretItem(Checked):
-    """One key of a secret as one file under the volume's mount path."""
-
-    key: str = field(metadata=spec_field(Str(253, 1, r"[-._A-Za-z0-9]+", "secret key")))
-    path: str = field(metadata=spec_field(Str(253, 1, r"[A-Za-z0-9._-][A-Za-z0-9._/-]*", "relative file path")))
-    mode: int | None = field(default=None, metadata=spec_field(Int(0, 0o777)))
-
-    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
-        "not": {"required": ["path"], "properties": {"path": {"pattern": r"(^|/)\.\.(/|$)|/$|//"}}}
-    }
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        if ".." in self.path.split("/") or self.path.endswith("/") or "//" in self.path:
-            yield "path", "must be a relative path without '..' or empty segments"
-
-
-@dataclass(frozen=True, slots=True)
-class SecretVolumeSpec(Checked):
-    """A secret of the workload's namespace as files on a tmpfs at `mountPath` (read-only): the keys listed in
-    `items`, or every key (file named after the key) when there are none. Modes are octal in YAML (0400)."""
-
-    secret: str = field(metadata=spec_field(NAME))
-    mount_path: str = field(metadata=spec_field(ABS_PATH))
-    items: tuple[SecretItem, ...] = field(default=(), metadata=spec_field(ListOf(Obj(SecretItem), 64)))
-    default_mode: int = field(default=0o400, metadata=spec_field(Int(0, 0o777)))
-
-    def _problems(self) -> Iterator[tuple[str, str]]:
-        for i in _duplicates(list[object]([it.path for it in self.items])):
-            yield f"items[{i}].path", "duplicate path"
-        paths = [it.path for it in self.items]
-        for i, p in enumerate(paths):
-            if any(other.startswith(p + "/") for other in paths):
-                yield f"items[{i}].path", "is also used as a directory by another item"
 
 
 # ---- the workload ----------------------------------------------------------------------------------------
@@ -640,7 +308,7 @@ class WorkloadSpec(Checked):
 
     def _problems(self) -> Iterator[tuple[str, str]]:
         mounts: list[object] = [*(v.mount_path for v in self.volumes), *(v.mount_path for v in self.secret_volumes)]
-        for i in _duplicates(mounts):
+        for i in duplicates(mounts):
             if i >= len(self.volumes):
                 yield f"secretVolumes[{i - len(self.volumes)}].mountPath", "duplicate mountPath"
         secrets = {e.value_from.secret_key_ref.name for e in self.env if e.value_from is not None}
@@ -661,7 +329,7 @@ class WorkloadSpec(Checked):
             ("volumes", "mountPath", [v.mount_path for v in self.volumes], "duplicate mountPath"),
         ]
         for where, key, values, message in checks:
-            for i in _duplicates(values):
+            for i in duplicates(values):
                 yield f"{where}[{i}].{key}", message
 
 
