@@ -47,15 +47,8 @@ from edge_agent.metrics import Sample as MetricsSample
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
-from edge_agent.secrets import (
-    Materialized,
-    SecretFiles,
-    SecretVault,
-    find_tmpfs,
-    needs_secrets,
-    restart_on_change,
-    versions_of,
-)
+from edge_agent.secret_layout import Materialized, needs_secrets, restart_on_change, versions_of
+from edge_agent.secrets import SecretFiles, SecretVault, find_tmpfs
 from edge_agent.state import StateStore
 
 log = logging.getLogger(__name__)

@@ -25,50 +25,21 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.wire import ReplicaSpec, SealedSecret, SecretUpdate
+from broker.wire import ReplicaSpec, SealedSecret
 from edge_agent.errors import RuntimeError_
+from edge_agent.secret_layout import ENV_FILE, Materialized, shell_quote, versions_of
 
 TMPFS_CANDIDATES = ("XDG_RUNTIME_DIR", "/dev/shm", "/run/shm")  # noqa: S108 (own 0700 subdirectory)
 DIR_NAME = "cloudless-secrets"
-ENV_MOUNT = "/run/cloudless/secret-env"  # where a container sees its env fragment (read-only)
-ENV_FILE = "env.sh"
 DEFAULT_TTL_S = 300.0
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what /bin/sh accepts as a variable name
-# sourced by /bin/sh right before the workload's own command (exec keeps its pid, signals and exit code)
-WRAPPER = 'set -a; . "$CLOUDLESS_SECRET_ENV"; set +a; unset CLOUDLESS_SECRET_ENV; exec "$@"'
 
 
 class SecretUnavailable(RuntimeError_):
     """A replica's secret cannot be provided now (not delivered yet, no key, no tmpfs, a missing key name)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Materialized:
-    """Where one replica's secrets are: `env_dir` holds env.sh (None without env secrets); `volumes` are
-    (host directory, mount path) pairs; `versions` says which secret versions these files hold."""
-
-    root: Path
-    env_dir: Path | None
-    volumes: tuple[tuple[Path, str], ...]
-    versions: str
-
-
-def needs_secrets(spec: ReplicaSpec) -> bool:
-    return bool(spec.secret_env or spec.secret_volumes)
-
-
-def versions_of(spec: ReplicaSpec) -> str:
-    """`name:version,...` of the boxes a spec carries: what the instance's files were made from."""
-    return ",".join(f"{s.secret}:{s.version}" for s in sorted(spec.secrets, key=lambda s: s.secret))
-
-
-def restart_on_change(spec: ReplicaSpec) -> bool:
-    """A new secret version restarts the replica unless its secrets are files only and it asked for in-place."""
-    return bool(spec.secret_env) or spec.secret_update is not SecretUpdate.FILES
 
 
 def find_tmpfs(environ: Mapping[str, str], mounts: str) -> Path | None:
@@ -88,10 +59,6 @@ def find_tmpfs(environ: Mapping[str, str], mounts: str) -> Path | None:
         if best is not None and best[1] == "tmpfs":
             return Path(real)
     return None
-
-
-def shell_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
 class SecretVault:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from broker.wire import ReplicaSpec
 
 if TYPE_CHECKING:
-    from edge_agent.secrets import Materialized
+    from edge_agent.secret_layout import Materialized
 
 # Label keys (also used as Podman container labels).
 LABEL_NODE = "cloudless.node"

@@ -20,7 +20,7 @@ from edge_agent.runtime.base import (
     instance_from_labels,
     instance_labels,
 )
-from edge_agent.secrets import Materialized
+from edge_agent.secret_layout import Materialized
 
 
 class FakeRuntime:

@@ -5,36 +5,24 @@ requests, urllib3 or OS exception is converted at this boundary into `edge_agent
 transport failures -> RuntimeUnavailable, 404 -> InstanceNotFound (ImageUnavailable for images), anything
 else -> RuntimeFailed with Podman's own message.
 
-Containers are created from a libpod SpecGenerator body built here (`container_spec`) and posted with
-podman-py's API client, not through `containers.create(**kwargs)`: that docker-py-shaped signature drops
-`nano_cpus`, rejects `tmpfs`, and cannot express an anonymous volume (the emptyDir that `rm -v` deletes).
-
-What the agent decides stays in the agent: restarts (restart policy is always "no" here), pull retries (one
-pull per `ensure_image`; `next_pull_delay` gives the capped back-off the agent waits between attempts).
-Capability facts are the one thing settled here: rootless Podman on cgroup v1 cannot apply CPU/memory limits
-(it ignores them) nor report stats (it refuses), so limits are left out with one warning and `usage()`
-returns nothing there.
-
-The sandbox (`ReplicaSpec.security`, already admitted by the coordinator's policy) is mapped by the pure
-`container_security`; see its docstring for each field. The rule is the wire's: never run weaker than asked —
-what cannot be honoured is refused with `SpecUnsupported` naming the field. This file is past ~600 lines: the
-sandbox section would be the first to move to a module of its own (`podman_security`).
+What to post is decided elsewhere: the container body by the pure `runtime.podman_spec`, the sandbox
+(`ReplicaSpec.security`, already admitted by the coordinator's policy) by the pure `edge_agent.sandbox`, restarts
+(restart policy is always "no" here) and pull retries (one pull per `ensure_image`) by the agent
+(`edge_agent.images`). Capability facts are the one thing settled here: rootless Podman on cgroup v1 cannot apply
+CPU/memory limits (it ignores them) nor report stats (it refuses), so limits are left out with one warning and
+`usage()` returns nothing there; a Localhost seccomp profile must exist in the seccomp directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,8 +31,7 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError
 
-from broker.wire import ReplicaSpec, SeccompType, Security
-from broker.wire.messages import Protocol as PortProtocol
+from broker.wire import ReplicaSpec, SeccompType
 from edge_agent.errors import (
     ImageUnavailable,
     InstanceNotFound,
@@ -66,313 +53,26 @@ from edge_agent.runtime.base import (
     instance_labels,
 )
 from edge_agent.runtime.podman_service import PodmanService, default_socket_path, socket_answers
-from edge_agent.secrets import ENV_FILE, ENV_MOUNT, WRAPPER, Materialized
+from edge_agent.runtime.podman_spec import (
+    ContainerSecurity,
+    container_name,
+    container_spec,
+    demux,
+    image_argv_of,
+    image_user_of,
+    instance_state,
+    security_fields,
+    unix_time,
+)
+from edge_agent.sandbox import ContainerHost, decide, needs_image_user
+from edge_agent.secret_layout import Materialized
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Json = dict[str, Any]
 
-NAME_MAX = 63  # keeps names usable as hostnames and readable in `podman ps`
-CPU_PERIOD_US = 100_000
-CPU_QUOTA_MIN_US = 1_000  # the kernel refuses a CFS quota under 1 ms
 EXEC_OUTPUT_MAX = 1024 * 1024  # what a CommandReply can carry
 _JSON = {"content-type": "application/json"}
-
-_STATES = {
-    "created": InstanceState.CREATED, "configured": InstanceState.CREATED, "initialized": InstanceState.CREATED,
-    "running": InstanceState.RUNNING, "stopping": InstanceState.RUNNING,  # still running until it has stopped
-    "exited": InstanceState.EXITED, "stopped": InstanceState.EXITED,
-}
-
-
-# ---- pure helpers ----------------------------------------------------------------------------------------
-
-def container_name(node_id: str, replica_id: str) -> str:
-    """`cl-<node>-<replica>`; when longer than NAME_MAX, cut and suffixed with a hash of the full name."""
-    name = f"cl-{node_id}-{replica_id}"
-    if len(name) <= NAME_MAX:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[: NAME_MAX - 11].rstrip('-_.')}-{digest}"
-
-
-def instance_state(status: str) -> InstanceState:
-    return _STATES.get(status.lower(), InstanceState.UNKNOWN)
-
-
-def unix_time(value: object) -> float | None:
-    """Podman times (RFC 3339 text or Unix seconds) as Unix seconds; Go's zero time (year 1) -> None."""
-    if isinstance(value, int | float):
-        return float(value) if value > 0 else None
-    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
-        return None
-    try:
-        seconds = datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-    return seconds if seconds > 0 else None
-
-
-def pull_delay(attempt: int, initial_s: float, cap_s: float) -> float:
-    """Capped exponential back-off after `attempt` failed pulls (1 -> initial, 2 -> 2x initial, ...)."""
-    if attempt <= 0:
-        return 0.0
-    return float(min(cap_s, initial_s * 2 ** min(attempt - 1, 32)))
-
-
-def demux(stream: bytes) -> bytes:
-    """Payloads of Podman's multiplexed stdout/stderr frames (8-byte header: type, 3 pad, u32 BE length), in order.
-    A truncated last frame keeps what arrived."""
-    out, i = bytearray(), 0
-    while i + 8 <= len(stream):
-        size = int.from_bytes(stream[i + 4 : i + 8], "big")
-        out += stream[i + 8 : i + 8 + size]
-        i += 8 + size
-    return bytes(out)
-
-
-def container_spec(
-    spec: ReplicaSpec, *, name: str, labels: Mapping[str, str], stop_timeout_s: float, limits: bool,
-    log_max_bytes: int | None, security: ContainerSecurity | None = None, secrets: Materialized | None = None,
-    image_argv: tuple[Sequence[str], Sequence[str]] = ((), ()),
-) -> Json:
-    """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica; `security` is
-    `container_security(spec.security, ...)` (None: the runtime's defaults). `secrets`: the replica's secret
-    files (bind-mounted read-only from the tmpfs) and env fragment (sourced by /bin/sh before the workload's
-    command, so the values never enter the container's stored configuration); `image_argv` is the image's
-    (Entrypoint, Cmd), needed to wrap a command the spec does not spell out."""
-    if not spec.image:
-        raise SpecUnsupported(f"replica {spec.replica_id}: the Podman runtime needs an image")
-    body: Json = {
-        "name": name,
-        "image": spec.image,
-        "labels": dict(labels),
-        "env": dict(spec.env),
-        "restart_policy": "no",  # the agent owns restarts
-        "stop_timeout": max(0, math.ceil(stop_timeout_s)),
-        "portmappings": [
-            {"container_port": p.container_port, "host_port": p.host_port,
-             "protocol": "udp" if p.protocol is PortProtocol.UDP else "tcp"}
-            for p in spec.ports if p.host_port  # host_port 0: reachable through the container network only
-        ],
-        **_volumes(spec, owned=security is not None),
-    }
-    if security is not None:
-        _merge_security(body, security)
-    if spec.command:  # Kubernetes semantics: command replaces ENTRYPOINT (and the image CMD), args replace CMD
-        body["entrypoint"] = list(spec.command)
-    if spec.args:
-        body["command"] = list(spec.args)
-    if secrets is not None:
-        _mount_secrets(body, spec, secrets, image_argv)
-    if spec.working_dir:
-        body["work_dir"] = spec.working_dir
-    if log_max_bytes:
-        body["log_configuration"] = {"driver": "k8s-file", "size": log_max_bytes}
-    resources: Json = {}
-    if limits and spec.memory_bytes:
-        resources["memory"] = {"limit": spec.memory_bytes}
-    if limits and spec.cpu_millis:
-        quota = max(CPU_QUOTA_MIN_US, spec.cpu_millis * CPU_PERIOD_US // 1000)
-        resources["cpu"] = {"quota": quota, "period": CPU_PERIOD_US}
-    if resources:
-        body["resource_limits"] = resources
-    return body
-
-
-_SECRET_MOUNT_OPTIONS = ["ro", "rbind", "nosuid", "nodev", "noexec"]
-
-
-def _mount_secrets(body: Json, spec: ReplicaSpec, secrets: Materialized,
-                   image_argv: tuple[Sequence[str], Sequence[str]]) -> None:
-    for host_dir, mount_path in secrets.volumes:
-        body["mounts"].append({"destination": mount_path, "type": "bind", "source": str(host_dir),
-                               "options": list(_SECRET_MOUNT_OPTIONS)})
-    if secrets.env_dir is None:
-        return
-    entrypoint, cmd = image_argv
-    argv = [*(spec.command or entrypoint), *(spec.args or (() if spec.command else cmd))]
-    if not argv:
-        raise SpecUnsupported(f"replica {spec.replica_id}: secrets in env need a command to wrap; the spec and "
-                              f"image {spec.image} name none")
-    body["mounts"].append({"destination": ENV_MOUNT, "type": "bind", "source": str(secrets.env_dir),
-                           "options": list(_SECRET_MOUNT_OPTIONS)})
-    body["env"]["CLOUDLESS_SECRET_ENV"] = f"{ENV_MOUNT}/{ENV_FILE}"
-    body["entrypoint"] = ["/bin/sh", "-c", WRAPPER, "cloudless-secret-env"]
-    body["command"] = argv
-
-
-def _volumes(spec: ReplicaSpec, *, owned: bool = False) -> Json:
-    """emptyDir volumes. `owned` (a sandboxed replica, which may run as a non-root user): disk volumes are
-    chowned to the container's user (Podman's `U` option; a no-op for root), since a root-owned 0755 directory
-    would not be writable by that user. Memory volumes are tmpfs, mode 1777 already."""
-    mounts: builtins.list[Json] = []
-    volumes: builtins.list[Json] = []
-    for vol in spec.volumes:
-        match vol.medium:
-            case "Memory":
-                options = [f"size={vol.size_limit_bytes}"] if vol.size_limit_bytes else []
-                mounts.append({"destination": vol.mount_path, "type": "tmpfs", "source": "tmpfs",
-                               "options": options})
-            case "":  # an anonymous volume: created with the container, deleted by `rm -v`
-                volumes.append({"Name": "", "Dest": vol.mount_path, "Options": ["U"] if owned else []})
-            case other:
-                raise SpecUnsupported(f"volume {vol.name}: medium {other!r} is not supported (use '' or 'Memory')")
-    return {"mounts": mounts, "volumes": volumes}
-
-
-# ---- the sandbox (ReplicaSpec.security) ------------------------------------------------------------------
-
-_ROOT_USERS = ("", "0", "root")
-_CAPABILITY = re.compile(r"ALL|CAP_[A-Z0-9_]+")
-
-
-def tmp_mount() -> Json:
-    """The writable /tmp a read-only root gets: the container's own tmpfs, not the host's /tmp."""
-    return {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",  # noqa: S108
-            "options": ["rw", "nosuid", "nodev", "mode=1777"]}
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxHost:
-    """What the sandbox mapping needs to know about the host: where Localhost seccomp profiles live and
-    whether Podman can apply seccomp at all (`podman info`: host.security.seccompEnabled)."""
-
-    seccomp_dir: Path
-    seccomp: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSecurity:
-    """SpecGenerator fields for one replica's sandbox. `mounts` are added to the replica's own (skipped where
-    a volume already sits at that path); `widened` names what the policy admitted beyond a normal container
-    (privileged, host namespaces) — the runtime logs a warning naming the replica for each."""
-
-    fields: Json = field(default_factory=dict)
-    mounts: tuple[Json, ...] = ()
-    widened: tuple[str, ...] = ()
-
-
-def needs_image_user(security: Security) -> bool:
-    """Whether `container_security` must know the image's configured user (`Config.User`)."""
-    return security.run_as_user is None and (security.run_as_non_root or security.run_as_group is not None)
-
-
-def container_security(security: Security | None, image_user: str | None, host: SandboxHost) -> ContainerSecurity:
-    """Map an admitted sandbox onto libpod SpecGenerator fields (Podman 4.x), or refuse with SpecUnsupported.
-
-    - runAsUser/runAsGroup -> `user` "UID[:GID]" (group alone: the image's user with that group). In rootless
-      Podman the uid maps through the user's subuid range: uid 1000 inside is an unprivileged host uid.
-    - runAsNonRoot: refused when runAsUser is 0, or when no runAsUser is set and the image's user is root
-      (empty, "0", "root") or a name (cannot be verified numerically — Kubernetes refuses it too).
-    - readOnlyRootFilesystem -> `read_only_filesystem` plus a tmpfs on /tmp so programs still work; emptyDir
-      volumes stay writable.
-    - capabilities -> `cap_drop`/`cap_add` (names with or without CAP_, and ALL); Podman drops, then adds.
-    - allowPrivilegeEscalation false -> `no_new_privileges`; also by default (None) with runAsNonRoot:
-      a non-root workload has no reason to regain privileges through setuid/file-capability binaries.
-    - seccomp RuntimeDefault -> Podman's default profile (and never one named by an image label);
-      Localhost -> the JSON file `<seccomp dir>/<name>` (plain file names only; the caller checks it exists);
-      Unconfined -> "unconfined". Without kernel seccomp support only RuntimeDefault is accepted.
-    - privileged, hostNetwork/hostPID/hostIPC -> mapped as admitted, reported in `widened`. Privileged means
-      every capability and device and no seccomp filter unless Localhost names one; dropping capabilities
-      from it is refused (Podman would ignore the drop).
-    - AppArmor/SELinux: nothing is set, so Podman applies its default profile/label when the host has one.
-    """
-    if security is None:
-        return ContainerSecurity()
-    sec = security
-    fields: Json = {"seccomp_policy": "default"}  # the profile chosen here, never one named by the image
-    user = _user(sec, image_user)
-    if user:
-        fields["user"] = user
-    _check_non_root(sec, image_user)
-    mounts: tuple[Json, ...] = ()
-    if sec.read_only_root_filesystem:
-        fields["read_only_filesystem"] = True
-        mounts = (tmp_mount(),)
-    if sec.capabilities_drop:
-        fields["cap_drop"] = _capabilities(sec.capabilities_drop, "capabilitiesDrop")
-    if sec.capabilities_add:
-        fields["cap_add"] = _capabilities(sec.capabilities_add, "capabilitiesAdd")
-    if sec.allow_privilege_escalation is False or (sec.allow_privilege_escalation is None and sec.run_as_non_root):
-        fields["no_new_privileges"] = True
-    fields.update(_seccomp(sec, host))
-    widened = []
-    if sec.privileged:
-        if sec.capabilities_drop:  # Podman gives a privileged container every capability, drops or not
-            raise SpecUnsupported("security.capabilitiesDrop: a privileged container keeps every capability")
-        fields["privileged"] = True
-        widened.append("privileged")
-    for flag, key, what in ((sec.host_network, "netns", "hostNetwork"), (sec.host_pid, "pidns", "hostPID"),
-                            (sec.host_ipc, "ipcns", "hostIPC")):
-        if flag:
-            fields[key] = {"nsmode": "host"}
-            widened.append(what)
-    return ContainerSecurity(fields, mounts, tuple(widened))
-
-
-def _user(sec: Security, image_user: str | None) -> str:
-    if sec.run_as_user is not None:
-        return f"{sec.run_as_user}" if sec.run_as_group is None else f"{sec.run_as_user}:{sec.run_as_group}"
-    if sec.run_as_group is not None:  # Kubernetes: the image's user, with this primary group
-        return f"{(image_user or '').split(':', 1)[0] or '0'}:{sec.run_as_group}"
-    return ""
-
-
-def _check_non_root(sec: Security, image_user: str | None) -> None:
-    if not sec.run_as_non_root:
-        return
-    if sec.run_as_user is not None:
-        if sec.run_as_user == 0:
-            raise SpecUnsupported("security.runAsNonRoot: runAsUser is 0 (root)")
-        return
-    name = (image_user or "").split(":", 1)[0].strip()
-    if name in _ROOT_USERS:
-        raise SpecUnsupported("security.runAsNonRoot: the image runs as root and no runAsUser is set")
-    if not name.isdigit():
-        raise SpecUnsupported(f"security.runAsNonRoot: the image's user {name!r} is not numeric, so it cannot be "
-                              "verified as non-root; set runAsUser")
-    if int(name) == 0:
-        raise SpecUnsupported("security.runAsNonRoot: the image runs as root and no runAsUser is set")
-
-
-def _capabilities(names: Sequence[str], what: str) -> builtins.list[str]:
-    out = []
-    for name in names:
-        cap = name.strip().upper()
-        cap = cap if cap == "ALL" or cap.startswith("CAP_") else f"CAP_{cap}"
-        if not _CAPABILITY.fullmatch(cap):
-            raise SpecUnsupported(f"security.{what}: {name!r} is not a capability name")
-        out.append(cap)
-    return out
-
-
-def _seccomp(sec: Security, host: SandboxHost) -> Json:
-    match sec.seccomp:
-        case SeccompType.UNCONFINED:
-            return {"seccomp_profile_path": "unconfined"}
-        case SeccompType.LOCALHOST:
-            name = sec.seccomp_profile
-            if not name or "/" in name or ".." in name or name.startswith("."):
-                raise SpecUnsupported(f"security.seccompProfile: {name!r} must be a plain file name in the "
-                                      f"agent's seccomp directory ({host.seccomp_dir})")
-            if not host.seccomp:
-                raise SpecUnsupported("security.seccompProfile: Podman reports no seccomp support on this host")
-            return {"seccomp_profile_path": str(host.seccomp_dir / name)}
-        case _:
-            return {}  # RuntimeDefault: Podman's default profile
-
-
-def _merge_security(body: Json, security: ContainerSecurity) -> None:
-    body.update(security.fields)
-    taken = {m["destination"] for m in body["mounts"]} | {v["Dest"] for v in body["volumes"]}
-    body["mounts"] = [*body["mounts"], *(m for m in security.mounts if m["destination"] not in taken)]
-    if security.fields.get("netns", {}).get("nsmode") == "host":
-        for mapping in body["portmappings"]:  # the container binds the host's ports itself
-            if mapping["host_port"] != mapping["container_port"]:
-                raise SpecUnsupported(f"security.hostNetwork: hostPort {mapping['host_port']} != containerPort "
-                                      f"{mapping['container_port']} cannot be remapped on the host network")
-        body["portmappings"] = []
 
 
 def default_seccomp_dir(environ: Mapping[str, str], euid: int, home: Path) -> Path:
@@ -380,17 +80,6 @@ def default_seccomp_dir(environ: Mapping[str, str], euid: int, home: Path) -> Pa
     if euid == 0:
         return Path("/etc/cloudless/seccomp")
     return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "cloudless" / "seccomp"
-
-
-def image_argv_of(attrs: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """An image's (Entrypoint, Cmd) from `podman image inspect` attributes."""
-    config = attrs.get("Config") or {}
-    return list(config.get("Entrypoint") or ()), list(config.get("Cmd") or ())
-
-
-def image_user_of(attrs: Mapping[str, Any]) -> str:
-    """The user an image runs as (`Config.User`, "" = root) from its inspect data."""
-    return str((attrs.get("Config") or {}).get("User") or "")
 
 
 def convert_error(exc: BaseException, what: str, *, missing: type[RuntimeError_] = InstanceNotFound) -> RuntimeError_:
@@ -435,7 +124,6 @@ class PodmanRuntime:
         socket_path: Path | None = None,
         containers_conf: Path | None = None,
         start_service: bool = True,
-        pull_backoff: tuple[float, float] = (1.0, 60.0),
         stop_timeout_default: float = 5.0,
         api_timeout_s: float = 30.0,
         log_max_bytes: int | None = 8 * 1024 * 1024,
@@ -449,7 +137,6 @@ class PodmanRuntime:
         self.socket_path = socket_path or default_socket_path(os.environ, os.geteuid())
         self.seccomp_dir = seccomp_dir or default_seccomp_dir(os.environ, os.geteuid(), Path.home())
         self.start_service = start_service
-        self.pull_backoff = pull_backoff
         self.stop_timeout_default = stop_timeout_default
         self.api_timeout_s = api_timeout_s
         self.log_max_bytes = log_max_bytes
@@ -462,10 +149,6 @@ class PodmanRuntime:
         self._warned: set[str] = set()
 
     # ---- plumbing ---------------------------------------------------------------------------------------
-
-    def next_pull_delay(self, attempt: int) -> float:
-        """Seconds the agent should wait after `attempt` failed pulls of one image before trying again."""
-        return pull_delay(attempt, *self.pull_backoff)
 
     async def _connected(self) -> PodmanClient:
         if not self._ready:
@@ -550,7 +233,7 @@ class PodmanRuntime:
         """One pull when `image` is missing, waiting for as long as Podman works on it: no read timeout, since
         Podman's pull stream is silent while a layer downloads and cutting it would throw a slow download away.
         Podman retries transient registry errors itself and keeps completed layers for the next attempt;
-        retrying after a failure, `next_pull_delay(attempt)` seconds later, is the agent's job."""
+        retrying after a failure, with back-off, is the agent's job (`edge_agent.images`)."""
         if await self._call(f"look up image {image}", lambda c: c.images.exists(image)):
             return
         await self._call(f"pull {image}", self._pull_sync, image, progress, missing=ImageUnavailable)
@@ -629,13 +312,14 @@ class PodmanRuntime:
         if needs_image_user(sec):
             user = await self._call(f"inspect image {spec.image}",
                                     lambda c: image_user_of(c.images.get(spec.image).attrs), missing=ImageUnavailable)
-        mapped = container_security(sec, user, SandboxHost(self.seccomp_dir, seccomp=facts["seccomp"]))
-        profile = mapped.fields.get("seccomp_profile_path", "unconfined")
-        if profile != "unconfined" and not await asyncio.to_thread(Path(profile).is_file):
+        decided = decide(sec, ContainerHost(str(self.seccomp_dir), seccomp=facts["seccomp"]), image_user=user)
+        assert decided is not None  # sec is not None
+        profile = decided.seccomp_profile
+        if profile is not None and profile != "unconfined" and not await asyncio.to_thread(Path(profile).is_file):
             raise SpecUnsupported(f"security.seccompProfile: no profile {sec.seccomp_profile!r} in {self.seccomp_dir}")
-        for what in mapped.widened:
+        for what in decided.widened:
             log.warning("replica %s runs with %s (admitted by the policy)", spec.replica_id, what)
-        return mapped
+        return security_fields(decided)
 
     async def start(self, instance_id: str) -> Instance:
         def start_sync(client: PodmanClient) -> Instance | None:

@@ -12,10 +12,11 @@ host ports equal to the container port (the process binds the host port itself).
 (`SpecUnsupported`, reported as the replica's error): port remapping and volumes. CPU limits are not
 enforceable without cgroups; the process runs at lower priority (nice 10) when a CPU limit is set.
 
-The sandbox (`ReplicaSpec.security`) is honoured only as far as a plain process can be confined, never weaker
-(see `process_sandbox`): user/group (switched with util-linux `setpriv` when the agent is root; otherwise only
-the agent's own ids), runAsNonRoot, no_new_privs (prctl) and dropped capabilities (a non-root uid, no ambient
-capabilities, no_new_privs). It refuses a read-only root, added capabilities, privileged and Localhost seccomp.
+The sandbox (`ReplicaSpec.security`) is decided by the pure `edge_agent.sandbox` (the policy both runtimes
+share) and honoured only as far as a plain process can be confined, never weaker: user/group (switched with
+util-linux `setpriv` when the agent is root; otherwise only the agent's own ids), runAsNonRoot, no_new_privs
+(prctl) and dropped capabilities (a non-root uid, no ambient capabilities, no_new_privs). It refuses a read-only
+root, added capabilities, privileged and Localhost seccomp.
 A plain process always shares the host's network, PID and IPC namespaces: hostNetwork/hostPID/hostIPC are
 trivially true, and since the wire has no "isolated namespaces required" field, a spec that leaves them false
 is accepted — this runtime never isolates namespaces. Its "RuntimeDefault" seccomp profile is no filter.
@@ -41,7 +42,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
-from broker.wire import ReplicaSpec, SeccompType, Security
+from broker.wire import ReplicaSpec, Security
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
 from edge_agent.runtime.base import (
     Endpoint,
@@ -54,7 +55,8 @@ from edge_agent.runtime.base import (
     instance_from_labels,
     instance_labels,
 )
-from edge_agent.secrets import ENV_FILE, WRAPPER, Materialized
+from edge_agent.sandbox import ProcessHost, decide
+from edge_agent.secret_layout import ENV_FILE, WRAPPER, Materialized
 
 log = logging.getLogger(__name__)
 
@@ -97,59 +99,14 @@ class ProcessSandbox:
 
 def process_sandbox(security: Security | None, *, agent_uid: int, agent_gid: int,
                     primary_gid: Callable[[int], int | None]) -> ProcessSandbox:
-    """What of `security` a plain process can honour, or SpecUnsupported naming the first field it cannot.
-
-    `primary_gid(uid)` is the host's passwd group of a uid (None: no entry), used when runAsUser comes without
-    runAsGroup — root's group 0 would be weaker than the user's own. Dropped capabilities are honoured by
-    running as a non-root uid (which holds none after exec), with ambient capabilities cleared and
-    no_new_privs (so setuid/file-capability binaries cannot regain any): they need a non-root uid and
-    allowPrivilegeEscalation not true. no_new_privs is also set by default with runAsNonRoot, as in Podman.
-    """
-    if security is None:
+    """`security` decided for a plain process (`edge_agent.sandbox.decide`, which documents each field) and
+    mapped onto ids and flags, or SpecUnsupported naming the first field it cannot honour. `primary_gid(uid)`
+    is the host's passwd group of a uid (None: no entry). Dropped capabilities are honoured by running as a
+    non-root uid with ambient capabilities cleared and no_new_privs."""
+    box = decide(security, ProcessHost(agent_uid, agent_gid, primary_gid))
+    if box is None:
         return ProcessSandbox()
-    sec = security
-    if sec.privileged:
-        raise SpecUnsupported("security.privileged: the process runtime does not run privileged workloads")
-    if sec.read_only_root_filesystem:
-        raise SpecUnsupported("security.readOnlyRootFilesystem: the process runtime cannot make the root "
-                              "filesystem read-only")
-    if sec.capabilities_add:
-        raise SpecUnsupported("security.capabilitiesAdd: the process runtime cannot grant capabilities")
-    if sec.seccomp is SeccompType.LOCALHOST:
-        raise SpecUnsupported("security.seccompProfile: the process runtime cannot apply a seccomp profile")
-    uid, gid = _identity(sec, agent_uid, agent_gid, primary_gid)
-    runs_as = agent_uid if uid is None else uid
-    if sec.run_as_non_root and runs_as == 0:
-        raise SpecUnsupported("security.runAsNonRoot: the process would run as root (uid 0); set runAsUser")
-    if sec.capabilities_drop and runs_as == 0:
-        raise SpecUnsupported("security.capabilitiesDrop: a process running as root keeps its capabilities; "
-                              "set a non-root runAsUser")
-    if sec.capabilities_drop and sec.allow_privilege_escalation:
-        raise SpecUnsupported("security.capabilitiesDrop: the process runtime drops capabilities with "
-                              "no_new_privs, which allowPrivilegeEscalation=true forbids")
-    escalation = sec.allow_privilege_escalation
-    nnp = escalation is False or (escalation is None and (sec.run_as_non_root or bool(sec.capabilities_drop)))
-    return ProcessSandbox(uid, gid, no_new_privs=nnp, clear_ambient=bool(sec.capabilities_drop))
-
-
-def _identity(sec: Security, agent_uid: int, agent_gid: int,
-              primary_gid: Callable[[int], int | None]) -> tuple[int | None, int | None]:
-    """(uid, gid) to switch to; None where the agent's own id stays."""
-    if agent_uid != 0:  # an unprivileged agent can only start processes as itself
-        if sec.run_as_user not in (None, agent_uid):
-            raise SpecUnsupported(f"security.runAsUser: the agent runs as uid {agent_uid} (not root) and cannot "
-                                  f"start a process as uid {sec.run_as_user}")
-        if sec.run_as_group not in (None, agent_gid):
-            raise SpecUnsupported(f"security.runAsGroup: the agent runs as gid {agent_gid} (not root) and cannot "
-                                  f"start a process as gid {sec.run_as_group}")
-        return None, None
-    if sec.run_as_user in (None, 0):
-        return None, sec.run_as_group
-    gid = sec.run_as_group if sec.run_as_group is not None else primary_gid(sec.run_as_user)
-    if gid is None:
-        raise SpecUnsupported(f"security.runAsGroup: uid {sec.run_as_user} has no passwd entry on this host to "
-                              "take its group from; set runAsGroup")
-    return sec.run_as_user, gid
+    return ProcessSandbox(box.uid, box.gid, no_new_privs=box.no_new_privs, clear_ambient=bool(box.cap_drop))
 
 
 def _primary_gid(uid: int) -> int | None:

@@ -11,20 +11,19 @@ import pytest
 
 from broker.wire import PortMapping, ReplicaSpec, SeccompType, Security, VolumeMount
 from edge_agent.errors import SpecUnsupported
-from edge_agent.runtime.podman import (
+from edge_agent.runtime.podman import default_seccomp_dir
+from edge_agent.runtime.podman_spec import (
     ContainerSecurity,
-    SandboxHost,
     container_security,
     container_spec,
-    default_seccomp_dir,
     image_user_of,
-    needs_image_user,
     tmp_mount,
 )
 from edge_agent.runtime.process import ProcessSandbox, _setpriv_argv, process_sandbox
+from edge_agent.sandbox import ContainerHost, needs_image_user
 
 SECCOMP_DIR = Path("/etc/cloudless/seccomp")
-HOST = SandboxHost(SECCOMP_DIR)
+HOST = ContainerHost(str(SECCOMP_DIR))
 IMAGE = "localhost/cloudless/busybox:latest"
 
 
@@ -119,8 +118,8 @@ def test_container_security_refuses(security: Security, image_user: str, message
 def test_localhost_seccomp_refused_without_kernel_seccomp() -> None:
     security = sec(seccomp=SeccompType.LOCALHOST, seccomp_profile="p.json")
     with pytest.raises(SpecUnsupported, match="no seccomp support"):
-        container_security(security, "", SandboxHost(SECCOMP_DIR, seccomp=False))
-    assert container_security(sec(), "", SandboxHost(SECCOMP_DIR, seccomp=False)).fields == DEFAULT
+        container_security(security, "", ContainerHost(str(SECCOMP_DIR), seccomp=False))
+    assert container_security(sec(), "", ContainerHost(str(SECCOMP_DIR), seccomp=False)).fields == DEFAULT
 
 
 @pytest.mark.parametrize(("security", "needed"), [

@@ -18,16 +18,8 @@ from hypothesis import strategies as st
 
 from broker import sealed, wire
 from edge_agent.runtime.process import ProcessRuntime
-from edge_agent.secrets import (
-    SecretFiles,
-    SecretUnavailable,
-    SecretVault,
-    find_tmpfs,
-    needs_secrets,
-    restart_on_change,
-    shell_quote,
-    versions_of,
-)
+from edge_agent.secret_layout import needs_secrets, restart_on_change, shell_quote, versions_of
+from edge_agent.secrets import SecretFiles, SecretUnavailable, SecretVault, find_tmpfs
 from tests.edge_agent.builders import make_spec
 
 NODE = "pi-1"
