@@ -1,5 +1,11 @@
-"""Layering, checked by parsing imports (STYLE §1): cores import no I/O, the agent and the coordinator share only
-the wire contract, and the agent-only install needs none of the broker/coordinator extras.
+"""Layering, checked by parsing imports (STYLE §1, ARCHITECTURE §2): cores import no I/O, the packages depend on each
+other only as the dependency rule says, no module is part of an import circle, and the agent-only install needs none
+of the broker/coordinator extras.
+
+The dependency rule, as `ALLOWED` states it: `cloudless -> anything`; `edge_agent -> broker, dataplane,
+firmware_profiles`; `coordinator -> broker, firmware_profiles` and `dataplane`'s pure contract modules (the dataplane
+modules in `CORES`) only; `dataplane -> broker`; `firmware_profiles -> nothing`; `broker -> nothing`. So never
+`edge_agent <-> coordinator`, never `dataplane -> edge_agent | coordinator`, and nothing imports `cloudless`.
 
 The checks read source with `ast`; nothing is imported. Which imports count:
 
@@ -22,18 +28,39 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("broker", "edge_agent", "coordinator", "firmware_profiles", "cloudless")
+PROJECT_PACKAGES = ("broker", "dataplane", "edge_agent", "coordinator", "firmware_profiles", "cloudless")
 
-# Cores (STYLE §1). The first list must exist; the second names where future cores will live.
-REQUIRED_CORE_GLOBS = ("broker/wire/*.py", "broker/acl.py", "broker/outbox.py", "broker/backoff.py")
-FUTURE_CORE_GLOBS = (
-    "edge_agent/reconcile*.py",
-    "coordinator/scheduler/**/*.py",
-    "coordinator/reconcile*.py",
-    "coordinator/lease*.py",
-    "coordinator/policy*.py",
-    "firmware_profiles/gates.py",
+# Cores (STYLE §1): the modules that decide. Every pattern must match a file, so a core that is renamed or moved
+# cannot silently drop out of the checks; a new core is added here in the change that creates it.
+CORE_GLOBS = (
+    # the bus: wire contract, ACL, outbox, reconnect back-off, password hashing, sealed payloads
+    "broker/wire/*.py", "broker/acl.py", "broker/outbox.py", "broker/backoff.py", "broker/passwords.py",
+    "broker/sealed.py",
+    # the agent: what to run, which desired state to accept, probe verdicts, sandbox policy, container body
+    "edge_agent/reconcile.py", "edge_agent/desired.py", "edge_agent/health.py", "edge_agent/sandbox.py",
+    "edge_agent/runtime/podman_spec.py",
+    # the coordinator: cluster view, revisions, lifecycle, membership, scheduling, admission, spec, translation,
+    # enrolment checks, damping, the dashboard documents, the records and views the REST layer shows
+    "coordinator/cluster.py", "coordinator/revisions.py", "coordinator/lifecycle.py", "coordinator/membership.py",
+    "coordinator/scheduler/**/*.py", "coordinator/policy.py", "coordinator/spec*.py", "coordinator/translate.py",
+    "coordinator/enroll.py", "coordinator/damper.py", "coordinator/dashboard.py", "coordinator/model.py",
+    "coordinator/views.py", "coordinator/secrets/envelope.py", "coordinator/secrets/tokens.py",
+    "coordinator/secrets/model.py",
+    # device profiles: detection, gates, schema, quantities
+    "firmware_profiles/detect.py", "firmware_profiles/gates.py", "firmware_profiles/model.py",
+    "firmware_profiles/schema.py", "firmware_profiles/units.py",
 )
+# Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
+# its pure contract modules (those in CORES), never the overlay's adapters.
+ALLOWED: dict[str, frozenset[str]] = {
+    "broker": frozenset(),
+    "firmware_profiles": frozenset(),
+    "dataplane": frozenset({"broker"}),
+    "edge_agent": frozenset({"broker", "dataplane", "firmware_profiles"}),
+    "coordinator": frozenset({"broker", "firmware_profiles", "dataplane"}),
+    "cloudless": frozenset(PROJECT_PACKAGES),
+}
+CONTRACT_ONLY: dict[str, str] = {"coordinator": "dataplane"}
 # Adapter and I/O libraries a core must not import. `random` is allowed only as `Random`, passed in seeded.
 CORE_FORBIDDEN = frozenset({
     "asyncio", "socket", "subprocess", "paho", "amqtt", "aiohttp", "podman", "aioquic", "sqlite3", "time",
@@ -216,12 +243,12 @@ def _constructs_unseeded_random(source: str) -> bool:
     return False
 
 
-CORES = project_files(*REQUIRED_CORE_GLOBS, *FUTURE_CORE_GLOBS)
+CORES = project_files(*CORE_GLOBS)
 
 
-def test_required_cores_exist() -> None:
-    for pattern in REQUIRED_CORE_GLOBS:
-        assert project_files(pattern), f"no core module matches {pattern}"
+@pytest.mark.parametrize("pattern", CORE_GLOBS)
+def test_every_core_pattern_names_a_module(pattern: str) -> None:
+    assert project_files(pattern), f"no core module matches {pattern}: moved or renamed? update CORE_GLOBS"
 
 
 @pytest.mark.parametrize("path", CORES, ids=rel)
@@ -240,27 +267,118 @@ def test_core_reaches_no_io_library_through_project_modules(path: Path) -> None:
     assert not problems, f"{rel(path)} is a core (STYLE §1) but reaches I/O: " + "; ".join(problems)
 
 
-# ---- (b) the agent and the coordinator share only the wire contract --------------------------------------------
+# ---- (b) the dependency rule between packages -------------------------------------------------------------------
 
+ALL_FILES = project_files(*(f"{package}/**/*.py" for package in PROJECT_PACKAGES))
 AGENT_FILES = project_files("edge_agent/**/*.py")
-COORDINATOR_FILES = project_files("coordinator/**/*.py")
-BROKER_FILES = project_files("broker/**/*.py")
+CORE_MODULES = frozenset(module_name(p) for p in CORES)
 
 
-@pytest.mark.parametrize(
-    ("path", "other"),
-    [pytest.param(p, "coordinator", id=rel(p)) for p in AGENT_FILES]
-    + [pytest.param(p, "edge_agent", id=rel(p)) for p in COORDINATOR_FILES]
-    + [pytest.param(p, other, id=f"{rel(p)}-{other}") for p in BROKER_FILES for other in ("edge_agent", "coordinator")],
-)
-def test_agent_and_coordinator_do_not_import_each_other(path: Path, other: str) -> None:
-    """broker/ (the wire contract and the bus) sits below both, so it imports neither."""
-    bad = [f"line {imp.lineno}: {imp.module}" for imp in imports_of(path) if imp.within(other)]
-    assert not bad, f"{rel(path)} imports {other}: " + "; ".join(bad)
+def rule_violations(module: str, imps: list[Import]) -> list[str]:
+    """Why these imports (of `module`, every one: lazy and TYPE_CHECKING ones count, since naming another side's
+    types is depending on it) break the dependency rule; empty when they do not."""
+    own = module.split(".", maxsplit=1)[0]
+    problems = []
+    for imp in imps:
+        for target in targets(imp):
+            root = target.split(".", maxsplit=1)[0]
+            if root not in PROJECT_PACKAGES or root == own:
+                continue
+            if root not in ALLOWED[own]:
+                problems.append(f"line {imp.lineno}: {own} may not import {root} ({target})")
+            elif CONTRACT_ONLY.get(own) == root and _module_of(target) not in CORE_MODULES:
+                problems.append(f"line {imp.lineno}: {own} may import only {root}'s pure contract modules, not "
+                                f"{target}")
+    return problems
+
+
+def _module_of(dotted: str) -> str:
+    """The module a dotted name lives in (`a.b.Name` -> `a.b`)."""
+    while module_file(dotted) is None and "." in dotted:
+        dotted = dotted.rsplit(".", 1)[0]
+    return dotted
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=rel)
+def test_imports_follow_the_dependency_rule(path: Path) -> None:
+    problems = rule_violations(module_name(path), imports_of(path))
+    assert not problems, f"{rel(path)} breaks the dependency rule (ARCHITECTURE §2): " + "; ".join(problems)
 
 
 def test_there_are_agent_files_to_check() -> None:
     assert AGENT_FILES, "edge_agent/ has no Python files: did the package move?"
+
+
+# ---- (d) no import circles --------------------------------------------------------------------------------------
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """module -> the project modules it imports (any import: lazy and TYPE_CHECKING ones are dependencies too)."""
+    graph: dict[str, set[str]] = {}
+    for path in files:
+        module = module_name(path)
+        graph[module] = {_module_of(t) for imp in imports_of(path) for t in targets(imp)
+                         if module_file(_module_of(t)) is not None} - {module}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, edges = work[-1]
+            nxt = next(edges, None)
+            if nxt is not None:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_module_is_part_of_an_import_circle() -> None:
+    found = circles(import_graph(ALL_FILES))
+    assert not found, "import circles (break them with a Protocol or by moving the shared piece down): " + "; ".join(
+        " <-> ".join(c) for c in found)
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        pytest.param({"a": {"b"}, "b": set()}, [], id="chain"),
+        pytest.param({"a": {"b"}, "b": {"a"}}, [["a", "b"]], id="pair"),
+        pytest.param({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]], id="triangle"),
+    ],
+)
+def test_circles(graph: dict[str, set[str]], expected: list[list[str]]) -> None:
+    assert circles(graph) == expected
 
 
 # ---- (c) the agent-only install has none of the broker/coordinator extras --------------------------------------
@@ -344,3 +462,24 @@ def test_relative_import_in_a_package_init() -> None:
 )
 def test_core_violations(source: str, pure: bool) -> None:
     assert (core_violations(parse_imports(source, "broker.acl"), source) == []) is pure
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "ok"),
+    [
+        pytest.param("edge_agent.agent", "from coordinator.spec import Workload", False, id="agent->coordinator"),
+        pytest.param("coordinator.service", "import edge_agent.reconcile", False, id="coordinator->agent"),
+        pytest.param("coordinator.cli", "from cloudless import logs", False, id="daemon->cloudless"),
+        pytest.param("dataplane.overlay", "from edge_agent import agent", False, id="dataplane->agent"),
+        pytest.param("dataplane.overlay", "from broker.wire import topics", True, id="dataplane->broker"),
+        pytest.param("broker.client", "import firmware_profiles", False, id="broker->profiles"),
+        pytest.param("coordinator.service", "from dataplane import overlay_adapter", False,
+                     id="coordinator->dataplane-adapter"),
+        pytest.param("edge_agent.agent", "from dataplane import overlay_adapter", True, id="agent->dataplane"),
+        pytest.param("cloudless.up", "from coordinator import service", True, id="cloudless->anything"),
+        pytest.param("edge_agent.agent", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                     "    from coordinator.model import Event\n", False, id="type-checking-counts"),
+    ],
+)
+def test_rule_violations(module: str, source: str, ok: bool) -> None:
+    assert (rule_violations(module, parse_imports(source, module)) == []) is ok
