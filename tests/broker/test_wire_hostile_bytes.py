@@ -1,142 +1,32 @@
-"""Hostile payloads: `decode()` raises WireError and nothing else, whatever the bytes (STYLE §2, §4).
-
-Field-level cases are generated from the message annotations (tests/broker/strategies.py), applied to the fully
-populated builder messages, so every field of every kind, nested ones included, gets the same treatment.
-"""
+"""Hostile payloads, whole-message level: `decode()` raises WireError and nothing else, whatever the bytes (STYLE
+§2, §4) — truncation, size, the envelope, msgpack features outside the contract, nesting, fuzzing, and the
+topic-checking decoders. Field-level cases are in test_wire_hostile_fields.py."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
-import typing
-from collections.abc import Iterator
-from typing import Any
-
-import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import wire
 from broker.wire import codec, schema, topics
 from broker.wire.codec import MAX_PAYLOAD_BYTES
 from broker.wire.messages import MESSAGE_TYPES
-from tests.broker.builders import BAD_IDS, kind_id, make_message, make_node_status
-from tests.broker.strategies import Field, field_types, unwrap
-
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# ---- helpers ---------------------------------------------------------------------------------------------------
-
-Path = tuple[str | int, ...]
-SENTINEL = "\u2603sentinel\u2603"
-
-
-def envelope(message: object) -> dict[str, Any]:
-    """The plain (msgpack-able) envelope of a message; mutate it, then `pack()` it."""
-    return {"v": wire.PROTOCOL_MAJOR, "k": type(message).KIND, "b": codec.to_body(message)}  # type: ignore[attr-defined]
-
-
-def pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def set_at(env: dict[str, Any], path: Path, value: object) -> dict[str, Any]:
-    """A deep copy of `env` with the value at `path` (below the body `b`) replaced."""
-    env = copy.deepcopy(env)
-    parent: Any = env
-    keys: Path = ("b", *path)
-    for key in keys[:-1]:
-        parent = parent[key]
-    parent[keys[-1]] = value
-    return env
-
-
-def splice(env: dict[str, Any], path: Path, raw: bytes) -> bytes:
-    """Pack `env` with the raw msgpack bytes `raw` at `path`: for encodings msgpack itself would not produce."""
-    packed = pack(set_at(env, path, SENTINEL))
-    token = pack(SENTINEL)
-    assert packed.count(token) == 1
-    return packed.replace(token, raw)
-
-
-def raw_str(data: bytes) -> bytes:
-    """A msgpack str header followed by arbitrary (possibly non-UTF-8) bytes."""
-    assert len(data) < 32
-    return bytes([0xA0 | len(data)]) + data
-
-
-def dotted(path: Path) -> str:
-    """The WireError.path the schema reports for a body path."""
-    return "b" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-
-
-def walk(tp: Any, value: Any, path: Path = ()) -> Iterator[tuple[Path, Field]]:
-    """Every value site in a plain body: the field annotation at each path, nested records and first items too."""
-    fld = unwrap(tp)
-    yield path, fld
-    origin = typing.get_origin(fld.base)
-    if dataclasses.is_dataclass(fld.base):
-        for name, ftp in field_types(fld.base).items():  # type: ignore[arg-type]
-            yield from walk(ftp, value[name], (*path, name))
-    elif origin is tuple and value:
-        yield from walk(typing.get_args(fld.base)[0], value[0], (*path, 0))
-    elif origin is dict and value:
-        key = next(iter(value))
-        yield from walk(typing.get_args(fld.base)[1], value[key], (*path, key))
-
-
-def sites() -> Iterator[tuple[type, Path, Field]]:
-    for cls in MESSAGE_TYPES:
-        body = envelope(make_message(cls))["b"]
-        for path, fld in walk(cls, body):
-            yield cls, path, fld
-
-
-def site_id(cls: type, path: Path, suffix: str = "") -> str:
-    return f"{kind_id(cls)}:{dotted(path)}" + (f":{suffix}" if suffix else "")
-
-
-def accepts_type(fld: Field, value: object) -> bool:
-    """Whether the schema would accept `value`'s Python type at this site (the value itself may still be bad)."""
-    base, origin = fld.base, typing.get_origin(fld.base)
-    if value is None:
-        return fld.optional
-    if base is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if base is int:
-        return isinstance(value, int)
-    if base is float:
-        return isinstance(value, (int, float))
-    if base is bytes:
-        return isinstance(value, bytes)
-    if origin is tuple:
-        return isinstance(value, list)
-    if origin is dict or dataclasses.is_dataclass(base):
-        return isinstance(value, dict)
-    return isinstance(value, str)  # str, identifiers, enums
-
-
-def assert_wire_error(payload: object, path: str | None = None) -> wire.WireError:
-    with pytest.raises(wire.WireError) as info:
-        wire.decode(payload)
-    if path is not None:
-        assert info.value.path == path, str(info.value)
-    return info.value
-
-
-def assert_decodes_or_wire_error(payload: object) -> None:
-    try:
-        message = wire.decode(payload)
-    except wire.WireError:
-        return
-    assert type(message) in MESSAGE_TYPES
-
-
-GOLDEN_PAYLOADS = {cls: wire.encode(make_message(cls)) for cls in MESSAGE_TYPES}
+from tests.broker.builders import kind_id, make_message, make_node_status
+from tests.broker.hostile_cases import (
+    FUZZ,
+    GOLDEN_PAYLOADS,
+    SENTINEL,
+    Path,
+    assert_decodes_or_wire_error,
+    assert_wire_error,
+    dotted,
+    envelope,
+    pack,
+    set_at,
+    splice,
+)
+from tests.broker.strategies import field_types
 
 # ---- truncation, size, non-bytes ------------------------------------------------------------------------------
 
@@ -293,180 +183,6 @@ def test_containers_over_the_decoder_item_cap_are_refused_even_in_unknown_fields
     n = 4097  # codec._MAX_CONTAINER_ITEMS + 1
     value: object = list(range(n)) if container == "array" else {f"k{i}": i for i in range(n)}
     assert_wire_error(pack(set_at(envelope(make_node_status()), ("future",), value)))
-
-
-# ---- required and unknown fields -------------------------------------------------------------------------------
-
-REQUIRED = [
-    pytest.param(cls, f.name, id=f"{kind_id(cls)}:{f.name}")
-    for cls in MESSAGE_TYPES
-    for f in dataclasses.fields(cls)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-]
-
-
-@pytest.mark.parametrize(("cls", "name"), REQUIRED)
-def test_missing_required_field_is_refused(cls: type, name: str) -> None:
-    env = envelope(make_message(cls))
-    del env["b"][name]
-    assert_wire_error(pack(env), path=f"b.{name}")
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param((), id="envelope"),
-        pytest.param(("b",), id="body"),
-        pytest.param(("b", "facts"), id="nested-record"),
-    ],
-)
-@pytest.mark.parametrize(
-    "extra",
-    [None, 1, "text", b"\xff", [1, [2, {"x": 3}]], {"nested": {"deeper": [1.5, math.nan]}}],
-    ids=["nil", "int", "str", "bin", "list", "map-with-nan"],
-)
-def test_unknown_fields_are_ignored(path: tuple[str, ...], extra: object) -> None:
-    """Forward compatibility: a newer peer may add fields anywhere; older decoders skip them."""
-    message = make_node_status()
-    env = envelope(message)
-    target: Any = env
-    for key in path:
-        target = target[key]
-    target["added_in_v1_7"] = extra
-    assert wire.decode(pack(env)) == message
-
-
-def test_unknown_fields_in_list_items_are_ignored() -> None:
-    message = make_message(wire.DesiredState)
-    env = envelope(message)
-    env["b"]["replicas"][0]["priority_class"] = "high"
-    env["b"]["replicas"][0]["liveness"]["grpc"] = {"service": "x"}
-    assert wire.decode(pack(env)) == message
-
-
-# ---- every field: wrong types, ranges, strings, identifiers, item caps -----------------------------------------
-
-WRONG_VALUES: list[object] = [None, True, 7, 1.5, "text", b"bin", [1], {"x": 1}]
-
-WRONG_TYPE_CASES = [
-    pytest.param(cls, path, bad, id=site_id(cls, path, type(bad).__name__))
-    for cls, path, fld in sites()
-    if path
-    for bad in WRONG_VALUES
-    if not accepts_type(fld, bad)
-]
-
-
-@pytest.mark.parametrize(("cls", "path", "bad"), WRONG_TYPE_CASES)
-def test_wrong_type_in_any_field_is_refused(cls: type, path: Path, bad: object) -> None:
-    assert_wire_error(pack(set_at(envelope(make_message(cls)), path, bad)), path=dotted(path))
-
-
-def _number_cases() -> Iterator[Any]:
-    for cls, path, fld in sites():
-        if fld.base is float:
-            lim = fld.marks.get(schema.Float, schema.Float())
-            for name, bad in [("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf),
-                              ("below", lim.lo - 1.0), ("above", lim.hi * 2 + 1.0)]:
-                yield pytest.param(cls, path, bad, id=site_id(cls, path, name))
-        elif fld.base is int:
-            ilim = fld.marks.get(schema.Int, schema.Int())
-            for name, bad in [("below", ilim.lo - 1), ("above", ilim.hi + 1), ("bool", False)]:
-                yield pytest.param(cls, path, bad, id=site_id(cls, path, name))
-
-
-@pytest.mark.parametrize(("cls", "path", "bad"), list(_number_cases()))
-def test_non_finite_out_of_range_or_bool_numbers_are_refused(cls: type, path: Path, bad: object) -> None:
-    assert_wire_error(pack(set_at(envelope(make_message(cls)), path, bad)), path=dotted(path))
-
-
-STR_SITES = [(cls, path, fld) for cls, path, fld in sites() if fld.base is str or (
-    isinstance(fld.base, type) and issubclass(fld.base, str))]
-
-
-@pytest.mark.parametrize(
-    ("cls", "path"), [pytest.param(cls, path, id=site_id(cls, path)) for cls, path, _ in STR_SITES]
-)
-@pytest.mark.parametrize("junk", [b"\xff", b"\xc3\x28", b"a\xed\xa0\x80b", b"\xf8\x88\x80\x80\x80"],
-                         ids=["ff", "bad-continuation", "encoded-surrogate", "5-byte-form"])
-def test_non_utf8_strings_are_refused(cls: type, path: Path, junk: bytes) -> None:
-    assert_wire_error(splice(envelope(make_message(cls)), path, raw_str(junk)))
-
-
-@pytest.mark.parametrize("junk", [b"\xff", b"a\xed\xa0\x80b"], ids=["ff", "encoded-surrogate"])
-def test_non_utf8_map_keys_and_kinds_are_refused(junk: bytes) -> None:
-    env = envelope(make_node_status())
-    packed = pack(env)
-    for token in (pack("room"), pack("k"), pack("node.status")):
-        assert packed.count(token) == 1
-        assert_wire_error(packed.replace(token, raw_str(junk)))
-
-
-@pytest.mark.parametrize(
-    ("cls", "path", "bad"),
-    [
-        pytest.param(cls, path, "x" * (fld.marks.get(schema.Text, schema.Text()).max_len + 1),
-                     id=site_id(cls, path, "too-long"))
-        for cls, path, fld in STR_SITES
-        if fld.base is str and schema.Ident not in fld.marks
-    ]
-    + [
-        pytest.param(cls, path, "a\x00b", id=site_id(cls, path, "nul"))
-        for cls, path, fld in STR_SITES
-        if fld.base is str
-    ]
-    + [
-        pytest.param(cls, path, "no-such-member", id=site_id(cls, path, "unknown-member"))
-        for cls, path, fld in STR_SITES
-        if fld.base is not str
-    ],
-)
-def test_strings_too_long_with_nul_or_outside_the_enum_are_refused(cls: type, path: Path, bad: str) -> None:
-    assert_wire_error(pack(set_at(envelope(make_message(cls)), path, bad)), path=dotted(path))
-
-
-ID_SITES = [(cls, path) for cls, path, fld in STR_SITES if schema.Ident in fld.marks]
-
-
-@pytest.mark.parametrize(("cls", "path"), [pytest.param(c, p, id=site_id(c, p)) for c, p in ID_SITES])
-@pytest.mark.parametrize("bad", BAD_IDS.values(), ids=BAD_IDS.keys())
-def test_invalid_identifiers_are_refused(cls: type, path: Path, bad: str) -> None:
-    assert_wire_error(pack(set_at(envelope(make_message(cls)), path, bad)), path=dotted(path))
-
-
-def test_identifier_at_the_length_limit_is_accepted() -> None:
-    node_id = "n" + "0" * 62
-    assert wire.decode(wire.encode(make_node_status(node_id=node_id))) == make_node_status(node_id=node_id)
-
-
-def _container_cases() -> Iterator[Any]:
-    for cls, path, fld in sites():
-        origin = typing.get_origin(fld.base)
-        if path and origin in (tuple, dict):
-            cap = fld.marks.get(schema.Items, schema.Items()).max_items
-            yield pytest.param(cls, path, origin, cap, id=site_id(cls, path, f"cap{cap}"))
-
-
-@pytest.mark.parametrize(("cls", "path", "origin", "cap"), list(_container_cases()))
-def test_item_caps_hold_at_the_boundary(cls: type, path: Path, origin: type, cap: int) -> None:
-    env = envelope(make_message(cls))
-    parent: Any = env["b"]
-    for key in path:
-        parent = parent[key]
-    sample = parent[0] if origin is tuple else next(iter(parent.values()))
-
-    def filled(n: int) -> object:
-        return [sample] * n if origin is tuple else {f"k{i}": sample for i in range(n)}
-
-    assert type(wire.decode(pack(set_at(env, path, filled(cap))))) is cls
-    assert_wire_error(pack(set_at(env, path, filled(cap + 1))), path=dotted(path))
-
-
-def test_map_keys_must_be_strings_of_bounded_length() -> None:
-    env = envelope(make_node_status())
-    assert_wire_error(pack(set_at(env, ("facts", "labels"), {b"room": "x"})), path="b.facts.labels.<key>")
-    assert_wire_error(pack(set_at(env, ("facts", "labels"), {"k" * 129: "x"})), path="b.facts.labels.<key>")
-    assert_wire_error(pack(set_at(env, ("facts", "labels"), {"a\x00": "x"})), path="b.facts.labels.<key>")
 
 
 # ---- nesting ---------------------------------------------------------------------------------------------------
