@@ -204,7 +204,7 @@ class Api(IdentityHandlers, SecretsHandlers):
 
     async def _end_streams(self, _app: web.Application) -> None:
         """Open event streams end at shutdown instead of holding it up (clients reconnect to the next one)."""
-        self.coord.end_event_streams()
+        self.coord.journal.end_event_streams()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -311,7 +311,7 @@ class Api(IdentityHandlers, SecretsHandlers):
         snap = {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
         view = snap.get(node_id)
         alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
-        return views.node_json(info, self.coord.admin.get(node_id, NodeAdmin()), replicas=view.replicas if view else 0,
+        return views.node_json(info, self.coord.cluster.admin.get(node_id, NodeAdmin()), replicas=view.replicas if view else 0,
                                alloc=alloc, now=self.coord.clock(), cfg=self.coord.cfg.membership)
 
     # ---- handlers ------------------------------------------------------------------------------------------
@@ -390,12 +390,12 @@ class Api(IdentityHandlers, SecretsHandlers):
 
     async def delete_node(self, request: web.Request) -> web.Response:
         node = self._name(request, "node")
-        await self.coord.delete_node(node)
+        await self.coord.ops.delete_node(node)
         return web.json_response({"deleted": node})
 
     async def _admin(self, request: web.Request, **kw: bool) -> web.Response:
         node = self._name(request, "node")
-        await self.coord.set_admin(node, **kw)
+        await self.coord.ops.set_admin(node, **kw)
         return web.json_response(self._node_view(node))
 
     async def cordon(self, request: web.Request) -> web.Response:
@@ -425,16 +425,16 @@ class Api(IdentityHandlers, SecretsHandlers):
             if meta.get("namespace", ns) != ns:
                 raise SpecError("metadata.namespace", f"{meta.get('namespace')!r} does not match the URL's {ns!r}")
             doc = {**doc, "metadata": {**meta, "name": name, "namespace": ns}}
-        rec, created, changed = await self.coord.apply(doc)
+        rec, created, changed = await self.coord.ops.apply(doc)
         return web.json_response(self._workload_view(rec), status=201 if created else 200,
                                  headers={"X-Cloudless-Changed": str(changed).lower()})
 
     async def get_workload(self, request: web.Request) -> web.Response:
-        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        w = self.coord.ops.get(self._name(request, "namespace"), self._name(request, "name"))
         return web.json_response(self._workload_view(w))
 
     async def delete_workload(self, request: web.Request) -> web.Response:
-        w = await self.coord.delete(self._name(request, "namespace"), self._name(request, "name"))
+        w = await self.coord.ops.delete(self._name(request, "namespace"), self._name(request, "name"))
         return web.json_response(self._workload_view(w))
 
     async def scale(self, request: web.Request) -> web.Response:
@@ -444,15 +444,15 @@ class Api(IdentityHandlers, SecretsHandlers):
             raise SpecError("replicas", "must be an integer from 0 to 1000")
         if isinstance(body, dict) and set(body) - {"replicas"}:
             raise SpecError(sorted(set(body) - {"replicas"})[0], "unknown field")
-        w = await self.coord.scale(self._name(request, "namespace"), self._name(request, "name"), replicas)
+        w = await self.coord.ops.scale(self._name(request, "namespace"), self._name(request, "name"), replicas)
         return web.json_response(self._workload_view(w))
 
     async def rollout_status(self, request: web.Request) -> web.Response:
-        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        w = self.coord.ops.get(self._name(request, "namespace"), self._name(request, "name"))
         return web.json_response(views.rollout_json(w, self._workload_view(w)))
 
     async def rollout_history(self, request: web.Request) -> web.Response:
-        w = self.coord.get(self._name(request, "namespace"), self._name(request, "name"))
+        w = self.coord.ops.get(self._name(request, "namespace"), self._name(request, "name"))
         items = [{"revision": h["revision"], "specHash": h["spec_hash"], "createdAt": h["created_at"],
                   "image": h["doc"].get("spec", {}).get("image", ""), "cause": h.get("cause", "")}
                  for h in w.history]
@@ -463,7 +463,7 @@ class Api(IdentityHandlers, SecretsHandlers):
         revision = body.get("revision") if isinstance(body, dict) else None
         if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
             raise SpecError("revision", "must be a positive integer or null")
-        w = await self.coord.rollback(self._name(request, "namespace"), self._name(request, "name"), revision)
+        w = await self.coord.ops.rollback(self._name(request, "namespace"), self._name(request, "name"), revision)
         return web.json_response(self._workload_view(w))
 
     def _replica(self, request: web.Request) -> Any:
@@ -481,7 +481,7 @@ class Api(IdentityHandlers, SecretsHandlers):
             raise SpecError("tail", "must be a number of lines") from None
         if not 1 <= tail <= 10_000:
             raise SpecError("tail", "must be 1-10000")
-        reply = await self.coord.command(r, CommandName.LOGS, args={"tail": str(tail)})
+        reply = await self.coord.ops.command(r, CommandName.LOGS, args={"tail": str(tail)})
         if not reply.ok:
             raise CommandFailed(f"node {r.node}: {reply.error}")
         return web.json_response({"replica": r.replica_id, "node": r.node,
@@ -496,7 +496,7 @@ class Api(IdentityHandlers, SecretsHandlers):
         timeout = body.get("timeoutSeconds", 30)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.5 <= timeout <= 300:
             raise SpecError("timeoutSeconds", "must be a number from 0.5 to 300")
-        reply = await self.coord.command(r, CommandName.EXEC, argv=tuple(command), timeout_s=float(timeout))
+        reply = await self.coord.ops.command(r, CommandName.EXEC, argv=tuple(command), timeout_s=float(timeout))
         if not reply.ok:
             raise CommandFailed(f"node {r.node}: {reply.error}")
         return web.json_response({"exitCode": reply.exit_code if reply.exit_code is not None else -1,
@@ -520,7 +520,7 @@ class Api(IdentityHandlers, SecretsHandlers):
         except ValueError:
             raise SpecError("since", "since must be unix seconds and limit an integer") from None
         match = _event_filter(q)
-        items = [views.event_json(e) for e in self.coord.committed_events() if e.time > since and match(e)]
+        items = [views.event_json(e) for e in self.coord.journal.committed_events() if e.time > since and match(e)]
         return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
@@ -533,14 +533,14 @@ class Api(IdentityHandlers, SecretsHandlers):
         except ValueError:
             raise SpecError("after", f"after (or Last-Event-ID) must be an event id, got {raw_after[:40]!r}") from None
         match = _event_filter(request.query)
-        queue = self.coord.listen_events()  # before the replay, so nothing recorded in between is missed
+        queue = self.coord.journal.listen_events()  # before the replay, so nothing recorded in between is missed
         try:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n")
             last = after
-            for e in self.coord.committed_events():
+            for e in self.coord.journal.committed_events():
                 if e.seq > last and match(e):
                     await resp.write(_sse(e))
                     last = e.seq
@@ -560,7 +560,7 @@ class Api(IdentityHandlers, SecretsHandlers):
         except ConnectionResetError:  # the client went away: the normal end of a stream, not an error
             return resp
         finally:
-            self.coord.unlisten_events(queue)
+            self.coord.journal.unlisten_events(queue)
 
 
 SSE_KEEPALIVE_S = 15.0

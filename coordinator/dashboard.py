@@ -11,7 +11,8 @@ entity's availability follows the node's presence through the mirror's `online` 
 `homeassistant/<component>/cloudless_<node>/<object>/config`; an empty retained payload removes an entity (the
 engine sends one for every topic that is no longer produced).
 
-Pure: documents in, (topic, JSON text) out; the engine publishes them (throttled, only what changed).
+Pure: the cluster view in (`documents`), (topic, JSON text) out; the engine publishes them (throttled, only what
+changed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.wire import topics
+from coordinator.cluster import Cluster
+from coordinator.membership import NodeState
 
 HA_ROOT = topics.HA_DISCOVERY_ROOT
 
@@ -143,3 +146,39 @@ def discovery(node: NodeSummary) -> dict[str, str]:
 def cleared_topics(node_id: str) -> list[str]:
     """Every retained topic the mirror and discovery produce for one node (to clear when it is deleted)."""
     return [node_topic(node_id), *discovery(NodeSummary(node_id, online=False, state="deleted"))]
+
+
+def summaries(cluster: Cluster) -> tuple[list[NodeSummary], list[WorkloadSummary]]:
+    """What the mirror shows of each node and workload."""
+    nodes = []
+    for node_id, info in sorted(cluster.members.items()):
+        st, hb = info.status, info.heartbeat
+        f = st.facts if st else None
+        mem = (100.0 * hb.memory_used_bytes / hb.memory_total_bytes
+               if hb and hb.memory_used_bytes is not None and hb.memory_total_bytes else None)
+        temps = list(f.temperatures.values()) if f else []
+        nodes.append(NodeSummary(
+            node_id=node_id, online=info.state is NodeState.ONLINE, state=info.state.value,
+            profile=f.profile if f else "", arch=f.arch if f else "", agent_version=f.agent_version if f else "",
+            cpu_percent=hb.cpu_percent if hb else None, memory_percent=mem,
+            battery_percent=hb.battery_percent if hb else (f.battery_percent if f else None),
+            temperature_c=max(temps) if temps else None,
+            replicas=sum(1 for r in cluster.replicas.values() if r.node == node_id),
+            schedulable=bool(st and st.schedulable), gates=st.gates if st else ()))
+    workloads = []
+    for w in cluster.workloads.values():
+        ready = sum(1 for r in cluster.replicas.values() if r.namespace == w.namespace and r.workload == w.name
+                    and (o := cluster.observed_of(r)) is not None and o.ready and o.spec_hash == w.spec_hash)
+        spec = w.doc.get("spec", {})
+        workloads.append(WorkloadSummary(w.namespace, w.name, int(spec.get("replicas", 1)), ready,
+                                         w.rollout_phase, str(spec.get("image", ""))))
+    return nodes, workloads
+
+
+def documents(cluster: Cluster) -> dict[str, str]:
+    """Every retained topic of the mirror and of Home Assistant discovery, with its JSON payload."""
+    nodes, workloads = summaries(cluster)
+    docs = mirror(nodes, workloads)
+    for n in nodes:
+        docs.update(discovery(n))
+    return docs

@@ -45,12 +45,12 @@ class IdentityHandlers:
             # and at most 10 a minute from all addresses together (many addresses are cheap, e.g. in an IPv6 /64)
             if left_out is not None and self._enrol_denials_all.allow("all", now) is not None:
                 more = f" ({left_out} more refused from this address since the last event)" if left_out else ""
-                await self.coord.record_now("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
+                await self.coord.journal.record_now("Warning", "EnrolmentDenied", f"node/{body['nodeId'][:63]}",
                                             f"from {request.remote}: {result.reason}{more}")
             return error(result.status, result.reason)
         issued, decision = result
-        self.coord.enrolled(decision.node_id)
-        await self.coord.record_now("Normal", "Enrolled", f"node/{decision.node_id}",
+        self.coord.ops.enrolled(decision.node_id)
+        await self.coord.journal.record_now("Normal", "Enrolled", f"node/{decision.node_id}",
                                     f"certificate {issued.serial:x} until {issued.not_after:.0f} "
                                     f"(from {request.remote})")
         return web.json_response({"nodeId": decision.node_id, "certificate": issued.cert_pem.decode(),
@@ -69,7 +69,7 @@ class IdentityHandlers:
         result = await ids.renew(cert.common_name, cert.serial, body["csr"].encode())
         if isinstance(result, Refuse):
             return error(result.status, result.reason)
-        await self.coord.record_now("Normal", "Renewed", f"node/{cert.common_name}",
+        await self.coord.journal.record_now("Normal", "Renewed", f"node/{cert.common_name}",
                                     f"certificate {result.serial:x} until {result.not_after:.0f}")
         return web.json_response({"nodeId": cert.common_name, "certificate": result.cert_pem.decode(),
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": result.not_after})
@@ -93,7 +93,7 @@ class IdentityHandlers:
         if not isinstance(zone, str) or len(zone) > 64:
             raise SpecError("zone", "must be a string of at most 64 characters")
         token, record = await self._ids().create_token(ttl_s=float(ttl), max_uses=uses, labels=labels, zone=zone)
-        await self.coord.record_now("Normal", "TokenCreated", f"token/{record.token_id}",
+        await self.coord.journal.record_now("Normal", "TokenCreated", f"token/{record.token_id}",
                                     f"max uses {record.max_uses}, expires {record.expires_at:.0f}")
         return web.json_response({"id": record.token_id, "token": token, "expiresAt": record.expires_at,
                                   "maxUses": record.max_uses}, status=201)
@@ -108,7 +108,7 @@ class IdentityHandlers:
         record = await self._ids().revoke_token(request.match_info["token"])
         if record is None:
             raise NotFound(f"token {request.match_info['token'][:32]} not found")
-        await self.coord.record_now("Normal", "TokenRevoked", f"token/{record.token_id}", "revoked")
+        await self.coord.journal.record_now("Normal", "TokenRevoked", f"token/{record.token_id}", "revoked")
         return web.json_response({"id": record.token_id, "revoked": True})
 
     async def revoke_node(self, request: web.Request) -> web.Response:
@@ -116,7 +116,7 @@ class IdentityHandlers:
         record = await self._ids().revoke_node(node)
         if record is None:
             raise NotFound(f"node {node[:63]} has no certificate")
-        await self.coord.mark_revoked(node)
-        await self.coord.record_now("Warning", "Revoked", f"node/{node}",
+        await self.coord.ops.mark_revoked(node)
+        await self.coord.journal.record_now("Warning", "Revoked", f"node/{node}",
                                     f"certificate {record.serial:x} revoked; replicas move to other nodes")
         return web.json_response({"node": node, "serial": f"{record.serial:x}", "revoked": True})

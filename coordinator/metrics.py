@@ -3,21 +3,51 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from coordinator.service import Coordinator
+from coordinator.membership import NodeInfo
+from coordinator.model import ReplicaRecord, WorkloadRecord
+
+
+class LeaderFlag(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+
+class MetricsSource(Protocol):
+    """What the gauges read from the engine (coordinator.service.Coordinator) at scrape time."""
+
+    @property
+    def members(self) -> Mapping[str, NodeInfo]: ...
+
+    @property
+    def replicas(self) -> Mapping[str, ReplicaRecord]: ...
+
+    @property
+    def workloads(self) -> Mapping[str, WorkloadRecord]: ...
+
+    @property
+    def last_round_s(self) -> float: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def leadership(self) -> LeaderFlag: ...
+
+    @property
+    def metrics_leader_changes(self) -> int: ...
 
 
 class _StateCollector:
     """Gauges computed from the coordinator's state when Prometheus scrapes."""
 
-    def __init__(self, coord: Coordinator) -> None:
+    def __init__(self, coord: MetricsSource) -> None:
         self.coord = coord
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -47,7 +77,7 @@ class _StateCollector:
 
 
 class Metrics:
-    def __init__(self, coord: Coordinator) -> None:
+    def __init__(self, coord: MetricsSource) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("cloudless_api_requests_total", "REST requests by route, method and status",
                                 ["route", "method", "status"], registry=self.registry)

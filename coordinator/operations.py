@@ -1,7 +1,8 @@
-"""What the REST layer asks of the coordinator (adapter, mixed into `Coordinator`): apply with admission,
+"""What the REST layer asks of the coordinator (adapter, composed into the engine): apply with admission,
 delete, scale, rollback, node administration and commands carried to agents. Each operation changes the
-in-memory state under the engine's lock and persists it in the same store transaction as its events, then wakes
-the reconcile loop; none of them decides placement or lifecycle (the cores do, in the loop)."""
+in-memory state (`Cluster`) under the engine's lock and persists it in the same store transaction as its events
+(`Recorder`), then wakes the reconcile loop; none of them decides placement or lifecycle (the cores do, in the
+loop), nor revision numbering (coordinator.revisions)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,22 @@ import asyncio
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from broker import wire
-from broker.client import MqttClient
 from broker.errors import MqttError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
-from coordinator import dashboard, membership, model
+from coordinator import membership, model, revisions
+from coordinator.cluster import Cluster
 from coordinator.errors import CoordinatorError
-from coordinator.membership import NodeInfo, NodeState
-from coordinator.model import Event, NodeAdmin, ReplicaRecord, RolloutPhase, WorkloadRecord
-from coordinator.policy import Decision, default_policies, evaluate
+from coordinator.membership import NodeState
+from coordinator.model import Event, NodeAdmin, ReplicaRecord, WorkloadRecord
+from coordinator.policy import Decision, Policy, default_policies, evaluate
 from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
+from coordinator.store import Op, put
 from coordinator.store import delete as delete_op
-from coordinator.store import put
 
-if TYPE_CHECKING:
-    from coordinator.service import CoordinatorConfig
-
-HISTORY_LIMIT = 10
+HISTORY_LIMIT = revisions.HISTORY_LIMIT
 
 
 class NotFound(CoordinatorError):
@@ -50,26 +48,47 @@ class PolicyDenied(CoordinatorError):
         super().__init__("denied by admission policy: " + "; ".join(decision.reasons))
 
 
-class Operations:
-    # state and helpers of the engine this mixin works on (defined by `Coordinator`)
-    cfg: CoordinatorConfig
-    clock: Callable[[], float]
-    mqtt: MqttClient
-    workloads: dict[str, WorkloadRecord]
-    replicas: dict[str, ReplicaRecord]
-    admin: dict[str, NodeAdmin]
-    members: dict[str, NodeInfo]
-    revoked_nodes: set[str]
-    _dash_sent: dict[str, str]
-    _lock: asyncio.Lock
-    _pending_ops: list[Any]
-    _replies: dict[str, asyncio.Future[CommandReply]]
+class Recorder(Protocol):
+    """Where operations record events and queue store writes (coordinator.journal.Journal)."""
 
-    if TYPE_CHECKING:
-        def event(self, type_: str, reason: str, obj: str, message: str) -> Event: ...
-        async def _flush(self) -> None: ...
-        def wake(self) -> None: ...
-        def _save_workload(self, w: WorkloadRecord) -> None: ...
+    def event(self, type_: str, reason: str, obj: str, message: str) -> Event: ...
+
+    def queue(self, op: Op) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+class Bus(Protocol):
+    """How a command reaches a node (broker.client.MqttClient)."""
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...) -> object: ...
+
+
+class Operations:
+    """`on_node_deleted(node)` runs after a node's deletion is written: the engine clears its retained topics."""
+
+    def __init__(self, cluster: Cluster, journal: Recorder, *, bus: Bus, clock: Callable[[], float],
+                 lock: asyncio.Lock, wake: Callable[[], None], policies: tuple[Policy, ...] | None,
+                 on_node_deleted: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.journal = journal
+        self.bus = bus
+        self.clock = clock
+        self.lock = lock
+        self.wake = wake
+        self.policies = policies
+        self.on_node_deleted = on_node_deleted
+        self.replies: dict[str, asyncio.Future[CommandReply]] = {}  # request id -> the caller waiting for it
+
+    def save_workload(self, w: WorkloadRecord) -> None:
+        self.cluster.workloads[w.key] = w
+        self.journal.queue(put(model.workload_key(w.namespace, w.name), model.to_json(w)))
+
+    def resolve(self, reply: CommandReply) -> None:
+        """A node answered a command: hand the reply to whoever waits for it."""
+        fut = self.replies.pop(reply.request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
 
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
@@ -77,80 +96,63 @@ class Operations:
         try:
             self.admit(w)
         except PolicyDenied:
-            async with self._lock:
-                await self._flush()  # the decision's events are listed by the time the caller hears the 403
+            async with self.lock:
+                await self.journal.flush()  # the decision's events are listed by the time the caller hears the 403
             raise
         canonical = workload_to_doc(w)
         h = spec_hash(w)
         now = self.clock()
-        async with self._lock:
-            old = self.workloads.get(w.key)
+        async with self.lock:
+            old = self.cluster.workloads.get(w.key)
             if old is not None and old.doc == canonical and not old.deleting:
                 return old, False, False
             if old is None:
-                rec = WorkloadRecord(namespace=w.namespace, name=w.name, doc=canonical, spec_hash=h, revision=1,
-                                     generation=1, created_at=now, rollout_phase=RolloutPhase.PROGRESSING,
-                                     rollout_started_at=now, rollout_message="creating",
-                                     history=(self._rev(1, h, canonical, now, "created"),))
-                self.event("Normal", "Created", f"workload/{w.key}", f"{w.spec.replicas} replicas of {w.spec.image}")
+                rec = revisions.created(w.namespace, w.name, doc=canonical, spec_hash=h, now=now)
+                self.journal.event("Normal", "Created", f"workload/{w.key}",
+                                   f"{w.spec.replicas} replicas of {w.spec.image}")
             elif old.spec_hash != h:
-                rev = old.revision + 1
-                rec = replace(old, doc=canonical, spec_hash=h, revision=rev, generation=old.generation + 1,
-                              deleting=False, rollout_phase=RolloutPhase.PROGRESSING, rollout_started_at=now,
-                              rollout_message=f"rolling out revision {rev}",
-                              history=self._trim((*old.history, self._rev(rev, h, canonical, now, "apply"))))
-                self.event("Normal", "RolloutStarted", f"workload/{w.key}", f"revision {rev} ({w.spec.image})")
+                rec = revisions.rolled_out(old, doc=canonical, spec_hash=h, now=now,
+                                           in_use=self.cluster.spec_hashes_in_use())
+                self.journal.event("Normal", "RolloutStarted", f"workload/{w.key}",
+                                   f"revision {rec.revision} ({w.spec.image})")
             else:
-                rec = replace(old, doc=canonical, generation=old.generation + 1, deleting=False)
-                self.event("Normal", "Updated", f"workload/{w.key}", "spec updated (no restart needed)")
-            self._save_workload(rec)
-            await self._flush()
+                rec = revisions.updated(old, doc=canonical)
+                self.journal.event("Normal", "Updated", f"workload/{w.key}", "spec updated (no restart needed)")
+            self.save_workload(rec)
+            await self.journal.flush()
         self.wake()
         return rec, old is None, True
 
     def admit(self, w: Workload) -> Decision:
         """Run the admission policy; every decision is recorded as an event; a denial raises PolicyDenied."""
-        policies = self.cfg.policies if self.cfg.policies is not None else default_policies()
+        policies = self.policies if self.policies is not None else default_policies()
         decision = evaluate(policies, w)
         obj = f"workload/{w.key}"
         for v in decision.violations:
-            self.event("Warning" if v.action != "audit" else "Normal", f"Policy{str(v.action).title()}", obj,
-                       f"{v.field}: {v.message} ({v.policy}/{v.rule})")
+            self.journal.event("Warning" if v.action != "audit" else "Normal", f"Policy{str(v.action).title()}", obj,
+                               f"{v.field}: {v.message} ({v.policy}/{v.rule})")
         if not decision.allowed:
-            self.event("Warning", "PolicyDenied", obj, f"refused by admission policy ({len(decision.reasons)} "
-                       "violation(s))")
+            self.journal.event("Warning", "PolicyDenied", obj, f"refused by admission policy "
+                               f"({len(decision.reasons)} violation(s))")
             raise PolicyDenied(decision)
         if not decision.violations:
-            self.event("Normal", "PolicyAllowed", obj, f"admitted by {', '.join(decision.policies) or 'no policy'}")
+            self.journal.event("Normal", "PolicyAllowed", obj,
+                               f"admitted by {', '.join(decision.policies) or 'no policy'}")
         return decision
 
-    @staticmethod
-    def _rev(revision: int, h: str, doc: dict[str, Any], now: float, cause: str) -> dict[str, Any]:
-        return {"revision": revision, "spec_hash": h, "doc": doc, "created_at": now, "cause": cause}
-
-    def _trim(self, history: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
-        in_use = {r.spec_hash for r in self.replicas.values()}
-        keep = list(history)
-        while len(keep) > HISTORY_LIMIT:
-            victim = next((h for h in keep[:-1] if h["spec_hash"] not in in_use), None)
-            if victim is None:
-                break
-            keep.remove(victim)
-        return tuple(keep)
-
     def get(self, namespace: str, name: str) -> WorkloadRecord:
-        w = self.workloads.get(f"{namespace}/{name}")
+        w = self.cluster.workloads.get(f"{namespace}/{name}")
         if w is None:
             raise NotFound(f"workload {namespace}/{name} not found")
         return w
 
     async def delete(self, namespace: str, name: str) -> WorkloadRecord:
-        async with self._lock:
+        async with self.lock:
             w = self.get(namespace, name)
             w = replace(w, deleting=True)
-            self._save_workload(w)
-            self.event("Normal", "Deleting", f"workload/{w.key}", "stopping every replica")
-            await self._flush()
+            self.save_workload(w)
+            self.journal.event("Normal", "Deleting", f"workload/{w.key}", "stopping every replica")
+            await self.journal.flush()
         self.wake()
         return w
 
@@ -163,55 +165,47 @@ class Operations:
         return rec
 
     async def rollback(self, namespace: str, name: str, revision: int | None) -> WorkloadRecord:
-        async with self._lock:
+        async with self.lock:
             w = self.get(namespace, name)
             try:
-                rec = self._rollback(w, revision, cause="rollback requested", now=self.clock(), auto=False)
+                rec = self.roll_back(w, revision, cause="rollback requested", now=self.clock(), auto=False)
             finally:
-                await self._flush()  # a refusal's events too
+                await self.journal.flush()  # a refusal's events too
         self.wake()
         return rec
 
-    def _rollback(self, w: WorkloadRecord, revision: int | None, *, cause: str, now: float,
+    def roll_back(self, w: WorkloadRecord, revision: int | None, *, cause: str, now: float,
                   auto: bool) -> WorkloadRecord:
-        candidates = [h for h in w.history if h["spec_hash"] != w.spec_hash]
-        if revision is not None:
-            candidates = [h for h in w.history if h["revision"] == revision]
-        if not candidates:
+        """Roll `w` back (under the lock; the caller flushes): to `revision`, or the newest other revision."""
+        target = revisions.rollback_target(w, revision)
+        if target is None:
             raise NotFound(f"workload {w.key}: no revision to roll back to" +
                            (f" (revision {revision} not in history)" if revision is not None else ""))
-        target = candidates[-1]
-        doc = {**target["doc"], "spec": {**target["doc"]["spec"], "replicas": w.doc["spec"].get("replicas", 1)}}
-        parsed = parse_workload(doc)
+        parsed = parse_workload(revisions.rollback_doc(w, target))
         self.admit(parsed)  # a revision admitted under an older policy is checked again
-        h = spec_hash(parsed)
-        rev = w.revision + 1
-        rec = replace(w, doc=workload_to_doc(parsed), spec_hash=h, revision=rev, generation=w.generation + 1,
-                      rollout_phase=RolloutPhase.ROLLING_BACK, rollout_started_at=now,
-                      rollout_message=f"rolling back to revision {target['revision']}",
-                      history=self._trim((*w.history, self._rev(rev, h, workload_to_doc(parsed), now,
-                                                                f"rollback to {target['revision']}"))))
-        self._save_workload(rec)
-        self.event("Warning" if auto else "Normal", "RollingBack", f"workload/{w.key}", cause)
+        rec = revisions.rolled_back(w, target, doc=workload_to_doc(parsed), spec_hash=spec_hash(parsed), now=now,
+                                    in_use=self.cluster.spec_hashes_in_use())
+        self.save_workload(rec)
+        self.journal.event("Warning" if auto else "Normal", "RollingBack", f"workload/{w.key}", cause)
         return rec
 
     async def set_admin(self, node_id: str, *, cordoned: bool | None = None,
                         draining: bool | None = None) -> NodeAdmin:
-        if node_id not in self.members:
+        if node_id not in self.cluster.members:
             raise NotFound(f"node {node_id} not found")
-        async with self._lock:
-            cur = self.admin.get(node_id, NodeAdmin())
+        async with self.lock:
+            cur = self.cluster.admin.get(node_id, NodeAdmin())
             new = NodeAdmin(cordoned=cur.cordoned if cordoned is None else cordoned,
                             draining=cur.draining if draining is None else draining)
             if draining:
                 new = replace(new, cordoned=True)
             if cordoned is False:
                 new = replace(new, draining=False)
-            self.admin[node_id] = new
-            self._pending_ops.append(put(model.node_key(node_id), model.to_json(new)))
+            self.cluster.admin[node_id] = new
+            self.journal.queue(put(model.node_key(node_id), model.to_json(new)))
             what = "draining" if new.draining else "cordoned" if new.cordoned else "uncordoned"
-            self.event("Normal", what.title(), f"node/{node_id}", f"node {node_id} {what}")
-            await self._flush()
+            self.journal.event("Normal", what.title(), f"node/{node_id}", f"node {node_id} {what}")
+            await self.journal.flush()
         self.wake()
         return new
 
@@ -220,7 +214,7 @@ class Operations:
         """Carry a command to the replica's node over MQTT and wait for its reply."""
         if replica.node is None:
             raise CommandFailed(f"replica {replica.replica_id} has no node yet")
-        info = self.members.get(replica.node)
+        info = self.cluster.members.get(replica.node)
         if info is None or info.state is not NodeState.ONLINE:
             raise CommandFailed(f"node {replica.node} is not online")
         request_id, now = secrets.token_hex(8), self.clock()
@@ -228,9 +222,9 @@ class Operations:
                              reply_to=topics.node_reply(replica.node), deadline=now + timeout_s, sent=now,
                              args={"replica": replica.replica_id, **(args or {})}, argv=argv)
         fut: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
-        self._replies[request_id] = fut
+        self.replies[request_id] = fut
         try:
-            await self.mqtt.publish(topics.node_cmd(replica.node), wire.encode(req), qos=1)
+            await self.bus.publish(topics.node_cmd(replica.node), wire.encode(req), qos=1)
             async with asyncio.timeout(timeout_s + 2.0):
                 return await fut
         except TimeoutError:
@@ -238,7 +232,7 @@ class Operations:
         except MqttError as exc:
             raise CommandFailed(f"cannot reach node {replica.node}: {exc}") from None
         finally:
-            self._replies.pop(request_id, None)
+            self.replies.pop(request_id, None)
 
     async def delete_node(self, node_id: str) -> None:
         """Forget a node that is gone: its record, its admin state, its retained presence and observed state, the
@@ -247,37 +241,33 @@ class Operations:
         rescheduled) and joins again as a new node; its generation counter is kept so that message is not
         mistaken for an old one. A node still online, or still holding replicas, is refused: stop or revoke it
         (its replicas move once it is lost), or drain it, first."""
-        info = self.members.get(node_id)
-        if info is None and node_id not in self.admin:
+        info = self.cluster.members.get(node_id)
+        if info is None and node_id not in self.cluster.admin:
             raise NotFound(f"node {node_id} not found")
         if info is not None and info.state is NodeState.ONLINE:
             raise InUse(f"node {node_id} is online; stop its agent or `cloudless node revoke {node_id}` first")
-        held = sorted(r.replica_id for r in self.replicas.values() if r.node == node_id)
+        held = sorted(r.replica_id for r in self.cluster.replicas.values() if r.node == node_id)
         if held:
             raise InUse(f"node {node_id} still holds {len(held)} replica(s) ({', '.join(held[:3])}); wait until "
                         f"they are rescheduled, or `cloudless drain {node_id}`")
-        async with self._lock:
-            self.members.pop(node_id, None)
-            self.admin.pop(node_id, None)
-            self._pending_ops.append(delete_op(model.node_key(node_id)))
-            self.event("Normal", "NodeDeleted", f"node/{node_id}", f"node {node_id} deleted")
-            await self._flush()
-        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
-        for topic in gone:
-            self._dash_sent.pop(topic, None)
-            self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)
+        async with self.lock:
+            self.cluster.members.pop(node_id, None)
+            self.cluster.admin.pop(node_id, None)
+            self.journal.queue(delete_op(model.node_key(node_id)))
+            self.journal.event("Normal", "NodeDeleted", f"node/{node_id}", f"node {node_id} deleted")
+            await self.journal.flush()
+        self.on_node_deleted(node_id)  # its retained presence, observed state, mirror and entities
         self.wake()
 
     async def mark_revoked(self, node_id: str) -> None:
         """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once."""
-        async with self._lock:
-            self.revoked_nodes.add(node_id)
-            info = self.members.get(node_id)
+        async with self.lock:
+            self.cluster.revoked_nodes.add(node_id)
+            info = self.cluster.members.get(node_id)
             if info is not None:
-                self.members[node_id] = membership.mark_lost(info, self.clock())
+                self.cluster.members[node_id] = membership.mark_lost(info, self.clock())
         self.wake()
 
     def enrolled(self, node_id: str) -> None:
         """A node (re-)enrolled with a fresh certificate: it may join again."""
-        self.revoked_nodes.discard(node_id)
-
+        self.cluster.revoked_nodes.discard(node_id)

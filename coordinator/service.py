@@ -36,18 +36,19 @@ from broker.wire import (
     topics,
 )
 from coordinator import dashboard, lifecycle, membership, model
+from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.delivery import SecretDelivery
 from coordinator.journal import EVENT_RETENTION, Journal
-from coordinator.membership import MembershipConfig, NodeInfo, NodeState
+from coordinator.membership import MembershipConfig, NodeInfo
+from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
 from coordinator.policy import Policy
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
-from coordinator.spec import Workload, parse_workload
 from coordinator.store import Store, StoreError, put
 from coordinator.store import delete as delete_op
-from coordinator.translate import node_view, replica_spec, rollout_params, secret_names
+from coordinator.translate import rollout_params
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,6 @@ class CoordinatorConfig:
     api_url: str = ""
     seed: int = 0
     policies: tuple[Policy, ...] | None = None  # None: the secure default set
-
-
-@dataclass
-class _Profile:
-    reserved_cpu: int = 0
-    reserved_memory: int = 0
-    max_workloads: int | None = None
-    labels: dict[str, str] | None = None
-    metered: bool = False
 
 
 class Leadership(Protocol):
@@ -122,9 +114,13 @@ class SoloLeadership:
         return True
 
 
-class Coordinator(Journal, Operations):
+class Coordinator:
+    """The engine. `cluster` is the picture the cores decide from, `journal` the store writes and events of a
+    round, `ops` what the REST layer asks (apply, scale, rollback, node administration, commands)."""
+
     def __init__(self, cfg: CoordinatorConfig, *, store: Store, mqtt: MqttClient,
-                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None) -> None:
+                 clock: Callable[[], float] = time.time, leadership: Leadership | None = None,
+                 secrets: Any = None) -> None:
         self.cfg = cfg
         self.store = store
         self.mqtt = mqtt
@@ -135,30 +131,22 @@ class Coordinator(Journal, Operations):
         self._refreshed_at = 0.0
         self._store_down = False
         self._state_read = False
-        # the secrets service (coordinator.secrets), set by the daemon when it runs one; desired state seals the
-        # secrets a node's replicas consume to that node's enrolled key
-        self.secrets: Any = None
+        # the secrets service (coordinator.secrets) when the daemon runs one; desired state seals the secrets a
+        # node's replicas consume to that node's enrolled key
+        self.secrets = secrets
         self._delivery: SecretDelivery | None = None
         self._undeliverable: set[tuple[str, str, str]] = set()
         self.epoch = 0
-        self.workloads: dict[str, WorkloadRecord] = {}
-        self.replicas: dict[str, ReplicaRecord] = {}
-        self.admin: dict[str, NodeAdmin] = {}
+        self.cluster = Cluster()
         self.nodegen: dict[str, int] = {}
-        self.members: dict[str, NodeInfo] = {}
         self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
-        self._parsed: dict[str, Workload] = {}  # canonical document JSON -> parsed workload
-        self._profiles: dict[str, _Profile] = {}
-        self._event_seq = 0
-        self.events: list[Event] = []
-        self._event_listeners: set[asyncio.Queue[Event | None]] = set()
+        self._reservations: dict[str, Reservations] = {}  # firmware profile name -> what it holds back
         self._lock = asyncio.Lock()
+        self.journal = Journal(store, clock=clock, lock=self._lock, recording=lambda: self.acting)
+        self.ops = Operations(self.cluster, self.journal, bus=mqtt, clock=clock, lock=self._lock, wake=self.wake,
+                              policies=cfg.policies, on_node_deleted=self._clear_node_topics)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pending_ops: list[Any] = []
-        self._unstreamed: list[Event] = []  # recorded, streamed to listeners once their write is committed
-        self._committed_seq = 0  # the newest event known to be in the store
-        self._replies: dict[str, asyncio.Future[CommandReply]] = {}
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
         self._settle_until = 0.0
@@ -168,14 +156,23 @@ class Coordinator(Journal, Operations):
         self._down_since: float | None = self._started_at  # deaf since then (not connected yet)
         self._deaf_s = 0.0  # seconds without a broker link before _down_since
         self._hear_from = 0.0  # after a (re)connect, the nodes have had time to reconnect too from then on
-        from coordinator.metrics import Metrics
-
         self.metrics = Metrics(self)
-        self.revoked_nodes: set[str] = set()  # certificates revoked: whatever they say, they stay lost
         self.rounds = 0
         self.metrics_leader_changes = 0
         self.ready = False
         self.last_round_s = 0.0
+
+    @property
+    def workloads(self) -> dict[str, WorkloadRecord]:
+        return self.cluster.workloads
+
+    @property
+    def replicas(self) -> dict[str, ReplicaRecord]:
+        return self.cluster.replicas
+
+    @property
+    def members(self) -> dict[str, NodeInfo]:
+        return self.cluster.members
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -232,16 +229,11 @@ class Coordinator(Journal, Operations):
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
         events = [model.from_json(Event, e.value) for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]]
         events.sort(key=lambda ev: ev.seq)
-        seen = self._committed_seq
-        self.workloads, self.replicas, self.admin, self.nodegen = workloads, replicas, admin, nodegen
-        self.revoked_nodes |= revoked
-        self.events = events
-        self._committed_seq = max([seen, *(ev.seq for ev in events)])
-        self._event_seq = self._committed_seq
-        if self._state_read:  # the first read is the history; after it, new events go to the streams
-            for ev in events:
-                if ev.seq > seen:
-                    self._stream(ev)
+        c = self.cluster
+        c.workloads, c.replicas, c.admin, self.nodegen = workloads, replicas, admin, nodegen
+        c.revoked_nodes |= revoked
+        # the first read is the history; after it, new events go to the streams
+        self.journal.load(events, stream_new=self._state_read)
         self._state_read = True
 
     async def _on_connected(self) -> None:
@@ -289,7 +281,7 @@ class Coordinator(Journal, Operations):
         msg = self._decode(m)
         if not isinstance(msg, NodeStatus):
             return
-        if msg.node_id in self.revoked_nodes:
+        if msg.node_id in self.cluster.revoked_nodes:
             log.warning("ignored a status from revoked node %s", msg.node_id)
             return
         before = self.members.get(msg.node_id)
@@ -299,7 +291,7 @@ class Coordinator(Journal, Operations):
             # the verdict on a last will comes after the settle time (other wills may follow): a round then
             asyncio.get_running_loop().call_later(self.cfg.membership.will_settle_s + 0.01, self.wake)
         for ev in evs:
-            self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+            self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         if evs:
             self.wake()
 
@@ -321,9 +313,7 @@ class Coordinator(Journal, Operations):
     def _on_reply(self, m: Message) -> None:
         msg = self._decode(m)
         if isinstance(msg, CommandReply):
-            fut = self._replies.pop(msg.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+            self.ops.resolve(msg)
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -344,7 +334,7 @@ class Coordinator(Journal, Operations):
                 else:
                     if self._leading:
                         self._leading = False
-                        self._drop_uncommitted()  # never replayed under another leader's term
+                        self.journal.drop_uncommitted()  # never replayed under another leader's term
                         self._fence(None)
                         log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
                     await self._follow()
@@ -356,7 +346,7 @@ class Coordinator(Journal, Operations):
         node's desired state under the new epoch (same specs, so agents restart nothing)."""
         async with self._lock:
             if not self.solo:
-                self._drop_uncommitted()  # a former term's unflushed writes must not overwrite the store now
+                self.journal.drop_uncommitted()  # a former term's unflushed writes must not overwrite the store now
             self.epoch = int(self.leadership.epoch or 0)
             self._fence(self.epoch)
             await self._read_state()
@@ -368,7 +358,7 @@ class Coordinator(Journal, Operations):
         self.metrics_leader_changes += 1
         if not self.solo:
             log.warning("leading now (epoch %d)", self.epoch)
-            self.event("Normal", "LeaderElected", f"coordinator/{self.cfg.coordinator_id}",
+            self.journal.event("Normal", "LeaderElected", f"coordinator/{self.cfg.coordinator_id}",
                        f"coordinator {self.cfg.coordinator_id} leads with epoch {self.epoch}")
 
     def _fence(self, epoch: int | None) -> None:
@@ -421,7 +411,7 @@ class Coordinator(Journal, Operations):
         if self._down_since is not None:
             outage = max(0.0, now - self._down_since)
             self._deaf_s += outage
-            self.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
+            self.cluster.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
             self._down_since = None
         return True
 
@@ -434,11 +424,11 @@ class Coordinator(Journal, Operations):
         self.rounds += 1
         now = self.clock()
         for ev in self._judge_members(now):
-            self.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+            self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         if now < self._settle_until:
             # just started or reconnected: the retained statuses and observed states are still arriving, and a
             # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)
-            await self._flush()
+            await self.journal.flush()
             await self._publish_desired(now)
             return
         for key in sorted(self.workloads):
@@ -446,47 +436,20 @@ class Coordinator(Journal, Operations):
                 self._reconcile_workload(self.workloads[key], now)
             except Exception as exc:  # one broken workload must not stop the control loop for every other one
                 log.exception("reconcile of workload %s failed", key)
-                self.event("Warning", "ReconcileFailed", f"workload/{key}", f"{type(exc).__name__}: {exc}"[:300])
+                self.journal.event("Warning", "ReconcileFailed", f"workload/{key}",
+                                   f"{type(exc).__name__}: {exc}"[:300])
         self._schedule_pending(now)
-        await self._flush()
+        await self.journal.flush()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S:
             self._dash_at = now
             self._publish_dashboard()
 
-    def _dashboard_docs(self) -> dict[str, str]:
-        nodes = []
-        for node_id, info in sorted(self.members.items()):
-            st, hb = info.status, info.heartbeat
-            f = st.facts if st else None
-            mem = (100.0 * hb.memory_used_bytes / hb.memory_total_bytes
-                   if hb and hb.memory_used_bytes is not None and hb.memory_total_bytes else None)
-            temps = list(f.temperatures.values()) if f else []
-            nodes.append(dashboard.NodeSummary(
-                node_id=node_id, online=info.state is NodeState.ONLINE, state=info.state.value,
-                profile=f.profile if f else "", arch=f.arch if f else "", agent_version=f.agent_version if f else "",
-                cpu_percent=hb.cpu_percent if hb else None, memory_percent=mem,
-                battery_percent=hb.battery_percent if hb else (f.battery_percent if f else None),
-                temperature_c=max(temps) if temps else None,
-                replicas=sum(1 for r in self.replicas.values() if r.node == node_id),
-                schedulable=bool(st and st.schedulable), gates=st.gates if st else ()))
-        workloads = []
-        for w in self.workloads.values():
-            ready = sum(1 for r in self.replicas.values() if r.namespace == w.namespace and r.workload == w.name
-                        and (o := self.observed_of(r)) is not None and o.ready and o.spec_hash == w.spec_hash)
-            spec = w.doc.get("spec", {})
-            workloads.append(dashboard.WorkloadSummary(w.namespace, w.name, int(spec.get("replicas", 1)), ready,
-                                                       w.rollout_phase, str(spec.get("image", ""))))
-        docs = dashboard.mirror(nodes, workloads)
-        for n in nodes:
-            docs.update(dashboard.discovery(n))
-        return docs
-
     def _publish_dashboard(self) -> None:
         """The human-readable mirror and Home Assistant discovery: only what changed, retained."""
         if not self.mqtt.connected:
             return
-        docs = self._dashboard_docs()
+        docs = dashboard.documents(self.cluster)
         gone = {t: "" for t in self._dash_sent if t not in docs}  # deleted workloads/nodes: remove the topic
         for topic, payload in {**docs, **gone}.items():
             if self._dash_sent.get(topic) == payload:
@@ -500,150 +463,88 @@ class Coordinator(Journal, Operations):
             else:
                 self._dash_sent.pop(topic, None)
 
-    def _views(self, w: WorkloadRecord) -> list[lifecycle.ReplicaView]:
-        views = []
-        for r in self.replicas.values():
-            if r.namespace != w.namespace or r.workload != w.name:
-                continue
-            info = self.members.get(r.node) if r.node else None
-            observed = None
-            if info is not None and info.observed is not None:
-                observed = next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
-            state = info.state if info else None
-            if (state is None and r.node is not None and r.node not in self.revoked_nodes
-                    and self._heard_for(self.clock()) > self.cfg.membership.lost_after_s):
-                # a node nobody has heard of since this coordinator started (the broker lost its retained status,
-                # or it was deleted): after the grace period (with the broker) its replicas count as lost
-                state = NodeState.LOST
-            if r.node is not None and r.node in self.revoked_nodes:
-                state = NodeState.LOST
-            views.append(lifecycle.ReplicaView(
-                record=r, node_state=state,
-                node_draining=bool(r.node and self.admin.get(r.node, NodeAdmin()).draining), observed=observed))
-        return views
-
     def _reconcile_workload(self, w: WorkloadRecord, now: float) -> None:
-        parsed = self.parsed(w.doc)
-        params = rollout_params(parsed)
-        p = lifecycle.plan(w, self._views(w), params, now, has_previous_revision=len(w.history) > 1)
+        views = self.cluster.replica_views(w, heard_for_s=self._heard_for(now),
+                                           lost_after_s=self.cfg.membership.lost_after_s)
+        params = rollout_params(self.cluster.parsed(w))
+        p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
         for rid in p.replace:
             r = self.replicas.get(rid)
             if r is not None:
-                self.event("Warning", "ReplicaLost", f"workload/{w.key}",
+                self.journal.event("Warning", "ReplicaLost", f"workload/{w.key}",
                            f"replica {rid} was on lost node {r.node}; replacing it")
         for rid in p.forget:
             r = self.replicas.pop(rid, None)
             if r is not None:
-                self._pending_ops.append(delete_op(model.replica_key(r.namespace, r.workload, rid)))
+                self.journal.queue(delete_op(model.replica_key(r.namespace, r.workload, rid)))
         for rid, reason in p.stop:
             r = self.replicas.get(rid)
             if r is None:
                 continue
             if r.node is None:
                 self.replicas.pop(rid)
-                self._pending_ops.append(delete_op(model.replica_key(r.namespace, r.workload, rid)))
+                self.journal.queue(delete_op(model.replica_key(r.namespace, r.workload, rid)))
                 continue
             self._save_replica(replace(r, phase=ReplicaPhase.STOPPING, stop_requested_at=now, message=reason))
-            self.event("Normal", "Stopping", f"workload/{w.key}", f"stopping replica {rid} on {r.node}: {reason}")
+            self.journal.event("Normal", "Stopping", f"workload/{w.key}",
+                               f"stopping replica {rid} on {r.node}: {reason}")
         for _ in range(p.place):
             rid = f"{w.name[:50]}-{secrets.token_hex(3)}"
             self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
                                              revision=w.revision, spec_hash=w.spec_hash, created_at=now))
         if p.delete_workload:
             self.workloads.pop(w.key, None)
-            self._pending_ops.append(delete_op(model.workload_key(w.namespace, w.name)))
-            self.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
+            self.journal.queue(delete_op(model.workload_key(w.namespace, w.name)))
+            self.journal.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
             return
         if p.rollback:
             try:
-                self._rollback(w, None, cause=p.rollout_message, now=now, auto=True)
+                self.ops.roll_back(w, None, cause=p.rollout_message, now=now, auto=True)
             except PolicyDenied as exc:
-                self._save_workload(replace(w, rollout_phase=RolloutPhase.FAILED,
+                self.ops.save_workload(replace(w, rollout_phase=RolloutPhase.FAILED,
                                             rollout_message=f"{p.rollout_message}; rollback refused: {exc}"[:500]))
             return
         if (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
             if p.rollout_phase in (RolloutPhase.COMPLETE, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
-                self.event("Warning" if p.rollout_phase is RolloutPhase.FAILED else "Normal",
+                self.journal.event("Warning" if p.rollout_phase is RolloutPhase.FAILED else "Normal",
                            f"Rollout{p.rollout_phase.value.title().replace('-', '')}", f"workload/{w.key}",
                            p.rollout_message)
-            self._save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
-
-    def parsed(self, doc: dict[str, Any]) -> Workload:
-        """Parse (once) a stored document. Keyed by the whole document: two workloads, or two versions of one
-        workload, may share a spec hash while differing in replicas or placement."""
-        key = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        cached = self._parsed.get(key)
-        if cached is None:
-            if len(self._parsed) > 4096:
-                self._parsed.clear()
-            cached = self._parsed[key] = parse_workload(doc)
-        return cached
+            self.ops.save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
 
     def _save_replica(self, r: ReplicaRecord) -> None:
         self.replicas[r.replica_id] = r
-        self._pending_ops.append(put(model.replica_key(r.namespace, r.workload, r.replica_id), model.to_json(r)))
-
-    def _save_workload(self, w: WorkloadRecord) -> None:
-        self.workloads[w.key] = w
-        self._pending_ops.append(put(model.workload_key(w.namespace, w.name), model.to_json(w)))
+        self.journal.queue(put(model.replica_key(r.namespace, r.workload, r.replica_id), model.to_json(r)))
 
     # ---- scheduling ----------------------------------------------------------------------------------------
 
-    def _profile(self, name: str) -> _Profile:
-        cached = self._profiles.get(name)
+    def _reservation(self, name: str) -> Reservations:
+        """A firmware profile's reservations, loaded once (the profile files do not change while running)."""
+        cached = self._reservations.get(name)
         if cached is None:
-            cached = _Profile()
             try:
                 import firmware_profiles
 
                 prof = firmware_profiles.load_profile(name)
-                cached = _Profile(prof.reserved.cpu_millicores, prof.reserved.memory_bytes, prof.max_workloads,
-                                  dict(prof.labels), prof.metered)
+                cached = Reservations(prof.reserved.cpu_millicores, prof.reserved.memory_bytes, prof.max_workloads,
+                                      dict(prof.labels), prof.metered)
             except Exception:  # unknown or custom profile on the node: no reservation known
-                cached = _Profile()
-            self._profiles[name] = cached
+                cached = NO_RESERVATIONS
+            self._reservations[name] = cached
         return cached
 
     def snapshot(self, now: float) -> Snapshot:
-        alloc: dict[str, list[int]] = {}
-        per_node_workloads: dict[str, dict[str, int]] = {}
-        ports: dict[str, set[str]] = {}
-        for r in self.replicas.values():
-            if r.node is None:
-                continue
-            w = self._spec_doc(r)
-            a = alloc.setdefault(r.node, [0, 0, 0])
-            if w is not None:
-                a[0] += w.spec.resources.cpu_request_millis
-                a[1] += w.spec.resources.memory_request_bytes
-                ports.setdefault(r.node, set()).update(f"{p.host_port}/{p.protocol}" for p in w.spec.ports
-                                                       if p.host_port)
-            a[2] += 1
-            wl = per_node_workloads.setdefault(r.node, {})
-            wl[f"{r.namespace}/{r.workload}"] = wl.get(f"{r.namespace}/{r.workload}", 0) + 1
-        views = []
-        for node_id, info in sorted(self.members.items()):
-            facts = info.status.facts if info.status else None
-            prof = self._profile(facts.profile if facts else "")
-            admin = self.admin.get(node_id, NodeAdmin())
-            a = alloc.get(node_id, [0, 0, 0])
-            views.append(node_view(
-                info, cordoned=admin.cordoned, draining=admin.draining, reserved_cpu=prof.reserved_cpu,
-                reserved_memory=prof.reserved_memory, max_workloads=prof.max_workloads,
-                extra_labels=prof.labels or {}, reliability=info.reliability(now, self.cfg.membership),
-                allocated_cpu=a[0], allocated_memory=a[1], replicas=a[2],
-                workloads=per_node_workloads.get(node_id, {}), host_ports=frozenset(ports.get(node_id, set())),
-                network_penalty=0.5 if prof.metered else 0.0))
-        return Snapshot(nodes=tuple(views), revision=self.rounds)
+        """What the scheduler sees of the nodes now."""
+        reservations = {name: self._reservation(name) for name in self.cluster.profile_names()}
+        return self.cluster.snapshot(now, reservations=reservations, membership=self.cfg.membership,
+                                     revision=self.rounds)
 
     def _schedule_pending(self, now: float) -> None:
-        pending = sorted((r for r in self.replicas.values() if r.node is None and r.phase == ReplicaPhase.PENDING),
-                         key=lambda r: (r.created_at, r.replica_id))
+        pending = self.cluster.pending()
         if not pending:
             return
         requests = []
         for r in pending:
-            parsed = self._spec_doc(r)
+            parsed = self.cluster.spec_of(r)
             if parsed is not None:
                 requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
         started = time.perf_counter()
@@ -655,49 +556,31 @@ class Coordinator(Journal, Operations):
             if isinstance(result, Placement):
                 self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
                                            message="", unschedulable={}))
-                self.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
+                self.journal.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
                            f"{result.node_id} (score {result.score:.1f})")
             else:
                 reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
                 top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
                 self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
                 if result.summary != r.message:
-                    self.event("Warning", "Unschedulable", f"workload/{wkey}",
+                    self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
                                f"replica {r.replica_id}: {result.summary}")
                     self._save_replica(replace(r, message=result.summary, unschedulable=reasons))
 
     # ---- desired state out ---------------------------------------------------------------------------------
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
-        specs = []
-        for r in sorted(self.replicas.values(), key=lambda r: r.replica_id):
-            if r.node != node_id or r.phase != ReplicaPhase.ASSIGNED:
-                continue
-            parsed = self._spec_doc(r)
-            if parsed is not None:
-                spec = replica_spec(parsed, r.replica_id, r.spec_hash)
-                names = secret_names(parsed)
-                if names and self._delivery is not None:
-                    spec = replace(spec, secrets=self._delivery.sealed_for(node_id, r.namespace, names))
-                specs.append(spec)
-        return tuple(specs)
-
-    def _secret_wants(self) -> set[tuple[str, str, str]]:
-        """(node, namespace, secret) for every secret an assigned replica consumes: only those nodes get it."""
-        wants = set()
-        for r in self.replicas.values():
-            if r.node and r.phase == ReplicaPhase.ASSIGNED and (parsed := self._spec_doc(r)) is not None:
-                wants |= {(r.node, r.namespace, name) for name in secret_names(parsed)}
-        return wants
+        sealed = self._delivery.sealed_for if self._delivery is not None else None
+        return self.cluster.desired_for(node_id, sealed)
 
     async def _deliver_secrets(self) -> None:
-        wants = self._secret_wants()
+        wants = self.cluster.secret_wants()
         if not wants:
             return
         if self.secrets is None:
             for node, ns, name in sorted(wants - self._undeliverable):
-                self.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this coordinator "
-                           "runs no secrets service, so nothing can be delivered")
+                self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this "
+                                   "coordinator runs no secrets service, so nothing can be delivered")
             self._undeliverable = wants
             return
         if self._delivery is None:
@@ -708,20 +591,7 @@ class Coordinator(Journal, Operations):
             log.warning("secret delivery skipped this round: %s", exc)
             return
         for (node, ns, name), why in sorted(fresh.items()):
-            self.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
-
-    def _spec_doc(self, r: ReplicaRecord) -> Workload | None:
-        """The workload document a replica was created from: the current one if its spec hash matches, else
-        the history entry with the replica's hash (an old replica during a rollout keeps its old spec)."""
-        w = self.workloads.get(f"{r.namespace}/{r.workload}")
-        if w is None:
-            return None
-        if w.spec_hash == r.spec_hash:
-            return self.parsed(w.doc)
-        for rev in reversed(w.history):
-            if rev.get("spec_hash") == r.spec_hash:
-                return self.parsed(rev["doc"])
-        return None
+            self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
 
     async def _publish_desired(self, now: float) -> None:
         nodes = {r.node for r in self.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
@@ -749,7 +619,11 @@ class Coordinator(Journal, Operations):
                 await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
-        info = self.members.get(r.node) if r.node else None
-        if info is None or info.observed is None:
-            return None
-        return next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
+        return self.cluster.observed_of(r)
+
+    def _clear_node_topics(self, node_id: str) -> None:
+        """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
+        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
+        for topic in gone:
+            self._dash_sent.pop(topic, None)
+            self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)

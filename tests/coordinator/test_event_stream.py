@@ -37,36 +37,36 @@ async def coord() -> Any:
 
 
 async def test_an_event_is_streamed_once_committed(coord: Coordinator) -> None:
-    queue = coord.listen_events()
+    queue = coord.journal.listen_events()
     store: FlakyStore = coord.store  # type: ignore[assignment]
     async with coord._lock:  # no round in between: this test drives the flushes
         store.down = True
-        first = coord.event("Normal", "Test", "node/x", "recorded while the store is down")
+        first = coord.journal.event("Normal", "Test", "node/x", "recorded while the store is down")
         with pytest.raises(StoreUnavailable):
-            await coord._flush()
+            await coord.journal.flush()
         assert queue.empty(), "streamed before it was committed"
         store.down = False
-        await coord._flush()
+        await coord.journal.flush()
         assert queue.get_nowait() == first and queue.empty()
-    coord.unlisten_events(queue)
+    coord.journal.unlisten_events(queue)
 
 
 async def test_events_a_term_never_wrote_are_neither_listed_nor_replayed_and_their_ids_go_on_from_the_store(
         coord: Coordinator) -> None:
     store: FlakyStore = coord.store  # type: ignore[assignment]
     async with coord._lock:
-        kept = coord.event("Normal", "Test", "node/x", "committed")
-        await coord._flush()
+        kept = coord.journal.event("Normal", "Test", "node/x", "committed")
+        await coord.journal.flush()
         store.down = True
-        lost = coord.event("Normal", "Test", "node/x", "never written: the store lost quorum, then the term ended")
+        lost = coord.journal.event("Normal", "Test", "node/x", "never written: the store lost quorum, then the term ended")
         with pytest.raises(StoreUnavailable):
-            await coord._flush()
-        assert coord.committed_events() == [kept]  # what GET /v1/events lists and a stream replays
-        coord._drop_uncommitted()  # what the loop does when this coordinator stops leading
+            await coord.journal.flush()
+        assert coord.journal.committed_events() == [kept]  # what GET /v1/events lists and a stream replays
+        coord.journal.drop_uncommitted()  # what the loop does when this coordinator stops leading
         store.down = False
         await coord._read_state()  # as a follower, or as the next leader
-        assert coord.committed_events() == [kept] and coord.events == [kept]
-        again = coord.event("Normal", "Test", "node/x", "the next event")
+        assert coord.journal.committed_events() == [kept] and coord.journal.events == [kept]
+        again = coord.journal.event("Normal", "Test", "node/x", "the next event")
         assert again.seq == lost.seq  # the id the lost event had: nobody ever saw that one
-        await coord._flush()
-        assert coord.committed_events() == [kept, again]
+        await coord.journal.flush()
+        assert coord.journal.committed_events() == [kept, again]

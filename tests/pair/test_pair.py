@@ -120,7 +120,7 @@ async def test_apply_places_runs_and_reports_ready(pair: Pair) -> None:
     for n in ("a", "b"):
         await pair.add_node(n).agent.start()
     await until(lambda: len(pair.coord.members) == 2, what="two members")
-    await pair.coord.apply(workload("web", 2, placement={"spread": "node"}))
+    await pair.coord.ops.apply(workload("web", 2, placement={"spread": "node"}))
     await until(lambda: pair.ready("web") == 2, what="2 ready replicas")
     assert sorted(pair.placement("web").values()) == ["a", "b"]
     # each agent runs exactly its replica, created from the desired state it received over the bus
@@ -134,7 +134,7 @@ async def test_a_crashed_instance_is_restarted_and_the_restart_reported(pair: Pa
     node = pair.add_node("a")
     await node.agent.start()
     await until(lambda: "a" in pair.coord.members)
-    await pair.coord.apply(workload("web", 1))
+    await pair.coord.ops.apply(workload("web", 1))
     await until(lambda: pair.ready("web") == 1)
     (inst,) = await node.runtime.list()
     node.runtime.crash(inst.instance_id, exit_code=3)
@@ -150,12 +150,12 @@ async def test_a_crashed_node_loses_its_replicas_to_the_others(pair: Pair) -> No
     await a.agent.start()
     await b.agent.start()
     await until(lambda: len(pair.coord.members) == 2)
-    await pair.coord.apply(workload("web", 2, placement={"spread": "node"}))
+    await pair.coord.ops.apply(workload("web", 2, placement={"spread": "node"}))
     await until(lambda: pair.ready("web") == 2)
     await b.agent.mqtt.abort()  # type: ignore[attr-defined]
     await until(lambda: pair.ready("web") == 2 and set(pair.placement("web").values()) == {"a"},
                 what="replicas replaced on a")
-    kinds = [e.reason for e in pair.coord.events]
+    kinds = [e.reason for e in pair.coord.journal.events]
     assert "NodeLost" in kinds and "ReplicaLost" in kinds
 
 
@@ -164,7 +164,7 @@ async def test_a_tripped_gate_reports_unschedulable_and_stops_workloads_as_the_p
     node.set_temp(45.0)
     await node.agent.start()
     await until(lambda: "pi" in pair.coord.members)
-    await pair.coord.apply(workload("web", 1))
+    await pair.coord.ops.apply(workload("web", 1))
     await until(lambda: pair.ready("web") == 1)
     node.set_temp(95.0)
     await until(lambda: not pair.coord.members["pi"].status.schedulable, what="unschedulable")  # type: ignore[union-attr]
@@ -181,7 +181,7 @@ async def test_a_broker_that_lost_its_retained_state_is_refilled_without_restart
     node = pair.add_node("a")
     await node.agent.start()
     await until(lambda: "a" in pair.coord.members)
-    await pair.coord.apply(workload("web", 2))
+    await pair.coord.ops.apply(workload("web", 2))
     await until(lambda: pair.ready("web") == 2)
     calls_before = list(node.runtime.calls)
     pair.bus.wipe()
@@ -201,7 +201,7 @@ async def test_a_broker_that_publishes_every_will_as_it_stops_replaces_nothing(p
     for n in nodes:
         await pair.add_node(n).agent.start()
     await until(lambda: len(pair.coord.members) == len(nodes))
-    await pair.coord.apply(workload("web", len(nodes), placement={"spread": "node"}))
+    await pair.coord.ops.apply(workload("web", len(nodes), placement={"spread": "node"}))
     await until(lambda: pair.ready("web") == len(nodes))
     placement, calls = pair.placement("web"), {n: list(node.runtime.calls) for n, node in pair.nodes.items()}
     await pair.bus.shutdown()
@@ -214,9 +214,9 @@ async def test_a_broker_that_publishes_every_will_as_it_stops_replaces_nothing(p
     await asyncio.sleep(0.5)
     assert pair.placement("web") == placement
     assert {n: list(node.runtime.calls) for n, node in pair.nodes.items()} == calls, "a healthy workload was touched"
-    left = [e for e in pair.coord.events if e.reason == "NodeLeft"]
+    left = [e for e in pair.coord.journal.events if e.reason == "NodeLeft"]
     assert len(left) == len(nodes) and all("broker" in e.message for e in left)
-    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+    assert not [e for e in pair.coord.journal.events if e.reason in ("NodeLost", "ReplicaLost")]
 
 
 async def test_half_the_nodes_willing_together_keep_their_replicas_for_the_grace_period(patient_pair: Pair) -> None:
@@ -226,16 +226,16 @@ async def test_half_the_nodes_willing_together_keep_their_replicas_for_the_grace
     for n in ("a", "b", "c"):
         await pair.add_node(n).agent.start()
     await until(lambda: len(pair.coord.members) == 3)
-    await pair.coord.apply(workload("web", 3, placement={"spread": "node"}))
+    await pair.coord.ops.apply(workload("web", 3, placement={"spread": "node"}))
     await until(lambda: pair.ready("web") == 3)
     placement = pair.placement("web")
     await pair.nodes["b"].agent.mqtt.abort()  # type: ignore[attr-defined]
     await pair.nodes["c"].agent.mqtt.abort()  # type: ignore[attr-defined]
     await asyncio.sleep(1.5)  # three times the will settle time, well inside the 5 s grace
     assert pair.placement("web") == placement
-    left = {e.object: e.message for e in pair.coord.events if e.reason == "NodeLeft"}
+    left = {e.object: e.message for e in pair.coord.journal.events if e.reason == "NodeLeft"}
     assert set(left) == {"node/b", "node/c"} and all("together with 1 of the other 2" in m for m in left.values())
-    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+    assert not [e for e in pair.coord.journal.events if e.reason in ("NodeLost", "ReplicaLost")]
     for n in ("b", "c"):
         await pair.nodes[n].agent.mqtt.start()  # type: ignore[attr-defined]
     await until(lambda: all(i.online for i in pair.coord.members.values()) and pair.ready("web") == 3)
@@ -248,7 +248,7 @@ async def test_a_retained_will_replayed_on_reconnect_is_no_crash(patient_pair: P
     pair = patient_pair
     await pair.add_node("a").agent.start()
     await until(lambda: "a" in pair.coord.members)
-    await pair.coord.apply(workload("web", 1))
+    await pair.coord.ops.apply(workload("web", 1))
     await until(lambda: pair.ready("web") == 1)
     placement = pair.placement("web")
     await pair.bus.shutdown(wipe=False)
@@ -257,7 +257,7 @@ async def test_a_retained_will_replayed_on_reconnect_is_no_crash(patient_pair: P
     assert topics.node_status("a") in pair.bus.retained  # the will, replayed to the coordinator
     await asyncio.sleep(1.5)
     assert pair.placement("web") == placement
-    assert not [e for e in pair.coord.events if e.reason in ("NodeLost", "ReplicaLost")]
+    assert not [e for e in pair.coord.journal.events if e.reason in ("NodeLost", "ReplicaLost")]
     await pair.nodes["a"].agent.mqtt.start()  # type: ignore[attr-defined]
     await until(lambda: pair.coord.members["a"].online and pair.ready("web") == 1)
     assert pair.placement("web") == placement
@@ -267,7 +267,7 @@ async def test_a_stale_epoch_is_ignored_by_the_agent(pair: Pair) -> None:
     node = pair.add_node("a")
     await node.agent.start()
     await until(lambda: "a" in pair.coord.members)
-    await pair.coord.apply(workload("web", 1))
+    await pair.coord.ops.apply(workload("web", 1))
     await until(lambda: pair.ready("web") == 1)
     stale = wire.DesiredState(node_id="a", generation=999, epoch=pair.coord.epoch - 1, issued_at=time.time())
     pair.bus.route("rogue", topics.node_desired("a"), wire.encode(stale), True)

@@ -1,0 +1,225 @@
+"""The cluster view (pure core): what the coordinator knows, and what follows from it for one round.
+
+`Cluster` holds the in-memory picture — workloads, replicas, node administration, membership, revoked nodes —
+that the engine (coordinator.service) fills from the store and from MQTT and mutates under its lock. The
+decisions made from that picture live here, without I/O:
+
+- which workload document a replica runs (`spec_of`: the current one when its spec hash matches, else the history
+  entry with the replica's hash: an old replica during a rollout keeps its old spec), parsed once (`SpecCache`);
+- how a node looks to the scheduler (`snapshot`): capacity, the profile's reservations (loaded by the adapter and
+  passed in as `Reservations`), what its replicas already use, host ports, workload counts;
+- how a replica's node looks to the lifecycle core (`replica_views`): a revoked node is LOST whatever it says,
+  and a node nobody has heard of since this coordinator started counts as LOST once the coordinator has had a
+  broker link for longer than the grace period (the broker lost its retained status, or the node was deleted);
+- what a node is told to run (`desired_for`), with the sealed secrets its replicas consume (the lookup is passed
+  in), and which (node, namespace, secret) triples must be sealed at all (`secret_wants`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from broker.wire import ReplicaObserved, ReplicaSpec, SealedSecret
+from coordinator import lifecycle
+from coordinator.membership import MembershipConfig, NodeInfo, NodeState
+from coordinator.model import NodeAdmin, ReplicaPhase, ReplicaRecord, WorkloadRecord
+from coordinator.scheduler import Snapshot
+from coordinator.spec import Workload, parse_workload
+from coordinator.translate import node_view, replica_spec, secret_names
+
+SPEC_CACHE_LIMIT = 4096  # parsed documents kept; past it the cache starts over (documents are small)
+
+SealedLookup = Callable[[str, str, Iterable[str]], tuple[SealedSecret, ...]]  # (node, namespace, names) -> boxes
+Want = tuple[str, str, str]  # (node, namespace, secret name)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservations:
+    """What a node's firmware profile holds back and adds (unknown or custom profile: nothing)."""
+
+    reserved_cpu: int = 0
+    reserved_memory: int = 0
+    max_workloads: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metered: bool = False
+
+
+NO_RESERVATIONS = Reservations()
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    doc: dict[str, Any]
+    workload: Workload
+
+
+class SpecCache:
+    """Parsed workload documents, keyed by (workload key, spec hash).
+
+    A spec hash alone does not name a document: replicas and placement may differ under one hash (a scale keeps
+    the hash), and a history entry may share its hash with the current document while its replica count differs.
+    So each entry keeps the document it was parsed from and is used only for that same document: the identity
+    check hits every round on the leader (records are replaced, never edited, so an unchanged record keeps its
+    dict), and an equality check — no serialisation — covers a follower that re-read the store. A changed
+    document under the same key replaces the entry."""
+
+    def __init__(self, limit: int = SPEC_CACHE_LIMIT) -> None:
+        self._entries: dict[tuple[str, str], _Parsed] = {}
+        self._limit = limit
+
+    def get(self, workload_key: str, spec_hash: str, doc: dict[str, Any]) -> Workload:
+        key = (workload_key, spec_hash)
+        hit = self._entries.get(key)
+        if hit is not None and (hit.doc is doc or hit.doc == doc):
+            return hit.workload
+        if hit is None and len(self._entries) >= self._limit:
+            self._entries.clear()
+        parsed = parse_workload(doc)
+        self._entries[key] = _Parsed(doc, parsed)
+        return parsed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(slots=True)
+class Cluster:
+    """The coordinator's picture of the cluster; the engine replaces or edits these maps under its lock."""
+
+    workloads: dict[str, WorkloadRecord] = field(default_factory=dict)
+    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
+    admin: dict[str, NodeAdmin] = field(default_factory=dict)
+    members: dict[str, NodeInfo] = field(default_factory=dict)
+    revoked_nodes: set[str] = field(default_factory=set)  # certificates revoked: they stay lost
+    specs: SpecCache = field(default_factory=SpecCache)
+
+    # ---- documents -----------------------------------------------------------------------------------------
+
+    def parsed(self, w: WorkloadRecord) -> Workload:
+        """The workload's current document, parsed (once)."""
+        return self.specs.get(w.key, w.spec_hash, w.doc)
+
+    def spec_of(self, r: ReplicaRecord) -> Workload | None:
+        """The workload document a replica was created from: the current one if its spec hash matches, else the
+        history entry with the replica's hash (an old replica during a rollout keeps its old spec)."""
+        key = f"{r.namespace}/{r.workload}"
+        w = self.workloads.get(key)
+        if w is None:
+            return None
+        if w.spec_hash == r.spec_hash:
+            return self.parsed(w)
+        for rev in reversed(w.history):
+            if rev.get("spec_hash") == r.spec_hash:
+                return self.specs.get(key, r.spec_hash, rev["doc"])
+        return None
+
+    def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
+        info = self.members.get(r.node) if r.node else None
+        if info is None or info.observed is None:
+            return None
+        return next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
+
+    def spec_hashes_in_use(self) -> set[str]:
+        return {r.spec_hash for r in self.replicas.values()}
+
+    # ---- the lifecycle core's input ------------------------------------------------------------------------
+
+    def node_state(self, node: str | None, *, heard_for_s: float, lost_after_s: float) -> NodeState | None:
+        """A replica's node as the lifecycle core sees it: revoked ⇒ LOST; unknown (never heard of since this
+        coordinator started) ⇒ LOST once it has heard the broker longer than `lost_after_s`; else its state."""
+        if node is None:
+            return None
+        if node in self.revoked_nodes:
+            return NodeState.LOST
+        info = self.members.get(node)
+        if info is not None:
+            return info.state
+        return NodeState.LOST if heard_for_s > lost_after_s else None
+
+    def replica_views(self, w: WorkloadRecord, *, heard_for_s: float,
+                      lost_after_s: float) -> list[lifecycle.ReplicaView]:
+        views = []
+        for r in self.replicas.values():
+            if r.namespace != w.namespace or r.workload != w.name:
+                continue
+            views.append(lifecycle.ReplicaView(
+                record=r, node_state=self.node_state(r.node, heard_for_s=heard_for_s, lost_after_s=lost_after_s),
+                node_draining=bool(r.node and self.admin.get(r.node, NodeAdmin()).draining),
+                observed=self.observed_of(r)))
+        return views
+
+    # ---- the scheduler's input -----------------------------------------------------------------------------
+
+    def profile_names(self) -> set[str]:
+        """The firmware profiles the members run (whose reservations `snapshot` needs)."""
+        return {_profile(info) for info in self.members.values()}
+
+    def snapshot(self, now: float, *, reservations: Mapping[str, Reservations], membership: MembershipConfig,
+                 revision: int) -> Snapshot:
+        alloc: dict[str, list[int]] = {}
+        per_node_workloads: dict[str, dict[str, int]] = {}
+        ports: dict[str, set[str]] = {}
+        for r in self.replicas.values():
+            if r.node is None:
+                continue
+            w = self.spec_of(r)
+            a = alloc.setdefault(r.node, [0, 0, 0])
+            if w is not None:
+                a[0] += w.spec.resources.cpu_request_millis
+                a[1] += w.spec.resources.memory_request_bytes
+                ports.setdefault(r.node, set()).update(f"{p.host_port}/{p.protocol}" for p in w.spec.ports
+                                                       if p.host_port)
+            a[2] += 1
+            wl = per_node_workloads.setdefault(r.node, {})
+            wl[f"{r.namespace}/{r.workload}"] = wl.get(f"{r.namespace}/{r.workload}", 0) + 1
+        views = []
+        for node_id, info in sorted(self.members.items()):
+            prof = reservations.get(_profile(info), NO_RESERVATIONS)
+            admin = self.admin.get(node_id, NodeAdmin())
+            a = alloc.get(node_id, [0, 0, 0])
+            views.append(node_view(
+                info, cordoned=admin.cordoned, draining=admin.draining, reserved_cpu=prof.reserved_cpu,
+                reserved_memory=prof.reserved_memory, max_workloads=prof.max_workloads,
+                extra_labels=prof.labels, reliability=info.reliability(now, membership),
+                allocated_cpu=a[0], allocated_memory=a[1], replicas=a[2],
+                workloads=per_node_workloads.get(node_id, {}), host_ports=frozenset(ports.get(node_id, set())),
+                network_penalty=0.5 if prof.metered else 0.0))
+        return Snapshot(nodes=tuple(views), revision=revision)
+
+    def pending(self) -> list[ReplicaRecord]:
+        """Replicas waiting for a node, oldest first."""
+        return sorted((r for r in self.replicas.values() if r.node is None and r.phase == ReplicaPhase.PENDING),
+                      key=lambda r: (r.created_at, r.replica_id))
+
+    # ---- desired state out ---------------------------------------------------------------------------------
+
+    def desired_for(self, node_id: str, sealed: SealedLookup | None = None) -> tuple[ReplicaSpec, ...]:
+        """The replicas assigned to a node, in replica id order; with `sealed`, each carries the sealed secrets
+        it consumes."""
+        specs = []
+        for r in sorted(self.replicas.values(), key=lambda r: r.replica_id):
+            if r.node != node_id or r.phase != ReplicaPhase.ASSIGNED:
+                continue
+            parsed = self.spec_of(r)
+            if parsed is not None:
+                spec = replica_spec(parsed, r.replica_id, r.spec_hash)
+                names = secret_names(parsed)
+                if names and sealed is not None:
+                    spec = replace(spec, secrets=sealed(node_id, r.namespace, names))
+                specs.append(spec)
+        return tuple(specs)
+
+    def secret_wants(self) -> set[Want]:
+        """(node, namespace, secret) for every secret an assigned replica consumes: only those nodes get it."""
+        wants = set()
+        for r in self.replicas.values():
+            if r.node and r.phase == ReplicaPhase.ASSIGNED and (parsed := self.spec_of(r)) is not None:
+                wants |= {(r.node, r.namespace, name) for name in secret_names(parsed)}
+        return wants
+
+
+def _profile(info: NodeInfo) -> str:
+    facts = info.status.facts if info.status else None
+    return facts.profile if facts else ""
