@@ -16,7 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from broker import wire
@@ -35,7 +35,7 @@ from broker.wire import (
 )
 from cloudless import __version__
 from edge_agent import facts as node_facts
-from edge_agent import health, identity
+from edge_agent import health, identity, images
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.desired import Accepted, consider
@@ -52,19 +52,6 @@ from edge_agent.secrets import SecretFiles, SecretVault, find_tmpfs
 from edge_agent.state import StateStore
 
 log = logging.getLogger(__name__)
-
-PULL_BACKOFF_INITIAL_S = 2.0
-PULL_BACKOFF_MAX_S = 120.0
-
-
-@dataclass
-class _Pull:
-    task: asyncio.Task[None] | None = None
-    error: str = ""
-    attempts: int = 0
-    next_at: float = 0.0
-    done: bool = False
-
 
 class Agent:
     def __init__(
@@ -100,7 +87,8 @@ class Agent:
         self.ready: dict[str, bool] = {}
         self._trackers: dict[tuple[str, str], health.ProbeTracker] = {}
         self._probing: set[tuple[str, str]] = set()
-        self._pulls: dict[str, _Pull] = {}
+        self._pulls: dict[str, images.PullState] = {}
+        self._pull_tasks: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._observed_key: object = None
         self._status_key: object = None
@@ -139,9 +127,8 @@ class Agent:
         """Stop the agent itself; workloads keep running (they belong to the node, not to this process)."""
         for task in self._tasks:
             task.cancel()
-        for pull in self._pulls.values():
-            if pull.task is not None:
-                pull.task.cancel()
+        for pull in self._pull_tasks.values():
+            pull.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -330,36 +317,33 @@ class Agent:
 
     def _image_ready(self, spec: ReplicaSpec, now: float) -> bool:
         """True when the image is local; otherwise a pull runs in the background (never restarted from zero by a
-        timeout) and the replica is reported `pulling`; failures retry with capped exponential back-off."""
+        timeout) and the replica is reported `pulling`; failures retry with back-off (`edge_agent.images`)."""
         if not spec.image or self.runtime_info.name == "process":
             return True
-        pull = self._pulls.setdefault(spec.image, _Pull())
-        if pull.done:
-            return True
-        if pull.task is None and now >= pull.next_at:
-            pull.task = asyncio.create_task(self._pull(spec.image, pull))
-        return False
+        state = self._pulls.get(spec.image, images.PullState())
+        step = images.next_step(state, now)
+        if isinstance(step, images.Fetch):
+            self._pulls[spec.image] = images.started(state)
+            self._pull_tasks[spec.image] = asyncio.create_task(self._pull(spec.image))
+            return False
+        return step is images.READY
 
-    async def _pull(self, image: str, pull: _Pull) -> None:
+    async def _pull(self, image: str) -> None:
         try:
             await self.runtime.ensure_image(image, lambda line: log.info("pull %s: %s", image, line))
-            pull.done, pull.error = True, ""
+            self._pulls[image] = images.succeeded(self._pulls[image])
         except ImageUnavailable as exc:
-            pull.attempts += 1
-            delay = min(PULL_BACKOFF_MAX_S, PULL_BACKOFF_INITIAL_S * 2 ** min(pull.attempts - 1, 16))
-            pull.error, pull.next_at = str(exc), self.clock() + delay
-            log.warning("image %s unavailable (attempt %d): %s; retrying in %.0fs", image, pull.attempts, exc, delay)
+            state = self._pulls[image] = images.failed(self._pulls[image], self.clock(), str(exc))
+            log.warning("image %s unavailable (attempt %d): %s; retrying in %.0fs", image, state.attempts, exc,
+                        images.retry_delay(state.attempts))
         except RuntimeError_ as exc:
-            pull.error, pull.next_at = str(exc), self.clock() + PULL_BACKOFF_INITIAL_S
+            self._pulls[image] = images.failed(self._pulls[image], self.clock(), str(exc), unavailable=False)
         finally:
-            pull.task = None
+            self._pull_tasks.pop(image, None)
             self.wake()
 
     def _pulling(self) -> frozenset[str]:
-        return frozenset(
-            s.replica_id for s in self._wanted()
-            if s.image and (p := self._pulls.get(s.image)) is not None and not p.done
-        )
+        return frozenset(s.replica_id for s in self._wanted() if s.image and images.pulling(self._pulls.get(s.image)))
 
     # ---- probes -------------------------------------------------------------------------------------------
 

@@ -17,14 +17,16 @@ import pytest
 
 from broker.wire import PortMapping, ReplicaSpec, VolumeMount
 from edge_agent.errors import ImageUnavailable, InstanceNotFound, RuntimeFailed, RuntimeUnavailable
+from edge_agent.images import retry_delay
 from edge_agent.runtime.base import (
     LABEL_NODE,
     Endpoint,
     Instance,
     InstanceState,
 )
-from edge_agent.runtime.podman import PodmanRuntime, container_name
+from edge_agent.runtime.podman import PodmanRuntime
 from edge_agent.runtime.podman_service import socket_answers
+from edge_agent.runtime.podman_spec import container_name
 from tests.integration.conftest import require_binary
 from tests.integration.podman_env import CONF, IMAGE, PodmanTarget, podman_target, require_podman
 
@@ -271,7 +273,7 @@ async def test_ensure_image(rt: PodmanRuntime) -> None:
         await rt.ensure_image("127.0.0.1:1/nope:latest", progress=lines.append)
     assert time.monotonic() - t0 < 15
     assert any("Trying to pull" in line for line in lines), lines
-    assert [rt.next_pull_delay(n) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert [retry_delay(n, 1.0, 60.0) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
 
 
 async def test_runtime_starts_and_stops_its_own_service(tmp_path: Path) -> None:
