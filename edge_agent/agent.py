@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from broker import wire
-from broker.client import MqttClient
+from broker.client import Message, MqttClient
 from broker.errors import MqttError, WireError
 from broker.wire import (
     DesiredState,
@@ -30,12 +30,10 @@ from broker.wire import (
     ObservedState,
     Presence,
     ReplicaSpec,
-    ReplicaUsage,
     topics,
 )
-from cloudless import __version__
 from edge_agent import facts as node_facts
-from edge_agent import health, identity, images
+from edge_agent import health, identity, images, report
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.desired import Accepted, consider
@@ -151,15 +149,14 @@ class Agent:
         if self.reconciles:  # before the first runtime listing we know nothing: an empty report would read as
             await self._publish_observed(force=True)  # "every replica gone" to the coordinator
 
-    def _on_desired_message(self, message: object) -> None:
-        payload = getattr(message, "payload", b"")
-        topic = getattr(message, "topic", "")
+    def _on_desired_message(self, message: Message) -> None:
         try:
-            incoming = wire.decode_node_message(topic, payload)
+            incoming = wire.decode_node_message(message.topic, message.payload)
+            if not isinstance(incoming, DesiredState):
+                raise WireError(f"expected a desired state, got {type(incoming).__name__}")
         except WireError as exc:
-            log.warning("ignored a desired-state message on %s: %s", topic, exc)
+            log.warning("ignored a desired-state message on %s: %s", message.topic, exc)
             return
-        assert isinstance(incoming, DesiredState)
         verdict = consider(self.desired, self.max_epoch, incoming, self.node_id)
         if not isinstance(verdict, Accepted):
             log.debug("desired state not applied: %s", verdict.reason)
@@ -467,45 +464,42 @@ class Agent:
         return node_facts.node_facts(
             data_dir=self.cfg.data_dir, runtime=self.runtime_info.name, runtime_version=self.runtime_info.version,
             rootless=self.runtime_info.rootless, profile=self.profile_name, zone=self.cfg.zone,
-            labels=self.cfg.labels, agent_version=__version__, readings=self.readings,
+            labels=self.cfg.labels, agent_version=self.cfg.version, readings=self.readings,
         )
 
     def status_message(self, presence: Presence) -> NodeStatus:
-        return NodeStatus(
-            node_id=self.node_id, presence=presence, ts=self.clock(), facts=self.facts(),
-            schedulable=self.gate_state.schedulable and presence is Presence.ONLINE,
-            gates=tuple(g[:128] for g in self.gate_state.reasons[:16]), boot_id=self.boot_id,
-        )
+        return report.status(node_id=self.node_id, presence=presence, now=self.clock(), facts=self.facts(),
+                             schedulable=self.gate_state.schedulable, reasons=self.gate_state.reasons,
+                             boot_id=self.boot_id)
 
     async def _publish_status(self, presence: Presence, *, force: bool = False) -> None:
-        key = (presence, self.gate_state.schedulable, self.gate_state.reasons)
+        key = report.status_key(presence, self.gate_state.schedulable, self.gate_state.reasons)
         if not force and key == self._status_key:
             return
         self._status_key = key
-        msg = self.status_message(presence)
-        spec = topics.NODE_CHANNELS[topics.Channel.STATUS]
-        self.mqtt.publish_nowait(topics.node_status(self.node_id), wire.encode(msg), qos=spec.qos, retain=spec.retain)
+        self._publish(topics.Channel.STATUS, self.status_message(presence))
 
     def observed_message(self) -> ObservedState:
         replicas = observe(self._wanted(), self.instances, self.records, self.ready, pulling=self._pulling(),
                            cfg=self.cfg.restart)
-        desired = self.desired
-        return ObservedState(node_id=self.node_id, generation=desired.generation if desired else 0,
-                             epoch=desired.epoch if desired else 0, ts=self.clock(), replicas=replicas)
+        return report.observed(self.node_id, self.desired, self.clock(), replicas)
 
     async def _publish_observed(self, *, force: bool = False) -> None:
         msg = self.observed_message()
-        key = (msg.generation, msg.epoch, msg.replicas)
+        key = report.observed_key(msg)
         if not force and key == self._observed_key:
             return
         self._observed_key = key
-        spec = topics.NODE_CHANNELS[topics.Channel.OBSERVED]
         try:
-            self.mqtt.publish_nowait(topics.node_observed(self.node_id), wire.encode(msg), qos=spec.qos,
-                                     retain=spec.retain)
+            self._publish(topics.Channel.OBSERVED, msg)
         except MqttError as exc:  # outbox full of state: the newest observed state supersedes on reconnect
             log.warning("observed state not queued: %s", exc)
             self._observed_key = None
+
+    def _publish(self, channel: topics.Channel, msg: NodeStatus | ObservedState | Heartbeat) -> None:
+        spec = topics.NODE_CHANNELS[channel]
+        self.mqtt.publish_nowait(topics.node_topic(self.node_id, channel), wire.encode(msg), qos=spec.qos,
+                                 retain=spec.retain, droppable=channel is topics.Channel.HEARTBEAT)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -535,22 +529,13 @@ class Agent:
             usage = await self.runtime.usage()
         except RuntimeError_:
             usage = {}
-        by_instance = {i.instance_id: i.replica_id for i in self.instances}
-        replicas = tuple(
-            ReplicaUsage(replica_id=by_instance[iid], cpu_percent=min(u.cpu_percent, 6400.0) if u.cpu_percent
-                         is not None else None, memory_bytes=u.memory_bytes)
-            for iid, u in sorted(usage.items()) if iid in by_instance
-        )[:256]
-        hb = Heartbeat(
-            node_id=self.node_id, seq=self._seq, ts=self.clock(), cpu_percent=node_facts.cpu_percent(),
-            memory_used_bytes=md.memory_used, memory_total_bytes=md.memory_total, disk_used_bytes=md.disk_used,
-            disk_total_bytes=md.disk_total, battery_percent=self.readings.battery_percent, replicas=replicas,
-        )
+        replicas = report.replica_usage(usage, {i.instance_id: i.replica_id for i in self.instances})
+        hb = report.heartbeat(node_id=self.node_id, seq=self._seq, now=self.clock(),
+                              cpu_percent=node_facts.cpu_percent(), md=md,
+                              battery_percent=self.readings.battery_percent, replicas=replicas)
         self.last_heartbeat = hb
-        spec = topics.NODE_CHANNELS[topics.Channel.HEARTBEAT]
         with contextlib.suppress(MqttError):
-            self.mqtt.publish_nowait(topics.node_heartbeat(self.node_id), wire.encode(hb), qos=spec.qos,
-                                     retain=spec.retain, droppable=True)
+            self._publish(topics.Channel.HEARTBEAT, hb)
 
     def _node_key(self) -> object | None:
         """The node's private key (DATA_DIR/identity/node.key, re-read: a renewal replaces it), or None."""

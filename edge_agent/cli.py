@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,7 +107,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         podman_socket=args.podman_socket, containers_conf=args.containers_conf,
         heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
         tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
-        metrics_listen=_metrics_flag(args.metrics_listen),
+        metrics_listen=_metrics_flag(args.metrics_listen), version=getattr(args, "version", "0+unknown"),
     )
 
 
@@ -145,18 +146,28 @@ def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
     return ProcessRuntime(node_id=cfg.node_id, root=cfg.data_dir / "process")
 
 
-async def run(cfg) -> int:  # type: ignore[no-untyped-def]
+def _no_identity(kind: str, value: str) -> None:
+    """Without the `cloudless` command's log setup (a caller that builds args itself) there is no log prefix."""
+
+
+def _no_log_file(path: Path) -> None:
+    """Without the `cloudless` command's log setup the agent logs only to its stderr."""
+
+
+async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  # type: ignore[no-untyped-def]
+              log_to_file: Callable[[Path], None] = _no_log_file) -> int:
+    """Run the agent until SIGINT/SIGTERM. `log_identity`/`log_to_file`: the `cloudless` command's log setup
+    (args.log_identity, args.log_to_file: the daemons never import that package)."""
     from broker import wire
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
-    from cloudless import logs
     from edge_agent.agent import Agent
     from edge_agent.config import parse_broker_url
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
 
-    logs.set_identity("node", cfg.node_id)
-    logs.to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
+    log_identity("node", cfg.node_id)
+    log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
     profile = select_profile(cfg.profile)
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
     runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
@@ -244,7 +255,8 @@ async def _identity(cfg: AgentConfig) -> NodeIdentity:
 def _cmd_agent(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
-        return asyncio.run(run(cfg))
+        return asyncio.run(run(cfg, log_identity=getattr(args, "log_identity", _no_identity),
+                               log_to_file=getattr(args, "log_to_file", _no_log_file)))
     except AgentError as exc:
         print(f"cloudless agent: error: {exc}", flush=True)
         return 2

@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from broker import wire
+from broker.client import Message, MqttClient
 from broker.errors import MqttError, WireError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
 from edge_agent.errors import RuntimeError_
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from edge_agent.runtime.base import Instance, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,40 @@ def time_left(req: CommandRequest, now: float) -> tuple[float, str | None]:
     return 0.0, f"request expired {-left:.1f}s ago (delivered late: the coordinator no longer waits for it)"
 
 
+class CommandHost(Protocol):
+    """What a command needs of the agent: its clock and node id, the instances it last listed, the runtime
+    that runs them, and the MQTT client the reply goes out on."""
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def instances(self) -> Sequence[Instance]: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def mqtt(self) -> MqttClient: ...
+
+
 class CommandHandler:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: CommandHost) -> None:
         self.agent = agent
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
-    def on_message(self, message: object) -> None:
-        topic, payload = getattr(message, "topic", ""), getattr(message, "payload", b"")
+    def on_message(self, message: Message) -> None:
         try:
-            request = wire.decode_node_message(topic, payload)
+            request = wire.decode_node_message(message.topic, message.payload)
+            if not isinstance(request, CommandRequest):
+                raise WireError(f"expected a command request, got {type(request).__name__}")
         except WireError as exc:
-            log.warning("ignored a command on %s: %s", topic, exc)
+            log.warning("ignored a command on %s: %s", message.topic, exc)
             return
-        assert isinstance(request, CommandRequest)
         task = asyncio.create_task(self._handle(request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -46,6 +46,7 @@ class AgentConfig:
     sensor_file: Path | None = None
     token: Secret | None = None  # enrolment token (first start or re-enrolment)
     metrics_listen: str = "auto"  # HOST:PORT, off, or auto (loopback; off on phones)
+    version: str = "0+unknown"  # the agent's version, handed down by the `cloudless` command (reported in facts)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
