@@ -346,10 +346,9 @@ async def _run(args: argparse.Namespace) -> int:
                             tls=tls, will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
     cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
         heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
-    coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings), leadership=elector)
+    coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings), leadership=elector, secrets=secrets_svc)
     if elector is not None:  # act on the very next moment leadership changes, not on the next loop tick
         elector.on_change = lambda _event: coord.wake()
-    coord.secrets = secrets_svc
     await coord.start()
     housekeeping = asyncio.create_task(_secrets_housekeeping(secrets_svc, key_source))
     refresher = None

@@ -21,28 +21,25 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from broker import wire
-from broker.client import Message, MqttClient
-from broker.errors import MqttError, WireError
+from broker.client import MqttClient
+from broker.errors import MqttError
 from broker.wire import (
-    CommandReply,
     CoordinatorStatus,
-    DesiredState,
-    Heartbeat,
-    NodeStatus,
-    ObservedState,
     Presence,
     ReplicaObserved,
     ReplicaSpec,
     topics,
 )
-from coordinator import dashboard, lifecycle, membership, model
+from coordinator import lifecycle, membership, model
 from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
-from coordinator.delivery import SecretDelivery
+from coordinator.inbox import Inbox
 from coordinator.journal import EVENT_RETENTION, Journal
+from coordinator.link import LinkClock
 from coordinator.membership import MembershipConfig, NodeInfo
 from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
+from coordinator.outbox import Outbox
 from coordinator.policy import Policy
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
@@ -131,32 +128,25 @@ class Coordinator:
         self._refreshed_at = 0.0
         self._store_down = False
         self._state_read = False
-        # the secrets service (coordinator.secrets) when the daemon runs one; desired state seals the secrets a
-        # node's replicas consume to that node's enrolled key
-        self.secrets = secrets
-        self._delivery: SecretDelivery | None = None
-        self._undeliverable: set[tuple[str, str, str]] = set()
         self.epoch = 0
         self.cluster = Cluster()
-        self.nodegen: dict[str, int] = {}
-        self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
         self._reservations: dict[str, Reservations] = {}  # firmware profile name -> what it holds back
         self._lock = asyncio.Lock()
         self.journal = Journal(store, clock=clock, lock=self._lock, recording=lambda: self.acting)
+        self.metrics = Metrics(self)
+        # desired state seals the secrets a node's replicas consume (`secrets`: coordinator.secrets' service, when
+        # the daemon runs one) to that node's enrolled key
+        self.outbox = Outbox(self.cluster, self.journal, mqtt=mqtt, store=store, metrics=self.metrics, clock=clock,
+                             secrets=secrets)
         self.ops = Operations(self.cluster, self.journal, bus=mqtt, clock=clock, lock=self._lock, wake=self.wake,
-                              policies=cfg.policies, on_node_deleted=self._clear_node_topics)
+                              policies=cfg.policies, on_node_deleted=self.outbox.clear_node)
+        self.inbox = Inbox(self.cluster, self.journal, metrics=self.metrics, clock=clock, cfg=cfg.membership,
+                           wake=self.wake, resolve=self.ops.resolve)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._dash_at = 0.0
         self._settle_until = 0.0
-        self._started_at = clock()
-        self._link_up_at: float | None = None  # the broker link came up then (None: down)
-        self._link_down_at: float | None = None  # ... and last went down then
-        self._down_since: float | None = self._started_at  # deaf since then (not connected yet)
-        self._deaf_s = 0.0  # seconds without a broker link before _down_since
-        self._hear_from = 0.0  # after a (re)connect, the nodes have had time to reconnect too from then on
-        self.metrics = Metrics(self)
+        self.link = LinkClock(started_at=clock())
         self.rounds = 0
         self.metrics_leader_changes = 0
         self.ready = False
@@ -174,16 +164,17 @@ class Coordinator:
     def members(self) -> dict[str, NodeInfo]:
         return self.cluster.members
 
+    @property
+    def secrets(self) -> Any:
+        return self.outbox.secrets
+
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self._load()
         self.mqtt.on_connect(self._on_connected)
         self.mqtt.on_disconnect(self._on_disconnected)
-        for channel, handler in ((topics.Channel.STATUS, self._on_status),
-                                 (topics.Channel.HEARTBEAT, self._on_heartbeat),
-                                 (topics.Channel.OBSERVED, self._on_observed),
-                                 (topics.Channel.REPLY, self._on_reply)):
+        for channel, handler in self.inbox.handlers():
             await self.mqtt.subscribe(topics.node_channel_filter(channel), handler, qos=1)
         await self.mqtt.start()
         self._task = asyncio.create_task(self._loop())
@@ -230,7 +221,7 @@ class Coordinator:
         events = [model.from_json(Event, e.value) for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]]
         events.sort(key=lambda ev: ev.seq)
         c = self.cluster
-        c.workloads, c.replicas, c.admin, self.nodegen = workloads, replicas, admin, nodegen
+        c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
         c.revoked_nodes |= revoked
         # the first read is the history; after it, new events go to the streams
         self.journal.load(events, stream_new=self._state_read)
@@ -240,80 +231,25 @@ class Coordinator:
         if not self.mqtt.connected:
             return  # the link dropped again while re-subscribing: the next connect runs this
         now = self.clock()
-        if self._down_since is not None:  # the nodes reconnect on their own backoff: give them time (`_hearing`)
-            self._hear_from = now + membership.reconnect_window(now - self._down_since, self.cfg.membership)
         status = CoordinatorStatus(coordinator_id=self.cfg.coordinator_id, presence=Presence.ONLINE,
                                    ts=self.clock(), api_url=self.cfg.api_url)
         self.mqtt.publish_nowait(topics.coord_status(self.cfg.coordinator_id), wire.encode(status), qos=1,
                                  retain=True)
         # the broker may have lost its retained store: publish every node's desired state again (same
         # generation, so agents that already have it change nothing)
-        self._published.clear()
-        self._dash_sent.clear()
+        self.outbox.forget_sent()
         self._settle_until = now + SETTLE_S
-        self._link_up_at = now
+        self.link.connected(now, self.cfg.membership)  # the nodes reconnect on their own backoff: give them time
         self.wake()
 
     def _on_disconnected(self) -> None:
         # wills that arrived just before (a broker shutting down publishes every will) are not the nodes' fault,
         # and while the link is down no node is silent: see membership.judge_wills / evaluate
-        self._link_up_at, self._link_down_at = None, self.clock()
-        if self._down_since is None:
-            self._down_since = self._link_down_at
+        self.link.disconnected(self.clock())
         self.wake()
 
     def wake(self) -> None:
         self._wake.set()
-
-    # ---- MQTT in -------------------------------------------------------------------------------------------
-
-    def _decode(self, m: Message) -> object | None:
-        self.metrics.mqtt("in", m.topic.rsplit("/", 1)[-1][:16], len(m.payload))
-        if not m.payload:  # a cleared retained topic (a deleted node)
-            return None
-        try:
-            return wire.decode_node_message(m.topic, m.payload)
-        except WireError as exc:
-            log.warning("ignored a message on %s: %s", m.topic, exc)
-            return None
-
-    def _on_status(self, m: Message) -> None:
-        msg = self._decode(m)
-        if not isinstance(msg, NodeStatus):
-            return
-        if msg.node_id in self.cluster.revoked_nodes:
-            log.warning("ignored a status from revoked node %s", msg.node_id)
-            return
-        before = self.members.get(msg.node_id)
-        info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)
-        self.members[msg.node_id] = info
-        if info.will_at is not None and (before is None or before.will_at is None):
-            # the verdict on a last will comes after the settle time (other wills may follow): a round then
-            asyncio.get_running_loop().call_later(self.cfg.membership.will_settle_s + 0.01, self.wake)
-        for ev in evs:
-            self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
-        if evs:
-            self.wake()
-
-    def _on_heartbeat(self, m: Message) -> None:
-        msg = self._decode(m)
-        if isinstance(msg, Heartbeat):
-            info = membership.on_heartbeat(self.members.get(msg.node_id), msg, self.clock())
-            if info is not None:
-                self.members[msg.node_id] = info
-
-    def _on_observed(self, m: Message) -> None:
-        msg = self._decode(m)
-        if isinstance(msg, ObservedState):
-            info = membership.on_observed(self.members.get(msg.node_id), msg, self.clock())
-            if info is not None:
-                self.members[msg.node_id] = info
-                self.wake()
-
-    def _on_reply(self, m: Message) -> None:
-        msg = self._decode(m)
-        if isinstance(msg, CommandReply):
-            self.ops.resolve(msg)
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -350,8 +286,7 @@ class Coordinator:
             self.epoch = int(self.leadership.epoch or 0)
             self._fence(self.epoch)
             await self._read_state()
-            self._published.clear()
-            self._dash_sent.clear()
+            self.outbox.forget_sent()
             # no new settle period: a follower has been hearing node status and observed state all along (the
             # one from its own broker connect still applies), so it can act on the first round
             self._leading = True
@@ -394,7 +329,7 @@ class Coordinator:
         coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`)."""
         link_up = self._hearing(now)
         changed, events = membership.judge_wills(self.members, now, self.cfg.membership, link_up=link_up,
-                                                 link_down_at=self._link_down_at)
+                                                 link_down_at=self.link.down_at)
         self.members.update(changed)
         if link_up:
             for node_id, info in list(self.members.items()):
@@ -403,22 +338,12 @@ class Coordinator:
         return events
 
     def _hearing(self, now: float) -> bool:
-        """Connected, and the nodes have had time to reconnect since (`membership.reconnect_window`). When that
-        time comes after an outage, every node's clocks move on by the whole deaf time: it does not count against
-        them."""
-        if self._link_up_at is None or not self.mqtt.connected or now < self._hear_from:
-            return False
-        if self._down_since is not None:
-            outage = max(0.0, now - self._down_since)
-            self._deaf_s += outage
+        """Connected, and the nodes have had time to reconnect since (coordinator.link). When that time comes after
+        an outage, every node's clocks move on by the whole deaf time: it does not count against them."""
+        hearing, outage = self.link.hearing(now, connected=self.mqtt.connected)
+        if outage is not None:
             self.cluster.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
-            self._down_since = None
-        return True
-
-    def _heard_for(self, now: float) -> float:
-        """Seconds since start with a broker link."""
-        deaf = self._deaf_s + (now - self._down_since if self._down_since is not None else 0.0)
-        return now - self._started_at - deaf
+        return hearing
 
     async def reconcile(self) -> None:
         self.rounds += 1
@@ -443,28 +368,10 @@ class Coordinator:
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S:
             self._dash_at = now
-            self._publish_dashboard()
-
-    def _publish_dashboard(self) -> None:
-        """The human-readable mirror and Home Assistant discovery: only what changed, retained."""
-        if not self.mqtt.connected:
-            return
-        docs = dashboard.documents(self.cluster)
-        gone = {t: "" for t in self._dash_sent if t not in docs}  # deleted workloads/nodes: remove the topic
-        for topic, payload in {**docs, **gone}.items():
-            if self._dash_sent.get(topic) == payload:
-                continue
-            try:
-                self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
-            except MqttError:
-                return
-            if payload:
-                self._dash_sent[topic] = payload
-            else:
-                self._dash_sent.pop(topic, None)
+            self.outbox.publish_dashboard()
 
     def _reconcile_workload(self, w: WorkloadRecord, now: float) -> None:
-        views = self.cluster.replica_views(w, heard_for_s=self._heard_for(now),
+        views = self.cluster.replica_views(w, heard_for_s=self.link.heard_for(now),
                                            lost_after_s=self.cfg.membership.lost_after_s)
         params = rollout_params(self.cluster.parsed(w))
         p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
@@ -570,60 +477,12 @@ class Coordinator:
     # ---- desired state out ---------------------------------------------------------------------------------
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
-        sealed = self._delivery.sealed_for if self._delivery is not None else None
-        return self.cluster.desired_for(node_id, sealed)
-
-    async def _deliver_secrets(self) -> None:
-        wants = self.cluster.secret_wants()
-        if not wants:
-            return
-        if self.secrets is None:
-            for node, ns, name in sorted(wants - self._undeliverable):
-                self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this "
-                                   "coordinator runs no secrets service, so nothing can be delivered")
-            self._undeliverable = wants
-            return
-        if self._delivery is None:
-            self._delivery = SecretDelivery(self.secrets, self.store, clock=self.clock)
-        try:
-            fresh = await self._delivery.refresh(wants)
-        except StoreError as exc:
-            log.warning("secret delivery skipped this round: %s", exc)
-            return
-        for (node, ns, name), why in sorted(fresh.items()):
-            self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
+        return self.outbox.desired_for(node_id)
 
     async def _publish_desired(self, now: float) -> None:
-        nodes = {r.node for r in self.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
         if not self.mqtt.connected or not await self.leadership.still_leader():
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
-        await self._deliver_secrets()
-        for node_id in sorted(n for n in nodes if n):
-            specs = self.desired_for(node_id)
-            if self._published.get(node_id) == specs:
-                continue
-            # a new generation whenever this process publishes a different set (or the first time): agents keep
-            # every replica whose spec hash is unchanged, so a higher generation never restarts anything
-            gen = self.nodegen.get(node_id, 0) + 1
-            msg = DesiredState(node_id=node_id, generation=gen, epoch=self.epoch, issued_at=now, replicas=specs)
-            try:
-                payload = wire.encode(msg)
-                self.mqtt.publish_nowait(topics.node_desired(node_id), payload, qos=1, retain=True)
-                self.metrics.mqtt("out", "desired", len(payload))
-            except MqttError as exc:
-                log.warning("desired state for %s not sent: %s", node_id, exc)
-                continue
-            self._published[node_id] = specs
-            if gen != self.nodegen.get(node_id):
-                self.nodegen[node_id] = gen
-                await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+        await self.outbox.publish_desired(now, self.epoch)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)
-
-    def _clear_node_topics(self, node_id: str) -> None:
-        """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
-        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
-        for topic in gone:
-            self._dash_sent.pop(topic, None)
-            self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)

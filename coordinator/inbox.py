@@ -1,0 +1,90 @@
+"""What the coordinator hears from the nodes (adapter): status, heartbeats, observed state and command replies
+off MQTT, decoded strictly (a bad message is logged and dropped, never a crash of the loop) and folded into the
+cluster view by the membership core; membership events go to the journal, and a change wakes the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from broker import wire
+from broker.client import Message
+from broker.errors import WireError
+from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, topics
+from coordinator import membership
+from coordinator.cluster import Cluster
+from coordinator.membership import MembershipConfig
+from coordinator.metrics import Metrics
+from coordinator.operations import Recorder
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], None]
+
+
+class Inbox:
+    """`resolve(reply)` hands a command reply to whoever waits for it (Operations.resolve)."""
+
+    def __init__(self, cluster: Cluster, journal: Recorder, *, metrics: Metrics, clock: Callable[[], float],
+                 cfg: MembershipConfig, wake: Callable[[], None], resolve: Callable[[CommandReply], None]) -> None:
+        self.cluster = cluster
+        self.journal = journal
+        self.metrics = metrics
+        self.clock = clock
+        self.cfg = cfg
+        self.wake = wake
+        self.resolve = resolve
+
+    def handlers(self) -> tuple[tuple[topics.Channel, Handler], ...]:
+        """Which node channel each handler takes (the engine subscribes them)."""
+        return ((topics.Channel.STATUS, self.on_status), (topics.Channel.HEARTBEAT, self.on_heartbeat),
+                (topics.Channel.OBSERVED, self.on_observed), (topics.Channel.REPLY, self.on_reply))
+
+    def _decode(self, m: Message) -> object | None:
+        self.metrics.mqtt("in", m.topic.rsplit("/", 1)[-1][:16], len(m.payload))
+        if not m.payload:  # a cleared retained topic (a deleted node)
+            return None
+        try:
+            return wire.decode_node_message(m.topic, m.payload)
+        except WireError as exc:
+            log.warning("ignored a message on %s: %s", m.topic, exc)
+            return None
+
+    def on_status(self, m: Message) -> None:
+        msg = self._decode(m)
+        if not isinstance(msg, NodeStatus):
+            return
+        if msg.node_id in self.cluster.revoked_nodes:
+            log.warning("ignored a status from revoked node %s", msg.node_id)
+            return
+        before = self.cluster.members.get(msg.node_id)
+        info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)
+        self.cluster.members[msg.node_id] = info
+        if info.will_at is not None and (before is None or before.will_at is None):
+            # the verdict on a last will comes after the settle time (other wills may follow): a round then
+            asyncio.get_running_loop().call_later(self.cfg.will_settle_s + 0.01, self.wake)
+        for ev in evs:
+            self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        if evs:
+            self.wake()
+
+    def on_heartbeat(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, Heartbeat):
+            info = membership.on_heartbeat(self.cluster.members.get(msg.node_id), msg, self.clock())
+            if info is not None:
+                self.cluster.members[msg.node_id] = info
+
+    def on_observed(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, ObservedState):
+            info = membership.on_observed(self.cluster.members.get(msg.node_id), msg, self.clock())
+            if info is not None:
+                self.cluster.members[msg.node_id] = info
+                self.wake()
+
+    def on_reply(self, m: Message) -> None:
+        msg = self._decode(m)
+        if isinstance(msg, CommandReply):
+            self.resolve(msg)

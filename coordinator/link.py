@@ -1,0 +1,56 @@
+"""The coordinator's broker link as membership sees it (pure core): when the coordinator can judge nodes.
+
+States: DEAF (no link: from the start until the first connect, and after every disconnect), WAITING (connected,
+but the nodes are still reconnecting on their own backoff: `membership.reconnect_window` of the outage) and
+HEARING. Transitions: `connected(now)` DEAF → WAITING; `disconnected(now)` any → DEAF; `hearing(now, ...)` turns
+WAITING into HEARING once the window has passed and reports the whole outage once, so the engine moves every
+node's silence and grace clocks on by it (`membership.pause_clocks`): time nobody could be heard does not count
+against the nodes. Invariant: `heard_for(now)` (seconds since start with a link) never counts deaf time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.membership import MembershipConfig, reconnect_window
+
+
+@dataclass(slots=True)
+class LinkClock:
+    started_at: float
+    up_at: float | None = None  # the broker link came up then (None: down)
+    down_at: float | None = None  # ... and last went down then
+    down_since: float | None = None  # deaf since then (None: hearing); the start counts as a disconnect
+    deaf_s: float = 0.0  # seconds without a broker link before down_since
+    hear_from: float = 0.0  # after a (re)connect, the nodes have had time to reconnect too from then on
+
+    def __post_init__(self) -> None:
+        if self.down_since is None and self.up_at is None:
+            self.down_since = self.started_at  # not connected yet
+
+    def connected(self, now: float, cfg: MembershipConfig) -> None:
+        if self.down_since is not None:  # the nodes reconnect on their own backoff: give them time
+            self.hear_from = now + reconnect_window(now - self.down_since, cfg)
+        self.up_at = now
+
+    def disconnected(self, now: float) -> None:
+        self.up_at, self.down_at = None, now
+        if self.down_since is None:
+            self.down_since = now
+
+    def hearing(self, now: float, *, connected: bool) -> tuple[bool, float | None]:
+        """(hearing, outage): connected, and the nodes have had time to reconnect since. The first time that holds
+        after an outage, `outage` is its length (every node's clocks move on by it); else None."""
+        if self.up_at is None or not connected or now < self.hear_from:
+            return False, None
+        if self.down_since is None:
+            return True, None
+        outage = max(0.0, now - self.down_since)
+        self.deaf_s += outage
+        self.down_since = None
+        return True, outage
+
+    def heard_for(self, now: float) -> float:
+        """Seconds since start with a broker link."""
+        deaf = self.deaf_s + (now - self.down_since if self.down_since is not None else 0.0)
+        return now - self.started_at - deaf

@@ -1,0 +1,125 @@
+"""What the coordinator publishes each round (adapter): every node's desired state, the secrets sealed into it,
+and the human-readable dashboard mirror with Home Assistant discovery.
+
+Desired state is level-triggered: each node's full set of replicas, retained, with a generation that grows
+whenever this process publishes a different set (persisted in the store, so a new leader goes on from it) and
+the leadership epoch. Only what changed since the last publish goes out; `forget_sent` (after a broker
+reconnect, or a new term) sends everything again, under the same generation where nothing changed, so agents
+restart nothing. The mirror is diffed the same way; a topic no longer produced is cleared (empty retained).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from broker import wire
+from broker.client import MqttClient
+from broker.errors import MqttError
+from broker.wire import DesiredState, ReplicaSpec, topics
+from coordinator import dashboard, model
+from coordinator.cluster import Cluster
+from coordinator.delivery import SecretDelivery
+from coordinator.metrics import Metrics
+from coordinator.operations import Recorder
+from coordinator.store import Store, StoreError, put
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """`secrets` is the secrets service (coordinator.secrets) when the daemon runs one, else None."""
+
+    def __init__(self, cluster: Cluster, journal: Recorder, *, mqtt: MqttClient, store: Store,
+                 metrics: Metrics, clock: Callable[[], float], secrets: Any = None) -> None:
+        self.cluster = cluster
+        self.journal = journal
+        self.mqtt = mqtt
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.secrets = secrets
+        self.nodegen: dict[str, int] = {}  # node -> the last desired-state generation published (as stored)
+        self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
+        self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
+        self._delivery: SecretDelivery | None = None
+        self._undeliverable: set[tuple[str, str, str]] = set()
+
+    def forget_sent(self) -> None:
+        """Send everything again next time (the broker may have lost its retained store, or a new term began)."""
+        self._published.clear()
+        self._dash_sent.clear()
+
+    def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
+        sealed = self._delivery.sealed_for if self._delivery is not None else None
+        return self.cluster.desired_for(node_id, sealed)
+
+    async def publish_desired(self, now: float, epoch: int) -> None:
+        """Every node's desired state that changed (call only while leading, with the broker connected)."""
+        nodes = {r.node for r in self.cluster.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
+        await self._deliver_secrets()
+        for node_id in sorted(n for n in nodes if n):
+            specs = self.desired_for(node_id)
+            if self._published.get(node_id) == specs:
+                continue
+            # a new generation whenever this process publishes a different set (or the first time): agents keep
+            # every replica whose spec hash is unchanged, so a higher generation never restarts anything
+            gen = self.nodegen.get(node_id, 0) + 1
+            msg = DesiredState(node_id=node_id, generation=gen, epoch=epoch, issued_at=now, replicas=specs)
+            try:
+                payload = wire.encode(msg)
+                self.mqtt.publish_nowait(topics.node_desired(node_id), payload, qos=1, retain=True)
+                self.metrics.mqtt("out", "desired", len(payload))
+            except MqttError as exc:
+                log.warning("desired state for %s not sent: %s", node_id, exc)
+                continue
+            self._published[node_id] = specs
+            if gen != self.nodegen.get(node_id):
+                self.nodegen[node_id] = gen
+                await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+
+    async def _deliver_secrets(self) -> None:
+        wants = self.cluster.secret_wants()
+        if not wants:
+            return
+        if self.secrets is None:
+            for node, ns, name in sorted(wants - self._undeliverable):
+                self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this "
+                                   "coordinator runs no secrets service, so nothing can be delivered")
+            self._undeliverable = wants
+            return
+        if self._delivery is None:
+            self._delivery = SecretDelivery(self.secrets, self.store, clock=self.clock)
+        try:
+            fresh = await self._delivery.refresh(wants)
+        except StoreError as exc:
+            log.warning("secret delivery skipped this round: %s", exc)
+            return
+        for (node, ns, name), why in sorted(fresh.items()):
+            self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
+
+    def publish_dashboard(self) -> None:
+        """The human-readable mirror and Home Assistant discovery: only what changed, retained."""
+        if not self.mqtt.connected:
+            return
+        docs = dashboard.documents(self.cluster)
+        gone = {t: "" for t in self._dash_sent if t not in docs}  # deleted workloads/nodes: remove the topic
+        for topic, payload in {**docs, **gone}.items():
+            if self._dash_sent.get(topic) == payload:
+                continue
+            try:
+                self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
+            except MqttError:
+                return
+            if payload:
+                self._dash_sent[topic] = payload
+            else:
+                self._dash_sent.pop(topic, None)
+
+    def clear_node(self, node_id: str) -> None:
+        """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
+        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
+        for topic in gone:
+            self._dash_sent.pop(topic, None)
+            self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)
