@@ -77,8 +77,8 @@ class LiveApi:
         loaded = masterkeys.load(self.source, secrets_present=False)
         self.secrets = await SecretsService.open(self.store, loaded.keyring, clock=self.clock)
         self.coord = Coordinator(CoordinatorConfig(coordinator_id="test"), store=self.store,
-                                 mqtt=FakeBroker().client("coordinator@test"))  # type: ignore[arg-type]
-        self.coord.secrets = self.secrets
+                                 mqtt=FakeBroker().client("coordinator@test"),  # type: ignore[arg-type]
+                                 secrets=self.secrets)
         await self.coord.start()
         self.api = Api(self.coord, token_digests={token_digest(ADMIN_TOKEN): ("alice", "admin"),
                                                   token_digest(VIEWER_TOKEN): ("victor", "viewer")})
