@@ -4,6 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(podman runc uidmap slirp4netns fuse-overlayfs mosquitto mosquitto-clients busybox-static iproute2 iptables procps
+          iputils-ping
           etcd-server)
 
 missing=()
