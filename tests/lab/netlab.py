@@ -1,7 +1,8 @@
 """A network lab of real, separate network stacks on one host: every machine is a Linux network namespace, joined by
 veth pairs to bridges ("the internet", a home LAN), behind Linux NAT routers of a chosen type, with loss (iptables'
-`statistic` match), rate limits (tc tbf) and, where the kernel has netem, delay on links a test wants bad. It is the one harness for multi-machine tests (joins over a LAN, NAT
-traversal, relays, services across devices, storage repair); nothing here is loopback.
+`statistic` match), rate limits (tc tbf) and, where the kernel has netem, delay on links a test wants bad. It is the
+one harness for multi-machine tests (joins over a LAN, NAT traversal, relays, services across devices, storage
+repair); nothing here is loopback.
 
 Topology model:
 
