@@ -1,10 +1,11 @@
 """The edge agent daemon: MQTT in and out, the reconcile loop, probes, heartbeats and gates (adapter).
 
 Decisions come from the cores — `reconcile` (what to start/stop), `desired` (which desired states to accept),
-`health` (probe verdicts), `firmware_profiles.gates` (when the device must not take work) — and this module
-only carries them out and reports. Autonomy (ARCHITECTURE §5): the desired state and the per-replica
-bookkeeping are persisted, so with the broker gone — for minutes or across a reboot — the agent keeps running,
-restarting and probing what it was told to run, and on reconnect it changes nothing that is healthy.
+`health` (probe verdicts), `images` (when to pull), `report` (what to publish), `secret_layout` (secret changes),
+`firmware_profiles.gates` (when the device must not take work) — and this module only carries them out.
+Autonomy (ARCHITECTURE §5): the desired state and the per-replica bookkeeping are persisted, so with the broker
+gone — for minutes or across a reboot — the agent keeps running, restarting and probing what it was told to run,
+and on reconnect it changes nothing that is healthy.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from broker import wire
 from broker.client import Message, MqttClient
@@ -33,23 +32,24 @@ from broker.wire import (
     topics,
 )
 from edge_agent import facts as node_facts
-from edge_agent import health, identity, images, report
+from edge_agent import health, images, renewal, report
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.desired import Accepted, consider
 from edge_agent.errors import AgentError, ImageUnavailable, RuntimeError_, StateError
 from edge_agent.gating import Gate, GateState
-from edge_agent.identity import NodeIdentity
-from edge_agent.metrics import Counters, ReplicaSample
+from edge_agent.identity import NodeIdentity, private_key
+from edge_agent.metrics import Counters, replica_samples
 from edge_agent.metrics import Sample as MetricsSample
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
-from edge_agent.secret_layout import Materialized, needs_secrets, restart_on_change, versions_of
-from edge_agent.secrets import SecretFiles, SecretVault, find_tmpfs
+from edge_agent.secret_layout import Materialized, needs_secrets, owner_of, secret_changes
+from edge_agent.secrets import SecretFiles, SecretVault, default_root
 from edge_agent.state import StateStore
 
 log = logging.getLogger(__name__)
+
 
 class Agent:
     def __init__(
@@ -97,8 +97,8 @@ class Agent:
         self.reconciles = 0
         self.desired_received_at: float | None = None
         self.counters = Counters()
-        self.secret_files = SecretFiles(self.node_id, SecretVault(self.node_id, self._node_key),
-                                        _secrets_root())
+        vault = SecretVault(self.node_id, lambda: private_key(cfg.data_dir))
+        self.secret_files = SecretFiles(self.node_id, vault, default_root())
         self._secret_versions: dict[str, str] = {}  # instance -> secret versions its files hold (in-place updates)
         self.last_heartbeat: Heartbeat | None = None
 
@@ -269,34 +269,23 @@ class Agent:
         await self.runtime.start(instance_id)
 
     async def _secrets_for(self, spec: ReplicaSpec) -> Materialized:
-        sec = spec.security
-        owner = (sec.run_as_user, sec.run_as_group if sec.run_as_group is not None else sec.run_as_user) \
-            if sec is not None and sec.run_as_user not in (None, 0) else None
-        return await asyncio.to_thread(self.secret_files.materialize, spec, owner=owner)
+        return await asyncio.to_thread(self.secret_files.materialize, spec, owner=owner_of(spec))
 
     async def _refresh_secrets(self, specs: dict[str, ReplicaSpec]) -> None:
         """A secret changed (a new version was delivered): rewrite the files in place, or replace the replica,
-        as its spec says. Which versions an instance holds: what this agent last wrote, else its label."""
-        for inst in list(self.instances):
-            spec = specs.get(inst.replica_id)
-            if spec is None or not needs_secrets(spec) or inst.spec_hash != spec.spec_hash:
-                continue
-            want = versions_of(spec)
-            have = self._secret_versions.get(inst.instance_id, inst.secrets)
-            if want == have or not spec.secrets:
-                continue
+        as its spec says (`secret_layout.secret_changes`)."""
+        for change in secret_changes(self.instances, specs, self._secret_versions):
+            rid, versions = change.spec.replica_id, f"({change.have or '-'} -> {change.want})"
             try:
-                if restart_on_change(spec):
-                    log.info("replica %s: secrets changed (%s -> %s): replacing it", spec.replica_id, have or "-",
-                             want)
-                    await self._replace(inst.instance_id, spec)
+                if change.replace:
+                    log.info("replica %s: secrets changed %s: replacing it", rid, versions)
+                    await self._replace(change.instance_id, change.spec)
                 else:
-                    await self._secrets_for(spec)
-                    log.info("replica %s: secret files updated in place (%s -> %s)", spec.replica_id, have or "-",
-                             want)
-                    self._secret_versions[inst.instance_id] = want
+                    await self._secrets_for(change.spec)
+                    log.info("replica %s: secret files updated in place %s", rid, versions)
+                    self._secret_versions[change.instance_id] = change.want
             except RuntimeError_ as exc:
-                log.warning("replica %s: secrets not refreshed: %s", spec.replica_id, exc)
+                log.warning("replica %s: secrets not refreshed: %s", rid, exc)
 
     async def _replace(self, instance_id: str, spec: ReplicaSpec) -> None:
         await self._stop_remove(instance_id)
@@ -345,34 +334,8 @@ class Agent:
     # ---- probes -------------------------------------------------------------------------------------------
 
     def _sync_trackers(self, wanted: tuple[ReplicaSpec, ...]) -> None:
-        running = {i.replica_id: i for i in self.instances if i.state is InstanceState.RUNNING}
-        live_keys = set()
-        for spec in wanted:
-            inst = running.get(spec.replica_id)
-            if inst is None or inst.spec_hash != spec.spec_hash:
-                self.ready[spec.replica_id] = False
-                continue
-            started = inst.started_at or 0.0
-            for kind, probe in (("liveness", spec.liveness), ("readiness", spec.readiness)):
-                if probe is None:
-                    continue
-                key = (spec.replica_id, kind)
-                live_keys.add(key)
-                tracker = self._trackers.get(key)
-                if tracker is None or tracker.started_at != started:
-                    self._trackers[key] = health.new_tracker(probe, started, initially_healthy=kind == "liveness")
-                    if kind == "readiness":
-                        self.ready[spec.replica_id] = False  # a new run is not ready until its probe says so
-            if spec.readiness is None:
-                self.ready[spec.replica_id] = True
-        for key in list(self._trackers):
-            if key not in live_keys:
-                del self._trackers[key]
-        wanted_ids = {s.replica_id for s in wanted}
-        for rid in list(self.ready):
-            if rid not in wanted_ids:
-                del self.ready[rid]
-        self.counters.forget_replicas_except(wanted_ids)  # a replica gone for good: its series go too
+        self._trackers, self.ready = health.sync_trackers(wanted, self.instances, self._trackers, self.ready)
+        self.counters.forget_replicas_except({s.replica_id for s in wanted})  # a replica gone for good: its series go
 
     async def _probe_loop(self) -> None:
         while True:
@@ -431,32 +394,10 @@ class Agent:
             await asyncio.sleep(wait)
 
     async def renew_once(self) -> float:
-        """Renew when 2/3 of the certificate's life has passed; returns how long to wait before looking again."""
-        ident = self.identity
-        assert ident is not None
-        now = self.clock()
-        if ident.expired(now):
-            log.error("node certificate expired at %s: the broker will refuse this node. Re-enrol: restart the agent "
-                      "with --token NEW_TOKEN (from `cloudless token create`); workloads keep running meanwhile",
-                      time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ident.not_after)))
-            return 600.0
-        if not ident.renew_due(now):
-            due = ident.not_before + identity.RENEW_AT * (ident.not_after - ident.not_before)
-            return max(1.0, min(3600.0, due - now))
-        try:
-            renewed = await asyncio.to_thread(identity.renew_isolated, ident)
-        except identity.EnrolmentError as exc:
-            log.warning("certificate renewal failed (%s); retrying, %.0f minutes before expiry", exc,
-                        (ident.not_after - now) / 60)
-            return max(5.0, min(300.0, (ident.not_after - now) / 10))
-        self.identity = renewed
-        try:
-            self.mqtt.reload_certificate()
-        except MqttError as exc:
-            log.error("renewed certificate not loaded: %s", exc)
-        log.info("node certificate renewed: valid until %s", time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                          time.gmtime(renewed.not_after)))
-        return 1.0
+        """Renew when due (`edge_agent.renewal`); returns how long to wait before looking again."""
+        assert self.identity is not None
+        self.identity, wait = await renewal.renew_once(self.identity, self.clock(), self.mqtt.reload_certificate)
+        return wait
 
     # ---- reporting ----------------------------------------------------------------------------------------
 
@@ -537,30 +478,13 @@ class Agent:
         with contextlib.suppress(MqttError):
             self._publish(topics.Channel.HEARTBEAT, hb)
 
-    def _node_key(self) -> object | None:
-        """The node's private key (DATA_DIR/identity/node.key, re-read: a renewal replaces it), or None."""
-        from broker import sealed
-
-        path = self.cfg.data_dir / "identity" / identity.KEY
-        try:
-            return sealed.private_key_from_pem(path.read_bytes())
-        except (OSError, sealed.SealedError):
-            return None
-
     # ---- metrics -----------------------------------------------------------------------------------------
 
     def metrics_sample(self) -> MetricsSample:
         """What a scrape reports: device readings of the last heartbeat, replicas, counters (no I/O)."""
         hb = self.last_heartbeat
-        usage = {u.replica_id: u for u in hb.replicas} if hb else {}
-        running = {i.replica_id for i in self.instances if i.state is InstanceState.RUNNING}
-        replicas = tuple(
-            ReplicaSample(replica_id=s.replica_id, running=s.replica_id in running,
-                          ready=self.ready.get(s.replica_id, s.replica_id in running and s.readiness is None),
-                          restarts=(self.records.get(s.replica_id) or ReplicaRecord(s.replica_id)).restarts,
-                          cpu_percent=usage[s.replica_id].cpu_percent if s.replica_id in usage else None,
-                          memory_bytes=usage[s.replica_id].memory_bytes if s.replica_id in usage else None)
-            for s in self._wanted())
+        restarts = {rid: r.restarts for rid, r in self.records.items()}
+        replicas = replica_samples(self._wanted(), self.instances, self.ready, restarts, hb)
         return MetricsSample(
             node_id=self.node_id, profile=self.profile_name, runtime=self.runtime_info.name,
             cpu_percent=hb.cpu_percent if hb else None, memory_used_bytes=hb.memory_used_bytes if hb else None,
@@ -570,11 +494,3 @@ class Agent:
             counters=self.counters, state_writes=self.store.writes,
             desired_generation=self.desired.generation if self.desired else None,
             desired_epoch=self.desired.epoch if self.desired else None)
-
-
-def _secrets_root() -> Path | None:
-    try:
-        mounts = Path("/proc/mounts").read_text()
-    except OSError:
-        mounts = ""
-    return find_tmpfs(os.environ, mounts)

@@ -107,6 +107,17 @@ def load(data_dir: Path) -> NodeIdentity | None:
         raise EnrolmentError(f"{d / META} is damaged ({exc}); re-enrol with --token") from None
 
 
+def private_key(data_dir: Path) -> object | None:
+    """The node's private key (DATA_DIR/identity/node.key, re-read each time: a renewal replaces it), or None.
+    Loads cryptography (through broker.sealed) only when called: the agent needs it to open a secret."""
+    from broker import sealed
+
+    try:
+        return sealed.private_key_from_pem((data_dir / DIR / KEY).read_bytes())
+    except (OSError, sealed.SealedError):
+        return None
+
+
 def enrol(data_dir: Path, node_id: str, token: str) -> NodeIdentity:
     """Blocking (call from a thread): the whole enrolment exchange; raises EnrolmentError with the reason."""
     claims = token_claims(token)

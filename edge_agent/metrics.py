@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from broker.wire import Heartbeat, ReplicaSpec
 from edge_agent.errors import ConfigError
+from edge_agent.runtime.base import Instance, InstanceState
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 9471
@@ -75,6 +77,21 @@ class Sample:
     state_writes: int
     desired_generation: int | None
     desired_epoch: int | None
+
+
+def replica_samples(wanted: Sequence[ReplicaSpec], instances: Sequence[Instance], ready: Mapping[str, bool],
+                    restarts: Mapping[str, int], heartbeat: Heartbeat | None) -> tuple[ReplicaSample, ...]:
+    """One sample per wanted replica: running, ready (without a verdict yet: running and no readiness probe),
+    restarts, and its usage as of the last heartbeat."""
+    usage = {u.replica_id: u for u in heartbeat.replicas} if heartbeat else {}
+    running = {i.replica_id for i in instances if i.state is InstanceState.RUNNING}
+    return tuple(
+        ReplicaSample(replica_id=s.replica_id, running=s.replica_id in running,
+                      ready=ready.get(s.replica_id, s.replica_id in running and s.readiness is None),
+                      restarts=restarts.get(s.replica_id, 0),
+                      cpu_percent=usage[s.replica_id].cpu_percent if s.replica_id in usage else None,
+                      memory_bytes=usage[s.replica_id].memory_bytes if s.replica_id in usage else None)
+        for s in wanted)
 
 
 def _esc(value: str) -> str:

@@ -7,6 +7,7 @@ or at its tmpfs path (processes) right before exec'ing the workload's own comman
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ from broker.wire import ReplicaSpec, SecretUpdate
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from edge_agent.runtime.base import Instance
 
 ENV_MOUNT = "/run/cloudless/secret-env"  # where a container sees its env fragment (read-only)
 ENV_FILE = "env.sh"
@@ -48,3 +51,38 @@ def restart_on_change(spec: ReplicaSpec) -> bool:
 
 def shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def owner_of(spec: ReplicaSpec) -> tuple[int, int] | None:
+    """Who must read the replica's secret files: its non-root runAsUser (and runAsGroup, else the same id);
+    None when it runs as root or as the image's user."""
+    sec = spec.security
+    if sec is None or sec.run_as_user in (None, 0):
+        return None
+    return sec.run_as_user, sec.run_as_group if sec.run_as_group is not None else sec.run_as_user
+
+
+@dataclass(frozen=True, slots=True)
+class SecretChange:
+    """An instance whose secret files are older than its spec's boxes: `replace` it, or rewrite them in place."""
+
+    instance_id: str
+    spec: ReplicaSpec
+    have: str
+    want: str
+    replace: bool
+
+
+def secret_changes(instances: Sequence[Instance], specs: Mapping[str, ReplicaSpec],
+                   written: Mapping[str, str]) -> tuple[SecretChange, ...]:
+    """The instances running their current spec whose secret versions changed. Which versions an instance holds:
+    what the agent last wrote for it (`written`), else its label."""
+    changes = []
+    for inst in instances:
+        spec = specs.get(inst.replica_id)
+        if spec is None or not needs_secrets(spec) or inst.spec_hash != spec.spec_hash or not spec.secrets:
+            continue
+        want, have = versions_of(spec), written.get(inst.instance_id, inst.secrets)
+        if want != have:
+            changes.append(SecretChange(inst.instance_id, spec, have, want, restart_on_change(spec)))
+    return tuple(changes)

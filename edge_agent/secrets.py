@@ -42,6 +42,15 @@ class SecretUnavailable(RuntimeError_):
     """A replica's secret cannot be provided now (not delivered yet, no key, no tmpfs, a missing key name)."""
 
 
+def default_root() -> Path | None:
+    """The tmpfs this host offers for secret files (`find_tmpfs` over the environment and /proc/mounts)."""
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        mounts = ""
+    return find_tmpfs(os.environ, mounts)
+
+
 def find_tmpfs(environ: Mapping[str, str], mounts: str) -> Path | None:
     """The first candidate directory that is writable and lies on a tmpfs (per /proc/mounts' text)."""
     table = []
