@@ -129,7 +129,7 @@ def ensure_admin_token(data_dir: Path) -> str:
     """The API's tokens, created once (0600): an admin token (returned, written to the CLI config) and a
     read-only viewer token (credentials/viewer-token, e.g. for dashboards); their digests go to the coordinator."""
     from broker.files import write_private
-    from coordinator.cli import write_token_digests
+    from coordinator.credentials import write_token_digests
 
     tokens = {}
     for name in ("admin", "viewer"):

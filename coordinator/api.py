@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ from coordinator.identity_api import IdentityHandlers
 from coordinator.model import Event, NodeAdmin
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
+from coordinator.secrets import KeySource
 from coordinator.secrets_api import SECRETS_BODY_SCHEMAS, SecretsHandlers
 from coordinator.service import Coordinator
 from coordinator.spec import workload_json_schema
@@ -183,15 +185,19 @@ def openapi_document() -> dict[str, Any]:
 
 class Api(IdentityHandlers, SecretsHandlers):
     def __init__(self, coord: Coordinator, *, token_digests: dict[str, tuple[str, str]],
-                 identity: IdentityService | None = None) -> None:
-        """`token_digests`: sha256 hex of each accepted bearer token -> (credential name, role: admin|viewer)."""
+                 identity: IdentityService | None = None, secrets_key_source: KeySource | None = None,
+                 forward_ssl: ssl.SSLContext | None = None) -> None:
+        """`token_digests`: sha256 hex of each accepted bearer token -> (credential name, role: admin|viewer);
+        `secrets_key_source`: where a master key rotation adds the new key; `forward_ssl`: trusts the leaders' API
+        certificates (the cluster CA) and carries this coordinator's certificate, to forward writes."""
         self.coord = coord
         self.tokens = dict(token_digests)
         self.identity = identity
         self._enrol_denials = Damper()
         self._enrol_denials_all = Damper(interval_s=6.0, max_keys=1)
         self.prom = coord.metrics
-        self.forward_ssl: ssl.SSLContext | None = None  # trusts the leaders' API certificates (the cluster CA)
+        self.forward_ssl = forward_ssl
+        self.secrets_key_source = secrets_key_source
 
     # ---- app -----------------------------------------------------------------------------------------------
 
@@ -311,8 +317,9 @@ class Api(IdentityHandlers, SecretsHandlers):
         snap = {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
         view = snap.get(node_id)
         alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
-        return views.node_json(info, self.coord.cluster.admin.get(node_id, NodeAdmin()), replicas=view.replicas if view else 0,
-                               alloc=alloc, now=self.coord.clock(), cfg=self.coord.cfg.membership)
+        admin = self.coord.cluster.admin.get(node_id, NodeAdmin())
+        return views.node_json(info, admin, replicas=view.replicas if view else 0, alloc=alloc,
+                               now=self.coord.clock(), cfg=self.coord.cfg.membership)
 
     # ---- handlers ------------------------------------------------------------------------------------------
 
@@ -579,7 +586,8 @@ def _sse(e: Event) -> bytes:
     return f"id: {e.seq}\nevent: event\ndata: {json.dumps(views.event_json(e))}\n\n".encode()
 
 
-async def serve(api: Api, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+async def serve(api: Api, host: str, port: int,
+                ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
@@ -587,4 +595,12 @@ async def serve(api: Api, host: str, port: int, ssl_context: ssl.SSLContext | No
     sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
     bound = sockets[0].getsockname()[1] if sockets else port
     return runner, int(bound)
+
+
+async def serve_socket(api: Api, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve on a socket bound (and listening) beforehand, so its address was known before the API was built."""
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    return runner
 

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coordinator.errors import CoordinatorError
 
 if TYPE_CHECKING:
-    from broker.client import MqttClient
+    from broker.client import ClientTls, MqttClient
+    from coordinator.identity import IdentityService
+    from coordinator.settings import Settings
+    from coordinator.store import Store
+    from coordinator.store.etcd import EtcdStore
 
 log = logging.getLogger("cloudless.coordinator")
-TOKENS_FILE = "api-tokens.json"
-
-
-class CoordinatorConfigError(CoordinatorError):
-    pass
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,44 +79,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=_cmd_coordinator)
 
 
-def _hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise CoordinatorConfigError(f"--api: expected HOST:PORT, got {text!r}")
-    return host or "127.0.0.1", int(port)
-
-
-def load_token_digests(data_dir: Path) -> dict[str, tuple[str, str]]:
-    """sha256 digest -> (name, role); role is admin (default) or viewer."""
-    path = data_dir / TOKENS_FILE
-    try:
-        doc = json.loads(path.read_text())
-        tokens = {t["sha256"]: (t["name"], t.get("role", "admin")) for t in doc["tokens"]}
-        bad = [name for name, role in tokens.values() if role not in ("admin", "viewer")]
-        if bad:
-            raise CoordinatorConfigError(f"{path}: token {bad[0]!r}: role must be admin or viewer")
-        return tokens
-    except FileNotFoundError:
-        raise CoordinatorConfigError(f"{path} is missing: create an admin token with `cloudless up` "
-                                     "(or write {\"tokens\": [{\"name\": ..., \"sha256\": ...}]})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CoordinatorConfigError(f"{path}: not a valid token file ({exc})") from None
-
-
-def write_token_digests(data_dir: Path, tokens: dict[str, str], roles: dict[str, str] | None = None) -> None:
-    """name -> raw token (role per name, default admin); only the sha256 digests are stored (0600)."""
-    from coordinator.http import token_digest
-
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = data_dir / TOKENS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.touch(mode=0o600)
-    tmp.chmod(0o600)
-    tmp.write_text(json.dumps({"tokens": [{"name": n, "sha256": token_digest(t), "role": (roles or {}).get(n, "admin")}
-                                          for n, t in tokens.items()]}))
-    tmp.replace(path)
-
-
 def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # type: ignore[no-untyped-def]
     """This coordinator's MQTT client certificate and the API's TLS context, issued by the cluster CA."""
     import ssl
@@ -164,42 +126,13 @@ async def renew_own_certificates(identity, coord_id: str, hosts: list[str], *,  
     return renewed
 
 
-def _policies(files: list[Path]):  # type: ignore[no-untyped-def]
-    if not files:
-        return None
-    import yaml
+async def _open_secrets(settings: Settings, store: Store) -> Any:
+    """The secrets service; MasterKeyError (exit 2) if the key is missing while the store holds secrets, or does
+    not fit them."""
+    from coordinator.secrets import SecretsService, masterkey, secrets_present
+    from coordinator.secrets.model import KEYS
 
-    from coordinator.policy import Policy, load_policies
-
-    loaded: tuple[Policy, ...] = ()
-    for path in files:
-        try:
-            docs = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CoordinatorConfigError(f"--policy {path}: {exc}") from None
-        loaded += load_policies(docs, source=str(path), known=loaded)
-    return loaded
-
-
-async def _open_secrets(args: argparse.Namespace, store, data_dir: Path):  # type: ignore[no-untyped-def]
-    """The secrets service and where its master key comes from; MasterKeyError (exit 2) if the key is missing
-    while the store holds secrets, or does not fit them."""
-    from coordinator.secrets import (
-        AuditRetention,
-        KeySource,
-        SecretsService,
-        masterkey,
-        parse_duration,
-        secrets_present,
-    )
-    from coordinator.secrets.service import KEYS
-
-    try:
-        max_age = None if args.secrets_audit_max_age in ("none", "0") else parse_duration(args.secrets_audit_max_age)
-        retention = AuditRetention(max_age_s=max_age, max_count=args.secrets_audit_max_records or None)
-    except ValueError as exc:
-        raise CoordinatorConfigError(f"--secrets-audit-max-age/--secrets-audit-max-records: {exc}") from None
-    source = KeySource.from_environ(args.secrets_key_file or data_dir / "secrets.key", os.environ)
+    source = settings.key_source
     known = {e.key[len(KEYS):] for e in await store.list(KEYS)}  # master keys other coordinators registered
     loaded = masterkey.load(source, secrets_present=await secrets_present(store))
     if known and not known & set(loaded.keyring.keys):
@@ -210,9 +143,9 @@ async def _open_secrets(args: argparse.Namespace, store, data_dir: Path):  # typ
         log.warning("%s", warning)
     if loaded.created:
         log.warning("created master key at %s — back it up", loaded.path)
-    svc = await SecretsService.open(store, loaded.keyring, clock=time.time, audit_retention=retention)
+    svc = await SecretsService.open(store, loaded.keyring, clock=time.time, audit_retention=settings.audit_retention)
     log.info("secrets master key from %s (active key %s)", loaded.origin, loaded.keyring.active_id)
-    return svc, source
+    return svc
 
 
 async def _secrets_housekeeping(svc, source, *, flush_s: float = 1.0, prune_s: float = 3600.0,  # type: ignore[no-untyped-def]
@@ -277,114 +210,123 @@ async def _pki_housekeeping(identity, renew: Callable[[], Awaitable[set[str]]]) 
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.settings import Settings
+
     try:
-        return asyncio.run(_run(args))
+        settings = Settings.parse(args, os.environ)
+        # the roof (cloudless.cli) passes its log identity down; a caller without it logs without one
+        log_identity: Callable[[str, str], None] = getattr(args, "log_identity", None) or (lambda _k, _v: None)
+        log_identity("coordinator", settings.coordinator_id)
+        return asyncio.run(_run(settings))
     except CoordinatorError as exc:
         print(f"cloudless coordinator: error: {exc}", flush=True)
         return 2
 
 
-async def _run(args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
+async def _open_store(settings: Settings) -> tuple[Store, EtcdStore | None]:
+    """The state store (and the same store as etcd, to elect a leader on, when it is one)."""
+    from coordinator.store import SqliteStore
 
-    from broker import wire
-    from broker.client import MqttClient, MqttSettings, Secret, Will
-    from broker.wire import CoordinatorStatus, Presence, topics, valid_id
-    from coordinator.api import Api, serve
+    if settings.store == "sqlite":
+        return SqliteStore(settings.data_dir / "state.db"), None
+    from coordinator.settings import CoordinatorConfigError
+    from coordinator.store.etcd import open_etcd_store
+
+    try:
+        etcd = await open_etcd_store(settings.store, ca=settings.etcd_ca, cert=settings.etcd_cert,
+                                     key=settings.etcd_key)
+    except ValueError as exc:
+        raise CoordinatorConfigError(f"--store: {exc}") from None
+    return etcd, etcd
+
+
+def _api_url(settings: Settings, port: int) -> str:
+    return f"{'https' if settings.pki else 'http'}://{settings.api_host}:{port}"
+
+
+def _listen(settings: Settings) -> socket.socket:
+    """The API's listening socket, bound before anything is built: its URL (port 0 picks a free port) goes into
+    the coordinator's presence, the leader record and enrolment tokens from the start."""
+    family, kind, proto, _, addr = socket.getaddrinfo(settings.api_host, settings.api_port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(frozen=True, slots=True)
+class _Pki:
+    identity: IdentityService
+    mqtt_tls: ClientTls
+    api_ssl: ssl.SSLContext
+    forward_ssl: ssl.SSLContext  # followers forward writes to the leader's HTTPS API with their certificate
+
+
+def _open_pki(settings: Settings, store: Store, api_url: str) -> _Pki:
     from coordinator.identity import IdentityConfig, IdentityService
-    from coordinator.membership import MembershipConfig
+
+    identity = IdentityService(settings.pki_dir, store, IdentityConfig(
+        node_cert_lifetime_s=settings.cert_lifetime_s, enroll_url=settings.advertise or api_url,
+        broker_url=settings.node_broker), clock=time.time)
+    tls, api_ssl = _pki_files(identity, settings.pki_dir, settings.coordinator_id, settings.tls_hosts)
+    # followers forward writes to the leader's HTTPS API, proving with their coordinator certificate that the
+    # forwarding headers (who forwarded, for which client) are theirs
+    forward_ssl = ssl.create_default_context(cafile=str(settings.pki_dir / "ca.pem"))
+    name = f"coordinator@{settings.coordinator_id}"
+    forward_ssl.load_cert_chain(str(settings.pki_dir / f"{name}.pem"), str(settings.pki_dir / f"{name}.key"))
+    return _Pki(identity, tls, api_ssl, forward_ssl)
+
+
+def _mqtt(settings: Settings, tls: ClientTls | None) -> MqttClient:
+    from broker import wire
+    from broker.client import MqttClient, MqttSettings, Will
+    from broker.wire import CoordinatorStatus, Presence, topics
+
+    will = CoordinatorStatus(coordinator_id=settings.coordinator_id, presence=Presence.OFFLINE, ts=0.0)
+    name = settings.username
+    return MqttClient(MqttSettings(
+        host=settings.broker.host, port=settings.broker.port, client_id=name, username=None if tls else name,
+        password=settings.password, keepalive_s=10, tls=tls,
+        will=Will(topics.coord_status(settings.coordinator_id), wire.encode(will), qos=1, retain=True)))
+
+
+async def _run(settings: Settings) -> int:
+    from coordinator.api import Api, serve_socket
+    from coordinator.leadership import Elector
     from coordinator.service import Coordinator, CoordinatorConfig
-    from coordinator.store import SqliteStore, Store
 
-    if not valid_id(args.id):
-        raise CoordinatorConfigError(f"--id: {args.id!r} is not a valid id")
-    from cloudless import logs
-
-    logs.set_identity("coordinator", args.id)
-    parts = urlsplit(args.broker)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise CoordinatorConfigError(f"--broker: expected mqtt://HOST:PORT, got {args.broker!r}")
-    host, port = _hostport(args.api)
-    data_dir: Path = args.data_dir.resolve()
-    tokens = load_token_digests(data_dir)
-    password = None
-    if args.password_file is not None:
-        try:
-            password = Secret(args.password_file.read_text().strip())
-        except OSError as exc:
-            raise CoordinatorConfigError(f"--password-file: {exc.strerror}") from None
-    elector = None
-    store: Store
-    if args.store == "sqlite":
-        store = SqliteStore(data_dir / "state.db")
-    elif args.store.startswith(("etcd://", "etcds://")):
-        from coordinator.leadership import Elector
-        from coordinator.store.etcd import open_etcd_store
-
-        if args.lease_ttl < 1 or args.lease_ttl > 60:
-            raise CoordinatorConfigError("--lease-ttl: 1..60 seconds")
-        try:
-            etcd = await open_etcd_store(args.store, ca=args.etcd_ca, cert=args.etcd_cert, key=args.etcd_key)
-        except ValueError as exc:
-            raise CoordinatorConfigError(f"--store: {exc}") from None
-        store = etcd
-        elector = Elector(etcd, candidate_id=args.id, ttl_s=args.lease_ttl)
-    else:
-        raise CoordinatorConfigError(f"--store: expected sqlite or etcd://HOST:PORT[,HOST:PORT...], got {args.store!r}")
-    secrets_svc, key_source = await _open_secrets(args, store, data_dir)
-    identity = None
-    tls = None
-    api_ssl = None
-    if args.pki:
-        identity = IdentityService(data_dir / "pki", store, IdentityConfig(node_cert_lifetime_s=args.cert_lifetime),
-                                   clock=time.time)
-        tls, api_ssl = _pki_files(identity, data_dir / "pki", args.id, [host, *args.api_hostname])
-    will = CoordinatorStatus(coordinator_id=args.id, presence=Presence.OFFLINE, ts=0.0)
-    name = args.username or f"coordinator@{args.id}"
-    settings = MqttSettings(host=parts.hostname, port=parts.port or (8883 if parts.scheme == "mqtts" else 1883),
-                            client_id=name, username=None if tls else name, password=password, keepalive_s=10,
-                            tls=tls, will=Will(topics.coord_status(args.id), wire.encode(will), qos=1, retain=True))
-    cfg = CoordinatorConfig(coordinator_id=args.id, membership=MembershipConfig(
-        heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after), policies=_policies(args.policy))
-    coord = Coordinator(cfg, store=store, mqtt=MqttClient(settings), leadership=elector, secrets=secrets_svc)
-    if elector is not None:  # act on the very next moment leadership changes, not on the next loop tick
-        elector.on_change = lambda _event: coord.wake()
+    store, etcd = await _open_store(settings)
+    sock = _listen(settings)
+    api_url = _api_url(settings, sock.getsockname()[1])
+    elector = None if etcd is None else Elector(  # act on the very next moment leadership changes
+        etcd, candidate_id=settings.coordinator_id, ttl_s=settings.lease_ttl_s,
+        api_url=settings.advertise or api_url, on_change=lambda _event: coord.wake())  # where followers forward
+    secrets_svc = await _open_secrets(settings, store)
+    pki = _open_pki(settings, store, api_url) if settings.pki else None
+    cfg = CoordinatorConfig(coordinator_id=settings.coordinator_id, membership=settings.membership,
+                            policies=settings.policies, api_url=api_url)
+    coord = Coordinator(cfg, store=store, mqtt=_mqtt(settings, pki.mqtt_tls if pki else None), leadership=elector,
+                        secrets=secrets_svc)
     await coord.start()
-    housekeeping = asyncio.create_task(_secrets_housekeeping(secrets_svc, key_source))
+    housekeeping = asyncio.create_task(_secrets_housekeeping(secrets_svc, settings.key_source))
     refresher = None
-    if identity is not None:
-        await identity.publish_revocations()
-    api = Api(coord, token_digests=tokens, identity=identity)
-    api.secrets_key_source = key_source
-    if api_ssl is not None and identity is not None:
-        # followers forward writes to the leader's HTTPS API, proving with their coordinator certificate that the
-        # forwarding headers (who forwarded, for which client) are theirs
-        api.forward_ssl = ssl.create_default_context(cafile=str(data_dir / "pki" / "ca.pem"))
-        name = f"coordinator@{args.id}"
-        api.forward_ssl.load_cert_chain(str(data_dir / "pki" / f"{name}.pem"), str(data_dir / "pki" / f"{name}.key"))
-    if identity is not None:
-        unloaded: set[str] = set()
-        refresher = asyncio.create_task(_pki_housekeeping(identity, lambda: renew_own_certificates(
-            identity, args.id, [host, *args.api_hostname], mqtt=coord.mqtt, api_ssl=api_ssl,
-            forward_ssl=api.forward_ssl, unloaded=unloaded)))
-    runner, bound = await serve(api, host, port, api_ssl)
-    scheme = "https" if api_ssl else "http"
-    api_url = f"{scheme}://{host}:{bound}"
+    if pki is not None:
+        await pki.identity.publish_revocations()
+        refresher = asyncio.create_task(_pki_housekeeping(pki.identity, _renewer(settings, pki, coord.mqtt)))
+    api = Api(coord, token_digests=dict(settings.tokens), identity=pki.identity if pki else None,
+              secrets_key_source=settings.key_source, forward_ssl=pki.forward_ssl if pki else None)
+    runner = await serve_socket(api, sock, pki.api_ssl if pki else None)
     if elector is not None:
-        from coordinator.leadership import LeaderRecord
-
-        elector.record = LeaderRecord(args.id, args.advertise or api_url)  # where followers forward writes
         elector.start()
-    coord.cfg = CoordinatorConfig(**{**cfg.__dict__, "api_url": api_url})
-    if identity is not None:
-        identity.cfg = IdentityConfig(node_cert_lifetime_s=args.cert_lifetime,
-                                      enroll_url=args.advertise or api_url, broker_url=args.node_broker or args.broker)
     print(f"cloudless coordinator: API on {api_url} (epoch {coord.epoch})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_signalled()
     log.info("stopping")
     if refresher is not None:
         refresher.cancel()
@@ -399,3 +341,20 @@ async def _run(args: argparse.Namespace) -> int:
         await elector.resign()  # hand over at once instead of waiting for the lease to run out
     await store.close()
     return 0
+
+
+def _renewer(settings: Settings, pki: _Pki, mqtt: MqttClient) -> Callable[[], Awaitable[set[str]]]:
+    unloaded: set[str] = set()  # renewed certificates not loaded yet: tried again next time
+
+    def renew() -> Awaitable[set[str]]:
+        return renew_own_certificates(pki.identity, settings.coordinator_id, settings.tls_hosts, mqtt=mqtt,
+                                      api_ssl=pki.api_ssl, forward_ssl=pki.forward_ssl, unloaded=unloaded)
+    return renew
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

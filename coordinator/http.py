@@ -3,13 +3,15 @@ token digests and the headers a follower sets when it forwards a write."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
 from aiohttp import web
 
+from coordinator.credentials import token_digest
 from coordinator.errors import SpecError
+
+__all__ = ["FORWARDED_FOR_HEADER", "FORWARDED_HEADER", "error", "read_json", "token_digest"]
 
 FORWARDED_HEADER = "X-Cloudless-Forwarded-By"  # set by a follower forwarding a write: the coordinator's id
 FORWARDED_FOR_HEADER = "X-Cloudless-Forwarded-For"  # ... and the address of the client it came from
@@ -25,7 +27,3 @@ async def read_json(request: web.Request) -> Any:
         return await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SpecError("", f"request body is not valid JSON: {exc}") from None
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()

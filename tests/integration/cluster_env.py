@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.cli import write_token_digests
+from coordinator.credentials import write_token_digests
 from tests.integration.agent_env import AgentProc
 from tests.integration.conftest import BrokerUnderTest
 

@@ -81,8 +81,8 @@ class LiveApi:
                                  secrets=self.secrets)
         await self.coord.start()
         self.api = Api(self.coord, token_digests={token_digest(ADMIN_TOKEN): ("alice", "admin"),
-                                                  token_digest(VIEWER_TOKEN): ("victor", "viewer")})
-        self.api.secrets_key_source = self.source
+                                                  token_digest(VIEWER_TOKEN): ("victor", "viewer")},
+                       secrets_key_source=self.source)
         self.runner, port = await serve(self.api, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{port}"
 
