@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.atomic import atomic_write
 from edge_agent.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def enrol(data_dir: Path, node_id: str, token: str) -> NodeIdentity:
     d = data_dir / DIR
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca_pem = _fetch_ca(url, claims["ca"])
-    _write(d / CA, ca_pem, 0o644)
+    atomic_write(d / CA, ca_pem, 0o644)
     key_pem, csr_pem = _key_and_csr(d / KEY, node_id)
     ctx = ssl.create_default_context(cafile=str(d / CA))
     reply = _post(f"{url}/v1/enroll", {"token": token, "nodeId": node_id, "csr": csr_pem.decode()}, ctx)
@@ -205,7 +206,7 @@ def _key_and_csr(path: Path, node_id: str, *, fresh: bool = False) -> tuple[byte
         key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    _write(path, key_pem, 0o600)
+    atomic_write(path, key_pem, 0o600)
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
            .sign(key, hashes.SHA256()))
@@ -236,9 +237,9 @@ def _save(d: Path, node_id: str, api_url: str, reply: dict[str, Any], key_pem: b
 
     cert_pem = reply["certificate"].encode()
     cert = x509.load_pem_x509_certificate(cert_pem)
-    _write(d / CERT, cert_pem, 0o644)
+    atomic_write(d / CERT, cert_pem, 0o644)
     if isinstance(reply.get("ca"), str):
-        _write(d / CA, reply["ca"].encode(), 0o644)
+        atomic_write(d / CA, reply["ca"].encode(), 0o644)
     raw_labels = reply.get("labels")
     labels: dict[str, Any] = raw_labels if isinstance(raw_labels, dict) else {}
     identity = NodeIdentity(d, node_id, api_url, str(reply.get("broker") or ""),
@@ -248,21 +249,9 @@ def _save(d: Path, node_id: str, api_url: str, reply: dict[str, Any], key_pem: b
     meta = {"node_id": node_id, "api_url": api_url, "broker_url": identity.broker_url,
             "not_before": identity.not_before, "not_after": identity.not_after, "labels": dict(identity.labels),
             "zone": identity.zone}
-    _write(d / META, json.dumps(meta).encode(), 0o600)
+    atomic_write(d / META, json.dumps(meta).encode(), 0o600)
     del key_pem
     return identity
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 # ---- in a child process ---------------------------------------------------------------------------------------

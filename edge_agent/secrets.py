@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.wire import ReplicaSpec, SealedSecret
+from edge_agent.atomic import atomic_write
 from edge_agent.errors import RuntimeError_
 from edge_agent.secret_layout import ENV_FILE, Materialized, shell_quote, versions_of
 
@@ -186,7 +187,7 @@ class SecretFiles:
                 lines.append(f"{e.name}={shell_quote(text)}\n")
             env_dir = root / "env"
             _mkdir(env_dir, 0o711 if owner else 0o700)
-            _write(env_dir / ENV_FILE, "".join(lines).encode(), env_mode, owner)
+            atomic_write(env_dir / ENV_FILE, "".join(lines).encode(), env_mode, owner=owner, sync=False)
         volumes = []
         for i, vol in enumerate(spec.secret_volumes):
             d = root / f"vol{i}"
@@ -203,7 +204,7 @@ class SecretFiles:
                 if ".." in Path(item.path).parts or item.path.startswith("/"):
                     raise SecretUnavailable(f"secretVolumes[{i}]: bad path {item.path!r}")
                 _mkdir(target.parent, 0o711 if owner else 0o700)
-                _write(target, raw, vol.default_mode if item.mode is None else item.mode, owner)
+                atomic_write(target, raw, vol.default_mode if item.mode is None else item.mode, owner=owner, sync=False)
                 written.add(target)
             for old in [p for p in d.rglob("*") if p.is_file() and p not in written]:
                 old.unlink()  # a key removed from the secret (or from items) disappears from the volume too
@@ -247,19 +248,3 @@ def _mkdir(path: Path, mode: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         path.chmod(mode)
-
-
-def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Atomic in place: a reader sees the old file or the new one, never half (same tmpfs directory)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(fd, owner[0], owner[1])
-        os.fchmod(fd, stat.S_IMODE(mode))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

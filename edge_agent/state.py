@@ -7,8 +7,8 @@ Layout of DATA_DIR:
     process/                the process runtime's instances (pid files, exit codes, logs)
     identity/               keys and certificates (security issue)
 
-Atomic write: temp file in the same directory, fsync, rename, fsync the directory — a power cut leaves either
-the old or the new file, never a torn one. A damaged file is reported and set aside (`*.corrupt`), never a
+Writes are atomic (`edge_agent.atomic`: temp file, fsync, rename, fsync the directory) — a power cut leaves
+either the old or the new file, never a torn one. A damaged file is reported and set aside (`*.corrupt`), never a
 crash: the agent then waits for the broker's retained desired state.
 """
 
@@ -18,35 +18,23 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broker import wire
 from broker.wire import DesiredState
+from edge_agent.atomic import atomic_write
 from edge_agent.errors import StateError
 from edge_agent.reconcile import ReplicaRecord
 
 log = logging.getLogger(__name__)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+def _save(path: Path, data: bytes) -> None:
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
@@ -87,12 +75,12 @@ class StateStore:
         return state
 
     def save_desired(self, desired: DesiredState) -> None:
-        atomic_write(self.desired_path, wire.encode(desired))
+        _save(self.desired_path, wire.encode(desired))
         self.writes += 1
 
     def save_agent(self, max_epoch: int, records: dict[str, ReplicaRecord]) -> None:
         doc = {"max_epoch": max_epoch, "records": {rid: dataclasses.asdict(r) for rid, r in sorted(records.items())}}
-        atomic_write(self.agent_path, json.dumps(doc, sort_keys=True).encode())
+        _save(self.agent_path, json.dumps(doc, sort_keys=True).encode())
         self.writes += 1
 
     def _read(self, path: Path) -> bytes | None:

@@ -43,6 +43,7 @@ from secrets import token_hex
 from typing import Any
 
 from broker.wire import ReplicaSpec, Security
+from edge_agent.atomic import atomic_write
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
 from edge_agent.runtime.base import (
     Endpoint,
@@ -156,9 +157,7 @@ class ProcessRuntime:
 
     @staticmethod
     def _write_json(path: Path, data: dict[str, Any]) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(data).encode(), 0o644, sync=False)  # rewritten on every start: no fsync
 
     def _meta(self, instance_id: str) -> dict[str, Any]:
         meta = self._read_json(self._dir(instance_id) / "meta.json")
