@@ -26,23 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import pwd
-import resource
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
-from broker.wire import ReplicaSpec, Security
+from broker.wire import ReplicaSpec
 from edge_agent.atomic import atomic_write
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
 from edge_agent.runtime.base import (
@@ -56,7 +53,15 @@ from edge_agent.runtime.base import (
     instance_from_labels,
     instance_labels,
 )
-from edge_agent.sandbox import ProcessHost, decide
+from edge_agent.runtime.process_confine import (
+    ProcessSandbox,
+    child_setup,
+    confine,
+    libc_prctl,
+    primary_gid,
+    process_sandbox,
+    setpriv_argv,
+)
 from edge_agent.secret_layout import ENV_FILE, WRAPPER, Materialized
 
 log = logging.getLogger(__name__)
@@ -64,9 +69,6 @@ log = logging.getLogger(__name__)
 # "$0" is the exit-code file, "$@" the workload's argv; the code is written atomically (tmp + mv).
 _WRAPPER = '"$@"; code=$?; echo "$code" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$code"'
 LOG_ROTATE_BYTES = 4 * 1024 * 1024
-NOFILE_LIMIT = 1024
-PR_SET_NO_NEW_PRIVS = 38  # <linux/prctl.h>
-PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 
 
 def _check(spec: ReplicaSpec) -> None:
@@ -79,51 +81,6 @@ def _check(spec: ReplicaSpec) -> None:
                 f"{port.container_port} (a process binds the host port itself)")
     if spec.volumes:
         raise SpecUnsupported("the process runtime cannot mount volumes; use the working directory instead")
-
-
-# ---- the sandbox (ReplicaSpec.security) ------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class ProcessSandbox:
-    """How one process is confined: the uid/gid it switches to (None: the agent's own), no_new_privs, and
-    whether its ambient capabilities are cleared. Stored in meta.json so a restart confines it the same way."""
-
-    uid: int | None = None
-    gid: int | None = None
-    no_new_privs: bool = False
-    clear_ambient: bool = False
-
-    @property
-    def switches(self) -> bool:
-        return self.uid is not None or self.gid is not None
-
-
-def process_sandbox(security: Security | None, *, agent_uid: int, agent_gid: int,
-                    primary_gid: Callable[[int], int | None]) -> ProcessSandbox:
-    """`security` decided for a plain process (`edge_agent.sandbox.decide`, which documents each field) and
-    mapped onto ids and flags, or SpecUnsupported naming the first field it cannot honour. `primary_gid(uid)`
-    is the host's passwd group of a uid (None: no entry). Dropped capabilities are honoured by running as a
-    non-root uid with ambient capabilities cleared and no_new_privs."""
-    box = decide(security, ProcessHost(agent_uid, agent_gid, primary_gid))
-    if box is None:
-        return ProcessSandbox()
-    return ProcessSandbox(box.uid, box.gid, no_new_privs=box.no_new_privs, clear_ambient=bool(box.cap_drop))
-
-
-def _primary_gid(uid: int) -> int | None:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        return None
-
-
-def _setpriv_argv(setpriv: str, box: ProcessSandbox) -> list[str]:
-    """The `setpriv` prefix that switches ids right before the workload's exec (util-linux; root only)."""
-    if not box.switches:
-        return []
-    ids = [f"--reuid={box.uid}"] if box.uid is not None else []
-    ids += [f"--regid={box.gid}"] if box.gid is not None else []
-    return [setpriv, *ids, "--clear-groups", "--"]
 
 
 class ProcessRuntime:
@@ -226,10 +183,10 @@ class ProcessRuntime:
 
     def _sandbox(self, spec: ReplicaSpec) -> ProcessSandbox:
         box = process_sandbox(spec.security, agent_uid=os.geteuid(), agent_gid=os.getegid(),
-                              primary_gid=_primary_gid)
+                              primary_gid=primary_gid)
         if box.switches and self._setpriv is None:
             raise SpecUnsupported("security.runAsUser: switching users needs `setpriv` (util-linux), not found")
-        if (box.no_new_privs or box.clear_ambient) and _prctl() is None:
+        if (box.no_new_privs or box.clear_ambient) and libc_prctl() is None:
             raise SpecUnsupported("security.allowPrivilegeEscalation: cannot call prctl() on this host")
         return box
 
@@ -278,7 +235,7 @@ class ProcessRuntime:
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work")}
         workload_env = [f"{k}={v}" for k, v in {**base, **meta.get("env", {})}.items()]
         box = ProcessSandbox(**meta.get("sandbox") or {})
-        limits = _limits(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0), box)
+        limits = child_setup(int(meta.get("memory_bytes") or 0), int(meta.get("cpu_millis") or 0), box)
         if box.switches and self._setpriv is None:
             raise RuntimeFailed(f"cannot start {instance_id}", detail="setpriv (util-linux) is not installed")
         # The wrapper stays the agent's (it records the exit code in the agent's directory); setpriv switches
@@ -287,7 +244,7 @@ class ProcessRuntime:
         if meta.get("secret_env_file"):
             workload_env.append(f"CLOUDLESS_SECRET_ENV={meta['secret_env_file']}")
             command = [self._sh, "-c", WRAPPER, "cloudless-secret-env", *command]
-        argv = [*_setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *command]
+        argv = [*setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *command]
         child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=base, log=logf,
                        limits=limits, what=instance_id)
         self._children[instance_id] = child
@@ -353,7 +310,7 @@ class ProcessRuntime:
             proc = await asyncio.create_subprocess_exec(  # runs as the workload does: same ids and flags
                 *argv, cwd=meta.get("working_dir") or str(d / "work"), env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_confine(box) if box.no_new_privs or box.clear_ambient else None, **ids)
+                preexec_fn=confine(box) if box.no_new_privs or box.clear_ambient else None, **ids)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
         try:
@@ -425,47 +382,6 @@ def _spawn(argv: list[str], *, cwd: str, env: dict[str, str], log: Path, limits:
             )
     except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed (prctl)
         raise RuntimeFailed(f"cannot start {what}", detail=str(exc)) from exc
-
-
-def _limits(memory_bytes: int, cpu_millis: int, box: ProcessSandbox) -> Callable[[], None]:
-    confine = _confine(box)
-
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
-        if memory_bytes > 0:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        if 0 < cpu_millis < 1000 * (os.cpu_count() or 1):
-            os.nice(10)
-        confine()
-
-    return apply
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl(2), or None where ctypes cannot reach libc."""
-    try:
-        fn: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
-def _confine(box: ProcessSandbox) -> Callable[[], None]:
-    """A preexec step applying `box`'s flags; they are inherited through setpriv and the wrapper's exec."""
-    prctl = _prctl() if box.no_new_privs or box.clear_ambient else None  # looked up before the fork
-    zero = ctypes.c_ulong(0)
-
-    def apply() -> None:
-        if not (box.no_new_privs or box.clear_ambient):
-            return
-        if prctl is None:  # create() refuses such a spec; never start one unconfined
-            raise OSError("prctl() is not available")
-        if box.clear_ambient:  # fails (EINVAL) only before Linux 4.3, which has no ambient capabilities
-            prctl(PR_CAP_AMBIENT, ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL), zero, zero, zero)
-        if box.no_new_privs and prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), zero, zero, zero) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-
-    return apply
 
 
 def _group_alive(pgid: int) -> bool:

@@ -19,7 +19,7 @@ from edge_agent.runtime.podman_spec import (
     image_user_of,
     tmp_mount,
 )
-from edge_agent.runtime.process import ProcessSandbox, _setpriv_argv, process_sandbox
+from edge_agent.runtime.process_confine import ProcessSandbox, process_sandbox, setpriv_argv
 from edge_agent.sandbox import ContainerHost, needs_image_user
 
 SECCOMP_DIR = Path("/etc/cloudless/seccomp")
@@ -254,4 +254,4 @@ def test_process_sandbox_refuses(security: Security, agent_uid: int, message: st
     (ProcessSandbox(None, 5), ["setpriv", "--regid=5", "--clear-groups", "--"]),
 ], ids=["none", "flags-only", "user-and-group", "group-only"])
 def test_setpriv_prefix(sandbox: ProcessSandbox, argv: list[str]) -> None:
-    assert _setpriv_argv("setpriv", sandbox) == argv
+    assert setpriv_argv("setpriv", sandbox) == argv
