@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from broker.wire import ReplicaSpec, SecretUpdate
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from edge_agent.runtime.base import Instance
 
 ENV_MOUNT = "/run/cloudless/secret-env"  # where a container sees its env fragment (read-only)
 ENV_FILE = "env.sh"
@@ -73,7 +71,23 @@ class SecretChange:
     replace: bool
 
 
-def secret_changes(instances: Sequence[Instance], specs: Mapping[str, ReplicaSpec],
+class Holder(Protocol):
+    """What `secret_changes` reads of a runtime instance (`runtime.base.Instance`, which names this module)."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def replica_id(self) -> str: ...
+
+    @property
+    def spec_hash(self) -> str: ...
+
+    @property
+    def secrets(self) -> str: ...
+
+
+def secret_changes(instances: Sequence[Holder], specs: Mapping[str, ReplicaSpec],
                    written: Mapping[str, str]) -> tuple[SecretChange, ...]:
     """The instances running their current spec whose secret versions changed. Which versions an instance holds:
     what the agent last wrote for it (`written`), else its label."""
