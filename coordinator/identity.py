@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from broker.wire import valid_id
 from coordinator import enroll
 from coordinator.enroll import Issue, NodeCertRecord, Refuse, TokenRecord
+from coordinator.files import atomic_write
 from coordinator.pki import CertificateAuthority, CertRole, Issued, PkiError, fingerprint
 from coordinator.store import Store, put
 
@@ -143,8 +143,8 @@ class IdentityService:
     async def publish_revocations(self) -> None:
         entries = await self.store.list("/revoked/")
         pairs = [(int(e.key.rsplit("/", 1)[1], 16), float(json.loads(e.value)["at"])) for e in entries]
-        _atomic(self.dir / REVOKED_FILE, "".join(f"{s:x}\n" for s, _ in pairs).encode(), 0o644)
-        _atomic(self.dir / CRL_FILE, self.ca.crl(pairs, self.clock()), 0o644)
+        atomic_write(self.dir / REVOKED_FILE, "".join(f"{s:x}\n" for s, _ in pairs).encode(), mode=0o644)
+        atomic_write(self.dir / CRL_FILE, self.ca.crl(pairs, self.clock()), mode=0o644)
 
     def issue_local(self, name: str, role: CertRole, key_pem_path: Path, cert_path: Path) -> None:
         """Certificates for this machine's own components (coordinator, dashboard), written 0600."""
@@ -153,8 +153,8 @@ class IdentityService:
         key = new_key()
         issued = self.ca.issue(make_csr(key, name), identity=name, role=role, now=self.clock(),
                                lifetime_s=LOCAL_CERT_LIFETIME_S)
-        _atomic(key_pem_path, key_pem(key), 0o600)
-        _atomic(cert_path, issued.cert_pem, 0o644)
+        atomic_write(key_pem_path, key_pem(key), mode=0o600)
+        atomic_write(cert_path, issued.cert_pem, mode=0o644)
 
     def ensure_own_certs(self, coordinator_id: str, hosts: list[str], *, server: bool = False) -> set[str]:
         """This coordinator's MQTT client certificate (`coordinator@<id>.pem`) and its API server certificate
@@ -172,8 +172,8 @@ class IdentityService:
             api_key = new_key()
             names = sorted({*hosts, "localhost", "127.0.0.1"} - {"", "0.0.0.0"})
             server_cert = self.ca.issue_server(api_key, hosts=names, now=self.clock(), lifetime_s=LOCAL_CERT_LIFETIME_S)
-            _atomic(self.dir / "api.key", key_pem(api_key), 0o600)
-            _atomic(self.dir / "api.pem", server_cert.cert_pem, 0o644)
+            atomic_write(self.dir / "api.key", key_pem(api_key), mode=0o600)
+            atomic_write(self.dir / "api.pem", server_cert.cert_pem, mode=0o644)
             issued.add("server")
         return issued
 
@@ -220,16 +220,6 @@ def _cert(raw: bytes) -> NodeCertRecord:
     return NodeCertRecord(**_known(NodeCertRecord, d))
 
 
-def _atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def _load_or_create_secret(path: Path) -> bytes:
     if path.exists():
         secret = path.read_bytes().strip()
@@ -237,5 +227,5 @@ def _load_or_create_secret(path: Path) -> bytes:
             raise PkiError(f"{path}: enrolment secret too short; restore it or delete it to invalidate all tokens")
         return secret
     secret = secrets.token_hex(32).encode()
-    _atomic(path, secret + b"\n", 0o600)
+    atomic_write(path, secret + b"\n")
     return secret

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import secrets
 import stat
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.errors import ConfigError
+from coordinator.files import atomic_write
 from coordinator.secrets.envelope import KEY_LEN, EnvelopeError, Keyring, MasterKey, Rng, SecretsError, key_id_for
 
 KEY_ENV = "CLOUDLESS_SECRETS_KEY"
@@ -138,54 +138,21 @@ def render(keyring: Keyring) -> bytes:
 
 def write_file(path: Path, keyring: Keyring) -> None:
     """Replace the key file atomically, 0600: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        _write_new(tmp, render(keyring))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, render(keyring))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MasterKeyError(f"key file {path}: cannot write it ({exc})") from None
 
 
 def _create_exclusive(path: Path, data: bytes) -> None:
-    """Create `path` with `data` unless it exists: written to a temporary file, then hard-linked into place
-    (link fails if the name exists), so nobody ever sees a partial key file and no existing file is replaced."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """Create `path` with `data` unless it exists (hard-linked into place: link fails if the name exists), so
+    nobody ever sees a partial key file and no existing file is replaced."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_new(tmp, data)
-        os.link(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, data, exclusive=True)
     except FileExistsError:
         raise MasterKeyError(f"key file {path}: appeared while creating it (another coordinator?); restart") from None
     except OSError as exc:
         raise MasterKeyError(f"key file {path}: cannot create it ({exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)  # whatever the umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported everywhere; the rename itself is atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _mode_warnings(path: Path) -> tuple[str, ...]:
