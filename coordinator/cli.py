@@ -298,8 +298,8 @@ def _mqtt(settings: Settings, tls: ClientTls | None) -> MqttClient:
 
 
 async def _run(settings: Settings) -> int:
-    from coordinator.api import Api, serve_socket
     from coordinator.leadership import Elector
+    from coordinator.rest.app import Api, serve_socket
     from coordinator.service import Coordinator, CoordinatorConfig
 
     store, etcd = await _open_store(settings)

@@ -1,4 +1,4 @@
-"""Plumbing shared by the REST handler modules (api, identity_api, secrets_api): the error body, JSON bodies,
+"""Plumbing shared by the REST handler modules (coordinator.rest): the error body, JSON bodies,
 token digests and the headers a follower sets when it forwards a write."""
 
 from __future__ import annotations

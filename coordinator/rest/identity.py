@@ -1,5 +1,4 @@
-"""Enrolment, certificate renewal, join tokens and node revocation: REST handlers mixed into `coordinator.api.Api`
-(routes are declared with the others in `coordinator.api.ROUTES`)."""
+"""Enrolment, certificate renewal, join tokens and node revocation over REST (the cluster CA's routes)."""
 
 from __future__ import annotations
 
@@ -13,16 +12,30 @@ from coordinator.http import error, read_json
 from coordinator.identity import IdentityService
 from coordinator.operations import NotFound
 from coordinator.pki import CertRole
-from coordinator.service import Coordinator
+from coordinator.rest.ports import Engine
+from coordinator.rest.routes import Route
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/ca", "get_ca", "The cluster CA certificate (public; devices pin its fingerprint)", auth=False),
+    Route("POST", "/v1/enroll", "enroll", "Enrol a device: a join token and a CSR in, a node certificate out",
+          body="Enroll", auth=False),
+    Route("POST", "/v1/renew", "renew", "Renew a node certificate (mutual TLS with the current certificate)",
+          body="Renew", auth=False),
+    Route("POST", "/v1/tokens", "create_token", "Mint an enrolment token", body="TokenRequest"),
+    Route("GET", "/v1/tokens", "list_tokens", "List enrolment tokens (ids and uses, never the tokens)"),
+    Route("DELETE", "/v1/tokens/{token}", "revoke_token", "Revoke an enrolment token"),
+    Route("POST", "/v1/nodes/{node}/revoke", "revoke_node", "Revoke a node's certificate; its replicas move"),
+)
 
 
 class IdentityHandlers:
-    """Enrolment, renewal, tokens and revocation (mixed into Api)."""
+    """Enrolment, renewal, tokens and revocation; `identity` None: this coordinator runs no CA (404s)."""
 
-    identity: IdentityService | None
-    coord: Coordinator
-    _enrol_denials: Damper
-    _enrol_denials_all: Damper
+    def __init__(self, coord: Engine, identity: IdentityService | None) -> None:
+        self.coord = coord
+        self.identity = identity
+        self._enrol_denials = Damper()
+        self._enrol_denials_all = Damper(interval_s=6.0, max_keys=1)
 
     def _ids(self) -> IdentityService:
         if self.identity is None:

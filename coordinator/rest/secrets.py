@@ -1,4 +1,4 @@
-"""The secrets service's REST handlers (issue 7): a mixin of `coordinator.api.Api`, plus their body schemas.
+"""The secrets service's REST handlers (issue 7), their routes and the schemas of their bodies.
 
 An adapter (STYLE §1): each handler turns the request into a call of `SecretsService` (coordinator.secrets) and
 its answer into JSON; the service decides everything. Its expected "no"s are `Rejection` values, which the
@@ -12,8 +12,8 @@ value is the one route without the API's own authentication: an admin credential
 audience it acts as) in the JSON body, so a token never sits in a URL or an access log. Values travel base64 in
 JSON. Nothing here logs a value, a token or a request body.
 
-Routes are declared in `coordinator.api.ROUTES` with the rest of the API (one table for the router and the
-OpenAPI document); the schemas of their bodies are `SECRETS_BODY_SCHEMAS` below.
+Routes are `ROUTES` below (the app builds the router and the OpenAPI document from every module's table); the
+schemas of their bodies are `SECRETS_BODY_SCHEMAS`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from coordinator.http import FORWARDED_HEADER, token_digest
+from coordinator.rest.ports import Engine
+from coordinator.rest.routes import Route
 from coordinator.secrets import (
     AuditAction,
     AuditQuery,
@@ -46,9 +48,6 @@ from coordinator.secrets import (
 )
 from coordinator.secrets import masterkey as masterkeys
 from coordinator.secrets.audit import MAX_QUERY_LIMIT
-
-if TYPE_CHECKING:
-    from coordinator.service import Coordinator
 
 log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store"}  # answers carrying a value or a token are never cached
@@ -130,15 +129,46 @@ def _int_or_none(value: object, path: str) -> int | Rejection | None:
     return value
 
 
-class SecretsHandlers:
-    """The /v1/secrets* handlers (mixed into Api, which provides `coord` and `tokens`)."""
+ROUTES: tuple[Route, ...] = (
+    # errors carry a `code` too; values are base64
+    Route("GET", "/v1/secrets", "list_secrets", "List secrets' metadata (?namespace=); never values"),
+    Route("POST", "/v1/secrets/{namespace}", "create_secret", "Create a secret (version 1; 409 if it exists)",
+          body="SecretCreate"),
+    Route("GET", "/v1/secrets/{namespace}/{name}", "get_secret", "A secret's metadata: keys, versions, audiences, "
+          "TTL; never values"),
+    Route("PUT", "/v1/secrets/{namespace}/{name}", "update_secret", "Update a secret: new data makes a new version "
+          "(409 if immutable, or if expectVersion is not the active version)", body="SecretUpdate"),
+    Route("DELETE", "/v1/secrets/{namespace}/{name}", "delete_secret", "Delete a secret, its versions and tokens"),
+    Route("POST", "/v1/secrets/{namespace}/{name}/reveal", "reveal_secret",
+          "A version's values (?version=): with an admin credential, or no credential and an access token and its "
+          "audience in the body (403 naming why a token is refused; 410 if the secret expired)",
+          body="SecretReveal", auth=False),
+    Route("POST", "/v1/secrets/{namespace}/{name}/tokens", "issue_secret_token",
+          "Issue an access token for one allowed audience (TTL default 1h, max 24h; max uses)",
+          body="SecretTokenRequest"),
+    Route("GET", "/v1/secrets/{namespace}/{name}/tokens", "list_secret_tokens",
+          "A secret's access-token records (ids, audience, uses, expiry, revoked; never the tokens)"),
+    Route("DELETE", "/v1/secret-tokens/{token}", "revoke_secret_token", "Revoke a secret access token by id"),
+    Route("GET", "/v1/secrets-master-key", "secrets_master_key", "The master key ids this coordinator holds"),
+    Route("POST", "/v1/secrets-master-key/rotate", "rotate_secrets_master_key",
+          "Add a new active master key and re-wrap every data key (values are not re-encrypted; reads go on)"),
+    Route("GET", "/v1/secrets-audit", "secrets_audit", "The secrets audit log, newest first "
+          "(?namespace=&name=&actor=&action=&result=&since=&until=&limit=)"),
+)
 
-    coord: Coordinator
-    tokens: dict[str, tuple[str, str]]
-    forwarded_by: Callable[[web.Request], tuple[str, str] | None]
-    # where `rotate` adds a new master key: the daemon sets it (KeySource.from_environ at startup)
-    secrets_key_source: KeySource | None = None
-    _rotating: asyncio.Lock | None = None
+
+class SecretsHandlers:
+    """The /v1/secrets* handlers. `tokens`: the API's bearer token digests; `forwarded_by`: who forwarded a
+    request (coordinator.rest.forwarding); `secrets_key_source`: where `rotate` adds a new master key."""
+
+    def __init__(self, coord: Engine, *, tokens: dict[str, tuple[str, str]],
+                 forwarded_by: Callable[[web.Request], tuple[str, str] | None],
+                 secrets_key_source: KeySource | None = None) -> None:
+        self.coord = coord
+        self.tokens = tokens
+        self.forwarded_by = forwarded_by
+        self.secrets_key_source = secrets_key_source
+        self._rotating: asyncio.Lock | None = None
 
     # ---- plumbing ------------------------------------------------------------------------------------------
 

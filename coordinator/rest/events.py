@@ -1,0 +1,96 @@
+"""Events over REST: a filtered list, and a server-sent event stream that resumes from an event id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from coordinator import views
+from coordinator.errors import SpecError
+from coordinator.model import Event
+from coordinator.rest.ports import EventLog
+from coordinator.rest.routes import Route
+
+SSE_KEEPALIVE_S = 15.0
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)"),
+    Route("GET", "/v1/events/stream", "stream_events",
+          "Stream events as server-sent events (text/event-stream; ?object=&type=&reason=&after=ID or the "
+          "Last-Event-ID header to resume; a comment line every 15 s keeps idle connections alive)"),
+)
+
+
+class EventHandlers:
+    """The /v1/events handlers (they read the journal only)."""
+
+    def __init__(self, journal: EventLog) -> None:
+        self.journal = journal
+
+    async def list_events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = float(q.get("since", "0"))
+            limit = int(q.get("limit", "500"))
+        except ValueError:
+            raise SpecError("since", "since must be unix seconds and limit an integer") from None
+        match = _event_filter(q)
+        items = [views.event_json(e) for e in self.journal.committed_events() if e.time > since and match(e)]
+        return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
+
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: first the retained events after `after` (or Last-Event-ID), then each new one
+        as it is recorded. `id:` is the event id, so a client that reconnects with Last-Event-ID misses
+        nothing still retained. A client too slow to keep up is cut off (it reconnects and resumes)."""
+        raw_after = request.query.get("after") or request.headers.get("Last-Event-ID") or "0"
+        try:
+            after = int(raw_after)
+        except ValueError:
+            raise SpecError("after", f"after (or Last-Event-ID) must be an event id, got {raw_after[:40]!r}") from None
+        match = _event_filter(request.query)
+        queue = self.journal.listen_events()  # before the replay, so nothing recorded in between is missed
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+            await resp.prepare(request)
+            await resp.write(b"retry: 2000\n\n")
+            last = after
+            for e in self.journal.committed_events():
+                if e.seq > last and match(e):
+                    await resp.write(_sse(e))
+                    last = e.seq
+            while True:
+                try:
+                    async with asyncio.timeout(SSE_KEEPALIVE_S):
+                        ev = await queue.get()
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if ev is None:
+                    break
+                if ev.seq > last and match(ev):
+                    await resp.write(_sse(ev))
+                    last = ev.seq
+            return resp
+        except ConnectionResetError:  # the client went away: the normal end of a stream, not an error
+            return resp
+        finally:
+            self.journal.unlisten_events(queue)
+
+
+def _event_filter(q: Any) -> Callable[[Event], bool]:
+    obj, type_, reason = q.get("object"), q.get("type"), q.get("reason")
+
+    def match(e: Event) -> bool:
+        return ((obj is None or e.object == obj or e.object.startswith(obj + "/"))
+                and (type_ is None or e.type == type_) and (reason is None or e.reason == reason))
+    return match
+
+
+def _sse(e: Event) -> bytes:
+    return f"id: {e.seq}\nevent: event\ndata: {json.dumps(views.event_json(e))}\n\n".encode()

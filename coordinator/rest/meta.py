@@ -1,0 +1,64 @@
+"""Health, readiness, metrics, the OpenAPI document and the workload JSON Schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from coordinator.rest.ports import Engine
+from coordinator.rest.routes import Route
+from coordinator.spec import workload_json_schema
+from coordinator.store import StoreError
+
+READY_STORE_TIMEOUT_S = 2.0
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests", auth=False),
+    Route("GET", "/readyz", "readyz", "Readiness: state loaded and the broker connected", auth=False),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics", auth=False),
+    Route("GET", "/openapi.json", "openapi", "This document", auth=False),
+    Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document"),
+)
+
+
+class MetaHandlers:
+    """`openapi` builds the OpenAPI document (coordinator.rest.app, from every route table)."""
+
+    def __init__(self, coord: Engine, *, openapi: Callable[[], dict[str, Any]]) -> None:
+        self.coord = coord
+        self.prom = coord.metrics
+        self._openapi = openapi
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready: state loaded, broker connected, and a leader known (this one, or one to forward writes to).
+        With etcd and no quorum there is no leader: not ready, writes refused, agents keep running."""
+        lead = self.coord.leadership
+        has_leader = lead.is_leader or bool(lead.leader_api)
+        store_ok, store_error = True, None
+        try:  # a quorum read: with etcd it fails (or times out) while the cluster has no majority
+            async with asyncio.timeout(READY_STORE_TIMEOUT_S):
+                await self.coord.store.revision()
+        except (StoreError, TimeoutError) as exc:
+            store_ok, store_error = False, str(exc) or "no answer in time"
+        ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok
+        return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
+                                  "store": store_ok, "storeError": store_error, "epoch": self.coord.epoch,
+                                  "leader": lead.is_leader and store_ok, "leaderId": lead.leader_id,
+                                  "rounds": self.coord.rounds}, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.prom.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._openapi())
+
+    async def workload_schema(self, request: web.Request) -> web.Response:
+        return web.json_response(workload_json_schema())

@@ -1,0 +1,42 @@
+"""The route table entry every REST module declares, and the helpers its handlers share.
+
+Each module under coordinator.rest lists its routes (`ROUTES`: method, path, handler name, summary, body schema,
+auth) next to a handler object; `bind` pairs them. The app (coordinator.rest.app) registers every pair with
+aiohttp and builds the OpenAPI document from the same tables, so the documentation cannot drift from what is
+served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.wire import valid_id
+from coordinator.errors import SpecError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str
+    summary: str
+    body: str | None = None  # name of a schema in components
+    auth: bool = True
+
+
+def bind(routes: Iterable[Route], handlers: object) -> list[tuple[Route, Handler]]:
+    """Each route with its handler: the method of `handlers` named by the route."""
+    return [(r, getattr(handlers, r.handler)) for r in routes]
+
+
+def path_name(request: web.Request, key: str) -> str:
+    """A name from the URL path, checked like every id (a bad one is a 400 naming the parameter)."""
+    value = request.match_info[key]
+    if not valid_id(value):
+        raise SpecError(key, f"{value[:80]!r} is not a valid name (letters, digits, '.', '_', '-')")
+    return value

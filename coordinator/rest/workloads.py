@@ -1,0 +1,150 @@
+"""Workloads and their replicas over REST: apply, get, list, delete, scale, rollout status and history,
+rollback, and the logs and exec commands carried to a replica's node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.wire import CommandName
+from coordinator import views
+from coordinator.errors import SpecError
+from coordinator.http import read_json
+from coordinator.operations import CommandFailed, NotFound
+from coordinator.rest.ports import Engine
+from coordinator.rest.routes import Route, path_name
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/workloads", "list_workloads", "List workloads (?namespace=)"),
+    Route("PUT", "/v1/workloads/{namespace}/{name}", "apply", "Create or update a workload (idempotent)",
+          body="Workload"),
+    Route("GET", "/v1/workloads/{namespace}/{name}", "get_workload", "Get a workload with its status"),
+    Route("DELETE", "/v1/workloads/{namespace}/{name}", "delete_workload", "Delete a workload (stops replicas)"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/scale", "scale", "Set the replica count", body="Scale"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/rollout", "rollout_status", "Rollout status"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/history", "rollout_history", "Rollout history"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/rollback", "rollback", "Roll back to a revision",
+          body="Rollback"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/replicas/{replica}/logs", "logs", "Tail a replica's logs"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/replicas/{replica}/exec", "exec", "Run a command in a replica",
+          body="Exec"),
+    Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)"),
+)
+
+
+class WorkloadHandlers:
+    """The /v1/workloads and /v1/replicas handlers."""
+
+    def __init__(self, coord: Engine) -> None:
+        self.coord = coord
+
+    def _workload_view(self, w: Any) -> dict[str, Any]:
+        reps = [(r, self.coord.observed_of(r)) for r in self.coord.cluster.replicas.values()
+                if r.namespace == w.namespace and r.workload == w.name]
+        return views.workload_json(w, reps)
+
+    async def list_workloads(self, request: web.Request) -> web.Response:
+        ns = request.query.get("namespace")
+        items = [self._workload_view(w) for k, w in sorted(self.coord.cluster.workloads.items())
+                 if ns is None or w.namespace == ns]
+        return web.json_response({"items": items})
+
+    async def apply(self, request: web.Request) -> web.Response:
+        ns, name = path_name(request, "namespace"), path_name(request, "name")
+        doc = await read_json(request)
+        if not isinstance(doc, dict):
+            raise SpecError("", "the body must be a workload document (a JSON object)")
+        meta = doc.get("metadata")
+        if isinstance(meta, dict):
+            if meta.get("name", name) != name:
+                raise SpecError("metadata.name", f"{meta.get('name')!r} does not match the URL's {name!r}")
+            if meta.get("namespace", ns) != ns:
+                raise SpecError("metadata.namespace", f"{meta.get('namespace')!r} does not match the URL's {ns!r}")
+            doc = {**doc, "metadata": {**meta, "name": name, "namespace": ns}}
+        rec, created, changed = await self.coord.ops.apply(doc)
+        return web.json_response(self._workload_view(rec), status=201 if created else 200,
+                                 headers={"X-Cloudless-Changed": str(changed).lower()})
+
+    async def get_workload(self, request: web.Request) -> web.Response:
+        w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
+        return web.json_response(self._workload_view(w))
+
+    async def delete_workload(self, request: web.Request) -> web.Response:
+        w = await self.coord.ops.delete(path_name(request, "namespace"), path_name(request, "name"))
+        return web.json_response(self._workload_view(w))
+
+    async def scale(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        replicas = body.get("replicas") if isinstance(body, dict) else None
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1000:
+            raise SpecError("replicas", "must be an integer from 0 to 1000")
+        if isinstance(body, dict) and set(body) - {"replicas"}:
+            raise SpecError(sorted(set(body) - {"replicas"})[0], "unknown field")
+        w = await self.coord.ops.scale(path_name(request, "namespace"), path_name(request, "name"), replicas)
+        return web.json_response(self._workload_view(w))
+
+    async def rollout_status(self, request: web.Request) -> web.Response:
+        w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
+        return web.json_response(views.rollout_json(w, self._workload_view(w)))
+
+    async def rollout_history(self, request: web.Request) -> web.Response:
+        w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
+        items = [{"revision": h["revision"], "specHash": h["spec_hash"], "createdAt": h["created_at"],
+                  "image": h["doc"].get("spec", {}).get("image", ""), "cause": h.get("cause", "")}
+                 for h in w.history]
+        return web.json_response({"items": items})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        body = await read_json(request) if request.can_read_body else {}
+        revision = body.get("revision") if isinstance(body, dict) else None
+        if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
+            raise SpecError("revision", "must be a positive integer or null")
+        w = await self.coord.ops.rollback(path_name(request, "namespace"), path_name(request, "name"), revision)
+        return web.json_response(self._workload_view(w))
+
+    def _replica(self, request: web.Request) -> Any:
+        ns, name, rid = (path_name(request, k) for k in ("namespace", "name", "replica"))
+        r = self.coord.cluster.replicas.get(rid)
+        if r is None or r.namespace != ns or r.workload != name:
+            raise NotFound(f"replica {rid} of workload {ns}/{name} not found")
+        return r
+
+    async def logs(self, request: web.Request) -> web.Response:
+        r = self._replica(request)
+        try:
+            tail = int(request.query.get("tail", "100"))
+        except ValueError:
+            raise SpecError("tail", "must be a number of lines") from None
+        if not 1 <= tail <= 10_000:
+            raise SpecError("tail", "must be 1-10000")
+        reply = await self.coord.ops.command(r, CommandName.LOGS, args={"tail": str(tail)})
+        if not reply.ok:
+            raise CommandFailed(f"node {r.node}: {reply.error}")
+        return web.json_response({"replica": r.replica_id, "node": r.node,
+                                  "output": reply.output.decode("utf-8", "replace")})
+
+    async def exec(self, request: web.Request) -> web.Response:
+        r = self._replica(request)
+        body = await read_json(request)
+        command = body.get("command") if isinstance(body, dict) else None
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise SpecError("command", "must be a non-empty list of strings")
+        timeout = body.get("timeoutSeconds", 30)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.5 <= timeout <= 300:
+            raise SpecError("timeoutSeconds", "must be a number from 0.5 to 300")
+        reply = await self.coord.ops.command(r, CommandName.EXEC, argv=tuple(command), timeout_s=float(timeout))
+        if not reply.ok:
+            raise CommandFailed(f"node {r.node}: {reply.error}")
+        return web.json_response({"exitCode": reply.exit_code if reply.exit_code is not None else -1,
+                                  "output": reply.output.decode("utf-8", "replace")})
+
+    async def list_replicas(self, request: web.Request) -> web.Response:
+        q = request.query
+        items = []
+        for r in sorted(self.coord.cluster.replicas.values(), key=lambda r: (r.namespace, r.workload, r.replica_id)):
+            if (q.get("namespace") not in (None, r.namespace) or q.get("workload") not in (None, r.workload)
+                    or q.get("node") not in (None, r.node)):
+                continue
+            items.append(views.replica_json(r, self.coord.observed_of(r)))
+        return web.json_response({"items": items})
