@@ -49,8 +49,8 @@ CORE_GLOBS = (
     # device profiles: detection, gates, schema, quantities
     "firmware_profiles/detect.py", "firmware_profiles/gates.py", "firmware_profiles/model.py",
     "firmware_profiles/schema.py", "firmware_profiles/units.py",
-    # the data plane: who a peer is
-    "dataplane/identity.py",
+    # the data plane: who a peer is, which path carries its traffic
+    "dataplane/identity.py", "dataplane/paths.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
