@@ -2,7 +2,7 @@
 server (http.server on 127.0.0.1, port 0, in a thread) in front of it.
 
 A maintained fake (STYLE §5), not a mock: `handle()` answers every route of the contract from in-memory state
-with the same shapes and status codes as coordinator/api.py, so CLI tests go through real HTTP, real urllib,
+with the same shapes and status codes as coordinator/rest/, so CLI tests go through real HTTP, real urllib,
 real JSON. Test-only scripting is explicit and small:
 
 - `rollout_script[(ns, name)]`: successive answers of GET .../rollout (the last one repeats);
