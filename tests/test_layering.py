@@ -50,7 +50,7 @@ CORE_GLOBS = (
     "firmware_profiles/detect.py", "firmware_profiles/gates.py", "firmware_profiles/model.py",
     "firmware_profiles/schema.py", "firmware_profiles/units.py",
     # the data plane: who a peer is, which path carries its traffic
-    "dataplane/identity.py", "dataplane/paths.py",
+    "dataplane/identity.py", "dataplane/paths.py", "dataplane/frames.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
