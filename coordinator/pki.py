@@ -40,6 +40,7 @@ class CertRole(StrEnum):
     COORDINATOR = "coordinator"
     DASHBOARD = "dashboard"
     SERVER = "server"
+    RELAY = "relay"  # an overlay relay (dataplane.relay): authenticates like a node, forwards ciphertext
 
 
 @dataclass(frozen=True, slots=True)

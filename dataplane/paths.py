@@ -130,11 +130,13 @@ class PathState:
         self._next_punch = now
         self._choose(now, "candidates changed")
 
-    def answered(self, txid: int, now: float) -> None:
-        """The answer to probe `txid` arrived (from the address it was sent to; the adapter checks that)."""
-        sent = self._sent.pop(txid, None)
-        if sent is None:
-            return  # late, duplicated or forged: ignored
+    def answered(self, txid: int, now: float, *, from_addr: Address | None = None) -> None:
+        """The answer to probe `txid` arrived (`from_addr`: where from; an answer from elsewhere proves nothing about
+        the path the probe took, and is ignored)."""
+        sent = self._sent.get(txid)
+        if sent is None or (from_addr is not None and from_addr != sent[0]):
+            return  # late, duplicated, forged, or from another path: ignored
+        del self._sent[txid]
         addr, at = sent
         kind = self._kind_of(addr)
         if kind is None:

@@ -1,44 +1,45 @@
-"""The overlay's QUIC endpoint (adapter over aioquic and one UDP socket): mutually authenticated connections between
-nodes, carrying byte streams.
+"""One overlay connection (adapter over aioquic's QuicConnection): mutual authentication, streams, datagrams.
 
-One `Endpoint` owns one UDP socket; every connection it opens or accepts shares it, told apart by destination
-connection ID (RFC 9000 §5.2) as aioquic's own server does. Both sides present the node certificate the cluster CA
-issued; the server asks the client for its certificate, which aioquic has no public switch for
-(`_MutualConnection`), and neither side lets aioquic verify anything: `dataplane.identity.check_peer` decides, after
-the TLS handshake has proven that the peer holds the certificate's key. A peer that fails the check is closed with
-the refusal as the reason and never reaches the caller; the refused side learns why from the CONNECTION_CLOSE.
+Both sides present the node certificate the cluster CA issued; the server asks the client for its certificate,
+which aioquic has no public switch for (`_MutualConnection`), and neither side lets aioquic verify anything: the
+endpoint's `judge` (dataplane.identity.check_peer) decides after the TLS handshake has proven that the peer holds
+the certificate's key. A peer that fails is closed with the refusal as the reason and never reaches the caller; the
+refused side learns why from the CONNECTION_CLOSE. A client counts as connected only once the server's
+HANDSHAKE_DONE (RFC 9000 §19.20) shows that the server accepted *its* certificate too.
 
-Streams: `Peer.open_stream()` gives a reader and a writer (asyncio's classes); incoming streams go to the handler
-the endpoint was opened with.
+A `Peer` never touches the socket: it hands every datagram to its `Host` (the endpoint), which decides the path
+(direct, or through a relay). Streams are asyncio reader/writer pairs; a writer's drain() waits while more than
+HIGH_WATER bytes of its stream are unacknowledged (aioquic itself buffers without limit: PLATFORM-NOTES).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol
 
-from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from dataplane.errors import ConnectionLost, PeerRefused, Unreachable
-from dataplane.identity import PeerIdentity, Refused, Revocations, TrustAnchor, check_peer
+from dataplane.errors import ConnectionLost, PeerRefused
+from dataplane.identity import PeerIdentity, Refused, TrustAnchor
 
 log = logging.getLogger(__name__)
 
 ALPN = "cloudless-overlay/1"
 REFUSED = 0x1C1  # application error code of a connection closed because the peer's identity was refused
 CID_LENGTH = 8
+# A peer-to-peer packet must fit, with the relay's framing, inside one DATAGRAM frame of a node<->relay packet:
+# peers use QUIC's minimum (1200, RFC 9000 §14), relay connections a larger one (a LAN/Internet MTU of 1500 allows it)
+PEER_DATAGRAM_SIZE = 1200
+RELAY_DATAGRAM_SIZE = 1350
 # Back-pressure: a writer's drain() waits while more than HIGH_WATER bytes of its stream are sent but not yet
 # acknowledged (aioquic itself buffers without limit: PLATFORM-NOTES), and goes on below LOW_WATER.
 HIGH_WATER = 1 << 20
@@ -59,10 +60,11 @@ class NodeCredential:
     def from_files(cls, identity: str, *, cert: Path, key: Path, ca: Path) -> NodeCredential:
         return cls(identity, cert.read_bytes(), key.read_bytes(), TrustAnchor.from_pem(ca.read_bytes()))
 
-    def configuration(self, *, is_client: bool, idle_timeout_s: float) -> QuicConfiguration:
+    def configuration(self, *, is_client: bool, idle_timeout_s: float,
+                      max_datagram_size: int = PEER_DATAGRAM_SIZE) -> QuicConfiguration:
         config = QuicConfiguration(is_client=is_client, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE,
                                    idle_timeout=idle_timeout_s, connection_id_length=CID_LENGTH,
-                                   max_datagram_frame_size=65536)
+                                   max_datagram_frame_size=65536, max_datagram_size=max_datagram_size)
         config.certificate = x509.load_pem_x509_certificate(self.cert_pem)
         config.private_key = serialization.load_pem_private_key(self.key_pem, password=None)
         return config
@@ -82,10 +84,30 @@ class _MutualConnection(QuicConnection):
         return [leaf, *self.tls._peer_certificate_chain] if leaf is not None else []
 
 
-class Peer:
-    """One authenticated connection to another node."""
+class Host(Protocol):
+    """What a connection needs from the endpoint that owns the socket."""
 
-    def __init__(self, endpoint: Endpoint, quic: _MutualConnection, addr: NetworkAddress) -> None:
+    def judge(self, peer: Peer) -> PeerIdentity | Refused: ...
+
+    def cid_issued(self, peer: Peer, cid: bytes) -> None: ...
+
+    def cid_retired(self, cid: bytes) -> None: ...
+
+    def accepted(self, peer: Peer) -> None: ...
+
+    def serve_stream(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+    def peer_datagram(self, peer: Peer, data: bytes) -> None: ...
+
+    def send(self, peer: Peer, data: bytes, addr: NetworkAddress) -> None: ...
+
+    def forget(self, peer: Peer) -> None: ...
+
+
+class Peer:
+    """One connection to another node (or a relay); `identity` is set once it is authenticated."""
+
+    def __init__(self, endpoint: Host, quic: _MutualConnection, addr: NetworkAddress) -> None:
         self.endpoint = endpoint
         self.quic = quic
         self.addr = addr
@@ -108,9 +130,15 @@ class Peer:
         stream_id = self.quic.get_next_available_stream_id()
         return self._stream(stream_id)
 
-    def close(self, reason: str = "") -> None:
-        self.quic.close(reason_phrase=reason)
+    def close(self, reason: str = "", *, error_code: int = 0) -> None:
+        self.quic.close(error_code=error_code, reason_phrase=reason[:200])
         self.transmit()
+
+    def send_datagram(self, data: bytes) -> None:
+        """An unreliable message inside this connection (RFC 9221): encrypted, never retransmitted."""
+        if not self.closed.is_set():
+            self.quic.send_datagram_frame(data)
+            self.transmit()
 
     # ---- driving the connection (the endpoint calls these) ----------------------------------------------------
 
@@ -161,17 +189,18 @@ class Peer:
                 reader = self._readers.pop(sid, None)
                 if reader is not None:
                     reader.set_exception(ConnectionLost(f"stream {sid} reset by {self.node_id}"))
+            case events.DatagramFrameReceived(data=data):
+                if self.identity is not None:
+                    self.endpoint.peer_datagram(self, data)
             case events.ConnectionIdIssued(connection_id=cid):
-                self.endpoint._cids[cid] = self
+                self.endpoint.cid_issued(self, cid)
             case events.ConnectionIdRetired(connection_id=cid):
-                self.endpoint._cids.pop(cid, None)
+                self.endpoint.cid_retired(cid)
             case events.ConnectionTerminated(error_code=code, reason_phrase=why):
                 self._terminated(code, why)
 
     def _authenticate(self) -> None:
-        verdict = check_peer(self.quic.peer_chain(), trust=self.endpoint.credential.trust,
-                             now=self.endpoint.clock(), expect=self.endpoint._expect.get(self),
-                             revoked=self.endpoint.revocations())
+        verdict = self.endpoint.judge(self)
         if isinstance(verdict, Refused):
             log.warning("overlay: refused a connection from %s: %s", self.addr, verdict)
             self.quic.close(error_code=REFUSED, reason_phrase=str(verdict)[:200])
@@ -179,7 +208,7 @@ class Peer:
                 self.ready.set_exception(PeerRefused(verdict))
             return
         self.identity = verdict
-        self.endpoint._accepted(self)
+        self.endpoint.accepted(self)
         if not self.quic._is_client:
             self.ready.set_result(verdict)
         # a client is ready once the server has judged *its* certificate too: the server's HANDSHAKE_DONE (RFC 9000
@@ -191,7 +220,7 @@ class Peer:
         reader = self._readers.get(stream_id)
         if reader is None:
             reader, writer = self._stream(stream_id)
-            self.endpoint._serve_stream(self, reader, writer)
+            self.endpoint.serve_stream(self, reader, writer)
         if data:
             reader.feed_data(data)
         if end:
@@ -210,12 +239,12 @@ class Peer:
         for protocol in self._paused.values():
             protocol.connection_lost(ConnectionLost(self.close_reason))  # a waiting drain() raises
         self._paused.clear()
-        self.endpoint._forget(self)
+        self.endpoint.forget(self)
 
     def transmit(self) -> None:
         loop = asyncio.get_running_loop()
         for data, addr in self.quic.datagrams_to_send(now=loop.time()):
-            self.endpoint._send(data, addr)
+            self.endpoint.send(self, data, addr)
         timer_at = self.quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()
@@ -269,130 +298,3 @@ class _StreamTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"stream_id": self.stream_id, "peer": self.peer}.get(name, default)
-
-
-class Endpoint(asyncio.DatagramProtocol):
-    """One UDP socket, every overlay connection of this node. Open with `await Endpoint.open(...)`."""
-
-    def __init__(self, credential: NodeCredential, *, on_stream: StreamHandler | None = None,
-                 revocations: Callable[[], Revocations] = Revocations, clock: Callable[[], float],
-                 idle_timeout_s: float = 30.0) -> None:
-        self.credential = credential
-        self.clock = clock
-        self.revocations = revocations
-        self.idle_timeout_s = idle_timeout_s
-        self._on_stream = on_stream
-        self._server_config = credential.configuration(is_client=False, idle_timeout_s=idle_timeout_s)
-        self._transport: asyncio.DatagramTransport | None = None
-        self._cids: dict[bytes, Peer] = {}
-        self._expect: dict[Peer, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.peers: dict[str, Peer] = {}  # authenticated, by node id (the newest connection wins)
-        self.refused = 0
-
-    @classmethod
-    async def open(cls, credential: NodeCredential, host: str = "0.0.0.0", port: int = 0,
-                   **kwargs: Any) -> Endpoint:
-        loop = asyncio.get_running_loop()
-        endpoint = cls(credential, **kwargs)
-        await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
-        return endpoint
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._transport is not None
-        return cast(tuple[str, int], self._transport.get_extra_info("sockname")[:2])
-
-    async def connect(self, addr: tuple[str, int], *, expect: str, timeout_s: float = 10.0) -> Peer:
-        """A connection to the node `expect` at `addr`; raises PeerRefused, Unreachable."""
-        config = self.credential.configuration(is_client=True, idle_timeout_s=self.idle_timeout_s)
-        quic = _MutualConnection(configuration=config)
-        peer = Peer(self, quic, addr)
-        self._expect[peer] = expect
-        for cid in quic._host_cids:
-            self._cids[cid.cid] = peer
-        quic.connect(addr, now=asyncio.get_running_loop().time())
-        peer.transmit()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await peer.ready
-        except TimeoutError:
-            peer.close("handshake timed out")
-            self._forget(peer)
-            raise Unreachable(addr, timeout_s) from None
-        return peer
-
-    def enforce(self) -> list[str]:
-        """Judge every live connection again (after the revocations or the clock moved on): a peer that no longer
-        passes is closed with the reason, at once. Returns the node ids cut."""
-        cut = []
-        for node_id, peer in sorted(self.peers.items()):
-            verdict = check_peer(peer.quic.peer_chain(), trust=self.credential.trust, now=self.clock(),
-                                 expect=self._expect.get(peer), revoked=self.revocations())
-            if isinstance(verdict, Refused):
-                log.warning("overlay: cut the connection to %s: %s", node_id, verdict)
-                peer.quic.close(error_code=REFUSED, reason_phrase=str(verdict)[:200])
-                peer.transmit()
-                cut.append(node_id)
-        return cut
-
-    def close(self) -> None:
-        for peer in {*self._cids.values(), *self.peers.values()}:
-            with contextlib.suppress(Exception):  # closing must not fail on a peer already gone
-                peer.close("endpoint closed")
-        for task in self._tasks:
-            task.cancel()
-        if self._transport is not None:
-            self._transport.close()
-
-    # ---- asyncio.DatagramProtocol -----------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        try:
-            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
-        except ValueError:
-            return  # not QUIC: a stray or hostile datagram is dropped, never fatal
-        peer = self._cids.get(header.destination_cid)
-        if peer is None:
-            if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
-                return
-            quic = _MutualConnection(configuration=self._server_config,
-                                     original_destination_connection_id=header.destination_cid)
-            peer = Peer(self, quic, addr)
-            self._cids[header.destination_cid] = peer
-            for cid in quic._host_cids:
-                self._cids[cid.cid] = peer
-        peer.receive(data, addr, asyncio.get_running_loop().time())
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("overlay socket: %s", exc)  # ICMP errors for a peer that went away: its timers handle it
-
-    # ---- for Peer ---------------------------------------------------------------------------------------------
-
-    def _send(self, data: bytes, addr: NetworkAddress) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, addr)
-
-    def _accepted(self, peer: Peer) -> None:
-        self.peers[peer.node_id] = peer
-
-    def _serve_stream(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._on_stream is None:
-            writer.close()
-            return
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(self._on_stream(peer, reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _forget(self, peer: Peer) -> None:
-        for cid in [c for c, p in self._cids.items() if p is peer]:
-            del self._cids[cid]
-        self._expect.pop(peer, None)
-        if peer.identity is not None and self.peers.get(peer.identity.identity) is peer:
-            del self.peers[peer.identity.identity]
-        if peer.ready.done() and peer.ready.exception() is not None:
-            self.refused += 1
-

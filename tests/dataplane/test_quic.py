@@ -13,9 +13,10 @@ import pytest
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
+from dataplane.endpoint import Endpoint
 from dataplane.errors import ConnectionLost, PeerRefused
 from dataplane.identity import Reason, Revocations, TrustAnchor
-from dataplane.quic import ALPN, HIGH_WATER, REFUSED, Endpoint, NodeCredential, Peer
+from dataplane.quic import ALPN, HIGH_WATER, REFUSED, NodeCredential, Peer
 from tests.dataplane.pki_builders import DAY, Credential, issue, make_ca
 
 CA = make_ca("lab", now=time.time())
@@ -60,7 +61,7 @@ async def ask(peer: Peer, data: bytes) -> bytes:
 async def test_two_nodes_authenticate_each_other_and_exchange_bytes(server: Endpoint) -> None:
     laptop = await client(node("laptop"))
     try:
-        peer = await laptop.connect(server.address, expect="pi")
+        peer = await laptop.connect("pi", addr=server.address)
         assert peer.identity is not None and peer.identity.identity == "pi"
         assert await ask(peer, b"hello") == b"HELLO"
         assert set(server.peers) == {"laptop"}  # the server knows who called, from the certificate
@@ -81,7 +82,7 @@ async def test_the_server_refuses_a_bad_client_and_the_client_learns_why(
     laptop = await client(make())
     try:
         with pytest.raises(PeerRefused) as caught:
-            await laptop.connect(server.address, expect="pi")
+            await laptop.connect("pi", addr=server.address)
         assert caught.value.by_peer and reason.value in str(caught.value)
         assert server.peers == {}
     finally:
@@ -93,7 +94,7 @@ async def test_a_revoked_node_is_refused(server: Endpoint) -> None:
     laptop = await client(node("laptop"))
     try:
         with pytest.raises(PeerRefused, match="revoked"):
-            await laptop.connect(server.address, expect="pi")
+            await laptop.connect("pi", addr=server.address)
     finally:
         laptop.close()
 
@@ -102,7 +103,7 @@ async def test_the_client_refuses_a_server_that_is_not_the_node_it_asked_for(ser
     laptop = await client(node("laptop"))
     try:
         with pytest.raises(PeerRefused) as caught:
-            await laptop.connect(server.address, expect="phone")  # the control plane said "phone" is there
+            await laptop.connect("phone", addr=server.address)  # the control plane said "phone" is there
         assert not caught.value.by_peer and "wrong-node" in str(caught.value)
     finally:
         laptop.close()
@@ -125,7 +126,7 @@ async def test_a_client_without_a_certificate_is_refused(server: Endpoint) -> No
 async def test_revoking_a_connected_node_cuts_its_connection(server: Endpoint) -> None:
     laptop = await client(node("laptop"))
     try:
-        peer = await laptop.connect(server.address, expect="pi")
+        peer = await laptop.connect("pi", addr=server.address)
         assert await ask(peer, b"a") == b"A"
         server.revoked_ids.add("laptop")  # type: ignore[attr-defined]
         assert server.enforce() == ["laptop"]
@@ -141,7 +142,7 @@ async def test_revoking_a_connected_node_cuts_its_connection(server: Endpoint) -
 async def test_a_writer_waits_while_the_peer_does_not_acknowledge(server: Endpoint) -> None:
     laptop = await client(node("laptop"))
     try:
-        peer = await laptop.connect(server.address, expect="pi")
+        peer = await laptop.connect("pi", addr=server.address)
         _reader, writer = await peer.open_stream()
         server._transport.close()  # type: ignore[union-attr]  # the peer vanishes: nothing is acknowledged
         chunk = b"x" * 65536

@@ -1,0 +1,408 @@
+"""A node's overlay endpoint (adapter): one UDP socket for every overlay connection, relay links, probes, and the
+path each peer's packets take.
+
+- **Demultiplexing.** A datagram whose first byte has QUIC's fixed bit goes to the connection that owns its
+  destination connection ID (RFC 9000 §5.2), as aioquic's own server does; anything else is one of our probes
+  (dataplane.frames). An unknown Initial starts a server-side connection.
+- **Relays.** `attach_relay()` opens an authenticated QUIC connection to a relay; peer packets then travel inside its
+  DATAGRAM frames (FORWARD, with the destination or source node id), ciphertext only: the relay never holds a key
+  of a peer-to-peer connection. The relay also says which address it sees us at (OBSERVED): a reflexive candidate.
+- **Paths.** A connection to a node starts through a relay at once (`connect(node, via=relay)`). Its QuicConnection
+  is given a *stable virtual address* for the peer, so aioquic never sees the path change and open streams never
+  break; every outgoing packet goes where the peer's `PathState` (dataplane.paths) says: the relay, or a direct
+  address found by punching. After the handshake the two sides swap probe keys and candidates inside their
+  connection (DATAGRAM frames), and authenticated probes on the shared socket find and hold direct paths.
+- **Judging.** Every connection's peer is checked with dataplane.identity (relays must be relay certificates,
+  everyone else node certificates); `enforce()` re-checks live ones, so a revocation cuts them.
+
+Decisions live in the cores (identity, paths, frames); this module moves bytes and timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+from dataplane import frames
+from dataplane.errors import Unreachable
+from dataplane.frames import FrameError
+from dataplane.identity import PeerIdentity, Refused, Revocations, check_peer
+from dataplane.paths import Candidate, CandidateKind, Direct, PathChanged, PathState, Relay, Timers
+from dataplane.quic import (
+    CID_LENGTH,
+    REFUSED,
+    RELAY_DATAGRAM_SIZE,
+    NodeCredential,
+    Peer,
+    StreamHandler,
+    _MutualConnection,
+)
+
+log = logging.getLogger(__name__)
+
+RELAY_ROLE = "relay"
+Address = tuple[str, int]
+
+
+@dataclass
+class Link:
+    """What this endpoint knows about one peer node reached through the overlay."""
+
+    node_id: str
+    state: PathState
+    my_key: bytes = field(default_factory=lambda: os.urandom(frames.KEY_LEN))
+    peer_key: bytes | None = None
+    bytes_out: dict[str, int] = field(default_factory=lambda: {"direct": 0, "relay": 0})
+    bytes_in: dict[str, int] = field(default_factory=lambda: {"direct": 0, "relay": 0})
+    since: float = 0.0  # when the current path was chosen
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    """One UDP socket, every overlay connection of this node. Open with `await Endpoint.open(...)`."""
+
+    def __init__(self, credential: NodeCredential, *, clock: Callable[[], float],
+                 on_stream: StreamHandler | None = None, revocations: Callable[[], Revocations] = Revocations,
+                 local_addresses: Callable[[], list[str]] = lambda: [], idle_timeout_s: float = 30.0,
+                 timers: Timers | None = None, on_path: Callable[[str, PathChanged], None] | None = None) -> None:
+        self.credential = credential
+        self.clock = clock
+        self.revocations = revocations
+        self.local_addresses = local_addresses
+        self.idle_timeout_s = idle_timeout_s
+        self.timers = timers or Timers()
+        self._on_stream = on_stream
+        self._on_path = on_path
+        self._server_config = credential.configuration(is_client=False, idle_timeout_s=idle_timeout_s,
+                                                       max_datagram_size=RELAY_DATAGRAM_SIZE)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._cids: dict[bytes, Peer] = {}
+        self._expect: dict[Peer, tuple[str | None, tuple[str, ...]]] = {}  # peer -> (identity, roles)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._links_by_peer: dict[Peer, Link] = {}
+        self._wake = asyncio.Event()
+        self.peers: dict[str, Peer] = {}  # authenticated node connections, by node id (the newest wins)
+        self.links: dict[str, Link] = {}  # by node id
+        self.relays: dict[str, Peer] = {}  # authenticated relay connections, by relay id
+        self.reflexive: dict[str, Address] = {}  # our address as each relay sees it
+        self.dropped = 0  # malformed, unauthenticated or unroutable datagrams
+
+    @classmethod
+    async def open(cls, credential: NodeCredential, host: str = "0.0.0.0", port: int = 0,
+                   **kwargs: Any) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        endpoint = cls(credential, **kwargs)
+        await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))
+        endpoint._spawn(endpoint._path_loop())
+        return endpoint
+
+    @property
+    def identity(self) -> str:
+        return self.credential.identity
+
+    @property
+    def address(self) -> Address:
+        assert self._transport is not None
+        return cast(Address, self._transport.get_extra_info("sockname")[:2])
+
+    # ---- opening connections ----------------------------------------------------------------------------------
+
+    async def attach_relay(self, addr: Address, *, relay_id: str, timeout_s: float = 10.0) -> Peer:
+        """Connect to a relay (it must present the relay certificate `relay_id`)."""
+        peer = await self._dial(addr, addr, expect=relay_id, roles=(RELAY_ROLE,), timeout_s=timeout_s,
+                                datagram_size=RELAY_DATAGRAM_SIZE)
+        self.relays[relay_id] = peer
+        return peer
+
+    async def connect(self, node_id: str, *, via: str | None = None, addr: Address | None = None,
+                      timeout_s: float = 10.0) -> Peer:
+        """A connection to node `node_id`: through relay `via` at first (upgrading to a direct path when punching
+        finds one), or straight to `addr` when there is no relay. Raises PeerRefused, Unreachable."""
+        if via is None:
+            if addr is None:
+                raise ValueError("connect needs a relay (via=) or an address (addr=)")
+            return await self._dial(addr, addr, expect=node_id, roles=("node",), timeout_s=timeout_s)
+        if via not in self.relays:
+            raise Unreachable(f"relay {via} (not attached)", 0)
+        vaddr = ("relay-peer", node_id)
+        link = self._link(node_id, via)
+        return await self._dial(vaddr, None, expect=node_id, roles=("node",), timeout_s=timeout_s, link=link)
+
+    async def _dial(self, vaddr: Any, addr: Address | None, *, expect: str, roles: tuple[str, ...],
+                    timeout_s: float, datagram_size: int = 1200, link: Link | None = None) -> Peer:
+        config = self.credential.configuration(is_client=True, idle_timeout_s=self.idle_timeout_s,
+                                               max_datagram_size=datagram_size)
+        peer = Peer(self, _MutualConnection(configuration=config), vaddr)
+        self._expect[peer] = (expect, roles)
+        if link is not None:
+            self._links_by_peer[peer] = link
+        for cid in peer.quic._host_cids:
+            self._cids[cid.cid] = peer
+        peer.quic.connect(vaddr, now=asyncio.get_running_loop().time())
+        peer.transmit()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await peer.ready
+        except TimeoutError:
+            peer.close("handshake timed out")
+            self.forget(peer)
+            raise Unreachable(addr or f"{expect} via {link.state.relay if link else '?'}", timeout_s) from None
+        return peer
+
+    def _link(self, node_id: str, relay_id: str) -> Link:
+        link = self.links.get(node_id)
+        if link is None or link.state.relay != relay_id:
+            now = self.clock()
+            link = Link(node_id, PathState(relay=relay_id, now=now, timers=self.timers), since=now)
+            self.links[node_id] = link
+        return link
+
+    # ---- judging, enforcing, closing --------------------------------------------------------------------------
+
+    def judge(self, peer: Peer) -> PeerIdentity | Refused:
+        expect, roles = self._expect.get(peer, (None, ("node",)))
+        return check_peer(peer.quic.peer_chain(), trust=self.credential.trust, now=self.clock(), expect=expect,
+                          roles=roles, revoked=self.revocations())
+
+    def enforce(self) -> list[str]:
+        """Judge every live connection again (after the revocations or the clock moved on): one that no longer
+        passes is closed with the reason, at once. Returns the identities cut."""
+        cut = []
+        for name, peer in sorted({**self.peers, **self.relays}.items()):
+            verdict = self.judge(peer)
+            if isinstance(verdict, Refused):
+                log.warning("overlay: cut the connection to %s: %s", name, verdict)
+                peer.close(str(verdict), error_code=REFUSED)
+                cut.append(name)
+        return cut
+
+    def close(self) -> None:
+        for peer in {*self._cids.values(), *self.peers.values(), *self.relays.values()}:
+            with contextlib.suppress(Exception):  # closing must not fail on a peer already gone
+                peer.close("endpoint closed")
+        for task in self._tasks:
+            task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ---- the socket -------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        if not frames.is_quic(data):
+            self._probe_received(data, addr)
+            return
+        peer = self._peer_for(data, addr, relayed_from=None)
+        if peer is None:
+            return
+        link = self._links_by_peer.get(peer)
+        if link is not None:
+            link.bytes_in["direct"] += len(data)
+        peer.receive(data, peer.addr if link is not None else addr, asyncio.get_running_loop().time())
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("overlay socket: %s", exc)  # ICMP errors for a path that went away: its timers handle it
+
+    def _peer_for(self, data: bytes, addr: Any, *, relayed_from: tuple[str, str] | None) -> Peer | None:
+        """The connection a QUIC packet belongs to; an Initial for no connection starts a server-side one."""
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except ValueError:
+            self.dropped += 1
+            return None
+        peer = self._cids.get(header.destination_cid)
+        if peer is not None:
+            return peer
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
+            self.dropped += 1
+            return None
+        quic = _MutualConnection(configuration=self._server_config,
+                                 original_destination_connection_id=header.destination_cid)
+        if relayed_from is not None:  # a node calling through a relay: a stable virtual address, a link
+            node_id, relay_id = relayed_from
+            addr = ("relay-peer", node_id)
+            peer = Peer(self, quic, addr)
+            self._links_by_peer[peer] = self._link(node_id, relay_id)
+            self._expect[peer] = (node_id, ("node",))  # the relay vouches for the id; the certificate must agree
+        else:
+            peer = Peer(self, quic, addr)
+        self._cids[header.destination_cid] = peer
+        for cid in quic._host_cids:
+            self._cids[cid.cid] = peer
+        return peer
+
+    # ---- Host (dataplane.quic) --------------------------------------------------------------------------------
+
+    def send(self, peer: Peer, data: bytes, addr: NetworkAddress) -> None:
+        link = self._links_by_peer.get(peer)
+        if link is None:
+            self._sendto(data, addr)
+            return
+        path = link.state.path()
+        if isinstance(path, Direct):
+            link.bytes_out["direct"] += len(data)
+            self._sendto(data, path.addr)
+            return
+        relay = self.relays.get(path.via)
+        if relay is None or relay.closed.is_set():
+            self.dropped += 1  # no way to the peer right now: QUIC's loss recovery resends when there is
+            return
+        link.bytes_out["relay"] += len(data)
+        relay.send_datagram(frames.encode_forward(link.node_id, data))
+
+    def cid_issued(self, peer: Peer, cid: bytes) -> None:
+        self._cids[cid] = peer
+
+    def cid_retired(self, cid: bytes) -> None:
+        self._cids.pop(cid, None)
+
+    def accepted(self, peer: Peer) -> None:
+        assert peer.identity is not None
+        if peer.identity.role == RELAY_ROLE:
+            return
+        self.peers[peer.identity.identity] = peer
+        link = self._links_by_peer.get(peer)
+        if link is not None:  # give the peer what it needs to find and check direct paths to us
+            peer.send_datagram(frames.encode_probe_key(link.my_key))
+            peer.send_datagram(frames.encode_candidates(self._my_candidates()))
+
+    def serve_stream(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._on_stream is None:
+            writer.close()
+            return
+        self._spawn(self._on_stream(peer, reader, writer))
+
+    def peer_datagram(self, peer: Peer, data: bytes) -> None:
+        assert peer.identity is not None
+        try:
+            if peer.identity.role == RELAY_ROLE:
+                self._relay_datagram(peer, data)
+            else:
+                self._node_datagram(peer, data)
+        except FrameError as exc:
+            self.dropped += 1
+            log.debug("overlay: dropped a datagram from %s: %s", peer.identity.identity, exc)
+
+    def forget(self, peer: Peer) -> None:
+        for cid in [c for c, p in self._cids.items() if p is peer]:
+            del self._cids[cid]
+        self._expect.pop(peer, None)
+        self._links_by_peer.pop(peer, None)
+        if peer.identity is not None:
+            for table in (self.peers, self.relays):
+                if table.get(peer.identity.identity) is peer:
+                    del table[peer.identity.identity]
+
+    # ---- datagrams inside connections -------------------------------------------------------------------------
+
+    def _relay_datagram(self, relay: Peer, data: bytes) -> None:
+        assert relay.identity is not None
+        decoded = frames.decode_relay(data)
+        if decoded[0] == frames.OBSERVED:
+            seen = cast(Address, decoded[1])
+            if self.reflexive.get(relay.identity.identity) != seen:
+                self.reflexive[relay.identity.identity] = seen
+                for peer in self.peers.values():  # our NAT mapping moved: tell the peers we talk to
+                    if peer in self._links_by_peer:
+                        peer.send_datagram(frames.encode_candidates(self._my_candidates()))
+            return
+        kind, node_id, packet = cast(tuple[int, str, bytes], decoded)
+        if kind == frames.NO_ROUTE:
+            log.info("overlay: relay %s has no route to %s", relay.identity.identity, node_id)
+            return
+        target = self._peer_for(packet, None, relayed_from=(node_id, relay.identity.identity))
+        if target is None:
+            return
+        link = self._links_by_peer.get(target)
+        if link is None or link.node_id != node_id:
+            self.dropped += 1  # a relay may not speak for another node's connection
+            return
+        link.bytes_in["relay"] += len(packet)
+        target.receive(packet, target.addr, asyncio.get_running_loop().time())
+
+    def _node_datagram(self, peer: Peer, data: bytes) -> None:
+        link = self._links_by_peer.get(peer)
+        if link is None:
+            return
+        decoded = frames.decode_peer(data)
+        if decoded[0] == frames.PROBE_KEY:
+            link.peer_key = cast(bytes, decoded[1])
+        else:
+            kinds = {0: CandidateKind.LAN, 1: CandidateKind.REFLEXIVE}
+            found = cast(list[tuple[int, Address]], decoded[1])
+            link.state.set_candidates(tuple(Candidate(addr, kinds[k]) for k, addr in found), self.clock())
+            self._wake.set()
+
+    def _my_candidates(self) -> list[tuple[int, Address]]:
+        port = self.address[1]
+        lan = [(0, (ip, port)) for ip in self.local_addresses()]
+        reflexive = [(1, addr) for addr in self.reflexive.values() if (0, addr) not in lan]
+        return list(dict.fromkeys(lan + reflexive))
+
+    # ---- probes -----------------------------------------------------------------------------------------------
+
+    def _probe_received(self, data: bytes, addr: NetworkAddress) -> None:
+        try:
+            probe = frames.decode_probe(data)
+        except FrameError:
+            self.dropped += 1
+            return
+        link = self.links.get(probe.sender)
+        if link is None or link.peer_key is None or not frames.probe_is_authentic(probe, link.peer_key):
+            self.dropped += 1  # unknown sender, or a forgery: no answer, nothing learned
+            return
+        now = self.clock()
+        if probe.ack:
+            link.state.answered(probe.txid, now, from_addr=cast(Address, tuple(addr[:2])))
+        else:
+            self._sendto(frames.encode_probe(link.my_key, ack=True, txid=probe.txid, sender=self.identity), addr)
+            link.state.heard(cast(Address, tuple(addr[:2])), now)
+        self._path_events(link)
+
+    async def _path_loop(self) -> None:
+        """Drive every link's path core: probes and heartbeats out, silent paths expired, events reported."""
+        while True:
+            now = self.clock()
+            deadline = now + 1.0
+            for link in list(self.links.values()):
+                if link.peer_key is None:
+                    continue
+                for probe in link.state.poll(now):
+                    self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity),
+                                 probe.addr)
+                self._path_events(link)
+                deadline = min(deadline, link.state.next_deadline())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(deadline - self.clock(), 0.01)):
+                    await self._wake.wait()
+
+    def _path_events(self, link: Link) -> None:
+        for event in link.state.events():
+            link.since = self.clock()
+            log.info("overlay: %s: %s -> %s (%s)", link.node_id, event.old, event.new, event.reason)
+            if self._on_path is not None:
+                self._on_path(link.node_id, event)
+            if isinstance(event.new, Relay):
+                self._wake.set()  # punch again on schedule
+
+    # ---- plumbing ---------------------------------------------------------------------------------------------
+
+    def _sendto(self, data: bytes, addr: Any) -> None:
+        if self._transport is not None and isinstance(addr, tuple) and isinstance(addr[0], str):
+            self._transport.sendto(data, addr)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

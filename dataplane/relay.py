@@ -1,0 +1,91 @@
+"""The overlay relay (adapter): forwards opaque QUIC packets between authenticated nodes, never decrypting them.
+
+Runs on a machine every node can reach (the anchor VPS; `cloudless up` starts one). Each node keeps one QUIC
+connection to the relay, authenticated both ways with cluster certificates (the relay's is a `relay` certificate),
+and sends its peer-to-peer packets inside DATAGRAM frames addressed to a node id; the relay hands them to that
+node's connection with the sender's id. What it forwards is the peers' own end-to-end QUIC: ciphertext to the relay.
+On connect the relay tells the node its address as seen from here (its reflexive candidate for hole punching).
+
+A node may send at most `rate_bytes_s` (with a burst of `burst_bytes`) through the relay: past that, packets are
+dropped (QUIC's congestion control backs off), so one node cannot take the relay from everyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from dataplane import frames
+from dataplane.endpoint import Endpoint
+from dataplane.frames import FrameError
+from dataplane.quic import Peer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenBucket:
+    """Bytes a node may still send now (pure: takes `now`)."""
+
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+
+    def take(self, n: int, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
+class RelayServer(Endpoint):
+    def __init__(self, *args: Any, rate_bytes_s: float = 12.5e6, burst_bytes: float = 4e6, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate_bytes_s = rate_bytes_s
+        self.burst_bytes = burst_bytes
+        self._buckets: dict[str, TokenBucket] = {}
+        self.forwarded = 0  # packets
+        self.forwarded_bytes = 0
+        self.limited = 0  # packets dropped by a node's rate limit
+        self.unroutable = 0
+
+    def accepted(self, peer: Peer) -> None:
+        assert peer.identity is not None
+        self.peers[peer.identity.identity] = peer
+        self._buckets[peer.identity.identity] = TokenBucket(self.rate_bytes_s, self.burst_bytes, self.burst_bytes,
+                                                            self.clock())
+        if isinstance(peer.addr, tuple) and isinstance(peer.addr[0], str):
+            peer.send_datagram(frames.encode_observed(cast(tuple[str, int], tuple(peer.addr[:2]))))
+
+    def peer_datagram(self, peer: Peer, data: bytes) -> None:
+        assert peer.identity is not None
+        source = peer.identity.identity
+        try:
+            decoded = frames.decode_relay(data)
+        except FrameError:
+            self.dropped += 1
+            return
+        if decoded[0] != frames.FORWARD:
+            self.dropped += 1
+            return
+        _kind, dest, packet = cast(tuple[int, str, bytes], decoded)
+        target = self.peers.get(dest)
+        if target is None or target.closed.is_set():
+            self.unroutable += 1
+            peer.send_datagram(frames.encode_no_route(dest))
+            return
+        if not self._buckets[source].take(len(packet), self.clock()):
+            self.limited += 1
+            return
+        self.forwarded += 1
+        self.forwarded_bytes += len(packet)
+        target.send_datagram(frames.encode_forward(source, packet))
+
+    def forget(self, peer: Peer) -> None:
+        super().forget(peer)
+        if peer.identity is not None and peer.identity.identity not in self.peers:
+            self._buckets.pop(peer.identity.identity, None)
