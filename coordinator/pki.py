@@ -164,7 +164,7 @@ class CertificateAuthority:
                                                 key_agreement=False, key_cert_sign=False, crl_sign=False,
                                                 encipher_only=False, decipher_only=False), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-        if role is CertRole.NODE:
+        if role in (CertRole.NODE, CertRole.RELAY):  # overlay peers: verifiers need the identity as a SAN
             builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(identity)]), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return Issued(cert.public_bytes(serialization.Encoding.PEM), cert.serial_number, now + lifetime_s)

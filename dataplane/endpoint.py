@@ -39,6 +39,7 @@ from dataplane.identity import PeerIdentity, Refused, Revocations, check_peer
 from dataplane.paths import Candidate, CandidateKind, Direct, PathChanged, PathState, Relay, Timers
 from dataplane.quic import (
     CID_LENGTH,
+    PEER_DATAGRAM_SIZE,
     REFUSED,
     RELAY_DATAGRAM_SIZE,
     NodeCredential,
@@ -69,6 +70,8 @@ class Link:
 class Endpoint(asyncio.DatagramProtocol):
     """One UDP socket, every overlay connection of this node. Open with `await Endpoint.open(...)`."""
 
+    accepts_datagram_size = PEER_DATAGRAM_SIZE
+
     def __init__(self, credential: NodeCredential, *, clock: Callable[[], float],
                  on_stream: StreamHandler | None = None, revocations: Callable[[], Revocations] = Revocations,
                  local_addresses: Callable[[], list[str]] = lambda: [], idle_timeout_s: float = 30.0,
@@ -81,8 +84,10 @@ class Endpoint(asyncio.DatagramProtocol):
         self.timers = timers or Timers()
         self._on_stream = on_stream
         self._on_path = on_path
+        # what this endpoint accepts: peer connections (whose packets must fit a relay's DATAGRAM frame), or for a
+        # relay, node connections (larger packets: they carry the peers' packets)
         self._server_config = credential.configuration(is_client=False, idle_timeout_s=idle_timeout_s,
-                                                       max_datagram_size=RELAY_DATAGRAM_SIZE)
+                                                       max_datagram_size=self.accepts_datagram_size)
         self._transport: asyncio.DatagramTransport | None = None
         self._cids: dict[bytes, Peer] = {}
         self._expect: dict[Peer, tuple[str | None, tuple[str, ...]]] = {}  # peer -> (identity, roles)
@@ -137,7 +142,7 @@ class Endpoint(asyncio.DatagramProtocol):
         return await self._dial(vaddr, None, expect=node_id, roles=("node",), timeout_s=timeout_s, link=link)
 
     async def _dial(self, vaddr: Any, addr: Address | None, *, expect: str, roles: tuple[str, ...],
-                    timeout_s: float, datagram_size: int = 1200, link: Link | None = None) -> Peer:
+                    timeout_s: float, datagram_size: int = PEER_DATAGRAM_SIZE, link: Link | None = None) -> Peer:
         config = self.credential.configuration(is_client=True, idle_timeout_s=self.idle_timeout_s,
                                                max_datagram_size=datagram_size)
         peer = Peer(self, _MutualConnection(configuration=config), vaddr)

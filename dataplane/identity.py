@@ -9,7 +9,7 @@ A chain is accepted when, at `now`:
 - it is rooted in the cluster CA (cryptography's RFC 5280 path validation, `build_client_verifier`: key usage,
   extended key usage clientAuth, validity of every certificate, signatures, at most one intermediate);
 - its leaf names exactly one identity the way the CA writes it (coordinator.pki: O=cloudless, OU=role, CN=id; a
-  node's id again as its only DNS SAN) with an allowed role;
+  node's or relay's id again as its only DNS SAN) with an allowed role;
 - that identity is the one the control plane said we would meet (`expect`), when it said one;
 - neither its serial number nor its identity has been revoked.
 
@@ -152,11 +152,11 @@ def _identity(leaf: x509.Certificate) -> tuple[str, str] | Refused:
     org, role, identity = (parts[oid][0] for oid in parts)
     if org != ORG:
         return Refused(Reason.MALFORMED, f"organisation {org!r} is not {ORG!r}")
-    if role == "node":
+    if role in ("node", "relay"):
         try:
             sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
-            return Refused(Reason.MALFORMED, f"node certificate {identity!r} has no subject alternative name")
+            return Refused(Reason.MALFORMED, f"{role} certificate {identity!r} has no subject alternative name")
         if sans.get_values_for_type(x509.DNSName) != [identity] or len(sans) != 1:
-            return Refused(Reason.MALFORMED, f"node certificate {identity!r} names other identities in its SAN")
+            return Refused(Reason.MALFORMED, f"{role} certificate {identity!r} names other identities in its SAN")
     return identity, role

@@ -14,9 +14,10 @@ Theory of operation (the anchors are Tailscale's magicsock timers, ARCHITECTURE 
   the ~25-30 s a home router keeps an idle UDP mapping). A direct path that has answered nothing for `trust_s` is
   dead: traffic falls back to the relay at once (so within `trust_s` + one heartbeat of the path dying), and punching
   resumes at the next retry.
-- A probe *from* the peer also proves its path (it got through both NATs); the adapter authenticates and answers
-  it and reports it here as `heard`. From an address that is no candidate — a symmetric NAT's fresh port — it
-  becomes a peer-reflexive candidate (ICE, RFC 8445 §7.3.1.3): that is how an easy NAT meets a hard one.
+- A probe *from* the peer is authenticated and answered by the adapter and reported here as `heard`. It proves one
+  direction only, so it never keeps a path alive; from an address that is no candidate — a symmetric NAT's fresh
+  port — it becomes a peer-reflexive candidate (ICE, RFC 8445 §7.3.1.3) and is probed at once: that is how an
+  easy NAT meets a hard one.
 
 Invariants: `path()` is always a usable choice (the relay when no direct path is live); every event names the old
 and new path and why; nothing here sends or sleeps — `poll(now)` returns what to send and `next_deadline()` when to
@@ -150,19 +151,12 @@ class PathState:
         self._choose(now, f"probe answered in {rtt * 1000:.1f} ms")
 
     def heard(self, addr: Address, now: float) -> None:
-        """An authenticated probe from the peer arrived from `addr`: that path works in both directions. An address
-        not among the candidates (a symmetric NAT's fresh port) becomes a peer-reflexive one."""
-        live = self._live.get(addr)
-        if live is not None:
-            live.last_heard = now
-            return
+        """An authenticated probe from the peer arrived from `addr`. It proves only one direction, so it keeps no path
+        alive (a path that stopped answering is dead even while the peer's probes still arrive); it makes an address
+        that is no candidate — a symmetric NAT's fresh port — a peer-reflexive one, and has it probed now."""
         if self._kind_of(addr) is None:
             self.candidates = (*self.candidates, Candidate(addr, CandidateKind.PEER_REFLEXIVE))
-        kind = self._kind_of(addr)
-        assert kind is not None
-        self._live[addr] = _Live(kind, self.timers.trust_s, now)  # RTT unknown yet: pessimistic until measured
-        self._next_punch = min(self._next_punch, now)  # probe it (and the rest) to measure
-        self._choose(now, "probe received from the peer")
+            self._next_punch = min(self._next_punch, now)
 
     # ---- outputs --------------------------------------------------------------------------------------------
 

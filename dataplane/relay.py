@@ -19,7 +19,7 @@ from typing import Any, cast
 from dataplane import frames
 from dataplane.endpoint import Endpoint
 from dataplane.frames import FrameError
-from dataplane.quic import Peer
+from dataplane.quic import RELAY_DATAGRAM_SIZE, Peer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class TokenBucket:
 
 
 class RelayServer(Endpoint):
+    accepts_datagram_size = RELAY_DATAGRAM_SIZE  # node connections carry the peers' 1200-byte packets
+
     def __init__(self, *args: Any, rate_bytes_s: float = 12.5e6, burst_bytes: float = 4e6, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rate_bytes_s = rate_bytes_s

@@ -111,13 +111,34 @@ def test_after_a_fallback_punching_resumes_within_the_retry_period() -> None:
     assert punched_again is not None
 
 
-def test_a_probe_from_an_unknown_address_becomes_a_peer_reflexive_candidate() -> None:
+def test_a_probe_from_an_unknown_address_becomes_a_peer_reflexive_candidate_probed_at_once() -> None:
     state = fresh(WAN)  # the peer is behind a symmetric NAT: its reflexive address is useless to us
     state.poll(0.0)
     fresh_port = ("198.19.7.3", 61234)
     state.heard(fresh_port, 0.3)
+    assert state.path() == Relay("vps")  # one direction proves nothing yet
+    probes = [p for p in state.poll(0.3) if p.addr == fresh_port]
+    assert probes
+    state.answered(probes[0].txid, 0.31, from_addr=fresh_port)
     assert state.path() == Direct(fresh_port, CandidateKind.PEER_REFLEXIVE)
-    assert any(p.addr == fresh_port for p in state.poll(0.3))  # and it is measured
+
+
+def test_probes_still_arriving_do_not_keep_a_path_that_stopped_answering() -> None:
+    state = fresh(WAN)
+    state.answered(state.poll(0.0)[0].txid, 0.01)
+    now = 0.01
+    while now < 7.0:  # our probes go unanswered (the path died one way) while the peer's still reach us
+        now += 0.5
+        state.poll(now)
+        state.heard(WAN.addr, now)
+    assert state.path() == Relay("vps")
+
+
+def test_an_answer_from_another_address_proves_nothing() -> None:
+    state = fresh(WAN)
+    txid = state.poll(0.0)[0].txid
+    state.answered(txid, 0.01, from_addr=("203.0.113.9", 1))
+    assert state.path() == Relay("vps")
 
 
 def test_unknown_late_or_repeated_answers_are_ignored() -> None:
@@ -157,7 +178,6 @@ def test_the_chosen_direct_path_is_always_one_heard_within_the_trust_period(
                 heard_at[p.addr] = now
             case "heard":
                 state.heard(pool[i].addr, now)
-                heard_at[pool[i].addr] = now
             case "candidates":
                 state.set_candidates(tuple(pool[: i + 1]), now)
         state.poll(now)
