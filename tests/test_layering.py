@@ -36,12 +36,14 @@ CORE_GLOBS = (
     # the bus: wire contract, ACL, outbox, reconnect back-off, password hashing, sealed payloads
     "broker/wire/*.py", "broker/acl.py", "broker/outbox.py", "broker/backoff.py", "broker/passwords.py",
     "broker/sealed.py",
-    # the agent: what to run, which desired state to accept, probe verdicts, sandbox policy, container body
+    # the agent: what to run, which desired state to accept, probe verdicts, sandbox policy, container body, image
+    # pulls, what it reports, where secret files go
     "edge_agent/reconcile.py", "edge_agent/desired.py", "edge_agent/health.py", "edge_agent/sandbox.py",
-    "edge_agent/runtime/podman_spec.py",
-    # the coordinator: cluster view, revisions, lifecycle, membership, scheduling, admission, spec, translation,
+    "edge_agent/runtime/podman_spec.py", "edge_agent/images.py", "edge_agent/report.py", "edge_agent/secret_layout.py",
+    # the coordinator: cluster view, revisions, the broker-link clock, lifecycle, membership, scheduling, admission, spec, translation,
     # enrolment checks, damping, the dashboard documents, the records and views the REST layer shows
-    "coordinator/cluster.py", "coordinator/revisions.py", "coordinator/lifecycle.py", "coordinator/membership.py",
+    "coordinator/cluster.py", "coordinator/revisions.py", "coordinator/link.py", "coordinator/lifecycle.py",
+    "coordinator/membership.py",
     "coordinator/scheduler/**/*.py", "coordinator/policy.py", "coordinator/spec*.py", "coordinator/translate.py",
     "coordinator/enroll.py", "coordinator/damper.py", "coordinator/dashboard.py", "coordinator/model.py",
     "coordinator/views.py", "coordinator/secrets/envelope.py", "coordinator/secrets/tokens.py",
