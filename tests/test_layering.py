@@ -40,8 +40,8 @@ CORE_GLOBS = (
     # pulls, what it reports, where secret files go
     "edge_agent/reconcile.py", "edge_agent/desired.py", "edge_agent/health.py", "edge_agent/sandbox.py",
     "edge_agent/runtime/podman_spec.py", "edge_agent/images.py", "edge_agent/report.py", "edge_agent/secret_layout.py",
-    # the coordinator: cluster view, revisions, the broker-link clock, lifecycle, membership, scheduling, admission, spec, translation,
-    # enrolment checks, damping, the dashboard documents, the records and views the REST layer shows
+    # the coordinator: cluster view, revisions, the broker-link clock, lifecycle, membership, scheduling, admission,
+    # spec, translation, enrolment checks, damping, the dashboard documents, the records and views REST shows
     "coordinator/cluster.py", "coordinator/revisions.py", "coordinator/link.py", "coordinator/lifecycle.py",
     "coordinator/membership.py",
     "coordinator/scheduler/**/*.py", "coordinator/policy.py", "coordinator/spec*.py", "coordinator/translate.py",
