@@ -58,7 +58,8 @@ async def test_events_a_term_never_wrote_are_neither_listed_nor_replayed_and_the
         kept = coord.journal.event("Normal", "Test", "node/x", "committed")
         await coord.journal.flush()
         store.down = True
-        lost = coord.journal.event("Normal", "Test", "node/x", "never written: the store lost quorum, then the term ended")
+        lost = coord.journal.event("Normal", "Test", "node/x",
+                                   "never written: the store lost quorum, then the term ended")
         with pytest.raises(StoreUnavailable):
             await coord.journal.flush()
         assert coord.journal.committed_events() == [kept]  # what GET /v1/events lists and a stream replays
