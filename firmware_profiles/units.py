@@ -6,8 +6,9 @@ refused. Memory: a byte count (`1024`, `"1024"`) or a number with a binary (`Ki 
 (`k M G T P E`; kilo is lower case only, as in Kubernetes) suffix: `"64Mi"`, `"1.5Gi"`, `"500M"` -> bytes;
 fractional bytes are refused. Booleans are refused although Python counts them as ints.
 
-Exact arithmetic (`Decimal` over the number's text, never binary floats), so `"0.1"` cores is 100 millicores and
-`"1.5Gi"` is 1610612736 bytes. Every refusal is a `QuantityError` whose message starts with what is expected and
+Exact arithmetic (`fractions.Fraction` over the number's text, never binary floats, never rounded to a precision),
+so `"0.1"` cores is 100 millicores, `"1.5Gi"` is 1610612736 bytes and `"0.50000000000000000000000000001"` is refused
+as finer than 1m. Every refusal is a `QuantityError` whose message starts with what is expected and
 then says what was wrong, without the field path (the caller adds it). Pure: no I/O.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from firmware_profiles.errors import QuantityError
 
@@ -43,17 +44,13 @@ def _got(value: object) -> str:
     return f"got {type(value).__name__} {value!r}"[:80]
 
 
-def _number(value: object, expected: str) -> Decimal:
-    """A YAML/TOML number as an exact decimal (a float by its shortest repr, so 0.1 stays 0.1)."""
+def _number(value: object, expected: str) -> Fraction:
+    """A YAML/TOML number, exactly (a float by its shortest repr, so 0.1 stays 0.1)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise QuantityError(f"{expected}, {_got(value)}")
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation as exc:  # pragma: no cover - repr of a float is always a valid decimal
-        raise QuantityError(f"{expected}, {_got(value)}") from exc
-    if not number.is_finite():
+    if isinstance(value, float) and not math.isfinite(value):
         raise QuantityError(f"{expected}, {_got(value)}: not a finite number")
-    return number
+    return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
 
 
 def parse_memory(value: object) -> int:
@@ -65,10 +62,10 @@ def parse_memory(value: object) -> int:
         factor = MEMORY_SUFFIXES.get(m["unit"])
         if factor is None:
             raise QuantityError(f"{_MEMORY_UNITS}: unknown memory suffix {m['unit'][:8]!r} in {value[:40]!r}")
-        size = Decimal(m["num"]) * factor
+        size = Fraction(m["num"]) * factor
     else:
         size = _number(value, _MEMORY_EXPECTED)
-    if size != size.to_integral_value():
+    if size.denominator != 1:
         expected = "must be a whole number of bytes" if isinstance(value, str) else _MEMORY_EXPECTED
         raise QuantityError(f"{expected}: {value!r} is not a whole number of bytes")
     if size < 0:
@@ -84,12 +81,12 @@ def parse_cpu(value: object) -> int:
         m = _CPU_RE.fullmatch(value)
         if m is None:
             raise QuantityError(f"{_CPU_TEXT}: invalid cpu quantity {value[:40]!r}")
-        millis = Decimal(m["num"]) * (1 if m["unit"] == "m" else 1000)
+        millis = Fraction(m["num"]) * (1 if m["unit"] == "m" else 1000)
     elif isinstance(value, float) and not math.isfinite(value):
         raise QuantityError(f"must be a finite number of cores: invalid cpu quantity {value!r}")
     else:
         millis = _number(value, _CPU_EXPECTED) * 1000
-    if millis != millis.to_integral_value():
+    if millis.denominator != 1:
         raise QuantityError(f"must be a whole number of millicores (1m = 0.001 cores): cpu quantity {value!r} is "
                             "finer than 1m")
     max_cores = CPU_MAX_MILLIS // 1000

@@ -129,3 +129,9 @@ def test_cpu_format_round_trips(millis: int) -> None:
 @given(st.integers(0, MEMORY_MAX_BYTES))
 def test_memory_format_round_trips(size: int) -> None:
     assert parse_memory(format_memory(size)) == size
+
+
+@pytest.mark.parametrize("text", ["0.50000000000000000000000000001", "1.0000000000000000000000000001Ki"])
+def test_exact_arithmetic_never_rounds_a_fraction_away(text: str) -> None:
+    with pytest.raises(QuantityError):
+        (parse_cpu if text[-1].isdigit() else parse_memory)(text)
