@@ -51,6 +51,7 @@ from dataplane.quic import (
 log = logging.getLogger(__name__)
 
 RELAY_ROLE = "relay"
+MAX_HANDSHAKES = 256  # server-side connections not yet authenticated: past this, new Initials are dropped
 Address = tuple[str, int]
 
 
@@ -65,6 +66,7 @@ class Link:
     bytes_out: dict[str, int] = field(default_factory=lambda: {"direct": 0, "relay": 0})
     bytes_in: dict[str, int] = field(default_factory=lambda: {"direct": 0, "relay": 0})
     since: float = 0.0  # when the current path was chosen
+    last_probe: int = 0  # the highest probe txid accepted from the peer: an older or repeated one is a replay
 
 
 class Endpoint(asyncio.DatagramProtocol):
@@ -93,6 +95,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self._expect: dict[Peer, tuple[str | None, tuple[str, ...]]] = {}  # peer -> (identity, roles)
         self._tasks: set[asyncio.Task[None]] = set()
         self._links_by_peer: dict[Peer, Link] = {}
+        self._routes: dict[Peer, str] = {}  # a relayed caller not yet authenticated -> the relay its answers take
         self._wake = asyncio.Event()
         self.peers: dict[str, Peer] = {}  # authenticated node connections, by node id (the newest wins)
         self.links: dict[str, Link] = {}  # by node id
@@ -163,8 +166,9 @@ class Endpoint(asyncio.DatagramProtocol):
         return peer
 
     def _link(self, node_id: str, relay_id: str) -> Link:
+        """The link to `node_id`, shared by every connection with it (made once; it keeps its first relay)."""
         link = self.links.get(node_id)
-        if link is None or link.state.relay != relay_id:
+        if link is None:
             now = self.clock()
             link = Link(node_id, PathState(relay=relay_id, now=now, timers=self.timers), since=now)
             self.links[node_id] = link
@@ -180,23 +184,31 @@ class Endpoint(asyncio.DatagramProtocol):
     def enforce(self) -> list[str]:
         """Judge every live connection again (after the revocations or the clock moved on): one that no longer
         passes is closed with the reason, at once. Returns the identities cut."""
-        cut = []
-        for name, peer in sorted({**self.peers, **self.relays}.items()):
+        cut = set()
+        live = {p for p in (*self._cids.values(), *self.peers.values(), *self.relays.values())
+                if p.identity is not None and not p.closed.is_set()}  # older connections of a node too
+        for peer in sorted(live, key=lambda p: p.node_id):
             verdict = self.judge(peer)
             if isinstance(verdict, Refused):
-                log.warning("overlay: cut the connection to %s: %s", name, verdict)
+                log.warning("overlay: cut the connection to %s: %s", peer.node_id, verdict)
                 peer.close(str(verdict), error_code=REFUSED)
-                cut.append(name)
-        return cut
+                cut.add(peer.node_id)
+        return sorted(cut)
 
     def close(self) -> None:
+        """Close every connection (CONNECTION_CLOSE sent once), stop timers and tasks, release the socket."""
         for peer in {*self._cids.values(), *self.peers.values(), *self.relays.values()}:
             with contextlib.suppress(Exception):  # closing must not fail on a peer already gone
                 peer.close("endpoint closed")
+            peer.stop_timer()
         for task in self._tasks:
             task.cancel()
         if self._transport is not None:
             self._transport.close()
+            self._transport = None
+        for table in (self._cids, self._expect, self._links_by_peer, self._routes, self.peers, self.links,
+                      self.relays):
+            table.clear()
 
     # ---- the socket -------------------------------------------------------------------------------------------
 
@@ -228,17 +240,17 @@ class Endpoint(asyncio.DatagramProtocol):
         peer = self._cids.get(header.destination_cid)
         if peer is not None:
             return peer
-        if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200:
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < 1200 or self._handshakes() >= MAX_HANDSHAKES:
             self.dropped += 1
             return None
         quic = _MutualConnection(configuration=self._server_config,
                                  original_destination_connection_id=header.destination_cid)
-        if relayed_from is not None:  # a node calling through a relay: a stable virtual address, a link
-            node_id, relay_id = relayed_from
+        if relayed_from is not None:  # a node calling through a relay: a stable virtual address; its answers go
+            node_id, relay_id = relayed_from  # back through that relay until it is authenticated and has a link
             addr = ("relay-peer", node_id)
             peer = Peer(self, quic, addr)
-            self._links_by_peer[peer] = self._link(node_id, relay_id)
-            self._expect[peer] = (node_id, ("node",))  # the relay vouches for the id; the certificate must agree
+            self._routes[peer] = relay_id
+            self._expect[peer] = (node_id, ("node",))  # the relay names the caller; its certificate must agree
         else:
             peer = Peer(self, quic, addr)
         self._cids[header.destination_cid] = peer
@@ -246,12 +258,19 @@ class Endpoint(asyncio.DatagramProtocol):
             self._cids[cid.cid] = peer
         return peer
 
+    def _handshakes(self) -> int:
+        return sum(1 for p in set(self._cids.values()) if p.identity is None and not p.quic._is_client)
+
     # ---- Host (dataplane.quic) --------------------------------------------------------------------------------
 
     def send(self, peer: Peer, data: bytes, addr: NetworkAddress) -> None:
         link = self._links_by_peer.get(peer)
         if link is None:
-            self._sendto(data, addr)
+            via = self._routes.get(peer)
+            if via is None:
+                self._sendto(data, addr)
+            elif (relay := self.relays.get(via)) is not None and (caller := self._expect[peer][0]) is not None:
+                relay.send_datagram(frames.encode_forward(caller, data))
             return
         path = link.state.path()
         if isinstance(path, Direct):
@@ -276,6 +295,9 @@ class Endpoint(asyncio.DatagramProtocol):
         if peer.identity.role == RELAY_ROLE:
             return
         self.peers[peer.identity.identity] = peer
+        via = self._routes.pop(peer, None)
+        if via is not None:  # an authenticated caller through a relay: now it gets a link (paths, probes)
+            self._links_by_peer[peer] = self._link(peer.identity.identity, via)
         link = self._links_by_peer.get(peer)
         if link is not None:  # give the peer what it needs to find and check direct paths to us
             peer.send_datagram(frames.encode_probe_key(link.my_key))
@@ -302,7 +324,11 @@ class Endpoint(asyncio.DatagramProtocol):
         for cid in [c for c, p in self._cids.items() if p is peer]:
             del self._cids[cid]
         self._expect.pop(peer, None)
-        self._links_by_peer.pop(peer, None)
+        self._routes.pop(peer, None)
+        peer.stop_timer()
+        link = self._links_by_peer.pop(peer, None)
+        if link is not None and link not in self._links_by_peer.values():  # its last connection: stop probing
+            self.links.pop(link.node_id, None)
         if peer.identity is not None:
             for table in (self.peers, self.relays):
                 if table.get(peer.identity.identity) is peer:
@@ -328,11 +354,12 @@ class Endpoint(asyncio.DatagramProtocol):
         target = self._peer_for(packet, None, relayed_from=(node_id, relay.identity.identity))
         if target is None:
             return
-        link = self._links_by_peer.get(target)
-        if link is None or link.node_id != node_id:
+        if self._expect.get(target, (None,))[0] != node_id and target.node_id != node_id:
             self.dropped += 1  # a relay may not speak for another node's connection
             return
-        link.bytes_in["relay"] += len(packet)
+        link = self._links_by_peer.get(target)
+        if link is not None:
+            link.bytes_in["relay"] += len(packet)
         target.receive(packet, target.addr, asyncio.get_running_loop().time())
 
     def _node_datagram(self, peer: Peer, data: bytes) -> None:
@@ -369,35 +396,51 @@ class Endpoint(asyncio.DatagramProtocol):
         now = self.clock()
         if probe.ack:
             link.state.answered(probe.txid, now, from_addr=cast(Address, tuple(addr[:2])))
-        else:
+        elif probe.txid > link.last_probe:  # the peer's txids only grow: an old or repeated probe is a replay
+            link.last_probe = probe.txid
             self._sendto(frames.encode_probe(link.my_key, ack=True, txid=probe.txid, sender=self.identity), addr)
             link.state.heard(cast(Address, tuple(addr[:2])), now)
+        else:
+            self.dropped += 1
+            return
         self._path_events(link)
 
     async def _path_loop(self) -> None:
-        """Drive every link's path core: probes and heartbeats out, silent paths expired, events reported."""
+        """Drive every link's path core: probes and heartbeats out, silent paths expired, events reported. A failure
+        in one round is logged and the loop goes on: without it no path would ever fall back."""
         while True:
-            now = self.clock()
-            deadline = now + 1.0
-            for link in list(self.links.values()):
-                if link.peer_key is None:
-                    continue
-                for probe in link.state.poll(now):
-                    self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity),
-                                 probe.addr)
-                self._path_events(link)
-                deadline = min(deadline, link.state.next_deadline())
+            deadline = self.clock() + 1.0
+            try:
+                deadline = min(deadline, self._drive_paths())
+            except Exception:
+                log.exception("overlay: path round failed; going on")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(deadline - self.clock(), 0.01)):
                     await self._wake.wait()
+
+    def _drive_paths(self) -> float:
+        now = self.clock()
+        deadline = now + 1.0
+        for link in list(self.links.values()):
+            if link.peer_key is None:
+                continue
+            for probe in link.state.poll(now):
+                self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity),
+                             probe.addr)
+            self._path_events(link)
+            deadline = min(deadline, link.state.next_deadline())
+        return deadline
 
     def _path_events(self, link: Link) -> None:
         for event in link.state.events():
             link.since = self.clock()
             log.info("overlay: %s: %s -> %s (%s)", link.node_id, event.old, event.new, event.reason)
             if self._on_path is not None:
-                self._on_path(link.node_id, event)
+                try:
+                    self._on_path(link.node_id, event)
+                except Exception:
+                    log.exception("overlay: the path-change callback failed")
             if isinstance(event.new, Relay):
                 self._wake.set()  # punch again on schedule
 

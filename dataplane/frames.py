@@ -38,6 +38,9 @@ MAC_LEN = 16
 KEY_LEN = 16
 MAX_ID = 63  # broker.wire's identifier limit
 MAX_CANDIDATES = 16
+# A forwarded peer packet is at most QUIC's minimum datagram size (peers are configured for exactly that), so the
+# relay can always re-frame it with the longest sender id inside one DATAGRAM frame of its node connections.
+MAX_FORWARDED_PACKET = 1200
 
 
 class FrameError(ValueError):
@@ -124,6 +127,8 @@ def decode_relay(data: bytes) -> tuple[int, str, bytes] | tuple[int, tuple[str, 
         packet = data[at:]
         if kind == FORWARD and not is_quic(packet):
             raise FrameError("a forwarded datagram must be a QUIC packet")
+        if len(packet) > MAX_FORWARDED_PACKET:
+            raise FrameError(f"a forwarded packet of {len(packet)} bytes (at most {MAX_FORWARDED_PACKET})")
         return kind, node_id, packet if kind == FORWARD else b""
     if kind == OBSERVED and len(data) > 3:
         (port,) = struct.unpack_from("!H", data, 1)

@@ -103,7 +103,16 @@ def load_chain(ders: Sequence[bytes]) -> list[x509.Certificate] | Refused:
 
 def check_peer(chain: Sequence[x509.Certificate], *, trust: TrustAnchor, now: float, expect: str | None = None,
                roles: Collection[str] = ("node",), revoked: Revocations = Revocations()) -> PeerIdentity | Refused:
-    """Verify a peer's chain (leaf first) for the overlay; see the module docstring for the rules."""
+    """Verify a peer's chain (leaf first) for the overlay; see the module docstring for the rules. Never raises: a
+    certificate whose fields do not parse (cryptography parses extensions lazily) is refused as malformed."""
+    try:
+        return _check(chain, trust=trust, now=now, expect=expect, roles=roles, revoked=revoked)
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        return Refused(Reason.MALFORMED, f"the certificate does not parse: {exc}"[:300])
+
+
+def _check(chain: Sequence[x509.Certificate], *, trust: TrustAnchor, now: float, expect: str | None,
+           roles: Collection[str], revoked: Revocations) -> PeerIdentity | Refused:
     if not chain:
         return Refused(Reason.NO_CERTIFICATE, "the peer presented no certificate")
     if len(chain) > 2:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 Address = tuple[str, int]
+MAX_PEER_REFLEXIVE = 8
 
 
 class CandidateKind(StrEnum):
@@ -155,6 +156,9 @@ class PathState:
         alive (a path that stopped answering is dead even while the peer's probes still arrive); it makes an address
         that is no candidate — a symmetric NAT's fresh port — a peer-reflexive one, and has it probed now."""
         if self._kind_of(addr) is None:
+            learned = sum(1 for c in self.candidates if c.kind is CandidateKind.PEER_REFLEXIVE)
+            if learned >= MAX_PEER_REFLEXIVE:
+                return  # bounded: a NAT that keeps changing ports cannot grow the list (nor a replay)
             self.candidates = (*self.candidates, Candidate(addr, CandidateKind.PEER_REFLEXIVE))
             self._next_punch = min(self._next_punch, now)
 

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dataplane.errors import ConnectionLost, PeerRefused
+from dataplane.frames import MAX_FORWARDED_PACKET
 from dataplane.identity import PeerIdentity, Refused, TrustAnchor
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ REFUSED = 0x1C1  # application error code of a connection closed because the pee
 CID_LENGTH = 8
 # A peer-to-peer packet must fit, with the relay's framing, inside one DATAGRAM frame of a node<->relay packet:
 # peers use QUIC's minimum (1200, RFC 9000 §14), relay connections a larger one (a LAN/Internet MTU of 1500 allows it)
-PEER_DATAGRAM_SIZE = 1200
+PEER_DATAGRAM_SIZE = MAX_FORWARDED_PACKET
 RELAY_DATAGRAM_SIZE = 1350
+MAX_PENDING_DATAGRAMS = 512  # DATAGRAM frames queued in one connection (aioquic's queue has no bound): drop past it
 # Back-pressure: a writer's drain() waits while more than HIGH_WATER bytes of its stream are sent but not yet
 # acknowledged (aioquic itself buffers without limit: PLATFORM-NOTES), and goes on below LOW_WATER.
 HIGH_WATER = 1 << 20
@@ -134,11 +136,19 @@ class Peer:
         self.quic.close(error_code=error_code, reason_phrase=reason[:200])
         self.transmit()
 
-    def send_datagram(self, data: bytes) -> None:
-        """An unreliable message inside this connection (RFC 9221): encrypted, never retransmitted."""
-        if not self.closed.is_set():
-            self.quic.send_datagram_frame(data)
-            self.transmit()
+    def send_datagram(self, data: bytes) -> bool:
+        """An unreliable message inside this connection (RFC 9221): encrypted, never retransmitted. False when it
+        was dropped: the connection is closed, or MAX_PENDING_DATAGRAMS are already waiting for congestion room."""
+        if self.closed.is_set() or len(self.quic._datagrams_pending) >= MAX_PENDING_DATAGRAMS:
+            return False
+        self.quic.send_datagram_frame(data)
+        self.transmit()
+        return True
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
 
     # ---- driving the connection (the endpoint calls these) ----------------------------------------------------
 

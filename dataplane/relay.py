@@ -58,8 +58,9 @@ class RelayServer(Endpoint):
     def accepted(self, peer: Peer) -> None:
         assert peer.identity is not None
         self.peers[peer.identity.identity] = peer
-        self._buckets[peer.identity.identity] = TokenBucket(self.rate_bytes_s, self.burst_bytes, self.burst_bytes,
-                                                            self.clock())
+        if peer.identity.identity not in self._buckets:  # a reconnect does not refill the bucket
+            self._buckets[peer.identity.identity] = TokenBucket(self.rate_bytes_s, self.burst_bytes,
+                                                                self.burst_bytes, self.clock())
         if isinstance(peer.addr, tuple) and isinstance(peer.addr[0], str):
             peer.send_datagram(frames.encode_observed(cast(tuple[str, int], tuple(peer.addr[:2]))))
 
@@ -75,19 +76,18 @@ class RelayServer(Endpoint):
             self.dropped += 1
             return
         _kind, dest, packet = cast(tuple[int, str, bytes], decoded)
+        bucket = self._buckets.get(source)
+        if bucket is None or not bucket.take(len(packet), self.clock()):  # NO_ROUTE answers are charged too
+            self.limited += 1
+            return
         target = self.peers.get(dest)
         if target is None or target.closed.is_set():
             self.unroutable += 1
             peer.send_datagram(frames.encode_no_route(dest))
             return
-        if not self._buckets[source].take(len(packet), self.clock()):
-            self.limited += 1
-            return
-        self.forwarded += 1
-        self.forwarded_bytes += len(packet)
-        target.send_datagram(frames.encode_forward(source, packet))
+        if target.send_datagram(frames.encode_forward(source, packet)):
+            self.forwarded += 1
+            self.forwarded_bytes += len(packet)
+        else:
+            self.dropped += 1  # the destination's queue is full (it is slow or gone): QUIC resends
 
-    def forget(self, peer: Peer) -> None:
-        super().forget(peer)
-        if peer.identity is not None and peer.identity.identity not in self.peers:
-            self._buckets.pop(peer.identity.identity, None)

@@ -64,3 +64,17 @@ def forged(ca: CertificateAuthority, *, cn: str, san: str, org: str = "cloudless
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
             .sign(ca.key, hashes.SHA256()))
+
+
+def broken_san(now: float = NOW) -> x509.Certificate:
+    """A self-signed certificate whose SAN extension does not parse (cryptography reads extensions lazily)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cloudless"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "node"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    start = dt.datetime.fromtimestamp(now - 300, dt.UTC)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(start).not_valid_after(start + dt.timedelta(days=1))
+            .add_extension(x509.UnrecognizedExtension(x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+                                                      b"\x30\x03\xff\xff\xff"), critical=False)
+            .sign(key, hashes.SHA256()))

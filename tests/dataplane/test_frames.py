@@ -41,9 +41,10 @@ def test_relay_and_peer_datagrams_round_trip() -> None:
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x11", b"\x11\x00", b"\x11\x02pi" + b"\x01not-quic", b"\x12\x00",
-                                 b"\x12\x00\x01not-an-ip", b"\x7f", b"\x13\x40" + b"x" * 64],
+                                 b"\x12\x00\x01not-an-ip", b"\x7f", b"\x13\x40" + b"x" * 64,
+                                 b"\x11\x01a" + b"\xc3" * 1201],
                          ids=["empty", "no-id", "zero-id", "not-quic", "short-observed", "bad-ip", "unknown",
-                              "id-too-long"])
+                              "id-too-long", "packet-too-big"])
 def test_bad_relay_datagrams_are_refused(raw: bytes) -> None:
     with pytest.raises(FrameError):
         frames.decode_relay(raw)

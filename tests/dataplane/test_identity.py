@@ -7,7 +7,7 @@ from cryptography import x509
 
 from coordinator.pki import CertRole
 from dataplane.identity import PeerIdentity, Reason, Refused, Revocations, TrustAnchor, check_peer, load_chain
-from tests.dataplane.pki_builders import DAY, NOW, ca_pem, forged, issue, make_ca
+from tests.dataplane.pki_builders import DAY, NOW, broken_san, ca_pem, forged, issue, make_ca
 
 CA = make_ca("home")
 TRUST = TrustAnchor.from_pem(ca_pem(CA))
@@ -48,6 +48,7 @@ CASES = [
     pytest.param(lambda: [forged(CA, cn="pi-kitchen", san="pi-kitchen", org="evil")], {}, Reason.MALFORMED,
                  id="other-organisation"),
     pytest.param(lambda: [PI.cert, PI.cert, PI.cert], {}, Reason.MALFORMED, id="chain-too-long"),
+    pytest.param(lambda: [broken_san()], {}, Reason.MALFORMED, id="extension-does-not-parse"),
     pytest.param(lambda: [x509.load_pem_x509_certificate(ca_pem(CA))], {}, Reason.MALFORMED, id="the-ca-itself"),
 ]
 

@@ -185,3 +185,10 @@ def test_the_chosen_direct_path_is_always_one_heard_within_the_trust_period(
         if isinstance(path, Direct):
             assert now - heard_at[path.addr] < T.trust_s
             assert path.addr in {c.addr for c in state.candidates}
+
+
+def test_peer_reflexive_candidates_are_bounded() -> None:
+    state = fresh(WAN)
+    for port in range(1000, 1100):
+        state.heard(("198.19.7.3", port), 0.1)
+    assert sum(1 for c in state.candidates if c.kind is CandidateKind.PEER_REFLEXIVE) == 8
