@@ -244,21 +244,32 @@ def _api_url(settings: Settings, port: int) -> str:
     return f"{'https' if settings.pki else 'http'}://{settings.api_host}:{port}"
 
 
-def _listen(settings: Settings) -> socket.socket:
-    """The API's listening socket, bound before anything is built: its URL (port 0 picks a free port) goes into
-    the coordinator's presence, the leader record and enrolment tokens from the start."""
-    family, kind, proto, _, addr = socket.getaddrinfo(settings.api_host, settings.api_port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _listen(settings: Settings) -> list[socket.socket]:
+    """The API's listening sockets, bound before anything is built: its URL (port 0 picks a free port) goes into
+    the coordinator's presence, the leader record and enrolment tokens from the start. Every address the host name
+    resolves to is bound (`localhost`: IPv4 and IPv6), as aiohttp's TCPSite did; the first one's port is used for
+    the others when the port was 0."""
+    infos = socket.getaddrinfo(settings.api_host, settings.api_port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
     try:
-        sock.bind(addr)
-        sock.listen(128)
+        for family, kind, proto, _, resolved in dict.fromkeys(infos):
+            addr = resolved
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own socket
+            if socks[1:] and settings.api_port == 0:
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
     except OSError:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise
-    sock.setblocking(False)
-    return sock
+    return socks
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +314,8 @@ async def _run(settings: Settings) -> int:
     from coordinator.service import Coordinator, CoordinatorConfig
 
     store, etcd = await _open_store(settings)
-    sock = _listen(settings)
-    api_url = _api_url(settings, sock.getsockname()[1])
+    socks = _listen(settings)
+    api_url = _api_url(settings, socks[0].getsockname()[1])
     elector = None if etcd is None else Elector(  # act on the very next moment leadership changes
         etcd, candidate_id=settings.coordinator_id, ttl_s=settings.lease_ttl_s,
         api_url=settings.advertise or api_url, on_change=lambda _event: coord.wake())  # where followers forward
@@ -322,7 +333,7 @@ async def _run(settings: Settings) -> int:
         refresher = asyncio.create_task(_pki_housekeeping(pki.identity, _renewer(settings, pki, coord.mqtt)))
     api = Api(coord, token_digests=dict(settings.tokens), identity=pki.identity if pki else None,
               secrets_key_source=settings.key_source, forward_ssl=pki.forward_ssl if pki else None)
-    runner = await serve_socket(api, sock, pki.api_ssl if pki else None)
+    runner = await serve_socket(api, socks, pki.api_ssl if pki else None)
     if elector is not None:
         elector.start()
     print(f"cloudless coordinator: API on {api_url} (epoch {coord.epoch})", flush=True)

@@ -75,7 +75,7 @@ class Settings:
         broker = _broker(args.broker)
         host, port = _hostport(args.api)
         data_dir: Path = args.data_dir.resolve()
-        return cls(  # evaluated in this order: the first bad flag is the one reported, as before
+        return cls(  # evaluated in this order: the first bad flag is the one reported
             coordinator_id=args.id, broker=broker, api_host=host, api_port=port, data_dir=data_dir,
             username=args.username or f"coordinator@{args.id}", password=_password(args.password_file),
             tokens=load_token_digests(data_dir), store=_store(args.store, args.lease_ttl),

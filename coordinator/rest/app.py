@@ -218,9 +218,11 @@ async def serve(api: Api, host: str, port: int,
     return runner, int(bound)
 
 
-async def serve_socket(api: Api, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
-    """Serve on a socket bound (and listening) beforehand, so its address was known before the API was built."""
+async def serve_socket(api: Api, socks: list[socket.socket],
+                       ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve on sockets bound (and listening) beforehand, so the address was known before the API was built."""
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    for sock in socks:
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     return runner
