@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, SupportsIndex
 
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, NetworkAddress, QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.stream import QuicStream
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -46,6 +49,7 @@ MAX_PENDING_DATAGRAMS = 512  # DATAGRAM frames queued in one connection (aioquic
 # acknowledged (aioquic itself buffers without limit: PLATFORM-NOTES), and goes on below LOW_WATER.
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
+RECEIVE_WINDOW = 1 << 20  # per stream: bytes a peer may send beyond what the reader has read
 StreamHandler = Callable[["Peer", asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
 
 
@@ -73,8 +77,31 @@ class NodeCredential:
 
 
 class _MutualConnection(QuicConnection):
-    """aioquic's connection, with a server that requests the client's certificate (CertificateRequest, RFC 8446
-    §4.3.2). aioquic checks the client's CertificateVerify signature itself; the chain is ours to judge."""
+    """aioquic's connection, with two changes:
+
+    - the server requests the client's certificate (CertificateRequest, RFC 8446 §4.3.2); aioquic checks the client's
+      CertificateVerify signature itself, the chain is ours to judge;
+    - a stream's receive window follows what the application has *read* (`consumed`), not what has arrived: aioquic
+      doubles MAX_STREAM_DATA as data arrives, so a reader that does not read would buffer without limit. Here a
+      peer may send at most RECEIVE_WINDOW bytes beyond what the reader took (RFC 9000 §4.1)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed: dict[int, int] = {}
+
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: Any, stream: QuicStream) -> None:
+        stream_id = stream.stream_id
+        if not stream.max_stream_data_local or stream_id is None:
+            return  # a stream we only send on
+        wanted = self.consumed.get(stream_id, 0) + RECEIVE_WINDOW
+        if wanted - stream.max_stream_data_local >= RECEIVE_WINDOW // 4:  # batched: not a frame per read
+            stream.max_stream_data_local = wanted
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
+            buf.push_uint_var(stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
@@ -153,11 +180,18 @@ class Peer:
     # ---- driving the connection (the endpoint calls these) ----------------------------------------------------
 
     def _stream(self, stream_id: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader = asyncio.StreamReader()
+        reader = _Reader(lambda n: self._consumed(stream_id, n))
         self._readers[stream_id] = reader
         protocol = asyncio.StreamReaderProtocol(reader)
         transport = _StreamTransport(self, stream_id, protocol)
         return reader, asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
+
+    def _consumed(self, stream_id: int, total: int) -> None:
+        """The reader of `stream_id` has taken `total` bytes so far: the peer may send RECEIVE_WINDOW more."""
+        before = self.quic.consumed.get(stream_id, 0)
+        self.quic.consumed[stream_id] = total
+        if total - before and not self.closed.is_set():
+            self.transmit()  # a MAX_STREAM_DATA frame, when the window moved enough
 
     def unacked(self, stream_id: int) -> int:
         """Bytes written to the stream that the peer has not acknowledged yet."""
@@ -268,6 +302,27 @@ class Peer:
         self._timer = self._timer_at = None
         self.quic.handle_timer(now=now)
         self.process()
+
+
+class _Reader(asyncio.StreamReader):
+    """asyncio's StreamReader, reporting how many bytes the application has taken (for the receive window)."""
+
+    def __init__(self, on_consumed: Callable[[int], None]) -> None:
+        super().__init__(limit=RECEIVE_WINDOW)
+        self._on_consumed = on_consumed
+        self._fed = 0
+        self._reported = 0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        chunk = bytes(data)
+        self._fed += len(chunk)
+        super().feed_data(chunk)
+
+    def _maybe_resume_transport(self) -> None:  # asyncio calls it after every read from the buffer
+        taken = self._fed - len(self._buffer)  # type: ignore[attr-defined]
+        if taken > self._reported:
+            self._reported = taken
+            self._on_consumed(taken)
 
 
 class _StreamTransport(asyncio.Transport):

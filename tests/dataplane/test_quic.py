@@ -16,7 +16,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from dataplane.endpoint import Endpoint
 from dataplane.errors import ConnectionLost, PeerRefused
 from dataplane.identity import Reason, Revocations, TrustAnchor
-from dataplane.quic import ALPN, HIGH_WATER, REFUSED, NodeCredential, Peer
+from dataplane.quic import ALPN, HIGH_WATER, RECEIVE_WINDOW, REFUSED, NodeCredential, Peer
 from tests.dataplane.pki_builders import DAY, Credential, issue, make_ca
 
 CA = make_ca("lab", now=time.time())
@@ -157,3 +157,40 @@ async def test_a_writer_waits_while_the_peer_does_not_acknowledge(server: Endpoi
         assert HIGH_WATER <= written <= HIGH_WATER + len(chunk)
     finally:
         laptop.close()
+
+
+async def test_a_reader_that_does_not_read_holds_the_sender_back_and_memory_stays_bounded() -> None:
+    held: list[asyncio.StreamReader] = []
+    go = asyncio.Event()
+    received: list[int] = []
+
+    async def slow(_peer: Peer, reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        held.append(reader)
+        await go.wait()
+        received.append(len(await reader.read()))
+
+    server = await Endpoint.open(node("pi"), "127.0.0.1", 0, on_stream=slow, clock=time.time)
+    laptop = await client(node("laptop"))
+    try:
+        peer = await laptop.connect("pi", addr=server.address)
+        _reader, writer = await peer.open_stream()
+        chunk, written = b"y" * 65536, 0
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.5):
+                while True:  # nobody reads on the other side: this must stop
+                    writer.write(chunk)
+                    written += len(chunk)
+                    await writer.drain()
+        buffered = len(held[0]._buffer)  # type: ignore[attr-defined]
+        assert buffered <= RECEIVE_WINDOW + len(chunk)  # the receiver holds one window, not everything sent
+        assert written <= RECEIVE_WINDOW + HIGH_WATER + 2 * len(chunk)
+        go.set()  # now it reads: the sender goes on, and every byte arrives
+        writer.write(chunk)
+        writer.write_eof()
+        async with asyncio.timeout(10):
+            while not received:
+                await asyncio.sleep(0.05)
+        assert received == [written + len(chunk)]
+    finally:
+        laptop.close()
+        server.close()
