@@ -77,13 +77,15 @@ class Endpoint(asyncio.DatagramProtocol):
     def __init__(self, credential: NodeCredential, *, clock: Callable[[], float],
                  on_stream: StreamHandler | None = None, revocations: Callable[[], Revocations] = Revocations,
                  local_addresses: Callable[[], list[str]] = lambda: [], idle_timeout_s: float = 30.0,
-                 timers: Timers | None = None, on_path: Callable[[str, PathChanged], None] | None = None) -> None:
+                 timers: Timers | None = None, on_path: Callable[[str, PathChanged], None] | None = None,
+                 direct: bool = True) -> None:
         self.credential = credential
         self.clock = clock
         self.revocations = revocations
         self.local_addresses = local_addresses
         self.idle_timeout_s = idle_timeout_s
         self.timers = timers or Timers()
+        self.direct = direct  # False: keep every peer on the relay (no candidates offered, no punching)
         self._on_stream = on_stream
         self._on_path = on_path
         # what this endpoint accepts: peer connections (whose packets must fit a relay's DATAGRAM frame), or for a
@@ -301,7 +303,8 @@ class Endpoint(asyncio.DatagramProtocol):
         link = self._links_by_peer.get(peer)
         if link is not None:  # give the peer what it needs to find and check direct paths to us
             peer.send_datagram(frames.encode_probe_key(link.my_key))
-            peer.send_datagram(frames.encode_candidates(self._my_candidates()))
+            if self.direct:
+                peer.send_datagram(frames.encode_candidates(self._my_candidates()))
 
     def serve_stream(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._on_stream is None:
@@ -423,7 +426,7 @@ class Endpoint(asyncio.DatagramProtocol):
         now = self.clock()
         deadline = now + 1.0
         for link in list(self.links.values()):
-            if link.peer_key is None:
+            if link.peer_key is None or not self.direct:
                 continue
             for probe in link.state.poll(now):
                 self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity),
