@@ -52,6 +52,7 @@ bench: $(STAMP) sysdeps image
 	$(BIN)/python bench/agent_footprint.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/secrets_service.py
+	$(BIN)/python bench/overlay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
