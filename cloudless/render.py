@@ -130,6 +130,8 @@ def node_status(node: Mapping[str, Any]) -> str:
         parts.append("Draining")
     if node.get("online") and node.get("gates"):
         parts.append("Gated")
+    if node.get("problem"):  # the coordinator could not do its part for this node (e.g. send its desired state)
+        parts.append("Problem")
     return ",".join(parts)
 
 
@@ -286,6 +288,7 @@ def describe_node(node: Mapping[str, Any], replicas: Sequence[JSONObject], event
         ("Status", node_status(node)),
         ("Schedulable", text(node.get("schedulable"))),
         ("Gates", ", ".join(node.get("gates") or []) or "<none>"),
+        ("Problem", text(node.get("problem")) if node.get("problem") else "<none>"),
         ("Zone", text(node.get("zone"))),
         ("Platform", f"{text(node.get('os'))}/{text(node.get('arch'))}"),
         ("Profile", text(node.get("profile"))),

@@ -17,17 +17,18 @@ decisions made from that picture live here, without I/O:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from broker.wire import ReplicaObserved, ReplicaSpec, SealedSecret
+from broker.wire import ReplicaObserved, ReplicaSpec, SealedSecret, WireError
 from coordinator import lifecycle
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import NodeAdmin, ReplicaPhase, ReplicaRecord, WorkloadRecord
 from coordinator.scheduler import Snapshot
 from coordinator.spec import Workload, parse_workload
-from coordinator.translate import node_view, replica_spec, secret_names
+from coordinator.translate import node_view, replica_spec, replica_wire_bytes, secret_names
 
 SPEC_CACHE_LIMIT = 4096  # parsed documents kept; past it the cache starts over (documents are small)
 
@@ -94,6 +95,10 @@ class Cluster:
     members: dict[str, NodeInfo] = field(default_factory=dict)
     revoked_nodes: set[str] = field(default_factory=set)  # certificates revoked: they stay lost
     specs: SpecCache = field(default_factory=SpecCache)
+    _wire_sizes: dict[tuple[str, str], tuple[Workload, int]] = field(default_factory=dict)
+    # object ("node/ID", "workload/NS/NAME") -> why the last round's step for it failed: the round goes on for
+    # every other object, and the API shows this as a condition on that one
+    problems: dict[str, str] = field(default_factory=dict)
 
     # ---- documents -----------------------------------------------------------------------------------------
 
@@ -114,6 +119,19 @@ class Cluster:
             if rev.get("spec_hash") == r.spec_hash:
                 return self.specs.get(key, r.spec_hash, rev["doc"])
         return None
+
+    def wire_bytes(self, w: Workload, spec_hash: str) -> int:
+        """One replica's encoded size in its node's desired state (cached per parsed document); raises WireError
+        for a spec the wire cannot carry."""
+        key = (w.key, spec_hash)
+        hit = self._wire_sizes.get(key)
+        if hit is not None and hit[0] is w:
+            return hit[1]
+        if len(self._wire_sizes) >= SPEC_CACHE_LIMIT:
+            self._wire_sizes.clear()
+        size = replica_wire_bytes(w, spec_hash)
+        self._wire_sizes[key] = (w, size)
+        return size
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         info = self.members.get(r.node) if r.node else None
@@ -165,8 +183,11 @@ class Cluster:
             if r.node is None:
                 continue
             w = self.spec_of(r)
-            a = alloc.setdefault(r.node, [0, 0, 0])
+            a = alloc.setdefault(r.node, [0, 0, 0, 0])
             if w is not None:
+                if r.phase == ReplicaPhase.ASSIGNED:  # what desired_for sends the node
+                    with contextlib.suppress(WireError):  # a spec the wire refuses is never sent: it takes no room
+                        a[3] += self.wire_bytes(w, r.spec_hash)
                 a[0] += w.spec.resources.cpu_request_millis
                 a[1] += w.spec.resources.memory_request_bytes
                 ports.setdefault(r.node, set()).update(f"{p.host_port}/{p.protocol}" for p in w.spec.ports
@@ -178,14 +199,14 @@ class Cluster:
         for node_id, info in sorted(self.members.items()):
             prof = reservations.get(_profile(info), NO_RESERVATIONS)
             admin = self.admin.get(node_id, NodeAdmin())
-            a = alloc.get(node_id, [0, 0, 0])
+            a = alloc.get(node_id, [0, 0, 0, 0])
             views.append(node_view(
                 info, cordoned=admin.cordoned, draining=admin.draining, reserved_cpu=prof.reserved_cpu,
                 reserved_memory=prof.reserved_memory, max_workloads=prof.max_workloads,
                 extra_labels=prof.labels, reliability=info.reliability(now, membership),
                 allocated_cpu=a[0], allocated_memory=a[1], replicas=a[2],
                 workloads=per_node_workloads.get(node_id, {}), host_ports=frozenset(ports.get(node_id, set())),
-                network_penalty=0.5 if prof.metered else 0.0))
+                network_penalty=0.5 if prof.metered else 0.0, desired_bytes=a[3]))
         return Snapshot(nodes=tuple(views), revision=revision)
 
     def pending(self) -> list[ReplicaRecord]:

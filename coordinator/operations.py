@@ -13,17 +13,19 @@ from dataclasses import replace
 from typing import Protocol
 
 from broker import wire
-from broker.errors import MqttError
+from broker.errors import MqttError, WireError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
 from coordinator import membership, model, revisions
 from coordinator.cluster import Cluster
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, SpecError
 from coordinator.membership import NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaRecord, WorkloadRecord
 from coordinator.policy import Decision, Policy, default_policies, evaluate
+from coordinator.scheduler.model import DESIRED_BUDGET_BYTES
 from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
 from coordinator.store import Op, put
 from coordinator.store import delete as delete_op
+from coordinator.translate import replica_wire_bytes
 
 HISTORY_LIMIT = revisions.HISTORY_LIMIT
 
@@ -46,6 +48,18 @@ class PolicyDenied(CoordinatorError):
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
         super().__init__("denied by admission policy: " + "; ".join(decision.reasons))
+
+
+def check_sendable(w: Workload, budget: int = DESIRED_BUDGET_BYTES) -> None:
+    """What the wire will refuse is refused now, as a 400: a replica spec the wire's own rules reject, or one
+    replica alone over a node's desired-state budget (no node could ever be sent it)."""
+    try:
+        size = replica_wire_bytes(w, "0" * 64)
+    except WireError as exc:
+        raise SpecError("spec", f"cannot be sent to a node ({exc})") from None
+    if size > budget:
+        raise SpecError("spec", f"one replica encodes to {size} bytes; a node's whole desired state must fit in "
+                        f"{budget} bytes (shrink env, args or labels, or move data into a secret or an image)")
 
 
 class Recorder(Protocol):
@@ -93,6 +107,7 @@ class Operations:
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
         w = parse_workload(doc)
+        check_sendable(w)
         try:
             self.admit(w)
         except PolicyDenied:

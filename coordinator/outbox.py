@@ -16,7 +16,7 @@ from typing import Any
 
 from broker import wire
 from broker.client import MqttClient
-from broker.errors import MqttError
+from broker.errors import MqttError, WireError
 from broker.wire import DesiredState, ReplicaSpec, topics
 from coordinator import dashboard, model
 from coordinator.cluster import Cluster
@@ -45,6 +45,7 @@ class Outbox:
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._delivery: SecretDelivery | None = None
         self._undeliverable: set[tuple[str, str, str]] = set()
+        self.refused: dict[str, str] = {}  # node -> why its desired state could not be sent
 
     def forget_sent(self) -> None:
         """Send everything again next time (the broker may have lost its retained store, or a new term began)."""
@@ -60,24 +61,49 @@ class Outbox:
         nodes = {r.node for r in self.cluster.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
         await self._deliver_secrets()
         for node_id in sorted(n for n in nodes if n):
-            specs = self.desired_for(node_id)
-            if self._published.get(node_id) == specs:
-                continue
-            # a new generation whenever this process publishes a different set (or the first time): agents keep
-            # every replica whose spec hash is unchanged, so a higher generation never restarts anything
-            gen = self.nodegen.get(node_id, 0) + 1
-            msg = DesiredState(node_id=node_id, generation=gen, epoch=epoch, issued_at=now, replicas=specs)
+            # each node on its own: one node's desired state that cannot be built or sent (the wire refuses it,
+            # over its cap or with a string it cannot carry) is an event and a condition on that node, and every
+            # other node still gets its own (issue 16: one such node used to stop every round)
             try:
-                payload = wire.encode(msg)
-                self.mqtt.publish_nowait(topics.node_desired(node_id), payload, qos=1, retain=True)
-                self.metrics.mqtt("out", "desired", len(payload))
-            except MqttError as exc:
-                log.warning("desired state for %s not sent: %s", node_id, exc)
-                continue
-            self._published[node_id] = specs
-            if gen != self.nodegen.get(node_id):
-                self.nodegen[node_id] = gen
-                await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+                await self._publish_node(node_id, now, epoch)
+            except (WireError, ValueError, TypeError, KeyError) as exc:
+                self._refuse(node_id, f"{type(exc).__name__}: {exc}")
+            else:
+                self._accept(node_id)
+
+    async def _publish_node(self, node_id: str, now: float, epoch: int) -> None:
+        specs = self.desired_for(node_id)
+        if self._published.get(node_id) == specs:
+            return
+        # a new generation whenever this process publishes a different set (or the first time): agents keep
+        # every replica whose spec hash is unchanged, so a higher generation never restarts anything
+        gen = self.nodegen.get(node_id, 0) + 1
+        msg = DesiredState(node_id=node_id, generation=gen, epoch=epoch, issued_at=now, replicas=specs)
+        payload = wire.encode(msg)
+        try:
+            self.mqtt.publish_nowait(topics.node_desired(node_id), payload, qos=1, retain=True)
+            self.metrics.mqtt("out", "desired", len(payload))
+        except MqttError as exc:
+            log.warning("desired state for %s not sent: %s", node_id, exc)
+            return
+        self._published[node_id] = specs
+        if gen != self.nodegen.get(node_id):
+            self.nodegen[node_id] = gen
+            await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+
+    def _refuse(self, node_id: str, why: str) -> None:
+        """Said once per distinct reason (an event, the log), kept as the node's condition until it clears."""
+        message = f"desired state not sent, the node keeps its last one: {why}"[:1000]
+        if self.refused.get(node_id) != message:
+            log.warning("node %s: %s", node_id, message)
+            self.journal.event("Warning", "DesiredStateRefused", f"node/{node_id}", message)
+        self.refused[node_id] = message
+        self.cluster.problems[f"node/{node_id}"] = message
+
+    def _accept(self, node_id: str) -> None:
+        if self.refused.pop(node_id, None) is not None:
+            self.cluster.problems.pop(f"node/{node_id}", None)
+            self.journal.event("Normal", "DesiredStateSent", f"node/{node_id}", "desired state delivered again")
 
     async def _deliver_secrets(self) -> None:
         wants = self.cluster.secret_wants()

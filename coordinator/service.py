@@ -151,6 +151,8 @@ class Coordinator:
         self.metrics_leader_changes = 0
         self.ready = False
         self.last_round_s = 0.0
+        self.round_failures = 0  # rounds failed in a row (0: the last one completed)
+        self.round_error = ""  # why the last failed round failed
 
     @property
     def workloads(self) -> dict[str, WorkloadRecord]:
@@ -267,6 +269,7 @@ class Coordinator:
                         started = time.perf_counter()
                         await self.reconcile()
                         self.last_round_s = time.perf_counter() - started
+                    self.round_failures, self.round_error = 0, ""
                 else:
                     if self._leading:
                         self._leading = False
@@ -274,8 +277,14 @@ class Coordinator:
                         self._fence(None)
                         log.warning("no longer the leader (epoch %d): stopped acting", self.epoch)
                     await self._follow()
-            except Exception:
-                log.exception("reconcile round failed; retrying")
+            except Exception as exc:
+                # reported by /readyz once it keeps happening (ROUND_FAILURES_UNREADY in a row); logged in full once
+                # per distinct error, not twice a second
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                self.round_failures += 1
+                if error != self.round_error:
+                    log.exception("reconcile round failed; retrying")
+                self.round_error = error
 
     async def _take_over(self) -> None:
         """Leadership gained: start from what the store holds (the previous leader's last commits) and publish every
@@ -360,15 +369,26 @@ class Coordinator:
             try:
                 self._reconcile_workload(self.workloads[key], now)
             except Exception as exc:  # one broken workload must not stop the control loop for every other one
-                log.exception("reconcile of workload %s failed", key)
-                self.journal.event("Warning", "ReconcileFailed", f"workload/{key}",
-                                   f"{type(exc).__name__}: {exc}"[:300])
+                self._workload_failed(key, exc)
+            else:
+                self.cluster.problems.pop(f"workload/{key}", None)
         self._schedule_pending(now)
         await self.journal.flush()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S:
             self._dash_at = now
-            self.outbox.publish_dashboard()
+            try:
+                self.outbox.publish_dashboard()
+            except Exception:  # the mirror is a convenience: it never costs the round
+                log.exception("dashboard mirror not published")
+
+    def _workload_failed(self, key: str, exc: Exception) -> None:
+        """An event and a condition on that workload, once per distinct error (not twice a second)."""
+        obj, message = f"workload/{key}", f"reconcile failed: {type(exc).__name__}: {exc}"[:500]
+        if self.cluster.problems.get(obj) != message:
+            log.exception("reconcile of workload %s failed", key)
+            self.journal.event("Warning", "ReconcileFailed", obj, message)
+        self.cluster.problems[obj] = message
 
     def _reconcile_workload(self, w: WorkloadRecord, now: float) -> None:
         views = self.cluster.replica_views(w, heard_for_s=self.link.heard_for(now),
@@ -451,9 +471,13 @@ class Coordinator:
             return
         requests = []
         for r in pending:
-            parsed = self.cluster.spec_of(r)
-            if parsed is not None:
-                requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id)))
+            try:  # one replica whose spec cannot be parsed or sent is that replica's problem, not the round's
+                parsed = self.cluster.spec_of(r)
+                if parsed is not None:
+                    size = self.cluster.wire_bytes(parsed, r.spec_hash)
+                    requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id, wire_bytes=size)))
+            except Exception as exc:
+                self._replica_failed(r, exc)
         started = time.perf_counter()
         results = schedule_many(self.snapshot(now), [req for _, req in requests], self.cfg.scheduler, self.cfg.seed)
         self.metrics.scheduling.observe(time.perf_counter() - started)
@@ -473,6 +497,16 @@ class Coordinator:
                     self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
                                f"replica {r.replica_id}: {result.summary}")
                     self._save_replica(replace(r, message=result.summary, unschedulable=reasons))
+
+    def _replica_failed(self, r: ReplicaRecord, exc: Exception) -> None:
+        """A replica that cannot be scheduled at all (its spec does not parse, or the wire cannot carry it): said
+        once, as an event and the replica's message, and left pending."""
+        message = f"cannot be placed: {type(exc).__name__}: {exc}"[:500]
+        if r.message != message:
+            log.warning("replica %s: %s", r.replica_id, message)
+            self.journal.event("Warning", "ReplicaInvalid", f"workload/{r.namespace}/{r.workload}",
+                               f"replica {r.replica_id} {message}")
+            self._save_replica(replace(r, message=message))
 
     # ---- desired state out ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from broker.wire.schema import text_problem
 from firmware_profiles import units as quantity
 from firmware_profiles.errors import QuantityError
 
@@ -123,6 +124,8 @@ class Str(Kind):
             return _bad(problems, path, "must not be empty" if self.min_len == 1 else f"shorter than {self.min_len}")
         if len(value) > self.max_len:
             return _bad(problems, path, f"too long: {len(value)} characters, at most {self.max_len}")
+        if (why := text_problem(value)) is not None:  # the wire's rule: a document accepted here must be sendable
+            return _bad(problems, path, why)
         if self.pattern and re.fullmatch(self.pattern, value) is None:
             return _bad(problems, path, f"invalid {self.what}: {value[:80]!r}")
         return value
@@ -131,8 +134,8 @@ class Str(Kind):
         out: dict[str, Any] = {"type": "string", "maxLength": self.max_len}
         if self.min_len:
             out["minLength"] = self.min_len
-        if self.pattern:
-            out["pattern"] = f"^(?:{self.pattern})$"
+        # no NUL, as the wire requires (lone surrogates cannot be said in a JSON Schema; the parser refuses them)
+        out["pattern"] = f"^(?![\\s\\S]*\\u0000)(?:{self.pattern})$" if self.pattern else "^[^\\u0000]*$"
         return out
 
 

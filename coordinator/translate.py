@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from broker import wire
 from broker.wire import (
+    ID_MAX_LEN,
     PortMapping,
     Protocol,
     ReplicaSpec,
@@ -57,6 +59,12 @@ def replica_spec(w: Workload, replica_id: str, spec_hash: str) -> ReplicaSpec:
     )
 
 
+def replica_wire_bytes(w: Workload, spec_hash: str) -> int:
+    """What one replica of `w` adds to its node's desired state once encoded (assuming the longest replica id;
+    the sealed secrets come on top). Raises WireError when the wire cannot carry the spec at all."""
+    return wire.encoded_size(replica_spec(w, "r" * ID_MAX_LEN, spec_hash))
+
+
 def secret_names(w: Workload) -> frozenset[str]:
     """The secrets (of the workload's namespace) its replicas consume, in env or as files."""
     s = w.spec
@@ -100,7 +108,7 @@ def rollout_params(w: Workload) -> RolloutParams:
 def node_view(info: NodeInfo, *, cordoned: bool, draining: bool, reserved_cpu: int, reserved_memory: int,
               max_workloads: int | None, extra_labels: Mapping[str, str], reliability: float,
               allocated_cpu: int, allocated_memory: int, replicas: int, workloads: Mapping[str, int],
-              host_ports: frozenset[str], network_penalty: float) -> NodeView:
+              host_ports: frozenset[str], network_penalty: float, desired_bytes: int = 0) -> NodeView:
     status = info.status
     facts = status.facts if status is not None else None
     hb = info.heartbeat
@@ -131,4 +139,5 @@ def node_view(info: NodeInfo, *, cordoned: bool, draining: bool, reserved_cpu: i
         utilization=utilization,
         workloads=dict(workloads),
         host_ports=host_ports,
+        desired_bytes=desired_bytes,
     )

@@ -10,7 +10,7 @@ from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, Wor
 
 
 def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[int, int], now: float,
-              cfg: MembershipConfig) -> dict[str, Any]:
+              cfg: MembershipConfig, problem: str = "") -> dict[str, Any]:
     st = info.status
     f = st.facts if st else None
     hb = info.heartbeat
@@ -46,6 +46,7 @@ def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[i
         "stateSince": info.state_since,
         "reliability": round(info.reliability(now, cfg), 4),
         "flaps": info.flaps,
+        "problem": problem or None,  # why the coordinator's last round could not do its part for this node
     }
 
 
@@ -68,7 +69,8 @@ def replica_json(r: ReplicaRecord, observed: ReplicaObserved | None) -> dict[str
     }
 
 
-def workload_json(w: WorkloadRecord, replicas: list[tuple[ReplicaRecord, ReplicaObserved | None]]) -> dict[str, Any]:
+def workload_json(w: WorkloadRecord, replicas: list[tuple[ReplicaRecord, ReplicaObserved | None]],
+                  problem: str = "") -> dict[str, Any]:
     reps = [replica_json(r, o) for r, o in sorted(replicas, key=lambda x: x[0].replica_id)]
     active = [x for x in reps if x["state"] != ReplicaPhase.STOPPING.value]
     desired = int(w.doc.get("spec", {}).get("replicas", 1))
@@ -87,6 +89,9 @@ def workload_json(w: WorkloadRecord, replicas: list[tuple[ReplicaRecord, Replica
     if unsched:
         conditions.append({"type": "Unschedulable", "status": "true", "reason": "Unschedulable",
                            "message": unsched[0]["summary"]})
+    if problem:  # the last round could not reconcile this workload (the others went on)
+        conditions.append({"type": "ReconcileFailed", "status": "true", "reason": "ReconcileFailed",
+                           "message": problem})
     phase = "Deleting" if w.deleting else ("Running" if ready >= desired else "Pending" if not ready else "Degraded")
     return {
         "apiVersion": w.doc.get("apiVersion", "cloudless/v1"), "kind": "Workload",

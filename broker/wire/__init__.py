@@ -17,6 +17,7 @@ from broker.wire.codec import (
     decode_as,
     decode_node_message,
     encode,
+    encoded_size,
 )
 from broker.wire.dashboard import to_json, to_json_obj
 from broker.wire.messages import (
@@ -50,14 +51,14 @@ from broker.wire.messages import (
     Security,
     VolumeMount,
 )
-from broker.wire.schema import ID_PATTERN, check_id, valid_id
+from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, valid_id
 
 __all__ = [
-    "CHANNEL_KINDS", "ID_PATTERN", "KINDS", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "PROTOCOL_MAJOR",
+    "CHANNEL_KINDS", "ID_MAX_LEN", "ID_PATTERN", "KINDS", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "PROTOCOL_MAJOR",
     "CommandName", "CommandReply", "CommandRequest", "CoordinatorStatus", "DesiredState", "Heartbeat",
     "LeaderClaim", "NodeFacts", "NodeStatus", "ObservedState", "PortMapping", "Presence", "Probe", "ProbeKind",
     "Protocol", "ReplicaObserved", "ReplicaSpec", "ReplicaState", "ReplicaUsage", "RestartPolicy",
     "SealedSecret", "SeccompType", "SecretEnv", "SecretFile", "SecretUpdate", "SecretVolume", "Security",
     "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message",
-    "encode", "to_json", "to_json_obj", "topics", "valid_id",
+    "encode", "encoded_size", "to_json", "to_json_obj", "topics", "valid_id",
 ]

@@ -61,6 +61,14 @@ def encode(message: object) -> bytes:
     return payload
 
 
+def encoded_size(value: object) -> int:
+    """The bytes a wire dataclass (a message or a part of one, e.g. one ReplicaSpec) takes once encoded, so a
+    sender can keep what it puts in one message under MAX_PAYLOAD_BYTES before building it. Raises WireError, as
+    `encode` does, for a value that violates its constraints."""
+    body = compile_schema(type(value)).to_plain(value)
+    return len(cast(bytes, msgpack.packb(body, use_bin_type=True)))  # type: ignore[attr-defined]
+
+
 def _unpack(payload: object) -> dict[str, Any]:
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise WireError(f"payload must be bytes, got {type(payload).__name__}")

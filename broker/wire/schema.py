@@ -105,6 +105,17 @@ def utf8_encodable(value: str) -> bool:
     return True
 
 
+def text_problem(value: str) -> str | None:
+    """Why a string cannot travel as wire text (None: it can). The one rule every free-form string follows, used
+    by the codec and by whoever admits strings that will later be sent (the coordinator's workload spec), so a
+    document accepted at the API is never one the wire then refuses."""
+    if "\x00" in value:
+        return "string contains NUL"
+    if not utf8_encodable(value):  # msgpack would fail on it while encoding, outside our error type
+        return "string is not encodable as UTF-8 (lone surrogate)"
+    return None
+
+
 def valid_id(value: object) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
@@ -171,10 +182,8 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
                 raise WireError(f"expected a string, got {type(v).__name__}", path=path)
             if len(v) > text.max_len:
                 raise WireError(f"string longer than {text.max_len} characters", path=path)
-            if "\x00" in v:
-                raise WireError("string contains NUL", path=path)
-            if not utf8_encodable(v):  # msgpack would fail on it while encoding, outside our error type
-                raise WireError("string is not encodable as UTF-8 (lone surrogate)", path=path)
+            if (why := text_problem(v)) is not None:
+                raise WireError(why, path=path)
             return v
 
         return conv_str

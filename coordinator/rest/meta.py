@@ -14,6 +14,7 @@ from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
 
 READY_STORE_TIMEOUT_S = 2.0
+ROUND_FAILURES_UNREADY = 3  # reconcile rounds failed in a row before the coordinator reports itself not ready
 
 
 ROUTES: tuple[Route, ...] = (
@@ -47,11 +48,16 @@ class MetaHandlers:
                 await self.coord.store.revision()
         except (StoreError, TimeoutError) as exc:
             store_ok, store_error = False, str(exc) or "no answer in time"
-        ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok
+        rounds_ok = self.coord.round_failures < ROUND_FAILURES_UNREADY
+        ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok and rounds_ok
         return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
                                   "store": store_ok, "storeError": store_error, "epoch": self.coord.epoch,
                                   "leader": lead.is_leader and store_ok, "leaderId": lead.leader_id,
-                                  "rounds": self.coord.rounds}, status=200 if ready else 503)
+                                  "rounds": self.coord.rounds, "roundsFailing": self.coord.round_failures,
+                                  "roundError": self.coord.round_error or None,
+                                  # objects one of whose steps failed in the last round (the others went on)
+                                  "problems": dict(sorted(self.coord.cluster.problems.items()))},
+                                 status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.prom.render()

@@ -39,7 +39,8 @@ class NodeHandlers:
         alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
         admin = self.coord.cluster.admin.get(node_id, NodeAdmin())
         return views.node_json(info, admin, replicas=view.replicas if view else 0, alloc=alloc,
-                               now=self.coord.clock(), cfg=self.coord.cfg.membership)
+                               now=self.coord.clock(), cfg=self.coord.cfg.membership,
+                               problem=self.coord.cluster.problems.get(f"node/{node_id}", ""))
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         return web.json_response({"items": [self._node_view(n) for n in sorted(self.coord.cluster.members)]})

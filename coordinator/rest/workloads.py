@@ -42,7 +42,7 @@ class WorkloadHandlers:
     def _workload_view(self, w: Any) -> dict[str, Any]:
         reps = [(r, self.coord.observed_of(r)) for r in self.coord.cluster.replicas.values()
                 if r.namespace == w.namespace and r.workload == w.name]
-        return views.workload_json(w, reps)
+        return views.workload_json(w, reps, self.coord.cluster.problems.get(f"workload/{w.key}", ""))
 
     async def list_workloads(self, request: web.Request) -> web.Response:
         ns = request.query.get("namespace")

@@ -350,6 +350,7 @@ class SchedulingPass:
             allocated_cpu_millis=node.allocated_cpu_millis + request.cpu_millis,
             allocated_memory_bytes=node.allocated_memory_bytes + request.memory_bytes,
             replicas=node.replicas + 1,
+            desired_bytes=node.desired_bytes + request.wire_bytes,
             workloads=workloads,
             host_ports=node.host_ports.union(request.host_ports) if request.host_ports else node.host_ports,
         )

@@ -222,6 +222,27 @@ class Capacity:
         return None
 
 
+class DesiredStateSize:
+    """A node's desired state is one wire message, capped (broker.wire.MAX_PAYLOAD_BYTES): a replica goes only
+    where the node's replicas, this one included, still encode within the budget. Otherwise the message could not
+    be sent and the node would get nothing new at all. A replica over the budget on its own can never fit."""
+
+    name: ClassVar[str] = "DesiredStateSize"
+    static: ClassVar[bool] = False
+    local: ClassVar[bool] = True
+    __slots__ = ()
+
+    def key(self, request: PlacementRequest) -> Hashable:
+        return None
+
+    def check(self, node: NodeView, request: PlacementRequest, ctx: Context) -> Reject | None:
+        budget, size = ctx.config.desired_budget_bytes, request.wire_bytes
+        if size and node.desired_bytes + size > budget:
+            shown = f"this replica's {size:,} bytes would take its {node.desired_bytes:,} past {budget:,}"
+            return Reject(f"desired state too large: {shown}", resolvable=size <= budget)
+        return None
+
+
 class HostPorts:
     """Two replicas cannot bind the same host port on one node."""
 
@@ -270,6 +291,7 @@ DEFAULT_FILTERS: Final[tuple[Filter, ...]] = (
     NodeAffinity(),
     MaxWorkloads(),
     Capacity(),
+    DesiredStateSize(),
     HostPorts(),
     AntiAffinity(),
 )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from broker.wire import MAX_PAYLOAD_BYTES
 from coordinator.errors import ConfigError
 from coordinator.spec import (
     NodeSelectorRequirement,
@@ -24,6 +25,8 @@ from coordinator.spec import (
     TolerationOperator,
     Workload,
 )
+
+DESIRED_BUDGET_BYTES: Final = MAX_PAYLOAD_BYTES - 256 * 1024
 
 # Labels every node has implicitly, resolved from NodeView fields (like Kubernetes' topology labels), so
 # affinity terms and selectors can name a node's zone, region, arch, os or id.
@@ -108,6 +111,7 @@ class NodeView:
     utilization: float | None = None  # live usage 0..1 from the last heartbeat, if known
     workloads: Mapping[str, int] = field(default_factory=dict)
     host_ports: frozenset[str] = frozenset()  # "8080/TCP" already bound by assigned replicas
+    desired_bytes: int = 0  # the encoded size of the replicas in its desired state (the wire caps one message)
 
     @property
     def allocatable_cpu_millis(self) -> int:
@@ -175,10 +179,11 @@ class PlacementRequest:
     spread: Spread = Spread.NONE
     strategy: Strategy = Strategy.SPREAD
     host_ports: tuple[str, ...] = ()  # "8080/TCP" the replica binds on the node
+    wire_bytes: int = 0  # what the replica adds to its node's desired state, encoded
 
     @classmethod
-    def for_replica(cls, workload: Workload, replica_id: str) -> PlacementRequest:
-        """The request for one replica of a parsed workload."""
+    def for_replica(cls, workload: Workload, replica_id: str, *, wire_bytes: int = 0) -> PlacementRequest:
+        """The request for one replica of a parsed workload (`wire_bytes`: its encoded size on the wire)."""
         spec, placement = workload.spec, workload.spec.placement
         return cls(
             workload=workload.key,
@@ -198,6 +203,7 @@ class PlacementRequest:
             spread=placement.spread,
             strategy=placement.strategy,
             host_ports=tuple(f"{p.host_port}/{p.protocol}" for p in spec.ports if p.host_port),
+            wire_bytes=wire_bytes,
         )
 
 
@@ -274,6 +280,9 @@ class SchedulerConfig:
     # per pass: how many workloads' rankings stay cached (~100 bytes per feasible node each) when requests of
     # different workloads interleave; schedule_many groups requests by workload, so it needs only one
     max_cached_groups: int = 32
+    # a node's desired state is one wire message: what the scheduler places on a node must encode within this
+    # (the wire's cap less room for the envelope and the sealed secrets the replicas carry)
+    desired_budget_bytes: int = DESIRED_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         weights = (
@@ -287,6 +296,8 @@ class SchedulerConfig:
         )
         if any(w < 0 for w in weights):
             raise ConfigError("scorer weights must not be negative")
+        if self.desired_budget_bytes < 1:
+            raise ConfigError("desired_budget_bytes must be positive")
         if self.latency_ceiling_ms <= 0 or self.max_cached_groups < 1:
             raise ConfigError("latency_ceiling_ms must be positive and max_cached_groups at least 1")
 

@@ -49,7 +49,8 @@ def test_table_widths_keep_later_rows_in_line() -> None:
     ("node", "status"),
     [({"online": True}, "Ready"), ({"online": False}, "NotReady"),
      ({"online": True, "cordoned": True, "draining": True}, "Ready,SchedulingDisabled,Draining"),
-     ({"online": True, "gates": ["thermal"]}, "Ready,Gated"), ({"online": False, "gates": ["x"]}, "NotReady")],
+     ({"online": True, "gates": ["thermal"]}, "Ready,Gated"), ({"online": False, "gates": ["x"]}, "NotReady"),
+     ({"online": True, "problem": "desired state not sent"}, "Ready,Problem")],
     ids=str,
 )
 def test_node_status(node: dict[str, Any], status: str) -> None:

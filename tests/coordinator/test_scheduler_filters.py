@@ -6,6 +6,7 @@ import pytest
 
 from coordinator.scheduler import NodeView, PlacementRequest, Reject, filters
 from coordinator.scheduler.filters import DEFAULT_FILTERS, Filter
+from coordinator.scheduler.model import DESIRED_BUDGET_BYTES
 from coordinator.spec import NodeSelectorRequirement, Operator, Scope, TaintEffect, Toleration, TolerationOperator
 from tests.coordinator.builders import make_ctx, make_node, make_request
 
@@ -269,6 +270,25 @@ CASES: list[Case] = [
         make_node(labels={"class": "pi"}),
         req(required=(term("class", "In", "pi"), term("gpu", "Exists"))),
         ("node affinity mismatch: gpu Exists", False),
+    ),
+    # DesiredStateSize: the node's desired state is one wire message (issue 16, High 1)
+    ("desired-fits", filters.DesiredStateSize(), make_node(desired_bytes=1000), req(wire_bytes=1000), None),
+    ("desired-unknown-size", filters.DesiredStateSize(), make_node(desired_bytes=2**30), req(), None),
+    (
+        "desired-full",
+        filters.DesiredStateSize(),
+        make_node(desired_bytes=DESIRED_BUDGET_BYTES - 10),
+        req(wire_bytes=11),
+        (f"desired state too large: this replica's 11 bytes would take its {DESIRED_BUDGET_BYTES - 10:,} "
+         f"past {DESIRED_BUDGET_BYTES:,}", True),
+    ),
+    (
+        "desired-never",
+        filters.DesiredStateSize(),
+        make_node(),
+        req(wire_bytes=DESIRED_BUDGET_BYTES + 1),
+        (f"desired state too large: this replica's {DESIRED_BUDGET_BYTES + 1:,} bytes would take its 0 "
+         f"past {DESIRED_BUDGET_BYTES:,}", False),
     ),
     # HostPorts
     ("port-free", filters.HostPorts(), make_node(host_ports=frozenset({"80/TCP"})), req(host_ports=("80/UDP",)), None),

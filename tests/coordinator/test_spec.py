@@ -475,3 +475,22 @@ def test_probe_to_wire() -> None:
     live = w.spec.liveness_probe.to_wire()
     assert live == Probe(ProbeKind.HTTP, path="/healthz", port=8080, period_s=5.0, failure_threshold=4)
     assert w.spec.readiness_probe.to_wire().command == ("/bin/check",)
+
+
+# ---- the wire's string rules hold at apply time (issue 16, High 1) ----------------------------------------
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("spec.command", ["sleep", "a\x00b"]),
+    ("spec.args", ["\udcff"]),
+    ("metadata.labels", {"app": "x\x00"}),
+    ("spec.env", [{"name": "A", "value": "\ud800"}]),
+    ("spec.image", "busybox\udcff"),
+], ids=["nul-command", "surrogate-arg", "nul-label", "surrogate-env", "surrogate-image"])
+def test_strings_the_wire_cannot_carry_are_refused_naming_the_field(path: str, value: Any) -> None:
+    doc = minimal()
+    set_path(doc, path, value)
+    problems = errors_of(doc)
+    assert len(problems) == 1, problems
+    where, message = problems[0]
+    assert where.startswith(path) and ("NUL" in message or "surrogate" in message), problems[0]
