@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import select
 import socket
@@ -117,6 +118,21 @@ def _input_waiting(sock: Any) -> bool:
         return False
 
 
+async def _drain_and_close(sock: socket.socket) -> None:
+    """Half-close after our DISCONNECT, read (and drop) whatever the broker still sends until it closes its side,
+    then close: a close with nothing unread ends in FIN, never RST. Bounded by the caller (stop())."""
+    loop = asyncio.get_running_loop()
+    try:
+        sock.setblocking(False)
+        sock.shutdown(socket.SHUT_WR)
+        while await loop.sock_recv(sock, 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
     # a fire-and-forget publish that failed must not log "exception was never retrieved"
     if not fut.cancelled():
@@ -142,6 +158,10 @@ class MqttClient:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._closing = False
+        self._connecting = False  # a connect attempt is under way (TCP/TLS/CONNECT sent, CONNACK pending)
+        self._attempt_over = asyncio.Event()
+        self._goodbye = False  # DISCONNECT sent by stop(): the socket is drained before it is closed
+        self._linger: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._misc: asyncio.Task[None] | None = None
         self._hooks: list[ConnectHook] = []
@@ -227,16 +247,50 @@ class MqttClient:
         """Call `hook` (in the event loop) whenever an established connection is lost or closed."""
         self._down_hooks.append(hook)
 
-    async def stop(self) -> None:
-        """Disconnect cleanly (DISCONNECT: the broker does not publish the will) and stop reconnecting."""
+    async def stop(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+        """Say goodbye and stop reconnecting: what is in flight is flushed (QoS 1 acknowledged), then DISCONNECT,
+        and the socket is closed only once the broker has closed its side, each step bounded by `timeout`.
+
+        Each step keeps the broker from publishing the will for a routine stop (MQTT 3.1.1 §3.1.2.5: the will
+        goes out on any close without DISCONNECT): a connect still under way is let finish, so it ends with a
+        DISCONNECT rather than a dropped socket; and the socket is never closed with unread input in it, which
+        makes the kernel send RST, whereupon a broker may discard the DISCONNECT it has not read yet (seen: one
+        in two quick agent restarts published the will, issue 16)."""
         self._closing = True
+        if self._connecting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._attempt_over.wait()
         if self.connected:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._flushed()
+            self._goodbye = True
             self._paho.disconnect()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
+                async with asyncio.timeout(timeout):
                     await self._disconnected.wait()
         await self._cancel_tasks()
+        if self._linger is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._linger)
+            self._linger.cancel()  # the broker never closed its side: close ours anyway
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await self._linger
+            self._linger = None
+        self._goodbye = False
         self._fail_pending(NotConnected("client stopped"))
+
+    async def _flushed(self) -> None:
+        """Until every queued and in-flight publish was handed over (QoS 1: acknowledged)."""
+        while self.connected and (self._mid_futures or self._ref_futures):
+            lost = asyncio.ensure_future(self._disconnected.wait())  # paho keeps unacknowledged QoS 1 for later
+            waits: list[asyncio.Future[Any]] = [*self._mid_futures.values(), *self._ref_futures.values(), lost]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
 
     async def abort(self) -> None:
         """Drop the connection without DISCONNECT, as a crash or a cut cable would (the will is published)."""
@@ -287,6 +341,15 @@ class MqttClient:
             await asyncio.sleep(delay)
 
     async def _connect_once(self, first: bool) -> None:
+        self._connecting = True
+        self._attempt_over.clear()
+        try:
+            await self._attempt(first)
+        finally:
+            self._connecting = False
+            self._attempt_over.set()
+
+    async def _attempt(self, first: bool) -> None:
         loop = asyncio.get_running_loop()
         self._disconnected.clear()
         self._connack = loop.create_future()
@@ -311,6 +374,10 @@ class MqttClient:
 
     async def _after_connect(self) -> None:
         # re-subscribe everything (the broker may have lost the session), then flush what waited offline
+        if self._closing:  # stop() is waiting to say goodbye: send what waited (a goodbye among it), no hooks
+            for msg in self._outbox.drain():
+                self._hand_to_paho(msg)
+            return
         async with self._sub_lock:
             for sub in list(self._subs.values()):
                 if sub.topic_filter in self._active:
@@ -372,7 +439,16 @@ class MqttClient:
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         assert self._loop is not None
+        if self._goodbye and self._linger is None:
+            # paho closes the socket right after writing DISCONNECT; a second descriptor keeps the connection
+            # open until the broker has closed its side (see stop())
+            with contextlib.suppress(OSError):
+                held = socket.socket(fileno=os.dup(sock.fileno()))
+                self._call_in_loop(self._hold_until_closed, held)
         self._call_in_loop(self._unwatch, sock)
+
+    def _hold_until_closed(self, held: socket.socket) -> None:
+        self._linger = asyncio.ensure_future(_drain_and_close(held))
 
     def _unwatch(self, sock: Any) -> None:
         assert self._loop is not None

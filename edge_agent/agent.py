@@ -21,6 +21,7 @@ from dataclasses import replace
 from broker import wire
 from broker.client import Message, MqttClient
 from broker.errors import MqttError, WireError
+from broker.outbox import Outcome
 from broker.wire import (
     DesiredState,
     Heartbeat,
@@ -131,7 +132,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.commands.cancel()
-        with contextlib.suppress(MqttError):
+        # the goodbye: `offline` with our clock, acknowledged, then DISCONNECT (mqtt.stop flushes and waits for
+        # the broker to close), so a routine restart never reaches the coordinator as the last will (a crash)
+        with contextlib.suppress(MqttError, TimeoutError):
             async with asyncio.timeout(2.0):
                 await self._publish_status(Presence.OFFLINE, force=True)
         await self.mqtt.stop()
@@ -418,7 +421,9 @@ class Agent:
         if not force and key == self._status_key:
             return
         self._status_key = key
-        self._publish(topics.Channel.STATUS, self.status_message(presence))
+        sent = self._publish(topics.Channel.STATUS, self.status_message(presence))
+        if presence is Presence.OFFLINE and self.mqtt.connected:
+            await sent  # QoS 1: acknowledged by the broker
 
     def observed_message(self) -> ObservedState:
         replicas = observe(self._wanted(), self.instances, self.records, self.ready, pulling=self._pulling(),
@@ -437,10 +442,11 @@ class Agent:
             log.warning("observed state not queued: %s", exc)
             self._observed_key = None
 
-    def _publish(self, channel: topics.Channel, msg: NodeStatus | ObservedState | Heartbeat) -> None:
+    def _publish(self, channel: topics.Channel,
+                 msg: NodeStatus | ObservedState | Heartbeat) -> asyncio.Future[Outcome]:
         spec = topics.NODE_CHANNELS[channel]
-        self.mqtt.publish_nowait(topics.node_topic(self.node_id, channel), wire.encode(msg), qos=spec.qos,
-                                 retain=spec.retain, droppable=channel is topics.Channel.HEARTBEAT)
+        return self.mqtt.publish_nowait(topics.node_topic(self.node_id, channel), wire.encode(msg), qos=spec.qos,
+                                        retain=spec.retain, droppable=channel is topics.Channel.HEARTBEAT)
 
     async def _heartbeat_loop(self) -> None:
         while True:
