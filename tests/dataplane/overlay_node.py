@@ -86,7 +86,7 @@ async def main(argv: list[str]) -> int:
             endpoint = await node(directory, lan_ip, relay_addr, relay_id)
             started = time.time()
             peer = await endpoint.connect(peer_id, via=relay_id)
-            say(connected=time.time() - started)
+            say(connected=time.time() - started, started=started)
             first = await ask(peer, b"hello")
             say(first_byte=time.time() - started, answer=first.decode())
             failures = 0

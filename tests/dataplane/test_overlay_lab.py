@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import DOC, table, write_section
 from coordinator.pki import CertRole
 from tests.dataplane.pki_builders import Credential, issue, make_ca
 from tests.lab.netlab import Host, Lab, NatKind
@@ -62,6 +63,33 @@ class Run:
             doc = self.next(timeout)
             if key in doc:
                 return doc
+
+
+RESULTS: dict[str, list[str]] = {}  # pair -> [path, time to first byte, time to direct]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def grid_table() -> Iterator[None]:
+    """Once every pair has run, the outcome table goes into docs/benchmarks.md (issue 18 asks the test run for it)."""
+    yield
+    if len(RESULTS) < len(GRID) + 1:
+        return  # a partial run (-k, a failure) does not overwrite the table
+    rows = [[pair, *cells] for pair, cells in RESULTS.items()]
+    body = ("Two devices behind Linux NATs in network namespaces (tests/lab), a relay on a public machine. Every "
+            "connection starts through the relay; the time to the first byte answered and to the switch to a direct "
+            "path are measured from the start of the connection.\n\n"
+            + table(["NAT pair", "path", "first byte", "direct after"], rows))
+    write_section("overlay-grid", "Overlay: the NAT grid", body,
+                  command="pytest tests/dataplane/test_overlay_lab.py", doc=DOC)
+
+
+def record(pair: str, dial: Run, final: dict[str, object]) -> None:
+    connected = next(d for d in dial.lines if "started" in d)
+    first = next(d for d in dial.lines if "first_byte" in d)
+    direct_at = next((float(d["t"]) for d in dial.lines if str(d.get("path", "")).startswith("direct")), None)
+    started = float(connected["started"])  # type: ignore[arg-type]
+    RESULTS[pair] = [str(final["final"]).split(" 198.")[0], f"{float(first['first_byte']) * 1000:.0f} ms",  # type: ignore[arg-type]
+                     "-" if direct_at is None else f"{(direct_at - started) * 1000:.0f} ms"]
 
 
 @pytest.fixture
@@ -114,6 +142,7 @@ def test_every_pair_connects_through_the_relay_and_goes_direct_when_the_nats_all
     final = dial.until("final", timeout=40)
     assert final["failures"] == 0, dial.lines
     assert str(final["final"]).startswith("direct" if direct else "relay"), dial.lines
+    record(f"{kind_a} + {kind_b}", dial, final)
 
 
 def test_two_devices_on_one_lan_use_their_lan_addresses(lab: Lab, creds: dict[str, str]) -> None:
@@ -123,6 +152,7 @@ def test_two_devices_on_one_lan_use_their_lan_addresses(lab: Lab, creds: dict[st
     dial = Run(a, "dial", creds["dev-a"], a.addr, relay, RELAY_ID, "dev-b", "6")
     final = dial.until("final", timeout=30)
     assert final["final"] == f"direct lan {b.addr}:41641", dial.lines
+    record("same LAN", dial, final)
 
 
 def test_a_transfer_survives_the_direct_path_dying_and_falls_back_within_seven_seconds(
