@@ -4,9 +4,10 @@ path each peer's packets take.
 - **Demultiplexing.** A datagram whose first byte has QUIC's fixed bit goes to the connection that owns its
   destination connection ID (RFC 9000 §5.2), as aioquic's own server does; anything else is one of our probes
   (dataplane.frames). An unknown Initial starts a server-side connection.
-- **Relays.** `attach_relay()` opens an authenticated QUIC connection to a relay; peer packets then travel inside its
-  DATAGRAM frames (FORWARD, with the destination or source node id), ciphertext only: the relay never holds a key
-  of a peer-to-peer connection. The relay also says which address it sees us at (OBSERVED): a reflexive candidate.
+- **Relays.** `attach_relay()` opens an authenticated QUIC connection to a relay — or, when no UDP gets through,
+  a TCP+TLS link to the same port (dataplane.relay_tls); peer packets then travel inside its DATAGRAM frames (or
+  length-prefixed frames) as FORWARD with the destination or source node id, ciphertext only: the relay never holds
+  a key of a peer-to-peer connection. The relay also says which address it sees us at (OBSERVED).
 - **Paths.** A connection to a node starts through a relay at once (`connect(node, via=relay)`). Its QuicConnection
   is given a *stable virtual address* for the peer, so aioquic never sees the path change and open streams never
   break; every outgoing packet goes where the peer's `PathState` (dataplane.paths) says: the relay, or a direct
@@ -26,16 +27,17 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from cryptography import x509
 
-from dataplane import frames
+from dataplane import frames, relay_tls
 from dataplane.errors import Unreachable
 from dataplane.frames import FrameError
-from dataplane.identity import PeerIdentity, Refused, Revocations, check_peer
+from dataplane.identity import PeerIdentity, Reason, Refused, Revocations, check_peer
 from dataplane.paths import Candidate, CandidateKind, Direct, PathChanged, PathState, Relay, Timers
 from dataplane.quic import (
     CID_LENGTH,
@@ -53,6 +55,22 @@ log = logging.getLogger(__name__)
 RELAY_ROLE = "relay"
 MAX_HANDSHAKES = 256  # server-side connections not yet authenticated: past this, new Initials are dropped
 Address = tuple[str, int]
+
+
+class RelayLink(Protocol):
+    """A link to a relay: a QUIC connection (dataplane.quic.Peer) or a TCP/TLS channel (dataplane.relay_tls)."""
+
+    identity: PeerIdentity | None
+    closed: asyncio.Event
+
+    @property
+    def node_id(self) -> str: ...
+
+    def send_datagram(self, data: bytes) -> bool: ...
+
+    def close(self, reason: str = "", *, error_code: int = 0) -> None: ...
+
+    def stop_timer(self) -> None: ...
 
 
 @dataclass
@@ -101,7 +119,8 @@ class Endpoint(asyncio.DatagramProtocol):
         self._wake = asyncio.Event()
         self.peers: dict[str, Peer] = {}  # authenticated node connections, by node id (the newest wins)
         self.links: dict[str, Link] = {}  # by node id
-        self.relays: dict[str, Peer] = {}  # authenticated relay connections, by relay id
+        self.relays: dict[str, RelayLink] = {}  # authenticated relay links (QUIC or TCP/TLS), by relay id
+        self._tls_contexts: relay_tls.TlsContexts | None = None
         self.reflexive: dict[str, Address] = {}  # our address as each relay sees it
         self.dropped = 0  # malformed, unauthenticated or unroutable datagrams
 
@@ -125,12 +144,35 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # ---- opening connections ----------------------------------------------------------------------------------
 
-    async def attach_relay(self, addr: Address, *, relay_id: str, timeout_s: float = 10.0) -> Peer:
-        """Connect to a relay (it must present the relay certificate `relay_id`)."""
-        peer = await self._dial(addr, addr, expect=relay_id, roles=(RELAY_ROLE,), timeout_s=timeout_s,
-                                datagram_size=RELAY_DATAGRAM_SIZE)
-        self.relays[relay_id] = peer
-        return peer
+    async def attach_relay(self, addr: Address, *, relay_id: str, udp_timeout_s: float = 3.0,
+                           tcp: bool = True) -> RelayLink:
+        """Connect to a relay (it must present the relay certificate `relay_id`): over QUIC, or when that gets no
+        answer within `udp_timeout_s` (a network that blocks UDP), over TCP+TLS to the same port."""
+        link: RelayLink
+        try:
+            link = await self._dial(addr, addr, expect=relay_id, roles=(RELAY_ROLE,), timeout_s=udp_timeout_s,
+                                    datagram_size=RELAY_DATAGRAM_SIZE)
+        except Unreachable:
+            if not tcp:
+                raise
+            log.warning("overlay: no UDP answer from relay %s at %s:%d; using TCP/TLS", relay_id, *addr)
+            link = await relay_tls.dial(addr, self._tls(), judge=self._judge_chain, relay_id=relay_id,
+                                        on_datagram=self._relay_datagram, on_closed=self._relay_closed)
+        self.relays[relay_id] = link
+        return link
+
+    def _tls(self) -> relay_tls.TlsContexts:
+        if self._tls_contexts is None:
+            self._tls_contexts = relay_tls.TlsContexts(self.credential)
+        return self._tls_contexts
+
+    def _judge_chain(self, chain: list[x509.Certificate], roles: tuple[str, ...]) -> PeerIdentity | Refused:
+        return check_peer(chain, trust=self.credential.trust, now=self.clock(), roles=roles,
+                          revoked=self.revocations())
+
+    def _relay_closed(self, link: RelayLink) -> None:
+        if link.identity is not None and self.relays.get(link.identity.identity) is link:
+            del self.relays[link.identity.identity]
 
     async def connect(self, node_id: str, *, via: str | None = None, addr: Address | None = None,
                       timeout_s: float = 10.0) -> Peer:
@@ -183,14 +225,22 @@ class Endpoint(asyncio.DatagramProtocol):
         return check_peer(peer.quic.peer_chain(), trust=self.credential.trust, now=self.clock(), expect=expect,
                           roles=roles, revoked=self.revocations())
 
+    def _judge_link(self, link: RelayLink | Peer) -> PeerIdentity | Refused:
+        if isinstance(link, relay_tls.TlsChannel):
+            verdict = self._judge_chain(link.chain, link.roles)
+            if not isinstance(verdict, Refused) and link.identity and verdict.identity != link.identity.identity:
+                return Refused(Reason.WRONG_NODE, f"{verdict.identity} is not {link.identity.identity}")
+            return verdict
+        return self.judge(cast(Peer, link))
+
     def enforce(self) -> list[str]:
         """Judge every live connection again (after the revocations or the clock moved on): one that no longer
         passes is closed with the reason, at once. Returns the identities cut."""
         cut = set()
-        live = {p for p in (*self._cids.values(), *self.peers.values(), *self.relays.values())
-                if p.identity is not None and not p.closed.is_set()}  # older connections of a node too
+        live: set[RelayLink | Peer] = {p for p in (*self._cids.values(), *self.peers.values(), *self.relays.values())
+                                       if p.identity is not None and not p.closed.is_set()}  # older ones too
         for peer in sorted(live, key=lambda p: p.node_id):
-            verdict = self.judge(peer)
+            verdict = self._judge_link(peer)
             if isinstance(verdict, Refused):
                 log.warning("overlay: cut the connection to %s: %s", peer.node_id, verdict)
                 peer.close(str(verdict), error_code=REFUSED)
@@ -339,9 +389,13 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # ---- datagrams inside connections -------------------------------------------------------------------------
 
-    def _relay_datagram(self, relay: Peer, data: bytes) -> None:
+    def _relay_datagram(self, relay: RelayLink, data: bytes) -> None:
         assert relay.identity is not None
-        decoded = frames.decode_relay(data)
+        try:
+            decoded = frames.decode_relay(data)
+        except FrameError:
+            self.dropped += 1
+            return
         if decoded[0] == frames.OBSERVED:
             seen = cast(Address, decoded[1])
             if self.reflexive.get(relay.identity.identity) != seen:

@@ -1,10 +1,11 @@
 """The overlay relay (adapter): forwards opaque QUIC packets between authenticated nodes, never decrypting them.
 
-Runs on a machine every node can reach (the anchor VPS; `cloudless up` starts one). Each node keeps one QUIC
-connection to the relay, authenticated both ways with cluster certificates (the relay's is a `relay` certificate),
-and sends its peer-to-peer packets inside DATAGRAM frames addressed to a node id; the relay hands them to that
-node's connection with the sender's id. What it forwards is the peers' own end-to-end QUIC: ciphertext to the relay.
-On connect the relay tells the node its address as seen from here (its reflexive candidate for hole punching).
+Runs on a machine every node can reach (the anchor VPS). Each node keeps one QUIC connection to the relay (or,
+where no UDP gets out, a TCP+TLS link to the same port: dataplane.relay_tls), authenticated both ways with cluster
+certificates (the relay's is a `relay` certificate), and sends its peer-to-peer packets inside DATAGRAM frames
+addressed to a node id; the relay hands them to that node's link, whichever transport, with the sender's id.
+What it forwards is the peers' own end-to-end QUIC: ciphertext to the relay. On connect the relay tells the node
+its address as seen from here (its reflexive candidate for hole punching).
 
 A node may send at most `rate_bytes_s` (with a burst of `burst_bytes`) through the relay: past that, packets are
 dropped (QUIC's congestion control backs off), so one node cannot take the relay from everyone else.
@@ -12,6 +13,7 @@ dropped (QUIC's congestion control backs off), so one node cannot take the relay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -20,6 +22,7 @@ from dataplane import frames
 from dataplane.endpoint import Endpoint
 from dataplane.frames import FrameError
 from dataplane.quic import RELAY_DATAGRAM_SIZE, Peer
+from dataplane.relay_tls import TlsChannel, close_server, serve
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +57,46 @@ class RelayServer(Endpoint):
         self.forwarded_bytes = 0
         self.limited = 0  # packets dropped by a node's rate limit
         self.unroutable = 0
+        self._tls_server: asyncio.Server | None = None
+        self._channels: set[TlsChannel] = set()
+        self.sessions: dict[str, Peer | TlsChannel] = {}  # the newest link of each node, whichever transport
 
-    def accepted(self, peer: Peer) -> None:
+    async def listen_tls(self, host: str, port: int) -> None:
+        """Also accept nodes over TCP+TLS on `port` (the same number as the UDP one: firewalls see one service)."""
+        self._tls_server = await serve(host, port, self._tls(), judge=self._judge_chain, on_channel=self._channel,
+                                       on_datagram=self.peer_datagram, on_closed=self._channel_closed)
+
+    def _channel(self, channel: TlsChannel) -> None:
+        self._channels.add(channel)
+        self.accepted(channel)
+
+    def _channel_closed(self, channel: TlsChannel) -> None:
+        self._channels.discard(channel)
+        if channel.identity is not None and self.sessions.get(channel.identity.identity) is channel:
+            del self.sessions[channel.identity.identity]
+
+    def forget(self, peer: Peer) -> None:
+        super().forget(peer)
+        if peer.identity is not None and self.sessions.get(peer.identity.identity) is peer:
+            del self.sessions[peer.identity.identity]
+
+    def close(self) -> None:
+        for channel in list(self._channels):
+            channel.close("relay closed")
+        if self._tls_server is not None:
+            asyncio.get_running_loop().create_task(close_server(self._tls_server))
+        super().close()
+
+    def accepted(self, peer: Peer | TlsChannel) -> None:  # type: ignore[override]
         assert peer.identity is not None
-        self.peers[peer.identity.identity] = peer
+        self.sessions[peer.identity.identity] = peer
         if peer.identity.identity not in self._buckets:  # a reconnect does not refill the bucket
             self._buckets[peer.identity.identity] = TokenBucket(self.rate_bytes_s, self.burst_bytes,
                                                                 self.burst_bytes, self.clock())
         if isinstance(peer.addr, tuple) and isinstance(peer.addr[0], str):
             peer.send_datagram(frames.encode_observed(cast(tuple[str, int], tuple(peer.addr[:2]))))
 
-    def peer_datagram(self, peer: Peer, data: bytes) -> None:
+    def peer_datagram(self, peer: Peer | TlsChannel, data: bytes) -> None:  # type: ignore[override]
         assert peer.identity is not None
         source = peer.identity.identity
         try:
@@ -80,7 +112,7 @@ class RelayServer(Endpoint):
         if bucket is None or not bucket.take(len(packet), self.clock()):  # NO_ROUTE answers are charged too
             self.limited += 1
             return
-        target = self.peers.get(dest)
+        target = self.sessions.get(dest)
         if target is None or target.closed.is_set():
             self.unroutable += 1
             peer.send_datagram(frames.encode_no_route(dest))

@@ -76,6 +76,7 @@ async def main(argv: list[str]) -> int:
     match argv:
         case ["relay", directory, port]:
             relay = await RelayServer.open(credential(directory), "0.0.0.0", int(port), clock=time.time)
+            await relay.listen_tls("0.0.0.0", int(port))
             say(ready=relay.address)
             await asyncio.Event().wait()
         case ["serve", directory, lan_ip, relay_addr, relay_id]:

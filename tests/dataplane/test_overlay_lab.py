@@ -112,6 +112,7 @@ GRID = [
     (NatKind.SYMMETRIC, NatKind.ADDRESS_RESTRICTED, True),
     (NatKind.SYMMETRIC, NatKind.SYMMETRIC, False),
     (NatKind.PORT_RESTRICTED, NatKind.SYMMETRIC, False),
+    (NatKind.UDP_BLOCKED, NatKind.PORT_RESTRICTED, False),  # A reaches the relay over TCP/TLS only
 ]
 
 
