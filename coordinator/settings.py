@@ -91,7 +91,7 @@ class Settings:
 
 def _hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise CoordinatorConfigError(f"--api: expected HOST:PORT, got {text!r}")
     return host or "127.0.0.1", int(port)
 

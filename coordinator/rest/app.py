@@ -19,8 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth import peer_cert
+from broker.limits import ConnectionGate, ListenerLimits
+from broker.listeners import nofile_soft, start_gated_server
 from coordinator.errors import SpecError
-from coordinator.http import FORWARDED_FOR_HEADER, FORWARDED_HEADER, error, token_digest
+from coordinator.http import FORWARDED_FOR_HEADER, FORWARDED_HEADER, bearer_token, error, token_digest
 from coordinator.identity import IdentityService
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
@@ -128,7 +130,10 @@ class Api:
             if exc.status == 413:
                 return error(413, f"request body too large (limit {MAX_BODY} bytes)")
             if exc.status in (404, 405):
-                return error(exc.status, f"{request.method} {request.path}: {exc.reason}")
+                resp = error(exc.status, f"{request.method} {request.path}: {exc.reason}")
+                if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110 §15.5.6: a 405 lists what is allowed
+                    resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+                return resp
             raise
         except SpecError as exc:
             status = 400
@@ -161,10 +166,10 @@ class Api:
 
 
     def _role(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if not token:
             return None
-        digest = token_digest(header[7:].strip())
+        digest = token_digest(token)
         for known, (_, role) in self.tokens.items():
             if hmac.compare_digest(digest, known):
                 return role
@@ -224,5 +229,19 @@ async def serve_socket(api: Api, socks: list[socket.socket],
     runner = web.AppRunner(api.app(), access_log=None)
     await runner.setup()
     for sock in socks:
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+        await GatedSockSite(runner, sock, ssl_context=ssl_context).start()
     return runner
+
+
+class GatedSockSite(web.SockSite):
+    """aiohttp's SockSite behind broker.listeners' connection gate (issue 16: a flood of idle connections took every
+    file descriptor): caps in total and per address, the TLS handshake inside the gate with a short timeout, and a
+    deadline for the first request bytes."""
+
+    async def start(self) -> None:
+        await super(web.SockSite, self).start()  # BaseSite: registers the site with the runner
+        assert self._runner.server is not None
+        limits = ListenerLimits()
+        self._server = await start_gated_server(
+            self._runner.server, ConnectionGate.for_listener(limits, nofile_soft()), ssl_context=self._ssl_context,
+            handshake_timeout_s=limits.handshake_timeout_s, what="api", sock=self._sock, backlog=self._backlog)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker import wire
 from broker.auth import peer_cert
+from broker.wire import NodeFacts, WireError
 from coordinator.damper import Damper
 from coordinator.enroll import Refuse
 from coordinator.errors import SpecError
@@ -88,7 +90,9 @@ class IdentityHandlers:
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": result.not_after})
 
     async def create_token(self, request: web.Request) -> web.Response:
-        body = await read_json(request) if request.can_read_body else {}
+        if not request.can_read_body:  # the CLI always sends one; `{}` takes every default
+            raise SpecError("", "a JSON object is required (`{}` for the defaults)")
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise SpecError("", "body must be an object")
         unknown = set(body) - {"ttlSeconds", "maxUses", "labels", "zone"}
@@ -103,8 +107,12 @@ class IdentityHandlers:
         if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                    for k, v in labels.items()):
             raise SpecError("labels", "must map strings to strings")
-        if not isinstance(zone, str) or len(zone) > 64:
-            raise SpecError("zone", "must be a string of at most 64 characters")
+        if not isinstance(zone, str):
+            raise SpecError("zone", "must be a string")
+        try:  # what the token grants, the node must be able to publish: the wire's own rules for its facts
+            wire.encoded_size(NodeFacts(zone=zone, labels=labels))
+        except WireError as exc:
+            raise SpecError(exc.path or "labels", f"a node could never publish this: {exc.reason}") from None
         token, record = await self._ids().create_token(ttl_s=float(ttl), max_uses=uses, labels=labels, zone=zone)
         await self.coord.journal.record_now("Normal", "TokenCreated", f"token/{record.token_id}",
                                     f"max uses {record.max_uses}, expires {record.expires_at:.0f}")

@@ -22,14 +22,13 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from coordinator.http import FORWARDED_HEADER, token_digest
+from coordinator.http import FORWARDED_HEADER, BadBody, bearer_token, loads, token_digest
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Route
 from coordinator.secrets import (
@@ -111,9 +110,9 @@ async def _body(request: web.Request, allowed: frozenset[str], *, optional: bool
     if optional and not request.can_read_body:
         return {}
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return Rejection.invalid([("", f"request body is not valid JSON: {exc}")])
+        body = loads(await request.text())
+    except (BadBody, UnicodeDecodeError) as exc:
+        return Rejection.invalid([("", str(exc))])
     if not isinstance(body, dict):
         return Rejection.invalid([("", "the body must be a JSON object")])
     if unknown := sorted(set(body) - allowed):
@@ -183,12 +182,12 @@ class SecretsHandlers:
             source = f"{forwarded[1]} (forwarded by {forwarded[0]})"
         elif request.headers.get(FORWARDED_HEADER):
             source = f"{source} (claims to be forwarded by a coordinator: not proven)"
-        header = request.headers.get("Authorization", "").strip()
-        if header in ("", "Bearer"):
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token == "":
             return Caller("anonymous", source, Role.NONE)
-        if not header.startswith("Bearer "):
+        if token is None:
             return None
-        digest = token_digest(header[7:].strip())
+        digest = token_digest(token)
         for known, (name, role) in self.tokens.items():
             if hmac.compare_digest(digest, known):
                 return Caller(name, source, Role.ADMIN if role == "admin" else Role.VIEWER)
@@ -437,7 +436,8 @@ def audit_query(q: Mapping[str, str]) -> AuditQuery | Rejection:
         except ValueError:
             problems.append((key, "expected unix seconds"))
     limit = q.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_QUERY_LIMIT:
+    # isascii: str.isdigit() is true for '²' and other digits int() refuses
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_QUERY_LIMIT:
         problems.append(("limit", f"expected a whole number from 1 to {MAX_QUERY_LIMIT}"))
     if problems:
         return Rejection.invalid(problems)

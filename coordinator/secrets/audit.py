@@ -138,7 +138,7 @@ def record_key(at: float, suffix: str) -> str:
 def key_time(key: str) -> float:
     """The time encoded in a record key (0.0 for a key that is not one)."""
     stamp = key[len(PREFIX):].split("-", 1)[0]
-    return int(stamp) / 1_000_000 if stamp.isdigit() else 0.0
+    return int(stamp) / 1_000_000 if stamp.isascii() and stamp.isdigit() else 0.0
 
 
 def expired(keys: Sequence[str], now: float, retention: AuditRetention) -> list[str]:

@@ -104,7 +104,7 @@ def _endpoint(url: str, item: str) -> str:
         port_s = port_s if sep else str(DEFAULT_PORT)
     if host in ("", "[]"):
         raise ValueError(f"etcd URL {url!r}: endpoint {item!r} has no host")
-    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    if not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
         raise ValueError(f"etcd URL {url!r}: endpoint {item!r} has an invalid port {port_s!r}")
     return f"{host}:{int(port_s)}"
 
