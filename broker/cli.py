@@ -109,7 +109,9 @@ def _tls(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_run(args: argparse.Namespace) -> int:
     from broker.auth import AnonymousAuthenticator, Authenticator, AuthFiles, CertAuthenticator, RevocationList
     from broker.embedded import EmbeddedBrokerSettings, TlsSettings
+    from broker.listeners import raise_nofile_limit
 
+    raise_nofile_limit()  # issue 16: a flood must not find the 1,024-file default
     if args.auth_dir is None and not args.allow_anonymous:
         raise BrokerConfigError("give --auth-dir DIR (created by `cloudless broker passwd DIR USER`), "
                                 "or --allow-anonymous for development")

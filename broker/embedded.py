@@ -19,6 +19,10 @@ scenarios against Mosquitto):
    min(publish QoS, subscription QoS) (§3.8.4), where amqtt used the subscription's.
 6. Revocation. With certificate authentication, a certificate revoked while its client is connected loses
    that connection within a second (the revocation list is re-read on change).
+7. Floods. Every listener admits connections through a `ConnectionGate` (total and per address, before any TLS
+   work), runs the TLS handshake with a short timeout and gives a client that long to complete its CONNECT
+   (amqtt waited forever, and its 60 s TLS default let 1,100 idle sockets take every file descriptor); a
+   connection that ends is always closed, and what floods produce is logged throttled (broker.limits).
 5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
    ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
    username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.
@@ -34,13 +38,14 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action, ListenerConfig
-from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.contexts import Action, ListenerConfig, ListenerType
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -64,6 +69,8 @@ from broker.auth import (
     PeerCert,
     peer_cert,
 )
+from broker.limits import ConnectionGate, ListenerLimits
+from broker.listeners import ThrottledLog, nofile_soft, start_gated_server
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class EmbeddedBrokerSettings:
     session_expiry_s: float | None = 7 * 24 * 3600.0
     username_as_client_id: bool = True
     extra_listeners: Sequence[tuple[str, int]] = field(default_factory=tuple)
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 class CloudlessProtocolHandler(BrokerProtocolHandler):
@@ -161,6 +169,53 @@ class EmbeddedBroker(Broker):
         super().__init__(config)
         # amqtt gives every TCP connection's coroutine no error boundary of its own; count what we refused.
         self.refused_connections = 0
+        self.gates: dict[str, ConnectionGate] = {}
+        self._throttled = ThrottledLog(log)
+
+    # ---- listeners (fix 7) -------------------------------------------------------------------------------
+
+    async def _create_server_instance(  # type: ignore[override]
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server:
+        if listener_type != ListenerType.TCP:
+            raise BrokerError(f"unsupported listener type {listener_type}")
+        loop = asyncio.get_running_loop()
+        limits = self.settings.limits
+        gate = self.gates[listener_name] = ConnectionGate.for_listener(limits, nofile_soft())
+        callback = partial(self.stream_connected, listener_name=listener_name)
+
+        def protocol() -> asyncio.BaseProtocol:  # what asyncio.start_server makes
+            return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=2**16, loop=loop), callback, loop=loop)
+
+        return await start_gated_server(protocol, gate, ssl_context=ssl_context, what=f"mqtt {listener_name}",
+                                        handshake_timeout_s=limits.handshake_timeout_s, host=address, port=port,
+                                        reuse_address=True)
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """amqtt's, with a deadline for the CONNECT, throttled logging, and the connection closed however it ends
+        (amqtt left a client that failed its CONNECT half-open, holding its descriptor)."""
+        peer = writer.get_peer_info() or ("?", 0)
+        try:
+            try:
+                async with asyncio.timeout(self.settings.limits.handshake_timeout_s):
+                    handler, session = await self._initialize_client_session(reader, writer, *peer)
+            except (AMQTTError, MQTTError, NoDataError, TimeoutError) as exc:
+                self._throttled.log(logging.INFO, f"setup:{peer[0]}", "no session for %s:%s: %s", *peer,
+                                    type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
+                return
+            try:
+                await self._handle_client_session(reader, writer, session, handler, None, listener_name)
+            except (AMQTTError, MQTTError, NoDataError) as exc:
+                log.warning("session of %s ended: %s", session.client_id, exc)
+        finally:
+            try:
+                async with asyncio.timeout(self.settings.limits.handshake_timeout_s):
+                    await writer.close()
+            except Exception:  # a peer that reads nothing cannot hold the close up: drop it
+                transport = getattr(getattr(writer, "_writer", None), "transport", None)
+                if transport is not None:
+                    transport.abort()
 
     # ---- TLS -------------------------------------------------------------------------------------------
 
@@ -187,8 +242,8 @@ class EmbeddedBroker(Broker):
         verdict = await self._authenticate_connect(incoming)
         if isinstance(verdict, AuthRejected):
             self.refused_connections += 1
-            log.warning("refused client %r from %s:%s: %s", incoming.client_id, remote_address, remote_port,
-                        verdict.reason)
+            self._throttled.log(logging.WARNING, f"refused:{remote_address}", "refused client %r from %s:%s: %s",
+                                incoming.client_id, remote_address, remote_port, verdict.reason)
             with contextlib.suppress(ConnectionError):  # the refused client may hang up first
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.close()

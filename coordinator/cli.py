@@ -217,6 +217,9 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         # the roof (cloudless.cli) passes its log identity down; a caller without it logs without one
         log_identity: Callable[[str, str], None] = getattr(args, "log_identity", None) or (lambda _k, _v: None)
         log_identity("coordinator", settings.coordinator_id)
+        from broker.listeners import raise_nofile_limit
+
+        raise_nofile_limit()  # issue 16: connection floods must not find the 1,024-file default
         return asyncio.run(_run(settings))
     except CoordinatorError as exc:
         print(f"cloudless coordinator: error: {exc}", flush=True)

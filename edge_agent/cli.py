@@ -255,6 +255,9 @@ async def _identity(cfg: AgentConfig) -> NodeIdentity:
 def _cmd_agent(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
+        from broker.listeners import raise_nofile_limit
+
+        raise_nofile_limit()  # issue 16: the agent opens workloads' logs, sockets and podman's API
         return asyncio.run(run(cfg, log_identity=getattr(args, "log_identity", _no_identity),
                                log_to_file=getattr(args, "log_to_file", _no_log_file)))
     except AgentError as exc:
