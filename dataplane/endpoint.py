@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, Self, cast
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.connection import NetworkAddress
@@ -126,7 +126,7 @@ class Endpoint(asyncio.DatagramProtocol):
 
     @classmethod
     async def open(cls, credential: NodeCredential, host: str = "0.0.0.0", port: int = 0,
-                   **kwargs: Any) -> Endpoint:
+                   **kwargs: Any) -> Self:
         loop = asyncio.get_running_loop()
         endpoint = cls(credential, **kwargs)
         await loop.create_datagram_endpoint(lambda: endpoint, local_addr=(host, port))

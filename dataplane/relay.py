@@ -21,6 +21,7 @@ from typing import Any, cast
 from dataplane import frames
 from dataplane.endpoint import Endpoint
 from dataplane.frames import FrameError
+from dataplane.identity import Refused
 from dataplane.quic import RELAY_DATAGRAM_SIZE, Peer
 from dataplane.relay_tls import TlsChannel, close_server, serve
 
@@ -74,6 +75,17 @@ class RelayServer(Endpoint):
         self._channels.discard(channel)
         if channel.identity is not None and self.sessions.get(channel.identity.identity) is channel:
             del self.sessions[channel.identity.identity]
+
+    def enforce(self) -> list[str]:
+        """Judge every link again, QUIC and TLS ones: a revoked or expired node is cut from the relay at once."""
+        cut = set(super().enforce())
+        for channel in list(self._channels):
+            verdict = self._judge_link(channel)
+            if isinstance(verdict, Refused):
+                log.warning("relay: cut the TLS link of %s: %s", channel.node_id, verdict)
+                channel.close(str(verdict))
+                cut.add(channel.node_id)
+        return sorted(cut)
 
     def forget(self, peer: Peer) -> None:
         super().forget(peer)
