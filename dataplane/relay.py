@@ -9,6 +9,10 @@ its address as seen from here (its reflexive candidate for hole punching).
 
 A node may send at most `rate_bytes_s` (with a burst of `burst_bytes`) through the relay: past that, packets are
 dropped (QUIC's congestion control backs off), so one node cannot take the relay from everyone else.
+
+Floods (issue 16): a new QUIC connection is admitted through a `ConnectionGate` (broker.limits: `max_per_address`
+connections from one address, handshaking or authenticated, and `max_connections` in all), so one address cannot
+fill the endpoint's 256 handshake slots; a handshake not finished within `handshake_timeout_s` is dropped.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.quic.packet import pull_quic_header
+
+from broker.limits import ConnectionGate, ListenerLimits
+from broker.listeners import ThrottledLog
 from dataplane import frames
 from dataplane.endpoint import Endpoint
 from dataplane.frames import FrameError
 from dataplane.identity import Refused
-from dataplane.quic import RELAY_DATAGRAM_SIZE, Peer
+from dataplane.quic import CID_LENGTH, RELAY_DATAGRAM_SIZE, Peer
 from dataplane.relay_tls import TlsChannel, close_server, serve
 
 log = logging.getLogger(__name__)
@@ -49,8 +58,14 @@ class TokenBucket:
 class RelayServer(Endpoint):
     accepts_datagram_size = RELAY_DATAGRAM_SIZE  # node connections carry the peers' 1200-byte packets
 
-    def __init__(self, *args: Any, rate_bytes_s: float = 12.5e6, burst_bytes: float = 4e6, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rate_bytes_s: float = 12.5e6, burst_bytes: float = 4e6,
+                 limits: ListenerLimits | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.limits = limits or ListenerLimits()
+        self.gate = ConnectionGate(max_connections=self.limits.max_connections,
+                                   max_per_address=self.limits.max_per_address)
+        self._born: dict[Peer, tuple[float, str]] = {}  # server-side QUIC connections: since when, from where
+        self._throttled = ThrottledLog(log)
         self.rate_bytes_s = rate_bytes_s
         self.burst_bytes = burst_bytes
         self._buckets: dict[str, TokenBucket] = {}
@@ -87,7 +102,57 @@ class RelayServer(Endpoint):
                 cut.add(channel.node_id)
         return sorted(cut)
 
+    # ---- admission (issue 16) -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._spawn(self._expire_loop())
+
+    def _peer_for(self, data: bytes, addr: Any, *, relayed_from: tuple[str, str] | None) -> Peer | None:
+        if relayed_from is not None or not isinstance(addr, tuple) or not self._opens_connection(data):
+            return super()._peer_for(data, addr, relayed_from=relayed_from)
+        source = str(addr[0])
+        if not self.gate.admit(source):
+            self.dropped += 1
+            self._throttled.log(logging.WARNING, f"refused:{source}",
+                                "relay: refused a connection from %s (connection limit reached)", source)
+            return None
+        peer = super()._peer_for(data, addr, relayed_from=None)
+        if peer is None:  # not an acceptable Initial, or every handshake slot taken
+            self.gate.release(source)
+        else:
+            self._born[peer] = (self.clock(), source)
+        return peer
+
+    def _opens_connection(self, data: bytes) -> bool:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except ValueError:
+            return False
+        return header.destination_cid not in self._cids
+
+    def expire_handshakes(self) -> int:
+        """Drop server-side connections still unauthenticated after the handshake timeout; returns how many."""
+        now = self.clock()
+        stale = [p for p, (at, _) in self._born.items()
+                 if p.identity is None and now - at > self.limits.handshake_timeout_s]
+        for peer in stale:
+            peer.close("handshake timed out")
+            self.forget(peer)
+        return len(stale)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.handshake_timeout_s / 2))
+            try:
+                self.expire_handshakes()
+            except Exception:  # one bad connection must not end the expiry of every other
+                log.exception("relay: expiring handshakes failed; going on")
+
     def forget(self, peer: Peer) -> None:
+        born = self._born.pop(peer, None)
+        if born is not None:
+            self.gate.release(born[1])
         super().forget(peer)
         if peer.identity is not None and self.sessions.get(peer.identity.identity) is peer:
             del self.sessions[peer.identity.identity]
