@@ -41,6 +41,7 @@ class Journal:
         self._committed_seq = 0  # the newest event known to be in the store
         self._event_seq = 0
         self._listeners: set[asyncio.Queue[Event | None]] = set()
+        self._saved: tuple[list[Event], int] = ([], 0)  # events and the event id at `begin`
 
     def queue(self, op: Op) -> None:
         """A store write for the next flush."""
@@ -118,6 +119,27 @@ class Journal:
         for ev in committed:
             self._committed_seq = max(self._committed_seq, ev.seq)
             self._stream(ev)
+
+    async def begin(self) -> None:
+        """Start a request's all-or-nothing write (under the engine's lock): first write what is already pending
+        (a StoreError here means nothing of the request has happened yet), so every op and event queued from now
+        until `commit` is the request's own."""
+        await self.flush()
+        self._saved = (list(self.events), self._event_seq)
+
+    async def commit(self, undo: Callable[[], None]) -> None:
+        """Write the request's changes now, or none of them. On a StoreError (a full disk, no quorum) the ops and
+        events queued since `begin` are dropped and `undo` puts the in-memory state back before the error goes up:
+        an API that answered "503, retry" must not have the change take effect later, when a round writes what
+        was left pending (issue 16: applies refused on a full disk were applied once space came back)."""
+        try:
+            await self.flush()
+        except StoreError:
+            self.pending.clear()
+            self._unstreamed.clear()
+            self.events, self._event_seq = self._saved
+            undo()
+            raise
 
     def committed_events(self) -> list[Event]:
         """The events known to be in the store (what REST lists and streams replay): an event recorded but not

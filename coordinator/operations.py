@@ -71,6 +71,10 @@ class Recorder(Protocol):
 
     async def flush(self) -> None: ...
 
+    async def begin(self) -> None: ...
+
+    async def commit(self, undo: Callable[[], None]) -> None: ...
+
 
 class Bus(Protocol):
     """How a command reaches a node (broker.client.MqttClient)."""
@@ -108,18 +112,19 @@ class Operations:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
         w = parse_workload(doc)
         check_sendable(w)
-        try:
-            self.admit(w)
-        except PolicyDenied:
-            async with self.lock:
-                await self.journal.flush()  # the decision's events are listed by the time the caller hears the 403
-            raise
         canonical = workload_to_doc(w)
         h = spec_hash(w)
         now = self.clock()
         async with self.lock:
+            await self.journal.begin()  # all or nothing from here: a 503 leaves no trace (issue 16, Medium 9)
+            try:
+                self.admit(w)
+            except PolicyDenied:
+                await self.journal.flush()  # the decision's events are listed by the time the caller hears the 403
+                raise
             old = self.cluster.workloads.get(w.key)
             if old is not None and old.doc == canonical and not old.deleting:
+                await self.journal.flush()  # the admission events
                 return old, False, False
             if old is None:
                 rec = revisions.created(w.namespace, w.name, doc=canonical, spec_hash=h, now=now)
@@ -134,9 +139,18 @@ class Operations:
                 rec = revisions.updated(old, doc=canonical)
                 self.journal.event("Normal", "Updated", f"workload/{w.key}", "spec updated (no restart needed)")
             self.save_workload(rec)
-            await self.journal.flush()
+            await self.journal.commit(undo=self._restore_workload(w.key, old))
         self.wake()
         return rec, old is None, True
+
+    def _restore_workload(self, key: str, old: WorkloadRecord | None) -> Callable[[], None]:
+        """What puts a workload back as it was, if the write of its change fails."""
+        def undo() -> None:
+            if old is None:
+                self.cluster.workloads.pop(key, None)
+            else:
+                self.cluster.workloads[key] = old
+        return undo
 
     def admit(self, w: Workload) -> Decision:
         """Run the admission policy; every decision is recorded as an event; a denial raises PolicyDenied."""
@@ -163,11 +177,12 @@ class Operations:
 
     async def delete(self, namespace: str, name: str) -> WorkloadRecord:
         async with self.lock:
-            w = self.get(namespace, name)
-            w = replace(w, deleting=True)
+            await self.journal.begin()
+            old = self.get(namespace, name)
+            w = replace(old, deleting=True)
             self.save_workload(w)
             self.journal.event("Normal", "Deleting", f"workload/{w.key}", "stopping every replica")
-            await self.journal.flush()
+            await self.journal.commit(undo=self._restore_workload(w.key, old))
         self.wake()
         return w
 
@@ -181,11 +196,14 @@ class Operations:
 
     async def rollback(self, namespace: str, name: str, revision: int | None) -> WorkloadRecord:
         async with self.lock:
+            await self.journal.begin()
             w = self.get(namespace, name)
             try:
                 rec = self.roll_back(w, revision, cause="rollback requested", now=self.clock(), auto=False)
-            finally:
-                await self.journal.flush()  # a refusal's events too
+            except (NotFound, PolicyDenied):
+                await self.journal.flush()  # a refusal's events
+                raise
+            await self.journal.commit(undo=self._restore_workload(w.key, w))
         self.wake()
         return rec
 
@@ -209,7 +227,9 @@ class Operations:
         if node_id not in self.cluster.members:
             raise NotFound(f"node {node_id} not found")
         async with self.lock:
-            cur = self.cluster.admin.get(node_id, NodeAdmin())
+            await self.journal.begin()
+            had = self.cluster.admin.get(node_id)
+            cur = had or NodeAdmin()
             new = NodeAdmin(cordoned=cur.cordoned if cordoned is None else cordoned,
                             draining=cur.draining if draining is None else draining)
             if draining:
@@ -220,7 +240,13 @@ class Operations:
             self.journal.queue(put(model.node_key(node_id), model.to_json(new)))
             what = "draining" if new.draining else "cordoned" if new.cordoned else "uncordoned"
             self.journal.event("Normal", what.title(), f"node/{node_id}", f"node {node_id} {what}")
-            await self.journal.flush()
+
+            def undo() -> None:
+                if had is None:
+                    self.cluster.admin.pop(node_id, None)
+                else:
+                    self.cluster.admin[node_id] = had
+            await self.journal.commit(undo=undo)
         self.wake()
         return new
 
