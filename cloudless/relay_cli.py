@@ -95,6 +95,7 @@ def _revoked(path: Path | None) -> frozenset[int]:
 def cmd_relay(args: argparse.Namespace) -> int:
     from cryptography import x509
 
+    from broker.listeners import raise_nofile_limit
     from dataplane.identity import Revocations
     from dataplane.quic import NodeCredential
     from dataplane.relay import RelayServer
@@ -139,6 +140,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             log.info("relay stopped: %d packets forwarded, %d limited, %d unroutable", relay.forwarded,
                      relay.limited, relay.unroutable)
 
+    raise_nofile_limit()  # a relay holds a link per device
     try:
         asyncio.run(run())
     except OSError as exc:

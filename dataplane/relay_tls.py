@@ -27,6 +27,8 @@ from typing import Any
 
 from cryptography import x509
 
+from broker.limits import ConnectionGate, ListenerLimits
+from broker.listeners import nofile_soft, start_gated_server
 from dataplane.errors import PeerRefused, Unreachable
 from dataplane.identity import PeerIdentity, Refused
 from dataplane.quic import NodeCredential
@@ -157,8 +159,14 @@ async def serve(host: str, port: int, contexts: TlsContexts, *, judge: Judge,
             return
         on_channel(TlsChannel(reader, writer, verdict, on_datagram, on_closed, chain=chain, roles=("node",)))
 
-    return await asyncio.start_server(accept, host, port, ssl=contexts.server,
-                                      ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+    def protocol() -> asyncio.BaseProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=MAX_FRAME * 4), accept)
+
+    # behind the listeners' gate (broker.listeners): total and per-address caps before any TLS work, handshake
+    # timeout, throttled accept-error logging — a flood of idle TCP connections cannot lock devices out
+    gate = ConnectionGate.for_listener(ListenerLimits(handshake_timeout_s=HANDSHAKE_TIMEOUT_S), nofile_soft())
+    return await start_gated_server(protocol, gate, ssl_context=contexts.server,
+                                    handshake_timeout_s=HANDSHAKE_TIMEOUT_S, what="relay TLS", host=host, port=port)
 
 
 async def close_server(server: asyncio.Server) -> None:
