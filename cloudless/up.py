@@ -9,6 +9,7 @@ SIGTERM) stops every child cleanly; the same data dir reuses the same credential
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import secrets
 import signal
@@ -78,6 +79,15 @@ def ensure_credentials(data_dir: Path) -> dict[str, str]:
     secrets_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_private(secrets_file, "".join(f"{u} {p}\n" for u, p in passwords.items()))
     return passwords
+
+
+def local_node_id(agent_dir: Path) -> str:
+    """The local agent's node id: the one it keeps in its data dir, else `local-<6 hex of the data dir's path>`, so
+    two clusters on one machine (two data dirs) never both run a node `local` (issue 16)."""
+    stored = agent_dir / "node-id"
+    if stored.exists():
+        return stored.read_text().strip()
+    return "local-" + hashlib.sha256(str(agent_dir.resolve()).encode()).hexdigest()[:6]
 
 
 def start_child(name: str, argv: list[str], ready_marker: str) -> tuple[Child, str]:
@@ -246,7 +256,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         write_config(config_path, api, token, ca=str(pki["ca"]))
         if not args.no_agent:
             agent_dir = data_dir / "agent"
-            argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", "local", "--runtime",
+            argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", local_node_id(agent_dir), "--runtime",
                     args.agent_runtime]
             from edge_agent import identity as ident
 

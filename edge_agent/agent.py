@@ -99,7 +99,7 @@ class Agent:
         self.desired_received_at: float | None = None
         self.counters = Counters()
         vault = SecretVault(self.node_id, lambda: private_key(cfg.data_dir))
-        self.secret_files = SecretFiles(self.node_id, vault, default_root())
+        self.secret_files = SecretFiles(self.node_id, vault, default_root(), cluster=cfg.cluster_id)
         self._secret_versions: dict[str, str] = {}  # instance -> secret versions its files hold (in-place updates)
         self.last_heartbeat: Heartbeat | None = None
 

@@ -140,10 +140,22 @@ def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
         slim_podman_imports()
         from edge_agent.runtime.podman import PodmanRuntime
 
-        return PodmanRuntime(node_id=cfg.node_id, socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
+        return PodmanRuntime(node_id=cfg.node_id, cluster=cfg.cluster_id, adopt=known_replicas(cfg.data_dir),
+                             socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
     from edge_agent.runtime.process import ProcessRuntime
 
-    return ProcessRuntime(node_id=cfg.node_id, root=cfg.data_dir / "process")
+    return ProcessRuntime(node_id=cfg.node_id, cluster=cfg.cluster_id, root=cfg.data_dir / "process",
+                          adopt=known_replicas(cfg.data_dir))
+
+
+def known_replicas(data_dir: Path) -> frozenset[str]:
+    """The replicas this agent's local state knows: instances made before they carried a cluster label are adopted
+    only if they are among these (`runtime.base.Owner`)."""
+    from edge_agent.state import StateStore
+
+    local = StateStore(data_dir).load()
+    wanted = {s.replica_id for s in local.desired.replicas} if local.desired is not None else set()
+    return frozenset(wanted | set(local.records))
 
 
 def _no_identity(kind: str, value: str) -> None:
@@ -161,6 +173,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     from broker import wire
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
+    from edge_agent import cluster
     from edge_agent.agent import Agent
     from edge_agent.config import parse_broker_url
     from edge_agent.gating import Gate
@@ -170,7 +183,6 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
     profile = select_profile(cfg.profile)
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
-    runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
     will = NodeStatus(node_id=cfg.node_id, presence=Presence.OFFLINE, ts=0.0, schedulable=False)
     identity = None
     if cfg.password is None:
@@ -178,6 +190,10 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
         # labels and zone from the enrolment token; the command line adds to and overrides them
         cfg = dataclasses.replace(cfg, labels={**dict(identity.labels), **cfg.labels}, zone=cfg.zone or identity.zone)
     broker = cfg.broker or parse_broker_url(identity.broker_url if identity else "")
+    cfg = dataclasses.replace(cfg, cluster_id=cluster.of_ca_file(identity.ca) if identity is not None
+                              else cluster.of_broker(broker.host, broker.port))
+    log.info("node %s of cluster %s", cfg.node_id, cfg.cluster_id)
+    runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
     tls: ClientTls | None
     if identity is not None:
         tls = ClientTls(ca_file=identity.ca, cert_file=identity.cert, key_file=identity.key)

@@ -27,6 +27,7 @@ class AgentConfig:
     data_dir: Path
     node_id: str
     username: str
+    cluster_id: str = ""  # `edge_agent.cluster`: set at start-up from the enrolled CA (or the broker's address)
     password: Secret | None = None
     profile: str = "auto"
     runtime: str = "auto"  # auto | podman | process

@@ -4,8 +4,8 @@ The desired state carries each secret a replica consumes as a box sealed to this
 (`broker.sealed`); the agent keeps the desired state on disk, but only ever the boxes. Here they are opened with the
 node's private key, in memory, and the values go where the replica's spec says:
 
-- `secretVolumes`: files under `<tmpfs>/cloudless-secrets-<uid>/<node>/<replica>/vol<i>/` with the spec's modes (0400 by
-  default), bind-mounted read-only into the container at the volume's mount path;
+- `secretVolumes`: files under `<tmpfs>/cloudless-secrets-<uid>/cluster-<id>/<node>/<replica>/vol<i>/` with the
+  spec's modes (0400 by default), bind-mounted read-only into the container at the volume's mount path;
 - `env[].valueFrom.secretKeyRef`: a shell fragment `env.sh` in `<...>/<replica>/env/` (0400) that a tiny wrapper
   sources right before exec'ing the workload's own command, so the values never enter the container's
   configuration (which Podman keeps on disk) nor any process's argv.
@@ -122,12 +122,14 @@ def _decode_values(plain: bytes) -> dict[str, bytes]:
 class SecretFiles:
     """The tmpfs side: write a replica's secret files and env fragment, refresh them in place, remove them."""
 
-    def __init__(self, node_id: str, vault: SecretVault, root: Path | None) -> None:
+    def __init__(self, node_id: str, vault: SecretVault, root: Path | None, *, cluster: str) -> None:
         self.node_id = node_id
         self.vault = vault
-        # one directory per agent user (several agents may share /dev/shm), 0700: other local users see nothing
+        # one directory per agent user (several agents may share /dev/shm), 0700: other local users see nothing;
+        # in it one per cluster and node: two clusters on one host may both have a node `local`, and each agent
+        # removes what is not its own replicas' (keep_only) only in its own directory
         self.top = root / f"{DIR_NAME}-{os.geteuid()}" if root is not None else None
-        self.base = self.top / node_id if self.top is not None else None
+        self.base = self.top / f"cluster-{cluster}" / node_id if self.top is not None else None
 
     def replica_dir(self, replica_id: str) -> Path | None:
         return self.base / replica_id if self.base is not None else None
@@ -159,6 +161,7 @@ class SecretFiles:
 
         assert self.top is not None
         _own_private_dir(self.top)
+        _mkdir(self.base.parent, 0o700)
         _mkdir(self.base, 0o700)
         root = self.base / spec.replica_id
         _mkdir(root, 0o700)

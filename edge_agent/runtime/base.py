@@ -1,9 +1,11 @@
 """The runtime port: what the agent needs from a container engine or a process supervisor.
 
-Every Cloudless-managed instance (container or supervised process) carries labels naming the node, the
-replica, the workload, the spec hash and the desired-state generation it was created for. `list()` returns
-only instances labelled with *this* agent's node id, so several agents sharing one Podman never touch each
-other's containers, and a restarted agent re-adopts its instances instead of recreating them.
+Every Cloudless-managed instance (container or supervised process) carries labels naming the cluster, the node,
+the replica, the workload, the spec hash and the desired-state generation it was created for. `list()` returns
+only instances that are *this* agent's (`Owner.owns`): its node id in its cluster, so several agents sharing one
+Podman never touch each other's containers — two clusters on one machine may both have a node called `local`, and
+the cluster id (`edge_agent.cluster`, from the cluster CA) tells them apart — and a restarted agent re-adopts its
+instances instead of recreating them.
 
 Adapters implement `Runtime`; the reconciler (a pure core) only ever sees `Instance` values.
 """
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from edge_agent.secret_layout import Materialized
 
 # Label keys (also used as Podman container labels).
+LABEL_CLUSTER = "cloudless.cluster"
 LABEL_NODE = "cloudless.node"
 LABEL_REPLICA = "cloudless.replica"
 LABEL_WORKLOAD = "cloudless.workload"
@@ -85,12 +88,34 @@ class Endpoint:
 ProgressFn = Callable[[str], None]
 
 
-def instance_labels(node_id: str, spec: ReplicaSpec, generation: int, secrets: str = "") -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose instances a runtime lists and touches: one node of one cluster.
+
+    `adopt`: replica ids this agent's own local state knows. An instance made before instances carried a cluster
+    label is this agent's only if it is one of those (its replica ids are random per coordinator, so another
+    cluster's instance on the same host and node name is never among them)."""
+
+    cluster: str
+    node: str
+    adopt: frozenset[str] = frozenset()
+
+    def owns(self, labels: Mapping[str, str]) -> bool:
+        if labels.get(LABEL_NODE) != self.node:
+            return False
+        cluster = labels.get(LABEL_CLUSTER)
+        if cluster is None:
+            return labels.get(LABEL_REPLICA) in self.adopt
+        return cluster == self.cluster
+
+
+def instance_labels(owner: Owner, spec: ReplicaSpec, generation: int, secrets: str = "") -> dict[str, str]:
     """The labels every instance of `spec` carries (user labels first, ours win)."""
     return {
         **({LABEL_SECRETS: secrets} if secrets else {}),
         **spec.labels,
-        LABEL_NODE: node_id,
+        LABEL_CLUSTER: owner.cluster,
+        LABEL_NODE: owner.node,
         LABEL_REPLICA: spec.replica_id,
         LABEL_WORKLOAD: spec.workload,
         LABEL_NAMESPACE: spec.namespace,
@@ -126,7 +151,7 @@ class Runtime(Protocol):
     async def info(self) -> RuntimeInfo: ...
 
     async def list(self) -> list[Instance]:
-        """Every instance labelled with this agent's node id, running or not."""
+        """Every instance of this agent (`Owner.owns`), running or not."""
         ...
 
     async def ensure_image(self, image: str, progress: ProgressFn | None = None) -> None:

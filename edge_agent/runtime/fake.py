@@ -14,6 +14,7 @@ from edge_agent.runtime.base import (
     ExecResult,
     Instance,
     InstanceState,
+    Owner,
     ProgressFn,
     RuntimeInfo,
     Usage,
@@ -24,8 +25,10 @@ from edge_agent.secret_layout import Materialized
 
 
 class FakeRuntime:
-    def __init__(self, *, node_id: str, clock: Callable[[], float], images: Sequence[str] = ()) -> None:
+    def __init__(self, *, node_id: str, clock: Callable[[], float], images: Sequence[str] = (),
+                 cluster: str = "fake-cluster") -> None:
         self.node_id = node_id
+        self.owner = Owner(cluster, node_id)
         self.clock = clock
         self.images = set(images)
         self.instances: dict[str, Instance] = {}
@@ -75,7 +78,7 @@ class FakeRuntime:
         self._maybe_fail("create")
         self._next += 1
         iid = f"fake-{self._next}"
-        labels = instance_labels(self.node_id, spec, generation, secrets.versions if secrets else "")
+        labels = instance_labels(self.owner, spec, generation, secrets.versions if secrets else "")
         inst = instance_from_labels(iid, labels, InstanceState.CREATED)
         assert inst is not None
         self.instances[iid] = inst

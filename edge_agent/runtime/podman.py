@@ -46,6 +46,7 @@ from edge_agent.runtime.base import (
     ExecResult,
     Instance,
     InstanceState,
+    Owner,
     ProgressFn,
     RuntimeInfo,
     Usage,
@@ -121,6 +122,8 @@ class PodmanRuntime:
         self,
         *,
         node_id: str,
+        cluster: str,
+        adopt: frozenset[str] = frozenset(),
         socket_path: Path | None = None,
         containers_conf: Path | None = None,
         start_service: bool = True,
@@ -132,6 +135,7 @@ class PodmanRuntime:
         seccomp_dir: Path | None = None,
     ) -> None:
         self.node_id = node_id
+        self.owner = Owner(cluster, node_id, adopt)
         # The only environment reads: Podman's own default socket location and the default seccomp directory
         # (Localhost profiles), when none is configured.
         self.socket_path = socket_path or default_socket_path(os.environ, os.geteuid())
@@ -214,6 +218,8 @@ class PodmanRuntime:
         found = []
         for summary in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={self.node_id}"}):
             attrs = summary.attrs
+            if not self.owner.owns(attrs.get("Labels") or {}):
+                continue  # another cluster's node of the same name on this Podman
             state = instance_state(str(attrs.get("State", "")))
             if state is InstanceState.RUNNING:
                 inst = instance_from_labels(attrs["Id"], attrs.get("Labels") or {}, state,
@@ -264,7 +270,7 @@ class PodmanRuntime:
         raise ImageUnavailable(f"cannot pull {image}: the pull stream ended without an image")
 
     async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
-        labels = instance_labels(self.node_id, spec, generation, secrets.versions if secrets else "")
+        labels = instance_labels(self.owner, spec, generation, secrets.versions if secrets else "")
         limits = await self._limits_supported()
         if not limits and (spec.cpu_millis or spec.memory_bytes):
             self._warn_once("limits", "rootless Podman on cgroup v1 cannot apply CPU/memory limits: "
@@ -274,7 +280,8 @@ class PodmanRuntime:
             image_argv = await self._call(f"inspect image {spec.image}",
                                           lambda c: image_argv_of(c.images.get(spec.image).attrs),
                                           missing=ImageUnavailable)
-        body = container_spec(spec, name=container_name(self.node_id, spec.replica_id), labels=labels,
+        name = container_name(self.owner.cluster, self.node_id, spec.replica_id)
+        body = container_spec(spec, name=name, labels=labels,
                               stop_timeout_s=self.stop_timeout_default, limits=limits,
                               log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec), secrets=secrets,
                               image_argv=image_argv)
@@ -424,7 +431,9 @@ class PodmanRuntime:
             return {}
 
     def _usage_sync(self, client: PodmanClient) -> dict[str, Usage]:
-        running = client.containers.list(filters={"label": f"{LABEL_NODE}={self.node_id}", "status": "running"})
+        running = [c for c in client.containers.list(filters={"label": f"{LABEL_NODE}={self.node_id}",
+                                                              "status": "running"})
+                   if self.owner.owns(c.attrs.get("Labels") or {})]
         if not running:
             return {}
         response = client.api.get("/containers/stats", params={"containers": [c.id for c in running],

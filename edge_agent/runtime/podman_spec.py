@@ -38,9 +38,10 @@ _STATES = {
 }
 
 
-def container_name(node_id: str, replica_id: str) -> str:
-    """`cl-<node>-<replica>`; when longer than NAME_MAX, cut and suffixed with a hash of the full name."""
-    name = f"cl-{node_id}-{replica_id}"
+def container_name(cluster: str, node_id: str, replica_id: str) -> str:
+    """`cl-<cluster>-<node>-<replica>` (names are unique per Podman, and two clusters may share one); when longer
+    than NAME_MAX, cut and suffixed with a hash of the full name."""
+    name = f"cl-{cluster}-{node_id}-{replica_id}"
     if len(name) <= NAME_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]

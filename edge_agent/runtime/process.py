@@ -47,6 +47,7 @@ from edge_agent.runtime.base import (
     ExecResult,
     Instance,
     InstanceState,
+    Owner,
     ProgressFn,
     RuntimeInfo,
     Usage,
@@ -84,9 +85,10 @@ def _check(spec: ReplicaSpec) -> None:
 
 
 class ProcessRuntime:
-    def __init__(self, *, node_id: str, root: Path, clock: Callable[[], float] = time.time,
-                 log_rotate_bytes: int = LOG_ROTATE_BYTES) -> None:
+    def __init__(self, *, node_id: str, cluster: str, root: Path, clock: Callable[[], float] = time.time,
+                 log_rotate_bytes: int = LOG_ROTATE_BYTES, adopt: frozenset[str] = frozenset()) -> None:
         self.node_id = node_id
+        self.owner = Owner(cluster, node_id, adopt)
         self.root = root
         self.log_rotate_bytes = log_rotate_bytes
         self.root.mkdir(parents=True, exist_ok=True)
@@ -143,7 +145,7 @@ class ProcessRuntime:
     def _instance(self, instance_id: str) -> Instance | None:
         d = self._dir(instance_id)
         meta = self._read_json(d / "meta.json")
-        if not meta or meta.get("labels", {}).get("cloudless.node") != self.node_id:
+        if not meta or not self.owner.owns(meta.get("labels", {})):
             return None
         run = self._read_json(d / "run.json")
         exit_code = _read_int(d / "exit")
@@ -202,7 +204,7 @@ class ProcessRuntime:
         if box.switches:  # its HOME and default cwd; the instance dir itself stays the agent's
             os.chown(d / "work", -1 if box.uid is None else box.uid, -1 if box.gid is None else box.gid)
         meta = {
-            "labels": instance_labels(self.node_id, spec, generation, secrets.versions if secrets else ""),
+            "labels": instance_labels(self.owner, spec, generation, secrets.versions if secrets else ""),
             # a path on a tmpfs, never the values (edge_agent.secrets): sourced right before the workload's exec
             "secret_env_file": str(secrets.env_dir / ENV_FILE) if secrets and secrets.env_dir else "",
             "argv": [*spec.command, *spec.args],

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 from edge_agent.cli import choose_runtime
-cfg = SimpleNamespace(node_id="n1", podman_socket=None, containers_conf=None, data_dir=Path({data!r}))
+cfg = SimpleNamespace(node_id="n1", cluster_id="c1", podman_socket=None, containers_conf=None, data_dir=Path({data!r}))
 runtime = choose_runtime(cfg, {name!r})
 print(type(runtime).__name__, "podman" in sys.modules,
       sorted(m for m in sys.modules if m.split(".")[0] in ("rich", "chardet", "charset_normalizer")))

@@ -39,7 +39,7 @@ def spec_with(*boxes: wire.SealedSecret, **kw: object) -> wire.ReplicaSpec:
 
 @pytest.fixture
 def files(tmp_path: Path) -> SecretFiles:
-    return SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path)
+    return SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path, cluster="c1")
 
 
 # ---- the vault --------------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_missing_delivery_or_key_names_what_is_missing(files: SecretFiles) -> No
 
 def test_no_tmpfs_means_no_secrets_rather_than_the_disk() -> None:
     with pytest.raises(SecretUnavailable, match="no tmpfs"):
-        SecretFiles(NODE, SecretVault(NODE, lambda: KEY), None).materialize(
+        SecretFiles(NODE, SecretVault(NODE, lambda: KEY), None, cluster="c1").materialize(
             spec_with(box("a", 1, {"k": b"v"}), secret_env=(wire.SecretEnv(name="K", secret="a", key="k"),)))
 
 
@@ -158,6 +158,19 @@ def test_keep_only_removes_the_files_of_replicas_that_went_away(files: SecretFil
     files.materialize(make_spec("a-1", secrets=(box("a", 1, {"k": b"v"}),), secret_env=env))
     files.keep_only({"a-1"})
     assert files.base is not None and sorted(p.name for p in files.base.iterdir()) == ["a-1"]
+
+
+def test_two_clusters_on_one_tmpfs_keep_each_other_s_files(tmp_path: Path) -> None:
+    """Issue 16: two clusters on one machine share the tmpfs and both have a node `local` (NODE here): one agent
+    cleaning up after its replicas never deletes the other cluster's secret files."""
+    env = (wire.SecretEnv(name="K", secret="a", key="k"),)
+    mine = SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path, cluster="aaaa")
+    theirs = SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path, cluster="bbbb")
+    kept = theirs.materialize(make_spec("b-0", secrets=(box("a", 1, {"k": b"v"}),), secret_env=env))
+    mine.materialize(make_spec("a-0", secrets=(box("a", 1, {"k": b"v"}),), secret_env=env))
+    mine.keep_only(set())
+    assert kept.env_dir is not None and (kept.env_dir / "env.sh").exists()
+    assert mine.base is not None and list(mine.base.iterdir()) == []
 
 
 def test_find_tmpfs_picks_a_writable_tmpfs_by_the_longest_mount(tmp_path: Path) -> None:
@@ -185,7 +198,7 @@ async def test_process_runtime_gets_secret_env_without_argv_or_disk(files: Secre
     spec = make_spec("job-0", command=("/bin/sh", "-c", f'printf %s "$DB_PASSWORD" > {out}; sleep 30'),
                      secrets=(box("db", 1, {"password": value.encode()}),),
                      secret_env=(wire.SecretEnv(name="DB_PASSWORD", secret="db", key="password"),))
-    rt = ProcessRuntime(node_id=NODE, root=tmp_path / "process")
+    rt = ProcessRuntime(node_id=NODE, cluster="c1", root=tmp_path / "process")
     inst = await rt.create(spec, 1, files.materialize(spec))
     await rt.start(inst.instance_id)
     try:
@@ -215,7 +228,7 @@ async def test_process_runtime_refuses_secret_volumes(files: SecretFiles, tmp_pa
     spec = make_spec("job-0", command=("true",), secrets=(box("a", 1, {"k": b"v"}),),
                      secret_volumes=(wire.SecretVolume(secret="a", mount_path="/a"),))
     with pytest.raises(SpecUnsupported, match="secretVolumes"):
-        await ProcessRuntime(node_id=NODE, root=tmp_path / "p").create(spec, 1, files.materialize(spec))
+        await ProcessRuntime(node_id=NODE, cluster="c1", root=tmp_path / "p").create(spec, 1, files.materialize(spec))
 
 
 def test_a_secrets_dir_made_by_someone_else_is_refused(tmp_path: Path) -> None:
@@ -225,7 +238,7 @@ def test_a_secrets_dir_made_by_someone_else_is_refused(tmp_path: Path) -> None:
     (tmp_path / f"cloudless-secrets-{os.geteuid()}").symlink_to(target)
     env = (wire.SecretEnv(name="K", secret="a", key="k"),)
     with pytest.raises(SecretUnavailable, match="not a directory owned by"):
-        SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path).materialize(
+        SecretFiles(NODE, SecretVault(NODE, lambda: KEY), tmp_path, cluster="c1").materialize(
             spec_with(box("a", 1, {"k": b"v"}), secret_env=env))
     assert not list(target.iterdir())
 

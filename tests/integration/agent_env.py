@@ -91,6 +91,13 @@ class AgentProc:
             for path in (self.workdir, pw_file):
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster id this (password-authenticated) agent derives: its broker's."""
+        from edge_agent.cluster import of_broker
+
+        return of_broker(self.broker.host, self.broker.port)
+
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "cloudless", "--log-level", "INFO", "agent",
                 "--broker", f"mqtt://{self.broker.host}:{self.broker.port}", "--data-dir", str(self.data_dir),
@@ -171,8 +178,9 @@ class AgentProc:
         # and the next one reused it), process-runtime wrappers
         subprocess.run(["pkill", "-f", str(self.workdir)], check=False)
         if self.runtime == "podman" and shutil.which("podman"):
-            run_podman(["rm", "-f", "-t", "0", "--filter", f"label=cloudless.node={self.node_id}"], user=self.user,
-                       check=False)
+            # only this test cluster's: another cluster on this machine may have a node of the same name
+            run_podman(["rm", "-f", "-t", "0", "--filter", f"label=cloudless.node={self.node_id}",
+                        "--filter", f"label=cloudless.cluster={self.cluster_id}"], user=self.user, check=False)
         if self.runtime == "process":
             for pid_dir in (self.data_dir / "process").glob("*"):
                 run = pid_dir / "run.json"

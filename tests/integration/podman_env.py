@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from podman import PodmanClient
 
-from edge_agent.runtime.base import LABEL_NODE
+from edge_agent.runtime.base import LABEL_CLUSTER, LABEL_NODE
 from edge_agent.runtime.podman import PodmanRuntime
 from edge_agent.runtime.podman_service import PodmanService, socket_answers
 
@@ -41,6 +41,9 @@ def require_podman() -> str:
     return path
 
 
+TEST_CLUSTER = "c0ffee000000"  # the cluster id of the runtimes these tests make (cleanup removes only its own)
+
+
 @dataclass
 class PodmanTarget:
     """A Podman service under test: where it listens and whose it is."""
@@ -55,6 +58,7 @@ class PodmanTarget:
     def runtime(self, node_id: str, **kw: object) -> PodmanRuntime:
         # root: the runtime may start a service itself (it finds the module's already answering);
         # rootless: the service runs as another user, so the runtime must only connect.
+        kw.setdefault("cluster", TEST_CLUSTER)
         return PodmanRuntime(node_id=node_id, socket_path=self.socket_path, containers_conf=CONF,
                              start_service=not self.rootless, stop_timeout_default=1, **kw)  # type: ignore[arg-type]
 
@@ -69,7 +73,8 @@ class PodmanTarget:
     def cleanup(self, node_id: str) -> None:
         """Remove every container (and its anonymous volumes) labelled with `node_id`."""
         with self.client() as client:
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
+            for c in client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={node_id}",
+                                                                         f"{LABEL_CLUSTER}={TEST_CLUSTER}"]}):
                 try:
                     client.containers.remove(c.id, force=True, v=True)
                 except Exception as exc:  # best effort: report and go on

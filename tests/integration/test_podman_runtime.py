@@ -28,7 +28,7 @@ from edge_agent.runtime.podman import PodmanRuntime
 from edge_agent.runtime.podman_service import socket_answers
 from edge_agent.runtime.podman_spec import container_name
 from tests.integration.conftest import require_binary
-from tests.integration.podman_env import CONF, IMAGE, PodmanTarget, podman_target, require_podman
+from tests.integration.podman_env import CONF, IMAGE, TEST_CLUSTER, PodmanTarget, podman_target, require_podman
 
 pytestmark = pytest.mark.integration
 __all__ = ["podman_target"]  # the fixture, imported for pytest
@@ -113,7 +113,7 @@ async def test_lifecycle_list_exec_stop_restart_remove(rt: PodmanRuntime, podman
     with podman_target.client() as client:  # labels and name as Podman sees them
         attrs = client.containers.get(created.instance_id).attrs
     assert attrs["Config"]["Labels"][LABEL_NODE] == rt.node_id and attrs["Config"]["Labels"]["team"] == "a"
-    assert attrs["Name"] == container_name(rt.node_id, "r1")
+    assert attrs["Name"] == container_name(rt.owner.cluster, rt.node_id, "r1")
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
 
     result = await rt.exec(created.instance_id, ["id"], timeout_s=10)
@@ -281,12 +281,12 @@ async def test_runtime_starts_and_stops_its_own_service(tmp_path: Path) -> None:
     # user, whom this root test process does not impersonate; the rootless agent tests cover that path
     require_binary("podman")
     sock = tmp_path / "own" / "podman.sock"
-    unreachable = PodmanRuntime(node_id="x", socket_path=sock, start_service=False)
+    unreachable = PodmanRuntime(node_id="x", cluster=TEST_CLUSTER, socket_path=sock, start_service=False)
     with pytest.raises(RuntimeUnavailable, match="no Podman service"):
         await unreachable.list()
     await unreachable.close()
 
-    runtime = PodmanRuntime(node_id=new_node(), socket_path=sock, containers_conf=CONF,
+    runtime = PodmanRuntime(node_id=new_node(), cluster=TEST_CLUSTER, socket_path=sock, containers_conf=CONF,
                             podman_binary=require_podman())
     t0 = time.monotonic()
     assert (await runtime.info()).rootless is False

@@ -165,7 +165,7 @@ async def proc_rt() -> AsyncIterator[ProcessRuntime]:
     # Not tmp_path: pytest's 0700 directories would keep uid 65534 out of its own work directory.
     root = Path(tempfile.mkdtemp(prefix="cloudless-process-"))
     root.chmod(0o755)
-    runtime = ProcessRuntime(node_id=new_node(), root=root / "process")
+    runtime = ProcessRuntime(node_id=new_node(), cluster="c1", root=root / "process")
     try:
         yield runtime
     finally:

@@ -40,8 +40,7 @@ def up() -> Iterator[Up]:
     finally:
         if u.proc is not None and u.proc.poll() is None:
             u.stop()
-        subprocess.run(["podman", "rm", "-f", "-t", "0", "--filter", "label=cloudless.node=local"],
-                       capture_output=True, check=False)
+        u.remove_containers()
 
 
 def spy_credentials(up: Up) -> tuple[Path, Path, Path]:
@@ -70,8 +69,8 @@ def workload(name: str) -> dict[str, object]:
         "securityContext": SECURE}}
 
 
-def container_of(name: str) -> str:
-    out = subprocess.run(["podman", "ps", "-q", "--filter", "label=cloudless.node=local",
+def container_of(up: Up, name: str) -> str:
+    out = subprocess.run(["podman", "ps", "-q", "--filter", f"label=cloudless.cluster={up.cluster}",
                           "--filter", f"label=cloudless.workload={name}"], capture_output=True, text=True,
                          check=True).stdout.split()
     return out[0] if len(out) == 1 else ""
@@ -127,7 +126,7 @@ def test_a_secret_reaches_the_container_as_env_and_tmpfs_file_and_nowhere_else(u
         spec_file = up.workdir / "web.json"
         spec_file.write_text(json.dumps(workload("web")))
         up.cli("apply", "-f", str(spec_file))
-        cid = until(lambda: container_of("web"), 90, "the container running")
+        cid = until(lambda: container_of(up, "web"), 90, "the container running")
         env = until(lambda: in_container(cid, "tr '\\0' '\\n' < /proc/1/environ | grep ^DB_PASSWORD= || true"), 30,
                     "the env var in the workload")
         assert env.strip() == f"DB_PASSWORD={value}"
@@ -142,7 +141,7 @@ def test_a_secret_reaches_the_container_as_env_and_tmpfs_file_and_nowhere_else(u
         # an update reaches the running workload (default policy: the replica is replaced with the new value)
         source.write_text(new_value)
         up.cli("secrets", "update", "default/db", "--from-file", f"password={source}")
-        until(lambda: (c := container_of("web")) and c != cid
+        until(lambda: (c := container_of(up, "web")) and c != cid
               and in_container(c, "cat /run/secrets/db/password") == new_value, 90, "the new value in the workload")
     finally:
         done = True
@@ -159,7 +158,7 @@ def test_a_secret_reaches_the_container_as_env_and_tmpfs_file_and_nowhere_else(u
         for v in (value, new_value):
             assert not any(f in data for f in forms(v)), f"{v!r} found in {path}"
     assert value not in "".join(up.out) and new_value not in "".join(up.out)
-    cid = container_of("web")
+    cid = container_of(up, "web")
     inspect = subprocess.run(["podman", "inspect", cid], capture_output=True, check=True).stdout
     assert new_value.encode() not in inspect
 
@@ -186,11 +185,11 @@ def test_secret_files_update_in_place_without_a_restart(up: Up) -> None:
     spec_file = up.workdir / "reader.json"
     spec_file.write_text(json.dumps(doc))
     up.cli("apply", "-f", str(spec_file))
-    cid = until(lambda: container_of("reader"), 90, "the reader running")
+    cid = until(lambda: container_of(up, "reader"), 90, "the reader running")
     assert in_container(cid, "cat /run/secrets/api/token") == source.read_text()
     second = "second-" + secrets.token_hex(4)
     source.write_text(second)
     up.cli("secrets", "update", "default/api", "--from-file", f"token={source}")
     until(lambda: in_container(cid, "cat /run/secrets/api/token") == second, 60, "the file rewritten in place")
-    assert container_of("reader") == cid, "the container was replaced; it should have kept running"
+    assert container_of(up, "reader") == cid, "the container was replaced; it should have kept running"
     up.cli("delete", "workload", "reader", "--wait")

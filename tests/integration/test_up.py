@@ -44,6 +44,24 @@ class Up:
         self.out: list[str] = []
         self.extra: list[str] = []
 
+    @property
+    def node(self) -> str:
+        """The local agent's node id (unique per data dir)."""
+        return (self.data / "agent" / "node-id").read_text().strip()
+
+    @property
+    def cluster(self) -> str:
+        """This cluster's id, as its agent derives it from the cluster CA."""
+        from edge_agent.cluster import of_ca_file
+
+        return of_ca_file(self.data / "coordinator" / "pki" / "ca.pem")
+
+    def remove_containers(self) -> None:
+        """This cluster's containers only (another cluster on this machine may have a node of the same name)."""
+        with contextlib.suppress(OSError):
+            subprocess.run(["podman", "rm", "-f", "-t", "0", "--filter", f"label=cloudless.cluster={self.cluster}"],
+                           capture_output=True, check=False)
+
     def start(self) -> None:
         argv = [sys.executable, "-m", "cloudless", "up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt),
                 "--api-port", str(self.api), "--config", str(self.config), *self.extra]
@@ -112,8 +130,7 @@ def up() -> Iterator[Up]:
     finally:
         if u.proc is not None and u.proc.poll() is None:
             u.stop()
-        subprocess.run(["podman", "rm", "-f", "-t", "0", "--filter", "label=cloudless.node=local"],
-                       capture_output=True, check=False)
+        u.remove_containers()
 
 
 def test_up_gives_a_secure_cluster_the_cli_can_drive(up: Up) -> None:
@@ -121,7 +138,7 @@ def test_up_gives_a_secure_cluster_the_cli_can_drive(up: Up) -> None:
     text = "".join(up.out)
     assert "https://" in text and "mqtts://" in text, "secure by default: HTTPS API, MQTT over mutual TLS"
     assert oct(up.config.stat().st_mode & 0o777) == "0o600"
-    until(lambda: any(n["id"] == "local" and n["online"] for n in json.loads(
+    until(lambda: any(n["id"] == up.node and n["online"] for n in json.loads(
         up.cli("get", "nodes", "-o", "json").stdout)["items"]), 30, "the local agent online")
     # the example from the README's tour, on a free host port
     port = free_port()
@@ -149,7 +166,7 @@ def test_unauthenticated_and_viewer_requests_are_refused(up: Up) -> None:
     assert bad.returncode != 0 and "invalid bearer token" in bad.stdout + bad.stderr  # the API's 401
     viewer = (up.data / "credentials" / "viewer-token").read_text().strip()
     assert up.cli("get", "nodes", "--token", viewer).returncode == 0  # a viewer reads
-    denied = up.cli("cordon", "local", "--token", viewer, check=False)  # ... and may not write
+    denied = up.cli("cordon", up.node, "--token", viewer, check=False)  # ... and may not write
     assert denied.returncode != 0 and "may only read" in denied.stdout + denied.stderr  # the API's 403
 
 
@@ -265,7 +282,7 @@ def test_up_with_three_coordinators_survives_the_leaders_death(up_ha: Up) -> Non
     states = [_ready(up, p) for p in ports]
     assert sum(1 for s in states if s.get("leader")) == 1
     assert {s["leaderId"] for s in states} == {_ready(up, lead)["leaderId"]}
-    until(lambda: any(n["id"] == "local" and n["online"] for n in json.loads(
+    until(lambda: any(n["id"] == up.node and n["online"] for n in json.loads(
         up.cli("get", "nodes", "-o", "json").stdout)["items"]), 30, "the local agent online (CLI config)")
 
     # a write through a follower is forwarded to the leader
@@ -289,7 +306,7 @@ def test_up_with_three_coordinators_survives_the_leaders_death(up_ha: Up) -> Non
     # anonymous writes), proves to the leader with its coordinator certificate that the forwarding headers are
     # its own, and the leader's audit names the real client and that follower; the header from anyone else is
     # refused
-    status, headers, _ = _call(up, follower, "POST", "/v1/nodes/local/cordon", {}, token=None)
+    status, headers, _ = _call(up, follower, "POST", f"/v1/nodes/{up.node}/cordon", {}, token=None)
     assert status == 401 and "X-Cloudless-Leader" not in headers, "an unauthenticated write was relayed"
     admin = (up.data / "credentials" / "admin-token").read_text().strip()
     status, _, body = _call(up, lead, "POST", "/v1/secrets/default", {"name": "forged", "data": {"k": "dg=="}},
