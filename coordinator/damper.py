@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+# Events about who may do what — enrolment, certificates, tokens, admission policy, secrets — are the audit trail
+# an operator needs after an incident: kept apart from the churn (presence, placement), never damped or evicted by it
+SECURITY_REASONS = ("Enrol", "Renewed", "Revoked", "Token", "Policy", "Secret", "MasterKey", "Leader")
+
+
+def is_security(reason: str) -> bool:
+    return reason.startswith(SECURITY_REASONS)
+
 
 class Damper:
     def __init__(self, interval_s: float = 60.0, max_keys: int = 1024) -> None:

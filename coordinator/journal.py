@@ -15,14 +15,25 @@ import logging
 from collections.abc import Callable
 
 from coordinator import model
+from coordinator.damper import Damper, is_security
 from coordinator.model import Event
 from coordinator.store import Op, Store, StoreError, put
 from coordinator.store import delete as delete_op
 
 log = logging.getLogger(__name__)
 FLUSH_CHUNK = 100  # ops per store transaction (etcd's default limit is 128)
-EVENT_RETENTION = 5000
+EVENT_RETENTION = 5000  # churn events (presence, placement, rollouts) kept
+SECURITY_RETENTION = 2000  # security events (coordinator.damper.is_security), kept apart: churn never evicts them
+EVENT_DAMP_S = 10.0  # one event per (object, reason) per this long; the next one counts the repeats left out
 EVENT_LISTENER_BACKLOG = 10_000  # events queued for one slow /v1/events/stream client before it is cut off
+
+
+def retained(events: list[Event]) -> list[Event]:
+    """The events kept of those read back, in id order: the newest of each class within its own bound."""
+    events = sorted(events, key=lambda ev: ev.seq)
+    security = [e for e in events if is_security(e.reason)][-SECURITY_RETENTION:]
+    churn = [e for e in events if not is_security(e.reason)][-EVENT_RETENTION:]
+    return sorted(security + churn, key=lambda ev: ev.seq)
 
 
 class Journal:
@@ -42,6 +53,7 @@ class Journal:
         self._event_seq = 0
         self._listeners: set[asyncio.Queue[Event | None]] = set()
         self._saved: tuple[list[Event], int] = ([], 0)  # events and the event id at `begin`
+        self._damper = Damper(interval_s=EVENT_DAMP_S, max_keys=4096)
 
     def queue(self, op: Op) -> None:
         """A store write for the next flush."""
@@ -87,17 +99,29 @@ class Journal:
         if not self.recording():  # only the leader records events; a follower just logs
             log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
             return Event(seq=0, time=self.clock(), type=type_, reason=reason, object=obj, message=message[:1024])
+        now, security = self.clock(), is_security(reason)
+        if not security:  # a node flapping 2,600 times in 18 s is a handful of events, each counting the rest
+            left_out = self._damper.allow(f"{obj}\0{reason}", now)
+            if left_out is None:
+                log.debug("%s %s: %s (damped)", reason, obj, message)
+                return Event(seq=0, time=now, type=type_, reason=reason, object=obj, message=message[:1024])
+            if left_out:
+                message = f"{message[:900]} (and {left_out:,} more like it since the last one)"
         self._event_seq += 1
-        ev = Event(seq=self._event_seq, time=self.clock(), type=type_, reason=reason, object=obj,
-                   message=message[:1024])
+        ev = Event(seq=self._event_seq, time=now, type=type_, reason=reason, object=obj, message=message[:1024])
         self.events.append(ev)
         self.pending.append(put(model.event_key(ev.seq), model.to_json(ev)))
-        if len(self.events) > EVENT_RETENTION:
-            old = self.events.pop(0)
-            self.pending.append(delete_op(model.event_key(old.seq)))
+        self._evict(security)
         self._unstreamed.append(ev)  # streamed by flush once written: never an event a failover could lose
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
+
+    def _evict(self, security: bool) -> None:
+        """Past its class's bound, the oldest event of the same class goes (security and churn are bounded apart)."""
+        same = [i for i, e in enumerate(self.events) if is_security(e.reason) == security]
+        if len(same) > (SECURITY_RETENTION if security else EVENT_RETENTION):
+            old = self.events.pop(same[0])
+            self.pending.append(delete_op(model.event_key(old.seq)))
 
     async def record_now(self, type_: str, reason: str, obj: str, message: str) -> None:
         """An event from a request handler, written before the handler answers (so a client listing events next

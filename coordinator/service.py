@@ -33,7 +33,7 @@ from broker.wire import (
 from coordinator import lifecycle, membership, model
 from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.inbox import Inbox
-from coordinator.journal import EVENT_RETENTION, Journal
+from coordinator.journal import Journal, retained
 from coordinator.link import LinkClock
 from coordinator.membership import MembershipConfig, NodeInfo
 from coordinator.metrics import Metrics
@@ -220,8 +220,7 @@ class Coordinator:
         revoked = {e.key.rsplit("/", 1)[1] for e in await self.store.list("/certs/")
                    if json.loads(e.value).get("revoked")}
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
-        events = [model.from_json(Event, e.value) for e in (await self.store.list("/events/"))[-EVENT_RETENTION:]]
-        events.sort(key=lambda ev: ev.seq)
+        events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
         c.revoked_nodes |= revoked

@@ -55,10 +55,10 @@ async def test_events_a_term_never_wrote_are_neither_listed_nor_replayed_and_the
         coord: Coordinator) -> None:
     store: FlakyStore = coord.store  # type: ignore[assignment]
     async with coord._lock:
-        kept = coord.journal.event("Normal", "Test", "node/x", "committed")
+        kept = coord.journal.event("Normal", "Test", "node/y", "committed")
         await coord.journal.flush()
         store.down = True
-        lost = coord.journal.event("Normal", "Test", "node/x",
+        lost = coord.journal.event("Normal", "Test", "node/z",
                                    "never written: the store lost quorum, then the term ended")
         with pytest.raises(StoreUnavailable):
             await coord.journal.flush()
@@ -67,7 +67,7 @@ async def test_events_a_term_never_wrote_are_neither_listed_nor_replayed_and_the
         store.down = False
         await coord._read_state()  # as a follower, or as the next leader
         assert coord.journal.committed_events() == [kept] and coord.journal.events == [kept]
-        again = coord.journal.event("Normal", "Test", "node/x", "the next event")
+        again = coord.journal.event("Normal", "Test", "node/w", "the next event")
         assert again.seq == lost.seq  # the id the lost event had: nobody ever saw that one
         await coord.journal.flush()
         assert coord.journal.committed_events() == [kept, again]
