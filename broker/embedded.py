@@ -23,6 +23,9 @@ scenarios against Mosquitto):
    work), runs the TLS handshake with a short timeout and gives a client that long to complete its CONNECT
    (amqtt waited forever, and its 60 s TLS default let 1,100 idle sockets take every file descriptor); a
    connection that ends is always closed, and what floods produce is logged throttled (broker.limits).
+8. Size. A packet larger than the wire's cap plus its headers (MAX_PACKET_BYTES) is refused before its body is
+   read, and the client is disconnected (MQTT 3.1.1 has no other refusal for a PUBLISH): amqtt read any size into
+   memory, and a node could retain a 200 MiB message that stayed in the broker's memory for good.
 5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
    ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
    username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.
@@ -69,11 +72,14 @@ from broker.auth import (
     PeerCert,
     peer_cert,
 )
-from broker.limits import ConnectionGate, ListenerLimits
+from broker.limits import ConnectionGate, ListenerLimits, safe_topic
 from broker.listeners import ThrottledLog, nofile_soft, start_gated_server
+from broker.wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
+# The largest MQTT packet either broker accepts: the wire contract's payload cap plus room for the topic and headers
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024
 KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: disconnect after one and a half keep-alive periods of silence
 _IDENTITY_ATTR = "cloudless.identity"
 _CERT_ATTR = "cloudless.cert"
@@ -98,6 +104,31 @@ class EmbeddedBrokerSettings:
     username_as_client_id: bool = True
     extra_listeners: Sequence[tuple[str, int]] = field(default_factory=tuple)
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+
+
+class PacketTooLarge(BrokerError):
+    """A client sent a packet over MAX_PACKET_BYTES: refused before its body is read; the client is disconnected."""
+
+
+class SizeCappedReader(ReaderAdapter):
+    """amqtt reads a packet's body with one read(remaining length): refuse that read when it is over the cap, so the
+    bytes are never buffered (amqtt's reader loop then ends the connection)."""
+
+    def __init__(self, inner: ReaderAdapter, limit: int, who: str) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.who = who
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.limit:
+            log.warning("refused a %d-byte packet from %s (the limit is %d): disconnecting it", n, self.who,
+                        self.limit)
+            raise PacketTooLarge(f"a packet of {n} bytes (at most {self.limit})")
+        data: bytes = await self.inner.read(n)
+        return data
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
 
 
 class CloudlessProtocolHandler(BrokerProtocolHandler):
@@ -193,9 +224,10 @@ class EmbeddedBroker(Broker):
                                         reuse_address=True)
 
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        """amqtt's, with a deadline for the CONNECT, throttled logging, and the connection closed however it ends
-        (amqtt left a client that failed its CONNECT half-open, holding its descriptor)."""
+        """amqtt's, with a deadline for the CONNECT, a packet-size cap, throttled logging, and the connection closed
+        however it ends (amqtt left a client that failed its CONNECT half-open, holding its descriptor)."""
         peer = writer.get_peer_info() or ("?", 0)
+        reader = SizeCappedReader(reader, MAX_PACKET_BYTES, f"{peer[0]}:{peer[1]}")
         try:
             try:
                 async with asyncio.timeout(self.settings.limits.handshake_timeout_s):
@@ -392,11 +424,11 @@ class EmbeddedBroker(Broker):
             return True
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
-            log.warning("client %s published on invalid topic %r: closing", client_session.client_id, topic)
+            log.warning("client %s published on invalid topic %s: closing", client_session.client_id, safe_topic(topic))
             return False
         identity = self._identity(client_session)
         if identity is None or not self.acl.can_publish(identity, topic):
-            log.info("client %s may not publish on %s: dropped", client_session.client_id, topic)
+            log.info("client %s may not publish on %s: dropped", client_session.client_id, safe_topic(topic))
             return True
         qos = app_message.qos if app_message.qos is not None else QOS_0
         await self._broadcast_queue.put(

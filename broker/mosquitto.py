@@ -12,7 +12,7 @@ from pathlib import Path
 
 from broker.acl import Acl
 from broker.auth import PASSWD_FILE, AuthFiles
-from broker.embedded import TlsSettings
+from broker.embedded import MAX_PACKET_BYTES, TlsSettings
 from broker.errors import BrokerConfigError
 from broker.files import write_private
 
@@ -105,6 +105,8 @@ def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
         f"max_queued_messages {settings.max_queued_messages}",
         f"max_queued_bytes {settings.max_queued_bytes}",
         f"max_inflight_messages {settings.max_inflight_messages}",
+        "# the wire contract's payload cap plus headers: a larger packet disconnects its sender (as embedded)",
+        f"max_packet_size {MAX_PACKET_BYTES}",
         "",
         "log_dest stdout",
         "log_type error",
