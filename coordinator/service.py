@@ -153,6 +153,7 @@ class Coordinator:
         self.last_round_s = 0.0
         self.round_failures = 0  # rounds failed in a row (0: the last one completed)
         self.round_error = ""  # why the last failed round failed
+        self.epoch_behind = 0  # the highest epoch nodes honour, when above this coordinator's (0: none is)
 
     @property
     def workloads(self) -> dict[str, WorkloadRecord]:
@@ -358,6 +359,7 @@ class Coordinator:
         now = self.clock()
         for ev in self._judge_members(now):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+        await self._check_epoch()
         if now < self._settle_until:
             # just started or reconnected: the retained statuses and observed states are still arriving, and a
             # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)
@@ -380,6 +382,34 @@ class Coordinator:
                 self.outbox.publish_dashboard()
             except Exception:  # the mirror is a convenience: it never costs the round
                 log.exception("dashboard mirror not published")
+
+    async def _check_epoch(self) -> None:
+        """Nodes ignore desired state under an epoch below the highest they honour (they report it in heartbeats).
+        A coordinator behind them (its state restored from an older copy) would be ignored by all of them, in
+        silence: the only coordinator raises its epoch past theirs; a replicated one cannot (the epoch is etcd's
+        revision), so it says what to do, and /readyz reports it (docs/operations.md)."""
+        ahead = {n: hb.max_epoch for n, i in self.members.items()
+                 if (hb := i.heartbeat) is not None and hb.max_epoch is not None and hb.max_epoch > self.epoch}
+        self.epoch_behind = max(ahead.values(), default=0)
+        if not ahead:
+            return
+        nodes = ", ".join(sorted(ahead)[:5]) + (f" and {len(ahead) - 5} more" if len(ahead) > 5 else "")
+        if self.solo:
+            old, self.epoch = self.epoch, self.epoch_behind + 1
+            await self.store.txn([put(model.EPOCH_KEY, str(self.epoch).encode())])
+            assert isinstance(self.leadership, SoloLeadership)
+            self.leadership.epoch = self.epoch
+            self.outbox.forget_sent()  # everything again, under the new epoch
+            self.journal.event("Warning", "EpochRegressed", f"coordinator/{self.cfg.coordinator_id}",
+                               f"nodes {nodes} honour epoch {self.epoch_behind}, above this coordinator's {old}: its "
+                               f"state was restored from an older copy. Raised the epoch to {self.epoch}; check "
+                               "that workloads are as expected (changes made after the backup are gone)")
+            self.epoch_behind = 0
+            return
+        self.journal.event("Warning", "EpochRegressed", f"coordinator/{self.cfg.coordinator_id}",
+                           f"nodes {nodes} honour epoch {self.epoch_behind}, above this leader's {self.epoch}, and "
+                           "ignore its desired state: the etcd state was restored from an older snapshot. Advance "
+                           "etcd's revision past it and restart the coordinators (docs/operations.md)")
 
     def _workload_failed(self, key: str, exc: Exception) -> None:
         """An event and a condition on that workload, once per distinct error (not twice a second)."""

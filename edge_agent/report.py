@@ -72,9 +72,12 @@ def replica_usage(usage: Mapping[str, Usage], replica_of: Mapping[str, str]) -> 
 
 
 def heartbeat(*, node_id: str, seq: int, now: float, cpu_percent: float | None, md: MemDisk,
-              battery_percent: float | None, replicas: tuple[ReplicaUsage, ...]) -> Heartbeat:
+              battery_percent: float | None, replicas: tuple[ReplicaUsage, ...],
+              max_epoch: int | None = None) -> Heartbeat:
+    """`max_epoch`: the highest coordinator epoch this agent honours (0, none seen yet, is left out), so a
+    coordinator restored to a lower epoch learns that it is being ignored."""
     return Heartbeat(
         node_id=node_id, seq=seq, ts=now, cpu_percent=cpu_percent, memory_used_bytes=md.memory_used,
         memory_total_bytes=md.memory_total, disk_used_bytes=md.disk_used, disk_total_bytes=md.disk_total,
-        battery_percent=battery_percent, replicas=replicas,
+        battery_percent=battery_percent, replicas=replicas, max_epoch=max_epoch or None,
     )

@@ -121,6 +121,10 @@ class Heartbeat:
     disk_total_bytes: Bytes | None = None
     battery_percent: Annotated[float, Float(0.0, 100.0)] | None = None
     replicas: Annotated[tuple[ReplicaUsage, ...], Items(256)] = ()
+    # the highest leadership epoch the agent honours (it ignores desired state under a lower one): lets a
+    # coordinator whose epoch went back (state restored from an older copy) notice that nodes ignore it.
+    # Optional: older agents leave it out
+    max_epoch: Generation | None = None
 
 
 # ---- desired state ---------------------------------------------------------------------------------------

@@ -48,13 +48,15 @@ class MetaHandlers:
                 await self.coord.store.revision()
         except (StoreError, TimeoutError) as exc:
             store_ok, store_error = False, str(exc) or "no answer in time"
-        rounds_ok = self.coord.round_failures < ROUND_FAILURES_UNREADY
+        rounds_ok = self.coord.round_failures < ROUND_FAILURES_UNREADY and not self.coord.epoch_behind
         ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok and rounds_ok
         return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
                                   "store": store_ok, "storeError": store_error, "epoch": self.coord.epoch,
                                   "leader": lead.is_leader and store_ok, "leaderId": lead.leader_id,
                                   "rounds": self.coord.rounds, "roundsFailing": self.coord.round_failures,
                                   "roundError": self.coord.round_error or None,
+                                  # nodes honour a higher epoch than ours: they ignore us (docs/operations.md)
+                                  "epochBehind": self.coord.epoch_behind or None,
                                   # objects one of whose steps failed in the last round (the others went on)
                                   "problems": dict(sorted(self.coord.cluster.problems.items()))},
                                  status=200 if ready else 503)

@@ -69,6 +69,7 @@ def make_heartbeat(**overrides: Any) -> wire.Heartbeat:
         "disk_total_bytes": 64 * 2**30,
         "battery_percent": 55.0,
         "replicas": (make_usage(), make_usage(replica_id="db-0", cpu_percent=0.5, memory_bytes=2**30)),
+        "max_epoch": 7,
     }
     return wire.Heartbeat(**{**fields, **overrides})
 

@@ -59,3 +59,10 @@ def test_heartbeat_carries_device_readings() -> None:
                           battery_percent=80.0, replicas=())
     assert (hb.seq, hb.ts, hb.cpu_percent, hb.memory_used_bytes, hb.memory_total_bytes, hb.disk_used_bytes,
             hb.disk_total_bytes, hb.battery_percent) == (4, 2.0, 12.5, 1, 2, 3, 4, 80.0)
+
+
+@pytest.mark.parametrize(("max_epoch", "sent"), [(0, None), (7, 7)], ids=["none-seen", "honoured"])
+def test_heartbeat_reports_the_highest_epoch_the_agent_honours(max_epoch: int, sent: int | None) -> None:
+    hb = report.heartbeat(node_id="n1", seq=1, now=2.0, cpu_percent=None, md=MemDisk(1, 2, 3, 4),
+                          battery_percent=None, replicas=(), max_epoch=max_epoch)
+    assert hb.max_epoch == sent
