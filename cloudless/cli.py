@@ -17,7 +17,7 @@ REGISTRARS: dict[str, str] = {
                                     "cordon", "uncordon", "drain")},
     "token": "cloudless.admin_cli", "node": "cloudless.admin_cli", "policy": "cloudless.policy_cli",
     "top": "cloudless.top", "secrets": "cloudless.secrets_cli",
-    "relay": "cloudless.relay_cli", "pki": "cloudless.relay_cli",
+    "relay": "cloudless.relay_cli", "pki": "cloudless.relay_cli", "status": "cloudless.status",
 }
 
 

@@ -202,8 +202,9 @@ class CoordinatorClient:
     # -- transport --
 
     def request(self, method: str, path: str, *, query: Mapping[str, object] | None = None, body: object = None,
-                timeout: float | None = None) -> Response:
-        """One request; raises ApiError for an error status, ConnectionFailed/ProtocolError for the rest."""
+                timeout: float | None = None, answers: tuple[int, ...] = ()) -> Response:
+        """One request; raises ApiError for an error status (except those in `answers`, returned like a success:
+        /readyz says why it is not ready in a 503's body), ConnectionFailed/ProtocolError for the rest."""
         url = self.server + path
         params = {k: str(v) for k, v in (query or {}).items() if v is not None}
         if params:
@@ -222,6 +223,8 @@ class CoordinatorClient:
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
+            if exc.code in answers:
+                return Response(exc.code, exc.headers, self._decode(raw, method, path))
             raise self._api_error(exc.code, raw, method, path) from None
         except urllib.error.URLError as exc:
             raise self._unreachable(exc.reason) from None

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from broker import wire
 from broker.client import Message
 from broker.errors import WireError
+from broker.limits import safe_topic
+from broker.listeners import ThrottledLog
 from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, topics
 from coordinator import membership
 from coordinator.cluster import Cluster
@@ -35,6 +37,7 @@ class Inbox:
         self.cfg = cfg
         self.wake = wake
         self.resolve = resolve
+        self._bad = ThrottledLog(log)  # refusals of what nodes send: a flood of them is counted, not echoed
 
     def handlers(self) -> tuple[tuple[topics.Channel, Handler], ...]:
         """Which node channel each handler takes (the engine subscribes them)."""
@@ -47,8 +50,10 @@ class Inbox:
             return None
         try:
             return wire.decode_node_message(m.topic, m.payload)
-        except WireError as exc:
-            log.warning("ignored a message on %s: %s", m.topic, exc)
+        except WireError as exc:  # one line per node and channel per 10 s, with a count: 5,000 bad messages are
+            node = m.topic.split("/")[3] if m.topic.count("/") >= 4 else "?"  # not 5,000 lines
+            self._bad.log(logging.WARNING, f"{node}/{m.topic.rsplit('/', 1)[-1]}", "ignored a message on %s: %s",
+                          safe_topic(m.topic), exc)
             return None
 
     def on_status(self, m: Message) -> None:
@@ -56,7 +61,8 @@ class Inbox:
         if not isinstance(msg, NodeStatus):
             return
         if msg.node_id in self.cluster.revoked_nodes:
-            log.warning("ignored a status from revoked node %s", msg.node_id)
+            self._bad.log(logging.WARNING, f"revoked/{msg.node_id}", "ignored a status from revoked node %s",
+                          msg.node_id)
             return
         before = self.cluster.members.get(msg.node_id)
         info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)

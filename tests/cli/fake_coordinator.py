@@ -86,6 +86,9 @@ class FakeCoordinator:
     rollout_script: dict[tuple[str, str], list[JSON]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
+    readiness: JSON = field(default_factory=lambda: {"ready": True, "broker": True, "state": True, "store": True,
+                                                     "leader": True, "leaderId": None, "epoch": 1, "rounds": 7,
+                                                     "roundsFailing": 0, "problems": {}})
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- builders ----
@@ -123,6 +126,7 @@ class FakeCoordinator:
     def _route(self, method: str, path: str, q: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
         wl = rf"/v1/workloads/(?P<ns>{NAME})/(?P<name>{NAME})"
         routes: list[tuple[str, str, Callable[..., Any]]] = [
+            ("GET", r"/readyz", lambda: copy.deepcopy(self.readiness)),
             ("GET", r"/v1/nodes", lambda: {"items": [self._node(n) for n in sorted(self.nodes)]}),
             ("GET", rf"/v1/nodes/(?P<node>{NAME})", self._node),
             ("POST", rf"/v1/nodes/(?P<node>{NAME})/(?P<action>cordon|uncordon|drain)", self._node_action),
