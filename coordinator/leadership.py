@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from coordinator.store.base import OpKind, StoreError
 
@@ -135,7 +135,7 @@ class _Lost(Exception):
 
 
 class Elector:
-    """Campaigns for `key` on etcd until `resign()`; implements coordinator.service.Leadership.
+    """Campaigns for `key` on etcd until `resign()`; implements `Leadership` (below).
 
     `epoch` and `leader_id`/`leader_api` describe the current leadership as this process knows it (its own when
     leading). `on_change` is called (synchronously, in the event loop) with each LeadershipEvent.
@@ -334,3 +334,49 @@ class Elector:
                 self.on_change(event)
             except Exception:
                 log.exception("leadership callback failed on %s", event)
+
+
+class Leadership(Protocol):
+    """Who may act. One coordinator on SQLite always leads (`SoloLeadership`); replicated coordinators elect a
+    leader in etcd (coordinator.leadership). `epoch` orders leaders: it only grows, and every desired-state
+    message carries it, so agents ignore a deposed leader. `still_leader()` is awaited before each publish batch
+    and must turn False as soon as leadership MAY have been lost."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    @property
+    def leader_api(self) -> str | None:
+        """The leader's REST URL (followers forward writes there); None while no leader is known."""
+        ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def key(self) -> str | None:
+        """The store key whose create revision is the epoch: the leader's writes are fenced on it (None: nothing
+        to fence on, as for the only coordinator)."""
+        ...
+
+    async def still_leader(self) -> bool: ...
+
+
+class SoloLeadership:
+    """The embedded default: a single coordinator always leads; its epoch is a counter in its own store."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.leader_api: str | None = None
+        self.leader_id: str | None = None
+        self.key: str | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return True
+
+    async def still_leader(self) -> bool:
+        return True

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from broker import wire
 from broker.client import MqttClient
@@ -34,6 +34,7 @@ from coordinator import lifecycle, membership, model
 from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
+from coordinator.leadership import Leadership, SoloLeadership
 from coordinator.link import LinkClock
 from coordinator.membership import MembershipConfig, NodeInfo
 from coordinator.metrics import Metrics
@@ -63,52 +64,6 @@ class CoordinatorConfig:
     api_url: str = ""
     seed: int = 0
     policies: tuple[Policy, ...] | None = None  # None: the secure default set
-
-
-class Leadership(Protocol):
-    """Who may act. One coordinator on SQLite always leads (`SoloLeadership`); replicated coordinators elect a
-    leader in etcd (coordinator.leadership). `epoch` orders leaders: it only grows, and every desired-state
-    message carries it, so agents ignore a deposed leader. `still_leader()` is awaited before each publish batch
-    and must turn False as soon as leadership MAY have been lost."""
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    @property
-    def epoch(self) -> int | None: ...
-
-    @property
-    def leader_api(self) -> str | None:
-        """The leader's REST URL (followers forward writes there); None while no leader is known."""
-        ...
-
-    @property
-    def leader_id(self) -> str | None: ...
-
-    @property
-    def key(self) -> str | None:
-        """The store key whose create revision is the epoch: the leader's writes are fenced on it (None: nothing
-        to fence on, as for the only coordinator)."""
-        ...
-
-    async def still_leader(self) -> bool: ...
-
-
-class SoloLeadership:
-    """The embedded default: a single coordinator always leads; its epoch is a counter in its own store."""
-
-    def __init__(self) -> None:
-        self.epoch: int | None = None
-        self.leader_api: str | None = None
-        self.leader_id: str | None = None
-        self.key: str | None = None
-
-    @property
-    def is_leader(self) -> bool:
-        return True
-
-    async def still_leader(self) -> bool:
-        return True
 
 
 class Coordinator:
