@@ -121,6 +121,10 @@ class GatedProtocol(asyncio.Protocol):
         self._transport: asyncio.BaseTransport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._tls_task: asyncio.Task[None] | None = None
+        # bytes (and an EOF) that arrive before the real protocol exists: with TLS 1.3 the client's first request can
+        # come in the same flight as its Finished, so asyncio delivers it before start_tls() returns to us
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -160,6 +164,11 @@ class GatedProtocol(asyncio.Protocol):
         self._inner = self._make()
         self._inner_made = True
         self._inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self._inner.data_received(data)
+        if self._early_eof and self._inner.eof_received() is not True:
+            transport.close()
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -182,9 +191,14 @@ class GatedProtocol(asyncio.Protocol):
             self._deadline = None
         if self._inner_made:
             self._inner.data_received(data)
+        else:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._inner_made else None  # type: ignore[no-any-return]
+        if not self._inner_made:
+            self._early_eof = True
+            return True  # keep the transport open until the real protocol has seen what came before the EOF
+        return self._inner.eof_received()  # type: ignore[no-any-return]
 
     def pause_writing(self) -> None:
         if self._inner_made:
