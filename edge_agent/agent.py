@@ -479,7 +479,8 @@ class Agent:
         replicas = report.replica_usage(usage, {i.instance_id: i.replica_id for i in self.instances})
         hb = report.heartbeat(node_id=self.node_id, seq=self._seq, now=self.clock(),
                               cpu_percent=node_facts.cpu_percent(), md=md,
-                              battery_percent=self.readings.battery_percent, replicas=replicas)
+                              battery_percent=self.readings.battery_percent, replicas=replicas,
+                              max_epoch=self.max_epoch)
         self.last_heartbeat = hb
         with contextlib.suppress(MqttError):
             self._publish(topics.Channel.HEARTBEAT, hb)

@@ -274,3 +274,17 @@ async def test_a_stale_epoch_is_ignored_by_the_agent(pair: Pair) -> None:
     await asyncio.sleep(0.3)
     assert pair.ready("web") == 1
     assert node.agent.desired is not None and node.agent.desired.generation != 999
+
+
+async def test_a_coordinator_behind_the_nodes_epoch_catches_up_from_their_heartbeats(pair: Pair) -> None:
+    """The coordinator's state restored from an older copy: its epoch is below what the agent honours, so the agent
+    ignores its desired state. The agent says so in its heartbeats; the only coordinator raises its epoch past it,
+    records why, and the workload runs (issue 16, item 5)."""
+    node = pair.add_node("a")
+    node.agent.max_epoch = pair.coord.epoch + 5  # what the agent saw before the restore
+    await node.agent.start()
+    await until(lambda: "a" in pair.coord.members)
+    await pair.coord.ops.apply(workload("web", 1))
+    await until(lambda: pair.ready("web") == 1, what="the replica runs once the epoch caught up")
+    assert pair.coord.epoch > node.agent.max_epoch - 1
+    assert any(e.reason == "EpochRegressed" for e in pair.coord.journal.events)
