@@ -35,7 +35,7 @@ PROJECT_PACKAGES = ("broker", "dataplane", "edge_agent", "coordinator", "firmwar
 CORE_GLOBS = (
     # the bus: wire contract, ACL, outbox, reconnect back-off, password hashing, sealed payloads
     "broker/wire/*.py", "broker/acl.py", "broker/outbox.py", "broker/backoff.py", "broker/passwords.py",
-    "broker/sealed.py", "broker/limits.py",
+    "broker/sealed.py", "broker/limits.py", "broker/client_settings.py",
     # the agent: what to run, which desired state to accept, probe verdicts, sandbox policy, container body, image
     # pulls, what it reports, where secret files go
     "edge_agent/reconcile.py", "edge_agent/desired.py", "edge_agent/health.py", "edge_agent/sandbox.py",
