@@ -10,6 +10,10 @@ node's private key, in memory, and the values go where the replica's spec says:
   sources right before exec'ing the workload's own command, so the values never enter the container's
   configuration (which Podman keeps on disk) nor any process's argv.
 
+Who may read them: the agent's user alone (directories 0700, files 0400). A root agent gives the files of a replica
+with a non-root `runAsUser` to that user and makes the directories down to them searchable but not listable
+(0711): a process workload opens env.sh by its path after switching ids.
+
 `<tmpfs>` is the first of $XDG_RUNTIME_DIR, /dev/shm, /run/shm that is a tmpfs mount: memory, never the disk (a reboot
 empties it; the agent writes the files again before it starts the replica). Nothing here logs a value. Decrypted
 values are cached in memory for `ttl_s` (default 5 min) so restarts do not re-open boxes; after that they are
@@ -125,7 +129,8 @@ class SecretFiles:
     def __init__(self, node_id: str, vault: SecretVault, root: Path | None, *, cluster: str) -> None:
         self.node_id = node_id
         self.vault = vault
-        # one directory per agent user (several agents may share /dev/shm), 0700: other local users see nothing;
+        # one directory per agent user (several agents may share /dev/shm), 0700 (0711 for a root agent, whose
+        # workloads may run as other users: they pass through, never list): other local users see nothing;
         # in it one per cluster and node: two clusters on one host may both have a node `local`, and each agent
         # removes what is not its own replicas' (keep_only) only in its own directory
         self.top = root / f"{DIR_NAME}-{os.geteuid()}" if root is not None else None
@@ -160,15 +165,19 @@ class SecretFiles:
             return opened[name]
 
         assert self.top is not None
-        _own_private_dir(self.top)
-        _mkdir(self.base.parent, 0o700)
-        _mkdir(self.base, 0o700)
-        root = self.base / spec.replica_id
-        _mkdir(root, 0o700)
-        # a container user other than the agent's own must read the files: as root the agent gives them to it;
-        # rootless it cannot, so the env fragment is made readable inside the container (the 0700 directories
-        # above keep every other local user out; bind mounts need no access to them from inside)
+        # A workload user other than the agent's own must read its files. As root the agent gives the files to
+        # that user (0400) and lets it traverse (search, not list: 0711) the directories down to them — a process
+        # opens env.sh by its path after switching ids, and a root-owned 0700 directory above stops it there. The
+        # replica directories of workloads that run as root stay 0700. Rootless, the agent cannot chown, so the env
+        # fragment is made readable inside the container instead (bind mounts need no access to the directories
+        # above; the 0700 ones keep every other local user out).
         can_chown = owner is not None and os.geteuid() == 0
+        chain = 0o711 if os.geteuid() == 0 else 0o700
+        _own_private_dir(self.top, chain)
+        _mkdir(self.base.parent, chain)
+        _mkdir(self.base, chain)
+        root = self.base / spec.replica_id
+        _mkdir(root, 0o711 if can_chown else 0o700)
         env_mode = 0o444 if owner is not None and not can_chown else 0o400
         env_dir = None
         if spec.secret_env:
@@ -234,17 +243,17 @@ def _item(key: str) -> Any:
     return SecretFile(key=key, path=key)
 
 
-def _own_private_dir(path: Path) -> None:
-    """Create `path` 0700, or accept it only if it is a real directory of ours: in a shared /dev/shm another
-    user could have made it first (or a symlink) to read or swap what we write."""
+def _own_private_dir(path: Path, mode: int) -> None:
+    """Create `path` with `mode` (no read bit for others), or accept it only if it is a real directory of ours: in
+    a shared /dev/shm another user could have made it first (or a symlink) to read or swap what we write."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise SecretUnavailable(f"{path} is not a directory owned by this agent's user (uid {os.geteuid()}); "
                                 "refusing to put secrets there — remove it, or give the agent an XDG_RUNTIME_DIR")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def _mkdir(path: Path, mode: int) -> None:

@@ -158,6 +158,8 @@ class ProcessRuntime:
                 exit_code = _read_int(d / "exit")  # the wrapper may have written it just now
                 if exit_code is None:
                     exit_code, error = 137, "process vanished without an exit code (killed)"
+                elif exit_code != 0 and not run.get("stopped"):
+                    error = _exit_error(exit_code, _tail(d / "log", 1))
                 if run.get("finished_at") is None:
                     run["finished_at"] = self.clock()
                     self._write_json(d / "run.json", run)
@@ -282,6 +284,7 @@ class ProcessRuntime:
         if _read_int(d / "exit") is None:  # the wrapper died with its child: record how it ended
             (d / "exit").write_text("137\n" if killed else "143\n")
         run["finished_at"] = self.clock()
+        run["stopped"] = True  # the agent ended it: its exit code is no failure of the workload's own
         self._write_json(d / "run.json", run)
 
     async def remove(self, instance_id: str) -> None:
@@ -408,6 +411,13 @@ def _create_time(pid: int) -> float:
         return float(psutil.Process(pid).create_time())
     except Exception:
         return 0.0
+
+
+def _exit_error(code: int, last: bytes) -> str:
+    """Why a process ended on its own with a non-zero code: the code and its log's last line (what a shell or the
+    workload itself said last), so a crash loop never reports an empty message."""
+    line = last.decode(errors="replace").strip()[-512:]
+    return f"exited with code {code}: {line}" if line else f"exited with code {code}"
 
 
 def _read_int(path: Path) -> int | None:
