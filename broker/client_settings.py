@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker.backoff import Backoff
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Secret(str):
