@@ -56,6 +56,12 @@ def default_root() -> Path | None:
     return find_tmpfs(os.environ, mounts)
 
 
+def secrets_tops() -> tuple[Path, ...]:
+    """Where this agent's secret files are (`SecretFiles.top`), if this host has a tmpfs for them."""
+    root = default_root()
+    return (root / f"{DIR_NAME}-{os.geteuid()}",) if root is not None else ()
+
+
 def find_tmpfs(environ: Mapping[str, str], mounts: str) -> Path | None:
     """The first candidate directory that is writable and lies on a tmpfs (per /proc/mounts' text)."""
     table = []

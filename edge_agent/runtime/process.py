@@ -20,6 +20,13 @@ root, added capabilities, privileged and Localhost seccomp.
 A plain process always shares the host's network, PID and IPC namespaces: hostNetwork/hostPID/hostIPC are
 trivially true, and since the wire has no "isolated namespaces required" field, a spec that leaves them false
 is accepted — this runtime never isolates namespaces. Its "RuntimeDefault" seccomp profile is no filter.
+
+What keeps a workload from the agent's own files (its private key, state, other instances, other replicas'
+secrets): as root, a workload with a non-root runAsUser runs as that user (the agent's files are root's); a
+workload running as root is not separated. An unprivileged agent cannot switch users, so where the kernel has
+Landlock every workload (and every exec in it) is confined to stay out of the agent's private directories but in
+its own (`runtime.landlock`); without Landlock nothing separates them, and the node's facts say so.
+A process that exits non-zero on its own reports its code and its log's last line as the instance's error.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any
 from broker.wire import ReplicaSpec
 from edge_agent.atomic import atomic_write
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
+from edge_agent.runtime import landlock
 from edge_agent.runtime.base import (
     Endpoint,
     ExecResult,
@@ -64,6 +72,7 @@ from edge_agent.runtime.process_confine import (
     setpriv_argv,
 )
 from edge_agent.secret_layout import ENV_FILE, WRAPPER, Materialized
+from edge_agent.secrets import secrets_tops
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +95,11 @@ def _check(spec: ReplicaSpec) -> None:
 
 class ProcessRuntime:
     def __init__(self, *, node_id: str, cluster: str, root: Path, clock: Callable[[], float] = time.time,
-                 log_rotate_bytes: int = LOG_ROTATE_BYTES, adopt: frozenset[str] = frozenset()) -> None:
+                 log_rotate_bytes: int = LOG_ROTATE_BYTES, adopt: frozenset[str] = frozenset(),
+                 private: Sequence[Path] | None = None, landlock_abi: int | None = None) -> None:
+        """`private`: the agent's directories a workload must not touch (default: the data directory, `root`'s
+        parent, and the secrets root on the tmpfs); `landlock_abi`: the Landlock ABI to confine workloads with
+        (default: the kernel's when the agent is not root — a root agent separates workloads by runAsUser)."""
         self.node_id = node_id
         self.owner = Owner(cluster, node_id, adopt)
         self.root = root
@@ -98,6 +111,8 @@ class ProcessRuntime:
         self._sh = shutil.which("sh") or "/bin/sh"
         self._setpriv = shutil.which("setpriv")
         self._env = shutil.which("env") or "/usr/bin/env"
+        self.private = tuple(private) if private is not None else (root.parent, *secrets_tops())
+        self.landlock_abi = landlock_abi if landlock_abi is not None else 0 if os.geteuid() == 0 else landlock.abi()
 
     # ---- files -------------------------------------------------------------------------------------------
 
@@ -142,20 +157,38 @@ class ProcessRuntime:
         except Exception:  # NoSuchProcess, AccessDenied, no psutil: treat as gone
             return False
 
+    def _landlock(self, d: Path, meta: dict[str, Any]) -> int | None:
+        """The Landlock ruleset (a fd to close after the spawn) that keeps this instance's processes out of the
+        agent's private directories but in its own: read its instance directory, write `work` and `status`, read
+        its own secret files. None when workloads are not confined with Landlock here."""
+        if self.landlock_abi < 1:
+            return None
+        everything = landlock.rights(self.landlock_abi)
+        private = list(self.private)
+        own = [(d, landlock.READ), (d / "work", everything), (d / "status", everything)]
+        if meta.get("secret_env_file"):
+            replica = Path(meta["secret_env_file"]).parent.parent  # <top>/cluster-<id>/<node>/<replica>/env/env.sh
+            private.append(replica.parent.parent.parent)
+            own.append((replica, landlock.READ))
+        try:
+            return landlock.ruleset_fd(landlock.plan(private, own, everything=everything), self.landlock_abi)
+        except OSError as exc:  # never start it unconfined
+            raise RuntimeFailed(f"cannot confine {d.name}", detail=f"Landlock: {exc}") from exc
+
     def _instance(self, instance_id: str) -> Instance | None:
         d = self._dir(instance_id)
         meta = self._read_json(d / "meta.json")
         if not meta or not self.owner.owns(meta.get("labels", {})):
             return None
         run = self._read_json(d / "run.json")
-        exit_code = _read_int(d / "exit")
+        exit_code = _exit_code(d)
         state, error = InstanceState.CREATED, ""
         if run.get("pid") is not None:
             if exit_code is None and self._alive(instance_id, run):
                 state = InstanceState.RUNNING
             else:
                 state = InstanceState.EXITED
-                exit_code = _read_int(d / "exit")  # the wrapper may have written it just now
+                exit_code = _exit_code(d)  # the wrapper may have written it just now
                 if exit_code is None:
                     exit_code, error = 137, "process vanished without an exit code (killed)"
                 elif exit_code != 0 and not run.get("stopped"):
@@ -227,8 +260,10 @@ class ProcessRuntime:
         d = self._dir(instance_id)
         if (inst := self._instance(instance_id)) is not None and inst.state is InstanceState.RUNNING:
             return inst
-        with contextlib.suppress(FileNotFoundError):
-            (d / "exit").unlink()
+        for old in (d / "exit", d / "status" / "exit"):
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        (d / "status").mkdir(exist_ok=True)  # the wrapper's exit code: the one place in d a confined process writes
         logf = d / "log"
         with contextlib.suppress(OSError):
             if logf.stat().st_size > self.log_rotate_bytes:
@@ -249,8 +284,14 @@ class ProcessRuntime:
             workload_env.append(f"CLOUDLESS_SECRET_ENV={meta['secret_env_file']}")
             command = [self._sh, "-c", WRAPPER, "cloudless-secret-env", *command]
         argv = [*setpriv_argv(self._setpriv or "setpriv", box), self._env, "-i", *workload_env, *command]
-        child = _spawn([self._sh, "-c", _WRAPPER, str(d / "exit"), *argv], cwd=cwd, env=base, log=logf,
-                       limits=limits, what=instance_id)
+        ruleset = self._landlock(d, meta)
+        lock = landlock.restrict_self(ruleset) if ruleset is not None else None
+        try:
+            child = _spawn([self._sh, "-c", _WRAPPER, str(d / "status" / "exit"), *argv], cwd=cwd, env=base,
+                           log=logf, limits=_then(limits, lock), what=instance_id)
+        finally:
+            if ruleset is not None:
+                os.close(ruleset)
         self._children[instance_id] = child
         self._ps.pop(instance_id, None)
         self._write_json(d / "run.json", {"pid": child.pid, "pid_created": _create_time(child.pid),
@@ -281,8 +322,9 @@ class ProcessRuntime:
                 if not running():
                     break
                 await asyncio.sleep(0.02)
-        if _read_int(d / "exit") is None:  # the wrapper died with its child: record how it ended
-            (d / "exit").write_text("137\n" if killed else "143\n")
+        if _exit_code(d) is None:  # the wrapper died with its child: record how it ended
+            (d / "status").mkdir(exist_ok=True)
+            (d / "status" / "exit").write_text("137\n" if killed else "143\n")
         run["finished_at"] = self.clock()
         run["stopped"] = True  # the agent ended it: its exit code is no failure of the workload's own
         self._write_json(d / "run.json", run)
@@ -311,13 +353,18 @@ class ProcessRuntime:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
         box = ProcessSandbox(**meta.get("sandbox") or {})
         ids: dict[str, Any] = {"user": box.uid, "group": box.gid, "extra_groups": []} if box.switches else {}
+        ruleset = self._landlock(d, meta)
+        flags = confine(box) if box.no_new_privs or box.clear_ambient else None
         try:
-            proc = await asyncio.create_subprocess_exec(  # runs as the workload does: same ids and flags
+            proc = await asyncio.create_subprocess_exec(  # runs as the workload does: same ids, flags, Landlock
                 *argv, cwd=meta.get("working_dir") or str(d / "work"), env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=confine(box) if box.no_new_privs or box.clear_ambient else None, **ids)
+                preexec_fn=_then(flags, landlock.restrict_self(ruleset) if ruleset is not None else None), **ids)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
+        finally:
+            if ruleset is not None:
+                os.close(ruleset)
         try:
             async with asyncio.timeout(timeout_s):
                 out, _ = await proc.communicate()
@@ -377,13 +424,13 @@ class ProcessRuntime:
         self._children.clear()  # the processes keep running: they belong to the node, not to this agent run
 
 
-def _spawn(argv: list[str], *, cwd: str, env: dict[str, str], log: Path, limits: Callable[[], None],
+def _spawn(argv: list[str], *, cwd: str, env: dict[str, str], log: Path, limits: Callable[[], None] | None,
            what: str) -> subprocess.Popen[bytes]:
     try:
         with open(log, "ab") as out:
             return subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=limits,  # noqa: PLW1509 - only setrlimit, nice and prctl
+                start_new_session=True, preexec_fn=limits,  # noqa: PLW1509 - setrlimit, nice, prctl, Landlock
             )
     except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn failed (prctl)
         raise RuntimeFailed(f"cannot start {what}", detail=str(exc)) from exc
@@ -411,6 +458,24 @@ def _create_time(pid: int) -> float:
         return float(psutil.Process(pid).create_time())
     except Exception:
         return 0.0
+
+
+def _then(first: Callable[[], None] | None, second: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Two preexec steps in order (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both() -> None:
+        first()
+        second()
+
+    return both
+
+
+def _exit_code(d: Path) -> int | None:
+    """What the wrapper recorded: `status/exit`, or `exit` for an instance started by an older agent."""
+    code = _read_int(d / "status" / "exit")
+    return code if code is not None else _read_int(d / "exit")
 
 
 def _exit_error(code: int, last: bytes) -> str:
