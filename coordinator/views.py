@@ -33,6 +33,7 @@ def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[i
         "runtimeVersion": f.podman_version if f else "",
         "rootless": f.rootless if f else None,
         "agentVersion": f.agent_version if f else "",
+        "workloadIsolation": f.workload_isolation if f else "",
         "capacity": {"cpu": (f.cpu_count or 0) * 1000 if f else 0, "memory": (f.memory_bytes or 0) if f else 0},
         "allocated": {"cpu": alloc[0], "memory": alloc[1]},
         "usage": {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.wire import NodeFacts
+from edge_agent.runtime import landlock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,7 +134,20 @@ def node_facts(
         zone=zone[:64],
         labels=dict(labels),
         agent_version=agent_version[:32],
+        workload_isolation=workload_isolation(runtime, os.geteuid(), _safe("landlock", landlock.abi) or 0),
     )
+
+
+def workload_isolation(runtime: str, agent_uid: int, landlock_abi: int) -> str:
+    """What keeps a process workload from the agent's files (`runtime.process`); "" for containers."""
+    if runtime != "process":
+        return ""
+    if agent_uid == 0:
+        return "by user: a workload with runAsUser runs as that user; one without runs as root, not separated"
+    if landlock_abi >= 1:
+        return f"landlock (ABI {landlock_abi}): workloads run as the agent's user, kept out of its files"
+    return ("none: workloads run as the agent's user and can read its files (its private key, other replicas' "
+            "secrets); this kernel has no Landlock")
 
 
 def self_rss_bytes() -> int | None:

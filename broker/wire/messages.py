@@ -85,6 +85,9 @@ class NodeFacts:
     zone: Annotated[str, Text(64)] = ""
     labels: Labels = field(default_factory=dict)
     agent_version: Annotated[str, Text(32)] = ""
+    # what keeps a workload from the agent's own files (its key, other replicas' secrets) on this node's runtime;
+    # "" for containers, which never see them
+    workload_isolation: Annotated[str, Text(160)] = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ def make_facts(**overrides: Any) -> wire.NodeFacts:
         "zone": "home",
         "labels": {"room": "kitchen", "tier": "edge"},
         "agent_version": "0.1.0",
+        "workload_isolation": "landlock",
     }
     return wire.NodeFacts(**{**fields, **overrides})
 

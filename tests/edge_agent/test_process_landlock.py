@@ -82,3 +82,16 @@ async def test_a_confined_workload_reads_its_own_secret_and_nothing_of_the_agent
 async def test_a_root_agent_does_not_confine_with_landlock(tmp_path: Path) -> None:
     rt = ProcessRuntime(node_id=NODE, cluster="c1", root=tmp_path / "p")
     assert rt.landlock_abi == (0 if os.geteuid() == 0 else ABI)
+
+
+def test_the_node_says_what_separates_process_workloads_from_the_agent() -> None:
+    from cloudless import render
+    from edge_agent.facts import workload_isolation
+
+    assert workload_isolation("podman", 1000, 0) == ""
+    assert workload_isolation("process", 1000, 6).startswith("landlock (ABI 6)")
+    assert workload_isolation("process", 0, 6).startswith("by user")
+    none = workload_isolation("process", 1000, 0)
+    assert none.startswith("none: workloads run as the agent's user and can read its files") and len(none) <= 160
+    shown = render.describe_node({"id": "n", "runtime": "process", "workloadIsolation": none}, [], [], 0.0)
+    assert f"Isolation:     {none}" in shown
