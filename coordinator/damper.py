@@ -17,6 +17,13 @@ def is_security(reason: str) -> bool:
     return reason.startswith(SECURITY_REASONS)
 
 
+def is_churn(reason: str) -> bool:
+    """What a device does to itself, possibly thousands of times a minute (presence, gates, reconnects): damped
+    per object. Decisions and admin actions (placement, rollouts, cordon, delete) are never damped: each one is
+    information (a replica placed, a node cordoned again) that an operator or a `get events --watch` waits for."""
+    return reason.startswith("Node") and reason != "NodeDeleted"
+
+
 class Damper:
     def __init__(self, interval_s: float = 60.0, max_keys: int = 1024) -> None:
         self.interval_s = interval_s

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from coordinator import model
-from coordinator.damper import Damper, is_security
+from coordinator.damper import Damper, is_churn, is_security
 from coordinator.model import Event
 from coordinator.store import Op, Store, StoreError, put
 from coordinator.store import delete as delete_op
@@ -100,7 +100,7 @@ class Journal:
             log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
             return Event(seq=0, time=self.clock(), type=type_, reason=reason, object=obj, message=message[:1024])
         now, security = self.clock(), is_security(reason)
-        if not security:  # a node flapping 2,600 times in 18 s is a handful of events, each counting the rest
+        if is_churn(reason):  # a node flapping 2,600 times in 18 s is a handful of events, each counting the rest
             left_out = self._damper.allow(f"{obj}\0{reason}", now)
             if left_out is None:
                 log.debug("%s %s: %s (damped)", reason, obj, message)

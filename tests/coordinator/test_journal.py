@@ -58,3 +58,16 @@ def test_read_back_keeps_each_class_within_its_own_bound() -> None:
            for i in range(EVENT_RETENTION + SECURITY_RETENTION)]
     kept = retained(evs[::-1])
     assert [e.seq for e in kept[:3]] == [0, 1, 2] and len(kept) == EVENT_RETENTION + 3
+
+
+def test_decisions_and_admin_actions_are_never_damped() -> None:
+    """Only churn (what a device does to itself) is damped: three replicas placed at once are three events, and a
+    node cordoned, uncordoned and cordoned again within seconds is each time an event a watcher waits for."""
+    clock = Clock()
+    j = _journal(clock)
+    for rid in ("web-1", "web-2", "web-3"):
+        j.event("Normal", "Placed", "workload/default/web", f"replica {rid} placed on a")
+    for what in ("Cordoned", "Uncordoned", "Cordoned", "Uncordoned"):
+        clock.now += 0.1
+        j.event("Normal", what, "node/b", f"node b {what.lower()}")
+    assert [e.reason for e in j.events] == ["Placed"] * 3 + ["Cordoned", "Uncordoned"] * 2

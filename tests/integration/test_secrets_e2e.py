@@ -165,7 +165,8 @@ def test_a_secret_reaches_the_container_as_env_and_tmpfs_file_and_nowhere_else(u
     # deleting the workload removes its secret files from the tmpfs
     tmpfs_dirs = [p for p in (Path("/dev/shm"), Path(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent")))
                   if p.is_dir()]
-    files_before = [p for d in tmpfs_dirs for p in d.glob(f"cloudless-secrets-{os.geteuid()}/local/*")]
+    files_before = [p for d in tmpfs_dirs  # this cluster's own directory (issue 16: clusters never share one)
+                    for p in d.glob(f"cloudless-secrets-{os.geteuid()}/cluster-{up.cluster}/*/web-*")]
     assert files_before, f"the secret files live on a tmpfs: {[list(d.rglob('*')) for d in tmpfs_dirs]}"
     up.cli("delete", "workload", "web", "--wait")
     until(lambda: not any(p.exists() for p in files_before), 30, "secret files removed with the replica")
