@@ -73,7 +73,7 @@ from broker.auth import (
     peer_cert,
 )
 from broker.limits import ConnectionGate, ListenerLimits, safe_topic
-from broker.listeners import ThrottledLog, nofile_soft, start_gated_server
+from broker.listeners import ThrottledLog, mark_authenticated, nofile_soft, start_gated_server
 from broker.wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,8 @@ class EmbeddedBroker(Broker):
                 self._throttled.log(logging.INFO, f"setup:{peer[0]}", "no session for %s:%s: %s", *peer,
                                     type(exc).__name__ if isinstance(exc, TimeoutError) else exc)
                 return
+            # authenticated: the connection stops counting against its address (devices behind one NAT)
+            mark_authenticated(getattr(getattr(writer, "_writer", None), "transport", None))
             try:
                 await self._handle_client_session(reader, writer, session, handler, None, listener_name)
             except (AMQTTError, MQTTError, NoDataError) as exc:

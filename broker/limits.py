@@ -51,7 +51,8 @@ def connection_budget(limits: ListenerLimits, nofile_soft: int, *, listeners: in
 
 class ConnectionGate:
     """Open connections per listener, in total and per remote address. `admit` before anything else is spent on a
-    connection (before its TLS handshake); `release` exactly once for every admitted one."""
+    connection (before its TLS handshake); `release` exactly once for every admitted one. The per-address cap
+    bounds connections that have not authenticated yet: `promote` one that has."""
 
     def __init__(self, *, max_connections: int, max_per_address: int) -> None:
         self.max_connections = max_connections
@@ -73,7 +74,20 @@ class ConnectionGate:
         self._by_address[address] = held + 1
         return True
 
-    def release(self, address: str) -> None:
+    def promote(self, address: str) -> None:
+        """The connection from `address` proved who it is: it stops counting against its address (a hundred devices
+        behind one NAT or carrier-grade NAT are fine), and counts only in the total. Release it with
+        `release(address, promoted=True)`."""
+        held = self._by_address.get(address, 0)
+        if held <= 1:
+            self._by_address.pop(address, None)
+        else:
+            self._by_address[address] = held - 1
+
+    def release(self, address: str, *, promoted: bool = False) -> None:
+        if promoted:
+            self.open = max(0, self.open - 1)
+            return
         held = self._by_address.get(address, 0)
         if held <= 0:
             return

@@ -108,9 +108,13 @@ class GatedProtocol(asyncio.Protocol):
 
     def __init__(self, make: Callable[[], asyncio.BaseProtocol], gate: ConnectionGate, *,
                  ssl_context: ssl.SSLContext | None, handshake_timeout_s: float,
-                 on_refused: Callable[[str], None]) -> None:
+                 on_refused: Callable[[str], None], client_speaks_first: bool = True) -> None:
         self._make = make
         self._gate = gate
+        # HTTP and MQTT clients speak first, so "no byte within the timeout" ends them; on a relay link the server
+        # speaks first and a quiet client is normal: there the deadline ends with the TLS handshake
+        self._client_speaks_first = client_speaks_first
+        self._authenticated = False
         self._ssl = ssl_context
         self._timeout = handshake_timeout_s
         self._on_refused = on_refused
@@ -161,6 +165,9 @@ class GatedProtocol(asyncio.Protocol):
         self._hand_over(tls)
 
     def _hand_over(self, transport: asyncio.BaseTransport) -> None:
+        if not self._client_speaks_first and self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._inner = self._make()
         self._inner_made = True
         self._inner.connection_made(transport)
@@ -177,10 +184,16 @@ class GatedProtocol(asyncio.Protocol):
         if not self._inner_made:  # the TLS handshake owns the raw transport: it ends with an error
             self._release()
 
+    def authenticated(self) -> None:
+        """The client proved its identity: its slot no longer counts against its address (see ConnectionGate)."""
+        if self._admitted and not self._authenticated:
+            self._authenticated = True
+            self._gate.promote(self._address)
+
     def _release(self) -> None:
         if self._admitted:
             self._admitted = False
-            self._gate.release(self._address)
+            self._gate.release(self._address, promoted=self._authenticated)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -215,6 +228,13 @@ class GatedProtocol(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
 
+def mark_authenticated(transport: asyncio.BaseTransport | None) -> None:
+    """Tell the gate in front of this connection (if any) that its client authenticated."""
+    protocol = transport.get_protocol() if transport is not None else None
+    if isinstance(protocol, GatedProtocol):
+        protocol.authenticated()
+
+
 def _abort(transport: asyncio.BaseTransport) -> None:
     abort = getattr(transport, "abort", None)
     if abort is not None:
@@ -236,7 +256,7 @@ def refusal_logger(what: str, throttled: ThrottledLog | None = None) -> Callable
 async def start_gated_server(make: Callable[[], asyncio.BaseProtocol], gate: ConnectionGate, *,
                              ssl_context: ssl.SSLContext | None, handshake_timeout_s: float, what: str,
                              host: str | None = None, port: int | None = None, sock: socket.socket | None = None,
-                             **kwargs: Any) -> asyncio.Server:
+                             client_speaks_first: bool = True, **kwargs: Any) -> asyncio.Server:
     """`loop.create_server` for `make`'s protocol behind `gate`; TLS (when `ssl_context`) runs inside the gate."""
     loop = asyncio.get_running_loop()
     throttle_accept_errors(loop)
@@ -244,7 +264,7 @@ async def start_gated_server(make: Callable[[], asyncio.BaseProtocol], gate: Con
 
     def factory() -> asyncio.BaseProtocol:
         return GatedProtocol(make, gate, ssl_context=ssl_context, handshake_timeout_s=handshake_timeout_s,
-                             on_refused=refused)
+                             on_refused=refused, client_speaks_first=client_speaks_first)
 
     if sock is not None:
         return await loop.create_server(factory, sock=sock, **kwargs)

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography import x509
 
 from broker.limits import ConnectionGate, ListenerLimits
-from broker.listeners import nofile_soft, start_gated_server
+from broker.listeners import mark_authenticated, nofile_soft, start_gated_server
 from dataplane.errors import PeerRefused, Unreachable
 from dataplane.identity import PeerIdentity, Refused
 from dataplane.quic import NodeCredential
@@ -157,6 +157,7 @@ async def serve(host: str, port: int, contexts: TlsContexts, *, judge: Judge,
             log.warning("relay: refused a TLS link from %s: %s", writer.get_extra_info("peername"), verdict)
             writer.close()
             return
+        mark_authenticated(writer.transport)  # a device: no longer bound by the per-address cap (many behind a NAT)
         on_channel(TlsChannel(reader, writer, verdict, on_datagram, on_closed, chain=chain, roles=("node",)))
 
     def protocol() -> asyncio.BaseProtocol:
@@ -166,7 +167,8 @@ async def serve(host: str, port: int, contexts: TlsContexts, *, judge: Judge,
     # timeout, throttled accept-error logging — a flood of idle TCP connections cannot lock devices out
     gate = ConnectionGate.for_listener(ListenerLimits(handshake_timeout_s=HANDSHAKE_TIMEOUT_S), nofile_soft())
     return await start_gated_server(protocol, gate, ssl_context=contexts.server,
-                                    handshake_timeout_s=HANDSHAKE_TIMEOUT_S, what="relay TLS", host=host, port=port)
+                                    handshake_timeout_s=HANDSHAKE_TIMEOUT_S, what="relay TLS", host=host, port=port,
+                                    client_speaks_first=False)  # the relay speaks first; a node may stay quiet
 
 
 async def close_server(server: asyncio.Server) -> None:

@@ -51,3 +51,44 @@ def test_bytes_and_eof_that_arrive_before_the_protocol_exists_reach_it_in_order(
     assert transport.closed  # the inner protocol did not ask to keep a half-closed connection
     gated.data_received(b"more")
     assert inner.data[-1] == b"more"
+
+
+class Abortable(Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        pass
+
+
+def test_authenticated_connections_stop_counting_against_their_address() -> None:
+    """The per-address cap bounds connections that have not proved who they are: many devices behind one NAT (or
+    carrier-grade NAT) each get in once authenticated, while a flood of anonymous ones from one address is held."""
+    gate = ConnectionGate(max_connections=100, max_per_address=2)
+
+    def connect() -> tuple[GatedProtocol, Abortable]:
+        transport = Abortable()
+        gated = GatedProtocol(Recorder, gate, ssl_context=None, handshake_timeout_s=5, on_refused=lambda _a: None)
+        gated.connection_made(transport)
+        return gated, transport
+
+    async def scenario() -> None:
+        first, _ = connect()
+        second, _ = connect()
+        _, refused = connect()
+        assert refused.aborted  # two anonymous ones from 127.0.0.1: the third is refused
+        first.authenticated()
+        second.authenticated()
+        devices = [connect() for _ in range(2)]
+        assert not any(t.aborted for _, t in devices) and gate.open == 4
+        first.connection_lost(None)
+        assert gate.open == 3 and gate.held_by("127.0.0.1") == 2
+        for gated, _ in devices:
+            gated.connection_lost(None)
+        assert gate.open == 1 and gate.held_by("127.0.0.1") == 0
+
+    asyncio.run(scenario())

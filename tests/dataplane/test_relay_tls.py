@@ -10,7 +10,7 @@ from coordinator.pki import CertRole
 from dataplane.endpoint import Endpoint
 from dataplane.errors import PeerRefused, Unreachable
 from dataplane.relay import RelayServer
-from dataplane.relay_tls import TlsChannel
+from dataplane.relay_tls import HANDSHAKE_TIMEOUT_S, TlsChannel
 from tests.dataplane.pki_builders import ca_pem, issue, make_ca
 from tests.dataplane.test_quic import CA, credential, echo, node
 
@@ -26,6 +26,8 @@ async def test_a_node_without_udp_reaches_its_peer_through_the_relay_over_tls() 
         for endpoint in (a, b):
             link = await endpoint.attach_relay(relay.address, relay_id="relay@vps", udp_timeout_s=0.5)
             assert isinstance(link, TlsChannel)
+        await asyncio.sleep(HANDSHAKE_TIMEOUT_S + 1)  # quiet links (nothing to send yet) must stay attached
+        assert set(relay.sessions) == {"a", "b"} and not link.closed.is_set()
         peer = await a.connect("b", via="relay@vps")
         reader, writer = await peer.open_stream()
         writer.write(b"over tcp")
