@@ -50,6 +50,7 @@ from coordinator.translate import rollout_params
 
 log = logging.getLogger(__name__)
 
+MAX_HONOURED_EPOCH = 2**40  # past any real epoch (an etcd revision, a restart counter), well within the wire cap
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
@@ -342,29 +343,34 @@ class Coordinator:
         """Nodes ignore desired state under an epoch below the highest they honour (they report it in heartbeats).
         A coordinator behind them (its state restored from an older copy) would be ignored by all of them, in
         silence: the only coordinator raises its epoch past theirs; a replicated one cannot (the epoch is etcd's
-        revision), so it says what to do, and /readyz reports it (docs/operations.md)."""
+        revision), so it says what to do, once per epoch reported, and /readyz reports it (docs/operations.md).
+        A report beyond any real epoch (MAX_HONOURED_EPOCH) is a node lying or broken: it is ignored, since
+        following it would put the epoch past what the wire can carry and every node would be refused."""
         ahead = {n: hb.max_epoch for n, i in self.members.items()
-                 if (hb := i.heartbeat) is not None and hb.max_epoch is not None and hb.max_epoch > self.epoch}
-        self.epoch_behind = max(ahead.values(), default=0)
+                 if (hb := i.heartbeat) is not None and hb.max_epoch is not None
+                 and self.epoch < hb.max_epoch <= MAX_HONOURED_EPOCH}
+        behind, reported, self.epoch_behind = self.epoch_behind, max(ahead.values(), default=0), 0
         if not ahead:
             return
         nodes = ", ".join(sorted(ahead)[:5]) + (f" and {len(ahead) - 5} more" if len(ahead) > 5 else "")
         if self.solo:
-            old, self.epoch = self.epoch, self.epoch_behind + 1
-            await self.store.txn([put(model.EPOCH_KEY, str(self.epoch).encode())])
+            new = reported + 1
+            await self.store.txn([put(model.EPOCH_KEY, str(new).encode())])  # the store first: a failed write
+            old, self.epoch = self.epoch, new  # leaves memory as it was, and the next round tries again
             assert isinstance(self.leadership, SoloLeadership)
             self.leadership.epoch = self.epoch
             self.outbox.forget_sent()  # everything again, under the new epoch
             self.journal.event("Warning", "EpochRegressed", f"coordinator/{self.cfg.coordinator_id}",
-                               f"nodes {nodes} honour epoch {self.epoch_behind}, above this coordinator's {old}: its "
+                               f"nodes {nodes} honour epoch {reported}, above this coordinator's {old}: its "
                                f"state was restored from an older copy. Raised the epoch to {self.epoch}; check "
                                "that workloads are as expected (changes made after the backup are gone)")
-            self.epoch_behind = 0
             return
-        self.journal.event("Warning", "EpochRegressed", f"coordinator/{self.cfg.coordinator_id}",
-                           f"nodes {nodes} honour epoch {self.epoch_behind}, above this leader's {self.epoch}, and "
-                           "ignore its desired state: the etcd state was restored from an older snapshot. Advance "
-                           "etcd's revision past it and restart the coordinators (docs/operations.md)")
+        self.epoch_behind = reported
+        if reported != behind:  # once per epoch reported, not every round
+            self.journal.event("Warning", "EpochRegressed", f"coordinator/{self.cfg.coordinator_id}",
+                               f"nodes {nodes} honour epoch {reported}, above this leader's {self.epoch}, and "
+                               "ignore its desired state: the etcd state was restored from an older snapshot. Advance "
+                               "etcd's revision past it and restart the coordinators (docs/operations.md)")
 
     def _workload_failed(self, key: str, exc: Exception) -> None:
         """An event and a condition on that workload, once per distinct error (not twice a second)."""
