@@ -222,7 +222,10 @@ class SecretFiles:
                 if ".." in Path(item.path).parts or item.path.startswith("/"):
                     raise SecretUnavailable(f"secretVolumes[{i}]: bad path {item.path!r}")
                 _mkdir(target.parent, 0o711 if owner else 0o700)
-                atomic_write(target, raw, vol.default_mode if item.mode is None else item.mode, owner=owner, sync=False)
+                mode = vol.default_mode if item.mode is None else item.mode
+                if can_chown:  # the directories above can be passed by anyone: no bit for others, the file is
+                    mode &= ~0o007  # the workload user's (owner) and its group's
+                atomic_write(target, raw, mode, owner=owner, sync=False)
                 written.add(target)
             for old in [p for p in d.rglob("*") if p.is_file() and p not in written]:
                 old.unlink()  # a key removed from the secret (or from items) disappears from the volume too

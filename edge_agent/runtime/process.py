@@ -93,6 +93,20 @@ def _check(spec: ReplicaSpec) -> None:
         raise SpecUnsupported("the process runtime cannot mount volumes; use the working directory instead")
 
 
+def default_private(root: Path) -> tuple[Path, ...]:
+    """What a confined workload must never read: the agent's data directory (its key, state, other instances), the
+    secrets roots, and — when the agent lives inside a `cloudless up` data directory, next to the coordinator's CA key
+    and the admin credentials — that whole directory, plus the admin CLI's config (its token)."""
+    agent_dir = root.parent
+    private = [agent_dir, *secrets_tops()]
+    cluster_dir = agent_dir.parent
+    if any((cluster_dir / part).exists() for part in ("coordinator", "credentials")):
+        private.append(cluster_dir)
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "cloudless"
+    private.append(config)
+    return tuple(private)
+
+
 class ProcessRuntime:
     def __init__(self, *, node_id: str, cluster: str, root: Path, clock: Callable[[], float] = time.time,
                  log_rotate_bytes: int = LOG_ROTATE_BYTES, adopt: frozenset[str] = frozenset(),
@@ -111,7 +125,7 @@ class ProcessRuntime:
         self._sh = shutil.which("sh") or "/bin/sh"
         self._setpriv = shutil.which("setpriv")
         self._env = shutil.which("env") or "/usr/bin/env"
-        self.private = tuple(private) if private is not None else (root.parent, *secrets_tops())
+        self.private = tuple(private) if private is not None else default_private(root)
         self.landlock_abi = landlock_abi if landlock_abi is not None else 0 if os.geteuid() == 0 else landlock.abi()
 
     # ---- files -------------------------------------------------------------------------------------------

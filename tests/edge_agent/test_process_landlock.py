@@ -95,3 +95,19 @@ def test_the_node_says_what_separates_process_workloads_from_the_agent() -> None
     assert none.startswith("none: workloads run as the agent's user and can read its files") and len(none) <= 160
     shown = render.describe_node({"id": "n", "runtime": "process", "workloadIsolation": none}, [], [], 0.0)
     assert f"Isolation:     {none}" in shown
+
+
+def test_the_default_private_list_covers_an_up_data_dir_and_the_cli_config(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `cloudless up` the agent's data dir sits next to the coordinator's CA key and the admin credentials;
+    a confined workload must not read those, nor the CLI's config (its admin token) — review finding."""
+    from edge_agent.runtime.process import default_private
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    (tmp_path / "data" / "coordinator" / "pki").mkdir(parents=True)
+    (tmp_path / "data" / "agent" / "instances").mkdir(parents=True)
+    private = default_private(tmp_path / "data" / "agent" / "instances")
+    assert tmp_path / "data" in private and tmp_path / "data" / "agent" in private
+    assert tmp_path / "cfg" / "cloudless" in private
+    alone = default_private(tmp_path / "solo" / "instances")  # a device's own agent dir: no cluster dir around it
+    assert tmp_path not in alone

@@ -252,3 +252,16 @@ def test_a_bad_variable_name_or_a_path_clash_is_the_replicas_problem_only(files:
                                                                     wire.SecretFile(key="j", path="x/y"))),)
     with pytest.raises(SecretUnavailable, match="cannot write"):  # an OSError, turned into this replica's error
         files.materialize(spec_with(box("a", 1, {"k": b"v", "j": b"w"}), secret_volumes=clash))
+
+
+def test_files_given_to_a_workload_user_have_no_bits_for_other_users(files: SecretFiles) -> None:
+    """A root agent lets a runAsUser workload pass through the directories (0711) to its files; then the files
+    themselves must keep every other local user out, whatever mode the spec asked for (review finding)."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root agent gives files to another user")
+    spec = spec_with(box("tls", 1, {"tls.crt": b"CRT"}), secret_volumes=(wire.SecretVolume(
+        secret="tls", mount_path="/etc/tls", items=(wire.SecretFile(key="tls.crt", path="server.crt", mode=0o644),)),))
+    m = files.materialize(spec, owner=(65534, 65534))
+    (vol, _mount), = m.volumes
+    crt = vol / "server.crt"
+    assert stat.S_IMODE(crt.stat().st_mode) == 0o640 and crt.stat().st_uid == 65534
