@@ -191,7 +191,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
         cfg = dataclasses.replace(cfg, labels={**dict(identity.labels), **cfg.labels}, zone=cfg.zone or identity.zone)
     broker = cfg.broker or parse_broker_url(identity.broker_url if identity else "")
     cfg = dataclasses.replace(cfg, cluster_id=cluster.of_ca_file(identity.ca) if identity is not None
-                              else cluster.of_broker(broker.host, broker.port))
+                              else cluster.remembered(cfg.data_dir, cluster.of_broker(broker.host, broker.port)))
     log.info("node %s of cluster %s", cfg.node_id, cfg.cluster_id)
     runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
     tls: ClientTls | None

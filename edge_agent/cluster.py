@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from edge_agent.atomic import atomic_write
 from edge_agent.errors import ConfigError
 
 ID_HEX = 12
@@ -39,3 +40,19 @@ def of_ca_file(path: Path) -> str:
 def of_broker(host: str, port: int) -> str:
     """Without an enrolled CA (password authentication): the id of the broker at host:port."""
     return hashlib.sha256(f"mqtt-broker {host.lower()}:{port}".encode()).hexdigest()[:ID_HEX]
+
+
+def remembered(data_dir: Path, computed: str) -> str:
+    """The id this agent used first, kept in its data dir: a broker address that changes later (an IP replaced by a
+    name, a new port) must not orphan every instance the agent labelled before (they would never be adopted nor
+    removed, and duplicates would be started)."""
+    path = data_dir / "cluster-id"
+    try:
+        kept = path.read_text().strip()
+    except OSError:
+        kept = ""
+    if len(kept) == ID_HEX and all(c in "0123456789abcdef" for c in kept):
+        return kept
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (computed + "\n").encode(), 0o600)
+    return computed

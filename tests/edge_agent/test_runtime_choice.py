@@ -40,3 +40,13 @@ def test_the_podman_runtime_leaves_rich_and_charset_detection_unloaded_although_
 
 def test_the_process_runtime_loads_neither_podman_nor_rich(tmp_path: Path) -> None:
     assert choose("process", tmp_path) == "ProcessRuntime False []"
+
+
+def test_a_broker_derived_cluster_id_survives_a_change_of_broker_address(tmp_path: Path) -> None:
+    """Password-authenticated agents take their cluster id from the broker's address; moving the broker (a name
+    instead of an IP, another port) must not orphan the instances labelled with the first id (review finding)."""
+    from edge_agent import cluster
+
+    first = cluster.remembered(tmp_path, cluster.of_broker("192.0.2.10", 1883))
+    assert cluster.remembered(tmp_path, cluster.of_broker("broker.home.arpa", 8883)) == first
+    assert first == cluster.of_broker("192.0.2.10", 1883)
