@@ -18,9 +18,9 @@ from edge_agent.runtime.process import ProcessRuntime
 from edge_agent.secrets import SecretFiles, SecretVault
 from tests.edge_agent.builders import make_spec
 from tests.edge_agent.test_secrets import KEY, NODE, box
+from tests.need import unavailable
 
 ABI = landlock.abi()
-needs_landlock = pytest.mark.skipif(ABI < 1, reason="the kernel has no Landlock")
 ENV = (wire.SecretEnv(name="DB_PASSWORD", secret="db", key="password"),)
 
 PROBE = """
@@ -46,8 +46,9 @@ def test_the_plan_grants_the_way_down_but_never_the_private_dirs(tmp_path: Path)
         ("/home/u/data/p/1", 5)]  # what is the workload's own, on top
 
 
-@needs_landlock
 async def test_a_confined_workload_reads_its_own_secret_and_nothing_of_the_agent_s(tmp_path: Path) -> None:
+    if ABI < 1:
+        unavailable("the kernel has no Landlock (5.13+ with CONFIG_SECURITY_LANDLOCK)")
     agent = tmp_path / "agent"
     (agent / "identity").mkdir(parents=True)
     key = agent / "identity" / "node.key"

@@ -21,6 +21,7 @@ from edge_agent.runtime.process import ProcessRuntime
 from edge_agent.secrets import SecretFiles, SecretVault
 from tests.edge_agent.builders import make_spec
 from tests.edge_agent.test_secrets import KEY, NODE, box
+from tests.need import require_root, unavailable
 
 NOBODY = 65534
 
@@ -51,8 +52,10 @@ async def exited(rt: ProcessRuntime, instance_id: str) -> Instance:
     raise AssertionError(f"{instance_id} did not exit")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs a root agent and setpriv")
 async def test_root_agent_runs_a_workload_as_another_user_with_its_secret_env(shm: Path, proc_root: Path) -> None:
+    require_root("a root agent switches a workload to another user")
+    if shutil.which("setpriv") is None:
+        unavailable("setpriv is missing: install util-linux")
     value = "pa55-" + os.urandom(6).hex()
     files = SecretFiles(NODE, SecretVault(NODE, lambda: KEY), shm, cluster="c1")
     spec = make_spec("job-0", command=("/bin/sh", "-c", 'printf "uid=%s pw=%s\\n" "$(id -u)" "$DB_PASSWORD"'),

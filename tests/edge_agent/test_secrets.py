@@ -21,6 +21,7 @@ from edge_agent.runtime.process import ProcessRuntime
 from edge_agent.secret_layout import needs_secrets, restart_on_change, shell_quote, versions_of
 from edge_agent.secrets import SecretFiles, SecretUnavailable, SecretVault, find_tmpfs
 from tests.edge_agent.builders import make_spec
+from tests.need import require_root
 
 NODE = "pi-1"
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -258,7 +259,7 @@ def test_files_given_to_a_workload_user_have_no_bits_for_other_users(files: Secr
     """A root agent lets a runAsUser workload pass through the directories (0711) to its files; then the files
     themselves must keep every other local user out, whatever mode the spec asked for (review finding)."""
     if os.geteuid() != 0:
-        pytest.skip("only a root agent gives files to another user")
+        require_root("only a root agent gives files to another user")
     spec = spec_with(box("tls", 1, {"tls.crt": b"CRT"}), secret_volumes=(wire.SecretVolume(
         secret="tls", mount_path="/etc/tls", items=(wire.SecretFile(key="tls.crt", path="server.crt", mode=0o644),)),))
     m = files.materialize(spec, owner=(65534, 65534))

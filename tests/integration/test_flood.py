@@ -27,6 +27,7 @@ from coordinator.pki import CertRole
 from tests.integration.cluster_env import CoordinatorProc
 from tests.integration.conftest import BrokerUnderTest, make_auth, require_binary
 from tests.integration.test_broker_mtls import ROLES, MtlsBroker, Pki
+from tests.need import unavailable
 
 pytestmark = pytest.mark.integration
 FLOOD = 1100
@@ -40,7 +41,7 @@ def _enough_files_for_the_flood() -> None:
     want = FLOOD + 512
     if soft < want:
         if hard != resource.RLIM_INFINITY and hard < want:
-            pytest.skip(f"the test process may open only {hard} files; the flood needs {want}")
+            unavailable(f"the test process may open only {hard} files; the flood needs {want}: raise the hard limit")
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
