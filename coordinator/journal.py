@@ -47,7 +47,8 @@ class Journal:
         self.lock = lock
         self.recording = recording
         self.pending: list[Op] = []
-        self.events: list[Event] = []
+        self._events: list[Event] = []
+        self._per_class = {True: 0, False: 0}  # events held, security and not: eviction never rescans the list
         self._unstreamed: list[Event] = []  # recorded, streamed to listeners once their write is committed
         self._committed_seq = 0  # the newest event known to be in the store
         self._event_seq = 0
@@ -116,12 +117,26 @@ class Journal:
         log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
         return ev
 
+    @property
+    def events(self) -> list[Event]:
+        return self._events
+
+    @events.setter
+    def events(self, events: list[Event]) -> None:
+        self._events = events
+        security = sum(1 for e in events if is_security(e.reason))
+        self._per_class = {True: security, False: len(events) - security}
+
     def _evict(self, security: bool) -> None:
-        """Past its class's bound, the oldest event of the same class goes (security and churn are bounded apart)."""
-        same = [i for i, e in enumerate(self.events) if is_security(e.reason) == security]
-        if len(same) > (SECURITY_RETENTION if security else EVENT_RETENTION):
-            old = self.events.pop(same[0])
-            self.pending.append(delete_op(model.event_key(old.seq)))
+        """Past its class's bound, the oldest event of the same class goes (security and churn are bounded apart).
+        Runs for every event: a count decides, and the search stops at the oldest of that class."""
+        self._per_class[security] += 1
+        if self._per_class[security] <= (SECURITY_RETENTION if security else EVENT_RETENTION):
+            return
+        index = next(i for i, e in enumerate(self._events) if is_security(e.reason) == security)
+        old = self._events.pop(index)
+        self._per_class[security] -= 1
+        self.pending.append(delete_op(model.event_key(old.seq)))
 
     async def record_now(self, type_: str, reason: str, obj: str, message: str) -> None:
         """An event from a request handler, written before the handler answers (so a client listing events next
