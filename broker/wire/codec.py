@@ -23,6 +23,8 @@ from broker.wire.messages import (
     Heartbeat,
     NodeStatus,
     ObservedState,
+    OverlayReport,
+    PeerDirectory,
 )
 from broker.wire.schema import compile_schema, describe
 
@@ -41,6 +43,8 @@ CHANNEL_KINDS: dict[topics.Channel, type] = {
     topics.Channel.OBSERVED: ObservedState,
     topics.Channel.CMD: CommandRequest,
     topics.Channel.REPLY: CommandReply,
+    topics.Channel.OVERLAY: OverlayReport,
+    topics.Channel.PEERS: PeerDirectory,
 }
 
 

@@ -314,6 +314,9 @@ class CommandName(StrEnum):
     EXEC = "exec"
     DRAIN = "drain"
     PING = "ping"
+    # args: peer (a node id), count (1..100, default 5): the node reaches `peer` over the overlay and answers
+    # with an OverlayPingResult as JSON in `output`
+    OVERLAY_PING = "overlay-ping"
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +350,118 @@ class CommandReply:
     error: Annotated[str, Text(4096)] = ""
 
 
+# ---- the overlay (data plane) control: candidates, peer directories ---------------------------------------
+# Bytes never travel here; these messages only say who is where (ARCHITECTURE §8).
+
+RelayId = Annotated[str, Text(80)]  # a relay's certificate identity, "relay@<name>"
+HostPort = Annotated[str, Text(80)]  # "host:port" (IPv6 as "[addr]:port")
+SerialHex = Annotated[str, Text(40)]
+
+
+class CandidateKind(StrEnum):
+    LOCAL = "local"  # an address of the node's own interfaces (same LAN)
+    REFLEXIVE = "reflexive"  # the node's address as a relay sees it (outside its NAT)
+    RELAY = "relay"  # reachable through this relay
+
+
+class PathKind(StrEnum):
+    LAN = "lan"  # direct, to a local candidate
+    DIRECT = "direct"  # direct, to a reflexive (hole-punched) candidate
+    RELAYED = "relayed"
+    CONNECTING = "connecting"
+    DOWN = "down"  # wanted, not connected (last_error says why)
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayCandidate:
+    kind: CandidateKind
+    address: HostPort
+    via: RelayId = ""  # reflexive: the relay that saw it; relay: the relay itself
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPath:
+    """How a node reaches one peer right now."""
+
+    node_id: NodeId
+    path: PathKind
+    relay: RelayId = ""
+    address: HostPort = ""  # the direct address in use (LAN or punched)
+    rtt_ms: Annotated[float, Float(0.0, 600_000.0)] | None = None
+    bytes_out: Bytes = 0
+    bytes_in: Bytes = 0
+    since: Timestamp | None = None  # when the current path was chosen
+    changes: Count = 0  # path changes since the connection was made
+    last_error: Annotated[str, Text(512)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayReport:
+    """A node's overlay as it is (retained, sent on change and at most every few seconds while paths change):
+    whether it runs one, its candidates, the relays it holds links to, and every peer's path. `disabled` says
+    why a node runs without the overlay (no aioquic build, no certificate, switched off)."""
+
+    KIND: ClassVar[str] = "node.overlay"
+    node_id: NodeId
+    ts: Timestamp
+    enabled: bool
+    disabled: Annotated[str, Text(512)] = ""
+    port: Annotated[int, Int(0, 65535)] = 0
+    candidates: Annotated[tuple[OverlayCandidate, ...], Items(32)] = ()
+    relays: Annotated[tuple[RelayId, ...], Items(16)] = ()
+    peers: Annotated[tuple[PeerPath, ...], Items(1024)] = ()
+    # counters since the agent started: direct-path attempts, how many found a direct path, falls back to a relay
+    punch_attempts: Count = 0
+    punch_successes: Count = 0
+    fallbacks: Count = 0
+    relay_bytes: Bytes = 0  # peer bytes this node sent and received through relays
+
+
+@dataclass(frozen=True, slots=True)
+class RelayInfo:
+    relay_id: RelayId
+    addresses: Annotated[tuple[HostPort, ...], Items(8)]  # tried in order; UDP, then TCP/TLS on the same port
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEntry:
+    """A peer a node must be able to reach: what the coordinator knows of it from its own OverlayReport."""
+
+    node_id: NodeId
+    candidates: Annotated[tuple[OverlayCandidate, ...], Items(32)] = ()
+    relays: Annotated[tuple[RelayId, ...], Items(16)] = ()  # the relays the peer holds links to
+    dial: bool = False  # this node opens the connection (exactly one side of a pair does; the other accepts)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDirectory:
+    """The overlay as one node must know it (retained, coord -> that node only): the relays to hold links to,
+    the peers to reach, and the revoked certificate serials (live overlay connections with them are cut).
+    Fenced like DesiredState: `epoch` is the publisher's leadership epoch, `generation` grows per node."""
+
+    KIND: ClassVar[str] = "node.peers"
+    node_id: NodeId
+    generation: Generation
+    epoch: Generation
+    ts: Timestamp
+    relays: Annotated[tuple[RelayInfo, ...], Items(16)] = ()
+    peers: Annotated[tuple[PeerEntry, ...], Items(1024)] = ()
+    revoked: Annotated[tuple[SerialHex, ...], Items(2048)] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayPingResult:
+    """What an `overlay-ping` command answers (JSON in CommandReply.output)."""
+
+    peer: NodeId
+    path: PathKind
+    relay: RelayId = ""
+    address: HostPort = ""
+    rtts_ms: Annotated[tuple[Annotated[float, Float(0.0, 600_000.0)], ...], Items(100)] = ()
+    connect_ms: Annotated[float, Float(0.0, 600_000.0)] | None = None
+    error: Annotated[str, Text(512)] = ""
+
+
 # ---- coordinators ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +490,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ObservedState,
     CommandRequest,
     CommandReply,
+    OverlayReport,
+    PeerDirectory,
     CoordinatorStatus,
     LeaderClaim,
 )

@@ -26,6 +26,8 @@ class Channel(StrEnum):
     OBSERVED = "observed"
     CMD = "cmd"
     REPLY = "reply"
+    OVERLAY = "overlay"
+    PEERS = "peers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ NODE_CHANNELS: dict[Channel, TopicSpec] = {
     Channel.OBSERVED: TopicSpec(qos=1, retain=True),  # per-replica state
     Channel.CMD: TopicSpec(qos=1, retain=False),  # one-off requests, queued for persistent sessions
     Channel.REPLY: TopicSpec(qos=1, retain=False),  # replies to cmd, matched by correlation id
+    Channel.OVERLAY: TopicSpec(qos=1, retain=True),  # the node's overlay: candidates, relays, peer paths
+    Channel.PEERS: TopicSpec(qos=1, retain=True),  # the peer directory the coordinator keeps for the node
 }
 COORD_STATUS_SPEC = TopicSpec(qos=1, retain=True)
 LEADER_SPEC = TopicSpec(qos=1, retain=True)
@@ -77,6 +81,14 @@ def node_cmd(node_id: str) -> str:
 
 def node_reply(node_id: str) -> str:
     return node_topic(node_id, Channel.REPLY)
+
+
+def node_overlay(node_id: str) -> str:
+    return node_topic(node_id, Channel.OVERLAY)
+
+
+def node_peers(node_id: str) -> str:
+    return node_topic(node_id, Channel.PEERS)
 
 
 def coord_status(coordinator_id: str) -> str:

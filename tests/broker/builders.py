@@ -221,6 +221,41 @@ def make_leader_claim(**overrides: Any) -> wire.LeaderClaim:
     return wire.LeaderClaim(**{**fields, **overrides})
 
 
+def make_overlay_report(**overrides: Any) -> wire.OverlayReport:
+    fields: dict[str, Any] = {
+        "node_id": "pi-1",
+        "ts": TS,
+        "enabled": True,
+        "disabled": "relay relay@b: no answer over UDP or TCP",  # a partial problem, shown beside a running overlay
+        "port": 41641,
+        "candidates": (wire.OverlayCandidate(wire.CandidateKind.REFLEXIVE, "203.0.113.7:61000", via="relay@vps"),),
+        "relays": ("relay@vps",),
+        "peers": (wire.PeerPath("laptop", wire.PathKind.DIRECT, relay="relay@vps", address="198.51.100.4:41641",
+                                rtt_ms=12.5, bytes_out=1000, bytes_in=2000, since=TS - 60.0, changes=1,
+                                last_error="direct path lost once"),),
+        "punch_attempts": 3,
+        "punch_successes": 2,
+        "fallbacks": 1,
+        "relay_bytes": 4096,
+    }
+    return wire.OverlayReport(**{**fields, **overrides})
+
+
+def make_peer_directory(**overrides: Any) -> wire.PeerDirectory:
+    fields: dict[str, Any] = {
+        "node_id": "pi-1",
+        "generation": 4,
+        "epoch": 2,
+        "ts": TS,
+        "relays": (wire.RelayInfo("relay@vps", ("203.0.113.1:7000", "[2001:db8::1]:7000")),),
+        "peers": (wire.PeerEntry("laptop", (wire.OverlayCandidate(wire.CandidateKind.REFLEXIVE, "198.51.100.4:41641",
+                                                            via="relay@vps"),),
+                                 ("relay@vps",), dial=True),),
+        "revoked": ("1f2e3d",),
+    }
+    return wire.PeerDirectory(**{**fields, **overrides})
+
+
 BUILDERS: dict[type, Callable[..., Any]] = {
     wire.NodeStatus: make_node_status,
     wire.Heartbeat: make_heartbeat,
@@ -228,6 +263,8 @@ BUILDERS: dict[type, Callable[..., Any]] = {
     wire.ObservedState: make_observed,
     wire.CommandRequest: make_command,
     wire.CommandReply: make_reply,
+    wire.OverlayReport: make_overlay_report,
+    wire.PeerDirectory: make_peer_directory,
     wire.CoordinatorStatus: make_coord_status,
     wire.LeaderClaim: make_leader_claim,
 }

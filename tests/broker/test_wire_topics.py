@@ -22,6 +22,8 @@ NODE_FUNCS: dict[Channel, Callable[[str], str]] = {
     Channel.OBSERVED: topics.node_observed,
     Channel.CMD: topics.node_cmd,
     Channel.REPLY: topics.node_reply,
+    Channel.OVERLAY: topics.node_overlay,
+    Channel.PEERS: topics.node_peers,
 }
 
 # The declared QoS/retain per channel (ARCHITECTURE §3), restated so a change to topics.py is deliberate.
@@ -32,6 +34,8 @@ DECLARED = {
     Channel.OBSERVED: TopicSpec(qos=1, retain=True),
     Channel.CMD: TopicSpec(qos=1, retain=False),
     Channel.REPLY: TopicSpec(qos=1, retain=False),
+    Channel.OVERLAY: TopicSpec(qos=1, retain=True),
+    Channel.PEERS: TopicSpec(qos=1, retain=True),
 }
 
 
