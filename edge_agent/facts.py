@@ -7,6 +7,7 @@ left out); nothing here ever raises to the caller.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -135,7 +136,21 @@ def node_facts(
         labels=dict(labels),
         agent_version=agent_version[:32],
         workload_isolation=workload_isolation(runtime, os.geteuid(), _safe("landlock", landlock.abi) or 0),
+        abilities=abilities(runtime, overlay=bool(_safe("aioquic", lambda: importlib.util.find_spec("aioquic")))),
     )
+
+
+# what each runtime adapter honours (`runtime.process` refuses port remapping, volumes and images; Podman does all)
+_RUNTIME_ABILITIES: dict[str, tuple[str, ...]] = {
+    "podman": ("containers", "port-remap", "volumes", "images"),
+    "process": ("process",),
+}
+
+
+def abilities(runtime: str, *, overlay: bool) -> tuple[str, ...]:
+    """What this node can do for a workload (`NodeFacts.abilities`): its runtime's abilities, and `overlay` when
+    the QUIC overlay can run here (aioquic is installed; whether it is switched on is the overlay report's say)."""
+    return _RUNTIME_ABILITIES.get(runtime, ()) + (("overlay",) if overlay else ())
 
 
 def workload_isolation(runtime: str, agent_uid: int, landlock_abi: int) -> str:

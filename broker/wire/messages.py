@@ -88,6 +88,15 @@ class NodeFacts:
     # what keeps a workload from the agent's own files (its key, other replicas' secrets) on this node's runtime;
     # "" for containers, which never see them
     workload_isolation: Annotated[str, Text(160)] = ""
+    # what the node can do for a workload, each among ABILITIES (unknown words are a newer agent's: ignored); the
+    # scheduler places a replica only where every ability it needs is present. Empty: an older agent that did not
+    # say (the coordinator infers them from `runtime`)
+    abilities: Annotated[tuple[Annotated[str, Text(32)], ...], Items(16)] = ()
+
+    # containers: runs OCI images in containers; port-remap: publishes a container port on another host port;
+    # volumes: emptyDir volumes; images: pulls and stores images; process: runs a command as a plain process, no
+    # image; overlay: takes part in the QUIC overlay (aioquic available)
+    ABILITIES: ClassVar[tuple[str, ...]] = ("containers", "port-remap", "volumes", "images", "process", "overlay")
 
 
 @dataclass(frozen=True, slots=True)

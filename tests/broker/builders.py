@@ -36,6 +36,7 @@ def make_facts(**overrides: Any) -> wire.NodeFacts:
         "labels": {"room": "kitchen", "tier": "edge"},
         "agent_version": "0.1.0",
         "workload_isolation": "landlock",
+        "abilities": ("containers", "port-remap", "volumes", "images", "overlay"),
     }
     return wire.NodeFacts(**{**fields, **overrides})
 
