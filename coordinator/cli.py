@@ -56,6 +56,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the broker URL enrolled devices are told to dial (default: --broker)")
     p.add_argument("--api-hostname", action="append", default=[], metavar="NAME",
                    help="extra names/IPs for the API's TLS certificate (repeatable)")
+    p.add_argument("--relay", action="append", default=[], metavar="relay@NAME=HOST:PORT[,HOST:PORT]",
+                   help="an overlay relay every node holds a link to (repeat for several; `cloudless relay` runs "
+                   "one, `cloudless up` starts one); its addresses are tried in order")
     p.add_argument("--policy", type=Path, action="append", default=[], metavar="FILE",
                    help="admission policy file (YAML, repeatable); replaces the secure default set")
     p.add_argument("--cert-lifetime", type=float, default=3 * 86400, metavar="SECONDS",
@@ -325,7 +328,7 @@ async def _run(settings: Settings) -> int:
     secrets_svc = await _open_secrets(settings, store)
     pki = _open_pki(settings, store, api_url) if settings.pki else None
     cfg = CoordinatorConfig(coordinator_id=settings.coordinator_id, membership=settings.membership,
-                            policies=settings.policies, api_url=api_url)
+                            policies=settings.policies, api_url=api_url, relays=settings.relays)
     coord = Coordinator(cfg, store=store, mqtt=_mqtt(settings, pki.mqtt_tls if pki else None), leadership=elector,
                         secrets=secrets_svc)
     await coord.start()

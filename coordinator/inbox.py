@@ -13,12 +13,13 @@ from broker.client import Message
 from broker.errors import WireError
 from broker.limits import safe_topic
 from broker.listeners import ThrottledLog
-from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, topics
+from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, OverlayReport, topics
 from coordinator import membership
 from coordinator.cluster import Cluster
 from coordinator.membership import MembershipConfig
 from coordinator.metrics import Metrics
 from coordinator.operations import Recorder
+from coordinator.overlay import OverlayBook
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class Inbox:
     """`resolve(reply)` hands a command reply to whoever waits for it (Operations.resolve)."""
 
     def __init__(self, cluster: Cluster, journal: Recorder, *, metrics: Metrics, clock: Callable[[], float],
-                 cfg: MembershipConfig, wake: Callable[[], None], resolve: Callable[[CommandReply], None]) -> None:
+                 cfg: MembershipConfig, wake: Callable[[], None], resolve: Callable[[CommandReply], None],
+                 overlay: OverlayBook | None = None) -> None:
         self.cluster = cluster
         self.journal = journal
         self.metrics = metrics
@@ -37,12 +39,14 @@ class Inbox:
         self.cfg = cfg
         self.wake = wake
         self.resolve = resolve
+        self.overlay = overlay if overlay is not None else OverlayBook()
         self._bad = ThrottledLog(log)  # refusals of what nodes send: a flood of them is counted, not echoed
 
     def handlers(self) -> tuple[tuple[topics.Channel, Handler], ...]:
         """Which node channel each handler takes (the engine subscribes them)."""
         return ((topics.Channel.STATUS, self.on_status), (topics.Channel.HEARTBEAT, self.on_heartbeat),
-                (topics.Channel.OBSERVED, self.on_observed), (topics.Channel.REPLY, self.on_reply))
+                (topics.Channel.OBSERVED, self.on_observed), (topics.Channel.REPLY, self.on_reply),
+                (topics.Channel.OVERLAY, self.on_overlay))
 
     def _decode(self, m: Message) -> object | None:
         self.metrics.mqtt("in", m.topic.rsplit("/", 1)[-1][:16], len(m.payload))
@@ -94,3 +98,20 @@ class Inbox:
         msg = self._decode(m)
         if isinstance(msg, CommandReply):
             self.resolve(msg)
+
+    def on_overlay(self, m: Message) -> None:
+        """A node's overlay report: kept for the directories and `get peers`; path changes become events (a
+        retained replay after a reconnect is not news); new candidates or relays wake the loop (peers' directories
+        change)."""
+        msg = self._decode(m)
+        if not isinstance(msg, OverlayReport):
+            return
+        if msg.node_id in self.cluster.revoked_nodes:
+            return
+        events, changed = self.overlay.on_report(msg)
+        if not m.retain:
+            for ev in events[:20]:  # a node reporting 1,000 new peers at once is not 1,000 events
+                self.journal.event("Warning" if ev.warning else "Normal", "OverlayPath", f"node/{ev.node_id}",
+                                   ev.message)
+        if changed:
+            self.wake()

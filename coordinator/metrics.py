@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from coordinator.membership import NodeInfo
 from coordinator.model import ReplicaRecord, WorkloadRecord
+from coordinator.overlay import OverlayBook, counters, direct_share
 
 
 class LeaderFlag(Protocol):
@@ -42,6 +43,9 @@ class MetricsSource(Protocol):
 
     @property
     def metrics_leader_changes(self) -> int: ...
+
+    @property
+    def overlay(self) -> OverlayBook: ...
 
 
 class _StateCollector:
@@ -74,6 +78,33 @@ class _StateCollector:
         changes = CounterMetricFamily("cloudless_leader_changes", "Times this coordinator took over as leader")
         changes.add_metric([], self.coord.metrics_leader_changes)
         yield changes
+        yield from self._overlay()
+
+    def _overlay(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The overlay as the nodes last reported it: paths by NAT pair and outcome, the direct share, and the
+        nodes' own counters summed per NAT class (they reset when an agent restarts, like any process counter)."""
+        book = self.coord.overlay
+        paths = GaugeMetricFamily("cloudless_overlay_paths", "Node-to-peer overlay paths by NAT pair and path "
+                                  "(lan, direct, relayed, connecting, down)", labels=["nat_pair", "path"])
+        for (nat_pair, path), n in sorted(book.outcomes_by_nat_pair().items()):
+            paths.add_metric([nat_pair, path], n)
+        yield paths
+        share = GaugeMetricFamily("cloudless_overlay_direct_ratio", "Share of live overlay paths that are direct "
+                                  "(LAN or hole-punched) rather than relayed")
+        ratio = direct_share(book.reports.values())
+        if ratio is not None:
+            share.add_metric([], ratio)
+        yield share
+        sums = counters(book.reports, book.nat_classes())
+        for key, help_ in (("attempts", "Direct-path (hole punching) attempts"),
+                           ("successes", "Direct-path attempts that found a direct path"),
+                           ("fallbacks", "Direct paths lost and replaced by a relay"),
+                           ("relay_bytes", "Peer bytes nodes sent and received through relays")):
+            family = CounterMetricFamily(f"cloudless_overlay_{key}", f"{help_}, by the node's NAT class "
+                                         "(summed from node reports)", labels=["nat"])
+            for nat, n in sorted(sums[key].items()):
+                family.add_metric([nat], n)
+            yield family
 
 
 class Metrics:

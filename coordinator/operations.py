@@ -87,8 +87,10 @@ class Operations:
 
     def __init__(self, cluster: Cluster, journal: Recorder, *, bus: Bus, clock: Callable[[], float],
                  lock: asyncio.Lock, wake: Callable[[], None], policies: tuple[Policy, ...] | None,
-                 on_node_deleted: Callable[[str], None]) -> None:
+                 on_node_deleted: Callable[[str], None],
+                 on_revoked: Callable[[tuple[str, ...]], None] = lambda _serials: None) -> None:
         self.cluster = cluster
+        self.on_revoked = on_revoked
         self.journal = journal
         self.bus = bus
         self.clock = clock
@@ -255,23 +257,31 @@ class Operations:
         """Carry a command to the replica's node over MQTT and wait for its reply."""
         if replica.node is None:
             raise CommandFailed(f"replica {replica.replica_id} has no node yet")
-        info = self.cluster.members.get(replica.node)
-        if info is None or info.state is not NodeState.ONLINE:
-            raise CommandFailed(f"node {replica.node} is not online")
+        return await self.command_node(replica.node, name, args={"replica": replica.replica_id, **(args or {})},
+                                       argv=argv, timeout_s=timeout_s)
+
+    async def command_node(self, node_id: str, name: CommandName, *, args: dict[str, str] | None = None,
+                           argv: tuple[str, ...] = (), timeout_s: float = 10.0) -> CommandReply:
+        """Carry a command to a node over MQTT and wait for its reply."""
+        info = self.cluster.members.get(node_id)
+        if info is None:
+            raise NotFound(f"node {node_id} not found")
+        if info.state is not NodeState.ONLINE:
+            raise CommandFailed(f"node {node_id} is not online")
         request_id, now = secrets.token_hex(8), self.clock()
-        req = CommandRequest(request_id=request_id, node_id=replica.node, command=name,
-                             reply_to=topics.node_reply(replica.node), deadline=now + timeout_s, sent=now,
-                             args={"replica": replica.replica_id, **(args or {})}, argv=argv)
+        req = CommandRequest(request_id=request_id, node_id=node_id, command=name,
+                             reply_to=topics.node_reply(node_id), deadline=now + timeout_s, sent=now,
+                             args=dict(args or {}), argv=argv)
         fut: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
         self.replies[request_id] = fut
         try:
-            await self.bus.publish(topics.node_cmd(replica.node), wire.encode(req), qos=1)
+            await self.bus.publish(topics.node_cmd(node_id), wire.encode(req), qos=1)
             async with asyncio.timeout(timeout_s + 2.0):
                 return await fut
         except TimeoutError:
-            raise CommandFailed(f"node {replica.node} did not answer within {timeout_s:.0f}s") from None
+            raise CommandFailed(f"node {node_id} did not answer within {timeout_s:.0f}s") from None
         except MqttError as exc:
-            raise CommandFailed(f"cannot reach node {replica.node}: {exc}") from None
+            raise CommandFailed(f"cannot reach node {node_id}: {exc}") from None
         finally:
             self.replies.pop(request_id, None)
 
@@ -300,10 +310,13 @@ class Operations:
         self.on_node_deleted(node_id)  # its retained presence, observed state, mirror and entities
         self.wake()
 
-    async def mark_revoked(self, node_id: str) -> None:
-        """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once."""
+    async def mark_revoked(self, node_id: str, serials: tuple[str, ...] = ()) -> None:
+        """A revoked node is gone for good: treat it as lost now, so its replicas are replaced at once; its
+        certificate serials (hex) go to every node's peer directory, so live overlay connections with it are cut."""
         async with self.lock:
             self.cluster.revoked_nodes.add(node_id)
+            if serials:
+                self.on_revoked(serials)
             info = self.cluster.members.get(node_id)
             if info is not None:
                 self.cluster.members[node_id] = membership.mark_lost(info, self.clock())

@@ -17,12 +17,13 @@ from typing import Any
 from broker import wire
 from broker.client import MqttClient
 from broker.errors import MqttError, WireError
-from broker.wire import DesiredState, ReplicaSpec, topics
+from broker.wire import DesiredState, PeerDirectory, ReplicaSpec, topics
 from coordinator import dashboard, model
 from coordinator.cluster import Cluster
 from coordinator.delivery import SecretDelivery
 from coordinator.metrics import Metrics
 from coordinator.operations import Recorder
+from coordinator.overlay import OverlayBook
 from coordinator.store import Store, StoreError, put
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,37 @@ class Outbox:
         self._delivery: SecretDelivery | None = None
         self._undeliverable: set[tuple[str, str, str]] = set()
         self.refused: dict[str, str] = {}  # node -> why its desired state could not be sent
+        # peer directories (coordinator.overlay): what was last sent per node, and its generation (in memory: the
+        # epoch grows with every start or term, and agents fence on it first)
+        self._peers_sent: dict[str, object] = {}
+        self.peersgen: dict[str, int] = {}
 
     def forget_sent(self) -> None:
         """Send everything again next time (the broker may have lost its retained store, or a new term began)."""
         self._published.clear()
         self._dash_sent.clear()
+        self._peers_sent.clear()
+
+    def publish_peers(self, book: OverlayBook, now: float, epoch: int) -> None:
+        """Every node's peer directory that changed (retained, only to that node's topic). One that cannot be
+        built or sent is logged and tried again next round; the others go out."""
+        for node_id in sorted(n for n in {*book.reports, *(x for k in book.wants for x in k)}
+                              if book.wants_directory(n)):
+            relays, peers, revoked = book.directory(node_id)
+            content = (relays, peers, revoked)
+            if self._peers_sent.get(node_id) == content:
+                continue
+            gen = self.peersgen.get(node_id, 0) + 1
+            try:
+                payload = wire.encode(PeerDirectory(node_id=node_id, generation=gen, epoch=epoch, ts=now,
+                                                    relays=relays, peers=peers, revoked=revoked))
+                self.mqtt.publish_nowait(topics.node_peers(node_id), payload, qos=1, retain=True)
+            except (WireError, MqttError) as exc:
+                log.warning("peer directory for %s not sent: %s", node_id, exc)
+                continue
+            self.metrics.mqtt("out", "peers", len(payload))
+            self.peersgen[node_id] = gen
+            self._peers_sent[node_id] = content
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
         sealed = self._delivery.sealed_for if self._delivery is not None else None
@@ -145,7 +172,9 @@ class Outbox:
 
     def clear_node(self, node_id: str) -> None:
         """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
-        gone = [topics.node_status(node_id), topics.node_observed(node_id), *dashboard.cleared_topics(node_id)]
+        gone = [topics.node_status(node_id), topics.node_observed(node_id), topics.node_overlay(node_id),
+                topics.node_peers(node_id), *dashboard.cleared_topics(node_id)]
+        self._peers_sent.pop(node_id, None)
         for topic in gone:
             self._dash_sent.pop(topic, None)
             self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)

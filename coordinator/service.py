@@ -26,6 +26,7 @@ from broker.errors import MqttError
 from broker.wire import (
     CoordinatorStatus,
     Presence,
+    RelayInfo,
     ReplicaObserved,
     ReplicaSpec,
     topics,
@@ -41,6 +42,8 @@ from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
 from coordinator.outbox import Outbox
+from coordinator.overlay import OverlayBook, Want
+from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_from_store
 from coordinator.policy import Policy
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
@@ -65,6 +68,7 @@ class CoordinatorConfig:
     api_url: str = ""
     seed: int = 0
     policies: tuple[Policy, ...] | None = None  # None: the secure default set
+    relays: tuple[RelayInfo, ...] = ()  # the overlay relays every node holds a link to (coordinator.overlay)
 
 
 class Coordinator:
@@ -94,10 +98,14 @@ class Coordinator:
         # the daemon runs one) to that node's enrolled key
         self.outbox = Outbox(self.cluster, self.journal, mqtt=mqtt, store=store, metrics=self.metrics, clock=clock,
                              secrets=secrets)
+        self.overlay = OverlayBook(relays=cfg.relays)
         self.ops = Operations(self.cluster, self.journal, bus=mqtt, clock=clock, lock=self._lock, wake=self.wake,
-                              policies=cfg.policies, on_node_deleted=self.outbox.clear_node)
+                              policies=cfg.policies, on_node_deleted=self._node_deleted,
+                              on_revoked=self._revoked)
+        self.overlay_ops = OverlayOps(self.overlay, self.cluster, self.journal, commander=self.ops, clock=clock,
+                                      lock=self._lock, wake=self.wake)
         self.inbox = Inbox(self.cluster, self.journal, metrics=self.metrics, clock=clock, cfg=cfg.membership,
-                           wake=self.wake, resolve=self.ops.resolve)
+                           wake=self.wake, resolve=self.ops.resolve, overlay=self.overlay)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dash_at = 0.0
@@ -177,10 +185,16 @@ class Coordinator:
         revoked = {e.key.rsplit("/", 1)[1] for e in await self.store.list("/certs/")
                    if json.loads(e.value).get("revoked")}
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
+        kept = pairs_from_store([(e.key, e.value) for e in await self.store.list(PAIRS_PREFIX)])
+        revoked_serials = tuple(e.key.rsplit("/", 1)[1] for e in await self.store.list("/revoked/"))
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
         c.revoked_nodes |= revoked
+        book = self.overlay  # kept pairs from the store; a probe's pairs (in memory) stay until they expire
+        book.wants = {**{k: w for k, w in book.wants.items() if w.until is not None},
+                      **{k: Want(None, why) for k, why in kept.items()}}
+        book.revoked = tuple(dict.fromkeys((*book.revoked, *revoked_serials)))
         # the first read is the history; after it, new events go to the streams
         self.journal.load(events, stream_new=self._state_read)
         self._state_read = True
@@ -208,6 +222,18 @@ class Coordinator:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _node_deleted(self, node_id: str) -> None:
+        """A node forgotten by `delete node`: its retained topics, and its overlay pairs (the store's go out with
+        the next round's writes)."""
+        self.outbox.clear_node(node_id)
+        for a, b in [k for k, w in self.overlay.wants.items() if node_id in k and w.until is None]:
+            self.journal.queue(delete_op(pair_key(a, b)))
+        self.overlay.forget_node(node_id)
+
+    def _revoked(self, serials: tuple[str, ...]) -> None:
+        self.overlay.revoked = tuple(dict.fromkeys((*self.overlay.revoked, *serials)))
+        self.wake()
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -313,6 +339,7 @@ class Coordinator:
     async def reconcile(self) -> None:
         self.rounds += 1
         now = self.clock()
+        self.overlay.expire(now)
         for ev in self._judge_members(now):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         await self._check_epoch()
@@ -507,6 +534,7 @@ class Coordinator:
         if not self.mqtt.connected or not await self.leadership.still_leader():
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
         await self.outbox.publish_desired(now, self.epoch)
+        self.outbox.publish_peers(self.overlay, now, self.epoch)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)

@@ -14,10 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from broker.client import Secret
-from broker.wire import valid_id
+from broker.wire import RelayInfo, valid_id
 from coordinator.credentials import load_token_digests
 from coordinator.errors import CoordinatorError
 from coordinator.membership import MembershipConfig
+from coordinator.overlay import parse_relay
 from coordinator.policy import Policy, load_policies
 from coordinator.secrets import AuditRetention, KeySource, parse_duration
 
@@ -58,6 +59,7 @@ class Settings:
     key_source: KeySource
     audit_retention: AuditRetention
     version: str = "0+unknown"
+    relays: tuple[RelayInfo, ...] = ()
 
     @property
     def pki_dir(self) -> Path:
@@ -86,7 +88,21 @@ class Settings:
             policies=_policies(args.policy),
             key_source=KeySource.from_environ(args.secrets_key_file or data_dir / "secrets.key", environ),
             audit_retention=_retention(args.secrets_audit_max_age, args.secrets_audit_max_records),
-            version=getattr(args, "version", "0+unknown"))
+            version=getattr(args, "version", "0+unknown"), relays=_relays(getattr(args, "relay", [])))
+
+
+def _relays(texts: list[str]) -> tuple[RelayInfo, ...]:
+    relays = []
+    for text in texts:
+        try:
+            relays.append(parse_relay(text))
+        except ValueError as exc:
+            raise CoordinatorConfigError(str(exc)) from None
+    if len({r.relay_id for r in relays}) != len(relays):
+        raise CoordinatorConfigError("--relay: the same relay is named twice")
+    if len(relays) > 16:
+        raise CoordinatorConfigError("--relay: at most 16 relays")
+    return tuple(relays)
 
 
 def _hostport(text: str) -> tuple[str, int]:

@@ -137,7 +137,8 @@ class IdentityHandlers:
         record = await self._ids().revoke_node(node)
         if record is None:
             raise NotFound(f"node {node[:63]} has no certificate")
-        await self.coord.ops.mark_revoked(node)
+        serials = tuple(f"{s:x}" for s, _ in record.live_serials(self.coord.clock()))
+        await self.coord.ops.mark_revoked(node, serials)
         await self.coord.journal.record_now("Warning", "Revoked", f"node/{node}",
                                     f"certificate {record.serial:x} revoked; replicas move to other nodes")
         return web.json_response({"node": node, "serial": f"{record.serial:x}", "revoked": True})

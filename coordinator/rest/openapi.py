@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from coordinator.rest.overlay import BODY_SCHEMAS as OVERLAY_BODY_SCHEMAS
 from coordinator.rest.routes import Route
 from coordinator.rest.secrets import SECRETS_BODY_SCHEMAS
 from coordinator.spec import workload_json_schema
@@ -27,6 +28,7 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
              "properties": {"command": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                             "timeoutSeconds": {"type": "number", "minimum": 0.5, "maximum": 300}}},
     **SECRETS_BODY_SCHEMAS,
+    **OVERLAY_BODY_SCHEMAS,
 }
 
 
