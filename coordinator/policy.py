@@ -227,6 +227,8 @@ class ImagesRule(_Rule):
     action: Action | None = field(default=None, metadata=_ACTION)
 
     def findings(self, spec: WorkloadSpec) -> Iterator[Finding]:
+        if not spec.image:
+            return  # a process workload runs no image: there is nothing to pull, so nothing to allow
         ref = parse_image_ref(spec.image)
         if ref is None:
             yield "spec.image", f"{spec.image[:80]!r} is not a valid image reference ([registry/]name[:tag][@digest])"

@@ -84,6 +84,7 @@ from coordinator.spec_values import (
     Medium,
     Operator,
     RolloutStrategy,
+    Runtime,
     Scope,
     SeccompType,
     SecretUpdate,
@@ -121,6 +122,7 @@ __all__ = [
     "RestartPolicy",
     "RolloutSpec",
     "RolloutStrategy",
+    "Runtime",
     "Scope",
     "SeccompProfile",
     "SeccompType",
@@ -282,9 +284,15 @@ class RolloutSpec(Checked):
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec(Checked):
-    """What to run, how much of it, and where (names of env vars, ports, volumes and mount paths are unique)."""
+    """What to run, how much of it, and where (names of env vars, ports, volumes and mount paths are unique).
 
-    image: str = field(metadata=spec_field(Str(512, 1, r"[^\s]+", "image reference")))
+    `image` is what a container runs; a process workload (`runtime: process`, or no image at all) has none and
+    runs its `command` on the node. What the spec needs decides where it may run: `runtime: any` (the default)
+    with an image and no command, remapped ports or volumes needs a container; see
+    `coordinator.scheduler.abilities`."""
+
+    image: str = field(default="", metadata=spec_field(Str(512, 1, r"[^\s]+", "image reference")))
+    runtime: Runtime = field(default=Runtime.ANY, metadata=spec_field(Choice(Runtime)))
     command: tuple[str, ...] = field(default=(), metadata=spec_field(ARGV))
     args: tuple[str, ...] = field(default=(), metadata=spec_field(ARGV))
     env: tuple[EnvVar, ...] = field(default=(), metadata=spec_field(ListOf(Obj(EnvVar), 256)))
@@ -306,7 +314,21 @@ class WorkloadSpec(Checked):
     # files in place ("files"; secrets in env always restart: a process's environment cannot change)
     secret_update: SecretUpdate = field(default=SecretUpdate.RESTART, metadata=spec_field(Choice(SecretUpdate)))
 
+    # the runtime rules (`_runtime_problems`) as JSON Schema says them
+    SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {"if": {"required": ["runtime"], "properties": {"runtime": {"const": "container"}}},
+             "then": {"required": ["image"]}},
+            {"if": {"not": {"required": ["image"]}},
+             "then": {"required": ["command"], "properties": {"command": {"minItems": 1}}}},
+            {"if": {"anyOf": [{"required": ["runtime"], "properties": {"runtime": {"const": "process"}}},
+                              {"not": {"required": ["image"]}}]},
+             "then": {"properties": {"volumes": {"maxItems": 0}, "secretVolumes": {"maxItems": 0}}}},
+        ],
+    }
+
     def _problems(self) -> Iterator[tuple[str, str]]:
+        yield from self._runtime_problems()
         mounts: list[object] = [*(v.mount_path for v in self.volumes), *(v.mount_path for v in self.secret_volumes)]
         for i in duplicates(mounts):
             if i >= len(self.volumes):
@@ -331,6 +353,23 @@ class WorkloadSpec(Checked):
         for where, key, values, message in checks:
             for i in duplicates(values):
                 yield f"{where}[{i}].{key}", message
+
+    def _runtime_problems(self) -> Iterator[tuple[str, str]]:
+        """A container needs an image; a process needs a command and cannot mount volumes. (A process binds its host
+        port itself, so it cannot remap one either: that the scheduler says, as no process node has `port-remap`.)"""
+        if not self.image:
+            if self.runtime is Runtime.CONTAINER:
+                yield "image", "a container workload (runtime: container) needs an image"
+            elif not self.command:
+                yield "command", ("a workload without an image runs as a process (runtime: process) and needs a "
+                                  "command; or name the image to run in a container")
+        if self.runtime is not Runtime.PROCESS and self.image:
+            return
+        why = "runtime: process" if self.runtime is Runtime.PROCESS else "no image: it runs as a process"
+        if self.volumes:
+            yield "volumes", f"{why}, and a process cannot mount volumes (use its working directory)"
+        if self.secret_volumes:
+            yield "secretVolumes", f"{why}, and a process cannot mount secret volumes (use env valueFrom)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +402,7 @@ _DOC_ORDER = ("apiVersion", "kind", "metadata", "spec")
 # What a replica's container is made of: a change to any of these needs a restart (see `spec_hash`).
 RESTART_FIELDS: Final = (
     "image",
+    "runtime",
     "command",
     "args",
     "env",

@@ -17,6 +17,15 @@ from coordinator.spec_kinds import (
 # ---- enums -----------------------------------------------------------------------------------------------
 
 
+class Runtime(StrEnum):
+    """Where a workload may run: in a container (an image), as a plain process (no image: Termux, hosts without
+    Podman), or either, as the rest of the spec allows (`coordinator.scheduler.abilities`)."""
+
+    CONTAINER = "container"
+    PROCESS = "process"
+    ANY = "any"
+
+
 class Spread(StrEnum):
     NONE = "none"
     ZONE = "zone"

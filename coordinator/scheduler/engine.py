@@ -93,6 +93,8 @@ def _group_key(r: PlacementRequest) -> Hashable:
         r.spread,
         r.strategy,
         r.host_ports,
+        r.abilities,
+        r.refused_by,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import ClassVar, Final, Protocol
 
+from coordinator.scheduler import abilities
 from coordinator.scheduler.context import Context
 from coordinator.scheduler.model import NodeView, PlacementRequest, Reject, matches, normalize_arch
 from coordinator.spec import NodeSelectorRequirement, Operator, Scope, TaintEffect
@@ -96,6 +97,49 @@ class ArchOS:
         if request.oses and node.os.lower() not in (o.lower() for o in request.oses):
             wanted = ", ".join(request.oses)
             return Reject(f"os mismatch: node is {node.os or 'unknown'}, workload needs {wanted}", False)
+        return None
+
+
+class Runtime:
+    """The node's runtime must be able to run the replica: containers for an image with remapped ports or
+    volumes, a process runtime for a workload with no image (`scheduler.abilities`). A node whose abilities are
+    not known is not judged here (its agent refuses what it cannot run, and `Refused` then keeps it away)."""
+
+    name: ClassVar[str] = "Runtime"
+    static: ClassVar[bool] = True
+    local: ClassVar[bool] = True
+    __slots__ = ()
+
+    def key(self, request: PlacementRequest) -> Hashable:
+        return request.abilities
+
+    def check(self, node: NodeView, request: PlacementRequest, ctx: Context) -> Reject | None:
+        if node.abilities is None:
+            return None
+        lacking = abilities.missing(node.abilities, request.abilities)
+        if lacking is None:
+            return None
+        return Reject(f"runtime mismatch: node lacks {abilities.describe(lacking)} (it has "
+                      f"{abilities.describe(node.abilities)}; the workload needs "
+                      f"{abilities.describe_needs(request.abilities)})", resolvable=False)
+
+
+class Refused:
+    """A node whose runtime refused this very replica (it reported why) is not asked again: the reason stands
+    until the workload's spec changes, which makes new replicas."""
+
+    name: ClassVar[str] = "Refused"
+    static: ClassVar[bool] = True
+    local: ClassVar[bool] = True
+    __slots__ = ()
+
+    def key(self, request: PlacementRequest) -> Hashable:
+        return request.refused_by
+
+    def check(self, node: NodeView, request: PlacementRequest, ctx: Context) -> Reject | None:
+        for refusing, reason in request.refused_by:
+            if refusing == node.node_id:
+                return Reject(f"refused by the node: {reason}", resolvable=False)
         return None
 
 
@@ -285,6 +329,8 @@ DEFAULT_FILTERS: Final[tuple[Filter, ...]] = (
     Online(),
     Schedulable(),
     ArchOS(),
+    Runtime(),
+    Refused(),
     Zones(),
     Taints(),
     NodeSelector(),

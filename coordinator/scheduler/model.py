@@ -13,6 +13,7 @@ from typing import Final
 
 from broker.wire import MAX_PAYLOAD_BYTES
 from coordinator.errors import ConfigError
+from coordinator.scheduler import abilities
 from coordinator.spec import (
     NodeSelectorRequirement,
     Operator,
@@ -112,6 +113,8 @@ class NodeView:
     workloads: Mapping[str, int] = field(default_factory=dict)
     host_ports: frozenset[str] = frozenset()  # "8080/TCP" already bound by assigned replicas
     desired_bytes: int = 0  # the encoded size of the replicas in its desired state (the wire caps one message)
+    # what its runtime can do (`scheduler.abilities.of_facts`); None: not known, not filtered on
+    abilities: frozenset[str] | None = None
 
     @property
     def allocatable_cpu_millis(self) -> int:
@@ -180,10 +183,14 @@ class PlacementRequest:
     strategy: Strategy = Strategy.SPREAD
     host_ports: tuple[str, ...] = ()  # "8080/TCP" the replica binds on the node
     wire_bytes: int = 0  # what the replica adds to its node's desired state, encoded
+    abilities: abilities.Needs = ()  # alternatives: a node needs every ability of one; () = any node
+    refused_by: tuple[tuple[str, str], ...] = ()  # sorted (node, reason): nodes whose runtime refused this replica
 
     @classmethod
-    def for_replica(cls, workload: Workload, replica_id: str, *, wire_bytes: int = 0) -> PlacementRequest:
-        """The request for one replica of a parsed workload (`wire_bytes`: its encoded size on the wire)."""
+    def for_replica(cls, workload: Workload, replica_id: str, *, wire_bytes: int = 0,
+                    refused_by: Mapping[str, str] | None = None) -> PlacementRequest:
+        """The request for one replica of a parsed workload (`wire_bytes`: its encoded size on the wire;
+        `refused_by`: the nodes that already refused to run it, with their reasons, not asked again)."""
         spec, placement = workload.spec, workload.spec.placement
         return cls(
             workload=workload.key,
@@ -204,6 +211,8 @@ class PlacementRequest:
             strategy=placement.strategy,
             host_ports=tuple(f"{p.host_port}/{p.protocol}" for p in spec.ports if p.host_port),
             wire_bytes=wire_bytes,
+            abilities=abilities.needs(spec),
+            refused_by=tuple(sorted((refused_by or {}).items())),
         )
 
 
@@ -263,6 +272,14 @@ class Unschedulable:
         counts = Counter(r.category for r in reasons.values()) if counts is None else counts
         parts = ", ".join(f"{n} {cat}" for cat, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
         return Unschedulable(reasons, f"0/{len(reasons)} nodes available: {parts or 'no nodes'}")
+
+    def detail(self, limit: int = 8) -> str:
+        """The summary with each node's reason ("...; pi-1: runtime mismatch: ..., pi-2: offline"), the first
+        `limit` nodes by name: what a human needs to see when a few nodes all say no."""
+        shown = [f"{node}: {self.reasons[node].reason}" for node in sorted(self.reasons)[:limit]]
+        more = len(self.reasons) - len(shown)
+        tail = f" (and {more} more)" if more > 0 else ""
+        return f"{self.summary}; {'; '.join(shown)}{tail}" if shown else self.summary
 
 
 @dataclass(frozen=True, slots=True)
