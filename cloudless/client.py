@@ -291,6 +291,24 @@ class CoordinatorClient:
     def get_node(self, node_id: str) -> JSONObject:
         return self._json("GET", f"/v1/nodes/{_seg(node_id)}")  # type: ignore[no-any-return]
 
+    def list_peers(self, node_id: str | None = None) -> list[JSONObject]:
+        """Every node's overlay path to each peer (one node's with `node_id`)."""
+        if node_id is not None:
+            return self._items(f"/v1/nodes/{_seg(node_id)}/peers")
+        return self._items("/v1/peers")
+
+    def overlay_summary(self) -> JSONObject:
+        return self._json("GET", "/v1/overlay")  # type: ignore[no-any-return]
+
+    def overlay_pair(self, action: str, a: str, b: str) -> JSONObject:
+        """POST connect or disconnect for the pair (a, b)."""
+        return self._json("POST", f"/v1/overlay/{action}", body={"a": a, "b": b})  # type: ignore[no-any-return]
+
+    def overlay_ping(self, source: str, target: str, *, count: int, timeout: float) -> JSONObject:
+        return self._json("POST", "/v1/overlay/ping",  # type: ignore[no-any-return]
+                          body={"from": source, "to": target, "count": count, "timeoutSeconds": timeout},
+                          timeout=timeout + 10)
+
     def node_action(self, node_id: str, action: str) -> JSONObject:
         """POST cordon, uncordon or drain; drain returns at once (progress shows in the node and its replicas)."""
         if action not in ("cordon", "uncordon", "drain"):

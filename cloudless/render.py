@@ -277,8 +277,34 @@ def _share(node: Mapping[str, Any], key: str) -> str:
     return ""
 
 
+PEER_HEADERS = ["NODE", "PEER", "PATH", "VIA", "RTT", "OUT", "IN", "SINCE"]
+
+
+def rtt(value: object) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return NONE
+    return f"{value:.1f}ms" if value < 100 else f"{value:.0f}ms"
+
+
+def peers_table(rows: Sequence[JSONObject], now: float, *, wide: bool = False, with_node: bool = True) -> str:
+    """Each node's path to each peer: lan/direct (with the address when wide), relayed (via which relay), down
+    (with why); RTT, bytes each way and how long the path has been the current one."""
+    headers = PEER_HEADERS[(0 if with_node else 1):] + (["ADDRESS", "CHANGES", "ERROR"] if wide else [])
+    out = []
+    for r in rows:
+        via = text(r.get("relay")) if r.get("path") == "relayed" else "-" if r.get("path") in ("lan", "direct") \
+            else NONE
+        row = [text(r.get("node")), text(r.get("peer")), text(r.get("path")), via, rtt(r.get("rttMs")),
+               memory(r.get("bytesOut")), memory(r.get("bytesIn")), age(r.get("since"), now)]
+        if wide:
+            row += [text(r.get("address")) if r.get("address") else NONE, text(r.get("changes")),
+                    text(r.get("error")) if r.get("error") else NONE]
+        out.append(row[(0 if with_node else 1):])
+    return table(headers, out)
+
+
 def describe_node(node: Mapping[str, Any], replicas: Sequence[JSONObject], events: Sequence[JSONObject],
-                  now: float) -> str:
+                  now: float, peers: Sequence[JSONObject] = ()) -> str:
     label_lines = "\n".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items())) or "<none>"
     runtime = text(node.get("runtime")) + (" (rootless)" if node.get("rootless") else "")
     rel = node.get("reliability")
@@ -306,6 +332,8 @@ def describe_node(node: Mapping[str, Any], replicas: Sequence[JSONObject], event
     ])
     lines += _section(f"Replicas ({text(node.get('replicas'))})",
                       replicas_table(replicas, now, namespaces=True) if replicas else "")
+    lines += _section(f"Overlay peers ({len(peers)})", peers_table(peers, now, wide=True, with_node=False)
+                      if peers else "")
     lines += _section("Events", table(["AGE", "TYPE", "REASON", "MESSAGE"],
                                       event_rows(events, now, with_object=False)) if events else "")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ from cloudless.ctl.core import (
 from cloudless.ctl.documents import Document, add_apply_delete, load_documents, read_documents
 from cloudless.ctl.get import add_get, event_object
 from cloudless.ctl.operate import add_logs_exec, add_nodes, exit_status, split_exec_words
+from cloudless.ctl.overlay import add_overlay
 from cloudless.ctl.rollout import add_describe, add_scale_rollout, rollout_verdict
 
 if TYPE_CHECKING:
@@ -65,3 +66,4 @@ def add_parser(sub: Sub) -> None:
     add_scale_rollout(sub, conn)
     add_logs_exec(sub, conn)
     add_nodes(sub, conn)
+    add_overlay(sub, conn)

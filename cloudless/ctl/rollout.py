@@ -42,11 +42,23 @@ def _events_for(ctx: Ctx, obj: str) -> list[JSONObject]:
         return []
 
 
+def _peers_of(ctx: Ctx, node: str) -> list[JSONObject]:
+    """The node's overlay peers; a coordinator without the overlay API (older: a 404 for a node just found) is not
+    an error here."""
+    try:
+        return ctx.api.list_peers(node)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        return []
+
+
 def cmd_describe(args: argparse.Namespace, ctx: Ctx) -> int:
     if args.kind == "node":
         node = ctx.api.get_node(args.name)
         replicas = ctx.api.list_replicas(node=args.name)
-        ctx.out(render.describe_node(node, replicas, _events_for(ctx, f"node/{args.name}"), ctx.clock.time()))
+        ctx.out(render.describe_node(node, replicas, _events_for(ctx, f"node/{args.name}"), ctx.clock.time(),
+                                     peers=_peers_of(ctx, args.name)))
     else:
         wl = ctx.api.get_workload(ctx.namespace, args.name)
         events = _events_for(ctx, f"workload/{ctx.namespace}/{args.name}")

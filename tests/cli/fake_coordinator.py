@@ -89,6 +89,9 @@ class FakeCoordinator:
     readiness: JSON = field(default_factory=lambda: {"ready": True, "broker": True, "state": True, "store": True,
                                                      "leader": True, "leaderId": None, "epoch": 1, "rounds": 7,
                                                      "roundsFailing": 0, "problems": {}})
+    peers: list[JSON] = field(default_factory=list)  # overlay paths, as GET /v1/peers rows
+    kept: set[tuple[str, str]] = field(default_factory=set)  # overlay connect pairs
+    ping_answer: JSON = field(default_factory=dict)  # what a node answers an overlay ping (peer/from filled in)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- builders ----
@@ -146,6 +149,11 @@ class FakeCoordinator:
                 ns, name, replica, body)),
             ("GET", r"/v1/replicas", lambda: {"items": self._replicas(q)}),
             ("GET", r"/v1/events", lambda: {"items": self._events(q)}),
+            ("GET", r"/v1/peers", lambda: {"items": copy.deepcopy(self.peers)}),
+            ("GET", rf"/v1/nodes/(?P<node>{NAME})/peers", self._node_peers),
+            ("POST", r"/v1/overlay/(?P<action>connect|disconnect)", lambda action: self._overlay_pair(action, body)),
+            ("POST", r"/v1/overlay/ping", lambda: self._overlay_ping(body)),
+            ("GET", r"/v1/overlay", self._overlay_summary),
         ]
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
@@ -163,6 +171,43 @@ class FakeCoordinator:
         if n["draining"] and n["replicas"] > 0:
             n["replicas"] -= 1  # scripted progress: each read sees one replica fewer
         return copy.deepcopy(n)
+
+    # overlay
+
+    def _node_peers(self, node: str) -> JSON:
+        if node not in self.nodes:
+            raise Refusal(404, f"node {node} not found")
+        return {"items": [copy.deepcopy(p) for p in self.peers if p["node"] == node]}
+
+    def _overlay_pair(self, action: str, body: Any) -> JSON:
+        a, b = body["a"], body["b"]
+        for n in (a, b):
+            if n not in self.nodes:
+                raise Refusal(404, f"node {n} not found")
+        key = (min(a, b), max(a, b))
+        if action == "connect":
+            new = key not in self.kept
+            self.kept.add(key)
+            return {"a": a, "b": b, "kept": True, "new": new}
+        was = key in self.kept
+        self.kept.discard(key)
+        return {"a": a, "b": b, "kept": False, "was": was}
+
+    def _overlay_ping(self, body: Any) -> JSON:
+        for n in (body["from"], body["to"]):
+            if n not in self.nodes:
+                raise Refusal(404, f"node {n} not found")
+        return {"from": body["from"], "peer": body["to"], "path": "relayed", "relay": "", "address": "",
+                "rttsMs": [], "connectMs": None, "error": "", **self.ping_answer}
+
+    def _overlay_summary(self) -> JSON:
+        return {"relays": [{"id": "relay@vps", "addresses": ["203.0.113.1:7000"]}],
+                "nodes": [{"node": n, "enabled": True, "disabled": "", "nat": "nat-unknown", "port": 41641,
+                           "candidates": [{"kind": "local", "address": "192.168.1.2:41641", "via": ""}],
+                           "relays": ["relay@vps"], "peers": 1, "counters": {}, "reportedAt": 0.0}
+                          for n in sorted(self.nodes)],
+                "kept": [{"a": a, "b": b, "until": None, "why": "cli"} for a, b in sorted(self.kept)],
+                "directShare": 0.5}
 
     def _delete_node(self, node: str) -> JSON:
         n = self.nodes.get(node)

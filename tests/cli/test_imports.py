@@ -12,7 +12,7 @@ from tests.cli.fake_coordinator import FakeCoordinator
 
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("aiohttp", "coordinator", "yaml")
-CTL_MODULES = ("core", "documents", "get", "operate", "rollout")
+CTL_MODULES = ("core", "documents", "get", "operate", "overlay", "rollout")
 
 
 def test_cli_modules_import_no_server_side_package() -> None:
