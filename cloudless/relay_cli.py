@@ -52,9 +52,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def cmd_issue_relay(args: argparse.Namespace) -> int:
-    from broker.files import write_private
     from broker.wire import valid_id
-    from coordinator.pki import CA_CERT, CA_KEY, CertificateAuthority, CertRole, PkiError, key_pem, make_csr, new_key
+    from coordinator.pki import CA_CERT, CA_KEY, PkiError
 
     identity = f"relay@{args.name}"
     if not valid_id(args.name):
@@ -67,19 +66,27 @@ def cmd_issue_relay(args: argparse.Namespace) -> int:
               "(--data-dir)", file=sys.stderr)
         return 2
     try:
-        ca, _ = CertificateAuthority.load_or_create(pki, "unused", time.time())
+        issue_relay(pki, identity, args.out, lifetime_s=args.days * 86400)
     except PkiError as exc:
         print(f"cloudless pki: {exc}", file=sys.stderr)
         return 2
-    key = new_key()
-    issued = ca.issue(make_csr(key, identity), identity=identity, role=CertRole.RELAY, now=time.time(),
-                      lifetime_s=args.days * 86400)
-    args.out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private(args.out / "relay.key", key_pem(key))
-    write_private(args.out / "relay.pem", issued.cert_pem, mode=0o644)
-    write_private(args.out / "ca.pem", ca.cert_pem, mode=0o644)
     print(f"{identity}: {args.out}/relay.pem, relay.key, ca.pem (valid {args.days:g} days)")
     return 0
+
+
+def issue_relay(pki: Path, identity: str, out: Path, *, lifetime_s: float) -> None:
+    """relay.pem, relay.key (0600) and ca.pem for relay `identity` in `out`, from the cluster CA in `pki`."""
+    from broker.files import write_private
+    from coordinator.pki import CertificateAuthority, CertRole, key_pem, make_csr, new_key
+
+    ca, _ = CertificateAuthority.load_or_create(pki, "unused", time.time())
+    key = new_key()
+    issued = ca.issue(make_csr(key, identity), identity=identity, role=CertRole.RELAY, now=time.time(),
+                      lifetime_s=lifetime_s)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(out / "relay.key", key_pem(key))
+    write_private(out / "relay.pem", issued.cert_pem, mode=0o644)
+    write_private(out / "ca.pem", ca.cert_pem, mode=0o644)
 
 
 def _revoked(path: Path | None) -> frozenset[int]:

@@ -41,6 +41,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="1 (default): one coordinator on SQLite. 3 (or 5): that many local etcd members and "
                    "replicated coordinators (leader + followers) on API ports --api-port, +1, +2 ...")
     p.add_argument("--no-agent", action="store_true", help="do not start a local agent")
+    p.add_argument("--relay-port", type=int, default=7000, metavar="PORT",
+                   help="the overlay relay's UDP and TCP/TLS port (default 7000)")
+    p.add_argument("--no-relay", action="store_true",
+                   help="do not start an overlay relay (devices then reach each other only directly)")
     p.add_argument("--agent-runtime", choices=["auto", "podman", "process"], default="auto",
                    help="runtime of the local agent (default auto: Podman when installed)")
     p.add_argument("--config", type=Path, default=None,
@@ -199,6 +203,33 @@ def _join_token(api: str, admin_token: str, ca: Path, data_dir: Path) -> Path:
     return path
 
 
+def relay_addresses(host: str, port: int) -> list[str]:
+    """Where devices reach the relay `up` starts: the broker's address, or every address of this host when it
+    listens on all of them (loopback last: it only serves this machine's own agent)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    import psutil
+
+    found = sorted({a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                    if a.family.name == "AF_INET" and not a.address.startswith("127.")})
+    return [*(f"{a}:{port}" for a in found), f"127.0.0.1:{port}"][:8]
+
+
+def _start_relay(me: list[str], args: argparse.Namespace, data_dir: Path, pki: dict[str, Path]) -> tuple[Child, str]:
+    """An overlay relay for this cluster (certificate relay@local from the cluster CA, renewed at every start),
+    and the --relay flag that tells the coordinator where devices reach it."""
+    from cloudless.relay_cli import issue_relay
+
+    out = data_dir / "relay"
+    issue_relay(pki["ca"].parent, "relay@local", out, lifetime_s=365 * 86400)
+    host = args.mqtt_host
+    child, _ = start_child("relay", [*me, "relay", "--host", host, "--port", str(args.relay_port),
+                                     "--cert", str(out / "relay.pem"), "--key", str(out / "relay.key"),
+                                     "--ca", str(out / "ca.pem"), "--revoked", str(pki["revoked"])],
+                           "cloudless relay:")
+    return child, "relay@local=" + ",".join(relay_addresses(host, args.relay_port))
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cloudless.client import default_config_path, write_config
 
@@ -231,6 +262,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         children.append(broker)
         url = line.rsplit(" ", 1)[-1]
+        relay_flags: list[str] = []
+        import importlib.util
+
+        if not args.no_relay and importlib.util.find_spec("aioquic") is None:
+            print("cloudless up: no overlay relay: aioquic is not installed (pip install '.[overlay]'); devices "
+                  "still run workloads, without the overlay", file=sys.stderr, flush=True)
+        elif not args.no_relay:
+            relay, relay_flag = _start_relay(me, args, data_dir, pki)
+            children.append(relay)
+            relay_flags = ["--relay", relay_flag]
         store: list[str] = []
         if args.coordinators > 1:
             from cloudless import etcd_local
@@ -247,7 +288,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             coord, line = start_child(
                 "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
                 [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port + i}",
-                 "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store],
+                 "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags],
                 "cloudless coordinator: API on",
             )
             children.append(coord)
@@ -268,11 +309,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"\nCloudless is up (mutual TLS everywhere).\n"
               f"  API:         {api}  (admin token in {data_dir / 'credentials' / 'admin-token'}, CA {pki['ca']})\n"
               f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
+              f"  relay:       {relay_flags[1].split('=', 1)[1] if relay_flags else 'none (--no-relay)'}\n"
               f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
               f"{pki['dashboard_cert']} / {pki['dashboard_key']}\n"
               "  more nodes:  cloudless token create, then on the device: cloudless agent --token TOKEN\n\n"
               "Try:\n  cloudless get nodes\n  cloudless apply -f examples/hello.yaml\n"
               "  cloudless get workloads\n  cloudless describe workload hello\n"
+              "  cloudless overlay status\n"
               "Press Ctrl-C to stop.", flush=True)
         while not stopping:
             for child in children:

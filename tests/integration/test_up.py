@@ -39,7 +39,7 @@ class Up:
         self.workdir = workdir
         self.data = workdir / "data"
         self.config = workdir / "cli.json"
-        self.mqtt, self.api = free_port(), free_port()
+        self.mqtt, self.api, self.relay = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.out: list[str] = []
         self.extra: list[str] = []
@@ -64,7 +64,8 @@ class Up:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "cloudless", "up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt),
-                "--api-port", str(self.api), "--config", str(self.config), *self.extra]
+                "--api-port", str(self.api), "--relay-port", str(self.relay), "--config", str(self.config),
+                *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "CLOUDLESS_LOG_LEVEL": "WARNING",
                                           # Podman here needs the project's containers.conf (runc, ulimits)
