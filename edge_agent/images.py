@@ -97,3 +97,16 @@ def failed(state: PullState, now: float, error: str, *, unavailable: bool = True
 def pulling(state: PullState | None) -> bool:
     """Whether a replica needing this image is still waiting for it (reported as `pulling`)."""
     return state is not None and not state.ready
+
+
+def pull_message(state: PullState | None, now: float) -> str:
+    """What a replica waiting for this image reports as its last_error, in Kubernetes' words: "" while the first
+    pull runs; "ErrImagePull: <the registry's message>" while a retry runs; "ImagePullBackOff: <message> (retry in
+    Ns)" while waiting out the back-off."""
+    if state is None or state.ready or not state.error:
+        return ""
+    if state.fetching:
+        return f"ErrImagePull: {state.error}"
+    wait = max(0.0, state.retry_at - now)
+    attempt = f"attempt {state.attempts}, " if state.attempts else ""
+    return f"ImagePullBackOff: {state.error} ({attempt}retry in {wait:.0f}s)"

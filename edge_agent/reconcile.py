@@ -25,7 +25,7 @@ Nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from broker.wire import ReplicaObserved, ReplicaSpec, ReplicaState, RestartPolicy
@@ -173,8 +173,11 @@ def reconcile(
                     record = replace(record, consecutive_failures=0, next_start_at=0.0)
                 keep.append(rid)
         elif current.state is InstanceState.CREATED:
-            start.append(Action(rid, "created, not started", current.instance_id, spec))
-            record = replace(record, liveness_failed=False, last_started_at=now)
+            if record.consecutive_failures and now < record.next_start_at:  # its start failed: back off too
+                waiting.append((rid, record.next_start_at))
+            else:
+                start.append(Action(rid, "created, not started", current.instance_id, spec))
+                record = replace(record, liveness_failed=False, last_started_at=now)
         else:  # exited (or a state we cannot map): the restart policy decides
             record = _note_exit(record, current, cfg)
             if not wants_restart(spec.restart_policy, current.exit_code):
@@ -209,11 +212,15 @@ def observe(
     records: Mapping[str, ReplicaRecord],
     ready: Mapping[str, bool],
     *,
-    pulling: frozenset[str] = frozenset(),
+    pulling: Collection[str] | Mapping[str, str] = frozenset(),
     cfg: RestartConfig = RestartConfig(),
 ) -> tuple[ReplicaObserved, ...]:
     """What the agent reports per replica (the `observed` message): every desired replica, plus instances of
-    replicas no longer desired that still exist (reported `stopping` until they are gone)."""
+    replicas no longer desired that still exist (reported `stopping` until they are gone).
+
+    `pulling`: the replicas waiting for their image; a mapping gives each one's pull message
+    (`images.pull_message`: "ErrImagePull: ..." / "ImagePullBackOff: ..."), reported as its last_error."""
+    pull_errors: Mapping[str, str] = pulling if isinstance(pulling, Mapping) else {}
     by_replica: dict[str, list[Instance]] = {}
     for inst in instances:
         by_replica.setdefault(inst.replica_id, []).append(inst)
@@ -232,7 +239,8 @@ def observe(
             restarts=min(record.restarts, 2**31 - 1),
             exit_code=current.exit_code if current is not None and current.state is InstanceState.EXITED
             else record.last_exit_code,
-            last_error=(current.error if current is not None and current.error else record.last_error)[:1024],
+            last_error=_last_error(current, record, pull_errors.get(rid, "") if state is ReplicaState.PULLING
+                                   else "")[:1024],
             started_at=current.started_at if current is not None else None,
             container_id=current.instance_id[:128] if current is not None else "",
         ))
@@ -243,14 +251,25 @@ def observe(
     return tuple(out)
 
 
+def _last_error(current: Instance | None, record: ReplicaRecord, pull_error: str) -> str:
+    if pull_error:
+        return pull_error
+    return current.error if current is not None and current.error else record.last_error
+
+
 def _state(spec: ReplicaSpec, current: Instance | None, record: ReplicaRecord, pulling: bool,
            cfg: RestartConfig) -> ReplicaState:
+    failed = bool(record.last_error and record.consecutive_failures)
     if current is None:
         if pulling:
             return ReplicaState.PULLING
-        return ReplicaState.FAILED if record.last_error and record.consecutive_failures else ReplicaState.PENDING
-    if current.spec_hash != spec.spec_hash or current.state is InstanceState.CREATED:
+        return ReplicaState.FAILED if failed else ReplicaState.PENDING
+    if current.spec_hash != spec.spec_hash:
         return ReplicaState.STARTING
+    if current.state is InstanceState.CREATED:
+        # created, and its start failed (a runtime that cannot apply a limit, say): a failure, not "starting"
+        # forever; it is retried with back-off like a crash
+        return ReplicaState.FAILED if failed else ReplicaState.STARTING
     if current.state is InstanceState.RUNNING:
         return ReplicaState.RUNNING
     if current.state is InstanceState.UNKNOWN:

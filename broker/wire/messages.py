@@ -97,6 +97,9 @@ class NodeFacts:
     # volumes: emptyDir volumes; images: pulls and stores images; process: runs a command as a plain process, no
     # image; overlay: takes part in the QUIC overlay (aioquic available)
     ABILITIES: ClassVar[tuple[str, ...]] = ("containers", "port-remap", "volumes", "images", "process", "overlay")
+    # a replica the node's runtime cannot run (a remapped port on the process runtime, a sandbox it cannot honour)
+    # is reported `failed` with a last_error that starts with this; the coordinator places it on another node
+    REFUSED: ClassVar[str] = "refused by runtime: "
 
 
 @dataclass(frozen=True, slots=True)

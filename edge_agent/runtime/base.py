@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from broker.wire import ReplicaSpec
+from broker.wire import NodeFacts, ReplicaSpec
+from edge_agent.errors import SpecUnsupported
 
 if TYPE_CHECKING:
     from edge_agent.secret_layout import Materialized
@@ -31,6 +32,13 @@ LABEL_NAMESPACE = "cloudless.namespace"
 LABEL_SPEC_HASH = "cloudless.spec-hash"
 LABEL_GENERATION = "cloudless.generation"
 LABEL_SECRETS = "cloudless.secrets"  # "name:version,..." of the secrets the instance was created with
+
+
+def refused(exc: SpecUnsupported) -> SpecUnsupported:
+    """`exc` as the agent reports it: its message marked as this node's refusal (`NodeFacts.REFUSED`), which the
+    coordinator reads as "place this replica elsewhere" rather than as a crash to wait out."""
+    text = str(exc)
+    return exc if text.startswith(NodeFacts.REFUSED) else SpecUnsupported(NodeFacts.REFUSED + text)
 
 
 class InstanceState(StrEnum):

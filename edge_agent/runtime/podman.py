@@ -52,10 +52,13 @@ from edge_agent.runtime.base import (
     Usage,
     instance_from_labels,
     instance_labels,
+    refused,
 )
 from edge_agent.runtime.podman_service import PodmanService, default_socket_path, socket_answers
 from edge_agent.runtime.podman_spec import (
+    DEFAULT_ULIMITS,
     ContainerSecurity,
+    clamp_ulimits,
     container_name,
     container_spec,
     demux,
@@ -114,6 +117,14 @@ def _is_missing_image(exc: RuntimeError_) -> bool:
 
 
 # ---- the runtime ---------------------------------------------------------------------------------------
+
+def _own_ulimits() -> dict[str, tuple[int, int]]:
+    """The agent's own open-file and process limits (a rootless container cannot be given more)."""
+    import resource
+
+    return {name: resource.getrlimit(which) for name, which in
+            (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC))}
+
 
 class PodmanRuntime:
     """`Runtime` on Podman. Containers carry `base.instance_labels`; only this node's are ever listed."""
@@ -270,6 +281,12 @@ class PodmanRuntime:
         raise ImageUnavailable(f"cannot pull {image}: the pull stream ended without an image")
 
     async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
+        try:
+            return await self._create(spec, generation, secrets)
+        except SpecUnsupported as exc:  # what this runtime cannot honour: the node refuses the replica
+            raise refused(exc) from exc
+
+    async def _create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None) -> Instance:
         labels = instance_labels(self.owner, spec, generation, secrets.versions if secrets else "")
         limits = await self._limits_supported()
         if not limits and (spec.cpu_millis or spec.memory_bytes):
@@ -284,7 +301,7 @@ class PodmanRuntime:
         body = container_spec(spec, name=name, labels=labels,
                               stop_timeout_s=self.stop_timeout_default, limits=limits,
                               log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec), secrets=secrets,
-                              image_argv=image_argv)
+                              image_argv=image_argv, ulimits=clamp_ulimits(DEFAULT_ULIMITS, _own_ulimits()))
 
         def create_sync(client: PodmanClient) -> str:
             response = client.api.post("/containers/create", data=json.dumps(body), headers=_JSON)

@@ -76,10 +76,30 @@ def demux(stream: bytes) -> bytes:
     return bytes(out)
 
 
+# The open-file and process limits every container gets, set explicitly (never left to Podman's defaults): on a
+# cgroup v1 host with runc, Podman's default RLIMIT_NOFILE is one runc may not set ("error setting rlimit type 7:
+# operation not permitted"), and every container fails to start unless containers.conf says otherwise. These are
+# the values scripts/containers.conf gives, so an agent started without CONTAINERS_CONF behaves the same; the
+# agent lowers them to its own limits (`clamp_ulimits`), which a rootless container can never exceed anyway.
+DEFAULT_ULIMITS: dict[str, tuple[int, int]] = {"nofile": (1024, 1024), "nproc": (4096, 4096)}
+
+
+def clamp_ulimits(wanted: Mapping[str, tuple[int, int]],
+                  own: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """`wanted` (name -> (soft, hard)) lowered to the agent's `own` limits where it knows them (-1: unlimited)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, (want_soft, want_hard) in wanted.items():
+        own_hard = own.get(name, (-1, -1))[1]
+        hard = min(want_hard, own_hard) if own_hard >= 0 else want_hard
+        out[name] = (min(want_soft, hard), hard)
+    return out
+
+
 def container_spec(
     spec: ReplicaSpec, *, name: str, labels: Mapping[str, str], stop_timeout_s: float, limits: bool,
     log_max_bytes: int | None, security: ContainerSecurity | None = None, secrets: Materialized | None = None,
     image_argv: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ulimits: Mapping[str, tuple[int, int]] | None = None,
 ) -> Json:
     """The libpod SpecGenerator body (`POST /libpod/containers/create`) for one replica; `security` is
     `container_security(spec.security, ...)` (None: the runtime's defaults). `secrets`: the replica's secret
@@ -102,6 +122,9 @@ def container_spec(
         ],
         **_volumes(spec, owned=security is not None),
     }
+    # specgen's r_limits: Podman prefixes each type with RLIMIT_ ("nofile" -> RLIMIT_NOFILE)
+    body["r_limits"] = [{"type": k, "soft": soft, "hard": hard}
+                        for k, (soft, hard) in sorted((DEFAULT_ULIMITS if ulimits is None else ulimits).items())]
     if security is not None:
         _merge_security(body, security)
     if spec.command:  # Kubernetes semantics: command replaces ENTRYPOINT (and the image CMD), args replace CMD

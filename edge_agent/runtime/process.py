@@ -61,6 +61,7 @@ from edge_agent.runtime.base import (
     Usage,
     instance_from_labels,
     instance_labels,
+    refused,
 )
 from edge_agent.runtime.process_confine import (
     ProcessSandbox,
@@ -242,6 +243,12 @@ class ProcessRuntime:
         return box
 
     async def create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None = None) -> Instance:
+        try:
+            return await self._create(spec, generation, secrets)
+        except SpecUnsupported as exc:  # what this runtime cannot honour: the node refuses the replica
+            raise refused(exc) from exc
+
+    async def _create(self, spec: ReplicaSpec, generation: int, secrets: Materialized | None) -> Instance:
         _check(spec)
         if spec.secret_volumes:
             raise SpecUnsupported("the process runtime cannot mount secretVolumes (there is no mount namespace); "
