@@ -7,6 +7,11 @@ its replica records joined with what their nodes report, and `now`, `plan()` ret
 - `stop`     replicas to take out of their node's desired state (scale down, rollout, drain, delete)
 - `replace`  replicas on LOST nodes: forgotten at once and re-placed (counted in `place`)
 - `forget`   replicas whose stop is complete (the node no longer reports them) or that never got a node
+- `refused`  current replicas their node's runtime refused (reported `failed` with a last_error marked
+             `NodeFacts.REFUSED`): the adapter takes each off that node and back to pending (`unassign_refused`),
+             remembering the node and its reason, so the scheduler places it on another node that can run it
+             (`PlacementRequest.for_replica(..., refused_by=refused_nodes(r))`) or says why none can. They stay
+             counted as wanted (and are also in `keep`): a refusal never makes the workload place an extra replica
 - `keep`     everything else
 
 A replica is *current* when its spec hash is the workload's (so a rollback to an earlier spec keeps the replicas
@@ -30,8 +35,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as replaced
 
-from broker.wire import ReplicaObserved, ReplicaState
+from broker.wire import NodeFacts, ReplicaObserved, ReplicaState
 from coordinator.membership import NodeState
 from coordinator.model import ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 
@@ -87,6 +93,7 @@ class WorkloadPlan:
     rollback: bool = False
     delete_workload: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    refused: tuple[tuple[str, str, str], ...] = ()  # (replica id, node, the node's reason)
 
 
 def _stop_order(v: ReplicaView) -> tuple[int, int, float, str]:
@@ -186,9 +193,49 @@ def plan(w: WorkloadRecord, replicas: Sequence[ReplicaView], params: RolloutPara
                 phase, message = RolloutPhase.FAILED, late
     stopped = {s[0] for s in stop}
     keep = tuple(v.record.replica_id for v in active if v.record.replica_id not in stopped)
+    refused = tuple((v.record.replica_id, v.record.node or "", refusal(v.observed))
+                    for v in healthy_current if v.record.replica_id not in stopped and is_refused(v))
     return WorkloadPlan(
         place=place, stop=tuple(stop), replace=tuple(replace_), forget=tuple(forget + replace_), keep=keep,
-        rollout_phase=phase, rollout_message=message, rollback=rollback,
+        refused=refused, rollout_phase=phase, rollout_message=message, rollback=rollback,
         counts={"desired": n, "current": len(healthy_current), "ready": sum(1 for v in active if v.ready),
                 "updated": len(current), "available": sum(1 for v in active if v.ready)},
     )
+
+
+# ---- refusals: a node whose runtime cannot run a replica --------------------------------------------------------
+
+REFUSED_TAG = "refused: "  # how a refusing node's reason is kept in ReplicaRecord.unschedulable
+
+
+def refusal(observed: ReplicaObserved | None) -> str:
+    """The node's reason when it refused the replica (its runtime cannot run it), else ""."""
+    if observed is None or observed.state is not ReplicaState.FAILED:
+        return ""
+    error = observed.last_error
+    if not error.startswith(NodeFacts.REFUSED):
+        return ""
+    return error[len(NodeFacts.REFUSED):] or "no reason given"
+
+
+def is_refused(v: ReplicaView) -> bool:
+    return (v.record.node is not None and v.record.phase == ReplicaPhase.ASSIGNED
+            and v.node_state is NodeState.ONLINE and bool(refusal(v.observed)))
+
+
+def refused_nodes(r: ReplicaRecord) -> dict[str, str]:
+    """The nodes that refused this replica, with their reasons (what the scheduler must not ask again)."""
+    return {node: why[len(REFUSED_TAG):] for node, why in r.unschedulable.items() if why.startswith(REFUSED_TAG)}
+
+
+def unassign_refused(r: ReplicaRecord, node: str, reason: str) -> ReplicaRecord:
+    """The replica back to pending, off `node`, with the refusal remembered beside earlier ones."""
+    remembered = {n: REFUSED_TAG + why for n, why in refused_nodes(r).items()}
+    return replaced(r, node=None, phase=ReplicaPhase.PENDING, assigned_at=None,
+                    message=refused_message(r.replica_id, node, reason),
+                    unschedulable={**remembered, node: (REFUSED_TAG + reason)[:500]})
+
+
+def refused_message(replica_id: str, node: str, reason: str) -> str:
+    """The Warning event's text (reason `ReplicaRefused`)."""
+    return f"replica {replica_id} refused by node {node}: {reason}; placing it on another node"[:500]
