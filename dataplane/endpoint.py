@@ -96,7 +96,7 @@ class Endpoint(asyncio.DatagramProtocol):
                  on_stream: StreamHandler | None = None, revocations: Callable[[], Revocations] = Revocations,
                  local_addresses: Callable[[], list[str]] = lambda: [], idle_timeout_s: float = 30.0,
                  timers: Timers | None = None, on_path: Callable[[str, PathChanged], None] | None = None,
-                 direct: bool = True) -> None:
+                 direct: bool = True, on_datagram: Callable[[str, str, bytes], None] | None = None) -> None:
         self.credential = credential
         self.clock = clock
         self.revocations = revocations
@@ -106,6 +106,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.direct = direct  # False: keep every peer on the relay (no candidates offered, no punching)
         self._on_stream = on_stream
         self._on_path = on_path
+        self._on_datagram = on_datagram  # (node id, service, payload) of an application datagram from a peer
         # what this endpoint accepts: peer connections (whose packets must fit a relay's DATAGRAM frame), or for a
         # relay, node connections (larger packets: they carry the peers' packets)
         self._server_config = credential.configuration(is_client=False, idle_timeout_s=idle_timeout_s,
@@ -160,6 +161,16 @@ class Endpoint(asyncio.DatagramProtocol):
                                         on_datagram=self._relay_datagram, on_closed=self._relay_closed)
         self.relays[relay_id] = link
         return link
+
+    def set_credential(self, credential: NodeCredential) -> None:
+        """Use `credential` (a renewed certificate, the same identity) for every connection made from now on, both
+        ways; connections already made keep the certificate they were made with until they end."""
+        if credential.identity != self.credential.identity:
+            raise ValueError(f"a credential for {credential.identity!r}, this endpoint is {self.identity!r}")
+        self.credential = credential
+        self._server_config = credential.configuration(is_client=False, idle_timeout_s=self.idle_timeout_s,
+                                                       max_datagram_size=self.accepts_datagram_size)
+        self._tls_contexts = None
 
     def _tls(self) -> relay_tls.TlsContexts:
         if self._tls_contexts is None:
@@ -420,6 +431,14 @@ class Endpoint(asyncio.DatagramProtocol):
         target.receive(packet, target.addr, asyncio.get_running_loop().time())
 
     def _node_datagram(self, peer: Peer, data: bytes) -> None:
+        if data[:1] == bytes([frames.APP]):  # an application's datagram: for the overlay's datagram handlers
+            service, payload = frames.decode_app(data)
+            if self._on_datagram is not None:
+                try:
+                    self._on_datagram(peer.node_id, service, payload)
+                except Exception:
+                    log.exception("overlay: the datagram handler failed")
+            return
         link = self._links_by_peer.get(peer)
         if link is None:
             return

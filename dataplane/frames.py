@@ -19,6 +19,8 @@ Peer datagrams (inside the peer<->peer QUIC connection):
 
     PROBE_KEY  0x21 key:16                              my probe key
     CANDIDATES 0x22 (kind:u8 port:u16 ip:str8)*         my addresses (kind: 0 lan, 1 reflexive)
+    APP        0x23 service:str8 payload:rest           an application datagram for `service` (UDP traffic,
+                                                        dataplane.overlay); at most MAX_APP_DATAGRAM bytes of payload
 
 `decode_*` raise `FrameError` (one type) for anything malformed; the adapters drop such datagrams and count them.
 """
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 PROBE, PROBE_ACK = 0x01, 0x02
 FORWARD, OBSERVED, NO_ROUTE = 0x11, 0x12, 0x13
-PROBE_KEY, CANDIDATES = 0x21, 0x22
+PROBE_KEY, CANDIDATES, APP = 0x21, 0x22, 0x23
 MAC_LEN = 16
 KEY_LEN = 16
 MAX_ID = 63  # broker.wire's identifier limit
@@ -41,6 +43,11 @@ MAX_CANDIDATES = 16
 # A forwarded peer packet is at most QUIC's minimum datagram size (peers are configured for exactly that), so the
 # relay can always re-frame it with the longest sender id inside one DATAGRAM frame of its node connections.
 MAX_FORWARDED_PACKET = 1200
+# An application datagram must fit in one peer packet (1200 bytes less QUIC's header, AEAD tag and frame header):
+# aioquic keeps a DATAGRAM frame too large for a packet at the head of its queue for ever, blocking every later one
+# (probe keys and candidates too), so a larger one is refused before it is queued. With the longest service name the
+# frame is 1089 bytes.
+MAX_APP_DATAGRAM = 1024
 
 
 class FrameError(ValueError):
@@ -171,6 +178,23 @@ def decode_peer(data: bytes) -> tuple[int, bytes] | tuple[int, list[tuple[int, t
             at += 4 + n
         return CANDIDATES, found
     raise FrameError(f"unknown peer datagram type {data[0]:#x}")
+
+
+def encode_app(service: str, payload: bytes) -> bytes:
+    if len(payload) > MAX_APP_DATAGRAM:
+        raise FrameError(f"a datagram of {len(payload)} bytes (at most {MAX_APP_DATAGRAM})")
+    return bytes([APP]) + _str8(service) + payload
+
+
+def decode_app(data: bytes) -> tuple[str, bytes]:
+    """(service, payload) of an APP datagram."""
+    if not data or data[0] != APP:
+        raise FrameError("not an application datagram")
+    service, at = _pull_str8(data, 1)
+    payload = data[at:]
+    if len(payload) > MAX_APP_DATAGRAM:
+        raise FrameError(f"a datagram of {len(payload)} bytes (at most {MAX_APP_DATAGRAM})")
+    return service, payload
 
 
 def _ip(raw: bytes) -> str:
