@@ -92,6 +92,8 @@ def issue_relay(pki: Path, identity: str, out: Path, *, lifetime_s: float) -> No
 def _revoked(path: Path | None) -> frozenset[int]:
     if path is None:
         return frozenset()
+    if not path.exists():  # not written yet (the coordinator writes it at start): nothing is revoked
+        return frozenset()
     try:
         return frozenset(int(line, 16) for line in path.read_text().split() if line)
     except (OSError, ValueError) as exc:

@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
     p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
     p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (default 8470)")
+    p.add_argument("--advertise", default=None, metavar="ADDR",
+                   help="serve other machines at this address of this host: the broker, the API and the relay "
+                   "listen there, certificates name it and enrolment tokens carry it (default: this machine only, "
+                   "127.0.0.1)")
     p.add_argument("--coordinators", type=int, default=1, metavar="N",
                    help="1 (default): one coordinator on SQLite. 3 (or 5): that many local etcd members and "
                    "replicated coordinators (leader + followers) on API ports --api-port, +1, +2 ...")
@@ -237,6 +241,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print("cloudless up: --coordinators: 1, 3 or 5 (etcd needs an odd member count for a majority)",
               file=sys.stderr)
         return 2
+    if args.advertise is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(args.advertise)
+        except ValueError:
+            print(f"cloudless up: --advertise: {args.advertise!r} is not an IP address of this host", file=sys.stderr)
+            return 2
+        args.mqtt_host = args.advertise
+    api_host = args.advertise or "127.0.0.1"
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
@@ -287,7 +301,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             cid = "local" if args.coordinators == 1 else f"c{i + 1}"
             coord, line = start_child(
                 "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
-                [*me, "coordinator", "--broker", url, "--api", f"127.0.0.1:{args.api_port + i}",
+                [*me, "coordinator", "--broker", url, "--api", f"{api_host}:{args.api_port + i}",
                  "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags],
                 "cloudless coordinator: API on",
             )
