@@ -11,7 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
-from broker.acl import Acl, Role
+from broker.acl import Access, Acl, Role, Rule
+from broker.auth import AnonymousAuthenticator
 from broker.errors import BrokerConfigError
 
 log = logging.getLogger("cloudless.broker")
@@ -27,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_listen_args(p, default_host="127.0.0.1")
     p.add_argument("--auth-dir", type=Path, help="directory with `passwd` and `roles.toml` (see `broker passwd`)")
     p.add_argument("--allow-anonymous", action="store_true",
-                   help="DEVELOPMENT ONLY: admit clients without credentials, with full access")
+                   help="DEVELOPMENT ONLY: admit clients without credentials; every client may subscribe to and "
+                   "publish on every topic, as with Mosquitto's allow_anonymous and no ACL (no client may publish "
+                   "on a '$' topic, and the broker has no $SYS tree)")
     p.add_argument("--cert-auth", action="store_true",
                    help="identities from client certificates (mutual TLS; needs --tls-cert/--tls-key/--tls-ca): the "
                    "CN is the username, its OU must match its role in AUTH_DIR/roles.toml; no passwords accepted")
@@ -54,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "silently (default 100000; 0: no maximum)")
     m.add_argument("--max-queued-bytes", type=int, metavar="BYTES",
                    help="payload bytes queued per client, the other bound (default 64 MiB; 0: no maximum)")
-    m.add_argument("--allow-anonymous", action="store_true", help="DEVELOPMENT ONLY")
+    m.add_argument("--allow-anonymous", action="store_true",
+                   help="DEVELOPMENT ONLY: no passwords and no ACL file; every client may use every topic")
     m.add_argument("--cert-auth", action="store_true",
                    help="identities from client certificates (use_identity_as_username; needs --tls-ca)")
     m.add_argument("--crl-file", type=Path, default=None,
@@ -107,7 +111,7 @@ def _tls(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from broker.auth import AnonymousAuthenticator, Authenticator, AuthFiles, CertAuthenticator, RevocationList
+    from broker.auth import Authenticator, AuthFiles, CertAuthenticator, RevocationList
     from broker.embedded import EmbeddedBrokerSettings, TlsSettings
     from broker.listeners import raise_nofile_limit
 
@@ -132,8 +136,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             authenticator = files.authenticator()
     else:
         log.warning("anonymous access is on: any client can read and write every topic (development only)")
-        authenticator, acl = AnonymousAuthenticator(), Acl()
+        authenticator, acl = AnonymousAuthenticator(), open_acl()
     return asyncio.run(serve(settings, authenticator, acl))
+
+
+def open_acl() -> Acl:
+    """--allow-anonymous: every anonymous client (AnonymousAuthenticator's role) reads and writes every topic.
+    '#' does not cover '$' topics (MQTT 3.1.1 §4.7.2); the broker refuses publishes there anyway."""
+    return Acl(role_rules={AnonymousAuthenticator.role: (Rule(Access.READWRITE, "#"),)})
 
 
 async def serve(settings, authenticator, acl) -> int:  # type: ignore[no-untyped-def]

@@ -52,6 +52,7 @@ from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import (
     INCOMING,
     OUTGOING,
@@ -74,6 +75,7 @@ from broker.auth import (
 )
 from broker.limits import ConnectionGate, ListenerLimits, safe_topic
 from broker.listeners import ThrottledLog, mark_authenticated, nofile_soft, start_gated_server
+from broker.subtree import SubscriptionTree
 from broker.wire import MAX_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class EmbeddedBrokerSettings:
     username_as_client_id: bool = True
     extra_listeners: Sequence[tuple[str, int]] = field(default_factory=tuple)
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # bench/broker_fanout.py only: deliver by amqtt's scan of every subscription per message instead of the trie
+    scan_delivery: bool = False
 
 
 class PacketTooLarge(BrokerError):
@@ -132,7 +136,11 @@ class SizeCappedReader(ReaderAdapter):
 
 
 class CloudlessProtocolHandler(BrokerProtocolHandler):
-    """amqtt's broker-side protocol handler with keep-alive enforcement and durable QoS 1 in-flight state."""
+    """amqtt's broker-side protocol handler with keep-alive enforcement and durable QoS 1/QoS 2 in-flight state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._retries: set[asyncio.Task[None]] = set()  # redeliveries in flight (kept referenced until done)
 
     def handle_read_timeout(self) -> None:
         # Called from inside the reader task when no packet arrived for 1.5x keep-alive: end the reader loop,
@@ -165,6 +173,56 @@ class CloudlessProtocolHandler(BrokerProtocolHandler):
         # Only an acknowledged message leaves the session; a disconnect (which cancels the waiter) keeps it in
         # inflight_out, and the next connection's start() resends it.
         self.session.inflight_out.pop(app_message.packet_id, None)
+
+    async def _handle_qos2_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        """amqtt's outgoing QoS 2 flow forgot the message when the subscriber left (or after 5 s) before PUBCOMP.
+        Here it stays in the session until PUBCOMP; on reconnect it is resent as PUBLISH with DUP=1 if no PUBREC
+        came, as PUBREL if PUBREC came (MQTT 3.1.1 §4.3.3, §4.4)."""
+        if app_message.direction == INCOMING:
+            await super()._handle_qos2_message_flow(app_message)
+            return
+        assert self.session is not None and app_message.packet_id is not None
+        if app_message.pubcomp_packet:
+            return  # completed before a reconnect
+        pid = app_message.packet_id
+        self.session.inflight_out[pid] = app_message  # type: ignore[assignment]
+        if app_message.pubrec_packet is None:
+            packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
+            app_message.publish_packet = packet  # sent once: any resend carries DUP=1
+            app_message.pubrec_packet = await self._send_and_wait(packet, self._pubrec_waiters, pid)
+        # PUBREC came: from here on only PUBREL is (re)sent, never the PUBLISH (§4.3.3)
+        app_message.pubrel_packet = PubrelPacket.build(pid)
+        app_message.pubcomp_packet = await self._send_and_wait(app_message.pubrel_packet, self._pubcomp_waiters, pid)
+        self.session.inflight_out.pop(pid, None)
+
+    async def _send_and_wait(self, packet: Any, waiters: dict[int, asyncio.Future[Any]], pid: int) -> Any:
+        """Send `packet` and wait for its acknowledgement, however long the connection lasts: a disconnect cancels
+        the waiter (and so this coroutine), leaving the message in the session for the next connection."""
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiters[pid] = waiter
+        try:
+            await self._send_packet(packet)
+            return await waiter
+        finally:
+            waiters.pop(pid, None)
+
+    async def _retry_deliveries(self) -> None:
+        """Resend what the session holds unacknowledged (§4.4) without waiting for the acknowledgements: amqtt
+        awaited them for up to 10 s before the client's own SUBSCRIBEs and PUBLISHes were served at all. The
+        flows end with their acknowledgement or with this connection (stop() cancels their waiters)."""
+        assert self.session is not None
+        for message in [*self.session.inflight_in.values(), *self.session.inflight_out.values()]:
+            task = asyncio.ensure_future(self._handle_message_flow(message))  # type: ignore[arg-type]
+            self._retries.add(task)
+            task.add_done_callback(self._retry_done)
+
+    def _retry_done(self, task: asyncio.Task[None]) -> None:
+        self._retries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("redelivery to %s failed: %r", self.session.client_id if self.session else "?",
+                        task.exception())
 
 
 class EmbeddedBroker(Broker):
@@ -202,6 +260,7 @@ class EmbeddedBroker(Broker):
         self.refused_connections = 0
         self.gates: dict[str, ConnectionGate] = {}
         self._throttled = ThrottledLog(log)
+        self._subtree: SubscriptionTree[str] = SubscriptionTree()  # client id -> filters, by topic level
 
     # ---- listeners (fix 7) -------------------------------------------------------------------------------
 
@@ -406,7 +465,12 @@ class EmbeddedBroker(Broker):
         identity = self._identity(session)
         if handler is None or identity is None:
             return
-        for topic, retained in list(self._retained_messages.items()):
+        if "+" in topic_filter or "#" in topic_filter:
+            candidates = list(self._retained_messages.items())
+        else:  # an exact filter (what nodes subscribe to) names its one topic: no walk over every retained message
+            exact = self._retained_messages.get(topic_filter)
+            candidates = [(topic_filter, exact)] if exact is not None else []
+        for topic, retained in candidates:
             if not self._matches(topic, topic_filter) or not self.acl.can_receive(identity, topic):
                 continue
             qos = min(sub_qos, retained.qos if retained.qos is not None else sub_qos)
@@ -461,24 +525,74 @@ class EmbeddedBroker(Broker):
         broadcast = await self._broadcast_queue.get()
         topic: str = broadcast["topic"]
         pub_qos: int = broadcast.get("pub_qos", QOS_0)
-        for topic_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(topic, topic_filter):
+        targets = self._scan_targets(topic) if self.settings.scan_delivery else self._indexed_targets(topic)
+        for target, sub_qos in targets:
+            identity = self._identity(target)
+            if identity is None or not self.acl.can_receive(identity, topic):
                 continue
-            for target, sub_qos in list(subscriptions):
-                identity = self._identity(target)
-                if identity is None or not self.acl.can_receive(identity, topic):
-                    continue
-                qos = min(pub_qos, sub_qos)
-                connected = target.transitions.state == "connected"
-                if not connected:
-                    if not target.clean_session and qos in (QOS_1, QOS_2):
-                        self._queue_offline(target, topic, broadcast["data"], qos)
-                    continue
-                target_handler = self._get_handler(target)
-                if target_handler is not None:
-                    running_tasks.append(
-                        asyncio.ensure_future(target_handler.mqtt_publish(topic, broadcast["data"], qos, retain=False))
-                    )
+            qos = min(pub_qos, sub_qos)
+            if target.transitions.state != "connected":
+                if not target.clean_session and qos in (QOS_1, QOS_2):
+                    self._queue_offline(target, topic, broadcast["data"], qos)
+                continue
+            target_handler = self._get_handler(target)
+            if target_handler is not None:
+                running_tasks.append(
+                    asyncio.ensure_future(target_handler.mqtt_publish(topic, broadcast["data"], qos, retain=False))
+                )
+
+    def _indexed_targets(self, topic: str) -> list[tuple[Session, int]]:
+        """Subscribers from the trie: one entry per client at its highest matching QoS (§3.3.5)."""
+        out = []
+        for client_id, qos in self._subtree.match(topic).items():
+            entry = self._sessions.get(client_id)
+            if entry is not None:
+                out.append((entry[0], qos))
+        return out
+
+    def _scan_targets(self, topic: str) -> list[tuple[Session, int]]:
+        """amqtt's way, kept for bench/broker_fanout.py only: every filter of every client, per message (one
+        delivery per matching filter)."""
+        return [
+            (target, sub_qos)
+            for topic_filter, subscriptions in list(self._subscriptions.items())
+            if self._matches(topic, topic_filter)
+            for target, sub_qos in list(subscriptions)
+        ]
+
+    # ---- the subscription index (issue 17: no scan of every client per message) ---------------------------
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted: int = await super().add_subscription(subscription, session)
+        if granted == 0x80 or session.client_id is None:  # 0x80: refused (§3.9.3)
+            return granted
+        topic_filter = subscription[0]
+        # amqtt kept the first QoS of a repeated SUBSCRIBE; a new one replaces it (§3.8.4)
+        self._subscriptions[topic_filter] = [
+            (s, granted if s.client_id == session.client_id else q) for s, q in self._subscriptions[topic_filter]
+        ]
+        self._subtree.add(session.client_id, topic_filter, granted)
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted: int = super()._del_subscription(a_filter, session)
+        if deleted and session.client_id is not None:
+            self._subtree.remove(session.client_id, a_filter)
+            if not self._subscriptions.get(a_filter, True):
+                del self._subscriptions[a_filter]
+        return deleted
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        """The client's own filters from the index, not a walk over every filter in the broker."""
+        if session.client_id is None:
+            return
+        gone = session.client_id
+        for topic_filter in self._subtree.remove_client(gone):
+            remaining = [(s, q) for s, q in self._subscriptions.get(topic_filter, []) if s.client_id != gone]
+            if remaining:
+                self._subscriptions[topic_filter] = remaining
+            else:
+                self._subscriptions.pop(topic_filter, None)
 
     def _queue_offline(self, session: Session, topic: str, data: bytes, qos: int) -> None:
         queue = session.retained_messages
