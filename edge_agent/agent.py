@@ -42,6 +42,7 @@ from edge_agent.gating import Gate, GateState
 from edge_agent.identity import NodeIdentity, private_key
 from edge_agent.metrics import Counters, replica_samples
 from edge_agent.metrics import Sample as MetricsSample
+from edge_agent.overlay import AgentOverlay, OverlaySettings
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
@@ -64,6 +65,7 @@ class Agent:
         heartbeat_interval_s: float,
         clock: Callable[[], float] = time.time,
         identity: NodeIdentity | None = None,
+        overlay: AgentOverlay | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id
@@ -102,6 +104,9 @@ class Agent:
         self.secret_files = SecretFiles(self.node_id, vault, default_root(), cluster=cfg.cluster_id)
         self._secret_versions: dict[str, str] = {}  # instance -> secret versions its files hold (in-place updates)
         self.last_heartbeat: Heartbeat | None = None
+        self.overlay = overlay or AgentOverlay(
+            node_id=self.node_id, mqtt=mqtt, clock=clock, identity=lambda: self.identity,
+            settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port), max_epoch=lambda: self.max_epoch)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class Agent:
         self.mqtt.on_connect(self._on_connected)
         await self.mqtt.subscribe(topics.node_desired(self.node_id), self._on_desired_message, qos=1)
         await self.mqtt.subscribe(topics.node_cmd(self.node_id), self.commands.on_message, qos=1)
+        await self.overlay.start()  # never raises: without it the node reports why and runs workloads anyway
         await self.mqtt.start()
         for coro in (self._reconcile_loop(), self._probe_loop(), self._heartbeat_loop()):
             self._tasks.append(asyncio.create_task(coro))
@@ -132,6 +138,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.commands.cancel()
+        await self.overlay.stop()
         # the goodbye: `offline` with our clock, acknowledged, then DISCONNECT (mqtt.stop flushes and waits for
         # the broker to close), so a routine restart never reaches the coordinator as the last will (a crash)
         with contextlib.suppress(MqttError, TimeoutError):
@@ -399,8 +406,13 @@ class Agent:
     async def renew_once(self) -> float:
         """Renew when due (`edge_agent.renewal`); returns how long to wait before looking again."""
         assert self.identity is not None
-        self.identity, wait = await renewal.renew_once(self.identity, self.clock(), self.mqtt.reload_certificate)
+        self.identity, wait = await renewal.renew_once(self.identity, self.clock(), self._reload_certificate)
         return wait
+
+    def _reload_certificate(self) -> None:
+        """The renewed certificate is on disk: the overlay's new connections and the next MQTT connect use it."""
+        self.overlay.reload_credential()
+        self.mqtt.reload_certificate()
 
     # ---- reporting ----------------------------------------------------------------------------------------
 

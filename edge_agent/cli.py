@@ -72,6 +72,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--metrics-listen", default="auto", metavar="HOST:PORT|off|auto",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics; 'auto' (default) is 127.0.0.1:9471 "
                    "(loopback only), or off on phones; use 0.0.0.0:9471 to let a Prometheus elsewhere scrape it")
+    p.add_argument("--overlay-port", type=int, default=41641, metavar="PORT",
+                   help="UDP port of the QUIC overlay between devices (default 41641; 0: any free port)")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="run without the overlay (workloads still run; the node reports it has none)")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -88,6 +92,8 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from broker.client import Secret
     from edge_agent.config import AgentConfig, parse_broker_url, parse_labels, resolve_node_id
 
+    if not 0 <= args.overlay_port <= 65535:
+        raise ConfigError(f"--overlay-port: {args.overlay_port} is not a UDP port (0-65535)")
     if args.reconcile_interval <= 0 or (args.heartbeat_interval is not None and args.heartbeat_interval <= 0):
         raise ConfigError("--reconcile-interval/--heartbeat-interval: must be positive")
     data_dir = (args.data_dir or default_data_dir()).resolve()
@@ -108,6 +114,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
         tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
         metrics_listen=_metrics_flag(args.metrics_listen), version=getattr(args, "version", "0+unknown"),
+        overlay=not args.no_overlay, overlay_port=args.overlay_port,
     )
 
 

@@ -1,4 +1,4 @@
-"""One-off commands from the coordinator (`node/<id>/cmd`): logs, exec, ping, drain (adapter).
+"""One-off commands from the coordinator (`node/<id>/cmd`): logs, exec, ping, drain, overlay-ping (adapter).
 
 Each request names a replica and carries a deadline and a reply topic; the reply always goes to this node's
 own reply topic (the only one the broker lets it write), tagged with the request id. A bad or expired request
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from broker import wire
 from broker.client import Message, MqttClient
@@ -23,6 +23,9 @@ from broker.errors import MqttError, WireError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
 from edge_agent.errors import RuntimeError_
 from edge_agent.runtime.base import Instance, Runtime
+
+if TYPE_CHECKING:
+    from edge_agent.overlay import AgentOverlay
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ class CommandHost(Protocol):
 
     @property
     def mqtt(self) -> MqttClient: ...
+
+    @property
+    def overlay(self) -> AgentOverlay: ...
 
 
 class CommandHandler:
@@ -143,6 +149,10 @@ class CommandHandler:
                 timeout = max(0.5, deadline - self.agent.clock())
                 result = await self.agent.runtime.exec(iid, list(req.argv), timeout)
                 return self._reply(req, ok=True, output=result.output, exit_code=result.exit_code)
+            case CommandName.OVERLAY_PING:  # args: peer, count; output: the OverlayPingResult as JSON
+                output, error = await self.agent.overlay.answer_ping(dict(req.args),
+                                                                     seconds=deadline - self.agent.clock() - 0.5)
+                return self._reply(req, ok=not error, output=output, error=error)
             case CommandName.DRAIN:
                 # Draining is the coordinator's decision (it moves replicas through desired state); the agent
                 # acknowledges so the coordinator knows the node is reachable.

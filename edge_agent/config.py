@@ -48,6 +48,8 @@ class AgentConfig:
     token: Secret | None = None  # enrolment token (first start or re-enrolment)
     metrics_listen: str = "auto"  # HOST:PORT, off, or auto (loopback; off on phones)
     version: str = "0+unknown"  # the agent's version, handed down by the `cloudless` command (reported in facts)
+    overlay: bool = True  # run the QUIC overlay (edge_agent.overlay) when aioquic and the node certificate allow
+    overlay_port: int = 41641  # its UDP port (0: any free one)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
