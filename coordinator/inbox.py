@@ -14,7 +14,7 @@ from broker.errors import WireError
 from broker.limits import safe_topic
 from broker.listeners import ThrottledLog
 from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, OverlayReport, topics
-from coordinator import membership
+from coordinator import membership, replica_events
 from coordinator.cluster import Cluster
 from coordinator.membership import MembershipConfig
 from coordinator.metrics import Metrics
@@ -89,9 +89,14 @@ class Inbox:
     def on_observed(self, m: Message) -> None:
         msg = self._decode(m)
         if isinstance(msg, ObservedState):
-            info = membership.on_observed(self.cluster.members.get(msg.node_id), msg, self.clock())
+            before = self.cluster.members.get(msg.node_id)
+            previous = before.observed if before is not None else None
+            info = membership.on_observed(before, msg, self.clock())
             if info is not None:
                 self.cluster.members[msg.node_id] = info
+                if not m.retain:  # a replay after a reconnect is not news
+                    for ev in replica_events.warnings(previous, msg)[:20]:
+                        self.journal.event("Warning", ev.reason, f"node/{ev.node_id}", ev.message)
                 self.wake()
 
     def on_reply(self, m: Message) -> None:

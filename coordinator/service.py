@@ -412,6 +412,12 @@ class Coordinator:
                                            lost_after_s=self.cfg.membership.lost_after_s)
         params = rollout_params(self.cluster.parsed(w))
         p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
+        for rid, node, reason in p.refused:  # a node that cannot run a replica: placed elsewhere, said once
+            r = self.replicas.get(rid)
+            if r is not None and r.node == node:
+                self._save_replica(lifecycle.unassign_refused(r, node, reason))
+                self.journal.event("Warning", "ReplicaRefused", f"workload/{w.key}",
+                                   lifecycle.refused_message(rid, node, reason))
         for rid in p.replace:
             r = self.replicas.get(rid)
             if r is not None:
@@ -492,7 +498,8 @@ class Coordinator:
                 parsed = self.cluster.spec_of(r)
                 if parsed is not None:
                     size = self.cluster.wire_bytes(parsed, r.spec_hash)
-                    requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id, wire_bytes=size)))
+                    requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id, wire_bytes=size,
+                                                                     refused_by=lifecycle.refused_nodes(r))))
             except Exception as exc:
                 self._replica_failed(r, exc)
         started = time.perf_counter()
@@ -502,18 +509,22 @@ class Coordinator:
             wkey = f"{r.namespace}/{r.workload}"
             self.metrics.decisions.labels("placed" if isinstance(result, Placement) else "unschedulable").inc()
             if isinstance(result, Placement):
+                # the nodes that refused it stay remembered: a second refusal must not send it back to the first
+                kept = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
                 self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
-                                           message="", unschedulable={}))
+                                           message="", unschedulable=kept))
                 self.journal.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
                            f"{result.node_id} (score {result.score:.1f})")
             else:
                 reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
                 top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
                 self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
-                if result.summary != r.message:
+                text = result.detail()[:500]  # the summary and each node's reason
+                if text != r.message:
                     self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
-                               f"replica {r.replica_id}: {result.summary}")
-                    self._save_replica(replace(r, message=result.summary, unschedulable=reasons))
+                                       f"replica {r.replica_id}: {text}")
+                    refusals = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
+                    self._save_replica(replace(r, message=text, unschedulable={**reasons, **refusals}))
 
     def _replica_failed(self, r: ReplicaRecord, exc: Exception) -> None:
         """A replica that cannot be scheduled at all (its spec does not parse, or the wire cannot carry it): said

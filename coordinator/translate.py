@@ -22,6 +22,7 @@ from broker.wire import (
 from coordinator.lifecycle import RolloutParams, resolve
 from coordinator.membership import NodeInfo, NodeState
 from coordinator.scheduler import NodeView
+from coordinator.scheduler import abilities as node_abilities
 from coordinator.spec import RolloutStrategy, SecurityContext, Workload
 
 MEMORY_MEDIUM = "Memory"
@@ -117,6 +118,7 @@ def node_view(info: NodeInfo, *, cordoned: bool, draining: bool, reserved_cpu: i
         utilization = max(0.0, min(1.0, hb.memory_used_bytes / hb.memory_total_bytes))
     return NodeView(
         node_id=info.node_id,
+        abilities=node_abilities.of_facts(facts),
         arch=facts.arch if facts else "",
         os=facts.os if facts and facts.os else "linux",
         labels={**extra_labels, **(facts.labels if facts else {})},

@@ -314,6 +314,18 @@ CASES: list[Case] = [
         req(anti_affinity=("default/web",)),
         ("anti-affinity: default/web runs in this node", True),
     ),
+    # Runtime
+    ("runtime-fits", filters.Runtime(), make_node(abilities=frozenset({"containers", "images", "port-remap"})),
+     req(abilities=(frozenset({"containers", "images", "port-remap"}),)), None),
+    ("runtime-unknown-node", filters.Runtime(), make_node(), req(abilities=(frozenset({"containers"}),)), None),
+    ("runtime-mismatch", filters.Runtime(), make_node(abilities=frozenset({"process"})),
+     req(abilities=(frozenset({"containers", "images"}),)),
+     ("runtime mismatch: node lacks containers, images (it has process; the workload needs [containers, images])",
+      False)),
+    # Refused
+    ("refused-elsewhere", filters.Refused(), make_node("n1"), req(refused_by=(("n2", "no"),)), None),
+    ("refused-here", filters.Refused(), make_node("n1"), req(refused_by=(("n1", "cannot remap ports"),)),
+     ("refused by the node: cannot remap ports", False)),
 ]
 
 
