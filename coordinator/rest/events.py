@@ -19,10 +19,12 @@ SSE_KEEPALIVE_S = 15.0
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)"),
+    Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)",
+          response="EventList"),
     Route("GET", "/v1/events/stream", "stream_events",
           "Stream events as server-sent events (text/event-stream; ?object=&type=&reason=&after=ID or the "
-          "Last-Event-ID header to resume; a comment line every 15 s keeps idle connections alive)"),
+          "Last-Event-ID header to resume; a comment line every 15 s keeps idle connections alive)",
+          media="text/event-stream"),
 )
 
 

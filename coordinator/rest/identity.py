@@ -18,15 +18,19 @@ from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Route
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/ca", "get_ca", "The cluster CA certificate (public; devices pin its fingerprint)", auth=False),
+    Route("GET", "/v1/ca", "get_ca", "The cluster CA certificate (public; devices pin its fingerprint)",
+          auth=False, media="application/x-pem-file"),
     Route("POST", "/v1/enroll", "enroll", "Enrol a device: a join token and a CSR in, a node certificate out",
-          body="Enroll", auth=False),
+          body="Enroll", auth=False, response="Enrolled"),
     Route("POST", "/v1/renew", "renew", "Renew a node certificate (mutual TLS with the current certificate)",
-          body="Renew", auth=False),
-    Route("POST", "/v1/tokens", "create_token", "Mint an enrolment token", body="TokenRequest"),
-    Route("GET", "/v1/tokens", "list_tokens", "List enrolment tokens (ids and uses, never the tokens)"),
-    Route("DELETE", "/v1/tokens/{token}", "revoke_token", "Revoke an enrolment token"),
-    Route("POST", "/v1/nodes/{node}/revoke", "revoke_node", "Revoke a node's certificate; its replicas move"),
+          body="Renew", auth=False, response="Renewed"),
+    Route("POST", "/v1/tokens", "create_token", "Mint an enrolment token", body="TokenRequest",
+          response="TokenCreated", ok=(201,)),
+    Route("GET", "/v1/tokens", "list_tokens", "List enrolment tokens (ids and uses, never the tokens)",
+          response="TokenList"),
+    Route("DELETE", "/v1/tokens/{token}", "revoke_token", "Revoke an enrolment token", response="TokenRevoked"),
+    Route("POST", "/v1/nodes/{node}/revoke", "revoke_node", "Revoke a node's certificate; its replicas move",
+          response="NodeRevoked"),
 )
 
 

@@ -18,11 +18,12 @@ ROUND_FAILURES_UNREADY = 3  # reconcile rounds failed in a row before the coordi
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests", auth=False),
-    Route("GET", "/readyz", "readyz", "Readiness: state loaded and the broker connected", auth=False),
-    Route("GET", "/metrics", "metrics", "Prometheus metrics", auth=False),
-    Route("GET", "/openapi.json", "openapi", "This document", auth=False),
-    Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document"),
+    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests", auth=False, response="Health"),
+    Route("GET", "/readyz", "readyz", "Readiness: state loaded and the broker connected", auth=False,
+          response="Health", ok=(200, 503)),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics", auth=False, media="text/plain"),
+    Route("GET", "/openapi.json", "openapi", "This document", auth=False, response="Object"),
+    Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document", response="Object"),
 )
 
 

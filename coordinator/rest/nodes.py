@@ -13,14 +13,15 @@ from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Route, path_name
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/nodes", "list_nodes", "List nodes"),
-    Route("GET", "/v1/nodes/{node}", "get_node", "Get a node"),
+    Route("GET", "/v1/nodes", "list_nodes", "List nodes", response="NodeList"),
+    Route("GET", "/v1/nodes/{node}", "get_node", "Get a node", response="Node"),
     Route("DELETE", "/v1/nodes/{node}", "delete_node",
           "Forget a node that is offline or lost (409 while online or holding replicas); clears its retained "
-          "presence, dashboard mirror and Home Assistant entities"),
-    Route("POST", "/v1/nodes/{node}/cordon", "cordon", "Mark a node unschedulable"),
-    Route("POST", "/v1/nodes/{node}/uncordon", "uncordon", "Mark a node schedulable again"),
-    Route("POST", "/v1/nodes/{node}/drain", "drain", "Cordon a node and move its replicas away (keeps minAvailable)"),
+          "presence, dashboard mirror and Home Assistant entities", response="NodeDeleted"),
+    Route("POST", "/v1/nodes/{node}/cordon", "cordon", "Mark a node unschedulable", response="Node"),
+    Route("POST", "/v1/nodes/{node}/uncordon", "uncordon", "Mark a node schedulable again", response="Node"),
+    Route("POST", "/v1/nodes/{node}/drain", "drain", "Cordon a node and move its replicas away (keeps minAvailable)",
+          response="Node"),
 )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from coordinator.rest.overlay import BODY_SCHEMAS as OVERLAY_BODY_SCHEMAS
+from coordinator.rest.responses import RESPONSE_SCHEMAS
 from coordinator.rest.routes import Route
 from coordinator.rest.secrets import SECRETS_BODY_SCHEMAS
 from coordinator.spec import workload_json_schema
@@ -36,10 +37,9 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for r in routes:
         op: dict[str, Any] = {"summary": r.summary, "operationId": r.handler,
-                              "responses": {"200": {"description": "OK"},
-                                            "default": {"description": "Error",
-                                                        "content": {"application/json": {"schema": {
-                                                            "$ref": "#/components/schemas/Error"}}}}}}
+                              "responses": {**_ok_responses(r), "default": {
+                                  "description": "Error",
+                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}
         params = re.findall(r"{(\w+)}", r.path)
         if params:
             op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -50,6 +50,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         if r.auth:
             op["security"] = [{"bearer": []}]
         paths.setdefault(r.path, {})[r.method.lower()] = op
+    workload, workload_defs = components_of(workload_json_schema())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cloudless coordinator API", "version": "1"},
@@ -57,8 +58,11 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                **workload_defs,
                 **BODY_SCHEMAS,
-                "Workload": workload_json_schema(),
+                **RESPONSE_SCHEMAS,
+                # the workload schema's root is a reference to its own `Workload` definition: that one is it
+                "Workload": workload_defs.get("Workload", workload),
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "message": {"type": "string"}, "field": {"type": ["string", "null"]},
                     "errors": {"type": "array", "items": {"type": "object", "properties": {
@@ -66,3 +70,40 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             },
         },
     }
+
+
+def _ok_responses(r: Route) -> dict[str, Any]:
+    if r.media != "application/json":
+        schema: dict[str, Any] = {"type": "string"}
+    elif r.response:
+        schema = {"$ref": f"#/components/schemas/{r.response}"}
+    else:
+        schema = {"type": "object"}
+    return {str(code): {"description": "Created" if code == 201 else "OK", "content": {r.media: {"schema": schema}}}
+            for code in r.ok}
+
+
+def components_of(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A JSON Schema document split for OpenAPI: the schema without its `$defs`, and those definitions, with every
+    `#/$defs/X` reference rewritten to `#/components/schemas/X` (inside components a `$defs` pointer would resolve
+    against the OpenAPI document's root, where there is none)."""
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (_component_ref(v) if k == "$ref" and isinstance(v, str) else rewrite(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    defs = schema.get("$defs", {})
+    clash = set(defs) & (set(BODY_SCHEMAS) | set(RESPONSE_SCHEMAS) | {"Error"})
+    if clash:
+        raise ValueError(f"workload schema definitions {sorted(clash)} clash with API schema names")
+    body = {k: v for k, v in schema.items() if k not in ("$defs", "$schema", "$id")}
+    return rewrite(body), {name: rewrite(d) for name, d in defs.items()}
+
+
+def _component_ref(ref: str) -> str:
+    if ref.startswith("#/$defs/"):
+        return "#/components/schemas/" + ref.removeprefix("#/$defs/")
+    return ref

@@ -17,15 +17,19 @@ from coordinator.rest.routes import Route, path_name
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/overlay", "overlay_summary",
-          "The overlay: relays, each node's overlay (on/off and why, NAT class, candidates, relays), the direct share"),
-    Route("GET", "/v1/peers", "list_peers", "Every node's path to each of its peers (path, relay, RTT, bytes, since)"),
-    Route("GET", "/v1/nodes/{node}/peers", "node_peers", "One node's path to each of its peers"),
+          "The overlay: relays, each node's overlay (on/off and why, NAT class, candidates, relays), the direct share",
+          response="OverlaySummary"),
+    Route("GET", "/v1/peers", "list_peers", "Every node's path to each of its peers (path, relay, RTT, bytes, since)",
+          response="PeerList"),
+    Route("GET", "/v1/nodes/{node}/peers", "node_peers", "One node's path to each of its peers", response="PeerList"),
     Route("POST", "/v1/overlay/connect", "overlay_connect",
-          "Keep an overlay connection between two nodes (until disconnect)", body="OverlayPair"),
+          "Keep an overlay connection between two nodes (until disconnect)", body="OverlayPair",
+          response="OverlayKept"),
     Route("POST", "/v1/overlay/disconnect", "overlay_disconnect",
-          "Stop keeping an overlay connection between two nodes", body="OverlayPair"),
+          "Stop keeping an overlay connection between two nodes", body="OverlayPair", response="OverlayKept"),
     Route("POST", "/v1/overlay/ping", "overlay_ping",
-          "Ask node `from` to reach node `to` over the overlay and measure round trips", body="OverlayPing"),
+          "Ask node `from` to reach node `to` over the overlay and measure round trips", body="OverlayPing",
+          response="OverlayPingResult"),
 )
 
 BODY_SCHEMAS: dict[str, dict[str, Any]] = {

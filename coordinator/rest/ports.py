@@ -13,11 +13,14 @@ from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaRecord, WorkloadRecord
 from coordinator.overlay import OverlayBook
 from coordinator.overlay_ops import OverlayOps
+from coordinator.policy import Policy
 from coordinator.scheduler import Snapshot
 
 
 class Ops(Protocol):
     """coordinator.operations.Operations."""
+
+    policies: tuple[Policy, ...] | None  # None: the default policies
 
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]: ...
     def get(self, namespace: str, name: str) -> WorkloadRecord: ...

@@ -1,8 +1,8 @@
 """The route table entry every REST module declares, and the helpers its handlers share.
 
 Each module under coordinator.rest lists its routes (`ROUTES`: method, path, handler name, summary, body schema,
-auth) next to a handler object; `bind` pairs them. The app (coordinator.rest.app) registers every pair with
-aiohttp and builds the OpenAPI document from the same tables, so the documentation cannot drift from what is
+auth, response schema) next to a handler object; `bind` pairs them. The app (coordinator.rest.app) registers every
+pair with aiohttp and builds the OpenAPI document from the same tables, so the documentation cannot drift from what is
 served.
 """
 
@@ -27,6 +27,11 @@ class Route:
     summary: str
     body: str | None = None  # name of a schema in components
     auth: bool = True
+    # the 2xx answer: a schema name in components (coordinator.rest.responses; None: a JSON object of no fixed
+    # shape), the status codes it comes with, and its media type when it is not JSON
+    response: str | None = None
+    ok: tuple[int, ...] = (200,)
+    media: str = "application/json"
 
 
 def bind(routes: Iterable[Route], handlers: object) -> list[tuple[Route, Handler]]:

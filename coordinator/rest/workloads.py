@@ -12,24 +12,34 @@ from coordinator import views
 from coordinator.errors import SpecError
 from coordinator.http import read_json
 from coordinator.operations import CommandFailed, NotFound
+from coordinator.policy import Action, Policy, default_policies, evaluate
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Route, path_name
+from coordinator.spec import parse_workload
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/workloads", "list_workloads", "List workloads (?namespace=)"),
-    Route("PUT", "/v1/workloads/{namespace}/{name}", "apply", "Create or update a workload (idempotent)",
-          body="Workload"),
-    Route("GET", "/v1/workloads/{namespace}/{name}", "get_workload", "Get a workload with its status"),
-    Route("DELETE", "/v1/workloads/{namespace}/{name}", "delete_workload", "Delete a workload (stops replicas)"),
-    Route("POST", "/v1/workloads/{namespace}/{name}/scale", "scale", "Set the replica count", body="Scale"),
-    Route("GET", "/v1/workloads/{namespace}/{name}/rollout", "rollout_status", "Rollout status"),
-    Route("GET", "/v1/workloads/{namespace}/{name}/history", "rollout_history", "Rollout history"),
+    Route("GET", "/v1/workloads", "list_workloads", "List workloads (?namespace=)", response="WorkloadList"),
+    Route("PUT", "/v1/workloads/{namespace}/{name}", "apply",
+          "Create or update a workload (idempotent); `warnings` lists what admission policy warned about",
+          body="Workload", response="WorkloadView", ok=(200, 201)),
+    Route("GET", "/v1/workloads/{namespace}/{name}", "get_workload", "Get a workload with its status",
+          response="WorkloadView"),
+    Route("DELETE", "/v1/workloads/{namespace}/{name}", "delete_workload", "Delete a workload (stops replicas)",
+          response="WorkloadView"),
+    Route("POST", "/v1/workloads/{namespace}/{name}/scale", "scale", "Set the replica count", body="Scale",
+          response="WorkloadView"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/rollout", "rollout_status", "Rollout status",
+          response="RolloutStatus"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/history", "rollout_history", "Rollout history",
+          response="RolloutHistory"),
     Route("POST", "/v1/workloads/{namespace}/{name}/rollback", "rollback", "Roll back to a revision",
-          body="Rollback"),
-    Route("GET", "/v1/workloads/{namespace}/{name}/replicas/{replica}/logs", "logs", "Tail a replica's logs"),
+          body="Rollback", response="WorkloadView"),
+    Route("GET", "/v1/workloads/{namespace}/{name}/replicas/{replica}/logs", "logs", "Tail a replica's logs",
+          response="Logs"),
     Route("POST", "/v1/workloads/{namespace}/{name}/replicas/{replica}/exec", "exec", "Run a command in a replica",
-          body="Exec"),
-    Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)"),
+          body="Exec", response="ExecResult"),
+    Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)",
+          response="ReplicaList"),
 )
 
 
@@ -63,7 +73,8 @@ class WorkloadHandlers:
                 raise SpecError("metadata.namespace", f"{meta.get('namespace')!r} does not match the URL's {ns!r}")
             doc = {**doc, "metadata": {**meta, "name": name, "namespace": ns}}
         rec, created, changed = await self.coord.ops.apply(doc)
-        return web.json_response(self._workload_view(rec), status=201 if created else 200,
+        warnings = admission_warnings(self.coord.ops.policies, doc)
+        return web.json_response({**self._workload_view(rec), "warnings": warnings}, status=201 if created else 200,
                                  headers={"X-Cloudless-Changed": str(changed).lower()})
 
     async def get_workload(self, request: web.Request) -> web.Response:
@@ -148,3 +159,10 @@ class WorkloadHandlers:
                 continue
             items.append(views.replica_json(r, self.coord.observed_of(r)))
         return web.json_response({"items": items})
+
+
+def admission_warnings(policies: tuple[Policy, ...] | None, doc: object) -> list[str]:
+    """What admission policy warns about in an admitted workload document, one line each, as the PolicyWarn events
+    word it. Evaluated again here (pure and deterministic) because Operations.apply returns no decision."""
+    decision = evaluate(policies if policies is not None else default_policies(), parse_workload(doc))
+    return [f"{v.field}: {v.message} ({v.policy}/{v.rule})" for v in decision.violations if v.action is Action.WARN]

@@ -1,0 +1,121 @@
+"""Schemas of what the REST API answers (2xx bodies), by name; a route names its own (`Route.response`).
+
+They describe the shapes coordinator.views and the handlers build. Objects stay open (no
+`additionalProperties: false`): a newer coordinator may add fields and an older client must still accept them.
+tests/coordinator/test_openapi.py checks real answers of a live app against these, so a shape change that is not
+written down here fails there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+NUM: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+OBJ: Schema = {"type": "object"}
+STR_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(required: tuple[str, ...] = (), **props: Schema) -> Schema:
+    out: Schema = {"type": "object", "properties": props}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def items_of(name: str) -> Schema:
+    return obj(("items",), items={"type": "array", "items": ref(name)})
+
+
+_NODE = obj(
+    ("id", "state", "online", "schedulable"),
+    id=STR, state=STR, online=BOOL, schedulable=BOOL, cordoned=BOOL, draining=BOOL,
+    gates={"type": "array", "items": STR}, labels=STR_MAP, zone=STR, arch=STR, os=STR, osRelease=STR,
+    hostname=STR, profile=STR, runtime=STR, runtimeVersion=STR, rootless=nullable(BOOL), agentVersion=STR,
+    workloadIsolation=STR,
+    capacity=obj(cpu=NUM, memory=NUM), allocated=obj(cpu=NUM, memory=NUM),
+    usage=obj(cpuPercent=nullable(NUM), memoryBytes=nullable(NUM), batteryPercent=nullable(NUM)),
+    temperatures={"type": "object", "additionalProperties": NUM}, replicas=INT,
+    lastSeen=nullable(NUM), stateSince=nullable(NUM), reliability=NUM, flaps=INT, problem=nullable(STR))
+
+_REPLICA = obj(
+    ("id", "workload", "namespace", "state", "ready"),
+    id=STR, workload=STR, namespace=STR, node=nullable(STR), state=STR, ready=BOOL, restarts=INT,
+    specHash=STR, revision=INT, message=nullable(STR), startedAt=nullable(NUM), createdAt=nullable(NUM))
+
+_CONDITION = obj(("type", "status"), type=STR, status=STR, reason=nullable(STR), message=nullable(STR))
+
+_WORKLOAD_VIEW = obj(
+    ("apiVersion", "kind", "metadata", "spec", "status"),
+    apiVersion=STR, kind=STR,
+    metadata=obj(("namespace", "name"), namespace=STR, name=STR, generation=INT, revision=INT,
+                 createdAt=nullable(NUM)),
+    spec=OBJ,
+    status=obj(("desired", "ready", "phase"), desired=INT, ready=INT, available=INT, updated=INT, phase=STR,
+               specHash=STR, conditions={"type": "array", "items": _CONDITION},
+               replicas={"type": "array", "items": ref("Replica")},
+               unschedulable={"type": "array", "items": obj(replica=STR, summary=nullable(STR),
+                                                            reasons=STR_MAP)},
+               rollout=obj(revision=INT, phase=STR, message=nullable(STR))),
+    # only on apply (PUT): what admission policy warned about; the workload was admitted all the same
+    warnings={"type": "array", "items": STR})
+
+_EVENT = obj(("id", "time", "type", "reason", "object", "message"),
+             id=INT, time={**NUM, "description": "unix seconds"},
+             type={"type": "string", "enum": ["Normal", "Warning"]},
+             reason=STR, object=STR, message=STR)
+
+_TOKEN = obj(("id", "maxUses", "uses", "revoked", "expiresAt"), id=STR, maxUses=INT, uses=INT, revoked=BOOL,
+             expiresAt=NUM, createdAt=NUM, nodes={"type": "array", "items": STR})
+
+_OVERLAY_NODE = obj(("node",), node=STR, enabled=nullable(BOOL), disabled=nullable(STR), nat=STR,
+                    port=nullable(INT), candidates={"type": "array", "items": obj(kind=STR, address=STR, via=STR)},
+                    relays={"type": "array", "items": STR}, peers=INT, counters=OBJ, reportedAt=nullable(NUM))
+
+RESPONSE_SCHEMAS: dict[str, Schema] = {
+    "Health": OBJ,
+    "Node": _NODE,
+    "NodeList": items_of("Node"),
+    "NodeDeleted": obj(("deleted",), deleted=STR),
+    "Replica": _REPLICA,
+    "ReplicaList": items_of("Replica"),
+    "WorkloadView": _WORKLOAD_VIEW,
+    "WorkloadList": items_of("WorkloadView"),
+    "RolloutStatus": obj(("revision", "phase"), revision=INT, phase=STR, desired=INT, updated=INT, ready=INT,
+                         available=INT, message=nullable(STR)),
+    "RolloutHistory": obj(("items",), items={"type": "array", "items": obj(
+        ("revision",), revision=INT, specHash=STR, createdAt=NUM, image=nullable(STR), cause=nullable(STR))}),
+    "Logs": obj(("output",), replica=STR, node=nullable(STR), output=STR),
+    "ExecResult": obj(("exitCode", "output"), exitCode=INT, output=STR),
+    "Event": _EVENT,
+    "EventList": items_of("Event"),
+    "Enrolled": obj(("nodeId", "certificate", "ca", "notAfter"), nodeId=STR, certificate=STR, ca=STR,
+                    notAfter=NUM, labels=STR_MAP, zone=STR, broker=nullable(STR)),
+    "Renewed": obj(("nodeId", "certificate", "ca", "notAfter"), nodeId=STR, certificate=STR, ca=STR, notAfter=NUM),
+    "TokenCreated": obj(("id", "token", "expiresAt", "maxUses"), id=STR, token=STR, expiresAt=NUM, maxUses=INT),
+    "Token": _TOKEN,
+    "TokenList": items_of("Token"),
+    "TokenRevoked": obj(("id", "revoked"), id=STR, revoked=BOOL),
+    "NodeRevoked": obj(("node", "serial", "revoked"), node=STR, serial=STR, revoked=BOOL),
+    "OverlaySummary": obj(("relays", "nodes"),
+                          relays={"type": "array", "items": obj(id=STR, addresses={"type": "array", "items": STR})},
+                          nodes={"type": "array", "items": _OVERLAY_NODE},
+                          kept={"type": "array", "items": obj(a=STR, b=STR, until=nullable(NUM), why=STR)},
+                          directShare=nullable(NUM)),
+    "PeerList": obj(("items",), items={"type": "array", "items": OBJ}),
+    "OverlayKept": obj(("a", "b", "kept"), a=STR, b=STR, kept=BOOL, new=BOOL, was=BOOL),
+    "OverlayPingResult": obj(("from",), **{"from": STR}),
+    "Object": OBJ,
+}
