@@ -41,7 +41,7 @@ from broker.wire import (
 )
 from dataplane import frames
 from dataplane.endpoint import Endpoint, Link
-from dataplane.errors import ConnectionLost, DataPlaneError
+from dataplane.errors import ConnectionLost, DataPlaneError, Unreachable
 from dataplane.identity import Revocations
 from dataplane.overlay_plan import (
     ACCEPTED,
@@ -454,7 +454,7 @@ class Overlay:
         rtts: list[float] = []
         try:
             async with asyncio.timeout(timeout_s):
-                await self.connect(node_id)
+                await self._connect_until(node_id)
                 connect_ms = (loop.time() - started) * 1000
                 reader, writer = await self.open_stream(node_id, ECHO)
                 for seq in range(count):
@@ -476,6 +476,16 @@ class Overlay:
         kind, relay, address = self._path_of(node_id)
         return OverlayPingResult(peer=node_id, path=kind, relay=relay, address=address, rtts_ms=tuple(rtts),
                                  connect_ms=_ms(connect_ms))
+
+    async def _connect_until(self, node_id: str) -> Peer:
+        """Connect, trying again after a failure that may pass (the peer not on the relay yet: its directory may
+        arrive after ours) until the caller's timeout; a refusal ends it at once."""
+        while True:
+            try:
+                return await self.connect(node_id)
+            except (ConnectionLost, Unreachable) as exc:
+                log.debug("overlay: %s not reached yet (%s); trying again", node_id, exc)
+                await asyncio.sleep(self.retry.initial_s)
 
     def _path_of(self, node_id: str) -> tuple[PathKind, str, str]:
         endpoint = self._endpoint()
