@@ -11,8 +11,10 @@ Config precedence, per setting: command-line flag > environment (CLOUDLESS_SERVE
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import ssl
 import stat
 import urllib.error
@@ -176,6 +178,7 @@ class ApplyResult:
     workload: JSONObject
     created: bool
     changed: bool
+    warnings: tuple[str, ...] = ()  # what admission policy warned about (the workload was admitted)
 
     @property
     def verb(self) -> str:
@@ -228,7 +231,7 @@ class CoordinatorClient:
             raise self._api_error(exc.code, raw, method, path) from None
         except urllib.error.URLError as exc:
             raise self._unreachable(exc.reason) from None
-        except (TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
 
     def _decode(self, raw: bytes, method: str, path: str) -> Any:
@@ -241,6 +244,9 @@ class CoordinatorClient:
                                 hint="is --server pointing at a Cloudless coordinator?") from None
 
     def _unreachable(self, reason: object) -> ConnectionFailed:
+        wrong = self._wrong_scheme(reason)
+        if wrong is not None:
+            return wrong
         if isinstance(reason, TimeoutError):
             return ConnectionFailed(f"no answer from the coordinator at {self.server} in time",
                                     hint="it may be overloaded or hung; check its log and retry")
@@ -251,6 +257,23 @@ class CoordinatorClient:
         text = getattr(reason, "strerror", None) or str(reason)
         return ConnectionFailed(f"cannot reach the coordinator at {self.server}: {text}",
                                 hint="check --server (or CLOUDLESS_SERVER / the config file) and your network")
+
+    def _wrong_scheme(self, reason: object) -> ConnectionFailed | None:
+        """http:// to a TLS port, or https:// to a plain one: say which scheme the server speaks."""
+        parts = urllib.parse.urlsplit(self.server)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        other = parts._replace(scheme="https" if parts.scheme == "http" else "http").geturl()
+        if parts.scheme == "https" and isinstance(reason, ssl.SSLError) and plain_http_reply(reason):
+            return ConnectionFailed(f"the server at {self.server} does not speak TLS ({reason.reason or reason})",
+                                    hint=f"it speaks plain HTTP: use {other} (--server, CLOUDLESS_SERVER or the "
+                                    "config file)")
+        dropped = isinstance(reason, (ConnectionResetError, http.client.HTTPException, ssl.SSLError))
+        if parts.scheme == "http" and dropped and speaks_tls(host, port, timeout=min(self.timeout, 5.0)):
+            return ConnectionFailed(f"the coordinator at {self.server} closed a plain-HTTP request: "
+                                    "that port speaks TLS",
+                                    hint=f"the API speaks HTTPS: use {other} (--server, CLOUDLESS_SERVER or the "
+                                    "config file; `cloudless up` writes the right URL and CA there)")
+        return None
 
     def _api_error(self, status: int, raw: bytes, method: str, path: str) -> ApiError:
         try:
@@ -263,12 +286,12 @@ class CoordinatorClient:
                                 hint="is it older than this CLI, or is --server pointing elsewhere?")
             text = raw[:200].decode("utf-8", "replace").strip() or "no details"
             return ApiError(status, f"{method} {path} failed with HTTP {status}: {text}",
-                            hint=_status_hint(status, path, self._token))
+                            hint=_status_hint(status, path, self._token, method))
         errors = [FieldError(str(e.get("path", "")), str(e.get("message", "")))
                   for e in envelope.get("errors") or [] if isinstance(e, dict)]
         fld = envelope.get("field")
         return ApiError(status, envelope["message"], field=fld if isinstance(fld, str) else None, errors=errors,
-                        hint=_status_hint(status, path, self._token))
+                        hint=_status_hint(status, path, self._token, method))
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         body = self.request(method, path, **kwargs).body
@@ -328,7 +351,11 @@ class CoordinatorClient:
         meta = doc.get("metadata") or {}
         resp = self.request("PUT", self._wl(meta.get("namespace") or "default", meta["name"]), body=doc)
         changed = resp.headers.get(CHANGED_HEADER, "true").strip().lower() != "false"
-        return ApplyResult(resp.body or {}, created=resp.status == 201, changed=resp.status == 201 or changed)
+        body = resp.body if isinstance(resp.body, dict) else {}
+        raw = body.pop("warnings", None)  # older coordinators send none
+        warnings = tuple(str(w) for w in raw) if isinstance(raw, list) else ()
+        return ApplyResult(body, created=resp.status == 201, changed=resp.status == 201 or changed,
+                           warnings=warnings)
 
     def list_workloads(self, namespace: str | None = None) -> list[JSONObject]:
         return self._items("/v1/workloads", {"namespace": namespace})
@@ -385,7 +412,7 @@ class CoordinatorClient:
             raise self._api_error(exc.code, raw, "GET", "/v1/events/stream") from None
         except urllib.error.URLError as exc:
             raise self._unreachable(exc.reason) from None
-        except (TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
         with resp:
             try:
@@ -406,6 +433,30 @@ class CoordinatorClient:
 
 
 SSE_SILENCE_S = 40.0  # the coordinator sends a keep-alive every 15 s
+
+
+def plain_http_reply(exc: ssl.SSLError) -> bool:
+    """OpenSSL's words for "the server answered a ClientHello with something that is not TLS" (an HTTP reply):
+    WRONG_VERSION_NUMBER (OpenSSL 1.1/3.0), "record layer failure" (3.2+), HTTP_REQUEST/HTTPS_PROXY_REQUEST."""
+    text = f"{exc.reason or ''} {exc}".lower()
+    return any(w in text for w in ("wrong_version_number", "wrong version number", "record layer failure",
+                                   "http_request", "packet length too long"))
+
+
+def speaks_tls(host: str, port: int, *, timeout: float) -> bool:
+    """Whether host:port completes (or at least answers) a TLS handshake. A probe only: nothing is sent after the
+    handshake and the certificate is not trusted for anything, so it is not verified here."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # a probe of the protocol, not a connection that carries data
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock, \
+                ctx.wrap_socket(sock, server_hostname=host or None):
+            return True
+    except ssl.SSLError as exc:  # a TLS alert (e.g. "certificate required") is TLS too; a non-TLS reply is not
+        return not plain_http_reply(exc)
+    except OSError:
+        return False
 
 
 def parse_sse(lines: Iterable[bytes]) -> Iterator[JSONObject]:
@@ -435,7 +486,7 @@ def parse_sse(lines: Iterable[bytes]) -> Iterator[JSONObject]:
                 kind = value
 
 
-def _status_hint(status: int, path: str, token: str | None) -> str | None:
+def _status_hint(status: int, path: str, token: str | None, method: str = "GET") -> str | None:
     match status:
         case 401 if not token:
             return f"no token is configured: pass --token, set CLOUDLESS_TOKEN, or {_UP_HINT}"
@@ -449,6 +500,11 @@ def _status_hint(status: int, path: str, token: str | None) -> str | None:
             return "list the workload's replicas with `cloudless get replicas --workload NAME -n NAMESPACE`"
         case 404 if path.startswith("/v1/workloads"):
             return "list workloads with `cloudless get workloads -A` (and pass -n NAMESPACE)"
+        case 409 if method == "DELETE" and path.startswith("/v1/nodes/"):
+            node = urllib.parse.unquote(path.removeprefix("/v1/nodes/"))
+            return (f"only an offline node without replicas can be deleted: stop its agent on the device (or "
+                    f"`cloudless node revoke {node}`), move its replicas with `cloudless drain {node}`, and retry "
+                    "once `cloudless get nodes` shows it offline")
         case 409:
             return "someone changed it meanwhile: look again (`cloudless describe ...`) and retry"
         case 413:

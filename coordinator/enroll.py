@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -22,6 +23,11 @@ from broker.wire import valid_id
 ALGORITHM = "HS256"
 ISSUER = "cloudless"
 CLOCK_SKEW_S = 120  # small devices boot with wrong clocks until NTP catches up
+
+
+def utc_time(epoch: float) -> str:
+    """Unix seconds as people read them in messages and events: 2026-12-07T10:33:00Z."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +122,9 @@ def check(claims: Mapping[str, Any], record: TokenRecord | None, existing: NodeC
     if record.uses >= record.max_uses:
         return Refuse(f"token already used {record.uses} time(s) (max {record.max_uses})", 401)
     if existing is not None and not existing.revoked and existing.not_after > now:
-        return Refuse(f"node {node_id} already has a valid certificate (until {existing.not_after:.0f}); renew it "
-                      f"from that node, or revoke it (`cloudless node revoke {node_id}`) before re-enrolling", 409)
+        return Refuse(f"node {node_id} already has a valid certificate (until {utc_time(existing.not_after)}); "
+                      f"renew it from that node, or revoke it (`cloudless node revoke {node_id}`) before "
+                      "re-enrolling", 409)
     if existing is not None and existing.revoked and record.created_at <= existing.revoked_at:
         return Refuse(f"node {node_id} was revoked after this token was created: only a token created since "
                       "(`cloudless token create`) enrols it again, so a copy of an older token cannot bring a "

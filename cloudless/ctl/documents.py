@@ -110,6 +110,8 @@ def cmd_apply(args: argparse.Namespace, ctx: Ctx) -> int:
             report(ctx, exc, prefix=f"{doc.source} ({workload_ref(doc.namespace, doc.name)}): ")
             failed += 1
             continue
+        for warning in result.warnings:  # admitted, but the policy has something to say (kubectl's wording)
+            ctx.err(f"Warning: {workload_ref(doc.namespace, doc.name)}: {warning}")
         ctx.out(f"workload/{doc.name} {result.verb}")
     return 1 if failed else 0
 

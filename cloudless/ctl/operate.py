@@ -52,10 +52,53 @@ def _write_output(output: object) -> None:
     sys.stdout.flush()
 
 
+FOLLOW_INTERVAL_S = 2.0  # `logs -f` asks again this often (the agent keeps no stream open; see cmd_logs)
+FOLLOW_TAIL = 1000  # lines asked for on each poll: more than a replica writes in FOLLOW_INTERVAL_S, or a gap shows
+
+
 def cmd_logs(args: argparse.Namespace, ctx: Ctx) -> int:
     replica = pick_replica(ctx, args.workload, args.replica)
-    _write_output(ctx.api.logs(ctx.namespace, args.workload, replica, tail=args.tail).get("output"))
+    output = ctx.api.logs(ctx.namespace, args.workload, replica, tail=args.tail).get("output")
+    text = output if isinstance(output, str) else ""
+    _write_output(text)
+    if not text and not args.follow:
+        ctx.err(f"(no output yet from {replica})")
+        return 0
+    if args.follow:
+        return _follow(args, ctx, replica, text.splitlines())
     return 0
+
+
+def _follow(args: argparse.Namespace, ctx: Ctx, replica: str, seen: list[str]) -> int:
+    """`logs -f`: the agent answers a tail, not a stream, so ask again every FOLLOW_INTERVAL_S and print what is new
+    (`new_lines`). Ctrl-C ends it with status 0: following until interrupted is what was asked for."""
+    if not seen:
+        ctx.err(f"(no output yet from {replica}; following, Ctrl-C to stop)")
+    try:
+        while True:
+            ctx.clock.sleep(FOLLOW_INTERVAL_S)
+            output = ctx.api.logs(ctx.namespace, args.workload, replica, tail=FOLLOW_TAIL).get("output")
+            lines = output.splitlines() if isinstance(output, str) else []
+            fresh, gap = new_lines(seen, lines)
+            if gap:
+                ctx.err(f"(more than {FOLLOW_TAIL} lines since the last look; some were skipped)")
+            if fresh:
+                _write_output("\n".join(fresh))
+            seen = lines
+    except KeyboardInterrupt:
+        return 0
+
+
+def new_lines(before: Sequence[str], now: Sequence[str]) -> tuple[list[str], bool]:
+    """The lines of tail `now` that follow tail `before` (two looks at the same growing log), and whether the two
+    looks share nothing (more was written than a tail holds, or the log started over: then all of `now` is new).
+    The longest suffix of `before` that is a prefix of `now` is what both saw."""
+    if not before:
+        return list(now), False
+    for k in range(min(len(before), len(now)), 0, -1):
+        if list(before[-k:]) == list(now[:k]):
+            return list(now[k:]), False
+    return list(now), bool(now)
 
 
 def split_exec_words(words: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -82,6 +125,12 @@ def cmd_exec(args: argparse.Namespace, ctx: Ctx) -> int:
     head, command = split_exec_words(args.words)
     # options may also sit between WORKLOAD and `--`: parse that part again with the same definitions
     _exec_parser().parse_args(head, namespace=args)
+    if args.stdin or args.tty:
+        flags = "-" + ("i" if args.stdin else "") + ("t" if args.tty else "")
+        raise UsageError(f"interactive exec ({flags}) is not supported yet: the agent runs the command to the end "
+                         "without a terminal or standard input and sends back its output",
+                         hint=f"run a command that needs no input, e.g. `cloudless exec {args.workload} -- sh -c "
+                         "'ls -l /; cat /etc/os-release'`")
     replica = pick_replica(ctx, args.workload, args.replica)
     if sys.stderr.isatty():
         ctx.err(f"running {command[0]} in {replica} (up to {args.timeout}s) ...")
@@ -124,6 +173,10 @@ def cmd_node_action(args: argparse.Namespace, ctx: Ctx) -> int:
 
 def _exec_arguments(p: argparse.ArgumentParser) -> None:
     namespace_arg(p)
+    p.add_argument("-i", "--stdin", action="store_true",
+                   help="pass standard input to the command (not supported yet: says so and exits 2)")
+    p.add_argument("-t", "--tty", action="store_true",
+                   help="give the command a terminal (not supported yet: says so and exits 2)")
     p.add_argument("--timeout", type=int_in(1, 300), default=30, metavar="SECONDS",
                    help="give the command at most this many seconds, 1..300 (default 30)")
 
@@ -142,12 +195,14 @@ def add_logs_exec(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p = add_command(sub, "logs", conn, func=cmd_logs, help="print a replica's recent output",
                     description="Print the recent output of one replica of a workload (default: its first replica "
                     "that runs on a node).",
-                    examples="  cloudless logs web\n  cloudless logs web web-1a2b3 --tail 50")
+                    examples="  cloudless logs web\n  cloudless logs web web-1a2b3 --tail 50\n  cloudless logs -f web")
     p.add_argument("workload", type=valid_name, metavar="WORKLOAD")
     p.add_argument("replica", nargs="?", type=valid_name, metavar="REPLICA")
     namespace_arg(p)
     p.add_argument("--tail", type=int_in(1, 10_000), default=100, metavar="N",
                    help="last N lines, 1..10000 (default 100)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help=f"keep printing new output (asks every {FOLLOW_INTERVAL_S:g}s) until Ctrl-C")
     p = add_command(sub, "exec", conn, func=cmd_exec, help="run a command in a replica",
                     description="Run a command inside one replica of a workload (default: its first replica on a node) "
                     "and print its output; exit with the command's exit code. The command comes after `--`.",

@@ -8,7 +8,7 @@ from broker import wire
 from broker.auth import peer_cert
 from broker.wire import NodeFacts, WireError
 from coordinator.damper import Damper
-from coordinator.enroll import Refuse
+from coordinator.enroll import Refuse, utc_time
 from coordinator.errors import SpecError
 from coordinator.http import error, read_json
 from coordinator.identity import IdentityService
@@ -70,7 +70,7 @@ class IdentityHandlers:
         issued, decision = result
         self.coord.ops.enrolled(decision.node_id)
         await self.coord.journal.record_now("Normal", "Enrolled", f"node/{decision.node_id}",
-                                    f"certificate {issued.serial:x} until {issued.not_after:.0f} "
+                                    f"certificate {issued.serial:x} until {utc_time(issued.not_after)} "
                                     f"(from {request.remote})")
         return web.json_response({"nodeId": decision.node_id, "certificate": issued.cert_pem.decode(),
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": issued.not_after,
@@ -89,7 +89,7 @@ class IdentityHandlers:
         if isinstance(result, Refuse):
             return error(result.status, result.reason)
         await self.coord.journal.record_now("Normal", "Renewed", f"node/{cert.common_name}",
-                                    f"certificate {result.serial:x} until {result.not_after:.0f}")
+                                    f"certificate {result.serial:x} until {utc_time(result.not_after)}")
         return web.json_response({"nodeId": cert.common_name, "certificate": result.cert_pem.decode(),
                                   "ca": ids.ca.cert_pem.decode(), "notAfter": result.not_after})
 
@@ -119,7 +119,7 @@ class IdentityHandlers:
             raise SpecError(exc.path or "labels", f"a node could never publish this: {exc.reason}") from None
         token, record = await self._ids().create_token(ttl_s=float(ttl), max_uses=uses, labels=labels, zone=zone)
         await self.coord.journal.record_now("Normal", "TokenCreated", f"token/{record.token_id}",
-                                    f"max uses {record.max_uses}, expires {record.expires_at:.0f}")
+                                    f"max uses {record.max_uses}, expires {utc_time(record.expires_at)}")
         return web.json_response({"id": record.token_id, "token": token, "expiresAt": record.expires_at,
                                   "maxUses": record.max_uses}, status=201)
 

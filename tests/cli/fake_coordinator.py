@@ -252,8 +252,9 @@ class FakeCoordinator:
                           errors=errors)
         assert isinstance(spec, dict)
         old = self.workloads.get((ns, name))
+        warnings = _admission_warnings(spec)
         if old is not None and old["spec"] == spec and old["metadata"]["labels"] == (meta.get("labels") or {}):
-            return 200, copy.deepcopy(old), {"X-Cloudless-Changed": "false"}
+            return 200, {**copy.deepcopy(old), "warnings": warnings}, {"X-Cloudless-Changed": "false"}
         revision = old["metadata"]["revision"] + 1 if old else 1
         w = {"apiVersion": "cloudless/v1", "kind": "Workload",
              "metadata": {"name": name, "namespace": ns, "labels": meta.get("labels") or {},
@@ -266,7 +267,7 @@ class FakeCoordinator:
             {"revision": revision, "specHash": f"{abs(hash(json.dumps(spec, sort_keys=True))):016x}",
              "createdAt": self.clock(), "image": spec["image"], "cause": "apply"})
         self.add_event(f"workload/{ns}/{name}", "Updated" if old else "Created", f"revision {revision}")
-        return (200 if old else 201), copy.deepcopy(w), {"X-Cloudless-Changed": "true"}
+        return (200 if old else 201), {**copy.deepcopy(w), "warnings": warnings}, {"X-Cloudless-Changed": "true"}
 
     def _set_status(self, w: JSON, revision: int) -> None:
         n = w["spec"].get("replicas", 1)
@@ -362,6 +363,14 @@ class FakeCoordinator:
             case ["echo", *words]:
                 return {"exitCode": 0, "output": " ".join(words) + "\n"}
         return {"exitCode": 127, "output": f"{command[0]}: not found\n"}
+
+
+def _admission_warnings(spec: JSON) -> list[str]:
+    """The one warn rule of the default policies the fake keeps: a workload that may run as root."""
+    if (spec.get("securityContext") or {}).get("runAsNonRoot") is True:
+        return []
+    return ["spec.securityContext.runAsNonRoot: must be true (or set runAsUser to a non-zero UID): images often "
+            "run as root (secure-defaults/runAsNonRoot)"]
 
 
 class FakeServer:

@@ -150,3 +150,16 @@ def test_delete_needs_exactly_one_target(fake: FakeCoordinator, cli, argv: list[
     r = cli(*argv)
     assert r.code == 2 and "cloudless: error:" in r.err
     assert fake.requests == []
+
+
+def test_apply_prints_admission_warnings_on_stderr(fake: FakeCoordinator, cli, tmp_path: Path) -> None:
+    r = cli("apply", "-f", _file(tmp_path, "web.yaml", WEB))
+    assert (r.code, r.out) == (0, "workload/web created\n")
+    assert r.err.startswith("Warning: workload/web: spec.securityContext.runAsNonRoot: must be true"), r.err
+    assert "(secure-defaults/runAsNonRoot)" in r.err
+
+
+def test_apply_without_warnings_prints_none(fake: FakeCoordinator, cli, tmp_path: Path) -> None:
+    secure = WEB + "  securityContext:\n    runAsNonRoot: true\n"
+    r = cli("apply", "-f", _file(tmp_path, "web.yaml", secure))
+    assert (r.code, r.out, r.err) == (0, "workload/web created\n", "")
