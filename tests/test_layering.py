@@ -47,12 +47,12 @@ CORE_GLOBS = (
     "coordinator/scheduler/**/*.py", "coordinator/policy.py", "coordinator/spec*.py", "coordinator/translate.py",
     "coordinator/enroll.py", "coordinator/damper.py", "coordinator/dashboard.py", "coordinator/model.py",
     "coordinator/views.py", "coordinator/secrets/envelope.py", "coordinator/secrets/tokens.py",
-    "coordinator/secrets/model.py",
+    "coordinator/secrets/model.py", "coordinator/overlay.py", "coordinator/replica_events.py",
     # device profiles: detection, gates, schema, quantities
     "firmware_profiles/detect.py", "firmware_profiles/gates.py", "firmware_profiles/model.py",
     "firmware_profiles/schema.py", "firmware_profiles/units.py",
     # the data plane: who a peer is, which path carries its traffic
-    "dataplane/identity.py", "dataplane/paths.py", "dataplane/frames.py",
+    "dataplane/identity.py", "dataplane/paths.py", "dataplane/frames.py", "dataplane/overlay_plan.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
