@@ -12,8 +12,9 @@ scenarios against Mosquitto):
 2. Keep-alive. amqtt never disconnects a silent client (its read-timeout hook is a no-op), so a powered-off device
    would stay "online" forever. Here a client silent for 1.5x its keep-alive is disconnected and its will is
    published (§3.1.2.10).
-3. QoS 1 in flight. amqtt drops an outgoing QoS 1 message when the subscriber disconnects before PUBACK (and
-   after a fixed 5 s). Here it stays in the session and is resent with DUP on reconnect (§4.4).
+3. QoS 1/2 in flight. amqtt drops an outgoing QoS 1 or 2 message when the subscriber disconnects before its
+   acknowledgement (and after a fixed 5 s). Here it stays in the session and is resent on reconnect: PUBLISH with
+   DUP, or PUBREL once PUBREC came (§4.4), without holding the client's own packets up meanwhile.
 4. Offline queue. Messages for a disconnected persistent session are queued (bounded; oldest dropped with a
    warning) and delivered with retain=0 on reconnect (amqtt sets retain=1, §3.3.1.9 says 0); QoS is
    min(publish QoS, subscription QoS) (§3.8.4), where amqtt used the subscription's.
@@ -26,6 +27,9 @@ scenarios against Mosquitto):
 8. Size. A packet larger than the wire's cap plus its headers (MAX_PACKET_BYTES) is refused before its body is
    read, and the client is disconnected (MQTT 3.1.1 has no other refusal for a PUBLISH): amqtt read any size into
    memory, and a node could retain a 200 MiB message that stayed in the broker's memory for good.
+9. Fan-out. amqtt matched every message against every filter of every client (99% CPU at 2,000 nodes, issue 17);
+   here subscribers come from a subscription trie (broker.subtree), one copy per client at its highest QoS,
+   with the ACL still checked per delivery (bench/broker_fanout.py compares both).
 5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
    ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
    username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.

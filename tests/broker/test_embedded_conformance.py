@@ -331,3 +331,28 @@ def test_suite_keepalive_and_offline_flows_in_anonymous_mode(anonymous_broker: B
         assert len(back.messages) in (2, 3), [m.payload for m in back.messages]
     finally:
         back.stop()
+
+
+def test_unsubscribe_and_resubscribe_change_what_is_delivered(broker: BrokerUnderTest) -> None:
+    """UNSUBSCRIBE stops delivery (§3.10.4); a new SUBSCRIBE to the same filter replaces its QoS (§3.8.4)."""
+    sub = PahoClient(broker, OTHER)
+    sub.connect()
+    pub = PahoClient(broker, COORD)
+    pub.connect()
+    try:
+        node_cmds = f"{topics.ROOT}/node/+/cmd"
+        sub.subscribe(node_cmds, 2)
+        sub.subscribe(node_cmds, 1)  # same filter, lower QoS: replaces the first
+        pub.publish(topics.node_cmd("x"), b"first", 2)
+        wait_for(lambda: len(sub.messages) == 1, 5.0, "delivery")
+        assert sub.messages[0].qos == 1
+        done: list[int] = []
+        sub.client.on_unsubscribe = lambda *_: done.append(1)
+        sub.client.unsubscribe(node_cmds)
+        wait_for(lambda: bool(done), 5.0, "UNSUBACK")
+        pub.publish(topics.node_cmd("x"), b"second", 1)
+        time.sleep(0.5)
+        assert [m.payload for m in sub.messages] == [b"first"]
+    finally:
+        pub.stop()
+        sub.stop()
