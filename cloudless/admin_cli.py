@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import re
+import shlex
+import socket
+import ssl
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
-from cloudless.ctl import Ctx, add_command, as_command, connection_flags
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from cloudless.client import resolve_config
+from cloudless.ctl import Ctx, UsageError, add_command, as_command, connection_flags
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
@@ -37,6 +47,36 @@ def labels(text: str) -> dict[str, str]:
     return out
 
 
+def spki_pin(cert_der: bytes) -> str:
+    """curl's --pinnedpubkey form of a certificate's key: sha256// + base64 of the SubjectPublicKeyInfo's digest."""
+    spki = x509.load_der_x509_certificate(cert_der).public_key().public_bytes(Encoding.DER,
+                                                                               PublicFormat.SubjectPublicKeyInfo)
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def server_pin(server: str, ca: str | None, timeout: float = 10.0) -> str:
+    """The pin of the API certificate `server` presents, verified against the CA this CLI trusts (so the pin
+    handed to a device is the coordinator's, not an interceptor's)."""
+    url = urllib.parse.urlsplit(server)
+    if url.scheme != "https" or not url.hostname:
+        raise UsageError(f"--join-command needs an https API (the pin is its certificate's key); the CLI uses {server}")
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((url.hostname, url.port or 443), timeout=timeout) as sock, \
+            context.wrap_socket(sock, server_hostname=url.hostname) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise UsageError(f"{server} presented no certificate")
+    return spki_pin(der)
+
+
+def join_command(server: str, pin: str, token: str, node_id: str | None) -> str:
+    """The one line a device runs: the script fetched with the API key pinned (-k: the device has no CA yet, the pin
+    is what authenticates the server), run with the token and the same pin for every later download."""
+    args = ["--pin", pin, "--token", token] + (["--node-id", node_id] if node_id else [])
+    return (f"curl -fsSk --pinnedpubkey {shlex.quote(pin)} {shlex.quote(server.rstrip('/') + '/v1/install.sh')}"
+            f" | sh -s -- {shlex.join(args)}")
+
+
 def cmd_token_create(args: argparse.Namespace, ctx: Ctx) -> int:
     body: dict[str, object] = {"ttlSeconds": args.ttl, "maxUses": args.max_uses}
     if args.labels:
@@ -45,7 +85,20 @@ def cmd_token_create(args: argparse.Namespace, ctx: Ctx) -> int:
         body["zone"] = args.zone
     resp = ctx.api.request("POST", "/v1/tokens", body=body)
     data = resp.body
-    if args.output == "json":
+    if args.join_command:
+        cfg = resolve_config(server=args.server, token=args.token, config=args.config, env=ctx.env, warn=ctx.warn)
+        try:
+            pin = server_pin(ctx.api.server, cfg.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--join-command: reading the API certificate of {ctx.api.server} failed: {exc}") from exc
+        line = join_command(ctx.api.server, pin, str(data["token"]), args.node_id)
+        if args.output == "json":
+            ctx.out(json.dumps({**data, "joinCommand": line, "pin": pin}, indent=2))
+        else:
+            ctx.out(line)
+            ctx.err(f"token {data['id']}: {data['maxUses']} use(s). Run that line on the device (Debian, Raspberry "
+                    "Pi OS, Termux); it installs the agent, enrols it and starts it as a service.")
+    elif args.output == "json":
         ctx.out(json.dumps(data, indent=2))
     else:
         until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(data["expiresAt"])))
@@ -85,7 +138,8 @@ def add_parser(sub: Sub) -> None:
     p = add_command(sub, "token", conn, func=lambda a, c: 2, help="enrolment tokens for new devices",
                     description="Mint, list and revoke one-time enrolment tokens. A token carries the coordinator's "
                     "URL and the cluster CA's fingerprint, so a device needs nothing else to join.",
-                    examples="  cloudless token create --ttl 1h --max-uses 1 --zone home\n  cloudless token list\n"
+                    examples="  cloudless token create --ttl 1h --max-uses 1 --zone home\n"
+                    "  cloudless token create --join-command --node-id pi-kitchen\n  cloudless token list\n"
                     "  cloudless token revoke 3f2a...")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = actions.add_parser("create", parents=[conn], help="mint a token (printed once on stdout)")
@@ -94,6 +148,9 @@ def add_parser(sub: Sub) -> None:
                    help="devices that may enrol with it (default 1)")
     c.add_argument("--labels", type=labels, default={}, metavar="K=V,...", help="labels for the enrolled nodes")
     c.add_argument("--zone", default="", help="zone for the enrolled nodes")
+    c.add_argument("--join-command", action="store_true",
+                   help="print the one line that installs, enrols and starts the agent on a device")
+    c.add_argument("--node-id", default=None, help="with --join-command: the device's node id (default its hostname)")
     c.add_argument("-o", "--output", choices=["text", "json"], default="text")
     c.set_defaults(func=as_command(cmd_token_create))
     ls = actions.add_parser("list", parents=[conn], help="list tokens (ids and uses; never the tokens)")

@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(podman runc uidmap slirp4netns fuse-overlayfs mosquitto mosquitto-clients busybox-static iproute2 iptables procps
           iputils-ping
+          qemu-user-static debootstrap binfmt-support zstd
           etcd-server)
 
 missing=()
