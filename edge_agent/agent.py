@@ -421,6 +421,7 @@ class Agent:
             data_dir=self.cfg.data_dir, runtime=self.runtime_info.name, runtime_version=self.runtime_info.version,
             rootless=self.runtime_info.rootless, profile=self.profile_name, zone=self.cfg.zone,
             labels=self.cfg.labels, agent_version=self.cfg.version, readings=self.readings,
+            overlay=self.overlay.enabled,
         )
 
     def status_message(self, presence: Presence) -> NodeStatus:

@@ -115,6 +115,7 @@ def node_facts(
     labels: dict[str, str],
     agent_version: str,
     readings: Readings,
+    overlay: bool | None = None,
 ) -> NodeFacts:
     md = mem_disk(data_dir)
     return NodeFacts(
@@ -136,7 +137,9 @@ def node_facts(
         labels=dict(labels),
         agent_version=agent_version[:32],
         workload_isolation=workload_isolation(runtime, os.geteuid(), _safe("landlock", landlock.abi) or 0),
-        abilities=abilities(runtime, overlay=bool(_safe("aioquic", lambda: importlib.util.find_spec("aioquic")))),
+        # the overlay as it runs (the agent says), else whether it could (aioquic is installed)
+        abilities=abilities(runtime, overlay=overlay if overlay is not None
+                            else bool(_safe("aioquic", lambda: importlib.util.find_spec("aioquic")))),
     )
 
 

@@ -45,9 +45,11 @@ def of_facts(facts: NodeFacts | None) -> frozenset[str] | None:
     that has not reported its facts yet, or a runtime this coordinator does not know): not filtered."""
     if facts is None:
         return None
-    if facts.abilities:
-        return frozenset(facts.abilities)
-    return BY_RUNTIME.get(facts.runtime)
+    stated = frozenset(facts.abilities)
+    if stated & {CONTAINERS, PROCESS}:
+        return stated
+    by_runtime = BY_RUNTIME.get(facts.runtime)  # an agent that lists no runtime ability (a runtime it does not
+    return None if by_runtime is None else by_runtime | stated  # know, or too old to list any): by its name
 
 
 def container_needs(spec: WorkloadSpec) -> frozenset[str]:
