@@ -18,6 +18,7 @@ REGISTRARS: dict[str, str] = {
     "token": "cloudless.admin_cli", "node": "cloudless.admin_cli", "policy": "cloudless.policy_cli",
     "top": "cloudless.top", "secrets": "cloudless.secrets_cli",
     "relay": "cloudless.relay_cli", "pki": "cloudless.relay_cli", "status": "cloudless.status",
+    "version": "cloudless.version", "completion": "cloudless.completion", "down": "cloudless.down",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from aiohttp import web
@@ -13,14 +14,26 @@ from coordinator.rest.routes import Route
 from coordinator.spec import workload_json_schema
 from coordinator.store import StoreError
 
+
+def _installed_version() -> str:
+    """This code's version as installed (the distribution's metadata; `cloudless.__version__` is the same number,
+    but the coordinator may not import the `cloudless` package)."""
+    try:
+        return metadata.version("cloudless")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+VERSION = _installed_version()
 READY_STORE_TIMEOUT_S = 2.0
 ROUND_FAILURES_UNREADY = 3  # reconcile rounds failed in a row before the coordinator reports itself not ready
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests", auth=False, response="Health"),
+    Route("GET", "/healthz", "healthz", "Liveness: the process serves requests (and its version)", auth=False,
+          response="Health"),
     Route("GET", "/readyz", "readyz", "Readiness: state loaded and the broker connected", auth=False,
-          response="Health", ok=(200, 503)),
+          response="Readiness", ok=(200, 503)),
     Route("GET", "/metrics", "metrics", "Prometheus metrics", auth=False, media="text/plain"),
     Route("GET", "/openapi.json", "openapi", "This document", auth=False, response="Object"),
     Route("GET", "/v1/schema/workload", "workload_schema", "JSON Schema of a workload document", response="Object"),
@@ -36,7 +49,7 @@ class MetaHandlers:
         self._openapi = openapi
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "version": VERSION})
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready: state loaded, broker connected, and a leader known (this one, or one to forward writes to).

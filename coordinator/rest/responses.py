@@ -85,7 +85,10 @@ _OVERLAY_NODE = obj(("node",), node=STR, enabled=nullable(BOOL), disabled=nullab
                     relays={"type": "array", "items": STR}, peers=INT, counters=OBJ, reportedAt=nullable(NUM))
 
 RESPONSE_SCHEMAS: dict[str, Schema] = {
-    "Health": OBJ,
+    "Health": obj(("ok",), ok=BOOL, version=STR),
+    "Readiness": obj(("ready",), ready=BOOL, broker=BOOL, state=BOOL, store=BOOL, storeError=nullable(STR),
+                     epoch=nullable(INT), leader=BOOL, leaderId=nullable(STR), rounds=INT, roundsFailing=INT,
+                     roundError=nullable(STR), epochBehind=nullable(INT), problems=STR_MAP),
     "Node": _NODE,
     "NodeList": items_of("Node"),
     "NodeDeleted": obj(("deleted",), deleted=STR),

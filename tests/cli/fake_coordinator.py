@@ -92,6 +92,7 @@ class FakeCoordinator:
     peers: list[JSON] = field(default_factory=list)  # overlay paths, as GET /v1/peers rows
     kept: set[tuple[str, str]] = field(default_factory=set)  # overlay connect pairs
     ping_answer: JSON = field(default_factory=dict)  # what a node answers an overlay ping (peer/from filled in)
+    version: str = "9.9.9-fake"  # what GET /healthz says the coordinator runs
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- builders ----
@@ -130,6 +131,7 @@ class FakeCoordinator:
         wl = rf"/v1/workloads/(?P<ns>{NAME})/(?P<name>{NAME})"
         routes: list[tuple[str, str, Callable[..., Any]]] = [
             ("GET", r"/readyz", lambda: copy.deepcopy(self.readiness)),
+            ("GET", r"/healthz", lambda: {"ok": True, "version": self.version}),
             ("GET", r"/v1/nodes", lambda: {"items": [self._node(n) for n in sorted(self.nodes)]}),
             ("GET", rf"/v1/nodes/(?P<node>{NAME})", self._node),
             ("POST", rf"/v1/nodes/(?P<node>{NAME})/(?P<action>cordon|uncordon|drain)", self._node_action),
