@@ -22,6 +22,7 @@ from coordinator.spec_values import (
     LABEL_VALUE,
     NAME,
     ZONE,
+    Ability,
     Operator,
     Scope,
     Spread,
@@ -132,3 +133,5 @@ class PlacementSpec(Checked):
     anti_affinity: AntiAffinity = field(default_factory=AntiAffinity, metadata=spec_field(Obj(AntiAffinity)))
     tolerations: tuple[Toleration, ...] = field(default=(), metadata=spec_field(ListOf(Obj(Toleration), 32)))
     strategy: Strategy = field(default=Strategy.SPREAD, metadata=spec_field(Choice(Strategy)))
+    # abilities every node that runs a replica must have, beyond what the runtime needs (e.g. [overlay])
+    requires: tuple[Ability, ...] = field(default=(), metadata=spec_field(ListOf(Choice(Ability), 8)))

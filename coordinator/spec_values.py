@@ -37,6 +37,17 @@ class Scope(StrEnum):
     ZONE = "zone"
 
 
+class Ability(StrEnum):
+    """What a node can do (NodeFacts.abilities): a workload may require any of them (`placement.requires`)."""
+
+    CONTAINERS = "containers"
+    PORT_REMAP = "port-remap"
+    VOLUMES = "volumes"
+    IMAGES = "images"
+    PROCESS = "process"
+    OVERLAY = "overlay"  # the node runs the QUIC overlay (docs/overlay.md)
+
+
 class Strategy(StrEnum):
     BINPACK = "binpack"
     SPREAD = "spread"

@@ -77,6 +77,15 @@ def container_only(spec: WorkloadSpec) -> str:
 
 
 def needs(spec: WorkloadSpec) -> Needs:
+    """The runtime's needs (below), each with what `placement.requires` adds (e.g. the overlay)."""
+    extra = frozenset(a.value for a in spec.placement.requires)
+    base = runtime_needs(spec)
+    if not extra:
+        return base
+    return tuple(alt | extra for alt in base) if base else (extra,)
+
+
+def runtime_needs(spec: WorkloadSpec) -> Needs:
     match spec.runtime:
         case Runtime.CONTAINER:
             return (container_needs(spec),)

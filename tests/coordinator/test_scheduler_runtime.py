@@ -133,3 +133,23 @@ def test_detail_is_bounded() -> None:
     reasons = {f"n{i:02}": Reject("offline") for i in range(12)}
     text = Unschedulable.explain(reasons).detail(limit=3)
     assert text == "0/12 nodes available: 12 offline; n00: offline; n01: offline; n02: offline (and 9 more)"
+
+
+def test_a_workload_that_requires_the_overlay_goes_only_to_nodes_that_run_it() -> None:
+    from coordinator.scheduler import Snapshot
+
+    job = workload(image=None, command=["serve"], runtime="process", placement={"requires": ["overlay"]})
+    assert ab.needs(job.spec) == (frozenset({"process", "overlay"}),)
+    nodes = (make_node("phone-1", abilities=PROCESS), make_node("phone-2", abilities=PROCESS | {"overlay"}))
+    results = schedule_many(Snapshot(nodes), [PlacementRequest.for_replica(job, f"r{i}") for i in range(3)], seed=2)
+    assert all(isinstance(r, Placement) and r.node_id == "phone-2" for r in results)
+    alone = schedule_many(Snapshot(nodes[:1]), [PlacementRequest.for_replica(job, "r9")], seed=2)[0]
+    assert isinstance(alone, Unschedulable)
+    assert "phone-1: runtime mismatch: node lacks overlay" in alone.detail()
+
+
+def test_requires_takes_only_known_abilities() -> None:
+    from coordinator.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"spec.placement.requires\[0\]"):
+        workload(placement={"requires": ["wings"]})
