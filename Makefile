@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export CONTAINERS_CONF := $(CURDIR)/scripts/containers.conf
 
-.PHONY: up up-ha test lint bench sysdeps image rootless venv clean help
+.PHONY: up up-ha down test lint bench sysdeps updeps image rootless venv clean help
 
 help:
 	@echo "make up      - create .venv, install, start a local cluster (cloudless up)"
 	@echo "make up-ha   - the same with 3 local etcd members and 3 replicated coordinators"
+	@echo "make down    - stop the workloads a stopped 'make up' left running (cloudless down)"
 	@echo "make test    - install system packages + test image if missing, run the whole test suite"
 	@echo "make lint    - ruff + mypy"
 	@echo "make bench   - run the benchmarks; results land in docs/benchmarks.md"
@@ -22,16 +23,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-up: $(STAMP) sysdeps image
+# `up` installs only what it needs (updeps: Podman, busybox for the image) and touches no system service
+up: $(STAMP) updeps image
 	$(BIN)/cloudless up $(UP_ARGS)
 
-up-ha: $(STAMP) sysdeps image
+# etcd is what --coordinators 3 adds
+up-ha: $(STAMP) updeps image
+	@command -v etcd >/dev/null 2>&1 || { echo "make up-ha: needs etcd (Debian: apt-get install etcd-server)" >&2; exit 1; }
 	$(BIN)/cloudless up --coordinators 3 $(UP_ARGS)
 
+down: $(STAMP)
+	$(BIN)/cloudless down $(DOWN_ARGS)
+
+# everything the test suite needs (brokers, etcd, qemu for the emulated devices)
 sysdeps:
 	bash scripts/install-system-deps.sh
 
-image: sysdeps
+updeps:
+	bash scripts/install-up-deps.sh
+
+image: updeps
 	bash scripts/build-test-image.sh
 
 # a user with subuids and its own image store, for the rootless Podman tests (root only; skipped otherwise)
