@@ -141,6 +141,11 @@ def test_up_gives_a_secure_cluster_the_cli_can_drive(up: Up) -> None:
     assert oct(up.config.stat().st_mode & 0o777) == "0o600"
     until(lambda: any(n["id"] == up.node and n["online"] for n in json.loads(
         up.cli("get", "nodes", "-o", "json").stdout)["items"]), 30, "the local agent online")
+    # up started a relay and the local agent runs the overlay, linked to it
+    overlay = until(lambda: (s := json.loads(up.cli("overlay", "status", "-o", "json").stdout)) and any(
+        n["node"] == up.node and n["enabled"] and n["relays"] == ["relay@local"] for n in s["nodes"]) and s, 30,
+        "the local agent's overlay linked to up's relay")
+    assert overlay["relays"] == [{"id": "relay@local", "addresses": [f"127.0.0.1:{up.relay}"]}]
     # the example from the README's tour, on a free host port
     port = free_port()
     example = (REPO / "examples" / "hello.yaml").read_text().replace("hostPort: 18081", f"hostPort: {port}")
