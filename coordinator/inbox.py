@@ -13,13 +13,14 @@ from broker.client import Message
 from broker.errors import WireError
 from broker.limits import safe_topic
 from broker.listeners import ThrottledLog
-from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, OverlayReport, topics
-from coordinator import membership, replica_events
+from broker.wire import CommandReply, Heartbeat, NodeStatus, ObservedState, OverlayReport, Presence, topics
+from coordinator import membership, model, replica_events
 from coordinator.cluster import Cluster
 from coordinator.membership import MembershipConfig
 from coordinator.metrics import Metrics
 from coordinator.operations import Recorder
 from coordinator.overlay import OverlayBook
+from coordinator.store import put
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class Inbox:
 
     def __init__(self, cluster: Cluster, journal: Recorder, *, metrics: Metrics, clock: Callable[[], float],
                  cfg: MembershipConfig, wake: Callable[[], None], resolve: Callable[[CommandReply], None],
-                 overlay: OverlayBook | None = None) -> None:
+                 overlay: OverlayBook | None = None, acting: Callable[[], bool] = lambda: True) -> None:
         self.cluster = cluster
         self.journal = journal
         self.metrics = metrics
@@ -40,6 +41,7 @@ class Inbox:
         self.wake = wake
         self.resolve = resolve
         self.overlay = overlay if overlay is not None else OverlayBook()
+        self.acting = acting  # only the acting coordinator writes the store
         self._bad = ThrottledLog(log)  # refusals of what nodes send: a flood of them is counted, not echoed
 
     def handlers(self) -> tuple[tuple[topics.Channel, Handler], ...]:
@@ -71,6 +73,10 @@ class Inbox:
         before = self.cluster.members.get(msg.node_id)
         info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)
         self.cluster.members[msg.node_id] = info
+        if msg.presence is Presence.ONLINE and self.acting() and (
+                before is None or before.status is None or before.status.facts != msg.facts):
+            # the node's record, so it stays listed (offline) after a restart of coordinator and broker
+            self.journal.queue(put(model.member_key(msg.node_id), wire.encode(msg)))
         if info.will_at is not None and (before is None or before.will_at is None):
             # the verdict on a last will comes after the settle time (other wills may follow): a round then
             asyncio.get_running_loop().call_later(self.cfg.will_settle_s + 0.01, self.wake)

@@ -36,6 +36,12 @@ def node_key(node_id: str) -> str:
     return f"/nodes/{node_id}"
 
 
+def member_key(node_id: str) -> str:
+    """A node's last status (wire bytes), kept so an offline node stays listed after a restart of coordinator and
+    broker (an embedded broker's retained messages live in memory)."""
+    return f"/members/{node_id}"
+
+
 def nodegen_key(node_id: str) -> str:
     return f"/nodegen/{node_id}"
 

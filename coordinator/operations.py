@@ -305,6 +305,7 @@ class Operations:
             self.cluster.members.pop(node_id, None)
             self.cluster.admin.pop(node_id, None)
             self.journal.queue(delete_op(model.node_key(node_id)))
+            self.journal.queue(delete_op(model.member_key(node_id)))
             self.journal.event("Normal", "NodeDeleted", f"node/{node_id}", f"node {node_id} deleted")
             await self.journal.flush()
         self.on_node_deleted(node_id)  # its retained presence, observed state, mirror and entities

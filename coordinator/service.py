@@ -22,9 +22,10 @@ from typing import Any
 
 from broker import wire
 from broker.client import MqttClient
-from broker.errors import MqttError
+from broker.errors import MqttError, WireError
 from broker.wire import (
     CoordinatorStatus,
+    NodeStatus,
     Presence,
     RelayInfo,
     ReplicaObserved,
@@ -37,7 +38,7 @@ from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
 from coordinator.leadership import Leadership, SoloLeadership
 from coordinator.link import LinkClock
-from coordinator.membership import MembershipConfig, NodeInfo
+from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
 from coordinator.operations import Operations, PolicyDenied
@@ -105,7 +106,8 @@ class Coordinator:
         self.overlay_ops = OverlayOps(self.overlay, self.cluster, self.journal, commander=self.ops, clock=clock,
                                       lock=self._lock, wake=self.wake)
         self.inbox = Inbox(self.cluster, self.journal, metrics=self.metrics, clock=clock, cfg=cfg.membership,
-                           wake=self.wake, resolve=self.ops.resolve, overlay=self.overlay)
+                           wake=self.wake, resolve=self.ops.resolve, overlay=self.overlay,
+                           acting=lambda: self.acting)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dash_at = 0.0
@@ -186,11 +188,23 @@ class Coordinator:
                    if json.loads(e.value).get("revoked")}
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
         kept = pairs_from_store([(e.key, e.value) for e in await self.store.list(PAIRS_PREFIX)])
+        known = [(e.key.rsplit("/", 1)[1], e.value) for e in await self.store.list("/members/")]
         revoked_serials = tuple(e.key.rsplit("/", 1)[1] for e in await self.store.list("/revoked/"))
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
         c.revoked_nodes |= revoked
+        now = self.clock()
+        for node_id, payload in known:  # enrolled nodes not heard of (yet): listed offline with their last facts,
+            if node_id in c.members or node_id in c.revoked_nodes:  # lost after lost_after_s like any silent node;
+                continue  # a retained status arriving later replaces this
+            try:
+                status = wire.decode(payload)
+            except WireError:
+                continue
+            if isinstance(status, NodeStatus) and status.node_id == node_id:
+                c.members[node_id] = NodeInfo(node_id=node_id, state=NodeState.OFFLINE, status=status,
+                                              first_seen=now, state_since=now)
         book = self.overlay  # kept pairs from the store; a probe's pairs (in memory) stay until they expire
         book.wants = {**{k: w for k, w in book.wants.items() if w.until is not None},
                       **{k: Want(None, why) for k, why in kept.items()}}

@@ -4,7 +4,7 @@ Membership lives only in memory and is rebuilt from the broker's retained node s
 of which nodes exist. With the broker's retained state kept, a restart still lists the offline node (the first
 test). The embedded broker that `cloudless up` runs keeps its retained messages in memory only, and `up` restarts
 it with the coordinator: then nothing tells the new coordinator the node exists and it vanishes from `get nodes`
-(the second test, xfail until the fix in coordinator/ lands; the fix is described in the report of this change).
+(the second test: the coordinator keeps each node's last status in its store, /members/<id>).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-
-import pytest
 
 from broker import wire
 from broker.wire import NodeFacts, NodeStatus, Presence, topics
@@ -69,9 +67,6 @@ async def test_an_offline_node_stays_listed_across_a_restart_when_the_broker_kep
         await store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="membership is rebuilt only from the broker's retained status; the store "
-                   "keeps no node record (fix: persist /members/<id> on join, seed it in _read_state, delete it in "
-                   "delete_node)")
 async def test_an_offline_node_stays_listed_across_a_restart_of_coordinator_and_broker(tmp_path: Path) -> None:
     bus = FakeBroker()
     coord, store = await _coordinator(tmp_path / "state.db", bus)
