@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import secrets
@@ -137,7 +138,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         log.warning("anonymous access is on: any client can read and write every topic (development only)")
         authenticator, acl = AnonymousAuthenticator(), open_acl()
-    return asyncio.run(serve(settings, authenticator, acl))
+    from amqtt.errors import BrokerError
+
+    if (busy := port_in_use(args.host, args.port)) is not None:  # before amqtt logs a traceback for it
+        print(f"cloudless broker: port {args.port} on {args.host} is in use ({busy}; another broker? Home "
+              "Assistant's?): pass --port N (cloudless up: --mqtt-port N)", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return asyncio.run(serve(settings, authenticator, acl))
+    except (OSError, BrokerError) as exc:  # amqtt wraps the bind's OSError in a BrokerError
+        text = str(exc)
+        if getattr(exc, "errno", None) == errno.EADDRINUSE or "address already in use" in text:
+            print(f"cloudless broker: port {args.port} on {args.host} is in use (another broker? Home Assistant's?): "
+                  "pass --port N (cloudless up: --mqtt-port N)", file=sys.stderr, flush=True)
+            return 2
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EADDRNOTAVAIL) or "Errno 99" in text \
+                or "Errno 13" in text:
+            print(f"cloudless broker: cannot listen on {args.host}:{args.port}: {text[:200]} (check --host and "
+                  "--port)", file=sys.stderr, flush=True)
+            return 2
+        raise
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why (host, port) cannot take a TCP listener now because something else holds it; None when it can (or when
+    the check itself cannot tell: the real bind then says)."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return None
+    for family, kind, proto, _name, addr in infos[:4]:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return exc.strerror or "address already in use"
+    return None
 
 
 def open_acl() -> Acl:

@@ -234,6 +234,23 @@ def _start_relay(me: list[str], args: argparse.Namespace, data_dir: Path, pki: d
     return child, "relay@local=" + ",".join(relay_addresses(host, args.relay_port))
 
 
+def _busy_ports(args: argparse.Namespace, api_host: str) -> str | None:
+    """One line naming the first port `up` needs that something else holds, and the flag that moves it."""
+    from broker.cli import port_in_use
+
+    wanted = [(args.mqtt_host, args.mqtt_port, "MQTT", "--mqtt-port"),
+              *((api_host, args.api_port + i, "API", "--api-port") for i in range(args.coordinators))]
+    if not args.no_relay:
+        wanted.append((args.mqtt_host, args.relay_port, "relay", "--relay-port"))
+    for host, port, what, flag in wanted:
+        if port_in_use(host, port) is not None:
+            other = "another broker? Home Assistant's? " if what == "MQTT" else "another cluster? "
+            extra = " or --no-relay" if what == "relay" else ""
+            return (f"port {port} ({what}) on {host} is in use ({other}a second `cloudless up`?): pass {flag} "
+                    f"{port + 10}{extra}")
+    return None
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from cloudless.client import default_config_path, write_config
 
@@ -253,6 +270,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     api_host = args.advertise or "127.0.0.1"
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    if (busy := _busy_ports(args, api_host)) is not None:
+        print(f"cloudless up: {busy}", file=sys.stderr)
+        return 2
     ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
     token = ensure_admin_token(data_dir)
     pki = ensure_pki(data_dir, args.mqtt_host)
@@ -352,4 +372,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 1
     print("\nstopping ...", flush=True)
     stop_children(children)
+    if not args.no_agent:
+        print("workloads keep running without their agent (edge autonomy: `cloudless up` again adopts them); "
+              "`cloudless down` stops them", flush=True)
     return 0

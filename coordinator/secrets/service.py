@@ -36,6 +36,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from broker.wire.schema import ID_MAX_LEN, valid_id
@@ -352,7 +353,7 @@ class SecretsService:
     async def _open(self, info: SecretInfo, version: int | None) -> Revealed | Rejection:
         if info.expired(self.clock()):
             return Rejection(RejectKind.EXPIRED, f"secret {info.namespace}/{info.name} expired at "
-                             f"{info.expires_at:.0f}; update it to renew", "", "secret-expired")
+                             f"{utc_time(info.expires_at or 0.0)}; update it to renew", "", "secret-expired")
         wanted = info.version(version)
         if wanted is None:
             return Rejection(RejectKind.NOT_FOUND, f"secret {info.namespace}/{info.name} has no version {version}",
@@ -573,3 +574,8 @@ class SecretsService:
 
 def _dump(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def utc_time(epoch: float) -> str:
+    """A Unix time as people read it in a message (ISO 8601, UTC, to the second)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
