@@ -190,7 +190,7 @@ pip_install() {  # the coordinator's wheels first (works offline), then the pack
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -c "$CONSTRAINTS" \
       --no-index --find-links "$BASE/wheels" "$@" 2>/dev/null \
   || "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -c "$CONSTRAINTS" \
-      --find-links "$BASE/wheels" "$@"
+      --retries 2 --find-links "$BASE/wheels" "$@"
 }
 
 if [ "$(cat "$BASE/installed" 2>/dev/null)" != "$WHEEL_SUM" ]; then
@@ -264,6 +264,7 @@ After=network-online.target
 ExecStart=$VENV/bin/cloudless $AGENT_ARGS
 Restart=always
 RestartSec=2
+LimitNOFILE=65536
 
 [Install]
 WantedBy=default.target
