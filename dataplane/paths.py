@@ -18,6 +18,12 @@ Theory of operation (the anchors are Tailscale's magicsock timers, ARCHITECTURE 
   direction only, so it never keeps a path alive; from an address that is no candidate — a symmetric NAT's fresh
   port — it becomes a peer-reflexive candidate (ICE, RFC 8445 §7.3.1.3) and is probed at once: that is how an
   easy NAT meets a hard one.
+- **Extra sockets** (birthday punching, dataplane.birthday): the adapter may send probes the core did not plan
+  (`probe()`: a spray to random ports, or one from each of many extra sockets). An answer to one from an address that
+  is no candidate makes it a peer-reflexive one. A probe *heard on an extra socket* binds the sender's address to that
+  socket (`heard(..., via_socket=)`): from then on every probe to that address leaves through it, and a path proven
+  through it is `Direct(..., via_socket=)`, so the adapter sends the peer's traffic through that socket. `release()`
+  forgets a socket the adapter closed.
 
 Invariants: `path()` is always a usable choice (the relay when no direct path is live); every event names the old
 and new path and why; nothing here sends or sleeps — `poll(now)` returns what to send and `next_deadline()` when to
@@ -59,6 +65,7 @@ class Relay:
 class Direct:
     addr: Address
     kind: CandidateKind
+    via_socket: int | None = None  # an extra socket of the adapter's (birthday punching); None: the main socket
 
     def __str__(self) -> str:
         return f"direct {self.kind.value} {self.addr[0]}:{self.addr[1]}"
@@ -69,10 +76,12 @@ Path = Relay | Direct
 
 @dataclass(frozen=True, slots=True)
 class SendProbe:
-    """Send a probe with `txid` to `addr` on the overlay socket; its answer comes back as `answered(txid, ...)`."""
+    """Send a probe with `txid` to `addr` on the overlay socket (or extra socket `via_socket`); its answer comes back
+    as `answered(txid, ...)`."""
 
     addr: Address
     txid: int
+    via_socket: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class _Live:
     kind: CandidateKind
     rtt_s: float
     last_heard: float
+    via: int | None = None
 
 
 @dataclass
@@ -109,7 +119,9 @@ class PathState:
     candidates: tuple[Candidate, ...] = ()
     active: Path = field(init=False)
     _live: dict[Address, _Live] = field(default_factory=dict)
-    _sent: dict[int, tuple[Address, float]] = field(default_factory=dict)  # txid -> (addr, sent at)
+    _sent: dict[int, tuple[Address, float, int | None]] = field(default_factory=dict)  # txid -> (addr, at, via)
+    _bound: dict[Address, int] = field(default_factory=dict)  # peer address -> the extra socket that reaches it
+    _unplanned: set[int] = field(default_factory=set)  # txids of probes sent through probe()
     _txid: int = 0
     _punch_until: float = 0.0
     _next_probe: float = 0.0
@@ -132,35 +144,64 @@ class PathState:
         self._next_punch = now
         self._choose(now, "candidates changed")
 
-    def answered(self, txid: int, now: float, *, from_addr: Address | None = None) -> None:
-        """The answer to probe `txid` arrived (`from_addr`: where from; an answer from elsewhere proves nothing about
-        the path the probe took, and is ignored)."""
+    def answered(self, txid: int, now: float, *, from_addr: Address | None = None,
+                 via_socket: int | None = None) -> None:
+        """The answer to probe `txid` arrived (`from_addr`: where from, `via_socket`: on which extra socket, None for
+        the main one; an answer from elsewhere or on another socket proves nothing about the path the probe took, and
+        is ignored)."""
         sent = self._sent.get(txid)
-        if sent is None or (from_addr is not None and from_addr != sent[0]):
+        if sent is None or (from_addr is not None and from_addr != sent[0]) or via_socket != sent[2]:
             return  # late, duplicated, forged, or from another path: ignored
         del self._sent[txid]
-        addr, at = sent
+        addr, at, via = sent
         kind = self._kind_of(addr)
+        if kind is None and txid in self._unplanned:  # a spray probe hit: the peer's NAT has a mapping there
+            kind = CandidateKind.PEER_REFLEXIVE
+            self.candidates = (*self.candidates, Candidate(addr, kind))
+        self._unplanned.discard(txid)
         if kind is None:
             return
         rtt = max(now - at, 0.0)
         live = self._live.get(addr)
-        if live is None:
-            self._live[addr] = _Live(kind, rtt, now)
+        if live is None or live.via != via:
+            self._live[addr] = _Live(kind, rtt, now, via)
         else:  # smoothed like TCP's SRTT (RFC 6298 §2, alpha = 1/8)
             live.rtt_s, live.last_heard = live.rtt_s * 7 / 8 + rtt / 8, now
         self._choose(now, f"probe answered in {rtt * 1000:.1f} ms")
 
-    def heard(self, addr: Address, now: float) -> None:
-        """An authenticated probe from the peer arrived from `addr`. It proves only one direction, so it keeps no path
-        alive (a path that stopped answering is dead even while the peer's probes still arrive); it makes an address
-        that is no candidate — a symmetric NAT's fresh port — a peer-reflexive one, and has it probed now."""
+    def heard(self, addr: Address, now: float, *, via_socket: int | None = None) -> None:
+        """An authenticated probe from the peer arrived from `addr` (on extra socket `via_socket`, or the main one).
+        It proves only one direction, so it keeps no path alive (a path that stopped answering is dead even while the
+        peer's probes still arrive); it makes an address that is no candidate — a symmetric NAT's fresh port — a
+        peer-reflexive one, and has it probed now. Heard on an extra socket, it binds `addr` to that socket (unless a
+        path to `addr` already works without it): probes to `addr` leave through it from now on."""
+        if via_socket is not None and addr not in self._bound and addr not in self._live:
+            self._bound[addr] = via_socket
+            if self._kind_of(addr) is None:
+                self.candidates = (*self.candidates, Candidate(addr, CandidateKind.PEER_REFLEXIVE))
+            self._next_punch = min(self._next_punch, now)
+            return
         if self._kind_of(addr) is None:
             learned = sum(1 for c in self.candidates if c.kind is CandidateKind.PEER_REFLEXIVE)
             if learned >= MAX_PEER_REFLEXIVE:
                 return  # bounded: a NAT that keeps changing ports cannot grow the list (nor a replay)
             self.candidates = (*self.candidates, Candidate(addr, CandidateKind.PEER_REFLEXIVE))
             self._next_punch = min(self._next_punch, now)
+
+    def release(self, via_socket: int, now: float) -> None:
+        """The adapter closed extra socket `via_socket`: forget what went through it (its addresses are probed from
+        the main socket again)."""
+        self._bound = {a: s for a, s in self._bound.items() if s != via_socket}
+        self._live = {a: live for a, live in self._live.items() if live.via != via_socket}
+        self._sent = {t: s for t, s in self._sent.items() if s[2] != via_socket}
+        self._choose(now, "its socket closed")
+
+    def probe(self, addr: Address, now: float, *, via_socket: int | None = None) -> SendProbe:
+        """A probe the adapter sends on its own account (birthday punching): an answer from an address that is no
+        candidate makes it a peer-reflexive one, and a live path."""
+        probe = self._probe(addr, now, via=via_socket)
+        self._unplanned.add(probe.txid)
+        return probe
 
     # ---- outputs --------------------------------------------------------------------------------------------
 
@@ -179,6 +220,7 @@ class PathState:
             interval = self.timers.probe_interval_s if punching else self.timers.heartbeat_s
             self._next_probe = now + interval
         self._sent = {t: s for t, s in self._sent.items() if now - s[1] < self.timers.trust_s}
+        self._unplanned &= self._sent.keys()
         return probes
 
     def next_deadline(self) -> float:
@@ -202,10 +244,11 @@ class PathState:
 
     # ---- decisions ------------------------------------------------------------------------------------------
 
-    def _probe(self, addr: Address, now: float) -> SendProbe:
+    def _probe(self, addr: Address, now: float, *, via: int | None = None) -> SendProbe:
         self._txid += 1
-        self._sent[self._txid] = (addr, now)
-        return SendProbe(addr, self._txid)
+        via = self._bound.get(addr, via)
+        self._sent[self._txid] = (addr, now, via)
+        return SendProbe(addr, self._txid, via)
 
     def _heartbeat_targets(self) -> list[Address]:
         return [self.active.addr] if isinstance(self.active, Direct) else []
@@ -228,10 +271,10 @@ class PathState:
         elif isinstance(current, Direct) and current.addr in self._live and current.addr != best[0]:
             cur, cand = self._live[current.addr], self._live[best[0]]
             better_kind = cand.kind is CandidateKind.LAN and cur.kind is not CandidateKind.LAN
-            new = Direct(best[0], cand.kind) if better_kind or cand.rtt_s < cur.rtt_s * self.timers.switch_gain \
-                else current
+            new = Direct(best[0], cand.kind, cand.via) \
+                if better_kind or cand.rtt_s < cur.rtt_s * self.timers.switch_gain else current
         else:
-            new = Direct(best[0], self._live[best[0]].kind)
+            new = Direct(best[0], self._live[best[0]].kind, self._live[best[0]].via)
         if new != current:
             self.active = new
             self._events.append(PathChanged(current, new, why))

@@ -192,3 +192,70 @@ def test_peer_reflexive_candidates_are_bounded() -> None:
     for port in range(1000, 1100):
         state.heard(("198.19.7.3", port), 0.1)
     assert sum(1 for c in state.candidates if c.kind is CandidateKind.PEER_REFLEXIVE) == 8
+
+
+# ---- extra sockets (birthday punching) ----------------------------------------------------------------------------
+
+HARD_HIT = ("198.19.9.9", 40123)  # a port of the peer's symmetric NAT that a spray probe found
+
+
+def test_an_answered_spray_probe_makes_a_peer_reflexive_direct_path_on_the_main_socket() -> None:
+    state = fresh(WAN)
+    spray = state.probe(HARD_HIT, 0.0)
+    assert spray.via_socket is None
+    state.answered(spray.txid, 0.03, from_addr=HARD_HIT)
+    assert state.path() == Direct(HARD_HIT, CandidateKind.PEER_REFLEXIVE)
+    assert Candidate(HARD_HIT, CandidateKind.PEER_REFLEXIVE) in state.candidates
+
+
+def test_an_answer_from_a_non_candidate_to_a_planned_probe_is_still_ignored() -> None:
+    state = fresh(WAN)
+    probe = state.poll(0.0)[0]
+    state.answered(probe.txid, 0.03, from_addr=HARD_HIT)  # not where the probe went
+    assert state.path() == Relay("vps")
+
+
+def test_a_probe_heard_on_an_extra_socket_binds_the_address_to_it_and_the_path_goes_through_it() -> None:
+    state = fresh(WAN)
+    state.poll(0.0)
+    state.heard(WAN.addr, 1.0, via_socket=7)  # the peer's spray hit our extra socket 7
+    probes = [p for p in state.poll(1.0) if p.addr == WAN.addr]
+    assert probes and all(p.via_socket == 7 for p in probes)
+    state.answered(probes[0].txid, 1.02, from_addr=WAN.addr, via_socket=None)  # an answer on another socket
+    assert state.path() == Relay("vps")
+    probes = [p for p in state.poll(1.0 + T.probe_interval_s) if p.addr == WAN.addr]
+    state.answered(probes[0].txid, 1.6, from_addr=WAN.addr, via_socket=7)
+    assert state.path() == Direct(WAN.addr, CandidateKind.REFLEXIVE, via_socket=7)
+    heartbeat = state.poll(1.6 + T.heartbeat_s)
+    assert heartbeat == [SendProbe(WAN.addr, heartbeat[0].txid, 7)]  # kept alive through the same socket
+
+
+def test_releasing_the_socket_of_the_path_falls_back_to_the_relay_and_probes_from_the_main_socket_again() -> None:
+    state = fresh(WAN)
+    state.heard(WAN.addr, 0.0, via_socket=3)
+    probe = next(p for p in state.poll(0.0) if p.addr == WAN.addr)
+    state.answered(probe.txid, 0.01, from_addr=WAN.addr, via_socket=3)
+    assert isinstance(state.path(), Direct)
+    state.events()
+    state.release(3, 1.0)
+    assert state.path() == Relay("vps")
+    assert [e.reason for e in state.events()] == ["its socket closed"]
+    assert all(p.via_socket is None for p in state.poll(T.retry_s + 1))
+
+
+def test_a_path_through_an_extra_socket_dies_like_any_other() -> None:
+    state = fresh(WAN)
+    state.heard(WAN.addr, 0.0, via_socket=3)
+    probe = next(p for p in state.poll(0.0) if p.addr == WAN.addr)
+    state.answered(probe.txid, 0.01, from_addr=WAN.addr, via_socket=3)
+    state.poll(T.trust_s + 0.02)
+    assert state.path() == Relay("vps")
+
+
+def test_a_probe_heard_on_an_extra_socket_does_not_steal_a_working_main_socket_path() -> None:
+    state = fresh(WAN)
+    probe = state.poll(0.0)[0]
+    state.answered(probe.txid, 0.01, from_addr=WAN.addr)
+    state.heard(WAN.addr, 0.5, via_socket=9)
+    assert state.path() == Direct(WAN.addr, CandidateKind.REFLEXIVE)
+    assert all(p.via_socket is None for p in state.poll(T.heartbeat_s + 0.01))
