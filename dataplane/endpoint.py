@@ -13,6 +13,13 @@ path each peer's packets take.
   break; every outgoing packet goes where the peer's `PathState` (dataplane.paths) says: the relay, or a direct
   address found by punching. After the handshake the two sides swap probe keys and candidates inside their
   connection (DATAGRAM frames), and authenticated probes on the shared socket find and hold direct paths.
+- **Birthday punching** (dataplane.birthday decides when and how much): when ordinary punching finds no direct path
+  for a while, the endpoint opens many *extra sockets*, each probing the peer's reflexive addresses, and sprays probes
+  from the main socket at random ports of the peer's public IP. Extra sockets feed the same demultiplexer (QUIC of
+  the link's own connections and its probes only; everything validated as on the main socket). A probe heard on an
+  extra socket binds that socket to the sender (dataplane.paths); a path proven through it is `Direct(via_socket=)`,
+  and the peer's traffic then leaves through that socket. It is kept while a path uses it; the others close when the
+  attempt ends, and it closes when its path dies.
 - **Judging.** Every connection's peer is checked with dataplane.identity (relays must be relay certificates,
   everyone else node certificates); `enforce()` re-checks live ones, so a revocation cuts them.
 
@@ -25,6 +32,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, cast
@@ -35,10 +44,11 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from cryptography import x509
 
 from dataplane import frames, relay_tls
+from dataplane.birthday import Birthday, BirthdayConfig, CloseSockets, OpenSockets, Spray
 from dataplane.errors import Unreachable
 from dataplane.frames import FrameError
 from dataplane.identity import PeerIdentity, Reason, Refused, Revocations, check_peer
-from dataplane.paths import Candidate, CandidateKind, Direct, PathChanged, PathState, Relay, Timers
+from dataplane.paths import Candidate, CandidateKind, Direct, PathChanged, PathState, Relay, SendProbe, Timers
 from dataplane.quic import (
     CID_LENGTH,
     PEER_DATAGRAM_SIZE,
@@ -54,6 +64,8 @@ log = logging.getLogger(__name__)
 
 RELAY_ROLE = "relay"
 MAX_HANDSHAKES = 256  # server-side connections not yet authenticated: past this, new Initials are dropped
+DEFAULT_BIRTHDAY = BirthdayConfig()
+MAX_READS = 64  # datagrams read from an extra socket per readiness callback (the loop gets its turn back)
 Address = tuple[str, int]
 
 
@@ -85,6 +97,45 @@ class Link:
     bytes_in: dict[str, int] = field(default_factory=lambda: {"direct": 0, "relay": 0})
     since: float = 0.0  # when the current path was chosen
     last_probe: int = 0  # the highest probe txid accepted from the peer: an older or repeated one is a replay
+    birthday: Birthday | None = None  # birthday punching (None: off)
+    sockets: dict[int, ExtraSocket] = field(default_factory=dict)  # extra sockets of this link, by id
+
+
+class ExtraSocket:
+    """One extra UDP socket of a link (birthday punching), read by the event loop into the endpoint's demultiplexer.
+    A plain non-blocking socket: hundreds are opened at once, synchronously, from the path loop."""
+
+    def __init__(self, endpoint: Endpoint, sid: int, link: Link, host: str) -> None:
+        self.endpoint, self.sid, self.link = endpoint, sid, link
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.bind((host, 0))
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self.sock.fileno(), self._readable)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _readable(self) -> None:
+        for _ in range(MAX_READS):
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error for a probe that went nowhere: the probe's timers handle it
+                log.debug("overlay extra socket %d: %s", self.sid, exc)
+                return
+            self.endpoint.received(data, addr, via=self)
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        with contextlib.suppress(OSError):  # a full buffer or an unreachable address: like any lost datagram
+            self.sock.sendto(data, addr)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class Endpoint(asyncio.DatagramProtocol):
@@ -96,7 +147,8 @@ class Endpoint(asyncio.DatagramProtocol):
                  on_stream: StreamHandler | None = None, revocations: Callable[[], Revocations] = Revocations,
                  local_addresses: Callable[[], list[str]] = lambda: [], idle_timeout_s: float = 30.0,
                  timers: Timers | None = None, on_path: Callable[[str, PathChanged], None] | None = None,
-                 direct: bool = True, on_datagram: Callable[[str, str, bytes], None] | None = None) -> None:
+                 direct: bool = True, on_datagram: Callable[[str, str, bytes], None] | None = None,
+                 birthday: BirthdayConfig | None = DEFAULT_BIRTHDAY, rng: random.Random | None = None) -> None:
         self.credential = credential
         self.clock = clock
         self.revocations = revocations
@@ -107,6 +159,10 @@ class Endpoint(asyncio.DatagramProtocol):
         self._on_stream = on_stream
         self._on_path = on_path
         self._on_datagram = on_datagram  # (node id, service, payload) of an application datagram from a peer
+        self.birthday = birthday  # None: no birthday punching
+        self._rng = rng or random.Random()
+        self._extra: dict[int, ExtraSocket] = {}  # every link's extra sockets, by id
+        self._extra_ids = 0
         # what this endpoint accepts: peer connections (whose packets must fit a relay's DATAGRAM frame), or for a
         # relay, node connections (larger packets: they carry the peers' packets)
         self._server_config = credential.configuration(is_client=False, idle_timeout_s=idle_timeout_s,
@@ -226,6 +282,8 @@ class Endpoint(asyncio.DatagramProtocol):
         if link is None:
             now = self.clock()
             link = Link(node_id, PathState(relay=relay_id, now=now, timers=self.timers), since=now)
+            if self.birthday is not None:
+                link.birthday = Birthday(self.birthday, self._rng)
             self.links[node_id] = link
         return link
 
@@ -264,6 +322,9 @@ class Endpoint(asyncio.DatagramProtocol):
             with contextlib.suppress(Exception):  # closing must not fail on a peer already gone
                 peer.close("endpoint closed")
             peer.stop_timer()
+        for extra in self._extra.values():
+            extra.close()
+        self._extra.clear()
         for task in self._tasks:
             task.cancel()
         if self._transport is not None:
@@ -279,10 +340,22 @@ class Endpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        self.received(data, addr, via=None)
+
+    def received(self, data: bytes, addr: NetworkAddress, *, via: ExtraSocket | None) -> None:
+        """A datagram on the main socket (`via` None) or on one of a link's extra sockets, which carry only that
+        link's connections and probes (no new connection starts there)."""
         if not frames.is_quic(data):
-            self._probe_received(data, addr)
+            self._probe_received(data, addr, via)
             return
-        peer = self._peer_for(data, addr, relayed_from=None)
+        if via is None:
+            peer = self._peer_for(data, addr, relayed_from=None)
+        else:
+            peer = self._cid_owner(data)
+            if peer is not None and self._links_by_peer.get(peer) is not via.link:
+                peer = None
+            if peer is None:
+                self.dropped += 1
         if peer is None:
             return
         link = self._links_by_peer.get(peer)
@@ -292,6 +365,13 @@ class Endpoint(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("overlay socket: %s", exc)  # ICMP errors for a path that went away: its timers handle it
+
+    def _cid_owner(self, data: bytes) -> Peer | None:
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except ValueError:
+            return None
+        return self._cids.get(header.destination_cid)
 
     def _peer_for(self, data: bytes, addr: Any, *, relayed_from: tuple[str, str] | None) -> Peer | None:
         """The connection a QUIC packet belongs to; an Initial for no connection starts a server-side one."""
@@ -338,7 +418,7 @@ class Endpoint(asyncio.DatagramProtocol):
         path = link.state.path()
         if isinstance(path, Direct):
             link.bytes_out["direct"] += len(data)
-            self._sendto(data, path.addr)
+            self._sendto(data, path.addr, via=path.via_socket)
             return
         relay = self.relays.get(path.via)
         if relay is None or relay.closed.is_set():
@@ -393,6 +473,8 @@ class Endpoint(asyncio.DatagramProtocol):
         link = self._links_by_peer.pop(peer, None)
         if link is not None and link not in self._links_by_peer.values():  # its last connection: stop probing
             self.links.pop(link.node_id, None)
+            for sid in list(link.sockets):
+                self._close_extra(link, sid, self.clock())
         if peer.identity is not None:
             for table in (self.peers, self.relays):
                 if table.get(peer.identity.identity) is peer:
@@ -459,23 +541,27 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # ---- probes -----------------------------------------------------------------------------------------------
 
-    def _probe_received(self, data: bytes, addr: NetworkAddress) -> None:
+    def _probe_received(self, data: bytes, addr: NetworkAddress, via: ExtraSocket | None = None) -> None:
         try:
             probe = frames.decode_probe(data)
         except FrameError:
             self.dropped += 1
             return
         link = self.links.get(probe.sender)
-        if link is None or link.peer_key is None or not frames.probe_is_authentic(probe, link.peer_key):
-            self.dropped += 1  # unknown sender, or a forgery: no answer, nothing learned
+        if link is None or link.peer_key is None or not frames.probe_is_authentic(probe, link.peer_key) \
+                or (via is not None and via.link is not link):
+            self.dropped += 1  # unknown sender, a forgery, or another link's socket: no answer, nothing learned
             return
         now = self.clock()
+        sid = None if via is None else via.sid
         if probe.ack:
-            link.state.answered(probe.txid, now, from_addr=cast(Address, tuple(addr[:2])))
+            link.state.answered(probe.txid, now, from_addr=cast(Address, tuple(addr[:2])), via_socket=sid)
         elif probe.txid > link.last_probe:  # the peer's txids only grow: an old or repeated probe is a replay
             link.last_probe = probe.txid
-            self._sendto(frames.encode_probe(link.my_key, ack=True, txid=probe.txid, sender=self.identity), addr)
-            link.state.heard(cast(Address, tuple(addr[:2])), now)
+            self._sendto(frames.encode_probe(link.my_key, ack=True, txid=probe.txid, sender=self.identity), addr,
+                         via=sid)
+            link.state.heard(cast(Address, tuple(addr[:2])), now, via_socket=sid)
+            self._wake.set()  # a socket bound to a new address: probe it now
         else:
             self.dropped += 1
             return
@@ -502,14 +588,81 @@ class Endpoint(asyncio.DatagramProtocol):
             if link.peer_key is None or not self.direct:
                 continue
             for probe in link.state.poll(now):
-                self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity),
-                             probe.addr)
+                self._send_probe(link, probe)
             self._path_events(link)
-            deadline = min(deadline, link.state.next_deadline())
+            deadline = min(deadline, link.state.next_deadline(), self._drive_birthday(link, now))
         return deadline
+
+    def _send_probe(self, link: Link, probe: SendProbe) -> None:
+        self._sendto(frames.encode_probe(link.my_key, ack=False, txid=probe.txid, sender=self.identity), probe.addr,
+                     via=probe.via_socket)
+
+    # ---- birthday punching ------------------------------------------------------------------------------------
+
+    def _drive_birthday(self, link: Link, now: float) -> float:
+        """Run the link's birthday core; returns when it wants to run again."""
+        if link.birthday is None:
+            return float("inf")
+        busy = any(other.birthday is not None and other.birthday.running for other in self.links.values()
+                   if other is not link)
+        eligible = bool(self.reflexive) and bool(self._peer_reflexive(link)) and not busy
+        for action in link.birthday.poll(now, direct=isinstance(link.state.path(), Direct), eligible=eligible):
+            match action:
+                case OpenSockets(count=count):
+                    self._open_extra(link, count, now)
+                case Spray(ports=ports):
+                    ips = dict.fromkeys(addr[0] for addr in self._peer_reflexive(link))
+                    for ip in list(ips)[:1]:  # the peer's public IP (several relays see the same one)
+                        for port in ports:
+                            self._send_probe(link, link.state.probe((ip, port), now))
+                case CloseSockets(found=found):
+                    log.info("overlay: %s: birthday punching %s (%d sockets)", link.node_id,
+                             "found a path" if found else "found nothing", len(link.sockets))
+                    self._close_unused(link, now)
+        return link.birthday.next_deadline()
+
+    def _peer_reflexive(self, link: Link) -> list[Address]:
+        """The peer's reflexive addresses worth spraying at (never a loopback one: that is this machine)."""
+        return [c.addr for c in link.state.candidates
+                if c.kind is CandidateKind.REFLEXIVE and not c.addr[0].startswith("127.") and c.addr[0] != "::1"][:4]
+
+    def _open_extra(self, link: Link, count: int, now: float) -> None:
+        host = self.address[0]
+        targets = self._peer_reflexive(link)
+        for _ in range(count):
+            self._extra_ids += 1
+            try:
+                extra = ExtraSocket(self, self._extra_ids, link, host)
+            except OSError as exc:  # out of descriptors or ports: go on with what we have
+                log.warning("overlay: %s: opened %d of %d extra sockets: %s", link.node_id, len(link.sockets),
+                            count, exc)
+                break
+            self._extra[extra.sid] = link.sockets[extra.sid] = extra
+            for addr in targets:
+                self._send_probe(link, link.state.probe(addr, now, via_socket=extra.sid))
+        log.info("overlay: %s: birthday punching: %d extra sockets towards %s", link.node_id, len(link.sockets),
+                 targets)
+
+    def _close_unused(self, link: Link, now: float) -> None:
+        """Close the link's extra sockets no path goes through (all but at most one)."""
+        path = link.state.path()
+        keep = path.via_socket if isinstance(path, Direct) else None
+        for sid in [s for s in link.sockets if s != keep]:
+            self._close_extra(link, sid, now)
+
+    def _close_extra(self, link: Link, sid: int, now: float) -> None:
+        extra = link.sockets.pop(sid, None)
+        self._extra.pop(sid, None)
+        if extra is not None:
+            extra.close()
+            link.state.release(sid, now)
 
     def _path_events(self, link: Link) -> None:
         for event in link.state.events():
+            if isinstance(event.old, Direct) and event.old.via_socket is not None \
+                    and not (link.birthday is not None and link.birthday.running) \
+                    and getattr(event.new, "via_socket", None) != event.old.via_socket:
+                self._close_extra(link, event.old.via_socket, self.clock())  # its path died: so does its socket
             link.since = self.clock()
             log.info("overlay: %s: %s -> %s (%s)", link.node_id, event.old, event.new, event.reason)
             if self._on_path is not None:
@@ -522,8 +675,14 @@ class Endpoint(asyncio.DatagramProtocol):
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
-    def _sendto(self, data: bytes, addr: Any) -> None:
-        if self._transport is not None and isinstance(addr, tuple) and isinstance(addr[0], str):
+    def _sendto(self, data: bytes, addr: Any, *, via: int | None = None) -> None:
+        if not (isinstance(addr, tuple) and isinstance(addr[0], str)):
+            return
+        if via is not None:
+            extra = self._extra.get(via)
+            if extra is not None:
+                extra.sendto(data, addr)
+        elif self._transport is not None:
             self._transport.sendto(data, addr)
 
     def _spawn(self, coro: Any) -> None:

@@ -99,7 +99,8 @@ async def main(argv: list[str]) -> int:
                     say(error=repr(exc))
                 await asyncio.sleep(0.1)
             link = endpoint.links[peer_id]
-            say(final=str(link.state.path()), failures=failures, bytes_out=link.bytes_out, bytes_in=link.bytes_in)
+            say(final=str(link.state.path()), failures=failures, bytes_out=link.bytes_out, bytes_in=link.bytes_in,
+                birthday=link.birthday.started if link.birthday else 0, dropped=endpoint.dropped)
         case ["stream", directory, lan_ip, relay_addr, relay_id, peer_id, mib]:
             endpoint = await node(directory, lan_ip, relay_addr, relay_id)
             peer = await endpoint.connect(peer_id, via=relay_id)
