@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from broker.wire import NodeFacts, ObservedState, ReplicaObserved, ReplicaState
 
 PULL_PREFIXES = ("ErrImagePull: ", "ImagePullBackOff: ")
-_COUNTDOWN = re.compile(r" \((?:attempt \d+, )?retry in \d+s\)$")
+_COUNTDOWN = re.compile(r" \((?:attempt \d+, )?(?:retry in \d+s|next retry at [0-9:]+ UTC)\)$")
 
 
 @dataclass(frozen=True, slots=True)

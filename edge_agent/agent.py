@@ -338,8 +338,12 @@ class Agent:
             self._pull_tasks.pop(image, None)
             self.wake()
 
-    def _pulling(self) -> frozenset[str]:
-        return frozenset(s.replica_id for s in self._wanted() if s.image and images.pulling(self._pulls.get(s.image)))
+    def _pulling(self) -> dict[str, str]:
+        """Replicas whose image is being pulled, with what the pull says (ErrImagePull / ImagePullBackOff and the
+        registry's message) for their observed state."""
+        now = self.clock()
+        return {s.replica_id: images.pull_message(self._pulls.get(s.image), now) for s in self._wanted()
+                if s.image and images.pulling(self._pulls.get(s.image))}
 
     # ---- probes -------------------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -140,10 +139,14 @@ def slim_podman_imports() -> None:
 
 
 def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
-    """The runtime adapter: explicit choice, else the profile's, else Podman when installed."""
-    if runtime_name == "auto":
-        runtime_name = "podman" if shutil.which("podman") else "process"
-    if runtime_name == "podman":
+    """The runtime adapter: explicit choice, else the profile's, else Podman when installed; the process runtime, with
+    one warning, when the agent was installed without its Podman support (edge_agent.runtime.choice)."""
+    from edge_agent.runtime import choice
+
+    picked = choice.choose(runtime_name)
+    if picked.warning:
+        logging.getLogger("cloudless.agent").warning("%s", picked.warning)
+    if picked.name == "podman":
         slim_podman_imports()
         from edge_agent.runtime.podman import PodmanRuntime
 

@@ -26,6 +26,7 @@ later step can choose a peer that holds the image (the data plane) and fall back
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 INITIAL_S = 2.0
@@ -101,12 +102,13 @@ def pulling(state: PullState | None) -> bool:
 
 def pull_message(state: PullState | None, now: float) -> str:
     """What a replica waiting for this image reports as its last_error, in Kubernetes' words: "" while the first
-    pull runs; "ErrImagePull: <the registry's message>" while a retry runs; "ImagePullBackOff: <message> (retry in
-    Ns)" while waiting out the back-off."""
+    pull runs; "ErrImagePull: <the registry's message>" while a retry runs; "ImagePullBackOff: <message> (attempt
+    N, next retry at HH:MM:SS UTC)" while waiting out the back-off. The text changes only when a pull does (no
+    countdown): each change is an observed-state message on the node's link."""
     if state is None or state.ready or not state.error:
         return ""
     if state.fetching:
         return f"ErrImagePull: {state.error}"
-    wait = max(0.0, state.retry_at - now)
+    at = datetime.fromtimestamp(max(state.retry_at, now), UTC).strftime("%H:%M:%S")
     attempt = f"attempt {state.attempts}, " if state.attempts else ""
-    return f"ImagePullBackOff: {state.error} ({attempt}retry in {wait:.0f}s)"
+    return f"ImagePullBackOff: {state.error} ({attempt}next retry at {at} UTC)"

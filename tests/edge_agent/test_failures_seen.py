@@ -72,7 +72,7 @@ UNKNOWN = "docker.io/library/nosuchimage: manifest unknown"
     (None, ""),
     (images.started(images.PullState()), ""),
     (images.failed(images.started(images.PullState()), NOW, UNKNOWN),
-     f"ImagePullBackOff: {UNKNOWN} (attempt 1, retry in 2s)"),
+     f"ImagePullBackOff: {UNKNOWN} (attempt 1, next retry at 22:13:22 UTC)"),
     (images.started(images.failed(images.started(images.PullState()), NOW, UNKNOWN)), f"ErrImagePull: {UNKNOWN}"),
     (images.succeeded(images.PullState()), ""),
 ], ids=["unknown", "first-pull", "backing-off", "retrying", "ready"])
