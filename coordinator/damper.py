@@ -21,7 +21,12 @@ def is_churn(reason: str) -> bool:
     """What a device does to itself, possibly thousands of times a minute (presence, gates, reconnects): damped
     per object. Decisions and admin actions (placement, rollouts, cordon, delete) are never damped: each one is
     information (a replica placed, a node cordoned again) that an operator or a `get events --watch` waits for."""
-    return reason.startswith("Node") and reason != "NodeDeleted"
+    return (reason.startswith("Node") and reason != "NodeDeleted") or reason in DEVICE_REPORTED
+
+
+# what a node's own reports turn into (its overlay paths, its replicas failing): a node can send these as fast as it
+# likes, so they are damped per object like presence
+DEVICE_REPORTED = frozenset({"OverlayPath", "ErrImagePull", "CrashLoopBackOff", "ReplicaFailed"})
 
 
 class Damper:

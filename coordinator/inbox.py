@@ -102,7 +102,8 @@ class Inbox:
                 self.cluster.members[msg.node_id] = info
                 if not m.retain:  # a replay after a reconnect is not news
                     for ev in replica_events.warnings(previous, msg)[:20]:
-                        self.journal.event("Warning", ev.reason, f"node/{ev.node_id}", ev.message)
+                        self.journal.event("Warning", ev.reason, f"node/{ev.node_id}", ev.message,
+                                           about=ev.replica_id)
                 self.wake()
 
     def on_reply(self, m: Message) -> None:
@@ -114,6 +115,10 @@ class Inbox:
         """A node's overlay report: kept for the directories and `get peers`; path changes become events (a
         retained replay after a reconnect is not news); new candidates or relays wake the loop (peers' directories
         change)."""
+        if not m.payload:  # cleared (a deleted node): forget its report, on followers too
+            node = m.topic.split("/")[3] if m.topic.count("/") >= 4 else ""
+            self.overlay.reports.pop(node, None)
+            return
         msg = self._decode(m)
         if not isinstance(msg, OverlayReport):
             return
@@ -123,6 +128,6 @@ class Inbox:
         if not m.retain:
             for ev in events[:20]:  # a node reporting 1,000 new peers at once is not 1,000 events
                 self.journal.event("Warning" if ev.warning else "Normal", "OverlayPath", f"node/{ev.node_id}",
-                                   ev.message)
+                                   ev.message, about=ev.peer)
         if changed:
             self.wake()

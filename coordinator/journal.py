@@ -96,13 +96,15 @@ class Journal:
             queue.put_nowait(None)
         self._listeners.clear()
 
-    def event(self, type_: str, reason: str, obj: str, message: str) -> Event:
+    def event(self, type_: str, reason: str, obj: str, message: str, *, about: str = "") -> Event:
+        """Record an event. A churn event (coordinator.damper.is_churn) is damped per (object, reason, `about`):
+        `about` narrows it (one node's path to one peer, one replica) so one noisy thing does not hide the others."""
         if not self.recording():  # only the leader records events; a follower just logs
             log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s %s: %s", reason, obj, message)
             return Event(seq=0, time=self.clock(), type=type_, reason=reason, object=obj, message=message[:1024])
         now, security = self.clock(), is_security(reason)
         if is_churn(reason):  # a node flapping 2,600 times in 18 s is a handful of events, each counting the rest
-            left_out = self._damper.allow(f"{obj}\0{reason}", now)
+            left_out = self._damper.allow(f"{obj}\0{reason}\0{about}", now)
             if left_out is None:
                 log.debug("%s %s: %s (damped)", reason, obj, message)
                 return Event(seq=0, time=now, type=type_, reason=reason, object=obj, message=message[:1024])

@@ -91,7 +91,7 @@ class _StateCollector:
         yield paths
         share = GaugeMetricFamily("cloudless_overlay_direct_ratio", "Share of live overlay paths that are direct "
                                   "(LAN or hole-punched) rather than relayed")
-        ratio = direct_share(book.reports.values())
+        ratio = direct_share(book.live_reports().values())
         if ratio is not None:
             share.add_metric([], ratio)
         yield share

@@ -24,7 +24,7 @@ Nothing here does I/O or reads a clock: `now` is passed in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from broker.wire import CandidateKind, OverlayReport, PathKind, PeerEntry, PeerPath, RelayInfo
@@ -70,6 +70,9 @@ class OverlayBook:
     reports: dict[str, OverlayReport] = field(default_factory=dict)
     wants: dict[Pair, Want] = field(default_factory=dict)
     revoked: tuple[str, ...] = ()  # hex serials, oldest first
+    # nodes that count as present (online, not revoked); None: everyone reported (tests of the book alone)
+    present: Callable[[str], bool] | None = None
+    _indexed: tuple[int, dict[str, set[str]]] | None = field(default=None, repr=False, compare=False)
 
     # ---- wanted pairs -------------------------------------------------------------------------------------------
 
@@ -80,29 +83,80 @@ class OverlayBook:
         if old is not None and (old.until is None or (until is not None and until <= old.until)):
             return False
         self.wants[key] = Want(until, why)
+        if old is None:
+            self._indexed_add(key)
         return old is None
 
     def unwant(self, a: str, b: str) -> bool:
-        return self.wants.pop(pair(a, b), None) is not None
+        key = pair(a, b)
+        if self.wants.pop(key, None) is None:
+            return False
+        self._indexed_remove(key)
+        return True
 
     def expire(self, now: float) -> list[Pair]:
         gone = [k for k, w in self.wants.items() if w.until is not None and w.until <= now]
         for k in gone:
             del self.wants[k]
+            self._indexed_remove(k)
         return gone
 
     def forget_node(self, node_id: str) -> None:
         """A deleted node: its report and every pair it was in."""
         self.reports.pop(node_id, None)
-        for k in [k for k in self.wants if node_id in k]:
+        for peer in list(self._index().get(node_id, ())):
+            k = pair(node_id, peer)
             del self.wants[k]
+            self._indexed_remove(k)
 
     def peers_of(self, node_id: str) -> list[str]:
-        return sorted({b if a == node_id else a for a, b in self.wants if node_id in (a, b)})
+        return sorted(self._index().get(node_id, ()))
+
+    def put_want(self, key: Pair, want: Want) -> None:
+        """Put back a pair exactly as it was (undoing a change whose store write failed)."""
+        new = key not in self.wants
+        self.wants[key] = want
+        if new:
+            self._indexed_add(key)
+
+    def set_wants(self, wants: dict[Pair, Want]) -> None:
+        """Replace every pair (a reload from the store); other changes go through want/unwant/expire/forget_node."""
+        self.wants = dict(wants)
+        self._indexed = None
+
+    def _index(self) -> dict[str, set[str]]:
+        """node -> its wanted peers (a round asks for every node's: not a scan of every pair each time). Rebuilt when
+        the pairs were replaced or changed size behind the book's back."""
+        if self._indexed is None or self._indexed[0] != len(self.wants):
+            index: dict[str, set[str]] = {}
+            for a, b in self.wants:
+                index.setdefault(a, set()).add(b)
+                index.setdefault(b, set()).add(a)
+            self._indexed = (len(self.wants), index)
+        return self._indexed[1]
+
+    def _indexed_add(self, key: Pair) -> None:
+        index = self._index()
+        index.setdefault(key[0], set()).add(key[1])
+        index.setdefault(key[1], set()).add(key[0])
+        self._indexed = (len(self.wants), index)
+
+    def _indexed_remove(self, key: Pair) -> None:
+        index = self._index() if self._indexed is not None else None
+        if index is None:
+            return
+        for x, y in (key, key[::-1]):
+            peers = index.get(x)
+            if peers is not None:
+                peers.discard(y)
+                if not peers:
+                    del index[x]
+        self._indexed = (len(self.wants), index)
 
     def enabled(self, node_id: str) -> bool:
+        """The node runs the overlay now: its last report says so, and it is present (online, not revoked)."""
         report = self.reports.get(node_id)
-        return report is not None and report.enabled
+        return report is not None and report.enabled and (self.present is None or self.present(node_id))
 
     def dial_side(self, a: str, b: str) -> str:
         """Which of the two opens the connection: the smaller id, unless only the other has the overlay on."""
@@ -118,7 +172,7 @@ class OverlayBook:
         entries = []
         for peer in self.peers_of(node_id):
             report = self.reports.get(peer)
-            if report is None or not report.enabled:
+            if report is None or not self.enabled(peer):
                 continue
             entries.append(PeerEntry(node_id=peer, candidates=report.candidates, relays=report.relays,
                                      dial=self.dial_side(node_id, peer) == node_id))
@@ -128,7 +182,7 @@ class OverlayBook:
 
     def wants_directory(self, node_id: str) -> bool:
         """Every node that runs the overlay gets a directory (its relays at least), and every node in a pair."""
-        return self.enabled(node_id) or any(node_id in k for k in self.wants)
+        return self.enabled(node_id) or node_id in self._index()
 
     # ---- reports ------------------------------------------------------------------------------------------------
 
@@ -167,11 +221,15 @@ class OverlayBook:
     def nat_classes(self) -> dict[str, str]:
         return {n: nat_class(r) for n, r in self.reports.items()}
 
+    def live_reports(self) -> dict[str, OverlayReport]:
+        """The reports of nodes present now (an offline node's last report is history, not a path in use)."""
+        return {n: r for n, r in self.reports.items() if self.present is None or self.present(n)}
+
     def outcomes_by_nat_pair(self) -> Counter[tuple[str, str]]:
         """(nat pair "a/b", path kind) -> how many node->peer paths are in that state now."""
         nat = self.nat_classes()
         tally: Counter[tuple[str, str]] = Counter()
-        for n, report in self.reports.items():
+        for n, report in self.live_reports().items():
             for p in report.peers:
                 a, b = sorted((nat.get(n, "unknown"), nat.get(p.node_id, "unknown")))
                 tally[(f"{a}/{b}", p.path.value)] += 1
@@ -217,8 +275,8 @@ def path_changes(before: OverlayReport | None, after: OverlayReport) -> list[Pat
             events.append(PathEvent(after.node_id, peer, describe(o), "", False, f"{after.node_id} -> {peer}: "
                                     f"connection closed (was {describe(o)})"))
             continue
-        if o is None and n.path is PathKind.CONNECTING:
-            continue  # the first step of every connection: not news
+        if o is None and n.path in (PathKind.CONNECTING, PathKind.RELAYED):
+            continue  # the first steps of every connection (through a relay first): not news; a change from them is
         warning = n.path is PathKind.DOWN or (o is not None and o.path in DIRECT_PATHS
                                                 and n.path not in DIRECT_PATHS)
         was = f" (was {describe(o)})" if o is not None else ""

@@ -78,8 +78,8 @@ class OverlayOps:
 
     async def connect(self, a: str, b: str, *, why: str = "cloudless overlay connect") -> bool:
         """Keep a connection between a and b (until disconnect). True if it was not kept before."""
-        self._known(a, b)
         async with self.lock:
+            self._known(a, b)  # under the lock: a concurrent delete node cannot leave a pair behind
             await self.journal.begin()
             before = self.book.wants.get(pair(a, b))
             new = self.book.want(a, b, until=None, why=why)
@@ -89,9 +89,9 @@ class OverlayOps:
 
             def undo() -> None:
                 if before is None:
-                    self.book.wants.pop(pair(a, b), None)
+                    self.book.unwant(a, b)
                 else:
-                    self.book.wants[pair(a, b)] = before
+                    self.book.put_want(pair(a, b), before)
             await self.journal.commit(undo=undo)
         self.wake()
         return new
@@ -111,7 +111,7 @@ class OverlayOps:
             self.journal.event("Normal", "OverlayDisconnect", f"node/{x}", f"{x} <-> {y}: connection no longer kept")
 
             def undo() -> None:
-                self.book.wants[pair(a, b)] = want
+                self.book.put_want(pair(a, b), want)
             await self.journal.commit(undo=undo)
         self.wake()
         return True
@@ -134,9 +134,12 @@ class OverlayOps:
         if not reply.ok:
             raise CommandFailed(f"node {a}: {reply.error or 'overlay ping failed'}")
         try:
-            return parse_ping_result(reply.output)
-        except (ValueError, WireError) as exc:
-            raise CommandFailed(f"node {a} answered something that is not a ping result: {exc}") from None
+            result = parse_ping_result(reply.output)
+        except (ValueError, WireError, RecursionError) as exc:
+            raise CommandFailed(f"node {a} answered something that is not a ping result: {str(exc)[:200]}") from None
+        if result.peer != b:
+            raise CommandFailed(f"node {a} answered a ping of {result.peer}, not of {b}")
+        return result
 
     def rows(self, node_id: str | None = None) -> list[dict[str, Any]]:
         if node_id is not None and node_id not in self.cluster.members and node_id not in self.book.reports:

@@ -60,6 +60,13 @@ FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fre
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 
 
+def _revoked_at(value: bytes) -> float:
+    try:
+        return float(json.loads(value).get("at", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+
+
 @dataclass(frozen=True)
 class CoordinatorConfig:
     coordinator_id: str = "main"
@@ -99,7 +106,7 @@ class Coordinator:
         # the daemon runs one) to that node's enrolled key
         self.outbox = Outbox(self.cluster, self.journal, mqtt=mqtt, store=store, metrics=self.metrics, clock=clock,
                              secrets=secrets)
-        self.overlay = OverlayBook(relays=cfg.relays)
+        self.overlay = OverlayBook(relays=cfg.relays, present=self._overlay_present)
         self.ops = Operations(self.cluster, self.journal, bus=mqtt, clock=clock, lock=self._lock, wake=self.wake,
                               policies=cfg.policies, on_node_deleted=self._node_deleted,
                               on_revoked=self._revoked)
@@ -189,7 +196,8 @@ class Coordinator:
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
         kept = pairs_from_store([(e.key, e.value) for e in await self.store.list(PAIRS_PREFIX)])
         known = [(e.key.rsplit("/", 1)[1], e.value) for e in await self.store.list("/members/")]
-        revoked_serials = tuple(e.key.rsplit("/", 1)[1] for e in await self.store.list("/revoked/"))
+        revoked_serials = tuple(serial for _, serial in sorted(  # oldest first: the newest are kept past the cap
+            (_revoked_at(e.value), e.key.rsplit("/", 1)[1]) for e in await self.store.list("/revoked/")))
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
@@ -206,8 +214,8 @@ class Coordinator:
                 c.members[node_id] = NodeInfo(node_id=node_id, state=NodeState.OFFLINE, status=status,
                                               first_seen=now, state_since=now)
         book = self.overlay  # kept pairs from the store; a probe's pairs (in memory) stay until they expire
-        book.wants = {**{k: w for k, w in book.wants.items() if w.until is not None},
-                      **{k: Want(None, why) for k, why in kept.items()}}
+        book.set_wants({**{k: w for k, w in book.wants.items() if w.until is not None},
+                        **{k: Want(None, why) for k, why in kept.items()}})
         book.revoked = tuple(dict.fromkeys((*book.revoked, *revoked_serials)))
         # the first read is the history; after it, new events go to the streams
         self.journal.load(events, stream_new=self._state_read)
@@ -248,6 +256,11 @@ class Coordinator:
     def _revoked(self, serials: tuple[str, ...]) -> None:
         self.overlay.revoked = tuple(dict.fromkeys((*self.overlay.revoked, *serials)))
         self.wake()
+
+    def _overlay_present(self, node_id: str) -> bool:
+        """A node whose overlay counts: online and not revoked (an offline node's last report is not a path)."""
+        info = self.cluster.members.get(node_id)
+        return info is not None and info.online and node_id not in self.cluster.revoked_nodes
 
     # ---- the loop ------------------------------------------------------------------------------------------
 

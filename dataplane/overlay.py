@@ -189,10 +189,14 @@ class Overlay:
         for node in sorted(removed_peers(old, new)):
             self._peer_retry.pop(node, None)
             self.counters.forget(node)
+            if (task := self._connecting.pop(node, None)) is not None:
+                task.cancel()  # a dial still running must not register the peer again
             peer = endpoint.peers.pop(node, None)
             if peer is not None:
                 log.info("overlay: %s is no longer in the directory: closing its connection", node)
                 peer.close("no longer a peer")
+        for relay_id in [r for r in self._attaching if r not in new.relays]:
+            self._attaching.pop(relay_id).cancel()
         for relay_id in [r for r in endpoint.relays if r not in new.relays]:
             link = endpoint.relays.pop(relay_id)
             log.info("overlay: relay %s is no longer in the directory: detaching", relay_id)
@@ -417,8 +421,11 @@ class Overlay:
         self._attaching.pop(relay_id, None)
 
     def _keepalive(self, endpoint: Endpoint) -> None:
-        """A QUIC PING on every relay link and peer connection (RFC 9000 §19.2): an idle link stays up."""
-        for conn in {*endpoint.relays.values(), *endpoint.peers.values()}:
+        """A QUIC PING on every listed relay's link and every connection to a directory peer (RFC 9000 §19.2): an
+        idle link stays up; a connection nobody lists (an inbound one whose pair was dropped) idles out."""
+        wanted, listed = set(self.directory.peers), set(self.directory.relays)
+        for conn in {*(c for r, c in endpoint.relays.items() if r in listed),
+                     *(c for n, c in endpoint.peers.items() if n in wanted)}:
             if isinstance(conn, Peer) and not conn.closed.is_set():
                 conn.quic.send_ping(0)
                 conn.transmit()

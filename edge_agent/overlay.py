@@ -214,7 +214,8 @@ class AgentOverlay:
         if why is not None:
             log.info("overlay: peer directory generation %d not applied: %s", incoming.generation, why)
             return
-        assert self.overlay is not None
+        if self.overlay is None:  # stopped (or never started) while the message was on its way
+            return
         self.directory, self.max_epoch = incoming, max(self.max_epoch, incoming.epoch)
         log.info("overlay: peer directory generation %d (epoch %d): %d relays, %d peers, %d revoked",
                  incoming.generation, incoming.epoch, len(incoming.relays), len(incoming.peers), len(incoming.revoked))

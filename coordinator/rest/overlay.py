@@ -83,7 +83,7 @@ class OverlayHandlers:
             "relays": [{"id": r.relay_id, "addresses": list(r.addresses)} for r in book.relays],
             "nodes": nodes,
             "kept": [{"a": a, "b": b, "until": w.until, "why": w.why} for (a, b), w in sorted(book.wants.items())],
-            "directShare": direct_share(book.reports.values())})
+            "directShare": direct_share(book.live_reports().values())})
 
     async def list_peers(self, request: web.Request) -> web.Response:
         node = request.query.get("node")

@@ -311,3 +311,98 @@ async def test_ping_to_a_node_without_the_overlay_says_why() -> None:
         assert "b runs no overlay: aioquic is not installed" in (await resp.json())["error"]["message"]
         resp = await r.client.post("/v1/overlay/connect", json={"a": "a", "b": "nobody"}, headers=AUTH)
         assert resp.status == 404
+
+
+def test_the_peer_index_matches_the_pairs_through_every_change() -> None:
+    import random
+
+    rng = random.Random(7)
+    book = OverlayBook()
+    nodes = [f"n{i}" for i in range(8)]
+    for step in range(600):
+        a, b = rng.sample(nodes, 2)
+        match rng.randrange(5):
+            case 0 | 1:
+                book.want(a, b, until=None if rng.random() < 0.5 else NOW + rng.randrange(10), why="t")
+            case 2:
+                book.unwant(a, b)
+            case 3:
+                book.expire(NOW + rng.randrange(10))
+            case 4 if step % 50 == 0:
+                book.forget_node(a)
+            case _:
+                book.set_wants(dict(book.wants))
+        for n in nodes:
+            assert book.peers_of(n) == sorted({y if x == n else x for x, y in book.wants if n in (x, y)}), step
+
+
+def test_absent_nodes_are_left_out_of_directories_and_metrics() -> None:
+    online = {"a", "b"}
+    book = OverlayBook(present=lambda n: n in online)
+    for n in ("a", "b", "c"):
+        book.on_report(report(n, peers=(PeerPath("x", PathKind.DIRECT),)))
+    book.want("a", "b", until=None, why="t")
+    book.want("a", "c", until=None, why="t")
+    assert [p.node_id for p in book.directory("a")[1]] == ["b"]  # c is offline (or revoked): not dialled
+    assert sum(book.outcomes_by_nat_pair().values()) == 2
+    online.discard("b")
+    assert book.directory("a")[1] == ()
+
+
+async def test_kept_pairs_survive_a_restart_and_deleting_a_node_forgets_them(tmp_path: Any) -> None:
+    from coordinator.service import Coordinator, CoordinatorConfig
+    from coordinator.store.sqlite import SqliteStore
+    from tests.pair.fakebus import FakeBroker
+
+    bus = FakeBroker()
+
+    async def start() -> tuple[Coordinator, Any]:
+        store = SqliteStore(str(tmp_path / "state.db"))
+        coord = Coordinator(CoordinatorConfig(coordinator_id="t", tick_s=0.05), store=store,
+                            mqtt=bus.client("coordinator@t"))  # type: ignore[arg-type]
+        await coord.start()
+        return coord, store
+
+    coord, store = await start()
+    nodes = bus.client("nodes")
+    await nodes.start()
+    for n in ("a", "b"):
+        nodes.publish_nowait(topics.node_status(n), wire.encode(NodeStatus(node_id=n, presence=Presence.ONLINE,
+                                                                           ts=time.time())), retain=True)
+        nodes.publish_nowait(topics.node_overlay(n), wire.encode(report(n)), retain=True)
+    await _until(lambda: {"a", "b"} <= set(coord.overlay.reports), "reports")
+    await coord.overlay_ops.connect("a", "b")
+    await coord.stop()
+    await store.close()
+
+    coord, store = await start()
+    try:
+        await _until(lambda: ("a", "b") in coord.overlay.wants, "the kept pair loaded from the store")
+        assert coord.overlay.wants[("a", "b")].until is None
+        await _until(lambda: coord.cluster.members.get("b") is not None, "b listed")
+        nodes.publish_nowait(topics.node_status("b"), wire.encode(NodeStatus(node_id="b", presence=Presence.OFFLINE,
+                                                                             ts=time.time())), retain=True)
+        await _until(lambda: not coord.cluster.members["b"].online, "b offline")
+        await _until(lambda: (d := _directory_of(bus, "a")) is not None and d.peers == (), "b left out while offline")
+        await coord.ops.delete_node("b")
+        await coord.journal.flush()
+        assert ("a", "b") not in coord.overlay.wants and "b" not in coord.overlay.reports
+        assert [e.key for e in await store.list("/overlay/")] == []
+    finally:
+        await coord.stop()
+        await store.close()
+
+
+def _directory_of(bus: Any, node: str) -> PeerDirectory | None:
+    payload = bus.retained.get(topics.node_peers(node))
+    if not payload:
+        return None
+    msg = wire.decode(payload)
+    return msg if isinstance(msg, PeerDirectory) else None
+
+
+def test_overlay_path_events_from_a_node_are_damped() -> None:
+    from coordinator.damper import is_churn
+
+    assert is_churn("OverlayPath") and is_churn("CrashLoopBackOff") and is_churn("ErrImagePull")
+    assert not is_churn("Placed") and not is_churn("NodeDeleted")
