@@ -88,8 +88,24 @@ start_supervised() {
   alive "$RUN/agent.pid" || die "the agent did not start; see $BASE/agent.log"
 }
 
+stop_workloads() {  # the process runtime's workloads outlive the agent by design (it re-adopts them); not here
+  for run in "$DATA"/process/*/run.json; do
+    [ -f "$run" ] || continue
+    pgid="$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "$run")"
+    [ -n "$pgid" ] && kill -TERM "-$pgid" 2>/dev/null || continue  # each runs in its own session (pgid = pid)
+    i=0
+    while kill -0 "-$pgid" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.25; i=$((i + 1)); done
+    kill -KILL "-$pgid" 2>/dev/null || true
+  done
+  if [ "$RUNTIME_INSTALLED" = podman ] && command -v podman >/dev/null 2>&1; then
+    say "containers the agent started keep running under Podman: list them with \`podman ps\`"
+  fi
+}
+
 if [ "$ACTION" = uninstall ]; then
+  RUNTIME_INSTALLED="$(sed -n 's/.*--runtime \([a-z]*\).*/\1/p' "$SUPERVISOR" "$UNIT" 2>/dev/null | head -n1)"
   stop_service
+  stop_workloads
   rm -f "$UNIT" "$BOOT" "$SUPERVISOR"
   if has_systemd; then systemctl --user daemon-reload >/dev/null 2>&1 || true; fi
   rm -rf "$VENV" "$RUN" "$BASE/bin" "$BASE/wheels" "$BASE/installed"
