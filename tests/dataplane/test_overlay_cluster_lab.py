@@ -133,6 +133,9 @@ def test_enrolled_devices_reach_each_other_through_the_coordinator_relay_and_nat
     until(lambda: (r := c.peer("pi", "pi2")) and r["path"] == "lan", 30, "pi -> pi2 over the LAN", c.tail)
     relayed = json.loads(c.cli("overlay", "ping", "phone", "pi", "-o", "json", timeout=90).stdout)
     assert relayed["rttsMs"] and relayed["path"] == "relayed" and relayed["relay"] == "relay@local"
+    # symmetric <-> port-restricted: ordinary punching cannot work; after 10 s birthday punching finds a path
+    until(lambda: (r := c.peer("phone", "pi")) and r["path"] == "direct", 60,
+          "phone -> pi direct by birthday punching (symmetric <-> port-restricted)", c.tail)
     hard_easy = json.loads(c.cli("overlay", "ping", "phone", "laptop", "-o", "json", timeout=90).stdout)
     assert hard_easy["rttsMs"]
     until(lambda: (r := c.peer("phone", "laptop")) and r["path"] == "direct", 30,
