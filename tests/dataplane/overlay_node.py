@@ -5,8 +5,10 @@
     dial   DIR LAN_IP RELAY_ADDR RELAY_ID PEER SECS  attach, connect to PEER through the relay, then for SECS
                                                      seconds echo a message every 100 ms and print every path
                                                      change and a final summary, as JSON lines
-    stream DIR LAN_IP RELAY_ADDR RELAY_ID PEER MIB   connect, stream MIB MiB through one echo stream (a sink here)
-                                                     while paths may change; print the bytes back and the paths
+    stream DIR LAN_IP RELAY_ADDR RELAY_ID PEER MIB [LINGER]
+                                                     connect, stream MIB MiB through one echo stream (a sink here)
+                                                     while paths may change; print the bytes back and the paths;
+                                                     then stay LINGER seconds, printing path changes
 
 DIR holds key.pem, cert.pem, ca.pem and `identity`. Output is JSON lines on stdout (flushed), for the test to read.
 """
@@ -101,7 +103,7 @@ async def main(argv: list[str]) -> int:
             link = endpoint.links[peer_id]
             say(final=str(link.state.path()), failures=failures, bytes_out=link.bytes_out, bytes_in=link.bytes_in,
                 birthday=link.birthday.started if link.birthday else 0, dropped=endpoint.dropped)
-        case ["stream", directory, lan_ip, relay_addr, relay_id, peer_id, mib]:
+        case ["stream", directory, lan_ip, relay_addr, relay_id, peer_id, mib, *linger]:
             endpoint = await node(directory, lan_ip, relay_addr, relay_id)
             peer = await endpoint.connect(peer_id, via=relay_id)
             reader, writer = await peer.open_stream()
@@ -118,6 +120,7 @@ async def main(argv: list[str]) -> int:
             link = endpoint.links[peer_id]
             say(sent=int(float(mib) * 16) * len(block), sha256=digest.hexdigest(), received=summary,
                 final=str(link.state.path()), bytes_out=link.bytes_out)
+            await asyncio.sleep(float(linger[0]) if linger else 0.0)  # path changes are still printed meanwhile
         case _:
             print(__doc__, file=sys.stderr)
             return 2
