@@ -72,7 +72,7 @@ class OverlayBook:
     revoked: tuple[str, ...] = ()  # hex serials, oldest first
     # nodes that count as present (online, not revoked); None: everyone reported (tests of the book alone)
     present: Callable[[str], bool] | None = None
-    _indexed: tuple[int, dict[str, set[str]]] | None = field(default=None, repr=False, compare=False)
+    _peer_index: dict[str, set[str]] | None = field(default=None, repr=False, compare=False)  # from `wants`
 
     # ---- wanted pairs -------------------------------------------------------------------------------------------
 
@@ -83,75 +83,54 @@ class OverlayBook:
         if old is not None and (old.until is None or (until is not None and until <= old.until)):
             return False
         self.wants[key] = Want(until, why)
-        if old is None:
-            self._indexed_add(key)
+        self._peer_index = None
         return old is None
 
     def unwant(self, a: str, b: str) -> bool:
         key = pair(a, b)
         if self.wants.pop(key, None) is None:
             return False
-        self._indexed_remove(key)
+        self._peer_index = None
         return True
 
     def expire(self, now: float) -> list[Pair]:
         gone = [k for k, w in self.wants.items() if w.until is not None and w.until <= now]
         for k in gone:
             del self.wants[k]
-            self._indexed_remove(k)
+        if gone:
+            self._peer_index = None
         return gone
 
     def forget_node(self, node_id: str) -> None:
         """A deleted node: its report and every pair it was in."""
         self.reports.pop(node_id, None)
-        for peer in list(self._index().get(node_id, ())):
-            k = pair(node_id, peer)
-            del self.wants[k]
-            self._indexed_remove(k)
+        for peer in self._index().get(node_id, ()):
+            del self.wants[pair(node_id, peer)]
+        self._peer_index = None
 
     def peers_of(self, node_id: str) -> list[str]:
         return sorted(self._index().get(node_id, ()))
 
     def put_want(self, key: Pair, want: Want) -> None:
         """Put back a pair exactly as it was (undoing a change whose store write failed)."""
-        new = key not in self.wants
         self.wants[key] = want
-        if new:
-            self._indexed_add(key)
+        self._peer_index = None
 
     def set_wants(self, wants: dict[Pair, Want]) -> None:
         """Replace every pair (a reload from the store); other changes go through want/unwant/expire/forget_node."""
         self.wants = dict(wants)
-        self._indexed = None
+        self._peer_index = None
 
     def _index(self) -> dict[str, set[str]]:
-        """node -> its wanted peers (a round asks for every node's: not a scan of every pair each time). Rebuilt when
-        the pairs were replaced or changed size behind the book's back."""
-        if self._indexed is None or self._indexed[0] != len(self.wants):
+        """node -> its wanted peers, built once after the pairs change (a round asks for every node's: not a scan of
+        every pair each time). Every change of `wants` goes through the methods above, which drop it."""
+        if self._peer_index is None:
             index: dict[str, set[str]] = {}
             for a, b in self.wants:
                 index.setdefault(a, set()).add(b)
                 index.setdefault(b, set()).add(a)
-            self._indexed = (len(self.wants), index)
-        return self._indexed[1]
-
-    def _indexed_add(self, key: Pair) -> None:
-        index = self._index()
-        index.setdefault(key[0], set()).add(key[1])
-        index.setdefault(key[1], set()).add(key[0])
-        self._indexed = (len(self.wants), index)
-
-    def _indexed_remove(self, key: Pair) -> None:
-        index = self._index() if self._indexed is not None else None
-        if index is None:
-            return
-        for x, y in (key, key[::-1]):
-            peers = index.get(x)
-            if peers is not None:
-                peers.discard(y)
-                if not peers:
-                    del index[x]
-        self._indexed = (len(self.wants), index)
+            self._peer_index = index
+        return self._peer_index
 
     def enabled(self, node_id: str) -> bool:
         """The node runs the overlay now: its last report says so, and it is present (online, not revoked)."""

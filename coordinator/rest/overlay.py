@@ -3,6 +3,7 @@ them (coordinator.overlay_ops does the work; this module checks what comes in an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -96,19 +97,20 @@ class OverlayHandlers:
 
     async def overlay_connect(self, request: web.Request) -> web.Response:
         body = await _body(request, ("a", "b"))
-        try:
-            new = await self.coord.overlay_ops.connect(body["a"], body["b"])
-        except BadRequest as exc:
-            raise SpecError("b", str(exc)) from None
+        new = await self._pair(self.coord.overlay_ops.connect, body)
         return web.json_response({"a": body["a"], "b": body["b"], "kept": True, "new": new})
 
     async def overlay_disconnect(self, request: web.Request) -> web.Response:
         body = await _body(request, ("a", "b"))
+        was = await self._pair(self.coord.overlay_ops.disconnect, body)
+        return web.json_response({"a": body["a"], "b": body["b"], "kept": False, "was": was})
+
+    @staticmethod
+    async def _pair(action: Callable[[str, str], Awaitable[bool]], body: dict[str, Any]) -> bool:
         try:
-            was = await self.coord.overlay_ops.disconnect(body["a"], body["b"])
+            return await action(body["a"], body["b"])
         except BadRequest as exc:
             raise SpecError("b", str(exc)) from None
-        return web.json_response({"a": body["a"], "b": body["b"], "kept": False, "was": was})
 
     async def overlay_ping(self, request: web.Request) -> web.Response:
         body = await _body(request, ("from", "to"), ("count", "timeoutSeconds"))
