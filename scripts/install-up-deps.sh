@@ -13,24 +13,5 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "up packages: not a Debian-like system; install rootless Podman yourself (or run: cloudless up --agent-runtime process)"
   exit 0
 fi
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$pkg")
-  fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "up packages: all present"
-  exit 0
-fi
-echo "up packages: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-    echo "error: need root to install ${missing[*]}; run: sudo $0" >&2; exit 1
-  fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "up packages: done"
+source "$(dirname "$0")/apt-missing.sh"
+install_missing "up packages" "${PACKAGES[@]}"
