@@ -91,6 +91,8 @@ async def test_a_directory_attaches_the_relay_and_connects_the_peer_it_dials(net
     await until(lambda: RELAY in net.pi.endpoint.relays and RELAY in net.laptop.endpoint.relays,  # type: ignore[union-attr]
                 "both attached (the first address answers nothing: the second is tried)")
     await until(lambda: net.pi._connected("laptop") is not None, "pi dialled laptop")
+    # the dialled side learns the peer when its own end of the handshake completes (a moment later, on a busy host)
+    await until(lambda: "pi" in net.laptop.endpoint.peers, "laptop accepted pi")  # type: ignore[union-attr]
     assert set(net.relay.sessions) == {"pi", "laptop"}
     assert net.laptop.endpoint.peers["pi"].identity.identity == "pi"  # type: ignore[union-attr]
 
