@@ -64,6 +64,7 @@ def _node_rules() -> tuple[Rule, ...]:
         Rule(w, f"{node}/{ch.OVERLAY.value}"),
         Rule(r, f"{node}/{ch.DESIRED.value}"),
         Rule(r, f"{node}/{ch.PEERS.value}"),
+        Rule(r, f"{node}/{ch.SERVICES.value}"),
         Rule(r, f"{node}/{ch.CMD.value}"),
         # a node reads its own status back (it checks its retained presence after a reconnect)
         Rule(r, f"{node}/{ch.STATUS.value}"),

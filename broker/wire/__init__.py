@@ -29,6 +29,7 @@ from broker.wire.messages import (
     CoordinatorStatus,
     DesiredState,
     Heartbeat,
+    IngressPort,
     LeaderClaim,
     NodeFacts,
     NodeStatus,
@@ -58,6 +59,10 @@ from broker.wire.messages import (
     SecretUpdate,
     SecretVolume,
     Security,
+    ServiceEndpoint,
+    ServicePort,
+    ServiceRecord,
+    ServiceTable,
     VolumeMount,
 )
 from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, valid_id
@@ -65,10 +70,11 @@ from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, valid_id
 __all__ = [
     "CHANNEL_KINDS", "ID_MAX_LEN", "ID_PATTERN", "KINDS", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "PROTOCOL_MAJOR",
     "CandidateKind", "CommandName", "CommandReply", "CommandRequest", "CoordinatorStatus", "DesiredState",
-    "Heartbeat", "LeaderClaim", "NodeFacts", "NodeStatus", "ObservedState", "OverlayCandidate", "OverlayPingResult",
-    "OverlayReport", "PathKind", "PeerDirectory", "PeerEntry", "PeerPath", "PortMapping", "Presence", "Probe",
-    "ProbeKind", "Protocol", "RelayInfo", "ReplicaObserved", "ReplicaSpec", "ReplicaState", "ReplicaUsage",
-    "RestartPolicy", "SealedSecret", "SeccompType", "SecretEnv", "SecretFile", "SecretUpdate", "SecretVolume",
-    "Security", "VolumeMount", "WireError", "check_id", "decode", "decode_as", "decode_node_message", "encode",
-    "encoded_size", "to_json", "to_json_obj", "topics", "valid_id",
+    "Heartbeat", "IngressPort", "LeaderClaim", "NodeFacts", "NodeStatus", "ObservedState", "OverlayCandidate",
+    "OverlayPingResult", "OverlayReport", "PathKind", "PeerDirectory", "PeerEntry", "PeerPath", "PortMapping",
+    "Presence", "Probe", "ProbeKind", "Protocol", "RelayInfo", "ReplicaObserved", "ReplicaSpec", "ReplicaState",
+    "ReplicaUsage", "RestartPolicy", "SealedSecret", "SeccompType", "SecretEnv", "SecretFile", "SecretUpdate",
+    "SecretVolume", "Security", "ServiceEndpoint", "ServicePort", "ServiceRecord", "ServiceTable", "VolumeMount",
+    "WireError", "check_id", "decode", "decode_as", "decode_node_message", "encode", "encoded_size", "to_json",
+    "to_json_obj", "topics", "valid_id",
 ]

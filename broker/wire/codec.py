@@ -25,6 +25,7 @@ from broker.wire.messages import (
     ObservedState,
     OverlayReport,
     PeerDirectory,
+    ServiceTable,
 )
 from broker.wire.schema import compile_schema, describe
 
@@ -45,6 +46,7 @@ CHANNEL_KINDS: dict[topics.Channel, type] = {
     topics.Channel.REPLY: CommandReply,
     topics.Channel.OVERLAY: OverlayReport,
     topics.Channel.PEERS: PeerDirectory,
+    topics.Channel.SERVICES: ServiceTable,
 }
 
 

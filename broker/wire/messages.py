@@ -474,6 +474,68 @@ class OverlayPingResult:
     error: Annotated[str, Text(512)] = ""
 
 
+# ---- services (data plane) ------------------------------------------------------------------------------
+
+VirtualIp = Annotated[str, Text(15)]  # dotted IPv4 from the service range (127.0.0.0/8); the agent checks it
+Zone = Annotated[str, Text(64)]
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """One port of a service: clients connect to `port` (on the virtual address, or as SRV says); traffic goes to
+    `target_port` of the chosen endpoint's container (or process)."""
+
+    port: Annotated[int, Int(1, 65535)]
+    target_port: Annotated[int, Int(1, 65535)]
+    name: Annotated[str, Text(63)] = ""
+    protocol: Protocol = Protocol.TCP
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """A ready replica behind a service: where it runs (node, zone: locality) and its relative share."""
+
+    node: NodeId
+    replica: Name
+    zone: Zone = ""
+    weight: Annotated[int, Int(1, 100)] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class IngressPort:
+    """This node publishes service port `port` on its own `host_port` (all interfaces), for clients outside."""
+
+    port: Annotated[int, Int(1, 65535)]
+    host_port: Annotated[int, Int(1, 65535)]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    """One service as a node needs it: its stable virtual address, its ports and its ready endpoints (an empty
+    tuple: none ready now; the name still resolves, connections are refused)."""
+
+    name: Name
+    namespace: Name
+    vip: VirtualIp
+    ports: Annotated[tuple[ServicePort, ...], Items(64)] = ()
+    endpoints: Annotated[tuple[ServiceEndpoint, ...], Items(1024)] = ()
+    ingress: Annotated[tuple[IngressPort, ...], Items(16)] = ()  # only in the tables of the nodes publishing it
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTable:
+    """The services one node must know (retained, coord -> that node only): those of the namespaces it runs
+    workloads of, and those it publishes as ingress. Fenced like DesiredState (`epoch`, `generation`)."""
+
+    KIND: ClassVar[str] = "node.services"
+    node_id: NodeId
+    generation: Generation
+    epoch: Generation
+    ts: Timestamp
+    zone: Zone = ""  # this node's zone as the coordinator knows it (locality: same node, same zone, anywhere)
+    services: Annotated[tuple[ServiceRecord, ...], Items(1024)] = ()
+
+
 # ---- coordinators ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +566,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     CommandReply,
     OverlayReport,
     PeerDirectory,
+    ServiceTable,
     CoordinatorStatus,
     LeaderClaim,
 )

@@ -28,6 +28,7 @@ class Channel(StrEnum):
     REPLY = "reply"
     OVERLAY = "overlay"
     PEERS = "peers"
+    SERVICES = "services"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ NODE_CHANNELS: dict[Channel, TopicSpec] = {
     Channel.REPLY: TopicSpec(qos=1, retain=False),  # replies to cmd, matched by correlation id
     Channel.OVERLAY: TopicSpec(qos=1, retain=True),  # the node's overlay: candidates, relays, peer paths
     Channel.PEERS: TopicSpec(qos=1, retain=True),  # the peer directory the coordinator keeps for the node
+    Channel.SERVICES: TopicSpec(qos=1, retain=True),  # the service table the coordinator keeps for the node
 }
 COORD_STATUS_SPEC = TopicSpec(qos=1, retain=True)
 LEADER_SPEC = TopicSpec(qos=1, retain=True)
@@ -89,6 +91,10 @@ def node_overlay(node_id: str) -> str:
 
 def node_peers(node_id: str) -> str:
     return node_topic(node_id, Channel.PEERS)
+
+
+def node_services(node_id: str) -> str:
+    return node_topic(node_id, Channel.SERVICES)
 
 
 def coord_status(coordinator_id: str) -> str:

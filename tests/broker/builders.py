@@ -257,6 +257,22 @@ def make_peer_directory(**overrides: Any) -> wire.PeerDirectory:
     return wire.PeerDirectory(**{**fields, **overrides})
 
 
+def make_service_table(**overrides: Any) -> wire.ServiceTable:
+    fields: dict[str, Any] = {
+        "node_id": "pi-1",
+        "generation": 3,
+        "epoch": 2,
+        "ts": TS,
+        "zone": "kitchen",
+        "services": (wire.ServiceRecord(
+            "web", "default", "127.77.0.10",
+            ports=(wire.ServicePort(80, 8080, name="dns", protocol=wire.Protocol.UDP),),
+            endpoints=(wire.ServiceEndpoint("laptop", "web-7f3a", zone="office", weight=3),),
+            ingress=(wire.IngressPort(80, 8080),)),),
+    }
+    return wire.ServiceTable(**{**fields, **overrides})
+
+
 BUILDERS: dict[type, Callable[..., Any]] = {
     wire.NodeStatus: make_node_status,
     wire.Heartbeat: make_heartbeat,
@@ -266,6 +282,7 @@ BUILDERS: dict[type, Callable[..., Any]] = {
     wire.CommandReply: make_reply,
     wire.OverlayReport: make_overlay_report,
     wire.PeerDirectory: make_peer_directory,
+    wire.ServiceTable: make_service_table,
     wire.CoordinatorStatus: make_coord_status,
     wire.LeaderClaim: make_leader_claim,
 }

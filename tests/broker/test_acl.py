@@ -177,7 +177,7 @@ def test_validity_predicates_return_false_for_unencodable_strings(check: object,
 # ---- the node role ---------------------------------------------------------------------------------------------
 
 NODE_WRITES = {Channel.STATUS, Channel.HEARTBEAT, Channel.OBSERVED, Channel.REPLY, Channel.OVERLAY}
-NODE_READS = {Channel.DESIRED, Channel.CMD, Channel.STATUS, Channel.PEERS}
+NODE_READS = {Channel.DESIRED, Channel.CMD, Channel.STATUS, Channel.PEERS, Channel.SERVICES}
 
 
 @pytest.mark.parametrize("channel", list(Channel), ids=str)
@@ -321,6 +321,7 @@ def test_render_mosquitto_states_the_same_rules() -> None:
         "pattern write cloudless/v1/node/%u/overlay",
         "pattern read cloudless/v1/node/%u/desired",
         "pattern read cloudless/v1/node/%u/peers",
+        "pattern read cloudless/v1/node/%u/services",
         "pattern read cloudless/v1/node/%u/cmd",
         "pattern read cloudless/v1/node/%u/status",
     ]

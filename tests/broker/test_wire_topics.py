@@ -24,6 +24,7 @@ NODE_FUNCS: dict[Channel, Callable[[str], str]] = {
     Channel.REPLY: topics.node_reply,
     Channel.OVERLAY: topics.node_overlay,
     Channel.PEERS: topics.node_peers,
+    Channel.SERVICES: topics.node_services,
 }
 
 # The declared QoS/retain per channel (ARCHITECTURE §3), restated so a change to topics.py is deliberate.
@@ -36,6 +37,7 @@ DECLARED = {
     Channel.REPLY: TopicSpec(qos=1, retain=False),
     Channel.OVERLAY: TopicSpec(qos=1, retain=True),
     Channel.PEERS: TopicSpec(qos=1, retain=True),
+    Channel.SERVICES: TopicSpec(qos=1, retain=True),
 }
 
 
