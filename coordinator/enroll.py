@@ -2,8 +2,9 @@
 
 A token is an HS256 JWT signed with the coordinator's enrolment secret. Its claims: `jti` (tracked in the
 store: uses counted against `max`, revocable), `exp`, `iat`, optional `labels`/`zone` for the node, and — so
-a new device can trust the coordinator before it has any certificate — `url` (where to enrol) and `ca` (the
-SHA-256 fingerprint of the cluster CA: the device pins it, like kubeadm's discovery-token-ca-cert-hash).
+a new device can trust the coordinator before it has any certificate — `urls` (every address the coordinator is
+advertised at, tried in order by the device), `url` (the first of them: what agents before `urls` read) and `ca`
+(the SHA-256 fingerprint of the cluster CA: the device pins it, like kubeadm's discovery-token-ca-cert-hash).
 
 `check()` decides, from the verified claims, the token's record, the node's certificate record and `now`,
 whether to issue: a value `Issue` or `Refuse(reason)`; every refusal names what to do next.
@@ -11,7 +12,7 @@ whether to issue: a value `Issue` or `Refuse(reason)`; every refusal names what 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,9 +72,21 @@ class Refuse:
     status: int = 403
 
 
-def mint(secret: bytes, record: TokenRecord, *, url: str, ca_fingerprint: str, now: float) -> str:
+MAX_URLS = 16
+
+
+def enrol_urls(url: str | Sequence[str]) -> list[str]:
+    """The URLs a token carries, in order, without duplicates: a sequence, or one string holding a comma-separated
+    list (what `cloudless coordinator --advertise` passes through from `cloudless up --advertise A,B`)."""
+    items = url.split(",") if isinstance(url, str) else list(url)
+    return list(dict.fromkeys(u.strip().rstrip("/") for u in items if u.strip()))[:MAX_URLS]
+
+
+def mint(secret: bytes, record: TokenRecord, *, url: str | Sequence[str], ca_fingerprint: str, now: float) -> str:
+    urls = enrol_urls(url)
     claims: dict[str, Any] = {"iss": ISSUER, "jti": record.token_id, "iat": int(now), "exp": int(record.expires_at),
-                              "max": record.max_uses, "url": url, "ca": ca_fingerprint}
+                              "max": record.max_uses, "url": urls[0] if urls else "", "urls": urls,
+                              "ca": ca_fingerprint}
     if record.labels:
         claims["labels"] = record.labels
     if record.zone:
