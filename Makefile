@@ -65,5 +65,10 @@ bench: $(STAMP) sysdeps image
 	$(BIN)/python bench/secrets_service.py
 	$(BIN)/python bench/overlay.py
 
+# docs/spec.md from the workload schema (coordinator/spec_doc.py); tests/test_spec_doc.py fails when it is stale
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_spec_doc.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
