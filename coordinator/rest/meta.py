@@ -66,8 +66,10 @@ class MetaHandlers:
         ready = self.coord.ready and self.coord.mqtt.connected and has_leader and store_ok and rounds_ok
         return web.json_response({"ready": ready, "broker": self.coord.mqtt.connected, "state": self.coord.ready,
                                   "store": store_ok, "storeError": store_error, "epoch": self.coord.epoch,
-                                  # leader = acting: elected and done re-reading the store (writes before that get a 503 "taking over")
-                                  "leader": lead.is_leader and self.coord.acting and store_ok, "leaderId": lead.leader_id,
+                                  # leader = acting: elected, and done re-reading the store (a write before
+                                  # that gets a 503 "taking over")
+                                  "leader": lead.is_leader and self.coord.acting and store_ok,
+                                  "leaderId": lead.leader_id,
                                   "rounds": self.coord.rounds, "roundsFailing": self.coord.round_failures,
                                   "roundError": self.coord.round_error or None,
                                   # nodes honour a higher epoch than ours: they ignore us (docs/operations.md)
