@@ -62,10 +62,12 @@ def _node_rules() -> tuple[Rule, ...]:
         Rule(w, f"{node}/{ch.OBSERVED.value}"),
         Rule(w, f"{node}/{ch.REPLY.value}"),
         Rule(w, f"{node}/{ch.OVERLAY.value}"),
+        Rule(w, f"{node}/{ch.TTY_OUT.value}"),  # its interactive sessions' output
         Rule(r, f"{node}/{ch.DESIRED.value}"),
         Rule(r, f"{node}/{ch.PEERS.value}"),
         Rule(r, f"{node}/{ch.SERVICES.value}"),
         Rule(r, f"{node}/{ch.CMD.value}"),
+        Rule(r, f"{node}/{ch.TTY_IN.value}"),  # its interactive sessions' input (keystrokes: no other node sees them)
         # a node reads its own status back (it checks its retained presence after a reconnect)
         Rule(r, f"{node}/{ch.STATUS.value}"),
     )

@@ -63,6 +63,8 @@ from broker.wire.messages import (
     ServicePort,
     ServiceRecord,
     ServiceTable,
+    TtyInput,
+    TtyOutput,
     VolumeMount,
 )
 from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, valid_id
@@ -74,7 +76,8 @@ __all__ = [
     "OverlayPingResult", "OverlayReport", "PathKind", "PeerDirectory", "PeerEntry", "PeerPath", "PortMapping",
     "Presence", "Probe", "ProbeKind", "Protocol", "RelayInfo", "ReplicaObserved", "ReplicaSpec", "ReplicaState",
     "ReplicaUsage", "RestartPolicy", "SealedSecret", "SeccompType", "SecretEnv", "SecretFile", "SecretUpdate",
-    "SecretVolume", "Security", "ServiceEndpoint", "ServicePort", "ServiceRecord", "ServiceTable", "VolumeMount",
+    "SecretVolume", "Security", "ServiceEndpoint", "ServicePort", "ServiceRecord", "ServiceTable", "TtyInput",
+    "TtyOutput", "VolumeMount",
     "WireError", "check_id", "decode", "decode_as", "decode_node_message", "encode", "encoded_size", "to_json",
     "to_json_obj", "topics", "valid_id",
 ]

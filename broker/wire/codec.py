@@ -26,6 +26,8 @@ from broker.wire.messages import (
     OverlayReport,
     PeerDirectory,
     ServiceTable,
+    TtyInput,
+    TtyOutput,
 )
 from broker.wire.schema import compile_schema, describe
 
@@ -47,6 +49,8 @@ CHANNEL_KINDS: dict[topics.Channel, type] = {
     topics.Channel.OVERLAY: OverlayReport,
     topics.Channel.PEERS: PeerDirectory,
     topics.Channel.SERVICES: ServiceTable,
+    topics.Channel.TTY_IN: TtyInput,
+    topics.Channel.TTY_OUT: TtyOutput,
 }
 
 

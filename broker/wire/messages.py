@@ -329,6 +329,9 @@ class CommandName(StrEnum):
     # args: peer (a node id), count (1..100, default 5): the node reaches `peer` over the overlay and answers
     # with an OverlayPingResult as JSON in `output`
     OVERLAY_PING = "overlay-ping"
+    # args: replica, session (an id), tty ("1": on a terminal, "0": pipes), rows, cols; argv: the command. The node
+    # starts it, answers ok at once, then streams on its tty-out topic (TtyOutput) and reads its tty-in (TtyInput)
+    TTY = "tty"
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +363,54 @@ class CommandReply:
     exit_code: Annotated[int, Int(-(2**31), 2**31 - 1)] | None = None
     output: Annotated[bytes, Blob(1024 * 1024)] = b""
     error: Annotated[str, Text(4096)] = ""
+
+
+# ---- interactive sessions (`cloudless exec -it`) ----------------------------------------------------------------
+# One session's bytes go both ways in small numbered frames: coord -> node on node/<id>/tty-in, node -> coord on
+# node/<id>/tty-out (QoS 1). Each direction numbers its frames from 0; the receiver drops repeats and notices a gap
+# (broker.wire.stream). A frame with no data is a keepalive: each side sends one when it has been quiet, so either
+# can tell the other is gone.
+
+TTY_FRAME_BYTES = 16 * 1024
+SessionId = Annotated[str, Ident()]
+Seq = Annotated[int, Int(0, 2**62)]
+WindowSide = Annotated[int, Int(0, 4096)]
+
+
+@dataclass(frozen=True, slots=True)
+class TtyInput:
+    """Coordinator -> node: what the user typed (`data`), a window size (`rows` and `cols`, 0: unchanged), the end
+    of the input (`eof`), or the end of the session (`close`: the user left; the node kills the command)."""
+
+    KIND: ClassVar[str] = "node.tty-in"
+    node_id: NodeId
+    session: SessionId
+    seq: Seq
+    ts: Timestamp
+    data: Annotated[bytes, Blob(TTY_FRAME_BYTES)] = b""
+    rows: WindowSide = 0
+    cols: WindowSide = 0
+    eof: bool = False
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TtyOutput:
+    """Node -> coordinator: what the command wrote (`data`); the last frame of a session carries its `exit_code`
+    (negative: killed by that signal) or, when it ended otherwise (lost frames, timeout, a failed start), `error`."""
+
+    KIND: ClassVar[str] = "node.tty-out"
+    node_id: NodeId
+    session: SessionId
+    seq: Seq
+    ts: Timestamp
+    data: Annotated[bytes, Blob(TTY_FRAME_BYTES)] = b""
+    exit_code: Annotated[int, Int(-(2**31), 2**31 - 1)] | None = None
+    error: Annotated[str, Text(1024)] = ""
+
+    @property
+    def last(self) -> bool:
+        return self.exit_code is not None or bool(self.error)
 
 
 # ---- the overlay (data plane) control: candidates, peer directories ---------------------------------------
@@ -564,6 +615,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ObservedState,
     CommandRequest,
     CommandReply,
+    TtyInput,
+    TtyOutput,
     OverlayReport,
     PeerDirectory,
     ServiceTable,

@@ -29,6 +29,8 @@ class Channel(StrEnum):
     OVERLAY = "overlay"
     PEERS = "peers"
     SERVICES = "services"
+    TTY_IN = "tty-in"
+    TTY_OUT = "tty-out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,10 @@ NODE_CHANNELS: dict[Channel, TopicSpec] = {
     Channel.OVERLAY: TopicSpec(qos=1, retain=True),  # the node's overlay: candidates, relays, peer paths
     Channel.PEERS: TopicSpec(qos=1, retain=True),  # the peer directory the coordinator keeps for the node
     Channel.SERVICES: TopicSpec(qos=1, retain=True),  # the service table the coordinator keeps for the node
+    # interactive sessions' bytes, numbered per direction: never retained (a late subscriber must not replay a
+    # keystroke), QoS 1 so a frame survives a short reconnect; repeats and gaps are the receiver's (wire.stream)
+    Channel.TTY_IN: TopicSpec(qos=1, retain=False),
+    Channel.TTY_OUT: TopicSpec(qos=1, retain=False),
 }
 COORD_STATUS_SPEC = TopicSpec(qos=1, retain=True)
 LEADER_SPEC = TopicSpec(qos=1, retain=True)
@@ -95,6 +101,14 @@ def node_peers(node_id: str) -> str:
 
 def node_services(node_id: str) -> str:
     return node_topic(node_id, Channel.SERVICES)
+
+
+def node_tty_in(node_id: str) -> str:
+    return node_topic(node_id, Channel.TTY_IN)
+
+
+def node_tty_out(node_id: str) -> str:
+    return node_topic(node_id, Channel.TTY_OUT)
 
 
 def coord_status(coordinator_id: str) -> str:

@@ -273,6 +273,34 @@ def make_service_table(**overrides: Any) -> wire.ServiceTable:
     return wire.ServiceTable(**{**fields, **overrides})
 
 
+def make_tty_input(**overrides: Any) -> wire.TtyInput:
+    fields: dict[str, Any] = {
+        "node_id": "pi-1",
+        "session": "5e551017",
+        "seq": 7,
+        "ts": TS,
+        "data": b"echo hi\r\x03\xff",
+        "rows": 40,
+        "cols": 132,
+        "eof": True,
+        "close": True,
+    }
+    return wire.TtyInput(**{**fields, **overrides})
+
+
+def make_tty_output(**overrides: Any) -> wire.TtyOutput:
+    fields: dict[str, Any] = {
+        "node_id": "pi-1",
+        "session": "5e551017",
+        "seq": 9,
+        "ts": TS + 1.0,
+        "data": b"hi\r\n\x1b[0m\xfe",
+        "exit_code": 3,
+        "error": "input frames 4..6 lost",
+    }
+    return wire.TtyOutput(**{**fields, **overrides})
+
+
 BUILDERS: dict[type, Callable[..., Any]] = {
     wire.NodeStatus: make_node_status,
     wire.Heartbeat: make_heartbeat,
@@ -283,6 +311,8 @@ BUILDERS: dict[type, Callable[..., Any]] = {
     wire.OverlayReport: make_overlay_report,
     wire.PeerDirectory: make_peer_directory,
     wire.ServiceTable: make_service_table,
+    wire.TtyInput: make_tty_input,
+    wire.TtyOutput: make_tty_output,
     wire.CoordinatorStatus: make_coord_status,
     wire.LeaderClaim: make_leader_claim,
 }

@@ -176,8 +176,8 @@ def test_validity_predicates_return_false_for_unencodable_strings(check: object,
 
 # ---- the node role ---------------------------------------------------------------------------------------------
 
-NODE_WRITES = {Channel.STATUS, Channel.HEARTBEAT, Channel.OBSERVED, Channel.REPLY, Channel.OVERLAY}
-NODE_READS = {Channel.DESIRED, Channel.CMD, Channel.STATUS, Channel.PEERS, Channel.SERVICES}
+NODE_WRITES = {Channel.STATUS, Channel.HEARTBEAT, Channel.OBSERVED, Channel.REPLY, Channel.OVERLAY, Channel.TTY_OUT}
+NODE_READS = {Channel.DESIRED, Channel.CMD, Channel.STATUS, Channel.PEERS, Channel.SERVICES, Channel.TTY_IN}
 
 
 @pytest.mark.parametrize("channel", list(Channel), ids=str)
@@ -193,6 +193,19 @@ def test_node_reads_only_its_own_desired_cmd_and_status(channel: Channel) -> Non
     assert ACL.can_subscribe(NODE_A, own) is (channel in NODE_READS)
     assert not ACL.can_receive(NODE_A, topics.node_topic("B", channel))
     assert not ACL.can_subscribe(NODE_A, topics.node_topic("B", channel))
+
+
+def test_a_node_reads_only_its_own_tty_input_and_writes_only_its_own_tty_output() -> None:
+    """Keystrokes of a session on node A never reach node B, and B cannot speak as A's session output."""
+    node_b = ACL.identity("B")
+    assert ACL.can_subscribe(NODE_A, topics.node_tty_in("A")) and ACL.can_receive(NODE_A, topics.node_tty_in("A"))
+    assert not ACL.can_subscribe(node_b, topics.node_tty_in("A"))
+    assert not ACL.can_receive(node_b, topics.node_tty_in("A"))
+    assert not ACL.can_subscribe(node_b, topics.node_channel_filter(Channel.TTY_IN))
+    assert ACL.can_publish(NODE_A, topics.node_tty_out("A"))
+    assert not ACL.can_publish(node_b, topics.node_tty_out("A"))
+    assert not ACL.can_publish(NODE_A, topics.node_tty_in("A"))  # nor does a node write its own input
+    assert not ACL.can_receive(NODE_A, topics.node_tty_out("A"))  # nor read back what it sent
 
 
 @pytest.mark.parametrize(
@@ -319,10 +332,12 @@ def test_render_mosquitto_states_the_same_rules() -> None:
         "pattern write cloudless/v1/node/%u/observed",
         "pattern write cloudless/v1/node/%u/reply",
         "pattern write cloudless/v1/node/%u/overlay",
+        "pattern write cloudless/v1/node/%u/tty-out",
         "pattern read cloudless/v1/node/%u/desired",
         "pattern read cloudless/v1/node/%u/peers",
         "pattern read cloudless/v1/node/%u/services",
         "pattern read cloudless/v1/node/%u/cmd",
+        "pattern read cloudless/v1/node/%u/tty-in",
         "pattern read cloudless/v1/node/%u/status",
     ]
     first_user = next(i for i, line in enumerate(lines) if line.startswith("user "))

@@ -25,6 +25,8 @@ NODE_FUNCS: dict[Channel, Callable[[str], str]] = {
     Channel.OVERLAY: topics.node_overlay,
     Channel.PEERS: topics.node_peers,
     Channel.SERVICES: topics.node_services,
+    Channel.TTY_IN: topics.node_tty_in,
+    Channel.TTY_OUT: topics.node_tty_out,
 }
 
 # The declared QoS/retain per channel (ARCHITECTURE §3), restated so a change to topics.py is deliberate.
@@ -38,6 +40,8 @@ DECLARED = {
     Channel.OVERLAY: TopicSpec(qos=1, retain=True),
     Channel.PEERS: TopicSpec(qos=1, retain=True),
     Channel.SERVICES: TopicSpec(qos=1, retain=True),
+    Channel.TTY_IN: TopicSpec(qos=1, retain=False),
+    Channel.TTY_OUT: TopicSpec(qos=1, retain=False),
 }
 
 
