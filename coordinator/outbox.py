@@ -17,7 +17,7 @@ from typing import Any
 from broker import wire
 from broker.client import MqttClient
 from broker.errors import MqttError, WireError
-from broker.wire import DesiredState, PeerDirectory, ReplicaSpec, topics
+from broker.wire import DesiredState, PeerDirectory, ReplicaSpec, ServiceRecord, ServiceTable, topics
 from coordinator import dashboard, model
 from coordinator.cluster import Cluster
 from coordinator.delivery import SecretDelivery
@@ -51,18 +51,21 @@ class Outbox:
         # epoch grows with every start or term, and agents fence on it first)
         self._peers_sent: dict[str, object] = {}
         self.peersgen: dict[str, int] = {}
+        # service tables (coordinator.services), the same way
+        self._services_sent: dict[str, object] = {}
+        self.servicesgen: dict[str, int] = {}
 
     def forget_sent(self) -> None:
         """Send everything again next time (the broker may have lost its retained store, or a new term began)."""
         self._published.clear()
         self._dash_sent.clear()
         self._peers_sent.clear()
+        self._services_sent.clear()
 
     def publish_peers(self, book: OverlayBook, now: float, epoch: int) -> None:
         """Every node's peer directory that changed (retained, only to that node's topic). One that cannot be
         built or sent is logged and tried again next round; the others go out."""
-        for node_id in sorted(n for n in {*book.reports, *(x for k in book.wants for x in k)}
-                              if book.wants_directory(n)):
+        for node_id in sorted(n for n in book.nodes() if book.wants_directory(n)):
             relays, peers, revoked = book.directory(node_id)
             content = (relays, peers, revoked)
             if self._peers_sent.get(node_id) == content:
@@ -78,6 +81,28 @@ class Outbox:
             self.metrics.mqtt("out", "peers", len(payload))
             self.peersgen[node_id] = gen
             self._peers_sent[node_id] = content
+
+    def publish_services(self, tables: dict[str, tuple[ServiceRecord, ...]], zone_of: Callable[[str], str],
+                         now: float, epoch: int) -> None:
+        """Every node's service table that changed (retained, only to that node's topic); a node whose table was
+        sent before and is no longer computed (deleted) is left to clear_node. One that cannot be sent is logged and
+        tried again next round; the others go out."""
+        for node_id in sorted(tables):
+            records, zone = tables[node_id], zone_of(node_id)
+            content = (zone, records)
+            if self._services_sent.get(node_id) == content:
+                continue
+            gen = self.servicesgen.get(node_id, 0) + 1
+            try:
+                payload = wire.encode(ServiceTable(node_id=node_id, generation=gen, epoch=epoch, ts=now, zone=zone,
+                                                   services=records))
+                self.mqtt.publish_nowait(topics.node_services(node_id), payload, qos=1, retain=True)
+            except (WireError, MqttError) as exc:
+                log.warning("service table for %s not sent: %s", node_id, exc)
+                continue
+            self.metrics.mqtt("out", "services", len(payload))
+            self.servicesgen[node_id] = gen
+            self._services_sent[node_id] = content
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
         sealed = self._delivery.sealed_for if self._delivery is not None else None
@@ -173,8 +198,9 @@ class Outbox:
     def clear_node(self, node_id: str) -> None:
         """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
         gone = [topics.node_status(node_id), topics.node_observed(node_id), topics.node_overlay(node_id),
-                topics.node_peers(node_id), *dashboard.cleared_topics(node_id)]
+                topics.node_peers(node_id), topics.node_services(node_id), *dashboard.cleared_topics(node_id)]
         self._peers_sent.pop(node_id, None)
+        self._services_sent.pop(node_id, None)
         for topic in gone:
             self._dash_sent.pop(topic, None)
             self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)

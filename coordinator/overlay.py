@@ -72,6 +72,9 @@ class OverlayBook:
     revoked: tuple[str, ...] = ()  # hex serials, oldest first
     # nodes that count as present (online, not revoked); None: everyone reported (tests of the book alone)
     present: Callable[[str], bool] | None = None
+    # pairs other features need this round (services: a node and the nodes holding its services' endpoints), set
+    # whole by the engine each round; never stored (they follow from the cluster)
+    derived: dict[Pair, str] = field(default_factory=dict)
     _peer_index: dict[str, set[str]] | None = field(default=None, repr=False, compare=False)  # from `wants`
 
     # ---- wanted pairs -------------------------------------------------------------------------------------------
@@ -105,7 +108,8 @@ class OverlayBook:
         """A deleted node: its report and every pair it was in."""
         self.reports.pop(node_id, None)
         for peer in self._index().get(node_id, ()):
-            del self.wants[pair(node_id, peer)]
+            self.wants.pop(pair(node_id, peer), None)
+            self.derived.pop(pair(node_id, peer), None)
         self._peer_index = None
 
     def peers_of(self, node_id: str) -> list[str]:
@@ -121,12 +125,28 @@ class OverlayBook:
         self.wants = dict(wants)
         self._peer_index = None
 
+    def set_derived(self, pairs: Mapping[Pair, str]) -> bool:
+        """Replace the derived pairs (keys ordered as `pair` orders them). True if they changed."""
+        if pairs == self.derived:
+            return False
+        self.derived = dict(pairs)
+        self._peer_index = None
+        return True
+
+    def is_wanted(self, a: str, b: str) -> bool:
+        key = pair(a, b)
+        return key in self.wants or key in self.derived
+
+    def nodes(self) -> set[str]:
+        """Every node a directory may concern: those that reported, and those in a wanted pair."""
+        return {*self.reports, *self._index()}
+
     def _index(self) -> dict[str, set[str]]:
         """node -> its wanted peers, built once after the pairs change (a round asks for every node's: not a scan of
         every pair each time). Every change of `wants` goes through the methods above, which drop it."""
         if self._peer_index is None:
             index: dict[str, set[str]] = {}
-            for a, b in self.wants:
+            for a, b in (*self.wants, *self.derived):
                 index.setdefault(a, set()).add(b)
                 index.setdefault(b, set()).add(a)
             self._peer_index = index
@@ -185,7 +205,7 @@ class OverlayBook:
             seen = set()
             for p in report.peers if report is not None else ():
                 seen.add(p.node_id)
-                rows.append(peer_row(n, p, wanted=pair(n, p.node_id) in self.wants if n != p.node_id else False))
+                rows.append(peer_row(n, p, wanted=self.is_wanted(n, p.node_id) if n != p.node_id else False))
             for peer in self.peers_of(n):  # wanted but not in the node's report (yet)
                 if peer not in seen:
                     why = ("the node runs no overlay" + (f": {report.disabled}" if report.disabled else "")

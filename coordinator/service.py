@@ -48,6 +48,7 @@ from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_fr
 from coordinator.policy import Policy
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
+from coordinator.services_ops import VIPS_PREFIX, ServiceRegistry
 from coordinator.store import Store, StoreError, put
 from coordinator.store import delete as delete_op
 from coordinator.translate import rollout_params
@@ -110,6 +111,7 @@ class Coordinator:
         self.ops = Operations(self.cluster, self.journal, bus=mqtt, clock=clock, lock=self._lock, wake=self.wake,
                               policies=cfg.policies, on_node_deleted=self._node_deleted,
                               on_revoked=self._revoked)
+        self.services = ServiceRegistry(self.cluster, self.journal, clock=clock)
         self.overlay_ops = OverlayOps(self.overlay, self.cluster, self.journal, commander=self.ops, clock=clock,
                                       lock=self._lock, wake=self.wake)
         self.inbox = Inbox(self.cluster, self.journal, metrics=self.metrics, clock=clock, cfg=cfg.membership,
@@ -195,6 +197,7 @@ class Coordinator:
                    if json.loads(e.value).get("revoked")}
         nodegen = {e.key.rsplit("/", 1)[1]: int(e.value) for e in await self.store.list("/nodegen/")}
         kept = pairs_from_store([(e.key, e.value) for e in await self.store.list(PAIRS_PREFIX)])
+        vips = [(e.key, e.value) for e in await self.store.list(VIPS_PREFIX)]
         known = [(e.key.rsplit("/", 1)[1], e.value) for e in await self.store.list("/members/")]
         revoked_serials = tuple(serial for _, serial in sorted(  # oldest first: the newest are kept past the cap
             (_revoked_at(e.value), e.key.rsplit("/", 1)[1]) for e in await self.store.list("/revoked/")))
@@ -213,6 +216,7 @@ class Coordinator:
             if isinstance(status, NodeStatus) and status.node_id == node_id:
                 c.members[node_id] = NodeInfo(node_id=node_id, state=NodeState.OFFLINE, status=status,
                                               first_seen=now, state_since=now)
+        self.services.load(vips)
         book = self.overlay  # kept pairs from the store; a probe's pairs (in memory) stay until they expire
         book.set_wants({**{k: w for k, w in book.wants.items() if w.until is not None},
                         **{k: Want(None, why) for k, why in kept.items()}})
@@ -341,6 +345,7 @@ class Coordinator:
                 if not self._store_down:  # once per outage, not every second
                     self._store_down = True
                     log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
+        self._services_round()  # a follower's view for reads (it allocates nothing and records nothing)
 
     def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
         """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
@@ -384,6 +389,7 @@ class Coordinator:
             else:
                 self.cluster.problems.pop(f"workload/{key}", None)
         self._schedule_pending(now)
+        self._services_round()
         await self.journal.flush()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S:
@@ -392,6 +398,18 @@ class Coordinator:
                 self.outbox.publish_dashboard()
             except Exception:  # the mirror is a convenience: it never costs the round
                 log.exception("dashboard mirror not published")
+
+    def _services_round(self) -> None:
+        """The service registry (coordinator.services): addresses, endpoints, tables, and the overlay pairs they need.
+        A failure is the round's problem for services alone: desired state still goes out."""
+        try:
+            self.services.round(acting=self.acting)
+            self.overlay.set_derived(self.services.pairs())
+        except Exception as exc:
+            log.exception("service registry round failed")
+            self.cluster.problems["services"] = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            self.cluster.problems.pop("services", None)
 
     async def _check_epoch(self) -> None:
         """Nodes ignore desired state under an epoch below the highest they honour (they report it in heartbeats).
@@ -573,6 +591,7 @@ class Coordinator:
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
         await self.outbox.publish_desired(now, self.epoch)
         self.outbox.publish_peers(self.overlay, now, self.epoch)
+        self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)

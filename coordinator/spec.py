@@ -70,6 +70,7 @@ from coordinator.spec_placement import (
     PreferredTerm,
     Toleration,
 )
+from coordinator.spec_service import ServicePortSpec, ServiceSpec, service_problems
 from coordinator.spec_values import (
     ARGV,
     CPU,
@@ -131,6 +132,8 @@ __all__ = [
     "SecretUpdate",
     "SecretVolumeSpec",
     "SecurityContext",
+    "ServicePortSpec",
+    "ServiceSpec",
     "Spread",
     "Strategy",
     "TCPSocketAction",
@@ -313,6 +316,8 @@ class WorkloadSpec(Checked):
     # what a new version of a secret does to a running replica: restart it (default), or rewrite its secret
     # files in place ("files"; secrets in env always restart: a process's environment cannot change)
     secret_update: SecretUpdate = field(default=SecretUpdate.RESTART, metadata=spec_field(Choice(SecretUpdate)))
+    # the service the ready replicas are endpoints of (coordinator.spec_service); changing it restarts nothing
+    service: ServiceSpec | None = field(default=None, metadata=spec_field(Obj(ServiceSpec)))
 
     # the runtime rules (`_runtime_problems`) as JSON Schema says them
     SCHEMA_EXTRA: ClassVar[dict[str, Any]] = {
@@ -380,6 +385,12 @@ class Workload(Checked):
     spec: WorkloadSpec = field(metadata=spec_field(Obj(WorkloadSpec)))
     api_version: str = field(default=API_VERSION, metadata=spec_field(Const(API_VERSION), required=True))
     kind: str = field(default=KIND, metadata=spec_field(Const(KIND), required=True))
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if self.spec.service is not None:
+            yield from service_problems(self.spec.service, workload=self.metadata.name,
+                                        namespace=self.metadata.namespace,
+                                        container_ports=[(p.container_port, p.protocol) for p in self.spec.ports])
 
     @property
     def name(self) -> str:

@@ -26,7 +26,7 @@ from coordinator.http import FORWARDED_FOR_HEADER, FORWARDED_HEADER, bearer_toke
 from coordinator.identity import IdentityService
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
-from coordinator.rest import events, install, meta, nodes, openapi, overlay, secrets, workloads
+from coordinator.rest import events, install, meta, nodes, openapi, overlay, secrets, services, workloads
 from coordinator.rest import identity as identity_routes
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Handler, Route, bind
@@ -42,7 +42,7 @@ FORWARD_TIMEOUT_S = 30.0
 
 # the order is the OpenAPI document's
 ROUTES: tuple[Route, ...] = (*meta.ROUTES, *nodes.ROUTES, *workloads.ROUTES, *events.ROUTES, *identity_routes.ROUTES,
-                             *secrets.ROUTES, *overlay.ROUTES, *install.ROUTES)
+                             *secrets.ROUTES, *overlay.ROUTES, *services.ROUTES, *install.ROUTES)
 ROUTE_BY_NAME = {r.handler: r for r in ROUTES}
 
 
@@ -72,6 +72,7 @@ class Api:
             *bind(identity_routes.ROUTES, identity_routes.IdentityHandlers(coord, identity)),
             *bind(secrets.ROUTES, self.secrets),
             *bind(overlay.ROUTES, overlay.OverlayHandlers(coord)),
+            *bind(services.ROUTES, services.ServiceHandlers(coord)),
             *bind(install.ROUTES, install.InstallHandlers())]
 
     @property

@@ -15,6 +15,7 @@ from coordinator.overlay import OverlayBook
 from coordinator.overlay_ops import OverlayOps
 from coordinator.policy import Policy
 from coordinator.scheduler import Snapshot
+from coordinator.services_ops import ServiceRegistry
 
 
 class Ops(Protocol):
@@ -112,6 +113,8 @@ class Engine(Protocol):
     def overlay(self) -> OverlayBook: ...
     @property
     def overlay_ops(self) -> OverlayOps: ...
+    @property
+    def services(self) -> ServiceRegistry: ...
 
     def clock(self) -> float: ...
     def snapshot(self, now: float) -> Snapshot: ...

@@ -84,6 +84,19 @@ _OVERLAY_NODE = obj(("node",), node=STR, enabled=nullable(BOOL), disabled=nullab
                     port=nullable(INT), candidates={"type": "array", "items": obj(kind=STR, address=STR, via=STR)},
                     relays={"type": "array", "items": STR}, peers=INT, counters=OBJ, reportedAt=nullable(NUM))
 
+_ARRAY_OF_STR: Schema = {"type": "array", "items": STR}
+_SERVICE = obj(("namespace", "name", "fqdn", "vip", "ports", "endpoints"),
+               namespace=STR, name=STR, fqdn=STR, vip=STR,
+               ports={"type": "array", "items": obj(("port", "targetPort"), port=INT, targetPort=INT, name=STR,
+                                                     protocol=STR)},
+               workloads=_ARRAY_OF_STR, ready=INT, endpointCount=INT,
+               endpoints={"type": "array", "items": obj(("node", "replica", "ready"), node=STR, replica=STR,
+                                                         workload=STR, zone=STR, weight=INT, ready=BOOL,
+                                                         reason=STR)},
+               ingress={"type": "array", "items": obj(("port", "hostPort"), port=INT, hostPort=INT,
+                                                       nodes=_ARRAY_OF_STR)},
+               problems=_ARRAY_OF_STR)
+
 RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Health": obj(("ok",), ok=BOOL, version=STR),
     "Readiness": obj(("ready",), ready=BOOL, broker=BOOL, state=BOOL, store=BOOL, storeError=nullable(STR),
@@ -120,5 +133,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
     "PeerList": obj(("items",), items={"type": "array", "items": OBJ}),
     "OverlayKept": obj(("a", "b", "kept"), a=STR, b=STR, kept=BOOL, new=BOOL, was=BOOL),
     "OverlayPingResult": obj(("from",), **{"from": STR}),
+    "Service": _SERVICE,
+    "ServiceList": items_of("Service"),
     "Object": OBJ,
 }
