@@ -320,6 +320,13 @@ class CoordinatorClient:
             return self._items(f"/v1/nodes/{_seg(node_id)}/peers")
         return self._items("/v1/peers")
 
+    def list_services(self, namespace: str | None = None) -> list[JSONObject]:
+        """Services (of one namespace, or every one's with None): address, ports, endpoints and their health."""
+        return self._items("/v1/services", {"namespace": namespace})
+
+    def get_service(self, namespace: str, name: str) -> JSONObject:
+        return self._json("GET", f"/v1/services/{_seg(namespace)}/{_seg(name)}")  # type: ignore[no-any-return]
+
     def overlay_summary(self) -> JSONObject:
         return self._json("GET", "/v1/overlay")  # type: ignore[no-any-return]
 
@@ -498,6 +505,8 @@ def _status_hint(status: int, path: str, token: str | None, method: str = "GET")
             return "list nodes with `cloudless get nodes`"
         case 404 if "/replicas/" in path:
             return "list the workload's replicas with `cloudless get replicas --workload NAME -n NAMESPACE`"
+        case 404 if path.startswith("/v1/services"):
+            return "list services with `cloudless get services -A` (a workload with spec.service makes one)"
         case 404 if path.startswith("/v1/workloads"):
             return "list workloads with `cloudless get workloads -A` (and pass -n NAMESPACE)"
         case 409 if method == "DELETE" and path.startswith("/v1/nodes/"):

@@ -303,6 +303,57 @@ def peers_table(rows: Sequence[JSONObject], now: float, *, wide: bool = False, w
     return table(headers, out)
 
 
+SERVICE_HEADERS = ["NAME", "ADDRESS", "PORTS", "READY", "INGRESS"]
+
+
+def _service_ports(svc: Mapping[str, Any]) -> str:
+    ports = []
+    for p in svc.get("ports") or []:
+        target = f"->{p.get('targetPort')}" if p.get("targetPort") != p.get("port") else ""
+        ports.append(f"{p.get('port')}{target}/{p.get('protocol', 'TCP')}")
+    return ",".join(ports) or NONE
+
+
+def services_table(rows: Sequence[JSONObject], *, wide: bool = False, namespaces: bool = False) -> str:
+    """Each service: its name, stable virtual address, ports (port->targetPort), ready/all endpoints, ingress."""
+    headers = (["NAMESPACE"] if namespaces else []) + SERVICE_HEADERS + (["FQDN", "WORKLOADS"] if wide else [])
+    out = []
+    for r in rows:
+        ingress = ",".join(f"{i.get('hostPort')}@{'+'.join(i.get('nodes') or []) or '-'}"
+                           for i in r.get("ingress") or []) or NONE
+        row = ([text(r.get("namespace"))] if namespaces else []) + [
+            text(r.get("name")), text(r.get("vip")), _service_ports(r),
+            f"{text(r.get('ready'))}/{text(r.get('endpointCount'))}", ingress]
+        if wide:
+            row += [text(r.get("fqdn")), ",".join(r.get("workloads") or []) or NONE]
+        out.append(row)
+    return table(headers, out)
+
+
+def describe_service(svc: Mapping[str, Any], events: Sequence[JSONObject], now: float) -> str:
+    lines = _fields([
+        ("Name", text(svc.get("name"))),
+        ("Namespace", text(svc.get("namespace"))),
+        ("DNS", f"{text(svc.get('fqdn'))} (and {text(svc.get('name'))} within the namespace)"),
+        ("Address", text(svc.get("vip"))),
+        ("Ports", _service_ports(svc)),
+        ("Workloads", ", ".join(svc.get("workloads") or []) or "<none>"),
+        ("Ready", f"{text(svc.get('ready'))} of {text(svc.get('endpointCount'))} endpoints"),
+        ("Ingress", "; ".join(f"port {i.get('port')} on host port {i.get('hostPort')} of "
+                              f"{', '.join(i.get('nodes') or []) or '<no node selected>'}"
+                              for i in svc.get("ingress") or []) or "<none>"),
+        ("Problems", "; ".join(svc.get("problems") or []) or "<none>"),
+    ])
+    eps = [[text(e.get("replica")), text(e.get("node")), text(e.get("zone")) if e.get("zone") else NONE,
+            text(e.get("weight")), "yes" if e.get("ready") else "no", text(e.get("reason")) if e.get("reason")
+            else NONE] for e in svc.get("endpoints") or []]
+    lines += _section(f"Endpoints ({len(eps)})", table(["REPLICA", "NODE", "ZONE", "WEIGHT", "READY", "WHY"], eps)
+                      if eps else "")
+    lines += _section("Events", table(["AGE", "TYPE", "REASON", "MESSAGE"],
+                                      event_rows(events, now, with_object=False)) if events else "")
+    return "\n".join(lines)
+
+
 def describe_node(node: Mapping[str, Any], replicas: Sequence[JSONObject], events: Sequence[JSONObject],
                   now: float, peers: Sequence[JSONObject] = ()) -> str:
     label_lines = "\n".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items())) or "<none>"

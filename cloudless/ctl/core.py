@@ -26,7 +26,8 @@ POLL_INTERVAL_S = 1.0  # rollout status, drain and delete --wait
 STILL_WAITING_S = 15.0  # repeat an unchanged progress line this often, so a long wait never looks hung
 KINDS = {"node": "node", "nodes": "node", "no": "node", "workload": "workload", "workloads": "workload",
          "wl": "workload", "replica": "replica", "replicas": "replica", "event": "event", "events": "event",
-         "ev": "event", "peer": "peer", "peers": "peer"}
+         "ev": "event", "peer": "peer", "peers": "peer", "service": "service", "services": "service",
+         "svc": "service"}
 CLEAR = "\x1b[H\x1b[2J"  # cursor home + erase display (ECMA-48 CUP, ED 2)
 
 T = TypeVar("T")

@@ -56,6 +56,10 @@ def _fetch(args: argparse.Namespace, ctx: Ctx) -> Callable[[], JSONObject | list
             return lambda: ctx.api.get_node(name)
         case "peer", node:
             return lambda: ctx.api.list_peers(node)
+        case "service", None:
+            return lambda: ctx.api.list_services(ns)
+        case "service", name:
+            return lambda: ctx.api.get_service(ctx.namespace, name)
         case "workload", None:
             return lambda: ctx.api.list_workloads(ns)
         case "workload", name:
@@ -86,6 +90,8 @@ def _show(args: argparse.Namespace, data: JSONObject | list[JSONObject], now: fl
             return render.workloads_table(items, now, wide=wide, namespaces=all_ns)
         case "peer":
             return render.peers_table(items, now, wide=wide)
+        case "service":
+            return render.services_table(items, wide=wide, namespaces=all_ns)
         case _:
             return render.replicas_table(items, now, wide=wide, namespaces=all_ns)
 
@@ -232,19 +238,20 @@ def _print_events(args: argparse.Namespace, ctx: Ctx, events: list[JSONObject],
 # ---- parser ---------------------------------------------------------------------------------------------------
 
 def add_get(sub: Sub, conn: argparse.ArgumentParser) -> None:
-    p = add_command(sub, "get", conn, func=cmd_get, help="list nodes, workloads, replicas or events",
+    p = add_command(sub, "get", conn, func=cmd_get, help="list nodes, workloads, replicas, services or events",
                     description="Show one or many objects as a table (or -o json/yaml). NAME picks one; for events it "
                     "is the object they are about: NAME (a workload), workload/NAME or node/ID; for peers it is a "
                     "node (its overlay paths; every node's without NAME).",
                     examples="  cloudless get nodes -o wide\n  cloudless get workloads -A\n"
                     "  cloudless get workload web -o yaml\n  cloudless get replicas --workload web\n"
                     "  cloudless get events node/pi-1 --watch\n"
-                    "  cloudless get peers pi-1 -o wide      # pi-1's overlay paths: lan/direct/relayed, RTT, bytes")
-    p.add_argument("kind", type=kind_in("node", "workload", "replica", "event", "peer"),
-                   metavar="{nodes,workloads,replicas,events,peers}")
+                    "  cloudless get peers pi-1 -o wide      # pi-1's overlay paths: lan/direct/relayed, RTT, bytes\n"
+                    "  cloudless get services -A             # names, virtual addresses, ports, ready endpoints")
+    p.add_argument("kind", type=kind_in("node", "workload", "replica", "event", "peer", "service"),
+                   metavar="{nodes,workloads,replicas,services,events,peers}")
     p.add_argument("name", nargs="?", metavar="NAME")
     namespace_arg(p)
-    p.add_argument("-A", "--all-namespaces", action="store_true", help="workloads/replicas of every namespace")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="workloads/replicas/services of every namespace")
     output_arg(p)
     p.add_argument("-w", "--watch", action="store_true",
                    help="keep watching until Ctrl-C: redraw on a terminal, else print again on change; "

@@ -59,6 +59,10 @@ def cmd_describe(args: argparse.Namespace, ctx: Ctx) -> int:
         replicas = ctx.api.list_replicas(node=args.name)
         ctx.out(render.describe_node(node, replicas, _events_for(ctx, f"node/{args.name}"), ctx.clock.time(),
                                      peers=_peers_of(ctx, args.name)))
+    elif args.kind == "service":
+        svc = ctx.api.get_service(ctx.namespace, args.name)
+        ctx.out(render.describe_service(svc, _events_for(ctx, f"service/{ctx.namespace}/{args.name}"),
+                                        ctx.clock.time()))
     else:
         wl = ctx.api.get_workload(ctx.namespace, args.name)
         events = _events_for(ctx, f"workload/{ctx.namespace}/{args.name}")
@@ -140,12 +144,13 @@ def cmd_rollout_undo(args: argparse.Namespace, ctx: Ctx) -> int:
 # ---- parsers --------------------------------------------------------------------------------------------------
 
 def add_describe(sub: Sub, conn: argparse.ArgumentParser) -> None:
-    p = add_command(sub, "describe", conn, func=cmd_describe, help="explain a node or workload in detail",
-                    description="Everything about one node (capacity, usage, gates, its replicas) or workload "
-                    "(conditions, each replica's node and state, why unplaced replicas fit no node), with its recent "
-                    "events.",
-                    examples="  cloudless describe node pi-1\n  cloudless describe workload web -n staging")
-    p.add_argument("kind", type=kind_in("node", "workload"), metavar="{node,workload}")
+    p = add_command(sub, "describe", conn, func=cmd_describe, help="explain a node, workload or service in detail",
+                    description="Everything about one node (capacity, usage, gates, its replicas), workload "
+                    "(conditions, each replica's node and state, why unplaced replicas fit no node) or service "
+                    "(name, virtual address, ports, every endpoint with its health, ingress), with its recent events.",
+                    examples="  cloudless describe node pi-1\n  cloudless describe workload web -n staging\n"
+                    "  cloudless describe service web")
+    p.add_argument("kind", type=kind_in("node", "workload", "service"), metavar="{node,workload,service}")
     p.add_argument("name", type=valid_name, metavar="NAME")
     namespace_arg(p)
 

@@ -91,6 +91,7 @@ class FakeCoordinator:
                                                      "roundsFailing": 0, "problems": {}})
     peers: list[JSON] = field(default_factory=list)  # overlay paths, as GET /v1/peers rows
     kept: set[tuple[str, str]] = field(default_factory=set)  # overlay connect pairs
+    services: list[JSON] = field(default_factory=list)  # as GET /v1/services rows
     ping_answer: JSON = field(default_factory=dict)  # what a node answers an overlay ping (peer/from filled in)
     version: str = "9.9.9-fake"  # what GET /healthz says the coordinator runs
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -156,6 +157,9 @@ class FakeCoordinator:
             ("POST", r"/v1/overlay/(?P<action>connect|disconnect)", lambda action: self._overlay_pair(action, body)),
             ("POST", r"/v1/overlay/ping", lambda: self._overlay_ping(body)),
             ("GET", r"/v1/overlay", self._overlay_summary),
+            ("GET", r"/v1/services", lambda: {"items": [copy.deepcopy(x) for x in self.services
+                                                        if q.get("namespace") in (None, x["namespace"])]}),
+            ("GET", rf"/v1/services/(?P<ns>{NAME})/(?P<name>{NAME})", self._service),
         ]
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
@@ -173,6 +177,14 @@ class FakeCoordinator:
         if n["draining"] and n["replicas"] > 0:
             n["replicas"] -= 1  # scripted progress: each read sees one replica fewer
         return copy.deepcopy(n)
+
+    # services
+
+    def _service(self, ns: str, name: str) -> JSON:
+        for x in self.services:
+            if (x["namespace"], x["name"]) == (ns, name):
+                return copy.deepcopy(x)
+        raise Refusal(404, f"service {name} not found in namespace {ns}")
 
     # overlay
 
