@@ -13,6 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from coordinator.membership import NodeInfo
 from coordinator.model import ReplicaRecord, WorkloadRecord
 from coordinator.overlay import OverlayBook, counters, direct_share
+from coordinator.services_ops import ServiceRegistry
 
 
 class LeaderFlag(Protocol):
@@ -47,6 +48,9 @@ class MetricsSource(Protocol):
     @property
     def overlay(self) -> OverlayBook: ...
 
+    @property
+    def services(self) -> ServiceRegistry: ...
+
 
 class _StateCollector:
     """Gauges computed from the coordinator's state when Prometheus scrapes."""
@@ -79,6 +83,17 @@ class _StateCollector:
         changes.add_metric([], self.coord.metrics_leader_changes)
         yield changes
         yield from self._overlay()
+        yield from self._services()
+
+    def _services(self) -> Iterator[GaugeMetricFamily]:
+        """Each service's endpoints by health (ready: in the tables the nodes get; not ready: left out)."""
+        family = GaugeMetricFamily("cloudless_service_endpoints", "Service endpoints by readiness (only ready ones "
+                                   "receive connections)", labels=["namespace", "service", "ready"])
+        for (ns, name), view in sorted(self.coord.services.book.views.items()):
+            ready = len(view.ready())
+            family.add_metric([ns, name, "true"], ready)
+            family.add_metric([ns, name, "false"], len(view.endpoints) - ready)
+        yield family
 
     def _overlay(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The overlay as the nodes last reported it: paths by NAT pair and outcome, the direct share, and the

@@ -26,12 +26,14 @@ def coordinator_metrics() -> set[str]:
     """Names in the coordinator's exposition, read from `# TYPE` lines of a real `Metrics.render()`."""
     from broker import wire
     from coordinator.overlay import OverlayBook
+    from coordinator.services import ServiceBook
 
     book = OverlayBook()  # one report with a path, so every overlay family has a series
     book.on_report(wire.OverlayReport(node_id="a", ts=1.0, enabled=True, punch_attempts=1, peers=(
         wire.PeerPath("b", wire.PathKind.DIRECT),)))
     coord = SimpleNamespace(members={}, replicas={}, workloads={}, last_round_s=0.0, epoch=1,
-                            leadership=SimpleNamespace(is_leader=True), metrics_leader_changes=0, overlay=book)
+                            leadership=SimpleNamespace(is_leader=True), metrics_leader_changes=0, overlay=book,
+                            services=SimpleNamespace(book=ServiceBook()))
     body, _ = Metrics(coord).render()  # type: ignore[arg-type]  # only the attributes the collector reads
     return {name for name, _kind in TYPE_LINE.findall(body.decode())}
 

@@ -248,6 +248,8 @@ async def test_a_service_reaches_the_nodes_that_need_it_and_rest_shows_its_endpo
         assert missing.status == 404 and "get services" in (await missing.json())["error"]["message"]
         bad = await r.client.get("/v1/services?namespace=a/b", headers=AUTH)
         assert bad.status == 400
+        metrics = await (await r.client.get("/metrics", headers=AUTH)).text()
+        assert 'cloudless_service_endpoints{namespace="default",ready="true",service="web"} 2.0' in metrics
 
         # a replica turns unready: it leaves every table, with an event
         _ready(r, placed[0], ready=False)
