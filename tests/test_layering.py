@@ -47,7 +47,8 @@ CORE_GLOBS = (
     "coordinator/scheduler/**/*.py", "coordinator/policy.py", "coordinator/spec*.py", "coordinator/translate.py",
     "coordinator/enroll.py", "coordinator/damper.py", "coordinator/dashboard.py", "coordinator/model.py",
     "coordinator/views.py", "coordinator/secrets/envelope.py", "coordinator/secrets/tokens.py",
-    "coordinator/secrets/model.py", "coordinator/overlay.py", "coordinator/replica_events.py",
+    "coordinator/secrets/model.py", "coordinator/overlay.py", "coordinator/replica_events.py", "coordinator/tty.py",
+    "coordinator/services.py",
     # device profiles: detection, gates, schema, quantities
     "firmware_profiles/detect.py", "firmware_profiles/gates.py", "firmware_profiles/model.py",
     "firmware_profiles/schema.py", "firmware_profiles/units.py",

@@ -26,7 +26,7 @@ from coordinator.http import FORWARDED_FOR_HEADER, FORWARDED_HEADER, bearer_toke
 from coordinator.identity import IdentityService
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
-from coordinator.rest import events, install, meta, nodes, openapi, overlay, secrets, services, workloads
+from coordinator.rest import events, install, meta, nodes, openapi, overlay, secrets, services, tty, workloads
 from coordinator.rest import identity as identity_routes
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Handler, Route, bind
@@ -41,8 +41,9 @@ LOCAL_WRITES = frozenset({"enroll", "renew"})
 FORWARD_TIMEOUT_S = 30.0
 
 # the order is the OpenAPI document's
-ROUTES: tuple[Route, ...] = (*meta.ROUTES, *nodes.ROUTES, *workloads.ROUTES, *events.ROUTES, *identity_routes.ROUTES,
-                             *secrets.ROUTES, *overlay.ROUTES, *services.ROUTES, *install.ROUTES)
+ROUTES: tuple[Route, ...] = (*meta.ROUTES, *nodes.ROUTES, *workloads.ROUTES, *tty.ROUTES, *events.ROUTES,
+                             *identity_routes.ROUTES, *secrets.ROUTES, *overlay.ROUTES, *services.ROUTES,
+                             *install.ROUTES)
 ROUTE_BY_NAME = {r.handler: r for r in ROUTES}
 
 
@@ -68,6 +69,7 @@ class Api:
             *bind(meta.ROUTES, meta.MetaHandlers(coord, openapi=openapi_document)),
             *bind(nodes.ROUTES, nodes.NodeHandlers(coord)),
             *bind(workloads.ROUTES, workloads.WorkloadHandlers(coord)),
+            *bind(tty.ROUTES, tty.TtyHandlers(coord, tokens=self.tokens)),
             *bind(events.ROUTES, events.EventHandlers(coord.journal)),
             *bind(identity_routes.ROUTES, identity_routes.IdentityHandlers(coord, identity)),
             *bind(secrets.ROUTES, self.secrets),
