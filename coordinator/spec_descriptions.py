@@ -124,6 +124,18 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
     "SecretItem.key": "Key within the secret.",
     "SecretItem.path": "File name under `mountPath` (relative; may contain directories).",
     "SecretItem.mode": "File mode of this file (unset: `defaultMode`).",
+    "ServiceSpec.name": "Service name, a DNS label (default: the workload's name): `<name>.<namespace>.svc.cloudless`.",
+    "ServiceSpec.ports": "Ports of the service (default: every container port, as the same number).",
+    "ServiceSpec.weight": "This workload's share of the traffic when several workloads back one service (canary).",
+    "ServiceSpec.ingress": "Publish service ports on host ports of chosen nodes (reachable from outside).",
+    "ServicePortSpec.port": "Port clients connect to on the service's virtual address.",
+    "ServicePortSpec.targetPort": "Container port of a replica the traffic goes to (0: the same as `port`).",
+    "ServicePortSpec.name": "Port name, a DNS label (default: the container port's name); SRV records carry it.",
+    "ServicePortSpec.protocol": "Transport protocol.",
+    "IngressSpec.port": "The service port to publish.",
+    "IngressSpec.hostPort": "Host port it is published on (every interface) of each chosen node.",
+    "IngressSpec.nodes": "Nodes to publish on, by name.",
+    "IngressSpec.nodeSelector": "Nodes to publish on, by labels (all must match).",
 }
 
 # Example strings for string kinds, keyed by the kind's `what` (its error-message noun), for fields no example
@@ -141,4 +153,6 @@ STRING_EXAMPLES: Final[Mapping[str, str]] = {
     "secret key": "password",
     "relative file path": "tls/key.pem",
     "profile": "strict.json",
+    "service name (a DNS label: lower-case letters, digits, '-')": "web",
+    "port name (a DNS label: lower-case letters, digits, '-'; max 15)": "http",
 }

@@ -116,6 +116,8 @@ FEATURES = {
     "tolerations": "spec.placement.tolerations",
     "rollout": "spec.rollout.maxSurge",
     "auto rollback": "spec.rollout.autoRollback",
+    "service": "spec.service.ports",
+    "ingress": "spec.service.ingress",
 }
 
 
