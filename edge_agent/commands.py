@@ -1,4 +1,5 @@
-"""One-off commands from the coordinator (`node/<id>/cmd`): logs, exec, ping, drain, overlay-ping (adapter).
+"""One-off commands from the coordinator (`node/<id>/cmd`): logs, exec, ping, drain, overlay-ping, and the start of
+an interactive session (tty: edge_agent.tty runs it; the reply only says it started) (adapter).
 
 Each request names a replica and carries a deadline and a reply topic; the reply always goes to this node's
 own reply topic (the only one the broker lets it write), tagged with the request id. A bad or expired request
@@ -23,6 +24,7 @@ from broker.errors import MqttError, WireError
 from broker.wire import CommandName, CommandReply, CommandRequest, topics
 from edge_agent.errors import RuntimeError_
 from edge_agent.runtime.base import Instance, Runtime
+from edge_agent.tty import TtySessions
 
 if TYPE_CHECKING:
     from edge_agent.overlay import AgentOverlay
@@ -80,6 +82,7 @@ class CommandHandler:
         self.agent = agent
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self.tty = TtySessions(agent)
 
     def on_message(self, message: Message) -> None:
         try:
@@ -96,6 +99,7 @@ class CommandHandler:
     def cancel(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.tty.cancel()
 
     async def _handle(self, req: CommandRequest) -> None:
         async with self._slots:
@@ -149,6 +153,12 @@ class CommandHandler:
                 timeout = max(0.5, deadline - self.agent.clock())
                 result = await self.agent.runtime.exec(iid, list(req.argv), timeout)
                 return self._reply(req, ok=True, output=result.output, exit_code=result.exit_code)
+            case CommandName.TTY:  # args: session, replica, tty, rows, cols, term; the bytes flow on tty-in/out
+                iid = self._instance_id(req)
+                if iid is None:
+                    return self._reply(req, ok=False, error=f"no replica {req.args.get('replica', '')!r} on this node")
+                error = await self.tty.open(req, iid)
+                return self._reply(req, ok=not error, error=error, output=b"" if error else b"started")
             case CommandName.OVERLAY_PING:  # args: peer, count; output: the OverlayPingResult as JSON
                 output, error = await self.agent.overlay.answer_ping(dict(req.args),
                                                                      seconds=deadline - self.agent.clock() - 0.5)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from broker.wire import NodeFacts, ReplicaSpec
 from edge_agent.errors import SpecUnsupported
@@ -70,6 +70,23 @@ class Instance:
 class ExecResult:
     exit_code: int
     output: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TtyCommand:
+    """How to start an interactive command in an instance (`cloudless exec -it`): the runtime says what to run,
+    where and as whom; edge_agent.tty runs it on a pseudo-terminal (or pipes) and relays its bytes.
+
+    `preexec` runs in the child after fork (and after the session/terminal setup), before exec: the confinement
+    the instance's own processes get. `after_spawn` runs in the agent once the child exists (close a ruleset fd)."""
+
+    argv: tuple[str, ...]
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None  # None: the agent's own environment
+    user: int | None = None
+    group: int | None = None
+    preexec: Callable[[], None] | None = None
+    after_spawn: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +218,12 @@ class Runtime(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class TtyRuntime(Protocol):
+    """A runtime that can give a command a terminal in an instance (optional: one without it refuses `exec -it`)."""
+
+    async def tty_command(self, instance_id: str, argv: Sequence[str], *, tty: bool, term: str) -> TtyCommand:
+        """What to run for `argv` in the instance. Raises RuntimeError_ (InstanceNotFound, RuntimeFailed)."""
+        ...

@@ -4,6 +4,7 @@ fakes are maintained classes, not mocks). Operations take effect at once; time c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from edge_agent.runtime.base import (
     Owner,
     ProgressFn,
     RuntimeInfo,
+    TtyCommand,
     Usage,
     instance_from_labels,
     instance_labels,
@@ -38,6 +40,9 @@ class FakeRuntime:
         self._next = 0
         self._fail: dict[str, str] = {}
         self.exec_results: dict[tuple[str, ...], ExecResult] = {}
+        # exec -it runs the command for real, on the host, in this directory (None: the agent's): a terminal cannot
+        # be faked usefully, and the session code under test is the agent's, not the runtime's
+        self.tty_cwd: str | None = None
         self.maintained = 0  # rounds of upkeep the agent ran
 
     # ---- fault injection -----------------------------------------------------------------------------------
@@ -116,6 +121,14 @@ class FakeRuntime:
         if inst.state is not InstanceState.RUNNING:
             raise RuntimeFailed("exec", detail=f"{instance_id} is not running")
         return self.exec_results.get(tuple(argv), ExecResult(0, b""))
+
+    async def tty_command(self, instance_id: str, argv: Sequence[str], *, tty: bool, term: str) -> TtyCommand:
+        inst = self._get(instance_id)
+        if inst.state is not InstanceState.RUNNING:
+            raise RuntimeFailed("exec", detail=f"{instance_id} is not running")
+        self.calls.append(("tty", instance_id))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tty_cwd or "/", "TERM": term}
+        return TtyCommand(argv=tuple(argv), cwd=self.tty_cwd, env=env)
 
     async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
         return None

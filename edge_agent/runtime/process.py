@@ -41,7 +41,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
@@ -58,6 +58,7 @@ from edge_agent.runtime.base import (
     Owner,
     ProgressFn,
     RuntimeInfo,
+    TtyCommand,
     Usage,
     instance_from_labels,
     instance_labels,
@@ -366,26 +367,40 @@ class ProcessRuntime:
         missing = tail - recent.count(b"\n")  # just rotated: the rest of the tail is in log.1
         return (_tail(d / "log.1", missing) if missing > 0 else b"") + recent
 
-    async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+    def _exec_setup(self, instance_id: str, argv: Sequence[str]) -> TtyCommand:
+        """How a command runs in an instance, as the workload does: its working dir and env, same ids, flags and
+        Landlock ruleset (whose fd the caller closes with `after_spawn` once the child runs)."""
         meta = self._meta(instance_id)
         if not argv:
             raise RuntimeFailed("exec", detail="empty command")
         d = self._dir(instance_id)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(d / "work"), **meta.get("env", {})}
         box = ProcessSandbox(**meta.get("sandbox") or {})
-        ids: dict[str, Any] = {"user": box.uid, "group": box.gid, "extra_groups": []} if box.switches else {}
         ruleset = self._landlock(d, meta)
         flags = confine(box) if box.no_new_privs or box.clear_ambient else None
+        return TtyCommand(argv=tuple(argv), cwd=meta.get("working_dir") or str(d / "work"), env=env,
+                          user=box.uid, group=box.gid,
+                          preexec=_then(flags, landlock.restrict_self(ruleset) if ruleset is not None else None),
+                          after_spawn=(lambda: os.close(ruleset)) if ruleset is not None else None)
+
+    async def tty_command(self, instance_id: str, argv: Sequence[str], *, tty: bool, term: str) -> TtyCommand:
+        cmd = self._exec_setup(instance_id, argv)
+        return replace(cmd, env={**(cmd.env or {}), "TERM": term}) if tty else cmd
+
+    async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        cmd = self._exec_setup(instance_id, argv)
+        switches = cmd.user is not None or cmd.group is not None
+        ids: dict[str, Any] = {"user": cmd.user, "group": cmd.group, "extra_groups": []} if switches else {}
         try:
             proc = await asyncio.create_subprocess_exec(  # runs as the workload does: same ids, flags, Landlock
-                *argv, cwd=meta.get("working_dir") or str(d / "work"), env=env, stdin=subprocess.DEVNULL,
+                *cmd.argv, cwd=cmd.cwd, env=cmd.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_then(flags, landlock.restrict_self(ruleset) if ruleset is not None else None), **ids)
+                preexec_fn=cmd.preexec, **ids)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeFailed(f"exec in {instance_id}", detail=str(exc)) from exc
         finally:
-            if ruleset is not None:
-                os.close(ruleset)
+            if cmd.after_spawn is not None:
+                cmd.after_spawn()
         try:
             async with asyncio.timeout(timeout_s):
                 out, _ = await proc.communicate()
