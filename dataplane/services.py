@@ -1,0 +1,447 @@
+"""The service proxy of one node (adapter): listeners where workloads connect to services, a connection balanced to
+a ready endpoint (dataplane.balance) and spliced to it — on this node straight over TCP, on another node through an
+overlay stream — and the serving end of those streams. Decisions are in dataplane.service_plan; names in
+dataplane.dns (served by dataplane.service_dns); UDP flows in dataplane.service_udp.
+
+Where clients connect:
+- **attachments**: a workload's network namespace. The agent hands a `Binder` that binds sockets inside it; the
+  proxy asks it for every service port of the workload's namespace at (vip, port) and for the resolver at
+  127.0.0.1:53 (UDP and TCP), and serves them from this event loop (a socket keeps its namespace).
+- **host loopback** (`env_for`): one listener per (namespace, service, port) on 127.0.0.1 at an ephemeral port,
+  stable for the proxy's lifetime, for process workloads that only get environment variables.
+- **ingress**: `ingress_host:host_port` for the services this node publishes.
+
+`update(table)` takes effect for new connections at once. An open connection is never cut by an update: a removed
+endpoint's connections finish (drain); a removed service's listeners close, its open connections carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from broker.wire import Protocol, ServiceRecord, ServiceTable
+from dataplane.balance import Choice, NoEndpoint, choose
+from dataplane.errors import DataPlaneError
+from dataplane.overlay import Overlay
+from dataplane.service_dns import DnsServer, Resolver
+from dataplane.service_plan import (
+    DATAGRAM_SERVICE,
+    OK,
+    REFUSED,
+    STREAM_SERVICE,
+    VERSION,
+    Counters,
+    EndpointChange,
+    ListenKey,
+    ServiceKey,
+    Target,
+    View,
+    admit,
+    decode_target,
+    endpoint_changes,
+    env_vars,
+    ingress_for,
+    listeners_for,
+    read_table,
+    refusal,
+    stream_header,
+)
+from dataplane.service_udp import UdpFlows
+from dataplane.splice import splice
+
+log = logging.getLogger(__name__)
+
+DNS_PORT = 53
+HEADER_TIMEOUT_S = 10.0
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+LocalEndpoint = Callable[[str, int], "tuple[str, int] | None"]
+
+
+class BindRequest(NamedTuple):
+    ip: str
+    port: int
+    protocol: Protocol
+
+
+Binder = Callable[[list[BindRequest]], Awaitable[list["socket.socket | str"]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What an update did: what was left out and why, and the endpoints that came and went (for events)."""
+
+    problems: tuple[str, ...]
+    added: tuple[EndpointChange, ...]
+    removed: tuple[EndpointChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    connections: dict[str, int]  # by locality tier: node, zone, any
+    active: int
+    bytes_out: int  # client -> endpoint
+    bytes_in: int  # endpoint -> client
+    connect_failures: int  # an endpoint that did not take a connection (another was tried)
+    no_endpoint: int  # clients closed: nothing (more) to try
+    served: int  # connections from other nodes to a replica here
+    bind_failures: int
+    udp_flows: int  # UDP flows opened (client side)
+    udp_dropped: int  # datagrams dropped (too large, no endpoint, no connection)
+
+
+class _Listener(NamedTuple):
+    route: tuple[ServiceKey, int]  # the service and its port this listener serves
+    close: Callable[[], None]
+
+
+@dataclass
+class _Attachment:
+    namespace: str
+    binder: Binder
+    listeners: dict[ListenKey, _Listener] = field(default_factory=dict)
+    dns: DnsServer | None = None
+    dns_bound: set[Protocol] = field(default_factory=set)
+
+
+class ServiceProxy:
+    def __init__(self, overlay: Overlay | None, *, node_id: str, local_endpoint: LocalEndpoint,
+                 upstream_dns: Sequence[tuple[str, int]], rng: random.Random, clock: Callable[[], float],
+                 ingress_host: str = "0.0.0.0", connect_timeout_s: float = 5.0, max_attempts: int = 3,
+                 dns_timeout_s: float = 2.0, udp_idle_s: float = 60.0) -> None:
+        self.overlay = overlay
+        self.node_id = node_id
+        self.local_endpoint = local_endpoint
+        self.upstream_dns = list(upstream_dns)
+        self.rng = rng
+        self.clock = clock
+        self.ingress_host = ingress_host
+        self.connect_timeout_s = connect_timeout_s
+        self.max_attempts = max_attempts
+        self.dns_timeout_s = dns_timeout_s
+        self.view = View()
+        self._counters: dict[ServiceKey, Counters] = {}
+        self._attachments: dict[str, _Attachment] = {}
+        self._host: dict[tuple[ServiceKey, int, Protocol], tuple[int, _Listener]] = {}
+        self._ingress: dict[ListenKey, _Listener] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.udp = UdpFlows(self, idle_s=udp_idle_s)
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.overlay is not None:
+            self.overlay.serve(STREAM_SERVICE, self._serve)
+            self.overlay.on_datagram(DATAGRAM_SERVICE, self.udp.on_datagram)
+        self.udp.start()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            for key in list(self._attachments):
+                self._detach(key)
+            for _port, listener in self._host.values():
+                listener.close()
+            for listener in self._ingress.values():
+                listener.close()
+            self._host.clear()
+            self._ingress.clear()
+        await self.udp.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ---- the table -----------------------------------------------------------------------------------------
+
+    async def update(self, table: ServiceTable) -> Applied:
+        """Make the proxy serve `table` (see the module docstring)."""
+        view = read_table(table, self.node_id)
+        if table.node_id != self.node_id:
+            return Applied(view.problems, (), ())
+        for problem in view.problems:
+            log.warning("services: %s", problem)
+        async with self._lock:
+            before, self.view = self.view, view
+            problems = list(view.problems)
+            problems += await self._sync_ingress()
+            for attachment in self._attachments.values():
+                await self._sync_attachment(attachment)
+        added, removed = endpoint_changes(before, view)
+        return Applied(tuple(problems), added, removed)
+
+    def record(self, key: ServiceKey) -> ServiceRecord | None:
+        return self.view.services.get(key)
+
+    def counters(self, key: ServiceKey) -> Counters:
+        return self._counters.setdefault(key, Counters())
+
+    def stats(self) -> dict[str, ServiceStats]:
+        """Per service ("<namespace>/<name>"): what its connections did since the proxy started."""
+        return {f"{ns}/{name}": ServiceStats(dict(c.connections), c.active, c.bytes_out, c.bytes_in,
+                                             c.connect_failures, c.no_endpoint, c.served, c.bind_failures,
+                                             c.udp_flows, c.udp_dropped)
+                for (ns, name), c in sorted(self._counters.items())}
+
+    # ---- attachments (a workload's network namespace) ------------------------------------------------------
+
+    async def attach(self, key: str, namespace: str, binder: Binder) -> None:
+        """Serve the services of `namespace` and the resolver inside a workload's network namespace (see above)."""
+        async with self._lock:
+            if key in self._attachments:
+                self._detach(key)
+            attachment = _Attachment(namespace, binder)
+            self._attachments[key] = attachment
+            await self._sync_attachment(attachment)
+
+    async def detach(self, key: str) -> None:
+        async with self._lock:
+            self._detach(key)
+
+    def _detach(self, key: str) -> None:
+        attachment = self._attachments.pop(key, None)
+        if attachment is None:
+            return
+        for listener in attachment.listeners.values():
+            listener.close()
+        if attachment.dns is not None:
+            attachment.dns.close()
+
+    async def _sync_attachment(self, attachment: _Attachment) -> None:
+        wanted = listeners_for(self.view, attachment.namespace)
+        for key in [k for k, listener in attachment.listeners.items() if wanted.get(k) != listener.route]:
+            attachment.listeners.pop(key).close()
+        missing = [k for k in wanted if k not in attachment.listeners]
+        requests = [BindRequest(*k) for k in missing]
+        dns_missing = [p for p in (Protocol.UDP, Protocol.TCP) if p not in attachment.dns_bound]
+        requests += [BindRequest("127.0.0.1", DNS_PORT, p) for p in dns_missing]
+        if not requests:
+            return
+        results = await self._bind(attachment.binder, requests)
+        for request, result in zip(requests, results, strict=True):
+            if request.port == DNS_PORT and request.ip == "127.0.0.1" and request.protocol in dns_missing:
+                await self._start_dns(attachment, request, result)
+                continue
+            route = wanted[(request.ip, request.port, request.protocol)]
+            if isinstance(result, str):
+                self.counters(route[0]).bind_failures += 1
+                log.warning("services: cannot listen on %s:%d/%s for %s/%s in %s: %s", request.ip, request.port,
+                            request.protocol, *route[0], attachment.namespace, result)
+                continue
+            attachment.listeners[(request.ip, request.port, request.protocol)] = await self._listen(result, route,
+                                                                                                   request.protocol)
+
+    async def _bind(self, binder: Binder, requests: list[BindRequest]) -> list[socket.socket | str]:
+        try:
+            results = list(await binder(requests))
+        except Exception as exc:  # the agent's binder failed as a whole: every request failed, retried next update
+            log.warning("services: binder failed for %d socket(s): %s", len(requests), exc)
+            return [f"binder failed: {exc}"] * len(requests)
+        if len(results) != len(requests):
+            for result in results:
+                if isinstance(result, socket.socket):
+                    result.close()
+            return [f"binder answered {len(results)} results for {len(requests)} requests"] * len(requests)
+        return results
+
+    async def _start_dns(self, attachment: _Attachment, request: BindRequest, result: socket.socket | str) -> None:
+        if isinstance(result, str):
+            log.warning("services: no resolver (%s) in %s: %s", request.protocol, attachment.namespace, result)
+            return
+        if attachment.dns is None:
+            namespace = attachment.namespace
+            attachment.dns = DnsServer(Resolver(
+                namespace, lambda: [r for k, r in self.view.services.items() if k[0] == namespace],
+                self.upstream_dns, timeout_s=self.dns_timeout_s))
+        if request.protocol is Protocol.UDP:
+            await attachment.dns.serve_udp(result)
+        else:
+            await attachment.dns.serve_tcp(result)
+        attachment.dns_bound.add(request.protocol)
+
+    async def _listen(self, sock: socket.socket, route: tuple[ServiceKey, int], protocol: Protocol) -> _Listener:
+        sock.setblocking(False)
+        if protocol is Protocol.UDP:
+            return _Listener(route, await self.udp.listen(sock, route))
+        server = await asyncio.start_server(functools.partial(self._client, route), sock=sock)
+        return _Listener(route, server.close)
+
+    # ---- host loopback (process workloads) and ingress -----------------------------------------------------
+
+    def env_for(self, namespace: str) -> dict[str, str]:
+        """Environment variables for a process workload of `namespace` (module docstring: host loopback)."""
+        records = [r for (ns, _), r in self.view.services.items() if ns == namespace]
+        for record in records:
+            for port in record.ports:
+                key = ((record.namespace, record.name), port.port, port.protocol)
+                if key not in self._host:
+                    self._host[key] = self._host_listener(key[0], port.port, port.protocol)
+        return env_vars(records, {k: local for k, (local, _) in self._host.items()})
+
+    def _host_listener(self, service: ServiceKey, port: int, protocol: Protocol) -> tuple[int, _Listener]:
+        kind = socket.SOCK_DGRAM if protocol is Protocol.UDP else socket.SOCK_STREAM
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.bind(("127.0.0.1", 0))
+        if protocol is Protocol.TCP:
+            sock.listen(128)  # connections wait in the backlog until the server below runs
+        local_port: int = sock.getsockname()[1]
+        closing: list[Callable[[], None]] = []
+
+        async def run() -> None:
+            listener = await self._listen(sock, (service, port), protocol)
+            closing.append(listener.close)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+        def close() -> None:
+            task.cancel()
+            for fn in closing:
+                fn()
+            sock.close()
+
+        return local_port, _Listener((service, port), close)
+
+    async def _sync_ingress(self) -> list[str]:
+        problems: list[str] = []
+        wanted = ingress_for(self.view, self.ingress_host)
+        for key in [k for k, listener in self._ingress.items() if wanted.get(k) != listener.route]:
+            self._ingress.pop(key).close()
+        for key, route in wanted.items():
+            if key in self._ingress:
+                continue
+            host, port, protocol = key
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if protocol is Protocol.UDP
+                                     else socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    sock.close()
+                    raise
+            except OSError as exc:
+                self.counters(route[0]).bind_failures += 1
+                problems.append(f"ingress {host}:{port}/{protocol} for {route[0][0]}/{route[0][1]}: {exc}")
+                continue
+            self._ingress[key] = await self._listen(sock, route, protocol)
+        return problems
+
+    # ---- a client's connection -----------------------------------------------------------------------------
+
+    async def _client(self, route: tuple[ServiceKey, int], reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        service, port = route
+        record = self.record(service)
+        spec = next((p for p in record.ports if p.port == port and p.protocol is Protocol.TCP), None) \
+            if record is not None else None
+        counters = self.counters(service)
+        if record is None or spec is None:
+            counters.no_endpoint += 1
+            writer.close()
+            return
+        upstream = await self._connect_any(record, spec.target_port, counters)
+        if upstream is None:
+            writer.close()
+            return
+        counters.active += 1
+        try:
+            await splice((reader, writer), upstream, a_to_b=counters.out, b_to_a=counters.into)
+        finally:
+            counters.active -= 1
+
+    async def _connect_any(self, record: ServiceRecord, target_port: int, counters: Counters) -> Stream | None:
+        """A connection to one endpoint, trying others (nearest first) when one fails, up to `max_attempts`."""
+        exclude: set[tuple[str, str]] = set()
+        for _ in range(self.max_attempts):
+            choice = choose(record.endpoints, node=self.node_id, zone=self.view.zone, rng=self.rng, exclude=exclude)
+            if isinstance(choice, NoEndpoint):
+                counters.no_endpoint += 1
+                log.info("services: %s/%s: %s", record.namespace, record.name, choice.reason)
+                return None
+            target = Target(record.namespace, record.name, choice.endpoint.replica, target_port)
+            result = await self._connect(choice, target)
+            if not isinstance(result, str):
+                counters.connections[choice.tier.value] += 1
+                return result
+            counters.connect_failures += 1
+            exclude.add(choice.key)
+            log.info("services: %s/%s -> %s on %s failed: %s", record.namespace, record.name,
+                     choice.endpoint.replica, choice.endpoint.node, result)
+        counters.no_endpoint += 1
+        return None
+
+    async def _connect(self, choice: Choice, target: Target) -> Stream | str:
+        """A stream to `target` on `choice`'s node, or why not."""
+        if choice.endpoint.node == self.node_id:
+            return await self._connect_local(target)
+        if self.overlay is None:
+            return "no overlay on this node to reach another node"
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, writer = await self.overlay.open_stream(choice.endpoint.node, STREAM_SERVICE,
+                                                                timeout_s=self.connect_timeout_s)
+                writer.write(stream_header(target))
+                await writer.drain()
+                status = (await reader.readexactly(1))[0]
+                if status == OK:
+                    return reader, writer
+                reason = b""
+                if status == REFUSED:
+                    reason = await reader.readexactly((await reader.readexactly(1))[0])
+                writer.close()
+                return f"refused: {reason.decode(errors='replace') or f'status {status}'}"
+        except TimeoutError:
+            return f"no answer within {self.connect_timeout_s:g}s"
+        except (DataPlaneError, OSError, asyncio.IncompleteReadError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def _connect_local(self, target: Target) -> Stream | str:
+        address = self.local_endpoint(target.replica, target.target_port)
+        if address is None:
+            return f"{target.replica} has no address for port {target.target_port} on {self.node_id}"
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                return await asyncio.open_connection(*address)
+        except TimeoutError:
+            return f"connect to {address[0]}:{address[1]}: no answer within {self.connect_timeout_s:g}s"
+        except OSError as exc:
+            return f"connect to {address[0]}:{address[1]}: {exc.strerror or exc}"
+
+    # ---- the serving side (streams from other nodes) -------------------------------------------------------
+
+    async def _serve(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HEADER_TIMEOUT_S):
+                version, length = await reader.readexactly(2)
+                body = await reader.readexactly(length)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return
+        target = decode_target(body) if version == VERSION else f"header version {version} (this node speaks 1)"
+        if isinstance(target, str):
+            return await self._refuse(node_id, writer, target)
+        problem = admit(self.view, target, self.node_id, Protocol.TCP)
+        if problem is not None:
+            return await self._refuse(node_id, writer, problem)
+        local = await self._connect_local(target)
+        if isinstance(local, str):
+            return await self._refuse(node_id, writer, local)
+        counters = self.counters((target.namespace, target.service))
+        counters.served += 1
+        writer.write(bytes([OK]))
+        await splice((reader, writer), local, a_to_b=lambda _: None, b_to_a=lambda _: None)
+
+    async def _refuse(self, node_id: str, writer: asyncio.StreamWriter, reason: str) -> None:
+        log.info("services: refused a connection from %s: %s", node_id, reason)
+        writer.write(refusal(reason))
+        with contextlib.suppress(DataPlaneError, OSError):
+            await writer.drain()

@@ -1,0 +1,195 @@
+"""The service proxy with real overlays on loopback (tests/dataplane/servicenet.py): connections reach replicas on
+the other node through the overlay and on their own node directly (preferred), follow table updates while old
+connections drain, skip dead endpoints, reach host-loopback and ingress listeners, and bad peer headers are refused
+with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from broker.wire import IngressPort, ServiceEndpoint
+from dataplane.service_plan import STREAM_SERVICE, Target, stream_header
+from tests.dataplane.servicenet import Binds, cluster, fetch, table, until, web
+
+VIP = "127.77.0.10"
+ON_PI = ServiceEndpoint(node="pi", replica="web-0", zone="home")
+ON_LAPTOP = ServiceEndpoint(node="laptop", replica="web-1", zone="home")
+
+
+async def test_a_connection_reaches_a_replica_on_the_other_node_through_the_overlay() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP)))
+        await pi.proxy.update(table("pi", web(ON_LAPTOP)))
+        binds = Binds()
+        await pi.proxy.attach("client-1", "default", binds)
+        assert await fetch(binds.tcp(VIP, 80), b"hello") == b"web-1:hello"
+        stats = pi.proxy.stats()["default/web"]
+        assert stats.connections == {"node": 0, "zone": 1, "any": 0}
+        assert (stats.bytes_out, stats.bytes_in) == (5, 11)
+        await until(lambda: laptop.proxy.stats()["default/web"].served == 1, "the laptop counted the stream")
+        await until(lambda: pi.proxy.stats()["default/web"].active == 0, "the connection ended")
+
+
+async def test_a_replica_on_the_clients_own_node_takes_every_connection() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await pi.replicas.who("web-0")
+        await laptop.replicas.who("web-1")
+        service = web(ON_LAPTOP, ON_PI)
+        await laptop.proxy.update(table("laptop", service))
+        await pi.proxy.update(table("pi", service))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        answers = {await fetch(binds.tcp(VIP, 80), b"x") for _ in range(20)}
+        assert answers == {b"web-0:x"}
+        assert pi.proxy.stats()["default/web"].connections["node"] == 20
+
+
+async def test_an_update_moves_new_connections_while_an_open_one_finishes() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await pi.replicas.echo("web-0")
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP, ON_PI)))
+        await pi.proxy.update(table("pi", web(ON_LAPTOP, ON_PI)))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        async with asyncio.timeout(15):
+            reader, writer = await asyncio.open_connection(*binds.tcp(VIP, 80))
+            writer.write(b"one")
+            assert await reader.readexactly(9) == b"web-0:one"
+            applied = await pi.proxy.update(table("pi", web(ON_LAPTOP), generation=2))  # web-0 no longer ready
+            assert [(c.node, c.replica) for c in applied.removed] == [("pi", "web-0")] and applied.added == ()
+            assert await fetch(binds.tcp(VIP, 80), b"new") == b"web-1:new"
+            writer.write(b"two")  # the old connection is still served by the removed (but alive) replica
+            assert await reader.readexactly(9) == b"web-0:two"
+            writer.write_eof()
+            assert await reader.read() == b""
+            writer.close()
+
+
+async def test_a_dead_endpoint_sends_the_connection_to_another() -> None:
+    async with cluster() as (_net, pi, laptop):
+        pi.replicas.dead("web-0")
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP, ON_PI)))
+        await pi.proxy.update(table("pi", web(ON_LAPTOP, ON_PI)))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        assert await fetch(binds.tcp(VIP, 80)) == b"web-1:hello"
+        stats = pi.proxy.stats()["default/web"]
+        assert (stats.connect_failures, stats.connections["zone"]) == (1, 1)
+
+
+async def test_a_refusal_by_the_serving_node_tries_another_and_nothing_left_closes_the_client() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop"))  # the laptop does not list web-1 (yet): it refuses
+        await pi.proxy.update(table("pi", web(ON_LAPTOP)))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        assert await fetch(binds.tcp(VIP, 80)) == b""
+        stats = pi.proxy.stats()["default/web"]
+        assert (stats.connect_failures, stats.no_endpoint, sum(stats.connections.values())) == (1, 1, 0)
+
+
+async def test_a_process_workload_reaches_services_through_its_environment() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP)))
+        await pi.proxy.update(table("pi", web(ON_LAPTOP), web(ON_LAPTOP, name="other-app.v2", vip="127.77.0.11")))
+        env = pi.proxy.env_for("default")
+        assert env["WEB_SERVICE_HOST"] == "127.0.0.1" and env["OTHER_APP_V2_SERVICE_HOST"] == "127.0.0.1"
+        assert env["WEB_SERVICE_PORT"] == env["WEB_SERVICE_PORT_HTTP"] != env["WEB_SERVICE_PORT_DNS"]
+        assert await fetch(("127.0.0.1", int(env["WEB_SERVICE_PORT"])), b"env") == b"web-1:env"
+        assert pi.proxy.env_for("default") == env  # the same ports every time
+        assert pi.proxy.env_for("elsewhere") == {}
+
+
+async def test_an_ingress_host_port_reaches_a_replica_on_the_other_node() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await pi.replicas.who("web-0")
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        host_port = probe.getsockname()[1]
+        probe.close()
+        await pi.proxy.update(table("pi", web(ON_PI)))
+        applied = await laptop.proxy.update(table("laptop", web(ON_PI, ingress=(IngressPort(port=80,
+                                                                                           host_port=host_port),))))
+        assert applied.problems == ()
+        assert await fetch(("127.0.0.1", host_port), b"in") == b"web-0:in"
+        await laptop.proxy.update(table("laptop", web(ON_PI), generation=2))  # no longer published: closed
+        async with asyncio.timeout(10):
+            try:
+                await fetch(("127.0.0.1", host_port), b"in")
+                raise AssertionError("the ingress port still answers")
+            except ConnectionRefusedError:
+                pass
+
+
+async def test_bad_headers_are_refused_with_a_reason() -> None:
+    async with cluster() as (net, _pi, laptop):
+        await laptop.replicas.who("web-1")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP)))
+
+        async def ask(header: bytes) -> bytes:
+            reader, writer = await net.pi.open_stream("laptop", STREAM_SERVICE)
+            writer.write(header)
+            writer.write_eof()
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+            writer.close()
+            return answer
+
+        assert (await ask(b"\x07\x00"))[2:] == b"header version 7 (this node speaks 1)"
+        assert b"ends inside service" in await ask(b"\x01\x08\x07default")
+        assert b"is not an id" in await ask(b"\x01\x09\x02a/\x01b\x01c\x00\x50")
+        for target, reason in [
+            (Target("default", "nope", "web-1", 8080), b"no service default/nope on laptop"),
+            (Target("default", "web", "web-9", 8080), b"web-9 is not a ready endpoint of default/web on laptop"),
+            (Target("default", "web", "web-1", 22), b"port 22/TCP is not a target port of default/web"),
+        ]:
+            answer = await ask(stream_header(target))
+            assert answer[0] == 1 and answer[2:] == reason
+        answer = await ask(stream_header(Target("default", "web", "web-1", 8080)) + b"ok")
+        assert answer == b"\x00web-1:ok"  # and a good one is served
+
+
+async def test_a_binder_failure_for_one_service_leaves_the_others_and_detach_closes_everything() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await laptop.replicas.who("web-1")
+        services = (web(ON_LAPTOP), web(ON_LAPTOP, name="api", vip="127.77.0.12"))
+        await laptop.proxy.update(table("laptop", *services))
+        await pi.proxy.update(table("pi", *services))
+        binds = Binds(fail={("127.77.0.12", 80)})
+        await pi.proxy.attach("client", "default", binds)
+        assert await fetch(binds.tcp(VIP, 80)) == b"web-1:hello"
+        assert pi.proxy.stats()["default/api"].bind_failures == 1
+        binds.fail.clear()
+        await pi.proxy.update(table("pi", *services, generation=2))  # the failed one is asked for again
+        assert await fetch(binds.tcp("127.77.0.12", 80)) == b"web-1:hello"
+        await pi.proxy.detach("client")
+        for addr in (binds.tcp(VIP, 80), binds.tcp("127.77.0.12", 80)):
+            try:
+                await fetch(addr)
+                raise AssertionError(f"{addr} still answers after detach")
+            except ConnectionRefusedError:
+                pass
+
+
+async def test_a_removed_service_closes_its_listener_and_an_added_one_is_bound() -> None:
+    async with cluster() as (_net, pi, laptop):
+        await laptop.replicas.who("web-1")
+        api = web(ON_LAPTOP, name="api", vip="127.77.0.12")
+        await laptop.proxy.update(table("laptop", web(ON_LAPTOP), api))
+        await pi.proxy.update(table("pi", web(ON_LAPTOP)))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        assert ("127.77.0.12", 80) not in {(ip, port) for ip, port, _ in binds.addr}
+        await pi.proxy.update(table("pi", api, generation=2))
+        assert await fetch(binds.tcp("127.77.0.12", 80)) == b"web-1:hello"
+        try:
+            await fetch(binds.tcp(VIP, 80))
+            raise AssertionError("the removed service still listens")
+        except ConnectionRefusedError:
+            pass
