@@ -11,6 +11,7 @@ from coordinator.model import NodeAdmin
 from coordinator.operations import NotFound
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import Route, path_name
+from coordinator.scheduler.model import NodeView
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/nodes", "list_nodes", "List nodes", response="NodeList"),
@@ -31,11 +32,14 @@ class NodeHandlers:
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
 
-    def _node_view(self, node_id: str) -> dict[str, Any]:
+    def _node_view(self, node_id: str, snap: dict[str, NodeView] | None = None) -> dict[str, Any]:
+        """One node as the API shows it; `snap` is the scheduler's view of every node when the caller lists many
+        (built once for the whole list: building it per node made GET /v1/nodes quadratic, issue 17)."""
         info = self.coord.cluster.members.get(node_id)
         if info is None:
             raise NotFound(f"node {node_id} not found")
-        snap = {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
+        if snap is None:
+            snap = self._snapshot()
         view = snap.get(node_id)
         alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
         admin = self.coord.cluster.admin.get(node_id, NodeAdmin())
@@ -43,8 +47,12 @@ class NodeHandlers:
                                now=self.coord.clock(), cfg=self.coord.cfg.membership,
                                problem=self.coord.cluster.problems.get(f"node/{node_id}", ""))
 
+    def _snapshot(self) -> dict[str, NodeView]:
+        return {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
+
     async def list_nodes(self, request: web.Request) -> web.Response:
-        return web.json_response({"items": [self._node_view(n) for n in sorted(self.coord.cluster.members)]})
+        snap = self._snapshot()
+        return web.json_response({"items": [self._node_view(n, snap) for n in sorted(self.coord.cluster.members)]})
 
     async def get_node(self, request: web.Request) -> web.Response:
         return web.json_response(self._node_view(path_name(request, "node")))
