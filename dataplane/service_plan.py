@@ -79,8 +79,11 @@ def read_table(table: ServiceTable, node_id: str) -> View:
         if (problem := vip_problem(record.vip)) is not None:
             problems.append(f"{where}: {problem}")
             continue
-        if key in services or record.vip in vips:
-            problems.append(f"{where}: listed twice or vip {record.vip} taken by {vips.get(record.vip, key)}")
+        if key in services:
+            problems.append(f"{where}: listed twice")
+            continue
+        if record.vip in vips:
+            problems.append(f"{where}: vip {record.vip} is taken by {'/'.join(vips[record.vip])}")
             continue
         ports = _unique_ports(record, where, problems)
         ingress = []
