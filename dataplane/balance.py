@@ -13,10 +13,10 @@ equal (two nodes without a zone are not assumed to be near each other).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from random import Random
 
 from broker.wire import ServiceEndpoint
 
@@ -61,7 +61,7 @@ def tier_of(endpoint: ServiceEndpoint, *, node: str, zone: str) -> Tier:
     return Tier.ANY
 
 
-def choose(endpoints: Sequence[ServiceEndpoint], *, node: str, zone: str, rng: random.Random,
+def choose(endpoints: Sequence[ServiceEndpoint], *, node: str, zone: str, rng: Random,
            exclude: Collection[EndpointKey] = ()) -> Choice | NoEndpoint:
     """The endpoint for a new connection from `node` (in `zone`), skipping `exclude`; see the module docstring."""
     if not endpoints:
@@ -76,7 +76,7 @@ def choose(endpoints: Sequence[ServiceEndpoint], *, node: str, zone: str, rng: r
     return NoEndpoint(f"all {len(endpoints)} ready endpoint(s) failed to connect")
 
 
-def _weighted(candidates: list[ServiceEndpoint], rng: random.Random) -> ServiceEndpoint:
+def _weighted(candidates: list[ServiceEndpoint], rng: Random) -> ServiceEndpoint:
     # weights are 1-100 by the wire contract; max(…, 1) keeps a hand-built 0 from making a tier unpickable
     total = sum(max(e.weight, 1) for e in candidates)
     point = rng.randrange(total)
