@@ -1,4 +1,5 @@
-"""`cloudless relay` runs an overlay relay; `cloudless pki issue-relay` makes its certificate from the cluster CA.
+"""`cloudless relay` runs an overlay relay; `cloudless pki issue-relay` makes its certificate from the cluster CA
+(and `cloudless pki issue-server` a TLS server certificate, e.g. for a standalone Mosquitto).
 
 A relay runs where every device can reach it — the €4 VPS — and forwards the overlay's encrypted packets between
 devices that cannot reach each other directly (dataplane.relay): over UDP, and over TCP/TLS on the same port for
@@ -49,6 +50,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("--out", type=Path, required=True, help="directory to write the files to")
     r.add_argument("--days", type=float, default=365.0, help="validity in days (default 365)")
     r.set_defaults(func=cmd_issue_relay)
+    v = actions.add_parser(
+        "issue-server", help="a TLS server certificate for a standalone broker (Mosquitto) or other server",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write NAME.pem, NAME.key (0600) and ca.pem into --out: a TLS server certificate from the "
+        "cluster CA for every address and name in --san, so enrolled devices (which trust only the cluster CA) "
+        "accept the server. Use it for a standalone Mosquitto; a standalone coordinator issues its own API "
+        "certificate from the same CA (`cloudless coordinator --pki --api-hostname NAME`).",
+        epilog="example (a Mosquitto on the coordinator's machine, 192.168.1.10 / nas.lan):\n"
+        "  cloudless pki issue-server --name mosquitto --san 192.168.1.10,nas.lan --out /etc/mosquitto/certs\n"
+        "then in mosquitto.conf: certfile .../mosquitto.pem, keyfile .../mosquitto.key, cafile .../ca.pem "
+        "(docs/install.md)")
+    v.add_argument("--name", required=True,
+                   help="the server's name: the certificate's common name and the file names NAME.pem/NAME.key")
+    v.add_argument("--san", required=True, metavar="ADDR[,ADDR...]",
+                   help="every IP address and DNS name clients dial the server at (IP SANs for addresses, DNS SANs "
+                   "for names; a client checks the one it dialled)")
+    v.add_argument("--out", type=Path, required=True, help="directory to write the files to (created 0700)")
+    v.add_argument("--data-dir", type=Path, default=Path.home() / ".local/share/cloudless",
+                   help="the cluster's data dir (its CA is DATA_DIR/coordinator/pki)")
+    v.add_argument("--days", type=float, default=365.0, help="validity in days (default 365, at most 3650)")
+    v.set_defaults(func=cmd_issue_server)
 
 
 def cmd_issue_relay(args: argparse.Namespace) -> int:
@@ -72,6 +94,68 @@ def cmd_issue_relay(args: argparse.Namespace) -> int:
         return 2
     print(f"{identity}: {args.out}/relay.pem, relay.key, ca.pem (valid {args.days:g} days)")
     return 0
+
+
+def cmd_issue_server(args: argparse.Namespace) -> int:
+    from broker.wire import valid_id
+    from cloudless.advertise import AdvertiseError, parse_hosts
+    from coordinator.pki import PkiError
+
+    if not valid_id(args.name):
+        return _refuse(f"--name: {args.name!r} is not a valid name (letters, digits, '.', '_', '-'; max 63)")
+    try:
+        hosts = parse_hosts(args.san, flag="--san")
+    except AdvertiseError as exc:
+        return _refuse(str(exc))
+    if not 0 < args.days <= 3650:
+        return _refuse(f"--days: {args.days:g} is not between 0 and 3650")
+    if args.out.exists() and not args.out.is_dir():
+        return _refuse(f"--out: {args.out} exists and is not a directory")
+    pki = _cluster_pki(args.data_dir)
+    if pki is None:
+        return 2
+    try:
+        not_after = issue_server(pki, args.name, hosts, args.out, lifetime_s=args.days * 86400)
+    except PkiError as exc:
+        return _refuse(str(exc))
+    except OSError as exc:
+        return _refuse(f"--out: cannot write to {args.out}: {exc.strerror}")
+    until = time.strftime("%Y-%m-%d", time.gmtime(not_after))
+    print(f"{args.name}: {args.out}/{args.name}.pem, {args.name}.key (0600), ca.pem; for {', '.join(hosts)}; "
+          f"valid until {until}")
+    return 0
+
+
+def _refuse(message: str) -> int:
+    print(f"cloudless pki: {message}", file=sys.stderr)
+    return 2
+
+
+def _cluster_pki(data_dir: Path) -> Path | None:
+    """DATA_DIR/coordinator/pki when it holds the cluster CA; None (having said so) when not."""
+    from coordinator.pki import CA_CERT, CA_KEY
+
+    pki = data_dir / "coordinator" / "pki"
+    if not (pki / CA_CERT).exists() or not (pki / CA_KEY).exists():
+        _refuse(f"--data-dir: no cluster CA in {pki}; run this where the coordinator keeps its data")
+        return None
+    return pki
+
+
+def issue_server(pki: Path, name: str, hosts: list[str], out: Path, *, lifetime_s: float) -> float:
+    """NAME.pem, NAME.key (0600) and ca.pem in `out`: a server certificate from the cluster CA in `pki` naming every
+    host (address or DNS name). Returns its expiry (unix seconds)."""
+    from broker.files import write_private
+    from coordinator.pki import CertificateAuthority, key_pem, new_key
+
+    ca, _ = CertificateAuthority.load_or_create(pki, "unused", time.time())
+    key = new_key()
+    issued = ca.issue_server(key, hosts=hosts, now=time.time(), lifetime_s=lifetime_s, common_name=name)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(out / f"{name}.key", key_pem(key))
+    write_private(out / f"{name}.pem", issued.cert_pem, mode=0o644)
+    write_private(out / "ca.pem", ca.cert_pem, mode=0o644)
+    return issued.not_after
 
 
 def issue_relay(pki: Path, identity: str, out: Path, *, lifetime_s: float) -> None:

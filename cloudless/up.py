@@ -4,6 +4,11 @@ It starts the embedded broker, a coordinator and a local agent, each in its own 
 credentials (secure by default: no anonymous MQTT, a bearer token for the API) kept 0600 in the data dir, and
 writes the CLI's config (server URL + admin token) so `cloudless get nodes` works right away. Ctrl-C (or
 SIGTERM) stops every child cleanly; the same data dir reuses the same credentials and state.
+
+Other machines join at the advertised addresses (cloudless.advertise: by default this host's LAN addresses and its
+name; `--advertise A,B` chooses them; `--local-only` serves this machine alone): the API, the broker and the relay
+listen on every IPv4 address, their certificates name the advertised ones, and enrolment tokens carry them all.
+This machine's own CLI and agent keep using 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloudless.advertise import Exposure
 
 READY_TIMEOUT_S = 30.0
 
@@ -35,12 +43,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"where state and credentials live (default {default_data_dir()})")
     p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
-    p.add_argument("--mqtt-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
+    p.add_argument("--mqtt-host", default=None, metavar="ADDR",
+                   help="address the embedded broker listens on (default 0.0.0.0 when serving other machines, "
+                   "127.0.0.1 with --local-only)")
     p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (default 8470)")
-    p.add_argument("--advertise", default=None, metavar="ADDR",
-                   help="serve other machines at this address of this host: the broker, the API and the relay "
-                   "listen there, certificates name it and enrolment tokens carry it (default: this machine only, "
-                   "127.0.0.1)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--advertise", default=None, metavar="ADDR[,ADDR...]",
+                       help="the IPv4 addresses and/or host names other machines reach this host at, in the order "
+                       "devices try them: the API, broker and relay serve them, certificates name them, enrolment "
+                       "tokens carry them all (default: this host's non-loopback IPv4 addresses, container bridges "
+                       "left out, then its host name)")
+    where.add_argument("--local-only", action="store_true",
+                       help="serve this machine only: everything listens on 127.0.0.1, tokens name 127.0.0.1")
     p.add_argument("--coordinators", type=int, default=1, metavar="N",
                    help="1 (default): one coordinator on SQLite. 3 (or 5): that many local etcd members and "
                    "replicated coordinators (leader + followers) on API ports --api-port, +1, +2 ...")
@@ -162,9 +176,10 @@ def ensure_admin_token(data_dir: Path) -> str:
     return tokens["admin"]
 
 
-def ensure_pki(data_dir: Path, mqtt_host: str) -> dict[str, Path]:
-    """The cluster CA (created once, in the coordinator's pki dir), the broker's TLS server certificate and a
-    dashboard client certificate for MQTT tools. Returns the paths."""
+def ensure_pki(data_dir: Path, hosts: list[str]) -> dict[str, Path]:
+    """The cluster CA (created once, in the coordinator's pki dir), the broker's TLS server certificate for `hosts`
+    (addresses and names; loopback is always added) and a dashboard client certificate for MQTT tools. Returns the
+    paths."""
     from coordinator.pki import CertificateAuthority, CertRole, key_pem, make_csr, new_key
 
     pki = data_dir / "coordinator" / "pki"
@@ -173,8 +188,8 @@ def ensure_pki(data_dir: Path, mqtt_host: str) -> dict[str, Path]:
     tls = data_dir / "broker-tls"
     tls.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = new_key()  # the broker's server certificate: fresh at every start, for the names it listens on
-    hosts = sorted({mqtt_host, "127.0.0.1", "localhost"} - {"0.0.0.0"})
-    issued = ca.issue_server(key, hosts=hosts, now=time.time(), lifetime_s=365 * 86400)
+    names = [h for h in dict.fromkeys([*hosts, "127.0.0.1", "localhost"]) if h and h not in ("0.0.0.0", "::")]
+    issued = ca.issue_server(key, hosts=names, now=time.time(), lifetime_s=365 * 86400)
     _private(tls / "server.key", key_pem(key))
     (tls / "server.pem").write_bytes(issued.cert_pem)
     out |= {"server_cert": tls / "server.pem", "server_key": tls / "server.key"}
@@ -207,19 +222,17 @@ def _join_token(api: str, admin_token: str, ca: Path, data_dir: Path) -> Path:
     return path
 
 
-def relay_addresses(host: str, port: int) -> list[str]:
-    """Where devices reach the relay `up` starts: the broker's address, or every address of this host when it
-    listens on all of them (loopback last: it only serves this machine's own agent)."""
+def relay_addresses(host: str, port: int, advertised: list[str]) -> list[str]:
+    """Where devices reach the relay `up` starts: the address it listens on, or, when it listens on all of them, the
+    advertised IP addresses (the relay is dialled by address) and loopback last (this machine's own agent)."""
     if host not in ("0.0.0.0", "::", ""):
         return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    import psutil
-
-    found = sorted({a.address for addrs in psutil.net_if_addrs().values() for a in addrs
-                    if a.family.name == "AF_INET" and not a.address.startswith("127.")})
-    return [*(f"{a}:{port}" for a in found), f"127.0.0.1:{port}"][:8]
+    found = [a for a in advertised if a != "127.0.0.1"][:7]  # the coordinator keeps 8 per relay
+    return [*(f"{a}:{port}" for a in found), f"127.0.0.1:{port}"]
 
 
-def _start_relay(me: list[str], args: argparse.Namespace, data_dir: Path, pki: dict[str, Path]) -> tuple[Child, str]:
+def _start_relay(me: list[str], args: argparse.Namespace, data_dir: Path, pki: dict[str, Path],
+                 advertised: list[str]) -> tuple[Child, str]:
     """An overlay relay for this cluster (certificate relay@local from the cluster CA, renewed at every start),
     and the --relay flag that tells the coordinator where devices reach it."""
     from cloudless.relay_cli import issue_relay
@@ -231,24 +244,53 @@ def _start_relay(me: list[str], args: argparse.Namespace, data_dir: Path, pki: d
                                      "--cert", str(out / "relay.pem"), "--key", str(out / "relay.key"),
                                      "--ca", str(out / "ca.pem"), "--revoked", str(pki["revoked"])],
                            "cloudless relay:")
-    return child, "relay@local=" + ",".join(relay_addresses(host, args.relay_port))
+    return child, "relay@local=" + ",".join(relay_addresses(host, args.relay_port, advertised))
 
 
 def _busy_ports(args: argparse.Namespace, api_host: str) -> str | None:
-    """One line naming the first port `up` needs that something else holds, and the flag that moves it."""
+    """One line naming the first port `up` needs that something else holds, and the flag that moves it (checked on
+    loopback too when binding every address: a listener there takes the port from a wildcard bind)."""
     from broker.cli import port_in_use
 
     wanted = [(args.mqtt_host, args.mqtt_port, "MQTT", "--mqtt-port"),
               *((api_host, args.api_port + i, "API", "--api-port") for i in range(args.coordinators))]
     if not args.no_relay:
         wanted.append((args.mqtt_host, args.relay_port, "relay", "--relay-port"))
-    for host, port, what, flag in wanted:
+    probes = [(probe, port, what, flag) for host, port, what, flag in wanted
+              for probe in (("127.0.0.1", host) if host == "0.0.0.0" else (host,))]
+    for host, port, what, flag in probes:
         if port_in_use(host, port) is not None:
             other = "another broker? Home Assistant's? " if what == "MQTT" else "another cluster? "
             extra = " or --no-relay" if what == "relay" else ""
             return (f"port {port} ({what}) on {host} is in use ({other}a second `cloudless up`?): pass {flag} "
                     f"{port + 10}{extra}")
     return None
+
+
+def _local(url: str) -> str:
+    """A URL a listener printed, as this machine dials it: the wildcard it bound is reached at 127.0.0.1."""
+    for wildcard in ("://0.0.0.0:", "://[::]:"):
+        url = url.replace(wildcard, "://127.0.0.1:")
+    return url
+
+
+def _coordinator_exposure(where: Exposure, port: int, node_broker: str, *, several: bool) -> list[str]:
+    """The coordinator's flags for the advertised addresses: names for the API certificate, the URL(s) tokens carry
+    (all of them; with replicated coordinators only the first, as the coordinator also forwards writes to its
+    --advertise URL and takes one), the broker URL enrolled devices are told."""
+    if where.local_only:
+        return []
+    urls = where.urls("https", port)
+    flags = [f for host in where.advertised for f in ("--api-hostname", host)]
+    return [*flags, "--advertise", urls[0] if several else ",".join(urls), "--node-broker", node_broker]
+
+
+def _devices_line(where: Exposure, api_port: int, node_broker: str) -> str:
+    """What `up` tells the user about other machines."""
+    if where.local_only:
+        return "this machine only (--local-only); `cloudless up --advertise ADDR` serves other machines"
+    return (f"join at {', '.join(where.urls('https', api_port))} (tried in this order; broker {node_broker}); "
+            "choose with --advertise ADDR[,ADDR...]")
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -258,16 +300,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print("cloudless up: --coordinators: 1, 3 or 5 (etcd needs an odd member count for a majority)",
               file=sys.stderr)
         return 2
-    if args.advertise is not None:
-        import ipaddress
+    from cloudless.advertise import AdvertiseError, exposure
 
-        try:
-            ipaddress.ip_address(args.advertise)
-        except ValueError:
-            print(f"cloudless up: --advertise: {args.advertise!r} is not an IP address of this host", file=sys.stderr)
-            return 2
-        args.mqtt_host = args.advertise
-    api_host = args.advertise or "127.0.0.1"
+    try:
+        where = exposure(args.advertise, local_only=args.local_only)
+    except AdvertiseError as exc:
+        print(f"cloudless up: {exc}", file=sys.stderr)
+        return 2
+    broker_host_given = args.mqtt_host is not None
+    args.mqtt_host = args.mqtt_host or where.bind
+    api_host = where.bind
     data_dir: Path = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if (busy := _busy_ports(args, api_host)) is not None:
@@ -275,7 +317,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 2
     ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
     token = ensure_admin_token(data_dir)
-    pki = ensure_pki(data_dir, args.mqtt_host)
+    pki = ensure_pki(data_dir, where.san_hosts(*([args.mqtt_host] if broker_host_given else [])))
     children: list[Child] = []
     gone: set[str] = set()
     stopping = False
@@ -295,7 +337,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
             "cloudless broker: listening on",
         )
         children.append(broker)
-        url = line.rsplit(" ", 1)[-1]
+        url = _local(line.rsplit(" ", 1)[-1])  # how this machine's coordinator and agent dial it
+        # what enrolled devices are told to dial: the first advertised address (each device then dials the address
+        # it reached the API at, edge_agent.identity.broker_for), or the one address the broker was told to bind
+        node_broker = url if where.local_only or args.mqtt_host != where.bind else \
+            where.urls("mqtts", args.mqtt_port)[0]
         relay_flags: list[str] = []
         import importlib.util
 
@@ -303,7 +349,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print("cloudless up: no overlay relay: aioquic is not installed (pip install '.[overlay]'); devices "
                   "still run workloads, without the overlay", file=sys.stderr, flush=True)
         elif not args.no_relay:
-            relay, relay_flag = _start_relay(me, args, data_dir, pki)
+            relay, relay_flag = _start_relay(me, args, data_dir, pki, where.ips())
             children.append(relay)
             relay_flags = ["--relay", relay_flag]
         store: list[str] = []
@@ -322,17 +368,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
             coord, line = start_child(
                 "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
                 [*me, "coordinator", "--broker", url, "--api", f"{api_host}:{args.api_port + i}",
-                 "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags],
+                 "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags,
+                 *_coordinator_exposure(where, args.api_port + i, node_broker, several=args.coordinators > 1)],
                 "cloudless coordinator: API on",
             )
             children.append(coord)
-            api = api or line.split("API on ", 1)[1].split()[0]
+            api = api or _local(line.split("API on ", 1)[1].split()[0])
         config_path = args.config or default_config_path(os.environ)
         write_config(config_path, api, token, ca=str(pki["ca"]))
         if not args.no_agent:
             agent_dir = data_dir / "agent"
             argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", local_node_id(agent_dir), "--runtime",
-                    args.agent_runtime]
+                    args.agent_runtime, "--broker", url]  # loopback: this host's own addresses may change (DHCP)
             from edge_agent import identity as ident
 
             current = ident.load(agent_dir)
@@ -343,6 +390,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"\nCloudless is up (mutual TLS everywhere).\n"
               f"  API:         {api}  (admin token in {data_dir / 'credentials' / 'admin-token'}, CA {pki['ca']})\n"
               f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
+              f"  devices:     {_devices_line(where, args.api_port, node_broker)}\n"
               f"  relay:       {relay_flags[1].split('=', 1)[1] if relay_flags else 'none (--no-relay)'}\n"
               f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
               f"{pki['dashboard_cert']} / {pki['dashboard_key']}\n"

@@ -170,8 +170,12 @@ class CertificateAuthority:
         return Issued(cert.public_bytes(serialization.Encoding.PEM), cert.serial_number, now + lifetime_s)
 
     def issue_server(self, key: ec.EllipticCurvePrivateKey, *, hosts: list[str], now: float,
-                     lifetime_s: float) -> Issued:
-        """A TLS server certificate (broker, API) for host names and IP addresses."""
+                     lifetime_s: float, common_name: str | None = None) -> Issued:
+        """A TLS server certificate (broker, API) for host names and IP addresses: each is a SAN (an IP SAN for an
+        address, a DNS SAN for a name: clients match only SANs, RFC 6125 §6.4.4); the CN is `common_name`, else
+        the first host."""
+        if not hosts:
+            raise PkiError("a server certificate needs at least one host name or address")
         names: list[x509.GeneralName] = []
         for h in hosts:
             try:
@@ -180,7 +184,7 @@ class CertificateAuthority:
                 names.append(x509.DNSName(h))
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
                              x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, CertRole.SERVER.value),
-                             x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+                             x509.NameAttribute(NameOID.COMMON_NAME, common_name or hosts[0])])
         cert = (self._builder(subject, key.public_key(), now, lifetime_s)
                 .add_extension(x509.SubjectAlternativeName(names), critical=False)
                 .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
