@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -69,12 +70,31 @@ def server_pin(server: str, ca: str | None, timeout: float = 10.0) -> str:
     return spki_pin(der)
 
 
-def join_command(server: str, pin: str, token: str, node_id: str | None) -> str:
+def join_command(server: str | Sequence[str], pin: str, token: str, node_id: str | None) -> str:
     """The one line a device runs: the script fetched with the API key pinned (-k: the device has no CA yet, the pin
-    is what authenticates the server), run with the token and the same pin for every later download."""
+    is what authenticates the server), run with the token and the same pin for every later download. With several
+    coordinator URLs (`cloudless up --advertise A,B`) a small `sh -c` loop tries them in order, says on stderr which
+    failed (curl's own reason) and stops at the first that serves the script; the script then fetches its wheels
+    from the URL it came from. A pipeline of plain commands either way: it runs from any interactive shell."""
+    servers = [server] if isinstance(server, str) else list(server)
     args = ["--pin", pin, "--token", token] + (["--node-id", node_id] if node_id else [])
-    return (f"curl -fsSk --pinnedpubkey {shlex.quote(pin)} {shlex.quote(server.rstrip('/') + '/v1/install.sh')}"
-            f" | sh -s -- {shlex.join(args)}")
+    urls = [s.rstrip("/") + "/v1/install.sh" for s in servers]
+    if len(urls) == 1:
+        return f"curl -fsSk --pinnedpubkey {shlex.quote(pin)} {shlex.quote(urls[0])} | sh -s -- {shlex.join(args)}"
+    loop = (f'for u; do curl -fsSk --connect-timeout 5 --pinnedpubkey {shlex.quote(pin)} "$u" && exit 0; '
+            'echo "cloudless: $u failed, trying the next address" >&2; done; exit 1')
+    return f"sh -c {shlex.quote(loop)} sh {shlex.join(urls)} | sh -s -- {shlex.join(args)}"
+
+
+def token_urls(token: str, fallback: str) -> list[str]:
+    """The coordinator URLs a token carries (every advertised address, in order), else `fallback` (a coordinator
+    from before the list)."""
+    from edge_agent.identity import EnrolmentError, token_claims
+
+    try:
+        return list(token_claims(token)["urls"]) or [fallback]
+    except EnrolmentError:
+        return [fallback]
 
 
 def cmd_token_create(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -91,7 +111,9 @@ def cmd_token_create(args: argparse.Namespace, ctx: Ctx) -> int:
             pin = server_pin(ctx.api.server, cfg.ca)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"--join-command: reading the API certificate of {ctx.api.server} failed: {exc}") from exc
-        line = join_command(ctx.api.server, pin, str(data["token"]), args.node_id)
+        # the pin is read over this CLI's connection (verified against the CA); devices fetch from the token's URLs,
+        # the addresses other machines reach (the CLI itself usually talks to 127.0.0.1)
+        line = join_command(token_urls(str(data["token"]), ctx.api.server), pin, str(data["token"]), args.node_id)
         if args.output == "json":
             ctx.out(json.dumps({**data, "joinCommand": line, "pin": pin}, indent=2))
         else:

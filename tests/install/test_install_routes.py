@@ -80,7 +80,7 @@ async def test_script_and_wheels_are_served_with_their_hashes(tmp_path: Path) ->
         assert 'SERVER="${CLOUDLESS_SERVER:-https://198.18.0.10:8470}"' in script
         listing = await client.get("/v1/install/wheels")
         assert listing.status == 200, await listing.text()
-        lines = dict(reversed(line.split("  ")) for line in (await listing.text()).splitlines())
+        lines = {name: digest for digest, name in (line.split("  ") for line in (await listing.text()).splitlines())}
         project = next(n for n in lines if n.startswith("cloudless-"))
         assert set(lines) == {project, dep.name}
         assert lines[dep.name] == hashlib.sha256(dep.read_bytes()).hexdigest()
@@ -121,3 +121,78 @@ def test_join_command_pins_the_script_download_and_passes_the_pin_on() -> None:
     assert shlex.split(run) == ["sh", "-s", "--", "--pin", "sha256//abc+/=", "--token", "tok-en",
                                 "--node-id", "pi-kitchen"]
     assert "--node-id" not in join_command("https://h:1", "sha256//x", "t", None)
+
+
+def test_join_command_with_several_urls_quotes_each_and_passes_the_same_args() -> None:
+    line = join_command(["https://192.0.2.2:8470", "https://nas.lan:8470/"], "sha256//abc+/=", "tok", None)
+    fetch, run = line.split(" | ")
+    words = shlex.split(fetch)
+    assert words[:2] == ["sh", "-c"] and words[3:] == ["sh", "https://192.0.2.2:8470/v1/install.sh",
+                                                       "https://nas.lan:8470/v1/install.sh"]
+    assert "--pinnedpubkey sha256//abc+/=" in words[2]
+    assert shlex.split(run) == ["sh", "-s", "--", "--pin", "sha256//abc+/=", "--token", "tok"]
+
+
+def test_the_token_urls_are_what_devices_fetch_from() -> None:
+    from cloudless.admin_cli import token_urls
+    from coordinator.enroll import TokenRecord, mint
+
+    token = mint(b"k" * 64, TokenRecord("t", 1, expires_at=2e9), url=["https://192.0.2.2:1", "https://vm:1"],
+                 ca_fingerprint="00", now=1e9)
+    assert token_urls(token, "https://127.0.0.1:1") == ["https://192.0.2.2:1", "https://vm:1"]
+    assert token_urls("not-a-token", "https://127.0.0.1:1") == ["https://127.0.0.1:1"]
+
+
+@pytest.mark.integration
+def test_the_printed_line_falls_through_a_dead_url_and_runs_the_script_of_the_live_one(tmp_path: Path) -> None:
+    """The one-liner as a device's shell runs it: curl with the pin against a dead address, then a live HTTPS server
+    on loopback whose script prints the arguments it got."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from coordinator.pki import CertificateAuthority, key_pem, new_key
+    from tests.integration.conftest import require_binary
+
+    require_binary("curl")
+    ca, key = CertificateAuthority.create("t", datetime.datetime.now(datetime.UTC).timestamp()), new_key()
+    cert = ca.issue_server(key, hosts=["127.0.0.1"], now=datetime.datetime.now(datetime.UTC).timestamp(),
+                           lifetime_s=600)
+    (tmp_path / "s.pem").write_bytes(cert.cert_pem)
+    (tmp_path / "s.key").write_bytes(key_pem(key))
+    script = b'#!/bin/sh\necho "script ran with: $*"\n'
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/v1/install.sh" else 404)
+            self.send_header("Content-Length", str(len(script)))
+            self.end_headers()
+            self.wfile.write(script)
+
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(tmp_path / "s.pem"), str(tmp_path / "s.key"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{s.getsockname()[1]}"  # nobody listens there once closed
+    live = f"https://127.0.0.1:{server.server_address[1]}"
+    pin = spki_pin(x509.load_pem_x509_certificate(cert.cert_pem).public_bytes(Encoding.DER))
+    try:
+        ran = subprocess.run(["bash", "-c", join_command([dead, live], pin, "tok", "pi-1")], capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert ran.stdout.strip() == f"script ran with: --pin {pin} --token tok --node-id pi-1", ran.stderr
+        assert f"{dead}/v1/install.sh failed" in ran.stderr and "Failed to connect" in ran.stderr
+        # a wrong pin: no address serves the script, each failure is said
+        wrong = subprocess.run(["bash", "-c", join_command([dead, live], "sha256//AAAA", "tok", None)],
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert "script ran" not in wrong.stdout and f"{live}/v1/install.sh failed" in wrong.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
