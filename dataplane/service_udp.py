@@ -157,7 +157,7 @@ class UdpFlows:
     def _open(self, front: _Socket, route: tuple[ServiceKey, int], addr: Address,
               counters: Counters) -> tuple[int, _Flow] | None:
         record = self.host.view.services.get(route[0])
-        spec = next((p for p in record.ports if p.port == route[1] and p.protocol is Protocol.UDP), None) \
+        spec = next((p for p in record.ports if p.port == route[1] and p.protocol == Protocol.UDP), None) \
             if record is not None else None
         if record is None or spec is None:
             return None

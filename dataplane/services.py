@@ -23,7 +23,7 @@ import functools
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 DNS_PORT = 53
 HEADER_TIMEOUT_S = 10.0
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-LocalEndpoint = Callable[[str, int], "tuple[str, int] | None"]
+LocalEndpoint = Callable[[str, int], tuple[str, int] | None]
 
 
 class BindRequest(NamedTuple):
@@ -71,7 +71,7 @@ class BindRequest(NamedTuple):
     protocol: Protocol
 
 
-Binder = Callable[[list[BindRequest]], Awaitable[list["socket.socket | str"]]]
+Binder = Callable[[list[BindRequest]], Awaitable[list[socket.socket | str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +127,14 @@ class ServiceProxy:
         self.max_attempts = max_attempts
         self.dns_timeout_s = dns_timeout_s
         self.view = View()
+        self.dns_bind_failures = 0  # resolvers that could not be bound in a workload's namespace
         self._counters: dict[ServiceKey, Counters] = {}
         self._attachments: dict[str, _Attachment] = {}
         self._host: dict[tuple[ServiceKey, int, Protocol], tuple[int, _Listener]] = {}
         self._ingress: dict[ListenKey, _Listener] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[object]] = set()  # ended by stop()
         self.udp = UdpFlows(self, idle_s=udp_idle_s)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -154,9 +156,10 @@ class ServiceProxy:
             self._host.clear()
             self._ingress.clear()
         await self.udp.stop()
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self._connections]
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
 
@@ -220,24 +223,21 @@ class ServiceProxy:
         for key in [k for k, listener in attachment.listeners.items() if wanted.get(k) != listener.route]:
             attachment.listeners.pop(key).close()
         missing = [k for k in wanted if k not in attachment.listeners]
-        requests = [BindRequest(*k) for k in missing]
         dns_missing = [p for p in (Protocol.UDP, Protocol.TCP) if p not in attachment.dns_bound]
-        requests += [BindRequest("127.0.0.1", DNS_PORT, p) for p in dns_missing]
+        requests = [BindRequest(*k) for k in missing] + [BindRequest("127.0.0.1", DNS_PORT, p) for p in dns_missing]
         if not requests:
             return
         results = await self._bind(attachment.binder, requests)
-        for request, result in zip(requests, results, strict=True):
-            if request.port == DNS_PORT and request.ip == "127.0.0.1" and request.protocol in dns_missing:
-                await self._start_dns(attachment, request, result)
-                continue
-            route = wanted[(request.ip, request.port, request.protocol)]
+        for key, result in zip(missing, results[:len(missing)], strict=True):
+            route = wanted[key]
             if isinstance(result, str):
                 self.counters(route[0]).bind_failures += 1
-                log.warning("services: cannot listen on %s:%d/%s for %s/%s in %s: %s", request.ip, request.port,
-                            request.protocol, *route[0], attachment.namespace, result)
+                log.warning("services: cannot listen on %s:%d/%s for %s/%s in %s: %s", *key, *route[0],
+                            attachment.namespace, result)
                 continue
-            attachment.listeners[(request.ip, request.port, request.protocol)] = await self._listen(result, route,
-                                                                                                   request.protocol)
+            attachment.listeners[key] = await self._listen(result, route, key[2])
+        for protocol, result in zip(dns_missing, results[len(missing):], strict=True):
+            await self._start_dns(attachment, protocol, result)
 
     async def _bind(self, binder: Binder, requests: list[BindRequest]) -> list[socket.socket | str]:
         try:
@@ -252,24 +252,25 @@ class ServiceProxy:
             return [f"binder answered {len(results)} results for {len(requests)} requests"] * len(requests)
         return results
 
-    async def _start_dns(self, attachment: _Attachment, request: BindRequest, result: socket.socket | str) -> None:
+    async def _start_dns(self, attachment: _Attachment, protocol: Protocol, result: socket.socket | str) -> None:
         if isinstance(result, str):
-            log.warning("services: no resolver (%s) in %s: %s", request.protocol, attachment.namespace, result)
+            self.dns_bind_failures += 1
+            log.warning("services: no resolver (%s) in %s: %s", protocol, attachment.namespace, result)
             return
         if attachment.dns is None:
             namespace = attachment.namespace
             attachment.dns = DnsServer(Resolver(
                 namespace, lambda: [r for k, r in self.view.services.items() if k[0] == namespace],
                 self.upstream_dns, timeout_s=self.dns_timeout_s))
-        if request.protocol is Protocol.UDP:
+        if protocol == Protocol.UDP:
             await attachment.dns.serve_udp(result)
         else:
             await attachment.dns.serve_tcp(result)
-        attachment.dns_bound.add(request.protocol)
+        attachment.dns_bound.add(protocol)
 
     async def _listen(self, sock: socket.socket, route: tuple[ServiceKey, int], protocol: Protocol) -> _Listener:
         sock.setblocking(False)
-        if protocol is Protocol.UDP:
+        if protocol == Protocol.UDP:
             return _Listener(route, await self.udp.listen(sock, route))
         server = await asyncio.start_server(functools.partial(self._client, route), sock=sock)
         return _Listener(route, server.close)
@@ -287,10 +288,10 @@ class ServiceProxy:
         return env_vars(records, {k: local for k, (local, _) in self._host.items()})
 
     def _host_listener(self, service: ServiceKey, port: int, protocol: Protocol) -> tuple[int, _Listener]:
-        kind = socket.SOCK_DGRAM if protocol is Protocol.UDP else socket.SOCK_STREAM
+        kind = socket.SOCK_DGRAM if protocol == Protocol.UDP else socket.SOCK_STREAM
         sock = socket.socket(socket.AF_INET, kind)
         sock.bind(("127.0.0.1", 0))
-        if protocol is Protocol.TCP:
+        if protocol == Protocol.TCP:
             sock.listen(128)  # connections wait in the backlog until the server below runs
         local_port: int = sock.getsockname()[1]
         closing: list[Callable[[], None]] = []
@@ -321,7 +322,7 @@ class ServiceProxy:
                 continue
             host, port, protocol = key
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if protocol is Protocol.UDP
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if protocol == Protocol.UDP
                                      else socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -338,11 +339,28 @@ class ServiceProxy:
 
     # ---- a client's connection -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        """The running connection task is ended by stop() (an open connection otherwise outlives its listener)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+
     async def _client(self, route: tuple[ServiceKey, int], reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        with self._tracked():
+            await self._client_connection(route, reader, writer)
+
+    async def _client_connection(self, route: tuple[ServiceKey, int], reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
         service, port = route
         record = self.record(service)
-        spec = next((p for p in record.ports if p.port == port and p.protocol is Protocol.TCP), None) \
+        spec = next((p for p in record.ports if p.port == port and p.protocol == Protocol.TCP), None) \
             if record is not None else None
         counters = self.counters(service)
         if record is None or spec is None:
@@ -386,24 +404,27 @@ class ServiceProxy:
             return await self._connect_local(target)
         if self.overlay is None:
             return "no overlay on this node to reach another node"
+        stream: Stream | None = None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await self.overlay.open_stream(choice.endpoint.node, STREAM_SERVICE,
-                                                                timeout_s=self.connect_timeout_s)
+                stream = await self.overlay.open_stream(choice.endpoint.node, STREAM_SERVICE,
+                                                        timeout_s=self.connect_timeout_s)
+                reader, writer = stream
                 writer.write(stream_header(target))
                 await writer.drain()
                 status = (await reader.readexactly(1))[0]
                 if status == OK:
-                    return reader, writer
-                reason = b""
-                if status == REFUSED:
-                    reason = await reader.readexactly((await reader.readexactly(1))[0])
-                writer.close()
-                return f"refused: {reason.decode(errors='replace') or f'status {status}'}"
+                    return stream
+                reason = await reader.readexactly((await reader.readexactly(1))[0]) if status == REFUSED else b""
+                problem = f"refused: {reason.decode(errors='replace') or f'status {status}'}"
         except TimeoutError:
-            return f"no answer within {self.connect_timeout_s:g}s"
+            problem = f"no answer within {self.connect_timeout_s:g}s"
         except (DataPlaneError, OSError, asyncio.IncompleteReadError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+            problem = f"{type(exc).__name__}: {exc}"
+        if stream is not None:
+            with contextlib.suppress(DataPlaneError, OSError):
+                stream[1].close()
+        return problem
 
     async def _connect_local(self, target: Target) -> Stream | str:
         address = self.local_endpoint(target.replica, target.target_port)
@@ -420,6 +441,10 @@ class ServiceProxy:
     # ---- the serving side (streams from other nodes) -------------------------------------------------------
 
     async def _serve(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._tracked():
+            await self._serve_stream(node_id, reader, writer)
+
+    async def _serve_stream(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(HEADER_TIMEOUT_S):
                 version, length = await reader.readexactly(2)
