@@ -193,3 +193,48 @@ async def test_a_removed_service_closes_its_listener_and_an_added_one_is_bound()
             raise AssertionError("the removed service still listens")
         except ConnectionRefusedError:
             pass
+
+
+async def test_a_receiver_that_does_not_read_holds_the_sender_back() -> None:
+    """Back-pressure through the proxy: with the replica not reading, the client cannot push 64 MiB into the proxy
+    (only what the sockets' buffers hold gets through); once it reads, every byte arrives intact."""
+    total = 64 * 1024 * 1024
+    async with cluster() as (_net, pi, _laptop):
+        release = asyncio.Event()
+        received = bytearray()
+
+        async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await release.wait()
+            while chunk := await reader.read(1 << 20):
+                received.extend(chunk)
+            writer.write(b"done")
+            writer.close()
+
+        server = await asyncio.start_server(sink, "127.0.0.1", 0)
+        pi.replicas.servers.append(server)
+        pi.replicas.addrs["web-0"] = server.sockets[0].getsockname()
+        await pi.proxy.update(table("pi", web(ON_PI)))
+        binds = Binds()
+        await pi.proxy.attach("client", "default", binds)
+        reader, writer = await asyncio.open_connection(*binds.tcp(VIP, 80))
+        payload = bytes(range(256)) * (total // 256)
+
+        async def send() -> None:
+            for offset in range(0, total, 1 << 20):
+                writer.write(payload[offset:offset + (1 << 20)])
+                await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.ensure_future(send())
+        last, still = -1, 0
+        while still < 10 and not sender.done():  # until the proxy has taken nothing more for 10 polls
+            await asyncio.sleep(0.1)
+            now = pi.proxy.stats()["default/web"].bytes_out
+            still, last = (still + 1, last) if now == last else (0, now)
+        assert not sender.done() and pi.proxy.stats()["default/web"].bytes_out < total // 2
+        release.set()
+        async with asyncio.timeout(60):
+            await sender
+            assert await reader.read() == b"done"
+        assert len(received) == total and bytes(received) == payload
+        writer.close()
