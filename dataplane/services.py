@@ -172,12 +172,13 @@ class ServiceProxy:
             return Applied(view.problems, (), ())
         for problem in view.problems:
             log.warning("services: %s", problem)
+        before, self.view = self.view, view  # new connections use it from now on, before any listener moves
+        problems = list(view.problems)
         async with self._lock:
-            before, self.view = self.view, view
-            problems = list(view.problems)
-            problems += await self._sync_ingress()
-            for attachment in self._attachments.values():
-                await self._sync_attachment(attachment)
+            if self.view is view:  # a later update that overtook this one while it waited has synced already
+                problems += await self._sync_ingress()
+                for attachment in list(self._attachments.values()):
+                    await self._sync_attachment(attachment)
         added, removed = endpoint_changes(before, view)
         return Applied(tuple(problems), added, removed)
 
@@ -235,7 +236,12 @@ class ServiceProxy:
                 log.warning("services: cannot listen on %s:%d/%s for %s/%s in %s: %s", *key, *route[0],
                             attachment.namespace, result)
                 continue
-            attachment.listeners[key] = await self._listen(result, route, key[2])
+            try:
+                attachment.listeners[key] = await self._listen(result, route, key[2])
+            except OSError as exc:  # a socket the binder gave that cannot serve (wrong type, closed)
+                result.close()
+                self.counters(route[0]).bind_failures += 1
+                log.warning("services: cannot serve %s:%d/%s in %s: %s", *key, attachment.namespace, exc)
         for protocol, result in zip(dns_missing, results[len(missing):], strict=True):
             await self._start_dns(attachment, protocol, result)
 
@@ -262,10 +268,16 @@ class ServiceProxy:
             attachment.dns = DnsServer(Resolver(
                 namespace, lambda: [r for k, r in self.view.services.items() if k[0] == namespace],
                 self.upstream_dns, timeout_s=self.dns_timeout_s))
-        if protocol == Protocol.UDP:
-            await attachment.dns.serve_udp(result)
-        else:
-            await attachment.dns.serve_tcp(result)
+        try:
+            if protocol == Protocol.UDP:
+                await attachment.dns.serve_udp(result)
+            else:
+                await attachment.dns.serve_tcp(result)
+        except OSError as exc:
+            result.close()
+            self.dns_bind_failures += 1
+            log.warning("services: cannot serve the resolver (%s) in %s: %s", protocol, attachment.namespace, exc)
+            return
         attachment.dns_bound.add(protocol)
 
     async def _listen(self, sock: socket.socket, route: tuple[ServiceKey, int], protocol: Protocol) -> _Listener:
