@@ -1,7 +1,8 @@
 """The service proxy of one node (adapter): listeners where workloads connect to services, a connection balanced to
 a ready endpoint (dataplane.balance) and spliced to it — on this node straight over TCP, on another node through an
 overlay stream — and the serving end of those streams. Decisions are in dataplane.service_plan; names in
-dataplane.dns (served by dataplane.service_dns); UDP flows in dataplane.service_udp.
+dataplane.dns (served by dataplane.service_dns); the TCP connection path in dataplane.service_tcp, UDP flows in
+dataplane.service_udp.
 
 Where clients connect:
 - **attachments**: a workload's network namespace. The agent hands a `Binder` that binds sockets inside it; the
@@ -23,45 +24,33 @@ import functools
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from broker.wire import Protocol, ServiceRecord, ServiceTable
-from dataplane.balance import Choice, NoEndpoint, choose
-from dataplane.errors import DataPlaneError
 from dataplane.overlay import Overlay
 from dataplane.service_dns import DnsServer, Resolver
 from dataplane.service_plan import (
     DATAGRAM_SERVICE,
-    OK,
-    REFUSED,
     STREAM_SERVICE,
-    VERSION,
     Counters,
     EndpointChange,
     ListenKey,
     ServiceKey,
-    Target,
     View,
-    admit,
-    decode_target,
     endpoint_changes,
     env_vars,
     ingress_for,
     listeners_for,
     read_table,
-    refusal,
-    stream_header,
 )
+from dataplane.service_tcp import TcpPath
 from dataplane.service_udp import UdpFlows
-from dataplane.splice import splice
 
 log = logging.getLogger(__name__)
 
 DNS_PORT = 53
-HEADER_TIMEOUT_S = 10.0
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 LocalEndpoint = Callable[[str, int], tuple[str, int] | None]
 
 
@@ -123,8 +112,6 @@ class ServiceProxy:
         self.rng = rng
         self.clock = clock
         self.ingress_host = ingress_host
-        self.connect_timeout_s = connect_timeout_s
-        self.max_attempts = max_attempts
         self.dns_timeout_s = dns_timeout_s
         self.view = View()
         self.dns_bind_failures = 0  # resolvers that could not be bound in a workload's namespace
@@ -134,14 +121,14 @@ class ServiceProxy:
         self._ingress: dict[ListenKey, _Listener] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._connections: set[asyncio.Task[object]] = set()  # ended by stop()
         self.udp = UdpFlows(self, idle_s=udp_idle_s)
+        self.tcp = TcpPath(self, connect_timeout_s=connect_timeout_s, max_attempts=max_attempts)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self.overlay is not None:
-            self.overlay.serve(STREAM_SERVICE, self._serve)
+            self.overlay.serve(STREAM_SERVICE, self.tcp.serve)
             self.overlay.on_datagram(DATAGRAM_SERVICE, self.udp.on_datagram)
         self.udp.start()
 
@@ -156,7 +143,7 @@ class ServiceProxy:
             self._host.clear()
             self._ingress.clear()
         await self.udp.stop()
-        tasks = [*self._tasks, *self._connections]
+        tasks = [*self._tasks, *self.tcp.connections]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -284,7 +271,7 @@ class ServiceProxy:
         sock.setblocking(False)
         if protocol == Protocol.UDP:
             return _Listener(route, await self.udp.listen(sock, route))
-        server = await asyncio.start_server(functools.partial(self._client, route), sock=sock)
+        server = await asyncio.start_server(functools.partial(self.tcp.client, route), sock=sock)
         return _Listener(route, server.close)
 
     # ---- host loopback (process workloads) and ingress -----------------------------------------------------
@@ -348,137 +335,3 @@ class ServiceProxy:
                 continue
             self._ingress[key] = await self._listen(sock, route, protocol)
         return problems
-
-    # ---- a client's connection -----------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _tracked(self) -> Iterator[None]:
-        """The running connection task is ended by stop() (an open connection otherwise outlives its listener)."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            yield
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-
-    async def _client(self, route: tuple[ServiceKey, int], reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        with self._tracked():
-            await self._client_connection(route, reader, writer)
-
-    async def _client_connection(self, route: tuple[ServiceKey, int], reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter) -> None:
-        service, port = route
-        record = self.record(service)
-        spec = next((p for p in record.ports if p.port == port and p.protocol == Protocol.TCP), None) \
-            if record is not None else None
-        counters = self.counters(service)
-        if record is None or spec is None:
-            counters.no_endpoint += 1
-            writer.close()
-            return
-        upstream = await self._connect_any(record, spec.target_port, counters)
-        if upstream is None:
-            writer.close()
-            return
-        counters.active += 1
-        try:
-            await splice((reader, writer), upstream, a_to_b=counters.out, b_to_a=counters.into)
-        finally:
-            counters.active -= 1
-
-    async def _connect_any(self, record: ServiceRecord, target_port: int, counters: Counters) -> Stream | None:
-        """A connection to one endpoint, trying others (nearest first) when one fails, up to `max_attempts`."""
-        exclude: set[tuple[str, str]] = set()
-        for _ in range(self.max_attempts):
-            choice = choose(record.endpoints, node=self.node_id, zone=self.view.zone, rng=self.rng, exclude=exclude)
-            if isinstance(choice, NoEndpoint):
-                counters.no_endpoint += 1
-                log.info("services: %s/%s: %s", record.namespace, record.name, choice.reason)
-                return None
-            target = Target(record.namespace, record.name, choice.endpoint.replica, target_port)
-            result = await self._connect(choice, target)
-            if not isinstance(result, str):
-                counters.connections[choice.tier.value] += 1
-                return result
-            counters.connect_failures += 1
-            exclude.add(choice.key)
-            log.info("services: %s/%s -> %s on %s failed: %s", record.namespace, record.name,
-                     choice.endpoint.replica, choice.endpoint.node, result)
-        counters.no_endpoint += 1
-        return None
-
-    async def _connect(self, choice: Choice, target: Target) -> Stream | str:
-        """A stream to `target` on `choice`'s node, or why not."""
-        if choice.endpoint.node == self.node_id:
-            return await self._connect_local(target)
-        if self.overlay is None:
-            return "no overlay on this node to reach another node"
-        stream: Stream | None = None
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                stream = await self.overlay.open_stream(choice.endpoint.node, STREAM_SERVICE,
-                                                        timeout_s=self.connect_timeout_s)
-                reader, writer = stream
-                writer.write(stream_header(target))
-                await writer.drain()
-                status = (await reader.readexactly(1))[0]
-                if status == OK:
-                    return stream
-                reason = await reader.readexactly((await reader.readexactly(1))[0]) if status == REFUSED else b""
-                problem = f"refused: {reason.decode(errors='replace') or f'status {status}'}"
-        except TimeoutError:
-            problem = f"no answer within {self.connect_timeout_s:g}s"
-        except (DataPlaneError, OSError, asyncio.IncompleteReadError) as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-        if stream is not None:
-            with contextlib.suppress(DataPlaneError, OSError):
-                stream[1].close()
-        return problem
-
-    async def _connect_local(self, target: Target) -> Stream | str:
-        address = self.local_endpoint(target.replica, target.target_port)
-        if address is None:
-            return f"{target.replica} has no address for port {target.target_port} on {self.node_id}"
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                return await asyncio.open_connection(*address)
-        except TimeoutError:
-            return f"connect to {address[0]}:{address[1]}: no answer within {self.connect_timeout_s:g}s"
-        except OSError as exc:
-            return f"connect to {address[0]}:{address[1]}: {exc.strerror or exc}"
-
-    # ---- the serving side (streams from other nodes) -------------------------------------------------------
-
-    async def _serve(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with self._tracked():
-            await self._serve_stream(node_id, reader, writer)
-
-    async def _serve_stream(self, node_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(HEADER_TIMEOUT_S):
-                version, length = await reader.readexactly(2)
-                body = await reader.readexactly(length)
-        except (TimeoutError, asyncio.IncompleteReadError):
-            return
-        target = decode_target(body) if version == VERSION else f"header version {version} (this node speaks 1)"
-        if isinstance(target, str):
-            return await self._refuse(node_id, writer, target)
-        problem = admit(self.view, target, self.node_id, Protocol.TCP)
-        if problem is not None:
-            return await self._refuse(node_id, writer, problem)
-        local = await self._connect_local(target)
-        if isinstance(local, str):
-            return await self._refuse(node_id, writer, local)
-        counters = self.counters((target.namespace, target.service))
-        counters.served += 1
-        writer.write(bytes([OK]))
-        await splice((reader, writer), local, a_to_b=lambda _: None, b_to_a=lambda _: None)
-
-    async def _refuse(self, node_id: str, writer: asyncio.StreamWriter, reason: str) -> None:
-        log.info("services: refused a connection from %s: %s", node_id, reason)
-        writer.write(refusal(reason))
-        with contextlib.suppress(DataPlaneError, OSError):
-            await writer.drain()
