@@ -54,7 +54,7 @@ CORE_GLOBS = (
     "firmware_profiles/schema.py", "firmware_profiles/units.py",
     # the data plane: who a peer is, which path carries its traffic
     "dataplane/identity.py", "dataplane/paths.py", "dataplane/frames.py", "dataplane/overlay_plan.py",
-    "dataplane/birthday.py",
+    "dataplane/birthday.py", "dataplane/balance.py", "dataplane/dns.py", "dataplane/service_plan.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
