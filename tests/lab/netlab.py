@@ -90,15 +90,24 @@ class Host:
     addr: str
     iface: str = "eth0"
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 30, input: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside this machine's network stack and wait for it (bounded by `timeout`)."""
-        return subprocess.run(["ip", "netns", "exec", self.ns, *cmd], check=check, capture_output=True, text=True,
-                              timeout=timeout, input=input, env=env)
+    def enter(self, *, host_mounts: bool = False) -> list[str]:
+        """argv prefix that runs a command in this machine's network stack. `ip netns exec` also gives the command
+        a mount namespace with /sys remounted for the network namespace, which hides the host's cgroup mounts:
+        runc (rootful Podman) then fails with "no cgroup mount found in mountinfo". `host_mounts=True` enters the
+        network namespace only (nsenter --net) and keeps the host's mounts."""
+        if host_mounts:
+            return ["nsenter", f"--net=/run/netns/{self.ns}", "--"]
+        return ["ip", "netns", "exec", self.ns]
 
-    def popen(self, *cmd: str, **kwargs: Any) -> subprocess.Popen[Any]:
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30, input: str | None = None,
+            env: dict[str, str] | None = None, host_mounts: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command inside this machine's network stack and wait for it (bounded by `timeout`)."""
+        return subprocess.run([*self.enter(host_mounts=host_mounts), *cmd], check=check, capture_output=True,
+                              text=True, timeout=timeout, input=input, env=env)
+
+    def popen(self, *cmd: str, host_mounts: bool = False, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a long-running command inside this machine; the lab kills it (its whole group) on close."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *cmd], start_new_session=True, **kwargs)
+        proc = subprocess.Popen([*self.enter(host_mounts=host_mounts), *cmd], start_new_session=True, **kwargs)
         self.lab.processes.append(proc)
         return proc
 
