@@ -147,9 +147,13 @@ class Terminal:
                 set_window(self.read_fd, rows, cols)
 
     def kill(self) -> None:
-        """SIGKILL the command's process group (it leads its own session)."""
+        """SIGKILL the command's session: its process group, and the jobs an interactive shell put in groups of
+        their own (`sleep 1000 &` under job control) — every process whose session is the one the command leads."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in session_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         if self._writing and self.write_fd >= 0:
@@ -159,6 +163,23 @@ class Terminal:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.read_fd = self.write_fd = -1
+
+
+def session_members(sid: int, proc: str = "/proc") -> list[int]:
+    """The processes of session `sid` (field 6 of /proc/<pid>/stat, proc(5)); none where /proc cannot say."""
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(proc):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"{entry.path}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 3 and fields[3] == str(sid).encode():
+                members.append(int(entry.name))
+    return members
 
 
 async def spawn(cmd: TtyCommand, *, tty: bool, rows: int, cols: int) -> Terminal:

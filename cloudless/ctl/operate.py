@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cloudless import render
-from cloudless.client import ClientError, JSONObject
+from cloudless.client import ClientError, JSONObject, resolve_config
 from cloudless.ctl.core import (
     Ctx,
     UsageError,
@@ -126,17 +127,28 @@ def cmd_exec(args: argparse.Namespace, ctx: Ctx) -> int:
     # options may also sit between WORKLOAD and `--`: parse that part again with the same definitions
     _exec_parser().parse_args(head, namespace=args)
     if args.stdin or args.tty:
-        flags = "-" + ("i" if args.stdin else "") + ("t" if args.tty else "")
-        raise UsageError(f"interactive exec ({flags}) is not supported yet: the agent runs the command to the end "
-                         "without a terminal or standard input and sends back its output",
-                         hint=f"run a command that needs no input, e.g. `cloudless exec {args.workload} -- sh -c "
-                         "'ls -l /; cat /etc/os-release'`")
+        return _interactive(args, ctx, command)
     replica = pick_replica(ctx, args.workload, args.replica)
     if sys.stderr.isatty():
         ctx.err(f"running {command[0]} in {replica} (up to {args.timeout}s) ...")
     result = ctx.api.exec(ctx.namespace, args.workload, replica, command, timeout_seconds=args.timeout)
     _write_output(result.get("output"))
     return exit_status(result.get("exitCode"))
+
+
+def _interactive(args: argparse.Namespace, ctx: Ctx, command: list[str]) -> int:
+    """`exec -i/-t`: a session over the API's WebSocket (cloudless.terminal). `-t` needs a terminal on stdin; without
+    one it goes on without (as kubectl does), saying so."""
+    from cloudless import terminal
+
+    tty = bool(args.tty)
+    if tty and not (os.isatty(0) and os.isatty(1)):
+        ctx.err("cloudless: warning: -t needs a terminal on standard input and output; running without one")
+        tty = False
+    replica = pick_replica(ctx, args.workload, args.replica)
+    cfg = resolve_config(server=args.server, token=args.token, config=args.config, env=ctx.env, warn=ctx.warn)
+    target = terminal.SessionTarget(cfg.server, cfg.token, cfg.ca, ctx.namespace, args.workload, replica)
+    return exit_status(terminal.run(target, command, tty=tty, stdin=bool(args.stdin)))
 
 
 # ---- nodes ----------------------------------------------------------------------------------------------------
@@ -174,11 +186,11 @@ def cmd_node_action(args: argparse.Namespace, ctx: Ctx) -> int:
 def _exec_arguments(p: argparse.ArgumentParser) -> None:
     namespace_arg(p)
     p.add_argument("-i", "--stdin", action="store_true",
-                   help="pass standard input to the command (not supported yet: says so and exits 2)")
+                   help="pass standard input to the command, interactively (Ctrl-C ends the session)")
     p.add_argument("-t", "--tty", action="store_true",
-                   help="give the command a terminal (not supported yet: says so and exits 2)")
+                   help="give the command a terminal: raw mode here, window size followed (with -i: a shell)")
     p.add_argument("--timeout", type=int_in(1, 300), default=30, metavar="SECONDS",
-                   help="give the command at most this many seconds, 1..300 (default 30)")
+                   help="give the command at most this many seconds, 1..300 (default 30; without -i/-t)")
 
 
 def _exec_parser() -> argparse.ArgumentParser:
@@ -205,8 +217,11 @@ def add_logs_exec(sub: Sub, conn: argparse.ArgumentParser) -> None:
                    help=f"keep printing new output (asks every {FOLLOW_INTERVAL_S:g}s) until Ctrl-C")
     p = add_command(sub, "exec", conn, func=cmd_exec, help="run a command in a replica",
                     description="Run a command inside one replica of a workload (default: its first replica on a node) "
-                    "and print its output; exit with the command's exit code. The command comes after `--`.",
+                    "and print its output; exit with the command's exit code. The command comes after `--`. With "
+                    "-i and -t it runs interactively on a terminal (admin credential; the session ends when the "
+                    "command exits, or after an hour with nothing typed or printed).",
                     examples="  cloudless exec web -- ls -l /\n"
+                    "  cloudless exec -it web -- sh\n"
                     "  cloudless exec web web-1a2b3 -n staging -- sh -c 'exit 3'")
     _exec_arguments(p)
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="WORKLOAD [REPLICA] -- CMD [ARG ...]")
