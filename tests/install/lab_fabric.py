@@ -22,8 +22,8 @@ CONTAINERS_CONF = REPO / "scripts" / "containers.conf"
 IMAGE = "localhost/cloudless/busybox:latest"  # `make image` (scripts/build-test-image.sh)
 
 
-def tail(path: Path, chars: int = 3000) -> str:
-    return f"--- {path.name}:\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "<no log>")
+def tail(path: Path, chars: int = 3000, label: str = "") -> str:
+    return f"--- {label or path.name}:\n" + (path.read_text(errors="replace")[-chars:] if path.exists() else "<no log>")
 
 
 class Coordinator:

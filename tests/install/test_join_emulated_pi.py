@@ -7,7 +7,7 @@
                    (`cloudless agent --token`: the one-liner installs into the machine's own home, which for a
                    namespace is this host's)
 
-One module-scoped lab: the emulated installs (the expensive part, ~40 s arm64 and ~55 s armhf) are paid once and
+One module-scoped lab: the emulated installs (the expensive part: 40-60 s per Pi here) are paid once and
 the tests below run in file order on it.
 
 - The Pis: `cloudless token create --join-command` prints the line; each device runs it as printed (curl with the
@@ -100,7 +100,7 @@ class Fabric:
 
     def logs(self) -> str:
         return "\n".join([tail(self.coord.log), self.pc.tail(),
-                          *(tail(d.file(f"{STATE}/agent.log")) for d in self.pis.values())])
+                          *(tail(d.file(f"{STATE}/agent.log"), label=f"{n}: agent.log") for n, d in self.pis.items())])
 
 
 @pytest.fixture(scope="module")
@@ -344,4 +344,3 @@ def test_pi_agents_restart_reinstall_idempotently_and_uninstall_cleanly(fabric: 
     assert not devices["pi32"].file(STATE).exists()
     until(lambda: not any(n["online"] for n in coord.nodes().values() if n["id"] in devices), 120,
           "both Pis offline")
-    print("join times: " + ", ".join(f"{k} {s:.1f} s" for k, s in fabric.join_s.items()))
