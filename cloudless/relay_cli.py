@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     v.add_argument("--data-dir", type=Path, default=Path.home() / ".local/share/cloudless",
                    help="the cluster's data dir (its CA is DATA_DIR/coordinator/pki)")
     v.add_argument("--days", type=float, default=365.0, help="validity in days (default 365, at most 3650)")
+    v.add_argument("--create-ca", action="store_true",
+                   help="create the cluster CA in DATA_DIR/coordinator/pki when there is none yet: the first step of a "
+                   "setup with your own broker (`cloudless up --data-dir DATA_DIR` and the coordinator then use it)")
     v.set_defaults(func=cmd_issue_server)
 
 
@@ -111,7 +114,7 @@ def cmd_issue_server(args: argparse.Namespace) -> int:
         return _refuse(f"--days: {args.days:g} is not between 0 and 3650")
     if args.out.exists() and not args.out.is_dir():
         return _refuse(f"--out: {args.out} exists and is not a directory")
-    pki = _cluster_pki(args.data_dir)
+    pki = _cluster_pki(args.data_dir, create=args.create_ca)
     if pki is None:
         return 2
     try:
@@ -131,24 +134,35 @@ def _refuse(message: str) -> int:
     return 2
 
 
-def _cluster_pki(data_dir: Path) -> Path | None:
-    """DATA_DIR/coordinator/pki when it holds the cluster CA; None (having said so) when not."""
-    from coordinator.pki import CA_CERT, CA_KEY
+def _cluster_pki(data_dir: Path, *, create: bool) -> Path | None:
+    """DATA_DIR/coordinator/pki when it holds the cluster CA (created there with `create`); None (having said so)
+    when not. Without `create` a missing CA is an error: a mistyped --data-dir must not start a second cluster."""
+    from coordinator.pki import CA_CERT, CA_KEY, CertificateAuthority
 
     pki = data_dir / "coordinator" / "pki"
-    if not (pki / CA_CERT).exists() or not (pki / CA_KEY).exists():
-        _refuse(f"--data-dir: no cluster CA in {pki}; run this where the coordinator keeps its data")
+    if (pki / CA_CERT).exists() or (pki / CA_KEY).exists():
+        return pki
+    if not create:
+        _refuse(f"--data-dir: no cluster CA in {pki}; run this where the coordinator keeps its data (or pass "
+                "--create-ca to start a new cluster there)")
         return None
+    CertificateAuthority.load_or_create(pki, "cluster", time.time())
+    print(f"created the cluster CA in {pki} (key 0600): back it up; losing it means re-enrolling every node")
     return pki
 
 
 def issue_server(pki: Path, name: str, hosts: list[str], out: Path, *, lifetime_s: float) -> float:
     """NAME.pem, NAME.key (0600) and ca.pem in `out`: a server certificate from the cluster CA in `pki` naming every
-    host (address or DNS name). Returns its expiry (unix seconds)."""
+    host (address or DNS name). Also the CA's revocation list in `pki` while the coordinator has not written one yet
+    (Mosquitto's `crlfile` must exist when it starts). Returns the certificate's expiry (unix seconds)."""
     from broker.files import write_private
+    from coordinator.identity import CRL_FILE
     from coordinator.pki import CertificateAuthority, key_pem, new_key
 
     ca, _ = CertificateAuthority.load_or_create(pki, "unused", time.time())
+    crl = pki / CRL_FILE
+    if not crl.exists():  # a broker with `crlfile` will not start without one; the coordinator rewrites it at start
+        write_private(crl, ca.crl([], time.time()), mode=0o644)
     key = new_key()
     issued = ca.issue_server(key, hosts=hosts, now=time.time(), lifetime_s=lifetime_s, common_name=name)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)

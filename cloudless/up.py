@@ -47,6 +47,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="address the embedded broker listens on (default 0.0.0.0 when serving other machines, "
                    "127.0.0.1 with --local-only)")
     p.add_argument("--api-port", type=int, default=8470, help="coordinator REST port (default 8470)")
+    p.add_argument("--broker", default=None, metavar="mqtts://HOST:PORT",
+                   help="use a broker you run (Mosquitto with `cloudless broker mosquitto-config --cert-auth` and a "
+                   "certificate from `cloudless pki issue-server`: docs/install.md) instead of starting the embedded "
+                   "one; this machine and every device dial it at this URL")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--advertise", default=None, metavar="ADDR[,ADDR...]",
                        help="the IPv4 addresses and/or host names other machines reach this host at, in the order "
@@ -176,23 +180,24 @@ def ensure_admin_token(data_dir: Path) -> str:
     return tokens["admin"]
 
 
-def ensure_pki(data_dir: Path, hosts: list[str]) -> dict[str, Path]:
-    """The cluster CA (created once, in the coordinator's pki dir), the broker's TLS server certificate for `hosts`
-    (addresses and names; loopback is always added) and a dashboard client certificate for MQTT tools. Returns the
-    paths."""
+def ensure_pki(data_dir: Path, hosts: list[str], *, broker: bool = True) -> dict[str, Path]:
+    """The cluster CA (created once, in the coordinator's pki dir), the embedded broker's TLS server certificate for
+    `hosts` (addresses and names; loopback is always added; not with `broker=False`: the user's own broker has its
+    own, `cloudless pki issue-server`) and a dashboard client certificate for MQTT tools. Returns the paths."""
     from coordinator.pki import CertificateAuthority, CertRole, key_pem, make_csr, new_key
 
     pki = data_dir / "coordinator" / "pki"
     ca, _ = CertificateAuthority.load_or_create(pki, "cluster", time.time())
     out = {"ca": pki / "ca.pem", "revoked": pki / "revoked"}
-    tls = data_dir / "broker-tls"
-    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = new_key()  # the broker's server certificate: fresh at every start, for the names it listens on
-    names = [h for h in dict.fromkeys([*hosts, "127.0.0.1", "localhost"]) if h and h not in ("0.0.0.0", "::")]
-    issued = ca.issue_server(key, hosts=names, now=time.time(), lifetime_s=365 * 86400)
-    _private(tls / "server.key", key_pem(key))
-    (tls / "server.pem").write_bytes(issued.cert_pem)
-    out |= {"server_cert": tls / "server.pem", "server_key": tls / "server.key"}
+    if broker:
+        tls = data_dir / "broker-tls"
+        tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = new_key()  # the broker's server certificate: fresh at every start, for the names it listens on
+        names = [h for h in dict.fromkeys([*hosts, "127.0.0.1", "localhost"]) if h and h not in ("0.0.0.0", "::")]
+        issued = ca.issue_server(key, hosts=names, now=time.time(), lifetime_s=365 * 86400)
+        _private(tls / "server.key", key_pem(key))
+        (tls / "server.pem").write_bytes(issued.cert_pem)
+        out |= {"server_cert": tls / "server.pem", "server_key": tls / "server.key"}
     dash_cert, dash_key = data_dir / "credentials" / "dashboard.pem", data_dir / "credentials" / "dashboard.key"
     if not dash_cert.exists():
         dkey = new_key()
@@ -252,7 +257,7 @@ def _busy_ports(args: argparse.Namespace, api_host: str) -> str | None:
     loopback too when binding every address: a listener there takes the port from a wildcard bind)."""
     from broker.cli import port_in_use
 
-    wanted = [(args.mqtt_host, args.mqtt_port, "MQTT", "--mqtt-port"),
+    wanted = [*([(args.mqtt_host, args.mqtt_port, "MQTT", "--mqtt-port")] if args.broker is None else []),
               *((api_host, args.api_port + i, "API", "--api-port") for i in range(args.coordinators))]
     if not args.no_relay:
         wanted.append((args.mqtt_host, args.relay_port, "relay", "--relay-port"))
@@ -265,6 +270,21 @@ def _busy_ports(args: argparse.Namespace, api_host: str) -> str | None:
             return (f"port {port} ({what}) on {host} is in use ({other}a second `cloudless up`?): pass {flag} "
                     f"{port + 10}{extra}")
     return None
+
+
+def _external_broker_problem(url: str) -> str | None:
+    """Why --broker URL is unusable, or None: the cluster's clients authenticate with certificates, so TLS."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{url[:80]!r} has a bad port"
+    if parts.scheme != "mqtts" or not parts.hostname or parts.path not in ("", "/"):
+        return (f"expected mqtts://HOST:PORT, got {url[:80]!r} (the cluster's clients authenticate with "
+                "certificates: the broker must speak TLS)")
+    return None if port else f"{url[:80]!r}: give the port (Mosquitto's TLS listener, e.g. 8883)"
 
 
 def _local(url: str) -> str:
@@ -307,6 +327,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except AdvertiseError as exc:
         print(f"cloudless up: {exc}", file=sys.stderr)
         return 2
+    if args.broker is not None and (why := _external_broker_problem(args.broker)):
+        print(f"cloudless up: --broker: {why}", file=sys.stderr)
+        return 2
     broker_host_given = args.mqtt_host is not None
     args.mqtt_host = args.mqtt_host or where.bind
     api_host = where.bind
@@ -317,7 +340,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 2
     ensure_credentials(data_dir)  # broker roles (coordinator@local, dashboard@local)
     token = ensure_admin_token(data_dir)
-    pki = ensure_pki(data_dir, where.san_hosts(*([args.mqtt_host] if broker_host_given else [])))
+    pki = ensure_pki(data_dir, where.san_hosts(*([args.mqtt_host] if broker_host_given else [])),
+                     broker=args.broker is None)
     children: list[Child] = []
     gone: set[str] = set()
     stopping = False
@@ -329,19 +353,23 @@ def _cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     me = [sys.executable, "-m", "cloudless", "--log-level", os.environ.get("CLOUDLESS_LOG_LEVEL", "INFO")]
     try:
-        broker, line = start_child(
-            "broker",
-            [*me, "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
-             "--auth-dir", str(data_dir / "broker-auth"), "--cert-auth", "--revoked", str(pki["revoked"]),
-             "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]), "--tls-ca", str(pki["ca"])],
-            "cloudless broker: listening on",
-        )
-        children.append(broker)
-        url = _local(line.rsplit(" ", 1)[-1])  # how this machine's coordinator and agent dial it
-        # what enrolled devices are told to dial: the first advertised address (each device then dials the address
-        # it reached the API at, edge_agent.identity.broker_for), or the one address the broker was told to bind
-        node_broker = url if where.local_only or args.mqtt_host != where.bind else \
-            where.urls("mqtts", args.mqtt_port)[0]
+        if args.broker is not None:  # the user's own (Mosquitto): everyone, devices included, dials it as given
+            url = node_broker = args.broker
+        else:
+            broker, line = start_child(
+                "broker",
+                [*me, "broker", "--host", args.mqtt_host, "--port", str(args.mqtt_port),
+                 "--auth-dir", str(data_dir / "broker-auth"), "--cert-auth", "--revoked", str(pki["revoked"]),
+                 "--tls-cert", str(pki["server_cert"]), "--tls-key", str(pki["server_key"]),
+                 "--tls-ca", str(pki["ca"])],
+                "cloudless broker: listening on",
+            )
+            children.append(broker)
+            url = _local(line.rsplit(" ", 1)[-1])  # how this machine's coordinator and agent dial it
+            # what enrolled devices are told to dial: the first advertised address (each device then dials the
+            # address it reached the API at, edge_agent.identity.broker_for), or the one address it was told to bind
+            node_broker = url if where.local_only or args.mqtt_host != where.bind else \
+                where.urls("mqtts", args.mqtt_port)[0]
         relay_flags: list[str] = []
         import importlib.util
 

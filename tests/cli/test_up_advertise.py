@@ -155,6 +155,21 @@ def test_issue_server_writes_a_certificate_the_ca_verifies_for_every_san(
     assert load_pem_private_key((out / "mosquitto.key").read_bytes(), None).public_key() == key
     other = CertificateAuthority.create("other", time.time()).cert_pem
     assert not verifies(other, cert_pem, "nas.lan")  # it is the cluster CA's, not any CA's
+    # Mosquitto's crlfile must exist before the coordinator first writes it: an empty CRL from the same CA
+    crl = x509.load_pem_x509_crl((cluster / "coordinator" / "pki" / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(x509.load_pem_x509_certificate(ca).public_key()) and len(crl) == 0  # type: ignore[arg-type]
+
+
+def test_issue_server_creates_the_cluster_ca_only_when_asked(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["pki", "issue-server", "--name", "mosquitto", "--san", "nas.lan", "--out", str(tmp_path / "out"),
+            "--data-dir", str(tmp_path / "data")]
+    assert main(argv) == 2 and "--create-ca" in capsys.readouterr().err
+    assert main([*argv, "--create-ca"]) == 0 and "created the cluster CA" in capsys.readouterr().out
+    ca = (tmp_path / "data" / "coordinator" / "pki" / "ca.pem").read_bytes()
+    assert main(argv) == 0  # the CA now exists: used, not replaced
+    assert (tmp_path / "data" / "coordinator" / "pki" / "ca.pem").read_bytes() == ca
+    assert verifies(ca, (tmp_path / "out" / "mosquitto.pem").read_bytes(), "nas.lan")
 
 
 @pytest.mark.parametrize(("args", "why"), [
