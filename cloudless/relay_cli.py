@@ -58,9 +58,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "accept the server. Use it for a standalone Mosquitto; a standalone coordinator issues its own API "
         "certificate from the same CA (`cloudless coordinator --pki --api-hostname NAME`).",
         epilog="example (a Mosquitto on the coordinator's machine, 192.168.1.10 / nas.lan):\n"
-        "  cloudless pki issue-server --name mosquitto --san 192.168.1.10,nas.lan --out /etc/mosquitto/certs\n"
-        "then in mosquitto.conf: certfile .../mosquitto.pem, keyfile .../mosquitto.key, cafile .../ca.pem "
-        "(docs/install.md)")
+        "  cloudless pki issue-server --create-ca --data-dir /var/lib/cloudless --name mosquitto \\\n"
+        "      --san 192.168.1.10,nas.lan --out /etc/mosquitto/cloudless/tls\n"
+        "then `cloudless broker mosquitto-config ... --cert-auth` with --tls-cert .../mosquitto.pem, --tls-key "
+        ".../mosquitto.key, --tls-ca .../ca.pem (the full production path: docs/install.md)")
     v.add_argument("--name", required=True,
                    help="the server's name: the certificate's common name and the file names NAME.pem/NAME.key")
     v.add_argument("--san", required=True, metavar="ADDR[,ADDR...]",

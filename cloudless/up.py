@@ -39,7 +39,9 @@ def default_data_dir() -> Path:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="start a local cluster: embedded broker, coordinator and a local agent",
-                       description="Start a local Cloudless cluster in the foreground. Ctrl-C stops it.")
+                       description="Start a Cloudless cluster on this machine in the foreground: other machines join "
+                       "it at the addresses it advertises (--advertise; --local-only for this machine alone). "
+                       "Ctrl-C stops it.")
     p.add_argument("--data-dir", type=Path, default=None,
                    help=f"where state and credentials live (default {default_data_dir()})")
     p.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker port (default 1883)")
