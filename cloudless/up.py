@@ -307,10 +307,13 @@ def _coordinator_exposure(where: Exposure, port: int, node_broker: str, *, sever
     return [*flags, "--advertise", urls[0] if several else ",".join(urls), "--node-broker", node_broker]
 
 
-def _devices_line(where: Exposure, api_port: int, node_broker: str) -> str:
+def _devices_line(where: Exposure, api_port: int, node_broker: str, *, asked_local: bool) -> str:
     """What `up` tells the user about other machines."""
-    if where.local_only:
+    if where.local_only and asked_local:
         return "this machine only (--local-only); `cloudless up --advertise ADDR` serves other machines"
+    if where.local_only:
+        return ("this machine only: it has no network address but loopback (and no host name); `cloudless up "
+                "--advertise ADDR` serves other machines")
     return (f"join at {', '.join(where.urls('https', api_port))} (tried in this order; broker {node_broker}); "
             "choose with --advertise ADDR[,ADDR...]")
 
@@ -420,7 +423,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"\nCloudless is up (mutual TLS everywhere).\n"
               f"  API:         {api}  (admin token in {data_dir / 'credentials' / 'admin-token'}, CA {pki['ca']})\n"
               f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
-              f"  devices:     {_devices_line(where, args.api_port, node_broker)}\n"
+              f"  devices:     {_devices_line(where, args.api_port, node_broker, asked_local=args.local_only)}\n"
               f"  relay:       {relay_flags[1].split('=', 1)[1] if relay_flags else 'none (--no-relay)'}\n"
               f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
               f"{pki['dashboard_cert']} / {pki['dashboard_key']}\n"

@@ -196,3 +196,13 @@ def test_issue_server_requires_name_san_and_out(capsys: pytest.CaptureFixture[st
 
 def test_hosts_for_a_standalone_server_may_be_ipv6() -> None:
     assert parse_hosts("fd00::10,nas.lan", flag="--san") == ["fd00::10", "nas.lan"]
+
+
+@pytest.mark.parametrize(("where", "asked_local", "expected"), [
+    (Exposure(("192.0.2.2", "vm"), "0.0.0.0"), False,
+     "join at https://192.0.2.2:8470, https://vm:8470 (tried in this order; broker mqtts://192.0.2.2:1883)"),
+    (Exposure((), "127.0.0.1"), True, "this machine only (--local-only)"),
+    (Exposure((), "127.0.0.1"), False, "it has no network address but loopback"),
+], ids=["advertised", "local-only", "nothing-found"])
+def test_up_tells_where_devices_join(where: Exposure, asked_local: bool, expected: str) -> None:
+    assert expected in up._devices_line(where, 8470, "mqtts://192.0.2.2:1883", asked_local=asked_local)
