@@ -243,6 +243,12 @@ async def run(n: int, size: int, runs: int) -> list[Result]:
 
 # ---- the report ----------------------------------------------------------------------------------------------
 
+def share(r: Result, base: Result) -> str:
+    """r's throughput as a percentage of base's (a decimal below 10 %: the overlay cases are ~1 % of local TCP)."""
+    value = 100 * r.mib_s / base.mib_s
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
 def render(results: list[Result], n: int, mib: int, runs: int) -> str:
     by = {r.case: r for r in results}
     tcp, stream = by["local TCP"], by["overlay stream (direct)"]
@@ -251,7 +257,7 @@ def render(results: list[Result], n: int, mib: int, runs: int) -> str:
     def row(r: Result) -> list[object]:
         bases = (tcp, stream if r in (stream, cross) else None)  # an overlay stream is a baseline of those only
         ratios = [f"{r.setup_p50_ms / base.setup_p50_ms:.1f}x" if base else "" for base in bases]
-        shares = [f"{100 * r.mib_s / base.mib_s:.0f} %" if base else "" for base in bases]
+        shares = [share(r, base) if base else "" for base in bases]
         return [r.case, f"{r.setup_p50_ms:.2f}", f"{r.setup_p95_ms:.2f}", f"{r.setup_p99_ms:.2f}", *ratios,
                 f"{r.setup_cpu_ms:.2f}", f"{r.mib_s:.1f}", *shares, f"{r.cpu_ms_per_mib:.1f}",
                 " / ".join(f"{s:.1f}" for s in r.mib_s_runs)]
@@ -276,15 +282,15 @@ def render(results: list[Result], n: int, mib: int, runs: int) -> str:
         "",
         f"- **Service, cross node** against the overlay stream it rides: setup p50 "
         f"+{cross.setup_p50_ms - stream.setup_p50_ms:.2f} ms ({cross.setup_p50_ms / stream.setup_p50_ms:.1f}x), "
-        f"throughput {100 * cross.mib_s / stream.mib_s:.0f} %; against local TCP: setup "
-        f"{cross.setup_p50_ms / tcp.setup_p50_ms:.1f}x, throughput {100 * cross.mib_s / tcp.mib_s:.0f} %.",
+        f"throughput {share(cross, stream)}; against local TCP: setup "
+        f"{cross.setup_p50_ms / tcp.setup_p50_ms:.1f}x, throughput {share(cross, tcp)}.",
         f"- **Service, same node** against local TCP: setup p50 +{same.setup_p50_ms - tcp.setup_p50_ms:.2f} ms "
-        f"({same.setup_p50_ms / tcp.setup_p50_ms:.1f}x), throughput {100 * same.mib_s / tcp.mib_s:.0f} % (two TCP "
+        f"({same.setup_p50_ms / tcp.setup_p50_ms:.1f}x), throughput {share(same, tcp)} (two TCP "
         "connections and a splice in Python instead of one connection" + (
             "; above 100 % because the splice adds a buffer between sender and sink sharing one event loop: read it "
             "as no measurable cost" if same.mib_s > tcp.mib_s else "") + ").",
         f"- Overlay stream against local TCP: setup {stream.setup_p50_ms / tcp.setup_p50_ms:.1f}x, throughput "
-        f"{100 * stream.mib_s / tcp.mib_s:.0f} % (QUIC in Python: {stream.cpu_ms_per_mib:.0f} ms of CPU per MiB "
+        f"{share(stream, tcp)} (QUIC in Python: {stream.cpu_ms_per_mib:.0f} ms of CPU per MiB "
         f"against {tcp.cpu_ms_per_mib:.1f} ms).",
         f"- What the service path adds on the cross node case, per MiB: "
         f"{cross.cpu_ms_per_mib - stream.cpu_ms_per_mib:.1f} ms of CPU over the overlay stream (two splices, the "
