@@ -40,7 +40,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.report import DOC, table, write_section  # noqa: E402
-from broker.wire import PathKind, ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable  # noqa: E402
+from broker.wire import (  # noqa: E402
+    PathKind,
+    PeerEntry,
+    RelayInfo,
+    ServiceEndpoint,
+    ServicePort,
+    ServiceRecord,
+    ServiceTable,
+)
 from dataplane.services import ServiceProxy  # noqa: E402
 from tests.dataplane.servicenet import Binds  # noqa: E402
 from tests.dataplane.test_overlay_facade import RELAY, Net, make_net, until  # noqa: E402
@@ -171,7 +179,11 @@ def service_table(node: str, *services: ServiceRecord) -> ServiceTable:
 async def direct_net() -> Net:
     """Node A ("pi") and node B ("laptop") with a relay, connected, on their direct (LAN) path."""
     net = await make_net(direct=True)
-    net.connect()
+    # the directories a coordinator would publish: pi dials laptop, both hold the relay (its UDP address only:
+    # Net.connect() lists a dead one first, which tests the fallback and would only slow the start here)
+    relays = (RelayInfo(relay_id=RELAY, addresses=(f"127.0.0.1:{net.relay.address[1]}",)),)
+    net.pi.apply(relays, (PeerEntry(node_id="laptop", relays=(RELAY,), dial=True),), ())
+    net.laptop.apply(relays, (PeerEntry(node_id="pi", relays=(RELAY,)),), ())
 
     def settled() -> bool:
         peers = net.pi.report(time.time()).peers
