@@ -28,7 +28,6 @@ import ast
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 import yaml
@@ -207,6 +206,13 @@ def _file_example(f: FieldDoc, documents: Sequence[tuple[str, object]]) -> Examp
     return _first_at(f.path, documents)
 
 
+def _richest_at(path: str, documents: Sequence[tuple[str, object]]) -> Example | None:
+    """The object at `path` with the most keys in any example document (the first of those), to show a section."""
+    parts = [p for p in path.split(".") if p]
+    found = [Example(v, source) for source, doc in documents for v in _values_at(doc, parts)]
+    return max(found, key=lambda e: len(e.value) if isinstance(e.value, dict) else 0, default=None)
+
+
 def _first_at(path: str, documents: Sequence[tuple[str, object]]) -> Example | None:
     """The first value any example document has at `path` (`a[].b`: key b of any item of list a)."""
     parts = [p for p in path.split(".") if p]
@@ -271,15 +277,15 @@ def missing_examples(documents: Sequence[tuple[str, object]], root: type[Any] = 
 
 
 def _flow(value: object) -> str:
-    """A value as YAML flow text (JSON is valid YAML flow; plain strings without quotes where that is safe)."""
-    if isinstance(value, str) and value and value[0] not in "-./" and all(c.isalnum() or c in "-_/." for c in value):
-        return value if not value.isdigit() and value not in ("true", "false", "null") else json.dumps(value)
+    """A value as YAML flow text: JSON (valid YAML flow) with strings unquoted where YAML reads them back as the
+    same string (`yes`, `8080`, `null` stay quoted)."""
+    if isinstance(value, str):
+        plain = bool(value) and all(c.isalnum() or c in "-_/.%" for c in value)
+        return value if plain and yaml.safe_load(f"[{value}]") == [value] else json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, StrEnum):
-        return _flow(str(value))
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -440,10 +446,10 @@ def _object_section(path: str, cls: type[Any], rows: Sequence[FieldDoc], *, comm
 
 
 def _section_example(path: str, documents: Sequence[tuple[str, object]], link_prefix: str) -> list[str]:
-    """The object at `path` as the first example file that has one writes it, nested under its keys."""
+    """The object at `path` as the example file with the fullest one writes it, nested under its keys."""
     if not path:
         return []  # the whole document: see the Examples section
-    found = _first_at(path, documents)
+    found = _richest_at(path, documents)
     if found is None:
         return []
     nested: object = found.value

@@ -125,3 +125,13 @@ def test_new_fields_appear_with_their_comments_and_are_reported_when_undescribed
     assert spec_doc.missing_descriptions(comments, _Service) == [
         "_Backend.weights (at backends[].weights)", "_Service.backends (at backends)"]
     assert spec_doc.missing_examples([], _Service) == ["dnsName"]  # the numbers get one derived from their range
+
+
+def test_example_values_read_back_as_written() -> None:
+    """Strings YAML would read as something else (`yes` is a boolean in YAML 1.1, `8080` a number) are quoted."""
+    docs = [("examples/svc.yaml", {"dnsName": "yes", "backends": [{"targetPort": 8080, "weights": [1, 2]}]})]
+    text = spec_doc.render({}, docs, root=_Service)
+    assert '| `"yes"` ([examples/svc.yaml]' in text
+    assert "| `[1, 2]` ([examples/svc.yaml]" in text
+    docs = [("examples/svc.yaml", {"dnsName": "8080"})]
+    assert '| `"8080"` ([examples/svc.yaml]' in spec_doc.render({}, docs, root=_Service)
