@@ -21,9 +21,9 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
     "WorkloadSpec.image": "Container image reference ([registry/]name[:tag][@digest]); empty for a process workload.",
     "WorkloadSpec.runtime": "Where replicas may run: `container`, `process` (no image: Termux, hosts without "
                             "Podman) or `any` (decided by what the rest of the spec needs).",
-    "WorkloadSpec.command": "The program and its arguments (the image's entrypoint is replaced); a process "
-                            "workload needs one.",
-    "WorkloadSpec.args": "Arguments appended to `command` (or to the image's entrypoint).",
+    "WorkloadSpec.command": "The program and its arguments; replaces the image's ENTRYPOINT and CMD (Kubernetes "
+                            "semantics). A process workload needs one.",
+    "WorkloadSpec.args": "Arguments after `command`; without a command they replace the image's CMD.",
     "WorkloadSpec.env": "Environment variables of every replica.",
     "WorkloadSpec.replicas": "How many replicas to run.",
     "WorkloadSpec.resources": "CPU and memory requests (reserved by the scheduler) and limits (enforced).",
@@ -57,8 +57,8 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
     "PlacementSpec.arch": "Only nodes of one of these CPU architectures (as `uname -m`: `x86_64`, `aarch64`, "
                           "`armv7l`).",
     "PlacementSpec.os": "Only nodes running one of these operating systems (`linux`, `android`).",
-    "PlacementSpec.spread": "Spread replicas over nodes or zones: at most one per node (`node`), balanced over "
-                            "zones (`zone`), or no rule (`none`).",
+    "PlacementSpec.spread": "Prefer nodes (`node`) or zones (`zone`) with fewer replicas of this workload; a "
+                            "score, not a rule (for a hard one: `antiAffinity`). `none`: no preference.",
     "PlacementSpec.nodeAffinity": "Label rules: hard (`required`) and soft (`preferred`).",
     "PlacementSpec.antiAffinity": "Workloads whose replicas this one never shares a node (or zone) with.",
     "PlacementSpec.tolerations": "Taints this workload tolerates.",
@@ -96,7 +96,7 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
     "HTTPGetAction.port": "Container port to connect to.",
     "HTTPGetAction.path": "Request path.",
     "TCPSocketAction.port": "Container port to connect to.",
-    "SecurityContext.runAsUser": "UID the program runs as (a non-root agent's process runs as the agent's own).",
+    "SecurityContext.runAsUser": "UID the program runs as (a non-root process agent can run only its own UID).",
     "SecurityContext.runAsGroup": "GID the program runs as.",
     "SecurityContext.runAsNonRoot": "Refuse to start when the program would run as root.",
     "SecurityContext.readOnlyRootFilesystem": "Mount the image read-only (containers only; writable places come "
@@ -116,7 +116,7 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
     "VolumeSpec.mountPath": "Where it is mounted in the container.",
     "VolumeSpec.emptyDir": "A scratch directory that lives as long as the replica.",
     "EmptyDir.medium": "`\"\"` (disk) or `Memory` (tmpfs).",
-    "EmptyDir.sizeLimit": "Size cap of the directory.",
+    "EmptyDir.sizeLimit": "Size of the tmpfs with `medium: Memory` (a disk directory is not capped).",
     "SecretVolumeSpec.secret": "Secret name (in the workload's namespace).",
     "SecretVolumeSpec.mountPath": "Directory the files appear in (read-only tmpfs).",
     "SecretVolumeSpec.items": "Keys to mount and their file names (none: every key, file named after it).",
