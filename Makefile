@@ -64,6 +64,7 @@ bench: $(STAMP) sysdeps image
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/secrets_service.py
 	$(BIN)/python bench/overlay.py
+	$(BIN)/python bench/services.py
 
 # docs/spec.md from the workload schema (coordinator/spec_doc.py); tests/test_spec_doc.py fails when it is stale
 .PHONY: docs
