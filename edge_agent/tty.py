@@ -93,11 +93,15 @@ class Terminal:
                 data = b""
             if not fut.done():
                 fut.set_result(data)
-        loop.add_reader(self.read_fd, ready)
+        fd = self.read_fd
+        if fd < 0:
+            return b""
+        loop.add_reader(fd, ready)
         try:
             return await fut
         finally:
-            loop.remove_reader(self.read_fd)
+            if self.read_fd == fd:  # not closed meanwhile (`close` removes it itself)
+                loop.remove_reader(fd)
 
     def write(self, data: bytes) -> None:
         if self.write_fd < 0 or len(self._pending) + len(data) > PENDING_MAX:
@@ -156,8 +160,11 @@ class Terminal:
                 os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._writing and self.write_fd >= 0:
-            asyncio.get_running_loop().remove_writer(self.write_fd)
+            loop.remove_writer(self.write_fd)
+        if self.read_fd >= 0:
+            loop.remove_reader(self.read_fd)
         for fd in {self.read_fd, self.write_fd}:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -329,6 +336,8 @@ class TtySessions:
         """The agent stops: every command is killed, every session task ends."""
         for session in self.sessions.values():
             session.end("the agent stopped")
+            session.terminal.close()  # here: a task cancelled before its first step never runs its `finally`
+        self.sessions.clear()
         for task in self._tasks:
             task.cancel()
 

@@ -58,9 +58,9 @@ class TtyBus(Protocol):
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...) -> object: ...
 
-    async def subscribe(self, topic_filter: str, handler: Any, *, qos: int = ...) -> int: ...
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...) -> object: ...
 
-    async def unsubscribe(self, topic_filter: str) -> None: ...
+    async def subscribe(self, topic_filter: str, handler: Any, *, qos: int = ...) -> int: ...
 
 
 class TtyHandlers:
@@ -120,7 +120,8 @@ class TtyHandlers:
             self.inbound[session.session_id] = asyncio.Queue(maxsize=1024)
             await ws.prepare(request)
             log.info("tty session %s: %s on %s (%s)", session.session_id, rid, r.node, opened.command[0][:64])
-            await self._run(ws, bus, session, opened)
+            with contextlib.suppress(ConnectionError):  # the client went away while we wrote to it
+                await self._run(ws, bus, session, opened)
         finally:
             self.sessions.close(session.session_id)
             self.inbound.pop(session.session_id, None)
@@ -175,6 +176,7 @@ class Relay:
     def __init__(self, coord: Engine, bus: TtyBus, ws: web.WebSocketResponse, session: TtySession,
                  inbound: asyncio.Queue[TtyOutput]) -> None:
         self.coord, self.bus, self.ws, self.session, self.inbound = coord, bus, ws, session, inbound
+        self.settled = False  # the node's command is over (its last frame came) or it was told to end it
 
     async def send(self, **kw: Any) -> None:
         frame = self.session.frame(self.coord.clock(), **kw)
@@ -184,17 +186,29 @@ class Relay:
             log.warning("tty session %s: cannot send to %s: %s", self.session.session_id, self.session.node_id, exc)
 
     async def run(self, *, stdin: bool) -> None:
+        """Until the node's last frame, the client leaving (or its connection failing), or `_end`; whatever the
+        way — aiohttp cancels the handler when the client's connection drops — a node whose command may still run
+        is told to kill it (handed to the MQTT client at once: no await that a cancellation could skip)."""
         reader = asyncio.create_task(self.from_client(stdin=stdin))
         writer = asyncio.create_task(self.to_client())
-        done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        if writer not in done:  # the client left (or broke the protocol): the node kills the command
-            writer.cancel()
-            await self.send(close=True)
-        else:
-            reader.cancel()
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            if not self.settled:
+                self.settled = True
+                self.send_nowait(close=True)
         for task in (reader, writer):
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):  # a client gone mid-write
                 await task
+
+    def send_nowait(self, **kw: Any) -> None:
+        frame = self.session.frame(self.coord.clock(), **kw)
+        try:
+            self.bus.publish_nowait(topics.node_tty_in(self.session.node_id), wire.encode(frame), qos=1)
+        except MqttError as exc:
+            log.warning("tty session %s: cannot send to %s: %s", self.session.session_id, self.session.node_id, exc)
 
     async def from_client(self, *, stdin: bool) -> None:
         async for msg in self.ws:
@@ -230,11 +244,10 @@ class Relay:
                 for frame in accepted.items:
                     if frame.data:
                         await self.ws.send_bytes(frame.data)
-                    if frame.exit_code is not None:
-                        await self.ws.send_json({"exit": frame.exit_code})
-                        return
-                    if frame.error:
-                        await self.ws.send_json({"error": f"node {s.node_id}: {frame.error}"})
+                    if frame.last:
+                        self.settled = True
+                        await self.ws.send_json({"exit": frame.exit_code} if frame.exit_code is not None
+                                                else {"error": f"node {s.node_id}: {frame.error}"})
                         return
                 if accepted.lost:
                     await self._end(f"output {accepted.lost}")
@@ -248,6 +261,7 @@ class Relay:
 
     async def _end(self, why: str) -> None:
         self.session.ended = why
+        self.settled = True
         await self.send(close=True)
         await self.ws.send_json({"error": f"session ended: {why}"})
 
