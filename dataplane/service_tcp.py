@@ -115,11 +115,11 @@ class TcpPath:
         stream: Stream | None = None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
+                # the target rides behind the overlay's service name: one round trip for both answers
                 stream = await self.host.overlay.open_stream(choice.endpoint.node, STREAM_SERVICE,
-                                                        timeout_s=self.connect_timeout_s)
-                reader, writer = stream
-                writer.write(stream_header(target))
-                await writer.drain()
+                                                             timeout_s=self.connect_timeout_s,
+                                                             early=stream_header(target))
+                reader, _writer = stream
                 status = (await reader.readexactly(1))[0]
                 if status == OK:
                     return stream
