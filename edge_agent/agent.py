@@ -48,6 +48,7 @@ from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcil
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
 from edge_agent.secret_layout import Materialized, needs_secrets, owner_of, secret_changes
 from edge_agent.secrets import SecretFiles, SecretVault, default_root
+from edge_agent.services import AgentServices, ServiceSettings
 from edge_agent.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         identity: NodeIdentity | None = None,
         overlay: AgentOverlay | None = None,
+        services: ServiceSettings | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id
@@ -107,6 +109,9 @@ class Agent:
         self.overlay = overlay or AgentOverlay(
             node_id=self.node_id, mqtt=mqtt, clock=clock, identity=lambda: self.identity,
             settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port), max_epoch=lambda: self.max_epoch)
+        self.services = AgentServices(node_id=self.node_id, mqtt=mqtt, runtime=runtime, overlay=self.overlay,
+                                      clock=clock, settings=services or ServiceSettings(),
+                                      max_epoch=lambda: self.max_epoch)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -122,6 +127,9 @@ class Agent:
         await self.mqtt.subscribe(topics.node_desired(self.node_id), self._on_desired_message, qos=1)
         await self.mqtt.subscribe(topics.node_cmd(self.node_id), self.commands.on_message, qos=1)
         await self.overlay.start()  # never raises: without it the node reports why and runs workloads anyway
+        await self.services.start()  # never raises either (after the overlay: the proxy rides it)
+        if hasattr(self.runtime, "services"):  # containers point their resolver at the agent only while it answers
+            setattr(self.runtime, "services", self.services.enabled)  # noqa: B010
         await self.mqtt.start()
         for coro in (self._reconcile_loop(), self._probe_loop(), self._heartbeat_loop()):
             self._tasks.append(asyncio.create_task(coro))
@@ -138,6 +146,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.commands.cancel()
+        await self.services.stop()
         await self.overlay.stop()
         # the goodbye: `offline` with our clock, acknowledged, then DISCONNECT (mqtt.stop flushes and waits for
         # the broker to close), so a routine restart never reaches the coordinator as the last will (a crash)
@@ -253,6 +262,7 @@ class Agent:
         with contextlib.suppress(OSError):  # the files of replicas that went away go with them
             await asyncio.to_thread(self.secret_files.keep_only, {s.replica_id for s in wanted if needs_secrets(s)})
         self._sync_trackers(wanted)
+        self.services.sync(self.instances)
         await self._publish_observed()
 
     async def _guard(self, records: dict[str, ReplicaRecord], rid: str, now: float, op: object,
@@ -304,6 +314,8 @@ class Agent:
     async def _create(self, spec: ReplicaSpec) -> None:
         generation = self.desired.generation if self.desired is not None else 0
         mounted = await self._secrets_for(spec) if needs_secrets(spec) else None
+        if self.runtime_info.name == "process":  # processes share the host's network: services as variables
+            spec = self.services.with_service_env(spec)
         inst = await self.runtime.create(spec, generation, mounted)
         if mounted is not None:
             self._secret_versions[inst.instance_id] = mounted.versions
@@ -517,4 +529,4 @@ class Agent:
             schedulable=self.gate_state.schedulable, mqtt_connected=self.mqtt.connected, replicas=replicas,
             counters=self.counters, state_writes=self.store.writes,
             desired_generation=self.desired.generation if self.desired else None,
-            desired_epoch=self.desired.epoch if self.desired else None)
+            desired_epoch=self.desired.epoch if self.desired else None, services=self.services.samples())

@@ -75,6 +75,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="UDP port of the QUIC overlay between devices (default 41641; 0: any free port)")
     p.add_argument("--no-overlay", action="store_true",
                    help="run without the overlay (workloads still run; the node reports it has none)")
+    p.add_argument("--no-services", action="store_true",
+                   help="run without services: no service names or addresses inside this node's workloads (by "
+                   "default containers resolve through the agent and processes get <SVC>_SERVICE_HOST/_PORT)")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -138,7 +141,7 @@ def slim_podman_imports() -> None:
     warnings.filterwarnings("ignore", message="Unable to find acceptable character detection", module="requests")
 
 
-def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
+def choose_runtime(cfg, runtime_name: str, *, services: bool = False):  # type: ignore[no-untyped-def]
     """The runtime adapter: explicit choice, else the profile's, else Podman when installed; the process runtime, with
     one warning, when the agent was installed without its Podman support (edge_agent.runtime.choice)."""
     from edge_agent.runtime import choice
@@ -151,7 +154,7 @@ def choose_runtime(cfg, runtime_name: str):  # type: ignore[no-untyped-def]
         from edge_agent.runtime.podman import PodmanRuntime
 
         return PodmanRuntime(node_id=cfg.node_id, cluster=cfg.cluster_id, adopt=known_replicas(cfg.data_dir),
-                             socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf)
+                             socket_path=cfg.podman_socket, containers_conf=cfg.containers_conf, services=services)
     from edge_agent.runtime.process import ProcessRuntime
 
     return ProcessRuntime(node_id=cfg.node_id, cluster=cfg.cluster_id, root=cfg.data_dir / "process",
@@ -177,9 +180,10 @@ def _no_log_file(path: Path) -> None:
 
 
 async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  # type: ignore[no-untyped-def]
-              log_to_file: Callable[[Path], None] = _no_log_file) -> int:
+              log_to_file: Callable[[Path], None] = _no_log_file, services: bool = True) -> int:
     """Run the agent until SIGINT/SIGTERM. `log_identity`/`log_to_file`: the `cloudless` command's log setup
-    (args.log_identity, args.log_to_file: the daemons never import that package)."""
+    (args.log_identity, args.log_to_file: the daemons never import that package). `services`: False for
+    --no-services (edge_agent.services)."""
     from broker import wire
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
@@ -188,6 +192,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     from edge_agent.config import parse_broker_url
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
+    from edge_agent.services import ServiceSettings
 
     log_identity("node", cfg.node_id)
     log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
@@ -203,7 +208,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     cfg = dataclasses.replace(cfg, cluster_id=cluster.of_ca_file(identity.ca) if identity is not None
                               else cluster.remembered(cfg.data_dir, cluster.of_broker(broker.host, broker.port)))
     log.info("node %s of cluster %s", cfg.node_id, cfg.cluster_id)
-    runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime)
+    runtime = choose_runtime(cfg, cfg.runtime if cfg.runtime != "auto" else profile.runtime, services=services)
     tls: ClientTls | None
     if identity is not None:
         tls = ClientTls(ca_file=identity.ca, cert_file=identity.cert, key_file=identity.key)
@@ -216,7 +221,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     )
     agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
                   profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s,
-                  identity=identity)
+                  identity=identity, services=ServiceSettings(enabled=services))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -285,7 +290,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
         raise_nofile_limit()  # issue 16: the agent opens workloads' logs, sockets and podman's API
         return asyncio.run(run(cfg, log_identity=getattr(args, "log_identity", _no_identity),
-                               log_to_file=getattr(args, "log_to_file", _no_log_file)))
+                               log_to_file=getattr(args, "log_to_file", _no_log_file),
+                               services=not args.no_services))
     except AgentError as exc:
         print(f"cloudless agent: error: {exc}", flush=True)
         return 2

@@ -58,6 +58,22 @@ class ReplicaSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSample:
+    """One service's counters as the agent's service proxy keeps them (edge_agent.services)."""
+
+    service: str
+    namespace: str
+    connections: Mapping[str, int]  # by locality tier: node, zone, any
+    active: int = 0
+    bytes_out: int = 0  # client -> endpoint
+    bytes_in: int = 0  # endpoint -> client
+    connect_failures: int = 0
+    no_endpoint: int = 0
+    bind_failures: int = 0
+    served: int = 0  # connections from other nodes to a replica here
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Everything one scrape reports (built by the agent, rendered here)."""
 
@@ -77,6 +93,7 @@ class Sample:
     state_writes: int
     desired_generation: int | None
     desired_epoch: int | None
+    services: tuple[ServiceSample, ...] = ()
 
 
 def replica_samples(wanted: Sequence[ReplicaSpec], instances: Sequence[Instance], ready: Mapping[str, bool],
@@ -163,7 +180,28 @@ def render(s: Sample) -> str:
              [({"replica": r.replica_id}, r.memory_bytes) for r in reps])
     d.family("cloudless_agent_probe_failures_total", "counter", "Failed health probes, per replica and probe",
              [({"replica": rid, "probe": kind}, n) for (rid, kind), n in sorted(s.counters.probe_failures.items())])
+    _services(d, s.services)
     return "\n".join(d.lines) + "\n"
+
+
+def _services(d: _Doc, services: Sequence[ServiceSample]) -> None:
+    def who(v: ServiceSample, **more: str) -> dict[str, str]:
+        return {"service": v.service, "namespace": v.namespace, **more}
+
+    d.family("cloudless_service_connections_total", "counter",
+             "Client connections balanced to an endpoint, by locality tier (node, zone, any)",
+             [(who(v, tier=tier), n) for v in services for tier, n in sorted(v.connections.items())])
+    d.family("cloudless_service_active_connections", "gauge", "Client connections open now",
+             [(who(v), v.active) for v in services])
+    d.family("cloudless_service_bytes_total", "counter", "Bytes through the service proxy (out: client to endpoint)",
+             [(who(v, direction=k), n) for v in services for k, n in (("out", v.bytes_out), ("in", v.bytes_in))])
+    d.family("cloudless_service_failures_total", "counter",
+             "connect: an endpoint refused or timed out (another was tried); no_endpoint: a client closed with "
+             "nothing to try; bind: a listener that could not be bound in a workload's namespace",
+             [(who(v, kind=k), n) for v in services
+              for k, n in (("connect", v.connect_failures), ("no_endpoint", v.no_endpoint), ("bind", v.bind_failures))])
+    d.family("cloudless_service_served_total", "counter", "Connections from other nodes to a replica on this node",
+             [(who(v), v.served) for v in services])
 
 
 # ---- listener (adapter) -----------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from edge_agent.runtime.base import (
     instance_labels,
     refused,
 )
+from edge_agent.runtime.podman_net import with_services
 from edge_agent.runtime.podman_service import PodmanService, default_socket_path, socket_answers
 from edge_agent.runtime.podman_spec import (
     DEFAULT_ULIMITS,
@@ -144,6 +145,7 @@ class PodmanRuntime:
         podman_binary: str = "podman",
         service_start_timeout_s: float = 20.0,
         seccomp_dir: Path | None = None,
+        services: bool = False,
     ) -> None:
         self.node_id = node_id
         self.owner = Owner(cluster, node_id, adopt)
@@ -155,6 +157,7 @@ class PodmanRuntime:
         self.stop_timeout_default = stop_timeout_default
         self.api_timeout_s = api_timeout_s
         self.log_max_bytes = log_max_bytes
+        self.services = services  # containers resolve through the agent and publish their ports (podman_net)
         self._service = PodmanService(socket_path=self.socket_path, containers_conf=containers_conf,
                                       podman_binary=podman_binary, start_timeout_s=service_start_timeout_s)
         self._client = PodmanClient(base_url=f"unix://{self.socket_path}", timeout=api_timeout_s)
@@ -302,6 +305,8 @@ class PodmanRuntime:
                               stop_timeout_s=self.stop_timeout_default, limits=limits,
                               log_max_bytes=self.log_max_bytes, security=await self._sandbox(spec), secrets=secrets,
                               image_argv=image_argv, ulimits=clamp_ulimits(DEFAULT_ULIMITS, _own_ulimits()))
+        if self.services:
+            body = with_services(body, spec)
 
         def create_sync(client: PodmanClient) -> str:
             response = client.api.post("/containers/create", data=json.dumps(body), headers=_JSON)
@@ -427,17 +432,27 @@ class PodmanRuntime:
         raise RuntimeFailed(f"exec {argv}: the session did not report an exit code")
 
     async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+        """The host address of a published port (TCP first, then UDP), else the container's own address (rootful)."""
         attrs = await self._call(f"inspect {instance_id}", lambda c: c.containers.get(instance_id).attrs)
         network = attrs.get("NetworkSettings") or {}
-        for binding in (network.get("Ports") or {}).get(f"{container_port}/tcp") or ():
-            if str(binding.get("HostPort", "")).isdigit():
-                host = binding.get("HostIp") or ""
-                return Endpoint("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, int(binding["HostPort"]))
+        for proto in ("tcp", "udp"):
+            for binding in (network.get("Ports") or {}).get(f"{container_port}/{proto}") or ():
+                if str(binding.get("HostPort", "")).isdigit() and int(binding["HostPort"]) > 0:
+                    host = binding.get("HostIp") or ""
+                    return Endpoint("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, int(binding["HostPort"]))
         if (await self._host_facts())["rootless"]:
             return None  # a rootless container's addresses live in its user's network namespace
         addresses = [network.get("IPAddress")] + [n.get("IPAddress") for n in (network.get("Networks") or {}).values()]
         ip = next((a for a in addresses if a), None)
         return Endpoint(ip, container_port) if ip else None
+
+    async def netns_pid(self, instance_id: str) -> int | None:
+        """The host pid of a running container's init process (its network namespace's holder), None when it does
+        not run; for edge_agent.netns."""
+        attrs = await self._call(f"inspect {instance_id}", lambda c: c.containers.get(instance_id).attrs)
+        state = attrs.get("State") or {}
+        pid = state.get("Pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and state.get("Running") else None
 
     async def usage(self) -> dict[str, Usage]:
         """CPU % and memory per running instance; {} when Podman cannot tell (rootless on cgroup v1) or fails."""

@@ -62,7 +62,7 @@ def test_exposition_parses_and_matches_the_sample() -> None:
 def test_every_family_is_named_cloudless_with_help_and_type() -> None:
     text = render(sample(battery_percent=80.0, charging=True))
     families = list(text_string_to_metric_families(text))
-    assert all(f.name.startswith("cloudless_agent_") and f.documentation for f in families)
+    assert all(f.name.startswith(("cloudless_agent_", "cloudless_service_")) and f.documentation for f in families)
     assert parsed(text)[("cloudless_agent_battery_charging", ())] == 1
 
 

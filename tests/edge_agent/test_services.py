@@ -1,0 +1,309 @@
+"""edge_agent.services with the real ServiceProxy and a FakeRuntime: the table fenced like the peer directory, the
+upstream resolvers from resolv.conf, process replicas reaching an endpoint through their <SVC>_SERVICE_* variables,
+containers attached (a binder into their namespace), detached when they stop and attached again when they restart or
+a bind failed, and the counters as metrics. The real namespaces are in test_netns_podman.py and
+test_services_agent.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker import wire
+from broker.client import Message, MqttClient
+from broker.wire import ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable, topics
+from edge_agent.metrics import Counters, Sample, render
+from edge_agent.netns import BindSpec, Bound
+from edge_agent.overlay import AgentOverlay
+from edge_agent.runtime.base import Endpoint, Instance
+from edge_agent.runtime.fake import FakeRuntime
+from edge_agent.services import (
+    NO_DATAPLANE,
+    RETRY_ATTACH_S,
+    SWITCHED_OFF,
+    AgentServices,
+    ServiceSettings,
+    consider_table,
+    local_ports,
+    upstream_servers,
+)
+from tests.edge_agent.builders import NOW, make_spec
+
+NODE = "pi-1"
+VIP = "127.77.41.7"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeMqtt:
+    """What AgentServices uses of the MQTT client: subscribe (the handler is kept to deliver messages)."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Callable[[Message], None]] = {}
+
+    async def subscribe(self, topic_filter: str, handler: Callable[[Message], None], *, qos: int = 1) -> int:
+        self.handlers[topic_filter] = handler
+        return 0
+
+    def deliver(self, table: ServiceTable) -> None:
+        topic = topics.node_services(table.node_id)
+        self.handlers[topic](Message(topic=topic, payload=wire.encode(table), qos=1, retain=True))
+
+
+class NetnsRuntime(FakeRuntime):
+    """FakeRuntime whose instances have a network namespace (as Podman's) and published ports."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(node_id=NODE, clock=clock)
+        self.published: dict[int, Endpoint] = {}  # target port -> where the host reaches it
+
+    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+        return self.published.get(container_port)
+
+    async def netns_pid(self, instance_id: str) -> int | None:
+        inst = self.instances.get(instance_id)
+        return 4242 if inst is not None and inst.state.value == "running" else None
+
+
+class Binds:
+    """A binder standing in for edge_agent.netns: binds in this namespace (VIPs from 127/8 route to lo here too);
+    the resolver's :53 fails while `dns_fails` (a bind failure the agent retries)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[BindSpec]]] = []
+        self.dns_fails = True
+
+    async def __call__(self, pid: int, specs: Sequence[BindSpec]) -> list[Bound]:
+        self.calls.append((pid, list(specs)))
+        out: list[Bound] = []
+        for s in specs:
+            if s.port == 53:
+                out.append("port 53 taken (test)" if self.dns_fails else _bound(s.ip, 0, s.proto))
+            else:
+                out.append(_bound(s.ip, s.port, s.proto))
+        return out
+
+
+def _bound(ip: str, port: int, proto: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((ip, port))
+    return sock
+
+
+def table(*, generation: int = 1, epoch: int = 1, endpoints: tuple[ServiceEndpoint, ...] | None = None,
+          vip: str = VIP) -> ServiceTable:
+    eps = endpoints if endpoints is not None else (ServiceEndpoint(NODE, "web-0"),)
+    record = ServiceRecord("web", "default", vip, ports=(ServicePort(80, 8080, name="http"),), endpoints=eps)
+    return ServiceTable(node_id=NODE, generation=generation, epoch=epoch, ts=NOW, services=(record,))
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[int]:
+    """The replica itself: a TCP server on the host answering 'hello from web-0'."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello from web-0\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+
+
+def services(runtime: FakeRuntime, mqtt: FakeMqtt, clock: Clock, tmp_path: Path, *, enabled: bool = True,
+             bind: Callable[[int, Sequence[BindSpec]], Awaitable[list[Bound]]] | None = None,
+             max_epoch: int = 0) -> AgentServices:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.53\n")
+    overlay = cast(AgentOverlay, type("NoOverlay", (), {"overlay": None})())
+    kw: dict[str, Any] = {"bind": bind} if bind is not None else {}
+    return AgentServices(node_id=NODE, mqtt=cast(MqttClient, mqtt), runtime=runtime, overlay=overlay, clock=clock,
+                         settings=ServiceSettings(enabled=enabled, resolv_conf=resolv), max_epoch=lambda: max_epoch,
+                         **kw)
+
+
+async def running(runtime: FakeRuntime, rid: str) -> Instance:
+    inst = await runtime.create(make_spec(rid), 1)
+    return await runtime.start(inst.instance_id)
+
+
+async def fetch(host: str, port: int) -> bytes:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+# ---- decisions ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("current", "max_epoch", "incoming", "applied"), [
+    (None, 0, (1, 1), True),
+    ((2, 5), 2, (2, 6), True),
+    ((2, 5), 2, (2, 5), False),
+    ((2, 5), 2, (2, 4), False),
+    ((2, 5), 2, (3, 1), True),  # a new leader's first table
+    (None, 3, (2, 9), False),  # fenced by the epoch of the agent's desired state
+], ids=["first", "newer", "same", "older", "new-epoch", "stale-leader"])
+def test_consider_table(current: tuple[int, int] | None, max_epoch: int, incoming: tuple[int, int],
+                        applied: bool) -> None:
+    cur = table(epoch=current[0], generation=current[1]) if current else None
+    why = consider_table(cur, max_epoch, table(epoch=incoming[0], generation=incoming[1]))
+    assert (why is None) is applied
+
+
+@pytest.mark.parametrize(("resolv", "resolved", "expected"), [
+    ("nameserver 10.0.0.1\nnameserver 127.0.0.53\n", None, [("10.0.0.1", 53)]),
+    ("# comment\nnameserver 127.0.0.53\noptions edns0\n", "nameserver 9.9.9.9\n", [("9.9.9.9", 53)]),
+    ("nameserver 127.0.0.1\n", None, [("127.0.0.1", 53)]),  # only the host's own: reachable from the agent
+    ("nameserver fe80::1%eth0\nnameserver bogus\n", None, [("fe80::1", 53)]),
+    ("search example.org\n", None, []),
+], ids=["skip-loopback", "systemd-resolved", "only-loopback", "v6-scope-and-junk", "none"])
+def test_upstream_servers(resolv: str, resolved: str | None, expected: list[tuple[str, int]]) -> None:
+    assert upstream_servers(resolv, resolved) == expected
+
+
+def test_local_ports_are_this_nodes_endpoints_by_target_port() -> None:
+    t = table(endpoints=(ServiceEndpoint(NODE, "web-0"), ServiceEndpoint("laptop", "web-1")))
+    assert local_ports(t, NODE) == {("web-0", 8080)}
+    assert local_ports(None, NODE) == set()
+
+
+# ---- the adapter --------------------------------------------------------------------------------------------
+
+async def test_switched_off_or_without_dataplane_nothing_runs(tmp_path: Path) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    off = services(FakeRuntime(node_id=NODE, clock=clock), mqtt, clock, tmp_path, enabled=False)
+    await off.start()
+    assert (off.enabled, off.disabled, mqtt.handlers) == (False, SWITCHED_OFF, {})
+    spec = make_spec("client-0")
+    assert off.with_service_env(spec) is spec and off.samples() == ()
+    bare = services(FakeRuntime(node_id=NODE, clock=clock), mqtt, clock, tmp_path)
+    bare._dataplane_available = lambda: False
+    await bare.start()
+    assert (bare.enabled, bare.disabled) == (False, NO_DATAPLANE)
+
+
+async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(tmp_path: Path,
+                                                                             backend: int) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    runtime = NetnsRuntime(clock)
+    runtime.published[8080] = Endpoint("127.0.0.1", backend)
+    svc = services(runtime, mqtt, clock, tmp_path)
+    await svc.start()
+    try:
+        assert svc.upstream == [("192.0.2.53", 53)]
+        mqtt.deliver(table())
+        await running(runtime, "web-0")
+        svc.sync(await runtime.list())
+        await svc.apply()
+        assert svc.local_endpoint("web-0", 8080) == ("127.0.0.1", backend)
+        spec = svc.with_service_env(make_spec("client-0", env={"WEB_SERVICE_PORT_HTTP": "mine"}))
+        assert spec.env["WEB_SERVICE_HOST"] == "127.0.0.1"
+        assert spec.env["WEB_SERVICE_PORT_HTTP"] == "mine"  # the replica's own environment wins
+        assert await fetch("127.0.0.1", int(spec.env["WEB_SERVICE_PORT"])) == b"hello from web-0\n"
+        (sample,) = svc.samples()
+        assert (sample.service, sample.namespace, sample.connections.get("node")) == ("web", "default", 1)
+    finally:
+        await svc.stop()
+
+
+async def test_tables_are_fenced(tmp_path: Path) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    svc = services(NetnsRuntime(clock), mqtt, clock, tmp_path, max_epoch=2)
+    await svc.start()
+    try:
+        mqtt.deliver(table(epoch=1, generation=9))
+        assert svc.table is None  # an older leader's
+        mqtt.deliver(table(epoch=2, generation=3))
+        mqtt.deliver(table(epoch=2, generation=2, vip="127.77.41.8"))
+        assert svc.table is not None and (svc.table.generation, svc.table.services[0].vip) == (3, VIP)
+        mine = topics.node_services(NODE)  # a body naming another node on this node's topic: refused by the codec
+        foreign = ServiceTable(node_id="other", generation=1, epoch=5, ts=NOW)
+        mqtt.handlers[mine](Message(topic=mine, payload=wire.encode(foreign), qos=1, retain=True))
+        assert svc.table.generation == 3
+    finally:
+        await svc.stop()
+
+
+async def test_containers_are_attached_detached_and_attached_again(tmp_path: Path, backend: int) -> None:
+    clock, mqtt, binds = Clock(), FakeMqtt(), Binds()
+    runtime = NetnsRuntime(clock)
+    runtime.published[8080] = Endpoint("127.0.0.1", backend)
+    svc = services(runtime, mqtt, clock, tmp_path, bind=binds)
+    await svc.start()
+    try:
+        mqtt.deliver(table())
+        web = await running(runtime, "web-0")
+        client = await running(runtime, "client-0")
+        svc.sync(await runtime.list())
+        await svc.apply()
+        assert {pid for pid, _ in binds.calls} == {4242}
+        asked = {(s.ip, s.port, s.proto) for _, specs in binds.calls for s in specs}
+        assert asked == {(VIP, 80, "tcp"), ("127.0.0.1", 53, "udp"), ("127.0.0.1", 53, "tcp")}
+        assert await fetch(VIP, 80) == b"hello from web-0\n"  # the client container's listener, served here
+
+        # the resolver could not be bound: asked again, but only after RETRY_ATTACH_S
+        calls = len(binds.calls)
+        await svc.apply()
+        assert len(binds.calls) == calls
+        binds.dns_fails = False
+        clock.now += RETRY_ATTACH_S
+        await svc.apply()
+        assert len(binds.calls) > calls
+        assert all(a.failed_at is None for a in svc.attached.values())
+
+        # the client container stops: its listeners close with it
+        await runtime.stop(client.instance_id, 1)
+        await runtime.stop(web.instance_id, 1)
+        svc.sync(await runtime.list())
+        await svc.apply()
+        assert svc.attached == {}
+        with pytest.raises(OSError):
+            await fetch(VIP, 80)
+
+        # started again (a new network namespace): attached again
+        clock.now += 1
+        await runtime.start(client.instance_id)
+        svc.sync(await runtime.list())
+        await svc.apply()
+        assert [a.instance_id for a in svc.attached.values()] == [client.instance_id]
+    finally:
+        await svc.stop()
+
+
+def test_service_metrics_render() -> None:
+    from edge_agent.metrics import ServiceSample
+
+    sample = Sample(node_id=NODE, profile="vps", runtime="podman", cpu_percent=None, memory_used_bytes=None,
+                    memory_total_bytes=None, battery_percent=None, charging=None, temperatures_c={},
+                    schedulable=True, mqtt_connected=True, replicas=(), counters=Counters(), state_writes=0,
+                    desired_generation=None, desired_epoch=None,
+                    services=(ServiceSample("web", "default", {"node": 3, "any": 1}, active=2, bytes_out=10,
+                                            bytes_in=20, connect_failures=1, no_endpoint=4, bind_failures=5),))
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(render(sample)) for s in fam.samples}
+    who = (("namespace", "default"), ("service", "web"))
+    assert got[("cloudless_service_connections_total", (*who, ("tier", "node")))] == 3
+    assert got[("cloudless_service_connections_total", (*who, ("tier", "any")))] == 1
+    assert got[("cloudless_service_active_connections", who)] == 2
+    assert got[("cloudless_service_bytes_total", (("direction", "in"), *who))] == 20
+    assert got[("cloudless_service_failures_total", (("kind", "no_endpoint"), *who))] == 4
+    assert got[("cloudless_service_failures_total", (("kind", "bind"), *who))] == 5
+
