@@ -1,4 +1,4 @@
-"""bench/services.py runs end to end (quick mode): all four cases measured with positive numbers, every service
+"""bench/services.py runs end to end (quick mode): all six cases measured with positive numbers, every service
 connection checked against the proxies' counters (the script fails otherwise), and its section written into a
 temporary document, never docs/benchmarks.md. No timing assertions."""
 
@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = ["local TCP", "overlay stream (direct)", "service, cross node", "service, same node"]
+CASES = ["local TCP", "overlay stream (direct)", "service, cross node", "service, same node", "overlay stream (relay)",
+         "service, cross node (relay)"]
 
 
 def test_quick_run_measures_every_case_and_writes_its_section(tmp_path: Path) -> None:
