@@ -179,6 +179,8 @@ class AgentServices:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._round = asyncio.Lock()  # one round at a time (the worker's, or a caller's)
+        self._no_netns: set[str] = set()  # attachment keys of containers without a namespace of their own
+        self._unreachable: set[tuple[EndpointKey, tuple[str, float | None]]] = set()  # warned once per run
 
     @property
     def enabled(self) -> bool:
@@ -319,12 +321,15 @@ class AgentServices:
             except RuntimeError_ as exc:
                 log.warning("services: where replica %s listens on %d: %s", key[0], key[1], exc)
                 continue
-            if ep is None:
+            if ep is None and (key, run) not in self._unreachable:
+                self._unreachable.add((key, run))
                 log.warning("services: replica %s port %d cannot be reached from the agent (declare it in the "
                             "workload's ports)", key[0], key[1])
-                continue
-            fresh[key] = (run, (ep.host, ep.port))
+            if ep is not None:
+                fresh[key] = (run, (ep.host, ep.port))
         self.endpoints = fresh
+        current = {(i.instance_id, i.started_at) for i in running.values()}
+        self._unreachable = {u for u in self._unreachable if u[1] in current}
 
     # ---- containers: attachments -----------------------------------------------------------------------------
 
@@ -337,7 +342,10 @@ class AgentServices:
             await proxy.detach(key)
             del self.attached[key]
             log.debug("services: detached %s", key)
+        self._no_netns &= set(wanted)
         for key, inst in wanted.items():
+            if key in self._no_netns:
+                continue
             have = self.attached.get(key)
             if have is not None and (have.failed_at is None or now - have.failed_at < RETRY_ATTACH_S):
                 continue
@@ -346,8 +354,9 @@ class AgentServices:
             except RuntimeError_ as exc:
                 log.warning("services: replica %s: no network namespace: %s", inst.replica_id, exc)
                 continue
-            if pid is None:
-                continue  # not running (any more): the next round sees it gone
+            if pid is None:  # host network (or stopped meanwhile: the next round sees it gone)
+                self._no_netns.add(key)
+                continue
             attached = self.attached[key] = _Attached(inst.instance_id, inst.namespace)
             await proxy.attach(key, inst.namespace, self._binder(pid, attached, inst.replica_id))
 

@@ -448,8 +448,10 @@ class PodmanRuntime:
 
     async def netns_pid(self, instance_id: str) -> int | None:
         """The host pid of a running container's init process (its network namespace's holder), None when it does
-        not run; for edge_agent.netns."""
+        not run or has no namespace of its own (host network); for edge_agent.netns."""
         attrs = await self._call(f"inspect {instance_id}", lambda c: c.containers.get(instance_id).attrs)
+        if str((attrs.get("HostConfig") or {}).get("NetworkMode", "")) == "host":
+            return None  # the host's own namespace: nothing of the agent's may be bound there for it
         state = attrs.get("State") or {}
         pid = state.get("Pid")
         return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 and state.get("Running") else None

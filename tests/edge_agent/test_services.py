@@ -68,13 +68,18 @@ class NetnsRuntime(FakeRuntime):
     def __init__(self, clock: Clock) -> None:
         super().__init__(node_id=NODE, clock=clock)
         self.published: dict[int, Endpoint] = {}  # target port -> where the host reaches it
+        self.host_network: set[str] = set()  # replicas on the host's network (no namespace of their own)
+        self.netns_asked = 0
 
     async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
         return self.published.get(container_port)
 
     async def netns_pid(self, instance_id: str) -> int | None:
+        self.netns_asked += 1
         inst = self.instances.get(instance_id)
-        return 4242 if inst is not None and inst.state.value == "running" else None
+        if inst is None or inst.replica_id in self.host_network:
+            return None
+        return 4242 if inst.state.value == "running" else None
 
 
 class Binds:
@@ -284,6 +289,23 @@ async def test_containers_are_attached_detached_and_attached_again(tmp_path: Pat
         svc.sync(await runtime.list())
         await svc.apply()
         assert [a.instance_id for a in svc.attached.values()] == [client.instance_id]
+    finally:
+        await svc.stop()
+
+
+async def test_a_container_on_the_host_network_is_never_attached(tmp_path: Path) -> None:
+    clock, mqtt, binds = Clock(), FakeMqtt(), Binds()
+    runtime = NetnsRuntime(clock)
+    runtime.host_network.add("hostnet-0")
+    svc = services(runtime, mqtt, clock, tmp_path, bind=binds)
+    await svc.start()
+    try:
+        mqtt.deliver(table())
+        await running(runtime, "hostnet-0")
+        for _ in range(3):
+            svc.sync(await runtime.list())
+            await svc.apply()
+        assert (svc.attached, binds.calls, runtime.netns_asked) == ({}, [], 1)  # asked once per run, nothing bound
     finally:
         await svc.stop()
 
