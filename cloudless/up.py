@@ -296,15 +296,15 @@ def _local(url: str) -> str:
     return url
 
 
-def _coordinator_exposure(where: Exposure, port: int, node_broker: str, *, several: bool) -> list[str]:
-    """The coordinator's flags for the advertised addresses: names for the API certificate, the URL(s) tokens carry
-    (all of them; with replicated coordinators only the first, as the coordinator also forwards writes to its
-    --advertise URL and takes one), the broker URL enrolled devices are told."""
+def _coordinator_exposure(where: Exposure, port: int, node_broker: str) -> list[str]:
+    """The coordinator's flags for the advertised addresses: names for the API certificate, the URLs tokens carry
+    (all of them; the coordinator forwards writes to, and names itself by, the first), the broker URL enrolled
+    devices are told."""
     if where.local_only:
         return []
     urls = where.urls("https", port)
     flags = [f for host in where.advertised for f in ("--api-hostname", host)]
-    return [*flags, "--advertise", urls[0] if several else ",".join(urls), "--node-broker", node_broker]
+    return [*flags, "--advertise", ",".join(urls), "--node-broker", node_broker]
 
 
 def _devices_line(where: Exposure, api_port: int, node_broker: str, *, asked_local: bool) -> str:
@@ -402,7 +402,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
                 [*me, "coordinator", "--broker", url, "--api", f"{api_host}:{args.api_port + i}",
                  "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags,
-                 *_coordinator_exposure(where, args.api_port + i, node_broker, several=args.coordinators > 1)],
+                 *_coordinator_exposure(where, args.api_port + i, node_broker)],
                 "cloudless coordinator: API on",
             )
             children.append(coord)

@@ -49,9 +49,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--pki", action="store_true",
                    help="run the cluster CA (DATA_DIR/pki, created once): HTTPS API, device enrolment with tokens, "
                    "node certificates; the coordinator then dials the broker with its own client certificate")
-    p.add_argument("--advertise", default=None, metavar="URL",
-                   help="this coordinator's API URL as others reach it: what devices enrol at and, with "
-                   "replicated coordinators, where followers forward writes (default https://API-HOST:PORT)")
+    p.add_argument("--advertise", default=None, metavar="URL[,URL...]",
+                   help="this coordinator's API URL(s) as others reach it: tokens carry them all (devices try them in "
+                   "order); the first is where, with replicated coordinators, followers forward writes, and what "
+                   "the coordinator's presence says (default https://API-HOST:PORT)")
     p.add_argument("--node-broker", default=None, metavar="URL",
                    help="the broker URL enrolled devices are told to dial (default: --broker)")
     p.add_argument("--api-hostname", action="append", default=[], metavar="NAME",
@@ -324,11 +325,12 @@ async def _run(settings: Settings) -> int:
     api_url = _api_url(settings, socks[0].getsockname()[1])
     elector = None if etcd is None else Elector(  # act on the very next moment leadership changes
         etcd, candidate_id=settings.coordinator_id, ttl_s=settings.lease_ttl_s,
-        api_url=settings.advertise or api_url, on_change=lambda _event: coord.wake())  # where followers forward
+        api_url=settings.advertised_url or api_url, on_change=lambda _event: coord.wake())  # where followers forward
     secrets_svc = await _open_secrets(settings, store)
     pki = _open_pki(settings, store, api_url) if settings.pki else None
     cfg = CoordinatorConfig(coordinator_id=settings.coordinator_id, membership=settings.membership,
-                            policies=settings.policies, api_url=api_url, relays=settings.relays)
+                            policies=settings.policies, api_url=settings.advertised_url or api_url,
+                            relays=settings.relays)
     coord = Coordinator(cfg, store=store, mqtt=_mqtt(settings, pki.mqtt_tls if pki else None), leadership=elector,
                         secrets=secrets_svc)
     await coord.start()

@@ -50,7 +50,12 @@ class Settings:
     etcd_key: Path | None
     lease_ttl_s: int
     pki: bool
-    advertise: str | None
+    advertise: str | None  # comma-joined URLs: devices try them in order; the first is this coordinator's own
+
+    @property
+    def advertised_url(self) -> str | None:
+        """The first advertised URL: where followers forward writes, what the presence and leader records say."""
+        return self.advertise.split(",", 1)[0] if self.advertise else None
     node_broker: str
     api_hostnames: tuple[str, ...]
     cert_lifetime_s: float
@@ -82,13 +87,28 @@ class Settings:
             username=args.username or f"coordinator@{args.id}", password=_password(args.password_file),
             tokens=load_token_digests(data_dir), store=_store(args.store, args.lease_ttl),
             etcd_ca=args.etcd_ca, etcd_cert=args.etcd_cert, etcd_key=args.etcd_key, lease_ttl_s=args.lease_ttl,
-            pki=args.pki, advertise=args.advertise, node_broker=args.node_broker or args.broker,
+            pki=args.pki, advertise=_advertise(args.advertise), node_broker=args.node_broker or args.broker,
             api_hostnames=tuple(args.api_hostname), cert_lifetime_s=args.cert_lifetime,
             membership=MembershipConfig(heartbeat_ttl_s=args.heartbeat_ttl, lost_after_s=args.lost_after),
             policies=_policies(args.policy),
             key_source=KeySource.from_environ(args.secrets_key_file or data_dir / "secrets.key", environ),
             audit_retention=_retention(args.secrets_audit_max_age, args.secrets_audit_max_records),
             version=getattr(args, "version", "0+unknown"), relays=_relays(getattr(args, "relay", [])))
+
+
+def _advertise(text: str | None) -> str | None:
+    """`--advertise URL[,URL...]`: each an http(s) URL with a host; returned as given (comma-joined, no spaces)."""
+    if text is None:
+        return None
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    if not urls:
+        raise CoordinatorConfigError("--advertise: give at least one URL (https://HOST:PORT[,https://HOST2:PORT])")
+    for url in urls:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise CoordinatorConfigError(f"--advertise: {url!r} is not an http(s) URL with a host "
+                                         "(e.g. https://192.168.1.10:8470)")
+    return ",".join(urls)
 
 
 def _relays(texts: list[str]) -> tuple[RelayInfo, ...]:

@@ -101,12 +101,12 @@ def test_exposure_modes() -> None:
 
 def test_the_coordinator_is_told_every_url_and_names() -> None:
     where = Exposure(("192.0.2.2", "vm"), "0.0.0.0")
-    flags = up._coordinator_exposure(where, 8470, "mqtts://192.0.2.2:1883", several=False)
+    flags = up._coordinator_exposure(where, 8470, "mqtts://192.0.2.2:1883")
     assert flags == ["--api-hostname", "192.0.2.2", "--api-hostname", "vm",
                      "--advertise", "https://192.0.2.2:8470,https://vm:8470", "--node-broker", "mqtts://192.0.2.2:1883"]
-    # replicated coordinators forward writes to their --advertise URL: one URL there
-    assert up._coordinator_exposure(where, 8471, "b", several=True)[5] == "https://192.0.2.2:8471"
-    assert up._coordinator_exposure(Exposure((), "127.0.0.1"), 8470, "b", several=False) == []
+    # each of several coordinators is told its own port at every address (it forwards writes to the first)
+    assert up._coordinator_exposure(where, 8471, "b")[5] == "https://192.0.2.2:8471,https://vm:8471"
+    assert up._coordinator_exposure(Exposure((), "127.0.0.1"), 8470, "b") == []
 
 
 def test_the_relay_is_advertised_at_the_ips_and_loopback_last() -> None:
