@@ -73,13 +73,20 @@ class Sessions:
     max_per_node: int = MAX_PER_NODE
     by_id: dict[str, TtySession] = field(default_factory=dict)
 
-    def open(self, session_id: str, node_id: str, replica_id: str, now: float) -> TtySession | str:
-        """A new session, or why not (a value: the API answers 429 with it)."""
+    def refusal(self, node_id: str) -> str:
+        """Why a session on `node_id` would be refused now ("" if it would not): the caps."""
         if len(self.by_id) >= self.max_sessions:
             return f"this coordinator already runs {len(self.by_id)} interactive sessions (the most it allows)"
         on_node = self.on_node(node_id)
         if on_node >= self.max_per_node:
             return f"node {node_id} already has {on_node} interactive sessions (the most allowed per node)"
+        return ""
+
+    def open(self, session_id: str, node_id: str, replica_id: str, now: float) -> TtySession | str:
+        """A new session, or why not (a value: the API answers 429 with it)."""
+        refused = self.refusal(node_id)
+        if refused:
+            return refused
         if session_id in self.by_id:
             return f"session {session_id} already exists"
         session = TtySession(session_id, node_id, replica_id, now)

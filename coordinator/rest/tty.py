@@ -105,6 +105,9 @@ class TtyHandlers:
         opened = parse_open({k: request.query.getall(k) for k in request.query})
         if isinstance(opened, tuple):
             raise SpecError(*opened)
+        full = self.sessions.refusal(r.node)  # before the upgrade check: a client that failed the handshake
+        if full:  # reads the reason by asking again without upgrading
+            return error(429, full + "; end one first")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE)
         if not ws.can_prepare(request).ok:
             return error(400, "this route is a WebSocket: connect with `Upgrade: websocket` (cloudless exec -it)")

@@ -75,5 +75,10 @@ async def test_a_full_house_refuses_the_upgrade_with_429() -> None:
             await client.ws_connect(PATH, params=[("command", "sh")], headers={"Authorization": f"Bearer {ADMIN}"})
         assert refused.value.status == 429
         assert list(handlers.sessions.by_id) == ["other"]
+        # the same request without the upgrade answers with the reason (what the CLI shows)
+        resp = await client.get(PATH, params=[("command", "sh")], headers={"Authorization": f"Bearer {ADMIN}"})
+        assert resp.status == 429
+        assert (await resp.json())["error"]["message"] == ("this coordinator already runs 1 interactive sessions "
+                                                           "(the most it allows); end one first")
     finally:
         await client.close()

@@ -22,6 +22,8 @@ def test_sessions_are_capped_in_total_and_per_node() -> None:
     s.close("a")
     assert isinstance(s.open("d", "pi-1", "r1", 0.0), TtySession)
     assert s.open("d", "pi-9", "r1", 0.0) != "" and s.on_node("pi-1") == 2
+    assert s.refusal("pi-9") == s.open("e", "pi-9", "r1", 0.0) != ""
+    assert Sessions().refusal("pi-1") == ""
 
 
 def test_input_frames_are_numbered_from_zero_and_keepalives_are_not_use() -> None:
