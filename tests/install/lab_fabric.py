@@ -76,15 +76,23 @@ class PodmanDevice:
         self.log = tmp / f"{node_id}.log"
         self.proc: subprocess.Popen[Any] | None = None
 
-    def start(self, token: str) -> None:
+    def start(self, token: str | None = None) -> None:
+        """Enrol with `token` (first start), or start again with the identity it has."""
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         self.proc = self.host.popen(
-            sys.executable, "-u", "-m", "cloudless", "agent", "--token", token, "--node-id", self.node_id,
+            sys.executable, "-u", "-m", "cloudless", "agent", *(["--token", token] if token else []),
+            "--node-id", self.node_id,
             "--data-dir", str(self.data), "--runtime", "podman", "--podman-socket", str(self.socket),
             "--containers-conf", str(CONTAINERS_CONF), "--metrics-listen", "off",
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=self.release,
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, cwd=self.release,
             env=env(self.data.parent, PYTHONPATH=str(self.release), CONTAINERS_CONF=str(CONTAINERS_CONF)),
             host_mounts=True)  # runc needs the host's cgroup mounts, which `ip netns exec` hides
+
+    def kill9(self) -> None:
+        """kill -9 of the agent alone: the Podman service it started and the containers stay."""
+        assert self.proc is not None and self.proc.poll() is None, "the agent is not running"
+        os.kill(self.proc.pid, signal.SIGKILL)  # nsenter execs the agent: the same pid
+        self.proc.wait(timeout=10)
 
     def podman(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """The podman CLI in this machine's namespace, on the same (root) storage as the agent's service."""

@@ -18,7 +18,8 @@ the tests below run in file order on it.
   process-only, the Podman device's host port is taken) `describe` and the events say why, node by node; a process
   workload spread over the devices runs on the Pis; `kill -9` of a Pi's agent gets it declared lost (its last will)
   and its replicas are re-placed on the other Pi and become ready; the supervisor brings the agent back, which then
-  stops the instances that moved away.
+  stops the instances that moved away. `kill -9` of the Podman device's agent: no other node runs containers, so
+  the container workload waits, explained per node (offline; runtime mismatch), until the agent is started again.
 - Then the agents come back after `--restart`, a second install keeps the identity, and `--uninstall` leaves
   nothing running in the chroots.
 
@@ -222,6 +223,14 @@ def _running(coord: Coordinator, name: str) -> dict[str, str]:
     return {r["id"]: r["node"] for r in coord.replicas(name) if r["state"] == "running" and r["ready"]}
 
 
+def _serves_web(fabric: Fabric) -> None:
+    """web answers on the Podman device's host port, fetched from another machine of the LAN (the coordinator's)."""
+    page = fabric.coord.host.run(sys.executable, "-c", "import sys, urllib.request as u; sys.stdout.write(u.urlopen("
+                                 f"'http://{fabric.pc.host.addr}:{WEB_PORT}/', timeout=10).read().decode())",
+                                 check=False, timeout=30)
+    assert "cloudless test image" in page.stdout, f"web from the coordinator's machine:\n{page.stderr}"
+
+
 def _instances(device: Device, needle: bytes) -> list[int]:
     """The workload instances running in `device`'s chroot whose command line holds `needle`: one per replica (the
     process runtime's confinement wrapper and the command it execs carry the same argv: the outermost counts)."""
@@ -267,10 +276,7 @@ def test_a_fabric_of_pis_and_podman_runs_work_where_it_can_explains_where_not_an
     assert f"{PC}: " in described.split("Unschedulable", 1)[1], described  # the Podman node's own reason (port)
     events = coord.cli("get", "events", "workload/web").stdout
     assert "Unschedulable" in events and "runtime mismatch" in events, events
-    page = coord.host.run(sys.executable, "-c", "import sys, urllib.request as u; "
-                          f"sys.stdout.write(u.urlopen('http://{fabric.pc.host.addr}:{WEB_PORT}/', timeout=10)"
-                          ".read().decode())", check=False, timeout=30)
-    assert "cloudless test image" in page.stdout, f"web from another machine of the LAN:\n{page.stderr}"
+    _serves_web(fabric)
 
     # a process workload spread over the nodes: it runs on the Pis (2 + 1), never in Podman
     coord.cli("apply", "-f", "-", input=spread_workload("spread", 3))
@@ -310,6 +316,35 @@ def test_a_fabric_of_pis_and_podman_runs_work_where_it_can_explains_where_not_an
     until(lambda: not _instances(pis[victim], b"100001"), 120,
           f"{victim}'s agent, back, stops the instances that moved away", fabric.logs)
     assert _running(coord, "spread") == after  # nothing moves back
+
+    # kill -9 of the Podman device's agent: no other node runs containers, so web waits and says why; the agent
+    # started again (its identity kept) runs web there again, serving
+    pc = fabric.pc
+    pc.kill9()
+    until(lambda: "NodeLost" in coord.cli("get", "events", f"node/{PC}").stdout, 60, f"{PC} declared lost",
+          fabric.logs)
+
+    def unplaced() -> list[str]:
+        """The per-node reasons describe lists under each unplaced replica."""
+        d = coord.cli("describe", "workload", "web").stdout
+        if "ReplicaLost" not in d:
+            return []
+        section = d.split("\nUnschedulable:", 1)[1].split("\nEvents:", 1)[0]
+        return [ln.strip() for ln in section.splitlines() if ln.startswith("    ")]
+
+    # both replicas wait, each with every node's reason
+    until(lambda: sorted(r.split(":", 2)[0] + ":" + r.split(":", 2)[1] for r in unplaced())
+          == sorted([f"{PC}: offline", "pi32: runtime mismatch", "pi64: runtime mismatch"] * 2), 60,
+          f"web's replica on the lost {PC} replaced; both unplaced, explained per node",
+          lambda: coord.cli("describe", "workload", "web", check=False).stdout + fabric.logs())
+    assert not _running(coord, "web")
+    restarted = time.monotonic()
+    pc.start()
+    back = until(lambda: (r := _running(coord, "web")) and r, 180, f"web running again on {PC}",
+                 lambda: coord.cli("describe", "workload", "web", check=False).stdout + fabric.logs())
+    assert set(back.values()) == {PC}, back
+    print(f"{PC}'s agent started again: web ready after {time.monotonic() - restarted:.1f} s")
+    _serves_web(fabric)
     for name in ("web", "spread"):
         coord.cli("delete", "workload", name)
 
