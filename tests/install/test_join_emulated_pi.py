@@ -233,7 +233,8 @@ def _serves_web(fabric: Fabric) -> None:
 
 def _instances(device: Device, needle: bytes) -> list[int]:
     """The workload instances running in `device`'s chroot whose command line holds `needle`: one per replica (the
-    process runtime's confinement wrapper and the command it execs carry the same argv: the outermost counts)."""
+    process runtime's wrapper shell carries the command in its own argv and starts it as its child: the outermost
+    counts)."""
     def argv(pid: int) -> bytes:
         try:
             return Path(f"/proc/{pid}/cmdline").read_bytes()
