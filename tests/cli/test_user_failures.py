@@ -75,20 +75,6 @@ def test_logs_follow_on_a_silent_replica_says_it_is_waiting(web: FakeCoordinator
     assert "(no output yet from web-0; following, Ctrl-C to stop)" in r.err
 
 
-# ---- exec -it ---------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("flags", [["-it"], ["-i"], ["-t"], ["--tty"]])
-def test_interactive_exec_says_it_is_not_supported(web: FakeCoordinator, cli, flags: list[str]) -> None:
-    r = cli("exec", *flags, "web", "--", "sh")
-    assert r.code == 2
-    assert "interactive exec" in r.err and "not supported yet" in r.err
-    assert not [q for q in web.requests if q.path.endswith("/exec")], "nothing may run half-interactive"
-
-
-def test_exec_flags_after_the_workload_are_seen_too(web: FakeCoordinator, cli) -> None:
-    assert cli("exec", "web", "-t", "--", "sh").code == 2
-
-
 # ---- delete node 409 ---------------------------------------------------------------------------------------------
 
 def test_the_delete_node_conflict_hint_names_commands_that_exist(fake: FakeCoordinator, cli) -> None:
