@@ -151,3 +151,23 @@ async def test_a_replica_reaches_a_service_by_name(agent: AgentProc, observer: O
     metrics = scrape(agent)
     key = ("cloudless_service_connections_total", (("namespace", "default"), ("service", "web"), ("tier", "node")))
     assert metrics.get(key, 0) >= expected_connections, {k: v for k, v in metrics.items() if "service" in k[0]}
+
+
+async def test_no_services_leaves_containers_resolving_as_before(embedded: BrokerUnderTest,
+                                                                 observer: Observer) -> None:
+    """--no-services: the agent says why it runs none, and a container keeps Podman's own resolv.conf (a resolver
+    at 127.0.0.1 that nobody answers would break every name in it)."""
+    agent = AgentProc(node_id=NODE, broker=embedded, runtime="podman", extra=["--no-services"])
+    agent.extra += ["--podman-socket", str(agent.workdir / "podman.sock")]
+    try:
+        agent.start()
+        client = make_spec("client-0", workload="client", image=IMAGE, command=("sleep", "300"))
+        await observer.publish_desired(make_desired(NODE, client, generation=1))
+        await observer.until(lambda: (r := observer.replica(NODE, "client-0")) is not None
+                             and r.state is ReplicaState.RUNNING, 90, "client-0 running", agent)
+        await until_log(agent, "services: not running: switched off", 10)
+        cid = podman_ids(NODE, user=agent.user)["client-0"]
+        resolv = await asyncio.to_thread(run_podman, ["exec", cid, "cat", "/etc/resolv.conf"], user=agent.user)
+        assert "nameserver 127.0.0.1" not in resolv and "svc.cloudless" not in resolv, resolv
+    finally:
+        agent.cleanup()
