@@ -370,6 +370,7 @@ def describe_node(node: Mapping[str, Any], replicas: Sequence[JSONObject], event
         ("Platform", f"{text(node.get('os'))}/{text(node.get('arch'))}"),
         ("Profile", text(node.get("profile"))),
         ("Runtime", runtime),
+        ("Abilities", ", ".join(node.get("abilities") or []) or "<not reported yet>"),
         *([("Isolation", text(node.get("workloadIsolation")))] if node.get("workloadIsolation") else []),
         ("Labels", label_lines),
         ("Last seen", f"{seen} ago" if seen != NONE else NONE),

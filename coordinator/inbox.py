@@ -102,8 +102,10 @@ class Inbox:
                 self.cluster.members[msg.node_id] = info
                 if not m.retain:  # a replay after a reconnect is not news
                     for ev in replica_events.warnings(previous, msg)[:20]:
-                        self.journal.event("Warning", ev.reason, f"node/{ev.node_id}", ev.message,
-                                           about=ev.replica_id)
+                        # on the workload (describe workload shows it; the message names the node), else the node
+                        rec = self.cluster.replicas.get(ev.replica_id)
+                        obj = f"workload/{rec.namespace}/{rec.workload}" if rec is not None else f"node/{ev.node_id}"
+                        self.journal.event("Warning", ev.reason, obj, ev.message, about=ev.replica_id)
                 self.wake()
 
     def on_reply(self, m: Message) -> None:

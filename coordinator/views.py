@@ -7,6 +7,7 @@ from typing import Any
 from broker.wire import ReplicaObserved
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, WorkloadRecord
+from coordinator.scheduler.abilities import of_facts
 
 
 def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[int, int], now: float,
@@ -30,6 +31,8 @@ def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[i
         "hostname": f.hostname if f else "",
         "profile": f.profile if f else "",
         "runtime": f.runtime if f else "",
+        # what the scheduler filters on (as stated, else inferred from the runtime); empty: not known yet
+        "abilities": sorted(of_facts(f) or ()),
         "runtimeVersion": f.podman_version if f else "",
         "rootless": f.rootless if f else None,
         "agentVersion": f.agent_version if f else "",

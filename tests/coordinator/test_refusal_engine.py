@@ -80,3 +80,23 @@ async def test_a_refused_replica_moves_to_another_node_with_a_warning() -> None:
         await r.coord.journal.flush()
         refused = [e for e in r.coord.journal.committed_events() if e.reason == "ReplicaRefused"]
         assert refused and f"refused by node {first}: runAsUser needs a root agent" in refused[0].message
+
+
+async def test_a_start_failure_is_a_warning_on_the_workload_naming_the_node() -> None:
+    async with rest() as r:
+        r.coord._settle_until = 0.0
+        await _nodes(r, a=PROCESS)
+        doc = {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": "job"},
+               "spec": {"runtime": "process", "command": ["sleep", "3600"], "replicas": 1, **SECURE}}
+        resp = await r.client.put("/v1/workloads/default/job", json=doc, headers=AUTH)
+        assert resp.status in (200, 201), await resp.text()
+        (rid, node), = (await _until(lambda: [(k, v) for k, v in _placed(r).items() if v], "placed"))
+        rep = r.coord.replicas[rid]
+        observed = ObservedState(node_id=node, generation=1, epoch=r.coord.epoch, ts=time.time(), replicas=(
+            ReplicaObserved(replica_id=rid, workload="job", state=ReplicaState.FAILED, spec_hash=rep.spec_hash,
+                            last_error="exec: sleep: permission denied"),))
+        r.bus.route(node, topics.node_observed(node), wire.encode(observed), False)
+        await _until(lambda: any(e.reason == "ReplicaFailed" for e in r.coord.journal.events), "the warning")
+        ev = next(e for e in r.coord.journal.events if e.reason == "ReplicaFailed")
+        assert ev.object == "workload/default/job" and ev.type == "Warning"
+        assert f"on {node}" in ev.message and "permission denied" in ev.message
