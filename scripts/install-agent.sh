@@ -56,18 +56,28 @@ BASE="${CLOUDLESS_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/cloudless}"
 VENV="$BASE/venv"
 DATA="$BASE/agent"
 RUN="$BASE/run"
-UNIT_DIR="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+UNIT_DIR="$HOME/.config/systemd/user"  # where the user's systemd manager looks (not the caller's XDG_CONFIG_HOME)
 UNIT="$UNIT_DIR/cloudless-agent.service"
 BOOT="$HOME/.termux/boot/cloudless-agent"
 SUPERVISOR="$BASE/bin/cloudless-agent-supervise"
+# the shell our scripts run with: Termux has no /bin/sh (its sh is in $PREFIX/bin; Termux:Boot runs scripts directly)
+SH=/bin/sh
+[ "$OS" = termux ] && SH="${PREFIX:-/data/data/com.termux/files/usr}/bin/sh"
+# systemd is running when this directory exists (what sd_booted() checks); tests point it at a directory of their own
+SYSTEMD_RUN_DIR="${CLOUDLESS_SYSTEMD_RUN_DIR:-/run/systemd/system}"
 
-has_systemd() { [ "$OS" = debian ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+has_systemd() { [ "$OS" = debian ] && [ -d "$SYSTEMD_RUN_DIR" ] && command -v systemctl >/dev/null 2>&1; }
+user_bus() {  # `systemctl --user` needs the user manager's bus: where it is when the caller's session did not say
+  XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
+  export XDG_RUNTIME_DIR
+}
 
 # ---- service control -------------------------------------------------------------------------------------------
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 stop_service() {
   if has_systemd && [ -f "$UNIT" ]; then
+    user_bus
     systemctl --user disable --now cloudless-agent.service >/dev/null 2>&1 || true
   fi
   if alive "$RUN/supervisor.pid"; then kill "$(cat "$RUN/supervisor.pid")" 2>/dev/null || true; fi
@@ -106,8 +116,11 @@ if [ "$ACTION" = uninstall ]; then
   RUNTIME_INSTALLED="$(sed -n 's/.*--runtime \([a-z]*\).*/\1/p' "$SUPERVISOR" "$UNIT" 2>/dev/null | head -n1)"
   stop_service
   stop_workloads
+  if [ "$OS" = termux ] && [ -f "$BOOT" ] && command -v termux-wake-unlock >/dev/null 2>&1; then
+    termux-wake-unlock || true  # the lock the install took for the agent
+  fi
   rm -f "$UNIT" "$BOOT" "$SUPERVISOR"
-  if has_systemd; then systemctl --user daemon-reload >/dev/null 2>&1 || true; fi
+  if has_systemd; then user_bus; systemctl --user daemon-reload >/dev/null 2>&1 || true; fi
   rm -rf "$VENV" "$RUN" "$BASE/bin" "$BASE/wheels" "$BASE/installed"
   if [ "$PURGE" = 1 ]; then
     rm -rf "$BASE"
@@ -120,7 +133,7 @@ fi
 
 if [ "$ACTION" = restart ]; then
   [ -x "$VENV/bin/cloudless" ] || die "the agent is not installed here"
-  if has_systemd && [ -f "$UNIT" ]; then systemctl --user restart cloudless-agent.service
+  if has_systemd && [ -f "$UNIT" ]; then user_bus; systemctl --user restart cloudless-agent.service
   else stop_service; start_supervised; fi
   say "agent restarted"
   exit 0
@@ -133,7 +146,13 @@ case "$PIN" in sha256//?*) ;; *) die "--pin sha256//KEY is required (\`cloudless
 case "$RUNTIME" in ""|process|podman|auto) ;; *) die "--runtime must be process or podman, got $RUNTIME" ;; esac
 [ -z "$RUNTIME" ] && { [ "$CONTAINERS" = 1 ] && RUNTIME=podman || RUNTIME=process; }
 [ -z "$TOKEN" ] && [ -n "$TOKEN_FILE" ] && TOKEN="$(cat "$TOKEN_FILE")"
-[ -n "$NODE_ID" ] || NODE_ID="$(cat /etc/hostname 2>/dev/null || hostname)"
+if [ -z "$NODE_ID" ]; then  # Termux has neither /etc/hostname nor `hostname`, and Android calls itself localhost
+  NODE_ID="$(cat /etc/hostname 2>/dev/null || hostname 2>/dev/null || uname -n 2>/dev/null || true)"
+  case "$NODE_ID" in
+    ""|localhost|localhost.*) die "this device has no name of its own (${NODE_ID:-none}): pass --node-id NAME" \
+      "(\`cloudless token create --join-command --node-id NAME\` prints a line with it)" ;;
+  esac
+fi
 ARCH="$(uname -m)"
 case "$ARCH" in aarch64|armv7l|x86_64) ;; armv8l) ARCH=armv7l ;; *) die "unsupported machine $ARCH (aarch64, armv7l, x86_64)" ;; esac
 say "$OS on $ARCH; coordinator $SERVER; node $NODE_ID"
@@ -150,10 +169,14 @@ missing_debs() {
 }
 
 SYSTEM_SITE=""
+BINARY="--only-binary=:all:"  # nothing is compiled on the device
 if [ "$OS" = termux ]; then
   pkg install -y python python-cryptography python-psutil >/dev/null
   SYSTEM_SITE="--system-site-packages"  # Termux's cryptography and psutil (no Android wheels on the index)
   export MSGPACK_PUREPYTHON=1          # msgpack's pure-Python fallback: no compiler needed
+  # Android's Python is no manylinux platform: msgpack (and paho-mqtt's kind) come as source; with
+  # MSGPACK_PUREPYTHON msgpack builds without a compiler
+  BINARY="--prefer-binary"
 else
   NEED="python3 python3-venv"
   if [ "$ARCH" = armv7l ]; then
@@ -203,9 +226,9 @@ CONSTRAINTS="$BASE/wheels/constraints.txt"
 [ "$ARCH" = armv7l ] && echo "cryptography<46.0.1" >> "$CONSTRAINTS"
 
 pip_install() {  # the coordinator's wheels first (works offline), then the package index for what they lack
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -c "$CONSTRAINTS" \
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check $BINARY -c "$CONSTRAINTS" \
       --no-index --find-links "$BASE/wheels" "$@" 2>/dev/null \
-  || "$VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: -c "$CONSTRAINTS" \
+  || "$VENV/bin/python" -m pip install -q --disable-pip-version-check $BINARY -c "$CONSTRAINTS" \
       --retries 2 --find-links "$BASE/wheels" "$@"
 }
 
@@ -243,7 +266,7 @@ AGENT_ARGS="agent --node-id $NODE_ID --data-dir $DATA --runtime $RUNTIME"
 
 # ---- the service -----------------------------------------------------------------------------------------------
 cat > "$SUPERVISOR.new" <<EOF
-#!/bin/sh
+#!$SH
 # cloudless agent supervisor (written by install-agent.sh): restarts the agent 2 s after it exits.
 echo \$\$ > "$RUN/supervisor.pid"
 child=""
@@ -263,7 +286,8 @@ mv "$SUPERVISOR.new" "$SUPERVISOR"
 
 if [ "$OS" = termux ]; then
   mkdir -p "$(dirname "$BOOT")"
-  printf '#!/data/data/com.termux/files/usr/bin/sh\ntermux-wake-lock\nexec %s\n' "$SUPERVISOR" > "$BOOT"
+  # Termux:Boot runs every executable in ~/.termux/boot/ after the phone starts (its documented form)
+  printf '#!%s\ntermux-wake-lock\nexec %s\n' "$SH" "$SUPERVISOR" > "$BOOT"
   chmod 755 "$BOOT"
   command -v termux-wake-lock >/dev/null && termux-wake-lock || true
   [ "$CHANGED" = 1 ] && stop_service
@@ -287,7 +311,10 @@ WantedBy=default.target
 EOF
   cmp -s "$UNIT.new" "$UNIT" 2>/dev/null || CHANGED=1
   mv "$UNIT.new" "$UNIT"
+  user_bus
   loginctl enable-linger "$(id -un)" 2>/dev/null || say "warning: loginctl enable-linger failed: the agent stops at logout"
+  i=0  # linger starts the user's manager when no session did: its bus appears shortly after
+  while [ ! -e "$XDG_RUNTIME_DIR/bus" ] && [ $i -lt 40 ]; do sleep 0.25; i=$((i + 1)); done
   systemctl --user daemon-reload
   if [ "$CHANGED" = 1 ]; then systemctl --user enable cloudless-agent.service >/dev/null 2>&1
     systemctl --user restart cloudless-agent.service
