@@ -19,11 +19,12 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from typing import Protocol as Role
 
 from broker.wire import Protocol, ServiceRecord
 from dataplane.balance import Choice, choose
-from dataplane.overlay import MAX_DATAGRAM, Overlay
+from dataplane.frames import MAX_APP_DATAGRAM as MAX_DATAGRAM
 from dataplane.service_plan import (
     DATAGRAM_SERVICE,
     UDP_REPLY,
@@ -36,6 +37,9 @@ from dataplane.service_plan import (
     udp_reply,
     udp_request,
 )
+
+if TYPE_CHECKING:  # the overlay needs aioquic; a node without it still serves same-node services
+    from dataplane.overlay import Overlay
 
 log = logging.getLogger(__name__)
 

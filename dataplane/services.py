@@ -26,10 +26,9 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker.wire import Protocol, ServiceRecord, ServiceTable
-from dataplane.overlay import Overlay
 from dataplane.service_dns import DnsServer, Resolver
 from dataplane.service_plan import (
     DATAGRAM_SERVICE,
@@ -47,6 +46,9 @@ from dataplane.service_plan import (
 )
 from dataplane.service_tcp import TcpPath
 from dataplane.service_udp import UdpFlows
+
+if TYPE_CHECKING:  # the overlay needs aioquic; a node without it still serves same-node services
+    from dataplane.overlay import Overlay
 
 log = logging.getLogger(__name__)
 

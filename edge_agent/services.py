@@ -1,7 +1,7 @@
 """Services on this device (adapter): the agent's wiring of `dataplane.services.ServiceProxy`.
 
-- **Start** unless switched off (`--no-services`) or the dataplane cannot load here (the proxy imports the overlay's
-  aioquic); then the agent logs why and runs its workloads without services. The proxy uses the agent's overlay
+- **Start** unless switched off (`--no-services`) or the proxy cannot load here; then the agent logs why and runs its
+  workloads without services. It needs no aioquic: the proxy uses the agent's overlay
   when it runs (endpoints on other nodes are reached through it) and serves same-node endpoints without it.
 - **In**: the coordinator's ServiceTable on `node/<id>/services` (retained, qos 1), fenced like the peer directory
   (`consider_table`): a table from an epoch lower than the highest seen — this agent's desired-state epoch or a
@@ -55,8 +55,8 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 RESOLVED_CONF = Path("/run/systemd/resolve/resolv.conf")  # systemd-resolved's real servers (Podman reads it too)
 RETRY_ATTACH_S = 10.0
 SWITCHED_OFF = "switched off on this node (--no-services); restart the agent without it to run them"
-NO_DATAPLANE = ("the service proxy needs the dataplane's dependencies (aioquic: pip install 'cloudless[overlay]'); "
-                "workloads run without service names")
+NO_DATAPLANE = ("the service proxy (dataplane.services) cannot load here; workloads run without service names "
+                "(reinstall the agent: its package is incomplete)")
 
 EndpointKey = tuple[str, int]  # (replica id, target port)
 NetnsBind = Callable[[int, Sequence[BindSpec]], Awaitable[list[Bound]]]  # edge_agent.netns.bind_in_netns
@@ -78,7 +78,13 @@ class NetnsRuntime(Role):
 # ---- decisions (pure) ---------------------------------------------------------------------------------------
 
 def have_dataplane() -> bool:
-    return importlib.util.find_spec("aioquic") is not None
+    """The proxy loads (it needs no aioquic: without the overlay a node serves its own endpoints, e.g. a process
+    replica's <SVC>_SERVICE_* on Termux, and reaches no other node's)."""
+    try:
+        importlib.import_module("dataplane.services")
+    except ImportError:
+        return False
+    return True
 
 
 def consider_table(current: ServiceTable | None, max_epoch: int, incoming: ServiceTable) -> str | None:

@@ -40,6 +40,7 @@ from edge_agent.errors import (
     RuntimeUnavailable,
     SpecUnsupported,
 )
+from edge_agent.runtime import podman_tty
 from edge_agent.runtime.base import (
     LABEL_NODE,
     Endpoint,
@@ -49,6 +50,7 @@ from edge_agent.runtime.base import (
     Owner,
     ProgressFn,
     RuntimeInfo,
+    TtyCommand,
     Usage,
     instance_from_labels,
     instance_labels,
@@ -391,6 +393,12 @@ class PodmanRuntime:
             return frames if isinstance(frames, bytes) else b"".join(frames)
 
         return await self._call(f"logs of {instance_id}", logs_sync)
+
+    async def tty_command(self, instance_id: str, argv: Sequence[str], *, tty: bool, term: str) -> TtyCommand:
+        """`podman exec -i [-t]` against this runtime's service socket (edge_agent.runtime.podman_tty)."""
+        await self._connected()  # the service the command talks to is up
+        return podman_tty.tty_command(instance_id, argv, tty=tty, term=term, socket_path=self.socket_path,
+                                      containers_conf=self._service.containers_conf)
 
     async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
         """Run `argv` in the container. Past `timeout_s` this gives up with RuntimeFailed; Podman's API cannot

@@ -220,3 +220,49 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not yet reaped
+
+
+# ---- a container on a Podman node ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def podman_env() -> Iterator[Env]:
+    require_root("rootful Podman for the container")
+    workdir = Path(tempfile.mkdtemp(prefix="cl-exec-tty-podman-"))
+    broker = BrokerUnderTest(kind="embedded", workdir=workdir)
+    broker.passwords = make_auth(workdir)
+    broker.start()
+    coord = CoordinatorProc(broker, workdir)
+    agent = AgentProc(node_id="A", broker=broker, runtime="podman")
+    home = workdir / "home"
+    home.mkdir()
+    try:
+        coord.start()
+        agent.start()
+        e = Env(coord, agent, home)
+        until(lambda: any(n["online"] for n in coord.request("GET", "/v1/nodes")["items"]), 60, "node A online",
+              e.logs)
+        coord.apply(sleeper("box", 1, image="localhost/cloudless/busybox:latest", runtime="container"))
+
+        def running() -> bool:
+            replicas = coord.workload("box")["status"]["replicas"]
+            return bool(replicas) and replicas[0].get("state") == "running"
+        until(running, 120, "the container replica of `box` running on A", e.logs)
+        yield e
+    finally:
+        agent.cleanup()
+        coord.stop()
+        broker.stop()
+
+
+def test_exec_it_in_a_podman_container(podman_env: Env) -> None:
+    term = _open_terminal(podman_env, ["exec", "-it", "box", "--", "sh"], rows=33, cols=99)
+    try:
+        term.type("stty size\r")
+        term.read_until(r"\b33 99\r?\n", 90, "the window size inside the container", podman_env.logs)
+        term.type("echo in-$((6*7)); exit 3\r")
+        term.read_until(r"\bin-42\r?\n", 20, "the container shell's answer", podman_env.logs)
+        assert _exit_code(term.proc) == 3, term.seen.decode("utf-8", "replace")
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
