@@ -589,9 +589,11 @@ class Coordinator:
     async def _publish_desired(self, now: float) -> None:
         if not self.mqtt.connected or not await self.leadership.still_leader():
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
-        await self.outbox.publish_desired(now, self.epoch)
-        self.outbox.publish_peers(self.overlay, now, self.epoch)
+        # service tables first: a process replica gets its <SVC>_SERVICE_* variables from the table its node holds
+        # when it starts it (the broker delivers one connection's messages in order)
         self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
+        self.outbox.publish_peers(self.overlay, now, self.epoch)
+        await self.outbox.publish_desired(now, self.epoch)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)
