@@ -6,12 +6,14 @@ Together the examples show every feature the docs point to them for; a broken or
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from cloudless.cli import build_parser
 from coordinator import translate
 from coordinator.policy import Action, default_policies, evaluate
 from coordinator.scheduler import abilities
@@ -125,3 +127,23 @@ FEATURES = {
 def test_some_example_shows_each_feature(feature: str, path: str) -> None:
     docs = [d for p in FILES for d in _documents(p)]
     assert any(_set(d, path) for d in docs), f"no example under examples/ shows {feature} ({path})"
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    """The `cloudless ...` lines of the examples' header comments, as argv."""
+    out = []
+    for path in FILES:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            text = line.lstrip("#").strip()
+            if line.startswith("#") and text.startswith("cloudless "):
+                out.append((path.name, shlex.split(text, comments=True)[1:]))
+    return out
+
+
+@pytest.mark.parametrize(("name", "argv"), _commands(), ids=[" ".join(a) for _, a in _commands()])
+def test_commands_in_example_comments_are_valid_cli_calls(name: str, argv: list[str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        build_parser(argv).parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{name}: `cloudless {shlex.join(argv)}` is not a valid command: {capsys.readouterr().err}")
