@@ -281,8 +281,8 @@ def test_termux_branch_installs_a_boot_script_with_a_wake_lock_and_runs_the_agen
     os.killpg(supervisor_pid, signal.SIGKILL)
     until(lambda: not device.agents(), 30, "the agent gone with its supervisor")
     locks = device.calls().count(["termux-wake-lock"])
-    subprocess.Popen([str(boot)], env=device.env, cwd=device.home, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    booting = subprocess.Popen([str(boot)], env=device.env, cwd=device.home, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     booted = until(lambda: (a := device.agents()) and a, 60, "the agent started by the boot script",
                    device.agent_log)
     assert booted != [agent] and len(booted) == 1
@@ -292,6 +292,7 @@ def test_termux_branch_installs_a_boot_script_with_a_wake_lock_and_runs_the_agen
     # --uninstall: nothing of the device runs, no boot script, no venv, the lock released; the identity stays
     out = device.sh(f"{_fetch_part(line)} | sh -s -- --uninstall")
     assert "identity and data are kept" in out.stderr, out.stderr
+    assert booting.wait(timeout=30) == 0  # the boot script became the supervisor (exec), which ended cleanly
     assert device.processes() == []
     assert not boot.exists() and not device.venv.exists() and not supervisor.exists()
     assert (device.data / "identity" / "node.pem").exists()
@@ -366,3 +367,27 @@ def test_systemd_branch_installs_a_user_unit_with_linger_and_runs_the_agent(
     assert device.processes() == []
     assert (device.data / "identity" / "node.pem").exists()
     until(lambda: not coord.online(node), 120, f"{node} offline after --uninstall", coord.tail)
+
+
+def test_a_device_without_a_name_of_its_own_is_told_to_pass_node_id(tmp_path: Path) -> None:
+    """Android calls itself localhost: the script stops before installing anything and says what to pass. The
+    device's /etc/hostname is replaced by one saying `localhost` in a mount namespace of the test's own."""
+    from tests.need import require_root
+
+    require_root("a mount namespace over /etc/hostname")
+    require_binary("unshare")
+    fake = tmp_path / "hostname"
+    fake.write_text("localhost\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    script = REPO / "scripts" / "install-agent.sh"
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f'mount --bind "{fake}" /etc/hostname && exec sh "{script}" --server https://127.0.0.1:9 '
+         "--pin sha256//AAAA --token t"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"HOME": str(home), "PATH": HOST_PATH, "PREFIX": str(tmp_path / "usr"), "TERMUX_VERSION": "0.118.1"})
+    assert done.returncode == 1, done
+    assert "this device has no name of its own (localhost): pass --node-id NAME" in done.stderr, done.stderr
+    assert "--join-command --node-id NAME" in done.stderr
+    assert not (home / ".local").exists()  # nothing installed, nothing fetched
