@@ -57,6 +57,7 @@ __all__ = [
     "Example",
     "FieldDoc",
     "field_comments",
+    "header_summary",
     "fields",
     "missing_descriptions",
     "missing_examples",
@@ -379,9 +380,10 @@ def _default_cell(f: FieldDoc) -> str:
 
 
 def render(comments: Mapping[str, str], documents: Sequence[tuple[str, object]], *,
-           link_prefix: str = "../", root: type[Any] = Workload) -> str:
+           summaries: Mapping[str, str] | None = None, link_prefix: str = "../", root: type[Any] = Workload) -> str:
     """docs/spec.md. `comments`: `field_comments` of the spec modules; `documents`: (path, parsed YAML) of the
-    example files, in the order they are searched; links to them get `link_prefix`."""
+    example files, in the order they are searched; `summaries`: what each example file is (its header's first
+    sentence); links to them get `link_prefix`."""
     rows = fields(root)
     out = [
         f"# Workload spec reference (`{API_VERSION}`)",
@@ -408,7 +410,7 @@ def render(comments: Mapping[str, str], documents: Sequence[tuple[str, object]],
     for path, cls in objects:
         out += _object_section(path, cls, [r for r in rows if r.parent == path and r.owner is cls],
                                comments=comments, documents=documents, link_prefix=link_prefix)
-    out += _examples_section(documents, link_prefix)
+    out += _examples_section(documents, summaries or {}, link_prefix)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -445,6 +447,18 @@ def _object_section(path: str, cls: type[Any], rows: Sequence[FieldDoc], *, comm
     return out
 
 
+def header_summary(text: str) -> str:
+    """The first sentence of a YAML file's leading `#` comment block ("" without one)."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    words = " ".join(lines).strip()
+    end = words.find(". ")
+    return words if end < 0 else words[: end + 1]
+
+
 def _section_example(path: str, documents: Sequence[tuple[str, object]], link_prefix: str) -> list[str]:
     """The object at `path` as the example file with the fullest one writes it, nested under its keys."""
     if not path:
@@ -459,7 +473,8 @@ def _section_example(path: str, documents: Sequence[tuple[str, object]], link_pr
     return [f"Example, from [{found.source}]({link_prefix}{found.source}):", "", "```yaml", text.rstrip(), "```", ""]
 
 
-def _examples_section(documents: Sequence[tuple[str, object]], link_prefix: str) -> list[str]:
+def _examples_section(documents: Sequence[tuple[str, object]], summaries: Mapping[str, str],
+                      link_prefix: str) -> list[str]:
     files = sorted({source for source, _ in documents})
     if not files:
         return []
@@ -467,6 +482,7 @@ def _examples_section(documents: Sequence[tuple[str, object]], link_prefix: str)
            "(tests/test_examples.py parses every one with the coordinator's parser and policy):", ""]
     for source in files:
         names = [d.get("metadata", {}).get("name", "?") for s, d in documents if s == source and isinstance(d, dict)]
-        out.append(f"- [{source}]({link_prefix}{source}) — workload `{', '.join(names)}`")
+        about = f": {summaries[source]}" if summaries.get(source) else ""
+        out.append(f"- [{source}]({link_prefix}{source}) — workload `{', '.join(names)}`{about}")
     out.append("")
     return out

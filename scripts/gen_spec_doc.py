@@ -43,8 +43,14 @@ def documents() -> list[tuple[str, object]]:
     return out
 
 
+def summaries() -> dict[str, str]:
+    """examples/NAME.yaml -> the first sentence of its header comment."""
+    return {path.relative_to(REPO).as_posix(): spec_doc.header_summary(path.read_text(encoding="utf-8"))
+            for path in sorted(EXAMPLES.glob("*.yaml"))}
+
+
 def generate() -> str:
-    return spec_doc.render(comments(), documents())
+    return spec_doc.render(comments(), documents(), summaries=summaries())
 
 
 def main(argv: list[str] | None = None) -> int:

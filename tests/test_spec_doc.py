@@ -135,3 +135,12 @@ def test_example_values_read_back_as_written() -> None:
     assert "| `[1, 2]` ([examples/svc.yaml]" in text
     docs = [("examples/svc.yaml", {"dnsName": "8080"})]
     assert '| `"8080"` ([examples/svc.yaml]' in spec_doc.render({}, docs, root=_Service)
+
+
+def test_example_files_are_listed_with_their_header_sentence() -> None:
+    text = "# Volumes: scratch space. More words\n# on two lines.\napiVersion: cloudless/v1\n# not header\n"
+    assert spec_doc.header_summary(text) == "Volumes: scratch space."
+    assert spec_doc.header_summary("apiVersion: cloudless/v1\n") == ""
+    docs = [("examples/svc.yaml", {"metadata": {"name": "svc"}})]
+    out = spec_doc.render({}, docs, summaries={"examples/svc.yaml": "Volumes: scratch space."}, root=_Service)
+    assert "- [examples/svc.yaml](../examples/svc.yaml) — workload `svc`: Volumes: scratch space." in out
