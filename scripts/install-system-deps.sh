@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(podman runc uidmap slirp4netns fuse-overlayfs mosquitto mosquitto-clients busybox-static iproute2 iptables procps
-          iputils-ping
+          iputils-ping curl python3-venv diffutils findutils util-linux dash
           qemu-user-static debootstrap binfmt-support zstd
           etcd-server)
 
