@@ -1,12 +1,12 @@
-"""docs/observability.md's `mosquitto_sub` recipe works as written against a real `cloudless up`.
+"""docs/observability.md's `mosquitto_sub` recipe works as written against a real `cloudless up`, from another machine.
 
 The recipe is read from the document itself (the shell block that runs `mosquitto_sub`), so the document and this
-test cannot drift: only `DATA_DIR`, `ADDR` and the port are filled in, and `-W`/`-C` bound the run. `cloudless up`
-serves an advertised non-loopback address of this host (the address another machine would use); the client
-connects there with the dashboard identity's files `cloudless up` wrote, so the broker's certificate must name that
-address and the ACL must let the dashboard read the mirror and the Home Assistant discovery topics — and nothing
-else. (Connecting from another network namespace would add nothing the TLS name check and the bind do not already
-prove: the broker listens on that address and its certificate carries it.)"""
+test cannot drift: only `DATA_DIR`, `ADDR` and the port are filled in, and `-W`/`-C` bound the run. The "other
+machine" is a network namespace joined to this host by a veth pair (its own network stack: it reaches the host only
+at the host end's address, never over loopback); `cloudless up --advertise` names that address, and the client runs
+inside the namespace with the dashboard identity's files `cloudless up` wrote. So the broker must listen there, its
+certificate must name the address, and the ACL must let the dashboard read the mirror and the Home Assistant
+discovery topics, and nothing else."""
 
 from __future__ import annotations
 
@@ -27,22 +27,37 @@ import pytest
 
 from tests.integration.conftest import require_binary
 from tests.integration.test_up import Up
-from tests.need import require_root, unavailable
+from tests.need import require_root
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
 
 
-def _lan_address() -> str:
-    """An IPv4 address of this host that is not loopback or a container bridge (what another machine dials)."""
-    for name, addrs in sorted(psutil.net_if_addrs().items()):
-        if name == "lo" or name.startswith(("cni-", "podman", "docker", "veth", "br-")):
-            continue
-        for a in addrs:
-            if a.family.name == "AF_INET" and not a.address.startswith("127."):
-                return str(a.address)
-    unavailable("this host has no non-loopback IPv4 address to advertise")
-    raise AssertionError("unreachable")
+def _ip(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=30)
+    assert proc.returncode == 0, f"ip {' '.join(args)}: {proc.stderr}"
+
+
+@contextlib.contextmanager
+def other_machine() -> Iterator[tuple[str, list[str]]]:
+    """A network namespace behind a veth pair: (this host's address as the namespace sees it, argv prefix that runs
+    a command there). Removed afterwards."""
+    n = os.getpid() % 250
+    ns, host_if, peer_if = f"cl-dash-{os.getpid()}", f"cldh{os.getpid() % 100000}", f"cldn{os.getpid() % 100000}"
+    host_ip, peer_ip = f"10.231.{n}.1", f"10.231.{n}.2"
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+        _ip("link", "set", peer_if, "netns", ns)
+        _ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        for args in (("addr", "add", f"{peer_ip}/30", "dev", peer_if), ("link", "set", peer_if, "up"),
+                     ("link", "set", "lo", "up")):
+            _ip("netns", "exec", ns, "ip", *args)
+        yield host_ip, ["ip", "netns", "exec", ns]
+    finally:
+        subprocess.run(["ip", "link", "delete", host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
 
 
 def documented_recipe() -> list[str]:
@@ -57,15 +72,16 @@ def documented_recipe() -> list[str]:
 
 
 @pytest.fixture
-def up() -> Iterator[tuple[Up, str]]:
-    require_root("the local agent runs on the process runtime as root")
+def up() -> Iterator[tuple[Up, str, list[str]]]:
+    require_root("a network namespace plays the other machine")
     require_binary("mosquitto_sub")
-    address = _lan_address()
+    require_binary("ip")
     u = Up(Path(tempfile.mkdtemp(prefix="cl-dash-")))
-    u.extra = ["--advertise", address, "--agent-runtime", "process", "--no-relay"]
     try:
-        u.start()
-        yield u, address
+        with other_machine() as (address, there):
+            u.extra = ["--advertise", address, "--agent-runtime", "process", "--no-relay"]
+            u.start()
+            yield u, address, there
     finally:
         if u.proc is not None and u.proc.poll() is None:
             u.stop()
@@ -79,6 +95,7 @@ def up() -> Iterator[tuple[Up, str]]:
 
 
 def _run(argv: list[str], *, topic: str | None, count: int, wait_s: int) -> list[str]:
+    """Run `argv` (prefixed to run on the other machine), with `topic` in place of its `-t` topic."""
     if topic is not None:
         argv = [*argv[: argv.index("-t") + 1], topic, *argv[argv.index("-t") + 2:]]
     proc = subprocess.run([*argv, "-C", str(count), "-W", str(wait_s)], capture_output=True, text=True,
@@ -87,13 +104,19 @@ def _run(argv: list[str], *, topic: str | None, count: int, wait_s: int) -> list
     return proc.stdout.splitlines()
 
 
-def test_documented_mosquitto_sub_recipe_reads_the_mirror_at_the_advertised_address(up: tuple[Up, str]) -> None:
-    u, address = up
+def test_documented_mosquitto_sub_recipe_reads_the_mirror_from_another_machine(
+    up: tuple[Up, str, list[str]],
+) -> None:
+    u, address, there = up
     recipe = documented_recipe()
     assert recipe[0] == "mosquitto_sub" and "ADDR" in recipe and "1883" in recipe, recipe
     assert recipe[recipe.index("-t") + 1] == "cloudless/v1/dash/#"
     argv = [w.format(D=u.data) for w in recipe]
-    argv = [address if w == "ADDR" else str(u.mqtt) if w == "1883" else w for w in argv]
+    argv = [*there, *(address if w == "ADDR" else str(u.mqtt) if w == "1883" else w for w in argv)]
+    # the namespace reaches this host only at the advertised address: not over its own loopback
+    local = subprocess.run([*argv[: argv.index("-h") + 1], "127.0.0.1", *argv[argv.index("-h") + 2:], "-C", "1",
+                            "-W", "5"], capture_output=True, text=True, timeout=40, check=False)
+    assert local.returncode != 0 and local.stdout == "", local
 
     # the cluster document and the local node's, retained (published once the coordinator has seen the node)
     lines = _run(argv, topic=None, count=2, wait_s=90)
