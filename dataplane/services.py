@@ -97,6 +97,9 @@ class _Listener(NamedTuple):
 class _Attachment:
     namespace: str
     binder: Binder
+    # the ports the workload listens on itself: a listener of ours on VIP:port would collide with its own wildcard
+    # bind (EADDRINUSE either way round), so those are left to it (docs/services.md: use `port` != a listened port)
+    own: frozenset[tuple[int, Protocol]] = frozenset()
     listeners: dict[ListenKey, _Listener] = field(default_factory=dict)
     dns: DnsServer | None = None
     dns_bound: set[Protocol] = field(default_factory=set)
@@ -186,14 +189,23 @@ class ServiceProxy:
 
     # ---- attachments (a workload's network namespace) ------------------------------------------------------
 
-    async def attach(self, key: str, namespace: str, binder: Binder) -> None:
-        """Serve the services of `namespace` and the resolver inside a workload's network namespace (see above)."""
+    async def attach(self, key: str, namespace: str, binder: Binder,
+                     own: frozenset[tuple[int, Protocol]] = frozenset()) -> None:
+        """Serve the services of `namespace` and the resolver inside a workload's network namespace (see above),
+        leaving alone the ports the workload listens on itself (`own`)."""
         async with self._lock:
             if key in self._attachments:
                 self._detach(key)
-            attachment = _Attachment(namespace, binder)
+            attachment = _Attachment(namespace, binder, own=own)
             self._attachments[key] = attachment
             await self._sync_attachment(attachment)
+
+    async def resync(self, key: str) -> None:
+        """Bind again what an attachment is missing (a bind that failed), keeping what it holds."""
+        async with self._lock:
+            attachment = self._attachments.get(key)
+            if attachment is not None:
+                await self._sync_attachment(attachment)
 
     async def detach(self, key: str) -> None:
         async with self._lock:
@@ -209,11 +221,13 @@ class ServiceProxy:
             attachment.dns.close()
 
     async def _sync_attachment(self, attachment: _Attachment) -> None:
-        wanted = listeners_for(self.view, attachment.namespace)
+        wanted = {k: route for k, route in listeners_for(self.view, attachment.namespace).items()
+                  if (k[1], k[2]) not in attachment.own}
         for key in [k for k, listener in attachment.listeners.items() if wanted.get(k) != listener.route]:
             attachment.listeners.pop(key).close()
         missing = [k for k in wanted if k not in attachment.listeners]
-        dns_missing = [p for p in (Protocol.UDP, Protocol.TCP) if p not in attachment.dns_bound]
+        dns_missing = [p for p in (Protocol.UDP, Protocol.TCP)
+                       if p not in attachment.dns_bound and (DNS_PORT, p) not in attachment.own]
         requests = [BindRequest(*k) for k in missing] + [BindRequest("127.0.0.1", DNS_PORT, p) for p in dns_missing]
         if not requests:
             return

@@ -111,7 +111,11 @@ class Agent:
             settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port), max_epoch=lambda: self.max_epoch)
         self.services = AgentServices(node_id=self.node_id, mqtt=mqtt, runtime=runtime, overlay=self.overlay,
                                       clock=clock, settings=services or ServiceSettings(),
-                                      max_epoch=lambda: self.max_epoch)
+                                      max_epoch=lambda: self.max_epoch, spec_of=self._desired_spec)
+
+    def _desired_spec(self, replica_id: str) -> ReplicaSpec | None:
+        replicas = self.desired.replicas if self.desired is not None else ()
+        return next((r for r in replicas if r.replica_id == replica_id), None)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 

@@ -163,7 +163,8 @@ class AgentServices:
     def __init__(self, *, node_id: str, mqtt: MqttClient, runtime: Runtime, overlay: AgentOverlay,
                  clock: Callable[[], float], settings: ServiceSettings, max_epoch: Callable[[], int] = lambda: 0,
                  dataplane_available: Callable[[], bool] = have_dataplane,
-                 bind: NetnsBind = bind_in_netns) -> None:
+                 bind: NetnsBind = bind_in_netns,
+                 spec_of: Callable[[str], ReplicaSpec | None] = lambda _replica: None) -> None:
         self.node_id = node_id
         self.mqtt = mqtt
         self.runtime = runtime
@@ -173,6 +174,7 @@ class AgentServices:
         self._agent_epoch = max_epoch
         self._dataplane_available = dataplane_available
         self._bind = bind
+        self._spec_of = spec_of  # a replica's desired spec (its own ports are left to it)
         self.proxy: ServiceProxy | None = None
         self.disabled = ""  # why services do not run here ("" while they do)
         self.table: ServiceTable | None = None
@@ -353,7 +355,9 @@ class AgentServices:
             if key in self._no_netns:
                 continue
             have = self.attached.get(key)
-            if have is not None and (have.failed_at is None or now - have.failed_at < RETRY_ATTACH_S):
+            if have is not None:
+                if have.failed_at is not None and now - have.failed_at >= RETRY_ATTACH_S:
+                    await proxy.resync(key)  # only what is missing: the resolver and the bound listeners stay
                 continue
             try:
                 pid = await self.runtime.netns_pid(inst.instance_id)
@@ -364,7 +368,13 @@ class AgentServices:
                 self._no_netns.add(key)
                 continue
             attached = self.attached[key] = _Attached(inst.instance_id, inst.namespace)
-            await proxy.attach(key, inst.namespace, self._binder(pid, attached, inst.replica_id))
+            await proxy.attach(key, inst.namespace, self._binder(pid, attached, inst.replica_id),
+                               own=self._own_ports(inst.replica_id))
+
+    def _own_ports(self, replica_id: str) -> frozenset[tuple[int, Protocol]]:
+        """The container ports a replica listens on itself (from its desired spec)."""
+        spec = self._spec_of(replica_id)
+        return frozenset((p.container_port, p.protocol) for p in spec.ports) if spec is not None else frozenset()
 
     def _binder(self, pid: int, attached: _Attached, replica: str) -> Binder:
         async def bind(requests: list[BindRequest]) -> list[socket.socket | str]:

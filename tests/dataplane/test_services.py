@@ -10,7 +10,7 @@ import random
 import socket
 import time
 
-from broker.wire import IngressPort, ServiceEndpoint
+from broker.wire import IngressPort, Protocol, ServiceEndpoint
 from dataplane.service_plan import STREAM_SERVICE, Target, stream_header
 from dataplane.services import ServiceProxy
 from tests.dataplane.servicenet import Binds, Replicas, cluster, fetch, table, until, web
@@ -269,3 +269,25 @@ async def test_without_an_overlay_only_replicas_on_this_node_are_reached() -> No
     finally:
         await proxy.stop()
         replicas.close()
+
+
+async def test_the_ports_a_workload_listens_on_itself_are_left_to_it_and_a_retry_binds_only_what_is_missing() -> None:
+    async with cluster() as (_net, pi, _laptop):
+        await pi.replicas.who("web-0")
+        await pi.proxy.update(table("pi", web(ON_PI)))
+        binds = Binds(fail={(VIP, 53)})  # the UDP service port cannot be bound (yet)
+        # the replica itself listens on 80/TCP and 53/UDP (the resolver's 53/TCP stays ours)
+        await pi.proxy.attach("web-0", "default", binds,
+                              own=frozenset({(80, Protocol.TCP), (53, Protocol.UDP)}))
+        assert (VIP, 80, Protocol.TCP) not in binds.addr and ("127.0.0.1", 53, Protocol.UDP) not in binds.addr
+        assert ("127.0.0.1", 53, Protocol.TCP) in binds.addr
+        # a client that does not listen on them gets every listener but the one that failed
+        other = Binds(fail={(VIP, 53)})
+        await pi.proxy.attach("client", "default", other)
+        assert {(VIP, 80, Protocol.TCP), ("127.0.0.1", 53, Protocol.UDP)} <= set(other.addr)
+        before = dict(other.addr)
+        other.fail.clear()
+        await pi.proxy.resync("client")
+        assert (VIP, 53, Protocol.UDP) in other.addr
+        assert {k: v for k, v in other.addr.items() if k in before} == before  # nothing bound twice
+        assert await fetch(other.tcp(VIP, 80), b"x") == b"web-0:x"
