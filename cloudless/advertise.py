@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 WILDCARD = "0.0.0.0"  # binding every address is the point of advertising
@@ -62,6 +63,24 @@ class Exposure:
 
     def ips(self) -> list[str]:
         return [a for a in self.advertised if is_ip(a)]
+
+    def dialable(self, resolve: Callable[[str], list[str]] | None = None) -> list[str]:
+        """The advertised addresses as IPv4 addresses, in order: names resolved (what a relay is dialled by; a name
+        that resolves to nothing, or only to loopback, is left out)."""
+        out: list[str] = []
+        for a in self.advertised:
+            for ip in [a] if is_ip(a) else (resolve or resolve_ipv4)(a):
+                if ip not in out and not ipaddress.ip_address(ip).is_loopback:
+                    out.append(ip)
+        return out
+
+
+def resolve_ipv4(name: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def is_ip(text: str) -> bool:

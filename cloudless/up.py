@@ -382,7 +382,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print("cloudless up: no overlay relay: aioquic is not installed (pip install '.[overlay]'); devices "
                   "still run workloads, without the overlay", file=sys.stderr, flush=True)
         elif not args.no_relay:
-            relay, relay_flag = _start_relay(me, args, data_dir, pki, where.ips())
+            relay, relay_flag = _start_relay(me, args, data_dir, pki, where.dialable())
             children.append(relay)
             relay_flags = ["--relay", relay_flag]
         store: list[str] = []

@@ -109,6 +109,12 @@ def test_the_coordinator_is_told_every_url_and_names() -> None:
     assert up._coordinator_exposure(Exposure((), "127.0.0.1"), 8470, "b") == []
 
 
+def test_advertised_names_are_dialled_by_their_addresses() -> None:
+    where = Exposure(("192.0.2.2", "nas.lan", "gone.lan", "me"), "0.0.0.0")
+    names = {"nas.lan": ["192.0.2.9", "192.0.2.2"], "gone.lan": [], "me": ["127.0.1.1"]}
+    assert where.dialable(lambda n: names[n]) == ["192.0.2.2", "192.0.2.9"]
+
+
 def test_the_relay_is_advertised_at_the_ips_and_loopback_last() -> None:
     assert up.relay_addresses("0.0.0.0", 7000, ["192.0.2.2", "10.0.0.5"]) == [
         "192.0.2.2:7000", "10.0.0.5:7000", "127.0.0.1:7000"]
