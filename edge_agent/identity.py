@@ -302,6 +302,8 @@ def _post(url: str, body: dict[str, str], ctx: ssl.SSLContext) -> dict[str, Any]
             message = json.loads(exc.read(65536))["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = exc.reason
+        if exc.code >= 500:  # a proxy's 502, a coordinator without a leader: another URL may answer
+            raise Unreachable(f"{url} answered {exc.code}: {message}") from None
         raise EnrolmentError(f"the coordinator refused: {message}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise Unreachable(f"cannot talk to the coordinator at {url}: {_reason(exc)}") from None

@@ -28,8 +28,9 @@ SECRET = b"s" * 64
 class FakeCoordinator:
     """/v1/ca and /v1/enroll over HTTPS, with a server certificate from `ca` for 127.0.0.1."""
 
-    def __init__(self, ca: CertificateAuthority, tmp: Path, broker: str) -> None:
+    def __init__(self, ca: CertificateAuthority, tmp: Path, broker: str, fail_with: int = 0) -> None:
         self.ca, self.broker, self.enrolled = ca, broker, []  # type: ignore[var-annotated]
+        self.fail_with = fail_with  # answer every enrolment with this status (0: enrol)
         key = new_key()
         (tmp / "srv.pem").write_bytes(ca.issue_server(key, hosts=["127.0.0.1"], now=NOW, lifetime_s=3600).cert_pem)
         (tmp / "srv.key").write_bytes(key_pem(key))
@@ -46,6 +47,10 @@ class FakeCoordinator:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if owner.fail_with:
+                    error = {"error": {"message": f"status {owner.fail_with} for a test"}}
+                    self._send(owner.fail_with, json.dumps(error).encode(), "application/json")
+                    return
                 issued = owner.ca.issue(body["csr"].encode(), identity=body["nodeId"], role=CertRole.NODE, now=NOW,
                                         lifetime_s=3600)
                 owner.enrolled.append(body["nodeId"])
@@ -129,6 +134,21 @@ def test_a_server_without_the_pinned_ca_is_skipped(coordinator: FakeCoordinator,
         impostor.close()
     assert impostor.enrolled == [] and coordinator.enrolled == ["pi-1"] and got.api_url == coordinator.url
     assert "does not hold the cluster CA pinned in the token" in capsys.readouterr().err
+
+
+def test_a_server_error_falls_through_but_a_refusal_does_not(coordinator: FakeCoordinator,
+                                                             cluster_ca: CertificateAuthority, tmp_path: Path) -> None:
+    proxy = FakeCoordinator(cluster_ca, tmp_path, broker="mqtts://x:1", fail_with=502)
+    refusing = FakeCoordinator(cluster_ca, tmp_path, broker="mqtts://x:1", fail_with=401)
+    try:
+        got = ident.enrol(tmp_path / "a", "pi-1", token(cluster_ca, [proxy.url, coordinator.url]))
+        assert got.api_url == coordinator.url and coordinator.enrolled == ["pi-1"]
+        with pytest.raises(ident.EnrolmentError, match="refused: status 401"):
+            ident.enrol(tmp_path / "b", "pi-2", token(cluster_ca, [refusing.url, coordinator.url]))
+        assert coordinator.enrolled == ["pi-1"]  # a refusal is an answer: the token is not tried elsewhere
+    finally:
+        proxy.close()
+        refusing.close()
 
 
 def test_when_every_url_fails_the_error_names_each(cluster_ca: CertificateAuthority, tmp_path: Path) -> None:
