@@ -153,6 +153,15 @@ if [ -z "$NODE_ID" ]; then  # Termux has neither /etc/hostname nor `hostname`, a
       "(\`cloudless token create --join-command --node-id NAME\` prints a line with it)" ;;
   esac
 fi
+# the id goes into file names, a unit and a supervisor script: only what a node id may hold (the wire's id syntax)
+case "$NODE_ID" in
+  [A-Za-z0-9]*) ;;
+  *) die "node id '$NODE_ID' must start with a letter or digit: pass --node-id NAME" ;;
+esac
+case "$NODE_ID" in
+  *[!A-Za-z0-9._-]*) die "node id '$NODE_ID' may hold only letters, digits, '.', '_' and '-': pass --node-id NAME" ;;
+esac
+[ "${#NODE_ID}" -le 63 ] || die "node id '$NODE_ID' is longer than 63 characters: pass --node-id NAME"
 ARCH="$(uname -m)"
 case "$ARCH" in aarch64|armv7l|x86_64) ;; armv8l) ARCH=armv7l ;; *) die "unsupported machine $ARCH (aarch64, armv7l, x86_64)" ;; esac
 say "$OS on $ARCH; coordinator $SERVER; node $NODE_ID"

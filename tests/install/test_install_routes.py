@@ -196,3 +196,14 @@ def test_the_printed_line_falls_through_a_dead_url_and_runs_the_script_of_the_li
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("node_id", ["a;rm -rf ~", "-x", "pi 1", "$(id)", "x" * 64])
+def test_the_install_script_refuses_a_node_id_that_could_not_be_one(node_id: str, tmp_path: Path) -> None:
+    """The id goes into a unit file and a supervisor script: it is checked before anything is written."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install-agent.sh"
+    r = subprocess.run(["sh", str(script), "--server", "https://127.0.0.1:1", "--pin", "sha256//x", "--token", "t",
+                        "--node-id", node_id], capture_output=True, text=True, timeout=30,
+                       env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=False)
+    assert r.returncode != 0 and "node id" in r.stderr and "--node-id NAME" in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir())  # nothing installed
