@@ -135,7 +135,7 @@ class TcpPath:
         return problem
 
     async def _connect_local(self, target: Target) -> Stream | str:
-        address = self.host.local_endpoint(target.replica, target.target_port)
+        address = self.host.local_endpoint(target.replica, target.target_port, Protocol.TCP)
         if address is None:
             return f"{target.replica} has no address for port {target.target_port} on {self.host.node_id}"
         try:

@@ -56,7 +56,7 @@ class Host(Role):
     rng: random.Random
     clock: Callable[[], float]
 
-    def local_endpoint(self, replica: str, port: int) -> Address | None: ...
+    def local_endpoint(self, replica: str, port: int, protocol: Protocol) -> Address | None: ...
 
     def counters(self, key: ServiceKey) -> Counters: ...
 
@@ -194,7 +194,7 @@ class UdpFlows:
             if not isinstance(choice, Choice):
                 return None
             local = choice.endpoint.node == self.host.node_id
-            if (local and self.host.local_endpoint(choice.endpoint.replica, target_port) is not None) or \
+            if (local and self.host.local_endpoint(choice.endpoint.replica, target_port, Protocol.UDP) is not None) or \
                     (not local and self.host.overlay is not None):
                 return choice
             exclude.add(choice.key)
@@ -215,7 +215,7 @@ class UdpFlows:
             flow.counters.udp_dropped += 1
 
     def _open_local(self, flow: _Flow, target: Target) -> None:
-        address = self.host.local_endpoint(target.replica, target.target_port)
+        address = self.host.local_endpoint(target.replica, target.target_port, Protocol.UDP)
         if address is None:
             flow.closed = True
             return

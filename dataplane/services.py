@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the overlay needs aioquic; a node without it still serves s
 log = logging.getLogger(__name__)
 
 DNS_PORT = 53
-LocalEndpoint = Callable[[str, int], tuple[str, int] | None]
+LocalEndpoint = Callable[[str, int, Protocol], tuple[str, int] | None]  # (replica, target port, protocol)
 
 
 class BindRequest(NamedTuple):

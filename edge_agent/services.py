@@ -6,9 +6,10 @@
 - **In**: the coordinator's ServiceTable on `node/<id>/services` (retained, qos 1), fenced like the peer directory
   (`consider_table`): a table from an epoch lower than the highest seen — this agent's desired-state epoch or a
   table's — is ignored, and within an epoch only a higher generation applies.
-- **Endpoints here**: `local_endpoint(replica, target_port)` answers from a map refreshed from the runtime
-  (`Runtime.endpoint`: Podman's published 127.0.0.1 port — `runtime.podman_net` — or the process's own port)
-  whenever the table or the running instances change; a restarted replica is looked up again.
+- **Endpoints here**: `local_endpoint(replica, target_port, protocol)` answers from a map refreshed from the
+  runtime (`Runtime.endpoint`: Podman's published 127.0.0.1 port of that protocol — `runtime.podman_net` publishes
+  53/tcp and 53/udp on different host ports — or the process's own port) whenever the table or the running instances
+  change; a restarted replica is looked up again.
 - **Containers**: every running container of a runtime that can say where its network namespace is (Podman's
   `netns_pid`) is attached to the proxy with a binder that binds inside that namespace (`edge_agent.netns`): its
   127.0.0.1:53 resolver and one listener per service port of its namespace. A container that stops is detached; a
@@ -58,7 +59,7 @@ SWITCHED_OFF = "switched off on this node (--no-services); restart the agent wit
 NO_DATAPLANE = ("the service proxy (dataplane.services) cannot load here; workloads run without service names "
                 "(reinstall the agent: its package is incomplete)")
 
-EndpointKey = tuple[str, int]  # (replica id, target port)
+EndpointKey = tuple[str, int, Protocol]  # (replica id, target port, protocol)
 NetnsBind = Callable[[int, Sequence[BindSpec]], Awaitable[list[Bound]]]  # edge_agent.netns.bind_in_netns
 
 
@@ -121,10 +122,10 @@ def upstream_servers(resolv_conf: str, resolved_conf: str | None = None) -> list
 
 
 def local_ports(table: ServiceTable | None, node_id: str) -> set[EndpointKey]:
-    """(replica, target port) of every endpoint on this node the table names."""
+    """(replica, target port, protocol) of every endpoint on this node the table names."""
     if table is None:
         return set()
-    return {(e.replica, p.target_port) for r in table.services for e in r.endpoints if e.node == node_id
+    return {(e.replica, p.target_port, p.protocol) for r in table.services for e in r.endpoints if e.node == node_id
             for p in r.ports}
 
 
@@ -308,8 +309,8 @@ class AgentServices:
 
     # ---- endpoints on this node ------------------------------------------------------------------------------
 
-    def local_endpoint(self, replica: str, target_port: int) -> tuple[str, int] | None:
-        found = self.endpoints.get((replica, target_port))
+    def local_endpoint(self, replica: str, target_port: int, protocol: Protocol) -> tuple[str, int] | None:
+        found = self.endpoints.get((replica, target_port, protocol))
         return found[1] if found is not None else None
 
     async def _refresh_endpoints(self, table: ServiceTable | None) -> None:
@@ -325,14 +326,14 @@ class AgentServices:
                 fresh[key] = known
                 continue
             try:
-                ep = await self.runtime.endpoint(inst.instance_id, key[1])
+                ep = await self.runtime.endpoint(inst.instance_id, key[1], key[2])
             except RuntimeError_ as exc:
-                log.warning("services: where replica %s listens on %d: %s", key[0], key[1], exc)
+                log.warning("services: where replica %s listens on %d/%s: %s", key[0], key[1], key[2], exc)
                 continue
             if ep is None and (key, run) not in self._unreachable:
                 self._unreachable.add((key, run))
-                log.warning("services: replica %s port %d cannot be reached from the agent (declare it in the "
-                            "workload's ports)", key[0], key[1])
+                log.warning("services: replica %s port %d/%s cannot be reached from the agent (declare it in the "
+                            "workload's ports)", key[0], key[1], key[2])
             if ep is not None:
                 fresh[key] = (run, (ep.host, ep.port))
         self.endpoints = fresh

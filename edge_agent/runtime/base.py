@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from broker.wire import NodeFacts, ReplicaSpec
+from broker.wire import Protocol as PortProtocol
 from edge_agent.errors import SpecUnsupported
 
 if TYPE_CHECKING:
@@ -204,8 +205,10 @@ class Runtime(Protocol):
 
     async def exec(self, instance_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult: ...
 
-    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
-        """Host address for a container port, or None if the host cannot reach it (probe via exec then)."""
+    async def endpoint(self, instance_id: str, container_port: int,
+                       protocol: PortProtocol = PortProtocol.TCP) -> Endpoint | None:
+        """Host address for a container port of `protocol`, or None if the host cannot reach it (probe via exec
+        then). A port published for TCP and UDP has a host port for each: they differ."""
         ...
 
     async def usage(self) -> dict[str, Usage]:

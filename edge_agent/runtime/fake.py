@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from broker.wire import Protocol as PortProtocol
 from broker.wire import ReplicaSpec
 from edge_agent.errors import ImageUnavailable, InstanceNotFound, RuntimeFailed
 from edge_agent.runtime.base import (
@@ -130,7 +131,8 @@ class FakeRuntime:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.tty_cwd or "/", "TERM": term}
         return TtyCommand(argv=tuple(argv), cwd=self.tty_cwd, env=env)
 
-    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+    async def endpoint(self, instance_id: str, container_port: int,
+                       protocol: PortProtocol = PortProtocol.TCP) -> Endpoint | None:
         return None
 
     async def usage(self) -> dict[str, Usage]:

@@ -31,6 +31,7 @@ import urllib3
 from podman import PodmanClient
 from podman.errors import APIError
 
+from broker.wire import Protocol as PortProtocol
 from broker.wire import ReplicaSpec, SeccompType
 from edge_agent.errors import (
     ImageUnavailable,
@@ -127,6 +128,15 @@ def _own_ulimits() -> dict[str, tuple[int, int]]:
 
     return {name: resource.getrlimit(which) for name, which in
             (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC))}
+
+
+def published_endpoint(network: Mapping[str, Any], container_port: int, protocol: PortProtocol) -> Endpoint | None:
+    """Where the host reaches `container_port`/`protocol` from an inspect's NetworkSettings (None: not published)."""
+    for binding in (network.get("Ports") or {}).get(f"{container_port}/{protocol.value.lower()}") or ():
+        if str(binding.get("HostPort", "")).isdigit() and int(binding["HostPort"]) > 0:
+            host = binding.get("HostIp") or ""
+            return Endpoint("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, int(binding["HostPort"]))
+    return None
 
 
 class PodmanRuntime:
@@ -439,15 +449,15 @@ class PodmanRuntime:
             time.sleep(0.05)
         raise RuntimeFailed(f"exec {argv}: the session did not report an exit code")
 
-    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
-        """The host address of a published port (TCP first, then UDP), else the container's own address (rootful)."""
+    async def endpoint(self, instance_id: str, container_port: int,
+                       protocol: PortProtocol = PortProtocol.TCP) -> Endpoint | None:
+        """The host address of a port published for `protocol` (53/tcp and 53/udp are published on different host
+        ports), else the container's own address (rootful)."""
         attrs = await self._call(f"inspect {instance_id}", lambda c: c.containers.get(instance_id).attrs)
         network = attrs.get("NetworkSettings") or {}
-        for proto in ("tcp", "udp"):
-            for binding in (network.get("Ports") or {}).get(f"{container_port}/{proto}") or ():
-                if str(binding.get("HostPort", "")).isdigit() and int(binding["HostPort"]) > 0:
-                    host = binding.get("HostIp") or ""
-                    return Endpoint("127.0.0.1" if host in ("", "0.0.0.0", "::") else host, int(binding["HostPort"]))
+        published = published_endpoint(network, container_port, protocol)
+        if published is not None:
+            return published
         if (await self._host_facts())["rootless"]:
             return None  # a rootless container's addresses live in its user's network namespace
         addresses = [network.get("IPAddress")] + [n.get("IPAddress") for n in (network.get("Networks") or {}).values()]

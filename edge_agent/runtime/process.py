@@ -46,6 +46,7 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
+from broker.wire import Protocol as PortProtocol
 from broker.wire import ReplicaSpec
 from edge_agent.atomic import atomic_write
 from edge_agent.errors import InstanceNotFound, RuntimeFailed, SpecUnsupported
@@ -410,7 +411,8 @@ class ProcessRuntime:
             raise RuntimeFailed(f"exec in {instance_id}", detail=f"timed out after {timeout_s}s") from None
         return ExecResult(proc.returncode if proc.returncode is not None else -1, out[-1024 * 1024:])
 
-    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
+    async def endpoint(self, instance_id: str, container_port: int,
+                       protocol: PortProtocol = PortProtocol.TCP) -> Endpoint | None:
         return Endpoint("127.0.0.1", container_port)
 
     async def usage(self) -> dict[str, Usage]:

@@ -63,7 +63,7 @@ class Replicas:
     servers: list[asyncio.Server] = field(default_factory=list)
     udp: list[asyncio.DatagramTransport] = field(default_factory=list)
 
-    def lookup(self, replica: str, _target_port: int) -> tuple[str, int] | None:
+    def lookup(self, replica: str, _target_port: int, _protocol: Protocol) -> tuple[str, int] | None:
         return self.addrs.get(replica)
 
     async def who(self, replica: str) -> None:

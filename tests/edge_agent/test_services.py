@@ -7,6 +7,7 @@ test_services_agent.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -17,12 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker import wire
 from broker.client import Message, MqttClient
-from broker.wire import ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable, topics
+from broker.wire import Protocol, ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable, topics
 from edge_agent.metrics import Counters, Sample, render
 from edge_agent.netns import BindSpec, Bound
 from edge_agent.overlay import AgentOverlay
 from edge_agent.runtime.base import Endpoint, Instance
 from edge_agent.runtime.fake import FakeRuntime
+from edge_agent.runtime.podman import published_endpoint
 from edge_agent.services import (
     NO_DATAPLANE,
     RETRY_ATTACH_S,
@@ -67,12 +69,13 @@ class NetnsRuntime(FakeRuntime):
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(node_id=NODE, clock=clock)
-        self.published: dict[int, Endpoint] = {}  # target port -> where the host reaches it
+        self.published: dict[tuple[int, Protocol], Endpoint] = {}  # target port -> where the host reaches it
         self.host_network: set[str] = set()  # replicas on the host's network (no namespace of their own)
         self.netns_asked = 0
 
-    async def endpoint(self, instance_id: str, container_port: int) -> Endpoint | None:
-        return self.published.get(container_port)
+    async def endpoint(self, instance_id: str, container_port: int,
+                       protocol: Protocol = Protocol.TCP) -> Endpoint | None:
+        return self.published.get((container_port, protocol))
 
     async def netns_pid(self, instance_id: str) -> int | None:
         self.netns_asked += 1
@@ -186,7 +189,7 @@ def test_upstream_servers(resolv: str, resolved: str | None, expected: list[tupl
 
 def test_local_ports_are_this_nodes_endpoints_by_target_port() -> None:
     t = table(endpoints=(ServiceEndpoint(NODE, "web-0"), ServiceEndpoint("laptop", "web-1")))
-    assert local_ports(t, NODE) == {("web-0", 8080)}
+    assert local_ports(t, NODE) == {("web-0", 8080, Protocol.TCP)}
     assert local_ports(None, NODE) == set()
 
 
@@ -209,7 +212,7 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
                                                                              backend: int) -> None:
     clock, mqtt = Clock(), FakeMqtt()
     runtime = NetnsRuntime(clock)
-    runtime.published[8080] = Endpoint("127.0.0.1", backend)
+    runtime.published[(8080, Protocol.TCP)] = Endpoint("127.0.0.1", backend)
     svc = services(runtime, mqtt, clock, tmp_path)
     await svc.start()
     try:
@@ -218,7 +221,7 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
         await running(runtime, "web-0")
         svc.sync(await runtime.list())
         await svc.apply()
-        assert svc.local_endpoint("web-0", 8080) == ("127.0.0.1", backend)
+        assert svc.local_endpoint("web-0", 8080, Protocol.TCP) == ("127.0.0.1", backend)
         spec = svc.with_service_env(make_spec("client-0", env={"WEB_SERVICE_PORT_HTTP": "mine"}))
         assert spec.env["WEB_SERVICE_HOST"] == "127.0.0.1"
         assert spec.env["WEB_SERVICE_PORT_HTTP"] == "mine"  # the replica's own environment wins
@@ -227,6 +230,75 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
         assert (sample.service, sample.namespace, sample.connections.get("node")) == ("web", "default", 1)
     finally:
         await svc.stop()
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """A UDP replica: answers `udp:<datagram>`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"udp:" + data, addr)
+
+
+async def udp_ask(port: int, data: bytes) -> bytes:
+    """One datagram to 127.0.0.1:port and its answer."""
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, got: bytes, addr: tuple[str, int]) -> None:
+            answers.put_nowait(got)
+
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(Client,
+                                                                             remote_addr=("127.0.0.1", port))
+    try:
+        async with asyncio.timeout(10):
+            while True:  # UDP: asked again until answered
+                transport.sendto(data)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        return await answers.get()
+    finally:
+        transport.close()
+
+
+def test_podman_endpoints_are_looked_up_by_protocol() -> None:
+    # with_services publishes 53/tcp and 53/udp on different random host ports
+    network = {"Ports": {"53/tcp": [{"HostIp": "127.0.0.1", "HostPort": "40001"}],
+                         "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "40002"}],
+                         "80/tcp": [{"HostIp": "", "HostPort": "40003"}]}}
+    assert published_endpoint(network, 53, Protocol.TCP) == Endpoint("127.0.0.1", 40001)
+    assert published_endpoint(network, 53, Protocol.UDP) == Endpoint("127.0.0.1", 40002)
+    assert published_endpoint(network, 80, Protocol.UDP) is None
+    assert published_endpoint(network, 80, Protocol.TCP) == Endpoint("127.0.0.1", 40003)
+
+
+async def test_a_udp_port_sharing_its_number_with_a_tcp_one_reaches_the_udp_endpoint(tmp_path: Path,
+                                                                                    backend: int) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    runtime = NetnsRuntime(clock)
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
+    runtime.published[(5353, Protocol.TCP)] = Endpoint("127.0.0.1", backend)
+    runtime.published[(5353, Protocol.UDP)] = Endpoint("127.0.0.1", udp.get_extra_info("sockname")[1])
+    record = ServiceRecord("dns", "default", VIP, ports=(ServicePort(53, 5353, name="tcp"),
+                                                         ServicePort(53, 5353, name="udp", protocol=Protocol.UDP)),
+                           endpoints=(ServiceEndpoint(NODE, "dns-0"),))
+    svc = services(runtime, mqtt, clock, tmp_path)
+    await svc.start()
+    try:
+        mqtt.deliver(ServiceTable(node_id=NODE, generation=1, epoch=1, ts=NOW, services=(record,)))
+        await running(runtime, "dns-0")
+        svc.sync(await runtime.list())
+        await svc.apply()
+        assert svc.local_endpoint("dns-0", 5353, Protocol.UDP) == udp.get_extra_info("sockname")
+        assert svc.local_endpoint("dns-0", 5353, Protocol.TCP) == ("127.0.0.1", backend)
+        env = svc.with_service_env(make_spec("client-0")).env
+        assert await fetch("127.0.0.1", int(env["DNS_SERVICE_PORT_TCP"])) == b"hello from web-0\n"
+        assert await udp_ask(int(env["DNS_SERVICE_PORT_UDP"]), b"ping") == b"udp:ping"
+    finally:
+        await svc.stop()
+        udp.close()
 
 
 async def test_tables_are_fenced(tmp_path: Path) -> None:
@@ -250,7 +322,7 @@ async def test_tables_are_fenced(tmp_path: Path) -> None:
 async def test_containers_are_attached_detached_and_attached_again(tmp_path: Path, backend: int) -> None:
     clock, mqtt, binds = Clock(), FakeMqtt(), Binds()
     runtime = NetnsRuntime(clock)
-    runtime.published[8080] = Endpoint("127.0.0.1", backend)
+    runtime.published[(8080, Protocol.TCP)] = Endpoint("127.0.0.1", backend)
     svc = services(runtime, mqtt, clock, tmp_path, bind=binds)
     await svc.start()
     try:
