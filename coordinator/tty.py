@@ -134,7 +134,7 @@ def parse_open(query: dict[str, list[str]]) -> OpenRequest | tuple[str, str]:
     size: dict[str, int] = {}
     for name, default in (("rows", 24), ("cols", 80)):
         raw = (query.get(name) or [str(default)])[-1]
-        if not raw.isdigit() or not 1 <= int(raw) <= 4096:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 4096:  # '²'.isdigit(), int('²') fails
             return name, "must be a number from 1 to 4096"
         size[name] = int(raw)
     term = (query.get("term") or ["xterm"])[-1]

@@ -291,7 +291,7 @@ class TtySessions:
         if not req.argv:
             return "argv: a command is required"
         size = [args.get(k, d) for k, d in (("rows", "24"), ("cols", "80"))]
-        if not all(v.isdigit() and 1 <= int(v) <= 4096 for v in size):
+        if not all(v.isascii() and v.isdigit() and 1 <= int(v) <= 4096 for v in size):  # not '²'
             return "args.rows, args.cols: numbers from 1 to 4096"
         runtime = self.host.runtime
         if not isinstance(runtime, TtyRuntime):

@@ -71,6 +71,8 @@ def test_parse_open_defaults() -> None:
     pytest.param({"command": ["sh"], "tty": ["yes"]}, "tty", id="tty-word"),
     pytest.param({"command": ["sh"], "stdin": ["2"]}, "stdin", id="stdin-2"),
     pytest.param({"command": ["sh"], "rows": ["0"]}, "rows", id="rows-0"),
+    pytest.param({"command": ["sh"], "rows": ["\u00b2"]}, "rows", id="rows-superscript-digit"),  # isdigit, not int
+    pytest.param({"command": ["sh"], "cols": ["\u0663"]}, "cols", id="cols-arabic-indic-digit"),  # int() takes it
     pytest.param({"command": ["sh"], "cols": ["4097"]}, "cols", id="cols-big"),
     pytest.param({"command": ["sh"], "cols": ["-1"]}, "cols", id="cols-negative"),
     pytest.param({"command": ["sh"], "term": ["xterm; rm -rf /"]}, "term", id="term-shell"),

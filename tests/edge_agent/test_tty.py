@@ -140,6 +140,7 @@ async def test_an_input_gap_that_does_not_fill_ends_the_session(rig: Rig) -> Non
     pytest.param(("sh",), {"session": ""}, "args.session", id="no-session"),
     pytest.param((), {}, "argv", id="no-command"),
     pytest.param(("sh",), {"rows": "0"}, "args.rows", id="bad-rows"),
+    pytest.param(("sh",), {"cols": "\u00b2"}, "args.rows, args.cols", id="superscript-digit"),
     pytest.param(("/nonexistent/cmd",), {}, "/nonexistent/cmd", id="cannot-start"),
 ])
 async def test_refusals_say_why(rig: Rig, argv: tuple[str, ...], args: dict[str, str], why: str) -> None:
