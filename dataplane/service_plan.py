@@ -268,6 +268,7 @@ class Counters:
     bind_failures: int = 0
     udp_flows: int = 0
     udp_dropped: int = 0
+    udp_refused: int = 0  # flows not opened: the proxy's flow limits were reached (dataplane.service_udp)
 
     def out(self, n: int) -> None:
         self.bytes_out += n

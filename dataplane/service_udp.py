@@ -8,6 +8,11 @@ own connected UDP socket to the replica; to another node its datagrams travel as
 flow id and the serving node keeps its own (peer, flow id) -> socket mapping. A flow with no datagram either way
 for `idle_s` is forgotten on both sides (conntrack's UDP timeout works the same way). Overlay datagrams are at most
 MAX_DATAGRAM bytes with our header; a larger payload is dropped and counted, like an oversized UDP packet.
+
+Every flow holds a socket (on the node of its replica) until it idles out, so flows are bounded: at most `max_flows`
+on this node (client and served together) and `max_per_source` per source — a client listener (a workload spraying
+source ports) or a peer node (spraying flow ids). A datagram that would open one more is dropped and counted
+(`udp_refused`, `udp_dropped`), as a full conntrack table drops new flows.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ if TYPE_CHECKING:  # the overlay needs aioquic; a node without it still serves s
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 16  # datagrams held while a flow's socket opens
+MAX_FLOWS = 1024  # flows on this node, client and served together
+MAX_FLOWS_PER_SOURCE = 256  # flows per client listener and per peer node
 Address = tuple[str, int]
 
 
@@ -103,12 +110,17 @@ class _Flow:
 
 
 class UdpFlows:
-    def __init__(self, host: Host, *, idle_s: float) -> None:
+    def __init__(self, host: Host, *, idle_s: float, max_flows: int = MAX_FLOWS,
+                 max_per_source: int = MAX_FLOWS_PER_SOURCE) -> None:
         self.host = host
         self.idle_s = idle_s
+        self.max_flows = max_flows
+        self.max_per_source = max_per_source
         self._client: dict[tuple[int, Address], tuple[int, _Flow]] = {}  # (listener, client) -> (flow id, flow)
         self._by_id: dict[int, _Flow] = {}
         self._served: dict[tuple[str, int], _Flow] = {}  # (peer, flow id) -> flow to a replica here
+        self._per_listener: dict[int, int] = {}  # client flows per listener
+        self._per_peer: dict[str, int] = {}  # served flows per peer node
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -125,6 +137,8 @@ class UdpFlows:
         self._client.clear()
         self._by_id.clear()
         self._served.clear()
+        self._per_listener.clear()
+        self._per_peer.clear()
 
     def active(self) -> int:
         return len(self._by_id) + len(self._served)
@@ -137,9 +151,7 @@ class UdpFlows:
         def close() -> None:
             front.close()
             for key in [k for k in self._client if k[0] == id(front)]:
-                flow_id, flow = self._client.pop(key)
-                self._by_id.pop(flow_id, None)
-                flow.close()
+                self._forget_client(key)
 
         return close
 
@@ -149,6 +161,10 @@ class UdpFlows:
         counters = self.host.counters(route[0])
         entry = self._client.get((id(front), addr))
         if entry is None:
+            if not self._room(self._per_listener.get(id(front), 0)):
+                counters.udp_refused += 1
+                counters.udp_dropped += 1
+                return
             entry = self._open(front, route, addr, counters)
             if entry is None:
                 counters.udp_dropped += 1
@@ -184,7 +200,30 @@ class UdpFlows:
         counters.connections[choice.tier.value] += 1
         self._client[(id(front), addr)] = (flow_id, flow)
         self._by_id[flow_id] = flow
+        self._per_listener[id(front)] = self._per_listener.get(id(front), 0) + 1
         return flow_id, flow
+
+    def _room(self, from_source: int) -> bool:
+        """Another flow fits: under the node's limit and its source's."""
+        return self.active() < self.max_flows and from_source < self.max_per_source
+
+    def _forget_client(self, key: tuple[int, Address]) -> None:
+        flow_id, flow = self._client.pop(key)
+        self._by_id.pop(flow_id, None)
+        flow.close()
+        left = self._per_listener.get(key[0], 0) - 1
+        if left > 0:
+            self._per_listener[key[0]] = left
+        else:
+            self._per_listener.pop(key[0], None)
+
+    def _forget_served(self, key: tuple[str, int]) -> None:
+        self._served.pop(key).close()
+        left = self._per_peer.get(key[0], 0) - 1
+        if left > 0:
+            self._per_peer[key[0]] = left
+        else:
+            self._per_peer.pop(key[0], None)
 
     def _choose(self, record: ServiceRecord, target_port: int) -> Choice | None:
         exclude: set[tuple[str, str]] = set()
@@ -260,6 +299,11 @@ class UdpFlows:
             if problem is not None:
                 log.debug("services: refused a UDP flow from %s: %s", node_id, problem)
                 return
+            if not self._room(self._per_peer.get(node_id, 0)):
+                counters = self.host.counters((target.namespace, target.service))
+                counters.udp_refused += 1
+                counters.udp_dropped += 1
+                return
             flow = self._serve_flow(node_id, datagram.flow, target)
         flow.last = self.host.clock()
         flow.counters.bytes_out += len(datagram.payload)
@@ -280,18 +324,16 @@ class UdpFlows:
         flow = _Flow(counters, self.host.clock(), node=self.host.node_id, target=target, reply=reply)
         self._open_local(flow, target)
         self._served[(node_id, flow_id)] = flow
+        self._per_peer[node_id] = self._per_peer.get(node_id, 0) + 1
         return flow
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(max(self.idle_s / 4, 0.05))
             cutoff = self.host.clock() - self.idle_s
-            for key, (flow_id, flow) in list(self._client.items()):
+            for key, (_flow_id, flow) in list(self._client.items()):
                 if flow.last < cutoff or flow.closed:
-                    del self._client[key]
-                    self._by_id.pop(flow_id, None)
-                    flow.close()
+                    self._forget_client(key)
             for served_key, flow in list(self._served.items()):
                 if flow.last < cutoff or flow.closed:
-                    del self._served[served_key]
-                    flow.close()
+                    self._forget_served(served_key)

@@ -45,7 +45,7 @@ from dataplane.service_plan import (
     read_table,
 )
 from dataplane.service_tcp import TcpPath
-from dataplane.service_udp import UdpFlows
+from dataplane.service_udp import MAX_FLOWS, MAX_FLOWS_PER_SOURCE, UdpFlows
 
 if TYPE_CHECKING:  # the overlay needs aioquic; a node without it still serves same-node services
     from dataplane.overlay import Overlay
@@ -85,7 +85,8 @@ class ServiceStats:
     served: int  # connections from other nodes to a replica here
     bind_failures: int
     udp_flows: int  # UDP flows opened (client side)
-    udp_dropped: int  # datagrams dropped (too large, no endpoint, no connection)
+    udp_dropped: int  # datagrams dropped (too large, no endpoint, no connection, a flow limit)
+    udp_refused: int  # flows not opened: a flow limit (dataplane.service_udp) was reached
 
 
 class _Listener(NamedTuple):
@@ -109,7 +110,8 @@ class ServiceProxy:
     def __init__(self, overlay: Overlay | None, *, node_id: str, local_endpoint: LocalEndpoint,
                  upstream_dns: Sequence[tuple[str, int]], rng: random.Random, clock: Callable[[], float],
                  ingress_host: str = "0.0.0.0", connect_timeout_s: float = 5.0, max_attempts: int = 3,
-                 dns_timeout_s: float = 2.0, udp_idle_s: float = 60.0) -> None:
+                 dns_timeout_s: float = 2.0, udp_idle_s: float = 60.0, udp_max_flows: int = MAX_FLOWS,
+                 udp_max_flows_per_source: int = MAX_FLOWS_PER_SOURCE) -> None:
         self.overlay = overlay
         self.node_id = node_id
         self.local_endpoint = local_endpoint
@@ -126,7 +128,8 @@ class ServiceProxy:
         self._ingress: dict[ListenKey, _Listener] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.udp = UdpFlows(self, idle_s=udp_idle_s)
+        self.udp = UdpFlows(self, idle_s=udp_idle_s, max_flows=udp_max_flows,
+                            max_per_source=udp_max_flows_per_source)
         self.tcp = TcpPath(self, connect_timeout_s=connect_timeout_s, max_attempts=max_attempts)
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class ServiceProxy:
         """Per service ("<namespace>/<name>"): what its connections did since the proxy started."""
         return {f"{ns}/{name}": ServiceStats(dict(c.connections), c.active, c.bytes_out, c.bytes_in,
                                              c.connect_failures, c.no_endpoint, c.served, c.bind_failures,
-                                             c.udp_flows, c.udp_dropped)
+                                             c.udp_flows, c.udp_dropped, c.udp_refused)
                 for (ns, name), c in sorted(self._counters.items())}
 
     # ---- attachments (a workload's network namespace) ------------------------------------------------------

@@ -1,15 +1,19 @@
 """The resolver a workload gets (real UDP and TCP sockets from the binder: A, SRV, NXDOMAIN, forwarding to real
 upstream servers, SERVFAIL when none answers) and UDP services (same node, and across the overlay's datagrams, with
-flows that stick to one endpoint and expire when idle)."""
+flows that stick to one endpoint and expire when idle, bounded per source and in total)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
+import time
 
 from broker.wire import Protocol, ServiceEndpoint
+from dataplane.service_plan import Target, udp_request
+from dataplane.services import ServiceProxy, ServiceStats
 from tests.dataplane import dnspackets as dp
-from tests.dataplane.servicenet import Binds, cluster, table, until, web
+from tests.dataplane.servicenet import Binds, Replicas, cluster, table, until, web
 
 VIP = "127.77.0.10"
 ON_PI = ServiceEndpoint(node="pi", replica="web-0", zone="home")
@@ -148,3 +152,77 @@ async def test_udp_prefers_a_replica_on_the_same_node() -> None:
         for _ in range(5):
             assert await udp_exchange(binds.addr[(VIP, 53, Protocol.UDP)], b"q") == [b"web-0:q"]
         assert pi.proxy.stats()["default/web"].connections["node"] == 5
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_udp_flows_are_bounded_per_listener_and_in_total_and_idle_ones_make_room() -> None:
+    replicas, clock = Replicas(), FakeClock()
+    await replicas.udp_echo("web-0")
+    proxy = ServiceProxy(None, node_id="pi", local_endpoint=replicas.lookup, upstream_dns=[], rng=random.Random(1),
+                         clock=clock, udp_idle_s=0.2, udp_max_flows=3, udp_max_flows_per_source=2)
+    await proxy.start()
+    try:
+        await proxy.update(table("pi", web(ON_PI)))
+        one, two = Binds(), Binds()
+        await proxy.attach("one", "default", one)
+        await proxy.attach("two", "default", two)
+        a, b = one.addr[(VIP, 53, Protocol.UDP)], two.addr[(VIP, 53, Protocol.UDP)]
+
+        def stats() -> ServiceStats:
+            return proxy.stats()["default/web"]
+
+        # a workload spraying source ports: its listener holds 2 flows, the 3rd source is dropped
+        for _ in range(2):
+            assert await udp_exchange(a, b"q") == [b"web-0:q"]
+        refused = await send_only(a, b"q")
+        await until(lambda: stats().udp_refused == 1, "the third flow of one listener refused")
+        # another listener gets one more (3 in all), then the node's limit holds
+        assert await udp_exchange(b, b"q") == [b"web-0:q"]
+        beyond = await send_only(b, b"q")
+        await until(lambda: stats().udp_refused == 2, "a flow beyond the node's limit refused")
+        assert (proxy.udp.active(), stats().udp_flows, stats().udp_dropped) == (3, 3, 2)
+        refused.close()
+        beyond.close()
+        # flows idle for udp_idle_s are forgotten: room again
+        clock.now += 1
+        await until(lambda: proxy.udp.active() == 0, "idle flows forgotten")
+        assert await udp_exchange(a, b"q") == [b"web-0:q"]
+    finally:
+        await proxy.stop()
+        replicas.close()
+
+
+async def test_udp_flows_served_for_other_nodes_are_bounded_per_peer_and_in_total() -> None:
+    replicas = Replicas()
+    await replicas.udp_echo("web-0")
+    proxy = ServiceProxy(None, node_id="pi", local_endpoint=replicas.lookup, upstream_dns=[], rng=random.Random(1),
+                         clock=time.monotonic, udp_max_flows=3, udp_max_flows_per_source=2)
+    await proxy.start()
+    try:
+        await proxy.update(table("pi", web(ON_PI)))
+        target = Target("default", "web", "web-0", 5353)
+        for flow_id in range(1, 6):  # a peer spraying flow ids: 2 served, 3 refused
+            proxy.udp.on_datagram("laptop", udp_request(flow_id, target, b"x"))
+        assert (proxy.udp.active(), proxy.stats()["default/web"].udp_refused) == (2, 3)
+        proxy.udp.on_datagram("tv", udp_request(1, target, b"x"))  # another peer: the third flow on the node
+        proxy.udp.on_datagram("tv", udp_request(2, target, b"x"))  # beyond the node's limit
+        proxy.udp.on_datagram("laptop", udp_request(1, target, b"y"))  # a flow it has: carried on
+        stats = proxy.stats()["default/web"]
+        assert (proxy.udp.active(), stats.served, stats.udp_refused, stats.bytes_out) == (3, 3, 4, 4)
+    finally:
+        await proxy.stop()
+        replicas.close()
+
+
+async def send_only(addr: tuple[str, int], packet: bytes) -> asyncio.DatagramTransport:
+    """One datagram from a new client socket (a new flow) whose answer, if any, is not waited for."""
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(_Client, remote_addr=addr)
+    transport.sendto(packet)
+    return transport
