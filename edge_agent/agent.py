@@ -319,7 +319,7 @@ class Agent:
         generation = self.desired.generation if self.desired is not None else 0
         mounted = await self._secrets_for(spec) if needs_secrets(spec) else None
         if self.runtime_info.name == "process":  # processes share the host's network: services as variables
-            spec = self.services.with_service_env(spec)
+            spec = await self.services.with_service_env(spec)
         inst = await self.runtime.create(spec, generation, mounted)
         if mounted is not None:
             self._secret_versions[inst.instance_id] = mounted.versions

@@ -15,8 +15,9 @@
   127.0.0.1:53 resolver and one listener per service port of its namespace. A container that stops is detached; a
   restarted one (new namespace) is attached again. A bind that failed is retried after RETRY_ATTACH_S.
 - **Processes**: a process-runtime replica gets `ServiceProxy.env_for(namespace)` merged under its own environment
-  when it is created (`with_service_env`): `<SVC>_SERVICE_HOST/_PORT` pointing at host-loopback listeners. As in
-  Kubernetes, only the services known at that moment are in it.
+  when it is created (`with_service_env`, which first hands the proxy a table the worker has not applied yet):
+  `<SVC>_SERVICE_HOST/_PORT` pointing at host-loopback listeners. As in Kubernetes, only the services known at that
+  moment are in it.
 - **Upstream DNS** for every other name: the host's /etc/resolv.conf (`upstream_servers`).
 
 All of it runs in one worker task (`_apply`), so a slow nsenter never holds up the agent's reconcile loop.
@@ -296,16 +297,21 @@ class AgentServices:
     async def _apply(self, proxy: ServiceProxy) -> None:
         table = self.table
         await self._refresh_endpoints(table)
-        if table is not None and table is not self._applied:
-            applied = await proxy.update(table)
-            self._applied = table
-            for change in applied.added:
-                log.info("services: %s/%s endpoint %s on %s came", change.namespace, change.service, change.replica,
-                         change.node)
-            for change in applied.removed:
-                log.info("services: %s/%s endpoint %s on %s went", change.namespace, change.service,
-                         change.replica, change.node)
+        await self._apply_table(proxy, table)
         await self._sync_attachments(proxy)
+
+    async def _apply_table(self, proxy: ServiceProxy, table: ServiceTable | None) -> None:
+        """Hand `table` to the proxy unless it has it already (under `_round`)."""
+        if table is None or table is self._applied:
+            return
+        applied = await proxy.update(table)
+        self._applied = table
+        for change in applied.added:
+            log.info("services: %s/%s endpoint %s on %s came", change.namespace, change.service, change.replica,
+                     change.node)
+        for change in applied.removed:
+            log.info("services: %s/%s endpoint %s on %s went", change.namespace, change.service,
+                     change.replica, change.node)
 
     # ---- endpoints on this node ------------------------------------------------------------------------------
 
@@ -393,11 +399,20 @@ class AgentServices:
 
     # ---- processes: environment --------------------------------------------------------------------------
 
-    def with_service_env(self, spec: ReplicaSpec) -> ReplicaSpec:
-        """`spec` with the service variables of its namespace under its own environment (its own win)."""
+    async def with_service_env(self, spec: ReplicaSpec) -> ReplicaSpec:
+        """`spec` with the service variables of its namespace under its own environment (its own win). A table
+        that came but the worker has not applied yet is applied first: a replica created right after the table
+        that names its services gets their variables."""
         if self.proxy is None:
             return spec
-        env = self.proxy.env_for(spec.namespace)
+        async with self._round:  # a process runtime has no attachments: a round holding it is short
+            if self.proxy is None:
+                return spec
+            try:
+                await self._apply_table(self.proxy, self.table)
+            except Exception:  # the replica starts with the services the proxy has; the worker retries the table
+                log.exception("services: the table could not be applied before creating %s", spec.replica_id)
+            env = self.proxy.env_for(spec.namespace)
         return replace(spec, env={**env, **spec.env}) if env else spec
 
     # ---- metrics -------------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ async def test_switched_off_or_without_dataplane_nothing_runs(tmp_path: Path) ->
     await off.start()
     assert (off.enabled, off.disabled, mqtt.handlers) == (False, SWITCHED_OFF, {})
     spec = make_spec("client-0")
-    assert off.with_service_env(spec) is spec and off.samples() == ()
+    assert await off.with_service_env(spec) is spec and off.samples() == ()
     bare = services(FakeRuntime(node_id=NODE, clock=clock), mqtt, clock, tmp_path)
     bare._dataplane_available = lambda: False
     await bare.start()
@@ -222,12 +222,29 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
         svc.sync(await runtime.list())
         await svc.apply()
         assert svc.local_endpoint("web-0", 8080, Protocol.TCP) == ("127.0.0.1", backend)
-        spec = svc.with_service_env(make_spec("client-0", env={"WEB_SERVICE_PORT_HTTP": "mine"}))
+        spec = await svc.with_service_env(make_spec("client-0", env={"WEB_SERVICE_PORT_HTTP": "mine"}))
         assert spec.env["WEB_SERVICE_HOST"] == "127.0.0.1"
         assert spec.env["WEB_SERVICE_PORT_HTTP"] == "mine"  # the replica's own environment wins
         assert await fetch("127.0.0.1", int(spec.env["WEB_SERVICE_PORT"])) == b"hello from web-0\n"
         (sample,) = svc.samples()
         assert (sample.service, sample.namespace, sample.connections.get("node")) == ("web", "default", 1)
+    finally:
+        await svc.stop()
+
+
+async def test_a_process_replica_created_right_after_a_table_gets_its_variables(tmp_path: Path) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    runtime = FakeRuntime(node_id=NODE, clock=clock)
+    svc = services(runtime, mqtt, clock, tmp_path)
+    await svc.start()
+    try:
+        mqtt.deliver(table())  # stored; the worker has not run yet
+        env = (await svc.with_service_env(make_spec("client-0"))).env
+        assert env["WEB_SERVICE_HOST"] == "127.0.0.1" and int(env["WEB_SERVICE_PORT_HTTP"]) > 0
+        mqtt.deliver(table(generation=2, vip="127.77.41.8"))  # a newer one: applied first too
+        assert svc.proxy is not None
+        await svc.with_service_env(make_spec("client-1"))
+        assert svc.proxy.view.services[("default", "web")].vip == "127.77.41.8"
     finally:
         await svc.stop()
 
@@ -293,7 +310,7 @@ async def test_a_udp_port_sharing_its_number_with_a_tcp_one_reaches_the_udp_endp
         await svc.apply()
         assert svc.local_endpoint("dns-0", 5353, Protocol.UDP) == udp.get_extra_info("sockname")
         assert svc.local_endpoint("dns-0", 5353, Protocol.TCP) == ("127.0.0.1", backend)
-        env = svc.with_service_env(make_spec("client-0")).env
+        env = (await svc.with_service_env(make_spec("client-0"))).env
         assert await fetch("127.0.0.1", int(env["DNS_SERVICE_PORT_TCP"])) == b"hello from web-0\n"
         assert await udp_ask(int(env["DNS_SERVICE_PORT_UDP"]), b"ping") == b"udp:ping"
     finally:
