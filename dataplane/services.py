@@ -89,6 +89,19 @@ class ServiceStats:
     udp_refused: int  # flows not opened: a flow limit (dataplane.service_udp) was reached
 
 
+@dataclass(frozen=True, slots=True)
+class ProxyStats:
+    """The node's proxy as a whole: its resolvers (every attachment's, since the proxy started), its UDP flows, and
+    what the last table it applied left out."""
+
+    dns_answered: int
+    dns_forwarded: int
+    dns_failed: int
+    dns_bind_failures: int
+    udp_flows_open: int
+    problems: tuple[str, ...]
+
+
 class _Listener(NamedTuple):
     route: tuple[ServiceKey, int]  # the service and its port this listener serves
     close: Callable[[], None]
@@ -122,6 +135,8 @@ class ServiceProxy:
         self.dns_timeout_s = dns_timeout_s
         self.view = View()
         self.dns_bind_failures = 0  # resolvers that could not be bound in a workload's namespace
+        self.problems: tuple[str, ...] = ()  # what the last table applied left out (Applied.problems)
+        self._dns_gone = (0, 0, 0)  # answered, forwarded, failed by the resolvers of detached attachments
         self._counters: dict[ServiceKey, Counters] = {}
         self._attachments: dict[str, _Attachment] = {}
         self._host: dict[tuple[ServiceKey, int, Protocol], tuple[int, _Listener]] = {}
@@ -174,6 +189,7 @@ class ServiceProxy:
                 problems += await self._sync_ingress()
                 for attachment in list(self._attachments.values()):
                     await self._sync_attachment(attachment)
+                self.problems = tuple(problems)
         added, removed = endpoint_changes(before, view)
         return Applied(tuple(problems), added, removed)
 
@@ -189,6 +205,16 @@ class ServiceProxy:
                                              c.connect_failures, c.no_endpoint, c.served, c.bind_failures,
                                              c.udp_flows, c.udp_dropped, c.udp_refused)
                 for (ns, name), c in sorted(self._counters.items())}
+
+    def proxy_stats(self) -> ProxyStats:
+        """The node-wide counters (ProxyStats)."""
+        answered, forwarded, failed = self._dns_gone
+        for attachment in self._attachments.values():
+            if attachment.dns is not None:
+                resolver = attachment.dns.resolver
+                answered, forwarded, failed = (answered + resolver.answered, forwarded + resolver.forwarded,
+                                               failed + resolver.failed)
+        return ProxyStats(answered, forwarded, failed, self.dns_bind_failures, self.udp.active(), self.problems)
 
     # ---- attachments (a workload's network namespace) ------------------------------------------------------
 
@@ -222,6 +248,8 @@ class ServiceProxy:
             listener.close()
         if attachment.dns is not None:
             attachment.dns.close()
+            resolver, (answered, forwarded, failed) = attachment.dns.resolver, self._dns_gone
+            self._dns_gone = (answered + resolver.answered, forwarded + resolver.forwarded, failed + resolver.failed)
 
     async def _sync_attachment(self, attachment: _Attachment) -> None:
         wanted = {k: route for k, route in listeners_for(self.view, attachment.namespace).items()

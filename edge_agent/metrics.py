@@ -71,6 +71,21 @@ class ServiceSample:
     no_endpoint: int = 0
     bind_failures: int = 0
     served: int = 0  # connections from other nodes to a replica here
+    udp_flows: int = 0  # UDP flows opened (client side)
+    udp_dropped: int = 0  # datagrams dropped (too large, no endpoint, a flow limit)
+    udp_refused: int = 0  # UDP flows not opened: a flow limit was reached
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSamples:
+    """What the agent's service proxy reports (edge_agent.services): per service, and for the node while it runs."""
+
+    per_service: tuple[ServiceSample, ...] = ()
+    running: bool = False  # the node-wide values below are reported only while the proxy runs
+    dns_queries: Mapping[str, int] = field(default_factory=dict)  # by outcome: answered, forwarded, failed
+    dns_bind_failures: int = 0  # resolvers that could not be bound in a workload's namespace
+    udp_flows_open: int = 0
+    problems: int = 0  # what the last table applied here left out (an ingress port not bound, a VIP taken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +108,7 @@ class Sample:
     state_writes: int
     desired_generation: int | None
     desired_epoch: int | None
-    services: tuple[ServiceSample, ...] = ()
+    services: ServiceSamples = ServiceSamples()
 
 
 def replica_samples(wanted: Sequence[ReplicaSpec], instances: Sequence[Instance], ready: Mapping[str, bool],
@@ -184,7 +199,9 @@ def render(s: Sample) -> str:
     return "\n".join(d.lines) + "\n"
 
 
-def _services(d: _Doc, services: Sequence[ServiceSample]) -> None:
+def _services(d: _Doc, report: ServiceSamples) -> None:
+    services = report.per_service
+
     def who(v: ServiceSample, **more: str) -> dict[str, str]:
         return {"service": v.service, "namespace": v.namespace, **more}
 
@@ -197,11 +214,31 @@ def _services(d: _Doc, services: Sequence[ServiceSample]) -> None:
              [(who(v, direction=k), n) for v in services for k, n in (("out", v.bytes_out), ("in", v.bytes_in))])
     d.family("cloudless_service_failures_total", "counter",
              "connect: an endpoint refused or timed out (another was tried); no_endpoint: a client closed with "
-             "nothing to try; bind: a listener that could not be bound in a workload's namespace",
+             "nothing to try; bind: a listener that could not be bound in a workload's namespace; udp_dropped: a "
+             "datagram dropped (too large, no endpoint, a flow limit); udp_flow_limit: a UDP flow not opened (the "
+             "node's or its source's flow limit)",
              [(who(v, kind=k), n) for v in services
-              for k, n in (("connect", v.connect_failures), ("no_endpoint", v.no_endpoint), ("bind", v.bind_failures))])
+              for k, n in (("connect", v.connect_failures), ("no_endpoint", v.no_endpoint), ("bind", v.bind_failures),
+                           ("udp_dropped", v.udp_dropped), ("udp_flow_limit", v.udp_refused))])
     d.family("cloudless_service_served_total", "counter", "Connections from other nodes to a replica on this node",
              [(who(v), v.served) for v in services])
+    d.family("cloudless_service_udp_flows_total", "counter", "UDP flows opened by clients of the service",
+             [(who(v), v.udp_flows) for v in services])
+    node: Mapping[str, str] = {}
+    on = report.running
+    d.family("cloudless_service_dns_queries_total", "counter",
+             "Queries the workloads' resolvers took, by outcome (answered: a service name; forwarded: upstream "
+             "answered; failed: malformed, or no upstream answered)",
+             [({"outcome": k}, n) for k, n in sorted(report.dns_queries.items())] if on else [])
+    d.family("cloudless_service_dns_bind_failures_total", "counter",
+             "Resolvers that could not be bound in a workload's namespace (127.0.0.1:53 taken)",
+             [(node, report.dns_bind_failures if on else None)])
+    d.family("cloudless_service_udp_flows_open", "gauge", "UDP flows open now (client and served)",
+             [(node, report.udp_flows_open if on else None)])
+    d.family("cloudless_service_table_problems", "gauge",
+             "What the last service table applied here left out (an ingress port not bound, a VIP taken): the "
+             "agent's log says what",
+             [(node, report.problems if on else None)])
 
 
 # ---- listener (adapter) -----------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from broker.client import Message, MqttClient
 from broker.errors import WireError
 from broker.wire import Protocol, ReplicaSpec, ServiceTable, topics
 from edge_agent.errors import RuntimeError_
-from edge_agent.metrics import ServiceSample
+from edge_agent.metrics import ServiceSample, ServiceSamples
 from edge_agent.netns import BindSpec, Bound, bind_in_netns
 from edge_agent.overlay import AgentOverlay
 from edge_agent.runtime.base import Instance, InstanceState, Runtime
@@ -145,7 +145,8 @@ def service_samples(stats: dict[str, object]) -> tuple[ServiceSample, ...]:
             active=int(getattr(st, "active", 0)), bytes_out=int(getattr(st, "bytes_out", 0)),
             bytes_in=int(getattr(st, "bytes_in", 0)), connect_failures=int(getattr(st, "connect_failures", 0)),
             no_endpoint=int(getattr(st, "no_endpoint", 0)), bind_failures=int(getattr(st, "bind_failures", 0)),
-            served=int(getattr(st, "served", 0))))
+            served=int(getattr(st, "served", 0)), udp_flows=int(getattr(st, "udp_flows", 0)),
+            udp_dropped=int(getattr(st, "udp_dropped", 0)), udp_refused=int(getattr(st, "udp_refused", 0))))
     return tuple(out)
 
 
@@ -417,5 +418,11 @@ class AgentServices:
 
     # ---- metrics -------------------------------------------------------------------------------------------
 
-    def samples(self) -> tuple[ServiceSample, ...]:
-        return service_samples(dict(self.proxy.stats())) if self.proxy is not None else ()
+    def samples(self) -> ServiceSamples:
+        if self.proxy is None:
+            return ServiceSamples()
+        node = self.proxy.proxy_stats()
+        return ServiceSamples(
+            per_service=service_samples(dict(self.proxy.stats())), running=True,
+            dns_queries={"answered": node.dns_answered, "forwarded": node.dns_forwarded, "failed": node.dns_failed},
+            dns_bind_failures=node.dns_bind_failures, udp_flows_open=node.udp_flows_open, problems=len(node.problems))

@@ -291,3 +291,23 @@ async def test_the_ports_a_workload_listens_on_itself_are_left_to_it_and_a_retry
         assert (VIP, 53, Protocol.UDP) in other.addr
         assert {k: v for k, v in other.addr.items() if k in before} == before  # nothing bound twice
         assert await fetch(other.tcp(VIP, 80), b"x") == b"web-0:x"
+
+
+async def test_what_an_update_left_out_is_kept_until_the_next_one() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)  # the ingress host port is someone else's
+    port = taken.getsockname()[1]
+    proxy = ServiceProxy(None, node_id="pi", local_endpoint=Replicas().lookup, upstream_dns=[],
+                         rng=random.Random(1), clock=time.monotonic, ingress_host="127.0.0.1")
+    await proxy.start()
+    try:
+        applied = await proxy.update(table("pi", web(ON_PI, ingress=(IngressPort(port=80, host_port=port),))))
+        assert len(applied.problems) == 1 and f"127.0.0.1:{port}" in applied.problems[0]
+        assert proxy.proxy_stats().problems == applied.problems
+        assert proxy.stats()["default/web"].bind_failures == 1
+        await proxy.update(table("pi", web(ON_PI), generation=2))
+        assert proxy.proxy_stats().problems == ()
+    finally:
+        await proxy.stop()
+        taken.close()

@@ -117,6 +117,10 @@ async def test_the_resolver_answers_service_names_and_forwards_the_rest() -> Non
             # a malformed query gets FORMERR, and the resolver keeps answering
             (formerr,) = await udp_exchange(resolver, dp.query("web")[:-3])
             assert dp.read(formerr).rcode == 1
+            # the resolvers' counts, a detached one's kept: 6 answered here, 2 forwarded, SERVFAIL and FORMERR
+            await pi.proxy.detach("client2")
+            node = pi.proxy.proxy_stats()
+            assert (node.dns_answered, node.dns_forwarded, node.dns_failed, node.dns_bind_failures) == (6, 2, 2, 0)
         finally:
             upstream.close()
             silent.close()

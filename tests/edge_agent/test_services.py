@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker import wire
 from broker.client import Message, MqttClient
 from broker.wire import Protocol, ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable, topics
-from edge_agent.metrics import Counters, Sample, render
+from edge_agent.metrics import Counters, Sample, ServiceSamples, render
 from edge_agent.netns import BindSpec, Bound
 from edge_agent.overlay import AgentOverlay
 from edge_agent.runtime.base import Endpoint, Instance
@@ -201,7 +202,7 @@ async def test_switched_off_or_without_dataplane_nothing_runs(tmp_path: Path) ->
     await off.start()
     assert (off.enabled, off.disabled, mqtt.handlers) == (False, SWITCHED_OFF, {})
     spec = make_spec("client-0")
-    assert await off.with_service_env(spec) is spec and off.samples() == ()
+    assert await off.with_service_env(spec) is spec and off.samples() == ServiceSamples()
     bare = services(FakeRuntime(node_id=NODE, clock=clock), mqtt, clock, tmp_path)
     bare._dataplane_available = lambda: False
     await bare.start()
@@ -226,8 +227,10 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
         assert spec.env["WEB_SERVICE_HOST"] == "127.0.0.1"
         assert spec.env["WEB_SERVICE_PORT_HTTP"] == "mine"  # the replica's own environment wins
         assert await fetch("127.0.0.1", int(spec.env["WEB_SERVICE_PORT"])) == b"hello from web-0\n"
-        (sample,) = svc.samples()
+        report = svc.samples()
+        (sample,) = report.per_service
         assert (sample.service, sample.namespace, sample.connections.get("node")) == ("web", "default", 1)
+        assert (report.running, report.problems, report.udp_flows_open) == (True, 0, 0)
     finally:
         await svc.stop()
 
@@ -313,6 +316,8 @@ async def test_a_udp_port_sharing_its_number_with_a_tcp_one_reaches_the_udp_endp
         env = (await svc.with_service_env(make_spec("client-0"))).env
         assert await fetch("127.0.0.1", int(env["DNS_SERVICE_PORT_TCP"])) == b"hello from web-0\n"
         assert await udp_ask(int(env["DNS_SERVICE_PORT_UDP"]), b"ping") == b"udp:ping"
+        (sample,) = svc.samples().per_service
+        assert (sample.udp_flows, sample.udp_refused) == (1, 0)
     finally:
         await svc.stop()
         udp.close()
@@ -351,6 +356,7 @@ async def test_containers_are_attached_detached_and_attached_again(tmp_path: Pat
         assert {pid for pid, _ in binds.calls} == {4242}
         asked = {(s.ip, s.port, s.proto) for _, specs in binds.calls for s in specs}
         assert asked == {(VIP, 80, "tcp"), ("127.0.0.1", 53, "udp"), ("127.0.0.1", 53, "tcp")}
+        assert svc.samples().dns_bind_failures == 4  # the resolver's :53, UDP and TCP, in both containers
         assert await fetch(VIP, 80) == b"hello from web-0\n"  # the client container's listener, served here
 
         # the resolver could not be bound: asked again, but only after RETRY_ATTACH_S
@@ -406,8 +412,12 @@ def test_service_metrics_render() -> None:
                     memory_total_bytes=None, battery_percent=None, charging=None, temperatures_c={},
                     schedulable=True, mqtt_connected=True, replicas=(), counters=Counters(), state_writes=0,
                     desired_generation=None, desired_epoch=None,
-                    services=(ServiceSample("web", "default", {"node": 3, "any": 1}, active=2, bytes_out=10,
-                                            bytes_in=20, connect_failures=1, no_endpoint=4, bind_failures=5),))
+                    services=ServiceSamples(
+                        per_service=(ServiceSample("web", "default", {"node": 3, "any": 1}, active=2, bytes_out=10,
+                                                   bytes_in=20, connect_failures=1, no_endpoint=4, bind_failures=5,
+                                                   udp_flows=6, udp_dropped=7, udp_refused=8),),
+                        running=True, dns_queries={"answered": 11, "forwarded": 12, "failed": 13},
+                        dns_bind_failures=14, udp_flows_open=15, problems=16))
     got = {(s.name, tuple(sorted(s.labels.items()))): s.value
            for fam in text_string_to_metric_families(render(sample)) for s in fam.samples}
     who = (("namespace", "default"), ("service", "web"))
@@ -417,4 +427,17 @@ def test_service_metrics_render() -> None:
     assert got[("cloudless_service_bytes_total", (("direction", "in"), *who))] == 20
     assert got[("cloudless_service_failures_total", (("kind", "no_endpoint"), *who))] == 4
     assert got[("cloudless_service_failures_total", (("kind", "bind"), *who))] == 5
+    assert got[("cloudless_service_failures_total", (("kind", "udp_dropped"), *who))] == 7
+    assert got[("cloudless_service_failures_total", (("kind", "udp_flow_limit"), *who))] == 8
+    assert got[("cloudless_service_udp_flows_total", who)] == 6
+    assert got[("cloudless_service_dns_queries_total", (("outcome", "answered"),))] == 11
+    assert got[("cloudless_service_dns_queries_total", (("outcome", "forwarded"),))] == 12
+    assert got[("cloudless_service_dns_queries_total", (("outcome", "failed"),))] == 13
+    assert got[("cloudless_service_dns_bind_failures_total", ())] == 14
+    assert got[("cloudless_service_udp_flows_open", ())] == 15
+    assert got[("cloudless_service_table_problems", ())] == 16
+    # services switched off: no node-wide values (not zeros that look like a healthy proxy)
+    off = [line.split()[0] for line in render(replace(sample, services=ServiceSamples())).splitlines()
+           if not line.startswith("#")]
+    assert not [name for name in off if name.startswith("cloudless_service_")]
 
