@@ -212,7 +212,7 @@ async def service_nodes(target: tuple[str, int], *, direct: bool,
     proxies: list[ServiceProxy] = []
     try:
         for overlay in (net.pi, net.laptop):
-            proxy = ServiceProxy(overlay, node_id=overlay.identity, local_endpoint=lambda _r, _p: target,
+            proxy = ServiceProxy(overlay, node_id=overlay.identity, local_endpoint=lambda _r, _p, _proto: target,
                                  upstream_dns=[], rng=random.Random(1), clock=time.monotonic,
                                  ingress_host="127.0.0.1")
             await proxy.start()
