@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.dataplane.test_overlay_cluster_lab import env
 from tests.install.lab_fabric import CONTAINERS_CONF
 from tests.integration.agent_env import ROOTLESS_USER
@@ -85,8 +87,6 @@ class LabAgent:
         assert self.proc is not None and self.proc.poll() is None, f"the agent of {self.node_id} is not running"
         if self.user is None:
             return self.proc.pid
-        import psutil
-
         children = psutil.Process(self.proc.pid).children()
         assert children, f"runuser of {self.node_id} has no child"
         return int(children[0].pid)
