@@ -41,9 +41,8 @@ async def _run(runtime: Runtime, instance_id: str, probe: Probe) -> ProbeResult:
             endpoint = await runtime.endpoint(instance_id, probe.port)
             if endpoint is None:
                 url = f"http://127.0.0.1:{probe.port}{_path(probe.path)}"
-                return await _exec(runtime, instance_id,
-                                   ["wget", "-q", "-O", "/dev/null", "-T", str(max(1, int(probe.timeout_s))), url],
-                                   probe.timeout_s)
+                # no `-T`: busybox 1.35's wget (Debian bookworm's) crashes with it; the exec's own timeout bounds it
+                return await _exec(runtime, instance_id, ["wget", "-q", "-O", "/dev/null", url], probe.timeout_s)
             return await http_get(endpoint.host, endpoint.port, probe.path, probe.timeout_s)
         case ProbeKind.TCP:
             endpoint = await runtime.endpoint(instance_id, probe.port)

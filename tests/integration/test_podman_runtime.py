@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.wire import PortMapping, ReplicaSpec, VolumeMount
+from broker.wire import PortMapping, Probe, ProbeKind, ReplicaSpec, VolumeMount
 from edge_agent.errors import ImageUnavailable, InstanceNotFound, RuntimeFailed, RuntimeUnavailable
 from edge_agent.images import retry_delay
+from edge_agent.probes import run_probe
 from edge_agent.runtime.base import (
     LABEL_NODE,
     Endpoint,
@@ -175,6 +176,22 @@ async def test_published_port_endpoint_serves_http(rt: PodmanRuntime, podman_tar
     else:
         assert unpublished is not None and unpublished.port == 9090 and unpublished.host != "127.0.0.1"
         assert "cloudless test image" in http_get(f"http://{unpublished.host}:8080/")  # the bridge address
+
+
+async def test_an_http_probe_on_an_unpublished_port_passes(rt: PodmanRuntime, podman_target: PodmanTarget) -> None:
+    """Rootless, the port is reachable only inside the container: the probe runs wget there (busybox 1.35's
+    `wget -T` crashes, so the exec's own timeout bounds it); rootful, it uses the bridge address."""
+    inst = await run(rt, make_spec(command=("httpd", "-f", "-p", "8080", "-h", "/www"), args=(),
+                                   ports=(PortMapping(8080),)))
+    probe = Probe(kind=ProbeKind.HTTP, port=8080, path="/", timeout_s=5.0)
+    deadline = time.monotonic() + 30
+    result = await run_probe(rt, inst.instance_id, probe)
+    while not result.success and time.monotonic() < deadline:  # httpd may still be starting
+        await asyncio.sleep(0.5)
+        result = await run_probe(rt, inst.instance_id, probe)
+    assert result.success, result
+    missing = await run_probe(rt, inst.instance_id, Probe(kind=ProbeKind.HTTP, port=8080, path="/nope", timeout_s=5.0))
+    assert not missing.success
 
 
 async def test_empty_dir_volumes(rt: PodmanRuntime, podman_target: PodmanTarget) -> None:
