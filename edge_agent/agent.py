@@ -88,6 +88,7 @@ class Agent:
         self.readings = node_facts.Readings(None, None, {})
         self.instances: list[Instance] = []
         self.ready: dict[str, bool] = {}
+        self.unready: dict[str, str] = {}  # replica -> why its readiness probe fails (until it is ready)
         self._trackers: dict[tuple[str, str], health.ProbeTracker] = {}
         self._probing: set[tuple[str, str]] = set()
         self._pulls: dict[str, images.PullState] = {}
@@ -365,6 +366,7 @@ class Agent:
 
     def _sync_trackers(self, wanted: tuple[ReplicaSpec, ...]) -> None:
         self._trackers, self.ready = health.sync_trackers(wanted, self.instances, self._trackers, self.ready)
+        self.unready = {rid: why for rid, why in self.unready.items() if rid in self.ready}
         self.counters.forget_replicas_except({s.replica_id for s in wanted})  # a replica gone for good: its series go
 
     async def _probe_loop(self) -> None:
@@ -398,6 +400,12 @@ class Agent:
                 self.counters.probe_failed(rid, kind)
             self._trackers[key] = updated
             if kind == "readiness":
+                why = "" if result.success else result.message
+                if self.unready.get(rid, "") != why and not updated.healthy:
+                    self.unready[rid] = why  # reported with the replica (observed.last_error) until it is ready
+                    self.wake()
+                elif updated.healthy:
+                    self.unready.pop(rid, None)
                 if self.ready.get(rid) != updated.healthy:
                     log.info("replica %s %s (%s)", rid, "ready" if updated.healthy else "not ready", result.message)
                     self.ready[rid] = updated.healthy
@@ -460,7 +468,7 @@ class Agent:
 
     def observed_message(self) -> ObservedState:
         replicas = observe(self._wanted(), self.instances, self.records, self.ready, pulling=self._pulling(),
-                           cfg=self.cfg.restart)
+                           cfg=self.cfg.restart, unready=self.unready)
         return report.observed(self.node_id, self.desired, self.clock(), replicas)
 
     async def _publish_observed(self, *, force: bool = False) -> None:

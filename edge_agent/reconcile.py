@@ -214,12 +214,15 @@ def observe(
     *,
     pulling: Collection[str] | Mapping[str, str] = frozenset(),
     cfg: RestartConfig = RestartConfig(),
+    unready: Mapping[str, str] | None = None,
 ) -> tuple[ReplicaObserved, ...]:
     """What the agent reports per replica (the `observed` message): every desired replica, plus instances of
     replicas no longer desired that still exist (reported `stopping` until they are gone).
 
     `pulling`: the replicas waiting for their image; a mapping gives each one's pull message
-    (`images.pull_message`: "ErrImagePull: ..." / "ImagePullBackOff: ..."), reported as its last_error."""
+    (`images.pull_message`: "ErrImagePull: ..." / "ImagePullBackOff: ..."), reported as its last_error.
+    `unready`: why a running replica's readiness probe fails (its last message), reported as "readiness: ..." when
+    there is no other error: a replica that never becomes ready says why."""
     pull_errors: Mapping[str, str] = pulling if isinstance(pulling, Mapping) else {}
     by_replica: dict[str, list[Instance]] = {}
     for inst in instances:
@@ -239,8 +242,8 @@ def observe(
             restarts=min(record.restarts, 2**31 - 1),
             exit_code=current.exit_code if current is not None and current.state is InstanceState.EXITED
             else record.last_exit_code,
-            last_error=_last_error(current, record, pull_errors.get(rid, "") if state is ReplicaState.PULLING
-                                   else "")[:1024],
+            last_error=(_last_error(current, record, pull_errors.get(rid, "") if state is ReplicaState.PULLING
+                                    else "") or _unready(state, rid, ready, unready))[:1024],
             started_at=current.started_at if current is not None else None,
             container_id=current.instance_id[:128] if current is not None else "",
         ))
@@ -249,6 +252,11 @@ def observe(
         out.append(ReplicaObserved(replica_id=rid, workload=inst.workload, state=ReplicaState.STOPPING,
                                    spec_hash=inst.spec_hash, container_id=inst.instance_id[:128]))
     return tuple(out)
+
+
+def _unready(state: ReplicaState, rid: str, ready: Mapping[str, bool], unready: Mapping[str, str] | None) -> str:
+    why = (unready or {}).get(rid, "")
+    return f"readiness: {why}" if why and state is ReplicaState.RUNNING and not ready.get(rid, False) else ""
 
 
 def _last_error(current: Instance | None, record: ReplicaRecord, pull_error: str) -> str:

@@ -125,6 +125,19 @@ def test_observed_state(instance, record, ready, expected) -> None:  # type: ign
     assert rows[0].ready == (expected is ReplicaState.RUNNING and ready)
 
 
+def test_a_running_replica_that_is_not_ready_says_why_until_it_is() -> None:
+    spec = make_spec()
+    running = make_instance()
+    why = {"web-0": "http connect 127.0.0.1:8080: Connection refused"}
+    [row] = observe([spec], [running], {"web-0": ReplicaRecord("web-0")}, {"web-0": False}, cfg=CFG, unready=why)
+    assert (row.ready, row.last_error) == (False, "readiness: http connect 127.0.0.1:8080: Connection refused")
+    [ok] = observe([spec], [running], {"web-0": ReplicaRecord("web-0")}, {"web-0": True}, cfg=CFG, unready=why)
+    assert (ok.ready, ok.last_error) == (True, "")
+    crashed = ReplicaRecord("web-0", last_error="exit 1")  # a real error wins
+    [other] = observe([spec], [running], {"web-0": crashed}, {"web-0": False}, cfg=CFG, unready=why)
+    assert other.last_error == "exit 1"
+
+
 def test_observed_reports_instances_being_removed_as_stopping() -> None:
     rows = observe([], [make_instance("old-0")], {}, {})
     assert [(r.replica_id, r.state) for r in rows] == [("old-0", ReplicaState.STOPPING)]
