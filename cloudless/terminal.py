@@ -1,10 +1,11 @@
 """`cloudless exec -i/-t`: this terminal joined to a command in a replica, over the API's WebSocket
 (coordinator.rest.tty describes the protocol).
 
-With `-t` the local terminal goes to raw mode for the session (every key, Ctrl-C and Ctrl-D included, goes to the
+With `-it` the local terminal goes to raw mode for the session (every key, Ctrl-C and Ctrl-D included, goes to the
 remote terminal, whose line discipline turns them into SIGINT and end of file) and is restored however the session
-ends; its size is sent at the start and again on every SIGWINCH. With `-i` alone, standard input is copied as bytes
-and its end is sent as end of file; Ctrl-C here ends the session (the node kills the command) with status 130.
+ends. With `-t` its size is sent at the start and again on every SIGWINCH. With `-i` alone, standard input is copied
+as bytes and its end is sent as end of file. Without `-i` keys are not sent, so (as with kubectl) the terminal stays
+as it is; whenever it is not raw, Ctrl-C here ends the session (the node kills the command) with status 130.
 
 aiohttp is imported only here, and only when a session starts: the rest of the CLI runs without it (an admin
 machine without the coordinator extra gets a clear message instead).
@@ -65,7 +66,7 @@ def run(target: SessionTarget, command: Sequence[str], *, tty: bool, stdin: bool
     except ImportError:
         raise ClientError("exec -i/-t needs aiohttp, which the CLI installs with the coordinator extra",
                           hint="pip install 'cloudless[coordinator]' (or run exec without -i/-t)") from None
-    saved = termios.tcgetattr(in_fd) if tty else None
+    saved = termios.tcgetattr(in_fd) if tty and stdin else None  # -t alone reads no keys: Ctrl-C must stay ours
     try:
         if saved is not None:
             ttymod.setraw(in_fd, termios.TCSANOW)
@@ -79,6 +80,7 @@ class _Session:
     def __init__(self, target: SessionTarget, *, in_fd: int, out_fd: int, tty: bool, stdin: bool) -> None:
         self.target, self.in_fd, self.out_fd, self.tty, self.stdin = target, in_fd, out_fd, tty, stdin
         self.outgoing: asyncio.Queue[bytes | dict[str, Any] | None] = asyncio.Queue(maxsize=64)
+        self.raw = tty and stdin  # the local terminal is in raw mode (run)
         self.interrupted = False
         self.paused = False  # stdin left unread while the coordinator catches up
 
@@ -132,7 +134,7 @@ class _Session:
             loop.add_reader(self.in_fd, self._on_input)
         if self.tty:
             loop.add_signal_handler(signal.SIGWINCH, self._on_resize)
-        else:
+        if not self.raw:  # a raw terminal sends Ctrl-C as a byte; otherwise it is SIGINT here, and ends the session
             loop.add_signal_handler(signal.SIGINT, self._on_interrupt, ws)
         try:
             async for msg in ws:
@@ -148,7 +150,10 @@ class _Session:
         finally:
             if self.stdin:
                 loop.remove_reader(self.in_fd)
-            loop.remove_signal_handler(signal.SIGWINCH if self.tty else signal.SIGINT)
+            if self.tty:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            if not self.raw:
+                loop.remove_signal_handler(signal.SIGINT)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
