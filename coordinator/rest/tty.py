@@ -164,13 +164,20 @@ class TtyHandlers:
                 "session": session.session_id, "tty": "1" if opened.tty else "0", "rows": str(opened.rows),
                 "cols": str(opened.cols), "term": opened.term}, argv=opened.command, timeout_s=START_TIMEOUT_S)
         except (CommandFailed, NotFound) as exc:
-            await ws.send_json({"error": str(exc)})
+            await self._abandon(bus, ws, session, str(exc))
             return
         if not reply.ok:
-            await ws.send_json({"error": f"node {session.node_id}: {reply.error}"})
+            await self._abandon(bus, ws, session, f"node {session.node_id}: {reply.error}")
             return
         relay = Relay(self.coord, bus, ws, session, self.inbound[session.session_id])
         await relay.run(stdin=opened.stdin)
+
+    async def _abandon(self, bus: TtyBus, ws: web.WebSocketResponse, session: TtySession, why: str) -> None:
+        """The start failed as far as we know, yet the node may have started the command all the same (its answer
+        too late, or its own deadline cut the answer short): tell it to end the session, which would otherwise run
+        until its silence timeout (a node that never started it ignores the frame); then the client is told why."""
+        await Relay(self.coord, bus, ws, session, self.inbound[session.session_id]).send(close=True)
+        await ws.send_json({"error": why})
 
 
 class Relay:

@@ -19,6 +19,7 @@ from broker import wire
 from broker.wire import TtyInput, TtyOutput, topics
 from coordinator.api import Api
 from coordinator.http import token_digest
+from coordinator.rest import tty as rest_tty
 from tests.pair.test_pair import Pair, _pair, until, workload
 
 ADMIN, VIEWER = "admin-token-for-tty", "viewer-token-for-tty"
@@ -129,6 +130,7 @@ async def test_a_client_that_leaves_gets_its_command_killed(tty: TtyPair) -> Non
     pytest.param(VIEWER, [("command", "sh")], 403, "admin credential", id="viewer"),
     pytest.param(ADMIN, [], 400, "command", id="no-command"),
     pytest.param(ADMIN, [("command", "sh"), ("rows", "0")], 400, "rows", id="bad-rows"),
+    pytest.param(ADMIN, [("command", "sh"), ("rows", "\u00b2")], 400, "rows", id="superscript-rows"),  # not a 500
     pytest.param(ADMIN, [("command", "sh"), ("term", "x;rm")], 400, "term", id="bad-term"),
     pytest.param(ADMIN, [("command", "sh")], 400, "WebSocket", id="no-upgrade"),
 ])
@@ -152,3 +154,30 @@ async def test_a_command_that_cannot_start_is_reported_on_the_socket(tty: TtyPai
         _, end = await _collect(ws)
     assert end is not None and "/nonexistent/binary" in end["error"]
     assert not tty.sessions()
+
+
+async def test_a_start_that_times_out_after_the_node_started_the_command_ends_it(
+        tty: TtyPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node starts the command but its answer comes too late: the coordinator gives up on the session and tells
+    the node to end it, instead of leaving the command to run until the node's silence timeout (45 s)."""
+    sessions = tty.pair.nodes["a"].agent.commands.tty
+    opened = sessions.open
+    answered = asyncio.Event()
+
+    async def slow_answer(req: Any, instance_id: str) -> str:
+        why = await opened(req, instance_id)
+        await answered.wait()  # the answer is late: only after the coordinator gave up
+        return why
+
+    monkeypatch.setattr(sessions, "open", slow_answer)
+    monkeypatch.setattr(rest_tty, "START_TIMEOUT_S", 1.0)
+    params = [("command", "sh"), ("command", "-c"), ("command", "exec sleep 300"), ("tty", "0")]
+    try:
+        async with tty.client.ws_connect(tty.path, params=params, headers=tty.headers()) as ws:
+            _, end = await _collect(ws)
+        assert end is not None and "error" in end, end  # the agent's own deadline, or the coordinator's
+        await until(lambda: not tty.sessions(), 20, what="the node ending the session it started (well before 45 s)")
+        ins = [wire.decode_as(p, TtyInput) for p in tty.seen[topics.node_tty_in("a")]]
+        assert [f.close for f in ins] == [True]
+    finally:
+        answered.set()
