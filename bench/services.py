@@ -346,7 +346,7 @@ def render(results: list[Result], n: int, mib: int, relay_mib: int, runs: int) -
         f"- What the service path adds to a direct overlay stream: {cross.cpu_ms_per_mib - stream.cpu_ms_per_mib:.1f}"
         f" ms of CPU per MiB (two splices, the TCP hops at both ends) and "
         f"{cross.setup_cpu_ms - stream.setup_cpu_ms:.2f} ms per connection (the TCP accept and connect, and the "
-        "service header and its answer: a second round trip over the overlay after the stream's own).",
+        "service header, which rides behind the stream's own header, and its answer: no extra round trip).",
         "- Every service connection was checked against the proxies' counters: cross node ones all went to node B "
         "over the overlay (and were served there), same node ones all to the local replica, none failed.",
     ])
