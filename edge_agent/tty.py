@@ -14,7 +14,8 @@ answers ok. From then on:
   does not read blocks its writer: the pace is backpressure, not loss); the last frame carries the exit code, or an
   error when the session ended otherwise;
 - an empty frame every KEEPALIVE_S when quiet; a coordinator unheard for SILENCE_S, an input gap that does not
-  fill, or an hour without a byte either way ends the session and kills the command (its process group).
+  fill, or an hour without a byte either way ends the session and kills the command (its session, and every process
+  whose environment carries the session's marker: what `podman exec` started in a container is not our child).
 
 At most MAX_SESSIONS at once; stopping the agent kills them all.
 """
@@ -26,11 +27,12 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +43,7 @@ from broker.wire import CommandRequest, TtyInput, TtyOutput, topics
 from broker.wire.stream import Liveness, Pace, Reorder
 from edge_agent.errors import RuntimeError_, RuntimeFailed
 from edge_agent.runtime.base import Runtime, TtyCommand, TtyRuntime
+from edge_agent.runtime.podman_tty import MARK_VAR
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,11 @@ def set_window(fd: int, rows: int, cols: int) -> None:
 class Terminal:
     """A started command and the agent's ends of its terminal (one fd both ways) or of its pipes."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, *, read_fd: int, write_fd: int, pty: bool) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, *, read_fd: int, write_fd: int, pty: bool,
+                 marker: str = "") -> None:
         self.proc, self.read_fd, self.write_fd, self.pty = proc, read_fd, write_fd, pty
+        self.marker = marker  # MARK_VAR's value in the environment of the session's processes
+        self._reaped = False  # the leader was reaped and nothing of its session is left: its pid may be reused
         self._pending = bytearray()
         self._eof = False
         self._writing = False
@@ -152,12 +158,27 @@ class Terminal:
 
     def kill(self) -> None:
         """SIGKILL the command's session: its process group, and the jobs an interactive shell put in groups of
-        their own (`sleep 1000 &` under job control) — every process whose session is the one the command leads."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in session_members(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        their own (`sleep 1000 &` under job control) — every process whose session is the one the command leads;
+        then every process that carries the session's marker, which is how the command `podman exec` started in a
+        container is found (conmon's child, not ours: killing the client leaves it running).
+
+        Once the leader is reaped (returncode set) and no process of its session is left, its pid is free for
+        the kernel to reuse (a pid stays taken while a group or session of that id exists): it is not used again."""
+        if not self._reaped:
+            leader_gone = self.proc.returncode is not None
+            if not leader_gone:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            members = session_members(self.proc.pid)
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reaped = leader_gone and not members
+        if self.marker:
+            for _ in range(2):  # a process forking meanwhile: its child carries the marker too
+                for pid in marked(MARK_VAR, self.marker):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,8 +210,27 @@ def session_members(sid: int, proc: str = "/proc") -> list[int]:
     return members
 
 
-async def spawn(cmd: TtyCommand, *, tty: bool, rows: int, cols: int) -> Terminal:
-    """Start `cmd` on a new pty of `rows` x `cols` (tty) or on pipes, in its own session and process group."""
+def marked(name: str, value: str, proc: str = "/proc") -> list[int]:
+    """The processes whose environment has `name`=`value` (none where /proc does not let us read it)."""
+    entry_wanted = f"{name}={value}".encode()
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(proc):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"{entry.path}/environ", "rb") as f:
+                    env = f.read()
+            except OSError:
+                continue
+            if entry_wanted in env.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+async def spawn(cmd: TtyCommand, *, tty: bool, rows: int, cols: int, marker: str = "") -> Terminal:
+    """Start `cmd` on a new pty of `rows` x `cols` (tty) or on pipes, in its own session and process group;
+    with `marker`, MARK_VAR=`marker` in its environment (the runtime passes it on into a container)."""
     if tty:
         ours, theirs = os.openpty()
         set_window(ours, rows, cols)
@@ -208,7 +248,7 @@ async def spawn(cmd: TtyCommand, *, tty: bool, rows: int, cols: int) -> Terminal
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd.argv, stdin=stdin, stdout=stdout, stderr=stdout, cwd=cmd.cwd,
-            env=dict(cmd.env) if cmd.env is not None else None, start_new_session=True,
+            env=_with_marker(cmd.env, marker), start_new_session=True,
             preexec_fn=preexec, **ids)  # the controlling terminal, then the runtime's confinement
     except (OSError, subprocess.SubprocessError) as exc:
         for fd in (ours,) if tty else (in_w, out_r):
@@ -221,10 +261,16 @@ async def spawn(cmd: TtyCommand, *, tty: bool, rows: int, cols: int) -> Terminal
             cmd.after_spawn()
     if tty:
         os.set_blocking(ours, False)
-        return Terminal(proc, read_fd=ours, write_fd=ours, pty=True)
+        return Terminal(proc, read_fd=ours, write_fd=ours, pty=True, marker=marker)
     os.set_blocking(in_w, False)
     os.set_blocking(out_r, False)
-    return Terminal(proc, read_fd=out_r, write_fd=in_w, pty=False)
+    return Terminal(proc, read_fd=out_r, write_fd=in_w, pty=False, marker=marker)
+
+
+def _with_marker(env: Mapping[str, str] | None, marker: str) -> dict[str, str] | None:
+    if not marker:
+        return dict(env) if env is not None else None
+    return {**(os.environ if env is None else env), MARK_VAR: marker}
 
 
 def _controlling_then(then: Callable[[], None] | None) -> Callable[[], None]:
@@ -302,7 +348,8 @@ class TtySessions:
                 await self.host.mqtt.subscribe(topics.node_tty_in(self.host.node_id), self.on_input, qos=1)
                 self._listening = True
             cmd = await runtime.tty_command(instance_id, req.argv, tty=tty, term=args.get("term", "xterm")[:64])
-            terminal = await spawn(cmd, tty=tty, rows=int(size[0]), cols=int(size[1]))
+            terminal = await spawn(cmd, tty=tty, rows=int(size[0]), cols=int(size[1]),
+                                   marker=f"{session_id}.{secrets.token_hex(8)}")
         except RuntimeError_ as exc:
             return str(exc)[:4000]
         except MqttError as exc:

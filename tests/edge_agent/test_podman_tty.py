@@ -13,15 +13,16 @@ from edge_agent.runtime.podman_tty import tty_command
 def test_a_terminal_session_is_podman_exec_it_against_the_runtime_socket_with_term() -> None:
     cmd = tty_command("c0ffee", ["sh", "-l"], tty=True, term="xterm-256color", socket_path=Path("/run/p.sock"),
                       containers_conf=Path("/etc/cl/containers.conf"), environ={"PATH": "/bin"}, podman="/bin/podman")
-    assert cmd.argv == ("/bin/podman", "--url", "unix:///run/p.sock", "exec", "--interactive", "--tty", "--env",
-                        "TERM=xterm-256color", "c0ffee", "sh", "-l")
+    assert cmd.argv == ("/bin/podman", "--url", "unix:///run/p.sock", "exec", "--interactive",
+                        "--env", "CLOUDLESS_TTY_SESSION", "--tty", "--env", "TERM=xterm-256color", "c0ffee", "sh", "-l")
     assert cmd.env == {"PATH": "/bin", "CONTAINERS_CONF": "/etc/cl/containers.conf"}
 
 
 def test_without_a_terminal_it_is_interactive_only() -> None:
     cmd = tty_command("c0ffee", ["cat"], tty=False, term="xterm", socket_path=Path("/s"), environ={},
                       podman="/bin/podman")
-    assert cmd.argv == ("/bin/podman", "--url", "unix:///s", "exec", "--interactive", "c0ffee", "cat")
+    assert cmd.argv == ("/bin/podman", "--url", "unix:///s", "exec", "--interactive",
+                        "--env", "CLOUDLESS_TTY_SESSION", "c0ffee", "cat")  # the marker: the client's value
     assert cmd.env == {}
 
 

@@ -5,16 +5,20 @@ agent is given, not by waiting them out."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from broker import wire
 from broker.wire import CommandName, CommandRequest, ReplicaSpec, TtyInput, TtyOutput, topics
+from edge_agent.runtime.base import TtyCommand
 from edge_agent.runtime.fake import FakeRuntime
-from edge_agent.tty import MAX_SESSIONS, TtySessions, session_members
+from edge_agent.tty import MAX_SESSIONS, TtySessions, marked, session_members, spawn
 from tests.pair.fakebus import FakeBroker
 
 NODE = "pi-1"
@@ -182,3 +186,48 @@ def test_session_members_reads_the_session_field_of_proc_stat(tmp_path: Path) ->
     (tmp_path / "self").mkdir()
     assert sorted(session_members(10, str(tmp_path))) == [10, 11]
     assert session_members(10, str(tmp_path / "missing")) == []
+
+
+def test_marked_reads_the_environment_of_proc(tmp_path: Path) -> None:
+    for pid, env in ((10, b"A=1\0CLOUDLESS_TTY_SESSION=s1.ab\0"), (11, b"CLOUDLESS_TTY_SESSION=s1.abc\0"),
+                     (12, b"X=CLOUDLESS_TTY_SESSION=s1.ab\0")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "environ").write_bytes(env)
+    (tmp_path / "self").mkdir()
+    assert marked("CLOUDLESS_TTY_SESSION", "s1.ab", proc=str(tmp_path)) == [10]
+
+
+async def test_kill_reaches_processes_outside_the_session_that_carry_its_marker() -> None:
+    """What `podman exec` starts is conmon's child, in no session of ours: found by the marker it inherited."""
+    cmd = TtyCommand(argv=("sh", "-c", "setsid sleep 1000 & echo $!; wait"))
+    term = await spawn(cmd, tty=False, rows=24, cols=80, marker="t1.feedbeef")
+    try:
+        escaped = int((await term.read()).split()[0])
+        assert escaped in marked("CLOUDLESS_TTY_SESSION", "t1.feedbeef")
+        term.kill()
+        assert await asyncio.wait_for(term.proc.wait(), 30) == -signal.SIGKILL
+        for _ in range(300):  # bounded: SIGKILL is delivered, then the process is reaped (by init)
+            if not _alive(escaped):
+                break
+            await asyncio.sleep(0.05)
+        assert not _alive(escaped)
+    finally:
+        term.kill()
+        term.close()
+
+
+async def test_after_the_leader_is_reaped_and_its_session_is_empty_its_pid_is_not_signalled_again() -> None:
+    """A pid the kernel may hand to an unrelated process (here: a process standing in for one that got it)."""
+    done = await spawn(TtyCommand(argv=("true",)), tty=False, rows=24, cols=80)
+    await done.proc.wait()
+    done.kill()  # reaped, nothing of its session left: from now on its pid is not ours
+    other = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        done.proc = cast(Any, SimpleNamespace(pid=other.pid, returncode=0))  # as if `other` got the reused pid
+        done.kill()
+        assert other.poll() is None, "an unrelated process group was killed"
+    finally:
+        other.kill()
+        other.wait()
+        done.close()
+

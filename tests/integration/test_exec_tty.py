@@ -266,3 +266,46 @@ def test_exec_it_in_a_podman_container(podman_env: Env) -> None:
         if term.proc.poll() is None:
             term.proc.kill()
         os.close(term.master)
+
+
+def test_a_vanished_client_leaves_nothing_running_in_the_container(podman_env: Env) -> None:
+    """What `podman exec` started is conmon's child, not the agent's: killing the client alone would leave it
+    running (podman #19486). The agent finds it by the session's marker and kills it."""
+    term = _open_terminal(podman_env, ["exec", "-it", "box", "--", "sh"])
+    try:
+        term.type("sleep 1000 & echo pid=$!\r")
+        inner = int(term.read_until(r"pid=(\d+)", 90, "the background sleep's pid in the container",
+                                    podman_env.logs).group(1))
+        hosts = [p for p in _host_pids_of(b"sleep\x001000\x00") if _ns_pid(p) == inner]
+        assert len(hosts) == 1, (inner, hosts)  # the container's processes are host processes (rootful Podman)
+        term.proc.send_signal(signal.SIGKILL)  # the user's machine is gone: the connection drops
+        term.proc.wait(timeout=10)
+        until(lambda: not _alive(hosts[0]), 90,
+              f"the container's sleep (pid {inner} inside, {hosts[0]} on the host) killed by the agent",
+              podman_env.logs)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+        os.close(term.master)
+
+
+def _host_pids_of(cmdline: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes() == cmdline:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _ns_pid(pid: int) -> int | None:
+    """The pid of host process `pid` in its own pid namespace (the innermost NSpid), None when it is in ours."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    ids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+    return int(ids[-1]) if len(ids) > 1 else None
