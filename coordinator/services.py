@@ -208,17 +208,27 @@ class ServiceBook:
 
     views: dict[ServiceKey, ServiceView] = field(default_factory=dict)
     by_namespace: dict[str, list[ServiceKey]] = field(default_factory=dict)
+    ingress_at: dict[str, list[ServiceKey]] = field(default_factory=dict)  # node -> services it publishes
+    # each service's record without ingress, built once a round and shared by every table that carries it (a
+    # round builds thousands of tables on a big fleet: O(tables + services), not O(tables x endpoints))
+    _plain: dict[ServiceKey, ServiceRecord] = field(default_factory=dict, repr=False, compare=False)
 
-    def table(self, node_id: str, namespaces: Iterable[str],
-              ingress_for: Callable[[ServiceView], tuple[IngressPort, ...]]) -> tuple[ServiceRecord, ...]:
+    def table(self, node_id: str, namespaces: Iterable[str]) -> tuple[ServiceRecord, ...]:
         """The records `node_id` is sent: the services of `namespaces`, and those it publishes as ingress."""
         keys: set[ServiceKey] = set()
         for ns in namespaces:
             keys.update(self.by_namespace.get(ns, ()))
+        published = set(self.ingress_at.get(node_id, ()))
         records = []
-        for key in sorted(keys | {v.key for v in self.views.values() if ingress_for(v)}):
+        for key in sorted(keys | published):
             view = self.views[key]
-            records.append(view.record(ingress_for(view)))
+            if key in published:
+                records.append(view.record(ingress_of(view, node_id)))
+            else:
+                plain = self._plain.get(key)
+                if plain is None:
+                    plain = self._plain[key] = view.record()
+                records.append(plain)
             if len(records) >= MAX_SERVICES_PER_TABLE:
                 break
         return tuple(records)
@@ -256,6 +266,8 @@ def build(groups: Mapping[ServiceKey, list[Backing]], problems: Mapping[ServiceK
                            problems=tuple(problems.get(key, ())))
         book.views[key] = view
         book.by_namespace.setdefault(key[0], []).append(key)
+        for node in sorted({n for _p, _h, nodes in view.ingress for n in nodes}):
+            book.ingress_at.setdefault(node, []).append(key)
     return book
 
 

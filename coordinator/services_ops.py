@@ -7,13 +7,12 @@ Decisions are coordinator.services'; this module gathers their inputs and queues
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from broker.wire import IngressPort, ReplicaObserved, ServiceRecord
+from broker.wire import ReplicaObserved, ServiceRecord
 from coordinator import services
 from coordinator.cluster import Cluster
 from coordinator.errors import SpecError
@@ -150,8 +149,7 @@ class ServiceRegistry:
         for r in self.cluster.replicas.values():
             if r.node is not None and r.phase == ReplicaPhase.ASSIGNED and r.node in namespaces:
                 namespaces[r.node].add(r.namespace)
-        return {node_id: book.table(node_id, nss, functools.partial(_ingress_at, node_id))
-                for node_id, nss in namespaces.items()}
+        return {node_id: book.table(node_id, nss) for node_id, nss in namespaces.items()}
 
     def pairs(self) -> dict[tuple[str, str], str]:
         return services.pairs(self.book, self.tables)
@@ -164,10 +162,6 @@ class ServiceRegistry:
     def rows(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [service_row(v) for k, v in sorted(self.book.views.items())
                 if namespace is None or k[0] == namespace]
-
-
-def _ingress_at(node_id: str, view: ServiceView) -> tuple[IngressPort, ...]:
-    return services.ingress_of(view, node_id)
 
 
 def service_row(v: ServiceView) -> dict[str, Any]:

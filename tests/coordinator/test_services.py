@@ -138,12 +138,10 @@ def test_a_node_gets_the_services_of_its_namespaces_and_its_ingress_and_pairs_fo
     book = _build([backing("web", ingress=ingress), backing("db", service="db", ns="other")],
                   [facts("w1", "web", "pi"), facts("w2", "web", "laptop"),
                    ReplicaFacts("d1", "other/db", "laptop", True, True)])
-    tables = {
-        "pi": book.table("pi", {"default"}, lambda v: services.ingress_of(v, "pi")),
-        "phone": book.table("phone", set(), lambda v: services.ingress_of(v, "phone")),
-        "vps": book.table("vps", set(), lambda v: services.ingress_of(v, "vps")),
-    }
+    tables = {"pi": book.table("pi", {"default"}), "phone": book.table("phone", set()),
+              "vps": book.table("vps", set())}
     assert [r.name for r in tables["pi"]] == ["web"] and tables["pi"][0].ingress == ()
+    assert book.table("laptop", {"default"})[0] is tables["pi"][0]  # one record shared by every table
     assert tables["phone"] == ()
     (vps,) = tables["vps"]
     assert vps.name == "web" and [(i.port, i.host_port) for i in vps.ingress] == [(80, 8080)]
