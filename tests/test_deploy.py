@@ -46,7 +46,12 @@ def agent_exposition() -> str:
         node_id="pi-1", profile="raspberry-pi-4", runtime="podman", cpu_percent=12.5, memory_used_bytes=1 << 30,
         memory_total_bytes=4 << 30, battery_percent=80.0, charging=True, temperatures_c={"cpu": 51.5},
         schedulable=True, mqtt_connected=True, counters=counters, state_writes=3, desired_generation=4,
-        desired_epoch=2, replicas=(agent_metrics.ReplicaSample("web-0", True, True, 1, 3.5, 50 << 20),))
+        desired_epoch=2, replicas=(agent_metrics.ReplicaSample("web-0", True, True, 1, 3.5, 50 << 20),),
+        services=agent_metrics.ServiceSamples(
+            per_service=(agent_metrics.ServiceSample("web", "default", {"node": 3, "zone": 1}, active=1,
+                                                     bytes_out=10, bytes_in=20, connect_failures=1, served=2,
+                                                     udp_flows=1),),
+            running=True, dns_queries={"answered": 4}, dns_bind_failures=1, udp_flows_open=1, problems=1))
     return agent_metrics.render(sample)
 
 
