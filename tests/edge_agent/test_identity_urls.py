@@ -21,7 +21,7 @@ from coordinator.enroll import TokenRecord, mint
 from coordinator.pki import CertificateAuthority, CertRole, fingerprint, key_pem, new_key
 from edge_agent import identity as ident
 
-NOW = time.time()
+NOW = time.time()  # at import: tokens and certificates below live a day, so a long suite run never outlives them
 SECRET = b"s" * 64
 
 
@@ -32,7 +32,7 @@ class FakeCoordinator:
         self.ca, self.broker, self.enrolled = ca, broker, []  # type: ignore[var-annotated]
         self.fail_with = fail_with  # answer every enrolment with this status (0: enrol)
         key = new_key()
-        (tmp / "srv.pem").write_bytes(ca.issue_server(key, hosts=["127.0.0.1"], now=NOW, lifetime_s=3600).cert_pem)
+        (tmp / "srv.pem").write_bytes(ca.issue_server(key, hosts=["127.0.0.1"], now=NOW, lifetime_s=86400).cert_pem)
         (tmp / "srv.key").write_bytes(key_pem(key))
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(tmp / "srv.pem"), str(tmp / "srv.key"))
@@ -52,7 +52,7 @@ class FakeCoordinator:
                     self._send(owner.fail_with, json.dumps(error).encode(), "application/json")
                     return
                 issued = owner.ca.issue(body["csr"].encode(), identity=body["nodeId"], role=CertRole.NODE, now=NOW,
-                                        lifetime_s=3600)
+                                        lifetime_s=86400)
                 owner.enrolled.append(body["nodeId"])
                 reply = {"nodeId": body["nodeId"], "certificate": issued.cert_pem.decode(), "broker": owner.broker}
                 self._send(200, json.dumps(reply).encode(), "application/json")
@@ -95,7 +95,7 @@ def coordinator(cluster_ca: CertificateAuthority, tmp_path: Path) -> Iterator[Fa
 
 
 def token(ca: CertificateAuthority, urls: list[str]) -> str:
-    return mint(SECRET, TokenRecord("t1", max_uses=1, expires_at=NOW + 600), url=urls,
+    return mint(SECRET, TokenRecord("t1", max_uses=1, expires_at=NOW + 86400), url=urls,
                 ca_fingerprint=fingerprint(ca.cert_pem), now=NOW)
 
 
@@ -105,7 +105,7 @@ def test_a_token_carries_every_url_in_order_and_the_first_as_url() -> None:
     assert claims["urls"] == ["https://192.0.2.1:8470", "https://pi.local:8470"]
     assert claims["url"] == "https://192.0.2.1:8470"  # what agents from before the list read
     # what `cloudless coordinator --advertise A,B` passes through (IdentityConfig.enroll_url is one string)
-    joined = mint(SECRET, TokenRecord("t2", max_uses=1, expires_at=NOW + 600), url="https://a:1,https://b:1,https://a:1",
+    joined = mint(SECRET, TokenRecord("t2", max_uses=1, expires_at=NOW + 86400), url="https://a:1,https://b:1,https://a:1",
                   ca_fingerprint="00", now=NOW)
     assert jwt.decode(joined, SECRET, algorithms=["HS256"])["urls"] == ["https://a:1", "https://b:1"]
 
@@ -161,7 +161,7 @@ def test_when_every_url_fails_the_error_names_each(cluster_ca: CertificateAuthor
 
 def test_a_token_with_only_the_old_url_claim_still_enrols(coordinator: FakeCoordinator,
                                                           cluster_ca: CertificateAuthority, tmp_path: Path) -> None:
-    old = jwt.encode({"iss": "cloudless", "jti": "t1", "exp": int(NOW + 600), "url": coordinator.url,
+    old = jwt.encode({"iss": "cloudless", "jti": "t1", "exp": int(NOW + 86400), "url": coordinator.url,
                       "ca": fingerprint(cluster_ca.cert_pem)}, SECRET, algorithm="HS256")
     got = ident.enrol(tmp_path / "agent", "pi-1", old)
     assert got.api_url == coordinator.url and got.api_urls == (coordinator.url,)

@@ -44,7 +44,7 @@ class Pki:
 
     def client(self, name: str, role: CertRole, *, ca: CertificateAuthority | None = None) -> tuple[ClientTls, int]:
         key = new_key()
-        issued = (ca or self.ca).issue(make_csr(key, name), identity=name, role=role, now=NOW, lifetime_s=3600)
+        issued = (ca or self.ca).issue(make_csr(key, name), identity=name, role=role, now=NOW, lifetime_s=86400)
         cert, keyf = self.dir / f"{name}-{issued.serial:x}.pem", self.dir / f"{name}-{issued.serial:x}.key"
         cert.write_bytes(issued.cert_pem)
         keyf.write_bytes(key_pem(key))
