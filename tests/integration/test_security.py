@@ -101,7 +101,8 @@ def test_token_abuse_is_refused_with_a_reason(cluster: Up, tmp_path: Path) -> No
     # store): the first from this address is one; every refusal is counted in the API's request metrics
     events = json.loads(cluster.cli("get", "events", "-o", "json").stdout)["items"]
     denied = [e for e in events if e["reason"] == "EnrolmentDenied"]
-    assert len(denied) == 1 and "from 127.0.0.1" in denied[0]["message"], denied
+    # the agent reached the API at an address `up` advertises (loopback, or this host's LAN address by default)
+    assert len(denied) == 1 and re.search(r"from \d+\.\d+\.\d+\.\d+: ", denied[0]["message"]), denied
     context = ssl.create_default_context(cafile=str(cluster.data / "coordinator" / "pki" / "ca.pem"))
     with urllib.request.urlopen(f"https://127.0.0.1:{cluster.api}/metrics", timeout=10, context=context) as resp:
         text = resp.read().decode()
@@ -227,7 +228,9 @@ async def test_renewal_happens_before_expiry_with_time_injected(cluster: Up, tmp
 
 async def test_the_dashboard_identity_reads_the_mirror_and_nothing_else(cluster: Up, tmp_path: Path) -> None:
     creds = cluster.data / "credentials"
-    broker_url = next(line for line in cluster.out if "broker:" in line).split()[-1].removeprefix("mqtts://")
+    # the summary's `broker:` line (how this machine dials it), not the broker's own "listening on 0.0.0.0" line
+    broker_url = next(line for line in cluster.out if line.strip().startswith("broker:")).split()[-1]
+    broker_url = broker_url.removeprefix("mqtts://")
     host, port = broker_url.rsplit(":", 1)
     dash = MqttClient(MqttSettings(host, int(port), client_id="dashboard@local", tls=ClientTls(
         ca_file=cluster.data / "coordinator" / "pki" / "ca.pem", cert_file=creds / "dashboard.pem",
