@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from tests.dataplane.test_overlay_cluster_lab import env
-from tests.install.lab_fabric import CONTAINERS_CONF
+from tests.install.lab_fabric import CONTAINERS_CONF, _pids_with
 from tests.integration.agent_env import ROOTLESS_USER
 from tests.lab.netlab import Host
 
@@ -148,16 +148,3 @@ class LabAgent:
 
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+")
-
-
-def _pids_with(needle: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if needle.encode() in cmdline:
-                found.append(int(entry))
-    return found
