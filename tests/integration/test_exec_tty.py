@@ -8,6 +8,7 @@ who vanishes (the CLI killed) leaves nothing running in the replica. Every wait 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -49,25 +50,26 @@ class Env:
         return f"{self.coord.log_tail()}\n--- agent ---\n{self.agent.log_tail()}"
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    require_root("the process-runtime agent runs the replica as another user (runAsUser)")
-    workdir = Path(tempfile.mkdtemp(prefix="cl-exec-tty-"))
+@contextlib.contextmanager
+def _cluster(runtime: str, workload: dict[str, Any], prefix: str) -> Iterator[Env]:
+    """A broker, a coordinator and one agent (node A) with the `runtime`, running one replica of `workload`."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     broker = BrokerUnderTest(kind="embedded", workdir=workdir)
     broker.passwords = make_auth(workdir)
     broker.start()
     coord = CoordinatorProc(broker, workdir)
-    agent = AgentProc(node_id="A", broker=broker, runtime="process")
+    agent = AgentProc(node_id="A", broker=broker, runtime=runtime)
     home = workdir / "home"
     home.mkdir()
+    name = workload["metadata"]["name"]
     try:
         coord.start()
         agent.start()
         e = Env(coord, agent, home)
         until(lambda: any(n["online"] for n in coord.request("GET", "/v1/nodes")["items"]), 60, "node A online",
               e.logs)
-        coord.apply(sleeper("shell", 1))
-        until(lambda: _running(coord), 90, "the replica of `shell` running on A", e.logs)
+        coord.apply(workload)
+        until(lambda: _running(coord, name), 120, f"the replica of `{name}` running on A", e.logs)
         yield e
     finally:
         agent.cleanup()
@@ -75,8 +77,15 @@ def env() -> Iterator[Env]:
         broker.stop()
 
 
-def _running(coord: CoordinatorProc) -> bool:
-    replicas = coord.workload("shell")["status"]["replicas"]
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    require_root("the process-runtime agent runs the replica as another user (runAsUser)")
+    with _cluster("process", sleeper("shell", 1), "cl-exec-tty-") as e:
+        yield e
+
+
+def _running(coord: CoordinatorProc, name: str) -> bool:
+    replicas = coord.workload(name)["status"]["replicas"]
     return bool(replicas) and replicas[0].get("node") == "A" and replicas[0].get("state") == "running"
 
 
@@ -227,31 +236,9 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def podman_env() -> Iterator[Env]:
     require_root("rootful Podman for the container")
-    workdir = Path(tempfile.mkdtemp(prefix="cl-exec-tty-podman-"))
-    broker = BrokerUnderTest(kind="embedded", workdir=workdir)
-    broker.passwords = make_auth(workdir)
-    broker.start()
-    coord = CoordinatorProc(broker, workdir)
-    agent = AgentProc(node_id="A", broker=broker, runtime="podman")
-    home = workdir / "home"
-    home.mkdir()
-    try:
-        coord.start()
-        agent.start()
-        e = Env(coord, agent, home)
-        until(lambda: any(n["online"] for n in coord.request("GET", "/v1/nodes")["items"]), 60, "node A online",
-              e.logs)
-        coord.apply(sleeper("box", 1, image="localhost/cloudless/busybox:latest", runtime="container"))
-
-        def running() -> bool:
-            replicas = coord.workload("box")["status"]["replicas"]
-            return bool(replicas) and replicas[0].get("state") == "running"
-        until(running, 120, "the container replica of `box` running on A", e.logs)
+    box = sleeper("box", 1, image="localhost/cloudless/busybox:latest", runtime="container")
+    with _cluster("podman", box, "cl-exec-tty-podman-") as e:
         yield e
-    finally:
-        agent.cleanup()
-        coord.stop()
-        broker.stop()
 
 
 def test_exec_it_in_a_podman_container(podman_env: Env) -> None:
