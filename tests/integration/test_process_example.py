@@ -21,7 +21,7 @@ import yaml
 from tests.integration.agent_env import AgentProc
 from tests.integration.cluster_env import CoordinatorProc, until
 from tests.integration.conftest import BrokerUnderTest, make_auth
-from tests.need import require_root
+from tests.need import require_root, unavailable
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "termux-process.yaml"
@@ -61,7 +61,7 @@ def test_termux_example_runs_on_a_non_root_process_agent(cluster: tuple[Coordina
     doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     port = int(doc["spec"]["ports"][0]["hostPort"])
     if not _port_free(port):
-        pytest.skip(f"port {port} (the example's) is taken on this machine; free it to run this test")
+        unavailable(f"port {port} (the example's) is taken on this machine; free it to run this test")
     logs = (coord.log_tail, agent.log_tail)
     until(lambda: any(n["online"] for n in coord.request("GET", "/v1/nodes")["items"]), 60, "node A online", *logs)
 
