@@ -10,7 +10,10 @@ blocking TCP connect + TLS handshake runs in a worker thread. On top of paho thi
   messages with DUP);
 - a bounded outbox while disconnected (`broker.outbox`): heartbeats dropped oldest first, retained state
   coalesced per topic, `OutboxFull` raised rather than state silently lost;
-- paho errors converted to `broker.errors` types; no paho exception escapes.
+- paho errors converted to `broker.errors` types; no paho exception escapes;
+- dispatch of incoming messages through a subscription trie (`broker.subtree`), so a message costs O(topic
+  depth), not O(subscriptions): paho's `topic_matches_sub` built a matcher per subscription per message (~7 % of
+  the coordinator's CPU at 5,000 nodes, issue 17).
 
 A message handler that raises is logged and does not disturb the loop.
 """
@@ -25,7 +28,7 @@ import random
 import select
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from broker.client_settings import ClientTls, ConnectHook, Handler, Message, MqttSettings, Secret, Will
 from broker.errors import ConnectionRefused, MqttError, NotConnected, OutboxFull
 from broker.outbox import Outbox, Outcome, Outgoing, Rejected
+from broker.subtree import SubscriptionTree
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,48 @@ class _Subscription:
     topic_filter: str
     qos: int
     handler: Handler
+
+
+class _Handlers:
+    """The client's subscriptions (one handler per filter), indexed by topic level for dispatch.
+
+    `matching(topic)` is what calling `paho.topic_matches_sub(filter, topic)` on every filter found (wildcards,
+    '$' topics unmatched by a leading wildcard, MQTT 3.1.1 §4.7), in subscription order, at the cost of one walk
+    down the trie. Re-subscribing a filter replaces its handler and keeps its place, like a dict key."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, _Subscription] = {}
+        self._index: SubscriptionTree[str] = SubscriptionTree()
+        self._order: dict[str, int] = {}
+        self._seq = 0
+
+    def add(self, sub: _Subscription) -> None:
+        if sub.topic_filter not in self._subs:
+            self._seq += 1
+            self._order[sub.topic_filter] = self._seq
+            self._index.add(sub.topic_filter, sub.topic_filter, 0)
+        self._subs[sub.topic_filter] = sub
+
+    def remove(self, topic_filter: str) -> None:
+        if self._subs.pop(topic_filter, None) is not None:
+            self._index.remove(topic_filter, topic_filter)
+            del self._order[topic_filter]
+
+    def all(self) -> list[_Subscription]:
+        return list(self._subs.values())
+
+    def __iter__(self) -> Iterator[str]:
+        """The filters, in subscription order."""
+        return iter(self._subs)
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def matching(self, topic: str) -> list[_Subscription]:
+        found = self._index.match(topic)
+        if len(found) > 1:
+            return [self._subs[f] for f in sorted(found, key=self._order.__getitem__)]
+        return [self._subs[f] for f in found]
 
 
 # At most this many MQTT packets are read per readable event before control returns to the event loop.
@@ -96,7 +142,7 @@ class MqttClient:
         self._ssl_ctx: ssl.SSLContext | None = None
         self._paho = self._make_paho()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._subs: dict[str, _Subscription] = {}
+        self._subs = _Handlers()
         self._outbox = Outbox(max_messages=settings.outbox_max_messages, max_bytes=settings.outbox_max_bytes)
         self._next_ref = 0
         self._ref_futures: dict[int, asyncio.Future[Outcome]] = {}
@@ -327,7 +373,7 @@ class MqttClient:
                 self._hand_to_paho(msg)
             return
         async with self._sub_lock:
-            for sub in list(self._subs.values()):
+            for sub in self._subs.all():
                 if sub.topic_filter in self._active:
                     continue
                 try:
@@ -446,13 +492,12 @@ class MqttClient:
 
     def _on_message(self, client: paho.Client, userdata: Any, m: paho.MQTTMessage) -> None:
         message = Message(topic=m.topic, payload=bytes(m.payload), qos=m.qos, retain=bool(m.retain))
-        for sub in list(self._subs.values()):
-            if paho.topic_matches_sub(sub.topic_filter, m.topic):
-                try:
-                    sub.handler(message)
-                except Exception:
-                    log.exception("mqtt %s: handler for %s failed on %s", self.settings.client_id,
-                                  sub.topic_filter, m.topic)
+        for sub in self._subs.matching(m.topic):  # a list: a handler may (un)subscribe meanwhile
+            try:
+                sub.handler(message)
+            except Exception:
+                log.exception("mqtt %s: handler for %s failed on %s", self.settings.client_id,
+                              sub.topic_filter, m.topic)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         fut = self._mid_futures.pop(mid, None)
@@ -533,14 +578,14 @@ class MqttClient:
         returns the granted QoS; raises MqttError if the broker refused (0x80). Offline: returns -1 and the
         subscription is made on connect."""
         sub = _Subscription(topic_filter, qos, handler)
-        self._subs[topic_filter] = sub
+        self._subs.add(sub)
         if not self.connected:
             return -1
         async with self._sub_lock:  # never twice on one connection: each SUBSCRIBE replays retained messages
             return await self._send_subscribe(sub)
 
     async def unsubscribe(self, topic_filter: str) -> None:
-        self._subs.pop(topic_filter, None)
+        self._subs.remove(topic_filter)
         self._active.discard(topic_filter)
         if self.connected:
             self._paho.unsubscribe(topic_filter)
