@@ -1,9 +1,10 @@
 """Device-class profiles as data files plus their loader/detector.
 
 Each supported class of device (Raspberry Pi boards, Termux phones, laptops, IoT gateways, VPSes) is a TOML
-file under `firmware_profiles/profiles/`: how to recognise it, which runtime to use, how often to heartbeat,
-what to leave to the device's owner, and when to back off (battery, charging, temperature). Read by the edge
-agent (stdlib only: `tomllib`) and by the coordinator.
+file under `firmware_profiles/profiles/`: how to recognise it, which runtime to use, how often to sample and
+heartbeat, what the control link may cost (`[link]`: keep-alive, heartbeat maximum interval, thresholds), what to
+leave to the device's owner, and when to back off (battery, charging, temperature). Read by the edge agent
+(stdlib only: `tomllib`) and by the coordinator.
 
 - `load_profile(name)`, `load_file(path)`, `available()`, `load_all()` — strict loading; errors are
   `ProfileError`s naming the file and field.
@@ -20,9 +21,11 @@ from firmware_profiles.model import (
     Detection,
     DeviceProbe,
     GateAction,
+    Link,
     Profile,
     Reserved,
     Runtime,
+    Thresholds,
     canonical_arch,
 )
 from firmware_profiles.probe import probe_device
@@ -38,12 +41,14 @@ __all__ = [
     "FirmwareProfileError",
     "GateAction",
     "GateVerdict",
+    "Link",
     "Match",
     "Profile",
     "ProfileError",
     "QuantityError",
     "Reserved",
     "Runtime",
+    "Thresholds",
     "UnknownProfile",
     "available",
     "builtin_names",

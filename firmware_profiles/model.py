@@ -112,6 +112,39 @@ class BatteryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Thresholds:
+    """How far a reading must move since the last heartbeat sent before a new one is worth its bytes.
+
+    Percentages are points of the whole (CPU of the device, memory/disk of the total, battery); a replica's memory
+    is relative to what was last sent. A reading that stays within these is left for the maximum interval.
+    """
+
+    cpu_percent: float = 25.0
+    memory_percent: float = 10.0
+    disk_percent: float = 5.0
+    battery_percent: float = 10.0
+    replica_cpu_percent: float = 50.0  # points of one core
+    replica_memory_percent: float = 25.0  # of the replica's memory last sent
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """The control link's timers: what it costs in bytes against how soon a silent power-off is noticed.
+
+    - `keepalive_s`: the MQTT keep-alive (MQTT 3.1.1 §3.1.2.10). An idle client sends PINGREQ this often; the
+      broker publishes the last will after 1.5 x `keepalive_s` without a packet: the detection time of a device
+      that lost power or its link.
+    - `heartbeat_max_interval_s`: the longest the agent stays silent on the heartbeat topic; between, a
+      heartbeat goes only when a reading moved past `thresholds` (or gates, replicas or the epoch changed).
+      The node states it in its status, and the coordinator derives the node's silence TTL from it.
+    """
+
+    keepalive_s: int = 60
+    heartbeat_max_interval_s: float = 300.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One device class: how to recognise it, how to run work on it, and when to back off."""
 
@@ -119,7 +152,7 @@ class Profile:
     description: str
     detection: Detection
     runtime: Runtime
-    heartbeat_interval_s: float
+    heartbeat_interval_s: float  # how often the agent samples the device (gates, usage): its fastest heartbeat
     reserved: Reserved
     max_workloads: int
     battery: BatteryPolicy | None  # None: no battery gate (mains-powered class)
@@ -127,6 +160,7 @@ class Profile:
     metered: bool  # the usual uplink is billed by volume: avoid bulk transfers (image pulls, blob sync)
     gate_action: GateAction
     sensor_thermal_limits_c: Mapping[str, float] = field(default_factory=_no_limits, hash=False)
+    link: Link = field(default_factory=Link)  # keep-alive and heartbeat policy (default: mains-powered, unmetered)
     labels: Mapping[str, str] = field(default_factory=_empty_labels, hash=False)  # added to the node's labels
     source: str = field(default="", compare=False)  # where it was loaded from, for messages
 

@@ -23,9 +23,11 @@ from firmware_profiles.model import (
     BatteryPolicy,
     Detection,
     GateAction,
+    Link,
     Profile,
     Reserved,
     Runtime,
+    Thresholds,
 )
 from firmware_profiles.units import parse_cpu, parse_memory
 
@@ -40,6 +42,10 @@ MAX_LABELS = 64  # the wire's Labels bound
 MAX_SENSORS = 32  # the wire's NodeFacts.temperatures bound
 
 HEARTBEAT_RANGE_S = (1.0, 3600.0)
+KEEPALIVE_RANGE_S = (5, 65535)  # MQTT 3.1.1 §3.1.2.10: a 16-bit count of seconds (0, no keep-alive, is refused)
+HEARTBEAT_MAX_RANGE_S = (5.0, 86400.0)
+THRESHOLD_RANGE = (0.0, 100.0)
+REPLICA_THRESHOLD_RANGE = (0.0, 6400.0)
 TEMPERATURE_RANGE_C = (20.0, 150.0)
 MAX_WORKLOADS_RANGE = (0, 1000)
 PRIORITY_RANGE = (-1000, 1000)
@@ -236,6 +242,45 @@ def _battery(table: _Table | None) -> BatteryPolicy | None:
     return policy
 
 
+def _thresholds(table: _Table | None) -> Thresholds:
+    if table is None:
+        return Thresholds()
+    defaults = Thresholds()
+
+    def value(key: str, bounds: tuple[float, float]) -> float:
+        return getattr(defaults, key) if table.raw(key) is _MISSING else table.number(key, *bounds)
+
+    thresholds = Thresholds(
+        cpu_percent=value("cpu_percent", THRESHOLD_RANGE),
+        memory_percent=value("memory_percent", THRESHOLD_RANGE),
+        disk_percent=value("disk_percent", THRESHOLD_RANGE),
+        battery_percent=value("battery_percent", THRESHOLD_RANGE),
+        replica_cpu_percent=value("replica_cpu_percent", REPLICA_THRESHOLD_RANGE),
+        replica_memory_percent=value("replica_memory_percent", REPLICA_THRESHOLD_RANGE),
+    )
+    table.close()
+    return thresholds
+
+
+def _link(table: _Table | None, heartbeat_interval_s: float) -> Link:
+    """The `[link]` table; absent keys take `Link`'s defaults (a mains-powered, unmetered device)."""
+    if table is None:
+        return Link()
+    defaults = Link()
+    keepalive = (defaults.keepalive_s if table.raw("keepalive_s") is _MISSING
+                 else table.integer("keepalive_s", *KEEPALIVE_RANGE_S))
+    longest = (defaults.heartbeat_max_interval_s if table.raw("heartbeat_max_interval_s") is _MISSING
+               else table.number("heartbeat_max_interval_s", *HEARTBEAT_MAX_RANGE_S))
+    thresholds = _thresholds(table.table("thresholds"))
+    link = Link(keepalive_s=keepalive, heartbeat_max_interval_s=longest, thresholds=thresholds)
+    table.close()
+    if link.heartbeat_max_interval_s < heartbeat_interval_s:
+        floor = _num(heartbeat_interval_s)
+        raise table.error("heartbeat_max_interval_s",
+                          f"must be >= heartbeat_interval_s ({floor}), got {_num(link.heartbeat_max_interval_s)}")
+    return link
+
+
 def _sensor_limits(table: _Table | None) -> Mapping[str, float]:
     if table is None:
         return MappingProxyType({})
@@ -275,17 +320,19 @@ def profile_from_mapping(name: str, data: Mapping[str, object], *, source: str =
             f"invalid profile name {name!r}: lower-case letters, digits and '-', at most 64", file=source
         )
     top = _Table(data, "", source)
+    heartbeat_interval_s = top.number("heartbeat_interval_s", *HEARTBEAT_RANGE_S)
     profile = Profile(
         name=name,
         description=top.string("description"),
         detection=_detection(top.table("detect")),
         runtime=top.choice("runtime", Runtime, [r.value for r in Runtime]),
-        heartbeat_interval_s=top.number("heartbeat_interval_s", *HEARTBEAT_RANGE_S),
+        heartbeat_interval_s=heartbeat_interval_s,
         reserved=_reserved(top.required_table("reserved")),
         max_workloads=top.integer("max_workloads", *MAX_WORKLOADS_RANGE),
         battery=_battery(top.table("battery")),
         thermal_limit_c=top.number("thermal_limit_c", *TEMPERATURE_RANGE_C),
         sensor_thermal_limits_c=_sensor_limits(top.table("sensor_thermal_limits_c")),
+        link=_link(top.table("link"), heartbeat_interval_s),
         metered=top.flag("metered"),
         gate_action=top.choice("gate_action", GateAction, [a.value for a in GateAction]),
         labels=_labels(top.table("labels")),
