@@ -26,6 +26,7 @@ from broker.wire import ReplicaObserved, ReplicaSpec, SealedSecret, WireError
 from coordinator import lifecycle
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import NodeAdmin, ReplicaPhase, ReplicaRecord, WorkloadRecord
+from coordinator.replica_table import ReplicaTable
 from coordinator.scheduler import Snapshot
 from coordinator.spec import Workload, parse_workload
 from coordinator.translate import node_view, replica_spec, replica_wire_bytes, secret_names
@@ -90,7 +91,7 @@ class Cluster:
     """The coordinator's picture of the cluster; the engine replaces or edits these maps under its lock."""
 
     workloads: dict[str, WorkloadRecord] = field(default_factory=dict)
-    replicas: dict[str, ReplicaRecord] = field(default_factory=dict)
+    replicas: ReplicaTable = field(default_factory=ReplicaTable)  # indexed by node and workload
     admin: dict[str, NodeAdmin] = field(default_factory=dict)
     members: dict[str, NodeInfo] = field(default_factory=dict)
     revoked_nodes: set[str] = field(default_factory=set)  # certificates revoked: they stay lost
@@ -99,6 +100,10 @@ class Cluster:
     # object ("node/ID", "workload/NS/NAME") -> why the last round's step for it failed: the round goes on for
     # every other object, and the API shows this as a condition on that one
     problems: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.replicas, ReplicaTable):  # a plain mapping (tests, builders): indexed from now on
+            self.replicas = ReplicaTable(self.replicas)
 
     # ---- documents -----------------------------------------------------------------------------------------
 
@@ -159,9 +164,7 @@ class Cluster:
     def replica_views(self, w: WorkloadRecord, *, heard_for_s: float,
                       lost_after_s: float) -> list[lifecycle.ReplicaView]:
         views = []
-        for r in self.replicas.values():
-            if r.namespace != w.namespace or r.workload != w.name:
-                continue
+        for r in self.replicas.of_workload(w.key):
             views.append(lifecycle.ReplicaView(
                 record=r, node_state=self.node_state(r.node, heard_for_s=heard_for_s, lost_after_s=lost_after_s),
                 node_draining=bool(r.node and self.admin.get(r.node, NodeAdmin()).draining),
@@ -211,8 +214,7 @@ class Cluster:
 
     def pending(self) -> list[ReplicaRecord]:
         """Replicas waiting for a node, oldest first."""
-        return sorted((r for r in self.replicas.values() if r.node is None and r.phase == ReplicaPhase.PENDING),
-                      key=lambda r: (r.created_at, r.replica_id))
+        return self.replicas.pending()
 
     # ---- desired state out ---------------------------------------------------------------------------------
 
@@ -220,8 +222,8 @@ class Cluster:
         """The replicas assigned to a node, in replica id order; with `sealed`, each carries the sealed secrets
         it consumes."""
         specs = []
-        for r in sorted(self.replicas.values(), key=lambda r: r.replica_id):
-            if r.node != node_id or r.phase != ReplicaPhase.ASSIGNED:
+        for r in self.replicas.on_node(node_id):
+            if r.phase != ReplicaPhase.ASSIGNED:
                 continue
             parsed = self.spec_of(r)
             if parsed is not None:

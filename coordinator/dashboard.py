@@ -163,12 +163,12 @@ def summaries(cluster: Cluster) -> tuple[list[NodeSummary], list[WorkloadSummary
             cpu_percent=hb.cpu_percent if hb else None, memory_percent=mem,
             battery_percent=hb.battery_percent if hb else (f.battery_percent if f else None),
             temperature_c=max(temps) if temps else None,
-            replicas=sum(1 for r in cluster.replicas.values() if r.node == node_id),
+            replicas=cluster.replicas.count_on(node_id),
             schedulable=bool(st and st.schedulable), gates=st.gates if st else ()))
     workloads = []
     for w in cluster.workloads.values():
-        ready = sum(1 for r in cluster.replicas.values() if r.namespace == w.namespace and r.workload == w.name
-                    and (o := cluster.observed_of(r)) is not None and o.ready and o.spec_hash == w.spec_hash)
+        ready = sum(1 for r in cluster.replicas.of_workload(w.key)
+                    if (o := cluster.observed_of(r)) is not None and o.ready and o.spec_hash == w.spec_hash)
         spec = w.doc.get("spec", {})
         workloads.append(WorkloadSummary(w.namespace, w.name, int(spec.get("replicas", 1)), ready,
                                          w.rollout_phase, str(spec.get("image", ""))))

@@ -297,7 +297,7 @@ class Operations:
             raise NotFound(f"node {node_id} not found")
         if info is not None and info.state is NodeState.ONLINE:
             raise InUse(f"node {node_id} is online; stop its agent or `cloudless node revoke {node_id}` first")
-        held = sorted(r.replica_id for r in self.cluster.replicas.values() if r.node == node_id)
+        held = [r.replica_id for r in self.cluster.replicas.on_node(node_id)]
         if held:
             raise InUse(f"node {node_id} still holds {len(held)} replica(s) ({', '.join(held[:3])}); wait until "
                         f"they are rescheduled, or `cloudless drain {node_id}`")

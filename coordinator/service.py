@@ -46,6 +46,7 @@ from coordinator.outbox import Outbox
 from coordinator.overlay import OverlayBook, Want
 from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_from_store
 from coordinator.policy import Policy
+from coordinator.replica_table import ReplicaTable
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
 from coordinator.services_ops import VIPS_PREFIX, ServiceRegistry
@@ -135,7 +136,7 @@ class Coordinator:
         return self.cluster.workloads
 
     @property
-    def replicas(self) -> dict[str, ReplicaRecord]:
+    def replicas(self) -> ReplicaTable:
         return self.cluster.replicas
 
     @property
@@ -203,7 +204,8 @@ class Coordinator:
             (_revoked_at(e.value), e.key.rsplit("/", 1)[1]) for e in await self.store.list("/revoked/")))
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
-        c.workloads, c.replicas, c.admin, self.outbox.nodegen = workloads, replicas, admin, nodegen
+        c.replicas.replace_all(replicas)  # the same indexed table: only what differs is marked changed
+        c.workloads, c.admin, self.outbox.nodegen = workloads, admin, nodegen
         c.revoked_nodes |= revoked
         now = self.clock()
         for node_id, payload in known:  # enrolled nodes not heard of (yet): listed offline with their last facts,
