@@ -114,6 +114,12 @@ class NodeStatus:
     schedulable: bool = True
     gates: Annotated[tuple[Annotated[str, Text(128)], ...], Items(16)] = ()  # why not schedulable
     boot_id: Annotated[str, Text(64)] = ""
+    # the node's control-link timers (issue 17): it heartbeats at least every `heartbeat_max_s` (more often only
+    # when something changed) and its MQTT keep-alive is `keepalive_s`, so the coordinator derives this node's
+    # silence TTL from them and leaves presence to the broker's keep-alive and the last will. Optional: older
+    # agents leave them out and keep the coordinator's default TTL
+    heartbeat_max_s: Annotated[float, Float(1.0, 7 * 86400.0)] | None = None
+    keepalive_s: Annotated[int, Int(0, 65535)] | None = None  # MQTT 3.1.1 §3.1.2.10: 16 bits
 
 
 @dataclass(frozen=True, slots=True)

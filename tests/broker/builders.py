@@ -50,6 +50,8 @@ def make_node_status(**overrides: Any) -> wire.NodeStatus:
         "schedulable": False,
         "gates": ("battery below 20%", "thermal"),
         "boot_id": "3f0c6c2e-boot",
+        "heartbeat_max_s": 300.0,
+        "keepalive_s": 60,
     }
     return wire.NodeStatus(**{**fields, **overrides})
 
