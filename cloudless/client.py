@@ -299,17 +299,42 @@ class CoordinatorClient:
             raise ProtocolError(f"{method} {path}: empty answer from {self.server}")
         return body
 
-    def _items(self, path: str, query: Mapping[str, object] | None = None) -> list[JSONObject]:
-        body = self._json("GET", path, query=query)
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise ProtocolError(f"GET {path}: expected {{\"items\": [...]}} from {self.server}")
-        return items
+    def pages(self, path: str, query: Mapping[str, object] | None = None, *,
+              limit: int | None = None) -> Iterator[list[JSONObject]]:
+        """The items of a list a page at a time, following `metadata.continue` until the last page (Kubernetes
+        style; `limit`: items per page, None: the server's default). A coordinator that does not page answers
+        everything in one page without a token."""
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            body = self._json("GET", path, query={**(query or {}), "limit": limit, "continue": token})
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise ProtocolError(f"GET {path}: expected {{\"items\": [...]}} from {self.server}")
+            yield items
+            meta = body.get("metadata")
+            token = meta.get("continue") if isinstance(meta, dict) else None
+            if not token:
+                return
+            if not isinstance(token, str) or token in seen:
+                raise ProtocolError(f"GET {path}: the server at {self.server} sent a continue token it sent before")
+            seen.add(token)
+
+    def _items(self, path: str, query: Mapping[str, object] | None = None, *,
+               limit: int | None = None) -> list[JSONObject]:
+        """Every item of a list (all its pages)."""
+        return [item for page in self.pages(path, query, limit=limit) for item in page]
 
     # -- nodes --
 
-    def list_nodes(self) -> list[JSONObject]:
-        return self._items("/v1/nodes")
+    def node_pages(self, *, selector: str | None = None, state: str | None = None, zone: str | None = None,
+                   limit: int | None = None) -> Iterator[list[JSONObject]]:
+        """Nodes by id, a page at a time, filtered by the server (label selector, state, zone)."""
+        return self.pages("/v1/nodes", {"labelSelector": selector, "state": state, "zone": zone}, limit=limit)
+
+    def list_nodes(self, *, selector: str | None = None, state: str | None = None, zone: str | None = None,
+                   limit: int | None = None) -> list[JSONObject]:
+        return [n for page in self.node_pages(selector=selector, state=state, zone=zone, limit=limit) for n in page]
 
     def get_node(self, node_id: str) -> JSONObject:
         return self._json("GET", f"/v1/nodes/{_seg(node_id)}")  # type: ignore[no-any-return]
@@ -320,9 +345,12 @@ class CoordinatorClient:
             return self._items(f"/v1/nodes/{_seg(node_id)}/peers")
         return self._items("/v1/peers")
 
-    def list_services(self, namespace: str | None = None) -> list[JSONObject]:
+    def service_pages(self, namespace: str | None = None, *, limit: int | None = None) -> Iterator[list[JSONObject]]:
+        return self.pages("/v1/services", {"namespace": namespace}, limit=limit)
+
+    def list_services(self, namespace: str | None = None, *, limit: int | None = None) -> list[JSONObject]:
         """Services (of one namespace, or every one's with None): address, ports, endpoints and their health."""
-        return self._items("/v1/services", {"namespace": namespace})
+        return self._items("/v1/services", {"namespace": namespace}, limit=limit)
 
     def get_service(self, namespace: str, name: str) -> JSONObject:
         return self._json("GET", f"/v1/services/{_seg(namespace)}/{_seg(name)}")  # type: ignore[no-any-return]
@@ -364,8 +392,13 @@ class CoordinatorClient:
         return ApplyResult(body, created=resp.status == 201, changed=resp.status == 201 or changed,
                            warnings=warnings)
 
-    def list_workloads(self, namespace: str | None = None) -> list[JSONObject]:
-        return self._items("/v1/workloads", {"namespace": namespace})
+    def workload_pages(self, namespace: str | None = None, *, selector: str | None = None,
+                       limit: int | None = None) -> Iterator[list[JSONObject]]:
+        return self.pages("/v1/workloads", {"namespace": namespace, "labelSelector": selector}, limit=limit)
+
+    def list_workloads(self, namespace: str | None = None, *, selector: str | None = None,
+                       limit: int | None = None) -> list[JSONObject]:
+        return [w for page in self.workload_pages(namespace, selector=selector, limit=limit) for w in page]
 
     def get_workload(self, namespace: str, name: str) -> JSONObject:
         return self._json("GET", self._wl(namespace, name))  # type: ignore[no-any-return]
@@ -389,15 +422,23 @@ class CoordinatorClient:
 
     # -- replicas, events, logs, exec --
 
+    def replica_pages(self, *, namespace: str | None = None, workload: str | None = None,
+                      node: str | None = None, limit: int | None = None) -> Iterator[list[JSONObject]]:
+        return self.pages("/v1/replicas", {"namespace": namespace, "workload": workload, "node": node}, limit=limit)
+
     def list_replicas(self, *, namespace: str | None = None, workload: str | None = None,
-                      node: str | None = None) -> list[JSONObject]:
-        return self._items("/v1/replicas", {"namespace": namespace, "workload": workload, "node": node})
+                      node: str | None = None, limit: int | None = None) -> list[JSONObject]:
+        return [r for page in self.replica_pages(namespace=namespace, workload=workload, node=node, limit=limit)
+                for r in page]
 
     def list_events(self, *, object_ref: str | None = None, event_type: str | None = None,
                     since: float | None = None, limit: int | None = None) -> list[JSONObject]:
-        """Events, oldest first; `object_ref` is "workload/NS/NAME" or "node/ID" (see docs/cli.md)."""
-        query = {"object": object_ref, "type": event_type, "since": since, "limit": limit}
-        return self._items("/v1/events", query)
+        """The newest `limit` events (every retained one with None), oldest first; `object_ref` is
+        "workload/NS/NAME" or "node/ID" (see docs/cli.md). Sent as `tail` (the server's `limit` is its page
+        size); cut here too, for coordinators that do not know `tail`."""
+        query = {"object": object_ref, "type": event_type, "since": since, "tail": limit}
+        items = self._items("/v1/events", query)
+        return items[-limit:] if limit is not None else items
 
     def stream_events(self, *, object_ref: str | None = None, event_type: str | None = None,
                       after: int | None = None) -> Iterator[JSONObject]:

@@ -11,16 +11,25 @@ from aiohttp import web
 
 from coordinator import views
 from coordinator.errors import SpecError
+from coordinator.listing import MAX_LIMIT, page_of, page_request, parse_limit
 from coordinator.model import Event
+from coordinator.rest.paged import paged_response
 from coordinator.rest.ports import EventLog
-from coordinator.rest.routes import Route
+from coordinator.rest.routes import LIST_PARAMS, Param, Route
 
 SSE_KEEPALIVE_S = 15.0
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/events", "list_events", "List events (?object=&type=&reason=&since=&limit=)",
-          response="EventList"),
+    Route("GET", "/v1/events", "list_events", "List events, oldest first by id (paged: `limit`, `continue`; "
+          "filtered: `object`, `type`, `reason`, `since`, `tail`)", response="EventList",
+          query=(*LIST_PARAMS,
+                 Param("object", "only events about this object (`node/ID`, `workload/NS/NAME`) or under it"),
+                 Param("type", "only events of this type", enum=("Normal", "Warning")),
+                 Param("reason", "only events with this reason"),
+                 Param("since", "only events after this time (unix seconds)", type="number"),
+                 Param("tail", "only the newest N matching events (then paged like the rest)", type="integer",
+                       minimum=1, maximum=MAX_LIMIT))),
     Route("GET", "/v1/events/stream", "stream_events",
           "Stream events as server-sent events (text/event-stream; ?object=&type=&reason=&after=ID or the "
           "Last-Event-ID header to resume; a comment line every 15 s keeps idle connections alive)",
@@ -35,15 +44,25 @@ class EventHandlers:
         self.journal = journal
 
     async def list_events(self, request: web.Request) -> web.Response:
+        """Events in id order, a page at a time. `tail=N` first narrows them to the newest N that match (what
+        `cloudless get events` shows); `since` to those after a time. The journal holds a bounded number of events
+        (coordinator.journal), so filtering all of them is bounded too."""
         q = request.query
+        req = page_request(q, "events", (int,))
         try:
             since = float(q.get("since", "0"))
-            limit = int(q.get("limit", "500"))
         except ValueError:
-            raise SpecError("since", "since must be unix seconds and limit an integer") from None
+            raise SpecError("since", f"must be unix seconds, got {q.get('since', '')[:40]!r}") from None
+        tail = parse_limit(q.get("tail"), default=0, field="tail") if q.get("tail") else None
+        if q.get("type") not in (None, "Normal", "Warning"):
+            raise SpecError("type", "must be Normal or Warning")
         match = _event_filter(q)
-        items = [views.event_json(e) for e in self.journal.committed_events() if e.time > since and match(e)]
-        return web.json_response({"items": items[-max(1, min(limit, 5000)):]})
+        chosen = [e for e in self.journal.committed_events() if e.time > since and match(e)]
+        if tail is not None:
+            chosen = chosen[-tail:]
+        by_id = {e.seq: e for e in chosen}
+        page = page_of([(e.seq,) for e in chosen], req, "events")
+        return await paged_response(page, lambda key: views.event_json(by_id[key[0]]))
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: first the retained events after `after` (or Last-Event-ID), then each new one

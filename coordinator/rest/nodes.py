@@ -1,20 +1,39 @@
-"""Nodes over REST: list, get, delete, cordon, uncordon, drain (revocation is in coordinator.rest.identity)."""
+"""Nodes over REST: list (paged, filtered), get, delete, cordon, uncordon, drain (revocation is in
+coordinator.rest.identity).
+
+Each answer costs what it holds (issue 17): a node's allocation and replica count come from the replicas on that
+node (`Cluster.replicas.on_node`), never from the scheduler's snapshot of every node, and a list renders only its
+page, a slice at a time (coordinator.rest.paged).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from coordinator import views
+from coordinator.errors import SpecError
+from coordinator.listing import page_of, page_request
+from coordinator.membership import NodeInfo, NodeState
 from coordinator.model import NodeAdmin
 from coordinator.operations import NotFound
+from coordinator.rest.paged import paged_response
 from coordinator.rest.ports import Engine
-from coordinator.rest.routes import Route, path_name
-from coordinator.scheduler.model import NodeView
+from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
+from coordinator.selector import Selector, parse_selector
+
+NODE_STATES = tuple(s.value for s in NodeState)
+NODE_FILTERS = (
+    Param("labelSelector", "only nodes whose labels match (Kubernetes syntax: `a=b,c!=d,e,!f,g in (x,y)`)"),
+    Param("state", f"only nodes in this state ({', '.join(NODE_STATES)})", enum=NODE_STATES),
+    Param("zone", "only nodes in this zone"),
+)
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/nodes", "list_nodes", "List nodes", response="NodeList"),
+    Route("GET", "/v1/nodes", "list_nodes", "List nodes, by id (paged: `limit`, `continue`; filtered: "
+          "`labelSelector`, `state`, `zone`)", response="NodeList", query=(*LIST_PARAMS, *NODE_FILTERS)),
     Route("GET", "/v1/nodes/{node}", "get_node", "Get a node", response="Node"),
     Route("DELETE", "/v1/nodes/{node}", "delete_node",
           "Forget a node that is offline or lost (409 while online or holding replicas); clears its retained "
@@ -32,30 +51,40 @@ class NodeHandlers:
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
 
-    def _node_view(self, node_id: str, snap: dict[str, NodeView] | None = None) -> dict[str, Any]:
-        """One node as the API shows it; `snap` is the scheduler's view of every node when the caller lists many
-        (built once for the whole list: building it per node made GET /v1/nodes quadratic, issue 17)."""
-        info = self.coord.cluster.members.get(node_id)
+    def _node_view(self, node_id: str) -> dict[str, Any] | None:
+        """One node as the API shows it (None: not a member); costs the replicas on that node."""
+        cluster = self.coord.cluster
+        info = cluster.members.get(node_id)
         if info is None:
-            raise NotFound(f"node {node_id} not found")
-        if snap is None:
-            snap = self._snapshot()
-        view = snap.get(node_id)
-        alloc = (view.allocated_cpu_millis, view.allocated_memory_bytes) if view else (0, 0)
-        admin = self.coord.cluster.admin.get(node_id, NodeAdmin())
-        return views.node_json(info, admin, replicas=view.replicas if view else 0, alloc=alloc,
-                               now=self.coord.clock(), cfg=self.coord.cfg.membership,
-                               problem=self.coord.cluster.problems.get(f"node/{node_id}", ""))
+            return None
+        cpu = memory = 0
+        on_node = cluster.replicas.on_node(node_id)
+        for r in on_node:  # what the scheduler's snapshot counts as allocated (coordinator.cluster.snapshot)
+            w = cluster.spec_of(r)
+            if w is not None:
+                cpu += w.spec.resources.cpu_request_millis
+                memory += w.spec.resources.memory_request_bytes
+        admin = cluster.admin.get(node_id, NodeAdmin())
+        return views.node_json(info, admin, replicas=len(on_node), alloc=(cpu, memory), now=self.coord.clock(),
+                               cfg=self.coord.cfg.membership, problem=cluster.problems.get(f"node/{node_id}", ""))
 
-    def _snapshot(self) -> dict[str, NodeView]:
-        return {n.node_id: n for n in self.coord.snapshot(self.coord.clock()).nodes}
+    def _one(self, node_id: str) -> dict[str, Any]:
+        view = self._node_view(node_id)
+        if view is None:
+            raise NotFound(f"node {node_id} not found")
+        return view
 
     async def list_nodes(self, request: web.Request) -> web.Response:
-        snap = self._snapshot()
-        return web.json_response({"items": [self._node_view(n, snap) for n in sorted(self.coord.cluster.members)]})
+        q = request.query
+        req = page_request(q, "nodes", (str,))
+        keep = node_filter(q)
+        members = self.coord.cluster.members
+        keys = [(n,) for n in sorted(members) if keep is None or keep(members[n])]
+        page = page_of(keys, req, "nodes")
+        return await paged_response(page, lambda key: self._node_view(key[0]))
 
     async def get_node(self, request: web.Request) -> web.Response:
-        return web.json_response(self._node_view(path_name(request, "node")))
+        return web.json_response(self._one(path_name(request, "node")))
 
     async def delete_node(self, request: web.Request) -> web.Response:
         node = path_name(request, "node")
@@ -65,7 +94,7 @@ class NodeHandlers:
     async def _admin(self, request: web.Request, **kw: bool) -> web.Response:
         node = path_name(request, "node")
         await self.coord.ops.set_admin(node, **kw)
-        return web.json_response(self._node_view(node))
+        return web.json_response(self._one(node))
 
     async def cordon(self, request: web.Request) -> web.Response:
         return await self._admin(request, cordoned=True)
@@ -75,3 +104,27 @@ class NodeHandlers:
 
     async def drain(self, request: web.Request) -> web.Response:
         return await self._admin(request, draining=True)
+
+
+def node_filter(q: Mapping[str, str]) -> Callable[[NodeInfo], bool] | None:
+    """A predicate over NodeInfo for the query's `labelSelector`, `state` and `zone` (None: no filter); a bad
+    value is a SpecError naming its parameter."""
+    selector = parse_selector(q.get("labelSelector"))
+    state = q.get("state")
+    if state is not None and state not in NODE_STATES:
+        raise SpecError("state", f"must be one of {', '.join(NODE_STATES)}, got {state[:40]!r}")
+    zone = q.get("zone")
+    if zone is not None and len(zone) > 64:
+        raise SpecError("zone", "is longer than 64 characters")
+    if not selector and state is None and zone is None:
+        return None
+    return lambda info: node_matches(info, selector, state, zone)
+
+
+def node_matches(info: NodeInfo, selector: Selector, state: str | None, zone: str | None) -> bool:
+    facts = info.status.facts if info.status else None
+    if state is not None and info.state.value != state:
+        return False
+    if zone is not None and (facts.zone if facts else "") != zone:
+        return False
+    return not selector or selector.matches(facts.labels if facts else {})

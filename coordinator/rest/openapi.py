@@ -8,7 +8,7 @@ from typing import Any
 
 from coordinator.rest.overlay import BODY_SCHEMAS as OVERLAY_BODY_SCHEMAS
 from coordinator.rest.responses import RESPONSE_SCHEMAS
-from coordinator.rest.routes import Route
+from coordinator.rest.routes import Param, Route
 from coordinator.rest.secrets import SECRETS_BODY_SCHEMAS
 from coordinator.spec import workload_json_schema
 
@@ -40,10 +40,11 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
                               "responses": {**_ok_responses(r), "default": {
                                   "description": "Error",
                                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}
-        params = re.findall(r"{(\w+)}", r.path)
+        params: list[dict[str, Any]] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                                        for p in re.findall(r"{(\w+)}", r.path)]
+        params += [_query_param(q) for q in r.query]
         if params:
-            op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                                for p in params]
+            op["parameters"] = params
         if r.body:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
                 "$ref": f"#/components/schemas/{r.body}"}}}}
@@ -70,6 +71,17 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             },
         },
     }
+
+
+def _query_param(q: Param) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": q.type}
+    if q.enum:
+        schema["enum"] = list(q.enum)
+    if q.minimum is not None:
+        schema["minimum"] = q.minimum
+    if q.maximum is not None:
+        schema["maximum"] = q.maximum
+    return {"name": q.name, "in": "query", "required": False, "description": q.description, "schema": schema}
 
 
 def _ok_responses(r: Route) -> dict[str, Any]:

@@ -3,6 +3,8 @@ them (coordinator.overlay_ops does the work; this module checks what comes in an
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,17 +13,20 @@ from aiohttp import web
 from broker.wire import OverlayPingResult, valid_id
 from coordinator.errors import SpecError
 from coordinator.http import read_json
+from coordinator.listing import encode_continue, page_request
 from coordinator.overlay import direct_share, nat_class
 from coordinator.overlay_ops import MAX_PING_COUNT, BadRequest, ping_json
+from coordinator.rest.paged import SLICE
 from coordinator.rest.ports import Engine
-from coordinator.rest.routes import Route, path_name
+from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/overlay", "overlay_summary",
           "The overlay: relays, each node's overlay (on/off and why, NAT class, candidates, relays), the direct share",
           response="OverlaySummary"),
-    Route("GET", "/v1/peers", "list_peers", "Every node's path to each of its peers (path, relay, RTT, bytes, since)",
-          response="PeerList"),
+    Route("GET", "/v1/peers", "list_peers", "Every node's path to each of its peers (path, relay, RTT, bytes, "
+          "since), by (node, peer) (paged: `limit`, `continue`; filtered: `node`)", response="PeerList",
+          query=(*LIST_PARAMS, Param("node", "only this node's paths"))),
     Route("GET", "/v1/nodes/{node}/peers", "node_peers", "One node's path to each of its peers", response="PeerList"),
     Route("POST", "/v1/overlay/connect", "overlay_connect",
           "Keep an overlay connection between two nodes (until disconnect)", body="OverlayPair",
@@ -90,7 +95,23 @@ class OverlayHandlers:
         node = request.query.get("node")
         if node is not None and not valid_id(node):
             raise SpecError("node", f"{node[:80]!r} is not a node name")
-        return web.json_response({"items": self.coord.overlay_ops.rows(node)})
+        req = page_request(request.query, "peers", (str, str))
+        book = self.coord.overlay
+        nodes = [node] if node is not None else sorted(book.reports)
+        start = 0 if req.after is None else bisect_left(nodes, req.after[0])
+        rows: list[dict[str, object]] = []
+        # node by node from the cursor, until one row past the page (which says more follow): costs the page
+        for i, n in enumerate(nodes[start:]):
+            if i and i % SLICE == 0:
+                await asyncio.sleep(0)
+            rows += sorted((r for r in book.peer_rows(n) if req.after is None or (n, str(r["peer"])) > req.after),
+                           key=lambda r: str(r["peer"]))
+            if len(rows) > req.limit:
+                break
+        more = len(rows) > req.limit
+        rows = rows[:req.limit]
+        meta = {"continue": encode_continue("peers", (str(rows[-1]["node"]), str(rows[-1]["peer"])))} if more else {}
+        return web.json_response({"items": rows, "metadata": meta})
 
     async def node_peers(self, request: web.Request) -> web.Response:
         return web.json_response({"items": self.coord.overlay_ops.rows(path_name(request, "node"))})

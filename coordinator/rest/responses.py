@@ -39,6 +39,15 @@ def items_of(name: str) -> Schema:
     return obj(("items",), items={"type": "array", "items": ref(name)})
 
 
+# a paged list (coordinator.listing): `continue` and `remainingItemCount` only while more items follow
+LIST_META = obj((), **{"continue": {**STR, "description": "pass as ?continue= for the next page"},
+                   "remainingItemCount": {**INT, "description": "items after this page (matching the filters)"}})
+
+
+def page_of(name: str) -> Schema:
+    return obj(("items", "metadata"), items={"type": "array", "items": ref(name)}, metadata=LIST_META)
+
+
 _NODE = obj(
     ("id", "state", "online", "schedulable"),
     id=STR, state=STR, online=BOOL, schedulable=BOOL, cordoned=BOOL, draining=BOOL,
@@ -104,12 +113,12 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
                      epoch=nullable(INT), leader=BOOL, leaderId=nullable(STR), rounds=INT, roundsFailing=INT,
                      roundError=nullable(STR), epochBehind=nullable(INT), problems=STR_MAP),
     "Node": _NODE,
-    "NodeList": items_of("Node"),
+    "NodeList": page_of("Node"),
     "NodeDeleted": obj(("deleted",), deleted=STR),
     "Replica": _REPLICA,
-    "ReplicaList": items_of("Replica"),
+    "ReplicaList": page_of("Replica"),
     "WorkloadView": _WORKLOAD_VIEW,
-    "WorkloadList": items_of("WorkloadView"),
+    "WorkloadList": page_of("WorkloadView"),
     "RolloutStatus": obj(("revision", "phase"), revision=INT, phase=STR, desired=INT, updated=INT, ready=INT,
                          available=INT, message=nullable(STR)),
     "RolloutHistory": obj(("items",), items={"type": "array", "items": obj(
@@ -117,7 +126,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Logs": obj(("output",), replica=STR, node=nullable(STR), output=STR),
     "ExecResult": obj(("exitCode", "output"), exitCode=INT, output=STR),
     "Event": _EVENT,
-    "EventList": items_of("Event"),
+    "EventList": page_of("Event"),
     "Enrolled": obj(("nodeId", "certificate", "ca", "notAfter"), nodeId=STR, certificate=STR, ca=STR,
                     notAfter=NUM, labels=STR_MAP, zone=STR, broker=nullable(STR)),
     "Renewed": obj(("nodeId", "certificate", "ca", "notAfter"), nodeId=STR, certificate=STR, ca=STR, notAfter=NUM),
@@ -131,10 +140,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
                           nodes={"type": "array", "items": _OVERLAY_NODE},
                           kept={"type": "array", "items": obj(a=STR, b=STR, until=nullable(NUM), why=STR)},
                           directShare=nullable(NUM)),
-    "PeerList": obj(("items",), items={"type": "array", "items": OBJ}),
+    "PeerList": obj(("items",), items={"type": "array", "items": OBJ}, metadata=LIST_META),
     "OverlayKept": obj(("a", "b", "kept"), a=STR, b=STR, kept=BOOL, new=BOOL, was=BOOL),
     "OverlayPingResult": obj(("from",), **{"from": STR}),
     "Service": _SERVICE,
-    "ServiceList": items_of("Service"),
+    "ServiceList": page_of("Service"),
     "Object": OBJ,
 }

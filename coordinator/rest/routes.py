@@ -15,8 +15,29 @@ from aiohttp import web
 
 from broker.wire import valid_id
 from coordinator.errors import SpecError
+from coordinator.listing import DEFAULT_LIMIT, MAX_LIMIT
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter a route takes (documented in the OpenAPI document)."""
+
+    name: str
+    description: str
+    type: str = "string"  # JSON Schema type
+    enum: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+# what every paged list takes (coordinator.listing)
+LIST_PARAMS: tuple[Param, ...] = (
+    Param("limit", f"at most this many items (default {DEFAULT_LIMIT})", type="integer", minimum=1,
+          maximum=MAX_LIMIT),
+    Param("continue", "the previous page's `metadata.continue`, unchanged: the next page starts after its last item"),
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,7 @@ class Route:
     response: str | None = None
     ok: tuple[int, ...] = (200,)
     media: str = "application/json"
+    query: tuple[Param, ...] = ()
 
 
 def bind(routes: Iterable[Route], handlers: object) -> list[tuple[Route, Handler]]:

@@ -3,22 +3,30 @@ rollback, and the logs and exec commands carried to a replica's node."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from broker.wire import CommandName
+from broker.wire import CommandName, valid_id
 from coordinator import views
 from coordinator.errors import SpecError
 from coordinator.http import read_json
+from coordinator.listing import page_of, page_request
+from coordinator.model import ReplicaRecord, WorkloadRecord
 from coordinator.operations import CommandFailed, NotFound
 from coordinator.policy import Action, Policy, default_policies, evaluate
+from coordinator.rest.paged import paged_response
 from coordinator.rest.ports import Engine
-from coordinator.rest.routes import Route, path_name
+from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
+from coordinator.selector import parse_selector
 from coordinator.spec import parse_workload
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/workloads", "list_workloads", "List workloads (?namespace=)", response="WorkloadList"),
+    Route("GET", "/v1/workloads", "list_workloads", "List workloads by (namespace, name) (paged: `limit`, `continue`; "
+          "filtered: `namespace`, `labelSelector`)", response="WorkloadList",
+          query=(*LIST_PARAMS, Param("namespace", "only this namespace's"),
+                 Param("labelSelector", "only workloads whose metadata.labels match (Kubernetes syntax)"))),
     Route("PUT", "/v1/workloads/{namespace}/{name}", "apply",
           "Create or update a workload (idempotent); `warnings` lists what admission policy warned about",
           body="Workload", response="WorkloadView", ok=(200, 201)),
@@ -38,8 +46,10 @@ ROUTES: tuple[Route, ...] = (
           response="Logs"),
     Route("POST", "/v1/workloads/{namespace}/{name}/replicas/{replica}/exec", "exec", "Run a command in a replica",
           body="Exec", response="ExecResult"),
-    Route("GET", "/v1/replicas", "list_replicas", "List replicas (?namespace=&workload=&node=)",
-          response="ReplicaList"),
+    Route("GET", "/v1/replicas", "list_replicas", "List replicas by (namespace, workload, id) (paged: `limit`, "
+          "`continue`; filtered: `namespace`, `workload`, `node`)", response="ReplicaList",
+          query=(*LIST_PARAMS, Param("namespace", "only this namespace's"),
+                 Param("workload", "only this workload's"), Param("node", "only those on this node"))),
 )
 
 
@@ -49,16 +59,25 @@ class WorkloadHandlers:
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
 
-    def _workload_view(self, w: Any) -> dict[str, Any]:
-        reps = [(r, self.coord.observed_of(r)) for r in self.coord.cluster.replicas.values()
-                if r.namespace == w.namespace and r.workload == w.name]
+    def _workload_view(self, w: WorkloadRecord) -> dict[str, Any]:
+        """A workload with its status; costs its own replicas (`Cluster.replicas.of_workload`), not every one."""
+        reps = [(r, self.coord.observed_of(r)) for r in self.coord.cluster.replicas.of_workload(w.key)]
         return views.workload_json(w, reps, self.coord.cluster.problems.get(f"workload/{w.key}", ""))
 
     async def list_workloads(self, request: web.Request) -> web.Response:
-        ns = request.query.get("namespace")
-        items = [self._workload_view(w) for k, w in sorted(self.coord.cluster.workloads.items())
-                 if ns is None or w.namespace == ns]
-        return web.json_response({"items": items})
+        q = request.query
+        req = page_request(q, "workloads", (str, str))
+        ns = query_name(q, "namespace")
+        selector = parse_selector(q.get("labelSelector"))
+        workloads = self.coord.cluster.workloads
+        keys = sorted((w.namespace, w.name) for w in workloads.values()
+                      if (ns is None or w.namespace == ns) and (not selector or selector.matches(_labels(w))))
+        page = page_of(keys, req, "workloads")
+
+        def render(key: tuple[str, str]) -> dict[str, Any] | None:
+            w = workloads.get(f"{key[0]}/{key[1]}")
+            return self._workload_view(w) if w is not None else None
+        return await paged_response(page, render)
 
     async def apply(self, request: web.Request) -> web.Response:
         ns, name = path_name(request, "namespace"), path_name(request, "name")
@@ -152,13 +171,37 @@ class WorkloadHandlers:
 
     async def list_replicas(self, request: web.Request) -> web.Response:
         q = request.query
-        items = []
-        for r in sorted(self.coord.cluster.replicas.values(), key=lambda r: (r.namespace, r.workload, r.replica_id)):
-            if (q.get("namespace") not in (None, r.namespace) or q.get("workload") not in (None, r.workload)
-                    or q.get("node") not in (None, r.node)):
-                continue
-            items.append(views.replica_json(r, self.coord.observed_of(r)))
-        return web.json_response({"items": items})
+        req = page_request(q, "replicas", (str, str, str))
+        ns, workload, node = (query_name(q, k) for k in ("namespace", "workload", "node"))
+        table = self.coord.cluster.replicas
+        # the narrowest index that answers: one node's replicas, one workload's, or (only then) every one
+        if node is not None:
+            pool: Iterable[ReplicaRecord] = table.on_node(node)
+        elif ns is not None and workload is not None:
+            pool = table.of_workload(f"{ns}/{workload}")
+        else:
+            pool = table.values()
+        keys = sorted((r.namespace, r.workload, r.replica_id) for r in pool
+                      if ns in (None, r.namespace) and workload in (None, r.workload) and node in (None, r.node))
+        page = page_of(keys, req, "replicas")
+
+        def render(key: tuple[str, str, str]) -> dict[str, Any] | None:
+            r = table.get(key[2])
+            return views.replica_json(r, self.coord.observed_of(r)) if r is not None else None
+        return await paged_response(page, render)
+
+
+def query_name(q: Mapping[str, str], key: str) -> str | None:
+    """A name filter from the query string (absent: None), checked like every id."""
+    value = q.get(key)
+    if value is not None and not valid_id(value):
+        raise SpecError(key, f"{value[:80]!r} is not a valid name (letters, digits, '.', '_', '-')")
+    return value
+
+
+def _labels(w: WorkloadRecord) -> Mapping[str, str]:
+    labels = w.doc.get("metadata", {}).get("labels")
+    return labels if isinstance(labels, dict) else {}
 
 
 def admission_warnings(policies: tuple[Policy, ...] | None, doc: object) -> list[str]:

@@ -350,11 +350,12 @@ class FakeCoordinator:
         return out
 
     def _events(self, q: dict[str, str]) -> list[JSON]:
-        since, limit, obj = float(q.get("since", "0")), int(q.get("limit", "500")), q.get("object")
+        # `tail`: the newest N; one page holds every match (no `continue`), as the contract allows
+        since, tail, obj = float(q.get("since", "0")), int(q.get("tail", "5000")), q.get("object")
         items = [e for e in self.events if e["time"] > since
                  and (obj is None or e["object"] == obj or e["object"].startswith(obj + "/"))
                  and q.get("type") in (None, e["type"])]
-        return copy.deepcopy(items[-limit:])
+        return copy.deepcopy(items[-tail:])
 
     def _replica(self, ns: str, name: str, replica: str) -> JSON:
         for r in self._workload(ns, name)["status"]["replicas"]:

@@ -89,7 +89,7 @@ def test_empty_list_says_so_on_stderr(fake: FakeCoordinator, cli) -> None:
 def test_get_events_for_an_object(cluster: FakeCoordinator, cli) -> None:
     cluster.add_event("node/pi-1", "NodeSuspect", "silent for 40s", type_="Warning", time=START - 120)
     r = cli("get", "events", "node/pi-1")
-    assert fake_query(cluster) == {"object": "node/pi-1", "limit": "100"}
+    assert fake_query(cluster) == {"object": "node/pi-1", "tail": "100"}
     assert _rows(r.out)[1][:4] == ["2m", "Warning", "NodeSuspect", "node/pi-1"]
     cli("get", "events", "web", "-n", "prod")
     assert fake_query(cluster)["object"] == "workload/prod/web"
@@ -152,7 +152,7 @@ def test_describe_workload(cluster: FakeCoordinator, cli) -> None:
                      "web-3   <unscheduled>   pending", "Unschedulable:\n  web-3: 0/2 nodes fit\n"
                      "    laptop: offline\n    pi-1: insufficient cpu", "Events:", "Created"):
         assert expected in r.out
-    assert cluster.requests[-1].query == {"object": "workload/default/web", "limit": "20"}
+    assert cluster.requests[-1].query == {"object": "workload/default/web", "tail": "20"}
 
 
 def test_describe_node(cluster: FakeCoordinator, cli) -> None:
