@@ -48,6 +48,7 @@ from coordinator.spec_container import (
     VolumeSpec,
 )
 from coordinator.spec_kinds import (
+    MAX_REPLICAS,
     Amount,
     Bool,
     Checked,
@@ -100,6 +101,7 @@ from firmware_profiles import units as quantity
 __all__ = [
     "API_VERSION",
     "KIND",
+    "MAX_REPLICAS",
     "AntiAffinity",
     "Capabilities",
     "ContainerPort",
@@ -299,7 +301,7 @@ class WorkloadSpec(Checked):
     command: tuple[str, ...] = field(default=(), metadata=spec_field(ARGV))
     args: tuple[str, ...] = field(default=(), metadata=spec_field(ARGV))
     env: tuple[EnvVar, ...] = field(default=(), metadata=spec_field(ListOf(Obj(EnvVar), 256)))
-    replicas: int = field(default=1, metadata=spec_field(Int(0, 1000)))
+    replicas: int = field(default=1, metadata=spec_field(Int(0, MAX_REPLICAS)))
     resources: Resources = field(default_factory=Resources, metadata=spec_field(Obj(Resources)))
     ports: tuple[ContainerPort, ...] = field(default=(), metadata=spec_field(ListOf(Obj(ContainerPort), 64)))
     placement: PlacementSpec = field(default_factory=PlacementSpec, metadata=spec_field(Obj(PlacementSpec)))

@@ -260,11 +260,16 @@ class IntOrPercent:
 _PERCENT = r"(?:[0-9]{1,2}|100)%"
 
 
+# the most replicas one workload may ask for (issue 17: a fleet of 5,000 nodes runs workloads of thousands); a
+# node's share is bounded apart from this, by what one desired-state message carries (scheduler.filters)
+MAX_REPLICAS: Final = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Amount(Kind):
     """Kind for `IntOrPercent`: an integer in [0, hi] or a string "N%" with N in [0, 100]."""
 
-    hi: int = 1000
+    hi: int = MAX_REPLICAS
 
     def parse(self, value: object, path: str, problems: Problems) -> object:
         if isinstance(value, str):

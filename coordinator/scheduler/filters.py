@@ -267,9 +267,10 @@ class Capacity:
 
 
 class DesiredStateSize:
-    """A node's desired state is one wire message, capped (broker.wire.MAX_PAYLOAD_BYTES): a replica goes only
-    where the node's replicas, this one included, still encode within the budget. Otherwise the message could not
-    be sent and the node would get nothing new at all. A replica over the budget on its own can never fit."""
+    """A node's desired state is one wire message, capped (broker.wire.MAX_PAYLOAD_BYTES) in bytes and in items
+    (the `replicas` list of DesiredState and ObservedState): a replica goes only where the node's replicas, this one
+    included, still encode within the budget and the item cap. Otherwise the message could not be sent and the node
+    would get nothing new at all. A replica over the byte budget on its own can never fit."""
 
     name: ClassVar[str] = "DesiredStateSize"
     static: ClassVar[bool] = False
@@ -284,6 +285,10 @@ class DesiredStateSize:
         if size and node.desired_bytes + size > budget:
             shown = f"this replica's {size:,} bytes would take its {node.desired_bytes:,} past {budget:,}"
             return Reject(f"desired state too large: {shown}", resolvable=size <= budget)
+        if node.replicas >= ctx.config.desired_max_replicas:  # counts replicas stopping too: conservative
+            cap = ctx.config.desired_max_replicas
+            return Reject(f"desired state too large: {node.replicas} replicas already, one message carries {cap}",
+                          resolvable=True)
         return None
 
 

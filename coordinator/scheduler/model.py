@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, get_type_hints
 
-from broker.wire import MAX_PAYLOAD_BYTES
+from broker.wire import MAX_PAYLOAD_BYTES, DesiredState, ObservedState
+from broker.wire.schema import Items
 from coordinator.errors import ConfigError
 from coordinator.scheduler import abilities
 from coordinator.spec import (
@@ -28,6 +29,17 @@ from coordinator.spec import (
 )
 
 DESIRED_BUDGET_BYTES: Final = MAX_PAYLOAD_BYTES - 256 * 1024
+
+
+def _items_cap(message: type, field_name: str) -> int:
+    """The wire contract's bound on the number of items of one field of a message (its `Items` marker)."""
+    hint = get_type_hints(message, include_extras=True)[field_name]
+    return min(m.max_items for m in getattr(hint, "__metadata__", ()) if isinstance(m, Items))
+
+
+# a node's desired state lists its replicas in one message, and its observed state reports them in one: neither may
+# hold more items than the wire allows, however small each replica is (the byte budget alone does not bound that)
+DESIRED_MAX_REPLICAS: Final = min(_items_cap(DesiredState, "replicas"), _items_cap(ObservedState, "replicas"))
 
 # Labels every node has implicitly, resolved from NodeView fields (like Kubernetes' topology labels), so
 # affinity terms and selectors can name a node's zone, region, arch, os or id.
@@ -300,6 +312,7 @@ class SchedulerConfig:
     # a node's desired state is one wire message: what the scheduler places on a node must encode within this
     # (the wire's cap less room for the envelope and the sealed secrets the replicas carry)
     desired_budget_bytes: int = DESIRED_BUDGET_BYTES
+    desired_max_replicas: int = DESIRED_MAX_REPLICAS  # ... and list at most this many replicas
 
     def __post_init__(self) -> None:
         weights = (
@@ -313,8 +326,8 @@ class SchedulerConfig:
         )
         if any(w < 0 for w in weights):
             raise ConfigError("scorer weights must not be negative")
-        if self.desired_budget_bytes < 1:
-            raise ConfigError("desired_budget_bytes must be positive")
+        if self.desired_budget_bytes < 1 or self.desired_max_replicas < 1:
+            raise ConfigError("desired_budget_bytes and desired_max_replicas must be positive")
         if self.latency_ceiling_ms <= 0 or self.max_cached_groups < 1:
             raise ConfigError("latency_ceiling_ms must be positive and max_cached_groups at least 1")
 

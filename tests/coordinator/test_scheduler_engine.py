@@ -15,6 +15,7 @@ from coordinator.scheduler import (
     schedule,
     schedule_many,
 )
+from coordinator.scheduler.model import DESIRED_MAX_REPLICAS
 from coordinator.spec import Operator, PreferredTerm, Scope, Spread, Strategy, parse_workload
 from tests.coordinator.builders import make_node, make_request, make_snapshot
 from tests.coordinator.documents import example
@@ -249,3 +250,14 @@ def test_schedule_many_places_workload_by_workload_and_answers_in_request_order(
     grouped = SchedulingPass(snap).place_all([a[0], a[1], b[0], b[1]])
     assert results == [grouped[0], grouped[2], grouped[1], grouped[3]]
     assert [type(r).__name__ for r in results] == ["Placement", "Unschedulable", "Placement", "Unschedulable"]
+
+
+def test_a_node_takes_no_more_replicas_than_one_desired_state_carries() -> None:
+    """10,000 tiny replicas may fit one big node's CPU and memory, not its desired-state message (issue 17): the
+    engine stops at the wire's item cap and says why for the rest."""
+    snap = make_snapshot(make_node("big", cpu="1000", mem="1Ti"))
+    results = schedule_many(snap, replicas(DESIRED_MAX_REPLICAS + 3, cpu="1m", mem="1Mi"))
+    assert [placed(r) for r in results[:DESIRED_MAX_REPLICAS]] == ["big"] * DESIRED_MAX_REPLICAS
+    rest = results[DESIRED_MAX_REPLICAS:]
+    assert all(isinstance(r, Unschedulable) and r.summary == "0/1 nodes available: 1 desired state too large"
+               for r in rest), rest[0]

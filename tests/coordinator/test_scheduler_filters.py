@@ -6,7 +6,7 @@ import pytest
 
 from coordinator.scheduler import NodeView, PlacementRequest, Reject, filters
 from coordinator.scheduler.filters import DEFAULT_FILTERS, Filter
-from coordinator.scheduler.model import DESIRED_BUDGET_BYTES
+from coordinator.scheduler.model import DESIRED_BUDGET_BYTES, DESIRED_MAX_REPLICAS
 from coordinator.spec import NodeSelectorRequirement, Operator, Scope, TaintEffect, Toleration, TolerationOperator
 from tests.coordinator.builders import make_ctx, make_node, make_request
 
@@ -290,6 +290,16 @@ CASES: list[Case] = [
         (f"desired state too large: this replica's {DESIRED_BUDGET_BYTES + 1:,} bytes would take its 0 "
          f"past {DESIRED_BUDGET_BYTES:,}", False),
     ),
+    # ... and its replicas list is capped in items: a fleet workload of thousands of tiny replicas (issue 17)
+    ("desired-count-fits", filters.DesiredStateSize(), make_node(replicas=DESIRED_MAX_REPLICAS - 1), req(), None),
+    (
+        "desired-count-full",
+        filters.DesiredStateSize(),
+        make_node(replicas=DESIRED_MAX_REPLICAS, cpu="1000", mem="1Ti"),
+        req(wire_bytes=300),
+        (f"desired state too large: {DESIRED_MAX_REPLICAS} replicas already, one message carries "
+         f"{DESIRED_MAX_REPLICAS}", True),
+    ),
     # HostPorts
     ("port-free", filters.HostPorts(), make_node(host_ports=frozenset({"80/TCP"})), req(host_ports=("80/UDP",)), None),
     (
@@ -366,3 +376,22 @@ def test_static_filters_come_first() -> None:
 def test_reject_category_is_the_text_before_the_colon() -> None:
     assert Reject("insufficient memory: requested 1Gi, free 0").category == "insufficient memory"
     assert Reject("cordoned").category == "cordoned"
+
+
+@pytest.mark.parametrize("message", ["desired", "observed"])
+def test_the_item_cap_is_the_wires(message: str) -> None:
+    """DESIRED_MAX_REPLICAS is what the codec accepts in one desired or observed state: one more is refused."""
+    from broker import wire
+    from broker.errors import WireError
+    from broker.wire import DesiredState, ObservedState, ReplicaObserved, ReplicaSpec, ReplicaState
+
+    def build(n: int) -> object:
+        if message == "desired":
+            return DesiredState(node_id="n", generation=1, epoch=1, issued_at=1.0,
+                                replicas=tuple(ReplicaSpec(replica_id=f"r{i}", workload="w") for i in range(n)))
+        return ObservedState(node_id="n", generation=1, epoch=1, ts=1.0, replicas=tuple(
+            ReplicaObserved(replica_id=f"r{i}", workload="w", state=ReplicaState.RUNNING) for i in range(n)))
+
+    wire.encode(build(DESIRED_MAX_REPLICAS))
+    with pytest.raises(WireError):
+        wire.encode(build(DESIRED_MAX_REPLICAS + 1))

@@ -90,6 +90,13 @@ def test_minimal_document_takes_the_defaults() -> None:
     assert w.spec.liveness_probe is None and w.spec.resources.cpu_request_millis == 0
 
 
+def test_a_fleet_workload_may_ask_for_ten_thousand_replicas() -> None:
+    """Issue 17: 2,500 replicas on 5,000 nodes is a normal fleet workload; the cap is 10,000 (a node's share is
+    bounded by its desired-state message, in the scheduler)."""
+    w = parse_workload(example(**{"spec.replicas": 10_000, "spec.rollout.maxSurge": 2_500}))
+    assert (w.spec.replicas, w.spec.rollout.max_surge) == (10_000, IntOrPercent(2_500))
+
+
 def test_requests_default_to_limits_for_scheduling() -> None:
     w = parse_workload(minimal(resources={"limits": {"cpu": "500m", "memory": "128Mi"}}))
     assert (w.spec.resources.cpu_request_millis, w.spec.resources.memory_request_bytes) == (500, 128 * MI)
@@ -154,8 +161,9 @@ def test_unknown_field_is_never_dropped_even_when_everything_else_is_valid() -> 
 BAD_VALUES = [
     ("spec.replicas", "3", "expected integer, got string"),
     ("spec.replicas", True, "expected integer, got boolean"),
-    ("spec.replicas", 1001, "must be between 0 and 1000, got 1001"),
-    ("spec.replicas", -1, "must be between 0 and 1000, got -1"),
+    ("spec.replicas", 10_001, "must be between 0 and 10000, got 10001"),
+    ("spec.replicas", -1, "must be between 0 and 10000, got -1"),
+    ("spec.rollout.maxSurge", 10_001, "must be between 0 and 10000, got 10001"),
     ("spec.replicas", 2.5, "expected integer, got number"),
     ("metadata.name", "Bad Name!", "invalid name"),
     ("metadata.name", "", "must not be empty"),
@@ -450,7 +458,7 @@ def test_json_schema_accepts_valid_documents(doc: dict[str, Any]) -> None:
 SCHEMA_REJECTS = [
     ("spec.imagee", "x"),
     ("spec.placement.nodeAffinity.required[0].operater", "In"),
-    ("spec.replicas", 1001),
+    ("spec.replicas", 10_001),
     ("spec.resources.requests.cpu", "lots"),
     ("spec.livenessProbe.exec", {"command": ["x"]}),
     ("spec.rollout.maxUnavailable", "150%"),
