@@ -7,6 +7,8 @@ import asyncio
 import errno
 import getpass
 import logging
+import os
+import pwd
 import secrets
 import signal
 import sys
@@ -64,6 +66,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="identities from client certificates (use_identity_as_username; needs --tls-ca)")
     m.add_argument("--crl-file", type=Path, default=None,
                    help="the coordinator's pki/crl.pem (reload Mosquitto with SIGHUP after a revocation)")
+    m.add_argument("--user", default=None, metavar="NAME",
+                   help="the account Mosquitto runs as when started as root (its `user` option): it reads the "
+                   "key, certificates, CRL, ACL and password files and writes its persistence directory as NAME. "
+                   "Default: run as root, `mosquitto` when that account exists (the files written here are given "
+                   "to it), else root; run as another user, that user. The files you pass (--tls-*, --crl-file) "
+                   "are checked: unreadable by NAME is an error")
     m.set_defaults(func=_cmd_mosquitto_config)
 
     pw = actions.add_parser("passwd", help="add or update a broker user (mosquitto_passwd-compatible)",
@@ -218,15 +226,35 @@ def _cmd_mosquitto_config(args: argparse.Namespace) -> int:
                                 "or --allow-anonymous for development")
     queue_bounds = {name: getattr(args, name) for name in ("max_queued_messages", "max_queued_bytes")
                     if getattr(args, name) is not None}
+    euid, me = os.geteuid(), pwd.getpwuid(os.geteuid()).pw_name
+    user = args.user or mosquitto.default_user(euid=euid, current=me, mosquitto_account=_has_account("mosquitto"))
     settings = mosquitto.MosquittoSettings(
         out_dir=args.out_dir, host=args.host, port=args.port, tls=_tls(args), persistence_dir=args.persistence_dir,
         autosave_interval_s=args.autosave_interval, allow_anonymous=args.allow_anonymous,
-        cert_auth=args.cert_auth, crl_file=args.crl_file, **queue_bounds,
+        cert_auth=args.cert_auth, crl_file=args.crl_file, run_as_user=user, **queue_bounds,
     )
+    mosquitto.account(user)  # an unknown account is an error before anything is written
     for path in mosquitto.write(settings, auth):
         print(f"wrote {path}")
+    print(f"Mosquitto runs as {user} when started as root (--user NAME to choose)")
+    checkable = euid == 0 or user == me  # only root (or the account itself) can tell what the account can open
+    if checkable and (bad := mosquitto.unusable_by(user, mosquitto.needs(settings))):
+        for how, path in bad:
+            print(f"cloudless broker: user {user} cannot {how} {path}", file=sys.stderr)
+        print(f"cloudless broker: Mosquitto would exit at start: give those files to {user} (chown {user}: FILE; "
+              f"a directory on the way needs x for {user}: setfacl -m u:{user}:x DIR), or run Mosquitto as "
+              "another account (--user root keeps root's privileges)", file=sys.stderr)
+        return 2
     print(f"start it with: mosquitto -c {args.out_dir / mosquitto.CONF_FILE}")
     return 0
+
+
+def _has_account(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:

@@ -3,10 +3,23 @@
 `render()` is pure: settings in, file contents out. `write()` puts them in a directory (private files 0600).
 The ACL file comes from `Acl.render_mosquitto()`, the password file is shared verbatim (`$7$` hashes), and
 `use_username_as_clientid` mirrors the embedded broker's identity rule.
+
+The account Mosquitto runs as (`user`, `run_as_user`). Started as root, Mosquitto 2 drops to that account (its
+default: `mosquitto`) *before* it reads its certificates, key, CRL, password and ACL files and opens its
+persistence directory, so every one of them must be usable by that account; a 0600 key owned by root is not, and
+Mosquitto then exits at start (issue 17). `write()` therefore hands the files it writes (and the persistence
+directory) to that account when run as root, and `unusable_by()` checks, as that account, the files it was given.
+`default_user()` is the choice when nothing is said: the owner of the files written.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +31,7 @@ from broker.files import write_private
 
 CONF_FILE = "mosquitto.conf"
 ACL_FILE = "acl"
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")  # a POSIX-portable user name: nothing a config could misread
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,13 @@ class MosquittoSettings:
     allow_anonymous: bool = False
     cert_auth: bool = False  # identities from client certificates (CN = username), as `broker --cert-auth`
     crl_file: Path | None = None  # revoked certificates (PEM CRL from `cloudless node revoke`); reload on change
-    run_as_user: str | None = None  # Mosquitto started as root drops to user `mosquitto` unless told otherwise
+    # The `user` line: the account a root-started Mosquitto drops to (None: no line, Mosquitto's default
+    # `mosquitto`); a Mosquitto started by anyone else runs as that someone and ignores it. See default_user().
+    run_as_user: str | None = None
 
     def __post_init__(self) -> None:
+        if self.run_as_user is not None and not _ACCOUNT.fullmatch(self.run_as_user):
+            raise BrokerConfigError(f"user: {self.run_as_user[:40]!r} is not a user name (letters, digits, . _ -)")
         # 0 means "no maximum" to Mosquitto; a negative value would be refused only when Mosquitto starts
         for name in ("max_queued_messages", "max_queued_bytes", "max_inflight_messages"):
             if getattr(self, name) < 0:
@@ -120,11 +138,70 @@ def render(settings: MosquittoSettings, acl: Acl) -> dict[str, str]:
     return files
 
 
+def default_user(*, euid: int, current: str, mosquitto_account: bool) -> str:
+    """Whom Mosquitto should run as when the operator does not say (pure): the owner of the files written.
+    Run as root, that is `mosquitto` (Mosquitto's own default and the distributions' service account; the
+    files are handed to it) when the account exists, else root; run as anyone else, that user (a root-started
+    Mosquitto drops to the owner of its 0600 files; one started by that user ignores the line)."""
+    if euid != 0:
+        return current
+    return "mosquitto" if mosquitto_account else "root"
+
+
+def needs(settings: MosquittoSettings) -> list[tuple[str, Path]]:
+    """What the account Mosquitto runs as must be able to use (pure): ("read", file) for every file it reads after
+    dropping privileges, ("write", directory) for its persistence directory."""
+    out = settings.out_dir.resolve()
+    wanted: list[tuple[str, Path]] = []
+    if settings.tls is not None:
+        wanted += [("read", settings.tls.certfile.resolve()), ("read", settings.tls.keyfile.resolve())]
+        if settings.tls.cafile is not None:
+            wanted.append(("read", settings.tls.cafile.resolve()))
+    if settings.cert_auth and settings.crl_file is not None:
+        wanted.append(("read", settings.crl_file.resolve()))
+    if not settings.allow_anonymous:
+        wanted.append(("read", out / ACL_FILE))
+        if not settings.cert_auth:
+            wanted.append(("read", out / PASSWD_FILE))
+    wanted.append(("write", (settings.persistence_dir or out / "data").resolve()))
+    return wanted
+
+
+def account(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise BrokerConfigError(f"user: there is no account {name!r} on this machine (Mosquitto runs as it)") from None
+
+
+def unusable_by(user: str, wanted: Sequence[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Those of `wanted` that `user` cannot use, checked as that user (a shell run with its uid, gid and groups,
+    so directory permissions on the way, groups and ACLs count as they will for Mosquitto). Needs root unless
+    `user` is the caller; [] when there is nothing to check."""
+    if not wanted:
+        return []
+    entry = account(user)
+    script = 'for a do p=${a#*:}; case $a in r:*) [ -r "$p" ];; *) [ -w "$p" ] && [ -x "$p" ];; esac || echo "$a"; done'
+    args = [f"{'r' if how == 'read' else 'w'}:{path}" for how, path in wanted]
+    argv = ["/bin/sh", "-c", script, "sh", *args]
+    if entry.pw_uid == os.geteuid():
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd="/")
+    else:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, cwd="/",
+                              user=entry.pw_uid, group=entry.pw_gid,
+                              extra_groups=os.getgrouplist(user, entry.pw_gid))
+    bad = set(proc.stdout.splitlines())
+    return [(how, path) for (how, path), arg in zip(wanted, args, strict=True) if arg in bad]
+
+
 def write(settings: MosquittoSettings, auth: AuthFiles | None) -> list[Path]:
-    """Write mosquitto.conf, acl and passwd (copied from the auth dir) into `settings.out_dir`."""
+    """Write mosquitto.conf, acl and passwd (copied from the auth dir) into `settings.out_dir`. Run as root with
+    a `run_as_user` other than root, the files written and the persistence directory are given to that account
+    (Mosquitto reads them after dropping to it)."""
     out = settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    (settings.persistence_dir or out / "data").mkdir(parents=True, exist_ok=True)
+    persistence = settings.persistence_dir or out / "data"
+    persistence.mkdir(parents=True, exist_ok=True)
     acl = auth.acl if auth is not None else Acl()
     written = []
     for name, text in render(settings, acl).items():
@@ -133,4 +210,9 @@ def write(settings: MosquittoSettings, auth: AuthFiles | None) -> list[Path]:
     if auth is not None and not settings.allow_anonymous:
         auth.save(out)
         written.append(out / PASSWD_FILE)
+    user = settings.run_as_user
+    if user is not None and user != "root" and os.geteuid() == 0:
+        entry = account(user)
+        for path in [*written, persistence]:
+            shutil.chown(path, entry.pw_uid, entry.pw_gid)
     return written
