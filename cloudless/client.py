@@ -185,6 +185,15 @@ class ApplyResult:
         return "created" if self.created else "configured" if self.changed else "unchanged"
 
 
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a list: its items, how many follow (when the server says) and whether more follow."""
+
+    items: list[JSONObject]
+    remaining: int | None = None
+    more: bool = False
+
+
 def _seg(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
@@ -300,7 +309,7 @@ class CoordinatorClient:
         return body
 
     def pages(self, path: str, query: Mapping[str, object] | None = None, *,
-              limit: int | None = None) -> Iterator[list[JSONObject]]:
+              limit: int | None = None) -> Iterator[ListPage]:
         """The items of a list a page at a time, following `metadata.continue` until the last page (Kubernetes
         style; `limit`: items per page, None: the server's default). A coordinator that does not page answers
         everything in one page without a token."""
@@ -311,9 +320,12 @@ class CoordinatorClient:
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise ProtocolError(f"GET {path}: expected {{\"items\": [...]}} from {self.server}")
-            yield items
             meta = body.get("metadata")
-            token = meta.get("continue") if isinstance(meta, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
+            token = meta.get("continue")
+            left = meta.get("remainingItemCount")
+            yield ListPage(items, left if isinstance(left, int) and not isinstance(left, bool) and token else None,
+                           more=bool(token))
             if not token:
                 return
             if not isinstance(token, str) or token in seen:
@@ -323,18 +335,19 @@ class CoordinatorClient:
     def _items(self, path: str, query: Mapping[str, object] | None = None, *,
                limit: int | None = None) -> list[JSONObject]:
         """Every item of a list (all its pages)."""
-        return [item for page in self.pages(path, query, limit=limit) for item in page]
+        return [item for page in self.pages(path, query, limit=limit) for item in page.items]
 
     # -- nodes --
 
     def node_pages(self, *, selector: str | None = None, state: str | None = None, zone: str | None = None,
-                   limit: int | None = None) -> Iterator[list[JSONObject]]:
+                   limit: int | None = None) -> Iterator[ListPage]:
         """Nodes by id, a page at a time, filtered by the server (label selector, state, zone)."""
         return self.pages("/v1/nodes", {"labelSelector": selector, "state": state, "zone": zone}, limit=limit)
 
     def list_nodes(self, *, selector: str | None = None, state: str | None = None, zone: str | None = None,
                    limit: int | None = None) -> list[JSONObject]:
-        return [n for page in self.node_pages(selector=selector, state=state, zone=zone, limit=limit) for n in page]
+        pages = self.node_pages(selector=selector, state=state, zone=zone, limit=limit)
+        return [n for page in pages for n in page.items]
 
     def get_node(self, node_id: str) -> JSONObject:
         return self._json("GET", f"/v1/nodes/{_seg(node_id)}")  # type: ignore[no-any-return]
@@ -345,7 +358,7 @@ class CoordinatorClient:
             return self._items(f"/v1/nodes/{_seg(node_id)}/peers")
         return self._items("/v1/peers")
 
-    def service_pages(self, namespace: str | None = None, *, limit: int | None = None) -> Iterator[list[JSONObject]]:
+    def service_pages(self, namespace: str | None = None, *, limit: int | None = None) -> Iterator[ListPage]:
         return self.pages("/v1/services", {"namespace": namespace}, limit=limit)
 
     def list_services(self, namespace: str | None = None, *, limit: int | None = None) -> list[JSONObject]:
@@ -393,12 +406,12 @@ class CoordinatorClient:
                            warnings=warnings)
 
     def workload_pages(self, namespace: str | None = None, *, selector: str | None = None,
-                       limit: int | None = None) -> Iterator[list[JSONObject]]:
+                       limit: int | None = None) -> Iterator[ListPage]:
         return self.pages("/v1/workloads", {"namespace": namespace, "labelSelector": selector}, limit=limit)
 
     def list_workloads(self, namespace: str | None = None, *, selector: str | None = None,
                        limit: int | None = None) -> list[JSONObject]:
-        return [w for page in self.workload_pages(namespace, selector=selector, limit=limit) for w in page]
+        return [w for page in self.workload_pages(namespace, selector=selector, limit=limit) for w in page.items]
 
     def get_workload(self, namespace: str, name: str) -> JSONObject:
         return self._json("GET", self._wl(namespace, name))  # type: ignore[no-any-return]
@@ -423,13 +436,13 @@ class CoordinatorClient:
     # -- replicas, events, logs, exec --
 
     def replica_pages(self, *, namespace: str | None = None, workload: str | None = None,
-                      node: str | None = None, limit: int | None = None) -> Iterator[list[JSONObject]]:
+                      node: str | None = None, limit: int | None = None) -> Iterator[ListPage]:
         return self.pages("/v1/replicas", {"namespace": namespace, "workload": workload, "node": node}, limit=limit)
 
     def list_replicas(self, *, namespace: str | None = None, workload: str | None = None,
                       node: str | None = None, limit: int | None = None) -> list[JSONObject]:
         return [r for page in self.replica_pages(namespace=namespace, workload=workload, node=node, limit=limit)
-                for r in page]
+                for r in page.items]
 
     def list_events(self, *, object_ref: str | None = None, event_type: str | None = None,
                     since: float | None = None, limit: int | None = None) -> list[JSONObject]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cloudless import render
-from cloudless.client import ApiError, ClientError, JSONObject
+from cloudless.client import ApiError, ClientError, JSONObject, ListPage
 from cloudless.ctl.core import (
     KINDS,
     Ctx,
@@ -47,28 +47,42 @@ def event_object(name: str, namespace: str) -> str:
     raise UsageError(f"events NAME: {name!r} must be NAME, workload/NAME, workload/NAMESPACE/NAME or node/ID")
 
 
-def _fetch(args: argparse.Namespace, ctx: Ctx) -> Callable[[], JSONObject | list[JSONObject]]:
+def _pages(args: argparse.Namespace, ctx: Ctx) -> Iterator[ListPage] | None:
+    """A list's pages as the coordinator sends them (filtered by it), for the kinds listed a page at a time."""
     ns = None if args.all_namespaces else ctx.namespace
     match args.kind, args.name:
         case "node", None:
-            return ctx.api.list_nodes
+            return ctx.api.node_pages(selector=args.selector, state=args.state, zone=args.zone, limit=args.limit)
+        case "workload", None:
+            return ctx.api.workload_pages(ns, selector=args.selector, limit=args.limit)
+        case "service", None:
+            return ctx.api.service_pages(ns, limit=args.limit)
+        case "replica", None:
+            return ctx.api.replica_pages(namespace=ns, workload=args.workload, node=args.node, limit=args.limit)
+    return None
+
+
+def _fetch(args: argparse.Namespace, ctx: Ctx) -> Callable[[], JSONObject | list[JSONObject]]:
+    ns = None if args.all_namespaces else ctx.namespace
+
+    def every() -> list[JSONObject]:
+        pages = _pages(args, ctx)
+        assert pages is not None
+        return [item for page in pages for item in page.items]
+    match args.kind, args.name:
+        case "node" | "workload" | "service" | "replica", None:
+            return every
         case "node", name:
             return lambda: ctx.api.get_node(name)
         case "peer", node:
             return lambda: ctx.api.list_peers(node)
-        case "service", None:
-            return lambda: ctx.api.list_services(ns)
         case "service", name:
             return lambda: ctx.api.get_service(ctx.namespace, name)
-        case "workload", None:
-            return lambda: ctx.api.list_workloads(ns)
         case "workload", name:
             return lambda: ctx.api.get_workload(ctx.namespace, name)
         case "replica", name:
             def replicas() -> JSONObject | list[JSONObject]:
                 items = ctx.api.list_replicas(namespace=ns, workload=args.workload, node=args.node)
-                if name is None:
-                    return items
                 found = [r for r in items if r.get("id") == name]
                 if not found:
                     raise ClientError(f"replica {name!r} not found" + (f" in namespace {ns!r}" if ns else ""),
@@ -103,15 +117,58 @@ def cmd_get(args: argparse.Namespace, ctx: Ctx) -> int:
         return _watch_events(args, ctx, obj) if args.watch else _list_events(args, ctx, obj)
     if args.name is not None:
         check_name(args.name, f"{args.kind} name")
+    _check_filters(args)
     fetch = _fetch(args, ctx)
     if args.watch:
         return _watch(args, ctx, fetch)
+    pages = _pages(args, ctx) if args.name is None else None
+    if pages is not None:
+        return _print_pages(args, ctx, pages)
     data = fetch()
     if isinstance(data, list) and not data and args.output in ("table", "wide"):
-        where = "" if args.kind == "node" or args.all_namespaces else f" in namespace {ctx.namespace!r}"
-        ctx.err(f"No {args.kind}s found{where}.")
+        ctx.err(_none_found(args, ctx))
         return 0
     ctx.out(_show(args, data, ctx.clock.time()))
+    return 0
+
+
+EVENTS_SHOWN = 100  # `get events` without --limit: the newest this many
+FILTERS = {"selector": ("node", "workload"), "state": ("node",), "zone": ("node",)}
+
+
+def _check_filters(args: argparse.Namespace) -> None:
+    for flag, kinds in FILTERS.items():
+        if getattr(args, flag) is not None and (args.kind not in kinds or args.name is not None):
+            raise UsageError(f"--{flag} filters a list of {' or '.join(k + 's' for k in kinds)}, "
+                             f"not {'one ' + args.kind if args.name else args.kind + 's'}")
+
+
+def _none_found(args: argparse.Namespace, ctx: Ctx) -> str:
+    where = "" if args.kind == "node" or args.all_namespaces else f" in namespace {ctx.namespace!r}"
+    return f"No {args.kind}s found{where}."
+
+
+def _print_pages(args: argparse.Namespace, ctx: Ctx, pages: Iterator[ListPage]) -> int:
+    """A list as its pages arrive: a table prints each page as it comes (the header once; columns are sized per
+    page, as kubectl's are), so a long list shows progress; JSON and YAML are one document, so they wait for the
+    last page and say on stderr how far they got meanwhile."""
+    table = args.output in ("table", "wide")
+    got: list[JSONObject] = []
+    shown = 0
+    for page in pages:
+        if table and page.items:
+            text = _show(args, page.items, ctx.clock.time())
+            ctx.out(text if not shown else text.split("\n", 1)[1] if "\n" in text else "")
+            shown += len(page.items)
+        elif not table:
+            got += page.items
+            if page.more:
+                left = f", {page.remaining} to go" if page.remaining is not None else ""
+                ctx.err(f"... {len(got)} {args.kind}s so far{left}")
+    if table and not shown:
+        ctx.err(_none_found(args, ctx))
+    elif not table:
+        ctx.out(_show(args, got, ctx.clock.time()))
     return 0
 
 
@@ -135,7 +192,8 @@ def _event_id(event: JSONObject) -> int:
 
 
 def _list_events(args: argparse.Namespace, ctx: Ctx, obj: str | None) -> int:
-    items = sorted_events(ctx.api.list_events(object_ref=obj, event_type=args.type, limit=args.limit))
+    items = sorted_events(ctx.api.list_events(object_ref=obj, event_type=args.type,
+                                                     limit=args.limit or EVENTS_SHOWN))
     if args.output in ("json", "yaml"):
         ctx.out(render.dump({"items": items}, args.output))
     elif not items:
@@ -194,7 +252,7 @@ class _EventWatch:
     def fetch(self, since: float | None) -> list[JSONObject]:
         try:
             batch = self.ctx.api.list_events(object_ref=self.obj, event_type=self.args.type, since=since,
-                                             limit=self.args.limit)
+                                             limit=self.args.limit or EVENTS_SHOWN)
             self.outage = False
             return batch
         except ClientError as exc:
@@ -246,7 +304,9 @@ def add_get(sub: Sub, conn: argparse.ArgumentParser) -> None:
                     "  cloudless get workload web -o yaml\n  cloudless get replicas --workload web\n"
                     "  cloudless get events node/pi-1 --watch\n"
                     "  cloudless get peers pi-1 -o wide      # pi-1's overlay paths: lan/direct/relayed, RTT, bytes\n"
-                    "  cloudless get services -A             # names, virtual addresses, ports, ready endpoints")
+                    "  cloudless get services -A             # names, virtual addresses, ports, ready endpoints\n"
+                    "  cloudless get nodes -l room=attic --state online   # filtered by the coordinator\n"
+                    "  cloudless get nodes --zone lab --limit 1000         # 1,000 a request, every page")
     p.add_argument("kind", type=kind_in("node", "workload", "replica", "event", "peer", "service"),
                    metavar="{nodes,workloads,replicas,services,events,peers}")
     p.add_argument("name", nargs="?", metavar="NAME")
@@ -261,5 +321,13 @@ def add_get(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", type=valid_name, help="replicas: only this workload's")
     p.add_argument("--node", type=valid_name, help="replicas: only those on this node")
     p.add_argument("--type", dest="type", metavar="TYPE", help="events: only this type (e.g. Warning)")
-    p.add_argument("--limit", type=int_in(1, 1000), default=100, metavar="N",
-                   help="events: at most N (default 100)")
+    p.add_argument("--limit", type=int_in(1, 5000), metavar="N",
+                   help="lists: items per request (the coordinator's default, 500, without it); the list is complete "
+                   "either way: the CLI asks for the next page until the last. Events: only the newest N "
+                   "(default 100)")
+    p.add_argument("-l", "--selector", metavar="SELECTOR",
+                   help="nodes/workloads: only those whose labels match, Kubernetes syntax "
+                   "(e.g. 'zone=attic,tier!=db,gpu,arch in (aarch64,x86_64)'); the coordinator filters")
+    p.add_argument("--state", choices=("online", "suspect", "offline", "lost"),
+                   help="nodes: only those in this state")
+    p.add_argument("--zone", metavar="ZONE", help="nodes: only those in this zone")
