@@ -1,0 +1,88 @@
+"""The storage port the S3 layer serves: buckets, objects and multipart parts (issue 20). The coordinator's
+metadata store plus chunks on agents will implement it; tests use an in-memory fake. Expected "no"s (no such bucket,
+bucket not empty, no such upload) are returned `S3Error`s, never exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dataplane.s3.checksums import Algorithm
+from dataplane.s3.errors import S3Error
+
+
+@dataclass(frozen=True, slots=True)
+class BucketInfo:
+    name: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # without quotes: hex MD5, or md5-of-md5s "-N" for multipart
+    last_modified: float
+    content_type: str = "binary/octet-stream"
+    metadata: tuple[tuple[str, str], ...] = ()  # x-amz-meta-* (names without the prefix, lower-case)
+    checksum: tuple[Algorithm, str] | None = None
+    parts: int = 0  # >0 for an object assembled by CompleteMultipartUpload
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    number: int
+    size: int
+    etag: str
+    last_modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    upload_id: str
+    bucket: str
+    key: str
+    initiated: float
+    content_type: str = "binary/octet-stream"
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+class Backend(Protocol):
+    async def list_buckets(self) -> list[BucketInfo]: ...
+
+    async def create_bucket(self, name: str, now: float) -> S3Error | None: ...
+
+    async def delete_bucket(self, name: str) -> S3Error | None: ...
+
+    async def bucket_exists(self, name: str) -> bool: ...
+
+    async def put_object(self, bucket: str, info: ObjectInfo, data: bytes) -> S3Error | None: ...
+
+    async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error: ...
+
+    async def read_object(self, bucket: str, key: str, start: int, end: int) -> bytes | S3Error:
+        """Bytes start..end inclusive of the object (the whole object when end = size - 1)."""
+        ...
+
+    async def delete_object(self, bucket: str, key: str) -> S3Error | None:
+        """Deleting a missing key succeeds (S3 semantics); a missing bucket is NoSuchBucket."""
+        ...
+
+    async def list_objects(self, bucket: str, prefix: str, after: str) -> Iterable[ObjectInfo] | S3Error:
+        """The objects whose key starts with prefix and sorts after `after`, in key (UTF-8 byte) order; may be lazy."""
+        ...
+
+    async def create_upload(self, upload: UploadInfo) -> S3Error | None: ...
+
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo | S3Error: ...
+
+    async def put_part(self, upload_id: str, part: PartInfo, data: bytes) -> S3Error | None: ...
+
+    async def list_parts(self, upload_id: str) -> list[PartInfo] | S3Error: ...
+
+    async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: tuple[int, ...]) -> S3Error | None:
+        """Make the object `info` out of the named parts, in order, and forget the upload."""
+        ...
+
+    async def abort_upload(self, upload_id: str) -> S3Error | None: ...
