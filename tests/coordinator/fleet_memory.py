@@ -66,7 +66,8 @@ def workload(name: str, replicas: int, *, namespace: str = "default", cpu: str =
     """A workload document that passes the default admission policy."""
     return {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": name, "namespace": namespace},
             "spec": {"image": IMAGE, "command": ["sleep", "300"], "replicas": replicas,
-                     "resources": {"requests": {"cpu": cpu, "memory": memory}},
+                     "resources": {"requests": {"cpu": cpu, "memory": memory},
+                                   "limits": {"cpu": cpu, "memory": memory}},
                      "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "readOnlyRootFilesystem": True,
                                          "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                      **spec}}
