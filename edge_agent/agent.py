@@ -32,8 +32,10 @@ from broker.wire import (
     ReplicaSpec,
     topics,
 )
+from edge_agent import beat as beats
 from edge_agent import facts as node_facts
 from edge_agent import health, images, renewal, report
+from edge_agent.beat import BeatPolicy, Sent
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.desired import Accepted, consider
@@ -64,6 +66,8 @@ class Agent:
         gate: Gate,
         profile_name: str,
         heartbeat_interval_s: float,
+        beat: BeatPolicy | None = None,
+        keepalive_s: int | None = None,
         clock: Callable[[], float] = time.time,
         identity: NodeIdentity | None = None,
         overlay: AgentOverlay | None = None,
@@ -76,6 +80,10 @@ class Agent:
         self.gate = gate
         self.profile_name = profile_name
         self.heartbeat_interval_s = heartbeat_interval_s
+        # when to send a heartbeat (`edge_agent.beat`); without one, every `heartbeat_interval_s` (pair tests)
+        self.beat = beat or BeatPolicy.every(heartbeat_interval_s)
+        self.keepalive_s = keepalive_s  # stated in the status with the heartbeat maximum (the coordinator's TTL)
+        self._sent: Sent | None = None  # the last heartbeat sent
         self.clock = clock
         self.store = StateStore(cfg.data_dir)
         local = self.store.load()
@@ -455,7 +463,8 @@ class Agent:
     def status_message(self, presence: Presence) -> NodeStatus:
         return report.status(node_id=self.node_id, presence=presence, now=self.clock(), facts=self.facts(),
                              schedulable=self.gate_state.schedulable, reasons=self.gate_state.reasons,
-                             boot_id=self.boot_id)
+                             boot_id=self.boot_id, heartbeat_max_s=self.beat.max_interval_s,
+                             keepalive_s=self.keepalive_s)
 
     async def _publish_status(self, presence: Presence, *, force: bool = False) -> None:
         key = report.status_key(presence, self.gate_state.schedulable, self.gate_state.reasons)
@@ -497,7 +506,7 @@ class Agent:
                 log.warning("heartbeat skipped: %s", exc)
             except Exception:
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.heartbeat_interval_s)
+            await asyncio.sleep(self.beat.min_interval_s)
 
     async def _heartbeat(self) -> None:
         self.readings = node_facts.read_sensors(self.cfg.sensor_file)
@@ -510,19 +519,25 @@ class Agent:
             else:
                 log.info("gates clear: schedulable again")
             self.wake()
-        await self._publish_status(Presence.ONLINE)
-        self._seq += 1
+        await self._publish_status(Presence.ONLINE)  # only when it changed (report.status_key)
         md = node_facts.mem_disk(self.cfg.data_dir)
         try:
             usage = await self.runtime.usage()
         except RuntimeError_:
             usage = {}
         replicas = report.replica_usage(usage, {i.instance_id: i.replica_id for i in self.instances})
-        hb = report.heartbeat(node_id=self.node_id, seq=self._seq, now=self.clock(),
+        now = self.clock()
+        hb = report.heartbeat(node_id=self.node_id, seq=self._seq + 1, now=now,
                               cpu_percent=node_facts.cpu_percent(), md=md,
                               battery_percent=self.readings.battery_percent, replicas=replicas,
                               max_epoch=self.max_epoch)
-        self.last_heartbeat = hb
+        self.last_heartbeat = hb  # the latest sample, sent or not: what a local metrics scrape reports
+        verdict = beats.due(self.beat, self._sent, hb, self.gate_state.reasons, now)
+        if not verdict.send:
+            return
+        self._seq += 1
+        self._sent = Sent(hb, self.gate_state.reasons, now)
+        log.debug("heartbeat %d sent: %s", self._seq, verdict.reason)
         with contextlib.suppress(MqttError):
             self._publish(topics.Channel.HEARTBEAT, hb)
 

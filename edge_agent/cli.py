@@ -61,7 +61,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "certificate (development, or brokers without mutual TLS)")
     p.add_argument("--tls-ca", type=Path, default=None, help="CA bundle to verify the broker (mqtts)")
     p.add_argument("--heartbeat-interval", type=float, default=None, metavar="SECONDS",
-                   help="override the profile's heartbeat interval")
+                   help="override the profile's sampling interval (gates, usage); given alone, a heartbeat goes "
+                   "every SECONDS (development, tests)")
+    p.add_argument("--heartbeat-max-interval", type=float, default=None, metavar="SECONDS",
+                   help="override the profile's longest silence between heartbeats (between, a heartbeat goes only "
+                   "when a reading moved past the profile's thresholds; docs/control-link.md)")
+    p.add_argument("--keepalive", type=int, default=None, metavar="SECONDS",
+                   help="override the profile's MQTT keep-alive: a silent power-off is noticed after ~1.5 x this "
+                   "(5-65535)")
     p.add_argument("--reconcile-interval", type=float, default=2.0, metavar="SECONDS",
                    help="how often to check workloads against the desired state (default 2)")
     p.add_argument("--sensor-file", type=Path, default=None,
@@ -98,6 +105,12 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise ConfigError(f"--overlay-port: {args.overlay_port} is not a UDP port (0-65535)")
     if args.reconcile_interval <= 0 or (args.heartbeat_interval is not None and args.heartbeat_interval <= 0):
         raise ConfigError("--reconcile-interval/--heartbeat-interval: must be positive")
+    max_interval = getattr(args, "heartbeat_max_interval", None)
+    if max_interval is not None and not 1 <= max_interval <= 7 * 86400:
+        raise ConfigError(f"--heartbeat-max-interval: must be 1-604800 seconds, got {max_interval:g}")
+    keepalive = getattr(args, "keepalive", None)
+    if keepalive is not None and not 5 <= keepalive <= 65535:
+        raise ConfigError(f"--keepalive: must be 5-65535 seconds (MQTT's 16-bit keep-alive), got {keepalive}")
     data_dir = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     node_id = resolve_node_id(data_dir, args.node_id)
@@ -113,7 +126,8 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         username=args.username or node_id, password=Secret(password) if password is not None else None,
         profile=args.profile, runtime=args.runtime, labels=parse_labels(args.labels), zone=args.zone,
         podman_socket=args.podman_socket, containers_conf=args.containers_conf,
-        heartbeat_interval_s=args.heartbeat_interval, reconcile_interval_s=args.reconcile_interval,
+        heartbeat_interval_s=args.heartbeat_interval, heartbeat_max_interval_s=max_interval, keepalive_s=keepalive,
+        reconcile_interval_s=args.reconcile_interval,
         tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
         metrics_listen=_metrics_flag(args.metrics_listen), version=getattr(args, "version", "0+unknown"),
         overlay=not args.no_overlay, overlay_port=args.overlay_port,
@@ -198,6 +212,11 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
     profile = select_profile(cfg.profile)
     log.info("node %s: profile %s (%s)", cfg.node_id, profile.name, profile.why)
+    policy, keepalive = profile.beat_policy(cfg.heartbeat_interval_s, cfg.heartbeat_max_interval_s), \
+        profile.keepalive_s(cfg.keepalive_s)
+    log.info("control link: MQTT keep-alive %ds (a silent power-off is noticed after ~%.0fs), a heartbeat at least "
+             "every %.0fs, readings sampled every %.0fs", keepalive, 1.5 * keepalive, policy.max_interval_s,
+             policy.min_interval_s)
     will = NodeStatus(node_id=cfg.node_id, presence=Presence.OFFLINE, ts=0.0, schedulable=False)
     identity = None
     if cfg.password is None:
@@ -216,11 +235,13 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
         tls = ClientTls(ca_file=cfg.tls_ca) if broker.tls else None
     settings = MqttSettings(
         host=broker.host, port=broker.port, client_id=cfg.node_id,
-        username=None if identity else cfg.username, password=cfg.password, tls=tls, keepalive_s=cfg.keepalive_s,
+        username=None if identity else cfg.username, password=cfg.password, tls=tls,
+        keepalive_s=keepalive,
         clean_session=True, will=Will(topics.node_status(cfg.node_id), wire.encode(will), qos=1, retain=True),
     )
     agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
                   profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s,
+                  beat=policy, keepalive_s=keepalive,
                   identity=identity, services=ServiceSettings(enabled=services))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

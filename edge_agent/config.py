@@ -35,11 +35,12 @@ class AgentConfig:
     zone: str = ""
     podman_socket: Path | None = None
     containers_conf: Path | None = None
-    heartbeat_interval_s: float | None = None  # None: the profile's
+    heartbeat_interval_s: float | None = None  # sampling tick; None: the profile's
+    heartbeat_max_interval_s: float | None = None  # None: the profile's `[link]` (or heartbeat_interval_s if set)
     reconcile_interval_s: float = 2.0
     probe_tick_s: float = 0.5
     stop_timeout_s: float = 10.0
-    keepalive_s: int = 10
+    keepalive_s: int | None = None  # MQTT keep-alive; None: the profile's `[link] keepalive_s`
     restart: RestartConfig = field(default_factory=RestartConfig)
     tls_ca: Path | None = None
     tls_cert: Path | None = None

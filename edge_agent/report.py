@@ -2,9 +2,9 @@
 the keys that say whether a retained report changed.
 
 Status and observed state are retained: the agent publishes them only when their key changes (or when forced,
-after a reconnect, since the broker may have lost them). The heartbeat is not retained and goes out every
-interval. Bounds follow the wire's limits: at most 16 gate reasons of 128 characters, 256 replica usages, a
-replica's CPU capped at 6400 % (64 cores).
+after a reconnect, since the broker may have lost them). The heartbeat is not retained and goes out when
+`edge_agent.beat` says it carries news (or its maximum interval passed). Bounds follow the wire's limits: at
+most 16 gate reasons of 128 characters, 256 replica usages, a replica's CPU capped at 6400 % (64 cores).
 """
 
 from __future__ import annotations
@@ -41,12 +41,15 @@ def status_key(presence: Presence, schedulable: bool, reasons: tuple[str, ...]) 
 
 
 def status(*, node_id: str, presence: Presence, now: float, facts: NodeFacts, schedulable: bool,
-           reasons: Sequence[str], boot_id: str) -> NodeStatus:
-    """`schedulable`: what the gates say; an offline node is never schedulable."""
+           reasons: Sequence[str], boot_id: str, heartbeat_max_s: float | None = None,
+           keepalive_s: int | None = None) -> NodeStatus:
+    """`schedulable`: what the gates say; an offline node is never schedulable. `heartbeat_max_s`/`keepalive_s`:
+    the control link's timers (`edge_agent.beat`), from which the coordinator derives this node's silence TTL."""
     return NodeStatus(
         node_id=node_id, presence=presence, ts=now, facts=facts,
         schedulable=schedulable and presence is Presence.ONLINE,
         gates=tuple(g[:MAX_GATE_TEXT] for g in reasons[:MAX_GATES]), boot_id=boot_id,
+        heartbeat_max_s=heartbeat_max_s, keepalive_s=keepalive_s,
     )
 
 

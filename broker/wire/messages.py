@@ -118,7 +118,7 @@ class NodeStatus:
     # when something changed) and its MQTT keep-alive is `keepalive_s`, so the coordinator derives this node's
     # silence TTL from them and leaves presence to the broker's keep-alive and the last will. Optional: older
     # agents leave them out and keep the coordinator's default TTL
-    heartbeat_max_s: Annotated[float, Float(1.0, 7 * 86400.0)] | None = None
+    heartbeat_max_s: Annotated[float, Float(0.0, 7 * 86400.0)] | None = None
     keepalive_s: Annotated[int, Int(0, 65535)] | None = None  # MQTT 3.1.1 §3.1.2.10: 16 bits
 
 
