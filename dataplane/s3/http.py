@@ -1,0 +1,105 @@
+"""The aiohttp adapter: serves the S3 protocol over a `Backend`. It authenticates (sigv4), routes (routing), streams
+the body through the aws-chunked decoder and integrity checks (body), calls the operation (handlers) and writes the
+result; every decision is in those modules. Mount `s3_app(...)` as an application or a sub-application.
+
+Import this module only on the side that serves S3 with aiohttp (the coordinator); the agent-only install has no
+aiohttp, which is why `dataplane.s3` does not import it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as token_source
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from dataplane.s3 import routing, sigv4, xmlbodies
+from dataplane.s3.backend import Backend
+from dataplane.s3.body import MAX_BODY, body_reader
+from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.handlers import WITH_BODY, Call, Response, Service, handle
+
+log = logging.getLogger(__name__)
+READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    region: str = "us-east-1"
+    base_domains: tuple[str, ...] = ()  # virtual-host addressing under these domains
+    max_body: int = MAX_BODY
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+
+def _new_id() -> str:
+    return token_source.token_hex(16)
+
+
+def s3_app(backend: Backend, secrets: sigv4.SecretLookup, config: S3Config | None = None) -> web.Application:
+    cfg = config or S3Config()
+    service = Service(backend, _new_id, cfg.region)
+    app = web.Application()
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        request_id = _new_id()[:16]
+        try:
+            result = await _serve(request, service, secrets, cfg)
+        except Exception:  # a bug or a backend failure must become a 500, never a dropped connection
+            log.exception("S3 %s %s failed", request.method, request.path)
+            result = S3Error(ErrorCode.INTERNAL_ERROR, "we encountered an internal error; please try again")
+        if isinstance(result, S3Error):
+            return _error_response(request, result, request_id)
+        return _response(request, result, request_id)
+
+    app.router.add_route("*", "/{tail:.*}", serve)
+    return app
+
+
+async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLookup, cfg: S3Config
+                 ) -> Response | S3Error:
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    signed = sigv4.Request(request.method, raw_path, raw_query, tuple(request.headers.items()))
+    now = cfg.clock()
+    auth = sigv4.verify(signed, secrets, now, region=cfg.region)
+    if isinstance(auth, S3Error):
+        return S3Error(auth.code, auth.message, request.path)
+    query = dict(sigv4.query_pairs(raw_query))
+    route = routing.route(request.method, raw_path, query, host=request.host,
+                          copy_source="x-amz-copy-source" in request.headers, base_domains=cfg.base_domains)
+    if isinstance(route, S3Error):
+        return route
+    call = Call(route, request.headers.get, now, auth.access_key,
+                header_names=tuple(k.lower() for k in request.headers))
+    if route.operation in WITH_BODY:
+        reader = body_reader(request.headers.get, auth, limit=cfg.max_body)
+        if isinstance(reader, S3Error):
+            return reader
+        async for chunk in request.content.iter_chunked(READ_SIZE):
+            problem = reader.feed(chunk)
+            if problem is not None:
+                return S3Error(problem.code, problem.message, route.resource)
+        body = reader.finish()
+        if isinstance(body, S3Error):
+            return S3Error(body.code, body.message, route.resource)
+        call = Call(route, request.headers.get, now, auth.access_key, body.data, body.digests, call.header_names)
+    result = await handle(service, call)
+    if isinstance(result, S3Error) and not result.resource:
+        return S3Error(result.code, result.message, route.resource)
+    return result
+
+
+def _response(request: web.Request, result: Response, request_id: str) -> web.StreamResponse:
+    headers = [(k, v) for k, v in result.headers if not (result.body and k.lower() == "content-length")]
+    headers.append(("x-amz-request-id", request_id))
+    return web.Response(status=result.status, body=result.body or None, headers=headers)
+
+
+def _error_response(request: web.Request, err: S3Error, request_id: str) -> web.StreamResponse:
+    headers = {"x-amz-request-id": request_id}
+    if request.method == "HEAD" or err.status == 304:
+        return web.Response(status=err.status, headers=headers)
+    headers["Content-Type"] = "application/xml"
+    return web.Response(status=err.status, body=xmlbodies.error_document(err, request_id), headers=headers)
