@@ -3,9 +3,15 @@
 Theory of operation. A node's state is derived from three inputs — its retained status (presence, facts,
 gates), its heartbeats, and the local receive times — and `now`:
 
-    ONLINE   status says online and the node was heard from within `heartbeat_ttl_s`
+    ONLINE   status says online and the node was heard from within its silence TTL (`silence_ttl`)
     SUSPECT  status says online but the node has been silent past the TTL (a silent failure the broker has not
-             noticed yet); becomes LOST once silent for `heartbeat_ttl_s + lost_after_s`
+             noticed yet); becomes LOST once silent for TTL + `lost_after_s`
+
+The silence TTL is per node. Heartbeats are change-driven (issue 17): a node heartbeats only when something moved,
+and at least every `heartbeat_max_s`, which it states in its status with its MQTT keep-alive. Its TTL is then
+`heartbeat_ttl_factor` x that maximum + `heartbeat_ttl_slack_s`, never below `heartbeat_ttl_s`; a node that states
+nothing (an older agent) keeps `heartbeat_ttl_s`. Presence itself is the broker's: a node that loses power or its
+link stops answering its keep-alive, and the broker publishes its last will ~1.5 x keep-alive later.
     OFFLINE  the node said goodbye (a clean stop publishes `offline` with its clock): its workloads may well
              still be running, so it gets a grace period (`lost_after_s`, Nomad's lostAfter) before LOST
     LOST     replicas on it are replaced. Reached soon after the broker published the node's last will (abnormal
@@ -48,7 +54,9 @@ class NodeState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MembershipConfig:
-    heartbeat_ttl_s: float = 45.0
+    heartbeat_ttl_s: float = 45.0  # a node's TTL is never shorter; older agents (stating no maximum) get exactly this
+    heartbeat_ttl_factor: float = 1.5  # x the node's stated heartbeat maximum: one late or lost heartbeat is no news
+    heartbeat_ttl_slack_s: float = 30.0  # + this: sampling ticks, a slow link, a busy coordinator
     lost_after_s: float = 30.0
     flap_discount: float = 0.9
     will_settle_s: float = 0.5  # last wills are judged this long after the first arrived (see the module doc)
@@ -155,17 +163,26 @@ def on_observed(info: NodeInfo | None, msg: ObservedState, now: float) -> NodeIn
     return replace(info, observed=msg, last_seen=max(info.last_seen, now))
 
 
+def silence_ttl(info: NodeInfo, cfg: MembershipConfig) -> float:
+    """How long `info`'s node may stay silent before it is SUSPECT (see the module doc)."""
+    stated = info.status.heartbeat_max_s if info.status is not None else None
+    if stated is None:
+        return cfg.heartbeat_ttl_s
+    return max(cfg.heartbeat_ttl_s, cfg.heartbeat_ttl_factor * stated + cfg.heartbeat_ttl_slack_s)
+
+
 def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInfo, list[MembershipEvent]]:
     """Time-driven transitions: silence and grace periods (call it only while the coordinator hears the broker:
     see `pause_clocks`). A node whose will is not judged yet waits for `judge_wills`."""
     node = info.node_id
     silent = now - info.last_seen
     away = now - info.state_since
+    ttl = silence_ttl(info, cfg)
     match info.state:
-        case NodeState.ONLINE if silent > cfg.heartbeat_ttl_s:
+        case NodeState.ONLINE if silent > ttl:
             return _transition(info, NodeState.SUSPECT, now), [
                 MembershipEvent(node, "NodeSuspect", f"node {node} silent for {silent:.0f}s", warning=True)]
-        case NodeState.SUSPECT if silent > cfg.heartbeat_ttl_s + cfg.lost_after_s:
+        case NodeState.SUSPECT if silent > ttl + cfg.lost_after_s:
             return _transition(info, NodeState.LOST, now), [
                 MembershipEvent(node, "NodeLost", f"node {node} silent for {silent:.0f}s; "
                                 "replacing its replicas", warning=True)]

@@ -24,6 +24,7 @@ from coordinator.membership import (
     on_status,
     pause_clocks,
     reconnect_window,
+    silence_ttl,
 )
 
 CFG = MembershipConfig(heartbeat_ttl_s=45.0, lost_after_s=30.0, flap_discount=0.9)
@@ -476,3 +477,55 @@ def test_the_nodes_get_their_backoff_to_reconnect_after_the_coordinator(outage: 
     backoff), capped at the backoff maximum the agents use."""
     assert reconnect_window(outage, CFG) == window
     assert CFG.reconnect_max_s == Backoff().maximum_s
+
+
+# ---- per-node silence TTL (issue 17: change-driven heartbeats) ------------------------------------------------
+
+
+def stated(t: float, heartbeat_max_s: float | None, keepalive_s: int | None = None) -> NodeStatus:
+    return replace(status(t), heartbeat_max_s=heartbeat_max_s, keepalive_s=keepalive_s)
+
+
+@pytest.mark.parametrize(("heartbeat_max_s", "ttl"), [
+    (None, 45.0),  # an older agent: the coordinator's TTL, unchanged
+    (1.0, 45.0),  # a fast heartbeat never shortens the TTL
+    (10.0, 45.0),
+    (300.0, 480.0),  # 1.5 x 300 + 30: the mains-powered profiles
+    (7200.0, 10830.0),  # the metered phone: presence is the broker's keep-alive and will
+], ids=["old-agent", "fast", "ten-seconds", "default-profile", "metered-profile"])
+def test_the_silence_ttl_follows_what_the_node_states(heartbeat_max_s: float | None, ttl: float) -> None:
+    info, _ = on_status(None, stated(0.0, heartbeat_max_s, 60), 0.0)
+    assert silence_ttl(info, CFG) == ttl
+
+
+def test_a_node_with_rare_heartbeats_stays_online_past_the_default_ttl() -> None:
+    info, _ = on_status(None, stated(0.0, 300.0, 60), 0.0)
+    for t in (46.0, 200.0, 479.0):
+        info, events = evaluate(info, t, CFG)
+        assert info.state is ONLINE and events == [], t
+    info, events = evaluate(info, 481.0, CFG)
+    assert info.state is SUSPECT and [e.reason for e in events] == [SUS]
+    info, events = evaluate(info, 481.0 + 30.0, CFG)  # TTL + lost_after_s
+    assert info.state is LOST and [e.reason for e in events] == [LOST_]
+
+
+def test_an_old_agent_is_suspect_after_the_default_ttl() -> None:
+    info, _ = on_status(None, stated(0.0, None), 0.0)
+    info, events = evaluate(info, 46.0, CFG)
+    assert info.state is SUSPECT and [e.reason for e in events] == [SUS]
+
+
+def test_the_last_will_keeps_the_stated_timers() -> None:
+    """The will (offline, ts 0) states no timers: the node's last online status keeps its TTL for its return."""
+    info, _ = on_status(None, stated(0.0, 7200.0, 1500), 0.0)
+    info, _ = on_status(info, status(10.0, online=False, ts=0.0), 10.0)
+    assert info.status is not None and info.status.heartbeat_max_s == 7200.0
+    assert silence_ttl(info, CFG) == 10830.0
+
+
+def test_a_silent_power_off_is_the_broker_s_will_not_the_ttl() -> None:
+    """A node with a 2-hour heartbeat maximum is still declared lost within seconds of its will."""
+    info, _ = on_status(None, stated(0.0, 7200.0, 1500), 0.0)
+    info, _ = on_status(info, status(2250.0, online=False, ts=0.0), 2250.0)  # 1.5 x keep-alive after the cut
+    changed, events = judge_wills({NODE: info}, 2251.0, CFG, link_up=True, link_down_at=None)
+    assert changed[NODE].state is LOST and [e.reason for e in events] == [LOST_]
