@@ -32,6 +32,7 @@ import contextlib
 import random
 import re
 import shlex
+import signal
 import ssl
 import sys
 import tempfile
@@ -480,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> list[dict[str, Any]]:
         return [await run_fleet(n, b, args, log) for b, n in runs]
 
+    def terminate(_sig: int, _frame: object) -> None:
+        raise SystemExit(143)  # unwinds run_fleet's cleanup: processes killed by group, the namespace deleted
+
+    signal.signal(signal.SIGTERM, terminate)
     results = asyncio.run(go())
     command = "python bench/fleet.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     write_section("fleet", "Fleet", render(results, args), command=re.sub(r"\s--doc\s+\S+", "", command), doc=args.doc)
