@@ -74,8 +74,11 @@ def replica_json(r: ReplicaRecord, observed: ReplicaObserved | None) -> dict[str
 
 
 def workload_json(w: WorkloadRecord, replicas: list[tuple[ReplicaRecord, ReplicaObserved | None]],
-                  problem: str = "") -> dict[str, Any]:
-    reps = [replica_json(r, o) for r, o in sorted(replicas, key=lambda x: x[0].replica_id)]
+                  problem: str = "", *, rendered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A workload with its status; `rendered`: its replicas' `replica_json` in replica-id order, when the caller
+    made them already (the REST layer does, a slice at a time)."""
+    reps = rendered if rendered is not None else [replica_json(r, o) for r, o in
+                                                  sorted(replicas, key=lambda x: x[0].replica_id)]
     active = [x for x in reps if x["state"] != ReplicaPhase.STOPPING.value]
     desired = int(w.doc.get("spec", {}).get("replicas", 1))
     ready = sum(1 for x in active if x["ready"])

@@ -37,6 +37,25 @@ async def in_slices(keys: Sequence[K], render: Callable[[K], dict[str, Any] | No
 
 async def paged_response(page: Page[Any], render: Callable[[Any], dict[str, Any] | None]) -> web.Response:
     """`{"items": [...], "metadata": {"continue"?, "remainingItemCount"?}}` for `page`."""
-    parts = await in_slices(page.keys, render)
+    return page_body(page, await in_slices(page.keys, render))
+
+
+def page_body(page: Page[Any], parts: list[str]) -> web.Response:
+    """The answer for `page` whose items are already JSON-encoded (`parts`)."""
     body = '{"items":[' + ",".join(parts) + '],"metadata":' + json.dumps(page.metadata()) + "}"
     return web.Response(text=body, content_type="application/json")
+
+
+class Budget:
+    """Gives the loop back once every `every` units of work (`await budget.spend(n)`): for answers whose items
+    differ in cost, such as workloads that carry all their replicas."""
+
+    def __init__(self, every: int = SLICE) -> None:
+        self.every = every
+        self.spent = 0
+
+    async def spend(self, units: int = 1) -> None:
+        self.spent += units
+        if self.spent >= self.every:
+            self.spent = 0
+            await asyncio.sleep(0)

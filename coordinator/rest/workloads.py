@@ -3,6 +3,7 @@ rollback, and the logs and exec commands carried to a replica's node."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from coordinator.listing import page_of, page_request
 from coordinator.model import ReplicaRecord, WorkloadRecord
 from coordinator.operations import CommandFailed, NotFound
 from coordinator.policy import Action, Policy, default_policies, evaluate
-from coordinator.rest.paged import paged_response
+from coordinator.rest.paged import Budget, page_body, paged_response
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 from coordinator.selector import parse_selector
@@ -53,16 +54,46 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+REPLICA_SLICE = 400  # replicas rendered or encoded between two yields to the loop (~5-10 us each)
+
+
 class WorkloadHandlers:
     """The /v1/workloads and /v1/replicas handlers."""
 
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
 
-    def _workload_view(self, w: WorkloadRecord) -> dict[str, Any]:
-        """A workload with its status; costs its own replicas (`Cluster.replicas.of_workload`), not every one."""
-        reps = [(r, self.coord.observed_of(r)) for r in self.coord.cluster.replicas.of_workload(w.key)]
-        return views.workload_json(w, reps, self.coord.cluster.problems.get(f"workload/{w.key}", ""))
+    async def _workload_view(self, w: WorkloadRecord, budget: Budget | None = None) -> dict[str, Any]:
+        """A workload with its status; costs its own replicas (`Cluster.replicas.of_workload`), not every one, and
+        renders them a slice at a time (a workload may hold thousands)."""
+        budget = budget or Budget(REPLICA_SLICE)
+        reps = self.coord.cluster.replicas.of_workload(w.key)
+        rendered = []
+        for r in reps:
+            await budget.spend()
+            rendered.append(views.replica_json(r, self.coord.observed_of(r)))
+        return views.workload_json(w, [(r, None) for r in reps],
+                                   self.coord.cluster.problems.get(f"workload/{w.key}", ""), rendered=rendered)
+
+    async def _encoded(self, w: WorkloadRecord, budget: Budget | None = None, *,
+                       extra: Mapping[str, object] | None = None) -> str:
+        """The workload view as JSON (with `extra` top-level fields), its replicas encoded a slice at a time."""
+        budget = budget or Budget(REPLICA_SLICE)
+        doc = await self._workload_view(w, budget)
+        status = doc.pop("status")
+        reps = status.pop("replicas")
+        parts = []
+        for rep in reps:
+            await budget.spend()
+            parts.append(json.dumps(rep))
+        head, tail = json.dumps({**doc, **(extra or {})}), json.dumps(status)
+        # both are non-empty objects: reopen them to add status, then status.replicas, as their last members
+        return head[:-1] + ',"status":' + tail[:-1] + ',"replicas":[' + ",".join(parts) + "]}}"
+
+    async def _answer(self, w: WorkloadRecord, *, status: int = 200, headers: dict[str, str] | None = None,
+                      **extra: object) -> web.Response:
+        return web.Response(text=await self._encoded(w, extra=extra), status=status, headers=headers,
+                            content_type="application/json")
 
     async def list_workloads(self, request: web.Request) -> web.Response:
         q = request.query
@@ -73,11 +104,14 @@ class WorkloadHandlers:
         keys = sorted((w.namespace, w.name) for w in workloads.values()
                       if (ns is None or w.namespace == ns) and (not selector or selector.matches(_labels(w))))
         page = page_of(keys, req, "workloads")
-
-        def render(key: tuple[str, str]) -> dict[str, Any] | None:
-            w = workloads.get(f"{key[0]}/{key[1]}")
-            return self._workload_view(w) if w is not None else None
-        return await paged_response(page, render)
+        budget = Budget(REPLICA_SLICE)
+        parts = []
+        for ns_name in page.keys:
+            await budget.spend()
+            w = workloads.get(f"{ns_name[0]}/{ns_name[1]}")
+            if w is not None:
+                parts.append(await self._encoded(w, budget))
+        return page_body(page, parts)
 
     async def apply(self, request: web.Request) -> web.Response:
         ns, name = path_name(request, "namespace"), path_name(request, "name")
@@ -93,16 +127,16 @@ class WorkloadHandlers:
             doc = {**doc, "metadata": {**meta, "name": name, "namespace": ns}}
         rec, created, changed = await self.coord.ops.apply(doc)
         warnings = admission_warnings(self.coord.ops.policies, doc)
-        return web.json_response({**self._workload_view(rec), "warnings": warnings}, status=201 if created else 200,
-                                 headers={"X-Cloudless-Changed": str(changed).lower()})
+        return await self._answer(rec, status=201 if created else 200,
+                                  headers={"X-Cloudless-Changed": str(changed).lower()}, warnings=warnings)
 
     async def get_workload(self, request: web.Request) -> web.Response:
         w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
-        return web.json_response(self._workload_view(w))
+        return await self._answer(w)
 
     async def delete_workload(self, request: web.Request) -> web.Response:
         w = await self.coord.ops.delete(path_name(request, "namespace"), path_name(request, "name"))
-        return web.json_response(self._workload_view(w))
+        return await self._answer(w)
 
     async def scale(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -112,11 +146,11 @@ class WorkloadHandlers:
         if isinstance(body, dict) and set(body) - {"replicas"}:
             raise SpecError(sorted(set(body) - {"replicas"})[0], "unknown field")
         w = await self.coord.ops.scale(path_name(request, "namespace"), path_name(request, "name"), replicas)
-        return web.json_response(self._workload_view(w))
+        return await self._answer(w)
 
     async def rollout_status(self, request: web.Request) -> web.Response:
         w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
-        return web.json_response(views.rollout_json(w, self._workload_view(w)))
+        return web.json_response(views.rollout_json(w, await self._workload_view(w)))
 
     async def rollout_history(self, request: web.Request) -> web.Response:
         w = self.coord.ops.get(path_name(request, "namespace"), path_name(request, "name"))
@@ -131,7 +165,7 @@ class WorkloadHandlers:
         if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
             raise SpecError("revision", "must be a positive integer or null")
         w = await self.coord.ops.rollback(path_name(request, "namespace"), path_name(request, "name"), revision)
-        return web.json_response(self._workload_view(w))
+        return await self._answer(w)
 
     def _replica(self, request: web.Request) -> Any:
         ns, name, rid = (path_name(request, k) for k in ("namespace", "name", "replica"))
