@@ -6,6 +6,7 @@ is away), so Ctrl-C on `up` leaves the local node's containers and processes ser
 - the process runtime: every instance under DATA_DIR/agent/process/ whose recorded pid is still that process
   (same creation time), by SIGTERM to its process group, then SIGKILL after a grace period.
 It refuses while the cluster still answers (the agent would start them again): stop `up` first.
+It also stops the Mosquitto an `up --mosquitto` started, when that outlived its `up` (cloudless.up_mosquitto).
 
 What to stop is decided from listings (`containers_to_stop`, `processes_to_stop` are pure); the rest is adapters.
 """
@@ -160,6 +161,13 @@ def cmd_down(args: argparse.Namespace) -> int:
               "terminal), or its agent starts the workloads again\ncloudless: hint: `cloudless down --force` "
               "stops them anyway", file=sys.stderr)
         return 1
+    from cloudless import up_mosquitto
+
+    if (pid := up_mosquitto.left_running(data_dir)) is not None:
+        if args.dry_run:
+            print(f"would stop mosquitto (pid {pid}, started by `cloudless up --mosquitto`)")
+        elif up_mosquitto.stop_left_running(data_dir, GRACE_S) is not None:
+            print(f"stopped mosquitto (pid {pid}, started by `cloudless up --mosquitto`)", flush=True)
     node_id = local_node_id(agent_dir)
     instances = _process_instances(agent_dir / "process")
     pids = [run["pid"] for _, run in instances.values() if isinstance(run.get("pid"), int)]

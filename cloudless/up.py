@@ -1,6 +1,7 @@
 """`cloudless up`: a local cluster in one command.
 
-It starts the embedded broker, a coordinator and a local agent, each in its own process, with generated
+It starts the embedded broker (or, with `--mosquitto`, Mosquitto: cloudless.up_mosquitto), a coordinator and a
+local agent, each in its own process, with generated
 credentials (secure by default: no anonymous MQTT, a bearer token for the API) kept 0600 in the data dir, and
 writes the CLI's config (server URL + admin token) so `cloudless get nodes` works right away. Ctrl-C (or
 SIGTERM) stops every child cleanly; the same data dir reuses the same credentials and state.
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from cloudless.advertise import Exposure
 
 READY_TIMEOUT_S = 30.0
+# what the embedded broker was measured to hold with every heartbeat on time on a 2-core machine (docs/benchmarks.md,
+# "Embedded broker at fleet size"); `up` says so, and points to --mosquitto above it
+EMBEDDED_HOLDS = 2000
 
 
 def default_data_dir() -> Path:
@@ -53,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="use a broker you run (Mosquitto with `cloudless broker mosquitto-config --cert-auth` and a "
                    "certificate from `cloudless pki issue-server`: docs/install.md) instead of starting the embedded "
                    "one; this machine and every device dial it at this URL")
+    p.add_argument("--mosquitto", action="store_true",
+                   help=f"run Mosquitto (installed: 2.0 or later) as the broker instead of the embedded one, on "
+                   f"--mqtt-port with mutual TLS and the same users: for fleets above ~{EMBEDDED_HOLDS:,} nodes, "
+                   "what the embedded broker holds on a 2-core machine (docs/benchmarks.md)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--advertise", default=None, metavar="ADDR[,ADDR...]",
                        help="the IPv4 addresses and/or host names other machines reach this host at, in the order "
@@ -154,6 +162,14 @@ def stop_children(children: list[Child]) -> None:
         except subprocess.TimeoutExpired:
             child.proc.kill()
         print(f"{child.name} stopped", flush=True)
+
+
+def _stop_all(children: list[Child], data_dir: Path) -> None:
+    stop_children(children)
+    if any(c.name == "mosquitto" for c in children):
+        from cloudless import up_mosquitto
+
+        up_mosquitto.forget(data_dir)
 
 
 def _token() -> str:
@@ -335,6 +351,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if args.broker is not None and (why := _external_broker_problem(args.broker)):
         print(f"cloudless up: --broker: {why}", file=sys.stderr)
         return 2
+    mosquitto_bin = None
+    if args.mosquitto:
+        from cloudless import up_mosquitto
+
+        if args.broker is not None:
+            print("cloudless up: --mosquitto starts a broker, --broker uses yours: give one of them", file=sys.stderr)
+            return 2
+        mosquitto_bin = up_mosquitto.find_binary()
+        if (why := up_mosquitto.problem(mosquitto_bin, args.mqtt_port)) is not None:
+            print(f"cloudless up: --mosquitto: {why}", file=sys.stderr)
+            return 2
     broker_host_given = args.mqtt_host is not None
     args.mqtt_host = args.mqtt_host or where.bind
     api_host = where.bind
@@ -349,6 +376,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                      broker=args.broker is None)
     children: list[Child] = []
     gone: set[str] = set()
+    crl_watch = None
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -360,6 +388,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
     try:
         if args.broker is not None:  # the user's own (Mosquitto): everyone, devices included, dials it as given
             url = node_broker = args.broker
+            broker_note = "yours (--broker)"
+        elif mosquitto_bin is not None:
+            from cloudless import up_mosquitto
+
+            conf = up_mosquitto.configure(data_dir, args.mqtt_host, args.mqtt_port, pki)
+            print("starting mosquitto ...", flush=True)
+            mosq = up_mosquitto.start(mosquitto_bin, conf, args.mqtt_host, args.mqtt_port, timeout_s=READY_TIMEOUT_S)
+            assert mosq.stdout is not None
+            threading.Thread(target=_pump, args=("mosquitto", mosq.stdout), daemon=True).start()
+            children.append(Child("mosquitto", mosq))
+            crl_watch = (mosq, up_mosquitto.CrlWatch(pki["ca"].parent / "crl.pem"))
+            url = up_mosquitto.dial_url(args.mqtt_host, args.mqtt_port)
+            node_broker = url if where.local_only or args.mqtt_host != where.bind else \
+                where.urls("mqtts", args.mqtt_port)[0]
+            broker_note = f"Mosquitto ({mosquitto_bin}, config {conf})"
         else:
             broker, line = start_child(
                 "broker",
@@ -375,6 +418,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             # address it reached the API at, edge_agent.identity.broker_for), or the one address it was told to bind
             node_broker = url if where.local_only or args.mqtt_host != where.bind else \
                 where.urls("mqtts", args.mqtt_port)[0]
+            broker_note = (f"embedded; holds about {EMBEDDED_HOLDS:,} nodes on a 2-core machine (docs/benchmarks.md): "
+                           "for more, install Mosquitto and run `cloudless up --mosquitto`")
         relay_flags: list[str] = []
         import importlib.util
 
@@ -422,7 +467,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             children.append(agent)
         print(f"\nCloudless is up (mutual TLS everywhere).\n"
               f"  API:         {api}  (admin token in {data_dir / 'credentials' / 'admin-token'}, CA {pki['ca']})\n"
-              f"  CLI config:  {config_path}\n  broker:      {url}\n  data dir:    {data_dir}\n"
+              f"  CLI config:  {config_path}\n  broker:      {url}\n               ({broker_note})\n"
+              f"  data dir:    {data_dir}\n"
               f"  devices:     {_devices_line(where, args.api_port, node_broker, asked_local=args.local_only)}\n"
               f"  relay:       {relay_flags[1].split('=', 1)[1] if relay_flags else 'none (--no-relay)'}\n"
               f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
@@ -434,6 +480,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
               "  cloudless overlay status\n"
               "Press Ctrl-C to stop.", flush=True)
         while not stopping:
+            if crl_watch is not None and crl_watch[1].changed():  # a revocation: Mosquitto re-reads its CRL
+                from cloudless import up_mosquitto
+
+                up_mosquitto.reload(crl_watch[0])
             for child in children:
                 if child.proc.poll() is not None and child.name not in gone:
                     gone.add(child.name)
@@ -450,10 +500,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
         pass
     except Exception as exc:  # whatever failed (a child, the token request, the config): never leave orphans
         print(f"cloudless up: {exc}", file=sys.stderr)
-        stop_children(children)
+        _stop_all(children, data_dir)
         return 1
     print("\nstopping ...", flush=True)
-    stop_children(children)
+    _stop_all(children, data_dir)
     if not args.no_agent:
         print("workloads keep running without their agent (edge autonomy: `cloudless up` again adopts them); "
               "`cloudless down` stops them", flush=True)
