@@ -34,7 +34,7 @@ def to_request(aws: AWSRequest) -> Request:
     return Request(aws.method, url.path, url.query, headers)
 
 
-class _FixedPayload(S3SigV4Auth):
+class _FixedPayload(S3SigV4Auth):  # type: ignore[misc]  # botocore ships no types
     """botocore's signer with a chosen x-amz-content-sha256 (UNSIGNED-PAYLOAD, STREAMING-*): it picks the value from
     the transport and config itself, but the rest of the maths is its own."""
 

@@ -212,5 +212,6 @@ def test_trailer_checksum_mismatch_is_bad_digest() -> None:
 def test_signed_stream_through_body_reader_needs_decoded_length() -> None:
     ctx = context()
     auth = Authenticated("AKIDEXAMPLE", Payload.STREAMING_SIGNED, signing=ctx)
-    outcome = body_reader({}.get, auth)
+    no_headers: dict[str, str] = {}
+    outcome = body_reader(no_headers.get, auth)
     assert isinstance(outcome, S3Error) and outcome.code is ErrorCode.MISSING_CONTENT_LENGTH
