@@ -206,7 +206,7 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         log(f"[{broker_kind} {n}] {n} client certificates issued in {time.monotonic() - t:.1f}s ({workdir})")
         broker = Broker(broker_kind, workdir, pki, netns.host_ip)
         broker.start()
-        coord = Coordinator(workdir, pki, broker)
+        coord = Coordinator(workdir, pki, broker, profile=workdir / "coordinator.prof" if args.cprofile else None)
         coord.start()
         api = Api(coord.url, coord.token, coord.ssl_context())
         health = Health(api)
@@ -223,6 +223,8 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
             await s.start()
         for s in sims:
             await s.arm(300)
+        pids = {"coordinator": coord.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
+        before = {k: usage([p]) for k, p in pids.items()}
         health.phase = "join"
         t0 = time.time()
         for s in sims:
@@ -230,13 +232,15 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         online_at = await until(lambda: _ge(api.count_nodes("online"), n), args.join_timeout, f"{n} nodes online",
                                 every=0.25)
         res["join_s"] = online_at - t0
+        res["join_cpu"] = {k: round(usage([p])[0] - before[k][0], 2) for k, p in pids.items()}
         joined = [await s.wait_joined(120) for s in sims]
         res["sim_connect_s"] = max(j["seconds"] for j in joined)
         res["connect_failed"] = sum(j["failed"] for j in joined)
+        res["sim_join_cpu_s"] = [j.get("cpu_s") for j in joined]
         log(f"[{broker_kind} {n}] all {n} online at the coordinator after {res['join_s']:.1f}s "
-            f"(simulators connected in {res['sim_connect_s']:.1f}s)")
+            f"(simulators connected in {res['sim_connect_s']:.1f}s, their CPU {res['sim_join_cpu_s']} s; "
+            f"CPU seconds meanwhile: {res['join_cpu']})")
 
-        pids = {"coordinator": coord.proc.pid, "broker": broker.proc.pid}  # type: ignore[union-attr]
         sim_pids = [p for s in sims if (p := s.pid()) is not None]
         health.phase = "idle"
         await asyncio.sleep(args.settle)
@@ -369,10 +373,22 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
             await api.close()
         if coord is not None:
             coord.stop()
+            if coord.profile is not None and coord.profile.exists():
+                log(profile_summary(coord.profile))
         if broker is not None:
             broker.stop()
         netns.delete()
     return res
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """The coordinator's hottest functions (own time) from its cProfile stats."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(top)
+    return f"coordinator profile ({path}), by own time:\n" + out.getvalue()
 
 
 async def _true(v: bool) -> bool:
@@ -462,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--join-timeout", type=float, default=300.0)
     p.add_argument("--phase-timeout", type=float, default=300.0)
     p.add_argument("--sim-procs", type=int, default=0, help="simulator processes (default: 2 from 2,000 nodes)")
+    p.add_argument("--cprofile", action="store_true",
+                   help="run the coordinator under cProfile (slower) and print its hottest functions")
     p.add_argument("--quick", action="store_true", help="40 nodes on both brokers, short windows (CI smoke)")
     p.add_argument("--doc", type=Path, default=DOC)
     args = p.parse_args(argv)

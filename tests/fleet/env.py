@@ -220,6 +220,7 @@ class Coordinator:
     pki: Pki
     broker: Broker
     extra: list[str] = field(default_factory=list)
+    profile: Path | None = None  # run under cProfile, stats written here when it stops (SIGTERM: a clean exit)
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -227,7 +228,8 @@ class Coordinator:
     def start(self) -> None:
         write_token_digests(self.pki.coord_dir, {"admin": self.token})
         self.log_path = self.workdir / "coordinator.log"
-        argv = [sys.executable, "-m", "cloudless", "--log-level", "INFO", "coordinator", "--broker",
+        python = [sys.executable, *(["-m", "cProfile", "-o", str(self.profile)] if self.profile else [])]
+        argv = [*python, "-m", "cloudless", "--log-level", "INFO", "coordinator", "--broker",
                 f"mqtts://{self.broker.host}:{self.broker.port}", "--api", "127.0.0.1:0", "--data-dir",
                 str(self.pki.coord_dir), "--id", COORD_ID, "--pki", *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"), cwd=REPO,

@@ -275,10 +275,11 @@ async def main_async(cfg: SimConfig) -> None:
     first = json.loads(await reader.readline() or b"{}")
     if first.get("cmd") != "go":
         return
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     await fleet.join()
     emit({"event": "joined", "connected": fleet.connected(), "failed": len(fleet.failures),
-          "failures": fleet.failures[:5], "seconds": round(time.time() - t0, 2), "t": time.time()})
+          "failures": fleet.failures[:5], "seconds": round(time.time() - t0, 2),
+          "cpu_s": round(time.process_time() - cpu0, 2), "t": time.time()})
     beat = asyncio.create_task(fleet.beat())
     try:
         while line := await reader.readline():
