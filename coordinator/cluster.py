@@ -97,13 +97,30 @@ class Cluster:
     revoked_nodes: set[str] = field(default_factory=set)  # certificates revoked: they stay lost
     specs: SpecCache = field(default_factory=SpecCache)
     _wire_sizes: dict[tuple[str, str], tuple[Workload, int]] = field(default_factory=dict)
+    _secretful: dict[str, tuple[WorkloadRecord, bool]] = field(default_factory=dict)
     # object ("node/ID", "workload/NS/NAME") -> why the last round's step for it failed: the round goes on for
     # every other object, and the API shows this as a condition on that one
     problems: dict[str, str] = field(default_factory=dict)
 
+    _node_watchers: list[set[str]] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         if not isinstance(self.replicas, ReplicaTable):  # a plain mapping (tests, builders): indexed from now on
             self.replicas = ReplicaTable(self.replicas)
+
+    # ---- what changed --------------------------------------------------------------------------------------
+
+    def watch_nodes(self) -> set[str]:
+        """A set that collects, from now on, every node `touch_node` names (the consumer empties it)."""
+        changes: set[str] = set()
+        self._node_watchers.append(changes)
+        return changes
+
+    def touch_node(self, node_id: str) -> None:
+        """Something a round decides from changed on this node: its membership state, its observed state, its
+        administration (cordon, drain), its revocation. The replicas on it get looked at again."""
+        for changes in self._node_watchers:
+            changes.add(node_id)
 
     # ---- documents -----------------------------------------------------------------------------------------
 
@@ -235,12 +252,34 @@ class Cluster:
         return tuple(specs)
 
     def secret_wants(self) -> set[Want]:
-        """(node, namespace, secret) for every secret an assigned replica consumes: only those nodes get it."""
+        """(node, namespace, secret) for every secret an assigned replica consumes: only those nodes get it. Only
+        the replicas of workloads whose documents (current or history) name a secret are looked at."""
         wants = set()
-        for r in self.replicas.values():
-            if r.node and r.phase == ReplicaPhase.ASSIGNED and (parsed := self.spec_of(r)) is not None:
-                wants |= {(r.node, r.namespace, name) for name in secret_names(parsed)}
+        for key, w in self.workloads.items():
+            if not self._names_secrets(w):
+                continue
+            for r in self.replicas.of_workload(key):
+                if r.node and r.phase == ReplicaPhase.ASSIGNED and (parsed := self.spec_of(r)) is not None:
+                    wants |= {(r.node, r.namespace, name) for name in secret_names(parsed)}
         return wants
+
+    def _names_secrets(self, w: WorkloadRecord) -> bool:
+        """Whether any document of the workload (current or in its history) consumes a secret (cached per record:
+        records are replaced, never edited)."""
+        hit = self._secretful.get(w.key)
+        if hit is not None and hit[0] is w:
+            return hit[1]
+        try:
+            docs = [self.parsed(w)]
+            docs += [self.specs.get(w.key, rev["spec_hash"], rev["doc"]) for rev in w.history
+                     if rev.get("spec_hash") != w.spec_hash]
+            answer = any(secret_names(d) for d in docs)
+        except Exception:  # a document that does not parse: look at its replicas (spec_of says what is wrong)
+            answer = True
+        if len(self._secretful) >= SPEC_CACHE_LIMIT:
+            self._secretful.clear()
+        self._secretful[w.key] = (w, answer)
+        return answer
 
 
 def _profile(info: NodeInfo) -> str:

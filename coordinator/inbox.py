@@ -73,6 +73,7 @@ class Inbox:
         before = self.cluster.members.get(msg.node_id)
         info, evs = membership.on_status(before, msg, self.clock(), replayed=m.retain)
         self.cluster.members[msg.node_id] = info
+        self.cluster.touch_node(msg.node_id)
         if msg.presence is Presence.ONLINE and self.acting() and (
                 before is None or before.status is None or before.status.facts != msg.facts):
             # the node's record, so it stays listed (offline) after a restart of coordinator and broker
@@ -88,9 +89,12 @@ class Inbox:
     def on_heartbeat(self, m: Message) -> None:
         msg = self._decode(m)
         if isinstance(msg, Heartbeat):
-            info = membership.on_heartbeat(self.cluster.members.get(msg.node_id), msg, self.clock())
+            before = self.cluster.members.get(msg.node_id)
+            info = membership.on_heartbeat(before, msg, self.clock())
             if info is not None:
                 self.cluster.members[msg.node_id] = info
+                if before is None or before.state is not info.state:  # a suspect node heard again
+                    self.cluster.touch_node(msg.node_id)
 
     def on_observed(self, m: Message) -> None:
         msg = self._decode(m)
@@ -100,6 +104,7 @@ class Inbox:
             info = membership.on_observed(before, msg, self.clock())
             if info is not None:
                 self.cluster.members[msg.node_id] = info
+                self.cluster.touch_node(msg.node_id)
                 if not m.retain:  # a replay after a reconnect is not news
                     for ev in replica_events.warnings(previous, msg)[:20]:
                         # on the workload (describe workload shows it; the message names the node), else the node

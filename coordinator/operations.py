@@ -239,6 +239,7 @@ class Operations:
             if cordoned is False:
                 new = replace(new, draining=False)
             self.cluster.admin[node_id] = new
+            self.cluster.touch_node(node_id)  # a drain moves its replicas: their workloads are looked at
             self.journal.queue(put(model.node_key(node_id), model.to_json(new)))
             what = "draining" if new.draining else "cordoned" if new.cordoned else "uncordoned"
             self.journal.event("Normal", what.title(), f"node/{node_id}", f"node {node_id} {what}")
@@ -248,6 +249,7 @@ class Operations:
                     self.cluster.admin.pop(node_id, None)
                 else:
                     self.cluster.admin[node_id] = had
+                self.cluster.touch_node(node_id)
             await self.journal.commit(undo=undo)
         self.wake()
         return new
@@ -304,6 +306,7 @@ class Operations:
         async with self.lock:
             self.cluster.members.pop(node_id, None)
             self.cluster.admin.pop(node_id, None)
+            self.cluster.touch_node(node_id)
             self.journal.queue(delete_op(model.node_key(node_id)))
             self.journal.queue(delete_op(model.member_key(node_id)))
             self.journal.event("Normal", "NodeDeleted", f"node/{node_id}", f"node {node_id} deleted")
@@ -316,6 +319,7 @@ class Operations:
         certificate serials (hex) go to every node's peer directory, so live overlay connections with it are cut."""
         async with self.lock:
             self.cluster.revoked_nodes.add(node_id)
+            self.cluster.touch_node(node_id)  # lost now: its replicas are replaced
             if serials:
                 self.on_revoked(serials)
             info = self.cluster.members.get(node_id)
@@ -326,3 +330,4 @@ class Operations:
     def enrolled(self, node_id: str) -> None:
         """A node (re-)enrolled with a fresh certificate: it may join again."""
         self.cluster.revoked_nodes.discard(node_id)
+        self.cluster.touch_node(node_id)

@@ -5,7 +5,17 @@ Desired state is level-triggered: each node's full set of replicas, retained, wi
 whenever this process publishes a different set (persisted in the store, so a new leader goes on from it) and
 the leadership epoch. Only what changed since the last publish goes out; `forget_sent` (after a broker
 reconnect, or a new term) sends everything again, under the same generation where nothing changed, so agents
-restart nothing. The mirror is diffed the same way; a topic no longer produced is cleared (empty retained).
+restart nothing (and a reconnect is no fan-out of new generations: issue 17). The mirror is diffed the same way;
+a topic no longer produced is cleared (empty retained).
+
+A round's work is proportional to what changed (issue 17: at 5,000 nodes, recomputing every node's desired state
+every round was half the coordinator's CPU). A node's desired state is recomputed when it may have changed: a
+replica put on, moved off or changed on it (the replica table's change set), a workload record of one of its
+replicas replaced (apply, scale, rollout, rollback), a secret it consumes (re-sealed boxes), or `mark_node`. Two
+safety nets bound what a missed mark can cost: a background sweep re-checks `SWEEP_NODES` nodes every round (a
+full pass over 5,000 nodes in ~20 rounds), and a full resend (reconnect, new epoch) goes out `RESEND_NODES` nodes
+per round, so no round holds the loop for all of them at once. Generations of one round are stored in one
+transaction.
 """
 
 from __future__ import annotations
@@ -22,11 +32,15 @@ from coordinator import dashboard, model
 from coordinator.cluster import Cluster
 from coordinator.delivery import SecretDelivery
 from coordinator.metrics import Metrics
+from coordinator.model import WorkloadRecord
 from coordinator.operations import Recorder
 from coordinator.overlay import OverlayBook
 from coordinator.store import Store, StoreError, put
 
 log = logging.getLogger(__name__)
+
+SWEEP_NODES = 256  # nodes the background resync re-checks per round
+RESEND_NODES = 500  # nodes of a full resend (reconnect, new epoch) sent per round
 
 
 class Outbox:
@@ -42,7 +56,16 @@ class Outbox:
         self.clock = clock
         self.secrets = secrets
         self.nodegen: dict[str, int] = {}  # node -> the last desired-state generation published (as stored)
-        self._published: dict[str, tuple[ReplicaSpec, ...]] = {}
+        # node -> the content last published under nodegen[node] (kept across reconnects: resending the same
+        # content keeps its generation), and the nodes it went out to since the last connect or epoch
+        self._content: dict[str, tuple[ReplicaSpec, ...]] = {}
+        self._sent: set[str] = set()
+        self._replica_changes = cluster.replicas.watch()
+        self._dirty: set[str] = set()  # nodes whose desired state may have changed (mark_node, failed sends)
+        self._workloads_seen: dict[str, WorkloadRecord] = {}
+        self._epoch: int | None = None
+        self._sweep: list[str] = []  # the background resync's nodes still to check in this pass
+        self._resend: list[str] = []  # nodes still to send again (a reconnect, a new epoch)
         self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
         self._delivery: SecretDelivery | None = None
         self._undeliverable: set[tuple[str, str, str]] = set()
@@ -56,8 +79,10 @@ class Outbox:
         self.servicesgen: dict[str, int] = {}
 
     def forget_sent(self) -> None:
-        """Send everything again next time (the broker may have lost its retained store, or a new term began)."""
-        self._published.clear()
+        """Send everything again (the broker may have lost its retained store, or a new term began): desired state
+        over the next rounds, RESEND_NODES nodes a round, each under its generation where its content is unchanged."""
+        self._sent.clear()
+        self._resend = sorted(self._known_nodes(), reverse=True)
         self._dash_sent.clear()
         self._peers_sent.clear()
         self._services_sent.clear()
@@ -108,28 +133,77 @@ class Outbox:
         sealed = self._delivery.sealed_for if self._delivery is not None else None
         return self.cluster.desired_for(node_id, sealed)
 
-    async def publish_desired(self, now: float, epoch: int) -> None:
-        """Every node's desired state that changed (call only while leading, with the broker connected)."""
-        nodes = {r.node for r in self.cluster.replicas.values() if r.node} | set(self._published) | set(self.nodegen)
-        await self._deliver_secrets()
-        for node_id in sorted(n for n in nodes if n):
-            # each node on its own: one node's desired state that cannot be built or sent (the wire refuses it,
-            # over its cap or with a string it cannot carry) is an event and a condition on that node, and every
-            # other node still gets its own (issue 16: one such node used to stop every round)
-            try:
-                await self._publish_node(node_id, now, epoch)
-            except (WireError, ValueError, TypeError, KeyError) as exc:
-                self._refuse(node_id, f"{type(exc).__name__}: {exc}")
-            else:
-                self._accept(node_id)
+    def mark_node(self, node_id: str) -> None:
+        """This node's desired state may have changed in a way the replica table does not show: recompute it."""
+        self._dirty.add(node_id)
 
-    async def _publish_node(self, node_id: str, now: float, epoch: int) -> None:
+    @property
+    def backlog(self) -> int:
+        """Nodes still to be sent again after a reconnect or a new epoch (the engine runs another round soon)."""
+        return len(self._resend)
+
+    def _known_nodes(self) -> set[str]:
+        return self.cluster.replicas.nodes() | set(self._content) | set(self.nodegen)
+
+    def _changed_nodes(self, wants: set[tuple[str, str, str]]) -> set[str]:
+        """The nodes whose desired state may differ from what they were sent (see the module's doc)."""
+        nodes, _ = self._replica_changes.take()
+        nodes |= self._dirty
+        self._dirty = set()
+        seen, workloads = self._workloads_seen, self.cluster.workloads
+        for key, w in workloads.items():  # records are replaced, never edited: identity says "unchanged"
+            if seen.get(key) is not w:
+                seen[key] = w
+                nodes.update(r.node for r in self.cluster.replicas.of_workload(key) if r.node)
+        for key in [k for k in seen if k not in workloads]:
+            del seen[key]
+        nodes.update(node for node, _, _ in wants)  # boxes may have been re-sealed (a new version, a renewed key)
+        if not self._sweep:
+            self._sweep = sorted(self._known_nodes(), reverse=True)
+        nodes.update(self._sweep[-SWEEP_NODES:])
+        del self._sweep[-SWEEP_NODES:]
+        nodes.update(self._resend[-RESEND_NODES:])
+        del self._resend[-RESEND_NODES:]
+        nodes.discard("")
+        return nodes
+
+    async def publish_desired(self, now: float, epoch: int) -> None:
+        """The desired state of every node whose state may have changed (call only while leading, with the broker
+        connected); the generations it moved on are stored in one transaction."""
+        wants = await self._deliver_secrets()
+        if epoch != self._epoch:  # every node again, under the new epoch
+            if self._epoch is not None:
+                self.forget_sent()
+            self._epoch = epoch
+        writes: list[tuple[str, int]] = []
+        try:
+            for node_id in sorted(self._changed_nodes(wants)):
+                # each node on its own: one node's desired state that cannot be built or sent (the wire refuses
+                # it, over its cap or with a string it cannot carry) is an event and a condition on that node, and
+                # every other node still gets its own (issue 16: one such node used to stop every round)
+                try:
+                    gen = self._publish_node(node_id, now, epoch)
+                except (WireError, ValueError, TypeError, KeyError) as exc:
+                    self._refuse(node_id, f"{type(exc).__name__}: {exc}")
+                else:
+                    self._accept(node_id)
+                    if gen is not None:
+                        writes.append((node_id, gen))
+        finally:
+            if writes:
+                await self.store.txn([put(model.nodegen_key(n), str(g).encode()) for n, g in writes])
+
+    def _publish_node(self, node_id: str, now: float, epoch: int) -> int | None:
+        """Send the node's desired state if it differs from what it was sent (or it was not sent since the last
+        connect); returns the generation to store when it moved on, else None."""
         specs = self.desired_for(node_id)
-        if self._published.get(node_id) == specs:
-            return
+        same = self._content.get(node_id) == specs and node_id in self.nodegen
+        if same and node_id in self._sent:
+            return None
         # a new generation whenever this process publishes a different set (or the first time): agents keep
-        # every replica whose spec hash is unchanged, so a higher generation never restarts anything
-        gen = self.nodegen.get(node_id, 0) + 1
+        # every replica whose spec hash is unchanged, so a higher generation never restarts anything; the same
+        # set again (a reconnect, a new epoch) keeps its generation, which agents take as nothing new
+        gen = self.nodegen[node_id] if same else self.nodegen.get(node_id, 0) + 1
         msg = DesiredState(node_id=node_id, generation=gen, epoch=epoch, issued_at=now, replicas=specs)
         payload = wire.encode(msg)
         try:
@@ -137,11 +211,14 @@ class Outbox:
             self.metrics.mqtt("out", "desired", len(payload))
         except MqttError as exc:
             log.warning("desired state for %s not sent: %s", node_id, exc)
-            return
-        self._published[node_id] = specs
-        if gen != self.nodegen.get(node_id):
-            self.nodegen[node_id] = gen
-            await self.store.txn([put(model.nodegen_key(node_id), str(gen).encode())])
+            self._dirty.add(node_id)  # tried again next round
+            return None
+        self._content[node_id] = specs
+        self._sent.add(node_id)
+        if gen == self.nodegen.get(node_id):
+            return None
+        self.nodegen[node_id] = gen
+        return gen
 
     def _refuse(self, node_id: str, why: str) -> None:
         """Said once per distinct reason (an event, the log), kept as the node's condition until it clears."""
@@ -157,25 +234,27 @@ class Outbox:
             self.cluster.problems.pop(f"node/{node_id}", None)
             self.journal.event("Normal", "DesiredStateSent", f"node/{node_id}", "desired state delivered again")
 
-    async def _deliver_secrets(self) -> None:
+    async def _deliver_secrets(self) -> set[tuple[str, str, str]]:
+        """Seal what the nodes' replicas consume; returns the wants (their nodes' desired state is re-checked)."""
         wants = self.cluster.secret_wants()
         if not wants:
-            return
+            return wants
         if self.secrets is None:
             for node, ns, name in sorted(wants - self._undeliverable):
                 self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this "
                                    "coordinator runs no secrets service, so nothing can be delivered")
             self._undeliverable = wants
-            return
+            return wants
         if self._delivery is None:
             self._delivery = SecretDelivery(self.secrets, self.store, clock=self.clock)
         try:
             fresh = await self._delivery.refresh(wants)
         except StoreError as exc:
             log.warning("secret delivery skipped this round: %s", exc)
-            return
+            return wants
         for (node, ns, name), why in sorted(fresh.items()):
             self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
+        return wants
 
     def publish_dashboard(self) -> None:
         """The human-readable mirror and Home Assistant discovery: only what changed, retained."""

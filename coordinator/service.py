@@ -46,7 +46,7 @@ from coordinator.outbox import Outbox
 from coordinator.overlay import OverlayBook, Want
 from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_from_store
 from coordinator.policy import Policy
-from coordinator.replica_table import ReplicaTable
+from coordinator.replica_table import ReplicaTable, workload_of
 from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
 from coordinator.scheduler.model import PlacementRequest
 from coordinator.services_ops import VIPS_PREFIX, ServiceRegistry
@@ -59,7 +59,11 @@ log = logging.getLogger(__name__)
 MAX_HONOURED_EPOCH = 2**40  # past any real epoch (an etcd revision, a restart counter), well within the wire cap
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
+REPLICA_ID_BYTES = 6  # random bytes in a replica id (48 bits: collisions among millions are still unlikely)
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
+RESEND_PAUSE_S = 0.05  # between two slices of a full resend of desired state (the loop serves others meanwhile)
+SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not
+IN_FLUX = (RolloutPhase.PROGRESSING, RolloutPhase.ROLLING_BACK)  # a progress deadline runs
 
 
 def _revoked_at(value: bytes) -> float:
@@ -67,6 +71,17 @@ def _revoked_at(value: bytes) -> float:
         return float(json.loads(value).get("at", 0.0))
     except (ValueError, TypeError, AttributeError):
         return 0.0
+
+
+def _settled(w: WorkloadRecord, views: list[lifecycle.ReplicaView], p: lifecycle.WorkloadPlan) -> bool:
+    """Nothing to do and nothing that time alone could change: no action planned, the rollout phase final and
+    unchanged, not deleting, no replica stopping, none on a node nobody has heard of (it turns lost with time)."""
+    if p.place or p.stop or p.replace or p.forget or p.refused or p.rollback or p.delete_workload or w.deleting:
+        return False
+    if p.rollout_phase in IN_FLUX or (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
+        return False
+    return all(v.record.phase != ReplicaPhase.STOPPING and (v.record.node is None or v.node_state is not None)
+               for v in views)
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,14 @@ class Coordinator:
         self.inbox = Inbox(self.cluster, self.journal, metrics=self.metrics, clock=clock, cfg=cfg.membership,
                            wake=self.wake, resolve=self.ops.resolve, overlay=self.overlay,
                            acting=lambda: self.acting)
+        # what the next round looks at (issue 17: rounds work on what changed): workloads whose replicas changed
+        # (the table's change set), whose nodes changed (Cluster.touch_node), whose record was replaced, that are
+        # not settled (something in flux, or a deadline running), and a slice of the rest (the sweep)
+        self._replica_changes = self.cluster.replicas.watch()
+        self._node_changes = self.cluster.watch_nodes()
+        self._workloads_seen: dict[str, WorkloadRecord] = {}
+        self._unsettled: set[str] = set()
+        self._sweep: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dash_at = 0.0
@@ -218,6 +241,7 @@ class Coordinator:
             if isinstance(status, NodeStatus) and status.node_id == node_id:
                 c.members[node_id] = NodeInfo(node_id=node_id, state=NodeState.OFFLINE, status=status,
                                               first_seen=now, state_since=now)
+                c.touch_node(node_id)
         self.services.load(vips)
         book = self.overlay  # kept pairs from the store; a probe's pairs (in memory) stay until they expire
         book.set_wants({**{k: w for k, w in book.wants.items() if w.until is not None},
@@ -311,6 +335,7 @@ class Coordinator:
             self._fence(self.epoch)
             await self._read_state()
             self.outbox.forget_sent()
+            self._unsettled |= set(self.workloads)  # a new term looks at every workload once
             # no new settle period: a follower has been hearing node status and observed state all along (the
             # one from its own broker connect still applies), so it can act on the first round
             self._leading = True
@@ -356,9 +381,14 @@ class Coordinator:
         changed, events = membership.judge_wills(self.members, now, self.cfg.membership, link_up=link_up,
                                                  link_down_at=self.link.down_at)
         self.members.update(changed)
+        for node_id in changed:
+            self.cluster.touch_node(node_id)
         if link_up:
             for node_id, info in list(self.members.items()):
-                self.members[node_id], evs = membership.evaluate(info, now, self.cfg.membership)
+                after, evs = membership.evaluate(info, now, self.cfg.membership)
+                self.members[node_id] = after
+                if after.state is not info.state:
+                    self.cluster.touch_node(node_id)
                 events += evs
         return events
 
@@ -383,13 +413,18 @@ class Coordinator:
             await self.journal.flush()
             await self._publish_desired(now)
             return
-        for key in sorted(self.workloads):
+        for key in self._workloads_due():
             try:
-                self._reconcile_workload(self.workloads[key], now)
+                settled = self._reconcile_workload(self.workloads[key], now)
             except Exception as exc:  # one broken workload must not stop the control loop for every other one
                 self._workload_failed(key, exc)
+                self._unsettled.add(key)
             else:
                 self.cluster.problems.pop(f"workload/{key}", None)
+                if settled:
+                    self._unsettled.discard(key)
+                else:
+                    self._unsettled.add(key)
         self._schedule_pending(now)
         self._services_round()
         await self.journal.flush()
@@ -446,6 +481,32 @@ class Coordinator:
                                "ignore its desired state: the etcd state was restored from an older snapshot. Advance "
                                "etcd's revision past it and restart the coordinators (docs/operations.md)")
 
+    def _workloads_due(self) -> list[str]:
+        """The workloads this round reconciles: those whose inputs may have changed since they were last looked at
+        (their replicas, their nodes, their record), those not settled, and the next slice of the sweep (about
+        SWEEP_REPLICAS replicas' worth of workloads a round, so every workload is looked at again within a few
+        seconds whatever the marks say)."""
+        _, due = self._replica_changes.take()
+        due |= self._unsettled
+        for node_id in self._node_changes:
+            due.update(workload_of(r) for r in self.replicas.on_node(node_id))
+        self._node_changes.clear()
+        seen = self._workloads_seen
+        for key, w in self.workloads.items():  # records are replaced, never edited: identity says "unchanged"
+            if seen.get(key) is not w:
+                seen[key] = w
+                due.add(key)
+        for key in [k for k in seen if k not in self.workloads]:
+            del seen[key]
+        if not self._sweep:
+            self._sweep = sorted(self.workloads, reverse=True)
+        budget = SWEEP_REPLICAS
+        while self._sweep and budget > 0:
+            key = self._sweep.pop()
+            due.add(key)
+            budget -= max(1, len(self.replicas.of_workload(key)))
+        return sorted(key for key in due if key in self.workloads)
+
     def _workload_failed(self, key: str, exc: Exception) -> None:
         """An event and a condition on that workload, once per distinct error (not twice a second)."""
         obj, message = f"workload/{key}", f"reconcile failed: {type(exc).__name__}: {exc}"[:500]
@@ -454,11 +515,14 @@ class Coordinator:
             self.journal.event("Warning", "ReconcileFailed", obj, message)
         self.cluster.problems[obj] = message
 
-    def _reconcile_workload(self, w: WorkloadRecord, now: float) -> None:
+    def _reconcile_workload(self, w: WorkloadRecord, now: float) -> bool:
+        """Plan one workload and apply the plan; returns whether it is settled (nothing to do, nothing in flux,
+        no deadline running), so later rounds look at it again only when something about it changes."""
         views = self.cluster.replica_views(w, heard_for_s=self.link.heard_for(now),
                                            lost_after_s=self.cfg.membership.lost_after_s)
         params = rollout_params(self.cluster.parsed(w))
         p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
+        settled = _settled(w, views, p)
         for rid, node, reason in p.refused:  # a node that cannot run a replica: placed elsewhere, said once
             r = self.replicas.get(rid)
             if r is not None and r.node == node:
@@ -486,27 +550,36 @@ class Coordinator:
             self.journal.event("Normal", "Stopping", f"workload/{w.key}",
                                f"stopping replica {rid} on {r.node}: {reason}")
         for _ in range(p.place):
-            rid = f"{w.name[:50]}-{secrets.token_hex(3)}"
+            rid = self._new_replica_id(w.name)
             self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
                                              revision=w.revision, spec_hash=w.spec_hash, created_at=now))
         if p.delete_workload:
             self.workloads.pop(w.key, None)
             self.journal.queue(delete_op(model.workload_key(w.namespace, w.name)))
             self.journal.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
-            return
+            return False
         if p.rollback:
             try:
                 self.ops.roll_back(w, None, cause=p.rollout_message, now=now, auto=True)
             except PolicyDenied as exc:
                 self.ops.save_workload(replace(w, rollout_phase=RolloutPhase.FAILED,
                                             rollout_message=f"{p.rollout_message}; rollback refused: {exc}"[:500]))
-            return
+            return False
         if (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
             if p.rollout_phase in (RolloutPhase.COMPLETE, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
                 self.journal.event("Warning" if p.rollout_phase is RolloutPhase.FAILED else "Normal",
                            f"Rollout{p.rollout_phase.value.title().replace('-', '')}", f"workload/{w.key}",
                            p.rollout_message)
             self.ops.save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
+        return settled
+
+    def _new_replica_id(self, workload: str) -> str:
+        """A replica id no record holds: 48 random bits (24 gave a ~17 % chance of a collision among 2,500 ids
+        made at once, and a collision overwrote a record), drawn again in the unlikely case it is taken."""
+        while True:
+            rid = f"{workload[:50]}-{secrets.token_hex(REPLICA_ID_BYTES)}"
+            if rid not in self.replicas:
+                return rid
 
     def _save_replica(self, r: ReplicaRecord) -> None:
         self.replicas[r.replica_id] = r
@@ -596,6 +669,8 @@ class Coordinator:
         self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
         self.outbox.publish_peers(self.overlay, now, self.epoch)
         await self.outbox.publish_desired(now, self.epoch)
+        if self.outbox.backlog:  # a full resend goes out in slices: the next one soon, not a tick later
+            asyncio.get_running_loop().call_later(RESEND_PAUSE_S, self.wake)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)
