@@ -4,6 +4,7 @@ them (coordinator.overlay_ops does the work; this module checks what comes in an
 from __future__ import annotations
 
 import asyncio
+import json
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from coordinator.http import read_json
 from coordinator.listing import encode_continue, page_request
 from coordinator.overlay import direct_share, nat_class
 from coordinator.overlay_ops import MAX_PING_COUNT, BadRequest, ping_json
-from coordinator.rest.paged import SLICE
+from coordinator.rest.paged import SLICE, Budget
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 
@@ -68,11 +69,14 @@ class OverlayHandlers:
         self.coord = coord
 
     async def overlay_summary(self, request: web.Request) -> web.Response:
+        """Every node's overlay: O(nodes), so built and encoded a slice at a time (coordinator.rest.paged)."""
         book = self.coord.overlay
         nodes = []
+        budget = Budget()
         for node_id in sorted({*self.coord.cluster.members, *book.reports}):
+            await budget.spend()
             report = book.reports.get(node_id)
-            nodes.append({
+            nodes.append(json.dumps({
                 "node": node_id,
                 "enabled": report.enabled if report else None,
                 "disabled": report.disabled if report else "no overlay report yet",
@@ -84,12 +88,12 @@ class OverlayHandlers:
                 "peers": len(report.peers) if report else 0,
                 "counters": {"punchAttempts": report.punch_attempts, "punchSuccesses": report.punch_successes,
                              "fallbacks": report.fallbacks, "relayBytes": report.relay_bytes} if report else {},
-                "reportedAt": report.ts if report else None})
-        return web.json_response({
+                "reportedAt": report.ts if report else None}))
+        rest = json.dumps({
             "relays": [{"id": r.relay_id, "addresses": list(r.addresses)} for r in book.relays],
-            "nodes": nodes,
             "kept": [{"a": a, "b": b, "until": w.until, "why": w.why} for (a, b), w in sorted(book.wants.items())],
             "directShare": direct_share(book.live_reports().values())})
+        return web.Response(text='{"nodes":[' + ",".join(nodes) + "]," + rest[1:], content_type="application/json")
 
     async def list_peers(self, request: web.Request) -> web.Response:
         node = request.query.get("node")

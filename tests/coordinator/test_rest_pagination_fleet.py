@@ -81,6 +81,15 @@ async def test_rest_lists_at_5000_nodes_hold_the_loop_at_most_50_ms(tmp_path: Pa
                        lambda: one("/v1/workloads/default/big"), rows)
         await measured(fc, "GET /v1/events whole list via continue", lambda: walk(fc, "/v1/events"), rows)
         await measured(fc, "GET /v1/events?tail=100", lambda: one("/v1/events", tail="100"), rows)
+        await measured(fc, "GET /v1/overlay (every node's overlay)", lambda: one("/v1/overlay"), rows)
+
+        async def plain(path: str) -> int:
+            resp = await fc.http.get(path, headers=fleet_memory.AUTH)
+            assert resp.status < 500, path
+            await resp.read()
+            return 1
+        for path in ("/readyz", "/metrics", "/openapi.json"):
+            await measured(fc, f"GET {path}", lambda path=path: plain(path), rows)  # type: ignore[misc]
 
     print()
     for name, wall, guard, items in rows:
