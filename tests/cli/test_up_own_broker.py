@@ -77,10 +77,9 @@ def test_production_path_with_mosquitto_and_a_token_joined_device(tmp_path: Path
     cloudless("broker", "mosquitto-config", str(conf), "--auth-dir", str(data / "broker-auth"), "--host", "0.0.0.0",
               "--port", str(mqtt), "--tls-cert", str(tls / "mosquitto.pem"), "--tls-key", str(tls / "mosquitto.key"),
               "--tls-ca", str(tls / "ca.pem"), "--cert-auth", "--crl-file", str(data / "coordinator/pki/crl.pem"),
-              "--persistence-dir", str(tmp_path / "mosquitto-data"))
-    if os.geteuid() == 0:  # docs/install.md gives the key to the mosquitto user; here the files stay root's
-        with (conf / "mosquitto.conf").open("a") as f:
-            f.write("user root\n")
+              "--persistence-dir", str(tmp_path / "mosquitto-data"),
+              # as root, Mosquitto drops to `mosquitto` (docs/install.md hands it the files); here they stay root's
+              *(["--user", "root"] if os.geteuid() == 0 else []))
     procs.start([mosquitto, "-c", str(conf / "mosquitto.conf")], tmp_path / "mosquitto.log")
     wait_port("127.0.0.2", mqtt)
     # 4. the coordinator (and relay) with that broker, advertised at 127.0.0.2 (a LAN address stand-in)
