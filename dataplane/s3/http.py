@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from dataplane.s3 import routing, sigv4, xmlbodies
+from dataplane.s3.auth import authenticate
 from dataplane.s3.backend import Backend
 from dataplane.s3.body import MAX_BODY, body_reader
 from dataplane.s3.errors import ErrorCode, S3Error
@@ -63,7 +64,7 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
     raw_path, _, raw_query = request.raw_path.partition("?")
     signed = sigv4.Request(request.method, raw_path, raw_query, tuple(request.headers.items()))
     now = cfg.clock()
-    auth = sigv4.verify(signed, secrets, now, region=cfg.region)
+    auth = authenticate(signed, secrets, now, region=cfg.region)
     if isinstance(auth, S3Error):
         return S3Error(auth.code, auth.message, request.path)
     query = dict(sigv4.query_pairs(raw_query))

@@ -348,6 +348,27 @@ def test_presigned_urls(server: S3Server) -> None:
     assert s3.get_object(Bucket="presigned", Key="up.txt")["Body"].read() == b"uploaded via URL"
 
 
+def test_default_presigned_urls_are_sigv2(server: S3Server) -> None:
+    """boto3's generate_presigned_url signs with SigV2 unless the client says s3v4: those URLs work too."""
+    s3 = make_client(server)
+    s3.create_bucket(Bucket="presigned-v2")
+    s3.put_object(Bucket="presigned-v2", Key="doc.txt", Body=b"v2 body")
+    s3.put_object(Bucket="presigned-v2", Key="other.txt", Body=b"not yours")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "presigned-v2", "Key": "doc.txt",
+                                                          "ResponseContentType": "text/plain"}, ExpiresIn=300)
+    assert "AWSAccessKeyId=" in url and "X-Amz-Signature" not in url
+    assert _fetch(url, server) == (200, b"v2 body")
+    for tampered in (url.replace("doc.txt", "other.txt"), url.replace("text%2Fplain", "text%2Fhtml")):
+        status, body = _fetch(tampered, server)
+        assert (status, b"<Code>SignatureDoesNotMatch</Code>" in body) == (403, True), tampered
+    server.clock.offset = 600.0
+    try:
+        status, body = _fetch(url, server)
+    finally:
+        server.clock.offset = 0.0
+    assert status == 403 and b"Request has expired" in body
+
+
 def test_skewed_clock_is_refused(server: S3Server) -> None:
     server.clock.offset = 3600.0
     try:
