@@ -205,12 +205,35 @@ def test_copy_object(s3: Any, bucket: str) -> None:
     assert code_of(missing) == "NoSuchKey"
 
 
+def test_conditional_put_and_copy(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="once", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as exists:
+        s3.put_object(Bucket=bucket, Key="once", Body=b"second", IfNoneMatch="*")
+    assert code_of(exists) == "PreconditionFailed"
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"first"
+    with pytest.raises(ClientError) as stale:
+        s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "once"},
+                       CopySourceIfMatch='"0123"')
+    assert code_of(stale) == "PreconditionFailed"
+
+
+def test_response_overrides_and_location(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="o", Body=b"x", ContentType="application/octet-stream")
+    got = s3.get_object(Bucket=bucket, Key="o", ResponseContentType="text/csv",
+                        ResponseContentDisposition="attachment; filename=o.csv")
+    assert (got["ContentType"], got["ContentDisposition"]) == ("text/csv", "attachment; filename=o.csv")
+    assert s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] in (None, "")
+
+
 def test_delete_objects(s3: Any, bucket: str) -> None:
     for key in ("a", "b", "c"):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     result = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "a"}, {"Key": "b"}, {"Key": "zz"}]})
     assert sorted(d["Key"] for d in result["Deleted"]) == ["a", "b", "zz"]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["c"]
+    quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c"}], "Quiet": True})
+    assert "Deleted" not in quiet and "Errors" not in quiet
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
 def test_list_objects_v2_delimiter_and_continuation(s3: Any, bucket: str) -> None:
