@@ -1,0 +1,146 @@
+"""The aiohttp adapter with hand-made requests a stock client never sends: signed aws-chunked uploads (every chunk
+signature checked end to end), tampered and malformed streams, unsigned requests, and a backend that fails. Requests
+are signed by botocore's signer at a fixed `now` the server's clock also reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dataplane.s3 import sigv4
+from dataplane.s3.backend import ObjectInfo
+from dataplane.s3.errors import S3Error
+from dataplane.s3.http import S3Config, s3_app
+from tests.dataplane.s3.chunks import signed_chunks, split, unsigned_chunks
+from tests.dataplane.s3.memory_backend import MemoryBackend
+from tests.dataplane.s3.signing import NOW, REGION, secrets, signed
+
+KiB = 1024
+
+
+class FailingBackend(MemoryBackend):
+    """Injects a fault: reads fail as a broken store would."""
+
+    async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error:
+        raise OSError("disk on fire")
+
+
+async def _client(backend: MemoryBackend) -> TestClient[Any, Any]:
+    app = s3_app(backend, secrets, S3Config(region=REGION, clock=lambda: NOW))
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    await backend.create_bucket("bkt", NOW)
+    return client
+
+
+@pytest.fixture
+async def backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+@pytest.fixture
+async def client(backend: MemoryBackend) -> AsyncIterator[TestClient[Any, Any]]:
+    c = await _client(backend)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def send(client: TestClient[Any, Any], method: str, path: str, *, payload: str | None = None,
+               headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, bytes, Any]:
+    url = f"http://127.0.0.1:{client.port}{path}"
+    request = signed(method, url, payload=payload, headers=headers or {}, body=body if payload is None else b"")
+    wire = {k: v for k, v in request.headers if k.lower() not in ("content-length",)}
+    response = await client.request(method, path, headers=wire, data=body)
+    return response.status, await response.read(), response
+
+
+def signing_context(path: str, client: TestClient[Any, Any], headers: dict[str, str], payload: str
+                    ) -> sigv4.SigningContext:
+    """The seed the server will derive from the same signed request (its Authorization header's signature)."""
+    request = signed("PUT", f"http://127.0.0.1:{client.port}{path}", payload=payload, headers=headers)
+    verdict = sigv4.verify(request, secrets, NOW)
+    assert isinstance(verdict, sigv4.Authenticated) and verdict.signing is not None
+    return verdict.signing
+
+
+async def test_signed_aws_chunked_upload_end_to_end(client: TestClient[Any, Any], backend: MemoryBackend) -> None:
+    data = bytes(range(256)) * 160  # 40 KiB
+    payload = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data))}
+    ctx = signing_context("/bkt/signed", client, headers, payload)
+    body = signed_chunks(split(data, 16 * KiB), ctx)
+    status, _, response = await send(client, "PUT", "/bkt/signed", payload=payload, headers=headers, body=body)
+    assert status == 200
+    assert response.headers["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert backend.buckets["bkt"].objects["signed"][1] == data
+
+
+async def test_signed_aws_chunked_upload_with_a_tampered_chunk(client: TestClient[Any, Any],
+                                                               backend: MemoryBackend) -> None:
+    data = b"k" * 20000
+    payload = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data))}
+    ctx = signing_context("/bkt/forged", client, headers, payload)
+    body = bytearray(signed_chunks(split(data, 10000), ctx))
+    body[200] ^= 0xFF
+    status, text, _ = await send(client, "PUT", "/bkt/forged", payload=payload, headers=headers, body=bytes(body))
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in text
+    assert "forged" not in backend.buckets["bkt"].objects
+
+
+async def test_malformed_chunked_body_is_a_400_and_stores_nothing(client: TestClient[Any, Any],
+                                                                  backend: MemoryBackend) -> None:
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32"}
+    status, text, _ = await send(client, "PUT", "/bkt/bad", payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                                 headers=headers, body=b"zz\r\nhello\r\n")
+    assert status == 403 and b"<Code>InvalidChunkSizeError</Code>" in text
+    assert "bad" not in backend.buckets["bkt"].objects
+
+
+async def test_trailer_checksum_mismatch_through_the_adapter(client: TestClient[Any, Any],
+                                                             backend: MemoryBackend) -> None:
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-sha256"}
+    body = unsigned_chunks([b"payload"], {"x-amz-checksum-sha256": "AAAA"})
+    status, text, _ = await send(client, "PUT", "/bkt/sum", payload="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                                 headers=headers, body=body)
+    assert status == 400 and b"<Code>BadDigest</Code>" in text
+    assert "sum" not in backend.buckets["bkt"].objects
+
+
+async def test_signed_body_that_differs_from_its_hash(client: TestClient[Any, Any]) -> None:
+    claimed = hashlib.sha256(b"what I signed").hexdigest()
+    status, text, _ = await send(client, "PUT", "/bkt/k", payload=claimed, body=b"what I sent")
+    assert status == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in text
+
+
+async def test_unsigned_request_is_denied(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/bkt/k")
+    assert response.status == 403
+    assert b"<Code>AccessDenied</Code>" in await response.read()
+
+
+async def test_head_errors_have_no_body(client: TestClient[Any, Any]) -> None:
+    status, text, response = await send(client, "HEAD", "/bkt/missing")
+    assert (status, text) == (404, b"")
+    assert response.headers["x-amz-request-id"]
+
+
+async def test_not_implemented_subresource(client: TestClient[Any, Any]) -> None:
+    status, text, _ = await send(client, "GET", "/bkt/k?tagging")
+    assert status == 501 and b"<Code>NotImplemented</Code>" in text
+
+
+async def test_backend_failure_is_a_500_with_an_s3_error() -> None:
+    backend = FailingBackend()
+    client = await _client(backend)
+    try:
+        status, text, _ = await send(client, "GET", "/bkt/k")
+    finally:
+        await client.close()
+    assert status == 500 and b"<Code>InternalError</Code>" in text and b"disk on fire" not in text
