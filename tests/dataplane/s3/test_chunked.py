@@ -7,6 +7,8 @@ import io
 
 import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha1Checksum, Sha256Checksum
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dataplane.s3 import checksums, sigv4
 from dataplane.s3.body import body_reader
@@ -215,3 +217,29 @@ def test_signed_stream_through_body_reader_needs_decoded_length() -> None:
     no_headers: dict[str, str] = {}
     outcome = body_reader(no_headers.get, auth)
     assert isinstance(outcome, S3Error) and outcome.code is ErrorCode.MISSING_CONTENT_LENGTH
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=0, max_size=40_000), chunk=st.integers(min_value=8192, max_value=20_000),
+       cuts=st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=20), signed_mode=st.booleans())
+def test_any_stream_decodes_whatever_the_chunking_and_splits(data: bytes, chunk: int, cuts: list[int],
+                                                             signed_mode: bool) -> None:
+    """Property: a well-formed stream decodes to exactly its payload however it is chunked and however the network
+    splits it."""
+    crc = checksums.compute(Algorithm.CRC32, data)
+    if signed_mode:
+        ctx = context("STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER")
+        raw = signed_chunks(split(data, chunk), ctx, trailers={"x-amz-checksum-crc32": crc})
+        decoder = ChunkedDecoder(Payload.STREAMING_SIGNED_TRAILER, signing=ctx, decoded_length=len(data),
+                                 declared_trailers=("x-amz-checksum-crc32",))
+    else:
+        raw = unsigned_chunks(split(data, chunk), {"x-amz-checksum-crc32": crc})
+        decoder = ChunkedDecoder(UNSIGNED, declared_trailers=("x-amz-checksum-crc32",))
+    out, position = bytearray(), 0
+    for cut in [*cuts, len(raw)]:
+        got = decoder.feed(raw[position:position + cut])
+        assert not isinstance(got, S3Error), got
+        out += got
+        position += cut
+    assert bytes(out) == data
+    assert decoder.finish() == Decoded(len(data), {"x-amz-checksum-crc32": crc})
