@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -135,3 +137,31 @@ def test_up_mosquitto_without_mosquitto_says_what_to_install(tmp_path: Path) -> 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Mosquitto 2.0 or later" in done.stderr and "apt install mosquitto" in done.stderr
     assert not (tmp_path / "data").exists(), "nothing started, nothing written"
+
+
+def _handshake(up: Up) -> bool:
+    """Whether Mosquitto completes a TLS handshake with the local node's certificate (TLS 1.2, as the config
+    pins: the client certificate, and so the CRL, is checked inside the handshake)."""
+    identity = up.data / "agent" / "identity"
+    ctx = ssl.create_default_context(cafile=str(identity / "ca.pem"))
+    ctx.load_cert_chain(str(identity / "node.pem"), str(identity / "node.key"))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with socket.create_connection(("127.0.0.1", up.mqtt), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+            return True
+    except (ssl.SSLError, OSError):
+        return False
+
+
+def test_a_revoked_node_is_refused_by_mosquitto(up_mosq: Up) -> None:
+    """`cloudless node revoke` makes the coordinator rewrite the CRL; `up` reloads Mosquitto (SIGHUP), which from
+    then on refuses the node's certificate (as the embedded broker does)."""
+    up = up_mosq
+    up.start()
+    until(lambda: any(n["id"] == up.node and n["online"] for n in json.loads(
+        up.cli("get", "nodes", "-o", "json").stdout)["items"]), 60, "the local agent joined through Mosquitto")
+    assert _handshake(up), "the node's certificate is accepted before the revocation"
+    up.cli("node", "revoke", up.node)
+    until(lambda: not _handshake(up), 30, "Mosquitto refusing the revoked node's certificate")
+    assert up.processes("mosquitto"), "reloaded, not restarted or stopped"
