@@ -54,7 +54,7 @@ from coordinator.scheduler.model import (
     Snapshot,
     Unschedulable,
 )
-from coordinator.scheduler.scorers import DEFAULT_SCORERS, FULL, Scorer
+from coordinator.scheduler.scorers import DEFAULT_SCORERS, FULL, BulkScorer, Scorer
 
 Result = Placement | Unschedulable
 
@@ -317,7 +317,12 @@ class SchedulingPass:
             else:
                 scorer: Scorer = payload  # type: ignore[assignment]
                 nodes, alive, ctx = self._nodes, group.alive, self._ctx
-                column = [t + w * scorer.score(nodes[i], request, ctx) if alive[i] else t for i, t in enumerate(column)]
+                if isinstance(scorer, BulkScorer):  # one call for every node (dead ones too: cheaper than picking)
+                    values = scorer.score_all(nodes, request, ctx)
+                    column = [t + w * v if a else t for t, v, a in zip(column, values, alive, strict=True)]
+                else:
+                    column = [t + w * scorer.score(nodes[i], request, ctx) if alive[i] else t
+                              for i, t in enumerate(column)]
         return column
 
     def _dynamic(self, group: _Group, i: int, node: NodeView, request: PlacementRequest) -> float:

@@ -12,8 +12,8 @@ Contract the engine relies on (and the oracle tests check):
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import ClassVar, Final, Protocol
+from collections.abc import Hashable, Sequence
+from typing import ClassVar, Final, Protocol, runtime_checkable
 
 from coordinator.scheduler.context import Context
 from coordinator.scheduler.model import NodeView, PlacementRequest, SchedulerConfig, matches
@@ -175,8 +175,28 @@ class UtilizationBalance:
         return FULL * (full if request.strategy is Strategy.BINPACK else 1.0 - full)
 
 
+# how much one replica of another workload crowds a node, next to one of the workload's own (1.0)
+OTHERS_CROWD: Final = 0.25
+
+
+def crowd(node: NodeView, workload: str) -> float:
+    """How crowded a node is for a replica of `workload`: its own replicas there, plus a quarter of every other
+    replica there (fault domains first, then load)."""
+    own = node.workloads.get(workload, 0)
+    return own + OTHERS_CROWD * max(0, node.replicas - own)
+
+
 class Spreading:
-    """When spread is requested: 100 / (1 + sibling replicas already in the node's node or zone domain)."""
+    """Spread what may be spread, 100 / (1 + crowding):
+    - `spread: node` / `spread: zone`: crowding is the workload's replicas already in the node's domain;
+    - no spread asked, `strategy: spread` (the default): crowding is the workload's replicas already on the node
+      plus a quarter of the node's other replicas (`crowd`). Utilization alone cannot do this: a 10m replica barely
+      moves a node's fullness (and not at all below its live usage), so ten of them went to the same two nodes
+      (issue 17). With every other score within reach, N small replicas go to N distinct nodes when N fit;
+    - binpack without spread: not applicable (packing is the point).
+
+    `score_all` is `score` for many nodes at once (the engine ranks every node when a workload's first replica
+    comes); it computes exactly the same floats."""
 
     name: ClassVar[str] = "spread"
     dynamic: ClassVar[bool] = True
@@ -187,16 +207,35 @@ class Spreading:
         return config.spread_weight
 
     def key(self, request: PlacementRequest) -> Hashable | None:
-        return None if request.spread is Spread.NONE else (request.spread, request.workload)
+        if request.spread is Spread.NONE and request.strategy is Strategy.BINPACK:
+            return None
+        return (request.spread, request.workload)
 
     def may_increase(self, request: PlacementRequest) -> bool:
         return False
 
     def score(self, node: NodeView, request: PlacementRequest, ctx: Context) -> float:
         if request.spread is Spread.NONE:
-            return FULL
+            if request.strategy is Strategy.BINPACK:
+                return FULL
+            return FULL / (1.0 + crowd(node, request.workload))
         scope = Scope.ZONE if request.spread is Spread.ZONE else Scope.NODE
         return FULL / (1 + ctx.count(node, request.workload, scope))
+
+    def score_all(self, nodes: Sequence[NodeView], request: PlacementRequest, ctx: Context) -> list[float]:
+        if request.spread is not Spread.NONE or request.strategy is Strategy.BINPACK:
+            return [self.score(node, request, ctx) for node in nodes]
+        w, others = request.workload, OTHERS_CROWD
+        # crowd() inlined (twice as fast as calling it), the same arithmetic in the same order
+        return [FULL / (1.0 + ((own := n.workloads.get(w, 0)) + others * (n.replicas - own if n.replicas > own else 0)))
+                for n in nodes]
+
+
+@runtime_checkable
+class BulkScorer(Protocol):
+    """A dynamic scorer that may also rate many nodes in one call (optional: the engine uses it when present)."""
+
+    def score_all(self, nodes: Sequence[NodeView], request: PlacementRequest, ctx: Context) -> list[float]: ...
 
 
 DEFAULT_SCORERS: Final[tuple[Scorer, ...]] = (

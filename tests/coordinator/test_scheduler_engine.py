@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 
 from coordinator.errors import ConfigError, SnapshotError
 from coordinator.scheduler import (
+    NodeView,
     Placement,
     PlacementRequest,
     Reject,
@@ -261,3 +263,32 @@ def test_a_node_takes_no_more_replicas_than_one_desired_state_carries() -> None:
     rest = results[DESIRED_MAX_REPLICAS:]
     assert all(isinstance(r, Unschedulable) and r.summary == "0/1 nodes available: 1 desired state too large"
                for r in rest), rest[0]
+
+
+def _fleet(n: int) -> list[NodeView]:
+    """Alike nodes whose live usage differs (as heartbeats report it), reliability too: small replicas barely move
+    either, which is why utilization alone stacked them."""
+    return [make_node(f"n{i:02d}", cpu="4", mem="4Gi", utilization=0.1 + 0.3 * ((i * 7) % n) / n,
+                      reliability=1.0 - 0.01 * (i % 5)) for i in range(n)]
+
+
+@pytest.mark.parametrize(("replicas", "workloads", "nodes", "distinct"), [
+    (10, 1, 20, 10),  # issue 17: ten 10m replicas landed on 2 of 20 nodes
+    (20, 1, 20, 20),
+    (30, 1, 20, 20),  # more replicas than nodes: every node gets one before any gets a third
+    (10, 10, 20, 10),  # ten one-replica workloads: other workloads' replicas count too
+], ids=["10-on-20", "20-on-20", "30-on-20", "10-workloads-on-20"])
+def test_small_replicas_spread_over_as_many_nodes_as_fit(replicas: int, workloads: int, nodes: int,
+                                                         distinct: int) -> None:
+    requests = [dataclasses.replace(make_request(f"default/w{i % workloads}", cpu="10m", mem="8Mi"),
+                                    replica_id=f"r{i}") for i in range(replicas)]
+    results = schedule_many(make_snapshot(*_fleet(nodes)), requests)
+    per_node = Counter(placed(r) for r in results)
+    assert len(per_node) == distinct
+    assert max(per_node.values()) - min(per_node.values()) <= 1
+
+
+def test_binpack_still_packs_small_replicas() -> None:
+    requests = replicas(10, cpu="10m", mem="8Mi", strategy=Strategy.BINPACK)
+    results = schedule_many(make_snapshot(*_fleet(20)), requests)
+    assert len({placed(r) for r in results}) == 1

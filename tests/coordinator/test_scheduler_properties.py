@@ -212,3 +212,28 @@ def test_unschedulable_gives_a_reason_for_every_node(
                 int(part.split(" ", 1)[0]) for part in result.summary.split(": ", 1)[1].split(", ") if part[0].isdigit()
             )
             assert counted == len(snapshot.nodes)
+
+
+@st.composite
+def alike_nodes(draw: st.DrawFn, count: int) -> list[NodeView]:
+    """Room for many small replicas each; they differ in live usage (up to 40%) and reliability (0.9 and up), as
+    a fleet's heartbeats make them differ."""
+    return [NodeView(node_id=f"n{i:02d}", capacity_cpu_millis=4000, capacity_memory_bytes=4096 * MI,
+                     zone=draw(st.sampled_from(ZONES)),
+                     utilization=draw(st.none() | st.floats(0.0, 0.4)),
+                     reliability=draw(st.floats(0.9, 1.0))) for i in range(count)]
+
+
+@given(data=st.data(), n=st.integers(1, 16), extra=st.integers(0, 12),
+       workload=st.sampled_from(WORKLOADS), cpu=st.integers(1, 50))
+@settings(max_examples=60, deadline=None)
+def test_n_small_replicas_go_to_n_nodes_when_they_fit(data: st.DataObject, n: int, extra: int, workload: str,
+                                                       cpu: int) -> None:
+    """Issue 17: with the default placement, N small replicas on at least N nodes with room take N nodes, however
+    the nodes' usage and reliability differ (spread counts the replicas already on a node)."""
+    snap = Snapshot(tuple(data.draw(alike_nodes(n + extra))), 1)
+    requests = [PlacementRequest(workload=workload, replica_id=f"r{i}", cpu_millis=cpu, memory_bytes=8 * MI)
+                for i in range(n)]
+    results = schedule_many(snap, requests)
+    nodes = [r.node_id for r in results if isinstance(r, Placement)]
+    assert len(nodes) == n and len(set(nodes)) == n

@@ -108,7 +108,28 @@ CASES: list[Case] = [
     ),
     ("util-no-capacity-is-full", scorers.UtilizationBalance(), make_node(cpu="0", mem="0"), (), req(), 0.0),
     # Spreading
-    ("spread-not-requested", scorers.Spreading(), make_node(workloads={"default/web": 5}), (), req(), 100.0),
+    (
+        "spread-not-requested-binpack",
+        scorers.Spreading(),
+        make_node(replicas=5, workloads={"default/web": 5}),
+        (),
+        req(strategy=Strategy.BINPACK),
+        100.0,
+    ),
+    # ... with the default strategy (spread) and no spread asked, small replicas still spread (issue 17)
+    ("spread-default-empty", scorers.Spreading(), make_node(), (), req(), 100.0),
+    ("spread-default-one-sibling", scorers.Spreading(), make_node(replicas=1, workloads={"default/web": 1}), (),
+     req(), 50.0),
+    ("spread-default-four-others", scorers.Spreading(), make_node(replicas=4, workloads={"default/db": 4}), (),
+     req(), 50.0),
+    (
+        "spread-default-siblings-and-others",
+        scorers.Spreading(),
+        make_node(replicas=6, workloads={"default/web": 2, "default/db": 4}),
+        (make_node("b", workloads={"default/web": 9}),),  # other nodes' replicas do not count
+        req(),
+        25.0,
+    ),
     ("spread-node-empty", scorers.Spreading(), make_node(), (), req(spread=Spread.NODE), 100.0),
     (
         "spread-node-one-sibling",
