@@ -13,7 +13,7 @@ from coordinator import views
 from coordinator.errors import SpecError
 from coordinator.listing import MAX_LIMIT, page_of, page_request, parse_limit
 from coordinator.model import Event
-from coordinator.rest.paged import paged_response
+from coordinator.rest.paged import SLICE, paged_response
 from coordinator.rest.ports import EventLog
 from coordinator.rest.routes import LIST_PARAMS, Param, Route
 
@@ -81,7 +81,9 @@ class EventHandlers:
             await resp.prepare(request)
             await resp.write(b"retry: 2000\n\n")
             last = after
-            for e in self.journal.committed_events():
+            for i, e in enumerate(self.journal.committed_events()):
+                if i % SLICE == SLICE - 1:  # the replay may be thousands of events: give the loop back meanwhile
+                    await asyncio.sleep(0)
                 if e.seq > last and match(e):
                     await resp.write(_sse(e))
                     last = e.seq
