@@ -1,10 +1,14 @@
 """The storage port the S3 layer serves: buckets, objects and multipart parts (issue 20). The coordinator's
 metadata store plus chunks on agents will implement it; tests use an in-memory fake. Expected "no"s (no such bucket,
-bucket not empty, no such upload) are returned `S3Error`s, never exceptions."""
+bucket not empty, no such upload) are returned `S3Error`s, never exceptions.
+
+Object and part data stream: an upload writes into a `Staging` area as the bytes arrive (a chunk store can cut and
+place chunks on the way) and becomes visible only on `commit_object`/`commit_part`, after the S3 layer has verified
+the body's signatures and checksums; a rejected body is `abort`ed. Reads come back as an async iterator of pieces."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +52,22 @@ class UploadInfo:
     metadata: tuple[tuple[str, str], ...] = ()
 
 
+class Staging(Protocol):
+    """Bytes of one object or part on their way in; nothing is visible until a commit."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit_object(self, bucket: str, info: ObjectInfo) -> S3Error | None:
+        """Make the staged bytes the object `info.key` (replacing any previous one), atomically."""
+        ...
+
+    async def commit_part(self, upload_id: str, part: PartInfo) -> S3Error | None:
+        """Make the staged bytes part `part.number` of the upload (replacing a previous upload of that number)."""
+        ...
+
+    async def abort(self) -> None: ...
+
+
 class Backend(Protocol):
     async def list_buckets(self) -> list[BucketInfo]: ...
 
@@ -57,12 +77,14 @@ class Backend(Protocol):
 
     async def bucket_exists(self, name: str) -> bool: ...
 
-    async def put_object(self, bucket: str, info: ObjectInfo, data: bytes) -> S3Error | None: ...
+    async def stage(self, bucket: str) -> Staging | S3Error:
+        """A staging area for an object or part of `bucket` (NoSuchBucket when it does not exist)."""
+        ...
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error: ...
 
-    async def read_object(self, bucket: str, key: str, start: int, end: int) -> bytes | S3Error:
-        """Bytes start..end inclusive of the object (the whole object when end = size - 1)."""
+    async def read_object(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes] | S3Error:
+        """Bytes start..end inclusive of the object, in pieces (the whole object when end = size - 1)."""
         ...
 
     async def delete_object(self, bucket: str, key: str) -> S3Error | None:
@@ -76,8 +98,6 @@ class Backend(Protocol):
     async def create_upload(self, upload: UploadInfo) -> S3Error | None: ...
 
     async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo | S3Error: ...
-
-    async def put_part(self, upload_id: str, part: PartInfo, data: bytes) -> S3Error | None: ...
 
     async def list_parts(self, upload_id: str) -> list[PartInfo] | S3Error: ...
 

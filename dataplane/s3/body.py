@@ -1,24 +1,19 @@
-"""Reading a request body as the S3 layer needs it, sans-IO: feed raw bytes as they arrive, get the decoded, verified
-body at the end. It joins the aws-chunked decoder (when x-amz-content-sha256 is a STREAMING-* mode) to the integrity
-checks (SHA-256, Content-MD5, x-amz-checksum-* in a header or trailer) and caps the size."""
+"""Reading a request body as the S3 layer needs it, sans-IO: feed raw bytes as they arrive and get back the decoded
+payload bytes to pass on (to a staging area, never to a visible object); at the end, the verdict. It joins the
+aws-chunked decoder (when x-amz-content-sha256 is a STREAMING-* mode) to the integrity checks (SHA-256, Content-MD5,
+x-amz-checksum-* in a header or trailer) and caps the size. Bytes handed out before a rejecting `finish()` must be
+discarded by whoever took them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from dataplane.s3.chunked import ChunkedDecoder
 from dataplane.s3.errors import ErrorCode, S3Error
 from dataplane.s3.integrity import BodyCheck, Digests, body_check
 from dataplane.s3.sigv4 import Authenticated, Payload
 
-MAX_BODY = 5 * 1024 * 1024 * 1024  # S3's single PUT limit
-
-
-@dataclass(frozen=True, slots=True)
-class Body:
-    data: bytes
-    digests: Digests
+MAX_BODY = 5 * 1024 * 1024 * 1024  # S3's single PUT (and part) limit
 
 
 class BodyReader:
@@ -26,11 +21,11 @@ class BodyReader:
         self._decoder = decoder
         self._check = check
         self._limit = limit
-        self._parts: list[bytes] = []
         self._size = 0
         self._failure: S3Error | None = None
 
-    def feed(self, raw: bytes) -> S3Error | None:
+    def feed(self, raw: bytes) -> bytes | S3Error:
+        """The payload bytes `raw` completes (possibly none)."""
         if self._failure is not None:
             return self._failure
         data = self._decoder.feed(raw) if self._decoder is not None else raw
@@ -42,10 +37,9 @@ class BodyReader:
             self._failure = S3Error(ErrorCode.ENTITY_TOO_LARGE, f"the body exceeds {self._limit} bytes")
             return self._failure
         self._check.update(data)
-        self._parts.append(data)
-        return None
+        return data
 
-    def finish(self) -> Body | S3Error:
+    def finish(self) -> Digests | S3Error:
         if self._failure is not None:
             return self._failure
         trailers: dict[str, str] = {}
@@ -54,10 +48,7 @@ class BodyReader:
             if isinstance(decoded, S3Error):
                 return decoded
             trailers = decoded.trailers
-        digests = self._check.verdict(trailers)
-        if isinstance(digests, S3Error):
-            return digests
-        return Body(b"".join(self._parts), digests)
+        return self._check.verdict(trailers)
 
 
 def body_reader(header: Callable[[str], str | None], auth: Authenticated, *, limit: int = MAX_BODY

@@ -6,12 +6,13 @@ functions fetch what the cores need from the backend and apply their verdicts.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from dataplane.s3 import listing, multipart, ranges, xmlbodies
-from dataplane.s3.backend import Backend, ObjectInfo, PartInfo, UploadInfo
+from dataplane.s3.backend import Backend, ObjectInfo, PartInfo, Staging, UploadInfo
+from dataplane.s3.body import BodyReader
 from dataplane.s3.errors import ErrorCode, S3Error
 from dataplane.s3.integrity import Digests
 from dataplane.s3.routing import Operation, Route
@@ -25,18 +26,26 @@ class Response:
     status: int
     headers: Headers = ()
     body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None  # the body in pieces (object data); Content-Length is in headers
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A request body on its way in: the raw bytes as they arrive and the reader that decodes and verifies them."""
+
+    raw: AsyncIterator[bytes]
+    reader: BodyReader
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request as the handlers see it. `header` is a case-insensitive lookup; `body` is decoded and verified."""
+    """One request as the handlers see it. `header` is a case-insensitive lookup."""
 
     route: Route
     header: Callable[[str], str | None]
     now: float
     access_key: str
-    body: bytes = b""
-    digests: Digests | None = None
+    body: Incoming | None = None  # set for the operations in WITH_BODY
     header_names: tuple[str, ...] = ()  # lower-case, for the x-amz-meta-* user metadata
 
 
@@ -56,6 +65,44 @@ WITH_BODY = frozenset({Operation.PUT_OBJECT, Operation.UPLOAD_PART, Operation.DE
 async def handle(service: Service, call: Call) -> Response | S3Error:
     handler = _HANDLERS[call.route.operation]
     return await handler(service, call)
+
+
+async def receive(call: Call, staging: Staging) -> Digests | S3Error:
+    """Pump the verified payload into `staging`; abort it when the body is rejected or the transfer breaks."""
+    assert call.body is not None
+    try:
+        async for raw in call.body.raw:
+            data = call.body.reader.feed(raw)
+            if isinstance(data, S3Error):
+                await staging.abort()
+                return S3Error(data.code, data.message, call.route.resource)
+            if data:
+                await staging.write(data)
+        digests = call.body.reader.finish()
+    except BaseException:
+        await staging.abort()
+        raise
+    if isinstance(digests, S3Error):
+        await staging.abort()
+        return S3Error(digests.code, digests.message, call.route.resource)
+    return digests
+
+
+async def read_small(call: Call, limit: int = xmlbodies.MAX_XML_BODY) -> bytes | S3Error:
+    """A small (XML) body, whole and verified."""
+    assert call.body is not None
+    pieces: list[bytes] = []
+    size = 0
+    async for raw in call.body.raw:
+        data = call.body.reader.feed(raw)
+        if isinstance(data, S3Error):
+            return data
+        size += len(data)
+        if size > limit:
+            return S3Error(ErrorCode.MALFORMED_XML, f"the XML body exceeds {limit} bytes")
+        pieces.append(data)
+    digests = call.body.reader.finish()
+    return digests if isinstance(digests, S3Error) else b"".join(pieces)
 
 
 def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
@@ -80,6 +127,9 @@ async def list_buckets(service: Service, call: Call) -> Response | S3Error:
 
 
 async def create_bucket(service: Service, call: Call) -> Response | S3Error:
+    body = await read_small(call)  # CreateBucketConfiguration: verified, then ignored (one region)
+    if isinstance(body, S3Error):
+        return body
     problem = await service.backend.create_bucket(call.route.bucket, call.now)
     return problem or Response(200, (("Location", f"/{call.route.bucket}"),))
 
@@ -124,7 +174,10 @@ async def list_objects_v2(service: Service, call: Call) -> Response | S3Error:
 
 
 async def delete_objects(service: Service, call: Call) -> Response | S3Error:
-    request = xmlbodies.parse_delete(call.body)
+    body = await read_small(call)
+    if isinstance(body, S3Error):
+        return body
+    request = xmlbodies.parse_delete(body)
     if isinstance(request, S3Error):
         return request
     problem = await _need_bucket(service, call)
@@ -144,24 +197,29 @@ def _preconditions(call: Call, prefix: str = "") -> ranges.Preconditions:
 
 
 async def put_object(service: Service, call: Call) -> Response | S3Error:
-    assert call.digests is not None
-    problem = await _need_bucket(service, call)
-    if problem is not None:
-        return problem
     if call.header("if-none-match") == "*":  # conditional write: only when the key does not exist yet
         existing = await service.backend.head_object(call.route.bucket, call.route.key)
         if not isinstance(existing, S3Error):
             return S3Error(ErrorCode.PRECONDITION_FAILED, "the object exists (If-None-Match: *)", call.route.resource)
-    info = ObjectInfo(call.route.key, len(call.body), call.digests.md5_hex, call.now,
-                      call.header("content-type") or "binary/octet-stream", _metadata(call),
-                      call.digests.checksum)
-    problem = await service.backend.put_object(call.route.bucket, info, call.body)
+    staging = await service.backend.stage(call.route.bucket)
+    if isinstance(staging, S3Error):
+        return S3Error(staging.code, staging.message, call.route.resource)
+    digests = await receive(call, staging)
+    if isinstance(digests, S3Error):
+        return digests
+    info = ObjectInfo(call.route.key, digests.size, digests.md5_hex, call.now,
+                      call.header("content-type") or "binary/octet-stream", _metadata(call), digests.checksum)
+    problem = await staging.commit_object(call.route.bucket, info)
     if problem is not None:
         return problem
-    headers = [("ETag", xmlbodies.quoted(info.etag))]
-    if info.checksum is not None:
-        headers.append((f"x-amz-checksum-{info.checksum[0].value}", info.checksum[1]))
-    return Response(200, tuple(headers))
+    return Response(200, _write_headers(info.etag, digests))
+
+
+def _write_headers(etag: str, digests: Digests) -> Headers:
+    headers = [("ETag", xmlbodies.quoted(etag))]
+    if digests.checksum is not None:
+        headers.append((f"x-amz-checksum-{digests.checksum[0].value}", digests.checksum[1]))
+    return tuple(headers)
 
 
 _RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
@@ -197,10 +255,10 @@ async def get_object(service: Service, call: Call, *, head: bool = False) -> Res
     headers["Content-Length"] = str(end - start + 1)
     if head or info.size == 0:
         return Response(status, tuple(headers.items()))
-    data = await service.backend.read_object(call.route.bucket, call.route.key, start, end)
-    if isinstance(data, S3Error):
-        return data
-    return Response(status, tuple(headers.items()), data)
+    pieces = await service.backend.read_object(call.route.bucket, call.route.key, start, end)
+    if isinstance(pieces, S3Error):
+        return pieces
+    return Response(status, tuple(headers.items()), stream=pieces)
 
 
 async def head_object(service: Service, call: Call) -> Response | S3Error:
@@ -237,19 +295,37 @@ async def copy_object(service: Service, call: Call) -> Response | S3Error:
     if source == (call.route.bucket, call.route.key) and not replace:
         return S3Error(ErrorCode.INVALID_REQUEST, "copying an object to itself needs x-amz-metadata-directive: "
                        "REPLACE", call.route.resource)
-    data = await service.backend.read_object(*source, 0, info.size - 1) if info.size else b""
-    if isinstance(data, S3Error):
-        return data
+    staging = await service.backend.stage(call.route.bucket)
+    if isinstance(staging, S3Error):
+        return staging
+    md5 = await _copy_into(service, source, info, staging)
+    if isinstance(md5, S3Error):
+        return md5
     content_type = (call.header("content-type") or "binary/octet-stream") if replace else info.content_type
     metadata = _metadata(call) if replace else info.metadata
-    copied = ObjectInfo(call.route.key, info.size, info.etag if not info.parts else _md5_hex(data), call.now,
-                        content_type, metadata, info.checksum if not info.parts else None)
-    problem = await service.backend.put_object(call.route.bucket, copied, data)
+    # a copy is one part: a multipart source's "-N" ETag does not describe it
+    copied = ObjectInfo(call.route.key, info.size, md5, call.now, content_type, metadata,
+                        info.checksum if not info.parts else None)
+    problem = await staging.commit_object(call.route.bucket, copied)
     return problem or Response(200, XML, xmlbodies.copy_result_document(copied))
 
 
-def _md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+async def _copy_into(service: Service, source: tuple[str, str], info: ObjectInfo, staging: Staging) -> str | S3Error:
+    """Stream the source object into `staging`; its MD5 hex."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    try:
+        if info.size:
+            pieces = await service.backend.read_object(*source, 0, info.size - 1)
+            if isinstance(pieces, S3Error):
+                await staging.abort()
+                return pieces
+            async for piece in pieces:
+                md5.update(piece)
+                await staging.write(piece)
+    except BaseException:
+        await staging.abort()
+        raise
+    return md5.hexdigest()
 
 
 # ---- multipart -------------------------------------------------------------------------------------------------
@@ -270,25 +346,28 @@ async def _upload(service: Service, call: Call) -> UploadInfo | S3Error:
 
 
 async def upload_part(service: Service, call: Call) -> Response | S3Error:
-    assert call.digests is not None
     number = multipart.parse_part_number(call.route.query.get("partNumber"))
     if isinstance(number, S3Error):
         return number
     upload = await _upload(service, call)
     if isinstance(upload, S3Error):
         return upload
-    part = PartInfo(number, len(call.body), call.digests.md5_hex, call.now)
-    problem = await service.backend.put_part(upload.upload_id, part, call.body)
-    if problem is not None:
-        return problem
-    headers = [("ETag", xmlbodies.quoted(part.etag))]
-    if call.digests.checksum is not None:
-        headers.append((f"x-amz-checksum-{call.digests.checksum[0].value}", call.digests.checksum[1]))
-    return Response(200, tuple(headers))
+    staging = await service.backend.stage(call.route.bucket)
+    if isinstance(staging, S3Error):
+        return staging
+    digests = await receive(call, staging)
+    if isinstance(digests, S3Error):
+        return digests
+    part = PartInfo(number, digests.size, digests.md5_hex, call.now)
+    problem = await staging.commit_part(upload.upload_id, part)
+    return problem or Response(200, _write_headers(part.etag, digests))
 
 
 async def complete_upload(service: Service, call: Call) -> Response | S3Error:
-    requested = xmlbodies.parse_complete(call.body)
+    body = await read_small(call)
+    if isinstance(body, S3Error):
+        return body
+    requested = xmlbodies.parse_complete(body)
     if isinstance(requested, S3Error):
         return requested
     upload = await _upload(service, call)

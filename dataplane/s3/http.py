@@ -21,7 +21,7 @@ from dataplane.s3.auth import authenticate
 from dataplane.s3.backend import Backend
 from dataplane.s3.body import MAX_BODY, body_reader
 from dataplane.s3.errors import ErrorCode, S3Error
-from dataplane.s3.handlers import WITH_BODY, Call, Response, Service, handle
+from dataplane.s3.handlers import WITH_BODY, Call, Incoming, Response, Service, handle
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
@@ -53,7 +53,7 @@ def s3_app(backend: Backend, secrets: sigv4.SecretLookup, config: S3Config | Non
             result = S3Error(ErrorCode.INTERNAL_ERROR, "we encountered an internal error; please try again")
         if isinstance(result, S3Error):
             return _error_response(request, result, request_id)
-        return _response(request, result, request_id)
+        return await _response(request, result, request_id)
 
     app.router.add_route("*", "/{tail:.*}", serve)
     return app
@@ -72,30 +72,33 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
                           copy_source="x-amz-copy-source" in request.headers, base_domains=cfg.base_domains)
     if isinstance(route, S3Error):
         return route
-    call = Call(route, request.headers.get, now, auth.access_key,
-                header_names=tuple(k.lower() for k in request.headers))
+    body = None
     if route.operation in WITH_BODY:
         reader = body_reader(request.headers.get, auth, limit=cfg.max_body)
         if isinstance(reader, S3Error):
-            return reader
-        async for chunk in request.content.iter_chunked(READ_SIZE):
-            problem = reader.feed(chunk)
-            if problem is not None:
-                return S3Error(problem.code, problem.message, route.resource)
-        body = reader.finish()
-        if isinstance(body, S3Error):
-            return S3Error(body.code, body.message, route.resource)
-        call = Call(route, request.headers.get, now, auth.access_key, body.data, body.digests, call.header_names)
+            return S3Error(reader.code, reader.message, route.resource)
+        body = Incoming(request.content.iter_chunked(READ_SIZE), reader)
+    call = Call(route, request.headers.get, now, auth.access_key, body,
+                header_names=tuple(k.lower() for k in request.headers))
     result = await handle(service, call)
     if isinstance(result, S3Error) and not result.resource:
         return S3Error(result.code, result.message, route.resource)
     return result
 
 
-def _response(request: web.Request, result: Response, request_id: str) -> web.StreamResponse:
-    headers = [(k, v) for k, v in result.headers if not (result.body and k.lower() == "content-length")]
-    headers.append(("x-amz-request-id", request_id))
-    return web.Response(status=result.status, body=result.body or None, headers=headers)
+async def _response(request: web.Request, result: Response, request_id: str) -> web.StreamResponse:
+    if result.stream is None:
+        headers = [(k, v) for k, v in result.headers if not (result.body and k.lower() == "content-length")]
+        headers.append(("x-amz-request-id", request_id))
+        return web.Response(status=result.status, body=result.body or None, headers=headers)
+    response = web.StreamResponse(status=result.status, headers=[*result.headers, ("x-amz-request-id", request_id)])
+    await response.prepare(request)
+    # A failure from here on can only cut the connection short (the status is sent): the client sees fewer bytes than
+    # Content-Length and retries, as with S3 itself.
+    async for piece in result.stream:
+        await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 def _error_response(request: web.Request, err: S3Error, request_id: str) -> web.StreamResponse:

@@ -19,6 +19,7 @@ from dataplane.s3.sigv4 import Authenticated, Payload
 
 @dataclass(frozen=True, slots=True)
 class Digests:
+    size: int
     md5_hex: str
     checksum: tuple[Algorithm, str] | None  # the verified x-amz-checksum, to store and echo
 
@@ -31,12 +32,14 @@ class BodyCheck:
         self._content_sha256 = content_sha256
         self._content_md5 = content_md5
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._size = 0
         self._algorithm = checksum_algorithm
         self._expected = checksum_value
         self._in_trailer = in_trailer
         self._checksum = checksums.new_checksum(checksum_algorithm) if checksum_algorithm else None
 
     def update(self, data: bytes) -> None:
+        self._size += len(data)
         self._md5.update(data)
         if self._sha256 is not None:
             self._sha256.update(data)
@@ -51,7 +54,7 @@ class BodyCheck:
                 base64.b64encode(self._md5.digest()).decode(), self._content_md5):
             return S3Error(ErrorCode.BAD_DIGEST, "the Content-MD5 you specified did not match what we received")
         if self._algorithm is None or self._checksum is None:
-            return Digests(self._md5.hexdigest(), None)
+            return Digests(self._size, self._md5.hexdigest(), None)
         expected = self._expected
         if self._in_trailer:
             expected = (trailers or {}).get(f"x-amz-checksum-{self._algorithm.value}")
@@ -62,7 +65,7 @@ class BodyCheck:
         if not hmac.compare_digest(actual, expected):
             return S3Error(ErrorCode.BAD_DIGEST, f"the {self._algorithm.value.upper()} you specified did not match "
                            "the calculated checksum")
-        return Digests(self._md5.hexdigest(), (self._algorithm, actual))
+        return Digests(self._size, self._md5.hexdigest(), (self._algorithm, actual))
 
 
 def body_check(header: Callable[[str], str | None], auth: Authenticated) -> BodyCheck | S3Error:

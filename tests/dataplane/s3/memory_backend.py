@@ -1,9 +1,11 @@
 """An in-memory `Backend` for S3 tests: buckets, objects and multipart parts in dicts, with S3's answers for missing
-buckets, keys and uploads. A maintained fake (STYLE §5), not a mock: it implements the Protocol in full."""
+buckets, keys and uploads. A maintained fake (STYLE §5), not a mock: it implements the Protocol in full. Reads come
+back in `piece`-sized pieces so streaming is exercised; `staged` counts staging areas still open (a test can check
+that every rejected upload was aborted)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo, UploadInfo
@@ -26,10 +28,50 @@ def _utf8_order(key: str) -> bytes:
     return key.encode()
 
 
+class MemoryStaging:
+    def __init__(self, backend: MemoryBackend) -> None:
+        self._backend = backend
+        self._data = bytearray()
+        self._open = True
+        backend.staged += 1
+
+    def _close(self) -> None:
+        assert self._open, "a staging area was used after its commit or abort"
+        self._open = False
+        self._backend.staged -= 1
+
+    async def write(self, data: bytes) -> None:
+        assert self._open
+        self._data += data
+
+    async def commit_object(self, bucket: str, info: ObjectInfo) -> S3Error | None:
+        self._close()
+        found = self._backend._bucket(bucket)
+        if isinstance(found, S3Error):
+            return found
+        assert len(self._data) == info.size
+        found.objects[info.key] = (info, bytes(self._data))
+        return None
+
+    async def commit_part(self, upload_id: str, part: PartInfo) -> S3Error | None:
+        self._close()
+        upload = self._backend.uploads.get(upload_id)
+        if upload is None:
+            return S3Error(ErrorCode.NO_SUCH_UPLOAD, "the specified multipart upload does not exist")
+        assert len(self._data) == part.size
+        upload.parts[part.number] = (part, bytes(self._data))
+        return None
+
+    async def abort(self) -> None:
+        self._close()
+
+
 class MemoryBackend:
-    def __init__(self) -> None:
+    def __init__(self, piece: int = 64 * 1024) -> None:
         self.buckets: dict[str, _Bucket] = {}
         self.uploads: dict[str, _Upload] = {}
+        self.staged = 0
+        self._piece = piece
 
     def _bucket(self, name: str) -> _Bucket | S3Error:
         bucket = self.buckets.get(name)
@@ -58,13 +100,9 @@ class MemoryBackend:
     async def bucket_exists(self, name: str) -> bool:
         return name in self.buckets
 
-    async def put_object(self, bucket: str, info: ObjectInfo, data: bytes) -> S3Error | None:
+    async def stage(self, bucket: str) -> MemoryStaging | S3Error:
         found = self._bucket(bucket)
-        if isinstance(found, S3Error):
-            return found
-        assert len(data) == info.size
-        found.objects[info.key] = (info, data)
-        return None
+        return found if isinstance(found, S3Error) else MemoryStaging(self)
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error:
         found = self._bucket(bucket)
@@ -75,11 +113,15 @@ class MemoryBackend:
             return S3Error(ErrorCode.NO_SUCH_KEY, "the specified key does not exist", f"/{bucket}/{key}")
         return entry[0]
 
-    async def read_object(self, bucket: str, key: str, start: int, end: int) -> bytes | S3Error:
+    async def read_object(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes] | S3Error:
         info = await self.head_object(bucket, key)
         if isinstance(info, S3Error):
             return info
-        return self.buckets[bucket].objects[key][1][start:end + 1]
+        return self._pieces(self.buckets[bucket].objects[key][1][start:end + 1])
+
+    async def _pieces(self, data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), self._piece):
+            yield data[i:i + self._piece]
 
     async def delete_object(self, bucket: str, key: str) -> S3Error | None:
         found = self._bucket(bucket)
@@ -109,17 +151,18 @@ class MemoryBackend:
             return S3Error(ErrorCode.NO_SUCH_UPLOAD, "the specified multipart upload does not exist")
         return upload.info
 
-    async def put_part(self, upload_id: str, part: PartInfo, data: bytes) -> S3Error | None:
-        self.uploads[upload_id].parts[part.number] = (part, data)
-        return None
-
     async def list_parts(self, upload_id: str) -> list[PartInfo] | S3Error:
         return [p for p, _ in self.uploads[upload_id].parts.values()]
 
     async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: tuple[int, ...]) -> S3Error | None:
         upload = self.uploads.pop(upload_id)
+        found = self._bucket(upload.info.bucket)
+        if isinstance(found, S3Error):
+            return found
         data = b"".join(upload.parts[n][1] for n in parts)
-        return await self.put_object(upload.info.bucket, info, data)
+        assert len(data) == info.size
+        found.objects[info.key] = (info, data)
+        return None
 
     async def abort_upload(self, upload_id: str) -> S3Error | None:
         self.uploads.pop(upload_id, None)

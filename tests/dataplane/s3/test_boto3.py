@@ -143,6 +143,7 @@ def test_content_md5_over_tls_sends_an_unsigned_payload_the_server_checks(server
         s3.put_object(Bucket="md5-checked", Key="k2", Body=body, ContentMD5=wrong)
     assert code_of(exc) == "BadDigest"
     assert "k2" not in server.backend.buckets["md5-checked"].objects
+    assert server.backend.staged == 0  # the rejected body's staging area was aborted
 
 
 def test_missing_bucket(s3: Any) -> None:

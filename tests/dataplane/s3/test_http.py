@@ -79,6 +79,7 @@ async def test_signed_aws_chunked_upload_end_to_end(client: TestClient[Any, Any]
     assert status == 200
     assert response.headers["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     assert backend.buckets["bkt"].objects["signed"][1] == data
+    assert backend.staged == 0  # every staging area was committed or aborted
 
 
 async def test_signed_aws_chunked_upload_with_a_tampered_chunk(client: TestClient[Any, Any],
@@ -92,6 +93,7 @@ async def test_signed_aws_chunked_upload_with_a_tampered_chunk(client: TestClien
     status, text, _ = await send(client, "PUT", "/bkt/forged", payload=payload, headers=headers, body=bytes(body))
     assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in text
     assert "forged" not in backend.buckets["bkt"].objects
+    assert backend.staged == 0  # every staging area was committed or aborted
 
 
 async def test_malformed_chunked_body_is_a_400_and_stores_nothing(client: TestClient[Any, Any],
@@ -101,6 +103,7 @@ async def test_malformed_chunked_body_is_a_400_and_stores_nothing(client: TestCl
                                  headers=headers, body=b"zz\r\nhello\r\n")
     assert status == 403 and b"<Code>InvalidChunkSizeError</Code>" in text
     assert "bad" not in backend.buckets["bkt"].objects
+    assert backend.staged == 0  # every staging area was committed or aborted
 
 
 async def test_trailer_checksum_mismatch_through_the_adapter(client: TestClient[Any, Any],
@@ -111,6 +114,7 @@ async def test_trailer_checksum_mismatch_through_the_adapter(client: TestClient[
                                  headers=headers, body=body)
     assert status == 400 and b"<Code>BadDigest</Code>" in text
     assert "sum" not in backend.buckets["bkt"].objects
+    assert backend.staged == 0  # every staging area was committed or aborted
 
 
 async def test_signed_body_that_differs_from_its_hash(client: TestClient[Any, Any]) -> None:
