@@ -1,7 +1,8 @@
-"""The S3 operations over a `Backend`: one async function per operation, from an authenticated, routed request with
-its verified body to a response value. No HTTP library here: the aiohttp adapter (`http.py`) or any other server
-turns `Response` into bytes on the wire. Decisions are the pure cores' (`ranges`, `listing`, `multipart`); these
-functions fetch what the cores need from the backend and apply their verdicts."""
+"""The S3 operations over a `Backend`: one async function per operation, from an authenticated, routed request (its
+body still arriving: uploads stream into a staging area and are committed only once verified) to a response value.
+No HTTP library here: the aiohttp adapter (`http.py`) or any other server turns `Response` into bytes on the wire.
+Decisions are the pure cores' (`ranges`, `listing`, `multipart`); these functions fetch what the cores need from the
+backend and apply their verdicts."""
 
 from __future__ import annotations
 
