@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker import wire
+from broker.acl import topic_matches
+from broker.client import Message
 from broker.wire import (
     DesiredState,
     Heartbeat,
@@ -98,16 +100,20 @@ class FleetBusClient(FakeBusClient):
 
     async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> int:
         self.broker.listeners[self.client_id] = self
+        self.broker.routes.clear()
         return await super().subscribe(topic_filter, handler, qos=qos)
 
 
 class FleetBroker(FakeBroker):
-    """The pair harness's broker, routing only to the clients that subscribed to something (same semantics:
-    retained store, wildcard matching, asynchronous delivery, wills)."""
+    """The pair harness's broker with the same semantics (retained store, wildcard matching with broker.acl's
+    matcher, asynchronous delivery, wills), routing by a table of topic -> subscriptions built on first use, as a
+    real broker's subscription trie does: what the coordinator publishes costs it what a publish costs, not a
+    scan of the fake's subscriptions."""
 
     def __init__(self) -> None:
         super().__init__()
         self.listeners: dict[str, FakeBusClient] = {}
+        self.routes: dict[str, list[tuple[FakeBusClient, str]]] = {}  # topic -> (client, its matching filter)
         self.keep_log = False  # the publish log of a 5,000-node fleet is large and nobody reads it
 
     def client(self, client_id: str, *, will: tuple[str, bytes] | None = None) -> FakeBusClient:
@@ -116,13 +122,23 @@ class FleetBroker(FakeBroker):
         return c
 
     def route(self, sender: str, topic: str, payload: bytes, retain: bool) -> None:
-        clients, self.clients = self.clients, list(self.listeners.values())
-        try:
-            if not self.keep_log:
-                self.log = []
-            super().route(sender, topic, payload, retain)
-        finally:
-            self.clients = clients
+        if self.keep_log:
+            self.log.append((sender, topic))
+        if retain:
+            if payload:
+                self.retained[topic] = payload
+            else:
+                self.retained.pop(topic, None)
+        targets = self.routes.get(topic)
+        if targets is None:
+            targets = self.routes[topic] = [(c, f) for c in self.listeners.values() for f in c.subs
+                                            if topic_matches(topic, f)]
+        if targets:
+            loop = asyncio.get_running_loop()
+            for c, f in targets:
+                handler = c.subs.get(f)
+                if c.connected and handler is not None:
+                    loop.call_soon(handler, Message(topic, payload, 1, False))
 
 
 @dataclass

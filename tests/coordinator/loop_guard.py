@@ -18,7 +18,10 @@ body, which only drives a simulator and reads responses).
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import io
+import pstats
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LIMIT_S = 0.05
+PROFILE_LINES = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +40,12 @@ class Step:
     cpu_s: float
     gc_s: float = 0.0
     exempt: bool = False
+    profile: str = ""  # with `watch(profile=True)`, for a step over the limit: its functions by cumulative time
 
     def __str__(self) -> str:
         gc_note = f" (+{self.gc_s * 1000:.1f} ms gc)" if self.gc_s >= 0.001 else ""
-        return f"{self.cpu_s * 1000:.1f} ms CPU{gc_note}: {self.what}"
+        text = f"{self.cpu_s * 1000:.1f} ms CPU{gc_note}: {self.what}"
+        return f"{text}\n{self.profile}" if self.profile else text
 
 
 class LoopBlocked(AssertionError):
@@ -118,7 +124,7 @@ class Guard:
             self._gc_in_step += spent
             self.gc_total_s += spent
 
-    def _record(self, handle: asyncio.Handle, cpu_s: float) -> None:
+    def _record(self, handle: asyncio.Handle, cpu_s: float, profiler: cProfile.Profile | None = None) -> None:
         gc_s, self._gc_in_step = self._gc_in_step, 0.0
         own = max(0.0, cpu_s - gc_s)
         callback: Any = getattr(handle, "_callback", None)
@@ -126,14 +132,22 @@ class Guard:
         exempt = isinstance(task, asyncio.Task) and task in self.exempt_tasks
         # describing every step would cost more than most steps: only the ones worth reading
         what = describe(handle) if own > self.limit_s / 5 else ""
-        self.steps.append(Step(what, own, gc_s, exempt))
+        profile = ""
+        if profiler is not None and own > self.limit_s and not exempt:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(PROFILE_LINES)
+            profile = "\n".join(line for line in out.getvalue().splitlines() if line.strip()
+                                 and "{method 'disable'" not in line)
+        self.steps.append(Step(what, own, gc_s, exempt, profile))
 
 
 @contextmanager
 def watch(limit_s: float = LIMIT_S, *, exempt: Iterable[asyncio.Task[Any] | None] = (),
-          check: bool = True) -> Iterator[Guard]:
+          check: bool = True, profile: bool = False) -> Iterator[Guard]:
     """Time every callback the loop runs inside the block; on leaving it (without an exception already), raise
-    LoopBlocked when one took more than `limit_s` of CPU (`check=False`: record only)."""
+    LoopBlocked when one took more than `limit_s` of CPU (`check=False`: record only). `profile`: run each step
+    under cProfile and keep, for the steps over the limit, where their time went (slower: for finding culprits,
+    and its overhead counts in the CPU measured)."""
     guard = Guard(limit_s)
     for task in exempt:
         guard.exempt(task)
@@ -141,11 +155,19 @@ def watch(limit_s: float = LIMIT_S, *, exempt: Iterable[asyncio.Task[Any] | None
 
     def timed(handle: asyncio.Handle) -> None:
         guard._gc_in_step = 0.0
+        profiler = cProfile.Profile() if profile else None
         started = time.thread_time()
         try:
-            original(handle)
+            if profiler is not None:
+                profiler.enable()
+                try:
+                    original(handle)
+                finally:
+                    profiler.disable()
+            else:
+                original(handle)
         finally:
-            guard._record(handle, time.thread_time() - started)
+            guard._record(handle, time.thread_time() - started, profiler)
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
     gc.callbacks.append(guard._on_gc)

@@ -90,3 +90,13 @@ async def test_the_loop_is_restored_even_when_the_block_fails() -> None:
         raise RuntimeError("boom")
     assert asyncio.events.Handle._run is original
     assert not any(getattr(cb, "__self__", None).__class__ is loop_guard.Guard for cb in gc.callbacks)
+
+
+async def test_a_profiled_culprit_says_where_its_time_went() -> None:
+    with loop_guard.watch(limit_s=0.05, check=False, profile=True) as guard:
+        asyncio.get_running_loop().call_soon(blocking_callback)
+        asyncio.get_running_loop().call_soon(lambda: None)
+        await asyncio.sleep(0.01)
+    (culprit,) = guard.culprits
+    assert "burn" in culprit.profile and "burn" in str(culprit)
+    assert all(not s.profile for s in guard.steps if s is not culprit)  # only the culprits keep one

@@ -16,6 +16,7 @@ named tasks fleet_memory runs rounds in.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ BIG = 2500
 SMALL = (("api", 5), ("cache", 3), ("jobs", 7))
 PAGE = 500
 LIMIT_S = loop_guard.LIMIT_S
+# CLOUDLESS_LOOP_PROFILE=1: each culprit in the failure comes with its profile (where its time went)
+PROFILE = os.environ.get("CLOUDLESS_LOOP_PROFILE") == "1"
 
 pytestmark = pytest.mark.timeout(600)  # a coordinator that still blocks takes long to fail; fixed, it takes ~30 s
 
@@ -45,7 +48,7 @@ class Phases:
 
     async def run(self, name: str, work: Callable[[], Awaitable[object]]) -> object:
         started = time.perf_counter()
-        with loop_guard.watch(LIMIT_S, exempt=[asyncio.current_task()], check=False) as guard:
+        with loop_guard.watch(LIMIT_S, exempt=[asyncio.current_task()], check=False, profile=PROFILE) as guard:
             result = await work()
             await asyncio.sleep(0)  # what the phase woke (a round, a handler) runs inside it
             await asyncio.sleep(0)
@@ -56,7 +59,8 @@ class Phases:
         lines = []
         for name, g in self.guards.items():
             worst = g.longest(1)
-            lines.append(f"{name}: {len(g.steps)} steps, longest {worst[0] if worst else '-'}, "
+            longest = f"{worst[0].cpu_s * 1000:.1f} ms CPU {worst[0].what}" if worst else "-"
+            lines.append(f"{name}: {len(g.steps)} steps, longest {longest}, "
                          f"wall {self.wall[name]:.2f} s, gc {g.gc_total_s * 1000:.0f} ms")
         return "\n".join(lines)
 
