@@ -56,3 +56,11 @@ async def test_crashed_nodes_publish_their_wills(tmp_path: Path) -> None:
         await fc.round()
         assert fc.coord.members["node-00001"].state is NodeState.LOST
         assert fc.coord.members["node-00002"].state is NodeState.ONLINE
+
+
+async def test_small_replicas_spread_over_the_fleet(tmp_path: Path) -> None:
+    """Issue 17 through the real coordinator: ten 10m replicas on 20 alike nodes take ten nodes (they took two)."""
+    async with fleet_memory.cluster(tmp_path, nodes=20) as fc:
+        await fc.apply(workload("ten", 10))
+        await converge(fc, 10, workload="ten")
+        assert len(set(fc.placed("ten").values())) == 10
