@@ -56,6 +56,17 @@ class Service:
     new_id: Callable[[], str] = field(repr=False)
     region: str = "us-east-1"
     owner: str = "cloudless"
+    # Whether an access key may perform an operation on a bucket ("" for ListBuckets); None allows every
+    # authenticated key everything. CopyObject also asks for GetObject on its source bucket.
+    authorize: Authorizer | None = None
+
+
+Authorizer = Callable[[str, Operation, str], bool]
+
+
+def _denied(call: Call, operation: Operation, bucket: str) -> S3Error:
+    return S3Error(ErrorCode.ACCESS_DENIED, f"access key {call.access_key} may not {operation.value} on "
+                   f"{bucket or 'the service'}", call.route.resource)
 
 
 # Operations that take a request body (the adapter reads and verifies it before calling the handler).
@@ -64,7 +75,10 @@ WITH_BODY = frozenset({Operation.PUT_OBJECT, Operation.UPLOAD_PART, Operation.DE
 
 
 async def handle(service: Service, call: Call) -> Response | S3Error:
-    handler = _HANDLERS[call.route.operation]
+    operation, bucket = call.route.operation, call.route.bucket
+    if service.authorize is not None and not service.authorize(call.access_key, operation, bucket):
+        return _denied(call, operation, bucket)
+    handler = _HANDLERS[operation]
     return await handler(service, call)
 
 
@@ -282,6 +296,8 @@ async def copy_object(service: Service, call: Call) -> Response | S3Error:
     source = parse_copy_source(call.header("x-amz-copy-source") or "")
     if isinstance(source, S3Error):
         return source
+    if service.authorize is not None and not service.authorize(call.access_key, Operation.GET_OBJECT, source[0]):
+        return _denied(call, Operation.GET_OBJECT, source[0])
     problem = await _need_bucket(service, call)
     if problem is not None:
         return problem

@@ -21,7 +21,7 @@ from dataplane.s3.auth import authenticate
 from dataplane.s3.backend import Backend
 from dataplane.s3.body import MAX_BODY, body_reader
 from dataplane.s3.errors import ErrorCode, S3Error
-from dataplane.s3.handlers import WITH_BODY, Call, Incoming, Response, Service, handle
+from dataplane.s3.handlers import WITH_BODY, Authorizer, Call, Incoming, Response, Service, handle
 
 log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
@@ -33,6 +33,7 @@ class S3Config:
     base_domains: tuple[str, ...] = ()  # virtual-host addressing under these domains
     max_body: int = MAX_BODY
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    authorize: Authorizer | None = field(default=None, repr=False)  # bucket-level permissions per access key
 
 
 def _new_id() -> str:
@@ -41,7 +42,7 @@ def _new_id() -> str:
 
 def s3_app(backend: Backend, secrets: sigv4.SecretLookup, config: S3Config | None = None) -> web.Application:
     cfg = config or S3Config()
-    service = Service(backend, _new_id, cfg.region)
+    service = Service(backend, _new_id, cfg.region, authorize=cfg.authorize)
     app = web.Application()
 
     async def serve(request: web.Request) -> web.StreamResponse:

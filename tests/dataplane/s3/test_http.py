@@ -15,6 +15,7 @@ from dataplane.s3 import sigv4
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import S3Error
 from dataplane.s3.http import S3Config, s3_app
+from dataplane.s3.routing import Operation
 from tests.dataplane.s3.chunks import signed_chunks, split, unsigned_chunks
 from tests.dataplane.s3.memory_backend import MemoryBackend
 from tests.dataplane.s3.signing import NOW, REGION, secrets, signed
@@ -29,8 +30,8 @@ class FailingBackend(MemoryBackend):
         raise OSError("disk on fire")
 
 
-async def _client(backend: MemoryBackend) -> TestClient[Any, Any]:
-    app = s3_app(backend, secrets, S3Config(region=REGION, clock=lambda: NOW))
+async def _client(backend: MemoryBackend, **config: Any) -> TestClient[Any, Any]:
+    app = s3_app(backend, secrets, S3Config(region=REGION, clock=lambda: NOW, **config))
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     await backend.create_bucket("bkt", NOW)
@@ -52,8 +53,9 @@ async def client(backend: MemoryBackend) -> AsyncIterator[TestClient[Any, Any]]:
 
 
 async def send(client: TestClient[Any, Any], method: str, path: str, *, payload: str | None = None,
-               headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, bytes, Any]:
-    url = f"http://127.0.0.1:{client.port}{path}"
+               headers: dict[str, str] | None = None, body: bytes = b"", host: str = "127.0.0.1"
+               ) -> tuple[int, bytes, Any]:
+    url = f"http://{host}:{client.port}{path}"
     request = signed(method, url, payload=payload, headers=headers or {}, body=body if payload is None else b"")
     wire = {k: v for k, v in request.headers if k.lower() not in ("content-length",)}
     response = await client.request(method, path, headers=wire, data=body)
@@ -148,3 +150,46 @@ async def test_backend_failure_is_a_500_with_an_s3_error() -> None:
     finally:
         await client.close()
     assert status == 500 and b"<Code>InternalError</Code>" in text and b"disk on fire" not in text
+
+
+async def test_virtual_host_addressing() -> None:
+    backend = MemoryBackend()
+    client = await _client(backend, base_domains=("s3.test",))
+    try:
+        status, _, _ = await send(client, "PUT", "/dir/file.txt", body=b"virtual", host="bkt.s3.test")
+        assert status == 200
+        assert backend.buckets["bkt"].objects["dir/file.txt"][1] == b"virtual"
+        status, text, _ = await send(client, "GET", "/dir/file.txt", host="bkt.s3.test")
+        assert (status, text) == (200, b"virtual")
+        status, text, _ = await send(client, "GET", "/bkt/dir/file.txt")  # path style still works
+        assert (status, text) == (200, b"virtual")
+    finally:
+        await client.close()
+
+
+async def test_bucket_permissions_per_access_key() -> None:
+    """The authorize hook: this key may read bucket "bkt" and write only "mine"."""
+    def authorize(access_key: str, operation: Operation, bucket: str) -> bool:
+        return (operation in (Operation.GET_OBJECT, Operation.HEAD_OBJECT) and bucket == "bkt") or bucket == "mine"
+
+    backend = MemoryBackend()
+    client = await _client(backend, authorize=authorize)
+    try:
+        await backend.create_bucket("mine", NOW)
+        staging = await backend.stage("bkt")
+        assert not isinstance(staging, S3Error)
+        await staging.write(b"shared")
+        await staging.commit_object("bkt", ObjectInfo("k", 6, hashlib.md5(b"shared").hexdigest(), NOW))
+        assert (await send(client, "GET", "/bkt/k"))[:2] == (200, b"shared")
+        status, text, _ = await send(client, "PUT", "/bkt/k", body=b"overwrite")
+        assert status == 403 and b"<Code>AccessDenied</Code>" in text
+        assert (await send(client, "PUT", "/mine/k", body=b"ok"))[0] == 200
+        status, text, _ = await send(client, "GET", "/")
+        assert status == 403
+        copy = await send(client, "PUT", "/mine/copy", headers={"x-amz-copy-source": "/bkt/k"})
+        assert copy[0] == 200
+        await backend.create_bucket("secret", NOW)
+        denied = await send(client, "PUT", "/mine/steal", headers={"x-amz-copy-source": "/secret/s"})
+        assert denied[0] == 403 and b"<Code>AccessDenied</Code>" in denied[1]  # not NoSuchKey: refused first
+    finally:
+        await client.close()
