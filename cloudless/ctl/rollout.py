@@ -23,11 +23,11 @@ from cloudless.ctl.core import (
     workload_ref,
 )
 from cloudless.ctl.get import sorted_events
+from coordinator.spec import MAX_REPLICAS
 
 if TYPE_CHECKING:
     from cloudless.ctl.core import Sub
 
-MAX_REPLICAS = 1000
 ROLLBACK_PHASES = ("rolling-back", "rolled-back")
 
 
@@ -157,7 +157,7 @@ def add_describe(sub: Sub, conn: argparse.ArgumentParser) -> None:
 
 def add_scale_rollout(sub: Sub, conn: argparse.ArgumentParser) -> None:
     p = add_command(sub, "scale", conn, func=cmd_scale, help="set a workload's replica count",
-                    description="Set how many replicas of a workload should run (0..1000).",
+                    description="Set how many replicas of a workload should run (0..10000).",
                     examples="  cloudless scale workload web --replicas 3")
     p.add_argument("kind", type=kind_in("workload"), metavar="workload")
     p.add_argument("name", type=valid_name, metavar="NAME")

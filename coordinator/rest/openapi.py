@@ -10,7 +10,7 @@ from coordinator.rest.overlay import BODY_SCHEMAS as OVERLAY_BODY_SCHEMAS
 from coordinator.rest.responses import RESPONSE_SCHEMAS
 from coordinator.rest.routes import Param, Route
 from coordinator.rest.secrets import SECRETS_BODY_SCHEMAS
-from coordinator.spec import workload_json_schema
+from coordinator.spec import MAX_REPLICAS, workload_json_schema
 
 BODY_SCHEMAS: dict[str, dict[str, Any]] = {
     "Enroll": {"type": "object", "additionalProperties": False, "required": ["token", "nodeId", "csr"],
@@ -22,7 +22,7 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
         "maxUses": {"type": "integer", "minimum": 1, "maximum": 10000},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "zone": {"type": "string"}}},
     "Scale": {"type": "object", "additionalProperties": False, "required": ["replicas"],
-              "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}}},
+              "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": MAX_REPLICAS}}},
     "Rollback": {"type": "object", "additionalProperties": False,
                  "properties": {"revision": {"type": ["integer", "null"], "minimum": 1}}},
     "Exec": {"type": "object", "additionalProperties": False, "required": ["command"],

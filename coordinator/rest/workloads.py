@@ -21,7 +21,7 @@ from coordinator.rest.paged import Budget, page_body, paged_response
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 from coordinator.selector import parse_selector
-from coordinator.spec import parse_workload
+from coordinator.spec import MAX_REPLICAS, parse_workload
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/workloads", "list_workloads", "List workloads by (namespace, name) (paged: `limit`, `continue`; "
@@ -141,8 +141,8 @@ class WorkloadHandlers:
     async def scale(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         replicas = body.get("replicas") if isinstance(body, dict) else None
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1000:
-            raise SpecError("replicas", "must be an integer from 0 to 1000")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= MAX_REPLICAS:
+            raise SpecError("replicas", f"must be an integer from 0 to {MAX_REPLICAS}")
         if isinstance(body, dict) and set(body) - {"replicas"}:
             raise SpecError(sorted(set(body) - {"replicas"})[0], "unknown field")
         w = await self.coord.ops.scale(path_name(request, "namespace"), path_name(request, "name"), replicas)

@@ -259,8 +259,8 @@ class FakeCoordinator:
         if not isinstance(spec, dict) or not isinstance(spec.get("image"), str):
             errors.append({"path": "spec.image", "message": "required"})
         replicas = spec.get("replicas", 1) if isinstance(spec, dict) else 1
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1000:
-            errors.append({"path": "spec.replicas", "message": "must be an integer from 0 to 1000"})
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 10000:
+            errors.append({"path": "spec.replicas", "message": "must be an integer from 0 to 10000"})
         if errors:
             raise Refusal(400, f"invalid workload {ns}/{name}: {len(errors)} problem(s)", field=errors[0]["path"],
                           errors=errors)
@@ -305,8 +305,8 @@ class FakeCoordinator:
     def _scale(self, ns: str, name: str, body: Any) -> JSON:
         w = self._workload(ns, name)
         replicas = body.get("replicas") if isinstance(body, dict) else None
-        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 1000:
-            raise Refusal(400, "replicas: must be an integer from 0 to 1000", field="replicas")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or not 0 <= replicas <= 10000:
+            raise Refusal(400, "replicas: must be an integer from 0 to 10000", field="replicas")
         w["spec"]["replicas"] = replicas
         self._set_status(w, w["metadata"]["revision"])
         return copy.deepcopy(w)

@@ -105,13 +105,13 @@ def test_apply_missing_file(cli, tmp_path: Path) -> None:
 
 
 def test_apply_server_validation_errors_list_each_path(fake: FakeCoordinator, cli, tmp_path: Path) -> None:
-    bad = WEB.replace("replicas: 2", "replicas: 5000").replace("image: nginx:1.25", "image: 5")
+    bad = WEB.replace("replicas: 2", "replicas: 50000").replace("image: nginx:1.25", "image: 5")
     path = _file(tmp_path, "all.yaml", f"{bad}---\n{DB}")
     r = cli("apply", "-f", path)
     assert r.code == 1
     assert "cloudless: error: " in r.err and "all.yaml#1 (workload/web): invalid workload default/web" in r.err
     assert "  spec.image: required" in r.err
-    assert "  spec.replicas: must be an integer from 0 to 1000" in r.err
+    assert "  spec.replicas: must be an integer from 0 to 10000" in r.err
     assert r.out == "workload/db created\n"  # the other document still went through
 
 

@@ -35,8 +35,8 @@ def test_scale(web: FakeCoordinator, cli) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        pytest.param(["workload", "web", "--replicas", "1001"], "must be 0..1000, got 1001", id="too-many"),
-        pytest.param(["workload", "web", "--replicas", "-1"], "must be 0..1000, got -1", id="negative"),
+        pytest.param(["workload", "web", "--replicas", "10001"], "must be 0..10000, got 10001", id="too-many"),
+        pytest.param(["workload", "web", "--replicas", "-1"], "must be 0..10000, got -1", id="negative"),
         pytest.param(["workload", "web", "--replicas", "two"], "must be a whole number", id="not-number"),
         pytest.param(["workload", "web"], "--replicas", id="missing"),
         pytest.param(["workload", "Web!", "--replicas", "1"], "'Web!' is invalid", id="bad-name"),
