@@ -85,6 +85,7 @@ class S3Error:
     code: ErrorCode
     message: str
     resource: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. Content-Range: bytes */size on InvalidRange
 
     @property
     def status(self) -> int:

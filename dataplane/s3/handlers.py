@@ -6,6 +6,7 @@ backend and apply their verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ async def receive(call: Call, staging: Staging) -> Digests | S3Error:
             data = call.body.reader.feed(raw)
             if isinstance(data, S3Error):
                 await staging.abort()
-                return S3Error(data.code, data.message, call.route.resource)
+                return dataclasses.replace(data, resource=call.route.resource)
             if data:
                 await staging.write(data)
         digests = call.body.reader.finish()
@@ -99,7 +100,7 @@ async def receive(call: Call, staging: Staging) -> Digests | S3Error:
         raise
     if isinstance(digests, S3Error):
         await staging.abort()
-        return S3Error(digests.code, digests.message, call.route.resource)
+        return dataclasses.replace(digests, resource=call.route.resource)
     return digests
 
 
@@ -218,7 +219,7 @@ async def put_object(service: Service, call: Call) -> Response | S3Error:
             return S3Error(ErrorCode.PRECONDITION_FAILED, "the object exists (If-None-Match: *)", call.route.resource)
     staging = await service.backend.stage(call.route.bucket)
     if isinstance(staging, S3Error):
-        return S3Error(staging.code, staging.message, call.route.resource)
+        return dataclasses.replace(staging, resource=call.route.resource)
     digests = await receive(call, staging)
     if isinstance(digests, S3Error):
         return digests

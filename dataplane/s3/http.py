@@ -8,6 +8,7 @@ aiohttp, which is why `dataplane.s3` does not import it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets as token_source
 import time
@@ -67,7 +68,7 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
     now = cfg.clock()
     auth = authenticate(signed, secrets, now, region=cfg.region)
     if isinstance(auth, S3Error):
-        return S3Error(auth.code, auth.message, request.path)
+        return dataclasses.replace(auth, resource=request.path)
     query = dict(sigv4.query_pairs(raw_query))
     route = routing.route(request.method, raw_path, query, host=request.host,
                           copy_source="x-amz-copy-source" in request.headers, base_domains=cfg.base_domains)
@@ -77,13 +78,13 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
     if route.operation in WITH_BODY:
         reader = body_reader(request.headers.get, auth, limit=cfg.max_body)
         if isinstance(reader, S3Error):
-            return S3Error(reader.code, reader.message, route.resource)
+            return dataclasses.replace(reader, resource=route.resource)
         body = Incoming(request.content.iter_chunked(READ_SIZE), reader)
     call = Call(route, request.headers.get, now, auth.access_key, body,
                 header_names=tuple(k.lower() for k in request.headers))
     result = await handle(service, call)
     if isinstance(result, S3Error) and not result.resource:
-        return S3Error(result.code, result.message, route.resource)
+        return dataclasses.replace(result, resource=route.resource)
     return result
 
 
@@ -103,7 +104,7 @@ async def _response(request: web.Request, result: Response, request_id: str) -> 
 
 
 def _error_response(request: web.Request, err: S3Error, request_id: str) -> web.StreamResponse:
-    headers = {"x-amz-request-id": request_id}
+    headers = {**dict(err.headers), "x-amz-request-id": request_id}
     if request.method == "HEAD" or err.status == 304:
         return web.Response(status=err.status, headers=headers)
     headers["Content-Type"] = "application/xml"

@@ -56,7 +56,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | S3Error | None:
 
 
 def _unsatisfiable(size: int) -> S3Error:
-    return S3Error(ErrorCode.INVALID_RANGE, f"the requested range is not satisfiable (object size {size})")
+    return S3Error(ErrorCode.INVALID_RANGE, f"the requested range is not satisfiable (object size {size})",
+                   headers=(("Content-Range", f"bytes */{size}"),))
 
 
 @dataclass(frozen=True, slots=True)

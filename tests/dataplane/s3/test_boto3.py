@@ -172,6 +172,7 @@ def test_unsatisfiable_range(s3: Any, bucket: str) -> None:
         s3.get_object(Bucket=bucket, Key="digits", Range="bytes=10-")
     assert code_of(exc) == "InvalidRange"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    assert exc.value.response["ResponseMetadata"]["HTTPHeaders"]["content-range"] == "bytes */10"
 
 
 def test_conditional_get(s3: Any, bucket: str) -> None:
