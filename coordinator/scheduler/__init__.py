@@ -10,7 +10,7 @@ Pure: no I/O, no clocks, no unseeded randomness.
 
 from coordinator.scheduler import filters, scorers
 from coordinator.scheduler.context import Context, domain
-from coordinator.scheduler.engine import SchedulingPass, schedule, schedule_many, tiebreak
+from coordinator.scheduler.engine import SchedulingPass, schedule, schedule_many, schedule_slices, tiebreak
 from coordinator.scheduler.filters import DEFAULT_FILTERS, Filter
 from coordinator.scheduler.model import (
     DEFAULT_CONFIG,
@@ -59,6 +59,7 @@ __all__ = [
     "normalize_arch",
     "schedule",
     "schedule_many",
+    "schedule_slices",
     "scorers",
     "tiebreak",
 ]

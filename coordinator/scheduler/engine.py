@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from heapq import heapify, heappop, heappush, heapreplace
 from itertools import compress
 from typing import Final
@@ -434,10 +434,29 @@ def schedule_many(
     make every decision O(nodes). Use `SchedulingPass.place` to impose a different order.
     """
     requests = list(requests)
+    results: dict[int, Result] = {}
+    for part in schedule_slices(snapshot, requests, config, seed):
+        results.update(part)
+    return [results[i] for i in range(len(requests))]
+
+
+def schedule_slices(
+    snapshot: Snapshot,
+    requests: Sequence[PlacementRequest],
+    config: SchedulerConfig = DEFAULT_CONFIG,
+    seed: int = 0,
+    *,
+    size: int = 0,
+) -> Iterator[list[tuple[int, Result]]]:
+    """`schedule_many` in slices of at most `size` decisions (0: one slice), each a list of (request index,
+    result), in the order decided; together exactly `schedule_many`'s results. For an asyncio caller that must
+    not hold its loop through thousands of decisions (issue 17): yield to the loop between slices. The pass lives
+    in the generator, so the snapshot is the one given, whatever changes meanwhile."""
     first: dict[str, int] = {}
     for i, r in enumerate(requests):
         first.setdefault(r.workload, i)
     order = sorted(range(len(requests)), key=lambda i: first[requests[i].workload])
     sched = SchedulingPass(snapshot, config, seed=seed)
-    results: dict[int, Result] = {i: sched.place(requests[i]) for i in order}
-    return [results[i] for i in range(len(requests))]
+    step = size if size > 0 else max(1, len(order))
+    for start in range(0, len(order), step):
+        yield [(i, sched.place(requests[i])) for i in order[start:start + step]]

@@ -20,6 +20,7 @@ from coordinator.scheduler import (
     Taint,
     Unschedulable,
     schedule_many,
+    schedule_slices,
 )
 from coordinator.spec import (
     NodeSelectorRequirement,
@@ -197,6 +198,19 @@ def test_deterministic_and_independent_of_node_order(
     assert schedule_many(snapshot, requests, config, seed) == first
     reversed_snapshot = Snapshot(tuple(reversed(snapshot.nodes)), snapshot.revision)
     assert schedule_many(reversed_snapshot, requests, config, seed) == first
+
+
+@PROPERTY
+@given(snapshots(), request_lists(), configs, seeds, st.integers(0, 4))
+def test_slices_together_are_schedule_many(
+    snapshot: Snapshot, requests: list[PlacementRequest], config: SchedulerConfig, seed: int, size: int
+) -> None:
+    """schedule_slices (for a caller that yields to its loop between slices) decides exactly as schedule_many."""
+    parts = list(schedule_slices(snapshot, requests, config, seed, size=size))
+    assert all(len(p) <= size for p in parts) if size else len(parts) <= 1
+    decided = dict(pair for part in parts for pair in part)
+    assert sorted(decided) == list(range(len(requests)))
+    assert [decided[i] for i in range(len(requests))] == schedule_many(snapshot, requests, config, seed)
 
 
 @PROPERTY
