@@ -45,6 +45,7 @@ def aws(server: S3Server, tmp: Path, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.timeout(600)  # ten CLI runs of ~1.5 s each here; generous for a loaded CI machine
 def test_aws_s3_cp_ls_sync_rm(server: S3Server, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(hashlib.sha256(b"cli").digest() * (9 * MiB // 32 + 7))  # just over 9 MiB: multipart
