@@ -55,6 +55,12 @@ CORE_GLOBS = (
     # the data plane: who a peer is, which path carries its traffic
     "dataplane/identity.py", "dataplane/paths.py", "dataplane/frames.py", "dataplane/overlay_plan.py",
     "dataplane/birthday.py", "dataplane/balance.py", "dataplane/dns.py", "dataplane/service_plan.py",
+    # the S3 protocol layer: signatures, aws-chunked bodies, checksums, routing, ranges, listing, XML (http.py is its
+    # aiohttp adapter)
+    "dataplane/s3/auth.py", "dataplane/s3/sigv2.py", "dataplane/s3/sigv4.py", "dataplane/s3/chunked.py",
+    "dataplane/s3/checksums.py", "dataplane/s3/integrity.py", "dataplane/s3/body.py", "dataplane/s3/routing.py",
+    "dataplane/s3/ranges.py", "dataplane/s3/listing.py", "dataplane/s3/multipart.py", "dataplane/s3/xmlbodies.py",
+    "dataplane/s3/errors.py", "dataplane/s3/backend.py", "dataplane/s3/handlers.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
