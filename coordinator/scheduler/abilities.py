@@ -17,6 +17,7 @@ constraint. The `Runtime` filter turns this into a per-node `Reject` ("runtime m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Final
 
@@ -45,11 +46,17 @@ def of_facts(facts: NodeFacts | None) -> frozenset[str] | None:
     that has not reported its facts yet, or a runtime this coordinator does not know): not filtered."""
     if facts is None:
         return None
-    stated = frozenset(facts.abilities)
+    return _of(facts.abilities, facts.runtime)
+
+
+@functools.lru_cache(maxsize=256)
+def _of(abilities: tuple[str, ...], runtime: str) -> frozenset[str] | None:
+    """Cached: every snapshot asks for every node, and a fleet's nodes state a handful of distinct sets."""
+    stated = frozenset(abilities)
     if stated & {CONTAINERS, PROCESS}:
         return stated
-    by_runtime = BY_RUNTIME.get(facts.runtime)  # an agent that lists no runtime ability (a runtime it does not
-    return None if by_runtime is None else by_runtime | stated  # know, or too old to list any): by its name
+    by_runtime = BY_RUNTIME.get(runtime)  # an agent that lists no runtime ability (a runtime it does not know, or
+    return None if by_runtime is None else by_runtime | stated  # too old to list any): by its name
 
 
 def container_needs(spec: WorkloadSpec) -> frozenset[str]:
