@@ -103,6 +103,7 @@ class Cluster:
     problems: dict[str, str] = field(default_factory=dict)
 
     _node_watchers: list[set[str]] = field(default_factory=list)
+    _member_watchers: list[set[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.replicas, ReplicaTable):  # a plain mapping (tests, builders): indexed from now on
@@ -116,10 +117,22 @@ class Cluster:
         self._node_watchers.append(changes)
         return changes
 
+    def watch_members(self) -> set[str]:
+        """A set that collects every node `touch_node` or `touch_member` names (what is shown of it may differ)."""
+        changes: set[str] = set()
+        self._member_watchers.append(changes)
+        return changes
+
     def touch_node(self, node_id: str) -> None:
         """Something a round decides from changed on this node: its membership state, its observed state, its
         administration (cordon, drain), its revocation. The replicas on it get looked at again."""
         for changes in self._node_watchers:
+            changes.add(node_id)
+        self.touch_member(node_id)
+
+    def touch_member(self, node_id: str) -> None:
+        """Something shown of this node changed (a heartbeat's usage figures) that no decision reads."""
+        for changes in self._member_watchers:
             changes.add(node_id)
 
     # ---- documents -----------------------------------------------------------------------------------------

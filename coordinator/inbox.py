@@ -95,6 +95,8 @@ class Inbox:
                 self.cluster.members[msg.node_id] = info
                 if before is None or before.state is not info.state:  # a suspect node heard again
                     self.cluster.touch_node(msg.node_id)
+                else:
+                    self.cluster.touch_member(msg.node_id)  # its usage figures, for the dashboard mirror
 
     def on_observed(self, m: Message) -> None:
         msg = self._decode(m)

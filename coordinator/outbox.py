@@ -66,7 +66,7 @@ class Outbox:
         self._epoch: int | None = None
         self._sweep: list[str] = []  # the background resync's nodes still to check in this pass
         self._resend: list[str] = []  # nodes still to send again (a reconnect, a new epoch)
-        self._dash_sent: dict[str, str] = {}  # topic -> last payload of the dashboard mirror / HA discovery
+        self.mirror = dashboard.Mirror(cluster)  # the dashboard mirror and HA discovery, kept incrementally
         self._delivery: SecretDelivery | None = None
         self._undeliverable: set[tuple[str, str, str]] = set()
         self.refused: dict[str, str] = {}  # node -> why its desired state could not be sent
@@ -83,7 +83,7 @@ class Outbox:
         over the next rounds, RESEND_NODES nodes a round, each under its generation where its content is unchanged."""
         self._sent.clear()
         self._resend = sorted(self._known_nodes(), reverse=True)
-        self._dash_sent.clear()
+        self.mirror.forget()
         self._peers_sent.clear()
         self._services_sent.clear()
 
@@ -160,10 +160,8 @@ class Outbox:
         nodes.update(node for node, _, _ in wants)  # boxes may have been re-sealed (a new version, a renewed key)
         if not self._sweep:
             self._sweep = sorted(self._known_nodes(), reverse=True)
-        nodes.update(self._sweep[-SWEEP_NODES:])
-        del self._sweep[-SWEEP_NODES:]
-        nodes.update(self._resend[-RESEND_NODES:])
-        del self._resend[-RESEND_NODES:]
+        nodes.update(_take(self._sweep, SWEEP_NODES))
+        nodes.update(_take(self._resend, RESEND_NODES))
         nodes.discard("")
         return nodes
 
@@ -257,22 +255,16 @@ class Outbox:
         return wants
 
     def publish_dashboard(self) -> None:
-        """The human-readable mirror and Home Assistant discovery: only what changed, retained."""
+        """The human-readable mirror and Home Assistant discovery: only what changed, retained. A publish that
+        fails makes the next calls send everything again (which topics went out is not known)."""
         if not self.mqtt.connected:
             return
-        docs = dashboard.documents(self.cluster)
-        gone = {t: "" for t in self._dash_sent if t not in docs}  # deleted workloads/nodes: remove the topic
-        for topic, payload in {**docs, **gone}.items():
-            if self._dash_sent.get(topic) == payload:
-                continue
+        for topic, payload in self.mirror.changes().items():
             try:
                 self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
             except MqttError:
+                self.mirror.forget()
                 return
-            if payload:
-                self._dash_sent[topic] = payload
-            else:
-                self._dash_sent.pop(topic, None)
 
     def clear_node(self, node_id: str) -> None:
         """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
@@ -280,6 +272,14 @@ class Outbox:
                 topics.node_peers(node_id), topics.node_services(node_id), *dashboard.cleared_topics(node_id)]
         self._peers_sent.pop(node_id, None)
         self._services_sent.pop(node_id, None)
+        self.mirror.drop(node_id)
         for topic in gone:
-            self._dash_sent.pop(topic, None)
             self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)
+
+
+def _take(queue: list[str], n: int) -> list[str]:
+    """The last `n` items of a work queue (kept in reverse order), removed from it (n <= 0: none)."""
+    cut = max(0, len(queue) - max(0, n))
+    taken = queue[cut:]
+    del queue[cut:]
+    return taken

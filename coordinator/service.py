@@ -429,7 +429,7 @@ class Coordinator:
         self._services_round()
         await self.journal.flush()
         await self._publish_desired(now)
-        if now - self._dash_at >= DASH_INTERVAL_S:
+        if now - self._dash_at >= DASH_INTERVAL_S or self.outbox.mirror.backlog:  # a resend: its next slice
             self._dash_at = now
             try:
                 self.outbox.publish_dashboard()

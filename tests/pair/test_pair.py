@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from broker import wire
-from broker.wire import NodeStatus, Presence, topics
+from broker.wire import DesiredState, NodeStatus, Presence, topics
 from coordinator.membership import MembershipConfig
 from coordinator.service import Coordinator, CoordinatorConfig
 from coordinator.store import SqliteStore
@@ -184,11 +184,16 @@ async def test_a_broker_that_lost_its_retained_state_is_refilled_without_restart
     await pair.coord.ops.apply(workload("web", 2))
     await until(lambda: pair.ready("web") == 2)
     calls_before = list(node.runtime.calls)
+    sent = wire.decode(pair.bus.retained[topics.node_desired("a")])
     pair.bus.wipe()
     assert topics.node_desired("a") not in pair.bus.retained
     await pair.coord.mqtt.stop()  # the coordinator's connection drops with the broker, then comes back
     await pair.coord.mqtt.start()
     await until(lambda: topics.node_desired("a") in pair.bus.retained, what="desired state republished")
+    again = wire.decode(pair.bus.retained[topics.node_desired("a")])
+    assert isinstance(sent, DesiredState) and isinstance(again, DesiredState)
+    # the same content under the same generation: a reconnect is no fan-out of new generations (issue 17)
+    assert (again.generation, again.epoch, again.replicas) == (sent.generation, sent.epoch, sent.replicas)
     await asyncio.sleep(0.3)
     assert node.runtime.calls == calls_before, "a healthy workload was touched"
 
