@@ -379,6 +379,24 @@ def duration(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def others(rows: list[Row]) -> str:
+    """Every other shipped profile, computed from the default profile's measured per-event bytes (the messages are
+    the same; a heartbeat differs by a few bytes where a battery is read)."""
+    from firmware_profiles import load_all
+
+    base = next((r for r in rows if r.label == "default"), rows[0])
+    measured = {r.profile for r in rows}
+    lines: list[list[object]] = [[f"`{p.name}`", f"{p.link.keepalive_s} s", duration(p.link.heartbeat_max_interval_s),
+              duration(1.5 * p.link.keepalive_s), human(per_day(base.costs, p.link.keepalive_s,
+                                                                p.link.heartbeat_max_interval_s)),
+              human(MONTH_DAYS * per_day(base.costs, p.link.keepalive_s, p.link.heartbeat_max_interval_s)),
+              "yes" if p.metered else "no"]
+             for p in load_all() if p.name not in measured]
+    return (f"The other shipped profiles, computed with the `{base.profile}` run's per-event bytes:\n\n"
+            + table(["profile", "keep-alive", "heartbeat max", "silent power-off detected after", "per day",
+                     "per month", "metered"], lines))
+
+
 def body(rows: list[Row], args: argparse.Namespace) -> str:
     main = table(
         ["profile", "keep-alive", "heartbeat max", "silent power-off detected after", "bytes / keep-alive exchange",
@@ -388,7 +406,7 @@ def body(rows: list[Row], args: argparse.Namespace) -> str:
           f"{r.costs.per_heartbeat:.0f} (n={r.costs.heartbeats})",
           human(r.per_day), human(r.per_month),
           f"≤ 1 MiB/{BUDGETS[r.label][0]}: {'met' if r.within_budget else '**missed**'}"] for r in rows])
-    text = [main, ""]
+    text = [main, "", others(rows), ""]
     for r in rows:
         if r.real is not None:
             w = r.real
