@@ -6,6 +6,11 @@ HEARING. Transitions: `connected(now)` DEAF → WAITING; `disconnected(now)` any
 WAITING into HEARING once the window has passed and reports the whole outage once, so the engine moves every
 node's silence and grace clocks on by it (`membership.pause_clocks`): time nobody could be heard does not count
 against the nodes. Invariant: `heard_for(now)` (seconds since start with a link) never counts deaf time.
+
+The coordinator can also be deaf with its link up: its own event loop stalled (a blocking handler, a long round,
+a paused VM), so nobody's messages were read. `LoopWatch` notices that from the gaps between turns of the loop on
+a monotonic clock; the engine then treats the stall like an outage (`LinkClock.stalled`, `pause_clocks`), so a
+stalled loop is never taken for silent nodes (issue 17: a 60 s stall marked 4,900 of 5,000 nodes suspect).
 """
 
 from __future__ import annotations
@@ -50,7 +55,38 @@ class LinkClock:
         self.down_since = None
         return True, outage
 
+    def stalled(self, seconds: float) -> None:
+        """The coordinator heard nothing for `seconds` with its link up (its loop stalled): not time heard."""
+        if self.down_since is None:  # while deaf anyway, the outage already counts that time
+            self.deaf_s += max(0.0, seconds)
+
     def heard_for(self, now: float) -> float:
         """Seconds since start with a broker link."""
         deaf = self.deaf_s + (now - self.down_since if self.down_since is not None else 0.0)
         return now - self.started_at - deaf
+
+
+STALL_MIN_S = 5.0  # a gap between turns of the loop past max(this, STALL_TICKS ticks) is a stall
+STALL_TICKS = 10
+
+
+@dataclass(slots=True)
+class LoopWatch:
+    """The gaps between turns of the coordinator's loop, on a monotonic clock: `turned(now)` returns how long the
+    loop was stalled when the gap since the last turn exceeds `limit_s` (less the `tick_s` it waits on purpose),
+    else None."""
+
+    tick_s: float
+    limit_s: float
+    last: float | None = None
+
+    @classmethod
+    def for_tick(cls, tick_s: float) -> LoopWatch:
+        return cls(tick_s=tick_s, limit_s=max(STALL_MIN_S, STALL_TICKS * tick_s))
+
+    def turned(self, now: float) -> float | None:
+        gap = None if self.last is None else now - self.last
+        self.last = now
+        if gap is None or gap <= self.limit_s:
+            return None
+        return gap - self.tick_s

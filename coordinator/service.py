@@ -37,7 +37,7 @@ from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
 from coordinator.leadership import Leadership, SoloLeadership
-from coordinator.link import LinkClock
+from coordinator.link import LinkClock, LoopWatch
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.metrics import Metrics
 from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
@@ -102,7 +102,7 @@ class Coordinator:
 
     def __init__(self, cfg: CoordinatorConfig, *, store: Store, mqtt: MqttClient,
                  clock: Callable[[], float] = time.time, leadership: Leadership | None = None,
-                 secrets: Any = None) -> None:
+                 secrets: Any = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.store = store
         self.mqtt = mqtt
@@ -146,6 +146,9 @@ class Coordinator:
         self._dash_at = 0.0
         self._settle_until = 0.0
         self.link = LinkClock(started_at=clock())
+        self.monotonic = monotonic  # the loop's own pace (a stall is measured on it, never on the wall clock)
+        self._loop_watch = LoopWatch.for_tick(cfg.tick_s)
+        self.stalls = 0  # loop stalls noticed (each treated like a broker outage)
         self.rounds = 0
         self.metrics_leader_changes = 0
         self.ready = False
@@ -300,6 +303,7 @@ class Coordinator:
                 async with asyncio.timeout(self.cfg.tick_s):
                     await self._wake.wait()
             self._wake.clear()
+            self._check_stall()
             try:
                 if self.leadership.is_leader and await self.leadership.still_leader():
                     if not self._leading or self.epoch != (self.leadership.epoch or self.epoch):
@@ -324,6 +328,19 @@ class Coordinator:
                 if error != self.round_error:
                     log.exception("reconcile round failed; retrying")
                 self.round_error = error
+
+    def _check_stall(self) -> None:
+        """A loop that stalled heard nobody meanwhile (coordinator.link.LoopWatch): every node's silence and grace
+        clocks move on by the stall, as after a broker outage, so no node is judged silent for it."""
+        stalled = self._loop_watch.turned(self.monotonic())
+        if stalled is None:
+            return
+        now = self.clock()
+        self.stalls += 1
+        self.link.stalled(stalled)
+        self.cluster.members = {n: membership.pause_clocks(i, stalled, now) for n, i in self.members.items()}
+        log.warning("the coordinator's loop stalled for %.1f s: nobody was heard meanwhile, so no node is judged "
+                    "silent for it", stalled)
 
     async def _take_over(self) -> None:
         """Leadership gained: start from what the store holds (the previous leader's last commits) and publish every
