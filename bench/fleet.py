@@ -32,6 +32,7 @@ import contextlib
 import random
 import re
 import shlex
+import shutil
 import signal
 import ssl
 import sys
@@ -180,12 +181,15 @@ async def window(seconds: float, pids: dict[str, int], netns: Netns) -> dict[str
 
 
 async def sims_stats(sims: list[SimProc]) -> dict[str, Any]:
-    merged: dict[str, Any] = {"connected": 0, "heartbeats": 0, "desired": {}, "failed": 0, "wire_errors": 0}
+    merged: dict[str, Any] = {"connected": 0, "heartbeats": 0, "pings": 0, "desired": {}, "failed": 0,
+                              "wire_errors": 0, "received": {}}
     for s in sims:
         st = await s.ask({"cmd": "stats"}, timeout=120)
-        for k in ("connected", "heartbeats", "failed", "wire_errors"):
+        for k in ("connected", "heartbeats", "pings", "failed", "wire_errors"):
             merged[k] += st[k]
         merged["desired"].update(st["desired"])
+        for c, k in st.get("received", {}).items():
+            merged.setdefault("received", {})[c] = merged.get("received", {}).get(c, 0) + k
     return merged
 
 
@@ -244,10 +248,14 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         sim_pids = [p for s in sims if (p := s.pid()) is not None]
         health.phase = "idle"
         await asyncio.sleep(args.settle)
-        hb_sent0 = (await sims_stats(sims))["heartbeats"]
+        st0 = await sims_stats(sims)
+        hb_sent0 = st0["heartbeats"]
         hb_recv0 = await metric(api, "cloudless_mqtt_messages_total", 'channel="heartbeat"')
-        idle = await window(args.window, {**pids, "sims": sim_pids[0]}, netns)
-        hb_sent1 = (await sims_stats(sims))["heartbeats"]
+        idle = await window(max(args.window, args.keepalive), {**pids, "sims": sim_pids[0]}, netns)
+        st1 = await sims_stats(sims)
+        hb_sent1 = st1["heartbeats"]
+        res["pings"] = st1["pings"] - st0["pings"]
+        res["received"] = {c: k - st0["received"].get(c, 0) for c, k in st1["received"].items()}
         hb_recv1 = await metric(api, "cloudless_mqtt_messages_total", 'channel="heartbeat"')
         res["idle"] = idle
         res["hb"] = (hb_recv1 - hb_recv0, hb_sent1 - hb_sent0)
@@ -255,7 +263,8 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         res["bytes_day"] = (idle["rx"] * day, idle["tx"] * day)
         log(f"[{broker_kind} {n}] idle: coordinator {idle['coordinator'][0]:.1f}% {idle['coordinator'][1] >> 20} MiB, "
             f"broker {idle['broker'][0]:.1f}% {idle['broker'][1] >> 20} MiB; heartbeats {res['hb'][0]:.0f}/"
-            f"{res['hb'][1]}; per node per day out {res['bytes_day'][0] / 2**20:.2f} MiB in "
+            f"{res['hb'][1]}, pings {res['pings']}, received {res['received']} in {idle['seconds']:.0f}s; "
+            f"per node per day out {res['bytes_day'][0] / 2**20:.2f} MiB in "
             f"{res['bytes_day'][1] / 2**20:.2f} MiB")
 
         health.phase = "list"
@@ -378,6 +387,8 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         if broker is not None:
             broker.stop()
         netns.delete()
+        if "error" not in res:  # a failed run's logs stay for a look
+            shutil.rmtree(workdir, ignore_errors=True)
     return res
 
 
@@ -457,11 +468,26 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "--cert-auth`. Replicas are process workloads split into workloads of at most 1,000 (`spec.replicas`' "
         "bound). CPU is % of one core over a "
         f"{args.window:g} s window (psutil); `/healthz` is probed every 100 ms for the whole run. Traffic per node "
-        f"per day is the veth's byte counters (IP level, both directions, headers included) over the {args.window:g} s "
-        "idle window divided by N and **extrapolated** to 24 h; the simulators run on the same 2-core machine as the "
+        f"per day is the veth's byte counters (IP level, both directions, headers included) over the idle window (at "
+        "least one keep-alive) divided by N and **extrapolated** to 24 h — each device's heartbeat and keep-alive "
+        "timers run at their own phase, as in a fleet up for a while, so a window shorter than the heartbeat interval "
+        "still counts the average device; the simulators run on the same 2-core machine as the "
         "coordinator and the broker, so every number includes that contention."
     )
     return body + notes + ("\n\nFailed runs:\n" + "\n".join(errors) if errors else "")
+
+
+def link_defaults(args: argparse.Namespace) -> None:
+    """--heartbeat/--keepalive from the profile's control link where not given (its plain heartbeat interval and a
+    10 s keep-alive for a profile without a `link`)."""
+    from firmware_profiles.loader import load_profile
+
+    profile = load_profile(args.profile)
+    link = getattr(profile, "link", None)
+    if args.heartbeat is None:
+        args.heartbeat = float(link.heartbeat_max_interval_s if link else profile.heartbeat_interval_s)
+    if args.keepalive is None:
+        args.keepalive = int(link.keepalive_s if link else 10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -470,11 +496,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--brokers", nargs="+", default=["mosquitto"], choices=["mosquitto", "embedded"])
     p.add_argument("--runs", nargs="*", default=[], metavar="BROKER:N",
                    help="explicit runs (e.g. mosquitto:5000 embedded:2000); overrides --nodes/--brokers")
-    p.add_argument("--heartbeat", type=float, default=10.0, help="simulated heartbeat interval (s)")
-    p.add_argument("--keepalive", type=int, default=10, help="simulated MQTT keep-alive (s)")
-    p.add_argument("--profile", default="vps", help="profile name the devices report")
-    p.add_argument("--window", type=float, default=30.0, help="CPU/traffic measurement window (s)")
-    p.add_argument("--settle", type=float, default=5.0)
+    p.add_argument("--profile", default="vps",
+                   help="the devices' profile: its control-link timers are the defaults of the next two (vps)")
+    p.add_argument("--heartbeat", type=float, default=None,
+                   help="simulated heartbeat interval, s (default: the profile's maximum heartbeat interval)")
+    p.add_argument("--keepalive", type=int, default=None,
+                   help="simulated MQTT keep-alive, s (default: the profile's)")
+    p.add_argument("--window", type=float, default=30.0,
+                   help="CPU/traffic measurement window, s (the idle one at least the keep-alive)")
+    p.add_argument("--settle", type=float, default=10.0, help="wait after a phase before a window, s")
     p.add_argument("--join-timeout", type=float, default=300.0)
     p.add_argument("--phase-timeout", type=float, default=300.0)
     p.add_argument("--sim-procs", type=int, default=0, help="simulator processes (default: 2 from 2,000 nodes)")
@@ -483,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="40 nodes on both brokers, short windows (CI smoke)")
     p.add_argument("--doc", type=Path, default=DOC)
     args = p.parse_args(argv)
+    link_defaults(args)
     if args.quick:
         runs = [("mosquitto", 40), ("embedded", 40)]
         args.window, args.settle = min(args.window, 6.0), min(args.settle, 1.0)

@@ -4,8 +4,10 @@ certificate, speaking the real wire contract (`broker.wire`) as `edge_agent` doe
 - CONNECT with the agent's last will (NodeStatus offline, ts=0, retained, QoS 1) and keep-alive;
 - SUBSCRIBE to its own desired, cmd, peers and services topics (QoS 1);
 - a retained NodeStatus online with facts (cpu, memory, arch, zone, profile, labels, runtime `process`);
-- a Heartbeat every `heartbeat_s` (QoS 0, with each replica's usage and the highest epoch seen), phases spread
-  evenly over the interval; PINGREQ when nothing was sent for a keep-alive period;
+- a Heartbeat every `heartbeat_s` (QoS 0, with each replica's usage and the highest epoch seen) — an idle device's
+  readings never move past the thresholds, so this is the profile's maximum heartbeat interval — and one at once
+  when its replicas change; phases spread evenly over the interval; PINGREQ when nothing was sent for a keep-alive
+  period; the status states both timers (`heartbeat_max_s`, `keepalive_s`);
 - on a DesiredState: an ObservedState (retained, QoS 1) answering its generation with every replica running and
   ready (`edge_agent.report.observed`), at once — a simulated device starts nothing.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import ssl
@@ -111,6 +114,7 @@ class SimNode:
     started: dict[str, float] = field(default_factory=dict)  # replica id -> when it "started"
     cut: bool = False
     errors: int = 0
+    received: dict[str, int] = field(default_factory=dict)  # messages in, by channel
 
     def topic(self, channel: topics.Channel) -> str:
         return topics.node_topic(self.node_id, channel)
@@ -121,6 +125,8 @@ class SimNode:
             self.client.publish(self.topic(channel), wire.encode(msg), qos=spec.qos, retain=spec.retain)
 
     def on_message(self, topic: str, payload: bytes) -> None:
+        channel = topic.rsplit("/", 1)[-1]
+        self.received[channel] = self.received.get(channel, 0) + 1
         try:
             msg = wire.decode_node_message(topic, payload)
         except WireError:
@@ -140,10 +146,14 @@ class SimNode:
                             container_id=f"sim-{r.replica_id}")
             for r in d.replicas)
         self.publish(topics.Channel.OBSERVED, report.observed(self.node_id, d, now, replicas))
+        self.heartbeat()  # its replicas changed: a heartbeat goes now, not at the next maximum interval
 
-    def status(self) -> NodeStatus:
-        return report.status(node_id=self.node_id, presence=Presence.ONLINE, now=time.time(), facts=self.facts,
-                             schedulable=True, reasons=(), boot_id=f"sim-{self.node_id}")
+    def status(self, heartbeat_s: float, keepalive_s: int) -> NodeStatus:
+        """Online, with facts and the control-link timers (the coordinator derives this node's silence TTL from
+        them)."""
+        msg = report.status(node_id=self.node_id, presence=Presence.ONLINE, now=time.time(), facts=self.facts,
+                            schedulable=True, reasons=(), boot_id=f"sim-{self.node_id}")
+        return dataclasses.replace(msg, heartbeat_max_s=heartbeat_s, keepalive_s=keepalive_s)
 
     def heartbeat(self) -> None:
         self.seq += 1
@@ -203,7 +213,10 @@ class Fleet:
                                                     (topics.node_services(node.node_id), 1)])
                     if any(c & 0x80 for c in codes):
                         raise ConnectionError(f"subscription refused: {codes.hex()}")
-                    node.publish(topics.Channel.STATUS, node.status())
+                    node.publish(topics.Channel.STATUS, node.status(self.cfg.heartbeat_s, self.cfg.keepalive_s))
+                    # steady state: each device's keep-alive timer at its own phase (a fleet that has been up a
+                    # while), never later than the keep-alive, so an idle window of any length counts pings fairly
+                    client.last_sent -= random.uniform(0, self.cfg.keepalive_s)
             except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
                 node.client = None
                 self.failures.append(f"{node.node_id}: {type(exc).__name__}: {exc}")
@@ -240,8 +253,12 @@ class Fleet:
         desired = {n.node_id: [n.desired.generation, n.desired_at, [r.replica_id for r in n.desired.replicas]]
                    for n in self.nodes if n.desired is not None and n.desired.replicas and not n.cut}
         return {"reply": "stats", "connected": self.connected(), "heartbeats": self.heartbeats,
+                "pings": sum(n.client.pings for n in self.nodes if n.client is not None),
                 "unacked": sum(len(n.client.unacked) for n in self.nodes if n.client is not None),
-                "wire_errors": sum(n.errors for n in self.nodes), "failures": self.failures[:5],
+                "wire_errors": sum(n.errors for n in self.nodes),
+                "received": {c: sum(n.received.get(c, 0) for n in self.nodes)
+                             for c in sorted({c for n in self.nodes for c in n.received})},
+                "failures": self.failures[:5],
                 "failed": len(self.failures), "desired": desired, "t": time.time()}
 
     def cut(self, ids: list[str]) -> dict[str, Any]:
@@ -276,11 +293,11 @@ async def main_async(cfg: SimConfig) -> None:
     if first.get("cmd") != "go":
         return
     t0, cpu0 = time.time(), time.process_time()
+    beat = asyncio.create_task(fleet.beat())  # from the first connection on: the keep-alive runs during the join
     await fleet.join()
     emit({"event": "joined", "connected": fleet.connected(), "failed": len(fleet.failures),
           "failures": fleet.failures[:5], "seconds": round(time.time() - t0, 2),
           "cpu_s": round(time.process_time() - cpu0, 2), "t": time.time()})
-    beat = asyncio.create_task(fleet.beat())
     try:
         while line := await reader.readline():
             cmd = json.loads(line)
