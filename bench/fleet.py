@@ -251,7 +251,8 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         st0 = await sims_stats(sims)
         hb_sent0 = st0["heartbeats"]
         hb_recv0 = await metric(api, "cloudless_mqtt_messages_total", 'channel="heartbeat"')
-        idle = await window(max(args.window, args.keepalive), {**pids, "sims": sim_pids[0]}, netns)
+        idle = await window(args.idle_window or max(args.window, args.keepalive), {**pids, "sims": sim_pids[0]},
+                            netns)
         st1 = await sims_stats(sims)
         hb_sent1 = st1["heartbeats"]
         res["pings"] = st1["pings"] - st0["pings"]
@@ -360,11 +361,26 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
             res["cut_lost_s"] = lost_at - t_cut
         log(f"[{broker_kind} {n}] {len(cut)} nodes cut: gone {res['cut_gone_s']:.2f}s, replaced "
             f"{res['cut_replaced_s']:.2f}s, ready {res['cut_ready_s']:.2f}s")
+        if args.silent_cut:
+            health.phase = "silent"
+            rest = [x for x in names if x not in cut_set]
+            silent = sorted(random.Random(n + 1).sample(rest, max(1, n // 100)))
+            t_silent = time.time()
+            for s in sims:
+                await s.ask({"cmd": "cut", "silent": True, "nodes": [c for c in silent if c in set(s.cfg.nodes)]})
+            gone_at = await until(lambda: _ge(_neg(api.count_nodes("online")), -(n - len(cut) - len(silent))),
+                                  args.keepalive * 3 + 60, "the silent nodes gone from online", every=0.5)
+            res["silent_gone_s"] = gone_at - t_silent
+            log(f"[{broker_kind} {n}] {len(silent)} nodes silent (socket open): gone at the coordinator after "
+                f"{res['silent_gone_s']:.1f}s (keep-alive {args.keepalive} s)")
         health.phase = "end"
         await asyncio.sleep(1)
         all_h = health.of()
         res["healthz"] = (pct(all_h, 0.5), pct(all_h, 0.99), max(all_h) if all_h else float("nan"))
         res["healthz_cut"] = pct(health.of("cut"), 0.99)
+        res["healthz_phases"] = {ph: (round(pct(health.of(ph), 0.99) * 1000, 1), round(max(health.of(ph)) * 1000))
+                                 for ph in dict.fromkeys(p for p, _ in health.samples)}
+        log(f"[{broker_kind} {n}] /healthz p99/max ms by phase: {res['healthz_phases']}")
         res["broker_lost"] = coord.broker_events()[1]
         log(f"[{broker_kind} {n}] /healthz p50 {res['healthz'][0] * 1000:.1f} ms p99 {res['healthz'][1] * 1000:.1f} "
             f"ms max {res['healthz'][2] * 1000:.0f} ms; coordinator lost its broker {res['broker_lost']} times")
@@ -454,6 +470,9 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     row("10 % cut at once → gone / replaced / ready",
         lambda r: f"{fmt_s(r['cut_gone_s'])} / {fmt_s(r['cut_replaced_s'])} / {fmt_s(r['cut_ready_s'])}")
     row("`/healthz` p99 while the cut is handled", lambda r: fmt_s(r["healthz_cut"]))
+    if any("silent_gone_s" in r for r in results):
+        row("1 % fall silent, sockets open (a power cut) → gone at the coordinator",
+            lambda r: fmt_s(r["silent_gone_s"]))
     row("control traffic per idle node per day, IP level, out / in",
         lambda r: f"{r['bytes_day'][0] / 2**20:.2f} / {r['bytes_day'][1] / 2**20:.2f} MiB")
     body = table(["measured", *cols], rows)
@@ -504,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="simulated MQTT keep-alive, s (default: the profile's)")
     p.add_argument("--window", type=float, default=30.0,
                    help="CPU/traffic measurement window, s (the idle one at least the keep-alive)")
+    p.add_argument("--idle-window", type=float, default=0.0,
+                   help="the idle (traffic) window, s (default: the larger of --window and the keep-alive)")
+    p.add_argument("--silent-cut", action="store_true",
+                   help="also let 1 %% of the devices fall silent with their sockets open and time the detection")
     p.add_argument("--settle", type=float, default=10.0, help="wait after a phase before a window, s")
     p.add_argument("--join-timeout", type=float, default=300.0)
     p.add_argument("--phase-timeout", type=float, default=300.0)

@@ -16,6 +16,7 @@ Run as a process (`python -m tests.fleet.sim --config FILE`), driven by JSON lin
                                            when every device's TLS context is loaded)
   {"cmd": "stats"}                      -> {"reply": "stats", "connected": n, "desired": {node: [gen, t, [ids]]}, ...}
   {"cmd": "cut", "nodes": [ids]}         -> sockets closed without DISCONNECT (the broker fires the wills)
+  {"cmd": "cut", "nodes": [ids], "silent": true} -> those devices fall silent, sockets left open
   {"cmd": "quit"}                        -> every connection closed cleanly, exit
 It prints {"event": "joined", ...} once every node has connected (or failed to). Times are `time.time()`.
 """
@@ -261,13 +262,19 @@ class Fleet:
                 "failures": self.failures[:5],
                 "failed": len(self.failures), "desired": desired, "t": time.time()}
 
-    def cut(self, ids: list[str]) -> dict[str, Any]:
+    def cut(self, ids: list[str], *, silent: bool = False) -> dict[str, Any]:
+        """Close these devices' sockets without DISCONNECT (the broker fires their wills at once), or with `silent`
+        make them fall silent with the socket open — a power cut or a dead link: the broker notices only when the
+        keep-alive runs out (1.5 x keep-alive, MQTT 3.1.1 §3.1.2.10)."""
         count = 0
         for i in ids:
             n = self.by_id.get(i)
             if n is not None and n.client is not None and not n.cut:
                 n.cut = True
-                n.client.abort()
+                if silent and n.client.transport is not None:
+                    n.client.transport.pause_reading()
+                else:
+                    n.client.abort()
                 count += 1
         return {"reply": "cut", "count": count, "t": time.time()}
 
@@ -305,7 +312,7 @@ async def main_async(cfg: SimConfig) -> None:
                 case "stats":
                     emit(fleet.stats())
                 case "cut":
-                    emit(fleet.cut([str(n) for n in cmd.get("nodes", [])]))
+                    emit(fleet.cut([str(n) for n in cmd.get("nodes", [])], silent=bool(cmd.get("silent"))))
                 case "quit":
                     break
                 case other:
