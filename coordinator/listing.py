@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ TOKEN_VERSION = 1
 MAX_TOKEN_CHARS = 2048
 
 Part = str | int
+_DIGITS = re.compile(r"[0-9]{1,9}")
 K = TypeVar("K", bound=tuple[Part, ...])
 
 
@@ -64,10 +66,9 @@ def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int =
                 field: str = "limit") -> int:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SpecError(field, f"must be a whole number from 1 to {maximum}, got {raw[:40]!r}") from None
+    if not _DIGITS.fullmatch(raw):  # ASCII digits only: int() would also take " 5", "+5", "1_0" and "٥"
+        raise SpecError(field, f"must be a whole number from 1 to {maximum}, got {raw[:40]!r}")
+    value = int(raw)
     if not 1 <= value <= maximum:
         raise SpecError(field, f"must be from 1 to {maximum}, got {value}")
     return value

@@ -65,7 +65,8 @@ def test_limit_defaults_and_bounds(raw: str | None, expected: int) -> None:
     assert parse_limit(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["0", "-1", str(MAX_LIMIT + 1), "ten", "1.5", " "])
+@pytest.mark.parametrize("raw", ["0", "-1", str(MAX_LIMIT + 1), "ten", "1.5", " ", " 5", "5 ", "+5", "1_0",
+                                 "\u0665", "\u00b2", "00000000001" + "0" * 400])
 def test_a_bad_limit_is_refused_naming_it(raw: str) -> None:
     with pytest.raises(SpecError) as info:
         parse_limit(raw)
