@@ -112,12 +112,12 @@ def _show(args: argparse.Namespace, data: JSONObject | list[JSONObject], now: fl
 
 def cmd_get(args: argparse.Namespace, ctx: Ctx) -> int:
     check_output(args.output)
+    _check_filters(args)  # before events too: no filter applies to them, and a silently ignored flag misleads
     if args.kind == "event":
         obj = event_object(args.name, ctx.namespace) if args.name else None
         return _watch_events(args, ctx, obj) if args.watch else _list_events(args, ctx, obj)
     if args.name is not None:
         check_name(args.name, f"{args.kind} name")
-    _check_filters(args)
     fetch = _fetch(args, ctx)
     if args.watch:
         return _watch(args, ctx, fetch)

@@ -142,6 +142,17 @@ def test_filters_on_kinds_that_have_none_are_usage_errors(live: LiveFleet, cli: 
     assert cli("get", "nodes", "--limit", "0").code == 2
 
 
+@pytest.mark.parametrize("flags", [("-l", "tier=edge"), ("--state", "online"), ("--zone", "attic")],
+                         ids=["selector", "state", "zone"])
+def test_event_filters_that_do_not_apply_are_usage_errors_not_ignored(live: LiveFleet, cli: Cli,
+                                                                     flags: tuple[str, str]) -> None:
+    r = cli("get", "events", *flags)
+    assert r.code == 2, r.out
+    assert flags[0].lstrip("-") in r.err or "selector" in r.err, r.err
+    assert cli("get", "events", "--watch", *flags).code == 2
+    assert cli("get", "events").code == 0
+
+
 def test_help_names_the_paging_and_filter_flags(cli: Cli) -> None:
     text = cli("get", "--help").out
     for flag in ("--limit", "--selector", "--state", "--zone", "page"):
