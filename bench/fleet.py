@@ -9,7 +9,7 @@ veth pair, so their control traffic is counted at the IP level. For each broker 
 - `/healthz` latency, probed every 100 ms throughout the run (p50/p99/max), and whether the coordinator ever lost
   its broker connection (its log);
 - CPU (% of one core) and RSS of the coordinator and the broker, idle fleet and with N/2 replicas placed;
-- apply N/2 replicas (process workloads, split into workloads of at most 1,000: `spec.replicas`' bound) -> every
+- apply N/2 replicas (one process workload; several where N/2 exceeds `spec.replicas`' bound) -> every
   replica in some device's desired state (the devices note when their desired state arrived) -> all ready;
 - 10 % of the devices cut at once (sockets closed without DISCONNECT: the broker fires the wills) -> the coordinator
   sees them all gone -> every replica placed elsewhere -> all ready;
@@ -47,10 +47,11 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import DOC, table, write_section
+from coordinator import spec as _spec
 from tests.fleet.env import Broker, Coordinator, Netns, Pki, SimProc, node_names, usage
 from tests.fleet.sim import SimConfig
 
-MAX_REPLICAS_PER_WORKLOAD = 1000
+MAX_REPLICAS_PER_WORKLOAD = int(getattr(_spec, "MAX_REPLICAS", 1000))  # spec.replicas' bound (1,000 before issue 17)
 SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]}}
 
@@ -193,8 +194,15 @@ async def sims_stats(sims: list[SimProc]) -> dict[str, Any]:
     return merged
 
 
-async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {"n": n, "broker": broker_kind}
+async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any,
+                    profile: str | None = None) -> dict[str, Any]:
+    """One fleet through every phase; with `profile` (its link's timers, not the command line's) only the join and
+    the idle window: the control traffic of that profile."""
+    if profile is not None:
+        args = argparse.Namespace(**{**vars(args), "profile": profile, "heartbeat": None, "keepalive": None})
+        link_defaults(args)
+    res: dict[str, Any] = {"n": n, "broker": broker_kind, "profile": args.profile, "heartbeat": args.heartbeat,
+                           "keepalive": args.keepalive, "traffic_only": profile is not None}
     workdir = Path(tempfile.mkdtemp(prefix=f"cl-fleet-{broker_kind}-{n}-"))
     netns = Netns()
     netns.create()
@@ -267,6 +275,9 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
             f"{res['hb'][1]}, pings {res['pings']}, received {res['received']} in {idle['seconds']:.0f}s; "
             f"per node per day out {res['bytes_day'][0] / 2**20:.2f} MiB in "
             f"{res['bytes_day'][1] / 2**20:.2f} MiB")
+
+        if profile is not None:
+            return res
 
         health.phase = "list"
         first: list[float] = []
@@ -435,7 +446,8 @@ def fmt_s(v: float | None) -> str:
 
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    cols = [f"{r['broker']}, {r['n']:,}" for r in results]
+    cols = [f"{r['broker']}, {r['n']:,}" + (f", profile {r['profile']} (traffic only)" if r["traffic_only"] else "")
+            for r in results]
     rows: list[list[object]] = []
 
     def row(label: str, f: Any) -> None:
@@ -473,8 +485,13 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if any("silent_gone_s" in r for r in results):
         row("1 % fall silent, sockets open (a power cut) → gone at the coordinator",
             lambda r: fmt_s(r["silent_gone_s"]))
+    row("device timers: heartbeat (max interval) / keep-alive", lambda r: f"{r['heartbeat']:g} s / {r['keepalive']} s")
     row("control traffic per idle node per day, IP level, out / in",
         lambda r: f"{r['bytes_day'][0] / 2**20:.2f} / {r['bytes_day'][1] / 2**20:.2f} MiB")
+    row("… per idle node per 30-day month, both directions",
+        lambda r: f"{(r['bytes_day'][0] + r['bytes_day'][1]) * 30 / 2**20:.1f} MiB")
+    row("detection of a silent power-off (the broker's keep-alive, 1.5 x keep-alive), worst case",
+        lambda r: fmt_s(1.5 * r["keepalive"]))
     body = table(["measured", *cols], rows)
     errors = [f"- {r['broker']}, {r['n']:,}: {r['error']}" for r in results if "error" in r]
     notes = (
@@ -484,8 +501,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "status with facts and the agent's last will, an observed state (every replica running and ready) answering "
         "each desired state at once. The coordinator is a real `cloudless coordinator --pki`; the broker Mosquitto "
         "(configuration from `cloudless broker mosquitto-config --cert-auth`) or the embedded `cloudless broker "
-        "--cert-auth`. Replicas are process workloads split into workloads of at most 1,000 (`spec.replicas`' "
-        "bound). CPU is % of one core over a "
+        "--cert-auth`. Replicas are process workloads (several workloads only where N/2 exceeds `spec.replicas`' "
+        f"bound, {MAX_REPLICAS_PER_WORKLOAD:,}). CPU is % of one core over a "
         f"{args.window:g} s window (psutil); `/healthz` is probed every 100 ms for the whole run. Traffic per node "
         f"per day is the veth's byte counters (IP level, both directions, headers included) over the idle window (at "
         "least one keep-alive) divided by N and **extrapolated** to 24 h — each device's heartbeat and keep-alive "
@@ -513,8 +530,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000, 5000])
     p.add_argument("--brokers", nargs="+", default=["mosquitto"], choices=["mosquitto", "embedded"])
-    p.add_argument("--runs", nargs="*", default=[], metavar="BROKER:N",
-                   help="explicit runs (e.g. mosquitto:5000 embedded:2000); overrides --nodes/--brokers")
+    p.add_argument("--runs", nargs="*", default=[], metavar="BROKER:N[:PROFILE]",
+                   help="explicit runs (e.g. mosquitto:5000 embedded:2000); overrides --nodes/--brokers. With "
+                   "PROFILE (mosquitto:1000:iot-gateway-armv7): only join and the idle window, with that profile's "
+                   "timers: its control traffic")
     p.add_argument("--profile", default="vps",
                    help="the devices' profile: its control-link timers are the defaults of the next two (vps)")
     p.add_argument("--heartbeat", type=float, default=None,
@@ -538,20 +557,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     link_defaults(args)
     if args.quick:
-        runs = [("mosquitto", 40), ("embedded", 40)]
+        runs: list[tuple[str, int, str | None]] = [("mosquitto", 40, None), ("embedded", 40, None)]
         args.window, args.settle = min(args.window, 6.0), min(args.settle, 1.0)
+        args.idle_window = args.idle_window or 6.0
         args.phase_timeout = min(args.phase_timeout, 60.0)
         args.join_timeout = min(args.join_timeout, 60.0)
     elif args.runs:
-        runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.runs]
+        runs = [(r.split(":")[0], int(r.split(":")[1]), (r.split(":")[2:3] or [None])[0]) for r in args.runs]
     else:
-        runs = [(b, n) for b in args.brokers for n in args.nodes]
+        runs = [(b, n, None) for b in args.brokers for n in args.nodes]
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     async def go() -> list[dict[str, Any]]:
-        return [await run_fleet(n, b, args, log) for b, n in runs]
+        return [await run_fleet(n, b, args, log, profile) for b, n, profile in runs]
 
     def terminate(_sig: int, _frame: object) -> None:
         raise SystemExit(143)  # unwinds run_fleet's cleanup: processes killed by group, the namespace deleted
