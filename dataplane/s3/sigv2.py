@@ -60,4 +60,5 @@ def verify_presigned_v2(request: Request, pairs: list[tuple[str, str]], secrets:
                        "signature you provided; check your key and signing method")
     if now > int(expires):
         return S3Error(ErrorCode.ACCESS_DENIED, "Request has expired")
-    return Authenticated(params["AWSAccessKeyId"], Payload.UNSIGNED, presigned=True)
+    amz = frozenset(k.lower() for k, _ in request.headers if k.lower().startswith("x-amz-"))
+    return Authenticated(params["AWSAccessKeyId"], Payload.UNSIGNED, presigned=True, signed_headers=amz)

@@ -82,6 +82,8 @@ class Authenticated:
     payload_sha256: str | None = None  # set when payload is SHA256
     signing: SigningContext | None = None
     presigned: bool = False
+    # The lower-case header names the signature covers (SigV2: every x-amz-* header, all of which it signs).
+    signed_headers: frozenset[str] = frozenset()
 
 
 Verdict = Authenticated | S3Error
@@ -89,6 +91,26 @@ Verdict = Authenticated | S3Error
 
 def _deny(code: ErrorCode, message: str) -> S3Error:
     return S3Error(code, message)
+
+
+# x-amz-* headers that may be left out of SignedHeaders: the canonical request binds them anyway (the payload hash
+# line and the request time), so leaving them unsigned changes nothing. A presigned URL's payload is UNSIGNED-PAYLOAD
+# and its time is X-Amz-Date: x-amz-content-sha256 is then ignored, and x-amz-date is not.
+_BOUND_HEADER_FORM = frozenset({"x-amz-content-sha256", "x-amz-date"})
+_BOUND_PRESIGNED = frozenset({"x-amz-content-sha256"})
+
+
+def unsigned_amz_headers(request: Request, signed: Iterable[str], bound: frozenset[str]) -> list[str]:
+    """The x-amz-* headers present but not signed. S3 refuses such a request: an unsigned x-amz-copy-source,
+    x-amz-meta-* or x-amz-metadata-directive would otherwise change what a signature authorised (a presigned PUT
+    turned into a copy of another object)."""
+    covered = set(signed) | bound
+    return sorted({k.lower() for k, _ in request.headers if k.lower().startswith("x-amz-")} - covered)
+
+
+def _not_signed(names: list[str]) -> S3Error:
+    return _deny(ErrorCode.ACCESS_DENIED, "There were headers present in the request which were not signed: "
+                 + ", ".join(names))
 
 
 # ---- canonical request -----------------------------------------------------------------------------------------
@@ -289,9 +311,12 @@ def verify_header(request: Request, authorization: str, secrets: SecretLookup, n
     if key is None:
         return _deny(ErrorCode.SIGNATURE_DOES_NOT_MATCH, "the request signature we calculated does not match the "
                      "signature you provided; check your key and signing method")
+    unsigned = unsigned_amz_headers(request, signed, _BOUND_HEADER_FORM)
+    if unsigned:
+        return _not_signed(unsigned)
     streaming = mode in (Payload.STREAMING_SIGNED, Payload.STREAMING_SIGNED_TRAILER)
     context = SigningContext(amz_date, cred.scope, signature.lower(), key) if streaming else None
-    return Authenticated(cred.access_key, mode, digest, context)
+    return Authenticated(cred.access_key, mode, digest, context, signed_headers=frozenset(signed))
 
 
 def verify_presigned(request: Request, pairs: list[tuple[str, str]], secrets: SecretLookup, now: float, *,
@@ -334,4 +359,7 @@ def verify_presigned(request: Request, pairs: list[tuple[str, str]], secrets: Se
         return _deny(ErrorCode.ACCESS_DENIED, "Request has expired")
     if when - now > SKEW:
         return _deny(ErrorCode.ACCESS_DENIED, "Request is not valid yet")
-    return Authenticated(cred.access_key, Payload.UNSIGNED, presigned=True)
+    unsigned = unsigned_amz_headers(request, signed, _BOUND_PRESIGNED)
+    if unsigned:
+        return _not_signed(unsigned)
+    return Authenticated(cred.access_key, Payload.UNSIGNED, presigned=True, signed_headers=frozenset(signed))

@@ -18,7 +18,7 @@ from dataplane.s3.http import S3Config, s3_app
 from dataplane.s3.routing import Operation
 from tests.dataplane.s3.chunks import signed_chunks, split, unsigned_chunks
 from tests.dataplane.s3.memory_backend import MemoryBackend
-from tests.dataplane.s3.signing import NOW, REGION, secrets, signed
+from tests.dataplane.s3.signing import NOW, REGION, presigned, secrets, signed
 
 KiB = 1024
 
@@ -193,3 +193,23 @@ async def test_bucket_permissions_per_access_key() -> None:
         assert denied[0] == 403 and b"<Code>AccessDenied</Code>" in denied[1]  # not NoSuchKey: refused first
     finally:
         await client.close()
+
+
+async def test_presigned_put_with_an_unsigned_copy_source_is_refused(client: TestClient[Any, Any],
+                                                                     backend: MemoryBackend) -> None:
+    """A presigned PUT handed out for one upload must not become a CopyObject of another bucket's object."""
+    await backend.create_bucket("private", NOW)
+    staging = await backend.stage("private")
+    assert not isinstance(staging, S3Error)
+    await staging.write(b"TOP SECRET")
+    await staging.commit_object("private", ObjectInfo("secret.txt", 10, hashlib.md5(b"TOP SECRET").hexdigest(), NOW))
+    url = f"http://127.0.0.1:{client.port}/bkt/theirs"
+    request = presigned("PUT", url)
+    response = await client.put(f"/bkt/theirs?{request.raw_query}", data=b"",
+                                headers={"x-amz-copy-source": "/private/secret.txt"})
+    text = await response.read()
+    assert response.status == 403 and b"<Code>AccessDenied</Code>" in text
+    assert b"not signed" in text
+    assert "theirs" not in backend.buckets["bkt"].objects
+    response = await client.put(f"/bkt/theirs?{request.raw_query}", data=b"mine")  # as issued, it still works
+    assert response.status == 200 and backend.buckets["bkt"].objects["theirs"][1] == b"mine"

@@ -238,3 +238,29 @@ def test_verdict_is_a_value_for_garbage() -> None:
                     Request("GET", "/b", "", (("Authorization", "AWS4-HMAC-SHA256 ,,,=,"),)),
                     Request("GET", "/b", "X-Amz-Signature=x&X-Amz-Date=nope&X-Amz-Expires=abc", ())):
         assert isinstance(verify(request, secrets, NOW), S3Error)
+
+
+def _with_header(request: Request, name: str, value: str) -> Request:
+    return dataclasses.replace(request, headers=(*request.headers, (name, value)))
+
+
+@pytest.mark.parametrize("name", ["x-amz-copy-source", "x-amz-meta-owner", "X-Amz-Metadata-Directive"])
+def test_unsigned_amz_header_is_refused(name: str) -> None:
+    """S3 refuses x-amz-* headers the signature does not cover: the signer did not authorise them."""
+    for request in (signed("PUT", body=b"x"), presigned("PUT")):
+        verdict = verify(_with_header(request, name, "/other/secret"), secrets, NOW)
+        assert isinstance(verdict, S3Error) and verdict.code is ErrorCode.ACCESS_DENIED
+        assert "There were headers present in the request which were not signed" in verdict.message
+        assert name.lower() in verdict.message
+
+
+def test_signed_amz_headers_pass_and_are_carried() -> None:
+    verdict = verify(signed("PUT", body=b"x", headers={"x-amz-meta-owner": "me"}), secrets, NOW)
+    assert isinstance(verdict, Authenticated)
+    assert {"host", "x-amz-meta-owner", "x-amz-date", "x-amz-content-sha256"} <= verdict.signed_headers
+
+
+def test_presigned_tolerates_an_unsigned_content_sha256() -> None:
+    """A presigned URL's payload is UNSIGNED-PAYLOAD whatever the header says, so the header binds nothing."""
+    verdict = verify(_with_header(presigned("PUT"), "x-amz-content-sha256", "UNSIGNED-PAYLOAD"), secrets, NOW)
+    assert isinstance(verdict, Authenticated) and verdict.signed_headers == frozenset({"host"})
