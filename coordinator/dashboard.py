@@ -36,8 +36,9 @@ from coordinator.replica_table import workload_of
 
 HA_ROOT = topics.HA_DISCOVERY_ROOT
 SWEEP_NODES = 200  # nodes whose summary is recomputed per call whatever the change sets say
-RESEND_NODES = 300  # nodes encoded per call during a full resend (each is 7 topics)
-MAX_NODES = 1000  # changed nodes whose summary one call recomputes (the rest wait for the next call)
+RESEND_NODES = 100  # nodes encoded per call during a full resend (each is 7 topics)
+MAX_NODES = 1000  # changed nodes whose summary one call recomputes (the rest wait for the next call)...
+MAX_TOPICS = 800  # ... and topics one call encodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +269,11 @@ class Mirror:
             self._sweep = sorted(set(c.members) | set(self._nodes), reverse=True)
         nodes.update(_take(self._sweep, SWEEP_NODES))
         out: dict[str, str] = {}
-        for node_id in sorted(nodes):
+        ordered = sorted(nodes)
+        for i, node_id in enumerate(ordered):
+            if len(out) >= MAX_TOPICS:  # the rest next call (new nodes cost 7 topics each)
+                self._carried |= set(ordered[i:])
+                break
             self._node(node_id, out)
         for key, w in c.workloads.items():  # records are replaced, never edited
             seen = self._workloads.get(key)

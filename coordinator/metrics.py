@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -143,11 +143,17 @@ class Metrics:
                                      ["direction", "channel"], registry=self.registry)
         self.mqtt_bytes = Counter("cloudless_mqtt_bytes_total", "MQTT payload bytes by direction", ["direction"],
                                   registry=self.registry)
+        self._mqtt_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.registry.register(_StateCollector(coord))
 
     def mqtt(self, direction: str, channel: str, size: int) -> None:
-        self.mqtt_messages.labels(direction, channel).inc()
-        self.mqtt_bytes.labels(direction).inc(size)
+        """Count one message (called per MQTT message: the labelled children are looked up once, not per call)."""
+        children = self._mqtt_children.get((direction, channel))
+        if children is None:
+            children = (self.mqtt_messages.labels(direction, channel), self.mqtt_bytes.labels(direction))
+            self._mqtt_children[(direction, channel)] = children
+        children[0].inc()
+        children[1].inc(size)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

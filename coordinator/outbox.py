@@ -11,15 +11,16 @@ a topic no longer produced is cleared (empty retained).
 A round's work is proportional to what changed (issue 17: at 5,000 nodes, recomputing every node's desired state
 every round was half the coordinator's CPU). A node's desired state is recomputed when it may have changed: a
 replica put on, moved off or changed on it (the replica table's change set), a workload record of one of its
-replicas replaced (apply, scale, rollout, rollback), a secret it consumes (re-sealed boxes), or `mark_node`. Two
-safety nets bound what a missed mark can cost: a background sweep re-checks `SWEEP_NODES` nodes every round (a
-full pass over 5,000 nodes in ~20 rounds), and a full resend (reconnect, new epoch) goes out `RESEND_NODES` nodes
-per round, so no round holds the loop for all of them at once. Generations of one round are stored in one
-transaction.
+replicas replaced (apply, scale, rollout, rollback), a secret it consumes (re-sealed boxes), or `mark_node`. A
+background sweep bounds what a missed mark can cost: `SWEEP_NODES` nodes a round, in passes over every node that
+start at most every `SWEEP_PERIOD_S`. No round holds the loop for thousands of nodes: a full resend (reconnect,
+new epoch) goes out `RESEND_NODES` nodes a round, and past `PUBLISH_NODES` changed nodes the rest wait for the
+next round (`backlog`: the engine runs it soon). Generations of one round are stored in one transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -39,8 +40,11 @@ from coordinator.store import Store, StoreError, put
 
 log = logging.getLogger(__name__)
 
-SWEEP_NODES = 256  # nodes the background resync re-checks per round
-RESEND_NODES = 500  # nodes of a full resend (reconnect, new epoch) sent per round
+SWEEP_NODES = 256  # nodes the background resync re-checks per round...
+SWEEP_PERIOD_S = 30.0  # ... in passes over every node that start at most this often
+RESEND_NODES = 300  # nodes of a full resend (reconnect, new epoch) sent per round
+STEP_NODES = 100  # nodes published in one step of the event loop
+PUBLISH_NODES = 400  # changed nodes whose desired state one round recomputes (the rest the next round)
 
 
 class Outbox:
@@ -65,6 +69,7 @@ class Outbox:
         self._workloads_seen: dict[str, WorkloadRecord] = {}
         self._epoch: int | None = None
         self._sweep: list[str] = []  # the background resync's nodes still to check in this pass
+        self._swept_at = float("-inf")
         self._resend: list[str] = []  # nodes still to send again (a reconnect, a new epoch)
         self.mirror = dashboard.Mirror(cluster)  # the dashboard mirror and HA discovery, kept incrementally
         self._delivery: SecretDelivery | None = None
@@ -139,8 +144,9 @@ class Outbox:
 
     @property
     def backlog(self) -> int:
-        """Nodes still to be sent again after a reconnect or a new epoch (the engine runs another round soon)."""
-        return len(self._resend)
+        """Nodes still to be looked at: a resend after a reconnect or a new epoch, or more changed nodes than one
+        round takes (the engine runs another round soon)."""
+        return len(self._resend) + len(self._dirty)
 
     def _known_nodes(self) -> set[str]:
         return self.cluster.replicas.nodes() | set(self._content) | set(self.nodegen)
@@ -158,11 +164,16 @@ class Outbox:
         for key in [k for k in seen if k not in workloads]:
             del seen[key]
         nodes.update(node for node, _, _ in wants)  # boxes may have been re-sealed (a new version, a renewed key)
-        if not self._sweep:
-            self._sweep = sorted(self._known_nodes(), reverse=True)
+        nodes.discard("")
+        if len(nodes) > PUBLISH_NODES:  # many changed at once: the rest next round (the engine runs it soon)
+            ordered = sorted(nodes)
+            self._dirty = set(ordered[PUBLISH_NODES:])
+            return set(ordered[:PUBLISH_NODES])
+        now = self.clock()
+        if not self._sweep and now - self._swept_at >= SWEEP_PERIOD_S:  # a new pass, at most once a period
+            self._sweep, self._swept_at = sorted(self._known_nodes(), reverse=True), now
         nodes.update(_take(self._sweep, SWEEP_NODES))
         nodes.update(_take(self._resend, RESEND_NODES))
-        nodes.discard("")
         return nodes
 
     async def publish_desired(self, now: float, epoch: int) -> None:
@@ -175,7 +186,9 @@ class Outbox:
             self._epoch = epoch
         writes: list[tuple[str, int]] = []
         try:
-            for node_id in sorted(self._changed_nodes(wants)):
+            for i, node_id in enumerate(sorted(self._changed_nodes(wants)), 1):
+                if i % STEP_NODES == 0:
+                    await asyncio.sleep(0)  # the loop serves others between steps (heartbeats, REST, keep-alive)
                 # each node on its own: one node's desired state that cannot be built or sent (the wire refuses
                 # it, over its cap or with a string it cannot carry) is an event and a condition on that node, and
                 # every other node still gets its own (issue 16: one such node used to stop every round)

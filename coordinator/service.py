@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from broker import wire
@@ -61,8 +61,12 @@ DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
 REPLICA_ID_BYTES = 6  # random bytes in a replica id (48 bits: collisions among millions are still unlikely)
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
-RESEND_PAUSE_S = 0.05  # between two slices of a full resend of desired state (the loop serves others meanwhile)
-SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not
+MORE_PAUSE_S = 0.05  # between two bounded rounds when work is left over (the loop serves others meanwhile)
+NEW_PER_ROUND = 100  # replicas a round creates per workload (a 2,500-replica apply: 25 short rounds)
+SCHEDULE_PER_ROUND = 100  # pending replicas a round schedules, oldest first
+STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
+SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
+SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
 IN_FLUX = (RolloutPhase.PROGRESSING, RolloutPhase.ROLLING_BACK)  # a progress deadline runs
 
 
@@ -71,6 +75,23 @@ def _revoked_at(value: bytes) -> float:
         return float(json.loads(value).get("at", 0.0))
     except (ValueError, TypeError, AttributeError):
         return 0.0
+
+
+_REPLICA_FIELDS = tuple(f.name for f in fields(ReplicaRecord))
+
+
+def replica_json(r: ReplicaRecord) -> bytes:
+    """model.to_json(r), byte for byte, without dataclasses.asdict's deep copy (a 2,500-replica apply wrote 5,000
+    records in a round, and asdict was a third of it)."""
+    return json.dumps({name: getattr(r, name) for name in _REPLICA_FIELDS}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+async def _let_others_run() -> None:
+    """End this step of the round: heartbeats, REST reads and the MQTT keep-alive are served before the next one
+    (issue 17: a round of 5,000 nodes in one step held the loop for seconds). API writes still wait for the lock,
+    so the round's picture changes between steps only by what nodes report, as it did at every store write."""
+    await asyncio.sleep(0)
 
 
 def _settled(w: WorkloadRecord, views: list[lifecycle.ReplicaView], p: lifecycle.WorkloadPlan) -> bool:
@@ -141,6 +162,8 @@ class Coordinator:
         self._workloads_seen: dict[str, WorkloadRecord] = {}
         self._unsettled: set[str] = set()
         self._sweep: list[str] = []
+        self._swept_at = float("-inf")
+        self._more = False  # the round left work for the next one
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._dash_at = 0.0
@@ -231,6 +254,7 @@ class Coordinator:
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.replicas.replace_all(replicas)  # the same indexed table: only what differs is marked changed
+        c.refresh_views()
         c.workloads, c.admin, self.outbox.nodegen = workloads, admin, nodegen
         c.revoked_nodes |= revoked
         now = self.clock()
@@ -401,12 +425,15 @@ class Coordinator:
         for node_id in changed:
             self.cluster.touch_node(node_id)
         if link_up:
-            for node_id, info in list(self.members.items()):
-                after, evs = membership.evaluate(info, now, self.cfg.membership)
-                self.members[node_id] = after
-                if after.state is not info.state:
-                    self.cluster.touch_node(node_id)
-                events += evs
+            members, evaluate, cfg = self.members, membership.evaluate, self.cfg.membership
+            for node_id, info in list(members.items()):
+                after, evs = evaluate(info, now, cfg)
+                if after is not info:
+                    members[node_id] = after
+                    if after.state is not info.state:
+                        self.cluster.touch_node(node_id)
+                if evs:
+                    events += evs
         return events
 
     def _hearing(self, now: float) -> bool:
@@ -418,21 +445,35 @@ class Coordinator:
         return hearing
 
     async def reconcile(self) -> None:
+        self._more = False
+        try:
+            await self._round()
+        finally:
+            if self._more or self.outbox.backlog or self.outbox.mirror.backlog:
+                # work left over from a bounded round (creations, placements, a resend): the next round soon, not
+                # a tick later; the loop serves everyone else in between
+                asyncio.get_running_loop().call_later(MORE_PAUSE_S, self.wake)
+
+    async def _round(self) -> None:
         self.rounds += 1
         now = self.clock()
         self.overlay.expire(now)
         for ev in self._judge_members(now):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         await self._check_epoch()
+        await _let_others_run()
         if now < self._settle_until:
             # just started or reconnected: the retained statuses and observed states are still arriving, and a
             # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)
             await self.journal.flush()
             await self._publish_desired(now)
             return
+        work = 0
         for key in self._workloads_due():
+            if (w := self.workloads.get(key)) is None:
+                continue
             try:
-                settled = self._reconcile_workload(self.workloads[key], now)
+                settled = self._reconcile_workload(w, now)
             except Exception as exc:  # one broken workload must not stop the control loop for every other one
                 self._workload_failed(key, exc)
                 self._unsettled.add(key)
@@ -442,8 +483,15 @@ class Coordinator:
                     self._unsettled.discard(key)
                 else:
                     self._unsettled.add(key)
+            work += 1 + len(self.replicas.of_workload(key))
+            if work >= STEP_REPLICAS:
+                work = 0
+                await _let_others_run()
+        await _let_others_run()
         self._schedule_pending(now)
+        await _let_others_run()
         self._services_round()
+        await _let_others_run()
         await self.journal.flush()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S or self.outbox.mirror.backlog:  # a resend: its next slice
@@ -515,8 +563,9 @@ class Coordinator:
                 due.add(key)
         for key in [k for k in seen if k not in self.workloads]:
             del seen[key]
-        if not self._sweep:
-            self._sweep = sorted(self.workloads, reverse=True)
+        now = self.clock()
+        if not self._sweep and now - self._swept_at >= SWEEP_PERIOD_S:  # a new pass, at most once a period
+            self._sweep, self._swept_at = sorted(self.workloads, reverse=True), now
         budget = SWEEP_REPLICAS
         while self._sweep and budget > 0:
             key = self._sweep.pop()
@@ -566,7 +615,9 @@ class Coordinator:
             self._save_replica(replace(r, phase=ReplicaPhase.STOPPING, stop_requested_at=now, message=reason))
             self.journal.event("Normal", "Stopping", f"workload/{w.key}",
                                f"stopping replica {rid} on {r.node}: {reason}")
-        for _ in range(p.place):
+        if p.place > NEW_PER_ROUND:  # a big apply is created over several rounds, each short (the next one soon)
+            self._more = True
+        for _ in range(min(p.place, NEW_PER_ROUND)):
             rid = self._new_replica_id(w.name)
             self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
                                              revision=w.revision, spec_hash=w.spec_hash, created_at=now))
@@ -600,7 +651,7 @@ class Coordinator:
 
     def _save_replica(self, r: ReplicaRecord) -> None:
         self.replicas[r.replica_id] = r
-        self.journal.queue(put(model.replica_key(r.namespace, r.workload, r.replica_id), model.to_json(r)))
+        self.journal.queue(put(model.replica_key(r.namespace, r.workload, r.replica_id), replica_json(r)))
 
     # ---- scheduling ----------------------------------------------------------------------------------------
 
@@ -626,9 +677,12 @@ class Coordinator:
                                      revision=self.rounds)
 
     def _schedule_pending(self, now: float) -> None:
+        """The oldest SCHEDULE_PER_ROUND pending replicas (the rest in the next rounds, which come soon)."""
         pending = self.cluster.pending()
         if not pending:
             return
+        if len(pending) > SCHEDULE_PER_ROUND:
+            pending, self._more = pending[:SCHEDULE_PER_ROUND], True
         requests = []
         for r in pending:
             try:  # one replica whose spec cannot be parsed or sent is that replica's problem, not the round's
@@ -686,8 +740,6 @@ class Coordinator:
         self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
         self.outbox.publish_peers(self.overlay, now, self.epoch)
         await self.outbox.publish_desired(now, self.epoch)
-        if self.outbox.backlog:  # a full resend goes out in slices: the next one soon, not a tick later
-            asyncio.get_running_loop().call_later(RESEND_PAUSE_S, self.wake)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:
         return self.cluster.observed_of(r)

@@ -113,10 +113,8 @@ class ServiceRegistry:
     def _replica_facts(self, groups: dict[ServiceKey, list[Backing]]) -> list[ReplicaFacts]:
         wanted = {b.workload for bs in groups.values() for b in bs}
         facts = []
-        for r in self.cluster.replicas.values():
+        for r in (r for wkey in sorted(wanted) for r in self.cluster.replicas.of_workload(wkey)):
             key = f"{r.namespace}/{r.workload}"
-            if key not in wanted:
-                continue
             w = self.cluster.workloads.get(key)
             info = self.cluster.members.get(r.node) if r.node else None
             online = info is not None and info.state is NodeState.ONLINE and r.node not in self.cluster.revoked_nodes
@@ -144,12 +142,21 @@ class ServiceRegistry:
         return tuple(sorted(out))
 
     def _tables(self, book: ServiceBook) -> dict[str, tuple[ServiceRecord, ...]]:
-        """Every member's records: the namespaces it runs replicas of, and its ingress."""
-        namespaces: dict[str, set[str]] = {n: set() for n in self.cluster.members}
-        for r in self.cluster.replicas.values():
-            if r.node is not None and r.phase == ReplicaPhase.ASSIGNED and r.node in namespaces:
-                namespaces[r.node].add(r.namespace)
-        return {node_id: book.table(node_id, nss) for node_id, nss in namespaces.items()}
+        """Every member's records: the namespaces it runs replicas of (from the replica table's index), and its
+        ingress. A node without ingress gets the table of its namespaces, built once per distinct set of them."""
+        shared: dict[frozenset[str], tuple[ServiceRecord, ...]] = {}
+        tables = {}
+        for node_id in self.cluster.members:
+            nss = frozenset(r.namespace for r in self.cluster.replicas.on_node(node_id)
+                            if r.phase == ReplicaPhase.ASSIGNED)
+            if node_id in book.ingress_at:
+                tables[node_id] = book.table(node_id, nss)
+                continue
+            table = shared.get(nss)
+            if table is None:
+                table = shared[nss] = book.table(node_id, nss)
+            tables[node_id] = table
+        return tables
 
     def pairs(self) -> dict[tuple[str, str], str]:
         return services.pairs(self.book, self.tables)

@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.wire import NodeFacts, ObservedState, ReplicaObserved, ReplicaState, topics
-from coordinator import outbox, service
+from coordinator import model, outbox, service
 from coordinator.membership import NodeState
+from coordinator.model import ReplicaPhase, ReplicaRecord
 from tests.coordinator import fleet_memory
 from tests.coordinator.fleet_memory import FleetCluster, converge, workload
 
@@ -113,3 +116,14 @@ async def test_a_round_stores_its_generations_in_one_transaction(fc: FleetCluste
     await fc.round()
     nodegen = [t for t in txns if any(k.startswith("/nodegen/") for k in t)]
     assert len(nodegen) == 1 and len(nodegen[0]) == 5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.builds(ReplicaRecord, replica_id=st.text(max_size=8), namespace=st.text(max_size=8),
+                 workload=st.text(max_size=8), revision=st.integers(0, 10), spec_hash=st.text(max_size=8),
+                 node=st.none() | st.text(max_size=8), phase=st.sampled_from(list(ReplicaPhase)),
+                 created_at=st.floats(0, 1e10), assigned_at=st.none() | st.floats(0, 1e10),
+                 stop_requested_at=st.none() | st.floats(0, 1e10), message=st.text(max_size=20),
+                 unschedulable=st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3)))
+def test_the_fast_replica_record_encoding_is_byte_for_byte_the_models(r: ReplicaRecord) -> None:
+    assert service.replica_json(r) == model.to_json(r)
