@@ -66,7 +66,7 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
     raw_path, _, raw_query = request.raw_path.partition("?")
     signed = sigv4.Request(request.method, raw_path, raw_query, tuple(request.headers.items()))
     now = cfg.clock()
-    auth = authenticate(signed, secrets, now, region=cfg.region)
+    auth = authenticate(signed, secrets, now, region=cfg.region, base_domains=cfg.base_domains)
     if isinstance(auth, S3Error):
         return dataclasses.replace(auth, resource=request.path)
     query = dict(sigv4.query_pairs(raw_query))

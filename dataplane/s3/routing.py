@@ -75,6 +75,13 @@ def split_target(raw_path: str, host: str, base_domains: tuple[str, ...] = ()) -
     return bucket, key
 
 
+def path_style(raw_path: str, host: str, base_domains: tuple[str, ...] = ()) -> str:
+    """The raw path as path-style addressing spells it: `/bucket/key`, with the bucket taken from the Host under
+    virtual-host addressing (what SigV2 signs as the resource, since the Host itself is not signed)."""
+    bucket, _ = split_target("/", host, base_domains)
+    return f"/{bucket}{raw_path or '/'}" if bucket else raw_path or "/"
+
+
 def route(method: str, raw_path: str, query: dict[str, str], *, host: str = "", copy_source: bool = False,
           base_domains: tuple[str, ...] = ()) -> Route | S3Error:
     bucket, key = split_target(raw_path, host, base_domains)

@@ -6,6 +6,9 @@ current client sends them by default).
 String to sign (AWS S3 developer guide, "Signing and authenticating REST requests"): METHOD, Content-MD5,
 Content-Type, Expires, the x-amz-* headers (lower-case, sorted, "name:value"), and the resource: the path as sent plus
 the sub-resources that change its meaning, sorted, values decoded. The signature is base64 HMAC-SHA1 with the secret.
+The path is the path-style `/bucket/key` whatever the addressing (botocore's `auth_path`): the Host is not signed, so a
+signature over `/key` alone would hold for the same key in every bucket reachable by virtual host. A URL may live at
+most `sigv4.MAX_EXPIRES` (a week), as SigV4 ones do.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hashlib
 import hmac
 
 from dataplane.s3.errors import ErrorCode, S3Error
-from dataplane.s3.sigv4 import Authenticated, Payload, Request, SecretLookup, Verdict
+from dataplane.s3.sigv4 import MAX_EXPIRES, Authenticated, Payload, Request, SecretLookup, Verdict
 
 # botocore's HmacV1Auth.QSAOfInterest: the query parameters that are part of the signed resource
 SUBRESOURCES = frozenset({
@@ -32,29 +35,34 @@ def is_v2_presigned(pairs: list[tuple[str, str]]) -> bool:
     return {"AWSAccessKeyId", "Signature", "Expires"} <= names
 
 
-def string_to_sign(request: Request, pairs: list[tuple[str, str]], expires: str) -> str:
+def string_to_sign(request: Request, pairs: list[tuple[str, str]], expires: str, *, path: str) -> str:
+    """`path`: the raw path-style `/bucket/key` (routing.path_style)."""
     amz = sorted((k.lower(), v.strip()) for k, v in request.headers if k.lower().startswith("x-amz-"))
     merged: dict[str, list[str]] = {}
     for name, value in amz:
         merged.setdefault(name, []).append(value)
     custom = "".join(f"{name}:{','.join(values)}\n" for name, values in merged.items())
     chosen = sorted(((k, v) for k, v in pairs if k in SUBRESOURCES), key=lambda kv: kv[0])
-    resource = request.raw_path + ("?" + "&".join(f"{k}={v}" if v else k for k, v in chosen) if chosen else "")
+    resource = path + ("?" + "&".join(f"{k}={v}" if v else k for k, v in chosen) if chosen else "")
     return "\n".join([request.method.upper(), (request.header("content-md5") or "").strip(),
                       (request.header("content-type") or "").strip(), expires]) + "\n" + custom + resource
 
 
-def verify_presigned_v2(request: Request, pairs: list[tuple[str, str]], secrets: SecretLookup, now: float
-                        ) -> Verdict:
+def verify_presigned_v2(request: Request, pairs: list[tuple[str, str]], secrets: SecretLookup, now: float, *,
+                        resource: str) -> Verdict:
+    """`resource`: the raw path-style `/bucket/key` the request addresses (routing.path_style)."""
     params = dict(pairs)
     expires = params["Expires"]
     if not expires.isdigit():
         return S3Error(ErrorCode.INVALID_ARGUMENT, "Expires must be a whole number of seconds since the epoch")
+    if int(expires) > now + MAX_EXPIRES:
+        return S3Error(ErrorCode.ACCESS_DENIED, f"Expires must be at most {MAX_EXPIRES} seconds (a week) from now")
     secret = secrets(params["AWSAccessKeyId"])
     if secret is None:
         return S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, "the AWS access key id you provided does not exist in our "
                        "records")
-    digest = hmac.new(secret.encode(), string_to_sign(request, pairs, expires).encode(), hashlib.sha1).digest()
+    text = string_to_sign(request, pairs, expires, path=resource)
+    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
     if not hmac.compare_digest(base64.b64encode(digest).decode(), params["Signature"]):
         return S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, "the request signature we calculated does not match the "
                        "signature you provided; check your key and signing method")

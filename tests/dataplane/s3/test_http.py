@@ -5,11 +5,15 @@ are signed by botocore's signer at a fixed `now` the server's clock also reads."
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from botocore.config import Config
 
 from dataplane.s3 import sigv4
 from dataplane.s3.backend import ObjectInfo
@@ -18,7 +22,7 @@ from dataplane.s3.http import S3Config, s3_app
 from dataplane.s3.routing import Operation
 from tests.dataplane.s3.chunks import signed_chunks, split, unsigned_chunks
 from tests.dataplane.s3.memory_backend import MemoryBackend
-from tests.dataplane.s3.signing import NOW, REGION, presigned, secrets, signed
+from tests.dataplane.s3.signing import ACCESS_KEY, NOW, REGION, SECRET_KEY, presigned, secrets, signed
 
 KiB = 1024
 
@@ -31,7 +35,7 @@ class FailingBackend(MemoryBackend):
 
 
 async def _client(backend: MemoryBackend, **config: Any) -> TestClient[Any, Any]:
-    app = s3_app(backend, secrets, S3Config(region=REGION, clock=lambda: NOW, **config))
+    app = s3_app(backend, secrets, S3Config(**{"region": REGION, "clock": lambda: NOW, **config}))
     client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     await backend.create_bucket("bkt", NOW)
@@ -213,3 +217,60 @@ async def test_presigned_put_with_an_unsigned_copy_source_is_refused(client: Tes
     assert "theirs" not in backend.buckets["bkt"].objects
     response = await client.put(f"/bkt/theirs?{request.raw_query}", data=b"mine")  # as issued, it still works
     assert response.status == 200 and backend.buckets["bkt"].objects["theirs"][1] == b"mine"
+
+
+def _v2_url(endpoint: str, bucket: str, key: str, *, style: str, expires: int = 300) -> str:
+    """boto3's default presigned URL (SigV2 query form), as a client would hand it out; the path and query only."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                      region_name=REGION, config=Config(s3={"addressing_style": style}))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+    assert "AWSAccessKeyId=" in url
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+async def _put(backend: MemoryBackend, bucket: str, key: str, data: bytes) -> None:
+    if bucket not in backend.buckets:
+        await backend.create_bucket(bucket, NOW)
+    staging = await backend.stage(bucket)
+    assert not isinstance(staging, S3Error)
+    await staging.write(data)
+    await staging.commit_object(bucket, ObjectInfo(key, len(data), hashlib.md5(data).hexdigest(), NOW))
+
+
+async def test_sigv2_presigned_url_is_bound_to_its_bucket_on_virtual_hosts() -> None:
+    """SigV2 does not sign the Host: the signed resource must be /bucket/key, or a URL for public/cat.jpg would read
+    private/public/cat.jpg through Host: private.s3.example."""
+    backend = MemoryBackend()
+    client = await _client(backend, base_domains=("s3.example",), clock=time.time)
+    try:
+        await _put(backend, "public", "cat.jpg", b"cat")
+        await _put(backend, "private", "public/cat.jpg", b"PRIVATE DATA")
+        path_url = _v2_url("http://s3.example", "public", "cat.jpg", style="path")
+        response = await client.get(path_url, headers={"Host": "s3.example"})
+        assert (response.status, await response.read()) == (200, b"cat")
+        response = await client.get(path_url, headers={"Host": "private.s3.example"})
+        assert response.status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in await response.read()
+        virtual_url = _v2_url("http://s3.example", "public", "cat.jpg", style="virtual")  # botocore signs /public/…
+        response = await client.get(virtual_url, headers={"Host": "public.s3.example"})
+        assert (response.status, await response.read()) == (200, b"cat")
+        response = await client.get(virtual_url, headers={"Host": "private.s3.example"})
+        assert response.status == 403
+    finally:
+        await client.close()
+
+
+async def test_sigv2_presigned_url_lives_at_most_a_week() -> None:
+    backend = MemoryBackend()
+    client = await _client(backend, clock=time.time)
+    try:
+        await _put(backend, "public", "cat.jpg", b"cat")
+        week = 7 * 24 * 3600
+        response = await client.get(_v2_url("http://s3.example", "public", "cat.jpg", style="path",
+                                             expires=week - 60), headers={"Host": "s3.example"})
+        assert response.status == 200
+        response = await client.get(_v2_url("http://s3.example", "public", "cat.jpg", style="path",
+                                             expires=10 * 365 * 24 * 3600), headers={"Host": "s3.example"})
+        assert response.status == 403 and b"a week" in await response.read()
+    finally:
+        await client.close()
