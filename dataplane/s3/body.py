@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dataplane.s3.chunked import ChunkedDecoder
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, whole
 from dataplane.s3.integrity import BodyCheck, Digests, body_check
 from dataplane.s3.sigv4 import Authenticated, Payload
 
@@ -61,8 +61,9 @@ def body_reader(header: Callable[[str], str | None], auth: Authenticated, *, lim
                                  Payload.STREAMING_UNSIGNED_TRAILER)
     if not streaming:
         return BodyReader(None, check, limit=limit)
-    declared = header("x-amz-decoded-content-length")
-    if declared is not None and not declared.isdigit():
+    declared_text = header("x-amz-decoded-content-length")
+    declared = whole(declared_text, 19)
+    if declared_text is not None and declared is None:
         return S3Error(ErrorCode.INVALID_ARGUMENT, "x-amz-decoded-content-length must be a non-negative integer")
     if declared is None and auth.payload is not Payload.STREAMING_UNSIGNED_TRAILER:
         return S3Error(ErrorCode.MISSING_CONTENT_LENGTH, "a signed aws-chunked upload needs "
@@ -70,6 +71,6 @@ def body_reader(header: Callable[[str], str | None], auth: Authenticated, *, lim
     trailer = header("x-amz-trailer")
     trailers = tuple(t.strip() for t in trailer.split(",")) if trailer else ()
     decoder = ChunkedDecoder(auth.payload, signing=auth.signing,
-                             decoded_length=int(declared) if declared is not None else None,
+                             decoded_length=declared,
                              declared_trailers=trailers)
     return BodyReader(decoder, check, limit=limit)

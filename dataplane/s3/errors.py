@@ -94,3 +94,22 @@ class S3Error:
 
 def error(code: ErrorCode, message: str, resource: str = "") -> S3Error:
     return S3Error(code, message, resource)
+
+
+def utf8(text: str) -> bytes:
+    """The bytes a request's text stands for. The HTTP layer decodes invalid UTF-8 with surrogateescape, so a header
+    may hold lone surrogates that a plain `.encode()` refuses; they go back to the bytes the client sent (and signed).
+    Surrogates no decoder produces are passed through rather than raising."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def whole(value: str | None, max_digits: int) -> int | None:
+    """A non-negative integer written as 1 to `max_digits` ASCII digits, else None. Every number a request carries is
+    read through this: `str.isdigit` is true for "²" (which `int` refuses), `int` takes " 5", "+5" and "1_0", and past
+    4,300 digits it raises."""
+    if value is None or not 0 < len(value) <= max_digits or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from dataplane.s3 import listing, multipart, ranges, xmlbodies
 from dataplane.s3.backend import Backend, ObjectInfo, PartInfo, Staging, UploadInfo
 from dataplane.s3.body import BodyReader
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, whole
 from dataplane.s3.integrity import Digests
 from dataplane.s3.routing import Operation, Route
 
@@ -413,8 +413,8 @@ async def abort_upload(service: Service, call: Call) -> Response | S3Error:
 
 async def list_parts(service: Service, call: Call) -> Response | S3Error:
     q = call.route.query
-    marker, max_parts = q.get("part-number-marker", "0"), q.get("max-parts", "1000")
-    if not marker.isdigit() or not max_parts.isdigit():
+    marker, max_parts = whole(q.get("part-number-marker", "0"), 5), whole(q.get("max-parts", "1000"), 10)
+    if marker is None or max_parts is None:
         return S3Error(ErrorCode.INVALID_ARGUMENT, "part-number-marker and max-parts must be integers")
     upload = await _upload(service, call)
     if isinstance(upload, S3Error):
@@ -423,7 +423,7 @@ async def list_parts(service: Service, call: Call) -> Response | S3Error:
     if isinstance(parts, S3Error):
         return parts
     return Response(200, XML, xmlbodies.list_parts_document(upload.bucket, upload.key, upload.upload_id, parts,
-                                                            marker=int(marker), max_parts=min(int(max_parts), 1000)))
+                                                            marker=marker, max_parts=min(max_parts, 1000)))
 
 
 _HANDLERS: dict[Operation, Callable[[Service, Call], Awaitable[Response | S3Error]]] = {

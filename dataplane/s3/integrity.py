@@ -7,14 +7,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dataplane.s3 import checksums
 from dataplane.s3.checksums import Algorithm
 from dataplane.s3.errors import ErrorCode, S3Error
-from dataplane.s3.sigv4 import Authenticated, Payload
+from dataplane.s3.sigv4 import Authenticated, Payload, same_digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +49,8 @@ class BodyCheck:
         if self._sha256 is not None and self._sha256.hexdigest() != self._content_sha256:
             return S3Error(ErrorCode.CONTENT_SHA256_MISMATCH, "the provided x-amz-content-sha256 does not match what "
                            "was computed")
-        if self._content_md5 is not None and not hmac.compare_digest(
-                base64.b64encode(self._md5.digest()).decode(), self._content_md5):
+        if self._content_md5 is not None and not same_digest(base64.b64encode(self._md5.digest()).decode(),
+                                                                self._content_md5):
             return S3Error(ErrorCode.BAD_DIGEST, "the Content-MD5 you specified did not match what we received")
         if self._algorithm is None or self._checksum is None:
             return Digests(self._size, self._md5.hexdigest(), None)
@@ -62,7 +61,7 @@ class BodyCheck:
         if expected is None:
             return S3Error(ErrorCode.MALFORMED_TRAILER, f"the x-amz-checksum-{self._algorithm.value} trailer is "
                            "missing")
-        if not hmac.compare_digest(actual, expected):
+        if not same_digest(actual, expected):
             return S3Error(ErrorCode.BAD_DIGEST, f"the {self._algorithm.value.upper()} you specified did not match "
                            "the calculated checksum")
         return Digests(self._size, self._md5.hexdigest(), (self._algorithm, actual))

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dataplane.s3.backend import ObjectInfo
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, utf8, whole
 
 MAX_KEYS = 1000
 
@@ -51,7 +51,7 @@ def encode_token(marker: str, *, prefix: bool) -> str:
 
 def decode_token(token: str) -> Resume | S3Error:
     try:
-        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        raw = base64.urlsafe_b64decode(utf8(token)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     if not raw or raw[0] not in "PK":
@@ -69,9 +69,10 @@ def resume_point(query: ListQuery) -> Resume | S3Error:
 def parse_max_keys(value: str | None) -> int | S3Error:
     if value is None:
         return MAX_KEYS
-    if not value.isdigit():
-        return S3Error(ErrorCode.INVALID_ARGUMENT, "max-keys must be a non-negative integer")
-    return min(int(value), MAX_KEYS)
+    number = whole(value, 10)
+    if number is None or number > 2**31 - 1:
+        return S3Error(ErrorCode.INVALID_ARGUMENT, "max-keys must be a non-negative integer within integer range")
+    return min(number, MAX_KEYS)
 
 
 def list_page(objects: Iterable[ObjectInfo], query: ListQuery, resume: Resume) -> ListPage:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dataplane.s3.backend import PartInfo
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, whole
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10000
@@ -30,9 +30,10 @@ def multipart_etag(part_etags: Sequence[str]) -> str:
 
 
 def parse_part_number(value: str | None) -> int | S3Error:
-    if value is None or not value.isdigit() or not 1 <= int(value) <= MAX_PART_NUMBER:
+    number = whole(value, 5)
+    if number is None or not 1 <= number <= MAX_PART_NUMBER:
         return S3Error(ErrorCode.INVALID_ARGUMENT, f"partNumber must be an integer from 1 to {MAX_PART_NUMBER}")
-    return int(value)
+    return number
 
 
 def assemble(requested: Sequence[tuple[int, str]], uploaded: Mapping[int, PartInfo], *,

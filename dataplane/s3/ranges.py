@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 from dataplane.s3.errors import ErrorCode, S3Error
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")  # ASCII digits only (\d takes "٣"); int64 at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ def _http_date(value: str | None) -> float | None:
         return None
     try:
         return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None  # an invalid date is ignored (RFC 9110 §13.1.3)
 
 

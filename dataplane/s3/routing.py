@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import unquote
 
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, utf8
 
 
 class Operation(StrEnum):
@@ -93,7 +93,7 @@ def route(method: str, raw_path: str, query: dict[str, str], *, host: str = "", 
         return S3Error(ErrorCode.METHOD_NOT_ALLOWED, f"{method} is not allowed on the service", "/")
     if not valid_bucket_name(bucket):
         return S3Error(ErrorCode.INVALID_BUCKET_NAME, f"the bucket name {bucket!r} is not valid", resource)
-    if len(key.encode()) > MAX_KEY_BYTES:
+    if len(utf8(key)) > MAX_KEY_BYTES:
         return S3Error(ErrorCode.INVALID_ARGUMENT, f"object keys are at most {MAX_KEY_BYTES} bytes", resource)
     operation = _bucket_operation(method, query) if not key else _object_operation(method, query, copy_source)
     if isinstance(operation, S3Error):

@@ -17,8 +17,8 @@ import base64
 import hashlib
 import hmac
 
-from dataplane.s3.errors import ErrorCode, S3Error
-from dataplane.s3.sigv4 import MAX_EXPIRES, Authenticated, Payload, Request, SecretLookup, Verdict
+from dataplane.s3.errors import ErrorCode, S3Error, utf8, whole
+from dataplane.s3.sigv4 import MAX_EXPIRES, Authenticated, Payload, Request, SecretLookup, Verdict, same_digest
 
 # botocore's HmacV1Auth.QSAOfInterest: the query parameters that are part of the signed resource
 SUBRESOURCES = frozenset({
@@ -53,20 +53,21 @@ def verify_presigned_v2(request: Request, pairs: list[tuple[str, str]], secrets:
     """`resource`: the raw path-style `/bucket/key` the request addresses (routing.path_style)."""
     params = dict(pairs)
     expires = params["Expires"]
-    if not expires.isdigit():
+    until = whole(expires, 12)
+    if until is None:
         return S3Error(ErrorCode.INVALID_ARGUMENT, "Expires must be a whole number of seconds since the epoch")
-    if int(expires) > now + MAX_EXPIRES:
+    if until > now + MAX_EXPIRES:
         return S3Error(ErrorCode.ACCESS_DENIED, f"Expires must be at most {MAX_EXPIRES} seconds (a week) from now")
     secret = secrets(params["AWSAccessKeyId"])
     if secret is None:
         return S3Error(ErrorCode.INVALID_ACCESS_KEY_ID, "the AWS access key id you provided does not exist in our "
                        "records")
     text = string_to_sign(request, pairs, expires, path=resource)
-    digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
-    if not hmac.compare_digest(base64.b64encode(digest).decode(), params["Signature"]):
+    digest = hmac.new(secret.encode(), utf8(text), hashlib.sha1).digest()
+    if not same_digest(base64.b64encode(digest).decode(), params["Signature"]):
         return S3Error(ErrorCode.SIGNATURE_DOES_NOT_MATCH, "the request signature we calculated does not match the "
                        "signature you provided; check your key and signing method")
-    if now > int(expires):
+    if now > until:
         return S3Error(ErrorCode.ACCESS_DENIED, "Request has expired")
     amz = frozenset(k.lower() for k, _ in request.headers if k.lower().startswith("x-amz-"))
     return Authenticated(params["AWSAccessKeyId"], Payload.UNSIGNED, presigned=True, signed_headers=amz)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import quote, unquote
 
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, utf8, whole
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SKEW = 15 * 60.0  # seconds a header-signed request's x-amz-date may differ from now (S3's window)
@@ -117,7 +117,7 @@ def _not_signed(names: list[str]) -> S3Error:
 
 def uri_encode(value: str, *, keep_slash: bool = False) -> str:
     """AWS URI encoding: everything but A-Z a-z 0-9 - _ . ~ (and / in paths) as %XX of the UTF-8 bytes."""
-    return quote(value, safe="/~" if keep_slash else "~")
+    return quote(utf8(value), safe="/~" if keep_slash else "~")
 
 
 def query_pairs(raw_query: str) -> list[tuple[str, str]]:
@@ -166,15 +166,21 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+    return hmac.new(key, utf8(msg), hashlib.sha256).digest()
+
+
+def same_digest(expected: str, given: str) -> bool:
+    """Constant-time comparison of a computed digest with one from the request, whatever characters that holds
+    (hmac.compare_digest raises TypeError for a non-ASCII str)."""
+    return hmac.compare_digest(expected.encode(), utf8(given))
 
 
 def sign(key: bytes, string_to_sign: str) -> str:
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, utf8(string_to_sign), hashlib.sha256).hexdigest()
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    return "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    return "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(utf8(canonical)).hexdigest()])
 
 
 # ---- credential scope ------------------------------------------------------------------------------------------
@@ -193,13 +199,13 @@ class _Credential:
 
 def _parse_credential(value: str) -> _Credential | None:
     parts = value.rsplit("/", 4)
-    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0] or not re.fullmatch(r"\d{8}", parts[1]):
+    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0] or not re.fullmatch(r"[0-9]{8}", parts[1]):
         return None
     return _Credential(parts[0], parts[1], parts[2], parts[3])
 
 
 def _parse_amz_date(value: str | None) -> float | None:
-    if not value:
+    if not value or not value.isascii():
         return None
     try:
         return datetime.strptime(value, _AMZ_DATE).replace(tzinfo=UTC).timestamp()
@@ -224,7 +230,7 @@ def _matches(request: Request, cred: _Credential, secret: str, amz_date: str, *,
     for path in canonical_paths(request.raw_path):
         canonical = canonical_request(request, path, query, signed, payload_hash)
         expected = sign(key, string_to_sign(amz_date, cred.scope, canonical))
-        if hmac.compare_digest(expected, signature.lower()):
+        if same_digest(expected, signature.lower()):
             return key
     return None
 
@@ -332,8 +338,8 @@ def verify_presigned(request: Request, pairs: list[tuple[str, str]], secrets: Se
     cred = _parse_credential(params["X-Amz-Credential"])
     if cred is None:
         return _deny(bad, "X-Amz-Credential must be AKID/YYYYMMDD/REGION/SERVICE/aws4_request")
-    expires = params["X-Amz-Expires"]
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES:
+    expires = whole(params["X-Amz-Expires"], 7)
+    if expires is None or not 1 <= expires <= MAX_EXPIRES:
         return _deny(bad, f"X-Amz-Expires must be a whole number of seconds from 1 to {MAX_EXPIRES}")
     amz_date = params["X-Amz-Date"]
     when = _parse_amz_date(amz_date)
@@ -355,7 +361,7 @@ def verify_presigned(request: Request, pairs: list[tuple[str, str]], secrets: Se
         return _deny(ErrorCode.SIGNATURE_DOES_NOT_MATCH, "the request signature we calculated does not match the "
                      "signature you provided; check your key and signing method")
     # Expiry after the signature: an attacker who tampers with the URL learns nothing from the order of checks.
-    if now > when + int(expires):
+    if now > when + expires:
         return _deny(ErrorCode.ACCESS_DENIED, "Request has expired")
     if when - now > SKEW:
         return _deny(ErrorCode.ACCESS_DENIED, "Request is not valid yet")

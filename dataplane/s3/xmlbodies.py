@@ -15,7 +15,7 @@ from email.utils import formatdate
 from urllib.parse import quote
 
 from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo
-from dataplane.s3.errors import ErrorCode, S3Error
+from dataplane.s3.errors import ErrorCode, S3Error, whole
 from dataplane.s3.listing import ListPage, ListQuery
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -226,7 +226,8 @@ def parse_complete(body: bytes) -> list[tuple[int, str]] | S3Error:
     parts = []
     for part in root.findall("Part"):
         number, etag = (part.findtext("PartNumber") or "").strip(), (part.findtext("ETag") or "").strip()
-        if not number.isdigit() or not etag:
+        part_number = whole(number, 5)
+        if part_number is None or not etag:
             return S3Error(ErrorCode.MALFORMED_XML, "every <Part> needs a numeric <PartNumber> and an <ETag>")
-        parts.append((int(number), etag.strip('"')))
+        parts.append((part_number, etag.strip('"')))
     return parts

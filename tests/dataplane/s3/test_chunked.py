@@ -246,3 +246,24 @@ def test_any_stream_decodes_whatever_the_chunking_and_splits(data: bytes, chunk:
         position += cut
     assert bytes(out) == data
     assert decoder.finish() == Decoded(len(data), {"x-amz-checksum-crc32": crc})
+
+
+@pytest.mark.parametrize("name", ["x-amz-checksum-crc32", "x-amz-checksum-sha256", "content-md5"])
+@pytest.mark.parametrize("value", ["\u00e9", "\udcff", "AAAA\u00b2"])
+def test_non_ascii_digest_headers_are_a_verdict(name: str, value: str) -> None:
+    """A digest header holding non-ASCII text is a mismatch or a bad argument, not a TypeError from compare_digest."""
+    headers = {name: value}
+    reader = body_reader(headers.get, Authenticated("AKIDEXAMPLE", Payload.UNSIGNED))
+    if isinstance(reader, S3Error):
+        assert reader.code is ErrorCode.INVALID_ARGUMENT
+        return
+    reader.feed(b"payload")
+    outcome = reader.finish()
+    assert isinstance(outcome, S3Error) and outcome.code is ErrorCode.BAD_DIGEST
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "+5", "9" * 4400])
+def test_decoded_length_must_be_ascii_digits(declared: str) -> None:
+    headers = {"x-amz-decoded-content-length": declared, "x-amz-trailer": "x-amz-checksum-crc32"}
+    outcome = body_reader(headers.get, Authenticated("AKIDEXAMPLE", Payload.STREAMING_UNSIGNED_TRAILER))
+    assert isinstance(outcome, S3Error) and outcome.code is ErrorCode.INVALID_ARGUMENT

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataplane.s3 import checksums, listing, multipart, ranges, routing, xmlbodies
+from dataplane.s3 import checksums, errors, listing, multipart, ranges, routing, xmlbodies
 from dataplane.s3.backend import ObjectInfo, PartInfo
 from dataplane.s3.checksums import Algorithm
 from dataplane.s3.errors import STATUS, ErrorCode, S3Error
@@ -47,8 +47,9 @@ def test_header_names() -> None:
     ("bytes=-3", 10, (7, 9)), ("bytes=-30", 10, (0, 9)), ("bytes=8-100", 10, (8, 9)),
     ("bytes=10-", 10, "416"), ("bytes=-0", 10, "416"), ("bytes=0-", 0, "416"), ("bytes=-1", 0, "416"),
     ("bytes=5-2", 10, None), ("bytes=0-1,4-5", 10, None), ("items=0-1", 10, None), ("bytes=-", 10, None),
-    ("bytes=a-b", 10, None),
-], ids=repr)
+    ("bytes=a-b", 10, None), ("bytes=-" + "9" * 4400, 10, None), ("bytes=" + "9" * 4400 + "-", 10, None),
+    ("bytes=\u0663-", 10, None), ("bytes=-\u00b2", 10, None),
+], ids=lambda v: repr(v)[:16])
 def test_parse_range(header: str | None, size: int, expected: object) -> None:
     got = ranges.parse_range(header, size)
     if expected == "416":
@@ -232,9 +233,32 @@ def test_assemble_rules(requested: list[tuple[int, str]], expected: ErrorCode | 
     assert (got.code if isinstance(got, S3Error) else None) is expected
 
 
-@pytest.mark.parametrize("value", [None, "0", "10001", "x", "-1"])
+@pytest.mark.parametrize("value", [None, "0", "10001", "x", "-1", "\u00b2", "\u0663", "+5", " 5", "1_0", "9" * 5000],
+                         ids=lambda v: repr(v)[:16])
 def test_part_number_bounds(value: str | None) -> None:
     assert isinstance(multipart.parse_part_number(value), S3Error)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0", 0), ("0042", 42), ("1000", 1000), (None, None), ("", None), ("\u00b2", None), ("\u0663", None), ("+5", None),
+    (" 5", None), ("5 ", None), ("1_0", None), ("-1", None), ("12345", None), ("9" * 5000, None),
+], ids=lambda v: repr(v)[:16])
+def test_whole_reads_only_ascii_digits(value: str | None, expected: int | None) -> None:
+    assert errors.whole(value, 4) == expected
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "-1", "+5", "1_0", "x", "9" * 4400, "99999999999"],
+                         ids=lambda v: repr(v)[:16])
+def test_bad_max_keys_is_invalid_argument(value: str) -> None:
+    got = listing.parse_max_keys(value)
+    assert isinstance(got, S3Error) and got.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_non_ascii_part_number_in_complete_body() -> None:
+    body = b"<CompleteMultipartUpload><Part><PartNumber>\xc2\xb2</PartNumber><ETag>e</ETag></Part>" \
+           b"</CompleteMultipartUpload>"
+    got = xmlbodies.parse_complete(body)
+    assert isinstance(got, S3Error) and got.code is ErrorCode.MALFORMED_XML
 
 
 # ---- XML -------------------------------------------------------------------------------------------------------
