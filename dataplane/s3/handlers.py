@@ -121,6 +121,20 @@ async def read_small(call: Call, limit: int = xmlbodies.MAX_XML_BODY) -> bytes |
     return digests if isinstance(digests, S3Error) else b"".join(pieces)
 
 
+def _header_safe(value: str) -> bool:
+    """Whether `value` can go back out as a header value: no control characters (CR/LF would split the response) and
+    no undecodable bytes (lone surrogates from the HTTP layer's surrogateescape)."""
+    return not any((c < " " and c != "\t") or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in value)
+
+
+def _bad_metadata(call: Call) -> S3Error | None:
+    for name, value in _metadata(call):
+        if not _header_safe(value):
+            return S3Error(ErrorCode.INVALID_ARGUMENT, f"x-amz-meta-{name} must be UTF-8 text without control "
+                           "characters", call.route.resource)
+    return None
+
+
 def _metadata(call: Call) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((n[len("x-amz-meta-"):], call.header(n) or "") for n in call.header_names
                         if n.startswith("x-amz-meta-")))
@@ -213,6 +227,9 @@ def _preconditions(call: Call, prefix: str = "") -> ranges.Preconditions:
 
 
 async def put_object(service: Service, call: Call) -> Response | S3Error:
+    problem = _bad_metadata(call)
+    if problem is not None:
+        return problem
     if call.header("if-none-match") == "*":  # conditional write: only when the key does not exist yet
         existing = await service.backend.head_object(call.route.bucket, call.route.key)
         if not isinstance(existing, S3Error):
@@ -260,7 +277,11 @@ async def get_object(service: Service, call: Call, *, head: bool = False) -> Res
     headers = dict(_object_headers(info))
     for param, name in _RESPONSE_OVERRIDES.items():
         if param in call.route.query:
-            headers[name] = call.route.query[param]
+            value = call.route.query[param]
+            if not _header_safe(value):
+                return S3Error(ErrorCode.INVALID_ARGUMENT, f"{param} must not contain control characters",
+                               call.route.resource)
+            headers[name] = value
     if byte_range is None:
         status, start, end = 200, 0, info.size - 1
         if info.checksum is not None and (call.header("x-amz-checksum-mode") or "").upper() == "ENABLED":
@@ -310,6 +331,8 @@ async def copy_object(service: Service, call: Call) -> Response | S3Error:
     if verdict is not None:
         return S3Error(ErrorCode.PRECONDITION_FAILED, verdict.message, call.route.resource)
     replace = (call.header("x-amz-metadata-directive") or "COPY").upper() == "REPLACE"
+    if replace and (problem := _bad_metadata(call)) is not None:
+        return problem
     if source == (call.route.bucket, call.route.key) and not replace:
         return S3Error(ErrorCode.INVALID_REQUEST, "copying an object to itself needs x-amz-metadata-directive: "
                        "REPLACE", call.route.resource)
@@ -349,7 +372,7 @@ async def _copy_into(service: Service, source: tuple[str, str], info: ObjectInfo
 # ---- multipart -------------------------------------------------------------------------------------------------
 
 async def create_upload(service: Service, call: Call) -> Response | S3Error:
-    problem = await _need_bucket(service, call)
+    problem = _bad_metadata(call) or await _need_bucket(service, call)
     if problem is not None:
         return problem
     upload = UploadInfo(service.new_id(), call.route.bucket, call.route.key, call.now,

@@ -50,12 +50,16 @@ def s3_app(backend: Backend, secrets: sigv4.SecretLookup, config: S3Config | Non
         request_id = _new_id()[:16]
         try:
             result = await _serve(request, service, secrets, cfg)
+            if not isinstance(result, S3Error):
+                # headers are serialised here: one aiohttp refuses becomes an S3 error, not aiohttp's own 500
+                response = _start(result, request_id)
+                await response.prepare(request)
         except Exception:  # a bug or a backend failure must become a 500, never a dropped connection
             log.exception("S3 %s %s failed", request.method, request.path)
             result = S3Error(ErrorCode.INTERNAL_ERROR, "we encountered an internal error; please try again")
         if isinstance(result, S3Error):
             return _error_response(request, result, request_id)
-        return await _response(request, result, request_id)
+        return await _finish(response, result)
 
     app.router.add_route("*", "/{tail:.*}", serve)
     return app
@@ -88,15 +92,19 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
     return result
 
 
-async def _response(request: web.Request, result: Response, request_id: str) -> web.StreamResponse:
+def _start(result: Response, request_id: str) -> web.StreamResponse:
     if result.stream is None:
         headers = [(k, v) for k, v in result.headers if not (result.body and k.lower() == "content-length")]
         headers.append(("x-amz-request-id", request_id))
         return web.Response(status=result.status, body=result.body or None, headers=headers)
-    response = web.StreamResponse(status=result.status, headers=[*result.headers, ("x-amz-request-id", request_id)])
-    await response.prepare(request)
-    # A failure from here on can only cut the connection short (the status is sent): the client sees fewer bytes than
-    # Content-Length and retries, as with S3 itself.
+    return web.StreamResponse(status=result.status, headers=[*result.headers, ("x-amz-request-id", request_id)])
+
+
+async def _finish(response: web.StreamResponse, result: Response) -> web.StreamResponse:
+    """The body after the prepared headers. A failure from here on can only cut the connection short (the status is
+    sent): the client sees fewer bytes than Content-Length and retries, as with S3 itself."""
+    if result.stream is None:
+        return response
     async for piece in result.stream:
         await response.write(piece)
     await response.write_eof()

@@ -7,6 +7,7 @@ and ElementTree never resolves external entities.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -51,12 +52,22 @@ def _render(root: ET.Element) -> bytes:
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
 
 
+# Characters XML 1.0 cannot carry, even as references (XML 1.0 §2.2 Char).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(text: str) -> str:
+    """`text` with every character XML 1.0 forbids percent-encoded (a request path may hold %01), so an error
+    document is always well-formed."""
+    return _NOT_XML.sub(lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 0x100 else "\ufffd", text)
+
+
 def error_document(err: S3Error, request_id: str) -> bytes:
     root = ET.Element("Error")
     _add(root, "Code", err.code.value)
-    _add(root, "Message", err.message)
+    _add(root, "Message", _xml_safe(err.message))
     if err.resource:
-        _add(root, "Resource", err.resource)
+        _add(root, "Resource", _xml_safe(err.resource))
     _add(root, "RequestId", request_id)
     return _render(root)
 

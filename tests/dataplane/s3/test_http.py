@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import boto3
 import pytest
@@ -274,3 +275,21 @@ async def test_sigv2_presigned_url_lives_at_most_a_week() -> None:
         assert response.status == 403 and b"a week" in await response.read()
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("value", ["attachment\r\nSet-Cookie: a=b", "a\nb", "a\x01b"], ids=["crlf", "lf", "ctl"])
+async def test_response_override_with_control_characters_is_invalid_argument(client: TestClient[Any, Any],
+                                                                             backend: MemoryBackend,
+                                                                             value: str) -> None:
+    await _put(backend, "bkt", "k", b"data")
+    status, text, _ = await send(client, "GET", f"/bkt/k?response-content-disposition={quote(value, safe='')}")
+    assert status == 400 and b"<Code>InvalidArgument</Code>" in text
+
+
+async def test_error_document_is_well_formed_for_control_characters_in_the_path(client: TestClient[Any, Any]
+                                                                                ) -> None:
+    status, text, _ = await send(client, "GET", "/bkt/a%01b%1Fc")
+    assert status == 404
+    root = ET.fromstring(text)
+    assert root.findtext("Code") == "NoSuchKey"
+    assert root.findtext("Resource") == "/bkt/a%01b%1Fc"
