@@ -57,8 +57,11 @@ class Staging(Protocol):
 
     async def write(self, data: bytes) -> None: ...
 
-    async def commit_object(self, bucket: str, info: ObjectInfo) -> S3Error | None:
-        """Make the staged bytes the object `info.key` (replacing any previous one), atomically."""
+    async def commit_object(self, bucket: str, info: ObjectInfo, *, if_absent: bool = False) -> S3Error | None:
+        """Make the staged bytes the object `info.key` (replacing any previous one), atomically. With `if_absent`
+        (PutObject's `If-None-Match: *`), only when no object has that key at the moment of the commit, checked in the
+        same transaction as the write: else PreconditionFailed and the staged bytes are dropped. Of two concurrent
+        conditional writes exactly one wins."""
         ...
 
     async def commit_part(self, upload_id: str, part: PartInfo) -> S3Error | None:

@@ -230,7 +230,8 @@ async def put_object(service: Service, call: Call) -> Response | S3Error:
     problem = _bad_metadata(call)
     if problem is not None:
         return problem
-    if call.header("if-none-match") == "*":  # conditional write: only when the key does not exist yet
+    if_absent = call.header("if-none-match") == "*"  # conditional write: only when the key does not exist yet
+    if if_absent:  # a fast path that spares the upload; the commit decides, atomically
         existing = await service.backend.head_object(call.route.bucket, call.route.key)
         if not isinstance(existing, S3Error):
             return S3Error(ErrorCode.PRECONDITION_FAILED, "the object exists (If-None-Match: *)", call.route.resource)
@@ -242,9 +243,9 @@ async def put_object(service: Service, call: Call) -> Response | S3Error:
         return digests
     info = ObjectInfo(call.route.key, digests.size, digests.md5_hex, call.now,
                       call.header("content-type") or "binary/octet-stream", _metadata(call), digests.checksum)
-    problem = await staging.commit_object(call.route.bucket, info)
+    problem = await staging.commit_object(call.route.bucket, info, if_absent=if_absent)
     if problem is not None:
-        return problem
+        return dataclasses.replace(problem, resource=problem.resource or call.route.resource)
     return Response(200, _write_headers(info.etag, digests))
 
 

@@ -44,11 +44,14 @@ class MemoryStaging:
         assert self._open
         self._data += data
 
-    async def commit_object(self, bucket: str, info: ObjectInfo) -> S3Error | None:
+    async def commit_object(self, bucket: str, info: ObjectInfo, *, if_absent: bool = False) -> S3Error | None:
         self._close()
         found = self._backend._bucket(bucket)
         if isinstance(found, S3Error):
             return found
+        if if_absent and info.key in found.objects:  # no await between this check and the write: atomic
+            return S3Error(ErrorCode.PRECONDITION_FAILED, "At least one of the pre-conditions you specified did not "
+                           "hold (If-None-Match: *)", f"/{bucket}/{info.key}")
         assert len(self._data) == info.size
         found.objects[info.key] = (info, bytes(self._data))
         return None
