@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "InternalError"
     INVALID_ACCESS_KEY_ID = "InvalidAccessKeyId"
     INVALID_ARGUMENT = "InvalidArgument"
+    KEY_TOO_LONG = "KeyTooLongError"
     INVALID_BUCKET_NAME = "InvalidBucketName"
     INVALID_CHUNK_SIZE = "InvalidChunkSizeError"
     INVALID_PART = "InvalidPart"
@@ -55,6 +56,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.INVALID_ACCESS_KEY_ID: 403,
     ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.KEY_TOO_LONG: 400,
     ErrorCode.INVALID_BUCKET_NAME: 400,
     ErrorCode.INVALID_CHUNK_SIZE: 403,
     ErrorCode.INVALID_PART: 400,

@@ -94,7 +94,7 @@ def route(method: str, raw_path: str, query: dict[str, str], *, host: str = "", 
     if not valid_bucket_name(bucket):
         return S3Error(ErrorCode.INVALID_BUCKET_NAME, f"the bucket name {bucket!r} is not valid", resource)
     if len(utf8(key)) > MAX_KEY_BYTES:
-        return S3Error(ErrorCode.INVALID_ARGUMENT, f"object keys are at most {MAX_KEY_BYTES} bytes", resource)
+        return S3Error(ErrorCode.KEY_TOO_LONG, f"object keys are at most {MAX_KEY_BYTES} bytes", resource)
     operation = _bucket_operation(method, query) if not key else _object_operation(method, query, copy_source)
     if isinstance(operation, S3Error):
         return S3Error(operation.code, operation.message, resource)

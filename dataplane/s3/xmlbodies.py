@@ -1,8 +1,10 @@
 """S3's XML documents: the responses we render and the two request bodies we read (DeleteObjects,
 CompleteMultipartUpload). Namespace http://s3.amazonaws.com/doc/2006-03-01/ on every response root.
 
-Request bodies are untrusted: a DOCTYPE (the door to entity expansion) is refused before parsing, sizes are capped,
-and ElementTree never resolves external entities.
+Request bodies are untrusted. They must be UTF-8 (a BOM or declaration naming another encoding, UTF-16 say, is
+refused), so the text checked is the text expat parses; a DOCTYPE or ENTITY declaration (the door to entity
+expansion) is then refused before parsing; sizes and DeleteObjects' key count and key lengths are capped; and
+ElementTree never resolves external entities.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from email.utils import formatdate
 from urllib.parse import quote
 
 from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo
-from dataplane.s3.errors import ErrorCode, S3Error, whole
+from dataplane.s3.errors import ErrorCode, S3Error, utf8, whole
 from dataplane.s3.listing import ListPage, ListQuery
+from dataplane.s3.routing import MAX_KEY_BYTES
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BODY = 2 * 1024 * 1024
@@ -193,13 +196,34 @@ def delete_result_document(outcomes: Iterable[DeleteOutcome], *, quiet: bool) ->
 
 # ---- request bodies --------------------------------------------------------------------------------------------
 
+_DECLARED_ENCODING = re.compile(rb"""<\?xml[^>]*?\sencoding\s*=\s*["']([^"']*)["']""")
+
+
+def _utf8_text(body: bytes) -> str | S3Error:
+    """The body as the UTF-8 text expat will parse, or why not. Expat picks the encoding from a BOM or the XML
+    declaration; a UTF-16 body hides `<!DOCTYPE` from a byte search, so anything but UTF-8 is refused first."""
+    declared = _DECLARED_ENCODING.match(body.removeprefix(b"\xef\xbb\xbf"))
+    if declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        return S3Error(ErrorCode.MALFORMED_XML, "the XML body must be UTF-8")
+    try:
+        text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError:
+        return S3Error(ErrorCode.MALFORMED_XML, "the XML body must be UTF-8")
+    if "\x00" in text:  # UTF-16/32 without a BOM decodes as UTF-8 with NULs, which XML 1.0 never holds
+        return S3Error(ErrorCode.MALFORMED_XML, "the XML body must be UTF-8")
+    return text
+
+
 def _parse(body: bytes, root_tag: str) -> ET.Element | S3Error:
     if len(body) > MAX_XML_BODY:
         return S3Error(ErrorCode.MALFORMED_XML, f"the XML body exceeds {MAX_XML_BODY} bytes")
-    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+    text = _utf8_text(body)
+    if isinstance(text, S3Error):
+        return text
+    if "<!DOCTYPE" in text.upper() or "<!ENTITY" in text.upper():
         return S3Error(ErrorCode.MALFORMED_XML, "the XML body must not contain a DOCTYPE or ENTITY declaration")
     try:
-        root = ET.fromstring(body)  # noqa: S314 -- DOCTYPE/ENTITY refused above; no external entities in ElementTree
+        root = ET.fromstring(body)  # noqa: S314 -- UTF-8 only, DOCTYPE/ENTITY refused above; no external entities
     except ET.ParseError as exc:
         return S3Error(ErrorCode.MALFORMED_XML, f"the XML body is not well-formed: {exc}")
     for element in root.iter():
@@ -219,11 +243,15 @@ def parse_delete(body: bytes) -> DeleteRequest | S3Error:
     root = _parse(body, "Delete")
     if isinstance(root, S3Error):
         return root
-    keys = []
-    for obj in root.findall("Object"):
+    keys: list[str] = []
+    for obj in root.iterfind("Object"):
         key = obj.findtext("Key")
         if not key:
             return S3Error(ErrorCode.MALFORMED_XML, "every <Object> in <Delete> needs a <Key>")
+        if len(utf8(key)) > MAX_KEY_BYTES:
+            return S3Error(ErrorCode.KEY_TOO_LONG, f"object keys are at most {MAX_KEY_BYTES} bytes")
+        if len(keys) == MAX_DELETE_KEYS:
+            return S3Error(ErrorCode.MALFORMED_XML, f"<Delete> names 1 to {MAX_DELETE_KEYS} objects")
         keys.append(key)
     if not keys or len(keys) > MAX_DELETE_KEYS:
         return S3Error(ErrorCode.MALFORMED_XML, f"<Delete> names 1 to {MAX_DELETE_KEYS} objects")

@@ -183,7 +183,7 @@ def test_pagination_never_loses_or_repeats(keys: set[str], prefix: str, delimite
     ("GET", "/Bad_Bucket/k", {}, False, ErrorCode.INVALID_BUCKET_NAME),
     ("GET", "/ab/k", {}, False, ErrorCode.INVALID_BUCKET_NAME),
     ("GET", "/192.168.0.1/k", {}, False, ErrorCode.INVALID_BUCKET_NAME),
-    ("GET", "/bkt/" + "k" * 1025, {}, False, ErrorCode.INVALID_ARGUMENT),
+    ("GET", "/bkt/" + "k" * 1025, {}, False, ErrorCode.KEY_TOO_LONG),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_route(method: str, path: str, query: dict[str, str], copy: bool, expected: object) -> None:
     got = routing.route(method, path, query, copy_source=copy)
@@ -281,6 +281,43 @@ def test_parse_delete_with_and_without_namespace() -> None:
 def test_bad_delete_bodies(body: bytes) -> None:
     got = xmlbodies.parse_delete(body)
     assert isinstance(got, S3Error) and got.code is ErrorCode.MALFORMED_XML
+
+
+_ENTITY_DELETE = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;'
+                  '&a;&a;&a;&a;&a;&a;&a;">]><Delete><Object><Key>&b;</Key></Object></Delete>')
+
+
+@pytest.mark.parametrize("body", [
+    _ENTITY_DELETE.encode("utf-16"),  # with a BOM
+    _ENTITY_DELETE.encode("utf-16-le"),
+    _ENTITY_DELETE.encode("utf-16-be"),
+    _ENTITY_DELETE.replace("UTF-16", "UTF-32").encode("utf-32"),
+    "<?xml version='1.0' encoding='ISO-8859-1'?><Delete><Object><Key>\u00e9</Key></Object></Delete>".encode("latin-1"),
+    b"\xef\xbb\xbf<!doctype d><Delete><Object><Key>a</Key></Object></Delete>",
+], ids=["utf16-bom", "utf16le", "utf16be", "utf32", "latin1", "utf8-bom-doctype"])
+def test_xml_bodies_must_be_utf8_and_without_doctype(body: bytes) -> None:
+    """A UTF-16 body hid its DOCTYPE from a byte search and its entities expanded; now nothing but UTF-8 is parsed."""
+    got = xmlbodies.parse_delete(body)
+    assert isinstance(got, S3Error) and got.code is ErrorCode.MALFORMED_XML
+
+
+def test_utf8_declared_and_bom_bodies_still_parse() -> None:
+    for body in (b'<?xml version="1.0" encoding="utf-8"?><Delete><Object><Key>\xc3\xa9</Key></Object></Delete>',
+                 b"\xef\xbb\xbf<Delete><Object><Key>\xc3\xa9</Key></Object></Delete>"):
+        assert xmlbodies.parse_delete(body) == xmlbodies.DeleteRequest(("\u00e9",), False)
+
+
+def test_delete_keys_are_capped_in_length_and_count() -> None:
+    def body(keys: list[str]) -> bytes:
+        return ("<Delete>" + "".join(f"<Object><Key>{k}</Key></Object>" for k in keys) + "</Delete>").encode()
+
+    assert xmlbodies.parse_delete(body(["\u00e9" * 512])) == xmlbodies.DeleteRequest(("\u00e9" * 512,), False)
+    too_long = xmlbodies.parse_delete(body(["\u00e9" * 513]))  # 1026 bytes in UTF-8
+    assert isinstance(too_long, S3Error) and too_long.code is ErrorCode.KEY_TOO_LONG
+    ok = xmlbodies.parse_delete(body([f"k{i}" for i in range(1000)]))
+    assert not isinstance(ok, S3Error) and len(ok.keys) == 1000
+    too_many = xmlbodies.parse_delete(body([f"k{i}" for i in range(1001)]))
+    assert isinstance(too_many, S3Error) and too_many.code is ErrorCode.MALFORMED_XML
 
 
 def test_parse_complete() -> None:
