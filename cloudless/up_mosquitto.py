@@ -109,6 +109,11 @@ def start(binary: str, conf: Path, host: str, port: int, *, timeout_s: float) ->
     instead). Its pid and start time go to DATA_DIR/mosquitto/pid for `cloudless down`."""
     import psutil
 
+    from broker.listeners import raise_nofile_limit
+
+    # one descriptor per device: a stock soft limit of 1,024 would cap the fleet there (Mosquitto does not raise
+    # its own; its systemd unit sets LimitNOFILE). Raised in `up` itself, which every child inherits.
+    raise_nofile_limit()
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
     deadline = time.monotonic() + timeout_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -156,9 +157,17 @@ def _handshake(up: Up) -> bool:
 
 def test_a_revoked_node_is_refused_by_mosquitto(up_mosq: Up) -> None:
     """`cloudless node revoke` makes the coordinator rewrite the CRL; `up` reloads Mosquitto (SIGHUP), which from
-    then on refuses the node's certificate (as the embedded broker does)."""
+    then on refuses the node's certificate (as the embedded broker does). Also: Mosquitto gets the hard open-file
+    limit even when `up` was started with a stock soft limit of 1,024 (one descriptor per device)."""
     up = up_mosq
-    up.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # a stock soft limit, which `up` inherits
+    try:
+        up.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    [mosq] = up.processes("mosquitto")
+    assert mosq.rlimit(psutil.RLIMIT_NOFILE)[0] == hard, "Mosquitto would be capped at ~1,000 devices"
     until(lambda: any(n["id"] == up.node and n["online"] for n in json.loads(
         up.cli("get", "nodes", "-o", "json").stdout)["items"]), 60, "the local agent joined through Mosquitto")
     assert _handshake(up), "the node's certificate is accepted before the revocation"
