@@ -24,6 +24,12 @@ class BodyReader:
         self._size = 0
         self._failure: S3Error | None = None
 
+    @property
+    def slice(self) -> int | None:
+        """The most raw bytes one `feed` should take (a pure-Python checksum is in use), or None for no limit: a server
+        on an event loop feeds at most this much per loop turn."""
+        return self._check.slice
+
     def feed(self, raw: bytes) -> bytes | S3Error:
         """The payload bytes `raw` completes (possibly none)."""
         if self._failure is not None:

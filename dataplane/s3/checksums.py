@@ -1,9 +1,12 @@
 """The whole-object checksums S3 clients send (`x-amz-checksum-<algorithm>`, base64 of the big-endian digest).
 
-CRC32 comes from zlib and SHA-1/SHA-256 from hashlib. CRC32C (Castagnoli) and CRC64NVME have no implementation among
-our libraries (botocore takes them from awscrt, which we do not install), so they are table-driven here: correct,
-but pure Python (a few MB/s) -- boto3 uses them only when asked, or CRC32C when awscrt is installed. Check values
-(the CRC catalogue's "123456789"): CRC32C 0xE3069283, CRC64NVME 0xAE8B14860A799888.
+CRC32 comes from zlib and SHA-1/SHA-256 from hashlib. CRC32C (Castagnoli) comes from google-crc32c's C extension when
+it is installed (the coordinator extra; wheels for x86_64 and aarch64), else from the table-driven code here.
+CRC64NVME has no C implementation among our libraries (botocore takes it from awscrt, which we do not install), so it
+is always table-driven: correct, but pure Python, about 10 MB/s. `slow(algorithm)` says which algorithms run in pure
+Python: a server must feed those in slices of at most `SLOW_SLICE` bytes and let other work run in between, or one
+upload holds its event loop about 25 ms per 256 KiB. Check values (the CRC catalogue's "123456789"): CRC32C
+0xE3069283, CRC64NVME 0xAE8B14860A799888.
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import hashlib
 import zlib
 from enum import StrEnum
 from typing import Protocol
+
+try:
+    import google_crc32c
+except ImportError:  # optional: the pure-Python table below is used instead
+    _FAST_CRC32C = False
+else:
+    _FAST_CRC32C = google_crc32c.implementation == "c"
+
+SLOW_SLICE = 16 * 1024  # about 1.6 ms of pure-Python CRC: the most one loop turn should checksum
 
 
 class Algorithm(StrEnum):
@@ -62,6 +74,17 @@ class _ReflectedCrc:
         return (self._crc ^ self._mask).to_bytes(self._width // 8, "big")
 
 
+class _FastCrc32c:
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes) -> None:
+        self._crc = google_crc32c.extend(self._crc, data)
+
+    def digest(self) -> bytes:
+        return self._crc.to_bytes(4, "big")
+
+
 class _Crc32:
     def __init__(self) -> None:
         self._crc = 0
@@ -89,13 +112,22 @@ def new_checksum(algorithm: Algorithm) -> Checksum:
         case Algorithm.CRC32:
             return _Crc32()
         case Algorithm.CRC32C:
-            return _ReflectedCrc(_CRC32C_TABLE, 32)
+            return _FastCrc32c() if _FAST_CRC32C else pure_crc32c()
         case Algorithm.CRC64NVME:
             return _ReflectedCrc(_CRC64NVME_TABLE, 64)
         case Algorithm.SHA1:
             return _Hash("sha1")
         case Algorithm.SHA256:
             return _Hash("sha256")
+
+
+def pure_crc32c() -> Checksum:
+    return _ReflectedCrc(_CRC32C_TABLE, 32)
+
+
+def slow(algorithm: Algorithm) -> bool:
+    """Whether `algorithm` runs in pure Python here (a few MB/s): its input must be fed in `SLOW_SLICE` pieces."""
+    return algorithm is Algorithm.CRC64NVME or (algorithm is Algorithm.CRC32C and not _FAST_CRC32C)
 
 
 def b64(checksum: Checksum) -> str:

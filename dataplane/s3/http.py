@@ -8,11 +8,12 @@ aiohttp, which is why `dataplane.s3` does not import it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets as token_source
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -83,13 +84,24 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
         reader = body_reader(request.headers.get, auth, limit=cfg.max_body)
         if isinstance(reader, S3Error):
             return dataclasses.replace(reader, resource=route.resource)
-        body = Incoming(request.content.iter_chunked(READ_SIZE), reader)
+        raw = request.content.iter_chunked(READ_SIZE)
+        body = Incoming(raw if reader.slice is None else _paced(raw, reader.slice), reader)
     call = Call(route, request.headers.get, now, auth.access_key, body,
                 header_names=tuple(k.lower() for k in request.headers))
     result = await handle(service, call)
     if isinstance(result, S3Error) and not result.resource:
         return dataclasses.replace(result, resource=route.resource)
     return result
+
+
+async def _paced(source: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """`source` in pieces of at most `size` bytes with a loop turn between them: the reader checksums each piece in
+    pure Python before the next is asked for, so no callback holds the loop longer than one piece's worth. (A thread
+    would not help: the pure-Python CRC holds the GIL.)"""
+    async for chunk in source:
+        for start in range(0, len(chunk), size):
+            yield chunk[start:start + size]
+            await asyncio.sleep(0)
 
 
 def _start(result: Response, request_id: str) -> web.StreamResponse:

@@ -36,6 +36,8 @@ class BodyCheck:
         self._expected = checksum_value
         self._in_trailer = in_trailer
         self._checksum = checksums.new_checksum(checksum_algorithm) if checksum_algorithm else None
+        # the most bytes one `update` should take so a caller's loop turn stays short; None: no limit
+        self.slice = checksums.SLOW_SLICE if checksum_algorithm and checksums.slow(checksum_algorithm) else None
 
     def update(self, data: bytes) -> None:
         self._size += len(data)

@@ -29,6 +29,24 @@ def test_crc_check_values(algorithm: Algorithm, check: int) -> None:
     assert int.from_bytes(digest.digest(), "big") == check
 
 
+@given(pieces=st.lists(st.binary(max_size=300), max_size=5))
+@settings(max_examples=100, deadline=None)
+def test_crc32c_in_c_equals_the_pure_table(pieces: list[bytes]) -> None:
+    fast, pure = checksums.new_checksum(Algorithm.CRC32C), checksums.pure_crc32c()
+    for piece in pieces:
+        fast.update(piece)
+        pure.update(piece)
+    assert fast.digest() == pure.digest()
+
+
+def test_crc32c_runs_in_c_when_google_crc32c_is_installed() -> None:
+    """The coordinator extra installs google-crc32c: CRC32C (boto3's default with awscrt) must not be pure Python."""
+    google_crc32c = pytest.importorskip("google_crc32c")
+    assert checksums.slow(Algorithm.CRC32C) is (google_crc32c.implementation != "c")
+    assert checksums.slow(Algorithm.CRC64NVME)
+    assert not any(checksums.slow(a) for a in (Algorithm.CRC32, Algorithm.SHA1, Algorithm.SHA256))
+
+
 def test_crc32c_known_vector() -> None:
     # RFC 3720 (iSCSI) appendix B.4: 32 bytes of zeros -> 0x8A9136AA
     assert checksums.compute(Algorithm.CRC32C, bytes(32)) == "ipE2qg=="

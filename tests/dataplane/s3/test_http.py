@@ -4,7 +4,9 @@ are signed by botocore's signer at a fixed `now` the server's clock also reads."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -16,13 +18,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from botocore.config import Config
 
-from dataplane.s3 import sigv4
+from dataplane.s3 import checksums, sigv4
 from dataplane.s3.backend import ObjectInfo
+from dataplane.s3.checksums import Algorithm
 from dataplane.s3.errors import S3Error
 from dataplane.s3.http import S3Config, s3_app
 from dataplane.s3.routing import Operation
 from tests.dataplane.s3.chunks import signed_chunks, split, unsigned_chunks
-from tests.dataplane.s3.memory_backend import MemoryBackend
+from tests.dataplane.s3.memory_backend import MemoryBackend, MemoryStaging
 from tests.dataplane.s3.signing import ACCESS_KEY, NOW, REGION, SECRET_KEY, presigned, secrets, signed
 
 KiB = 1024
@@ -293,3 +296,61 @@ async def test_error_document_is_well_formed_for_control_characters_in_the_path(
     root = ET.fromstring(text)
     assert root.findtext("Code") == "NoSuchKey"
     assert root.findtext("Resource") == "/bkt/a%01b%1Fc"
+
+
+class _Ticker:
+    """Counts event-loop turns: a task that yields to the loop and counts each time it runs again."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    async def run(self) -> None:
+        while True:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+
+class _RecordingBackend(MemoryBackend):
+    """Records, for every write into a staging area, its size and how many loop turns had passed."""
+
+    def __init__(self, ticker: _Ticker) -> None:
+        super().__init__()
+        self.writes: list[tuple[int, int]] = []
+        self._ticker = ticker
+
+    async def stage(self, bucket: str) -> MemoryStaging | S3Error:
+        staging = await super().stage(bucket)
+        if isinstance(staging, S3Error):
+            return staging
+        write = staging.write
+
+        async def recorded(data: bytes) -> None:
+            self.writes.append((len(data), self._ticker.turns))
+            await write(data)
+
+        staging.write = recorded  # type: ignore[method-assign]  # fault-injection style hook on a real fake
+        return staging
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.CRC64NVME, Algorithm.CRC32C])
+async def test_pure_python_checksums_are_fed_in_slices_with_loop_turns_between(algorithm: Algorithm) -> None:
+    """A pure-Python CRC (~10 MB/s) must not run over a whole 256 KiB read in one callback: the body reaches the
+    checksum in pieces of at most SLOW_SLICE bytes, and other tasks run between two pieces."""
+    ticker = _Ticker()
+    backend = _RecordingBackend(ticker)
+    client = await _client(backend)
+    tick = asyncio.create_task(ticker.run())
+    try:
+        data = bytes(range(256)) * 4096  # 1 MiB
+        headers = {f"x-amz-checksum-{algorithm.value}": checksums.compute(algorithm, data)}
+        status, _, _ = await send(client, "PUT", "/bkt/slow", headers=headers, body=data)
+    finally:
+        tick.cancel()
+        await client.close()
+    assert status == 200 and backend.buckets["bkt"].objects["slow"][1] == data
+    if not checksums.slow(algorithm):
+        return  # in C: no slicing needed, nothing to bound
+    sizes = [size for size, _ in backend.writes]
+    assert sum(sizes) == len(data) and max(sizes) <= checksums.SLOW_SLICE
+    turns = [turn for _, turn in backend.writes]
+    assert all(later > earlier for earlier, later in itertools.pairwise(turns))  # the loop ran between pieces
