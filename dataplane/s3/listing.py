@@ -91,8 +91,8 @@ def list_page(objects: Iterable[ObjectInfo], query: ListQuery, resume: Resume) -
         if rolled is not None and prefixes and prefixes[-1] == rolled:
             continue
         if len(contents) + len(prefixes) >= query.max_keys:
-            if last is None:  # max-keys 0
-                return ListPage((), (), True, None)
+            if last is None:  # max-keys 0: an empty page that says nothing follows, as S3 answers (no token to give)
+                return ListPage((), (), False, None)
             return ListPage(tuple(contents), tuple(prefixes), True, encode_token(last[0], prefix=last[1]))
         if rolled is not None:
             prefixes.append(rolled)
