@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -31,6 +32,7 @@ MAX_LINE = 4096  # a chunk header or trailer line longer than this is not a chun
 MAX_CHUNK = 16 * 1024 * 1024  # larger chunks are refused so a peer cannot make us hash an unbounded buffer-less run
 MIN_SIGNED_CHUNK = 8192
 MAX_TRAILER_BYTES = 16 * 1024
+_HEX_SIZE = re.compile(r"[0-9a-fA-F]{1,16}")  # int(x, 16) alone also takes 0x10, 1_0, +10, -0 and spaces
 
 
 class _State(Enum):
@@ -178,10 +180,7 @@ class ChunkedDecoder:
 
     def _on_size(self, line: str) -> bool | S3Error:
         size_text, _, extensions = line.partition(";")
-        try:
-            size = int(size_text, 16) if size_text and size_text.strip() == size_text else -1
-        except ValueError:
-            size = -1
+        size = int(size_text, 16) if _HEX_SIZE.fullmatch(size_text) else -1
         if size < 0:
             return self._fail(ErrorCode.INVALID_CHUNK_SIZE, f"the chunk size {size_text[:32]!r} is not hexadecimal")
         if size > MAX_CHUNK:

@@ -148,6 +148,11 @@ TRAILER = f"x-amz-checksum-crc32:{CRC}\r\n\r\n".encode()
 @pytest.mark.parametrize(("raw", "declared", "length", "expected"), [
     pytest.param(b"zz\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="size-not-hex"),
     pytest.param(b"-5\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="negative-size"),
+    pytest.param(b"0x5\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="0x-prefix"),
+    pytest.param(b"+5\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="plus-sign"),
+    pytest.param(b"0_5\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="underscore"),
+    pytest.param(b"5\r\nhello\r\n-0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="minus-zero-final"),
+    pytest.param(b"\xd9\xa5\r\nhello\r\n0\r\n" + TRAILER, 5, 5, ErrorCode.INVALID_CHUNK_SIZE, id="non-ascii"),
     pytest.param(b"6\r\nhello\r\n0\r\n" + TRAILER, 5, None, ErrorCode.INCOMPLETE_BODY, id="size-too-big"),
     pytest.param(b"4\r\nhello\r\n0\r\n" + TRAILER, 5, None, ErrorCode.INCOMPLETE_BODY, id="size-too-small"),
     pytest.param(b"5\r\nhello\r\n", 5, 5, ErrorCode.INCOMPLETE_BODY, id="no-final-chunk"),
