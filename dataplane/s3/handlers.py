@@ -58,7 +58,8 @@ class Service:
     region: str = "us-east-1"
     owner: str = "cloudless"
     # Whether an access key may perform an operation on a bucket ("" for ListBuckets); None allows every
-    # authenticated key everything. CopyObject also asks for GetObject on its source bucket.
+    # authenticated key everything. CopyObject also asks for GetObject on its source bucket; ListBuckets shows only
+    # the buckets the key may HeadBucket or ListObjectsV2.
     authorize: Authorizer | None = None
 
 
@@ -153,6 +154,10 @@ def _object_headers(info: ObjectInfo) -> Headers:
 
 async def list_buckets(service: Service, call: Call) -> Response | S3Error:
     buckets = sorted(await service.backend.list_buckets(), key=lambda b: b.name)
+    if service.authorize is not None:  # a key sees the buckets it may look into, not every bucket's name
+        allowed = service.authorize
+        buckets = [b for b in buckets if allowed(call.access_key, Operation.HEAD_BUCKET, b.name)
+                   or allowed(call.access_key, Operation.LIST_OBJECTS_V2, b.name)]
     return Response(200, XML, xmlbodies.list_buckets_document(buckets, service.owner))
 
 

@@ -354,3 +354,20 @@ async def test_pure_python_checksums_are_fed_in_slices_with_loop_turns_between(a
     assert sum(sizes) == len(data) and max(sizes) <= checksums.SLOW_SLICE
     turns = [turn for _, turn in backend.writes]
     assert all(later > earlier for earlier, later in itertools.pairwise(turns))  # the loop ran between pieces
+
+
+async def test_list_buckets_shows_only_the_buckets_a_key_may_look_into() -> None:
+    def authorize(access_key: str, operation: Operation, bucket: str) -> bool:
+        return bucket in ("", "mine") or (bucket == "readable" and operation is Operation.LIST_OBJECTS_V2)
+
+    backend = MemoryBackend()
+    client = await _client(backend, authorize=authorize)
+    try:
+        for name in ("mine", "readable", "secret"):
+            await backend.create_bucket(name, NOW)
+        status, text, _ = await send(client, "GET", "/")
+        assert status == 200
+        names = [e.text for e in ET.fromstring(text).iter("{http://s3.amazonaws.com/doc/2006-03-01/}Name")]
+        assert names == ["mine", "readable"]  # not "bkt" nor "secret"
+    finally:
+        await client.close()
