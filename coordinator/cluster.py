@@ -90,7 +90,7 @@ class SpecCache:
 class _CachedView:
     """A node's scheduler view and what it was built from."""
 
-    info: NodeInfo
+    seen: tuple[object, ...]  # (status, state, memory used, memory total): what node_view reads of the record
     admin: NodeAdmin
     prof: Reservations
     held: tuple[ReplicaRecord, ...]
@@ -105,7 +105,9 @@ class _Snap:
     members: set[str]
     replicas: Changes
     views: dict[str, NodeView] = field(default_factory=dict)
-    order: tuple[str, ...] | None = None  # node ids sorted (None: rebuild everything)
+    order: tuple[str, ...] | None = None  # node ids sorted (None: sort again)
+    todo: set[str] = field(default_factory=set)  # nodes whose view may be stale
+    full: bool = True  # every node is to be looked at
     refreshed_at: float = float("-inf")
     reservations: dict[str, Reservations] = field(default_factory=dict)
 
@@ -245,15 +247,26 @@ class Cluster:
         """Every member as the scheduler sees it. Each node's view is kept between snapshots and rebuilt only when
         its inputs changed (its record, administration, profile, replicas, or its reliability by more than
         RELIABILITY_STEP): a snapshot of 5,000 nodes costs what changed, not 5,000 views."""
+        self.prepare_views(now, reservations=reservations, membership=membership)
         s = self._snap
-        changed = set(s.members)
+        if s.order is None:
+            s.order = tuple(sorted(s.views))
+        return Snapshot(nodes=tuple(s.views[n] for n in s.order), revision=revision)
+
+    def prepare_views(self, now: float, *, reservations: Mapping[str, Reservations], membership: MembershipConfig,
+                      limit: int | None = None) -> bool:
+        """Bring up to `limit` (None: all) of the nodes whose scheduler view may be stale up to date; returns whether
+        none is left (the engine calls it in steps before a snapshot, so no single step rebuilds 5,000 views)."""
+        s = self._snap
+        s.todo |= s.members
         s.members.clear()
-        changed |= s.replicas.take()[0]
-        if s.order is None or now - s.refreshed_at >= VIEWS_REFRESH_S or reservations != s.reservations:
+        s.todo |= s.replicas.take()[0]
+        if s.full or now - s.refreshed_at >= VIEWS_REFRESH_S or reservations != s.reservations:
             # now and then every node (reliability moves with time; the members map may have been replaced)
-            changed = set(self.members) | set(s.views)
-            s.refreshed_at, s.reservations, s.order = now, dict(reservations), None
-        for node_id in changed:
+            s.todo |= set(self.members) | set(s.views)
+            s.full, s.refreshed_at, s.reservations = False, now, dict(reservations)
+        for _ in range(len(s.todo) if limit is None else min(limit, len(s.todo))):
+            node_id = s.todo.pop()
             info = self.members.get(node_id)
             if info is None:
                 if s.views.pop(node_id, None) is not None:
@@ -264,21 +277,21 @@ class Cluster:
                 s.order = None
             prof = reservations.get(_profile(info), NO_RESERVATIONS)
             s.views[node_id] = self._node_view(node_id, info, prof, info.reliability(now, membership))
-        if s.order is None:
-            s.order = tuple(sorted(s.views))
-        return Snapshot(nodes=tuple(s.views[n] for n in s.order), revision=revision)
+        return not s.todo
 
-    def refresh_views(self) -> None:
+    def invalidate_views(self) -> None:
         """The next snapshot looks at every node again (the maps were re-read from the store)."""
-        self._snap.order = None
+        self._snap.full = True
 
     def _node_view(self, node_id: str, info: NodeInfo, prof: Reservations, reliability: float) -> NodeView:
         admin = self.admin.get(node_id, NO_ADMIN)
         held = self.replicas.on_node(node_id)  # the same tuple until a replica on the node changes
+        hb = info.heartbeat
+        seen = (info.status, info.state, hb.memory_used_bytes if hb else None, hb.memory_total_bytes if hb else None)
         hit = self._views.get(node_id)
-        if (hit is not None and hit.info is info and hit.admin == admin and hit.prof is prof and hit.held is held
+        if (hit is not None and hit.seen == seen and hit.admin == admin and hit.prof is prof and hit.held is held
                 and abs(hit.view.reliability - reliability) < RELIABILITY_STEP):
-            return hit.view
+            return hit.view  # a heartbeat with the same memory figures changes nothing the scheduler sees
         alloc = [0, 0, 0, 0]
         ports: set[str] = set()
         workloads: dict[str, int] = {}
@@ -301,7 +314,7 @@ class Cluster:
             allocated_cpu=alloc[0], allocated_memory=alloc[1], replicas=alloc[2],
             workloads=workloads, host_ports=frozenset(ports),
             network_penalty=0.5 if prof.metered else 0.0, desired_bytes=alloc[3])
-        self._views[node_id] = _CachedView(info, admin, prof, held, view)
+        self._views[node_id] = _CachedView(seen, admin, prof, held, view)
         return view
 
     def pending(self) -> list[ReplicaRecord]:

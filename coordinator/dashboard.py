@@ -37,8 +37,8 @@ from coordinator.replica_table import workload_of
 HA_ROOT = topics.HA_DISCOVERY_ROOT
 SWEEP_NODES = 200  # nodes whose summary is recomputed per call whatever the change sets say
 RESEND_NODES = 100  # nodes encoded per call during a full resend (each is 7 topics)
-MAX_NODES = 1000  # changed nodes whose summary one call recomputes (the rest wait for the next call)...
-MAX_TOPICS = 800  # ... and topics one call encodes
+MAX_NODES = 500  # changed nodes whose summary one call recomputes (the rest wait for the next call)...
+MAX_TOPICS = 500  # ... and topics one call encodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +256,6 @@ class Mirror:
         self._member_changes.clear()
         replica_nodes, workloads = self._replica_changes.take()
         nodes |= replica_nodes
-        for n in nodes:  # an observed state or a node state changes its replicas' workloads' ready counts
-            workloads.update(workload_of(r) for r in c.replicas.on_node(n))
         nodes |= self._carried
         if len(nodes) > MAX_NODES:  # many changed at once (every heartbeat of a fleet): the rest next call
             ordered = sorted(nodes)
@@ -275,6 +273,8 @@ class Mirror:
                 self._carried |= set(ordered[i:])
                 break
             self._node(node_id, out)
+            # an observed state or a node state changes its replicas' workloads' ready counts
+            workloads.update(workload_of(r) for r in c.replicas.on_node(node_id))
         for key, w in c.workloads.items():  # records are replaced, never edited
             seen = self._workloads.get(key)
             if seen is None or seen[0] is not w or key in workloads:

@@ -47,7 +47,7 @@ from coordinator.overlay import OverlayBook, Want
 from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_from_store
 from coordinator.policy import Policy
 from coordinator.replica_table import ReplicaTable, workload_of
-from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, schedule_many
+from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, Unschedulable, schedule_slices
 from coordinator.scheduler.model import PlacementRequest
 from coordinator.services_ops import VIPS_PREFIX, ServiceRegistry
 from coordinator.store import Store, StoreError, put
@@ -62,8 +62,10 @@ FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fre
 REPLICA_ID_BYTES = 6  # random bytes in a replica id (48 bits: collisions among millions are still unlikely)
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 MORE_PAUSE_S = 0.05  # between two bounded rounds when work is left over (the loop serves others meanwhile)
-NEW_PER_ROUND = 100  # replicas a round creates per workload (a 2,500-replica apply: 25 short rounds)
-SCHEDULE_PER_ROUND = 100  # pending replicas a round schedules, oldest first
+NEW_PER_ROUND = 250  # replicas a round creates per workload (a 2,500-replica apply: ten rounds)
+VIEWS_PER_STEP = 1500  # scheduler views (re)built in one step before a snapshot
+SCHEDULE_SLICE = 100  # scheduling decisions in one step of a round
+JUDGE_STEP = 1500  # nodes judged (silence, grace periods) in one step of a round
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
 SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
@@ -254,7 +256,7 @@ class Coordinator:
         events = retained([model.from_json(Event, e.value) for e in await self.store.list("/events/")])
         c = self.cluster
         c.replicas.replace_all(replicas)  # the same indexed table: only what differs is marked changed
-        c.refresh_views()
+        c.invalidate_views()
         c.workloads, c.admin, self.outbox.nodegen = workloads, admin, nodegen
         c.revoked_nodes |= revoked
         now = self.clock()
@@ -401,7 +403,7 @@ class Coordinator:
         """A follower serves reads: refresh from the store now and then, keep membership views current (without
         recording events: only the leader writes)."""
         now = self.clock()
-        self._judge_members(now)  # no events: only the leader records them
+        await self._judge_members(now)  # no events: only the leader records them
         if now - self._refreshed_at >= FOLLOWER_REFRESH_S:
             self._refreshed_at = now
             try:
@@ -415,7 +417,7 @@ class Coordinator:
                     log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
         self._services_round()  # a follower's view for reads (it allocates nothing and records nothing)
 
-    def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
+    async def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
         """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
         coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`)."""
         link_up = self._hearing(now)
@@ -426,14 +428,20 @@ class Coordinator:
             self.cluster.touch_node(node_id)
         if link_up:
             members, evaluate, cfg = self.members, membership.evaluate, self.cfg.membership
-            for node_id, info in list(members.items()):
-                after, evs = evaluate(info, now, cfg)
-                if after is not info:
-                    members[node_id] = after
-                    if after.state is not info.state:
-                        self.cluster.touch_node(node_id)
-                if evs:
-                    events += evs
+            items = list(members.items())
+            for start in range(0, len(items), JUDGE_STEP):
+                if start:
+                    await _let_others_run()
+                for node_id, info in items[start:start + JUDGE_STEP]:
+                    if members.get(node_id) is not info:  # a report replaced it meanwhile: judged next round
+                        continue
+                    after, evs = evaluate(info, now, cfg)
+                    if after is not info:
+                        members[node_id] = after
+                        if after.state is not info.state:
+                            self.cluster.touch_node(node_id)
+                    if evs:
+                        events += evs
         return events
 
     def _hearing(self, now: float) -> bool:
@@ -458,7 +466,7 @@ class Coordinator:
         self.rounds += 1
         now = self.clock()
         self.overlay.expire(now)
-        for ev in self._judge_members(now):
+        for ev in await self._judge_members(now):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
         await self._check_epoch()
         await _let_others_run()
@@ -488,8 +496,7 @@ class Coordinator:
                 work = 0
                 await _let_others_run()
         await _let_others_run()
-        self._schedule_pending(now)
-        await _let_others_run()
+        await self._schedule_pending(now)
         self._services_round()
         await _let_others_run()
         await self.journal.flush()
@@ -676,15 +683,14 @@ class Coordinator:
         return self.cluster.snapshot(now, reservations=reservations, membership=self.cfg.membership,
                                      revision=self.rounds)
 
-    def _schedule_pending(self, now: float) -> None:
-        """The oldest SCHEDULE_PER_ROUND pending replicas (the rest in the next rounds, which come soon)."""
+    async def _schedule_pending(self, now: float) -> None:
+        """Every pending replica, oldest first, in one scheduling pass (a workload's ranking is built once) that
+        decides SCHEDULE_SLICE replicas per step of the loop; each slice's outcome is recorded before the next."""
         pending = self.cluster.pending()
         if not pending:
             return
-        if len(pending) > SCHEDULE_PER_ROUND:
-            pending, self._more = pending[:SCHEDULE_PER_ROUND], True
         requests = []
-        for r in pending:
+        for i, r in enumerate(pending, 1):
             try:  # one replica whose spec cannot be parsed or sent is that replica's problem, not the round's
                 parsed = self.cluster.spec_of(r)
                 if parsed is not None:
@@ -693,29 +699,48 @@ class Coordinator:
                                                                      refused_by=lifecycle.refused_nodes(r))))
             except Exception as exc:
                 self._replica_failed(r, exc)
-        started = time.perf_counter()
-        results = schedule_many(self.snapshot(now), [req for _, req in requests], self.cfg.scheduler, self.cfg.seed)
-        self.metrics.scheduling.observe(time.perf_counter() - started)
-        for (r, _), result in zip(requests, results, strict=True):
-            wkey = f"{r.namespace}/{r.workload}"
-            self.metrics.decisions.labels("placed" if isinstance(result, Placement) else "unschedulable").inc()
-            if isinstance(result, Placement):
-                # the nodes that refused it stay remembered: a second refusal must not send it back to the first
-                kept = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
-                self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
-                                           message="", unschedulable=kept))
-                self.journal.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
-                           f"{result.node_id} (score {result.score:.1f})")
-            else:
-                reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
-                top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
-                self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
-                text = result.detail()[:500]  # the summary and each node's reason
-                if text != r.message:
-                    self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
-                                       f"replica {r.replica_id}: {text}")
-                    refusals = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
-                    self._save_replica(replace(r, message=text, unschedulable={**reasons, **refusals}))
+            if i % STEP_REPLICAS == 0:
+                await _let_others_run()
+        reservations = {name: self._reservation(name) for name in self.cluster.profile_names()}
+        while not self.cluster.prepare_views(now, reservations=reservations, membership=self.cfg.membership,
+                                             limit=VIEWS_PER_STEP):
+            await _let_others_run()
+        snapshot = self.snapshot(now)
+        await _let_others_run()
+        spent = 0.0
+        slices = schedule_slices(snapshot, [req for _, req in requests], self.cfg.scheduler, self.cfg.seed,
+                                 size=SCHEDULE_SLICE)
+        while True:
+            started = time.perf_counter()
+            part = next(slices, None)
+            spent += time.perf_counter() - started
+            if part is None:
+                break
+            for i, result in part:
+                self._record_placement(requests[i][0], result, now)
+            await _let_others_run()
+        self.metrics.scheduling.observe(spent)
+
+    def _record_placement(self, r: ReplicaRecord, result: Placement | Unschedulable, now: float) -> None:
+        wkey = f"{r.namespace}/{r.workload}"
+        self.metrics.decisions.labels("placed" if isinstance(result, Placement) else "unschedulable").inc()
+        if isinstance(result, Placement):
+            # the nodes that refused it stay remembered: a second refusal must not send it back to the first
+            kept = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
+            self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
+                                       message="", unschedulable=kept))
+            self.journal.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
+                               f"{result.node_id} (score {result.score:.1f})")
+        else:
+            reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
+            top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
+            self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
+            text = result.detail()[:500]  # the summary and each node's reason
+            if text != r.message:
+                self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
+                                   f"replica {r.replica_id}: {text}")
+                refusals = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
+                self._save_replica(replace(r, message=text, unschedulable={**reasons, **refusals}))
 
     def _replica_failed(self, r: ReplicaRecord, exc: Exception) -> None:
         """A replica that cannot be scheduled at all (its spec does not parse, or the wire cannot carry it): said

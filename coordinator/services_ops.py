@@ -56,6 +56,11 @@ class ServiceRegistry:
         self.book = ServiceBook()
         self._previous: ServiceBook | None = None
         self.tables: dict[str, tuple[ServiceRecord, ...]] = {}  # node -> its records, this round
+        # node -> the namespaces it runs assigned replicas of, kept up to date from the replica table's changes
+        self._namespaces: dict[str, frozenset[str]] = {}
+        self._replica_changes = cluster.replicas.watch()
+        for node_id in cluster.replicas.nodes():
+            self._replica_changes.nodes.add(node_id)
 
     def load(self, entries: list[tuple[str, bytes]]) -> None:
         self.vips = vips_from_store(entries)
@@ -144,11 +149,17 @@ class ServiceRegistry:
     def _tables(self, book: ServiceBook) -> dict[str, tuple[ServiceRecord, ...]]:
         """Every member's records: the namespaces it runs replicas of (from the replica table's index), and its
         ingress. A node without ingress gets the table of its namespaces, built once per distinct set of them."""
+        for node_id in self._replica_changes.take()[0]:
+            nss = frozenset(r.namespace for r in self.cluster.replicas.on_node(node_id)
+                            if r.phase == ReplicaPhase.ASSIGNED)
+            if nss:
+                self._namespaces[node_id] = nss
+            else:
+                self._namespaces.pop(node_id, None)
         shared: dict[frozenset[str], tuple[ServiceRecord, ...]] = {}
         tables = {}
         for node_id in self.cluster.members:
-            nss = frozenset(r.namespace for r in self.cluster.replicas.on_node(node_id)
-                            if r.phase == ReplicaPhase.ASSIGNED)
+            nss = self._namespaces.get(node_id, NO_NAMESPACES)
             if node_id in book.ingress_at:
                 tables[node_id] = book.table(node_id, nss)
                 continue
@@ -169,6 +180,9 @@ class ServiceRegistry:
     def rows(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [service_row(v) for k, v in sorted(self.book.views.items())
                 if namespace is None or k[0] == namespace]
+
+
+NO_NAMESPACES: frozenset[str] = frozenset()
 
 
 def service_row(v: ServiceView) -> dict[str, Any]:
