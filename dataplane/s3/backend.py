@@ -9,7 +9,7 @@ the body's signatures and checksums; a rejected body is `abort`ed. Reads come ba
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Protocol
 
 from dataplane.s3.checksums import Algorithm
@@ -28,6 +28,7 @@ class ObjectInfo:
     size: int
     etag: str  # without quotes: hex MD5, or md5-of-md5s "-N" for multipart
     last_modified: float
+    _: KW_ONLY  # STYLE §6: past four, by name
     content_type: str = "binary/octet-stream"
     metadata: tuple[tuple[str, str], ...] = ()  # x-amz-meta-* (names without the prefix, lower-case)
     checksum: tuple[Algorithm, str] | None = None
@@ -48,6 +49,7 @@ class UploadInfo:
     bucket: str
     key: str
     initiated: float
+    _: KW_ONLY
     content_type: str = "binary/octet-stream"
     metadata: tuple[tuple[str, str], ...] = ()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from urllib.parse import unquote
 
 from dataplane.s3 import listing, multipart, ranges, xmlbodies
@@ -47,6 +47,7 @@ class Call:
     header: Callable[[str], str | None]
     now: float
     access_key: str
+    _: KW_ONLY
     body: Incoming | None = None  # set for the operations in WITH_BODY
     header_names: tuple[str, ...] = ()  # lower-case, for the x-amz-meta-* user metadata
 
@@ -55,6 +56,7 @@ class Call:
 class Service:
     backend: Backend
     new_id: Callable[[], str] = field(repr=False)
+    _: KW_ONLY
     region: str = "us-east-1"
     owner: str = "cloudless"
     # Whether an access key may perform an operation on a bucket ("" for ListBuckets); None allows every
@@ -195,8 +197,8 @@ async def list_objects_v2(service: Service, call: Call) -> Response | S3Error:
     encoding = q.get("encoding-type")
     if encoding not in (None, "url"):
         return S3Error(ErrorCode.INVALID_ARGUMENT, "encoding-type must be url")
-    query = listing.ListQuery(q.get("prefix", ""), q.get("delimiter", ""), max_keys, q.get("continuation-token"),
-                              q.get("start-after", ""))
+    query = listing.ListQuery(prefix=q.get("prefix", ""), delimiter=q.get("delimiter", ""), max_keys=max_keys,
+                              continuation_token=q.get("continuation-token"), start_after=q.get("start-after", ""))
     resume = listing.resume_point(query)
     if isinstance(resume, S3Error):
         return resume
@@ -247,7 +249,8 @@ async def put_object(service: Service, call: Call) -> Response | S3Error:
     if isinstance(digests, S3Error):
         return digests
     info = ObjectInfo(call.route.key, digests.size, digests.md5_hex, call.now,
-                      call.header("content-type") or "binary/octet-stream", _metadata(call), digests.checksum)
+                      content_type=call.header("content-type") or "binary/octet-stream", metadata=_metadata(call),
+                      checksum=digests.checksum)
     problem = await staging.commit_object(call.route.bucket, info, if_absent=if_absent)
     if problem is not None:
         return dataclasses.replace(problem, resource=problem.resource or call.route.resource)
@@ -351,8 +354,8 @@ async def copy_object(service: Service, call: Call) -> Response | S3Error:
     content_type = (call.header("content-type") or "binary/octet-stream") if replace else info.content_type
     metadata = _metadata(call) if replace else info.metadata
     # a copy is one part: a multipart source's "-N" ETag does not describe it
-    copied = ObjectInfo(call.route.key, info.size, md5, call.now, content_type, metadata,
-                        info.checksum if not info.parts else None)
+    copied = ObjectInfo(call.route.key, info.size, md5, call.now, content_type=content_type, metadata=metadata,
+                        checksum=info.checksum if not info.parts else None)
     problem = await staging.commit_object(call.route.bucket, copied)
     return problem or Response(200, XML, xmlbodies.copy_result_document(copied))
 
@@ -382,7 +385,7 @@ async def create_upload(service: Service, call: Call) -> Response | S3Error:
     if problem is not None:
         return problem
     upload = UploadInfo(service.new_id(), call.route.bucket, call.route.key, call.now,
-                        call.header("content-type") or "binary/octet-stream", _metadata(call))
+                        content_type=call.header("content-type") or "binary/octet-stream", metadata=_metadata(call))
     problem = await service.backend.create_upload(upload)
     return problem or Response(200, XML, xmlbodies.initiate_upload_document(upload.bucket, upload.key,
                                                                             upload.upload_id))
@@ -426,8 +429,8 @@ async def complete_upload(service: Service, call: Call) -> Response | S3Error:
     plan = multipart.assemble(requested, {p.number: p for p in parts})
     if isinstance(plan, S3Error):
         return plan
-    info = ObjectInfo(upload.key, plan.size, plan.etag, call.now, upload.content_type, upload.metadata,
-                      parts=len(plan.parts))
+    info = ObjectInfo(upload.key, plan.size, plan.etag, call.now, content_type=upload.content_type,
+                      metadata=upload.metadata, parts=len(plan.parts))
     problem = await service.backend.complete_upload(upload.upload_id, info, plan.parts)
     return problem or Response(200, XML, xmlbodies.complete_upload_document(
         call.route.resource, upload.bucket, upload.key, plan.etag))

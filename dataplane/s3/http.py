@@ -44,7 +44,7 @@ def _new_id() -> str:
 
 def s3_app(backend: Backend, secrets: sigv4.SecretLookup, config: S3Config | None = None) -> web.Application:
     cfg = config or S3Config()
-    service = Service(backend, _new_id, cfg.region, authorize=cfg.authorize)
+    service = Service(backend, _new_id, region=cfg.region, authorize=cfg.authorize)
     app = web.Application()
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -86,7 +86,7 @@ async def _serve(request: web.Request, service: Service, secrets: sigv4.SecretLo
             return dataclasses.replace(reader, resource=route.resource)
         raw = request.content.iter_chunked(READ_SIZE)
         body = Incoming(raw if reader.slice is None else _paced(raw, reader.slice), reader)
-    call = Call(route, request.headers.get, now, auth.access_key, body,
+    call = Call(route, request.headers.get, now, auth.access_key, body=body,
                 header_names=tuple(k.lower() for k in request.headers))
     result = await handle(service, call)
     if isinstance(result, S3Error) and not result.resource:

@@ -20,7 +20,7 @@ from dataplane.s3.errors import ErrorCode, S3Error, utf8, whole
 MAX_KEYS = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListQuery:
     prefix: str = ""
     delimiter: str = ""

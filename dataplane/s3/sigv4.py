@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import quote, unquote
@@ -79,6 +79,7 @@ class SigningContext:
 class Authenticated:
     access_key: str
     payload: Payload
+    _: KW_ONLY
     payload_sha256: str | None = None  # set when payload is SHA256
     signing: SigningContext | None = None
     presigned: bool = False
@@ -153,7 +154,7 @@ def canonical_paths(raw_path: str) -> list[str]:
     return [raw_path or "/"] if reencoded == (raw_path or "/") else [raw_path or "/", reencoded]
 
 
-def canonical_request(request: Request, path: str, query: str, signed: list[str], payload_hash: str) -> str:
+def canonical_request(request: Request, path: str, query: str, *, signed: list[str], payload_hash: str) -> str:
     return "\n".join([request.method.upper(), path, query, canonical_headers(request, signed), ";".join(signed),
                       payload_hash])
 
@@ -228,7 +229,7 @@ def _matches(request: Request, cred: _Credential, secret: str, amz_date: str, *,
     """The signing key when `signature` matches one canonical form of the request, else None."""
     key = signing_key(secret, cred.date, cred.region, cred.service)
     for path in canonical_paths(request.raw_path):
-        canonical = canonical_request(request, path, query, signed, payload_hash)
+        canonical = canonical_request(request, path, query, signed=signed, payload_hash=payload_hash)
         expected = sign(key, string_to_sign(amz_date, cred.scope, canonical))
         if same_digest(expected, signature.lower()):
             return key
@@ -322,7 +323,8 @@ def verify_header(request: Request, authorization: str, secrets: SecretLookup, n
         return _not_signed(unsigned)
     streaming = mode in (Payload.STREAMING_SIGNED, Payload.STREAMING_SIGNED_TRAILER)
     context = SigningContext(amz_date, cred.scope, signature.lower(), key) if streaming else None
-    return Authenticated(cred.access_key, mode, digest, context, signed_headers=frozenset(signed))
+    return Authenticated(cred.access_key, mode, payload_sha256=digest, signing=context,
+                         signed_headers=frozenset(signed))
 
 
 def verify_presigned(request: Request, pairs: list[tuple[str, str]], secrets: SecretLookup, now: float, *,

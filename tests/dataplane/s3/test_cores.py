@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from email.utils import formatdate
 
@@ -119,7 +120,7 @@ def pages(keys: list[str], query: listing.ListQuery) -> list[listing.ListPage]:
     out: list[listing.ListPage] = []
     token = None
     while True:
-        q = listing.ListQuery(query.prefix, query.delimiter, query.max_keys, token, query.start_after)
+        q = dataclasses.replace(query, continuation_token=token)
         resume = listing.resume_point(q)
         assert not isinstance(resume, S3Error)
         page = listing.list_page(objects(*keys), q, resume)
@@ -165,9 +166,9 @@ def test_bad_continuation_token() -> None:
        max_keys=st.integers(min_value=1, max_value=7))
 def test_pagination_never_loses_or_repeats(keys: set[str], prefix: str, delimiter: str, max_keys: int) -> None:
     """Paging with any max-keys yields exactly what one unlimited listing yields, in order, each entry once."""
-    whole = pages(sorted(keys), listing.ListQuery(prefix, delimiter, 1000))
+    whole = pages(sorted(keys), listing.ListQuery(prefix=prefix, delimiter=delimiter, max_keys=1000))
     assert len(whole) == 1
-    paged = pages(sorted(keys), listing.ListQuery(prefix, delimiter, max_keys))
+    paged = pages(sorted(keys), listing.ListQuery(prefix=prefix, delimiter=delimiter, max_keys=max_keys))
     assert flat(paged) == flat(whole)
     assert all(len(p.contents) + len(p.common_prefixes) <= max_keys for p in paged)
     expected_keys = sorted(k for k in keys if k.startswith(prefix) and not (delimiter and delimiter in k[len(prefix):]))
@@ -360,3 +361,25 @@ def test_listing_document_url_encodes_keys() -> None:
     page = listing.ListPage((ObjectInfo("a b/\x01", 3, "e", T),), ("p q/",), False, None)
     doc = xmlbodies.list_objects_v2_document("bkt", listing.ListQuery(delimiter="/"), page, url_encode=True)
     assert b"<Key>a%20b/%01</Key>" in doc and b"<Prefix>p%20q/</Prefix>" in doc and b"<EncodingType>url" in doc
+
+
+def test_past_four_parameters_go_by_name() -> None:
+    """STYLE §6: a constructor or function of more than four parameters takes the rest by keyword, so a call like
+    ObjectInfo(key, size, etag, now, type, meta, checksum) cannot put a value in the wrong field."""
+    from dataplane.s3 import sigv4
+    from dataplane.s3.backend import UploadInfo
+    from dataplane.s3.handlers import Call, Service
+    from dataplane.s3.sigv4 import Authenticated, Payload, Request
+
+    route = routing.Route(Operation.GET_OBJECT, "b", "k")
+    no_headers: dict[str, str] = {}
+    # mypy refuses each of these calls too (call-arg); the runtime check keeps the rule for untyped callers
+    for build in (lambda: ObjectInfo("k", 1, "e", T, "text/plain"),  # type: ignore[call-arg]
+                  lambda: UploadInfo("u", "b", "k", T, "text/plain"),  # type: ignore[call-arg]
+                  lambda: Call(route, no_headers.get, T, "AKID", None),  # type: ignore[call-arg]
+                  lambda: listing.ListQuery("p"),  # type: ignore[call-arg]
+                  lambda: Authenticated("AKID", Payload.UNSIGNED, None),  # type: ignore[call-arg]
+                  lambda: Service(object(), str, "us-east-1"),  # type: ignore[call-arg, arg-type]
+                  lambda: sigv4.canonical_request(Request("GET", "/", "", ()), "/", "", [], "")):  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            build()

@@ -25,7 +25,7 @@ def _conditional_put(key: str, data: bytes, gate: asyncio.Event, arrived: asynci
 
     reader = body_reader(headers.get, Authenticated("AKID", Payload.UNSIGNED))
     assert not isinstance(reader, S3Error)
-    return Call(Route(Operation.PUT_OBJECT, "bkt", key), headers.get, NOW, "AKID", Incoming(body(), reader))
+    return Call(Route(Operation.PUT_OBJECT, "bkt", key), headers.get, NOW, "AKID", body=Incoming(body(), reader))
 
 
 async def test_concurrent_if_none_match_puts_exactly_one_wins() -> None:
