@@ -256,6 +256,7 @@ class Mirror:
         self._member_changes.clear()
         replica_nodes, workloads = self._replica_changes.take()
         nodes |= replica_nodes
+        marked = nodes | self._carried  # changed: their replicas' workloads' ready counts may have changed too
         nodes |= self._carried
         if len(nodes) > MAX_NODES:  # many changed at once (every heartbeat of a fleet): the rest next call
             ordered = sorted(nodes)
@@ -273,8 +274,8 @@ class Mirror:
                 self._carried |= set(ordered[i:])
                 break
             self._node(node_id, out)
-            # an observed state or a node state changes its replicas' workloads' ready counts
-            workloads.update(workload_of(r) for r in c.replicas.on_node(node_id))
+            if node_id in marked:  # an observed state or a node state changes its workloads' ready counts
+                workloads.update(workload_of(r) for r in c.replicas.on_node(node_id))
         for key, w in c.workloads.items():  # records are replaced, never edited
             seen = self._workloads.get(key)
             if seen is None or seen[0] is not w or key in workloads:
