@@ -174,3 +174,17 @@ def test_a_revoked_node_is_refused_by_mosquitto(up_mosq: Up) -> None:
     up.cli("node", "revoke", up.node)
     until(lambda: not _handshake(up), 30, "Mosquitto refusing the revoked node's certificate")
     assert up.processes("mosquitto"), "reloaded, not restarted or stopped"
+
+
+def test_up_with_the_embedded_broker_says_what_it_holds(up_mosq: Up) -> None:
+    """Without --mosquitto, `up` starts the embedded broker and says how big a fleet it holds and what to use above
+    that (the number measured in docs/benchmarks.md)."""
+    up = up_mosq
+    up.extra = ["--local-only", "--no-agent", "--no-relay"]
+    up.start()
+    text = "".join(up.out)
+    assert "starting broker ..." in text and up.processes("mosquitto") == []
+    assert "(embedded; holds about 2,000 nodes on a 2-core machine (docs/benchmarks.md): for more, install " \
+           "Mosquitto and run `cloudless up --mosquitto`)" in text, text
+    bench = (Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md").read_text()
+    assert "| 2,000 | trie | " in bench, "the number up states is the one measured there"
