@@ -100,12 +100,30 @@ class Api:
             return await r.json(content_type=None)
 
     async def count_nodes(self, state: str) -> int:
-        """Nodes in `state`: one item of the filtered list and its remainingItemCount (pagination), else counted
-        from the whole list."""
-        page = await self.get(f"/v1/nodes?state={state}&limit=1")
-        if isinstance(page, list):  # a coordinator without pagination: the whole list, counted here
-            return sum(1 for node in page if node.get("state") == state)
-        return len(page.get("items", [])) + int(page.get("metadata", {}).get("remainingItemCount", 0))
+        """Nodes in `state`, from the filtered list followed page by page (a filtered list has no
+        remainingItemCount, as in Kubernetes). Cheap for the rare states; for `online` use count_online."""
+        n, token, pages = 0, None, 0
+        while pages < 1000:
+            page = await self.get(f"/v1/nodes?state={state}&limit=5000" + (f"&continue={token}" if token else ""))
+            if isinstance(page, list):  # a coordinator without pagination: the whole list, counted here
+                return sum(1 for node in page if node.get("state") == state)
+            n += len(page.get("items", []))
+            pages += 1
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                return n
+        return n
+
+    async def count_online(self) -> int:
+        """Members (the unfiltered list's first item and remainingItemCount) minus those in any other state: no
+        request renders the online majority."""
+        page = await self.get("/v1/nodes?limit=1")
+        if isinstance(page, list):
+            return sum(1 for node in page if node.get("state") == "online")
+        total = len(page.get("items", [])) + int(page.get("metadata", {}).get("remainingItemCount", 0))
+        for state in ("suspect", "offline", "lost"):
+            total -= await self.count_nodes(state)
+        return total
 
     async def all_nodes(self) -> tuple[int, int]:
         """The whole node list, page by page: (items, pages)."""
@@ -241,8 +259,14 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         t0 = time.time()
         for s in sims:
             await s.go()
-        online_at = await until(lambda: _ge(api.count_nodes("online"), n), args.join_timeout, f"{n} nodes online",
-                                every=0.25)
+        try:
+            online_at = await until(lambda: _ge(api.count_online(), n), args.join_timeout,
+                                    f"{n} nodes online", every=0.25)
+        except TimeoutError:
+            states = [line for line in (await api.text("/metrics")).splitlines() if line.startswith("cloudless_nodes")]
+            page = await api.get("/v1/nodes?limit=1")
+            log(f"[{broker_kind} {n}] join timed out: {states}; first node {str(page)[:800]}")
+            raise
         res["join_s"] = online_at - t0
         res["join_cpu"] = {k: round(usage([p])[0] - before[k][0], 2) for k, p in pids.items()}
         joined = [await s.wait_joined(120) for s in sims]
@@ -343,7 +367,7 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         t_cut = time.time()
         for s in sims:
             await s.ask({"cmd": "cut", "nodes": [c for c in cut if c in set(s.cfg.nodes)]})
-        gone_at = await until(lambda: _ge(_neg(api.count_nodes("online")), -(n - len(cut))), args.phase_timeout,
+        gone_at = await until(lambda: _ge(_neg(api.count_online()), -(n - len(cut))), args.phase_timeout,
                               "the cut nodes gone from online")
         res["cut_gone_s"] = gone_at - t_cut
         marks: dict[str, float] = {}
@@ -379,7 +403,7 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
             t_silent = time.time()
             for s in sims:
                 await s.ask({"cmd": "cut", "silent": True, "nodes": [c for c in silent if c in set(s.cfg.nodes)]})
-            gone_at = await until(lambda: _ge(_neg(api.count_nodes("online")), -(n - len(cut) - len(silent))),
+            gone_at = await until(lambda: _ge(_neg(api.count_online()), -(n - len(cut) - len(silent))),
                                   args.keepalive * 3 + 60, "the silent nodes gone from online", every=0.5)
             res["silent_gone_s"] = gone_at - t_silent
             log(f"[{broker_kind} {n}] {len(silent)} nodes silent (socket open): gone at the coordinator after "
