@@ -1,0 +1,134 @@
+"""Chunk transfer for the object store: write a chunk to R nodes chosen by `placement.place` (retrying on other nodes
+when one fails), read one from any holder verifying its SHA-256 (a corrupt copy is recorded as bad for repair and the
+next holder tried), and garbage-collect chunks no object refers to any more. The adapter between the pure cores,
+the `Metadata` port and the `ChunkClient` port; it decides nothing itself.
+
+Write rule (decided here, documented in docs/storage.md): a chunk counts as written when at least one copy is
+acknowledged; the writer tries to reach R copies, replacing failed targets with the next-best nodes, and a chunk
+left below R is simply under-replicated: its record shows fewer than R holders and the repair planner brings it up.
+Requiring R acknowledgements would make a PUT fail whenever fewer than R storage nodes are online.
+
+Dedup and garbage collection (decided here): no reference counts. A writer *touches* a chunk's record (timestamp)
+before relying on an existing copy; a chunk is collected when no manifest or uploaded part refers to it and nobody
+touched it for the grace period (`repair.unreferenced`), and its record is dropped atomically only if still untouched
+(`Metadata.drop_chunk`). Reference counts would have to be updated in the manifest's transaction, one key per chunk,
+past etcd's 128 operations per transaction for a 128 MiB object. Known gap: a collector's copy deletion racing a
+writer that re-creates the same chunk within that instant can remove the new copy; the repair planner then reports
+the chunk unrecoverable (a node-side tombstone epoch on delete would close it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dataplane.objects.chunking import ChunkRef, chunk_id
+from dataplane.objects.model import ChunkRecord, StorageNode
+from dataplane.objects.placement import Unplaceable, place
+from dataplane.objects.ports import ChunkClient, ChunkUnavailable, Metadata
+from dataplane.objects.repair import GC_GRACE_S, unreferenced
+
+log = logging.getLogger(__name__)
+NodeSource = Callable[[], Sequence[StorageNode]]
+
+
+class ChunkWriteFailed(Exception):
+    def __init__(self, chunk_id: str, why: str) -> None:
+        self.chunk_id, self.why = chunk_id, why
+        super().__init__(f"chunk {chunk_id[:12]} could not be stored: {why}")
+
+
+class ChunkLost(Exception):
+    """No holder returned a verified copy of the chunk."""
+
+    def __init__(self, chunk_id: str, tried: Sequence[str]) -> None:
+        self.chunk_id, self.tried = chunk_id, tuple(tried)
+        super().__init__(f"chunk {chunk_id[:12]}: no good copy on {', '.join(tried) or 'any node'}")
+
+
+@dataclass
+class ChunkIO:
+    metadata: Metadata
+    client: ChunkClient
+    nodes: NodeSource
+    clock: Callable[[], float]
+    corrupt_found: list[tuple[str, str]] = field(default_factory=list)  # (chunk id, node) seen by reads
+
+    async def store(self, data: bytes, replicas: int) -> ChunkRef:
+        cid, size = chunk_id(data), len(data)
+        record = await self.metadata.update_chunk(cid, size, touched=self.clock())  # touch before relying on it
+        nodes = self.nodes()
+        online = {n.node_id for n in nodes if n.online}
+        have = set(record.good() & online)
+        tried = set(record.holders)
+        failures: list[str] = []
+        while len(have) < replicas:
+            placed = place(cid, size, nodes, replicas - len(have), exclude=tried, minimum=1)
+            if isinstance(placed, Unplaceable):
+                failures.append(placed.explain())
+                break
+            tried.update(placed.nodes)
+            results = await asyncio.gather(*(self.client.put(n, cid, data) for n in placed.nodes),
+                                           return_exceptions=True)
+            acked = [n for n, r in zip(placed.nodes, results, strict=True) if r is None]
+            for r in results:
+                if isinstance(r, ChunkUnavailable):
+                    failures.append(str(r))
+                elif isinstance(r, BaseException):
+                    raise r
+            if acked:
+                await self.metadata.update_chunk(cid, size, add=acked, touched=self.clock())
+                have.update(acked)
+        if not have:
+            raise ChunkWriteFailed(cid, "; ".join(failures) or "no storage node")
+        if len(have) < replicas:
+            log.warning("chunk %s stored with %d of %d copies: %s", cid[:12], len(have), replicas,
+                        "; ".join(failures))
+        return ChunkRef(cid, size)
+
+    def _order(self, record: ChunkRecord) -> list[str]:
+        """Holders to read from, best first: online good copies by reliability, then the rest (an offline verdict
+        may be stale; a failed attempt costs one timeout)."""
+        info = {n.node_id: n for n in self.nodes()}
+
+        def key(node_id: str) -> tuple[bool, float, str]:
+            n = info.get(node_id)
+            return (n is None or not n.online, -(n.reliability if n else 0.0), node_id)
+
+        return sorted(record.good(), key=key)
+
+    async def fetch(self, ref: ChunkRef, record: ChunkRecord | None) -> bytes:
+        tried: list[str] = []
+        for node in self._order(record) if record is not None else []:
+            tried.append(node)
+            try:
+                data = await self.client.get(node, ref.id)
+            except ChunkUnavailable as exc:
+                log.info("read of %s from %s failed: %s", ref.id[:12], node, exc.why)
+                continue
+            if len(data) == ref.size and chunk_id(data) == ref.id:
+                return data
+            log.warning("corrupt copy of chunk %s on %s: recorded for repair", ref.id[:12], node)
+            self.corrupt_found.append((ref.id, node))
+            await self.metadata.update_chunk(ref.id, ref.size, bad=[node])
+        raise ChunkLost(ref.id, tried)
+
+    async def collect_garbage(self, now: float, grace: float = GC_GRACE_S) -> list[str]:
+        """Drop chunks no object refers to and no writer touched within `grace`; delete their copies. The ids
+        collected."""
+        referenced = await self.metadata.referenced_chunks()
+        records = {r.id: r for r in await self.metadata.list_chunks()}
+        collected = []
+        for cid in unreferenced(records.values(), referenced, now, grace):
+            if not await self.metadata.drop_chunk(cid, unless_touched_since=now - grace):
+                continue
+            collected.append(cid)
+            if (await self.metadata.get_chunks([cid])).get(cid) is not None:
+                continue  # re-created by a writer since: its copies are in use again
+            for node in sorted(records[cid].holders):
+                try:
+                    await self.client.delete(node, cid)
+                except ChunkUnavailable as exc:  # an offline node's orphan copy: its scrub/rescan can drop it
+                    log.info("could not delete collected chunk %s on %s: %s", cid[:12], node, exc.why)
+        return collected

@@ -1,0 +1,202 @@
+"""`ObjectBackend`: the S3 layer's `Backend` over the `Metadata` and `ChunkClient` ports. Uploads are cut into 1 MiB
+content-addressed chunks as they stream in; each chunk goes to R nodes (`chunkio.ChunkIO.store`) before the next is
+read, so a staging area holds one chunk at most; the manifest is committed, atomically and conditionally
+(If-None-Match), only after every chunk has at least one acknowledged copy. Reads fetch the chunks a range covers from
+any holder and verify them. Deleting an object drops its manifest; its chunks go with garbage collection
+(`collect_garbage`), since another object may share them (dedup).
+
+A backend failure the client can retry (no storage node could take a chunk) is an `InternalError` (500) with the
+reason, returned at the commit: `Staging.write` keeps reading the body so the connection stays usable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
+
+from dataplane.objects.chunking import CHUNK_SIZE, Chunker, ChunkRef, covering
+from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed, NodeSource
+from dataplane.objects.model import DEFAULT_REPLICAS, BucketRecord, Manifest, PartRecord
+from dataplane.objects.ports import ChunkClient, Metadata, Outcome
+from dataplane.objects.repair import GC_GRACE_S
+from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo, UploadInfo
+from dataplane.s3.errors import ErrorCode, S3Error
+
+
+def _no_bucket(name: str) -> S3Error:
+    return S3Error(ErrorCode.NO_SUCH_BUCKET, "the specified bucket does not exist", f"/{name}")
+
+
+def _no_upload() -> S3Error:
+    return S3Error(ErrorCode.NO_SUCH_UPLOAD, "the specified multipart upload does not exist")
+
+
+class ObjectStaging:
+    def __init__(self, backend: ObjectBackend, replicas: int) -> None:
+        self._backend, self._replicas = backend, replicas
+        self._chunker = Chunker(backend.chunk_size)
+        self._refs: list[ChunkRef] = []
+        self._failed: S3Error | None = None
+        self._open = True
+
+    async def write(self, data: bytes) -> None:
+        for piece in self._chunker.feed(data):
+            await self._store(piece)
+
+    async def _store(self, piece: bytes) -> None:
+        if self._failed is not None:
+            return
+        try:
+            self._refs.append(await self._backend.io.store(piece, self._replicas))
+        except ChunkWriteFailed as exc:
+            self._failed = S3Error(ErrorCode.INTERNAL_ERROR, f"storage unavailable: {exc}")
+
+    async def _finish(self) -> tuple[ChunkRef, ...] | S3Error:
+        assert self._open, "a staging area was used after its commit or abort"
+        self._open = False
+        last = self._chunker.finish()
+        if last is not None:
+            await self._store(last)
+        return self._failed or tuple(self._refs)
+
+    async def commit_object(self, bucket: str, info: ObjectInfo, *, if_absent: bool = False) -> S3Error | None:
+        refs = await self._finish()
+        if isinstance(refs, S3Error):
+            return refs
+        manifest = Manifest(info, refs, self._replicas)
+        match await self._backend.metadata.commit_manifest(bucket, manifest, if_absent=if_absent):
+            case Outcome.DONE:
+                return None
+            case Outcome.EXISTS:
+                return S3Error(ErrorCode.PRECONDITION_FAILED, "At least one of the pre-conditions you specified did "
+                               "not hold (If-None-Match: *)", f"/{bucket}/{info.key}")
+            case _:
+                return _no_bucket(bucket)
+
+    async def commit_part(self, upload_id: str, part: PartInfo) -> S3Error | None:
+        refs = await self._finish()
+        if isinstance(refs, S3Error):
+            return refs
+        outcome = await self._backend.metadata.put_part(upload_id, PartRecord(part, refs))
+        return None if outcome is Outcome.DONE else _no_upload()
+
+    async def abort(self) -> None:
+        self._open = False  # chunks already stored are unreferenced: garbage collection takes them
+
+
+class ObjectBackend:
+    def __init__(self, metadata: Metadata, client: ChunkClient, nodes: NodeSource, *,
+                 chunk_size: int = CHUNK_SIZE, clock: Callable[[], float] = time.time) -> None:
+        self.metadata = metadata
+        self.io = ChunkIO(metadata, client, nodes, clock)
+        self.chunk_size = chunk_size
+        self._clock = clock
+
+    # ---- buckets -------------------------------------------------------------------------------------------------
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        return [BucketInfo(b.name, b.created) for b in await self.metadata.list_buckets()]
+
+    async def create_bucket(self, name: str, now: float, replicas: int = DEFAULT_REPLICAS) -> S3Error | None:
+        if await self.metadata.create_bucket(BucketRecord(name, now, replicas)) is Outcome.EXISTS:
+            return S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, "you already own this bucket", f"/{name}")
+        return None
+
+    async def delete_bucket(self, name: str) -> S3Error | None:
+        match await self.metadata.delete_bucket(name):
+            case Outcome.DONE:
+                return None
+            case Outcome.NOT_EMPTY:
+                return S3Error(ErrorCode.BUCKET_NOT_EMPTY, "the bucket you tried to delete is not empty", f"/{name}")
+            case _:
+                return _no_bucket(name)
+
+    async def bucket_exists(self, name: str) -> bool:
+        return await self.metadata.get_bucket(name) is not None
+
+    async def stage(self, bucket: str) -> ObjectStaging | S3Error:
+        record = await self.metadata.get_bucket(bucket)
+        return _no_bucket(bucket) if record is None else ObjectStaging(self, record.replicas)
+
+    # ---- objects -------------------------------------------------------------------------------------------------
+
+    async def _manifest(self, bucket: str, key: str) -> Manifest | S3Error:
+        manifest = await self.metadata.get_manifest(bucket, key)
+        if manifest is not None:
+            return manifest
+        if await self.metadata.get_bucket(bucket) is None:
+            return _no_bucket(bucket)
+        return S3Error(ErrorCode.NO_SUCH_KEY, "the specified key does not exist", f"/{bucket}/{key}")
+
+    async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error:
+        manifest = await self._manifest(bucket, key)
+        return manifest if isinstance(manifest, S3Error) else manifest.info
+
+    async def read_object(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes] | S3Error:
+        manifest = await self._manifest(bucket, key)
+        if isinstance(manifest, S3Error):
+            return manifest
+        return self._pieces(manifest.chunks, start, end)
+
+    async def _pieces(self, chunks: tuple[ChunkRef, ...], start: int, end: int) -> AsyncIterator[bytes]:
+        slices = covering(chunks, start, end)
+        records = await self.metadata.get_chunks(sorted({chunks[s.index].id for s in slices}))
+        for s in slices:
+            ref = chunks[s.index]
+            data = await self.io.fetch(ref, records.get(ref.id))
+            yield data[s.start:s.end + 1]
+
+    async def delete_object(self, bucket: str, key: str) -> S3Error | None:
+        outcome = await self.metadata.delete_manifest(bucket, key)
+        return _no_bucket(bucket) if outcome is Outcome.NO_BUCKET else None
+
+    async def list_objects(self, bucket: str, prefix: str, after: str) -> Iterable[ObjectInfo] | S3Error:
+        manifests = await self.metadata.list_manifests(bucket, prefix, after)
+        if isinstance(manifests, Outcome):
+            return _no_bucket(bucket)
+        return (m.info for m in manifests)
+
+    # ---- multipart -----------------------------------------------------------------------------------------------
+
+    async def create_upload(self, upload: UploadInfo) -> S3Error | None:
+        outcome = await self.metadata.create_upload(upload)
+        return _no_bucket(upload.bucket) if outcome is Outcome.NO_BUCKET else None
+
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo | S3Error:
+        upload = await self.metadata.get_upload(upload_id)
+        if upload is None or (upload.bucket, upload.key) != (bucket, key):
+            return _no_upload()
+        return upload
+
+    async def list_parts(self, upload_id: str) -> list[PartInfo] | S3Error:
+        parts = await self.metadata.list_parts(upload_id)
+        return _no_upload() if isinstance(parts, Outcome) else sorted((p.info for p in parts),
+                                                                      key=lambda p: p.number)
+
+    async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: tuple[int, ...]) -> S3Error | None:
+        upload = await self.metadata.get_upload(upload_id)
+        records = await self.metadata.list_parts(upload_id)
+        bucket = await self.metadata.get_bucket(upload.bucket) if upload is not None else None
+        if upload is None or isinstance(records, Outcome):
+            return _no_upload()
+        if bucket is None:
+            return _no_bucket(upload.bucket)
+        by_number = {p.info.number: p for p in records}
+        chunks = tuple(ref for n in parts for ref in by_number[n].chunks)
+        manifest = Manifest(replace(info, key=upload.key), chunks, bucket.replicas)
+        match await self.metadata.complete_upload(upload_id, manifest):
+            case Outcome.DONE:
+                return None
+            case Outcome.NO_BUCKET:
+                return _no_bucket(upload.bucket)
+            case _:
+                return _no_upload()
+
+    async def abort_upload(self, upload_id: str) -> S3Error | None:
+        await self.metadata.drop_upload(upload_id)  # its parts' chunks are collected as garbage
+        return None
+
+    # ---- maintenance ---------------------------------------------------------------------------------------------
+
+    async def collect_garbage(self, now: float | None = None, grace: float = GC_GRACE_S) -> list[str]:
+        return await self.io.collect_garbage(self._clock() if now is None else now, grace)

@@ -1,0 +1,78 @@
+"""The real S3 adapter (`dataplane.s3.http.s3_app`) serving an `ObjectBackend` over fake storage nodes and the
+in-memory metadata, on 127.0.0.1 over HTTP and HTTPS, in a thread with its own loop so boto3 can call it (as
+tests/dataplane/s3/s3server.py does for the protocol layer). `run(coro)` runs a coroutine on the server's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from dataplane.objects.model import StorageNode
+from dataplane.objects.store import ObjectBackend
+from dataplane.s3.http import S3Config, s3_app
+from tests.dataplane.objects.fake_chunks import FakeChunkClient
+from tests.dataplane.objects.memory_metadata import MemoryMetadata
+from tests.dataplane.s3.s3server import ACCESS_KEY, REGION, SECRET_KEY, _port, _self_signed
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+@dataclass
+class ObjectServer:
+    http_url: str
+    https_url: str
+    ca_file: Path
+    backend: ObjectBackend
+    metadata: MemoryMetadata
+    chunks: FakeChunkClient
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+
+def default_nodes() -> list[StorageNode]:
+    zones = ["z1", "z1", "z2", "z2", "z3"]
+    return [StorageNode(f"n{i}", zones[i], quota=1 << 30) for i in range(5)]
+
+
+@contextmanager
+def serving(tmp: Path, nodes: list[StorageNode] | None = None, chunk_size: int = MiB) -> Iterator[ObjectServer]:
+    cert_file, key_file = _self_signed(tmp)
+    metadata = MemoryMetadata()
+    chunks = FakeChunkClient(nodes if nodes is not None else default_nodes())
+    backend = ObjectBackend(metadata, chunks, chunks.storage_nodes, chunk_size=chunk_size)
+    app = s3_app(backend, {ACCESS_KEY: SECRET_KEY}.get, S3Config(region=REGION))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert_file, key_file)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+
+    async def start() -> tuple[int, int]:
+        await runner.setup()
+        plain = web.TCPSite(runner, "127.0.0.1", 0)
+        secure = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await plain.start()
+        await secure.start()
+        return _port(plain), _port(secure)
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    http_port, https_port = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    try:
+        yield ObjectServer(f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}", cert_file, backend,
+                           metadata, chunks, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
