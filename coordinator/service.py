@@ -65,7 +65,7 @@ MORE_PAUSE_S = 0.05  # between two bounded rounds when work is left over (the lo
 NEW_PER_ROUND = 250  # replicas a round creates per workload (a 2,500-replica apply: ten rounds)
 VIEWS_PER_STEP = 1500  # scheduler views (re)built in one step before a snapshot
 SCHEDULE_SLICE = 100  # scheduling decisions in one step of a round
-JUDGE_STEP = 1500  # nodes judged (silence, grace periods) in one step of a round
+JUDGE_STEP = 500  # nodes judged (silence, grace periods) in one step of a round
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
 SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
@@ -500,6 +500,7 @@ class Coordinator:
         self._services_round()
         await _let_others_run()
         await self.journal.flush()
+        await _let_others_run()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S or self.outbox.mirror.backlog:  # a resend: its next slice
             self._dash_at = now
@@ -764,6 +765,7 @@ class Coordinator:
         # when it starts it (the broker delivers one connection's messages in order)
         self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
         self.outbox.publish_peers(self.overlay, now, self.epoch)
+        await _let_others_run()
         await self.outbox.publish_desired(now, self.epoch)
 
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.wire import NodeFacts, ObservedState, ReplicaObserved, ReplicaState, topics
-from coordinator import model, outbox, service
+from coordinator import journal, model, outbox, service
 from coordinator.membership import NodeState
 from coordinator.model import ReplicaPhase, ReplicaRecord
 from tests.coordinator import fleet_memory
@@ -127,3 +127,10 @@ async def test_a_round_stores_its_generations_in_one_transaction(fc: FleetCluste
                  unschedulable=st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3)))
 def test_the_fast_replica_record_encoding_is_byte_for_byte_the_models(r: ReplicaRecord) -> None:
     assert service.replica_json(r) == model.to_json(r)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.builds(model.Event, seq=st.integers(0, 2**40), time=st.floats(0, 1e10), type=st.text(max_size=8),
+                 reason=st.text(max_size=12), object=st.text(max_size=20), message=st.text(max_size=40)))
+def test_the_fast_event_encoding_is_byte_for_byte_the_models(ev: model.Event) -> None:
+    assert journal.event_json(ev) == model.to_json(ev)
