@@ -531,8 +531,8 @@ class Agent:
                               cpu_percent=node_facts.cpu_percent(), md=md,
                               battery_percent=self.readings.battery_percent, replicas=replicas,
                               max_epoch=self.max_epoch)
-        self.last_heartbeat = hb  # the latest sample, sent or not: what a local metrics scrape reports
-        verdict = beats.due(self.beat, self._sent, hb, self.gate_state.reasons, now)
+        sampled_before, self.last_heartbeat = self.last_heartbeat, hb  # the latest sample, sent or not (local metrics)
+        verdict = beats.due(self.beat, self._sent, hb, self.gate_state.reasons, now, previous=sampled_before)
         if not verdict.send:
             return
         self._seq += 1

@@ -9,8 +9,11 @@ carries news: the agent samples the device every `min_interval_s` and sends a he
   coordinator that lost a heartbeat hears again),
 - the gates changed (their reasons), or the highest epoch it honours (`max_epoch`) changed,
 - CPU, memory, disk or battery moved past the profile's thresholds since the last heartbeat *sent* (comparing with
-  the last sent, not the last sampled, so a slow drift adds up and is reported once it matters),
-- the replicas it reports usage for changed, or one's usage moved materially.
+  the last sent, not the last sampled, so a slow drift adds up and is reported once it matters), and stayed past
+  them for two samples in a row: a device's CPU jumps whenever something runs for a few seconds, and a heartbeat
+  per jump would cost more than the keep-alive (measured by bench/control_link.py on a busy machine: 22 heartbeats
+  in 10 minutes instead of 2),
+- the replicas it reports usage for changed (at once), or one's usage moved materially (two samples in a row).
 
 The node states `max_interval_s` in its status; the coordinator derives its silence TTL from it
 (`coordinator.membership`). Nothing here reads a clock: `now` is passed in.
@@ -88,6 +91,9 @@ def _replicas_moved(old: tuple[ReplicaUsage, ...], new: tuple[ReplicaUsage, ...]
     return None
 
 
+DISCRETE = ("max_epoch", "replicas changed")  # news at once; every other reason is a reading that must persist
+
+
 def changed(last: Heartbeat, candidate: Heartbeat, t: Thresholds) -> str | None:
     """What in `candidate` moved past the thresholds since `last` (None: nothing worth a heartbeat)."""
     if candidate.max_epoch != last.max_epoch:
@@ -104,8 +110,10 @@ def changed(last: Heartbeat, candidate: Heartbeat, t: Thresholds) -> str | None:
     return _replicas_moved(last.replicas, candidate.replicas, t)
 
 
-def due(policy: BeatPolicy, last: Sent | None, candidate: Heartbeat, gates: tuple[str, ...], now: float) -> Verdict:
-    """Whether to send `candidate` (sampled at `now`, with the gates' current reasons) after `last`."""
+def due(policy: BeatPolicy, last: Sent | None, candidate: Heartbeat, gates: tuple[str, ...], now: float, *,
+        previous: Heartbeat | None = None) -> Verdict:
+    """Whether to send `candidate` (sampled at `now`, with the gates' current reasons) after `last`. `previous`: the
+    sample taken one tick before (sent or not); a reading counts only when it was past its threshold then too."""
     if last is None:
         return Verdict(True, "first heartbeat")
     elapsed = now - last.at
@@ -121,4 +129,10 @@ def due(policy: BeatPolicy, last: Sent | None, candidate: Heartbeat, gates: tupl
     if gates != last.gates:
         return Verdict(True, "gates")
     what = changed(last.heartbeat, candidate, policy.thresholds)
-    return Verdict(True, what) if what is not None else Verdict(False, "unchanged")
+    if what is None:
+        return Verdict(False, "unchanged")
+    if what in DISCRETE:
+        return Verdict(True, what)
+    if previous is None or changed(last.heartbeat, previous, policy.thresholds) is None:
+        return Verdict(False, f"{what} (waiting for a second sample)")
+    return Verdict(True, what)

@@ -54,8 +54,17 @@ CHANGES = [
 
 
 @pytest.mark.parametrize(("changes", "reason"), [(c, r) for _, c, r in CHANGES], ids=[i for i, _, _ in CHANGES])
-def test_a_move_past_a_threshold_sends_at_the_next_tick(changes: dict[str, Any], reason: str) -> None:
-    assert beat.due(POLICY, SENT, hb(**changes), (), 1010.0) == beat.Verdict(True, reason)
+def test_a_move_past_a_threshold_that_persists_sends(changes: dict[str, Any], reason: str) -> None:
+    """Two samples in a row past the threshold: news."""
+    assert beat.due(POLICY, SENT, hb(**changes), (), 1020.0, previous=hb(**changes)) == beat.Verdict(True, reason)
+
+
+@pytest.mark.parametrize(("changes", "reason"), [(c, r) for _, c, r in CHANGES], ids=[i for i, _, _ in CHANGES])
+def test_a_reading_that_jumps_for_one_sample_is_not_news(changes: dict[str, Any], reason: str) -> None:
+    """A CPU spike for one sample (something ran for a few seconds) waits for the next; an epoch or a replica set
+    that changed is news at once."""
+    verdict = beat.due(POLICY, SENT, hb(**changes), (), 1020.0, previous=hb())
+    assert verdict.send is (reason in beat.DISCRETE), verdict
 
 
 SMALL = [
@@ -78,13 +87,23 @@ def test_a_slow_drift_is_measured_from_the_last_sent_heartbeat() -> None:
     """Each sample moves CPU by 5 points: no single step is news, the sum is (compared with what was sent)."""
     sent = SENT
     sends = []
+    previous = hb()
     for step in range(1, 10):
         t = 1000.0 + 10 * step
-        verdict = beat.due(POLICY, sent, hb(cpu_percent=5.0 + 5 * step), (), t)
+        sample = hb(cpu_percent=5.0 + 5 * step)
+        verdict = beat.due(POLICY, sent, sample, (), t, previous=previous)
         if verdict.send:
             sends.append(step)
-            sent = Sent(hb(cpu_percent=5.0 + 5 * step), (), t)
-    assert sends == [6]  # 5 -> 30 is 25 points, not past 25; 35 is; then 35 -> 50 is only 15
+            sent = Sent(sample, (), t)
+        previous = sample
+    # 5 -> 30 is 25 points, not past 25; 35 is, and 40 still is (two samples); then 40 -> 50 is only 10
+    assert sends == [7]
+
+
+def test_a_spike_then_back_is_never_sent() -> None:
+    spike, calm = hb(cpu_percent=95.0), hb(cpu_percent=6.0)
+    assert not beat.due(POLICY, SENT, spike, (), 1010.0, previous=hb()).send
+    assert not beat.due(POLICY, SENT, calm, (), 1020.0, previous=spike).send
 
 
 def test_gate_changes_send_at_once() -> None:
