@@ -1,0 +1,295 @@
+"""`StoreMetadata`: the object store's `Metadata` port (dataplane/objects/ports.py) over the coordinator's state
+store (SQLite, or etcd with replicated coordinators). Every commit is one store transaction, conditional on the
+revisions it read (`expect`), retried from a fresh read on a conflict, so concurrent writers anywhere are
+linearizable: a commit that returned is seen by every later read through any `StoreMetadata` on the same store.
+
+Keys (values are JSON, coordinator/objects_codec.py):
+  /objects/buckets/<bucket>              the bucket (name, created, replicas)
+  /objects/closed/<bucket>               while a DeleteBucket decides, and after it deleted the bucket (see below)
+  /objects/manifests/<bucket>/<key>      an object's manifest (S3 info + chunk ids in order)
+  /objects/chunks/<chunk id>             where a chunk lives (holders, bad copies, last touched)
+  /objects/uploads/<upload id>           a multipart upload in progress
+  /objects/parts/<upload id>/<00001>     its uploaded parts (with their chunks)
+  /objects/keys/<access key>             an access key with its bucket permissions
+
+DeleteBucket against concurrent commits: a commit into a bucket requires `/objects/closed/<bucket>` absent (a delete
+with expect 0 is etcd's "key must not exist" compare), so commits into one bucket do not contend with each other.
+DeleteBucket first creates the marker, then lists the bucket's objects and uploads: a commit that landed before the
+marker is in that list; any later one conflicts on the marker and retries. A bucket found empty is deleted and the
+marker stays as its tombstone (a late commit that read the bucket before it went conflicts and finds it gone); a
+bucket found busy loses its marker again (a coordinator that crashes right there leaves the bucket refusing commits
+until a DeleteBucket is retried, which adopts the marker). CreateBucket removes the tombstone as it creates.
+
+Limits: a manifest is one value (etcd's default request limit of 1.5 MiB holds about 20,000 chunk ids, a 20 GiB
+object); `referenced_chunks` reads every manifest and part (garbage collection is a periodic scan)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import TypeVar
+
+from coordinator import objects_codec as codec
+from coordinator.store import Conflict, Op, Store, delete, put
+from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
+from dataplane.objects.ports import Outcome
+from dataplane.s3.backend import UploadInfo
+
+ROOT = "/objects/"
+T = TypeVar("T")
+RETRIES = 200  # conflicts in a row before giving up (each retry re-reads; only a livelock gets this far)
+
+
+def _bucket(name: str) -> str:
+    return f"{ROOT}buckets/{name}"
+
+
+def _closed(name: str) -> str:
+    return f"{ROOT}closed/{name}"
+
+
+def _manifests(bucket: str) -> str:
+    return f"{ROOT}manifests/{bucket}/"
+
+
+def _chunk(chunk_id: str) -> str:
+    return f"{ROOT}chunks/{chunk_id}"
+
+
+def _upload(upload_id: str) -> str:
+    return f"{ROOT}uploads/{upload_id}"
+
+
+def _parts(upload_id: str) -> str:
+    return f"{ROOT}parts/{upload_id}/"
+
+
+def _key(access_key: str) -> str:
+    return f"{ROOT}keys/{access_key}"
+
+
+class MetadataContended(Exception):
+    """A commit kept conflicting with other writers past RETRIES attempts."""
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    for tries in range(RETRIES):
+        try:
+            return await attempt()
+        except Conflict:
+            await asyncio.sleep(min(0.001 * tries, 0.05))  # a DeleteBucket decides within a few store round trips
+    raise MetadataContended(f"gave up after {RETRIES} conflicting attempts")
+
+
+class StoreMetadata:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def _guard(self, bucket: str) -> list[Op] | None:
+        """The op that makes a commit conditional on the bucket not being deleted meanwhile; None: no such bucket."""
+        if await self._store.get(_bucket(bucket)) is None:
+            return None
+        return [delete(_closed(bucket), expect=0)]
+
+    # ---- buckets -------------------------------------------------------------------------------------------------
+
+    async def list_buckets(self) -> list[BucketRecord]:
+        return [codec.bucket_from(e.key, e.value) for e in await self._store.list(f"{ROOT}buckets/")]
+
+    async def get_bucket(self, name: str) -> BucketRecord | None:
+        entry = await self._store.get(_bucket(name))
+        return codec.bucket_from(entry.key, entry.value) if entry else None
+
+    async def create_bucket(self, bucket: BucketRecord) -> Outcome:
+        try:
+            await self._store.txn([put(_bucket(bucket.name), codec.bucket_doc(bucket), expect=0),
+                                   delete(_closed(bucket.name))])
+        except Conflict:
+            return Outcome.EXISTS
+        return Outcome.DONE
+
+    async def delete_bucket(self, name: str) -> Outcome:
+        async def attempt() -> Outcome:
+            entry = await self._store.get(_bucket(name))
+            if entry is None:
+                return Outcome.NO_BUCKET
+            stale = await self._store.get(_closed(name))  # left by a DeleteBucket that crashed deciding: adopt it
+            marker = stale.mod_revision if stale else await self._store.txn([put(_closed(name), b"{}", expect=0)])
+            busy = bool(await self._store.list(_manifests(name))) or any(
+                u.bucket == name for u in await self._uploads())
+            if busy:
+                await self._store.txn([delete(_closed(name), expect=marker)])
+                return Outcome.NOT_EMPTY
+            await self._store.txn([delete(entry.key, expect=entry.mod_revision)])  # the marker stays: tombstone
+            return Outcome.DONE
+
+        return await _retrying(attempt)
+
+    # ---- objects -------------------------------------------------------------------------------------------------
+
+    async def get_manifest(self, bucket: str, key: str) -> Manifest | None:
+        entry = await self._store.get(_manifests(bucket) + key)
+        return codec.manifest_from(entry.key, entry.value) if entry else None
+
+    async def list_manifests(self, bucket: str, prefix: str, after: str) -> Iterable[Manifest] | Outcome:
+        if await self._store.get(_bucket(bucket)) is None:
+            return Outcome.NO_BUCKET
+        base = _manifests(bucket)
+        entries = await self._store.list(base + prefix)
+        mark = after.encode()
+        found = [codec.manifest_from(e.key, e.value) for e in entries if e.key[len(base):].encode() > mark]
+        return sorted(found, key=lambda m: m.info.key.encode())
+
+    async def commit_manifest(self, bucket: str, manifest: Manifest, *, if_absent: bool = False) -> Outcome:
+        async def attempt() -> Outcome:
+            guard = await self._guard(bucket)
+            if guard is None:
+                return Outcome.NO_BUCKET
+            key = _manifests(bucket) + manifest.info.key
+            try:
+                await self._store.txn([*guard, put(key, codec.manifest_doc(manifest), 0 if if_absent else None)])
+            except Conflict as exc:
+                if exc.key == key:
+                    return Outcome.EXISTS
+                raise
+            return Outcome.DONE
+
+        return await _retrying(attempt)
+
+    async def delete_manifest(self, bucket: str, key: str) -> Outcome:
+        if await self._store.get(_bucket(bucket)) is None:
+            return Outcome.NO_BUCKET
+        await self._store.txn([delete(_manifests(bucket) + key)])
+        return Outcome.DONE
+
+    async def referenced_chunks(self) -> frozenset[str]:
+        ids: set[str] = set()
+        for e in await self._store.list(f"{ROOT}manifests/"):
+            ids.update(c.id for c in codec.manifest_from(e.key, e.value).chunks)
+        for e in await self._store.list(f"{ROOT}parts/"):
+            ids.update(c.id for c in codec.part_from(e.key, e.value).chunks)
+        return frozenset(ids)
+
+    # ---- chunk locations -----------------------------------------------------------------------------------------
+
+    async def get_chunks(self, ids: Sequence[str]) -> dict[str, ChunkRecord]:
+        found = {}
+        for chunk_id in ids:
+            entry = await self._store.get(_chunk(chunk_id))
+            if entry is not None:
+                found[chunk_id] = codec.chunk_from(entry.key, entry.value)
+        return found
+
+    async def list_chunks(self) -> list[ChunkRecord]:
+        return [codec.chunk_from(e.key, e.value) for e in await self._store.list(f"{ROOT}chunks/")]
+
+    async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                           bad: Iterable[str] = (), touched: float | None = None) -> ChunkRecord:
+        added, removed, marked = frozenset(add), frozenset(remove), frozenset(bad)
+
+        async def attempt() -> ChunkRecord:
+            entry = await self._store.get(_chunk(chunk_id))
+            record = codec.chunk_from(entry.key, entry.value) if entry else ChunkRecord(chunk_id, size)
+            record = replace(record, holders=(record.holders | added) - removed, bad=(record.bad - removed) | marked,
+                             touched=max(record.touched, record.touched if touched is None else touched))
+            await self._store.txn([put(_chunk(chunk_id), codec.chunk_doc(record),
+                                       expect=entry.mod_revision if entry else 0)])
+            return record
+
+        return await _retrying(attempt)
+
+    async def drop_chunk(self, chunk_id: str, *, unless_touched_since: float) -> bool:
+        async def attempt() -> bool:
+            entry = await self._store.get(_chunk(chunk_id))
+            if entry is None or codec.chunk_from(entry.key, entry.value).touched >= unless_touched_since:
+                return False
+            await self._store.txn([delete(entry.key, expect=entry.mod_revision)])
+            return True
+
+        return await _retrying(attempt)
+
+    # ---- multipart -----------------------------------------------------------------------------------------------
+
+    async def _uploads(self) -> list[UploadInfo]:
+        return [codec.upload_from(e.key, e.value) for e in await self._store.list(f"{ROOT}uploads/")]
+
+    async def create_upload(self, upload: UploadInfo) -> Outcome:
+        async def attempt() -> Outcome:
+            guard = await self._guard(upload.bucket)
+            if guard is None:
+                return Outcome.NO_BUCKET
+            await self._store.txn([*guard, put(_upload(upload.upload_id), codec.upload_doc(upload), expect=0)])
+            return Outcome.DONE
+
+        return await _retrying(attempt)
+
+    async def get_upload(self, upload_id: str) -> UploadInfo | None:
+        entry = await self._store.get(_upload(upload_id))
+        return codec.upload_from(entry.key, entry.value) if entry else None
+
+    async def put_part(self, upload_id: str, part: PartRecord) -> Outcome:
+        async def attempt() -> Outcome:
+            entry = await self._store.get(_upload(upload_id))
+            if entry is None:
+                return Outcome.NO_UPLOAD
+            await self._store.txn([put(entry.key, entry.value, expect=entry.mod_revision),  # still in progress
+                                   put(f"{_parts(upload_id)}{part.info.number:05d}", codec.part_doc(part))])
+            return Outcome.DONE
+
+        return await _retrying(attempt)
+
+    async def list_parts(self, upload_id: str) -> list[PartRecord] | Outcome:
+        if await self._store.get(_upload(upload_id)) is None:
+            return Outcome.NO_UPLOAD
+        return [codec.part_from(e.key, e.value) for e in await self._store.list(_parts(upload_id))]
+
+    async def complete_upload(self, upload_id: str, manifest: Manifest) -> Outcome:
+        async def attempt() -> Outcome:
+            entry = await self._store.get(_upload(upload_id))
+            if entry is None:
+                return Outcome.NO_UPLOAD
+            upload = codec.upload_from(entry.key, entry.value)
+            guard = await self._guard(upload.bucket)
+            if guard is None:
+                return Outcome.NO_BUCKET
+            await self._store.txn([*guard, delete(entry.key, expect=entry.mod_revision),
+                                   put(_manifests(upload.bucket) + manifest.info.key, codec.manifest_doc(manifest))])
+            return Outcome.DONE
+
+        outcome = await _retrying(attempt)
+        if outcome is Outcome.DONE:
+            await self._drop_parts(upload_id)
+        return outcome
+
+    async def _drop_parts(self, upload_id: str) -> None:
+        """After the upload key is gone (nobody can add a part): the part records, in batches under etcd's limit."""
+        keys = [e.key for e in await self._store.list(_parts(upload_id))]
+        for start in range(0, len(keys), 100):
+            await self._store.txn([delete(k) for k in keys[start:start + 100]])
+
+    async def drop_upload(self, upload_id: str) -> Outcome:
+        entry = await self._store.get(_upload(upload_id))
+        if entry is None:
+            return Outcome.NO_UPLOAD
+        try:
+            await self._store.txn([delete(entry.key, expect=entry.mod_revision)])
+        except Conflict:
+            return Outcome.NO_UPLOAD  # completed or aborted meanwhile
+        await self._drop_parts(upload_id)
+        return Outcome.DONE
+
+    # ---- access keys ---------------------------------------------------------------------------------------------
+
+    async def get_key(self, access_key: str) -> AccessKey | None:
+        entry = await self._store.get(_key(access_key))
+        return codec.access_key_from(entry.key, entry.value) if entry else None
+
+    async def put_key(self, key: AccessKey) -> None:
+        await self._store.txn([put(_key(key.access_key), codec.access_key_doc(key))])
+
+    async def delete_key(self, access_key: str) -> Outcome:
+        if await self._store.get(_key(access_key)) is None:
+            return Outcome.EXISTS
+        await self._store.txn([delete(_key(access_key))])
+        return Outcome.DONE
