@@ -64,7 +64,8 @@ SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before ju
 MORE_PAUSE_S = 0.05  # between two bounded rounds when work is left over (the loop serves others meanwhile)
 NEW_PER_ROUND = 250  # replicas a round creates per workload (a 2,500-replica apply: ten rounds)
 VIEWS_PER_STEP = 1500  # scheduler views (re)built in one step before a snapshot
-SCHEDULE_SLICE = 100  # scheduling decisions in one step of a round
+SCHEDULE_SLICE = 50  # scheduling decisions in one step of a round (the first also builds the pass)
+ACTIONS_PER_STEP = 100  # actions of one workload's plan (stops, forgets, creations) applied in one step
 JUDGE_STEP = 500  # nodes judged (silence, grace periods) in one step of a round
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
@@ -94,6 +95,18 @@ async def _let_others_run() -> None:
     (issue 17: a round of 5,000 nodes in one step held the loop for seconds). API writes still wait for the lock,
     so the round's picture changes between steps only by what nodes report, as it did at every store write."""
     await asyncio.sleep(0)
+
+
+class _Pace:
+    """Ends a step of the round every ACTIONS_PER_STEP actions of a plan (a lost zone is hundreds of them)."""
+
+    def __init__(self) -> None:
+        self.actions = 0
+
+    async def step(self) -> None:
+        self.actions += 1
+        if self.actions % ACTIONS_PER_STEP == 0:
+            await _let_others_run()
 
 
 def _settled(w: WorkloadRecord, views: list[lifecycle.ReplicaView], p: lifecycle.WorkloadPlan) -> bool:
@@ -481,7 +494,7 @@ class Coordinator:
             if (w := self.workloads.get(key)) is None:
                 continue
             try:
-                settled = self._reconcile_workload(w, now)
+                settled = await self._reconcile_workload(w, now)
             except Exception as exc:  # one broken workload must not stop the control loop for every other one
                 self._workload_failed(key, exc)
                 self._unsettled.add(key)
@@ -589,7 +602,7 @@ class Coordinator:
             self.journal.event("Warning", "ReconcileFailed", obj, message)
         self.cluster.problems[obj] = message
 
-    def _reconcile_workload(self, w: WorkloadRecord, now: float) -> bool:
+    async def _reconcile_workload(self, w: WorkloadRecord, now: float) -> bool:
         """Plan one workload and apply the plan; returns whether it is settled (nothing to do, nothing in flux,
         no deadline running), so later rounds look at it again only when something about it changes."""
         views = self.cluster.replica_views(w, heard_for_s=self.link.heard_for(now),
@@ -597,22 +610,29 @@ class Coordinator:
         params = rollout_params(self.cluster.parsed(w))
         p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
         settled = _settled(w, views, p)
+        if len(views) >= ACTIONS_PER_STEP:
+            await _let_others_run()
+        pace = _Pace()
         for rid, node, reason in p.refused:  # a node that cannot run a replica: placed elsewhere, said once
+            await pace.step()
             r = self.replicas.get(rid)
             if r is not None and r.node == node:
                 self._save_replica(lifecycle.unassign_refused(r, node, reason))
                 self.journal.event("Warning", "ReplicaRefused", f"workload/{w.key}",
                                    lifecycle.refused_message(rid, node, reason))
         for rid in p.replace:
+            await pace.step()
             r = self.replicas.get(rid)
             if r is not None:
                 self.journal.event("Warning", "ReplicaLost", f"workload/{w.key}",
                            f"replica {rid} was on lost node {r.node}; replacing it")
         for rid in p.forget:
+            await pace.step()
             r = self.replicas.pop(rid, None)
             if r is not None:
                 self.journal.queue(delete_op(model.replica_key(r.namespace, r.workload, rid)))
         for rid, reason in p.stop:
+            await pace.step()
             r = self.replicas.get(rid)
             if r is None:
                 continue
@@ -626,6 +646,7 @@ class Coordinator:
         if p.place > NEW_PER_ROUND:  # a big apply is created over several rounds, each short (the next one soon)
             self._more = True
         for _ in range(min(p.place, NEW_PER_ROUND)):
+            await pace.step()
             rid = self._new_replica_id(w.name)
             self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
                                              revision=w.revision, spec_hash=w.spec_hash, created_at=now))
