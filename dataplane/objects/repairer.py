@@ -1,0 +1,96 @@
+"""Executes the repair planner's plans (`repair.plan_repair`) against the `Metadata` and `ChunkClient` ports: one
+`repair_once(now)` derives the state (chunk records, the R each referencing manifest asks for, the storage nodes),
+plans within a byte budget and carries the plan out. Resumable by construction: nothing is remembered between
+passes; a pass that died halfway leaves copies that the next pass sees as holders (or, when their record was not
+updated, as copies nobody knows, which a later write or the node's rescan re-registers).
+
+Order of a surplus delete: the metadata forgets the holder first (no reader is sent there), then the copy goes. A
+copy is made by reading the source, verifying it against the chunk id (a corrupt source is recorded as bad and
+skipped: the next pass picks another source), writing the target and only then recording the new holder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from dataplane.objects.chunking import chunk_id
+from dataplane.objects.chunkio import NodeSource
+from dataplane.objects.model import DEFAULT_REPLICAS
+from dataplane.objects.ports import ChunkClient, ChunkUnavailable, Metadata, Outcome
+from dataplane.objects.repair import ChunkState, Copy, Delete, RepairPlan, plan_repair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    plan: RepairPlan
+    copied: int = 0
+    copied_bytes: int = 0
+    deleted: int = 0
+    failed: int = 0
+
+
+async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
+    """Every referenced chunk's record with the highest R any manifest referencing it asks for (parts of uploads in
+    progress: the default R)."""
+    wanted: dict[str, int] = {cid: DEFAULT_REPLICAS for cid in await metadata.referenced_chunks()}
+    for bucket in await metadata.list_buckets():
+        manifests = await metadata.list_manifests(bucket.name, "", "")
+        if isinstance(manifests, Outcome):
+            continue  # deleted meanwhile
+        for manifest in manifests:
+            for ref in manifest.chunks:
+                wanted[ref.id] = max(wanted.get(ref.id, 0), manifest.replicas)
+    records = await metadata.get_chunks(sorted(wanted))
+    return {cid: ChunkState(record, wanted[cid]) for cid, record in records.items()}
+
+
+class Repairer:
+    def __init__(self, metadata: Metadata, client: ChunkClient, nodes: NodeSource) -> None:
+        self._metadata, self._client, self._nodes = metadata, client, nodes
+
+    async def repair_once(self, now: float, *, budget: int | None = None) -> RepairReport:
+        plan = plan_repair(await chunk_states(self._metadata), self._nodes(), now, budget=budget)
+        copied = copied_bytes = deleted = failed = 0
+        for copy in plan.copies:
+            if await self._copy(copy):
+                copied, copied_bytes = copied + 1, copied_bytes + copy.size
+            else:
+                failed += 1
+        for delete in plan.deletes:
+            if await self._delete(delete):
+                deleted += 1
+            else:
+                failed += 1
+        return RepairReport(plan, copied, copied_bytes, deleted, failed)
+
+    async def _copy(self, copy: Copy) -> bool:
+        try:
+            data = await self._client.get(copy.source, copy.chunk_id)
+        except ChunkUnavailable as exc:
+            log.info("repair: cannot read %s from %s: %s", copy.chunk_id[:12], copy.source, exc.why)
+            return False
+        if chunk_id(data) != copy.chunk_id:
+            await self._metadata.update_chunk(copy.chunk_id, copy.size, bad=[copy.source])
+            return False
+        try:
+            await self._client.put(copy.target, copy.chunk_id, data)
+        except ChunkUnavailable as exc:
+            log.info("repair: cannot write %s to %s: %s", copy.chunk_id[:12], copy.target, exc.why)
+            return False
+        await self._metadata.update_chunk(copy.chunk_id, copy.size, add=[copy.target])
+        return True
+
+    async def _delete(self, delete: Delete) -> bool:
+        size = 0  # update_chunk needs a size only to create a record; this one exists
+        if not delete.corrupt:
+            await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
+        try:
+            await self._client.delete(delete.node, delete.chunk_id)
+        except ChunkUnavailable as exc:
+            log.info("repair: cannot delete %s on %s: %s", delete.chunk_id[:12], delete.node, exc.why)
+            return False
+        if delete.corrupt:
+            await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
+        return True
