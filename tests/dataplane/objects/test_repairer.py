@@ -14,6 +14,7 @@ from dataplane.objects.repair import ChunkState
 from dataplane.objects.repairer import Repairer, chunk_states
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
+from dataplane.s3.errors import S3Error
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
 
@@ -33,7 +34,7 @@ class Cluster:
 
     async def put(self, bucket: str, key: str, body: bytes) -> None:
         staging = await self.backend.stage(bucket)
-        assert not isinstance(staging, Exception)
+        assert not isinstance(staging, S3Error)
         await staging.write(body)
         info = ObjectInfo(key, len(body), hashlib.md5(body).hexdigest(), 0.0)
         assert await staging.commit_object(bucket, info) is None
@@ -42,7 +43,7 @@ class Cluster:
         info = await self.backend.head_object(bucket, key)
         assert isinstance(info, ObjectInfo)
         pieces = await self.backend.read_object(bucket, key, 0, info.size - 1)
-        assert not isinstance(pieces, Exception)
+        assert not isinstance(pieces, S3Error)
         return b"".join([p async for p in pieces])
 
     async def states(self) -> dict[str, ChunkState]:
