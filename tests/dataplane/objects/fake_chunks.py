@@ -22,7 +22,7 @@ class FakeNode:
 class FakeChunkClient:
     def __init__(self, nodes: Sequence[StorageNode]) -> None:
         self.nodes = {n.node_id: FakeNode(n) for n in nodes}
-        self.gets: Counter[str] = Counter()
+        self.gets: Counter[tuple[str, str]] = Counter()  # (node, chunk id)
         self.puts: Counter[str] = Counter()
 
     def storage_nodes(self) -> list[StorageNode]:
@@ -51,7 +51,7 @@ class FakeChunkClient:
 
     async def get(self, node: str, chunk_id: str) -> bytes:
         fake = self._node(node, chunk_id)
-        self.gets[node] += 1
+        self.gets[node, chunk_id] += 1
         data = fake.chunks.get(chunk_id)
         if data is None:
             raise ChunkUnavailable(node, chunk_id, "no such chunk")

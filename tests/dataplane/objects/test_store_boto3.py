@@ -143,11 +143,11 @@ def test_a_corrupt_copy_is_detected_read_from_the_next_holder_and_recorded(serve
     holders = sorted(server.chunks.holders(cid))  # equally reliable: a read tries them in id order
     server.chunks.corrupt(holders[0], cid)
     assert s3.get_object(Bucket="corrupt", Key="k")["Body"].read() == body
-    assert server.chunks.gets[holders[0]] == 1 and server.chunks.gets[holders[1]] == 1
+    assert server.chunks.gets[holders[0], cid] == 1 and server.chunks.gets[holders[1], cid] == 1
     assert server.backend.io.corrupt_found == [(cid, holders[0])]  # detected by hash, recorded for repair
     assert server.metadata.chunks[cid].bad == {holders[0]}
     assert s3.get_object(Bucket="corrupt", Key="k")["Body"].read() == body
-    assert server.chunks.gets[holders[0]] == 1  # a copy known bad is not read again
+    assert server.chunks.gets[holders[0], cid] == 1  # a copy known bad is not read again
     server.chunks.corrupt(holders[1], cid)  # no good copy left: the read fails instead of returning wrong bytes
     with pytest.raises((ResponseStreamingError, IncompleteReadError)):  # cut short after the headers
         s3.get_object(Bucket="corrupt", Key="k")["Body"].read()
