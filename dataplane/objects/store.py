@@ -1,6 +1,7 @@
 """`ObjectBackend`: the S3 layer's `Backend` over the `Metadata` and `ChunkClient` ports. Uploads are cut into 1 MiB
-content-addressed chunks as they stream in; each chunk goes to R nodes (`chunkio.ChunkIO.store`) before the next is
-read, so a staging area holds one chunk at most; the manifest is committed, atomically and conditionally
+content-addressed chunks as they stream in; each chunk goes to R nodes (`chunkio.ChunkIO.store`), a few chunks in
+flight at a time (`parallel`), so a staging area holds a few MiB at most; the manifest is committed, atomically and
+conditionally
 (If-None-Match), only after every chunk has at least one acknowledged copy. Reads fetch the chunks a range covers from
 any holder and verify them. Deleting an object drops its manifest; its chunks go with garbage collection
 (`collect_garbage`), since another object may share them (dedup).
@@ -10,6 +11,7 @@ reason, returned at the commit: `Staging.write` keeps reading the body so the co
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
@@ -22,6 +24,8 @@ from dataplane.objects.repair import GC_GRACE_S
 from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo, UploadInfo
 from dataplane.s3.errors import ErrorCode, S3Error
 
+RECORD_WINDOW = 16  # chunk records fetched per metadata round
+
 
 def _no_bucket(name: str) -> S3Error:
     return S3Error(ErrorCode.NO_SUCH_BUCKET, "the specified bucket does not exist", f"/{name}")
@@ -32,9 +36,13 @@ def _no_upload() -> S3Error:
 
 
 class ObjectStaging:
+    """Chunks are stored `parallel` at a time (each to R nodes), in order in the manifest: the upload keeps flowing
+    while earlier chunks are still being written, and at most `parallel` chunks (plus the one being cut) are held."""
+
     def __init__(self, backend: ObjectBackend, replicas: int) -> None:
         self._backend, self._replicas = backend, replicas
         self._chunker = Chunker(backend.chunk_size)
+        self._pending: list[asyncio.Task[ChunkRef]] = []
         self._refs: list[ChunkRef] = []
         self._failed: S3Error | None = None
         self._open = True
@@ -46,10 +54,17 @@ class ObjectStaging:
     async def _store(self, piece: bytes) -> None:
         if self._failed is not None:
             return
+        self._pending.append(asyncio.create_task(self._backend.io.store(piece, self._replicas)))
+        while len(self._pending) >= self._backend.parallel:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        task = self._pending.pop(0)
         try:
-            self._refs.append(await self._backend.io.store(piece, self._replicas))
+            self._refs.append(await task)
         except ChunkWriteFailed as exc:
-            self._failed = S3Error(ErrorCode.INTERNAL_ERROR, f"storage unavailable: {exc}")
+            if self._failed is None:
+                self._failed = S3Error(ErrorCode.INTERNAL_ERROR, f"storage unavailable: {exc}")
 
     async def _finish(self) -> tuple[ChunkRef, ...] | S3Error:
         assert self._open, "a staging area was used after its commit or abort"
@@ -57,7 +72,18 @@ class ObjectStaging:
         last = self._chunker.finish()
         if last is not None:
             await self._store(last)
+        try:
+            while self._pending:
+                await self._settle_oldest()
+        except BaseException:
+            self._cancel()
+            raise
         return self._failed or tuple(self._refs)
+
+    def _cancel(self) -> None:
+        for task in self._pending:
+            task.cancel()
+        self._pending.clear()
 
     async def commit_object(self, bucket: str, info: ObjectInfo, *, if_absent: bool = False) -> S3Error | None:
         refs = await self._finish()
@@ -82,14 +108,17 @@ class ObjectStaging:
 
     async def abort(self) -> None:
         self._open = False  # chunks already stored are unreferenced: garbage collection takes them
+        self._cancel()
 
 
 class ObjectBackend:
     def __init__(self, metadata: Metadata, client: ChunkClient, nodes: NodeSource, *,
-                 chunk_size: int = CHUNK_SIZE, clock: Callable[[], float] = time.time) -> None:
+                 chunk_size: int = CHUNK_SIZE, parallel: int = 4, clock: Callable[[], float] = time.time) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, got {parallel}")
         self.metadata = metadata
         self.io = ChunkIO(metadata, client, nodes, clock)
-        self.chunk_size = chunk_size
+        self.chunk_size, self.parallel = chunk_size, parallel
         self._clock = clock
 
     # ---- buckets -------------------------------------------------------------------------------------------------
@@ -140,11 +169,13 @@ class ObjectBackend:
 
     async def _pieces(self, chunks: tuple[ChunkRef, ...], start: int, end: int) -> AsyncIterator[bytes]:
         slices = covering(chunks, start, end)
-        records = await self.metadata.get_chunks(sorted({chunks[s.index].id for s in slices}))
-        for s in slices:
-            ref = chunks[s.index]
-            data = await self.io.fetch(ref, records.get(ref.id))
-            yield data[s.start:s.end + 1]
+        for first in range(0, len(slices), RECORD_WINDOW):  # locations a window at a time: the first byte comes soon
+            window = slices[first:first + RECORD_WINDOW]
+            records = await self.metadata.get_chunks(sorted({chunks[s.index].id for s in window}))
+            for s in window:
+                ref = chunks[s.index]
+                data = await self.io.fetch(ref, records.get(ref.id))
+                yield data[s.start:s.end + 1]
 
     async def delete_object(self, bucket: str, key: str) -> S3Error | None:
         outcome = await self.metadata.delete_manifest(bucket, key)
