@@ -1,10 +1,9 @@
 """`ObjectBackend`: the S3 layer's `Backend` over the `Metadata` and `ChunkClient` ports. Uploads are cut into 1 MiB
 content-addressed chunks as they stream in; each chunk goes to R nodes (`chunkio.ChunkIO.store`), a few chunks in
 flight at a time (`parallel`), so a staging area holds a few MiB at most; the manifest is committed, atomically and
-conditionally
-(If-None-Match), only after every chunk has at least one acknowledged copy. Reads fetch the chunks a range covers from
-any holder and verify them. Deleting an object drops its manifest; its chunks go with garbage collection
-(`collect_garbage`), since another object may share them (dedup).
+conditionally (If-None-Match), only after every chunk has at least one acknowledged copy. Reads fetch the chunks a
+range covers from any holder and verify them. Deleting an object drops its manifest; its chunks go with garbage
+collection (`collect_garbage`), since another object may share them (dedup).
 
 A backend failure the client can retry (no storage node could take a chunk) is an `InternalError` (500) with the
 reason, returned at the commit: `Staging.write` keeps reading the body so the connection stays usable."""
