@@ -1,6 +1,7 @@
 """The real S3 adapter (`dataplane.s3.http.s3_app`) serving an `ObjectBackend` over fake storage nodes and the
 in-memory metadata, on 127.0.0.1 over HTTP and HTTPS, in a thread with its own loop so boto3 can call it (as
-tests/dataplane/s3/s3server.py does for the protocol layer). `run(coro)` runs a coroutine on the server's loop."""
+tests/dataplane/s3/s3server.py does for the protocol layer). `run(coro)` runs a coroutine on the server's loop.
+`meta` replaces the in-memory metadata (coordinator tests pass the real `StoreMetadata`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from dataplane.objects.model import StorageNode
+from dataplane.objects.ports import Metadata
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.http import S3Config, s3_app
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
@@ -32,7 +34,7 @@ class ObjectServer:
     https_url: str
     ca_file: Path
     backend: ObjectBackend
-    metadata: MemoryMetadata
+    metadata: MemoryMetadata  # the fake, when the backend uses it (no `meta` given to `serving`)
     chunks: FakeChunkClient
     loop: asyncio.AbstractEventLoop
 
@@ -46,11 +48,12 @@ def default_nodes() -> list[StorageNode]:
 
 
 @contextmanager
-def serving(tmp: Path, nodes: list[StorageNode] | None = None, chunk_size: int = MiB) -> Iterator[ObjectServer]:
+def serving(tmp: Path, nodes: list[StorageNode] | None = None, chunk_size: int = MiB, *,
+            meta: Metadata | None = None) -> Iterator[ObjectServer]:
     cert_file, key_file = _self_signed(tmp)
     metadata = MemoryMetadata()
     chunks = FakeChunkClient(nodes if nodes is not None else default_nodes())
-    backend = ObjectBackend(metadata, chunks, chunks.storage_nodes, chunk_size=chunk_size)
+    backend = ObjectBackend(meta or metadata, chunks, chunks.storage_nodes, chunk_size=chunk_size)
     app = s3_app(backend, {ACCESS_KEY: SECRET_KEY}.get, S3Config(region=REGION))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert_file, key_file)
