@@ -51,7 +51,6 @@ def test_boto3_over_store_metadata_on_sqlite(tmp_path: Path) -> None:
 
         with pytest.raises(ClientError) as busy:
             s3.delete_bucket(Bucket="real")
-    asyncio.run(store.close())
         assert busy.value.response["Error"]["Code"] == "BucketNotEmpty"
         for key in ("a/small", "a/big"):
             s3.delete_object(Bucket="real", Key=key)
