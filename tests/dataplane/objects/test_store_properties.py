@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataplane.objects.chunking import chunk_id
-from tests.dataplane.objects.test_repairer import CHUNK, Cluster
+from tests.dataplane.objects.cluster import CHUNK, Cluster
 
 BODIES = [bytes([i]) * (CHUNK * (i % 3) + 7 * i) for i in range(1, 6)] + [b"", b"\x01" * CHUNK + b"tail"]
 KEYS = ["a", "b", "c", "d"]
