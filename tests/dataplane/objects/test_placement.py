@@ -58,11 +58,15 @@ def test_zones_are_spread_before_a_zone_gets_a_second_copy() -> None:
         assert "b0" in result.nodes  # the only node of zone zb is always one of the two
 
 
-def test_higher_weight_takes_more_chunks() -> None:
-    nodes = [node("big", quota=100 * GiB), node("small", quota=GiB)]
-    firsts = [place(chunk_id(i.to_bytes(4, "big")), 1, nodes, 1) for i in range(400)]
-    big = sum(1 for p in firsts if isinstance(p, Placed) and p.nodes == ("big",))
-    assert big > 300
+@pytest.mark.parametrize(("favoured", "other"), [
+    (node("big", quota=100 * GiB), node("small", quota=GiB)),
+    (node("solid", reliability=0.99), node("flaky", reliability=0.05)),
+    (node("empty", quota=10 * GiB), node("nearly-full", quota=10 * GiB, used=9 * GiB)),
+], ids=["free-space", "reliability", "usage"])
+def test_weight_follows_free_space_and_reliability(favoured: StorageNode, other: StorageNode) -> None:
+    firsts = [place(chunk_id(i.to_bytes(4, "big")), 1, [favoured, other], 1) for i in range(400)]
+    wins = sum(1 for p in firsts if isinstance(p, Placed) and p.nodes == (favoured.node_id,))
+    assert wins > 300
 
 
 nodes_strategy = st.lists(
