@@ -222,6 +222,14 @@ class SchedulingPass:
     def place_all(self, requests: Iterable[PlacementRequest]) -> list[Result]:
         return [self.place(r) for r in requests]
 
+    def prepared(self, request: PlacementRequest) -> bool:
+        """The ranking for requests like this one is built (the next `place` of one is cheap)."""
+        return _group_key(request) in self._groups
+
+    def prepare(self, request: PlacementRequest) -> None:
+        """Build the ranking for requests like this one now (O(nodes)); `place` changes nothing by it."""
+        self._group(request)
+
     # ---- groups ------------------------------------------------------------------------------------------
 
     def _group(self, request: PlacementRequest) -> _Group:
@@ -451,12 +459,31 @@ def schedule_slices(
     """`schedule_many` in slices of at most `size` decisions (0: one slice), each a list of (request index,
     result), in the order decided; together exactly `schedule_many`'s results. For an asyncio caller that must
     not hold its loop through thousands of decisions (issue 17): yield to the loop between slices. The pass lives
-    in the generator, so the snapshot is the one given, whatever changes meanwhile."""
+    in the generator, so the snapshot is the one given, whatever changes meanwhile.
+
+    With a `size`, the O(nodes) work comes in slices of its own, empty ones: setting up the pass, then each
+    workload's ranking before its first decision (at 5,000 nodes ~10 and ~20 ms; a decision after that ~30 us)."""
     first: dict[str, int] = {}
     for i, r in enumerate(requests):
         first.setdefault(r.workload, i)
     order = sorted(range(len(requests)), key=lambda i: first[requests[i].workload])
     sched = SchedulingPass(snapshot, config, seed=seed)
-    step = size if size > 0 else max(1, len(order))
-    for start in range(0, len(order), step):
-        yield [(i, sched.place(requests[i])) for i in order[start:start + step]]
+    if size <= 0:
+        yield [(i, sched.place(requests[i])) for i in order]
+        return
+    yield []  # the pass's set-up was this step
+    part: list[tuple[int, Result]] = []
+    for i in order:
+        request = requests[i]
+        if not sched.prepared(request):
+            if part:
+                yield part
+                part = []
+            sched.prepare(request)
+            yield []  # the ranking was this step
+        part.append((i, sched.place(request)))
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part

@@ -208,6 +208,8 @@ def test_slices_together_are_schedule_many(
     """schedule_slices (for a caller that yields to its loop between slices) decides exactly as schedule_many."""
     parts = list(schedule_slices(snapshot, requests, config, seed, size=size))
     assert all(len(p) <= size for p in parts) if size else len(parts) <= 1
+    if size and requests:  # the set-up and each workload's ranking in steps of their own, before its decisions
+        assert parts[0] == [] and len([p for p in parts if not p]) >= 1 + len({r.workload for r in requests})
     decided = dict(pair for part in parts for pair in part)
     assert sorted(decided) == list(range(len(requests)))
     assert [decided[i] for i in range(len(requests))] == schedule_many(snapshot, requests, config, seed)
