@@ -285,6 +285,9 @@ class StoreMetadata:
         entry = await self._store.get(_key(access_key))
         return codec.access_key_from(entry.key, entry.value) if entry else None
 
+    async def list_keys(self) -> list[AccessKey]:
+        return [codec.access_key_from(e.key, e.value) for e in await self._store.list(f"{ROOT}keys/")]
+
     async def put_key(self, key: AccessKey) -> None:
         await self._store.txn([put(_key(key.access_key), codec.access_key_doc(key))])
 

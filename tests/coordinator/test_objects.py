@@ -195,6 +195,9 @@ async def test_access_keys(pair: Pair) -> None:
     key = AccessKey("AKID1", "s3cret", "alice", (("photos", "write"), ("*", "read")))
     await pair.a.put_key(key)
     assert await pair.b.get_key("AKID1") == key and "s3cret" not in repr(key)
+    other = AccessKey("AKID0", "x", "bob")
+    await pair.b.put_key(other)
+    assert await pair.a.list_keys() == [other, key]
     assert await pair.b.delete_key("AKID1") is Outcome.DONE and await pair.a.get_key("AKID1") is None
 
 

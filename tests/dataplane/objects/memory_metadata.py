@@ -138,6 +138,9 @@ class MemoryMetadata:
     async def get_key(self, access_key: str) -> AccessKey | None:
         return self.keys.get(access_key)
 
+    async def list_keys(self) -> list[AccessKey]:
+        return [self.keys[k] for k in sorted(self.keys)]
+
     async def put_key(self, key: AccessKey) -> None:
         self.keys[key.access_key] = key
 
