@@ -23,7 +23,7 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from coordinator.errors import SpecError
@@ -44,6 +44,8 @@ class PageRequest:
 
     limit: int
     after: tuple[Part, ...] | None = None
+    # what else the list's token carries (whole numbers by name: an event list's `tail` window start, "floor")
+    extra: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +54,14 @@ class Page(Generic[K]):
 
     keys: list[K]
     continue_token: str | None
-    remaining: int
+    remaining: int | None  # None: not counted (a filter the server would have to scan for; as in Kubernetes)
 
     def metadata(self) -> dict[str, object]:
         out: dict[str, object] = {}
         if self.continue_token is not None:
             out["continue"] = self.continue_token
-            out["remainingItemCount"] = self.remaining
+            if self.remaining is not None:
+                out["remainingItemCount"] = self.remaining
         return out
 
 
@@ -66,7 +69,7 @@ def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int =
                 field: str = "limit") -> int:
     if raw is None or raw == "":
         return default
-    if not _DIGITS.fullmatch(raw):  # ASCII digits only: int() would also take " 5", "+5", "1_0" and "٥"
+    if not _DIGITS.fullmatch(raw):  # ASCII digits only: int() would also take " 5", "+5", "1_0" and non-ASCII digits
         raise SpecError(field, f"must be a whole number from 1 to {maximum}, got {raw[:40]!r}")
     value = int(raw)
     if not 1 <= value <= maximum:
@@ -74,20 +77,34 @@ def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int =
     return value
 
 
-def page_request(query: Mapping[str, str], resource: str, shape: tuple[type, ...]) -> PageRequest:
-    """`limit` and `continue` from a query string; SpecError naming the parameter for a bad one."""
+def page_request(query: Mapping[str, str], resource: str, shape: tuple[type, ...],
+                 extra: tuple[str, ...] = ()) -> PageRequest:
+    """`limit` and `continue` from a query string; SpecError naming the parameter for a bad one. `extra` names
+    the whole numbers this list's tokens may carry besides the key."""
     token = query.get("continue") or None
-    return PageRequest(limit=parse_limit(query.get("limit")),
-                       after=decode_continue(token, resource, shape) if token is not None else None)
+    if token is None:
+        return PageRequest(limit=parse_limit(query.get("limit")))
+    key, more = decode_token(token, resource, shape, extra)
+    return PageRequest(limit=parse_limit(query.get("limit")), after=key, extra=more)
 
 
-def encode_continue(resource: str, key: tuple[Part, ...]) -> str:
-    raw = json.dumps({"v": TOKEN_VERSION, "r": resource, "k": list(key)}, separators=(",", ":"))
+def encode_continue(resource: str, key: tuple[Part, ...], extra: Mapping[str, int] | None = None) -> str:
+    doc: dict[str, object] = {"v": TOKEN_VERSION, "r": resource, "k": list(key)}
+    if extra:
+        doc["x"] = dict(extra)
+    raw = json.dumps(doc, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_continue(token: str, resource: str, shape: tuple[type, ...]) -> tuple[Part, ...]:
     """The key a token holds; SpecError("continue", ...) unless it is a token of this list with a key of `shape`."""
+    return decode_token(token, resource, shape)[0]
+
+
+def decode_token(token: str, resource: str, shape: tuple[type, ...],
+                 extra: tuple[str, ...] = ()) -> tuple[tuple[Part, ...], dict[str, int]]:
+    """The key and the extra numbers (only names in `extra`) a token holds; SpecError("continue", ...) unless it
+    is a token of this list with a key of `shape`."""
     bad = SpecError("continue", "is not a continue token of this list: pass metadata.continue from the previous "
                     "page unchanged, with the same path (or start again without it)")
     if len(token) > MAX_TOKEN_CHARS:
@@ -104,7 +121,18 @@ def decode_continue(token: str, resource: str, shape: tuple[type, ...]) -> tuple
     for part, kind in zip(key, shape, strict=True):
         if type(part) is not kind:  # exact: a bool is not an int here
             raise bad
-    return tuple(key)
+    more = doc.get("x", {})
+    if not isinstance(more, dict) or not set(more) <= set(extra) or any(type(v) is not int for v in more.values()):
+        raise bad
+    return tuple(key), more
+
+
+def page_after(keys: list[K], more: bool, resource: str, *, remaining: int | None = None,
+               extra: Mapping[str, int] | None = None) -> Page[K]:
+    """A page found by walking from the cursor: `keys` it holds, whether more follow (a token then, with
+    `extra`), and how many (None: not counted)."""
+    token = encode_continue(resource, keys[-1], extra) if more and keys else None
+    return Page(keys=keys, continue_token=token, remaining=remaining if token is not None else 0)
 
 
 def page_of(keys: Sequence[K], req: PageRequest, resource: str) -> Page[K]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,9 @@ from aiohttp import web
 
 from coordinator import views
 from coordinator.errors import SpecError
-from coordinator.listing import MAX_LIMIT, page_of, page_request, parse_limit
+from coordinator.listing import MAX_LIMIT, page_after, page_request, parse_limit
 from coordinator.model import Event
-from coordinator.rest.paged import SLICE, paged_response
+from coordinator.rest.paged import SLICE, first_matching, page_body, paged_response
 from coordinator.rest.ports import EventLog
 from coordinator.rest.routes import LIST_PARAMS, Param, Route
 
@@ -45,8 +46,8 @@ class EventHandlers:
 
     async def list_events(self, request: web.Request) -> web.Response:
         """Events in id order, a page at a time. `tail=N` first narrows them to the newest N that match (what
-        `cloudless get events` shows); `since` to those after a time. The journal holds a bounded number of events
-        (coordinator.journal), so filtering all of them is bounded too."""
+        `cloudless get events` shows); `since` to those after a time. A page bisects to its cursor in the journal
+        (held in id order) and applies the filters from there until it is full."""
         q = request.query
         req = page_request(q, "events", (int,))
         try:
@@ -57,11 +58,22 @@ class EventHandlers:
         if q.get("type") not in (None, "Normal", "Warning"):
             raise SpecError("type", "must be Normal or Warning")
         match = _event_filter(q)
-        chosen = [e for e in self.journal.committed_events() if e.time > since and match(e)]
+        filtered = any(q.get(k) for k in ("object", "type", "reason", "since"))
+
+        def keep(e: Event) -> bool:
+            return e.time > since and match(e)
+        events = self.journal.committed_events()  # in id order
+        if tail is not None:  # the newest `tail` matching, found walking back from the newest
+            newest, _ = await first_matching((events[i] for i in range(len(events) - 1, -1, -1)), keep, tail)
+            if not newest:
+                return page_body(page_after([], False, "events"), [])
+        start = 0 if req.after is None else bisect_right(events, req.after[0], key=_seq)
         if tail is not None:
-            chosen = chosen[-tail:]
+            start = max(start, bisect_left(events, newest[-1].seq, key=_seq))
+        chosen, more = await first_matching((events[i] for i in range(start, len(events))), keep, req.limit)
+        remaining = len(events) - bisect_right(events, chosen[-1].seq, key=_seq) if more and not filtered else None
+        page = page_after([(e.seq,) for e in chosen], more, "events", remaining=remaining)
         by_id = {e.seq: e for e in chosen}
-        page = page_of([(e.seq,) for e in chosen], req, "events")
         return await paged_response(page, lambda key: views.event_json(by_id[key[0]]))
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
@@ -113,6 +125,10 @@ def _event_filter(q: Any) -> Callable[[Event], bool]:
         return ((obj is None or e.object == obj or e.object.startswith(obj + "/"))
                 and (type_ is None or e.type == type_) and (reason is None or e.reason == reason))
     return match
+
+
+def _seq(e: Event) -> int:
+    return e.seq
 
 
 def _sse(e: Event) -> bytes:

@@ -8,18 +8,20 @@ page, a slice at a time (coordinator.rest.paged).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from coordinator import views
 from coordinator.errors import SpecError
-from coordinator.listing import page_of, page_request
+from coordinator.list_index import SortedKeys, from_cursor
+from coordinator.listing import page_after, page_request
 from coordinator.membership import NodeInfo, NodeState
 from coordinator.model import NodeAdmin
 from coordinator.operations import NotFound
-from coordinator.rest.paged import paged_response
+from coordinator.rest.paged import first_matching, paged_response
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 from coordinator.selector import Selector, parse_selector
@@ -50,6 +52,7 @@ class NodeHandlers:
 
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
+        self._order: SortedKeys[str, tuple[str]] = SortedKeys(_one_part)
 
     def _node_view(self, node_id: str) -> dict[str, Any] | None:
         """One node as the API shows it (None: not a member); costs the replicas on that node."""
@@ -75,13 +78,23 @@ class NodeHandlers:
         return view
 
     async def list_nodes(self, request: web.Request) -> web.Response:
+        """Node ids in order are kept between requests (`SortedKeys`: sorted again only when a node came or went);
+        a page bisects to its cursor and applies the filters from there until it is full."""
         q = request.query
         req = page_request(q, "nodes", (str,))
         keep = node_filter(q)
         members = self.coord.cluster.members
-        keys = [(n,) for n in sorted(members) if keep is None or keep(members[n])]
-        page = page_of(keys, req, "nodes")
-        return await paged_response(page, lambda key: self._node_view(key[0]))
+        order = self._order.of(members)
+        after = cast("tuple[str] | None", req.after)
+
+        def matches(key: tuple[str]) -> bool:
+            info = members.get(key[0])
+            return info is not None and (keep is None or keep(info))
+        keys, more = await first_matching(from_cursor(order, after), matches, req.limit)
+        # counted only without a filter (as Kubernetes does): counting matches would scan every node
+        remaining = len(order) - bisect_right(order, keys[-1]) if more and keep is None else None
+        return await paged_response(page_after(keys, more, "nodes", remaining=remaining),
+                                    lambda key: self._node_view(key[0]))
 
     async def get_node(self, request: web.Request) -> web.Response:
         return web.json_response(self._one(path_name(request, "node")))
@@ -104,6 +117,10 @@ class NodeHandlers:
 
     async def drain(self, request: web.Request) -> web.Response:
         return await self._admin(request, draining=True)
+
+
+def _one_part(node_id: str) -> tuple[str]:
+    return (node_id,)
 
 
 def node_filter(q: Mapping[str, str]) -> Callable[[NodeInfo], bool] | None:

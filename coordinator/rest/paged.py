@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from coordinator.listing import Page
 SLICE = 100  # items rendered and encoded between two yields to the loop (a node view: ~30-60 us each)
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 async def in_slices(keys: Sequence[K], render: Callable[[K], dict[str, Any] | None]) -> list[str]:
@@ -59,3 +60,22 @@ class Budget:
         if self.spent >= self.every:
             self.spent = 0
             await asyncio.sleep(0)
+
+
+SCAN_SLICE = 500  # candidates looked at (a filter applied) between two yields to the loop while a page is filled
+
+
+async def first_matching(candidates: Iterator[T], keep: Callable[[T], bool] | None,
+                         limit: int) -> tuple[list[T], bool]:
+    """Up to `limit` candidates that `keep` accepts (None: all), in order, and whether another follows. Stops at
+    the first candidate past the page (the page costs what it scans, from the cursor on, not the whole list) and
+    gives the loop back every SCAN_SLICE candidates, so a filter that matches little never holds the loop."""
+    chosen: list[T] = []
+    for i, item in enumerate(candidates):
+        if i and i % SCAN_SLICE == 0:
+            await asyncio.sleep(0)
+        if keep is None or keep(item):
+            if len(chosen) == limit:
+                return chosen, True
+            chosen.append(item)
+    return chosen, False

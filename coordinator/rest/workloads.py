@@ -3,9 +3,11 @@ rollback, and the logs and exec commands carried to a replica's node."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -13,11 +15,12 @@ from broker.wire import CommandName, valid_id
 from coordinator import views
 from coordinator.errors import SpecError
 from coordinator.http import read_json
-from coordinator.listing import page_of, page_request
+from coordinator.list_index import ReplicaOrder, SortedKeys, from_cursor, split_key
+from coordinator.listing import page_after, page_request
 from coordinator.model import ReplicaRecord, WorkloadRecord
 from coordinator.operations import CommandFailed, NotFound
 from coordinator.policy import Action, Policy, default_policies, evaluate
-from coordinator.rest.paged import Budget, page_body, paged_response
+from coordinator.rest.paged import Budget, first_matching, page_body, paged_response
 from coordinator.rest.ports import Engine
 from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
 from coordinator.selector import parse_selector
@@ -62,6 +65,8 @@ class WorkloadHandlers:
 
     def __init__(self, coord: Engine) -> None:
         self.coord = coord
+        self._workload_order: SortedKeys[str, tuple[str, str]] = SortedKeys(split_key)
+        self._replica_order = ReplicaOrder()
 
     async def _workload_view(self, w: WorkloadRecord, budget: Budget | None = None) -> dict[str, Any]:
         """A workload with its status; costs its own replicas (`Cluster.replicas.of_workload`), not every one, and
@@ -96,14 +101,26 @@ class WorkloadHandlers:
                             content_type="application/json")
 
     async def list_workloads(self, request: web.Request) -> web.Response:
+        """Workload keys in order are kept between requests (sorted again only when a workload came or went); a
+        page bisects to its cursor (or its namespace) and applies the selector from there until it is full."""
         q = request.query
         req = page_request(q, "workloads", (str, str))
         ns = query_name(q, "namespace")
         selector = parse_selector(q.get("labelSelector"))
         workloads = self.coord.cluster.workloads
-        keys = sorted((w.namespace, w.name) for w in workloads.values()
-                      if (ns is None or w.namespace == ns) and (not selector or selector.matches(_labels(w))))
-        page = page_of(keys, req, "workloads")
+        order = self._workload_order.of(workloads)
+        after = cast("tuple[str, str] | None", req.after)
+        lo, hi = (bisect_left(order, (ns,)), bisect_left(order, (ns + "\x00",))) if ns is not None else (0, len(order))
+        if after is not None:
+            lo = max(lo, bisect_right(order, after))
+
+        def matches(key: tuple[str, str]) -> bool:
+            w = workloads.get(f"{key[0]}/{key[1]}")
+            return w is not None and (not selector or selector.matches(_labels(w)))
+        keys, more = await first_matching((order[i] for i in range(lo, hi)), matches, req.limit)
+        # counted when it costs nothing (no selector: the rest of the range); a selector would need a scan
+        remaining = hi - bisect_right(order, keys[-1]) if more and not selector else None
+        page = page_after(keys, more, "workloads", remaining=remaining)
         budget = Budget(REPLICA_SLICE)
         parts = []
         for ns_name in page.keys:
@@ -208,16 +225,26 @@ class WorkloadHandlers:
         req = page_request(q, "replicas", (str, str, str))
         ns, workload, node = (query_name(q, k) for k in ("namespace", "workload", "node"))
         table = self.coord.cluster.replicas
-        # the narrowest index that answers: one node's replicas, one workload's, or (only then) every one
-        if node is not None:
-            pool: Iterable[ReplicaRecord] = table.on_node(node)
-        elif ns is not None and workload is not None:
-            pool = table.of_workload(f"{ns}/{workload}")
-        else:
-            pool = table.values()
-        keys = sorted((r.namespace, r.workload, r.replica_id) for r in pool
-                      if ns in (None, r.namespace) and workload in (None, r.workload) and node in (None, r.node))
-        page = page_of(keys, req, "replicas")
+        after = cast("tuple[str, str, str] | None", req.after)
+        if node is not None:  # one node's replicas (a node holds few): sorted here, filtered while walking
+            on_node = sorted((r.namespace, r.workload, r.replica_id) for r in table.on_node(node))
+            keys, more = await first_matching(
+                from_cursor(on_node, after), lambda k: ns in (None, k[0]) and workload in (None, k[1]), req.limit)
+            remaining = (len(on_node) - bisect_right(on_node, keys[-1])
+                         if more and ns is None and workload is None else None)
+        else:  # workloads in order, each's replicas in id order (ReplicaOrder): nothing sorted per page
+            for _ in self._replica_order.refresh(table):
+                await asyncio.sleep(0)
+            walk = self._replica_order.walk(table, after, namespace=ns, workload=workload)
+            records, more = await first_matching(walk, None, req.limit)
+            keys = [(r.namespace, r.workload, r.replica_id) for r in records]
+            remaining = None
+            if more and ns is None and workload is None:
+                remaining = self._replica_order.remaining(table, keys[-1])
+            elif more and ns is not None and workload is not None:
+                reps = table.of_workload(f"{ns}/{workload}")
+                remaining = len(reps) - bisect_right(reps, keys[-1][2], key=_rid)
+        page = page_after(keys, more, "replicas", remaining=remaining)
 
         def render(key: tuple[str, str, str]) -> dict[str, Any] | None:
             r = table.get(key[2])
@@ -231,6 +258,10 @@ def query_name(q: Mapping[str, str], key: str) -> str | None:
     if value is not None and not valid_id(value):
         raise SpecError(key, f"{value[:80]!r} is not a valid name (letters, digits, '.', '_', '-')")
     return value
+
+
+def _rid(r: ReplicaRecord) -> str:
+    return r.replica_id
 
 
 def _labels(w: WorkloadRecord) -> Mapping[str, str]:
