@@ -47,9 +47,13 @@ class EventHandlers:
     async def list_events(self, request: web.Request) -> web.Response:
         """Events in id order, a page at a time. `tail=N` first narrows them to the newest N that match (what
         `cloudless get events` shows); `since` to those after a time. A page bisects to its cursor in the journal
-        (held in id order) and applies the filters from there until it is full."""
+        (held in id order) and applies the filters from there until it is full.
+
+        With `tail`, the first page fixes the window: its oldest event's id goes into the continue token as the
+        window's start (`floor`), so later pages go on from the same window even while events are recorded (newer
+        ones are then seen, as an item added ahead of the cursor is in any list); they are never skipped."""
         q = request.query
-        req = page_request(q, "events", (int,))
+        req = page_request(q, "events", (int,), extra=("floor",))
         try:
             since = float(q.get("since", "0"))
         except ValueError:
@@ -63,16 +67,22 @@ class EventHandlers:
         def keep(e: Event) -> bool:
             return e.time > since and match(e)
         events = self.journal.committed_events()  # in id order
-        if tail is not None:  # the newest `tail` matching, found walking back from the newest
+        floor = req.extra.get("floor")
+        if tail is not None and req.after is None:
             newest, _ = await first_matching((events[i] for i in range(len(events) - 1, -1, -1)), keep, tail)
-            if not newest:
+            floor = newest[-1].seq if newest else None
+            if floor is None:
                 return page_body(page_after([], False, "events"), [])
+        elif tail is not None and floor is None:
+            raise SpecError("continue", "is not a continue token of this list with `tail`: pass metadata.continue "
+                            "from the previous page unchanged, with the same query (or start again without it)")
         start = 0 if req.after is None else bisect_right(events, req.after[0], key=_seq)
-        if tail is not None:
-            start = max(start, bisect_left(events, newest[-1].seq, key=_seq))
+        if floor is not None:
+            start = max(start, bisect_left(events, floor, key=_seq))
         chosen, more = await first_matching((events[i] for i in range(start, len(events))), keep, req.limit)
         remaining = len(events) - bisect_right(events, chosen[-1].seq, key=_seq) if more and not filtered else None
-        page = page_after([(e.seq,) for e in chosen], more, "events", remaining=remaining)
+        page = page_after([(e.seq,) for e in chosen], more, "events", remaining=remaining,
+                          extra={"floor": floor} if floor is not None else None)
         by_id = {e.seq: e for e in chosen}
         return await paged_response(page, lambda key: views.event_json(by_id[key[0]]))
 

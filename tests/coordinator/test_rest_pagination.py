@@ -227,6 +227,30 @@ async def test_events_page_oldest_first_and_tail_keeps_the_newest() -> None:
         assert [e["message"] for e in mine] == [f"event {i}" for i in (1, 4, 7, 10)]
 
 
+async def test_tail_keeps_its_window_across_pages_while_events_arrive() -> None:
+    """The first page of `tail` fixes the window's start in the token: events recorded between pages do not move
+    it (the newest N are not recomputed per page), so nothing between the cursor and a newer window is skipped."""
+    async with rest() as r:
+        for i in range(12):
+            await r.coord.journal.record_now("Normal", "Test", "node/x", f"event {i}")
+        await _until("events committed", lambda: sum(
+            e.reason == "Test" for e in r.coord.journal.committed_events()) == 12)
+        first = await _get(r, "/v1/events", reason="Test", tail=4, limit=3)
+        assert [e["message"] for e in first["items"]] == ["event 8", "event 9", "event 10"]
+        for i in range(12, 17):
+            await r.coord.journal.record_now("Normal", "Test", "node/x", f"event {i}")
+        await _until("more committed", lambda: sum(
+            e.reason == "Test" for e in r.coord.journal.committed_events()) == 17)
+        rest_of = await _walk(r, "/v1/events", reason="Test", tail=4, limit=3,
+                              **{"continue": first["metadata"]["continue"]})
+        assert [e["message"] for e in rest_of] == [f"event {i}" for i in range(11, 17)], \
+            "event 11 is inside the first page's window: a window recomputed per page would skip it"
+        # a token without the window (from a walk without `tail`) is refused for a `tail` walk, not guessed at
+        plain = await _get(r, "/v1/events", reason="Test", limit=3)
+        await _refused(r, "/v1/events", "continue", reason="Test", tail="4", limit="3",
+                       **{"continue": plain["metadata"]["continue"]})
+
+
 async def test_the_openapi_document_lists_the_query_parameters() -> None:
     async with rest() as r:
         doc = await _get(r, "/openapi.json")
