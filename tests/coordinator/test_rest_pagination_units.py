@@ -51,8 +51,32 @@ def test_selector_matches_like_kubernetes(selector: str, matches: bool) -> None:
     assert parse_selector(selector).matches(LABELS) is matches
 
 
+# labels that workloads (coordinator.spec_values: keys [A-Za-z0-9][A-Za-z0-9._/-]*, values any 128 characters) and
+# nodes (the agent's --labels: anything but ',' and '=' in a key, ',' in a value) may hold: each can be selected
+ODD = {"tier-": "x", "long": "v" * 128, "room": "Living Room", "my key": "a,b", "k" * 128: "(x)=!y", "q": 'say "hi"'}
+
+
+@pytest.mark.parametrize(("selector", "key"), [
+    ("tier-=x", "tier-"),
+    ("long=" + "v" * 128, "long"),
+    ('room="Living Room"', "room"),
+    ('room in ("Living Room", cellar)', "room"),
+    ('"my key" = "a,b"', "my key"),
+    ('"my key" in ("a,b")', "my key"),
+    ("k" * 128 + '="(x)=!y"', "k" * 128),
+    ('q="say \\"hi\\""', "q"),
+    ('q in ("say \\"hi\\"", "x)")', "q"),
+], ids=lambda v: v[:24])
+def test_every_label_a_node_or_workload_may_hold_can_be_selected(selector: str, key: str) -> None:
+    assert parse_selector(selector).matches(ODD)
+    assert not parse_selector(selector).matches({k: v for k, v in ODD.items() if k != key})
+    assert parse_selector(f"{selector},room!=attic").matches(ODD), "and with another requirement after it"
+
+
 @pytest.mark.parametrize("selector", ["room=attic,", "=attic", "room in attic", "room in ()", "room in (a",
-                                      "room) in (a)", "room=a b", "a=b=c", "-bad=x", "room ~ x", "x" * 2000],
+                                      "room) in (a)", "room=a b", "a=b=c", "-bad=x", "room ~ x", "x" * 2000,
+                                      'room="unterminated', 'room="a" "b"', 'room in ("a)', "k=" + "v" * 129,
+                                      "k" * 129 + "=v", 'room="' + "v" * 129 + '"', 'room="bad \\q escape"'],
                          ids=lambda v: v[:20])
 def test_a_bad_selector_is_refused_naming_the_parameter(selector: str) -> None:
     with pytest.raises(SpecError) as info:
