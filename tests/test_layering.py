@@ -61,6 +61,10 @@ CORE_GLOBS = (
     "dataplane/s3/checksums.py", "dataplane/s3/integrity.py", "dataplane/s3/body.py", "dataplane/s3/routing.py",
     "dataplane/s3/ranges.py", "dataplane/s3/listing.py", "dataplane/s3/multipart.py", "dataplane/s3/xmlbodies.py",
     "dataplane/s3/errors.py", "dataplane/s3/backend.py", "dataplane/s3/handlers.py",
+    # the object store: chunking, records, placement, repair planning, access keys, the Metadata/ChunkClient ports
+    # (chunkio.py and store.py are its adapters, peer.py the overlay transport)
+    "dataplane/objects/chunking.py", "dataplane/objects/model.py", "dataplane/objects/placement.py",
+    "dataplane/objects/repair.py", "dataplane/objects/ports.py", "dataplane/objects/access.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
