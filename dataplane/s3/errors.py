@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     NOT_MODIFIED = "NotModified"
     PRECONDITION_FAILED = "PreconditionFailed"
     REQUEST_TIME_TOO_SKEWED = "RequestTimeTooSkewed"
+    SERVICE_UNAVAILABLE = "ServiceUnavailable"  # no storage node can take the data now: clients retry a 503
     SIGNATURE_DOES_NOT_MATCH = "SignatureDoesNotMatch"
     CHECKSUM_MISMATCH = "XAmzContentChecksumMismatch"
     CONTENT_SHA256_MISMATCH = "XAmzContentSHA256Mismatch"
@@ -73,6 +74,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_IMPLEMENTED: 501,
     ErrorCode.NOT_MODIFIED: 304,
     ErrorCode.PRECONDITION_FAILED: 412,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.REQUEST_TIME_TOO_SKEWED: 403,
     ErrorCode.SIGNATURE_DOES_NOT_MATCH: 403,
     ErrorCode.CHECKSUM_MISMATCH: 400,
