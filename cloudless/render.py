@@ -110,13 +110,16 @@ def widths_of(headers: Sequence[str], rows: Sequence[Sequence[str]], minimum: Se
             for i in range(cols)]
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, widths: Sequence[int] = ()) -> str:
-    """Left-aligned columns three spaces apart, last column unpadded; no header line when `headers` is empty.
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, widths: Sequence[int] = (),
+          header: bool = True) -> str:
+    """Left-aligned columns three spaces apart, last column unpadded; no header line when `headers` is empty or
+    `header` is False (the headers still size the columns).
 
-    `widths` are minimum widths: `watch` passes the first batch's widths so appended rows line up with it.
+    `widths` are minimum widths: `watch` passes the first batch's widths so appended rows line up with it, and
+    `cloudless get` the first page's so the pages after it line up with it.
     """
     body = [list(r) for r in rows]
-    grid = [list(headers), *body] if headers else body
+    grid = [list(headers), *body] if headers and header else body
     size = widths_of(headers, body, widths)
     return "\n".join("   ".join(c.ljust(size[i]) if i < len(r) - 1 else c for i, c in enumerate(r)).rstrip()
                      for r in grid)
@@ -139,7 +142,16 @@ def _used(node: Mapping[str, Any], key: str, fmt: Any) -> str:
     return f"{fmt(_get(node, 'allocated', key))}/{fmt(_get(node, 'capacity', key))}"
 
 
-def nodes_table(nodes: Sequence[JSONObject], now: float, *, wide: bool = False) -> str:
+Grid = tuple[list[str], list[list[str]]]
+
+
+def nodes_table(nodes: Sequence[JSONObject], now: float, *, wide: bool = False, widths: Sequence[int] = (),
+                header: bool = True) -> str:
+    return table(*nodes_grid(nodes, now, wide=wide), widths=widths, header=header)
+
+
+def nodes_grid(nodes: Sequence[JSONObject], now: float, *, wide: bool = False) -> Grid:
+    """The headers and rows of `nodes_table`."""
     headers = ["NODE", "STATUS", "ZONE", "ARCH", "PROFILE", "CPU", "MEM", "REPLICAS", "LAST-SEEN"]
     if wide:
         headers += ["OS", "RUNTIME", "CPU%", "MEM-USED", "BATTERY", "RELIABILITY", "GATES", "LABELS"]
@@ -156,11 +168,17 @@ def nodes_table(nodes: Sequence[JSONObject], now: float, *, wide: bool = False) 
                     f"{rel:.2f}" if isinstance(rel, int | float) else NONE,
                     ",".join(n.get("gates") or []) or NONE, labels(n.get("labels"))]
         rows.append(row)
-    return table(headers, rows)
+    return headers, rows
 
 
 def workloads_table(workloads: Sequence[JSONObject], now: float, *, wide: bool = False,
-                    namespaces: bool = False) -> str:
+                    namespaces: bool = False, widths: Sequence[int] = (), header: bool = True) -> str:
+    return table(*workloads_grid(workloads, now, wide=wide, namespaces=namespaces), widths=widths, header=header)
+
+
+def workloads_grid(workloads: Sequence[JSONObject], now: float, *, wide: bool = False,
+                   namespaces: bool = False) -> Grid:
+    """The headers and rows of `workloads_table`."""
     headers = ["NAMESPACE"] if namespaces else []
     headers += ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     if wide:
@@ -175,11 +193,17 @@ def workloads_table(workloads: Sequence[JSONObject], now: float, *, wide: bool =
             row += [text(status.get("phase")), text(meta.get("revision")), text(_get(w, "spec", "image")),
                     str(len(status.get("unschedulable") or []))]
         rows.append(row)
-    return table(headers, rows)
+    return headers, rows
 
 
 def replicas_table(replicas: Sequence[JSONObject], now: float, *, wide: bool = False,
-                   namespaces: bool = False) -> str:
+                   namespaces: bool = False, widths: Sequence[int] = (), header: bool = True) -> str:
+    return table(*replicas_grid(replicas, now, wide=wide, namespaces=namespaces), widths=widths, header=header)
+
+
+def replicas_grid(replicas: Sequence[JSONObject], now: float, *, wide: bool = False,
+                  namespaces: bool = False) -> Grid:
+    """The headers and rows of `replicas_table`."""
     headers = ["NAMESPACE"] if namespaces else []
     headers += ["NAME", "WORKLOAD", "NODE", "STATE", "READY", "RESTARTS", "AGE"]
     if wide:
@@ -192,7 +216,7 @@ def replicas_table(replicas: Sequence[JSONObject], now: float, *, wide: bool = F
         if wide:
             row += [text(r.get("revision")), text(r.get("specHash"))[:12], text(r.get("message"))]
         rows.append(row)
-    return table(headers, rows)
+    return headers, rows
 
 
 def event_rows(events: Sequence[JSONObject], now: float, *, with_object: bool = True) -> list[list[str]]:
@@ -314,8 +338,14 @@ def _service_ports(svc: Mapping[str, Any]) -> str:
     return ",".join(ports) or NONE
 
 
-def services_table(rows: Sequence[JSONObject], *, wide: bool = False, namespaces: bool = False) -> str:
+def services_table(rows: Sequence[JSONObject], *, wide: bool = False, namespaces: bool = False,
+                   widths: Sequence[int] = (), header: bool = True) -> str:
     """Each service: its name, stable virtual address, ports (port->targetPort), ready/all endpoints, ingress."""
+    return table(*services_grid(rows, wide=wide, namespaces=namespaces), widths=widths, header=header)
+
+
+def services_grid(rows: Sequence[JSONObject], *, wide: bool = False, namespaces: bool = False) -> Grid:
+    """The headers and rows of `services_table`."""
     headers = (["NAMESPACE"] if namespaces else []) + SERVICE_HEADERS + (["FQDN", "WORKLOADS"] if wide else [])
     out = []
     for r in rows:
@@ -327,7 +357,7 @@ def services_table(rows: Sequence[JSONObject], *, wide: bool = False, namespaces
         if wide:
             row += [text(r.get("fqdn")), ",".join(r.get("workloads") or []) or NONE]
         out.append(row)
-    return table(headers, out)
+    return headers, out
 
 
 def describe_service(svc: Mapping[str, Any], events: Sequence[JSONObject], now: float) -> str:

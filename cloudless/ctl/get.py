@@ -110,6 +110,21 @@ def _show(args: argparse.Namespace, data: JSONObject | list[JSONObject], now: fl
             return render.replicas_table(items, now, wide=wide, namespaces=all_ns)
 
 
+def _grid(args: argparse.Namespace, items: list[JSONObject], now: float) -> render.Grid | None:
+    """A list page's table headers and rows (None: a kind whose table is shown whole, as `_show` does)."""
+    wide, all_ns = args.output == "wide", bool(args.all_namespaces)
+    match args.kind:
+        case "node":
+            return render.nodes_grid(items, now, wide=wide)
+        case "workload":
+            return render.workloads_grid(items, now, wide=wide, namespaces=all_ns)
+        case "service":
+            return render.services_grid(items, wide=wide, namespaces=all_ns)
+        case "replica":
+            return render.replicas_grid(items, now, wide=wide, namespaces=all_ns)
+    return None
+
+
 def cmd_get(args: argparse.Namespace, ctx: Ctx) -> int:
     check_output(args.output)
     _check_filters(args)  # before events too: no filter applies to them, and a silently ignored flag misleads
@@ -155,10 +170,16 @@ def _print_pages(args: argparse.Namespace, ctx: Ctx, pages: Iterator[ListPage]) 
     table = args.output in ("table", "wide")
     got: list[JSONObject] = []
     shown = 0
+    widths: list[int] = []  # the first page's column widths: the pages after it line up with it
     for page in pages:
         if table and page.items:
-            text = _show(args, page.items, ctx.clock.time())
-            ctx.out(text if not shown else text.split("\n", 1)[1] if "\n" in text else "")
+            grid = _grid(args, page.items, ctx.clock.time())
+            if grid is None:
+                text = _show(args, page.items, ctx.clock.time())
+                ctx.out(text if not shown else text.split("\n", 1)[1] if "\n" in text else "")
+            else:
+                widths = widths or render.widths_of(*grid)
+                ctx.out(render.table(*grid, widths=widths, header=not shown))
             shown += len(page.items)
         elif not table:
             got += page.items

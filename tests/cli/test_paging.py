@@ -110,6 +110,16 @@ def test_get_nodes_follows_continue_to_the_last_page_printing_each(live: LiveFle
     assert _ids(every.out) == _ids(r.out)
 
 
+def test_pages_after_the_first_line_up_with_it(live: LiveFleet, cli: Cli) -> None:
+    """The first page holds gone-1 (NotReady, the widest status); pages of only Ready nodes keep its columns."""
+    r = cli("get", "nodes", "--limit", "5")
+    lines = r.out.splitlines()
+    zone_at = lines[0].index("ZONE")
+    assert len(lines) == len(NODES) + 2
+    for line in lines[1:]:
+        assert line[zone_at:].split()[0] in ("attic", "cellar"), line
+
+
 def test_filters_run_on_the_coordinator(live: LiveFleet, cli: Cli) -> None:
     attic = sorted(n for n, (zone, _) in NODES.items() if zone == "attic")
     assert _ids(cli("get", "nodes", "--zone", "attic", "--state", "online", "--limit", "2").out) == attic
