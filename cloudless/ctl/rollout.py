@@ -23,12 +23,13 @@ from cloudless.ctl.core import (
     workload_ref,
 )
 from cloudless.ctl.get import sorted_events
-from coordinator.spec import MAX_REPLICAS
 
 if TYPE_CHECKING:
     from cloudless.ctl.core import Sub
 
 ROLLBACK_PHASES = ("rolling-back", "rolled-back")
+
+MAX_REPLICAS = 10_000  # coordinator.spec.MAX_REPLICAS: the CLI imports no server package (tests/cli/test_imports.py)
 
 
 def _events_for(ctx: Ctx, obj: str) -> list[JSONObject]:

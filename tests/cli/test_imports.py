@@ -39,3 +39,9 @@ def test_yaml_missing_gives_clear_errors_before_any_request(fake: FakeCoordinato
     assert fake.requests == []
     doc.write_text('{"kind": "Workload", "metadata": {"name": "web"}, "spec": {"image": "x"}}')
     assert cli("apply", "-f", str(doc)).out == "workload/web created\n"  # JSON needs no PyYAML
+
+
+def test_the_clis_replica_cap_is_the_specs() -> None:
+    from cloudless.ctl.rollout import MAX_REPLICAS
+    from coordinator.spec import MAX_REPLICAS as SPEC_MAX
+    assert MAX_REPLICAS == SPEC_MAX
