@@ -164,9 +164,9 @@ def _none_found(args: argparse.Namespace, ctx: Ctx) -> str:
 
 
 def _print_pages(args: argparse.Namespace, ctx: Ctx, pages: Iterator[ListPage]) -> int:
-    """A list as its pages arrive: a table prints each page as it comes (the header once; columns are sized per
-    page, as kubectl's are), so a long list shows progress; JSON and YAML are one document, so they wait for the
-    last page and say on stderr how far they got meanwhile."""
+    """A list as its pages arrive: a table prints each page as it comes (the header once; each page's columns at
+    least as wide as the first page's, so they line up), so a long list shows progress; JSON and YAML are one
+    document, so they wait for the last page and say on stderr how far they got meanwhile."""
     table = args.output in ("table", "wide")
     got: list[JSONObject] = []
     shown = 0
