@@ -283,8 +283,10 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         st0 = await sims_stats(sims)
         hb_sent0 = st0["heartbeats"]
         hb_recv0 = await metric(api, "cloudless_mqtt_messages_total", 'channel="heartbeat"')
-        idle = await window(args.idle_window or max(args.window, args.keepalive), {**pids, "sims": sim_pids[0]},
-                            netns)
+        idle_s = args.idle_window or max(args.window, args.keepalive)
+        if profile is not None:
+            idle_s = max(idle_s, args.traffic_window)
+        idle = await window(idle_s, {**pids, "sims": sim_pids[0]}, netns)
         st1 = await sims_stats(sims)
         hb_sent1 = st1["heartbeats"]
         res["pings"] = st1["pings"] - st0["pings"]
@@ -568,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPU/traffic measurement window, s (the idle one at least the keep-alive)")
     p.add_argument("--idle-window", type=float, default=0.0,
                    help="the idle (traffic) window, s (default: the larger of --window and the keep-alive)")
+    p.add_argument("--traffic-window", type=float, default=180.0,
+                   help="the idle window of a traffic-only run (BROKER:N:PROFILE), s: a profile with long timers "
+                   "needs a long one")
     p.add_argument("--silent-cut", action="store_true",
                    help="also let 1 %% of the devices fall silent with their sockets open and time the detection")
     p.add_argument("--settle", type=float, default=10.0, help="wait after a phase before a window, s")
@@ -579,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="40 nodes on both brokers, short windows (CI smoke)")
     p.add_argument("--doc", type=Path, default=DOC)
     args = p.parse_args(argv)
+    if args.quick:  # heartbeats and pings within its short idle window
+        args.heartbeat = args.heartbeat or 2.0
+        args.keepalive = args.keepalive or 10
     link_defaults(args)
     if args.quick:
         runs: list[tuple[str, int, str | None]] = [("mosquitto", 40, None), ("embedded", 40, None)]
