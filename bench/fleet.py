@@ -279,7 +279,8 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
 
         sim_pids = [p for s in sims if (p := s.pid()) is not None]
         health.phase = "idle"
-        await asyncio.sleep(args.settle)
+        # past the first round's service tables and observed states (a traffic run waits longer: it counts bytes)
+        await asyncio.sleep(args.settle if profile is None else max(args.settle, 20.0))
         st0 = await sims_stats(sims)
         hb_sent0 = st0["heartbeats"]
         hb_recv0 = await metric(api, "cloudless_mqtt_messages_total", 'channel="heartbeat"')
@@ -468,7 +469,49 @@ async def _neg(aw: Any) -> int:
 
 
 def fmt_s(v: float | None) -> str:
-    return "—" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
+    if v is None:
+        return "—"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def goals(results: list[dict[str, Any]]) -> str:
+    """Issue 17's Done-when, checked against the runs that measure it (met / not met, with the number)."""
+    out: list[str] = []
+
+    def check(label: str, ok: bool, value: str) -> None:
+        out.append(f"- {label}: {value} — **{'met' if ok else 'not met'}**")
+
+    def find(broker: str, n: int) -> dict[str, Any] | None:
+        return next((r for r in results if r["broker"] == broker and r["n"] == n and not r["traffic_only"]
+                     and "error" not in r), None)
+
+    if (m := find("mosquitto", 5000)) is not None:
+        check("5,000 on Mosquitto, all online ≤ 15 s", m["join_s"] <= 15, fmt_s(m["join_s"]))
+        check("first page p99 ≤ 100 ms", m["list_first"][1] <= 0.1, fmt_s(m["list_first"][1]))
+        check("full list ≤ 2 s", m["list_full"][0] <= 2, fmt_s(m["list_full"][0]))
+        check("`/healthz` p99 ≤ 50 ms throughout", m["healthz"][1] <= 0.05, fmt_s(m["healthz"][1]))
+        check("the coordinator never loses its broker connection", m["broker_lost"] == 0,
+              f"{m['broker_lost']} losses")
+        check("steady coordinator CPU ≤ 25 % with 2,500 replicas", m["steady"]["coordinator"][0] <= 25,
+              f"{m['steady']['coordinator'][0]:.1f} %")
+        check("apply 2,500 replicas → all ready ≤ 10 s", m["apply_ready_s"] <= 10, fmt_s(m["apply_ready_s"]))
+        check("10 % cut → all replicas ready elsewhere ≤ 3 s", m["cut_ready_s"] <= 3, fmt_s(m["cut_ready_s"]))
+    if (e := find("embedded", 2000)) is not None:
+        check("embedded broker, 2,000: every heartbeat delivered", e["hb"][0] >= e["hb"][1],
+              f"{e['hb'][0]:.0f} of {e['hb'][1]}")
+        check("embedded broker, 2,000: wills within 2 s (cut → gone)", e["cut_gone_s"] <= 2, fmt_s(e["cut_gone_s"]))
+        check("embedded broker, 2,000: all online ≤ 10 s", e["join_s"] <= 10, fmt_s(e["join_s"]))
+    for r in results:
+        if "bytes_day" not in r or "error" in r:
+            continue
+        day = (r["bytes_day"][0] + r["bytes_day"][1]) / 2**20
+        if r["traffic_only"]:
+            check(f"profile `{r['profile']}` ({r['n']:,} nodes): ≤ 1 MiB per month", day * 30 <= 1,
+                  f"{day * 30:.2f} MiB/month, a power-off detected within {fmt_s(1.5 * r['keepalive'])}")
+        elif r["broker"] == "mosquitto" and r["n"] == 5000:
+            check(f"profile `{r['profile']}`: ≤ 1 MiB per day", day <= 1,
+                  f"{day:.2f} MiB/day, a power-off detected within {fmt_s(1.5 * r['keepalive'])}")
+    return "\n".join(out)
 
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -536,7 +579,9 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "still counts the average device; the simulators run on the same 2-core machine as the "
         "coordinator and the broker, so every number includes that contention."
     )
-    return body + notes + ("\n\nFailed runs:\n" + "\n".join(errors) if errors else "")
+    checked = goals(results)
+    return (body + ("\n\nIssue 17's goals:\n\n" + checked if checked else "") + notes
+            + ("\n\nFailed runs:\n" + "\n".join(errors) if errors else ""))
 
 
 def link_defaults(args: argparse.Namespace) -> None:
@@ -602,16 +647,22 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    command = "python bench/fleet.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = re.sub(r"\s--doc\s+\S+", "", command)
+
     async def go() -> list[dict[str, Any]]:
-        return [await run_fleet(n, b, args, log, profile) for b, n, profile in runs]
+        results: list[dict[str, Any]] = []
+        for b, n, profile in runs:
+            results.append(await run_fleet(n, b, args, log, profile))
+            # after every run: a long series stopped part way still leaves the runs it finished
+            write_section("fleet", "Fleet", render(results, args), command=command, doc=args.doc)
+        return results
 
     def terminate(_sig: int, _frame: object) -> None:
         raise SystemExit(143)  # unwinds run_fleet's cleanup: processes killed by group, the namespace deleted
 
     signal.signal(signal.SIGTERM, terminate)
     results = asyncio.run(go())
-    command = "python bench/fleet.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    write_section("fleet", "Fleet", render(results, args), command=re.sub(r"\s--doc\s+\S+", "", command), doc=args.doc)
     log(f"wrote the Fleet section of {args.doc}")
     return 1 if any("error" in r for r in results) else 0
 
