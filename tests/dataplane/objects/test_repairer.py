@@ -44,8 +44,10 @@ async def test_a_lost_node_is_repaired_to_r_and_its_return_collected_never_the_l
 async def test_a_budget_spreads_repair_over_passes_that_resume() -> None:
     c = Cluster(3)
     await c.backend.create_bucket("bkt", 0.0)
-    for i in range(10):
+    for i in range(20):
         await c.put("bkt", f"k{i}", os.urandom(CHUNK))
+    held = len(c.client.nodes["n0"].chunks)
+    assert held > 0
     c.lost.add("n0")
     c.client.nodes["n0"].down = True
     passes = 0
@@ -57,7 +59,7 @@ async def test_a_budget_spreads_repair_over_passes_that_resume() -> None:
             break
         assert passes < 20
     under = [s for s in (await c.states()).values() if len(c.good_online(s)) < s.replicas]
-    assert under == [] and passes >= 3
+    assert under == [] and passes == -(-held // 3) + 1  # three chunks a pass, then one pass with nothing left
 
 
 async def test_a_corrupt_source_is_recorded_and_the_next_pass_uses_another() -> None:
