@@ -201,6 +201,18 @@ def chunk_ids_of(body: bytes) -> list[str]:
     return [body[i:i + DIGEST].hex() for i in range(0, len(body), DIGEST)]
 
 
+async def read_body(reader: asyncio.StreamReader, length: int) -> bytes:
+    """Exactly `length` bytes, taken as they arrive: the overlay's receive window (dataplane.quic RECEIVE_WINDOW)
+    opens only as the reader takes bytes, so one readexactly() of a body near the window's size would wait forever."""
+    body = bytearray()
+    while len(body) < length:
+        piece = await reader.read(min(length - len(body), 256 * 1024))
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(body), length)
+        body += piece
+    return bytes(body)
+
+
 def deadline_s(length: int, *, base_s: float, min_rate: float) -> float:
     """Time allowed to move `length` bytes: a fixed part plus the bytes at the slowest rate accepted."""
     return base_s + length / min_rate
@@ -264,7 +276,7 @@ class _ChunkServer:
             return
         async with asyncio.timeout(deadline_s(request.length, base_s=limits.base_timeout_s,
                                               min_rate=limits.min_rate)):
-            body = await reader.readexactly(request.length) if request.length else b""
+            body = await read_body(reader, request.length)
             response, payload = await self._dispatch(node, request, body)
             await self._answer(writer, response, payload)
 
@@ -375,7 +387,7 @@ class OverlayChunkClient:
                                                                                   cap=cap)
                 if isinstance(response, Rejected):
                     raise ChunkRefused(node, cid, f"a bad answer ({response})")
-                payload = await reader.readexactly(response.length) if response.length else b""
+                payload = await read_body(reader, response.length)
         except TimeoutError:
             raise ChunkUnreachable(node, cid, f"no answer within {budget:g}s") from None
         except ServiceRefused as exc:
