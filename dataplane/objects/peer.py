@@ -28,7 +28,7 @@ import msgpack
 from dataplane.errors import DataPlaneError
 from dataplane.objects.chunking import is_chunk_id
 from dataplane.objects.ports import ChunkUnavailable
-from dataplane.overlay import ServiceHandler, ServiceRefused
+from dataplane.overlay import Overlay, ServiceHandler, ServiceRefused
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +315,12 @@ class _ChunkServer:
 
 
 def chunk_service(store: ChunkStore, limits: Limits | None = None) -> ServiceHandler:
-    """The handler to register: `overlay.serve(SERVICE, chunk_service(store))`."""
+    """The handler to register: `overlay.serve(SERVICE, chunk_service(store))` (or `serve_chunks`)."""
     return _ChunkServer(store, limits or Limits()).handle
+
+
+def serve_chunks(overlay: Overlay, store: ChunkStore, limits: Limits | None = None) -> None:
+    overlay.serve(SERVICE, chunk_service(store, limits))
 
 
 # ---- the client ------------------------------------------------------------------------------------------------
@@ -369,7 +373,7 @@ class OverlayChunkClient:
         return frozenset(held)
 
     @staticmethod
-    def _check_id(node: str, chunk_id: str) -> None:
+    def _check_id(node: str, chunk_id: str) -> None:  # refused here: a bad id never goes out
         if not is_chunk_id(chunk_id):
             raise ChunkRefused(node, str(chunk_id)[:64], "a chunk id is 64 lowercase hex characters")
 
