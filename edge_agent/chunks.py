@@ -4,7 +4,8 @@
 Layout: `ROOT/ab/<sha256 hex>` where `ab` is the id's first two characters (256 directories, so none grows past a
 few thousand entries). A chunk's name is the SHA-256 of its bytes, so every read can be checked:
 
-- **put** refuses (a value: the reason) a bad id, bytes that do not hash to the id, a chunk over `max_chunk`, and
+- **put** is idempotent (a good copy already here is kept; a corrupt one is replaced) and refuses (a value: the
+  reason) a bad id, bytes that do not hash to the id, a chunk over `max_chunk`, and
   one that would take the store past its quota (counting writes in progress); else writes a temp file
   (`.<id>.<random>.tmp`, same directory), fsyncs it, renames it into place and fsyncs the directory. A crash leaves
   either no chunk or the whole chunk, never a torn one; the temp files a crash leaves are removed by the rescan.
@@ -148,8 +149,10 @@ class DiskChunkStore:
         if problem is not None:
             return problem
         target = self.path(chunk_id)
+        if self._held_intact(chunk_id):
+            return None
         with self._lock:
-            if target.exists():
+            if target.exists():  # a concurrent put of the same chunk got there first
                 return None
             refusal = admit(len(data), used=self._used, pending=self._pending, quota=self.quota)
             if refusal is not None:
@@ -206,6 +209,14 @@ class DiskChunkStore:
             log.warning("chunk store: %s was corrupt on disk; removed", chunk_id)
             raise ChunkCorrupt(chunk_id)
         return data
+
+    def _held_intact(self, chunk_id: str) -> bool:
+        """Whether a good copy is already here. A bad one is removed, so a repair's put replaces it rather than
+        being acknowledged over it."""
+        try:
+            return self.get(chunk_id) is not None
+        except ChunkCorrupt:
+            return False
 
     def delete(self, chunk_id: str) -> bool:
         """Remove the chunk; whether there was a copy."""

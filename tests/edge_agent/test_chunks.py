@@ -115,6 +115,15 @@ def test_get_detects_a_flipped_byte_and_removes_the_copy(store: DiskChunkStore) 
     assert store.get(cid) == data
 
 
+def test_a_put_over_a_corrupt_copy_replaces_it(store: DiskChunkStore) -> None:
+    cid, data = chunk(1)
+    store.put(cid, data)
+    flip(store.path(cid))
+    assert store.put(cid, data) is None  # a repair's put is not acknowledged over the bad copy
+    assert store.path(cid).read_bytes() == data
+    assert (store.used_bytes, store.chunk_count) == (len(data), 1)
+
+
 def test_scrub_finds_corrupt_chunks_in_bounded_resumable_slices(tmp_path: Path) -> None:
     store = DiskChunkStore.open(tmp_path, quota=1024 * KIB)
     chunks = sorted(chunk(i) for i in range(10))
