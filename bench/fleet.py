@@ -515,6 +515,7 @@ def goals(results: list[dict[str, Any]]) -> str:
 
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    results = sorted(results, key=lambda r: (r["traffic_only"], r["broker"] != "mosquitto", r["n"]))
     cols = [f"{r['broker']}, {r['n']:,}" + (f", profile {r['profile']} (traffic only)" if r["traffic_only"] else "")
             for r in results]
     rows: list[list[object]] = []
