@@ -55,7 +55,7 @@ def chunk(n: int, size: int = 64 * 1024) -> tuple[str, bytes]:
 
 
 class LyingStore:
-    """A node that answers every get with the wrong bytes (a hostile or broken peer)."""
+    """A node that answers every get with the wrong bytes (a hostile or broken peer) and whose disk fails deletes."""
 
     def put(self, chunk_id: str, data: bytes) -> str | None:
         return None
@@ -64,7 +64,7 @@ class LyingStore:
         return b"not the chunk you asked for"
 
     def delete(self, chunk_id: str) -> bool:
-        return False
+        raise OSError(5, "Input/output error")  # a failing disk
 
     def has(self, chunk_ids: Sequence[str]) -> frozenset[str]:
         return frozenset(chunk_ids)
@@ -159,6 +159,15 @@ async def test_a_corrupt_copy_is_never_returned(lab: Lab) -> None:
         await client.get("c", cid)
     await client.put("b", cid, data)  # repair brings a good copy back
     assert await client.get("b", cid) == data
+
+
+async def test_a_store_failure_is_the_requests_answer_and_the_server_goes_on(lab: Lab) -> None:
+    client = OverlayChunkClient(lab.a)
+    cid, _ = chunk(3)
+    with pytest.raises(ChunkUnavailable, match="store failed: OSError") as caught:
+        await client.delete("c", cid)
+    assert type(caught.value) is ChunkUnavailable
+    assert await client.has("c", [cid]) == {cid}
 
 
 async def test_oversized_and_bad_chunks_are_refused_on_both_sides(lab: Lab) -> None:
