@@ -11,14 +11,17 @@ A day cannot be waited for, and the metered profile's keep-alive (25 minutes) an
 not fit a bench run either. So, per profile, the idle link is taken apart into the two things it does, each
 measured with that profile's agent and shortened intervals:
 
-1. **keep-alive**: `--keepalive 5 --heartbeat-max-interval 86400`: the agent only answers the MQTT keep-alive
-   (PINGREQ -> PINGRESP -> TCP ACK; the MQTT packets in TLS records). Readings are sampled only hourly here, so
-   no threshold-triggered heartbeat falls in the window (one that did, counted by an observer subscribed to the
+1. **keep-alive**: `--keepalive 5 --heartbeat-max-interval 86400 --no-overlay`: the agent only answers the MQTT
+   keep-alive (PINGREQ -> PINGRESP -> TCP ACK; the MQTT packets in TLS records). Readings are sampled only hourly
+   here, so no threshold-triggered heartbeat falls in the window (one that did, counted by an observer subscribed to the
    node's topics, would be taken out at the cost measured in 2). Bytes per exchange = the window's bytes / the
    exchanges in it; an exchange is counted as one burst of packets on the veth (the counters, polled every 20 ms,
    move and then stay still for at least a second).
-2. **heartbeat**: `--keepalive 3600 --heartbeat-interval 2`: a heartbeat every 2 s and no keep-alive exchange in
-   the window. Bytes per heartbeat = the window's bytes / the heartbeats the observer received.
+2. **heartbeat**: `--keepalive 3600 --heartbeat-interval 2 --no-overlay`: a heartbeat every 2 s and no keep-alive
+   exchange in the window. Bytes per heartbeat = the window's bytes / the heartbeats the observer received.
+3. **overlay report**: the overlay on, nothing else due: the agent's overlay republishes its report every 60 s
+   whatever the profile (edge_agent.overlay.REFRESH_S). Bytes per report = the window's bytes / the reports the
+   observer received; shown separately ("as shipped").
 
 Then, from the profile's real timers: bytes/day = 86400 / keepalive_s x (bytes per exchange) + 86400 /
 heartbeat_max_interval_s x (bytes per heartbeat) — an idle device sends heartbeats only at the maximum interval
@@ -124,6 +127,7 @@ class Window:
     heartbeats: int
     statuses: int
     heartbeat_payload: int  # MQTT payload bytes of those heartbeats
+    overlays: int  # overlay reports (edge_agent.overlay republishes its report at least every 60 s)
     bursts: int  # runs of packets separated by at least QUIET_S of silence on the veth (an exchange is one)
 
 
@@ -136,6 +140,8 @@ class Costs:
     per_heartbeat: float
     exchanges: int  # how many were measured
     heartbeats: int
+    per_overlay: float = 0.0  # one overlay report (QoS 1: PUBLISH, PUBACK, ACKs)
+    overlays: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,7 @@ class Row:
     costs: Costs
     keepalive_window: Window
     heartbeat_window: Window
+    overlay_window: Window | None = None
     real: Window | None = None
 
     @property
@@ -162,18 +169,28 @@ class Row:
         return self.per_day * MONTH_DAYS
 
     @property
+    def shipped_per_day(self) -> float:
+        """With the overlay report's fixed 60 s refresh (edge_agent.overlay), as the agent ships today."""
+        return per_day(self.costs, self.keepalive_s, self.heartbeat_max_s, overlay=True)
+
+    @property
     def within_budget(self) -> bool:
         unit, limit = BUDGETS.get(self.label, ("day", MIB))
         return (self.per_month if unit == "month" else self.per_day) <= limit
 
 
-def per_day(costs: Costs, keepalive_s: float, heartbeat_max_s: float) -> float:
-    """Idle bytes per day from the per-event costs and the timers (see the module doc)."""
-    return DAY_S / keepalive_s * costs.per_exchange + DAY_S / heartbeat_max_s * costs.per_heartbeat
+OVERLAY_REFRESH_S = 60.0  # edge_agent.overlay.REFRESH_S: the overlay report goes at least this often, every profile
 
 
-def costs_of(keepalive: Window, heartbeat: Window) -> Costs:
-    """Per-event bytes from the two shortened windows (module doc, steps 1 and 2)."""
+def per_day(costs: Costs, keepalive_s: float, heartbeat_max_s: float, *, overlay: bool = False) -> float:
+    """Idle bytes per day from the per-event costs and the timers (see the module doc); `overlay`: with the overlay
+    report's fixed 60 s refresh, as the agent ships today."""
+    link = DAY_S / keepalive_s * costs.per_exchange + DAY_S / heartbeat_max_s * costs.per_heartbeat
+    return link + (DAY_S / OVERLAY_REFRESH_S * costs.per_overlay if overlay else 0.0)
+
+
+def costs_of(keepalive: Window, heartbeat: Window, overlay: Window | None = None) -> Costs:
+    """Per-event bytes from the shortened windows (module doc, steps 1 to 3)."""
     if heartbeat.heartbeats <= 0:
         raise RuntimeError("the heartbeat window received no heartbeat: nothing to divide by")
     per_heartbeat = heartbeat.delta.ip_bytes / heartbeat.heartbeats
@@ -182,7 +199,11 @@ def costs_of(keepalive: Window, heartbeat: Window) -> Costs:
     if exchanges <= 0:
         raise RuntimeError("the keep-alive window saw no keep-alive exchange")
     per_exchange = (keepalive.delta.ip_bytes - keepalive.heartbeats * per_heartbeat) / exchanges
-    return Costs(per_exchange, per_heartbeat, exchanges, heartbeat.heartbeats)
+    if overlay is None or overlay.overlays <= 0:
+        return Costs(per_exchange, per_heartbeat, exchanges, heartbeat.heartbeats)
+    rest = overlay.heartbeats * per_heartbeat  # no keep-alive is due in that window either
+    return Costs(per_exchange, per_heartbeat, exchanges, heartbeat.heartbeats,
+                 (overlay.delta.ip_bytes - rest) / overlay.overlays, overlay.overlays)
 
 
 # ---- the rig ---------------------------------------------------------------------------------------------------
@@ -197,6 +218,7 @@ class Observer:
     node: str
     heartbeats: int = 0
     statuses: int = 0
+    overlays: int = 0
     payload: int = 0
     client: MqttClient | None = None
 
@@ -213,11 +235,16 @@ class Observer:
                                               tls=tls, keepalive_s=30))
         await self.client.subscribe(topics.node_heartbeat(self.node), self._on_heartbeat, qos=0)
         await self.client.subscribe(topics.node_status(self.node), self._on_status, qos=0)
+        await self.client.subscribe(topics.node_overlay(self.node), self._on_overlay, qos=0)
         await self.client.start()
 
     def _on_heartbeat(self, m: Message) -> None:
         self.heartbeats += 1
         self.payload += len(m.payload)
+
+    def _on_overlay(self, m: Message) -> None:
+        if not m.retain:
+            self.overlays += 1
 
     def _on_status(self, m: Message) -> None:
         if not m.retain:
@@ -304,13 +331,14 @@ class Rig:
             await until(lambda: self.node_view().get("online") is True and self.observer.heartbeats > 0, 60,
                         f"agent {profile} online", log, proc)
             await asyncio.sleep(settle_s)  # the connect burst (retained desired state, peers, services) is over
-            before, hb0, st0, pay0 = (Counters.read(self.netns.host_if), self.observer.heartbeats,
-                                      self.observer.statuses, self.observer.payload)
+            before, hb0, st0, pay0, ov0 = (Counters.read(self.netns.host_if), self.observer.heartbeats,
+                                           self.observer.statuses, self.observer.payload, self.observer.overlays)
             t0 = time.monotonic()
             bursts = await count_bursts(self.netns.host_if, before, t0 + window_s)
             after = Counters.read(self.netns.host_if)
             return Window(time.monotonic() - t0, after - before, self.observer.heartbeats - hb0,
-                          self.observer.statuses - st0, self.observer.payload - pay0, bursts)
+                          self.observer.statuses - st0, self.observer.payload - pay0,
+                          self.observer.overlays - ov0, bursts)
         finally:
             kill_group(proc)
 
@@ -344,14 +372,18 @@ async def until(pred: Any, seconds: float, what: str, log: Path, proc: subproces
 
 
 async def measure_profile(rig: Rig, label: str, profile_name: str, *, ka_window: float, hb_window: float,
-                          real_window: float) -> Row:
+                          overlay_window: float, real_window: float) -> Row:
     profile = load_profile(profile_name)
     ka = await rig.measure(profile_name, ka_window, ["--keepalive", str(KA_SHORT_S), "--heartbeat-interval", "3600",
-                                                     "--heartbeat-max-interval", str(int(DAY_S))])
-    hb = await rig.measure(profile_name, hb_window, ["--keepalive", "3600", "--heartbeat-interval", str(HB_SHORT_S)])
+                                                     "--heartbeat-max-interval", str(int(DAY_S)), "--no-overlay"])
+    hb = await rig.measure(profile_name, hb_window, ["--keepalive", "3600", "--heartbeat-interval", str(HB_SHORT_S),
+                                                     "--no-overlay"])
+    ov = await rig.measure(profile_name, overlay_window, ["--keepalive", "3600", "--heartbeat-interval", "3600",
+                                                          "--heartbeat-max-interval", str(int(DAY_S))]) \
+        if overlay_window > 0 else None
     real = await rig.measure(profile_name, real_window, []) if real_window > 0 else None
     return Row(label, profile_name, profile.link.keepalive_s, profile.link.heartbeat_max_interval_s,
-               costs_of(ka, hb), ka, hb, real)
+               costs_of(ka, hb, ov), ka, hb, ov, real)
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
@@ -362,7 +394,8 @@ async def run(args: argparse.Namespace) -> list[Row]:
             for label in args.profiles:
                 real = args.real_window if label == "default" else 0.0
                 rows.append(await measure_profile(rig, label, PROFILES[label], ka_window=args.ka_window,
-                                                  hb_window=args.hb_window, real_window=real))
+                                                  hb_window=args.hb_window, overlay_window=args.overlay_window,
+                                                  real_window=real))
             return rows
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -406,7 +439,15 @@ def body(rows: list[Row], args: argparse.Namespace) -> str:
           f"{r.costs.per_heartbeat:.0f} (n={r.costs.heartbeats})",
           human(r.per_day), human(r.per_month),
           f"≤ 1 MiB/{BUDGETS[r.label][0]}: {'met' if r.within_budget else '**missed**'}"] for r in rows])
-    text = [main, "", others(rows), ""]
+    shipped = table(
+        ["profile", "bytes / overlay report", "overlay reports / day", "per day as shipped", "per month as shipped"],
+        [[f"{r.label} (`{r.profile}`)", f"{r.costs.per_overlay:.0f} (n={r.costs.overlays})",
+          f"{DAY_S / OVERLAY_REFRESH_S:.0f}", human(r.shipped_per_day), human(MONTH_DAYS * r.shipped_per_day)]
+         for r in rows])
+    text = [main, "", "The table above is the control link itself (keep-alive, heartbeats, status). The agent's "
+            "overlay (edge_agent.overlay) also republishes its overlay report (retained, QoS 1) at least every "
+            f"{OVERLAY_REFRESH_S:.0f} s whatever the profile; with it, as the agent ships today:", "", shipped, "",
+            others(rows), ""]
     for r in rows:
         if r.real is not None:
             w = r.real
@@ -435,7 +476,7 @@ def window_json(w: Window) -> dict[str, Any]:
     return {"seconds": w.seconds, "ip_bytes": w.delta.ip_bytes, "link_bytes": w.delta.link_bytes,
             "out_bytes": w.delta.out_bytes, "in_bytes": w.delta.in_bytes, "out_packets": w.delta.out_packets,
             "in_packets": w.delta.in_packets, "heartbeats": w.heartbeats, "statuses": w.statuses,
-            "heartbeat_payload": w.heartbeat_payload, "bursts": w.bursts}
+            "heartbeat_payload": w.heartbeat_payload, "overlays": w.overlays, "bursts": w.bursts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profiles", nargs="+", choices=sorted(PROFILES), default=["default", "metered"])
     p.add_argument("--ka-window", type=float, default=60.0, help="seconds of the keep-alive window")
     p.add_argument("--hb-window", type=float, default=40.0, help="seconds of the heartbeat window")
+    p.add_argument("--overlay-window", type=float, default=125.0, help="seconds of the overlay-report window")
     p.add_argument("--real-window", type=float, default=0.0,
                    help="also run the default profile at its real timers this long (0: not)")
     p.add_argument("--quick", action="store_true", help="short windows (smoke test)")
@@ -450,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     if args.quick:
-        args.ka_window, args.hb_window = 12.0, 8.0
+        args.ka_window, args.hb_window, args.overlay_window = 12.0, 8.0, 0.0  # no overlay window: fast
     rows = asyncio.run(run(args))
     text = body(rows, args)
     print(text)
@@ -463,8 +505,10 @@ def main(argv: list[str] | None = None) -> int:
             "per_exchange": r.costs.per_exchange, "per_heartbeat": r.costs.per_heartbeat,
             "exchanges": r.costs.exchanges, "heartbeats": r.costs.heartbeats, "per_day": r.per_day,
             "per_month": r.per_month, "within_budget": r.within_budget, "detection_s": r.detection_s,
+            "per_overlay": r.costs.per_overlay, "overlays": r.costs.overlays, "shipped_per_day": r.shipped_per_day,
             "windows": {name: window_json(w) for name, w in (("keepalive", r.keepalive_window),
-                                                             ("heartbeat", r.heartbeat_window), ("real", r.real))
+                                                             ("heartbeat", r.heartbeat_window),
+                                                             ("overlay", r.overlay_window), ("real", r.real))
                         if w is not None},
         } for r in rows], indent=2))
     return 0 if all(r.within_budget for r in rows) else 1

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20
 
 
+@pytest.mark.timeout(400)  # two profiles, two agent runs each (~100 s here)
 def test_quick_run_measures_and_computes_consistently(tmp_path: Path) -> None:
     require_root("the control link bench puts the agent in a network namespace")
     require_binary("mosquitto")
