@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from dataplane.objects.chunking import ChunkRef, chunk_id
 from dataplane.objects.model import ChunkRecord, StorageNode
 from dataplane.objects.placement import Unplaceable, place
-from dataplane.objects.ports import ChunkClient, ChunkUnavailable, Metadata
+from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkUnavailable, Metadata
 from dataplane.objects.repair import GC_GRACE_S, unreferenced
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,15 @@ class ChunkIO:
         tried: list[str] = []
         for node in self._order(record) if record is not None else []:
             tried.append(node)
+            data: bytes | None
             try:
                 data = await self.client.get(node, ref.id)
+            except ChunkMismatch:  # the client checked the bytes itself (the overlay client does): a bad copy
+                data = None
             except ChunkUnavailable as exc:
                 log.info("read of %s from %s failed: %s", ref.id[:12], node, exc.why)
                 continue
-            if len(data) == ref.size and chunk_id(data) == ref.id:
+            if data is not None and len(data) == ref.size and chunk_id(data) == ref.id:
                 return data
             log.warning("corrupt copy of chunk %s on %s: recorded for repair", ref.id[:12], node)
             self.corrupt_found.append((ref.id, node))

@@ -27,7 +27,7 @@ import msgpack
 
 from dataplane.errors import DataPlaneError
 from dataplane.objects.chunking import is_chunk_id
-from dataplane.objects.ports import ChunkUnavailable
+from dataplane.objects.ports import ChunkMismatch, ChunkUnavailable
 from dataplane.overlay import Overlay, ServiceHandler, ServiceRefused
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,6 @@ class ChunkRefused(ChunkUnavailable):
 
 class ChunkUnreachable(ChunkUnavailable):
     """No answer: the node is down, unreachable, or too slow for the request's deadline."""
-
-
-class ChunkMismatch(ChunkUnavailable):
-    """The node's copy is bad: the bytes it sent do not hash to the id, or it found its copy corrupt itself. The
-    caller records the copy as bad for read-repair."""
 
 
 class CopyCorrupt(DataPlaneError):

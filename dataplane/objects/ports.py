@@ -29,6 +29,12 @@ class ChunkUnavailable(Exception):
         super().__init__(f"chunk {chunk_id[:12]} on {node}: {why}")
 
 
+class ChunkMismatch(ChunkUnavailable):
+    """The node's copy is bad: the bytes it sent do not hash to the id, or it found its copy corrupt itself (a client
+    that checks what it receives, as dataplane.objects.peer's does, raises this). The caller records the copy as bad
+    for read-repair."""
+
+
 class ChunkClient(Protocol):
     async def put(self, node: str, chunk_id: str, data: bytes) -> None:
         """Store the chunk on `node` (idempotent); raises ChunkUnavailable."""

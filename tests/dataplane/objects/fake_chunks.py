@@ -8,8 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from dataplane.objects.chunking import chunk_id as hash_id
 from dataplane.objects.model import StorageNode
-from dataplane.objects.ports import ChunkUnavailable
+from dataplane.objects.ports import ChunkMismatch, ChunkUnavailable
 
 
 @dataclass
@@ -20,7 +21,8 @@ class FakeNode:
 
 
 class FakeChunkClient:
-    def __init__(self, nodes: Sequence[StorageNode]) -> None:
+    def __init__(self, nodes: Sequence[StorageNode], *, verifying: bool = False) -> None:
+        self.verifying = verifying  # check the bytes as the overlay client does: a bad copy raises ChunkMismatch
         self.nodes = {n.node_id: FakeNode(n) for n in nodes}
         self.gets: Counter[tuple[str, str]] = Counter()  # (node, chunk id)
         self.puts: Counter[str] = Counter()
@@ -55,6 +57,8 @@ class FakeChunkClient:
         data = fake.chunks.get(chunk_id)
         if data is None:
             raise ChunkUnavailable(node, chunk_id, "no such chunk")
+        if self.verifying and hash_id(data) != chunk_id:
+            raise ChunkMismatch(node, chunk_id, "the bytes received do not hash to the id")
         return data
 
     async def delete(self, node: str, chunk_id: str) -> None:

@@ -134,7 +134,12 @@ def test_every_node_down_is_a_retryable_error_not_a_partial_object(server: Objec
     assert server.metadata.objects["alldown"] == {}
 
 
-def test_a_corrupt_copy_is_detected_read_from_the_next_holder_and_recorded(server: ObjectServer) -> None:
+@pytest.mark.parametrize("verifying", [False, True], ids=["backend-checks", "client-checks"])
+def test_a_corrupt_copy_is_detected_read_from_the_next_holder_and_recorded(server: ObjectServer,
+                                                                           verifying: bool) -> None:
+    """Either the backend finds the bad bytes, or the chunk client does (the overlay client checks what it receives
+    and raises ChunkMismatch): both record the copy as bad for read-repair."""
+    server.chunks.verifying = verifying
     s3 = client(server)
     s3.create_bucket(Bucket="corrupt")
     body = os.urandom(MiB + 100)
