@@ -58,7 +58,10 @@ DESCRIPTIONS: Final[Mapping[str, str]] = {
                           "`armv7l`).",
     "PlacementSpec.os": "Only nodes running one of these operating systems (`linux`, `android`).",
     "PlacementSpec.spread": "Prefer nodes (`node`) or zones (`zone`) with fewer replicas of this workload; a "
-                            "score, not a rule (for a hard one: `antiAffinity`). `none`: no preference.",
+                            "score, not a rule (for a hard one: `antiAffinity`). `none`: no domain asked; with "
+                            "`strategy: spread` nodes holding fewer replicas of this workload (and fewer replicas "
+                            "overall) still score higher, so small replicas spread too; with `binpack` there is no "
+                            "preference.",
     "PlacementSpec.nodeAffinity": "Label rules: hard (`required`) and soft (`preferred`).",
     "PlacementSpec.antiAffinity": "Workloads whose replicas this one never shares a node (or zone) with.",
     "PlacementSpec.tolerations": "Taints this workload tolerates.",
