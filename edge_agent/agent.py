@@ -44,7 +44,7 @@ from edge_agent.gating import Gate, GateState
 from edge_agent.identity import NodeIdentity, private_key
 from edge_agent.metrics import Counters, replica_samples
 from edge_agent.metrics import Sample as MetricsSample
-from edge_agent.overlay import AgentOverlay, OverlaySettings
+from edge_agent.overlay import REFRESH_S, AgentOverlay, OverlaySettings
 from edge_agent.probes import run_probe
 from edge_agent.reconcile import ReplicaRecord, action_failed, observe, reconcile
 from edge_agent.runtime.base import Instance, InstanceState, Runtime, RuntimeInfo
@@ -117,7 +117,9 @@ class Agent:
         self.last_heartbeat: Heartbeat | None = None
         self.overlay = overlay or AgentOverlay(
             node_id=self.node_id, mqtt=mqtt, clock=clock, identity=lambda: self.identity,
-            settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port), max_epoch=lambda: self.max_epoch)
+            settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port,
+                                     refresh_s=max(REFRESH_S, self.beat.max_interval_s)),
+            max_epoch=lambda: self.max_epoch)
         self.services = AgentServices(node_id=self.node_id, mqtt=mqtt, runtime=runtime, overlay=self.overlay,
                                       clock=clock, settings=services or ServiceSettings(),
                                       max_epoch=lambda: self.max_epoch, spec_of=self._desired_spec)

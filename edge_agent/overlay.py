@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 41641  # dataplane.overlay_plan.DEFAULT_PORT (not imported: dataplane loads only when it runs)
 DEBOUNCE_S = 1.0
-REFRESH_S = 60.0
+REFRESH_S = 60.0  # the shortest interval between unchanged reports; the agent passes its profile's heartbeat maximum
 MAX_PING_COUNT = 100
 NO_AIOQUIC = ("aioquic is not installed: pip install 'cloudless[overlay]' (armv7/Termux: the install script says how "
               "to build it), or run without the overlay (--no-overlay)")
@@ -59,6 +59,10 @@ class OverlaySettings:
     enabled: bool = True
     port: int = DEFAULT_PORT
     host: str = "0.0.0.0"
+    # a report with nothing new goes out this often (RTTs shown by `get peers` are at most this old); path changes go
+    # out at once. The control link's budget (docs/control-link.md) needs it as long as the profile's heartbeat
+    # maximum: a report a minute alone was 0.65 MiB/day
+    refresh_s: float = REFRESH_S
 
 
 # ---- decisions (pure) ---------------------------------------------------------------------------------------
@@ -235,7 +239,7 @@ class AgentOverlay:
         changed = self.overlay.changed
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REFRESH_S):
+                async with asyncio.timeout(self.settings.refresh_s):
                     await _first(changed, self._dirty)
             if changed.is_set():
                 await asyncio.sleep(DEBOUNCE_S)  # paths settle in bursts: one report for the burst

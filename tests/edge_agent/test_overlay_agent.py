@@ -16,6 +16,7 @@ import pytest
 
 from broker import wire
 from broker.client import Message, MqttClient
+from broker.client_settings import MqttSettings
 from broker.wire import (
     CommandName,
     CommandReply,
@@ -32,6 +33,7 @@ from broker.wire.schema import compile_schema
 from coordinator.pki import CertRole
 from dataplane.relay import RelayServer
 from edge_agent.agent import Agent
+from edge_agent.beat import BeatPolicy
 from edge_agent.config import AgentConfig, BrokerAddress
 from edge_agent.gating import Gate
 from edge_agent.identity import NodeIdentity
@@ -209,3 +211,20 @@ async def test_an_agent_without_aioquic_reports_why_and_runs_on(tmp_path: Path, 
             await until(lambda: c.reconciles > 0, "the agent reconciles anyway")
         finally:
             await c.stop()
+
+
+@pytest.mark.parametrize(("beat", "refresh"), [
+    pytest.param(None, 60.0, id="no-policy: every heartbeat interval, report at least a minute apart"),
+    pytest.param(BeatPolicy(min_interval_s=10.0, max_interval_s=300.0), 300.0, id="default-profile"),
+    pytest.param(BeatPolicy(min_interval_s=60.0, max_interval_s=7200.0), 7200.0, id="metered-profile"),
+])
+def test_an_unchanged_overlay_report_goes_out_no_more_often_than_the_heartbeat_maximum(
+        tmp_path: Path, beat: BeatPolicy | None, refresh: float) -> None:
+    """docs/control-link.md: a report a minute was 0.65 MiB/day on its own, more than the metered profile's month."""
+    cfg = AgentConfig(broker=BrokerAddress("127.0.0.1", 1, False), data_dir=tmp_path / "n1", node_id="n1",
+                      username="n1", sensor_file=tmp_path / "sensors.json")
+    mqtt = MqttClient(MqttSettings(host="127.0.0.1", port=1, client_id="n1"))  # never started
+    agent = Agent(cfg, runtime=FakeRuntime(node_id="n1", clock=time.time), mqtt=mqtt,
+                  gate=Gate(load_profile("vps"), cfg.sensor_file), profile_name="vps", heartbeat_interval_s=1.0,
+                  beat=beat)
+    assert agent.overlay.settings.refresh_s == refresh
