@@ -48,10 +48,13 @@ class SecretDelivery:
         self._boxes: dict[tuple[str, str, str, str, int], SealedSecret] = {}  # (node, key fp, ns, name, version)
         self._refreshed_at = float("-inf")
         self.problems: dict[Want, str] = {}
+        # the nodes whose sealed boxes the last refresh added or dropped: only their desired state can have changed
+        # (when it raised, the caller re-checks every wanting node)
+        self.changed: set[str] = set()
 
     async def refresh(self, wanted: Iterable[Want], *, force: bool = False) -> dict[Want, str]:
         """Make sure every wanted (node, ns, name) has a current box; returns the problems that are new since the
-        last call (for events)."""
+        last call (for events). `changed` then holds the nodes whose boxes were added or dropped."""
         wanted = set(wanted)
         now = self.clock()
         if force or now - self._refreshed_at >= KEYS_REFRESH_S:
@@ -59,6 +62,7 @@ class SecretDelivery:
             await self._reload({n for n, _, _ in wanted}, {(ns, name) for _, ns, name in wanted})
         before = dict(self.problems)
         self.problems = {}
+        self.changed = set()
         keep: set[tuple[str, str, str, str, int]] = set()
         for node, ns, name in sorted(wanted):
             key = self._keys.get(node)
@@ -74,6 +78,7 @@ class SecretDelivery:
             keep.add(box_key)
             if box_key in self._boxes:
                 continue
+            self.changed.add(node)  # a new version or a renewed key: new boxes, so a new desired state
             revealed = await self.secrets.values_for_delivery(ns, name, node_id=node, version=version)
             data = getattr(revealed, "data", None)
             if data is None:  # a Rejection: expired, deleted meanwhile, ...
@@ -85,6 +90,7 @@ class SecretDelivery:
             self._boxes[box_key] = SealedSecret(secret=name, version=version, box=box)
         for stale in set(self._boxes) - keep:
             del self._boxes[stale]
+            self.changed.add(stale[0])
         return {w: why for w, why in self.problems.items() if before.get(w) != why}
 
     def sealed_for(self, node: str, namespace: str, names: Iterable[str]) -> tuple[SealedSecret, ...]:

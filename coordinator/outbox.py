@@ -21,6 +21,7 @@ next round (`backlog`: the engine runs it soon). Generations of one round are st
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,9 @@ class Outbox:
         self._content: dict[str, tuple[ReplicaSpec, ...]] = {}
         self._sent: set[str] = set()
         self._replica_changes = cluster.replicas.watch()
-        self._dirty: set[str] = set()  # nodes whose desired state may have changed (mark_node, failed sends)
+        # nodes whose desired state may have changed, oldest mark first (a round past PUBLISH_NODES takes the
+        # oldest, so no node waits behind ones marked again every round)
+        self._dirty: dict[str, None] = {}
         self._workloads_seen: dict[str, WorkloadRecord] = {}
         self._epoch: int | None = None
         self._sweep: list[str] = []  # the background resync's nodes still to check in this pass
@@ -140,7 +143,7 @@ class Outbox:
 
     def mark_node(self, node_id: str) -> None:
         """This node's desired state may have changed in a way the replica table does not show: recompute it."""
-        self._dirty.add(node_id)
+        self._dirty.setdefault(node_id, None)
 
     @property
     def backlog(self) -> int:
@@ -151,24 +154,29 @@ class Outbox:
     def _known_nodes(self) -> set[str]:
         return self.cluster.replicas.nodes() | set(self._content) | set(self.nodegen)
 
-    def _changed_nodes(self, wants: set[tuple[str, str, str]]) -> set[str]:
-        """The nodes whose desired state may differ from what they were sent (see the module's doc)."""
-        nodes, _ = self._replica_changes.take()
-        nodes |= self._dirty
-        self._dirty = set()
+    def _changed_nodes(self, resealed: set[str]) -> set[str]:
+        """The nodes whose desired state may differ from what they were sent (see the module's doc): the oldest
+        PUBLISH_NODES marks, and on their own budget (even when marks overflow) the sweep and the resend."""
+        marks = self._dirty
+        changed, _ = self._replica_changes.take()
+        for node in sorted(changed):
+            marks.setdefault(node, None)
         seen, workloads = self._workloads_seen, self.cluster.workloads
         for key, w in workloads.items():  # records are replaced, never edited: identity says "unchanged"
             if seen.get(key) is not w:
                 seen[key] = w
-                nodes.update(r.node for r in self.cluster.replicas.of_workload(key) if r.node)
+                for r in self.cluster.replicas.of_workload(key):
+                    if r.node:
+                        marks.setdefault(r.node, None)
         for key in [k for k in seen if k not in workloads]:
             del seen[key]
-        nodes.update(node for node, _, _ in wants)  # boxes may have been re-sealed (a new version, a renewed key)
-        nodes.discard("")
-        if len(nodes) > PUBLISH_NODES:  # many changed at once: the rest next round (the engine runs it soon)
-            ordered = sorted(nodes)
-            self._dirty = set(ordered[PUBLISH_NODES:])
-            return set(ordered[:PUBLISH_NODES])
+        for node in sorted(resealed):  # boxes re-sealed (a new version, a renewed key) or dropped
+            marks.setdefault(node, None)
+        marks.pop("", None)
+        nodes: set[str] = set()
+        for node in list(itertools.islice(marks, PUBLISH_NODES)):  # many marked: the rest next round, in turn
+            del marks[node]
+            nodes.add(node)
         now = self.clock()
         if not self._sweep and now - self._swept_at >= SWEEP_PERIOD_S:  # a new pass, at most once a period
             self._sweep, self._swept_at = sorted(self._known_nodes(), reverse=True), now
@@ -179,14 +187,14 @@ class Outbox:
     async def publish_desired(self, now: float, epoch: int) -> None:
         """The desired state of every node whose state may have changed (call only while leading, with the broker
         connected); the generations it moved on are stored in one transaction."""
-        wants = await self._deliver_secrets()
+        resealed = await self._deliver_secrets()
         if epoch != self._epoch:  # every node again, under the new epoch
             if self._epoch is not None:
                 self.forget_sent()
             self._epoch = epoch
         writes: list[tuple[str, int]] = []
         try:
-            for i, node_id in enumerate(sorted(self._changed_nodes(wants)), 1):
+            for i, node_id in enumerate(sorted(self._changed_nodes(resealed)), 1):
                 if i % STEP_NODES == 0:
                     await asyncio.sleep(0)  # the loop serves others between steps (heartbeats, REST, keep-alive)
                 # each node on its own: one node's desired state that cannot be built or sent (the wire refuses
@@ -222,7 +230,7 @@ class Outbox:
             self.metrics.mqtt("out", "desired", len(payload))
         except MqttError as exc:
             log.warning("desired state for %s not sent: %s", node_id, exc)
-            self._dirty.add(node_id)  # tried again next round
+            self._dirty.setdefault(node_id, None)  # tried again next round
             return None
         self._content[node_id] = specs
         self._sent.add(node_id)
@@ -245,27 +253,28 @@ class Outbox:
             self.cluster.problems.pop(f"node/{node_id}", None)
             self.journal.event("Normal", "DesiredStateSent", f"node/{node_id}", "desired state delivered again")
 
-    async def _deliver_secrets(self) -> set[tuple[str, str, str]]:
-        """Seal what the nodes' replicas consume; returns the wants (their nodes' desired state is re-checked)."""
+    async def _deliver_secrets(self) -> set[str]:
+        """Seal what the nodes' replicas consume; returns the nodes whose boxes changed (their desired state is
+        re-checked), not every consumer: those would be every round's work (issue 17)."""
         wants = self.cluster.secret_wants()
-        if not wants:
-            return wants
+        if not wants and self._delivery is None:
+            return set()
         if self.secrets is None:
             for node, ns, name in sorted(wants - self._undeliverable):
                 self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"secret {ns}/{name}: this "
                                    "coordinator runs no secrets service, so nothing can be delivered")
             self._undeliverable = wants
-            return wants
+            return set()
         if self._delivery is None:
             self._delivery = SecretDelivery(self.secrets, self.store, clock=self.clock)
         try:
             fresh = await self._delivery.refresh(wants)
-        except StoreError as exc:
+        except StoreError as exc:  # boxes may be half updated: every consumer is re-checked (in turn)
             log.warning("secret delivery skipped this round: %s", exc)
-            return wants
+            return {node for node, _, _ in wants}
         for (node, ns, name), why in sorted(fresh.items()):
             self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
-        return wants
+        return set(self._delivery.changed)
 
     def publish_dashboard(self) -> None:
         """The human-readable mirror and Home Assistant discovery: only what changed, retained. A publish that
