@@ -10,6 +10,8 @@ resuming from it."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import contextlib
 import dataclasses
 import json
@@ -61,6 +63,9 @@ class Journal:
         self.pending: list[Op] = []
         self._events: list[Event] = []
         self._per_class = {True: 0, False: 0}  # events held, security and not: eviction never rescans the list
+        # each class's event ids, oldest first: the oldest of a class is found by bisection on the id-ordered list
+        # (a scan went past up to 2,000 security events for every churn event: ~0.2 ms each in a mass loss)
+        self._seqs: dict[bool, collections.deque[int]] = {True: collections.deque(), False: collections.deque()}
         self._unstreamed: list[Event] = []  # recorded, streamed to listeners once their write is committed
         self._committed_seq = 0  # the newest event known to be in the store
         self._event_seq = 0
@@ -125,6 +130,7 @@ class Journal:
         self._event_seq += 1
         ev = Event(seq=self._event_seq, time=now, type=type_, reason=reason, object=obj, message=message[:1024])
         self.events.append(ev)
+        self._seqs[security].append(ev.seq)
         self.pending.append(put(model.event_key(ev.seq), event_json(ev)))
         self._evict(security)
         self._unstreamed.append(ev)  # streamed by flush once written: never an event a failover could lose
@@ -138,7 +144,10 @@ class Journal:
     @events.setter
     def events(self, events: list[Event]) -> None:
         self._events = events
-        security = sum(1 for e in events if is_security(e.reason))
+        self._seqs = {True: collections.deque(), False: collections.deque()}
+        for e in events:
+            self._seqs[is_security(e.reason)].append(e.seq)
+        security = len(self._seqs[True])
         self._per_class = {True: security, False: len(events) - security}
 
     def _evict(self, security: bool) -> None:
@@ -147,8 +156,12 @@ class Journal:
         self._per_class[security] += 1
         if self._per_class[security] <= (SECURITY_RETENTION if security else EVENT_RETENTION):
             return
-        index = next(i for i, e in enumerate(self._events) if is_security(e.reason) == security)
-        old = self._events.pop(index)
+        events, seqs = self._events, self._seqs[security]
+        seq = seqs.popleft() if seqs else -1
+        index = bisect.bisect_left(events, seq, key=lambda e: e.seq)
+        if index >= len(events) or events[index].seq != seq:  # not in id order after all: the scan
+            index = next(i for i, e in enumerate(events) if is_security(e.reason) == security)
+        old = events.pop(index)
         self._per_class[security] -= 1
         self.pending.append(delete_op(model.event_key(old.seq)))
 

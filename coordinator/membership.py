@@ -193,6 +193,20 @@ def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInf
     return info, []
 
 
+def next_deadline(info: NodeInfo, cfg: MembershipConfig) -> float | None:
+    """When `evaluate` could next change `info` if nothing is heard meanwhile: any `now` past it (strictly) may
+    transition, none at or before it does. None: only news can (LOST, or a last will `judge_wills` is waiting on).
+    Heartbeats only move it later, so an engine may judge a node at its deadline, not every round."""
+    match info.state:
+        case NodeState.ONLINE:
+            return info.last_seen + silence_ttl(info, cfg)
+        case NodeState.SUSPECT:
+            return info.last_seen + silence_ttl(info, cfg) + cfg.lost_after_s
+        case NodeState.OFFLINE if info.will_at is None:
+            return info.state_since + cfg.lost_after_s
+    return None
+
+
 def pause_clocks(info: NodeInfo, seconds: float, now: float) -> NodeInfo:
     """The coordinator heard nobody for `seconds` (its broker link was down): the node's silence and grace
     clocks stand still for that long (never past `now`)."""

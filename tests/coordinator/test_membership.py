@@ -19,6 +19,7 @@ from coordinator.membership import (
     evaluate,
     judge_wills,
     mark_lost,
+    next_deadline,
     on_heartbeat,
     on_observed,
     on_status,
@@ -529,3 +530,28 @@ def test_a_silent_power_off_is_the_broker_s_will_not_the_ttl() -> None:
     info, _ = on_status(info, status(2250.0, online=False, ts=0.0), 2250.0)  # 1.5 x keep-alive after the cut
     changed, events = judge_wills({NODE: info}, 2251.0, CFG, link_up=True, link_down_at=None)
     assert changed[NODE].state is LOST and [e.reason for e in events] == [LOST_]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(INPUT, min_size=1, max_size=30), st.floats(0.0, 200.0))
+def test_evaluate_changes_nothing_before_the_next_deadline_and_something_after_it(
+        inputs: list[tuple[str, float]], later: float) -> None:
+    """The engine judges a node only at its deadline (issue 17): evaluate at or before `next_deadline` returns
+    the node unchanged, and just past it (with nothing heard) makes a transition; no deadline, nothing ever."""
+    info: NodeInfo | None = None
+    now = 0.0
+    for kind, dt in inputs:
+        now += dt
+        info, _ = feed(info, kind, now)
+    if info is None:
+        return
+    deadline = next_deadline(info, CFG)
+    if deadline is None:
+        assert evaluate(info, now + later, CFG)[0] is info
+        return
+    at = min(deadline - 1e-3, now + later)  # any time before the deadline (not before what was fed; 1 ms: rounding)
+    if at >= now:
+        assert evaluate(info, at, CFG)[0] is info
+    if deadline >= now:
+        after, events = evaluate(info, deadline + 1e-3, CFG)
+        assert after.state is not info.state and events
