@@ -142,7 +142,9 @@ class ReplicaTable(MutableMapping[str, ReplicaRecord]):
         hit = self._sorted.get((kind, key))
         if hit is None:
             bucket = index.get(key)
-            hit = tuple(bucket[rid] for rid in sorted(bucket)) if bucket else ()
+            if not bucket:  # a miss is not cached: any key may be asked about (REST lookups), so it would grow
+                return ()
+            hit = tuple(bucket[rid] for rid in sorted(bucket))
             self._sorted[(kind, key)] = hit
         return hit
 
