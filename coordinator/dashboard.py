@@ -232,6 +232,10 @@ class Mirror:
         self._sweep: list[str] = []
         self._resend: list[str] = []
         self._carried: set[str] = set()  # changed nodes left for the next call
+        # topics cleared (a deleted node or workload) by the last call, and those to clear again: its publish may
+        # have failed partway (forget), and nothing else remembers them
+        self._cleared: set[str] = set()
+        self._to_clear: set[str] = set()
         self.forget()
 
     def forget(self) -> None:
@@ -240,6 +244,7 @@ class Mirror:
         self._workloads.clear()
         self._cluster_doc = ""
         self._resend = sorted(self.cluster.members, reverse=True)
+        self._to_clear |= self._cleared
 
     def drop(self, node_id: str) -> None:
         self._nodes.pop(node_id, None)
@@ -286,6 +291,10 @@ class Mirror:
         for key in [k for k in self._workloads if k not in c.workloads]:
             w, _ = self._workloads.pop(key)
             out[workload_topic(w.namespace, w.name)] = ""
+        for topic in self._to_clear:  # cleared before by a publish that failed: again, unless shown again
+            out.setdefault(topic, "")
+        self._to_clear = set()
+        self._cleared = {t for t, payload in out.items() if not payload}
         if self._resend or self._carried:  # the totals only once every node is counted again
             return out
         doc = cluster_json(self._nodes.values(), (s for _, s in self._workloads.values()))
