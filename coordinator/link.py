@@ -7,10 +7,14 @@ WAITING into HEARING once the window has passed and reports the whole outage onc
 node's silence and grace clocks on by it (`membership.pause_clocks`): time nobody could be heard does not count
 against the nodes. Invariant: `heard_for(now)` (seconds since start with a link) never counts deaf time.
 
-The coordinator can also be deaf with its link up: its own event loop stalled (a blocking handler, a long round,
-a paused VM), so nobody's messages were read. `LoopWatch` notices that from the gaps between turns of the loop on
-a monotonic clock; the engine then treats the stall like an outage (`LinkClock.stalled`, `pause_clocks`), so a
-stalled loop is never taken for silent nodes (issue 17: a 60 s stall marked 4,900 of 5,000 nodes suspect).
+The coordinator can also be deaf with its link up: its own event loop stalled (a blocking handler, a paused VM),
+so nobody's messages were read. `LoopWatch` notices that from the event loop's lag: a small watchdog task turns it
+every `WATCH_S` (and the engine's loop at each of its turns), so a gap between two turns past the limit means the
+loop itself did not run. A slow round (a slow store write, a lock, a sliced round) is no stall: the loop serves
+heartbeats meanwhile, and the watchdog keeps turning (review 2 H2: measuring the engine's turns took every slow
+round for a stall). The engine treats a stall like an outage (`LinkClock.stalled`, `pause_clocks`), so a stalled
+loop is never taken for silent nodes (issue 17: a 60 s stall marked 4,900 of 5,000 nodes suspect); not while the
+link is down, as the outage already counts that time.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class LinkClock:
 
 STALL_MIN_S = 5.0  # a gap between turns of the loop past max(this, STALL_TICKS ticks) is a stall
 STALL_TICKS = 10
+WATCH_S = 0.5  # the watchdog's sleep: the loop turns at least this often unless it stalls
 
 
 @dataclass(slots=True)
@@ -83,6 +88,11 @@ class LoopWatch:
     @classmethod
     def for_tick(cls, tick_s: float) -> LoopWatch:
         return cls(tick_s=tick_s, limit_s=max(STALL_MIN_S, STALL_TICKS * tick_s))
+
+    @classmethod
+    def watchdog(cls, tick_s: float) -> LoopWatch:
+        """Turned by a watchdog every WATCH_S (and by the engine's loop): the limit of an engine ticking `tick_s`."""
+        return cls(tick_s=WATCH_S, limit_s=max(STALL_MIN_S, STALL_TICKS * tick_s))
 
     def turned(self, now: float) -> float | None:
         gap = None if self.last is None else now - self.last

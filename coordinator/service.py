@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -185,7 +185,9 @@ class Coordinator:
         self._settle_until = 0.0
         self.link = LinkClock(started_at=clock())
         self.monotonic = monotonic  # the loop's own pace (a stall is measured on it, never on the wall clock)
-        self._loop_watch = LoopWatch.for_tick(cfg.tick_s)
+        self._loop_watch = LoopWatch.watchdog(cfg.tick_s)  # turned by _watchdog and by each turn of _loop
+        self._watch_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the watchdog's (tests: fake time)
+        self._watch_task: asyncio.Task[None] | None = None
         self.stalls = 0  # loop stalls noticed (each treated like a broker outage)
         self.rounds = 0
         self.metrics_leader_changes = 0
@@ -221,12 +223,14 @@ class Coordinator:
             await self.mqtt.subscribe(topics.node_channel_filter(channel), handler, qos=1)
         await self.mqtt.start()
         self._task = asyncio.create_task(self._loop())
+        self._watch_task = asyncio.create_task(self._watchdog(), name="coordinator loop watchdog")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(MqttError, TimeoutError):  # a broker that is gone must not fail the shutdown
             async with asyncio.timeout(2):
                 await self.mqtt.publish(topics.coord_status(self.cfg.coordinator_id), wire.encode(CoordinatorStatus(
@@ -368,15 +372,27 @@ class Coordinator:
                     log.exception("reconcile round failed; retrying")
                 self.round_error = error
 
+    async def _watchdog(self) -> None:
+        """Turns the loop watch every WATCH_S: while the event loop runs (a slow round awaiting the store included),
+        the gaps stay short; only a loop that did not run at all leaves a gap past the limit (a stall)."""
+        while True:
+            await self._watch_sleep(self._loop_watch.tick_s)
+            self._check_stall()
+
     def _check_stall(self) -> None:
-        """A loop that stalled heard nobody meanwhile (coordinator.link.LoopWatch): every node's silence and grace
-        clocks move on by the stall, as after a broker outage, so no node is judged silent for it."""
+        """A loop that stalled heard nobody meanwhile (coordinator.link.LoopWatch, turned by the watchdog and by each
+        turn of the engine's loop, whichever runs first after the stall): every node's silence and grace clocks move
+        on by the stall, as after a broker outage, so no node is judged silent for it. Not while the broker link is
+        down: the outage already counts that time (`_hearing` moves the clocks by all of it)."""
         stalled = self._loop_watch.turned(self.monotonic())
         if stalled is None:
             return
         now = self.clock()
         self.stalls += 1
         self.link.stalled(stalled)
+        if self.link.down_since is not None:
+            log.warning("the coordinator's loop stalled for %.1f s during a broker outage (counted with it)", stalled)
+            return
         self.cluster.members = {n: membership.pause_clocks(i, stalled, now) for n, i in self.members.items()}
         log.warning("the coordinator's loop stalled for %.1f s: nobody was heard meanwhile, so no node is judged "
                     "silent for it", stalled)
