@@ -173,14 +173,18 @@ class Journal:
             with contextlib.suppress(StoreError):
                 await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, *, sliced: bool = False) -> None:
         """Write the round's pending ops, in transactions of at most FLUSH_CHUNK ops (etcd refuses more than 128
         per transaction). They are unconditional puts and deletes, so a chunk that fails is kept and replayed next
-        round: memory and the store must not drift apart because one write failed."""
+        round: memory and the store must not drift apart because one write failed. `sliced` (a round's flush, not
+        a request's all-or-nothing commit): the loop serves others between transactions (a mass loss is thousands
+        of events and evictions to write, and SQLite writes on the loop's thread)."""
         while self.pending:
             chunk = self.pending[:FLUSH_CHUNK]
             await self.store.txn(chunk)  # on failure the chunk (and the rest) stays queued
             del self.pending[:len(chunk)]
+            if sliced and self.pending:
+                await asyncio.sleep(0)
         committed, self._unstreamed = self._unstreamed, []  # written now: safe to show, ids final
         for ev in committed:
             self._committed_seq = max(self._committed_seq, ev.seq)

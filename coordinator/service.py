@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import secrets
@@ -67,6 +68,8 @@ VIEWS_PER_STEP = 1500  # scheduler views (re)built in one step before a snapshot
 SCHEDULE_SLICE = 50  # scheduling decisions in one step of a round (the first also builds the pass)
 ACTIONS_PER_STEP = 100  # actions of one workload's plan (stops, forgets, creations) applied in one step
 JUDGE_STEP = 500  # nodes judged (silence, grace periods) in one step of a round
+EVENTS_PER_STEP = 50  # membership events journaled in one step of a round (~0.1-0.2 ms each, logged too)
+JUDGE_SWEEP_S = 60.0  # every node is judged at least this often, due or not (the safety net under the deadlines)
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
 SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
@@ -174,6 +177,17 @@ class Coordinator:
         # not settled (something in flux, or a deadline running), and a slice of the rest (the sweep)
         self._replica_changes = self.cluster.replicas.watch()
         self._node_changes = self.cluster.watch_nodes()
+        # membership verdicts are deadline-driven (issue 17): a node is judged when something about it changed
+        # (its status, state or observed state: touch_node), when its next deadline (membership.next_deadline)
+        # has passed, or by the slow sweep; heartbeats only move a deadline later, so a stale heap entry costs one
+        # evaluation that changes nothing and schedules the real deadline
+        self._judge_changes = self.cluster.watch_nodes()
+        self._deadlines: list[tuple[float, str]] = []  # a heap of (deadline, node); stale entries skipped lazily
+        self._deadline_of: dict[str, float] = {}  # each node's live entry
+        self._judged_members: dict[str, NodeInfo] | None = None  # the members map judged last (replaced: judge all)
+        self._judge_swept_at = float("-inf")
+        self._wills: set[str] = set()  # nodes whose last will may be waiting for its verdict
+        self.evaluations = 0  # membership.evaluate calls (a round with no deadline due makes none)
         self._workloads_seen: dict[str, WorkloadRecord] = {}
         self._unsettled: set[str] = set()
         self._sweep: list[str] = []
@@ -448,29 +462,68 @@ class Coordinator:
 
     async def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
         """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
-        coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`)."""
-        link_up = self._hearing(now)
-        changed, events = membership.judge_wills(self.members, now, self.cfg.membership, link_up=link_up,
-                                                 link_down_at=self.link.down_at)
-        self.members.update(changed)
-        for node_id in changed:
-            self.cluster.touch_node(node_id)
-        if link_up:
-            members, evaluate, cfg = self.members, membership.evaluate, self.cfg.membership
-            items = list(members.items())
-            for start in range(0, len(items), JUDGE_STEP):
-                if start:
-                    await _let_others_run()
-                for node_id, info in items[start:start + JUDGE_STEP]:
-                    if members.get(node_id) is not info:  # a report replaced it meanwhile: judged next round
-                        continue
-                    after, evs = evaluate(info, now, cfg)
-                    if after is not info:
-                        members[node_id] = after
-                        if after.state is not info.state:
-                            self.cluster.touch_node(node_id)
-                    if evs:
-                        events += evs
+        coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`).
+        Only the nodes that changed or whose deadline has passed are judged (and every node by the slow sweep)."""
+        link_up = self._hearing(now)  # may move every node's clocks (a new members map: all judged again)
+        members, cfg = self.members, self.cfg.membership
+        if members is not self._judged_members or now - self._judge_swept_at >= JUDGE_SWEEP_S:
+            due = set(members)
+            self._judged_members, self._judge_swept_at = members, now
+        else:
+            due = set(self._judge_changes)
+        self._judge_changes.clear()
+        self._wills |= {n for n in due if (i := members.get(n)) is not None and i.will_at is not None}
+        events: list[membership.MembershipEvent] = []
+        if self._wills:
+            self._wills = {n for n in self._wills if (i := members.get(n)) is not None and i.will_at is not None
+                           and i.state is not NodeState.LOST}
+            changed, events = membership.judge_wills(members, now, cfg, link_up=link_up,
+                                                     link_down_at=self.link.down_at)
+            members.update(changed)
+            for node_id in changed:
+                self.cluster.touch_node(node_id)
+            self._judge_changes.difference_update(changed)
+            due |= set(changed)
+        if not link_up:
+            self._judge_changes |= due  # judged once the coordinator hears again
+            return events
+        heap, live = self._deadlines, self._deadline_of
+        while heap and heap[0][0] < now:
+            at, node_id = heapq.heappop(heap)
+            if live.get(node_id) == at:
+                del live[node_id]
+                due.add(node_id)
+        for node_id in due - members.keys():  # deleted nodes
+            live.pop(node_id, None)
+        # many due (a sweep, or every deadline after a silence): in the members' order, as heartbeats tend to come
+        # (a node heard while the judging yields is judged on its fresh report); few: sorted, as events read best
+        order = [n for n in members if n in due] if len(due) > JUDGE_STEP else sorted(due & members.keys())
+        evaluate = membership.evaluate
+        for count, node_id in enumerate(order):
+            if count and count % JUDGE_STEP == 0:
+                await _let_others_run()
+            members = self.members
+            if (info := members.get(node_id)) is None:
+                live.pop(node_id, None)
+                continue
+            self.evaluations += 1
+            after, evs = evaluate(info, now, cfg)
+            if after is not info:
+                members[node_id] = after
+                if after.state is not info.state:
+                    self.cluster.touch_node(node_id)
+                    self._judge_changes.discard(node_id)  # judged now; its next deadline is scheduled below
+            if evs:
+                events += evs
+            deadline = membership.next_deadline(after, cfg)
+            if deadline is None:
+                live.pop(node_id, None)
+            elif live.get(node_id) != deadline:
+                live[node_id] = deadline
+                heapq.heappush(heap, (deadline, node_id))
+        if len(heap) > 2 * len(live) + 1024:  # stale entries (deadlines moved) outnumber the live ones
+            self._deadlines = [(at, n) for n, at in live.items()]
+            heapq.heapify(self._deadlines)
         return events
 
     def _hearing(self, now: float) -> bool:
@@ -495,8 +548,10 @@ class Coordinator:
         self.rounds += 1
         now = self.clock()
         self.overlay.expire(now)
-        for ev in await self._judge_members(now):
+        for i, ev in enumerate(await self._judge_members(now), 1):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
+            if i % EVENTS_PER_STEP == 0:  # a mass loss is thousands of events
+                await _let_others_run()
         await self._check_epoch()
         await _let_others_run()
         if now < self._settle_until:
@@ -528,7 +583,7 @@ class Coordinator:
         await self._schedule_pending(now)
         self._services_round()
         await _let_others_run()
-        await self.journal.flush()
+        await self.journal.flush(sliced=True)
         await _let_others_run()
         await self._publish_desired(now)
         if now - self._dash_at >= DASH_INTERVAL_S or self.outbox.mirror.backlog:  # a resend: its next slice
