@@ -55,7 +55,9 @@ class NodeState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class MembershipConfig:
     heartbeat_ttl_s: float = 45.0  # a node's TTL is never shorter; older agents (stating no maximum) get exactly this
-    heartbeat_ttl_factor: float = 1.5  # x the node's stated heartbeat maximum: one late or lost heartbeat is no news
+    # x the node's stated heartbeat maximum: a heartbeat lost on the way (QoS 0; a short reconnect) leaves a gap of
+    # twice the maximum, which must not make a live node suspect, let alone lost (review 3, H3: at 1.5 it did)
+    heartbeat_ttl_factor: float = 2.5
     heartbeat_ttl_slack_s: float = 30.0  # + this: sampling ticks, a slow link, a busy coordinator
     lost_after_s: float = 30.0
     flap_discount: float = 0.9
@@ -79,6 +81,7 @@ class NodeInfo:
     online_time: float = 0.0  # accumulated up to state_since while ONLINE
     known_time: float = 0.0
     will_at: float | None = None  # the broker published the node's last will then; not judged yet
+    silenced: bool = False  # LOST through silence alone (no goodbye, no will): its next heartbeat brings it back
 
     @property
     def online(self) -> bool:
@@ -103,7 +106,7 @@ def _transition(info: NodeInfo, state: NodeState, now: float) -> NodeInfo:
         return info
     online_time = info.online_time + (now - info.state_since if info.state is NodeState.ONLINE else 0.0)
     flaps = info.flaps + (1 if info.state is NodeState.ONLINE else 0)
-    return replace(info, state=state, state_since=now, online_time=online_time, flaps=flaps)
+    return replace(info, state=state, state_since=now, online_time=online_time, flaps=flaps, silenced=False)
 
 
 def on_status(info: NodeInfo | None, msg: NodeStatus, now: float,
@@ -152,9 +155,15 @@ def on_heartbeat(info: NodeInfo | None, msg: Heartbeat, now: float) -> NodeInfo 
     if info is None:
         return None  # a heartbeat before any status: wait for the status (it carries the facts)
     updated = replace(info, heartbeat=msg, last_seen=now)
-    if info.state is NodeState.SUSPECT:
+    if info.state is NodeState.SUSPECT or (info.state is NodeState.LOST and _lost_by_silence(info)):
+        # heard again: alive. A node declared LOST by silence alone (no goodbye, no will: its connection may never
+        # have dropped) is online again; one that said goodbye or whose will was judged comes back by its status
         updated = _transition(updated, NodeState.ONLINE, now)
     return updated
+
+
+def _lost_by_silence(info: NodeInfo) -> bool:
+    return info.silenced and not info.crashed and info.will_at is None
 
 
 def on_observed(info: NodeInfo | None, msg: ObservedState, now: float) -> NodeInfo | None:
@@ -183,7 +192,7 @@ def evaluate(info: NodeInfo, now: float, cfg: MembershipConfig) -> tuple[NodeInf
             return _transition(info, NodeState.SUSPECT, now), [
                 MembershipEvent(node, "NodeSuspect", f"node {node} silent for {silent:.0f}s", warning=True)]
         case NodeState.SUSPECT if silent > ttl + cfg.lost_after_s:
-            return _transition(info, NodeState.LOST, now), [
+            return replace(_transition(info, NodeState.LOST, now), silenced=True), [
                 MembershipEvent(node, "NodeLost", f"node {node} silent for {silent:.0f}s; "
                                 "replacing its replicas", warning=True)]
         case NodeState.OFFLINE if info.will_at is None and away > cfg.lost_after_s:

@@ -427,6 +427,7 @@ def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
     heard = offline_since = 0.0  # the model's own clocks
     will_at: float | None = None
     crashed = False
+    silenced = False  # LOST through silence (SUSPECT past ttl + lost_after): a heartbeat brings it back
     exits = 0
     for kind, dt in inputs:
         now += dt
@@ -456,8 +457,10 @@ def test_any_input_sequence(inputs: list[tuple[str, float]]) -> None:
                 assert kind in ("goodbye", "will") and before in (ONLINE, SUSPECT, None)
                 offline_since = now
             else:
-                assert kind in ("online", "gated") or (kind == "hb" and before is SUSPECT)
+                assert kind in ("online", "gated") or (kind == "hb" and (before is SUSPECT or
+                                                                          (before is LOST and silenced)))
             crashed = (after is LOST and kind == "judge") or (crashed and after is LOST)
+            silenced = after is LOST and kind == "eval" and before is SUSPECT
         if after is not OFFLINE:
             will_at = None
         assert info.will_at == will_at
@@ -489,10 +492,10 @@ def stated(t: float, heartbeat_max_s: float | None, keepalive_s: int | None = No
 
 @pytest.mark.parametrize(("heartbeat_max_s", "ttl"), [
     (None, 45.0),  # an older agent: the coordinator's TTL, unchanged
-    (1.0, 45.0),  # a fast heartbeat never shortens the TTL
-    (10.0, 45.0),
-    (300.0, 480.0),  # 1.5 x 300 + 30: the mains-powered profiles
-    (7200.0, 10830.0),  # the metered phone: presence is the broker's keep-alive and will
+    (1.0, 45.0),  # a fast heartbeat never shortens the TTL (2.5 x 1 + 30 < 45)
+    (10.0, 55.0),  # 2.5 x 10 + 30
+    (300.0, 780.0),  # 2.5 x 300 + 30: the mains-powered profiles (one lost heartbeat is no news)
+    (7200.0, 18030.0),  # the metered phone: presence is the broker's keep-alive and will
 ], ids=["old-agent", "fast", "ten-seconds", "default-profile", "metered-profile"])
 def test_the_silence_ttl_follows_what_the_node_states(heartbeat_max_s: float | None, ttl: float) -> None:
     info, _ = on_status(None, stated(0.0, heartbeat_max_s, 60), 0.0)
@@ -501,12 +504,12 @@ def test_the_silence_ttl_follows_what_the_node_states(heartbeat_max_s: float | N
 
 def test_a_node_with_rare_heartbeats_stays_online_past_the_default_ttl() -> None:
     info, _ = on_status(None, stated(0.0, 300.0, 60), 0.0)
-    for t in (46.0, 200.0, 479.0):
+    for t in (46.0, 200.0, 600.0, 779.0):  # 600: one heartbeat lost on the way
         info, events = evaluate(info, t, CFG)
         assert info.state is ONLINE and events == [], t
-    info, events = evaluate(info, 481.0, CFG)
+    info, events = evaluate(info, 781.0, CFG)
     assert info.state is SUSPECT and [e.reason for e in events] == [SUS]
-    info, events = evaluate(info, 481.0 + 30.0, CFG)  # TTL + lost_after_s
+    info, events = evaluate(info, 781.0 + 30.0, CFG)  # TTL + lost_after_s
     assert info.state is LOST and [e.reason for e in events] == [LOST_]
 
 
@@ -521,7 +524,17 @@ def test_the_last_will_keeps_the_stated_timers() -> None:
     info, _ = on_status(None, stated(0.0, 7200.0, 1500), 0.0)
     info, _ = on_status(info, status(10.0, online=False, ts=0.0), 10.0)
     assert info.status is not None and info.status.heartbeat_max_s == 7200.0
-    assert silence_ttl(info, CFG) == 10830.0
+    assert silence_ttl(info, CFG) == 18030.0
+
+
+def test_a_node_lost_by_silence_is_online_again_at_its_next_heartbeat() -> None:
+    """Its connection never dropped (no will, no new status): a heartbeat is proof of life (review 3, H3)."""
+    info, _ = on_status(None, stated(0.0, 300.0, 60), 0.0)
+    info, _ = evaluate(info, 781.0, CFG)
+    info, _ = evaluate(info, 811.0, CFG)
+    assert info.state is LOST
+    back = on_heartbeat(info, Heartbeat(node_id=NODE, seq=9, ts=CLOCK + 900.0), 900.0)
+    assert back is not None and back.state is ONLINE and back.flaps == info.flaps
 
 
 def test_a_silent_power_off_is_the_broker_s_will_not_the_ttl() -> None:
