@@ -58,7 +58,7 @@ def serving(tmp: Path, nodes: list[StorageNode] | None = None, chunk_size: int =
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert_file, key_file)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)  # a server thread logging after pytest closed its streams
 
     async def start() -> tuple[int, int]:
         await runner.setup()

@@ -81,7 +81,7 @@ def serving(tmp: Path) -> Iterator[S3Server]:
 
     app.on_response_prepare.append(record)
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)  # a server thread logging after pytest closed its streams
 
     async def start() -> tuple[int, int]:
         await runner.setup()
