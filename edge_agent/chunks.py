@@ -158,13 +158,15 @@ class DiskChunkStore:
             if refusal is not None:
                 return refusal
             self._pending += len(data)
+        released = [False]  # the reservation goes over to `_used` in the same critical section (never counted twice)
         try:
-            return self._write(target, data)
+            return self._write(target, data, released)
         finally:
-            with self._lock:
-                self._pending -= len(data)
+            if not released[0]:
+                with self._lock:
+                    self._pending -= len(data)
 
-    def _write(self, target: Path, data: bytes) -> str | None:
+    def _write(self, target: Path, data: bytes, released: list[bool]) -> str | None:
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
@@ -178,6 +180,8 @@ class DiskChunkStore:
             finally:
                 os.close(fd)
             with self._lock:
+                self._pending -= len(data)
+                released[0] = True
                 if target.exists():  # a concurrent put of the same chunk won
                     tmp.unlink()
                     return None
