@@ -302,9 +302,16 @@ class FleetCluster:
         have marked them suspect, then lost (membership: heartbeat TTL, then the grace period)."""
         cfg = self.coord.cfg.membership
         self.silence(node_ids)
-        for step in (cfg.heartbeat_ttl_s + 1.0, cfg.lost_after_s + 1.0):
-            self.advance(step)
-            await self.heartbeat_all()
+        for wait in (cfg.heartbeat_ttl_s + 1.0, cfg.lost_after_s + 1.0):
+            # time moves in steps of half the TTL with the live nodes heartbeating after each: the engine's own loop
+            # may run a round between a step and those heartbeats, and must then find the live nodes heard within
+            # the TTL (a single 46 s step made it call thousands of live nodes suspect)
+            left = wait
+            while left > 0:
+                step = min(left, cfg.heartbeat_ttl_s / 2)
+                self.advance(step)
+                await self.heartbeat_all()
+                left -= step
             await self.round()
 
     # ---- what the admin does -------------------------------------------------------------------------------
