@@ -6,15 +6,11 @@ tests/dataplane/s3/s3server.py does for the protocol layer). `run(coro)` runs a 
 from __future__ import annotations
 
 import asyncio
-import ssl
-import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-from aiohttp import web
 
 from dataplane.objects.model import StorageNode
 from dataplane.objects.ports import Metadata
@@ -22,7 +18,7 @@ from dataplane.objects.store import ObjectBackend
 from dataplane.s3.http import S3Config, s3_app
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
-from tests.dataplane.s3.s3server import ACCESS_KEY, REGION, SECRET_KEY, _port, _self_signed
+from tests.dataplane.s3.s3server import ACCESS_KEY, REGION, SECRET_KEY, in_thread
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -50,32 +46,9 @@ def default_nodes() -> list[StorageNode]:
 @contextmanager
 def serving(tmp: Path, nodes: list[StorageNode] | None = None, chunk_size: int = MiB, *,
             meta: Metadata | None = None) -> Iterator[ObjectServer]:
-    cert_file, key_file = _self_signed(tmp)
     metadata = MemoryMetadata()
     chunks = FakeChunkClient(nodes if nodes is not None else default_nodes())
     backend = ObjectBackend(meta or metadata, chunks, chunks.storage_nodes, chunk_size=chunk_size)
     app = s3_app(backend, {ACCESS_KEY: SECRET_KEY}.get, S3Config(region=REGION))
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert_file, key_file)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app, access_log=None)  # a server thread logging after pytest closed its streams
-
-    async def start() -> tuple[int, int]:
-        await runner.setup()
-        plain = web.TCPSite(runner, "127.0.0.1", 0)
-        secure = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
-        await plain.start()
-        await secure.start()
-        return _port(plain), _port(secure)
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    http_port, https_port = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
-    try:
-        yield ObjectServer(f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}", cert_file, backend,
-                           metadata, chunks, loop)
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
+    with in_thread(app, tmp) as served:
+        yield ObjectServer(served.http, served.https, served.cert_file, backend, metadata, chunks, served.loop)

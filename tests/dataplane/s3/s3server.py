@@ -65,21 +65,22 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+@dataclass(frozen=True)
+class Served:
+    """An app served on 127.0.0.1 over HTTP and HTTPS (a self-signed certificate) from a thread of its own."""
+
+    http: str
+    https: str
+    cert_file: Path
+    loop: asyncio.AbstractEventLoop  # the server's: coroutines for its backend run there
+
+
 @contextmanager
-def serving(tmp: Path) -> Iterator[S3Server]:
+def in_thread(app: web.Application, tmp: Path) -> Iterator[Served]:
+    """Serve `app` from its own event loop in a thread (boto3 and the AWS CLI are synchronous clients)."""
     cert_file, key_file = _self_signed(tmp)
-    backend = MemoryBackend()
-    clock = Clock()
-    secrets = {ACCESS_KEY: SECRET_KEY}
-    app = s3_app(backend, secrets.get, S3Config(region=REGION, clock=clock))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert_file, key_file)
-    seen: list[tuple[str, str, str]] = []
-
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        seen.append((request.method, request.path, request.headers.get("x-amz-content-sha256", "")))
-
-    app.on_response_prepare.append(record)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)  # a server thread logging after pytest closed its streams
 
@@ -95,13 +96,28 @@ def serving(tmp: Path) -> Iterator[S3Server]:
     thread.start()
     http_port, https_port = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
     try:
-        yield S3Server(f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}", cert_file, backend, clock,
-                       seen)
+        yield Served(f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}", cert_file, loop)
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+@contextmanager
+def serving(tmp: Path) -> Iterator[S3Server]:
+    backend = MemoryBackend()
+    clock = Clock()
+    secrets = {ACCESS_KEY: SECRET_KEY}
+    app = s3_app(backend, secrets.get, S3Config(region=REGION, clock=clock))
+    seen: list[tuple[str, str, str]] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append((request.method, request.path, request.headers.get("x-amz-content-sha256", "")))
+
+    app.on_response_prepare.append(record)
+    with in_thread(app, tmp) as served:
+        yield S3Server(served.http, served.https, served.cert_file, backend, clock, seen)
 
 
 def _port(site: web.TCPSite) -> int:
