@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from broker.wire.schema import Blob, Float, Ident, Int, Items, Keys, Text
+from broker.wire.schema import Blob, Float, Hex, Ident, Int, Items, Keys, Text
 
 NodeId = Annotated[str, Ident()]
 Name = Annotated[str, Ident()]
@@ -23,6 +23,8 @@ Bytes = Annotated[int, Int(0, 2**62)]
 Labels = Annotated[dict[str, Annotated[str, Text(128)]], Items(64), Keys(Text(128))]
 EnvMap = Annotated[dict[str, Annotated[str, Text(4096)]], Items(256), Keys(Text(256))]
 Args = Annotated[tuple[Annotated[str, Text(4096)], ...], Items(256)]
+ChunkId = Annotated[str, Hex(64)]  # an object-store chunk: the SHA-256 of its bytes
+MAX_CORRUPT_REPORTED = 256
 
 
 class Presence(StrEnum):
@@ -120,6 +122,14 @@ class NodeStatus:
     # agents leave them out and keep the coordinator's default TTL
     heartbeat_max_s: Annotated[float, Float(0.0, 7 * 86400.0)] | None = None
     keepalive_s: Annotated[int, Int(0, 65535)] | None = None  # MQTT 3.1.1 §3.1.2.10: 16 bits
+    # the node's share of the object store (issue 20): the quota it offers (0: none), what its chunks take, how many
+    # it holds, and the chunks its scrub or a read found corrupt there (the copy already deleted) and not stored
+    # there again since, newest last. Retained with the status, so the coordinator learns of a bad copy even if it
+    # missed the status that first named it. Optional: older agents leave them out (no storage known)
+    storage_quota_bytes: Bytes | None = None
+    storage_used_bytes: Bytes | None = None
+    storage_chunks: Count | None = None
+    storage_corrupt: Annotated[tuple[ChunkId, ...], Items(MAX_CORRUPT_REPORTED)] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,13 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class Hex:
+    """A string of exactly `length` lowercase hexadecimal digits (a digest: an object-store chunk id)."""
+
+    length: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class Blob:
     """Bytes of at most `max_len`."""
 
@@ -175,6 +182,16 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
         ident = marks.get(Ident)
         if ident is not None:
             return lambda v, path: check_id(v, path, ident.max_len)
+        hexa = marks.get(Hex)
+        if hexa is not None:
+            digits = re.compile(f"[0-9a-f]{{{hexa.length}}}")
+
+            def conv_hex(v: Any, path: str) -> str:
+                if not isinstance(v, str) or digits.fullmatch(v) is None:
+                    raise WireError(f"expected {hexa.length} lowercase hex digits, got {describe(v)}", path=path)
+                return v
+
+            return conv_hex
         text = marks.get(Text, Text())
 
         def conv_str(v: Any, path: str) -> str:

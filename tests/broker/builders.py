@@ -52,6 +52,10 @@ def make_node_status(**overrides: Any) -> wire.NodeStatus:
         "boot_id": "3f0c6c2e-boot",
         "heartbeat_max_s": 300.0,
         "keepalive_s": 60,
+        "storage_quota_bytes": 20 * 2**30,
+        "storage_used_bytes": 3 * 2**30 + 4096,
+        "storage_chunks": 3075,
+        "storage_corrupt": ("9f" * 32, "0a1b" * 16),
     }
     return wire.NodeStatus(**{**fields, **overrides})
 

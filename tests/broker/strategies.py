@@ -79,6 +79,9 @@ def _scalar(base: Any, marks: dict[type, Any]) -> st.SearchStrategy[Any]:
     if base is str:
         if schema.Ident in marks:
             return ids(marks[schema.Ident].max_len)
+        if schema.Hex in marks:
+            n = marks[schema.Hex].length
+            return st.text("0123456789abcdef", min_size=n, max_size=n)
         return texts(marks.get(schema.Text, schema.Text()).max_len)
     if base is bytes:
         return st.binary(max_size=min(marks.get(schema.Blob, schema.Blob()).max_len, BLOB_CAP))

@@ -1,0 +1,60 @@
+"""The storage facts in NodeStatus (issue 20): they round-trip, an older agent's status (without them) still
+decodes, and a corrupt-chunk list is refused when an entry is not a chunk id or when it is too long."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+import pytest
+
+from broker import wire
+from broker.errors import WireError
+from broker.wire.codec import PROTOCOL_MAJOR
+from broker.wire.messages import MAX_CORRUPT_REPORTED
+from tests.broker.builders import make_node_status
+
+
+def cid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def raw_status(**body: object) -> bytes:
+    """A status as a peer could send it, bypassing our encoder's checks."""
+    base = {"node_id": "pi-1", "presence": "online", "ts": 1.0}
+    return msgpack.packb({"v": PROTOCOL_MAJOR, "k": wire.NodeStatus.KIND, "b": {**base, **body}}, use_bin_type=True)
+
+
+def test_storage_facts_round_trip_with_a_full_corrupt_list() -> None:
+    status = make_node_status(storage_quota_bytes=64 << 20, storage_used_bytes=5 << 20, storage_chunks=5,
+                              storage_corrupt=tuple(cid(i) for i in range(MAX_CORRUPT_REPORTED)))
+    back = wire.decode(wire.encode(status))
+    assert back == status
+    assert isinstance(back, wire.NodeStatus) and back.storage_corrupt[-1] == cid(MAX_CORRUPT_REPORTED - 1)
+
+
+def test_an_older_agents_status_has_no_storage_facts() -> None:
+    status = wire.decode(raw_status())
+    assert isinstance(status, wire.NodeStatus)
+    assert (status.storage_quota_bytes, status.storage_used_bytes, status.storage_chunks, status.storage_corrupt) \
+        == (None, None, None, ())
+
+
+@pytest.mark.parametrize(("value", "path"), [
+    (["ab" * 31], "b.storage_corrupt[0]"),  # 62 digits
+    ([cid(1), cid(2).upper()], "b.storage_corrupt[1]"),  # upper case is not the id's spelling
+    ([cid(1)[:-1] + "g"], "b.storage_corrupt[0]"),
+    ([123], "b.storage_corrupt[0]"),
+    ([cid(i) for i in range(MAX_CORRUPT_REPORTED + 1)], "b.storage_corrupt"),
+], ids=["short", "upper-case", "not-hex", "not-a-string", "too-many"])
+def test_a_bad_corrupt_list_is_refused_naming_the_field(value: object, path: str) -> None:
+    with pytest.raises(WireError) as caught:
+        wire.decode(raw_status(storage_corrupt=value))
+    assert caught.value.path == path
+
+
+@pytest.mark.parametrize("field", ["storage_quota_bytes", "storage_used_bytes", "storage_chunks"])
+def test_negative_storage_numbers_are_refused(field: str) -> None:
+    with pytest.raises(WireError) as caught:
+        wire.decode(raw_status(**{field: -1}))
+    assert caught.value.path == f"b.{field}"
