@@ -46,6 +46,8 @@ SWEEP_PERIOD_S = 30.0  # ... in passes over every node that start at most this o
 RESEND_NODES = 300  # nodes of a full resend (reconnect, new epoch) sent per round
 STEP_NODES = 100  # nodes published in one step of the event loop
 PUBLISH_NODES = 400  # changed nodes whose desired state one round recomputes (the rest the next round)
+LOOK_NODES = 1000  # nodes whose service table or peer directory is compared with what was sent, in one step
+DASH_CALLS = 3  # slices of the dashboard mirror one round publishes while it has a backlog
 
 
 class Outbox:
@@ -83,7 +85,7 @@ class Outbox:
         self._peers_sent: dict[str, object] = {}
         self.peersgen: dict[str, int] = {}
         # service tables (coordinator.services), the same way
-        self._services_sent: dict[str, object] = {}
+        self._services_sent: dict[str, tuple[str, tuple[ServiceRecord, ...]]] = {}
         self.servicesgen: dict[str, int] = {}
 
     def forget_sent(self) -> None:
@@ -95,10 +97,13 @@ class Outbox:
         self._peers_sent.clear()
         self._services_sent.clear()
 
-    def publish_peers(self, book: OverlayBook, now: float, epoch: int) -> None:
+    async def publish_peers(self, book: OverlayBook, now: float, epoch: int) -> None:
         """Every node's peer directory that changed (retained, only to that node's topic). One that cannot be
-        built or sent is logged and tried again next round; the others go out."""
+        built or sent is logged and tried again next round; the others go out. In steps of the loop: a fleet's
+        first directories are thousands of messages (issue 17)."""
+        pace = _Steps()
         for node_id in sorted(n for n in book.nodes() if book.wants_directory(n)):
+            await pace.looked()
             relays, peers, revoked = book.directory(node_id)
             content = (relays, peers, revoked)
             if self._peers_sent.get(node_id) == content:
@@ -114,16 +119,27 @@ class Outbox:
             self.metrics.mqtt("out", "peers", len(payload))
             self.peersgen[node_id] = gen
             self._peers_sent[node_id] = content
+            await pace.sent()
 
-    def publish_services(self, tables: dict[str, tuple[ServiceRecord, ...]], zone_of: Callable[[str], str],
-                         now: float, epoch: int) -> None:
+    async def publish_services(self, tables: dict[str, tuple[ServiceRecord, ...]], zone_of: Callable[[str], str],
+                               now: float, epoch: int) -> None:
         """Every node's service table that changed (retained, only to that node's topic); a node whose table was
         sent before and is no longer computed (deleted) is left to clear_node. One that cannot be sent is logged and
-        tried again next round; the others go out."""
+        tried again next round; the others go out. In steps of the loop: when a fleet joins, every node's first
+        table goes out (5,000 encoded and published in one step held the loop for 150 ms: issue 17). A table is
+        looked at again only when it or the node's zone is not what was sent (the registry shares one table
+        object among the nodes of the same namespaces: identity decides most of them)."""
+        pace = _Steps()
+        sent = self._services_sent
         for node_id in sorted(tables):
+            await pace.looked()
             records, zone = tables[node_id], zone_of(node_id)
+            last = sent.get(node_id)
+            if last is not None and last[1] is records and last[0] == zone:
+                continue
             content = (zone, records)
-            if self._services_sent.get(node_id) == content:
+            if last == content:
+                sent[node_id] = content  # equal, not the same object: next time identity says it
                 continue
             gen = self.servicesgen.get(node_id, 0) + 1
             try:
@@ -135,7 +151,8 @@ class Outbox:
                 continue
             self.metrics.mqtt("out", "services", len(payload))
             self.servicesgen[node_id] = gen
-            self._services_sent[node_id] = content
+            sent[node_id] = content
+            await pace.sent()
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
         sealed = self._delivery.sealed_for if self._delivery is not None else None
@@ -276,17 +293,24 @@ class Outbox:
             self.journal.event("Warning", "SecretUndeliverable", f"node/{node}", f"{ns}/{name}: {why}")
         return set(self._delivery.changed)
 
-    def publish_dashboard(self) -> None:
+    async def publish_dashboard(self) -> None:
         """The human-readable mirror and Home Assistant discovery: only what changed, retained. A publish that
-        fails makes the next calls send everything again (which topics went out is not known)."""
-        if not self.mqtt.connected:
-            return
-        for topic, payload in self.mirror.changes().items():
-            try:
-                self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
-            except MqttError:
-                self.mirror.forget()
+        fails makes the next calls send everything again (which topics went out is not known). Up to
+        DASH_CALLS slices of the mirror (each bounded by dashboard.MAX_TOPICS), with the loop serving others
+        between them; what is left waits for the next round (`mirror.backlog`)."""
+        for i in range(DASH_CALLS):
+            if not self.mqtt.connected:
                 return
+            if i:
+                if not self.mirror.backlog:
+                    return
+                await asyncio.sleep(0)
+            for topic, payload in self.mirror.changes().items():
+                try:
+                    self.mqtt.publish_nowait(topic, payload.encode(), qos=topics.DASH_SPEC.qos, retain=True)
+                except MqttError:
+                    self.mirror.forget()
+                    return
 
     def clear_node(self, node_id: str) -> None:
         """A deleted node: empty its retained presence, observed state, mirror and Home Assistant entities."""
@@ -297,6 +321,24 @@ class Outbox:
         self.mirror.drop(node_id)
         for topic in gone:
             self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)
+
+
+class _Steps:
+    """Ends a step of the loop every STEP_NODES messages published or LOOK_NODES nodes compared."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.sends = 0
+
+    async def looked(self) -> None:
+        self.looks += 1
+        if self.looks % LOOK_NODES == 0:
+            await asyncio.sleep(0)
+
+    async def sent(self) -> None:
+        self.sends += 1
+        if self.sends % STEP_NODES == 0:
+            await asyncio.sleep(0)
 
 
 def _take(queue: list[str], n: int) -> list[str]:

@@ -33,7 +33,7 @@ from broker.wire import (
     ReplicaSpec,
     topics,
 )
-from coordinator import lifecycle, membership, model
+from coordinator import gc_pace, lifecycle, membership, model
 from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
@@ -210,6 +210,7 @@ class Coordinator:
         self.round_failures = 0  # rounds failed in a row (0: the last one completed)
         self.round_error = ""  # why the last failed round failed
         self.epoch_behind = 0  # the highest epoch nodes honour, when above this coordinator's (0: none is)
+        self._gc_paced = False  # this engine holds one of coordinator.gc_pace's installs
 
     @property
     def workloads(self) -> dict[str, WorkloadRecord]:
@@ -230,6 +231,9 @@ class Coordinator:
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not self._gc_paced:  # full collections walk only what is new since the last (a fleet's state is frozen)
+            gc_pace.install()
+            self._gc_paced = True
         await self._load()
         self.mqtt.on_connect(self._on_connected)
         self.mqtt.on_disconnect(self._on_disconnected)
@@ -250,7 +254,12 @@ class Coordinator:
                 await self.mqtt.publish(topics.coord_status(self.cfg.coordinator_id), wire.encode(CoordinatorStatus(
                     coordinator_id=self.cfg.coordinator_id, presence=Presence.OFFLINE, ts=self.clock(),
                     api_url=self.cfg.api_url)), qos=1, retain=True)
-        await self.mqtt.stop()
+        try:
+            await self.mqtt.stop()
+        finally:
+            if self._gc_paced:
+                self._gc_paced = False
+                gc_pace.uninstall()
 
     async def _load(self) -> None:
         if self.solo:
@@ -464,7 +473,7 @@ class Coordinator:
         """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
         coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`).
         Only the nodes that changed or whose deadline has passed are judged (and every node by the slow sweep)."""
-        link_up = self._hearing(now)  # may move every node's clocks (a new members map: all judged again)
+        link_up = await self._hearing(now)  # may move every node's clocks (then all are judged again)
         members, cfg = self.members, self.cfg.membership
         if members is not self._judged_members or now - self._judge_swept_at >= JUDGE_SWEEP_S:
             due = set(members)
@@ -526,12 +535,19 @@ class Coordinator:
             heapq.heapify(self._deadlines)
         return events
 
-    def _hearing(self, now: float) -> bool:
+    async def _hearing(self, now: float) -> bool:
         """Connected, and the nodes have had time to reconnect since (coordinator.link). When that time comes after
-        an outage, every node's clocks move on by the whole deaf time: it does not count against them."""
+        an outage, every node's clocks move on by the whole deaf time: it does not count against them. In place, in
+        steps (a node heard meanwhile is paused too, harmlessly: never past `now`), then every node is judged."""
         hearing, outage = self.link.hearing(now, connected=self.mqtt.connected)
         if outage is not None:
-            self.cluster.members = {n: membership.pause_clocks(i, outage, now) for n, i in self.members.items()}
+            members = self.members
+            for count, node_id in enumerate(list(members), 1):
+                if (info := members.get(node_id)) is not None:
+                    members[node_id] = membership.pause_clocks(info, outage, now)
+                if count % JUDGE_STEP == 0:
+                    await _let_others_run()
+            self._judged_members = None
         return hearing
 
     async def reconcile(self) -> None:
@@ -557,7 +573,7 @@ class Coordinator:
         if now < self._settle_until:
             # just started or reconnected: the retained statuses and observed states are still arriving, and a
             # replica not yet heard from must not look unready (a rollout would stop healthy old replicas)
-            await self.journal.flush()
+            await self.journal.flush(sliced=True)  # a fleet joining meanwhile: thousands of members and events
             await self._publish_desired(now)
             return
         work = 0
@@ -589,7 +605,7 @@ class Coordinator:
         if now - self._dash_at >= DASH_INTERVAL_S or self.outbox.mirror.backlog:  # a resend: its next slice
             self._dash_at = now
             try:
-                self.outbox.publish_dashboard()
+                await self.outbox.publish_dashboard()
             except Exception:  # the mirror is a convenience: it never costs the round
                 log.exception("dashboard mirror not published")
 
@@ -855,8 +871,8 @@ class Coordinator:
             return  # a leader that may have lost its lease publishes nothing (fencing backs this up)
         # service tables first: a process replica gets its <SVC>_SERVICE_* variables from the table its node holds
         # when it starts it (the broker delivers one connection's messages in order)
-        self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
-        self.outbox.publish_peers(self.overlay, now, self.epoch)
+        await self.outbox.publish_services(self.services.tables, self.services.zone_of, now, self.epoch)
+        await self.outbox.publish_peers(self.overlay, now, self.epoch)
         await _let_others_run()
         await self.outbox.publish_desired(now, self.epoch)
 

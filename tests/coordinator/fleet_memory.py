@@ -363,11 +363,12 @@ async def converge(fc: FleetCluster, want_ready: int, *, rounds: int = 20, workl
 @asynccontextmanager
 async def cluster(tmp_path: Path, *, nodes: int = 100, tick_s: float = 3600.0,
                   membership: MembershipConfig | None = None, batch: int = BATCH,
-                  settle: bool = True) -> AsyncIterator[FleetCluster]:
+                  settle: bool = True, joined: bool = True) -> AsyncIterator[FleetCluster]:
     """A started coordinator, `nodes` joined nodes with one heartbeat each, the REST app. The engine's own loop
     runs a round when woken (a node's observed state, a membership event, an API write) or every `tick_s`
     (long by default: the test drives rounds with `round()`). `settle`: move past the connect settle time and run
-    a first round before handing over."""
+    a first round before handing over. `joined=False`: the nodes exist but have not connected yet (the test runs
+    the join itself: `join()`, `heartbeat_all()`, `settle()`)."""
     clock = FleetClock()
     bus = FleetBroker()
     store = SqliteStore(tmp_path / "fleet-state.db")
@@ -385,10 +386,11 @@ async def cluster(tmp_path: Path, *, nodes: int = 100, tick_s: float = 3600.0,
             nid = node_name(i)
             will = wire.encode(NodeStatus(node_id=nid, presence=Presence.OFFLINE, ts=0.0, schedulable=False))
             fc.nodes[nid] = SimNode(nid, bus.client(nid, will=(topics.node_status(nid), will)), facts_for(i))
-        await fc.join()
-        await fc.heartbeat_all()
-        if settle:
-            await fc.settle()
+        if joined:
+            await fc.join()
+            await fc.heartbeat_all()
+            if settle:
+                await fc.settle()
         yield fc
     finally:
         await client.close()

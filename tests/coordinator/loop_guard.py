@@ -88,6 +88,8 @@ class Guard:
     exempt_tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     steps: list[Step] = field(default_factory=list)
     gc_total_s: float = 0.0
+    gc_longest_s: float = 0.0  # the longest single collection (a pause the loop took, whoever allocated)
+    gc_longest_gen: int = -1  # its generation
     _gc_started: float | None = None
     _gc_in_step: float = 0.0
 
@@ -123,6 +125,8 @@ class Guard:
             self._gc_started = None
             self._gc_in_step += spent
             self.gc_total_s += spent
+            if spent > self.gc_longest_s:
+                self.gc_longest_s, self.gc_longest_gen = spent, int(info.get("generation", -1))
 
     def _record(self, handle: asyncio.Handle, cpu_s: float, profiler: cProfile.Profile | None = None) -> None:
         gc_s, self._gc_in_step = self._gc_in_step, 0.0
