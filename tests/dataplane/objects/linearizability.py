@@ -140,32 +140,41 @@ class _Search(Generic[S]):
         linearized = 0
         state = init
         seen: set[tuple[int, S]] = set()
-        stack: list[tuple[int, S]] = []
+        stack: list[tuple[int, S, int]] = []
+        unknown = [op.outcome is Outcome.UNKNOWN for op in self.ops]
+        # Two passes over each window of candidate calls (those before the first pending return): operations with a
+        # known outcome first, then the unknown writes. Still every candidate is tried (complete), but a write that
+        # may never have happened is not tried first at every step while it stays pending, which made the global
+        # search explode on histories with a few dozen of them.
+        phase = 0
         entry = self._next[head]
         while self._next[head] != -1:
             self.steps += 1
             if self.budget is not None and self.steps > self.budget:
                 return None
-            if entry % 2 == 0:  # a call: try to linearize it now
+            if entry % 2 == 0:  # a call: try to linearize it now (in its pass)
                 op_i = entry // 2
-                legal, after = self.step(state, self.ops[op_i])
-                if legal:
-                    key = (linearized | 1 << op_i, after)
-                    if key not in seen:
-                        seen.add(key)
-                        stack.append((entry, state))
-                        state, linearized = after, key[0]
-                        self._lift(entry)
-                        self.deepest = max(self.deepest, len(stack))
-                        entry = self._next[head]
-                        continue
+                if unknown[op_i] == (phase == 1):
+                    legal, after = self.step(state, self.ops[op_i])
+                    if legal:
+                        key = (linearized | 1 << op_i, after)
+                        if key not in seen:
+                            seen.add(key)
+                            stack.append((entry, state, phase))
+                            state, linearized = after, key[0]
+                            self._lift(entry)
+                            self.deepest = max(self.deepest, len(stack))
+                            entry, phase = self._next[head], 0
+                            continue
                 entry = self._next[entry]
+            elif phase == 0:  # end of the window: now the unknown writes in it
+                entry, phase = self._next[head], 1
             else:  # a return before its call was linearized: undo the last choice
                 if len(stack) == self.deepest:
                     self.stuck_at = entry // 2
                 if not stack:
                     return False
-                entry, state = stack.pop()
+                entry, state, phase = stack.pop()
                 linearized &= ~(1 << (entry // 2))
                 self._unlift(entry)
                 entry = self._next[entry]
