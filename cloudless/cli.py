@@ -16,7 +16,7 @@ REGISTRARS: dict[str, str] = {
     **{c: "cloudless.ctl" for c in ("apply", "get", "describe", "delete", "scale", "rollout", "logs", "exec",
                                     "cordon", "uncordon", "drain")},
     "token": "cloudless.admin_cli", "node": "cloudless.admin_cli", "policy": "cloudless.policy_cli",
-    "top": "cloudless.top", "secrets": "cloudless.secrets_cli",
+    "top": "cloudless.top", "secrets": "cloudless.secrets_cli", "storage": "cloudless.storage_cli",
     "relay": "cloudless.relay_cli", "pki": "cloudless.relay_cli", "status": "cloudless.status",
     "version": "cloudless.version", "completion": "cloudless.completion", "down": "cloudless.down",
 }

@@ -26,9 +26,21 @@ from coordinator.http import FORWARDED_FOR_HEADER, FORWARDED_HEADER, bearer_toke
 from coordinator.identity import IdentityService
 from coordinator.operations import CommandFailed, InUse, NotFound, PolicyDenied
 from coordinator.pki import CertRole, PkiError
-from coordinator.rest import events, install, meta, nodes, openapi, overlay, secrets, services, tty, workloads
+from coordinator.rest import (
+    events,
+    install,
+    meta,
+    nodes,
+    openapi,
+    overlay,
+    secrets,
+    services,
+    tty,
+    workloads,
+)
 from coordinator.rest import identity as identity_routes
-from coordinator.rest.ports import Engine
+from coordinator.rest import storage as storage_routes
+from coordinator.rest.ports import Engine, StorageAdmin
 from coordinator.rest.routes import Handler, Route, bind
 from coordinator.secrets import KeySource
 from coordinator.store import StoreError
@@ -43,7 +55,7 @@ FORWARD_TIMEOUT_S = 30.0
 # the order is the OpenAPI document's
 ROUTES: tuple[Route, ...] = (*meta.ROUTES, *nodes.ROUTES, *workloads.ROUTES, *tty.ROUTES, *events.ROUTES,
                              *identity_routes.ROUTES, *secrets.ROUTES, *overlay.ROUTES, *services.ROUTES,
-                             *install.ROUTES)
+                             *storage_routes.ROUTES, *install.ROUTES)
 ROUTE_BY_NAME = {r.handler: r for r in ROUTES}
 
 
@@ -54,10 +66,11 @@ def openapi_document() -> dict[str, Any]:
 class Api:
     def __init__(self, coord: Engine, *, token_digests: dict[str, tuple[str, str]],
                  identity: IdentityService | None = None, secrets_key_source: KeySource | None = None,
-                 forward_ssl: ssl.SSLContext | None = None) -> None:
+                 forward_ssl: ssl.SSLContext | None = None, storage: StorageAdmin | None = None) -> None:
         """`token_digests`: sha256 hex of each accepted bearer token -> (credential name, role: admin|viewer);
         `secrets_key_source`: where a master key rotation adds the new key; `forward_ssl`: trusts the leaders' API
-        certificates (the cluster CA) and carries this coordinator's certificate, to forward writes."""
+        certificates (the cluster CA) and carries this coordinator's certificate, to forward writes; `storage`: the
+        object store's gateway (None: no storage; settable later as `api.storage`)."""
         self.coord = coord
         self.tokens = dict(token_digests)
         self.identity = identity
@@ -65,6 +78,7 @@ class Api:
         self.forward_ssl = forward_ssl
         self.secrets = secrets.SecretsHandlers(coord, tokens=self.tokens, forwarded_by=self.forwarded_by,
                                                secrets_key_source=secrets_key_source)
+        self._storage = storage_routes.StorageHandlers(coord.clock, storage)
         self.routes: list[tuple[Route, Handler]] = [
             *bind(meta.ROUTES, meta.MetaHandlers(coord, openapi=openapi_document)),
             *bind(nodes.ROUTES, nodes.NodeHandlers(coord)),
@@ -75,6 +89,7 @@ class Api:
             *bind(secrets.ROUTES, self.secrets),
             *bind(overlay.ROUTES, overlay.OverlayHandlers(coord)),
             *bind(services.ROUTES, services.ServiceHandlers(coord)),
+            *bind(storage_routes.ROUTES, self._storage),
             *bind(install.ROUTES, install.InstallHandlers())]
 
     @property
@@ -84,6 +99,14 @@ class Api:
     @secrets_key_source.setter
     def secrets_key_source(self, source: KeySource | None) -> None:  # a test swaps the key file for env
         self.secrets.secrets_key_source = source
+
+    @property
+    def storage(self) -> StorageAdmin | None:
+        return self._storage.admin
+
+    @storage.setter
+    def storage(self, admin: StorageAdmin | None) -> None:  # the gateway starts after the API is built
+        self._storage.admin = admin
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
@@ -157,7 +180,7 @@ class Api:
         except PkiError as exc:
             status = 400
             return error(400, str(exc))
-        except CommandFailed as exc:
+        except (CommandFailed, storage_routes.StorageUnavailable) as exc:
             status = 503
             return error(503, str(exc))
         except StoreError as exc:

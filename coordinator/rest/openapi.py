@@ -10,6 +10,7 @@ from coordinator.rest.overlay import BODY_SCHEMAS as OVERLAY_BODY_SCHEMAS
 from coordinator.rest.responses import RESPONSE_SCHEMAS
 from coordinator.rest.routes import Param, Route
 from coordinator.rest.secrets import SECRETS_BODY_SCHEMAS
+from coordinator.rest.storage import BODY_SCHEMAS as STORAGE_BODY_SCHEMAS
 from coordinator.spec import MAX_REPLICAS, workload_json_schema
 
 BODY_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -30,6 +31,7 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
                             "timeoutSeconds": {"type": "number", "minimum": 0.5, "maximum": 300}}},
     **SECRETS_BODY_SCHEMAS,
     **OVERLAY_BODY_SCHEMAS,
+    **STORAGE_BODY_SCHEMAS,
 }
 
 

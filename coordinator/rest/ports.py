@@ -4,6 +4,7 @@ events, its leadership. The engine (coordinator.service.Coordinator) provides th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from broker.wire import CommandName, CommandReply, ReplicaObserved
@@ -16,6 +17,8 @@ from coordinator.overlay_ops import OverlayOps
 from coordinator.policy import Policy
 from coordinator.scheduler import Snapshot
 from coordinator.services_ops import ServiceRegistry
+from dataplane.objects.model import AccessKey, BucketRecord, Manifest
+from dataplane.objects.ports import Outcome
 
 
 class Ops(Protocol):
@@ -119,3 +122,30 @@ class Engine(Protocol):
     def clock(self) -> float: ...
     def snapshot(self, now: float) -> Snapshot: ...
     def observed_of(self, r: ReplicaRecord) -> ReplicaObserved | None: ...
+
+
+class StorageMetadata(Protocol):
+    """What the storage routes use of the object store's metadata (coordinator.objects.StoreMetadata, which seals
+    access-key secrets with the secrets service's envelope encryption)."""
+
+    async def list_buckets(self) -> list[BucketRecord]: ...
+    async def create_bucket(self, bucket: BucketRecord) -> Outcome: ...
+    async def delete_bucket(self, name: str) -> Outcome: ...
+    async def list_manifests(self, bucket: str, prefix: str, after: str) -> Iterable[Manifest] | Outcome: ...
+    async def list_keys(self) -> list[AccessKey]: ...
+    async def get_key(self, access_key: str) -> AccessKey | None: ...
+    async def put_key(self, key: AccessKey) -> None: ...
+    async def delete_key(self, access_key: str) -> Outcome: ...
+
+
+class StorageAdmin(Protocol):
+    """The cluster's storage as the REST API sees it (cloudless.gateway.Gateway fills it in; None when the cluster
+    serves no storage). `status()`: per-node quota/used/chunks/online, chunks in total, under-replicated and
+    unrecoverable chunks, repair progress (copied, bytes, rate, last run) - a JSON object, passed on with its keys in
+    camelCase. `keys_changed()` is awaited after an access key was created or deleted, so the gateway's keyring
+    follows at once."""
+
+    @property
+    def metadata(self) -> StorageMetadata: ...
+    def status(self) -> dict[str, Any]: ...
+    async def keys_changed(self) -> None: ...

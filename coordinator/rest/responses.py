@@ -107,6 +107,22 @@ _SERVICE = obj(("namespace", "name", "fqdn", "vip", "ports", "endpoints"),
                                                        nodes=_ARRAY_OF_STR)},
                problems=_ARRAY_OF_STR)
 
+_BUCKET = obj(("name", "replicas"), name=STR, created=NUM, replicas=INT, objects=INT, bytes=INT)
+_STORAGE_KEY = obj(("id", "name", "buckets"), id=STR, name=STR,
+                   buckets={**STR_MAP, "description": "bucket (or *) -> read | write | admin"})
+_STORAGE_NODE = obj(("node",), node=STR, zone=STR, online=BOOL, quota=INT, used=INT, chunks=INT)
+_STORAGE = {
+    "StorageStatus": obj((), nodes={"type": "array", "items": _STORAGE_NODE}, chunks=INT, underReplicated=INT,
+                         unrecoverable=INT, repair=obj(copied=INT, bytes=INT, rate=NUM, lastRun=nullable(NUM))),
+    "Bucket": _BUCKET,
+    "BucketList": obj(("items",), items={"type": "array", "items": _BUCKET}),
+    "BucketDeleted": obj(("deleted",), deleted=STR),
+    "StorageKeyList": obj(("items",), items={"type": "array", "items": _STORAGE_KEY}),
+    "StorageKeyCreated": obj(("id", "name", "buckets", "secret"), id=STR, name=STR, buckets=STR_MAP,
+                             secret={**STR, "description": "the secret access key: shown this once"}),
+    "StorageKeyDeleted": obj(("id", "deleted"), id=STR, deleted=BOOL),
+}
+
 RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Health": obj(("ok",), ok=BOOL, version=STR),
     "Readiness": obj(("ready",), ready=BOOL, broker=BOOL, state=BOOL, store=BOOL, storeError=nullable(STR),
@@ -146,4 +162,5 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
     "Service": _SERVICE,
     "ServiceList": page_of("Service"),
     "Object": OBJ,
+    **_STORAGE,
 }
