@@ -20,12 +20,11 @@ import collections
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.storage_lab.objects import ReadLoop, bodies, expected_chunks, get_bytes, read_all, under_r, upload
-from tests.storage_lab.world import World, chunk_ids, pick, world
+from tests.storage_lab.world import World, chunk_ids, pick
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -38,10 +37,8 @@ SCRUB_BOUND_S = 420.0
 
 
 @pytest.fixture(scope="module")
-def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with world(tmp_path_factory.mktemp("storage-durability"), storage_nodes=4) as built:
-        yield built
-        print("\n[storage lab] measured:\n" + "\n".join(f"  {k}: {v}" for k, v in built.numbers.items()))
+def w(w4: World) -> World:
+    return w4
 
 
 @pytest.fixture(scope="module")
