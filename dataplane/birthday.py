@@ -46,7 +46,9 @@ class BirthdayConfig:
     batch_s: float = 0.05  # spray in batches this far apart
     settle_s: float = 0.5  # between opening our sockets and spraying (the peer opens its own meanwhile)
     linger_s: float = 3.0  # after the last spray probe, for late answers
-    backoff_s: tuple[float, ...] = (120.0, 300.0)  # after each failed attempt (the last repeats)
+    # after each failed attempt (the last repeats): the first retry comes soon, because a miss is most often the two
+    # sides starting their attempts seconds apart (their sockets and spray did not overlap), not a hopeless NAT pair
+    backoff_s: tuple[float, ...] = (30.0, 120.0, 300.0)
     budget: int = 4  # failed attempts in a row, then never again for this link
     low_port: int = 1024
     high_port: int = 65535

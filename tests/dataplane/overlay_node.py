@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -136,4 +138,7 @@ async def ask(peer: Peer, data: bytes) -> bytes:
 
 
 if __name__ == "__main__":
+    if os.environ.get("OVERLAY_NODE_LOG"):  # the overlay's own log (paths, birthday attempts), for failure messages
+        logging.basicConfig(filename=os.environ["OVERLAY_NODE_LOG"], level=logging.INFO,
+                            format="%(asctime)s %(name)s %(message)s")
     sys.exit(asyncio.run(main(sys.argv[1:])))

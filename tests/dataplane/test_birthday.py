@@ -90,7 +90,7 @@ def test_a_direct_path_during_the_attempt_ends_it_and_closes_the_other_sockets()
 
 
 def test_failed_attempts_back_off_longer_and_stop_at_the_budget() -> None:
-    config = BirthdayConfig(budget=3)
+    config = BirthdayConfig(budget=4)
     b = make(config)
     starts = []
     now = 0.0
@@ -99,11 +99,12 @@ def test_failed_attempts_back_off_longer_and_stop_at_the_budget() -> None:
             if isinstance(action, OpenSockets):
                 starts.append(now)
         now += 1.0
-    assert b.phase is Phase.EXHAUSTED and b.started == 3
+    assert b.phase is Phase.EXHAUSTED and b.started == 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     attempt = config.settle_s + config.probes / config.rate_per_s + config.linger_s
-    # the first back-off is 2 min, then 5 min (the 10 s wait runs during the back-off)
-    assert gaps == [pytest.approx(attempt + 120, abs=2), pytest.approx(attempt + 300, abs=2)]
+    # the first back-off is 30 s, then 2 min, then 5 min (the 10 s wait runs during the back-off)
+    assert gaps == [pytest.approx(attempt + 30, abs=2), pytest.approx(attempt + 120, abs=2),
+                    pytest.approx(attempt + 300, abs=2)]
     assert all(b.poll(4000.0 + t, direct=False, eligible=True) == [] for t in range(0, 3600, 60))
 
 
