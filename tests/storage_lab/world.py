@@ -193,6 +193,22 @@ class World:
         except (OSError, ValueError, urllib.error.URLError):
             return None
 
+    def post(self, path: str, body: Any, *, port: int = API_PORT) -> tuple[int, Any]:
+        """POST JSON to an admin REST path from the client machine: (status, decoded answer)."""
+        context = ssl.create_default_context(cafile=str(self.coord.ca))
+        req = urllib.request.Request(f"https://{self.coord.addr}:{port}{path}", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Authorization": f"Bearer {self.coord.admin_token()}",
+                                                             "Content-Type": "application/json"})
+
+        def send() -> tuple[int, Any]:
+            try:
+                with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+                    return resp.status, json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                return exc.code, (exc.read() or b"").decode(errors="replace")
+
+        return self.net.call(send, timeout=60)
+
     def status(self) -> dict[str, Any]:
         """GET /v1/storage/status ({} when it does not answer)."""
         got = self.rest("/v1/storage/status")
