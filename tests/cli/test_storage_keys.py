@@ -36,6 +36,7 @@ from tests.dataplane.objects.objserver import default_nodes
 from tests.dataplane.s3.s3server import REGION, in_thread
 
 T = TypeVar("T")
+Runner = Callable[[Coroutine[Any, Any, T]], T]
 ADMIN = "storage-cli-admin-token"
 
 
@@ -49,7 +50,7 @@ class Cluster:
 
 
 @contextmanager
-def coordinator_api(tmp: Path, storage: FakeStorage | None) -> Iterator[tuple[str, Callable[[Coroutine[Any, Any, T]], T]]]:
+def coordinator_api(tmp: Path, storage: FakeStorage | None) -> Iterator[tuple[str, Runner[Any]]]:
     """A started coordinator (SQLite in memory, in-memory broker, a secrets service) and its REST app on 127.0.0.1,
     all on one loop in a thread, so the synchronous CLI can call it."""
     from tests.pair.fakebus import FakeBroker
@@ -109,9 +110,11 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     storage = FakeStorage()
     chunks = FakeChunkClient(default_nodes())
     backend = ObjectBackend(storage.metadata, chunks, chunks.storage_nodes)
-    # the gateway's S3 face: secrets and grants from the keyring the REST API makes it reload
-    app = s3_app(backend, lambda key: storage.keyring.secret(key),
-                 S3Config(region=REGION, authorize=lambda key, op, bucket: storage.keyring.authorize(key, op, bucket)))
+    # the gateway's S3 face: secrets and grants from the keyring the REST API makes it reload (looked up at each
+    # call: keys_changed replaces the keyring)
+    app = s3_app(backend, lambda key: storage.keyring.secret(key),  # noqa: PLW0108
+                 S3Config(region=REGION,
+                          authorize=lambda key, op, bucket: storage.keyring.authorize(key, op, bucket)))  # noqa: PLW0108
     with in_thread(app, tmp_path) as s3, coordinator_api(tmp_path, storage) as (api, run):
         monkeypatch.setenv("CLOUDLESS_SERVER", api)
         monkeypatch.setenv("CLOUDLESS_TOKEN", ADMIN)
