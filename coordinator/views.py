@@ -51,6 +51,10 @@ def node_json(info: NodeInfo, admin: NodeAdmin, *, replicas: int, alloc: tuple[i
         "reliability": round(info.reliability(now, cfg), 4),
         "flaps": info.flaps,
         "problem": problem or None,  # why the coordinator's last round could not do its part for this node
+        # what the node offers the object store (None: it offers none, or an agent too old to say)
+        "storage": ({"quotaBytes": st.storage_quota_bytes, "usedBytes": st.storage_used_bytes or 0,
+                     "chunks": st.storage_chunks or 0, "corrupt": len(st.storage_corrupt)}
+                    if st is not None and st.storage_quota_bytes is not None else None),
     }
 
 

@@ -58,7 +58,8 @@ _NODE = obj(
     capacity=obj(cpu=NUM, memory=NUM), allocated=obj(cpu=NUM, memory=NUM),
     usage=obj(cpuPercent=nullable(NUM), memoryBytes=nullable(NUM), batteryPercent=nullable(NUM)),
     temperatures={"type": "object", "additionalProperties": NUM}, replicas=INT,
-    lastSeen=nullable(NUM), stateSince=nullable(NUM), reliability=NUM, flaps=INT, problem=nullable(STR))
+    lastSeen=nullable(NUM), stateSince=nullable(NUM), reliability=NUM, flaps=INT, problem=nullable(STR),
+    storage=nullable(obj(quotaBytes=INT, usedBytes=INT, chunks=INT, corrupt=INT)))
 
 _REPLICA = obj(
     ("id", "workload", "namespace", "state", "ready"),
