@@ -51,6 +51,12 @@ class AgentConfig:
     version: str = "0+unknown"  # the agent's version, handed down by the `cloudless` command (reported in facts)
     overlay: bool = True  # run the QUIC overlay (edge_agent.overlay) when aioquic and the node certificate allow
     overlay_port: int = 41641  # its UDP port (0: any free one)
+    storage_quota_bytes: int | None = None  # --storage-quota: bytes offered to the object store (None: the profile's)
+    storage_dir: Path | None = None  # --storage-dir: where the chunks live (None: DATA/chunks)
+
+    @property
+    def chunks_dir(self) -> Path:
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "chunks"
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -64,6 +70,20 @@ def parse_broker_url(url: str) -> BrokerAddress:
     except ValueError:
         raise ConfigError(f"--broker: bad port in {url!r}") from None
     return BrokerAddress(parts.hostname, port, parts.scheme == "mqtts")
+
+
+def parse_storage_quota(text: str | None) -> int | None:
+    """`--storage-quota`: bytes, or a size such as 20G, 500MiB, 1.5GiB (firmware_profiles.units.parse_size); 0 offers
+    no storage; None (not given): the profile's default."""
+    if text is None:
+        return None
+    from firmware_profiles.errors import QuantityError
+    from firmware_profiles.units import parse_size
+
+    try:
+        return parse_size(text)
+    except QuantityError as exc:
+        raise ConfigError(f"--storage-quota: {exc} (e.g. 20G, 500MiB, 1.5GiB, or 0 to offer no storage)") from None
 
 
 def parse_labels(text: str) -> dict[str, str]:

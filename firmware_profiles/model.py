@@ -145,6 +145,15 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True)
+class Storage:
+    """The object store's share of this device class (issue 20): `quota_bytes` of its disk for chunks, the default
+    of `cloudless agent --storage-quota`. 0 (the default): the class offers no storage (phones and other devices
+    on battery, small flash): chunks want devices that stay on."""
+
+    quota_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Profile:
     """One device class: how to recognise it, how to run work on it, and when to back off."""
 
@@ -161,6 +170,7 @@ class Profile:
     gate_action: GateAction
     sensor_thermal_limits_c: Mapping[str, float] = field(default_factory=_no_limits, hash=False)
     link: Link = field(default_factory=Link)  # keep-alive and heartbeat policy (default: mains-powered, unmetered)
+    storage: Storage = field(default_factory=Storage)  # the default storage quota (none unless the profile says)
     labels: Mapping[str, str] = field(default_factory=_empty_labels, hash=False)  # added to the node's labels
     source: str = field(default="", compare=False)  # where it was loaded from, for messages
 

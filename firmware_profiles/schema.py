@@ -27,9 +27,10 @@ from firmware_profiles.model import (
     Profile,
     Reserved,
     Runtime,
+    Storage,
     Thresholds,
 )
-from firmware_profiles.units import parse_cpu, parse_memory
+from firmware_profiles.units import parse_cpu, parse_memory, parse_size
 
 # Profile names double as file stems and as the `profile` fact on the wire (Text(64)).
 NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
@@ -281,6 +282,15 @@ def _link(table: _Table | None, heartbeat_interval_s: float) -> Link:
     return link
 
 
+def _storage(table: _Table | None) -> Storage:
+    """The `[storage]` table: `quota` in bytes or a size ("20Gi", "500MiB"); absent: no storage (quota 0)."""
+    if table is None:
+        return Storage()
+    quota = table.optional_quantity("quota", parse_size)
+    table.close()
+    return Storage(quota_bytes=quota or 0)
+
+
 def _sensor_limits(table: _Table | None) -> Mapping[str, float]:
     if table is None:
         return MappingProxyType({})
@@ -333,6 +343,7 @@ def profile_from_mapping(name: str, data: Mapping[str, object], *, source: str =
         thermal_limit_c=top.number("thermal_limit_c", *TEMPERATURE_RANGE_C),
         sensor_thermal_limits_c=_sensor_limits(top.table("sensor_thermal_limits_c")),
         link=_link(top.table("link"), heartbeat_interval_s),
+        storage=_storage(top.table("storage")),
         metered=top.flag("metered"),
         gate_action=top.choice("gate_action", GateAction, [a.value for a in GateAction]),
         labels=_labels(top.table("labels")),

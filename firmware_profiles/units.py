@@ -119,3 +119,20 @@ def describe_memory(size: int) -> str:
         return exact
     suffix, factor = next((s, f) for s, f in reversed(BINARY_SUFFIXES.items()) if size >= f)
     return f"{size / factor:.1f}{suffix}"
+
+
+_SIZE_BYTE_SUFFIX = re.compile(r"(?P<head>.*?[0-9.])(?P<unit>Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?B")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a storage size as people write it: everything `parse_memory` takes ("20G", "1.5Gi", 1073741824)
+    plus a trailing byte unit ("500MiB", "1.5GiB", "20GB", "512B"; "KB"/"kB" as kilo). G, GB are decimal (10^9) and
+    Gi, GiB binary (2^30), as in Kubernetes and the IEC."""
+    if isinstance(value, str):
+        m = _SIZE_BYTE_SUFFIX.fullmatch(value.strip())
+        if m is not None:
+            unit = m["unit"] or ""
+            value = m["head"] + ("k" if unit == "K" else unit)
+        else:
+            value = value.strip()
+    return parse_memory(value)
