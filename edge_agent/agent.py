@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from broker import wire
 from broker.client import Message, MqttClient
@@ -52,6 +53,10 @@ from edge_agent.secret_layout import Materialized, needs_secrets, owner_of, secr
 from edge_agent.secrets import SecretFiles, SecretVault, default_root
 from edge_agent.services import AgentServices, ServiceSettings
 from edge_agent.state import StateStore
+from edge_agent.storage_plan import StorageFacts, StorageSettings, storage_moved
+
+if TYPE_CHECKING:
+    from edge_agent.storage import NodeStorage
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,7 @@ class Agent:
         identity: NodeIdentity | None = None,
         overlay: AgentOverlay | None = None,
         services: ServiceSettings | None = None,
+        storage: StorageSettings | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id
@@ -120,6 +126,12 @@ class Agent:
             settings=OverlaySettings(enabled=cfg.overlay, port=cfg.overlay_port,
                                      refresh_s=max(REFRESH_S, self.beat.max_interval_s)),
             max_epoch=lambda: self.max_epoch)
+        # the node's share of the object store (edge_agent.storage): opened at start when its quota is above 0 and
+        # the overlay runs (peers reach the chunks only through it); None: this node offers no storage
+        self.storage_settings = storage
+        self.storage: NodeStorage | None = None
+        self.storage_note = ""  # why no storage is offered, when it was asked for
+        self._storage_sent: StorageFacts | None = None  # what the last status said
         self.services = AgentServices(node_id=self.node_id, mqtt=mqtt, runtime=runtime, overlay=self.overlay,
                                       clock=clock, settings=services or ServiceSettings(),
                                       max_epoch=lambda: self.max_epoch, spec_of=self._desired_spec)
@@ -142,6 +154,7 @@ class Agent:
         await self.mqtt.subscribe(topics.node_desired(self.node_id), self._on_desired_message, qos=1)
         await self.mqtt.subscribe(topics.node_cmd(self.node_id), self.commands.on_message, qos=1)
         await self.overlay.start()  # never raises: without it the node reports why and runs workloads anyway
+        await self._open_storage()  # never raises either
         await self.services.start()  # never raises either (after the overlay: the proxy rides it)
         if hasattr(self.runtime, "services"):  # containers point their resolver at the agent only while it answers
             setattr(self.runtime, "services", self.services.enabled)  # noqa: B010
@@ -150,6 +163,30 @@ class Agent:
             self._tasks.append(asyncio.create_task(coro))
         if self.identity is not None:
             self._tasks.append(asyncio.create_task(self._renewal_loop()))
+        if self.storage is not None:
+            self._tasks.append(asyncio.create_task(self.storage.run()))
+
+    async def _open_storage(self) -> None:
+        """Open the chunk store and serve it on the overlay, when this node offers storage (logged either way)."""
+        wanted = self.storage_settings
+        if wanted is None:
+            return
+        if not self.overlay.enabled and wanted.wanted:
+            self.storage_note = f"the overlay does not run ({self.overlay.disabled})"
+            log.warning("storage: none offered: peers reach chunks only over the overlay, which %s",
+                        self.storage_note)
+            return
+        from dataplane.objects.peer import SERVICE
+        from edge_agent.storage import NodeStorage
+
+        try:
+            self.storage = await NodeStorage.open(wanted, clock=self.clock)
+        except (OSError, AgentError) as exc:
+            self.storage_note = f"{wanted.root} unusable: {exc}"
+            log.error("storage: none offered: %s", self.storage_note)
+            return
+        if self.storage is not None:
+            self.overlay.serve(SERVICE, self.storage.handler)
 
     async def stop(self) -> None:
         """Stop the agent itself; workloads keep running (they belong to the node, not to this process)."""
@@ -462,18 +499,23 @@ class Agent:
             overlay=self.overlay.enabled,
         )
 
-    def status_message(self, presence: Presence) -> NodeStatus:
+    def storage_facts(self) -> StorageFacts:
+        """The node's storage as its status states it: quota 0 when it offers none."""
+        return self.storage.facts() if self.storage is not None else StorageFacts(0, 0, 0)
+
+    def status_message(self, presence: Presence, storage: StorageFacts | None = None) -> NodeStatus:
         return report.status(node_id=self.node_id, presence=presence, now=self.clock(), facts=self.facts(),
                              schedulable=self.gate_state.schedulable, reasons=self.gate_state.reasons,
                              boot_id=self.boot_id, heartbeat_max_s=self.beat.max_interval_s,
-                             keepalive_s=self.keepalive_s)
+                             keepalive_s=self.keepalive_s, storage=storage or self.storage_facts())
 
     async def _publish_status(self, presence: Presence, *, force: bool = False) -> None:
         key = report.status_key(presence, self.gate_state.schedulable, self.gate_state.reasons)
-        if not force and key == self._status_key:
+        storage = self.storage_facts()
+        if not force and key == self._status_key and not storage_moved(self._storage_sent, storage):
             return
-        self._status_key = key
-        sent = self._publish(topics.Channel.STATUS, self.status_message(presence))
+        self._status_key, self._storage_sent = key, storage
+        sent = self._publish(topics.Channel.STATUS, self.status_message(presence, storage))
         if presence is Presence.OFFLINE and self.mqtt.connected:
             await sent  # QoS 1: acknowledged by the broker
 
@@ -558,4 +600,5 @@ class Agent:
             schedulable=self.gate_state.schedulable, mqtt_connected=self.mqtt.connected, replicas=replicas,
             counters=self.counters, state_writes=self.store.writes,
             desired_generation=self.desired.generation if self.desired else None,
-            desired_epoch=self.desired.epoch if self.desired else None, services=self.services.samples())
+            desired_epoch=self.desired.epoch if self.desired else None, services=self.services.samples(),
+            storage=self.storage.sample() if self.storage is not None else None)

@@ -12,7 +12,9 @@ few thousand entries). A chunk's name is the SHA-256 of its bytes, so every read
 - **get** re-hashes what it read; a copy that fails is deleted and `ChunkCorrupt` raised (the node no longer claims
   it, and the caller fetches it elsewhere).
 - **scrub** re-hashes chunks in id order in bounded slices (at most `max_chunks` chunks or `max_bytes` bytes a
-  step), resuming after the last id it checked; corrupt copies found are deleted and returned.
+  step), resuming after the last id it checked; corrupt copies found are deleted and returned. A copy that cannot
+  be read (EIO on a bad sector) counts as corrupt, in `get` too, so the scrub moves past it and the reader looks
+  elsewhere.
 - **used bytes** are tracked on every put/delete and rebuilt by the rescan `open` runs.
 
 Thread-safe (the chunk server calls it from worker threads): a lock guards the accounting (and the
@@ -206,8 +208,10 @@ class DiskChunkStore:
             data = self.path(chunk_id).read_bytes()
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise StateError(f"reading chunk {chunk_id[:12]} under {self.root}: {exc}") from exc
+        except OSError as exc:  # EIO: a bad copy like one that fails its hash (the caller reads another)
+            log.warning("chunk store: %s unreadable (%s); removed", chunk_id, exc)
+            self._drop_unreadable(chunk_id)
+            raise ChunkCorrupt(chunk_id) from exc
         if hashlib.sha256(data).hexdigest() != chunk_id:
             self.delete(chunk_id)
             log.warning("chunk store: %s was corrupt on disk; removed", chunk_id)
@@ -239,6 +243,13 @@ class DiskChunkStore:
             self._count -= 1
         return True
 
+    def _drop_unreadable(self, chunk_id: str) -> None:
+        """Remove a copy that cannot be read; one that cannot even be unlinked stays (logged), counted as held."""
+        try:
+            self.delete(chunk_id)
+        except StateError as exc:
+            log.error("chunk store: %s", exc)
+
     def has(self, chunk_ids: Sequence[str]) -> frozenset[str]:
         return frozenset(c for c in chunk_ids if is_chunk_id(c) and self.path(c).is_file())
 
@@ -254,6 +265,12 @@ class DiskChunkStore:
                 data = self.path(chunk_id).read_bytes()
             except FileNotFoundError:
                 continue  # deleted meanwhile
+            except OSError as exc:  # EIO on a bad sector: the rot the scrub is for; the copy is as good as gone
+                log.warning("chunk store scrub: %s unreadable (%s); removed", chunk_id, exc)
+                self._drop_unreadable(chunk_id)
+                corrupt.append(chunk_id)
+                checked += 1
+                continue
             checked += 1
             read += len(data)
             if hashlib.sha256(data).hexdigest() != chunk_id:

@@ -82,6 +82,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="UDP port of the QUIC overlay between devices (default 41641; 0: any free port)")
     p.add_argument("--no-overlay", action="store_true",
                    help="run without the overlay (workloads still run; the node reports it has none)")
+    p.add_argument("--storage-quota", default=None, metavar="SIZE",
+                   help="disk space this node offers the cluster's object store (S3), in bytes or e.g. 20G, 500MiB, "
+                   "1.5GiB; 0 offers none (default: the profile's [storage] quota, at most half the free disk; none "
+                   "on phones and battery devices)")
+    p.add_argument("--storage-dir", type=Path, default=None, metavar="PATH",
+                   help="where this node keeps the object store's chunks (default DATA_DIR/chunks)")
     p.add_argument("--no-services", action="store_true",
                    help="run without services: no service names or addresses inside this node's workloads (by "
                    "default containers resolve through the agent and processes get <SVC>_SERVICE_HOST/_PORT)")
@@ -99,7 +105,7 @@ def _read_secret(path: Path | None) -> str | None:
 
 def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from broker.client import Secret
-    from edge_agent.config import AgentConfig, parse_broker_url, parse_labels, resolve_node_id
+    from edge_agent.config import AgentConfig, parse_broker_url, parse_labels, parse_storage_quota, resolve_node_id
 
     if not 0 <= args.overlay_port <= 65535:
         raise ConfigError(f"--overlay-port: {args.overlay_port} is not a UDP port (0-65535)")
@@ -111,6 +117,8 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     keepalive = getattr(args, "keepalive", None)
     if keepalive is not None and not 5 <= keepalive <= 65535:
         raise ConfigError(f"--keepalive: must be 5-65535 seconds (MQTT's 16-bit keep-alive), got {keepalive}")
+    storage_quota = parse_storage_quota(getattr(args, "storage_quota", None))
+    storage_dir = getattr(args, "storage_dir", None)
     data_dir = (args.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     node_id = resolve_node_id(data_dir, args.node_id)
@@ -131,6 +139,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         tls_ca=args.tls_ca, sensor_file=args.sensor_file, token=Secret(token) if token else None,
         metrics_listen=_metrics_flag(args.metrics_listen), version=getattr(args, "version", "0+unknown"),
         overlay=not args.no_overlay, overlay_port=args.overlay_port,
+        storage_quota_bytes=storage_quota, storage_dir=storage_dir.resolve() if storage_dir is not None else None,
     )
 
 
@@ -207,6 +216,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
     from edge_agent.services import ServiceSettings
+    from edge_agent.storage_plan import StorageSettings
 
     log_identity("node", cfg.node_id)
     log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)
@@ -239,10 +249,13 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
         keepalive_s=keepalive,
         clean_session=True, will=Will(topics.node_status(cfg.node_id), wire.encode(will), qos=1, retain=True),
     )
+    storage = StorageSettings(root=cfg.chunks_dir, state_file=cfg.data_dir / "storage-state.json",
+                              quota_flag=cfg.storage_quota_bytes, profile_quota=profile.profile.storage.quota_bytes,
+                              profile=profile.name)
     agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
                   profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s,
                   beat=policy, keepalive_s=keepalive,
-                  identity=identity, services=ServiceSettings(enabled=services))
+                  identity=identity, services=ServiceSettings(enabled=services), storage=storage)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -255,7 +268,9 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     print(f"cloudless agent: node {cfg.node_id} running ({agent.runtime_info.name}"
           f"{', rootless' if agent.runtime_info.rootless else ''}), broker "
           f"{'mqtts' if broker.tls else 'mqtt'}://{broker.host}:{broker.port}{until}"
-          + (f", metrics {listener.url}" if listener is not None else ""), flush=True)
+          + (f", metrics {listener.url}" if listener is not None else "")
+          + (f", storage {agent.storage.quota.bytes} bytes in {agent.storage.store.root}"
+             if agent.storage is not None else ""), flush=True)
     await stop.wait()
     log.info("stopping the agent (workloads keep running)")
     if listener is not None:

@@ -89,6 +89,23 @@ class ServiceSamples:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageSample:
+    """The node's share of the object store (edge_agent.storage); absent when it offers none."""
+
+    quota_bytes: int
+    used_bytes: int
+    chunks: int
+    corrupt_listed: int  # corrupt chunks the status reports now
+    scrub_passes: int  # full passes finished since the agent started
+    scrub_checked: int  # chunks re-hashed, all passes
+    scrub_bytes: int
+    scrub_corrupt: int  # corrupt (or unreadable) copies the scrub found and removed
+    scrub_progress: float  # how far the current pass is, 0-1 (chunk ids are uniform hashes: the position says it)
+    buffered_bytes: int  # chunk bytes the chunk server's requests hold now
+    busy_refused: int  # requests answered busy: the node-wide buffer was full
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Everything one scrape reports (built by the agent, rendered here)."""
 
@@ -109,6 +126,7 @@ class Sample:
     desired_generation: int | None
     desired_epoch: int | None
     services: ServiceSamples = ServiceSamples()
+    storage: StorageSample | None = None
 
 
 def replica_samples(wanted: Sequence[ReplicaSpec], instances: Sequence[Instance], ready: Mapping[str, bool],
@@ -196,7 +214,38 @@ def render(s: Sample) -> str:
     d.family("cloudless_agent_probe_failures_total", "counter", "Failed health probes, per replica and probe",
              [({"replica": rid, "probe": kind}, n) for (rid, kind), n in sorted(s.counters.probe_failures.items())])
     _services(d, s.services)
+    _storage(d, s.storage)
     return "\n".join(d.lines) + "\n"
+
+
+def _storage(d: _Doc, st: StorageSample | None) -> None:
+    one: Mapping[str, str] = {}
+
+    def row(value: float | None) -> list[tuple[Mapping[str, str], float | None]]:
+        return [(one, value if st is not None else None)]
+
+    d.family("cloudless_agent_storage_quota_bytes", "gauge", "Disk space this node offers the object store",
+             row(st.quota_bytes if st else None))
+    d.family("cloudless_agent_storage_used_bytes", "gauge", "Bytes the chunks held here take",
+             row(st.used_bytes if st else None))
+    d.family("cloudless_agent_storage_chunks", "gauge", "Chunks held here", row(st.chunks if st else None))
+    d.family("cloudless_agent_storage_corrupt_reported", "gauge",
+             "Chunks found corrupt here that the node's status reports (until stored here again)",
+             row(st.corrupt_listed if st else None))
+    d.family("cloudless_agent_storage_scrub_passes_total", "counter", "Full scrub passes finished",
+             row(st.scrub_passes if st else None))
+    d.family("cloudless_agent_storage_scrub_checked_total", "counter", "Chunks the scrub re-hashed",
+             row(st.scrub_checked if st else None))
+    d.family("cloudless_agent_storage_scrub_read_bytes_total", "counter", "Bytes the scrub read",
+             row(st.scrub_bytes if st else None))
+    d.family("cloudless_agent_storage_scrub_corrupt_total", "counter",
+             "Corrupt or unreadable copies the scrub found (and removed)", row(st.scrub_corrupt if st else None))
+    d.family("cloudless_agent_storage_scrub_progress_ratio", "gauge", "How far the current scrub pass is (0-1)",
+             row(st.scrub_progress if st else None))
+    d.family("cloudless_agent_storage_buffered_bytes", "gauge",
+             "Chunk bytes the chunk server's requests hold in memory now", row(st.buffered_bytes if st else None))
+    d.family("cloudless_agent_storage_busy_total", "counter",
+             "Chunk requests answered busy because the node-wide buffer was full", row(st.busy_refused if st else None))
 
 
 def _services(d: _Doc, report: ServiceSamples) -> None:

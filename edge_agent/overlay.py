@@ -38,7 +38,7 @@ from broker.wire.schema import compile_schema
 from edge_agent.identity import NodeIdentity
 
 if TYPE_CHECKING:
-    from dataplane.overlay import Overlay
+    from dataplane.overlay import Overlay, ServiceHandler
     from dataplane.quic import NodeCredential
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,7 @@ class AgentOverlay:
         self.published: OverlayReport | None = None
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._services: dict[str, ServiceHandler] = {}  # registered again whenever the overlay (re)starts
 
     @property
     def enabled(self) -> bool:
@@ -176,7 +177,16 @@ class AgentOverlay:
 
         overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses)
         await overlay.start(self.settings.host, self.settings.port)
+        for name, handler in self._services.items():
+            overlay.serve(name, handler)
         self.overlay = overlay
+
+    def serve(self, service: str, handler: ServiceHandler) -> None:
+        """Serve `service` to peers now (when the overlay runs) and every time the overlay starts again: the handler
+        and what it serves (the chunk store) outlive any one overlay."""
+        self._services[service] = handler
+        if self.overlay is not None:
+            self.overlay.serve(service, handler)
 
     def _credential(self) -> NodeCredential:
         from dataplane.quic import NodeCredential

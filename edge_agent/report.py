@@ -22,15 +22,18 @@ from broker.wire import (
     ReplicaObserved,
     ReplicaUsage,
 )
+from broker.wire.messages import MAX_CORRUPT_REPORTED
 
 if TYPE_CHECKING:
     from edge_agent.facts import MemDisk
     from edge_agent.runtime.base import Usage
+    from edge_agent.storage_plan import StorageFacts
 
 MAX_GATES = 16
 MAX_GATE_TEXT = 128
 MAX_USAGES = 256
 MAX_CPU_PERCENT = 6400.0
+MAX_COUNT = 2**31 - 1  # the wire's Count
 
 StatusKey = tuple[Presence, bool, tuple[str, ...]]
 ObservedKey = tuple[int, int, tuple[ReplicaObserved, ...]]
@@ -42,14 +45,19 @@ def status_key(presence: Presence, schedulable: bool, reasons: tuple[str, ...]) 
 
 def status(*, node_id: str, presence: Presence, now: float, facts: NodeFacts, schedulable: bool,
            reasons: Sequence[str], boot_id: str, heartbeat_max_s: float | None = None,
-           keepalive_s: int | None = None) -> NodeStatus:
+           keepalive_s: int | None = None, storage: StorageFacts | None = None) -> NodeStatus:
     """`schedulable`: what the gates say; an offline node is never schedulable. `heartbeat_max_s`/`keepalive_s`:
-    the control link's timers (`edge_agent.beat`), from which the coordinator derives this node's silence TTL."""
+    the control link's timers (`edge_agent.beat`), from which the coordinator derives this node's silence TTL.
+    `storage`: the node's share of the object store (None: left out, as an older agent would)."""
     return NodeStatus(
         node_id=node_id, presence=presence, ts=now, facts=facts,
         schedulable=schedulable and presence is Presence.ONLINE,
         gates=tuple(g[:MAX_GATE_TEXT] for g in reasons[:MAX_GATES]), boot_id=boot_id,
         heartbeat_max_s=heartbeat_max_s, keepalive_s=keepalive_s,
+        storage_quota_bytes=storage.quota_bytes if storage else None,
+        storage_used_bytes=storage.used_bytes if storage else None,
+        storage_chunks=min(storage.chunks, MAX_COUNT) if storage else None,
+        storage_corrupt=storage.corrupt[-MAX_CORRUPT_REPORTED:] if storage else (),
     )
 
 

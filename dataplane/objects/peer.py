@@ -8,13 +8,15 @@ value or a `Rejected` out); the asyncio server (`chunk_service`) and client (`Ov
 
 Why per-request streams: QUIC streams are cheap and independent, so one slow transfer never holds up another, and a
 broken request ends with its stream. Every read is bounded by a header cap, a validated length and a deadline; a
-node serves at most `per_peer` requests of one peer at a time (more are answered "busy"), so one slow or hostile
-peer cannot stall the others. The client trusts nothing it receives: every chunk is checked against its id
+node serves at most `per_peer` requests of one peer at a time and holds at most `max_buffered_bytes` of chunks
+for all requests together (more are answered "busy"), so one slow or hostile peer cannot stall the others and many
+peers cannot take the node's memory. The client trusts nothing it receives: every chunk is checked against its id
 (`ChunkMismatch`, a bad copy for read-repair)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import struct
@@ -235,18 +237,59 @@ class Limits:
     base_timeout_s: float = 10.0  # plus its body at min_rate
     min_rate: float = 256 * 1024  # bytes/s: a peer slower than this is cut off
     per_peer: int = 8  # concurrent requests of one peer
+    # node-wide: the chunk bytes all requests together may hold in memory at once (a put's body, a get's chunk:
+    # MAX_CHUNK reserved until its size is known). Past it a request is answered BUSY before its body is read, so
+    # ten peers repairing into one small device cannot take its memory (a get's chunk goes through a thread copy)
+    max_buffered_bytes: int = 32 * 1024 * 1024
 
 
-class _ChunkServer:
+class Buffered:
+    """The bytes the server's requests hold, against `Limits.max_buffered_bytes` (event-loop only: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.refused = 0  # requests answered BUSY for want of room
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            self.refused += 1
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+def reservation(request: Request) -> int:
+    """What a request may hold in memory: a put its body, a get the largest chunk, a has its digests (twice)."""
+    match request.op:
+        case Op.PUT:
+            return request.length
+        case Op.GET:
+            return MAX_CHUNK
+        case Op.HAS:
+            return 2 * request.length
+        case _:
+            return 0
+
+
+class ChunkServer:
+    """Serves one node's store to its peers; `handle` is the overlay service handler."""
+
     def __init__(self, store: ChunkStore, limits: Limits) -> None:
         self.store = store
         self.limits = limits
         self.active: dict[str, int] = {}
         self.rejected = 0  # requests that broke the protocol (each logged)
+        self.buffered = Buffered(limits.max_buffered_bytes)
 
     async def handle(self, node: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.active.get(node, 0) >= self.limits.per_peer:
-            await self._answer(writer, Response(Status.BUSY, f"{self.limits.per_peer} requests in progress"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.header_timeout_s):
+                    await self._answer(writer, Response(Status.BUSY, f"{self.limits.per_peer} requests in progress"))
             return
         self.active[node] = self.active.get(node, 0) + 1
         try:
@@ -264,16 +307,29 @@ class _ChunkServer:
         async with asyncio.timeout(limits.header_timeout_s):
             size = header_length(await reader.readexactly(2))
             request = size if isinstance(size, Rejected) else parse_request(await reader.readexactly(size))
-        if isinstance(request, Rejected):
-            self.rejected += 1
-            log.info("chunks: rejected a request from %s: %s", node, request)
-            await self._answer(writer, Response(Status.REFUSED, str(request)))
-            return
-        async with asyncio.timeout(deadline_s(request.length, base_s=limits.base_timeout_s,
-                                              min_rate=limits.min_rate)):
-            body = await read_body(reader, request.length)
-            response, payload = await self._dispatch(node, request, body)
-            await self._answer(writer, response, payload)
+            if isinstance(request, Rejected):
+                self.rejected += 1
+                log.info("chunks: rejected a request from %s: %s", node, request)
+                await self._answer(writer, Response(Status.REFUSED, str(request)))
+                return
+            held = reservation(request)
+            if not self.buffered.take(held):
+                why = (f"node-wide chunk buffer full: {self.buffered.held} of {self.buffered.limit} bytes held by "
+                       f"requests in progress, this one needs {held}; try later or another node")
+                log.info("chunks: %s of %s from %s answered busy: %s", request.op, request.chunk_id[:12] or "-",
+                         node, why)
+                await self._answer(writer, Response(Status.BUSY, why))
+                return
+        try:
+            # the answer's deadline counts what moves either way: a get's chunk goes out in it
+            moving = request.length + (MAX_CHUNK if request.op is Op.GET else 0)
+            async with asyncio.timeout(deadline_s(moving, base_s=limits.base_timeout_s, min_rate=limits.min_rate)):
+                body = await read_body(reader, request.length)
+                response, payload = await self._dispatch(node, request, body)
+                del body
+                await self._answer(writer, response, payload)
+        finally:
+            self.buffered.give(held)
 
     async def _dispatch(self, node: str, request: Request, body: bytes) -> tuple[Response, bytes]:
         store, cid = self.store, request.chunk_id
@@ -311,7 +367,7 @@ class _ChunkServer:
 
 def chunk_service(store: ChunkStore, limits: Limits | None = None) -> ServiceHandler:
     """The handler to register: `overlay.serve(SERVICE, chunk_service(store))` (or `serve_chunks`)."""
-    return _ChunkServer(store, limits or Limits()).handle
+    return ChunkServer(store, limits or Limits()).handle
 
 
 def serve_chunks(overlay: Overlay, store: ChunkStore, limits: Limits | None = None) -> None:
