@@ -99,7 +99,7 @@ def disk(counts: dict[str, int], where: Path) -> list[Row]:
             fd = os.open(path, os.O_RDONLY)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the read comes from the device, not the cache
             os.close(fd)
-            gets.append(timed(lambda path=path: path.read_bytes()))
+            gets.append(timed(path.read_bytes))
             path.unlink()
         rows.append(row("local disk (fsync; read uncached)", label, size, puts, gets))
     return rows
