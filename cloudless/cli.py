@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cloudless import __version__
 
@@ -56,6 +57,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_gateway(parts: Any) -> Any:
+    """The S3 gateway for `cloudless coordinator --s3-port` (coordinator/ may not import cloudless/, so it gets this
+    from here, on `args`); imported only when called, so other commands never load it."""
+    from cloudless.gateway import attach
+
+    return attach(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -67,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     # the daemons never import this package (the roof): what they need of it is handed down on `args`. A command's
     # own option of the same name wins (`secrets get --version N` is a secret's version, not ours).
-    for name, value in (("version", __version__), ("log_identity", logs.set_identity), ("log_to_file", logs.to_file)):
+    for name, value in (("version", __version__), ("log_identity", logs.set_identity), ("log_to_file", logs.to_file),
+                        ("storage_gateway", _storage_gateway)):
         vars(args).setdefault(name, value)
     from broker.errors import BrokerConfigError
 

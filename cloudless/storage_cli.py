@@ -335,10 +335,16 @@ def _emit(ctx: Ctx, fmt: str, doc: object, table: Callable[[], str]) -> int:
     return 0
 
 
+def redundancy(bucket: Mapping[str, Any]) -> str:
+    if bucket.get("erasure"):
+        return f"erasure-coded {bucket['erasure']}"
+    return f"{bucket.get('replicas')} replicas"
+
+
 def buckets_table(items: Sequence[Mapping[str, Any]], now: float) -> str:
-    rows = [[str(b.get("name")), render.text(b.get("replicas")), render.text(b.get("objects")),
+    rows = [[str(b.get("name")), redundancy(b), render.text(b.get("objects")),
              render.memory(b.get("bytes")), render.age(b.get("created"), now)] for b in items]
-    return render.table(["NAME", "REPLICAS", "OBJECTS", "SIZE", "AGE"], rows)
+    return render.table(["NAME", "REDUNDANCY", "OBJECTS", "SIZE", "AGE"], rows)
 
 
 def cmd_buckets(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -350,9 +356,13 @@ def cmd_buckets(args: argparse.Namespace, ctx: Ctx) -> int:
                 return 0
             return _emit(ctx, args.output, {"items": items}, lambda: buckets_table(items, ctx.clock.time()))
         case "create", str(name):
-            body: JSONObject = {"name": name, "replicas": args.replicas}
+            if args.erasure and args.replicas is not None:
+                raise UsageError("--erasure and --replicas exclude each other",
+                                 hint="an erasure-coded bucket stores fragments (4+2 survives any 2 lost nodes)")
+            body: JSONObject = {"name": name}
+            body.update({"erasure": args.erasure} if args.erasure else {"replicas": args.replicas or 2})
             doc = _call(ctx, "POST", "/v1/storage/buckets", body=body)
-            return _emit(ctx, args.output, doc, lambda: f"bucket {name} created ({doc.get('replicas')} replicas)")
+            return _emit(ctx, args.output, doc, lambda: f"bucket {name} created ({redundancy(doc)})")
         case "rm", str(name):
             _call(ctx, "DELETE", f"/v1/storage/buckets/{name}")
             ctx.out(f"bucket {name} deleted")
@@ -444,19 +454,21 @@ def workload_secret(key: Mapping[str, Any], *, endpoint: str, region: str, ca_pe
 
 
 def status_text(doc: Mapping[str, Any], now: float) -> str:
-    rows = [[str(n.get("node")), render.text(n.get("zone")) if n.get("zone") else render.NONE,
-             "yes" if n.get("online") else "no", render.memory(n.get("quota")), render.memory(n.get("used")),
-             render.text(n.get("chunks"))] for n in doc.get("nodes") or []]
+    rows = [[str(n.get("node")), str(n.get("zone") or render.NONE), "yes" if n.get("online") else "no",
+             render.memory(n.get("quotaBytes")), render.memory(n.get("usedBytes")), render.text(n.get("chunks"))]
+            for n in doc.get("nodes") or []]
     repair = doc.get("repair") or {}
     last = repair.get("lastRun")
     lines = [render.table(["NODE", "ZONE", "ONLINE", "QUOTA", "USED", "CHUNKS"], rows) if rows else
              "no storage nodes (agents offer storage with --storage-quota SIZE)", "",
+             f"endpoint:          {render.text(doc.get('endpoint'))}",
              f"chunks:            {render.text(doc.get('chunks'))}",
              f"under-replicated:  {render.text(doc.get('underReplicated'))}",
              f"unrecoverable:     {render.text(doc.get('unrecoverable'))}",
-             f"repair:            {render.text(repair.get('copied'))} copies, {render.memory(repair.get('bytes'))}B, "
-             f"{render.memory(repair.get('rate'))}B/s, last run "
-             f"{render.age(last, now) + ' ago' if last else 'never'}"]
+             f"repair:            {render.text(repair.get('copied'))} copies "
+             f"({render.memory(repair.get('copiedBytes'))}B) made, {render.text(repair.get('failed'))} failed; "
+             f"last pass {render.memory(repair.get('rateBytesPerS'))}B/s, "
+             f"{render.age(last, now) + ' ago' if last else 'never run'}"]
     return "\n".join(lines)
 
 
@@ -470,6 +482,7 @@ def cmd_status(args: argparse.Namespace, ctx: Ctx) -> int:
 EXAMPLES = """\
   cloudless storage status                              # per node: quota, used, chunks; repair progress
   cloudless storage buckets create photos --replicas 3
+  cloudless storage buckets create archive --erasure 4+2   # RS(4,2) on >= 6 storage nodes
   cloudless storage buckets                             # buckets with object counts and sizes
   cloudless storage cp ./holiday.mp4 s3://photos/2025/  # multipart above 8 MiB
   tar c ./site | cloudless storage cp - s3://backups/site.tar
@@ -523,13 +536,17 @@ def add_parser(sub: Sub) -> None:
     _output(st)
 
     b = _sub(actions, "buckets", [conn], cmd_buckets, help="list, create or delete buckets", description=(
-        "Without arguments (or `ls`): every bucket with its replication factor, object count and size. `create "
-        "NAME` makes a bucket (--replicas: copies of each chunk, on distinct nodes and zones where possible; "
-        "default 2). `rm NAME` deletes an empty bucket."))
-    b.usage = "cloudless storage buckets [ls] | create NAME [--replicas N] | rm NAME"
+        "Without arguments (or `ls`): every bucket with its redundancy, object count and size. `create NAME` makes "
+        "a bucket: replicated (--replicas: copies of each chunk, on distinct nodes and zones where possible; "
+        "default 2) or erasure-coded (--erasure 4+2, with at least 6 storage nodes). `rm NAME` deletes an empty "
+        "bucket."))
+    b.usage = "cloudless storage buckets [ls] | create NAME [--replicas N | --erasure 4+2] | rm NAME"
     b.add_argument("action", nargs="?", choices=("ls", "create", "rm"), help="default ls")
     b.add_argument("name", nargs="?", metavar="NAME", help="the bucket (create, rm)")
-    b.add_argument("--replicas", type=_replicas, default=2, metavar="N", help="copies of each chunk, 1-5 (default 2)")
+    b.add_argument("--replicas", type=_replicas, default=None, metavar="N",
+                   help="copies of each chunk, 1-5 (default 2)")
+    b.add_argument("--erasure", metavar="K+M", help="erasure-code the bucket instead: 4+2 (RS(4,2): any 2 of 6 "
+                   "fragments may be lost, 1.5x the data; needs at least 6 storage nodes)")
     _output(b)
 
     ls = _sub(actions, "ls", [conn, s3flags], cmd_ls, help="list buckets, or objects under s3://BUCKET/PREFIX",

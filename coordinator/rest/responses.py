@@ -108,13 +108,22 @@ _SERVICE = obj(("namespace", "name", "fqdn", "vip", "ports", "endpoints"),
                                                        nodes=_ARRAY_OF_STR)},
                problems=_ARRAY_OF_STR)
 
-_BUCKET = obj(("name", "replicas"), name=STR, created=NUM, replicas=INT, objects=INT, bytes=INT)
+_BUCKET = obj(("name", "replicas"), name=STR, created=NUM, replicas=INT, objects=INT, bytes=INT,
+              erasure={**nullable(STR), "description": "the erasure code (\"4+2\"), null when replicated"})
 _STORAGE_KEY = obj(("id", "name", "buckets"), id=STR, name=STR,
                    buckets={**STR_MAP, "description": "bucket (or *) -> read | write | admin"})
-_STORAGE_NODE = obj(("node",), node=STR, zone=STR, online=BOOL, quota=INT, used=INT, chunks=INT)
+_STORAGE_NODE = obj(("node",), node=STR, zone=STR, online=BOOL, state=STR, quotaBytes=INT, usedBytes=INT, chunks=INT,
+                    reliability=NUM)
 _STORAGE = {
-    "StorageStatus": obj((), nodes={"type": "array", "items": _STORAGE_NODE}, chunks=INT, underReplicated=INT,
-                         unrecoverable=INT, repair=obj(copied=INT, bytes=INT, rate=NUM, lastRun=nullable(NUM))),
+    "StorageStatus": obj(
+        (), endpoint=nullable(STR), identity=nullable(STR), leader=BOOL,
+        nodes={"type": "array", "items": _STORAGE_NODE}, chunks=INT,
+        underReplicated={**INT, "description": "chunks with fewer good copies (or fragments) than they should have"},
+        unrecoverable={**INT, "description": "chunks with no good copy left (fewer than k fragments)"},
+        deferred=INT,
+        repair=obj(copied=INT, copiedBytes=INT, deleted=INT, failed=INT, rateBytesPerS=NUM, budgetBytesPerS=NUM,
+                   lastRun=nullable(NUM), lastCopied=INT, lastCopiedBytes=INT),
+        gc=obj(lastRun=nullable(NUM), collected=INT), scrub=obj(reported=INT)),
     "Bucket": _BUCKET,
     "BucketList": obj(("items",), items={"type": "array", "items": _BUCKET}),
     "BucketDeleted": obj(("deleted",), deleted=STR),

@@ -26,8 +26,9 @@ from coordinator.rest.paged import Budget
 from coordinator.rest.ports import StorageAdmin
 from coordinator.rest.routes import Route, path_name
 from dataplane.objects import access
-from dataplane.objects.model import AccessKey, BucketRecord
+from dataplane.objects.model import DEFAULT_REPLICAS, AccessKey, BucketRecord
 from dataplane.objects.ports import Outcome
+from dataplane.s3.errors import ErrorCode
 from dataplane.s3.routing import valid_bucket_name
 
 NO_STORE = {"Cache-Control": "no-store"}  # the answer carrying a new secret is never cached
@@ -44,7 +45,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/storage/buckets", "list_buckets",
           "Buckets with their replication factor, object count and bytes", response="BucketList"),
     Route("POST", "/v1/storage/buckets", "create_bucket",
-          "Create a bucket (replicas: copies of each chunk, default 2; 409 if it exists)", body="BucketCreate",
+          "Create a bucket: replicated (replicas: copies of each chunk, default 2) or erasure-coded (erasure: \"4+2\", "
+          "needs 6 storage nodes); 409 if it exists", body="BucketCreate",
           response="Bucket", ok=(201,)),
     Route("DELETE", "/v1/storage/buckets/{bucket}", "delete_bucket",
           "Delete an empty bucket (409 while it holds objects or uploads)", response="BucketDeleted"),
@@ -62,7 +64,8 @@ _LEVELS = [level.name.lower() for level in access.Level]
 BODY_SCHEMAS: dict[str, dict[str, Any]] = {
     "BucketCreate": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
         "name": {"type": "string", "description": "S3 bucket name: 3-63 of a-z 0-9 . -"},
-        "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS}}},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
+        "erasure": {"type": "string", "description": "an erasure code instead of replicas: \"4+2\" (RS(4,2))"}}},
     "StorageKeyCreate": {"type": "object", "additionalProperties": False, "required": ["name", "buckets"],
                          "properties": {
                              "name": {"type": "string", "description": "who the key is for (a person or workload)"},
@@ -85,6 +88,12 @@ def new_access_key(token: Callable[[int], str] = secrets.token_urlsafe) -> tuple
     """(access key id, secret): `CLK` + 17 upper-case letters and digits (AWS's shape), 40 URL-safe characters."""
     key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
     return key_id, token(30)
+
+
+def bucket_json(bucket: BucketRecord) -> dict[str, Any]:
+    code = bucket.erasure
+    return {"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas,
+            "erasure": f"{code.k}+{code.m}" if code is not None else None}
 
 
 def key_json(key: AccessKey) -> dict[str, Any]:
@@ -152,24 +161,31 @@ class StorageHandlers:
                     count += 1
                     size += manifest.info.size
                     await budget.spend()
-            items.append({"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas,
-                          "objects": count, "bytes": size})
+            items.append({**bucket_json(bucket), "objects": count, "bytes": size})
         return web.json_response({"items": items})
 
     async def create_bucket(self, request: web.Request) -> web.Response:
-        meta = self._admin().metadata
-        body = await _object(request, ("name",), ("replicas",))
-        name, replicas = body["name"], body.get("replicas", 2)
+        admin = self._admin()
+        body = await _object(request, ("name",), ("replicas", "erasure"))
+        name, replicas, code = body["name"], body.get("replicas", DEFAULT_REPLICAS), body.get("erasure")
         if not isinstance(name, str) or not valid_bucket_name(name):
             raise SpecError("name", f"{str(name)[:80]!r} is not a bucket name (3-63 of a-z 0-9 . -, a letter or "
                             "digit at both ends)")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
             raise SpecError("replicas", f"must be a whole number from 1 to {MAX_REPLICAS}")
-        record = BucketRecord(name, self.clock(), replicas)
-        if await meta.create_bucket(record) is Outcome.EXISTS:
-            raise InUse(f"bucket {name} already exists")
-        return web.json_response({"name": name, "created": record.created, "replicas": replicas, "objects": 0,
-                                  "bytes": 0}, status=201)
+        if code is not None and (not isinstance(code, str) or not 0 < len(code) <= 16):
+            raise SpecError("erasure", "must be an erasure code such as \"4+2\"")
+        if code is not None and "replicas" in body:
+            raise SpecError("replicas", "an erasure-coded bucket stores fragments, not copies: give one of the two")
+        refused = await admin.create_bucket(name, self.clock(), replicas=replicas, erasure=code)
+        if refused is not None:
+            if refused.code is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU:
+                raise InUse(f"bucket {name} already exists")
+            raise SpecError("erasure" if code is not None else "name", refused.message)
+        created = next((b for b in await admin.metadata.list_buckets() if b.name == name), None)
+        if created is None:  # deleted again in between: say what was asked
+            created = BucketRecord(name, self.clock(), replicas)
+        return web.json_response({**bucket_json(created), "objects": 0, "bytes": 0}, status=201)
 
     async def delete_bucket(self, request: web.Request) -> web.Response:
         meta = self._admin().metadata

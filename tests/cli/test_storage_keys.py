@@ -27,12 +27,9 @@ from coordinator.secrets import KeySource, SecretsService
 from coordinator.secrets import masterkey as masterkeys
 from coordinator.service import Coordinator, CoordinatorConfig
 from coordinator.store import SqliteStore
-from dataplane.objects.store import ObjectBackend
 from dataplane.s3.http import S3Config, s3_app
 from tests.cli.conftest import Result
 from tests.coordinator.test_rest_storage import FakeStorage
-from tests.dataplane.objects.fake_chunks import FakeChunkClient
-from tests.dataplane.objects.objserver import default_nodes
 from tests.dataplane.s3.s3server import REGION, in_thread
 
 T = TypeVar("T")
@@ -108,11 +105,9 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     storage = FakeStorage()
-    chunks = FakeChunkClient(default_nodes())
-    backend = ObjectBackend(storage.metadata, chunks, chunks.storage_nodes)
     # the gateway's S3 face: secrets and grants from the keyring the REST API makes it reload (looked up at each
     # call: keys_changed replaces the keyring)
-    app = s3_app(backend, lambda key: storage.keyring.secret(key),  # noqa: PLW0108
+    app = s3_app(storage.backend, lambda key: storage.keyring.secret(key),  # noqa: PLW0108
                  S3Config(region=REGION,
                           authorize=lambda key, op, bucket: storage.keyring.authorize(key, op, bucket)))  # noqa: PLW0108
     with in_thread(app, tmp_path) as s3, coordinator_api(tmp_path, storage) as (api, run):
@@ -211,16 +206,18 @@ async def _reveal(cluster: Cluster) -> dict[str, Any]:
 
 def test_status_and_no_storage(cluster: Cluster, cli: Callable[..., Result]) -> None:
     cluster.storage.report = {
-        "nodes": [{"node": "pi-1", "zone": "attic", "online": True, "quota": 20 << 30, "used": 3 << 20, "chunks": 3},
-                  {"node": "phone", "zone": "", "online": False, "quota": 1 << 30, "used": 0, "chunks": 0}],
+        "nodes": [{"node": "pi-1", "zone": "attic", "online": True, "quotaBytes": 20 << 30, "usedBytes": 3 << 20,
+                   "chunks": 3},
+                  {"node": "phone", "zone": "", "online": False, "quotaBytes": 1 << 30, "usedBytes": 0, "chunks": 0}],
         "chunks": 3, "under_replicated": 1, "unrecoverable": 0,
-        "repair": {"copied": 2, "bytes": 2 << 20, "rate": 1048576.0, "last_run": None}}
+        "repair": {"copied": 2, "copiedBytes": 2 << 20, "failed": 0, "rateBytesPerS": 1048576.0, "lastRun": None}}
     r = cli("storage", "status")
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert lines[0].split() == ["NODE", "ZONE", "ONLINE", "QUOTA", "USED", "CHUNKS"]
     assert lines[1].split() == ["pi-1", "attic", "yes", "20Gi", "3Mi", "3"]
-    assert "under-replicated:  1" in r.out and "last run never" in r.out
+    assert "under-replicated:  1" in r.out and "2 copies (2MiB) made, 0 failed" in r.out
+    assert "never run" in r.out
     r = cli("storage", "status", "-o", "json")
     assert json.loads(r.out)["underReplicated"] == 1
 

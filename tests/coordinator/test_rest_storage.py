@@ -19,13 +19,18 @@ from coordinator.http import token_digest
 from coordinator.rest.app import openapi_document
 from coordinator.service import Coordinator, CoordinatorConfig
 from dataplane.objects.access import Keyring
-from dataplane.objects.model import AccessKey, Manifest
+from dataplane.objects.erasure import parse_code
+from dataplane.objects.model import AccessKey, Manifest, StorageNode
+from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
+from dataplane.s3.errors import ErrorCode, S3Error
 from dataplane.s3.routing import Operation
 from tests.coordinator.rest_harness import ADMIN, AUTH
 from tests.coordinator.stores import FullDiskStore
 from tests.coordinator.test_openapi import _check
+from tests.dataplane.objects.fake_chunks import FakeChunkClient
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
+from tests.dataplane.objects.objserver import default_nodes
 from tests.pair.fakebus import FakeBroker
 
 VIEWER = "viewer-token-for-tests"
@@ -33,16 +38,30 @@ VIEWER = "viewer-token-for-tests"
 
 @dataclass
 class FakeStorage:
-    """A maintained fake of the gateway's REST face: the in-memory metadata, a status it reports as the gateway does
-    (snake_case), and the keyring it rebuilds when told the keys changed."""
+    """A maintained fake of the gateway's REST face: the real object store backend over the in-memory metadata and
+    fake storage nodes, a status it reports as the gateway does (snake_case), and the keyring it rebuilds when told
+    the keys changed."""
 
     metadata: MemoryMetadata = field(default_factory=MemoryMetadata)
+    nodes: list[StorageNode] = field(default_factory=default_nodes)
     report: dict[str, Any] = field(default_factory=dict)
     keyring: Keyring = field(default_factory=lambda: Keyring([]))
     reloads: int = 0
 
+    def __post_init__(self) -> None:
+        self.chunks = FakeChunkClient(self.nodes)
+        self.backend = ObjectBackend(self.metadata, self.chunks, self.chunks.storage_nodes)
+
     def status(self) -> dict[str, Any]:
         return self.report
+
+    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
+        code = None
+        if erasure is not None:
+            code = parse_code(erasure)
+            if isinstance(code, str):
+                return S3Error(ErrorCode.INVALID_ARGUMENT, code)
+        return await self.backend.create_bucket(name, now, replicas, code)
 
     async def keys_changed(self) -> None:
         self.reloads += 1
@@ -110,10 +129,10 @@ async def test_every_route_needs_a_credential_and_writes_an_admin() -> None:
 
 async def test_status_is_the_gateways_in_camel_case() -> None:
     storage = FakeStorage(report={
-        "nodes": [{"node": "pi-1", "zone": "attic", "online": True, "quota": 20 << 30, "used": 3 << 20,
+        "nodes": [{"node": "pi-1", "zone": "attic", "online": True, "quotaBytes": 20 << 30, "usedBytes": 3 << 20,
                    "chunks": 3}],
         "chunks": 3, "under_replicated": 1, "unrecoverable": 0,
-        "repair": {"copied": 2, "bytes": 2 << 20, "rate": 1048576.0, "last_run": 1_700_000_000.0}})
+        "repair": {"copied": 2, "copied_bytes": 2 << 20, "rate_bytes_per_s": 1048576.0, "last_run": 1_700_000_000.0}})
     async with served(storage) as s:
         doc = await answer(s, "GET", "/v1/storage/status", status=200, handler="storage_status")
         assert doc["underReplicated"] == 1 and doc["repair"]["lastRun"] == 1_700_000_000.0
@@ -134,8 +153,8 @@ async def test_buckets_create_list_with_counts_and_delete() -> None:
             info = ObjectInfo(key, size, "etag", time.time())
             await storage.metadata.commit_manifest("photos", Manifest(info, replicas=3))
         doc = await answer(s, "GET", "/v1/storage/buckets", status=200, handler="list_buckets")
-        assert [(b["name"], b["replicas"], b["objects"], b["bytes"]) for b in doc["items"]] == [
-            ("empty", 2, 0, 0), ("photos", 3, 2, 2600)]
+        assert [(b["name"], b["replicas"], b["objects"], b["bytes"], b["erasure"]) for b in doc["items"]] == [
+            ("empty", 2, 0, 0, None), ("photos", 3, 2, 2600, None)]
         err = await answer(s, "DELETE", "/v1/storage/buckets/photos", status=409)
         assert "not empty" in err["error"]["message"]
         await answer(s, "DELETE", "/v1/storage/buckets/empty", status=200, handler="delete_bucket")
@@ -143,12 +162,30 @@ async def test_buckets_create_list_with_counts_and_delete() -> None:
         assert [b.name for b in await storage.metadata.list_buckets()] == ["photos"]
 
 
+async def test_an_erasure_coded_bucket_needs_six_storage_nodes() -> None:
+    five = FakeStorage()  # default_nodes(): five nodes
+    async with served(five) as s:
+        doc = await answer(s, "POST", "/v1/storage/buckets", status=400, body={"name": "archive", "erasure": "4+2"})
+        assert doc["error"]["field"] == "erasure" and "at least 6 storage nodes" in doc["error"]["message"]
+        doc = await answer(s, "POST", "/v1/storage/buckets", status=400, body={"name": "archive", "erasure": "8+3"})
+        assert doc["error"]["field"] == "erasure" and "use 4+2" in doc["error"]["message"]
+        assert await five.metadata.list_buckets() == []
+    six = FakeStorage(nodes=[StorageNode(f"n{i}", f"z{i % 3}", quota=1 << 30) for i in range(6)])
+    async with served(six) as s:
+        made = await answer(s, "POST", "/v1/storage/buckets", status=201, handler="create_bucket",
+                            body={"name": "archive", "erasure": "4+2"})
+        assert made["erasure"] == "4+2" and made["replicas"] == 3
+        listed = await answer(s, "GET", "/v1/storage/buckets", status=200, handler="list_buckets")
+        assert [(b["name"], b["erasure"]) for b in listed["items"]] == [("archive", "4+2")]
+
+
 @pytest.mark.parametrize(("body", "field_"), [
     ({"name": "No_Such"}, "name"), ({"name": "ab"}, "name"), ({"name": 7}, "name"), ({}, "name"),
     ({"name": "photos", "replicas": 0}, "replicas"), ({"name": "photos", "replicas": True}, "replicas"),
     ({"name": "photos", "replicas": 9}, "replicas"), ({"name": "photos", "colour": "red"}, "colour"),
+    ({"name": "photos", "erasure": 42}, "erasure"), ({"name": "photos", "erasure": "4+2", "replicas": 2}, "replicas"),
 ], ids=["upper-case", "too-short", "not-a-string", "missing", "zero-replicas", "bool-replicas", "nine-replicas",
-        "unknown-field"])
+        "unknown-field", "erasure-not-a-string", "erasure-and-replicas"])
 async def test_bucket_input_errors_name_the_field(body: dict[str, Any], field_: str) -> None:
     async with served(FakeStorage()) as s:
         doc = await answer(s, "POST", "/v1/storage/buckets", status=400, body=body)
