@@ -20,21 +20,31 @@ marker stays as its tombstone (a late commit that read the bucket before it went
 bucket found busy loses its marker again (a coordinator that crashes right there leaves the bucket refusing commits
 until a DeleteBucket is retried, which adopts the marker). CreateBucket removes the tombstone as it creates.
 
+Access keys: the secret is stored sealed (`SecretSealer`; in a cluster `EnvelopeSealer`, the secrets service's envelope
+encryption: a fresh data key per secret, wrapped by the active master key, bound to the access key id), never in
+plaintext. SigV4 needs the plaintext secret to compute its HMAC, so it cannot be hashed; the gateway opens the secrets
+into its in-memory keyring.
+
 Limits: a manifest is one value (etcd's default request limit of 1.5 MiB holds about 20,000 chunk ids, a 20 GiB
 object); `referenced_chunks` reads every manifest and part (garbage collection is a periodic scan)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from coordinator import objects_codec as codec
-from coordinator.store import Conflict, Op, Store, delete, put
-from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
+from coordinator.secrets import envelope
+from coordinator.store import Conflict, Op, Store, StoreError, delete, put
+from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord, Stripe
 from dataplane.objects.ports import Outcome
-from dataplane.s3.backend import UploadInfo
+from dataplane.s3.backend import ObjectInfo, UploadInfo
+from dataplane.s3.multipart import multipart_etag
+
+log = logging.getLogger(__name__)
 
 ROOT = "/objects/"
 T = TypeVar("T")
@@ -69,6 +79,37 @@ def _key(access_key: str) -> str:
     return f"{ROOT}keys/{access_key}"
 
 
+class SecretSealer(Protocol):
+    """Seals an access key's secret for the store and opens it again (bound to the access key id)."""
+
+    def seal(self, access_key: str, secret: str) -> dict[str, Any]: ...
+
+    def open(self, access_key: str, sealed: dict[str, Any]) -> str:
+        """The secret; raises envelope.EnvelopeError when it cannot be opened (wrong master key, tampered)."""
+        ...
+
+
+KEYS_NAMESPACE = "objects/keys"  # the envelope binding's namespace: no secret namespace has a '/' in it
+
+
+class EnvelopeSealer:
+    """`SecretSealer` with the secrets service's envelope encryption. `keyring` is read at every call, so a rotated
+    master key seals new secrets from then on (older ones stay readable while the keyring holds their key)."""
+
+    def __init__(self, keyring: Callable[[], envelope.Keyring]) -> None:
+        self._keyring = keyring
+
+    def seal(self, access_key: str, secret: str) -> dict[str, Any]:
+        sealed = envelope.seal_version(self._keyring(), envelope.Binding(KEYS_NAMESPACE, access_key, 1),
+                                       {"secret": secret.encode()})
+        return sealed.to_json()
+
+    def open(self, access_key: str, sealed: dict[str, Any]) -> str:
+        opened = envelope.open_version(self._keyring(), envelope.Binding(KEYS_NAMESPACE, access_key, 1),
+                                       envelope.SealedVersion.from_json(sealed))
+        return opened["secret"].decode()
+
+
 class MetadataContended(Exception):
     """A commit kept conflicting with other writers past RETRIES attempts."""
 
@@ -83,8 +124,16 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
 
 
 class StoreMetadata:
-    def __init__(self, store: Store) -> None:
+    """`sealer` seals access-key secrets; without one, access keys cannot be stored or read (StoreError)."""
+
+    def __init__(self, store: Store, sealer: SecretSealer | None = None) -> None:
         self._store = store
+        self._sealer = sealer
+
+    def _need_sealer(self) -> SecretSealer:
+        if self._sealer is None:
+            raise StoreError("access keys need a secret sealer (the secrets service): none was given")
+        return self._sealer
 
     async def _guard(self, bucket: str) -> list[Op] | None:
         """The op that makes a commit conditional on the bucket not being deleted meanwhile; None: no such bucket."""
@@ -164,11 +213,14 @@ class StoreMetadata:
         return Outcome.DONE
 
     async def referenced_chunks(self) -> frozenset[str]:
+        """Parts first, then manifests: references only move from parts to a manifest (CompleteMultipartUpload
+        commits the manifest, then drops the parts), so a chunk referenced throughout is seen in at least one of
+        the two lists. (The other order could miss it: manifests listed before the commit, parts after the drop.)"""
         ids: set[str] = set()
-        for e in await self._store.list(f"{ROOT}manifests/"):
-            ids.update(c.id for c in codec.manifest_from(e.key, e.value).chunks)
         for e in await self._store.list(f"{ROOT}parts/"):
             ids.update(c.id for c in codec.part_from(e.key, e.value).chunks)
+        for e in await self._store.list(f"{ROOT}manifests/"):
+            ids.update(c.id for c in codec.manifest_from(e.key, e.value).chunks)
         return frozenset(ids)
 
     # ---- chunk locations -----------------------------------------------------------------------------------------
@@ -185,14 +237,16 @@ class StoreMetadata:
         return [codec.chunk_from(e.key, e.value) for e in await self._store.list(f"{ROOT}chunks/")]
 
     async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
-                           bad: Iterable[str] = (), touched: float | None = None) -> ChunkRecord:
+                           bad: Iterable[str] = (), touched: float | None = None,
+                           stripe: Stripe | None = None) -> ChunkRecord:
         added, removed, marked = frozenset(add), frozenset(remove), frozenset(bad)
 
         async def attempt() -> ChunkRecord:
             entry = await self._store.get(_chunk(chunk_id))
             record = codec.chunk_from(entry.key, entry.value) if entry else ChunkRecord(chunk_id, size)
             record = replace(record, holders=(record.holders | added) - removed, bad=(record.bad - removed) | marked,
-                             touched=max(record.touched, record.touched if touched is None else touched))
+                             touched=max(record.touched, record.touched if touched is None else touched),
+                             stripe=record.stripe or stripe)
             await self._store.txn([put(_chunk(chunk_id), codec.chunk_doc(record),
                                        expect=entry.mod_revision if entry else 0)])
             return record
@@ -244,17 +298,33 @@ class StoreMetadata:
             return Outcome.NO_UPLOAD
         return [codec.part_from(e.key, e.value) for e in await self._store.list(_parts(upload_id))]
 
-    async def complete_upload(self, upload_id: str, manifest: Manifest) -> Outcome:
+    async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: Sequence[int]) -> Outcome:
+        """Build the object from the named parts and commit it, forgetting the upload, in one transaction: the
+        upload entry, the bucket and the parts are read inside the attempt and the commit expects the upload entry
+        unchanged (every UploadPart bumps it), so the manifest is made of exactly the parts it was checked against.
+        INVALID_PART when a named part is missing or no longer the one `info` (size, ETag) was computed from."""
         async def attempt() -> Outcome:
             entry = await self._store.get(_upload(upload_id))
             if entry is None:
                 return Outcome.NO_UPLOAD
             upload = codec.upload_from(entry.key, entry.value)
-            guard = await self._guard(upload.bucket)
-            if guard is None:
+            bucket = await self.get_bucket(upload.bucket)
+            if bucket is None:
                 return Outcome.NO_BUCKET
-            await self._store.txn([*guard, delete(entry.key, expect=entry.mod_revision),
-                                   put(_manifests(upload.bucket) + manifest.info.key, codec.manifest_doc(manifest))])
+            records = {p.info.number: p for p in (codec.part_from(e.key, e.value)
+                                                   for e in await self._store.list(_parts(upload_id)))}
+            chosen = [records.get(n) for n in parts]
+            if any(p is None for p in chosen):
+                return Outcome.INVALID_PART
+            found = [p for p in chosen if p is not None]
+            if (sum(p.info.size for p in found) != info.size
+                    or multipart_etag([p.info.etag for p in found]) != info.etag):
+                return Outcome.INVALID_PART
+            manifest = Manifest(replace(info, key=upload.key), tuple(c for p in found for c in p.chunks),
+                                bucket.replicas)
+            await self._store.txn([delete(_closed(upload.bucket), expect=0), delete(entry.key,
+                                   expect=entry.mod_revision),
+                                   put(_manifests(upload.bucket) + upload.key, codec.manifest_doc(manifest))])
             return Outcome.DONE
 
         outcome = await _retrying(attempt)
@@ -281,18 +351,35 @@ class StoreMetadata:
 
     # ---- access keys ---------------------------------------------------------------------------------------------
 
+    def _key_from(self, key: str, raw: bytes) -> AccessKey:
+        sealer = self._need_sealer()
+        return codec.access_key_from(key, raw, sealer.open)
+
     async def get_key(self, access_key: str) -> AccessKey | None:
         entry = await self._store.get(_key(access_key))
-        return codec.access_key_from(entry.key, entry.value) if entry else None
+        return self._key_from(entry.key, entry.value) if entry else None
 
     async def list_keys(self) -> list[AccessKey]:
-        return [codec.access_key_from(e.key, e.value) for e in await self._store.list(f"{ROOT}keys/")]
+        """Every key whose secret opens; one that does not (a master key missing from the keyring) is logged and
+        left out, so one bad entry does not lock every client out."""
+        keys = []
+        for e in await self._store.list(f"{ROOT}keys/"):
+            try:
+                keys.append(self._key_from(e.key, e.value))
+            except (envelope.EnvelopeError, StoreError) as exc:
+                log.error("access key %s left out: %s", e.key.rsplit("/", 1)[-1], exc)
+        return keys
 
     async def put_key(self, key: AccessKey) -> None:
-        await self._store.txn([put(_key(key.access_key), codec.access_key_doc(key))])
+        sealed = self._need_sealer().seal(key.access_key, key.secret)
+        await self._store.txn([put(_key(key.access_key), codec.access_key_doc(key, sealed))])
 
     async def delete_key(self, access_key: str) -> Outcome:
-        if await self._store.get(_key(access_key)) is None:
-            return Outcome.EXISTS
-        await self._store.txn([delete(_key(access_key))])
+        entry = await self._store.get(_key(access_key))
+        if entry is None:
+            return Outcome.NO_KEY
+        try:
+            await self._store.txn([delete(entry.key, expect=entry.mod_revision)])
+        except Conflict:
+            return await self.delete_key(access_key)  # replaced meanwhile: delete what is there now
         return Outcome.DONE

@@ -5,9 +5,11 @@ silently wrong manifest."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from coordinator.store import StoreError
+from dataplane.objects import erasure
 from dataplane.objects.chunking import ChunkRef, is_chunk_id
 from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
 from dataplane.s3.backend import ObjectInfo, PartInfo, UploadInfo
@@ -69,22 +71,32 @@ class _Doc:
 # ---- buckets, keys ----------------------------------------------------------------------------------------------
 
 def bucket_doc(bucket: BucketRecord) -> bytes:
-    return dump({"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas})
+    return dump({"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas,
+                 "erasure": erasure.code_doc(bucket.erasure)})
 
 
 def bucket_from(key: str, raw: bytes) -> BucketRecord:
     d = _Doc(key, raw)
-    return BucketRecord(d.get("name", str), d.number("created"), d.get("replicas", int))
+    try:
+        code = erasure.code_from_doc(d.doc.get("erasure"))  # absent (older documents): replicated
+    except ValueError as exc:
+        raise StoreError(f"{key}: {exc}") from exc
+    return BucketRecord(d.get("name", str), d.number("created"), d.get("replicas", int), code)
 
 
-def access_key_doc(key: AccessKey) -> bytes:
-    return dump({"access_key": key.access_key, "secret": key.secret, "owner": key.owner,
+def access_key_doc(key: AccessKey, sealed: dict[str, Any]) -> bytes:
+    """The key with its secret sealed (`sealed`, from coordinator.objects.SecretSealer): never the plaintext."""
+    return dump({"access_key": key.access_key, "sealed": sealed, "owner": key.owner,
                  "buckets": [list(p) for p in key.buckets]})
 
 
-def access_key_from(key: str, raw: bytes) -> AccessKey:
+def access_key_from(key: str, raw: bytes, open_secret: Callable[[str, dict[str, Any]], str]) -> AccessKey:
+    """`open_secret(access key, sealed)` opens the sealed secret. An entry written before secrets were sealed
+    (plaintext `secret`) is still read; the next put seals it."""
     d = _Doc(key, raw)
-    return AccessKey(d.get("access_key", str), d.get("secret", str), d.get("owner", str), d.pairs("buckets"))
+    access_key = d.get("access_key", str)
+    secret = open_secret(access_key, d.get("sealed", dict)) if "sealed" in d.doc else d.get("secret", str)
+    return AccessKey(access_key, secret, d.get("owner", str), d.pairs("buckets"))
 
 
 # ---- objects ----------------------------------------------------------------------------------------------------
@@ -144,9 +156,14 @@ def part_from(key: str, raw: bytes) -> PartRecord:
 
 def chunk_doc(record: ChunkRecord) -> bytes:
     return dump({"id": record.id, "size": record.size, "holders": sorted(record.holders), "bad": sorted(record.bad),
-                 "touched": record.touched})
+                 "touched": record.touched, "stripe": erasure.stripe_doc(record.stripe)})
 
 
 def chunk_from(key: str, raw: bytes) -> ChunkRecord:
     d = _Doc(key, raw)
-    return ChunkRecord(d.get("id", str), d.get("size", int), d.names("holders"), d.names("bad"), d.number("touched"))
+    try:
+        stripe = erasure.stripe_from_doc(d.doc.get("stripe"))  # absent (older documents): replicated
+    except ValueError as exc:
+        raise StoreError(f"{key}: {exc}") from exc
+    return ChunkRecord(d.get("id", str), d.get("size", int), d.names("holders"), d.names("bad"), d.number("touched"),
+                       stripe)

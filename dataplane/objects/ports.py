@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Protocol
 
-from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
-from dataplane.s3.backend import UploadInfo
+from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord, Stripe
+from dataplane.s3.backend import ObjectInfo, UploadInfo
 
 
 class Outcome(StrEnum):
@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     EXISTS = "exists"  # CreateBucket on an existing name; a conditional commit whose key exists
     NOT_EMPTY = "bucket not empty"
     NO_UPLOAD = "no such upload"
+    INVALID_PART = "invalid part"  # CompleteMultipartUpload names a part that is gone or changed
+    NO_KEY = "no such access key"
 
 
 class ChunkUnavailable(Exception):
@@ -33,6 +35,11 @@ class ChunkMismatch(ChunkUnavailable):
     """The node's copy is bad: the bytes it sent do not hash to the id, or it found its copy corrupt itself (a client
     that checks what it receives, as dataplane.objects.peer's does, raises this). The caller records the copy as bad
     for read-repair."""
+
+
+class ChunkMissing(ChunkUnavailable):
+    """The node answered that it does not hold the chunk (dataplane.objects.peer's ChunkNotFound is one): the copy is
+    gone (deleted as corrupt by the node's own check, a wiped disk), so the caller forgets that holder."""
 
 
 class ChunkClient(Protocol):
@@ -91,9 +98,11 @@ class Metadata(Protocol):
     async def list_chunks(self) -> list[ChunkRecord]: ...
 
     async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
-                           bad: Iterable[str] = (), touched: float | None = None) -> ChunkRecord:
+                           bad: Iterable[str] = (), touched: float | None = None,
+                           stripe: Stripe | None = None) -> ChunkRecord:
         """Merge into the chunk's record atomically (created when missing): holders += add, holders -= remove
-        (a removed holder is no longer bad either), bad += bad, touched = max(touched, given)."""
+        (a removed holder is no longer bad either), bad += bad, touched = max(touched, given); stripe: set when the
+        record has none (a stripe never changes once set: its fragments are content-addressed)."""
         ...
 
     async def drop_chunk(self, chunk_id: str, *, unless_touched_since: float) -> bool:
@@ -111,8 +120,10 @@ class Metadata(Protocol):
 
     async def list_parts(self, upload_id: str) -> list[PartRecord] | Outcome: ...
 
-    async def complete_upload(self, upload_id: str, manifest: Manifest) -> Outcome:
-        """Commit the manifest and forget the upload in one transaction: DONE, NO_UPLOAD or NO_BUCKET."""
+    async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: Sequence[int]) -> Outcome:
+        """Make the object `info` (its key is the upload's) out of the uploaded `parts`, in order, and forget the
+        upload, in one transaction that reads the parts itself: DONE, NO_UPLOAD, NO_BUCKET, or INVALID_PART when a
+        part is missing or its size/ETag no longer add up to `info` (re-uploaded since the caller checked)."""
         ...
 
     async def drop_upload(self, upload_id: str) -> Outcome: ...
@@ -126,4 +137,6 @@ class Metadata(Protocol):
 
     async def put_key(self, key: AccessKey) -> None: ...
 
-    async def delete_key(self, access_key: str) -> Outcome: ...
+    async def delete_key(self, access_key: str) -> Outcome:
+        """DONE or NO_KEY."""
+        ...

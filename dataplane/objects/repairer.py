@@ -6,7 +6,13 @@ updated, as copies nobody knows, which a later write or the node's rescan re-reg
 
 Order of a surplus delete: the metadata forgets the holder first (no reader is sent there), then the copy goes. A
 copy is made by reading the source, verifying it against the chunk id (a corrupt source is recorded as bad and
-skipped: the next pass picks another source), writing the target and only then recording the new holder."""
+skipped: the next pass picks another source), writing the target and only then recording the new holder. A source
+that answers it has no copy (`ChunkMissing`) is forgotten as a holder, one whose copy is corrupt (`ChunkMismatch`,
+what a verifying client raises) is recorded as bad: either way the next pass copies from another good holder instead
+of failing on the same one for ever (review 3, M1).
+
+A referenced chunk without any record (its record was dropped while something still refers to it) is reported
+unrecoverable, not silently skipped (review 3, L2)."""
 
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ from dataclasses import dataclass
 
 from dataplane.objects.chunking import chunk_id
 from dataplane.objects.chunkio import NodeSource
-from dataplane.objects.model import DEFAULT_REPLICAS
-from dataplane.objects.ports import ChunkClient, ChunkUnavailable, Metadata, Outcome
+from dataplane.objects.model import DEFAULT_REPLICAS, ChunkRecord
+from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkMissing, ChunkUnavailable, Metadata, Outcome
 from dataplane.objects.repair import ChunkState, Copy, Delete, RepairPlan, plan_repair
+from dataplane.objects.stripeio import StripeRepairReport, repair_stripes
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,8 @@ class RepairReport:
     copied_bytes: int = 0
     deleted: int = 0
     failed: int = 0
+    chunks: int = 0  # referenced chunks the plan looked at
+    stripes: StripeRepairReport | None = None  # the erasure-coded chunks' pass (stripeio.repair_stripes)
 
 
 async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
@@ -43,15 +52,20 @@ async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
             for ref in manifest.chunks:
                 wanted[ref.id] = max(wanted.get(ref.id, 0), manifest.replicas)
     records = await metadata.get_chunks(sorted(wanted))
-    return {cid: ChunkState(record, wanted[cid]) for cid, record in records.items()}
+    return {cid: ChunkState(records.get(cid) or ChunkRecord(cid, 0), r) for cid, r in wanted.items()}
 
 
 class Repairer:
     def __init__(self, metadata: Metadata, client: ChunkClient, nodes: NodeSource) -> None:
         self._metadata, self._client, self._nodes = metadata, client, nodes
 
+    async def plan(self, now: float, *, budget: int | None = None) -> tuple[RepairPlan, int]:
+        """The plan for the state now and how many chunks it looked at, without carrying it out (for status)."""
+        states = await chunk_states(self._metadata)
+        return plan_repair(states, self._nodes(), now, budget=budget), len(states)
+
     async def repair_once(self, now: float, *, budget: int | None = None) -> RepairReport:
-        plan = plan_repair(await chunk_states(self._metadata), self._nodes(), now, budget=budget)
+        plan, chunks = await self.plan(now, budget=budget)
         copied = copied_bytes = deleted = failed = 0
         for copy in plan.copies:
             if await self._copy(copy):
@@ -63,11 +77,22 @@ class Repairer:
                 deleted += 1
             else:
                 failed += 1
-        return RepairReport(plan, copied, copied_bytes, deleted, failed)
+        left = None if budget is None else max(0, budget - copied_bytes)
+        stripes = await repair_stripes(self._metadata, self._client, self._nodes(), now, budget=left)
+        return RepairReport(plan, copied, copied_bytes, deleted, failed, chunks, stripes)
 
     async def _copy(self, copy: Copy) -> bool:
         try:
             data = await self._client.get(copy.source, copy.chunk_id)
+        except ChunkMismatch as exc:
+            log.warning("repair: copy of %s on %s is corrupt (%s): recorded as bad", copy.chunk_id[:12], copy.source,
+                        exc.why)
+            await self._metadata.update_chunk(copy.chunk_id, copy.size, bad=[copy.source])
+            return False
+        except ChunkMissing:
+            log.warning("repair: %s no longer holds %s: forgotten as a holder", copy.source, copy.chunk_id[:12])
+            await self._metadata.update_chunk(copy.chunk_id, copy.size, remove=[copy.source])
+            return False
         except ChunkUnavailable as exc:
             log.info("repair: cannot read %s from %s: %s", copy.chunk_id[:12], copy.source, exc.why)
             return False
@@ -88,6 +113,8 @@ class Repairer:
             await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
         try:
             await self._client.delete(delete.node, delete.chunk_id)
+        except ChunkMissing:
+            pass  # gone already (the node deleted its corrupt copy itself): what the delete wanted
         except ChunkUnavailable as exc:
             log.info("repair: cannot delete %s on %s: %s", delete.chunk_id[:12], delete.node, exc.why)
             return False

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import replace
 
+from dataplane.objects import erasure as erasure_mod
 from dataplane.objects.chunking import CHUNK_SIZE, Chunker, ChunkRef, covering
 from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed, NodeSource
-from dataplane.objects.model import DEFAULT_REPLICAS, BucketRecord, Manifest, PartRecord
+from dataplane.objects.model import DEFAULT_REPLICAS, BucketRecord, ErasureCode, Manifest, PartRecord
 from dataplane.objects.ports import ChunkClient, Metadata, Outcome
 from dataplane.objects.repair import GC_GRACE_S
 from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo, UploadInfo
@@ -38,8 +38,8 @@ class ObjectStaging:
     """Chunks are stored `parallel` at a time (each to R nodes), in order in the manifest: the upload keeps flowing
     while earlier chunks are still being written, and at most `parallel` chunks (plus the one being cut) are held."""
 
-    def __init__(self, backend: ObjectBackend, replicas: int) -> None:
-        self._backend, self._replicas = backend, replicas
+    def __init__(self, backend: ObjectBackend, replicas: int, erasure: ErasureCode | None = None) -> None:
+        self._backend, self._replicas, self._erasure = backend, replicas, erasure
         self._chunker = Chunker(backend.chunk_size)
         self._pending: list[asyncio.Task[ChunkRef]] = []
         self._refs: list[ChunkRef] = []
@@ -53,7 +53,7 @@ class ObjectStaging:
     async def _store(self, piece: bytes) -> None:
         if self._failed is not None:
             return
-        self._pending.append(asyncio.create_task(self._backend.io.store(piece, self._replicas)))
+        self._pending.append(asyncio.create_task(self._backend.io.store(piece, self._replicas, self._erasure)))
         while len(self._pending) >= self._backend.parallel:
             await self._settle_oldest()
 
@@ -125,8 +125,16 @@ class ObjectBackend:
     async def list_buckets(self) -> list[BucketInfo]:
         return [BucketInfo(b.name, b.created) for b in await self.metadata.list_buckets()]
 
-    async def create_bucket(self, name: str, now: float, replicas: int = DEFAULT_REPLICAS) -> S3Error | None:
-        if await self.metadata.create_bucket(BucketRecord(name, now, replicas)) is Outcome.EXISTS:
+    async def create_bucket(self, name: str, now: float, replicas: int = DEFAULT_REPLICAS,
+                            erasure: ErasureCode | None = None) -> S3Error | None:
+        """`erasure`: an erasure-coded bucket (refused, as InvalidArgument naming why, without enough storage nodes
+        or the codec); its manifests then ask `erasure.replicas` of a chunk shared with a replicated bucket."""
+        if erasure is not None:
+            why = erasure_mod.bucket_refusal(erasure, self.io.nodes(), erasure_mod.codec_problem(erasure))
+            if why is not None:
+                return S3Error(ErrorCode.INVALID_ARGUMENT, why, f"/{name}")
+            replicas = erasure.replicas
+        if await self.metadata.create_bucket(BucketRecord(name, now, replicas, erasure)) is Outcome.EXISTS:
             return S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, "you already own this bucket", f"/{name}")
         return None
 
@@ -144,7 +152,7 @@ class ObjectBackend:
 
     async def stage(self, bucket: str) -> ObjectStaging | S3Error:
         record = await self.metadata.get_bucket(bucket)
-        return _no_bucket(bucket) if record is None else ObjectStaging(self, record.replicas)
+        return _no_bucket(bucket) if record is None else ObjectStaging(self, record.replicas, record.erasure)
 
     # ---- objects -------------------------------------------------------------------------------------------------
 
@@ -204,21 +212,19 @@ class ObjectBackend:
                                                                       key=lambda p: p.number)
 
     async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: tuple[int, ...]) -> S3Error | None:
+        """The metadata builds the object from the parts it reads inside its own transaction (review 3, M5): a part
+        re-uploaded after the handler checked the list no longer adds up to `info` and is refused as InvalidPart."""
         upload = await self.metadata.get_upload(upload_id)
-        records = await self.metadata.list_parts(upload_id)
-        bucket = await self.metadata.get_bucket(upload.bucket) if upload is not None else None
-        if upload is None or isinstance(records, Outcome):
+        if upload is None:
             return _no_upload()
-        if bucket is None:
-            return _no_bucket(upload.bucket)
-        by_number = {p.info.number: p for p in records}
-        chunks = tuple(ref for n in parts for ref in by_number[n].chunks)
-        manifest = Manifest(replace(info, key=upload.key), chunks, bucket.replicas)
-        match await self.metadata.complete_upload(upload_id, manifest):
+        match await self.metadata.complete_upload(upload_id, info, parts):
             case Outcome.DONE:
                 return None
             case Outcome.NO_BUCKET:
                 return _no_bucket(upload.bucket)
+            case Outcome.INVALID_PART:
+                return S3Error(ErrorCode.INVALID_PART, "one or more of the specified parts could not be found or "
+                               "changed while the upload was being completed; list the parts and try again")
             case _:
                 return _no_upload()
 

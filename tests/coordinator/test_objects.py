@@ -13,17 +13,21 @@ from typing import TypeVar
 
 import pytest
 
-from coordinator.objects import StoreMetadata
+from coordinator.objects import EnvelopeSealer, StoreMetadata
+from coordinator.secrets.envelope import Keyring
 from coordinator.store import Entry, Op, SqliteStore, Store, StoreError, put
 from dataplane.objects.chunking import ChunkRef, chunk_id
 from dataplane.objects.model import AccessKey, BucketRecord, Manifest, PartRecord
 from dataplane.objects.ports import Metadata, Outcome
 from dataplane.s3.backend import ObjectInfo, PartInfo, UploadInfo
 from dataplane.s3.checksums import Algorithm
+from dataplane.s3.multipart import multipart_etag
+from tests.coordinator.secrets.builders import K1
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
 from tests.integration.etcd_env import EtcdCluster, running_etcd_cluster
 
 T = TypeVar("T")
+SEALER = EnvelopeSealer(lambda: Keyring.of(K1))
 
 
 class YieldingStore(SqliteStore):
@@ -65,7 +69,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
         return
     if request.param == "sqlite":
         store: Store = YieldingStore(":memory:")
-        yield Pair(StoreMetadata(store), StoreMetadata(store), store)
+        yield Pair(StoreMetadata(store, SEALER), StoreMetadata(store, SEALER), store)
         await store.close()
         return
     from coordinator.store.etcd import open_etcd_store
@@ -73,7 +77,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
     root = f"/test-{uuid.uuid4().hex[:8]}"
     one, two = await open_etcd_store(cluster.url, root=root), await open_etcd_store(cluster.url, root=root)
-    yield Pair(StoreMetadata(one), StoreMetadata(two), one)
+    yield Pair(StoreMetadata(one, SEALER), StoreMetadata(two, SEALER), one)
     await one.close()
     await two.close()
 
@@ -173,12 +177,13 @@ async def test_multipart_complete_and_references(pair: Pair) -> None:
         assert await pair.b.put_part("u1", part) is Outcome.DONE
     assert await pair.a.list_parts("u1") == sorted(parts, key=lambda p: p.info.number)
     assert await pair.a.referenced_chunks() == {chunk_id(b"\x01"), chunk_id(b"\x02")}  # parts count as references
-    done = Manifest(ObjectInfo("big", 6, "x-2", 3.0, parts=2), tuple(p.chunks[0] for p in reversed(parts)), 3)
-    assert await pair.b.complete_upload("u1", done) is Outcome.DONE
+    info = ObjectInfo("big", 6, multipart_etag(["e1", "e2"]), 3.0, parts=2)
+    done = Manifest(info, tuple(p.chunks[0] for p in reversed(parts)), 3)
+    assert await pair.b.complete_upload("u1", info, (1, 2)) is Outcome.DONE
     assert await pair.a.get_manifest("mpu", "big") == done
     assert await pair.a.get_upload("u1") is None and await pair.a.list_parts("u1") is Outcome.NO_UPLOAD
     assert await pair.a.put_part("u1", parts[0]) is Outcome.NO_UPLOAD
-    assert await pair.a.complete_upload("u1", done) is Outcome.NO_UPLOAD
+    assert await pair.a.complete_upload("u1", info, (1, 2)) is Outcome.NO_UPLOAD
     assert await pair.a.referenced_chunks() == {chunk_id(b"\x01"), chunk_id(b"\x02")}
 
 
@@ -203,7 +208,7 @@ async def test_access_keys(pair: Pair) -> None:
 
 async def test_a_corrupt_entry_is_a_store_error_naming_key_and_field() -> None:
     store = SqliteStore(":memory:")
-    meta = StoreMetadata(store)
+    meta = StoreMetadata(store, SEALER)
     await meta.create_bucket(BucketRecord("bkt", 0.0))
     await store.txn([put("/objects/manifests/bkt/k", b'{"info": {"key": "k"}, "chunks": [], "replicas": 2}')])
     with pytest.raises(StoreError, match=r"/objects/manifests/bkt/k\.info: field 'size'"):

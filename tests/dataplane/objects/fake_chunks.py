@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from dataplane.objects.chunking import chunk_id as hash_id
 from dataplane.objects.model import StorageNode
-from dataplane.objects.ports import ChunkMismatch, ChunkUnavailable
+from dataplane.objects.ports import ChunkMismatch, ChunkMissing, ChunkUnavailable
 
 
 @dataclass
@@ -56,7 +56,7 @@ class FakeChunkClient:
         self.gets[node, chunk_id] += 1
         data = fake.chunks.get(chunk_id)
         if data is None:
-            raise ChunkUnavailable(node, chunk_id, "no such chunk")
+            raise ChunkMissing(node, chunk_id, "no such chunk")
         if self.verifying and hash_id(data) != chunk_id:
             raise ChunkMismatch(node, chunk_id, "the bytes received do not hash to the id")
         return data

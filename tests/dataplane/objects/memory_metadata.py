@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
+from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord, Stripe
 from dataplane.objects.ports import Outcome
-from dataplane.s3.backend import UploadInfo
+from dataplane.s3.backend import ObjectInfo, UploadInfo
+from dataplane.s3.multipart import multipart_etag
 
 
 @dataclass
@@ -85,12 +86,14 @@ class MemoryMetadata:
         return [self.chunks[i] for i in sorted(self.chunks)]
 
     async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
-                           bad: Iterable[str] = (), touched: float | None = None) -> ChunkRecord:
+                           bad: Iterable[str] = (), touched: float | None = None,
+                           stripe: Stripe | None = None) -> ChunkRecord:
         record = self.chunks.get(chunk_id, ChunkRecord(chunk_id, size))
         removed = frozenset(remove)
         record = replace(record, holders=(record.holders | frozenset(add)) - removed,
                          bad=(record.bad - removed) | frozenset(bad),
-                         touched=max(record.touched, touched if touched is not None else record.touched))
+                         touched=max(record.touched, touched if touched is not None else record.touched),
+                         stripe=record.stripe or stripe)
         self.chunks[chunk_id] = record
         return record
 
@@ -122,13 +125,21 @@ class MemoryMetadata:
         upload = self.uploads.get(upload_id)
         return Outcome.NO_UPLOAD if upload is None else [upload.parts[n] for n in sorted(upload.parts)]
 
-    async def complete_upload(self, upload_id: str, manifest: Manifest) -> Outcome:
+    async def complete_upload(self, upload_id: str, info: ObjectInfo, parts: Sequence[int]) -> Outcome:
         upload = self.uploads.get(upload_id)
         if upload is None:
             return Outcome.NO_UPLOAD
-        if upload.info.bucket not in self.buckets:
+        bucket = self.buckets.get(upload.info.bucket)
+        if bucket is None:
             return Outcome.NO_BUCKET
+        chosen = [upload.parts.get(n) for n in parts]
+        found = [p for p in chosen if p is not None]
+        if (len(found) != len(chosen) or sum(p.info.size for p in found) != info.size
+                or multipart_etag([p.info.etag for p in found]) != info.etag):
+            return Outcome.INVALID_PART
         del self.uploads[upload_id]
+        manifest = Manifest(replace(info, key=upload.info.key), tuple(c for p in found for c in p.chunks),
+                            bucket.replicas)
         self.objects[upload.info.bucket][manifest.info.key] = manifest
         return Outcome.DONE
 
@@ -145,4 +156,4 @@ class MemoryMetadata:
         self.keys[key.access_key] = key
 
     async def delete_key(self, access_key: str) -> Outcome:
-        return Outcome.DONE if self.keys.pop(access_key, None) else Outcome.EXISTS
+        return Outcome.DONE if self.keys.pop(access_key, None) else Outcome.NO_KEY
