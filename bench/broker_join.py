@@ -87,7 +87,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"embedded broker, {args.nodes} devices: connected+subscribed {connected_s:.1f} s "
               f"(failed {failed}), all online at the coordinator {online_s and round(online_s, 1)} s; "
               f"broker CPU {cpu1 - cpu0:.1f} s to connected, {cpu2 - cpu0:.1f} s to online; RSS {rss1 >> 20} MiB "
-              f"/ {rss2 >> 20} MiB", flush=True)
+              f"/ {rss2 >> 20} MiB; simulators' CPU {[j.get('cpu_s') for j in joined]} s", flush=True)
         if failed:
             print("failures:", [j.get("failures") for j in joined])
     finally:

@@ -8,13 +8,25 @@ needed, as semantics: what a connect or SUBSCRIBE touches, never how long it tak
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import transitions
 from amqtt.session import Session
+from transitions.core import MachineError
 
+from broker.acl import Acl
+from broker.auth import CertAuthenticator
 from broker.cli import open_acl
-from broker.embedded import EmbeddedBroker, EmbeddedBrokerSettings
+from broker.embedded import (
+    TLS_READ_BUFFER_BYTES,
+    CloudlessSession,
+    EmbeddedBroker,
+    EmbeddedBrokerSettings,
+)
+from tests.fleet.env import Pki
 from tests.fleet.mqtt_lite import LiteClient
 
 TIMEOUT_S = 30.0
@@ -33,6 +45,34 @@ async def broker() -> AsyncIterator[EmbeddedBroker]:
 def port_of(broker: EmbeddedBroker) -> int:
     port: int = broker._servers["default"].instance.sockets[0].getsockname()[1]
     return port
+
+
+@pytest.fixture
+async def tls_broker(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedBroker, Pki]]:
+    """Mutual TLS with the cluster CA, as `cloudless broker --cert-auth` runs it."""
+    pki = Pki(tmp_path, ["127.0.0.1"])
+    pki.issue_nodes(["node-a", "node-b"])
+    acl = Acl()
+    b = EmbeddedBroker(EmbeddedBrokerSettings(host="127.0.0.1", port=0, tls=pki.server_tls),
+                       authenticator=CertAuthenticator(acl), acl=acl)
+    await b.start()
+    try:
+        yield b, pki
+    finally:
+        await b.shutdown()
+
+
+async def connect_tls(broker: EmbeddedBroker, pki: Pki, node: str) -> tuple[LiteClient, asyncio.BaseTransport]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki.ca_file)
+    ctx.load_cert_chain(pki.cert_dir / f"{node}.pem", pki.cert_dir / f"{node}.key")
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(TIMEOUT_S):
+        transport, client = await loop.create_connection(
+            lambda: LiteClient(node, keepalive_s=60), "127.0.0.1", port_of(broker), ssl=ctx,
+            server_hostname="127.0.0.1")
+        await client.connected
+    return client, transport
 
 
 async def connect(broker: EmbeddedBroker, client_id: str, received: list[tuple[str, bytes]] | None = None
@@ -77,4 +117,77 @@ async def test_a_subscribe_renders_no_other_session(broker: EmbeddedBroker, monk
         while received != [("cloudless/v1/node/node-3/desired", b"x")]:
             await asyncio.sleep(0.01)
     for c in [*clients, listener]:
+        c.disconnect()
+
+
+async def test_a_connection_builds_no_state_machine(broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt built a `transitions.Machine` for every Session (0.3 ms and 23 KiB each); the embedded broker's
+    sessions keep the same three states in `SessionState`."""
+    built: list[object] = []
+    plain = transitions.Machine.__init__
+
+    def counting(self: transitions.Machine, *args: object, **kwargs: object) -> None:
+        built.append(self)
+        plain(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transitions.Machine, "__init__", counting)
+    client = await connect(broker, "node-0")
+    session, _ = broker._sessions["node-0"]
+    assert isinstance(session, CloudlessSession)
+    assert session.transitions.is_connected() and session.transitions.state == "connected"
+    assert built == []
+    client.disconnect()
+    async with asyncio.timeout(TIMEOUT_S):
+        while session.transitions.state != "disconnected":
+            await asyncio.sleep(0.01)
+
+
+def test_session_state_moves_as_amqtts_machine_did() -> None:
+    """new -> connected -> disconnected -> connected; `connect` while connected raises MachineError (amqtt's
+    take-over path catches it); `disconnect` from any state; the enter hooks stamp the times."""
+    s = CloudlessSession()
+    assert s.transitions.is_new() and s.transitions.state == "new"
+    s.transitions.connect()
+    assert s.transitions.is_connected() and s.last_connect_time is not None and s.last_disconnect_time is None
+    with pytest.raises(MachineError):
+        s.transitions.connect()
+    s.transitions.disconnect()
+    assert s.transitions.is_disconnected() and s.last_disconnect_time is not None
+    s.transitions.disconnect()  # disconnected -> disconnected is allowed, as in amqtt
+    s.transitions.connect()
+    assert s.transitions.state == "connected" and s.last_disconnect_time is None
+    fresh = CloudlessSession()
+    fresh.transitions.disconnect()  # new -> disconnected
+    assert fresh.transitions.state == "disconnected"
+
+
+async def test_tls_sends_no_session_tickets(tls_broker: tuple[EmbeddedBroker, Pki]) -> None:
+    """OpenSSL sent two TLS 1.3 session tickets after every handshake (a fifth of the server's handshake work);
+    no client of ours resumes a session."""
+    broker, pki = tls_broker
+    client, transport = await connect_tls(broker, pki, "node-a")
+    async with asyncio.timeout(TIMEOUT_S):  # a round trip after the handshake: any ticket has arrived by now
+        assert await client.subscribe([("cloudless/v1/node/node-a/desired", 1)]) == bytes([1])
+    ssl_object = transport.get_extra_info("ssl_object")
+    assert ssl_object.version() == "TLSv1.3"
+    assert ssl_object.session is None or not ssl_object.session.has_ticket
+    client.disconnect()
+
+
+async def test_a_tls_connection_holds_a_small_read_buffer(tls_broker: tuple[EmbeddedBroker, Pki]) -> None:
+    """asyncio gives every TLS connection a 256 KiB zero-filled read buffer (500 of the broker's 736 MiB at 2,000
+    devices); the broker's connections hold TLS_READ_BUFFER_BYTES, and a message larger than it still arrives."""
+    broker, pki = tls_broker
+    a, _ = await connect_tls(broker, pki, "node-a")
+    b, _ = await connect_tls(broker, pki, "node-b")
+    sizes = [len(handler.writer._writer.transport._ssl_protocol._ssl_buffer)  # type: ignore[union-attr]
+             for _, handler in broker._sessions.values()]
+    assert len(sizes) == 2 and all(size <= TLS_READ_BUFFER_BYTES for size in sizes)
+    big = bytes(range(256)) * (3 * TLS_READ_BUFFER_BYTES // 256)
+    a.publish("cloudless/v1/node/node-a/status", big, qos=1, retain=True)
+    async with asyncio.timeout(TIMEOUT_S):
+        while "cloudless/v1/node/node-a/status" not in broker._retained_messages:
+            await asyncio.sleep(0.01)
+    assert bytes(broker._retained_messages["cloudless/v1/node/node-a/status"].data) == big
+    for c in (a, b):
         c.disconnect()
