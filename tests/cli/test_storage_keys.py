@@ -241,3 +241,23 @@ def test_usage_errors_come_before_any_request(cli: Callable[..., Result]) -> Non
     assert cli("storage", "buckets", "create").code == 2
     assert cli("storage", "buckets", "create", "b", "--replicas", "0").code == 2
     assert cli("storage", "cp", "a", "b").code == 2
+
+
+def test_the_documented_workload_reads_every_key_the_cli_stores() -> None:
+    """docs/storage.md's example workload is one the coordinator accepts, and references exactly the keys
+    `keys create --secret` stores (the CA through its volume)."""
+    import yaml
+
+    from cloudless.storage_cli import workload_secret
+    from coordinator.spec import parse_workload
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "storage.md").read_text(encoding="utf-8")
+    section = text[text.index("### Storage for workloads"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    workload = parse_workload(yaml.safe_load(block[:block.index("```")]))
+    stored = workload_secret({"id": "CLKX", "secret": "s"}, endpoint="https://s3:9000", region=REGION,
+                             ca_pem=b"PEM")
+    referenced = {e.value_from.secret_key_ref.key for e in workload.spec.env if e.value_from is not None}
+    referenced |= {i.key for v in workload.spec.secret_volumes for i in v.items}
+    assert referenced == set(stored)
+    assert stored["AWS_CA_BUNDLE"].decode() == f"{workload.spec.secret_volumes[0].mount_path}/ca.crt"
