@@ -20,7 +20,7 @@ from coordinator.rest.app import openapi_document
 from coordinator.service import Coordinator, CoordinatorConfig
 from dataplane.objects.access import Keyring
 from dataplane.objects.erasure import parse_code
-from dataplane.objects.model import AccessKey, Manifest, StorageNode
+from dataplane.objects.model import AccessKey, ErasureCode, Manifest, StorageNode
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import ErrorCode, S3Error
@@ -56,11 +56,12 @@ class FakeStorage:
         return self.report
 
     async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
-        code = None
+        code: ErasureCode | None = None
         if erasure is not None:
-            code = parse_code(erasure)
-            if isinstance(code, str):
-                return S3Error(ErrorCode.INVALID_ARGUMENT, code)
+            parsed = parse_code(erasure)
+            if isinstance(parsed, str):
+                return S3Error(ErrorCode.INVALID_ARGUMENT, parsed)
+            code = parsed
         return await self.backend.create_bucket(name, now, replicas, code)
 
     async def keys_changed(self) -> None:
