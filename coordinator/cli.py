@@ -20,6 +20,8 @@ from coordinator.errors import CoordinatorError
 if TYPE_CHECKING:
     from broker.client import ClientTls, MqttClient
     from coordinator.identity import IdentityService
+    from coordinator.secrets import SecretsService
+    from coordinator.service import Coordinator
     from coordinator.settings import Settings
     from coordinator.store import Store
     from coordinator.store.etcd import EtcdStore
@@ -80,7 +82,56 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="keep secrets audit records this long (default 90d; 'none': no age limit)")
     p.add_argument("--secrets-audit-max-records", type=int, default=100_000, metavar="N",
                    help="keep at most the newest N secrets audit records (default 100000; 0: no count limit)")
+    p.add_argument("--s3-port", type=int, default=0, metavar="PORT",
+                   help="serve the S3 object store over HTTPS on this port (0, the default: no S3; needs --pki). The "
+                   "gateway stores objects as chunks on agents that offer storage (agent --storage-quota)")
+    p.add_argument("--s3-host", default=None, metavar="HOST",
+                   help="where S3 listens (default: the API's host)")
+    p.add_argument("--s3-admin-credentials", type=Path, default=None, metavar="PATH",
+                   help="create an admin S3 access key on the first start and write it there (0600 JSON: endpoint, "
+                   "accessKeyId, secretAccessKey, region, ca); kept while the key exists (`cloudless up` uses this)")
     p.set_defaults(func=_cmd_coordinator)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageOptions:
+    """The S3 gateway's flags (`--s3-*`) and the hook that builds it (handed down by the roof, which may import
+    cloudless.gateway: coordinator/ may not)."""
+
+    port: int
+    host: str
+    admin_credentials: Path | None
+    hook: Callable[[StorageParts], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StorageParts:
+    """What the S3 gateway of this coordinator is built from (cloudless.gateway.attach)."""
+
+    coordinator: Coordinator
+    store: Store  # unfenced: object metadata commits on a follower too (its transactions are linearizable anyway)
+    secrets: SecretsService  # access-key secrets are sealed with its envelope encryption
+    identity: IdentityService  # the cluster CA issues the gateway's overlay certificate
+    ssl_context: ssl.SSLContext  # the API's server certificate (renewed in place)
+    ca_file: Path
+    host: str
+    port: int
+    admin_credentials: Path | None
+
+
+def _storage_options(args: argparse.Namespace, settings: Settings) -> StorageOptions | None:
+    port = getattr(args, "s3_port", 0) or 0
+    if port == 0:
+        return None
+    if not 0 < port < 65536:
+        raise CoordinatorError(f"--s3-port: {port} is not a port (1-65535, or 0 for no S3)")
+    if not settings.pki:
+        raise CoordinatorError("--s3-port needs --pki: S3 is served over HTTPS with the cluster's certificate and "
+                               "the gateway joins the overlay with a certificate from the cluster CA")
+    hook = getattr(args, "storage_gateway", None)
+    if hook is None:
+        raise CoordinatorError("--s3-port: this entry point has no S3 gateway (run it as `cloudless coordinator`)")
+    return StorageOptions(port, args.s3_host or settings.api_host, args.s3_admin_credentials, hook)
 
 
 def _pki_files(identity, pki_dir: Path, coord_id: str, hosts: list[str]):  # type: ignore[no-untyped-def]
@@ -224,7 +275,7 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         from broker.listeners import raise_nofile_limit
 
         raise_nofile_limit()  # issue 16: connection floods must not find the 1,024-file default
-        return asyncio.run(_run(settings))
+        return asyncio.run(_run(settings, _storage_options(args, settings)))
     except CoordinatorError as exc:
         print(f"cloudless coordinator: error: {exc}", flush=True)
         return 2
@@ -315,7 +366,28 @@ def _mqtt(settings: Settings, tls: ClientTls | None) -> MqttClient:
         will=Will(topics.coord_status(settings.coordinator_id), wire.encode(will), qos=1, retain=True)))
 
 
-async def _run(settings: Settings) -> int:
+async def _start_storage(options: StorageOptions, settings: Settings, coord: Coordinator, store: Store, *,
+                         secrets_svc: SecretsService, pki: _Pki) -> tuple[Any, Store | None]:
+    """The S3 gateway, on its own unfenced handle of the store when the store is etcd (a second client: the
+    coordinator's handle is fenced to its epoch while it leads). (gateway, the extra handle to close)."""
+    extra: Store | None = None
+    if settings.store != "sqlite":
+        from coordinator.store.etcd import open_etcd_store
+
+        extra = await open_etcd_store(settings.store, ca=settings.etcd_ca, cert=settings.etcd_cert,
+                                      key=settings.etcd_key)
+    parts = StorageParts(coordinator=coord, store=extra or store, secrets=secrets_svc, identity=pki.identity,
+                         ssl_context=pki.api_ssl, ca_file=settings.pki_dir / "ca.pem", host=options.host,
+                         port=options.port, admin_credentials=options.admin_credentials)
+    try:
+        return await options.hook(parts), extra
+    except BaseException:
+        if extra is not None:
+            await extra.close()
+        raise
+
+
+async def _run(settings: Settings, storage: StorageOptions | None = None) -> int:
     from coordinator.leadership import Elector
     from coordinator.rest.app import Api, serve_socket
     from coordinator.service import Coordinator, CoordinatorConfig
@@ -341,14 +413,25 @@ async def _run(settings: Settings) -> int:
         refresher = asyncio.create_task(_pki_housekeeping(pki.identity, _renewer(settings, pki, coord.mqtt)))
     api = Api(coord, token_digests=dict(settings.tokens), identity=pki.identity if pki else None,
               secrets_key_source=settings.key_source, forward_ssl=pki.forward_ssl if pki else None)
+    gateway, gateway_store = None, None
+    if storage is not None and pki is not None:
+        gateway, gateway_store = await _start_storage(storage, settings, coord, store, secrets_svc=secrets_svc,
+                                                      pki=pki)
+        api.storage = gateway  # the REST API's /v1/storage routes (coordinator.api StorageAdmin)
     runner = await serve_socket(api, socks, pki.api_ssl if pki else None)
     if elector is not None:
         elector.start()
+    if gateway is not None:
+        print(f"cloudless coordinator: S3 on {gateway.url}", flush=True)
     print(f"cloudless coordinator: API on {api_url} (epoch {coord.epoch})", flush=True)
     await _until_signalled()
     log.info("stopping")
     if refresher is not None:
         refresher.cancel()
+    if gateway is not None:
+        await gateway.stop()
+    if gateway_store is not None:
+        await gateway_store.close()
     await runner.cleanup()  # no more API writes
     housekeeping.cancel()
     try:

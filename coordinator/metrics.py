@@ -122,6 +122,69 @@ class _StateCollector:
             yield family
 
 
+class StorageSource(Protocol):
+    """What the storage gauges read at scrape time (cloudless.gateway.Gateway.status(): see its docstring)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class _StorageCollector:
+    """The object store's state as the gateway last saw it: per-node capacity, chunks by health, repair totals."""
+
+    def __init__(self, source: StorageSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self.source.status()
+        quota = GaugeMetricFamily("cloudless_storage_quota_bytes", "Storage a node offers", labels=["node", "zone"])
+        used = GaugeMetricFamily("cloudless_storage_used_bytes", "Storage a node's chunks take",
+                                 labels=["node", "zone"])
+        held = GaugeMetricFamily("cloudless_storage_node_chunks", "Chunks a node holds", labels=["node"])
+        online = GaugeMetricFamily("cloudless_storage_node_online", "1 while the node's copies count (not lost)",
+                                   labels=["node"])
+        for row in status.get("nodes", ()):
+            quota.add_metric([row["node"], row["zone"]], row["quotaBytes"])
+            used.add_metric([row["node"], row["zone"]], row["usedBytes"])
+            held.add_metric([row["node"]], row["chunks"])
+            online.add_metric([row["node"]], 1.0 if row["online"] else 0.0)
+        yield from (quota, used, held, online)
+        for name, key, help_ in (("chunks", "chunks", "Chunks referenced by objects and uploads"),
+                                 ("under_replicated_chunks", "underReplicated", "Chunks below their R good copies"),
+                                 ("unrecoverable_chunks", "unrecoverable", "Chunks with no good copy online")):
+            family = GaugeMetricFamily(f"cloudless_storage_{name}", help_)
+            if status.get(key) is not None:
+                family.add_metric([], status[key])
+            yield family
+        repair = status.get("repair", {})
+        for name, key, help_ in (("copies", "copied", "Chunk copies made by repair"),
+                                 ("bytes", "copiedBytes", "Bytes copied by repair"),
+                                 ("deletes", "deleted", "Surplus or corrupt copies deleted by repair"),
+                                 ("failures", "failed", "Repair copies or deletes that failed")):
+            counter = CounterMetricFamily(f"cloudless_storage_repair_{name}", help_)
+            counter.add_metric([], repair.get(key, 0))
+            yield counter
+        rate = GaugeMetricFamily("cloudless_storage_repair_rate_bytes", "Repair throughput of the last pass (B/s)")
+        rate.add_metric([], repair.get("rateBytesPerS", 0.0))
+        yield rate
+
+
+class StorageMetrics:
+    """The S3 gateway's metrics in the coordinator's registry (served on its /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry, source: StorageSource) -> None:
+        self.latency = Histogram("cloudless_s3_request_duration_seconds", "S3 request latency by operation",
+                                 ["operation"], registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                                          10.0, 30.0))
+        self.requests = Counter("cloudless_s3_requests_total", "S3 requests by operation and status",
+                                ["operation", "status"], registry=registry)
+        registry.register(_StorageCollector(source))
+
+    def request(self, operation: str, status: int, seconds: float) -> None:
+        self.latency.labels(operation).observe(seconds)
+        self.requests.labels(operation, str(status)).inc()
+
+
 class Metrics:
     def __init__(self, coord: MetricsSource) -> None:
         self.registry = CollectorRegistry()
@@ -158,6 +221,10 @@ class Metrics:
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+    def storage(self, source: StorageSource) -> StorageMetrics:
+        """Register the object store's metrics (once per process: the gateway calls it when it starts)."""
+        return StorageMetrics(self.registry, source)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
