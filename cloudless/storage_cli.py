@@ -30,6 +30,7 @@ from cloudless import render
 from cloudless.client import ApiError, JSONObject
 from cloudless.ctl import Ctx, UsageError, add_command, as_command, check_name, connection_flags, require_yaml
 from cloudless.s3_client import S3Client, drain, resolve_storage_config
+from cloudless.secrets_cli import secret_ref
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
@@ -73,16 +74,6 @@ def grant(text: str) -> tuple[str, str]:
     if not bucket:
         raise argparse.ArgumentTypeError(f"{text!r}: no bucket name (use * for every bucket)")
     return bucket, LEVELS[level.lower()]
-
-
-def _secret_ref(text: str) -> tuple[str, str]:
-    ns, sep, name = text.partition("/")
-    try:
-        if not sep:
-            raise UsageError(f"expected NAMESPACE/NAME, got {text!r}")
-        return check_name(ns, "namespace"), check_name(name, "secret name")
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _replicas(text: str) -> int:
@@ -585,7 +576,7 @@ def add_parser(sub: Sub) -> None:
     k.add_argument("arg", nargs="?", metavar="NAME | ID", help="create: who the key is for; rm: the key's ID")
     k.add_argument("--bucket", type=grant, action="append", default=[], metavar="BUCKET[:ro|rw|admin]",
                    help="a grant (repeatable; default rw; * for every bucket)")
-    k.add_argument("--secret", type=_secret_ref, metavar="NS/NAME",
+    k.add_argument("--secret", type=secret_ref, metavar="NS/NAME",
                    help="store the key, endpoint and CA as this cluster secret instead of printing them")
     k.add_argument("--endpoint-url", metavar="URL", help="with --secret: the S3 endpoint as workloads reach it "
                    "(default: the endpoint this CLI uses)")

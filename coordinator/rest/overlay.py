@@ -13,13 +13,12 @@ from aiohttp import web
 
 from broker.wire import OverlayPingResult, valid_id
 from coordinator.errors import SpecError
-from coordinator.http import read_json
 from coordinator.listing import encode_continue, page_request
 from coordinator.overlay import direct_share, nat_class
 from coordinator.overlay_ops import MAX_PING_COUNT, BadRequest, ping_json
 from coordinator.rest.paged import SLICE, Budget
 from coordinator.rest.ports import Engine
-from coordinator.rest.routes import LIST_PARAMS, Param, Route, path_name
+from coordinator.rest.routes import LIST_PARAMS, Param, Route, json_object, path_name
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/overlay", "overlay_summary",
@@ -50,14 +49,7 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 async def _body(request: web.Request, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise SpecError("", "the body must be a JSON object")
-    if unknown := sorted(set(body) - {*required, *optional}):
-        raise SpecError(unknown[0], f"unknown field (expected {', '.join((*required, *optional))})")
-    for key in required:
-        if key not in body:
-            raise SpecError(key, "required")
+    body = await json_object(request, required, optional)
     for key in required:
         if not valid_id(body[key]):
             raise SpecError(key, f"{str(body[key])[:80]!r} is not a node name (letters, digits, '.', '_', '-')")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from broker.wire import valid_id
 from coordinator.errors import SpecError
+from coordinator.http import read_json
 from coordinator.listing import DEFAULT_LIMIT, MAX_LIMIT
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,3 +69,18 @@ def path_name(request: web.Request, key: str) -> str:
     if not valid_id(value):
         raise SpecError(key, f"{value[:80]!r} is not a valid name (letters, digits, '.', '_', '-')")
     return value
+
+
+async def json_object(request: web.Request, required: tuple[str, ...],
+                      optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request's body as a JSON object with the `required` fields and no others than `optional`; a SpecError
+    naming the first field that is wrong."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise SpecError("", "the body must be a JSON object")
+    if unknown := sorted(set(body) - {*required, *optional}):
+        raise SpecError(unknown[0], f"unknown field (expected {', '.join((*required, *optional))})")
+    for key in required:
+        if key not in body:
+            raise SpecError(key, "required")
+    return body

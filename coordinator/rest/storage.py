@@ -20,11 +20,10 @@ from aiohttp import web
 
 from broker.wire import valid_id
 from coordinator.errors import CoordinatorError, SpecError
-from coordinator.http import read_json
 from coordinator.operations import InUse, NotFound
 from coordinator.rest.paged import Budget
 from coordinator.rest.ports import StorageAdmin
-from coordinator.rest.routes import Route, path_name
+from coordinator.rest.routes import Route, json_object, path_name
 from dataplane.objects import access
 from dataplane.objects.model import DEFAULT_REPLICAS, AccessKey, BucketRecord
 from dataplane.objects.ports import Outcome
@@ -118,18 +117,6 @@ def grants(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
-async def _object(request: web.Request, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise SpecError("", "the body must be a JSON object")
-    if unknown := sorted(set(body) - {*required, *optional}):
-        raise SpecError(unknown[0], f"unknown field (expected {', '.join((*required, *optional))})")
-    for key in required:
-        if key not in body:
-            raise SpecError(key, "required")
-    return body
-
-
 class StorageUnavailable(CoordinatorError):
     """The cluster serves no storage (no gateway): a 503 naming how to turn it on."""
 
@@ -166,7 +153,7 @@ class StorageHandlers:
 
     async def create_bucket(self, request: web.Request) -> web.Response:
         admin = self._admin()
-        body = await _object(request, ("name",), ("replicas", "erasure"))
+        body = await json_object(request, ("name",), ("replicas", "erasure"))
         name, replicas, code = body["name"], body.get("replicas", DEFAULT_REPLICAS), body.get("erasure")
         if not isinstance(name, str) or not valid_bucket_name(name):
             raise SpecError("name", f"{str(name)[:80]!r} is not a bucket name (3-63 of a-z 0-9 . -, a letter or "
@@ -208,7 +195,7 @@ class StorageHandlers:
 
     async def create_storage_key(self, request: web.Request) -> web.Response:
         admin = self._admin()
-        body = await _object(request, ("name", "buckets"), ())
+        body = await json_object(request, ("name", "buckets"), ())
         name = body["name"]
         if not isinstance(name, str) or not valid_id(name):
             raise SpecError("name", f"{str(name)[:80]!r} is not a name (letters, digits, '.', '_', '-')")
