@@ -7,8 +7,9 @@ against the coordinator's S3 endpoint. Ground truth is each device's chunk direc
   every chunk is back at 2 copies on running devices (and the gateway's status agrees), then every object is read
   once more. The agent comes back: every chunk ends at exactly 2 copies (surplus garbage-collected), and no sample
   in between shows a chunk below 2 (never the last copy, nor a needed one).
-- A byte flipped in a stored chunk on a device's disk: the object keeps reading right, the bad copy is found (by the
-  agent's scrub or by a read) and replaced from a good one: every copy on disk hashes to its id again, 2 of them.
+- A byte flipped in a stored chunk on a device's disk (the copy reads go to first): the object keeps reading right,
+  the bad copy is found (by a read here; the agent's scrub makes one pass an hour) and replaced from a good one:
+  every copy on disk hashes to its id again, 2 of them.
 
 The module's tests run in file order on one world. Times are printed (pytest -s) and bounded generously for a
 loaded 2-core CI machine (lost-after is the coordinator's default 30 s).
@@ -24,7 +25,7 @@ import time
 import pytest
 
 from tests.storage_lab.objects import ReadLoop, bodies, expected_chunks, get_bytes, read_all, under_r, upload
-from tests.storage_lab.world import World, chunk_ids, pick
+from tests.storage_lab.world import World, chunk_ids, node_rows, pick
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -112,7 +113,10 @@ def test_a_node_lost_keeps_every_object_readable_and_repairs_to_r(w: World, objs
 def test_b_a_flipped_byte_is_detected_and_repaired(w: World, objs: dict[str, bytes]) -> None:
     key = next(k for k, b in sorted(objs.items()) if len(b) > 2 * 2**20)
     cid = chunk_ids(objs[key])[1]
-    holders = sorted(w.copies()[cid])
+    rows = node_rows(w.status())
+    # the copy reads go to first (online, most reliable, then by id: ChunkIO._order): the agents' scrub makes one
+    # pass an hour, so within this test the bad copy is found by a read
+    holders = sorted(w.copies()[cid], key=lambda n: (-float(pick(rows.get(n, {}), "reliability", default=1.0)), n))
     assert len(holders) >= R, f"{key}'s chunk {cid[:12]} is on {holders}"
     path = w.agents[holders[0]].chunk_path(cid)
     with path.open("r+b") as f:  # in place, as bit rot would: same inode, size and mtime-agnostic
