@@ -400,11 +400,22 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def drain(resp: http.client.HTTPResponse, out: BinaryIO, progress: Callable[[int], None]) -> int:
-    """Copy a response body to `out` a megabyte at a time; the bytes copied."""
+def drain(resp: http.client.HTTPResponse, out: BinaryIO, progress: Callable[[int], None], *, what: str = "") -> int:
+    """Copy a response body to `out` a megabyte at a time; the bytes copied. A connection that breaks off is a
+    ConnectionFailed (retry), a write that fails (a full disk) a ClientError naming the target."""
     total = 0
-    while chunk := resp.read(READ_SIZE):
-        out.write(chunk)
+    while True:
+        try:
+            chunk = resp.read(READ_SIZE)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ConnectionFailed(f"the download of {what or 'the object'} broke off after {total} bytes "
+                                   f"({type(exc).__name__}: {exc})", hint="retry; nothing partial was kept") from None
+        if not chunk:
+            return total
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise ClientError(f"cannot write {what or 'the download'}: {exc.strerror or exc}",
+                              hint="free some space, or copy somewhere else") from None
         total += len(chunk)
         progress(len(chunk))
-    return total

@@ -174,17 +174,21 @@ def download(client: S3Client, src: S3Path, dst: str, *, progress_for: Callable[
     progress = progress_for(int(length) if length and length.isdigit() else None)
     if dst == "-":
         out = sys.stdout.buffer
-        n = drain(resp, out, progress)
+        n = drain(resp, out, progress, what=str(src))
         out.flush()
         progress.finish()
         return n
     target = Path(dst)
     if target.is_dir() or dst.endswith(os.sep):
         target = target / Path(src.key).name
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    except OSError as exc:
+        client.close()  # the unread body would stay on a kept-alive connection
+        raise UsageError(f"cannot write into {target.parent}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
-            n = drain(resp, out, progress)
+            n = drain(resp, out, progress, what=str(src))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -283,3 +283,21 @@ def test_part_size_grows_only_past_ten_thousand_parts() -> None:
     assert storage_cli.part_size(80_000 * MiB) == 8 * MiB
     big = 200_000 * MiB
     assert storage_cli.part_size(big) * storage_cli.MAX_PARTS >= big
+
+
+def test_a_download_into_a_missing_directory_is_a_usage_error(env: S3Server, cli: Callable[..., Result],
+                                                              tmp_path: Path) -> None:
+    b = bucket(env, "nowhere")
+    boto(env).put_object(Bucket=b, Key="k", Body=b"data")
+    r = cli("storage", "cp", f"s3://{b}/k", str(tmp_path / "no" / "such" / "file"))
+    assert r.code == 2 and "cannot write into" in r.err
+    assert cli("storage", "cp", f"s3://{b}/k", str(tmp_path / "file")).code == 0  # the connection is still usable
+
+
+def test_the_storage_cli_loads_no_server_side_package() -> None:
+    import subprocess
+    code = ("import sys, cloudless.storage_cli, cloudless.s3_client\n"
+            "print(','.join(m for m in ('aiohttp', 'coordinator', 'yaml', 'boto3', 'botocore') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == ""
