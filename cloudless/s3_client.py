@@ -67,8 +67,10 @@ class StorageConfig:
         return self.cas[0] if self.cas else None
 
 
-def storage_config_path(env: Mapping[str, str]) -> Path:
-    return default_config_path(env).parent / "storage.json"
+def storage_config_path(env: Mapping[str, str], cli_config: str | None = None) -> Path:
+    """storage.json beside the CLI config: the one --config / CLOUDLESS_CONFIG names, else the default one."""
+    explicit = cli_config or env.get("CLOUDLESS_CONFIG")
+    return (Path(explicit).expanduser() if explicit else default_config_path(env)).parent / "storage.json"
 
 
 def check_endpoint(url: str) -> str:
@@ -110,10 +112,12 @@ def _read_file(path: Path, *, required: bool) -> dict[str, str]:
     return out
 
 
-def resolve_storage_config(*, endpoint: str | None, config: str | None, env: Mapping[str, str]) -> StorageConfig:
-    """Flag > environment > file, per setting; ConfigError naming what is missing."""
+def resolve_storage_config(*, endpoint: str | None, config: str | None, env: Mapping[str, str],
+                           cli_config: str | None = None) -> StorageConfig:
+    """Flag > environment > file, per setting; ConfigError naming what is missing. `config`: --storage-config;
+    `cli_config`: --config (storage.json is looked for beside it)."""
     explicit = config or env.get("CLOUDLESS_STORAGE_CONFIG") or None
-    path = Path(explicit).expanduser() if explicit else storage_config_path(env)
+    path = Path(explicit).expanduser() if explicit else storage_config_path(env, cli_config)
     from_file = _read_file(path, required=explicit is not None)
     settings = {
         "endpoint": endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or from_file.get(

@@ -117,7 +117,8 @@ class Progress:
 # ---- S3 side --------------------------------------------------------------------------------------------------
 
 def s3(args: argparse.Namespace, ctx: Ctx) -> S3Client:
-    cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env)
+    cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env,
+                                 cli_config=args.config)
     return S3Client(cfg, clock=time.time)  # signatures carry the real time (the server allows 15 minutes of skew)
 
 
@@ -401,7 +402,8 @@ def _create_key(args: argparse.Namespace, ctx: Ctx) -> int:
         raise UsageError("a key needs at least one bucket grant", hint="add --bucket BUCKET[:ro|rw|admin]")
     cfg, ca_pem = None, None
     if args.secret:  # checked before the key exists: a key made but not stored would be lost
-        cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env)
+        cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env,
+                                     cli_config=args.config)
         ca_pem = _ca_pem(args.ca_file or cfg.ca)
     doc = _call(ctx, "POST", "/v1/storage/keys", body={"name": name, "buckets": dict(args.bucket)})
     if not args.secret:
@@ -497,7 +499,7 @@ def _s3_flags() -> argparse.ArgumentParser:
     g.add_argument("--endpoint", metavar="URL", help="the cluster's S3 endpoint, e.g. https://127.0.0.1:9000 (env "
                    "AWS_ENDPOINT_URL; default from the storage config)")
     g.add_argument("--storage-config", metavar="PATH", help="S3 credentials written by `cloudless up` (env "
-                   "CLOUDLESS_STORAGE_CONFIG; default storage.json next to the CLI config, i.e. "
+                   "CLOUDLESS_STORAGE_CONFIG; default storage.json beside the CLI config (--config), i.e. "
                    "~/.config/cloudless/storage.json). AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and "
                    "AWS_CA_BUNDLE override it")
     return p

@@ -229,6 +229,15 @@ def test_the_storage_config_file_cloudless_up_writes(server: S3Server, cli: Call
     other.write_bytes(_other_ca_pem())
     monkeypatch.setenv("AWS_CA_BUNDLE", str(other))
     assert cli("storage", "ls").code == 0
+    # beside a CLI config named with --config
+    elsewhere = tmp_path / "elsewhere"
+    write_storage_config(elsewhere / "storage.json", endpoint=server.https_url, access_key=ACCESS_KEY,
+                         secret=SECRET_KEY, region=REGION, ca=str(server.ca_file))
+    path.unlink()
+    assert cli("storage", "ls").code == 2
+    assert cli("storage", "ls", "--config", str(elsewhere / "config.json")).code == 0
+    monkeypatch.setenv("CLOUDLESS_CONFIG", str(elsewhere / "config.json"))
+    assert cli("storage", "ls").code == 0
     monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
     r = cli("storage", "ls")
     assert r.code == 2 and "cannot load the CA bundle" in r.err and "missing.pem" in r.err
