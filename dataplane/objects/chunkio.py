@@ -14,7 +14,11 @@ touched it for the grace period (`repair.unreferenced`), and its record is dropp
 (`Metadata.drop_chunk`). Reference counts would have to be updated in the manifest's transaction, one key per chunk,
 past etcd's 128 operations per transaction for a 128 MiB object. Known gap: a collector's copy deletion racing a
 writer that re-creates the same chunk within that instant can remove the new copy; the repair planner then reports
-the chunk unrecoverable (a node-side tombstone epoch on delete would close it)."""
+the chunk unrecoverable (a node-side tombstone epoch on delete would close it).
+
+Erasure-coded chunks (a bucket with `erasure`): `store(..., erasure=code)` and `fetch` of a record with a stripe go to
+`stripeio.StripeIO` (rules in `erasure`); garbage collection keeps a fragment while a chunk record whose stripe lists
+it is kept, and collects it with the last such record."""
 
 from __future__ import annotations
 
@@ -24,10 +28,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dataplane.objects.chunking import ChunkRef, chunk_id
-from dataplane.objects.model import ChunkRecord, StorageNode
+from dataplane.objects.erasure import fragment_owners
+from dataplane.objects.model import ChunkRecord, ErasureCode, StorageNode
 from dataplane.objects.placement import Unplaceable, place
 from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkUnavailable, Metadata
 from dataplane.objects.repair import GC_GRACE_S, unreferenced
+from dataplane.objects.stripeio import StripeIO, StripeLost, StripeWriteFailed
 
 log = logging.getLogger(__name__)
 NodeSource = Callable[[], Sequence[StorageNode]]
@@ -42,9 +48,9 @@ class ChunkWriteFailed(Exception):
 class ChunkLost(Exception):
     """No holder returned a verified copy of the chunk."""
 
-    def __init__(self, chunk_id: str, tried: Sequence[str]) -> None:
+    def __init__(self, chunk_id: str, tried: Sequence[str], why: str = "") -> None:
         self.chunk_id, self.tried = chunk_id, tuple(tried)
-        super().__init__(f"chunk {chunk_id[:12]}: no good copy on {', '.join(tried) or 'any node'}")
+        super().__init__(f"chunk {chunk_id[:12]}: " + (why or f"no good copy on {', '.join(tried) or 'any node'}"))
 
 
 @dataclass
@@ -55,9 +61,23 @@ class ChunkIO:
     clock: Callable[[], float]
     corrupt_found: list[tuple[str, str]] = field(default_factory=list)  # (chunk id, node) seen by reads
 
-    async def store(self, data: bytes, replicas: int) -> ChunkRef:
+    def __post_init__(self) -> None:
+        self.stripes = StripeIO(self.metadata, self.client, self.nodes, self.clock, self.corrupt_found)
+
+    async def store(self, data: bytes, replicas: int, erasure: ErasureCode | None = None) -> ChunkRef:
+        """R copies (`replicas`), or a stripe when the bucket has an `erasure` code."""
+        if erasure is not None:
+            try:
+                return await self.stripes.store(data, erasure)
+            except StripeWriteFailed as exc:
+                raise ChunkWriteFailed(exc.chunk_id, exc.why) from exc
         cid, size = chunk_id(data), len(data)
         record = await self.metadata.update_chunk(cid, size, touched=self.clock())  # touch before relying on it
+        if record.stripe is not None:  # stored erasure-coded by an earlier writer: rely on (and complete) its stripe
+            try:
+                return await self.stripes.store(data, record.stripe.code)
+            except StripeWriteFailed as exc:
+                raise ChunkWriteFailed(exc.chunk_id, exc.why) from exc
         nodes = self.nodes()
         online = {n.node_id for n in nodes if n.online}
         have = set(record.good() & online)
@@ -99,6 +119,12 @@ class ChunkIO:
         return sorted(record.good(), key=key)
 
     async def fetch(self, ref: ChunkRef, record: ChunkRecord | None) -> bytes:
+        if record is not None and record.stripe is not None:
+            try:
+                return await self.stripes.fetch(ref, record)
+            except StripeLost as exc:
+                if not record.good():  # no replicated copy to fall back on (a writer racing in the other form)
+                    raise ChunkLost(ref.id, (), exc.why) from exc
         tried: list[str] = []
         for node in self._order(record) if record is not None else []:
             tried.append(node)
@@ -118,20 +144,31 @@ class ChunkIO:
         raise ChunkLost(ref.id, tried)
 
     async def collect_garbage(self, now: float, grace: float = GC_GRACE_S) -> list[str]:
-        """Drop chunks no object refers to and no writer touched within `grace`; delete their copies. The ids
-        collected."""
+        """Drop chunks no object refers to and no writer touched within `grace`; delete their copies. Then the
+        fragments of erasure-coded chunks dropped now (or before) that no remaining stripe lists. The ids collected."""
         referenced = await self.metadata.referenced_chunks()
         records = {r.id: r for r in await self.metadata.list_chunks()}
-        collected = []
-        for cid in unreferenced(records.values(), referenced, now, grace):
-            if not await self.metadata.drop_chunk(cid, unless_touched_since=now - grace):
-                continue
-            collected.append(cid)
-            if (await self.metadata.get_chunks([cid])).get(cid) is not None:
-                continue  # re-created by a writer since: its copies are in use again
-            for node in sorted(records[cid].holders):
-                try:
-                    await self.client.delete(node, cid)
-                except ChunkUnavailable as exc:  # an offline node's orphan copy: its scrub/rescan can drop it
-                    log.info("could not delete collected chunk %s on %s: %s", cid[:12], node, exc.why)
+        owners = fragment_owners(records.values())
+        collected = [cid for cid in unreferenced(records.values(), referenced | owners.keys(), now, grace)
+                     if await self._drop(records[cid], now, grace)]
+        gone = set(collected)
+        orphans = [records[f] for f, owner in owners.items() if f in records and owner <= gone]
+        for fid in unreferenced(orphans, referenced, now, grace):
+            if await self.metadata.get_chunks(sorted(owners[fid])):
+                continue  # an owner was re-created by a writer since: its stripe needs the fragment
+            if await self._drop(records[fid], now, grace):
+                collected.append(fid)
         return collected
+
+    async def _drop(self, record: ChunkRecord, now: float, grace: float) -> bool:
+        cid = record.id
+        if not await self.metadata.drop_chunk(cid, unless_touched_since=now - grace):
+            return False
+        if (await self.metadata.get_chunks([cid])).get(cid) is not None:
+            return True  # re-created by a writer since: its copies are in use again
+        for node in sorted(record.holders):
+            try:
+                await self.client.delete(node, cid)
+            except ChunkUnavailable as exc:  # an offline node's orphan copy: its scrub/rescan can drop it
+                log.info("could not delete collected chunk %s on %s: %s", cid[:12], node, exc.why)
+        return True

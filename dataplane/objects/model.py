@@ -12,6 +12,46 @@ DEFAULT_REPLICAS = 2
 
 
 @dataclass(frozen=True, slots=True)
+class ErasureCode:
+    """A bucket's erasure code: each chunk is stored as `k` data + `m` parity fragments on k + m distinct nodes,
+    readable from any k of them (dataplane/objects/erasure.py). RS(4,2) is the one offered."""
+
+    k: int = 4
+    m: int = 2
+
+    @property
+    def total(self) -> int:
+        return self.k + self.m
+
+    @property
+    def replicas(self) -> int:
+        """The R of equal loss tolerance (m + 1 copies survive m losses): what an erasure-coded bucket asks of a
+        chunk it shares (dedup) with a replicated bucket, which stays in the form its first writer stored."""
+        return self.m + 1
+
+    def __str__(self) -> str:
+        return f"{self.k}+{self.m}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stripe:
+    """How an erasure-coded chunk is stored: `fragments[i]` is the id (SHA-256 of its bytes, like a chunk's) of
+    fragment i, 0..k-1 data, k..k+m-1 parity, each `fragment_size` bytes, made by the codec `backend`. Fixed once
+    written: encoding is deterministic, so a rebuilt fragment has the same bytes and id. Where each fragment lives
+    is its own `ChunkRecord` (holders, bad), kept by the same machinery as a replicated chunk's."""
+
+    k: int
+    m: int
+    backend: str
+    fragment_size: int
+    fragments: tuple[str, ...]
+
+    @property
+    def code(self) -> ErasureCode:
+        return ErasureCode(self.k, self.m)
+
+
+@dataclass(frozen=True, slots=True)
 class StorageNode:
     """A node as placement and repair see it. `quota` is what it offers (0: holds nothing: phones on battery, nodes
     the owner excluded); `used` what its chunks take now; `reliability` in [0, 1] (uptime history: 1 always there);
@@ -34,13 +74,15 @@ class StorageNode:
 class ChunkRecord:
     """Where a chunk lives. `holders`: nodes with a copy acknowledged as written; `bad`: copies found corrupt (by a
     read or the scrub), to be deleted and replaced. `touched`: when a writer last relied on this chunk (written or
-    deduplicated onto): garbage collection spares chunks touched within its grace period."""
+    deduplicated onto): garbage collection spares chunks touched within its grace period. `stripe`: set when the chunk
+    is stored erasure-coded (then `holders` is normally empty: the fragments' own records say where they are)."""
 
     id: str
     size: int
     holders: frozenset[str] = frozenset()
     bad: frozenset[str] = frozenset()
     touched: float = 0.0
+    stripe: Stripe | None = None
 
     def good(self) -> frozenset[str]:
         return self.holders - self.bad
@@ -63,9 +105,13 @@ class PartRecord:
 
 @dataclass(frozen=True, slots=True)
 class BucketRecord:
+    """`erasure`: None for a replicated bucket (R = `replicas` copies of each chunk); else the code new chunks are
+    stored with (`replicas` is then `erasure.replicas`, what its manifests ask of a shared replicated chunk)."""
+
     name: str
     created: float
     replicas: int = DEFAULT_REPLICAS
+    erasure: ErasureCode | None = None
 
 
 @dataclass(frozen=True, slots=True)

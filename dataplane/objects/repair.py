@@ -13,6 +13,13 @@ Per chunk:
   remain elsewhere — never the last good copy;
 - corrupt copies on online nodes are deleted (they are not good copies; deleting them loses nothing).
 
+Erasure-coded chunks (a record with a `stripe`) are left out of that plan and planned by `plan_stripe_repair`: a
+stripe needs repair when fewer than k + m of its fragments have a good copy on an online node; with at least k good
+ones the missing fragments are rebuilt (the executor decodes the chunk from any k and re-encodes the missing ones)
+onto nodes that hold or held no fragment of the stripe (`erasure.targets`); fewer than k good is `unrecoverable`. A
+fragment with more than one good copy (its node came back after the rebuild) loses the surplus copies, never the
+last; corrupt fragment copies on online nodes are deleted.
+
 `unreferenced` is the garbage-collection rule for dedup'd chunks: a chunk no manifest or part references, untouched
 for the grace period, goes (the grace covers a writer between deduplicating onto a chunk and committing its
 manifest)."""
@@ -22,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from dataplane.objects.model import ChunkRecord, StorageNode
+from dataplane.objects.erasure import layout, targets
+from dataplane.objects.model import ChunkRecord, StorageNode, Stripe
 from dataplane.objects.placement import Unplaceable, place
 
 GC_GRACE_S = 3600.0
@@ -112,6 +120,8 @@ def _online(b: _Builder, node_id: str) -> bool:
 
 def _plan_chunk(b: _Builder, state: ChunkState) -> None:
     record, r = state.record, state.replicas
+    if record.stripe is not None:  # erasure-coded: plan_stripe_repair's
+        return
     good = sorted((n for n in record.good() if _online(b, n)), key=lambda n: (_preference(b.nodes.get(n)), n))
     b.deletes.extend(Delete(record.id, n, corrupt=True) for n in sorted(record.bad & record.holders)
                      if _online(b, n))
@@ -135,6 +145,76 @@ def _plan_chunk(b: _Builder, state: ChunkState) -> None:
             return
         b.copies.append(Copy(record.id, record.size, good[0], target))
         b.reserve(target, record.size)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """Re-create fragments `targets` ((fragment index, new node), ...) of the stripe of chunk `chunk_id`."""
+
+    chunk_id: str
+    size: int
+    stripe: Stripe
+    targets: tuple[tuple[int, str], ...]
+
+    @property
+    def bytes(self) -> int:
+        return self.stripe.fragment_size * len(self.targets)
+
+
+@dataclass(frozen=True, slots=True)
+class StripePlan:
+    rebuilds: tuple[Rebuild, ...] = ()
+    deletes: tuple[Delete, ...] = ()  # chunk_id: a fragment id
+    unrecoverable: tuple[str, ...] = ()  # chunk ids with fewer than k good fragments
+    unplaceable: tuple[tuple[str, Unplaceable], ...] = ()
+    deferred: tuple[str, ...] = ()
+    degraded: int = 0  # stripes below k + m good fragments at the time of planning
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rebuilds or self.deletes)
+
+
+def plan_stripe_repair(stripes: Mapping[str, ChunkRecord], fragments: Mapping[str, ChunkRecord],
+                       nodes: Sequence[StorageNode], now: float, *, budget: int | None = None) -> StripePlan:
+    """`stripes`: the records (with a stripe) of the erasure-coded chunks to keep; `fragments`: records by fragment id
+    (a fragment without one has no copy). `budget`: bytes to write in this plan (a rebuild's fragments, all or none).
+    `now` as in `plan_repair`."""
+    del now
+    b = _Builder({n.node_id: n for n in nodes}, budget)
+    rebuilds: list[Rebuild] = []
+    for cid in sorted(stripes):
+        record = stripes[cid]
+        if record.stripe is None:
+            continue
+        stripe = record.stripe
+        lay = layout(stripe, fragments, list(b.nodes.values()))
+        for fid in stripe.fragments:
+            frag = fragments.get(fid)
+            if frag is not None:
+                b.deletes.extend(Delete(fid, n, corrupt=True) for n in sorted(frag.bad & frag.holders)
+                                 if _online(b, n))
+        for i, holders in enumerate(lay.holders):  # surplus copies of a fragment: keep the best one
+            b.deletes.extend(Delete(stripe.fragments[i], n) for n in holders[1:])
+        if not lay.missing:
+            continue
+        b.under += 1
+        if not lay.readable:
+            b.unrecoverable.append(cid)
+            continue
+        placed = targets(cid, stripe, lay.missing, list(b.nodes.values()), lay.occupied)
+        if isinstance(placed, Unplaceable):
+            b.unplaceable.append((cid, placed))
+            continue
+        rebuild = Rebuild(cid, record.size, stripe, tuple(placed))
+        if not b.spend(rebuild.bytes):
+            b.deferred.append(cid)
+            continue
+        rebuilds.append(rebuild)
+        for _, node in placed:
+            b.reserve(node, stripe.fragment_size)
+    return StripePlan(tuple(rebuilds), tuple(b.deletes), tuple(b.unrecoverable), tuple(b.unplaceable),
+                      tuple(b.deferred), b.under)
 
 
 def unreferenced(records: Iterable[ChunkRecord], referenced: Collection[str], now: float,
