@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from cloudless import render
 from cloudless.client import ApiError, JSONObject
 from cloudless.ctl import Ctx, UsageError, add_command, as_command, check_name, connection_flags, require_yaml
-from cloudless.s3_client import S3Client, drain, resolve_storage_config
+from cloudless.s3_client import DEFAULT_REGION, S3Client, check_endpoint, drain, resolve_storage_config
 from cloudless.secrets_cli import secret_ref
 
 if TYPE_CHECKING:
@@ -400,11 +400,7 @@ def _create_key(args: argparse.Namespace, ctx: Ctx) -> int:
     name = check_name(args.arg, "key name")
     if not args.bucket:
         raise UsageError("a key needs at least one bucket grant", hint="add --bucket BUCKET[:ro|rw|admin]")
-    cfg, ca_pem = None, None
-    if args.secret:  # checked before the key exists: a key made but not stored would be lost
-        cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env,
-                                     cli_config=args.config)
-        ca_pem = _ca_pem(args.ca_file or cfg.ca)
+    target = _workload_endpoint(args, ctx) if args.secret else None  # before the key exists: none made in vain
     doc = _call(ctx, "POST", "/v1/storage/keys", body={"name": name, "buckets": dict(args.bucket)})
     if not args.secret:
         if args.output in ("json", "yaml"):
@@ -412,10 +408,10 @@ def _create_key(args: argparse.Namespace, ctx: Ctx) -> int:
         ctx.out(f"AWS_ACCESS_KEY_ID={doc['id']}\nAWS_SECRET_ACCESS_KEY={doc['secret']}")
         ctx.err(f"access key {doc['id']} for {name}: the secret is shown this once; keep it safe")
         return 0
-    assert cfg is not None
+    assert target is not None
     ns, secret_name = args.secret
-    data = workload_secret(doc, endpoint=args.endpoint_url or cfg.endpoint, region=cfg.region, ca_pem=ca_pem,
-                           ca_mount=args.ca_mount)
+    endpoint, region, ca_pem = target
+    data = workload_secret(doc, endpoint=endpoint, region=region, ca_pem=ca_pem, ca_mount=args.ca_mount)
     try:
         _call(ctx, "POST", f"/v1/secrets/{ns}",
               body={"name": secret_name, "data": {k: base64.b64encode(v).decode() for k, v in data.items()}})
@@ -426,6 +422,17 @@ def _create_key(args: argparse.Namespace, ctx: Ctx) -> int:
     ctx.err(f"reference it from a workload in namespace {ns}: env[].valueFrom.secretKeyRef {{name: {secret_name}, key: "
             "AWS_ACCESS_KEY_ID}, ... (docs/storage.md#using-storage)")
     return 0
+
+
+def _workload_endpoint(args: argparse.Namespace, ctx: Ctx) -> tuple[str, str, bytes | None]:
+    """(endpoint, region, CA PEM) for a workload's secret: --endpoint-url and --ca-file, the rest from the storage
+    config (which is not needed when both are given)."""
+    endpoint, region, ca = args.endpoint_url, DEFAULT_REGION, args.ca_file
+    if not (endpoint and ca):
+        cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env,
+                                     cli_config=args.config)
+        endpoint, region, ca = endpoint or cfg.endpoint, cfg.region, ca or cfg.ca
+    return check_endpoint(endpoint), region, _ca_pem(ca)
 
 
 def _ca_pem(path: str | None) -> bytes | None:

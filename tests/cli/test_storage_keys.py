@@ -187,9 +187,19 @@ def test_keys_create_secret_stores_what_a_workload_needs(cluster: Cluster, cli: 
     r = cli("storage", "cp", str(src), "s3://media/clip.mp4")
     assert r.code == 0, r.err
 
+    # --endpoint-url and --ca-file are all it needs: no storage config, no AWS_* variables
+    as_workload(monkeypatch, {})
+    r = cli("storage", "keys", "create", "player", "--bucket", "media:ro", "--secret", "prod/s3-player",
+            "--endpoint-url", cluster.s3, "--ca-file", str(cluster.ca_file))
+    assert r.code == 0, r.err
+    r = cli("storage", "keys", "create", "player", "--bucket", "media:ro", "--secret", "prod/s3-x",
+            "--endpoint-url", "ftp://nope", "--ca-file", str(cluster.ca_file))
+    assert r.code == 2 and "not http(s)://HOST:PORT" in r.err
+
     # a secret that cannot be stored (it exists) leaves no key behind
     keys_before = len(cluster.run(cluster.storage.metadata.list_keys()))
-    r = cli("storage", "keys", "create", "again", "--bucket", "media", "--secret", "prod/s3")
+    r = cli("storage", "keys", "create", "again", "--bucket", "media", "--secret", "prod/s3",
+            "--endpoint-url", cluster.s3, "--ca-file", str(cluster.ca_file))
     assert r.code == 1 and "already exists" in r.err
     assert len(cluster.run(cluster.storage.metadata.list_keys())) == keys_before
 
