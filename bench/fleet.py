@@ -148,10 +148,16 @@ class Health:
     api: Api
     phase: str = "start"
     samples: list[tuple[str, float]] = field(default_factory=list)
+    trace: Path | None = None  # --loop-trace: each phase's start goes there too (the same monotonic clock)
 
     async def run(self) -> None:
+        traced = ""
         while True:
             t = time.monotonic()
+            if self.trace is not None and self.phase != traced:
+                traced = self.phase
+                with self.trace.open("a") as f:
+                    f.write(f"{t:.3f} phase {traced}\n")
             try:
                 async with self.api.probe.get(self.api.url + "/healthz", timeout=aiohttp.ClientTimeout(total=30)) as r:
                     await r.read()
@@ -236,10 +242,11 @@ async def run_fleet(n: int, broker_kind: str, args: argparse.Namespace, log: Any
         log(f"[{broker_kind} {n}] {n} client certificates issued in {time.monotonic() - t:.1f}s ({workdir})")
         broker = Broker(broker_kind, workdir, pki, netns.host_ip)
         broker.start()
-        coord = Coordinator(workdir, pki, broker, profile=workdir / "coordinator.prof" if args.cprofile else None)
+        coord = Coordinator(workdir, pki, broker, profile=workdir / "coordinator.prof" if args.cprofile else None,
+                            trace=args.loop_trace)
         coord.start()
         api = Api(coord.url, coord.token, coord.ssl_context())
-        health = Health(api)
+        health = Health(api, trace=args.loop_trace)
         health_task = asyncio.create_task(health.run())
         await until(lambda: _true(coord.broker_events()[0] >= 1), 30, "the coordinator's broker connection")
 
@@ -627,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-procs", type=int, default=0, help="simulator processes (default: 2 from 2,000 nodes)")
     p.add_argument("--cprofile", action="store_true",
                    help="run the coordinator under cProfile (slower) and print its hottest functions")
+    p.add_argument("--loop-trace", type=Path, default=None,
+                   help="write every coordinator loop step over 20 ms of wall time (and each phase's start) to this "
+                   "file (tests/fleet/loop_trace.py)")
     p.add_argument("--quick", action="store_true", help="40 nodes on both brokers, short windows (CI smoke)")
     p.add_argument("--doc", type=Path, default=DOC)
     args = p.parse_args(argv)

@@ -47,7 +47,7 @@ RESEND_NODES = 300  # nodes of a full resend (reconnect, new epoch) sent per rou
 STEP_NODES = 100  # nodes published in one step of the event loop
 PUBLISH_NODES = 400  # changed nodes whose desired state one round recomputes (the rest the next round)
 LOOK_NODES = 1000  # nodes whose service table or peer directory is compared with what was sent, in one step
-DASH_CALLS = 3  # slices of the dashboard mirror one round publishes while it has a backlog
+DASH_CALLS = 2  # slices of the dashboard mirror one round publishes while it has a backlog
 
 
 class Outbox:

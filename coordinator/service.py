@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 import secrets
@@ -37,6 +36,7 @@ from coordinator import gc_pace, lifecycle, membership, model
 from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
 from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
+from coordinator.judging import MembershipJudge
 from coordinator.leadership import Leadership, SoloLeadership
 from coordinator.link import LinkClock, LoopWatch
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
@@ -67,9 +67,7 @@ NEW_PER_ROUND = 250  # replicas a round creates per workload (a 2,500-replica ap
 VIEWS_PER_STEP = 1500  # scheduler views (re)built in one step before a snapshot
 SCHEDULE_SLICE = 50  # scheduling decisions in one step of a round (the first also builds the pass)
 ACTIONS_PER_STEP = 100  # actions of one workload's plan (stops, forgets, creations) applied in one step
-JUDGE_STEP = 500  # nodes judged (silence, grace periods) in one step of a round
 EVENTS_PER_STEP = 50  # membership events journaled in one step of a round (~0.1-0.2 ms each, logged too)
-JUDGE_SWEEP_S = 60.0  # every node is judged at least this often, due or not (the safety net under the deadlines)
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
 SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
@@ -177,17 +175,6 @@ class Coordinator:
         # not settled (something in flux, or a deadline running), and a slice of the rest (the sweep)
         self._replica_changes = self.cluster.replicas.watch()
         self._node_changes = self.cluster.watch_nodes()
-        # membership verdicts are deadline-driven (issue 17): a node is judged when something about it changed
-        # (its status, state or observed state: touch_node), when its next deadline (membership.next_deadline)
-        # has passed, or by the slow sweep; heartbeats only move a deadline later, so a stale heap entry costs one
-        # evaluation that changes nothing and schedules the real deadline
-        self._judge_changes = self.cluster.watch_nodes()
-        self._deadlines: list[tuple[float, str]] = []  # a heap of (deadline, node); stale entries skipped lazily
-        self._deadline_of: dict[str, float] = {}  # each node's live entry
-        self._judged_members: dict[str, NodeInfo] | None = None  # the members map judged last (replaced: judge all)
-        self._judge_swept_at = float("-inf")
-        self._wills: set[str] = set()  # nodes whose last will may be waiting for its verdict
-        self.evaluations = 0  # membership.evaluate calls (a round with no deadline due makes none)
         self._workloads_seen: dict[str, WorkloadRecord] = {}
         self._unsettled: set[str] = set()
         self._sweep: list[str] = []
@@ -198,6 +185,8 @@ class Coordinator:
         self._dash_at = 0.0
         self._settle_until = 0.0
         self.link = LinkClock(started_at=clock())
+        self.judge = MembershipJudge(self.cluster, cfg.membership, link=self.link,
+                                     connected=lambda: self.mqtt.connected)
         self.monotonic = monotonic  # the loop's own pace (a stall is measured on it, never on the wall clock)
         self._loop_watch = LoopWatch.watchdog(cfg.tick_s)  # turned by _watchdog and by each turn of _loop
         self._watch_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the watchdog's (tests: fake time)
@@ -223,6 +212,11 @@ class Coordinator:
     @property
     def members(self) -> dict[str, NodeInfo]:
         return self.cluster.members
+
+    @property
+    def evaluations(self) -> int:
+        """membership.evaluate calls so far (coordinator.judging: a round with no deadline due makes none)."""
+        return self.judge.evaluations
 
     @property
     def secrets(self) -> Any:
@@ -406,7 +400,7 @@ class Coordinator:
         """A loop that stalled heard nobody meanwhile (coordinator.link.LoopWatch, turned by the watchdog and by each
         turn of the engine's loop, whichever runs first after the stall): every node's silence and grace clocks move
         on by the stall, as after a broker outage, so no node is judged silent for it. Not while the broker link is
-        down: the outage already counts that time (`_hearing` moves the clocks by all of it)."""
+        down: the outage already counts that time (`MembershipJudge.hearing` moves the clocks by all of it)."""
         stalled = self._loop_watch.turned(self.monotonic())
         if stalled is None:
             return
@@ -455,7 +449,7 @@ class Coordinator:
         """A follower serves reads: refresh from the store now and then, keep membership views current (without
         recording events: only the leader writes)."""
         now = self.clock()
-        await self._judge_members(now)  # no events: only the leader records them
+        await self.judge.judge(now)  # no events: only the leader records them
         if now - self._refreshed_at >= FOLLOWER_REFRESH_S:
             self._refreshed_at = now
             try:
@@ -468,87 +462,6 @@ class Coordinator:
                     self._store_down = True
                     log.warning("cannot refresh from the state store (reads may be stale until it is back): %s", exc)
         self._services_round()  # a follower's view for reads (it allocates nothing and records nothing)
-
-    async def _judge_members(self, now: float) -> list[membership.MembershipEvent]:
-        """Time-driven membership: the verdict on last wills, then silence and grace periods (not while this
-        coordinator cannot hear the broker, nor while the nodes are still reconnecting after it: `_hearing`).
-        Only the nodes that changed or whose deadline has passed are judged (and every node by the slow sweep)."""
-        link_up = await self._hearing(now)  # may move every node's clocks (then all are judged again)
-        members, cfg = self.members, self.cfg.membership
-        if members is not self._judged_members or now - self._judge_swept_at >= JUDGE_SWEEP_S:
-            due = set(members)
-            self._judged_members, self._judge_swept_at = members, now
-        else:
-            due = set(self._judge_changes)
-        self._judge_changes.clear()
-        self._wills |= {n for n in due if (i := members.get(n)) is not None and i.will_at is not None}
-        events: list[membership.MembershipEvent] = []
-        if self._wills:
-            self._wills = {n for n in self._wills if (i := members.get(n)) is not None and i.will_at is not None
-                           and i.state is not NodeState.LOST}
-            changed, events = membership.judge_wills(members, now, cfg, link_up=link_up,
-                                                     link_down_at=self.link.down_at)
-            members.update(changed)
-            for node_id in changed:
-                self.cluster.touch_node(node_id)
-            self._judge_changes.difference_update(changed)
-            due |= set(changed)
-        if not link_up:
-            self._judge_changes |= due  # judged once the coordinator hears again
-            return events
-        heap, live = self._deadlines, self._deadline_of
-        while heap and heap[0][0] < now:
-            at, node_id = heapq.heappop(heap)
-            if live.get(node_id) == at:
-                del live[node_id]
-                due.add(node_id)
-        for node_id in due - members.keys():  # deleted nodes
-            live.pop(node_id, None)
-        # many due (a sweep, or every deadline after a silence): in the members' order, as heartbeats tend to come
-        # (a node heard while the judging yields is judged on its fresh report); few: sorted, as events read best
-        order = [n for n in members if n in due] if len(due) > JUDGE_STEP else sorted(due & members.keys())
-        evaluate = membership.evaluate
-        for count, node_id in enumerate(order):
-            if count and count % JUDGE_STEP == 0:
-                await _let_others_run()
-            members = self.members
-            if (info := members.get(node_id)) is None:
-                live.pop(node_id, None)
-                continue
-            self.evaluations += 1
-            after, evs = evaluate(info, now, cfg)
-            if after is not info:
-                members[node_id] = after
-                if after.state is not info.state:
-                    self.cluster.touch_node(node_id)
-                    self._judge_changes.discard(node_id)  # judged now; its next deadline is scheduled below
-            if evs:
-                events += evs
-            deadline = membership.next_deadline(after, cfg)
-            if deadline is None:
-                live.pop(node_id, None)
-            elif live.get(node_id) != deadline:
-                live[node_id] = deadline
-                heapq.heappush(heap, (deadline, node_id))
-        if len(heap) > 2 * len(live) + 1024:  # stale entries (deadlines moved) outnumber the live ones
-            self._deadlines = [(at, n) for n, at in live.items()]
-            heapq.heapify(self._deadlines)
-        return events
-
-    async def _hearing(self, now: float) -> bool:
-        """Connected, and the nodes have had time to reconnect since (coordinator.link). When that time comes after
-        an outage, every node's clocks move on by the whole deaf time: it does not count against them. In place, in
-        steps (a node heard meanwhile is paused too, harmlessly: never past `now`), then every node is judged."""
-        hearing, outage = self.link.hearing(now, connected=self.mqtt.connected)
-        if outage is not None:
-            members = self.members
-            for count, node_id in enumerate(list(members), 1):
-                if (info := members.get(node_id)) is not None:
-                    members[node_id] = membership.pause_clocks(info, outage, now)
-                if count % JUDGE_STEP == 0:
-                    await _let_others_run()
-            self._judged_members = None
-        return hearing
 
     async def reconcile(self) -> None:
         self._more = False
@@ -564,7 +477,7 @@ class Coordinator:
         self.rounds += 1
         now = self.clock()
         self.overlay.expire(now)
-        for i, ev in enumerate(await self._judge_members(now), 1):
+        for i, ev in enumerate(await self.judge.judge(now), 1):
             self.journal.event("Warning" if ev.warning else "Normal", ev.reason, f"node/{ev.node_id}", ev.message)
             if i % EVENTS_PER_STEP == 0:  # a mass loss is thousands of events
                 await _let_others_run()

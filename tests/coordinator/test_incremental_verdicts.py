@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import service
+from coordinator import judging
 from coordinator.membership import NodeState
 from tests.coordinator import fleet_memory
 from tests.coordinator.fleet_memory import FleetCluster
@@ -19,7 +19,7 @@ NODES = 12
 
 @pytest.fixture
 async def fc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FleetCluster]:
-    monkeypatch.setattr(service, "JUDGE_SWEEP_S", 1e9)  # only the first round judges every node
+    monkeypatch.setattr(judging, "JUDGE_SWEEP_S", 1e9)  # only the first round judges every node
     async with fleet_memory.cluster(tmp_path, nodes=NODES) as fc:
         for _ in range(3):
             await fc.round(advance=0.5)

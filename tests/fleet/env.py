@@ -221,6 +221,7 @@ class Coordinator:
     broker: Broker
     extra: list[str] = field(default_factory=list)
     profile: Path | None = None  # run under cProfile, stats written here when it stops (SIGTERM: a clean exit)
+    trace: Path | None = None  # run under tests.fleet.loop_trace: its long loop steps written here
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -229,7 +230,9 @@ class Coordinator:
         write_token_digests(self.pki.coord_dir, {"admin": self.token})
         self.log_path = self.workdir / "coordinator.log"
         python = [sys.executable, *(["-m", "cProfile", "-o", str(self.profile)] if self.profile else [])]
-        argv = [*python, "-m", "cloudless", "--log-level", "INFO", "coordinator", "--broker",
+        # under the tracer, the program is its argument (it runs the module itself)
+        python += ["-m", "tests.fleet.loop_trace", str(self.trace)] if self.trace is not None else ["-m"]
+        argv = [*python, "cloudless", "--log-level", "INFO", "coordinator", "--broker",
                 f"mqtts://{self.broker.host}:{self.broker.port}", "--api", "127.0.0.1:0", "--data-dir",
                 str(self.pki.coord_dir), "--id", COORD_ID, "--pki", *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"), cwd=REPO,

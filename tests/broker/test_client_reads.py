@@ -1,0 +1,79 @@
+"""How much the MQTT client adapter (broker/client.py) reads in one step of the event loop (issue 17): a burst of
+incoming messages is handled at most _MAX_PACKETS_PER_WAKEUP at a time, however many messages of its own the client
+has queued. paho's loop_read reads one packet per message in flight or queued: with thousands queued (a fleet's
+dashboard topics) one readable event handled every message waiting on the socket.
+
+A real paho client and a real socket (a socketpair carrying MQTT 3.1.1 PUBLISH packets); no broker needed."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from broker import client as client_mod
+from broker.client import Message, MqttClient, MqttSettings, _Subscription
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH (MQTT 3.1.1 §3.3)."""
+    body = struct.pack("!H", len(topic)) + topic.encode() + payload
+    n, length = len(body), b""
+    while True:
+        digit, n = n % 128, n // 128
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            break
+    return b"\x30" + length + body
+
+
+@contextmanager
+def wired(queued: int) -> Iterator[tuple[MqttClient, socket.socket, socket.socket, list[Message]]]:
+    """A client whose paho reads from one end of a socketpair, with `queued` QoS 1 messages of its own waiting."""
+    c = MqttClient(MqttSettings(host="127.0.0.1", port=1, client_id="reader"))
+    got: list[Message] = []
+    c._subs.add(_Subscription("t/#", 0, got.append))
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    p: Any = c._paho
+    p._sock = ours  # as paho holds it after connecting
+    for mid in range(1, queued + 1):  # paho's own record of outgoing messages not acknowledged yet
+        m = paho.MQTTMessage(mid=mid, topic=b"out")
+        m.qos = 1
+        p._out_messages[mid] = m
+    try:
+        with ours, theirs:
+            yield c, ours, theirs, got
+    finally:
+        p._sock = None  # not connected: paho's finaliser has no socket to close through a loop that never ran
+        p._out_messages.clear()
+
+
+def test_a_burst_is_read_in_bounded_steps_however_many_messages_are_queued() -> None:
+    limit = client_mod._MAX_PACKETS_PER_WAKEUP
+    with wired(queued=2000) as (c, ours, theirs, got):
+        theirs.sendall(b"".join(publish_packet(f"t/{i}", b"x" * 20) for i in range(3 * limit + 7)))
+        c._readable(ours)
+        assert len(got) == limit, f"one readable event handled {len(got)} messages (at most {limit})"
+        steps = 1
+        while len(got) < 3 * limit + 7:
+            c._readable(ours)
+            steps += 1
+            assert steps <= 10
+        assert steps == 4
+        assert [m.topic for m in got] == [f"t/{i}" for i in range(3 * limit + 7)]  # in order, none lost
+
+
+def test_a_readable_event_with_nothing_complete_reads_what_there_is_and_returns() -> None:
+    with wired(queued=0) as (c, ours, theirs, got):
+        packet = publish_packet("t/a", b"payload")
+        theirs.sendall(packet[:5])  # half a packet: nothing to hand over yet
+        c._readable(ours)
+        assert got == []
+        theirs.sendall(packet[5:])
+        c._readable(ours)
+        assert [(m.topic, m.payload) for m in got] == [("t/a", b"payload")]
