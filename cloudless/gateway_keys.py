@@ -47,7 +47,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 async def ensure_admin_credentials(keys: KeyStore, path: Path, *, endpoint: str, region: str, ca: Path) -> bool:
     """Make sure `path` names an admin key the store knows (see the module docstring). True if a key was made."""
-    from broker.files import write_private
+    from cloudless.s3_client import write_storage_config
 
     doc = _read(path)
     known = await keys.get_key(doc["accessKeyId"]) if doc is not None else None
@@ -59,6 +59,6 @@ async def ensure_admin_credentials(keys: KeyStore, path: Path, *, endpoint: str,
     fresh = {"endpoint": endpoint, "accessKeyId": known.access_key, "secretAccessKey": known.secret,
              "region": region, "ca": str(ca)}
     if fresh != doc:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, json.dumps(fresh, indent=2) + "\n")
+        write_storage_config(path, endpoint=endpoint, access_key=known.access_key, secret=known.secret,
+                             region=region, ca=str(ca))
     return made

@@ -81,6 +81,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="runtime of the local agent (default auto: Podman when installed)")
     p.add_argument("--config", type=Path, default=None,
                    help="where to write the CLI config (default $XDG_CONFIG_HOME/cloudless/config.json)")
+    p.add_argument("--s3-port", type=int, default=9000, metavar="PORT",
+                   help="the S3 endpoint's HTTPS port (default 9000; with --coordinators N each serves S3 on PORT, "
+                   "+1, ...; 0: no S3). The first start makes an admin access key, written 0600 to storage.json next "
+                   "to the CLI config (`cloudless storage` reads it)")
     p.set_defaults(func=_cmd_up)
 
 
@@ -279,6 +283,8 @@ def _busy_ports(args: argparse.Namespace, api_host: str) -> str | None:
               *((api_host, args.api_port + i, "API", "--api-port") for i in range(args.coordinators))]
     if not args.no_relay:
         wanted.append((args.mqtt_host, args.relay_port, "relay", "--relay-port"))
+    if args.s3_port:
+        wanted.extend((api_host, args.s3_port + i, "S3", "--s3-port") for i in range(args.coordinators))
     probes = [(probe, port, what, flag) for host, port, what, flag in wanted
               for probe in (("127.0.0.1", host) if host == "0.0.0.0" else (host,))]
     for host, port, what, flag in probes:
@@ -303,6 +309,21 @@ def _external_broker_problem(url: str) -> str | None:
         return (f"expected mqtts://HOST:PORT, got {url[:80]!r} (the cluster's clients authenticate with "
                 "certificates: the broker must speak TLS)")
     return None if port else f"{url[:80]!r}: give the port (Mosquitto's TLS listener, e.g. 8883)"
+
+
+def _s3_flags(port: int, index: int, credentials: Path) -> list[str]:
+    """The coordinator's S3 flags: its port (consecutive ones for replicated coordinators); the first one makes the
+    admin access key on the first start and writes it to `credentials`."""
+    if not port:
+        return []
+    return ["--s3-port", str(port + index), *(["--s3-admin-credentials", str(credentials)] if index == 0 else [])]
+
+
+def _s3_line(port: int, api_host: str, credentials: Path, ca: Path) -> str:
+    if not port:
+        return "off (--s3-port 0)"
+    return (f"{_local(f'https://{api_host}:{port}')}  (admin key in {credentials}, CA {ca}; objects are stored on "
+            "agents started with --storage-quota)")
 
 
 def _local(url: str) -> str:
@@ -441,18 +462,20 @@ def _cmd_up(args: argparse.Namespace) -> int:
             etcd_local.wait_healthy(ms)
             store = ["--store", etcd_local.store_url(ms)]
         api = ""
+        config_path = args.config or default_config_path(os.environ)
+        storage_json = config_path.parent / "storage.json"
         for i in range(args.coordinators):
             cid = "local" if args.coordinators == 1 else f"c{i + 1}"
             coord, line = start_child(
                 "coordinator" if args.coordinators == 1 else f"coordinator-{cid}",
                 [*me, "coordinator", "--broker", url, "--api", f"{api_host}:{args.api_port + i}",
                  "--data-dir", str(data_dir / "coordinator"), "--id", cid, "--pki", *store, *relay_flags,
-                 *_coordinator_exposure(where, args.api_port + i, node_broker)],
+                 *_coordinator_exposure(where, args.api_port + i, node_broker),
+                 *_s3_flags(args.s3_port, i, storage_json)],
                 "cloudless coordinator: API on",
             )
             children.append(coord)
             api = api or _local(line.split("API on ", 1)[1].split()[0])
-        config_path = args.config or default_config_path(os.environ)
         write_config(config_path, api, token, ca=str(pki["ca"]))
         if not args.no_agent:
             agent_dir = data_dir / "agent"
@@ -471,6 +494,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
               f"  data dir:    {data_dir}\n"
               f"  devices:     {_devices_line(where, args.api_port, node_broker, asked_local=args.local_only)}\n"
               f"  relay:       {relay_flags[1].split('=', 1)[1] if relay_flags else 'none (--no-relay)'}\n"
+              f"  S3:          {_s3_line(args.s3_port, api_host, storage_json, pki['ca'])}\n"
               f"  dashboard:   MQTT Explorer at {url} with CA {pki['ca']} and client certificate "
               f"{pki['dashboard_cert']} / {pki['dashboard_key']}\n"
               "  more nodes:  cloudless token create --join-command, then run the printed line on the device "

@@ -1,0 +1,160 @@
+"""The S3 endpoint of a running cluster, end to end (issue 20): `cloudless up --s3-port` (embedded broker, relay,
+coordinator with the gateway, no local agent) and two real agents enrolled with `--storage-quota`. boto3 with its
+default configuration (aws-chunked uploads with CRC trailers over HTTPS, the cluster CA trusted) creates a bucket,
+puts and gets objects; their chunks land on the two agents (R = 2: one copy on each), which the storage status and
+the agents' chunk directories both show. The admin key is the one `up` bootstrapped into storage.json."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.cluster_env import until
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+QUOTA = 64 * 1024 * 1024
+
+
+class Cluster:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.data, self.config = workdir, workdir / "data", workdir / "cli.json"
+        self.mqtt, self.api, self.relay, self.s3 = free_port(), free_port(), free_port(), free_port()
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
+        self.logs: dict[str, Path] = {}
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
+        log = self.workdir / f"{name}.log"
+        self.logs[name] = log
+        proc = subprocess.Popen([sys.executable, "-m", "cloudless", *argv], stdout=log.open("w"),
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "CLOUDLESS_LOG_LEVEL": "INFO"})
+        self.procs.append((name, proc))
+        return proc
+
+    def tail(self, name: str = "up", n: int = 60) -> str:
+        with contextlib.suppress(OSError):
+            return "".join(self.logs[name].read_text().splitlines(keepends=True)[-n:])
+        return ""
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {name}\n{self.tail(name)}" for name in self.logs)
+
+    def start(self) -> None:
+        self._spawn("up", ["up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt), "--api-port",
+                           str(self.api), "--relay-port", str(self.relay), "--config", str(self.config),
+                           "--s3-port", str(self.s3), "--no-agent", "--local-only"])
+        until(lambda: "Press Ctrl-C to stop." in self.tail(), 120, "cloudless up is ready", self.tails)
+
+    @property
+    def storage_json(self) -> dict[str, str]:
+        return dict(json.loads((self.config.parent / "storage.json").read_text()))
+
+    def api_call(self, method: str, path: str, body: object | None = None) -> Any:
+        from cloudless.client import CoordinatorClient
+
+        token = (self.data / "credentials" / "admin-token").read_text().strip()
+        ca = self.data / "coordinator" / "pki" / "ca.pem"
+        return CoordinatorClient(f"https://127.0.0.1:{self.api}", token, ca=str(ca)).request(method, path,
+                                                                                           body=body).body
+
+    def agent(self, node: str, zone: str) -> Path:
+        token = self.api_call("POST", "/v1/tokens", {"ttlSeconds": 600, "maxUses": 1})["token"]
+        data = self.workdir / node
+        data.mkdir()
+        (data / "token").write_text(token)
+        self._spawn(node, ["agent", "--data-dir", str(data), "--node-id", node, "--runtime", "process",
+                           "--broker", f"mqtts://127.0.0.1:{self.mqtt}", "--token-file", str(data / "token"),
+                           "--zone", zone, "--storage-quota", str(QUOTA), "--overlay-port", str(free_port()),
+                           "--metrics-listen", "off"])
+        return data
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    pytest.importorskip("aioquic", reason="the gateway and the agents' chunk service run on the overlay")
+    c = Cluster(Path(tempfile.mkdtemp(prefix="cl-s3-")))
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _chunk_files(data: Path) -> set[str]:
+    """The chunk ids an agent holds on disk (its chunk store names files by id)."""
+    return {p.name for p in (data / "chunks").rglob("*") if p.is_file() and len(p.name) == 64}
+
+
+def test_boto3_stores_objects_as_chunks_on_the_agents(cluster: Cluster) -> None:
+    import boto3
+
+    cluster.start()
+    assert f"S3:          https://127.0.0.1:{cluster.s3}" in cluster.tail()
+    creds = cluster.storage_json
+    assert oct((cluster.config.parent / "storage.json").stat().st_mode & 0o777) == "0o600"
+    dirs = {"sa": cluster.agent("sa", "za"), "sb": cluster.agent("sb", "zb")}
+    status = until(lambda: (s := cluster.api_call("GET", "/v1/storage/status")) and sum(
+        1 for n in s["nodes"] if n["quotaBytes"] == QUOTA and n["online"]) == 2 and s, 120,
+        "both agents offer storage", cluster.tails)
+    assert {n["node"] for n in status["nodes"]} == {"sa", "sb"}
+
+    s3 = boto3.client("s3", endpoint_url=creds["endpoint"], aws_access_key_id=creds["accessKeyId"],
+                      aws_secret_access_key=creds["secretAccessKey"], region_name=creds["region"],
+                      verify=creds["ca"])
+    s3.create_bucket(Bucket="photos")
+    bodies = {"small.txt": b"hello, devices\n", "big.bin": os.urandom(3 * 1024 * 1024 + 123)}
+
+    def put_all() -> bool:  # the first puts may wait for the gateway's overlay paths to the agents
+        try:
+            for key, body in bodies.items():
+                s3.put_object(Bucket="photos", Key=key, Body=body)
+        except s3.exceptions.ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
+                raise
+            return False
+        return True
+
+    until(put_all, 120, "PUTs accepted (storage nodes reachable over the overlay)", cluster.tails)
+    for key, body in bodies.items():
+        got = s3.get_object(Bucket="photos", Key=key)["Body"].read()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+    listed = s3.list_objects_v2(Bucket="photos")
+    assert sorted(o["Key"] for o in listed["Contents"]) == sorted(bodies)
+
+    # R = 2 over two nodes: every chunk on both agents' disks
+    from dataplane.objects.chunking import CHUNK_SIZE, chunk_id
+
+    big = bodies["big.bin"]
+    wanted = {chunk_id(big[i:i + CHUNK_SIZE]) for i in range(0, len(big), CHUNK_SIZE)} | {
+        chunk_id(bodies["small.txt"])}
+    until(lambda: all(wanted <= _chunk_files(d) for d in dirs.values()), 60, "every chunk on both agents",
+          cluster.tails)
+    # and the agents report it: used bytes and chunk counts reach the gateway's status
+    until(lambda: all(n["usedBytes"] >= len(big) and n["chunks"] >= len(wanted)
+                      for n in cluster.api_call("GET", "/v1/storage/status")["nodes"]), 120,
+          "the agents' reports of what they store", cluster.tails)
+    s3.delete_object(Bucket="photos", Key="small.txt")
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket="photos", Key="small.txt")
