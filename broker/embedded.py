@@ -454,8 +454,12 @@ class EmbeddedBroker(Broker):
     async def _authenticate_connect(self, session: Session) -> Identity | AuthRejected:
         info = ConnectInfo(client_id=session.client_id or "", username=session.username, password=session.password,
                            cert=peer_cert(session.ssl_object))
-        # password hashing takes milliseconds: keep it off the event loop
-        verdict = await asyncio.to_thread(self.authenticator.authenticate, info)
+        if info.cert is not None and isinstance(self.authenticator, CertAuthenticator):
+            # a certificate the handshake verified: a few lookups and a stat() of the revocation list, on the loop (a
+            # thread hop per connect cost more than that, and up to a GIL switch interval of latency, in a burst)
+            verdict = self.authenticator.authenticate(info)
+        else:  # password hashing takes milliseconds: keep it off the event loop
+            verdict = await asyncio.to_thread(self.authenticator.authenticate, info)
         if isinstance(verdict, AuthRejected):
             return verdict
         if self._auth_enabled and self.settings.username_as_client_id:

@@ -191,3 +191,24 @@ async def test_a_tls_connection_holds_a_small_read_buffer(tls_broker: tuple[Embe
     assert bytes(broker._retained_messages["cloudless/v1/node/node-a/status"].data) == big
     for c in (a, b):
         c.disconnect()
+
+
+async def test_a_certificate_connect_needs_no_thread(tls_broker: tuple[EmbeddedBroker, Pki],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Password hashing runs in a thread; a certificate the TLS handshake verified is checked on the loop (a thread
+    hop per connect was more work than the check). The verdict is the same: the node is admitted as itself."""
+    broker, pki = tls_broker
+    hops: list[object] = []
+    plain = asyncio.to_thread
+
+    async def counting(func: object, /, *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await plain(func, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    client, _ = await connect_tls(broker, pki, "node-a")
+    assert hops == []
+    session, _ = broker._sessions["node-a"]
+    identity = broker._identity(session)
+    assert identity is not None and identity.username == "node-a"
+    client.disconnect()
