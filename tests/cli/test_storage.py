@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from cloudless import storage_cli
+from cloudless import storage_cli, storage_transfer
 from cloudless.s3_client import S3Client, resolve_storage_config, sign_headers, write_storage_config
 from dataplane.s3 import sigv4
 from tests.cli.conftest import Result
@@ -264,7 +264,7 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
 
     t = [0.0]
     stream = Tty()
-    p = storage_cli.Progress("up", 16 * MiB, clock=lambda: t[0], stream=stream, enabled=True)
+    p = storage_transfer.Progress("up", 16 * MiB, clock=lambda: t[0], stream=stream, enabled=True)
     for _ in range(16):
         t[0] += 0.3
         p(MiB)
@@ -273,7 +273,7 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     assert "16MiB/16MiB (100%)" in lines[-1] and lines[-1].endswith("\n")
     assert len(lines) > 3
     quiet = io.StringIO()
-    q = storage_cli.Progress("up", 16 * MiB, clock=lambda: t[0], stream=quiet, enabled=True)
+    q = storage_transfer.Progress("up", 16 * MiB, clock=lambda: t[0], stream=quiet, enabled=True)
     t[0] += 5
     q(16 * MiB)
     q.finish()
@@ -288,10 +288,10 @@ def test_grants(text: str, want: tuple[str, str]) -> None:
 
 
 def test_part_size_grows_only_past_ten_thousand_parts() -> None:
-    assert storage_cli.part_size(None) == 8 * MiB
-    assert storage_cli.part_size(80_000 * MiB) == 8 * MiB
+    assert storage_transfer.part_size(None) == 8 * MiB
+    assert storage_transfer.part_size(80_000 * MiB) == 8 * MiB
     big = 200_000 * MiB
-    assert storage_cli.part_size(big) * storage_cli.MAX_PARTS >= big
+    assert storage_transfer.part_size(big) * storage_transfer.MAX_PARTS >= big
 
 
 def test_a_download_into_a_missing_directory_is_a_usage_error(env: S3Server, cli: Callable[..., Result],
