@@ -53,8 +53,7 @@ if TYPE_CHECKING:
     from coordinator.cli import StorageParts
     from coordinator.membership import NodeInfo
     from coordinator.metrics import StorageMetrics
-    from coordinator.objects import StoreMetadata
-    from dataplane.objects.ports import ChunkClient
+    from dataplane.objects.ports import ChunkClient, Metadata
     from dataplane.objects.store import ObjectBackend
     from dataplane.s3.routing import Operation
 
@@ -100,7 +99,7 @@ class Gateway:
     """See the module docstring. Built by `attach` (or by tests with fakes for the overlay and the membership)."""
 
     config: GatewayConfig
-    metadata: StoreMetadata
+    metadata: Metadata  # coordinator.objects.StoreMetadata in a coordinator (it seals access-key secrets)
     backend: ObjectBackend
     client: ChunkClient
     members: Callable[[], Mapping[str, NodeInfo]]

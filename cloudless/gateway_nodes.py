@@ -5,7 +5,8 @@ in, values out).
   or one with quota 0 reports none / 0 and is never a placement candidate).
 - `online` is "not declared lost": a node that is suspect or cleanly offline still counts (its copies are probably
   still there; a failed read or write costs one timeout), a LOST node's copies are replaced by repair.
-- `reliability` is membership's uptime share (1.0 for a node just met).
+- `reliability` is membership's uptime share (1.0 for a node met less than HISTORY_S ago: no history yet, and a
+  zero would make placement refuse a node that just joined).
 - Scrub reports: each status lists the chunk ids the node found corrupt (and deleted) since they were last stored
   there. `ScrubLedger.news` returns the (node, chunk) pairs that are new since the previous look, so one report is
   acted on once even though the agent republishes it with every status."""
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 from coordinator.membership import NodeInfo, NodeState
 from dataplane.objects.model import StorageNode
+
+HISTORY_S = 60.0  # a node met less than this long ago has no uptime history yet: reliability 1 (its share is 0/0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,9 @@ def storage_nodes(members: Mapping[str, NodeInfo], now: float) -> list[StorageNo
         facts = storage_facts(info)
         if facts is None:
             continue
+        known = now - info.first_seen if info.first_seen else 0.0
         nodes.append(StorageNode(node_id, zone_of(info), quota=facts.quota, used=facts.used,
-                                 reliability=info.reliability(now) if info.first_seen else 1.0,
+                                 reliability=info.reliability(now) if known >= HISTORY_S else 1.0,
                                  online=info.state is not NodeState.LOST))
     return nodes
 

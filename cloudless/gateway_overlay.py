@@ -111,11 +111,11 @@ class GatewayOverlay:
         for node in sorted(wanted):
             changed |= self.book.want(me, node, until=now + PAIR_TTL_S, why=WHY)
         self._paired = (self._paired | wanted) & {n for n in self.book.peers_of(me)}
+        _events, moved = self.book.on_report(self.overlay.report(now))  # first: the book knows the gateway is on
         directory = self.book.directory(me)
         if directory != self._applied:
             self.overlay.apply(*directory)
             self._applied = directory
-        _events, moved = self.book.on_report(self.overlay.report(now))
         if changed or moved:
             self._wake()
         return changed or moved

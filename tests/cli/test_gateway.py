@@ -1,0 +1,235 @@
+"""The S3 gateway's composition (cloudless.gateway*), with fakes for the overlay and the membership and the real
+object store over in-memory metadata and fake storage nodes: storage nodes from member statuses, scrub reports acted
+on once, repair and status, the keyring following the store, the admin-key bootstrap, the overlay bookkeeping in
+the coordinator's OverlayBook, and a real S3 server (plain HTTP here) observed by the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from broker.wire import NodeFacts, NodeStatus, OverlayReport, PeerEntry, Presence, RelayInfo
+from cloudless.gateway import Gateway, GatewayConfig
+from cloudless.gateway_keys import ensure_admin_credentials
+from cloudless.gateway_nodes import ScrubLedger, storage_nodes
+from cloudless.gateway_overlay import PAIR_TTL_S, GatewayOverlay
+from coordinator.membership import NodeInfo, NodeState
+from coordinator.metrics import StorageMetrics
+from coordinator.overlay import OverlayBook
+from dataplane.objects.chunking import chunk_id
+from dataplane.objects.model import AccessKey, StorageNode
+from dataplane.objects.store import ObjectBackend
+from dataplane.s3.errors import S3Error
+from tests.dataplane.objects.fake_chunks import FakeChunkClient
+from tests.dataplane.objects.memory_metadata import MemoryMetadata
+
+MiB = 1024 * 1024
+
+
+def member(node: str, *, quota: int | None = 100 * MiB, used: int = 0, zone: str = "", corrupt: Iterable[str] = (),
+           state: NodeState = NodeState.ONLINE) -> NodeInfo:
+    status = NodeStatus(node_id=node, presence=Presence.ONLINE, ts=1.0, facts=NodeFacts(zone=zone),
+                        storage_quota_bytes=quota, storage_used_bytes=used, storage_chunks=0,
+                        storage_corrupt=tuple(corrupt))
+    return NodeInfo(node_id=node, state=state, status=status, first_seen=1.0, state_since=1.0)
+
+
+def test_storage_nodes_from_member_statuses() -> None:
+    members = {"a": member("a", zone="home", used=5), "b": member("b", state=NodeState.LOST),
+               "c": member("c", quota=None), "d": member("d", state=NodeState.SUSPECT)}
+    assert all(n.reliability == 1.0 for n in storage_nodes(members, 30.0))  # no history yet: never zero
+    nodes = {n.node_id: n for n in storage_nodes(members, 100.0)}
+    assert set(nodes) == {"a", "b", "d"}  # c reports no storage (an older agent, or none offered)
+    assert nodes["a"] == StorageNode("a", "home", quota=100 * MiB, used=5, reliability=1.0, online=True)
+    assert not nodes["b"].online and nodes["d"].online  # only a LOST node's copies stop counting
+    assert nodes["b"].reliability == 0.0
+
+
+def test_scrub_reports_are_news_once() -> None:
+    ledger, cid = ScrubLedger(), chunk_id(b"x")
+    assert ledger.news({"a": member("a", corrupt=[cid])}) == [("a", cid)]
+    assert ledger.news({"a": member("a", corrupt=[cid])}) == []  # republished with every status: acted on once
+    assert ledger.news({"a": member("a")}) == []
+    assert ledger.news({"a": member("a", corrupt=[cid])}) == [("a", cid)]  # corrupt again after a re-store
+
+
+@dataclass
+class Fleet:
+    """Members the gateway reads, fake storage nodes behind them, the real ObjectBackend over memory metadata."""
+
+    members: dict[str, NodeInfo] = field(default_factory=dict)
+    leading: bool = True
+
+    def __post_init__(self) -> None:
+        for n in ("n0", "n1", "n2"):
+            self.members[n] = member(n, zone=f"z{n[-1]}")
+        self.client = FakeChunkClient([StorageNode(n, quota=100 * MiB) for n in self.members])
+        self.metadata = MemoryMetadata()
+        self.gateway = Gateway(GatewayConfig(host="127.0.0.1", port=0, tick_s=0.05), self.metadata,
+                               ObjectBackend(self.metadata, self.client, self.nodes, chunk_size=1024), self.client,
+                               lambda: self.members, lambda: self.leading)
+
+    def nodes(self) -> list[StorageNode]:
+        return storage_nodes(self.members, 100.0)
+
+    def lose(self, node: str) -> None:
+        self.members[node] = replace(self.members[node], state=NodeState.LOST)
+        self.client.nodes[node].down = True
+
+
+async def _put(fleet: Fleet, key: str, body: bytes) -> None:
+    staging = await fleet.gateway.backend.stage("b")
+    assert not isinstance(staging, S3Error)
+    await staging.write(body)
+    from dataplane.s3.backend import ObjectInfo
+
+    assert await staging.commit_object("b", ObjectInfo(key, len(body), "0" * 32, 0.0)) is None
+
+
+async def test_repair_after_a_loss_shows_in_status() -> None:
+    fleet = Fleet()
+    await fleet.gateway.backend.create_bucket("b", 0.0)
+    for i in range(5):
+        await _put(fleet, f"k{i}", os.urandom(3000))
+    victim = max(fleet.client.nodes, key=lambda n: len(fleet.client.nodes[n].chunks))
+    fleet.lose(victim)
+    report = await fleet.gateway.repair_now()
+    status = fleet.gateway.status()
+    assert report.copied > 0 and status["repair"]["copied"] == report.copied
+    assert status["repair"]["copiedBytes"] == report.copied_bytes and status["repair"]["lastRun"] is not None
+    assert status["chunks"] == report.chunks == 15 and status["underReplicated"] == report.plan.under_replicated
+    assert status["unrecoverable"] == 0 and status["leader"] is True
+    assert {r["node"]: r["online"] for r in status["nodes"]} == {"n0": True, "n1": True, "n2": True} | {
+        victim: False}
+    again = await fleet.gateway.repair_now()
+    assert again.plan.empty and fleet.gateway.status()["underReplicated"] == 0
+
+
+async def test_a_scrub_report_forgets_the_copy_and_repair_replaces_it() -> None:
+    fleet = Fleet()
+    await fleet.gateway.backend.create_bucket("b", 0.0)
+    body = os.urandom(1000)
+    await _put(fleet, "k", body)
+    cid = chunk_id(body)
+    holder = sorted(fleet.metadata.chunks[cid].holders)[0]
+    del fleet.client.nodes[holder].chunks[cid]  # the node's scrub found it corrupt and deleted it
+    fleet.members[holder] = member(holder, corrupt=[cid])
+    assert await fleet.gateway.take_scrub_reports() == 1
+    assert holder not in fleet.metadata.chunks[cid].holders and fleet.gateway.status()["scrub"]["reported"] == 1
+    assert await fleet.gateway.take_scrub_reports() == 0  # the same report again: nothing new
+    report = await fleet.gateway.repair_now()
+    assert report.copied == 1 and len(fleet.metadata.chunks[cid].holders) == 2
+
+
+async def test_the_keyring_follows_the_store_and_a_miss_asks_for_a_reload() -> None:
+    fleet = Fleet()
+    key = AccessKey("AKIDGATEWAY000000000", "gateway-secret-0123456789", "t", (("*", "admin"),))
+    await fleet.gateway.keys_changed()
+    assert fleet.gateway._secret(key.access_key) is None and fleet.gateway._keys_wanted
+    await fleet.metadata.put_key(key)
+    await fleet.gateway.keys_changed()
+    assert fleet.gateway._secret(key.access_key) == key.secret
+
+
+async def test_admin_credentials_are_made_once_and_kept(tmp_path: Path) -> None:
+    meta, path = MemoryMetadata(), tmp_path / "cfg" / "storage.json"
+    args = {"endpoint": "https://127.0.0.1:9000", "region": "us-east-1", "ca": tmp_path / "ca.pem"}
+    assert await ensure_admin_credentials(meta, path, **args)  # type: ignore[arg-type]
+    doc = json.loads(path.read_text())
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = await meta.get_key(doc["accessKeyId"])
+    assert key is not None and key.secret == doc["secretAccessKey"] and key.buckets == (("*", "admin"),)
+    assert not await ensure_admin_credentials(meta, path, **args)  # type: ignore[arg-type]
+    assert json.loads(path.read_text()) == doc
+    await meta.delete_key(doc["accessKeyId"])  # a wiped store: a new key, the file follows
+    assert await ensure_admin_credentials(meta, path, **args)  # type: ignore[arg-type]
+    assert json.loads(path.read_text())["accessKeyId"] != doc["accessKeyId"]
+
+
+@dataclass
+class FakeOverlay:
+    identity: str = "s3@c1"
+    applied: list[tuple[Any, ...]] = field(default_factory=list)
+    candidates: int = 0
+
+    def apply(self, relays: Any, peers: Any, revoked: Any) -> None:
+        self.applied.append((relays, peers, revoked))
+
+    def report(self, now: float) -> OverlayReport:
+        return OverlayReport(node_id=self.identity, ts=now, enabled=True, port=4000 + self.candidates)
+
+    async def stop(self) -> None:
+        pass
+
+
+def test_the_gateway_pairs_with_storage_nodes_and_feeds_the_book() -> None:
+    relay = RelayInfo(relay_id="relay@x", addresses=("10.0.0.1:7000",))
+    members = {"sa", "sb"}
+    book = OverlayBook(relays=(relay,), present=lambda n: n in members)
+    for n in members:
+        book.on_report(OverlayReport(node_id=n, ts=0.0, enabled=True, port=1))
+    woken: list[int] = []
+    fake, cred = FakeOverlay(), _Cred("s3@c1")
+    gw = GatewayOverlay(book=book, wake=lambda: woken.append(1), credential=lambda: cred,  # type: ignore[arg-type,return-value]
+                        clock=lambda: 0.0, local_addresses=list)
+    gw.overlay = fake  # type: ignore[assignment]  # started by hand: no UDP socket in a unit test
+    gw._present, book.present = book.present, (lambda n: n == "s3@c1" or n in members)
+    assert gw.sync(10.0, ["sa", "sb"])
+    assert book.peers_of("s3@c1") == ["sa", "sb"] and book.wants[("s3@c1", "sa")].until == 10.0 + PAIR_TTL_S
+    (relays, peers, _revoked), = fake.applied
+    assert relays == (relay,) and [p.node_id for p in peers] == ["sa", "sb"]
+    assert all(isinstance(p, PeerEntry) and p.dial for p in peers)  # "s3@c1" sorts first: the gateway dials
+    sa_peers = book.directory("sa")[1]
+    assert [p.node_id for p in sa_peers] == ["s3@c1"] and not sa_peers[0].dial
+    woken.clear()
+    assert not gw.sync(11.0, ["sa", "sb"]) and len(fake.applied) == 1 and woken == []  # nothing new: no wake
+    gw.sync(12.0, ["sa"])  # sb stopped offering storage: its pair lapses after the TTL
+    book.expire(11.5 + PAIR_TTL_S)
+    assert book.peers_of("s3@c1") == ["sa"]
+    asyncio.run(gw.stop())
+    assert book.peers_of("s3@c1") == [] and "s3@c1" not in book.reports
+
+
+@dataclass(frozen=True)
+class _Cred:
+    identity: str
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Fleet, CollectorRegistry]]:
+    fleet = Fleet()
+    registry = CollectorRegistry()
+    fleet.gateway.metrics = StorageMetrics(registry, fleet.gateway)
+    await fleet.metadata.put_key(AccessKey("AKIDSERVED0000000000", "served-secret-0123456789", "t",
+                                           (("*", "admin"),)))
+    await fleet.gateway.start()
+    yield fleet, registry
+    await fleet.gateway.stop()
+
+
+async def test_served_s3_requests_are_timed_per_operation(served: tuple[Fleet, CollectorRegistry]) -> None:
+    import boto3
+    from prometheus_client import generate_latest
+
+    fleet, registry = served
+    s3 = boto3.client("s3", endpoint_url=fleet.gateway.url, aws_access_key_id="AKIDSERVED0000000000",
+                      aws_secret_access_key="served-secret-0123456789", region_name="us-east-1")
+
+    def run() -> bytes:
+        s3.create_bucket(Bucket="bkt")
+        s3.put_object(Bucket="bkt", Key="k", Body=b"x" * 5000)
+        return bytes(s3.get_object(Bucket="bkt", Key="k")["Body"].read())
+
+    assert await asyncio.to_thread(run) == b"x" * 5000
+    text = generate_latest(registry).decode()
+    for op in ("CreateBucket", "PutObject", "GetObject"):
+        assert f'cloudless_s3_request_duration_seconds_count{{operation="{op}"}} 1.0' in text
+    assert 'cloudless_storage_chunks' in text and 'cloudless_storage_quota_bytes{node="n0",zone="z0"}' in text
