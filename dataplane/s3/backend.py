@@ -88,8 +88,12 @@ class Backend(Protocol):
 
     async def head_object(self, bucket: str, key: str) -> ObjectInfo | S3Error: ...
 
-    async def read_object(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes] | S3Error:
-        """Bytes start..end inclusive of the object, in pieces (the whole object when end = size - 1)."""
+    async def read_object(self, bucket: str, key: str, start: int, end: int, *,
+                          info: ObjectInfo | None = None) -> AsyncIterator[bytes] | S3Error:
+        """Bytes start..end inclusive of the object, in pieces (the whole object when end = size - 1). `info`: what
+        `head_object` returned for this request, whose ETag, size and range went into the response headers; a
+        backend serves the bytes of exactly that version (a PUT in between must not mix v1's headers with v2's
+        bytes), e.g. from what it attached to the info it returned."""
         ...
 
     async def delete_object(self, bucket: str, key: str) -> S3Error | None:

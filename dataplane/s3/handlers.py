@@ -301,7 +301,7 @@ async def get_object(service: Service, call: Call, *, head: bool = False) -> Res
     headers["Content-Length"] = str(end - start + 1)
     if head or info.size == 0:
         return Response(status, tuple(headers.items()))
-    pieces = await service.backend.read_object(call.route.bucket, call.route.key, start, end)
+    pieces = await service.backend.read_object(call.route.bucket, call.route.key, start, end, info=info)
     if isinstance(pieces, S3Error):
         return pieces
     return Response(status, tuple(headers.items()), stream=pieces)
@@ -365,7 +365,7 @@ async def _copy_into(service: Service, source: tuple[str, str], info: ObjectInfo
     md5 = hashlib.md5(usedforsecurity=False)
     try:
         if info.size:
-            pieces = await service.backend.read_object(*source, 0, info.size - 1)
+            pieces = await service.backend.read_object(*source, 0, info.size - 1, info=info)  # the version checked
             if isinstance(pieces, S3Error):
                 await staging.abort()
                 return pieces

@@ -116,7 +116,8 @@ class MemoryBackend:
             return S3Error(ErrorCode.NO_SUCH_KEY, "the specified key does not exist", f"/{bucket}/{key}")
         return entry[0]
 
-    async def read_object(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes] | S3Error:
+    async def read_object(self, bucket: str, key: str, start: int, end: int, *,
+                          info: ObjectInfo | None = None) -> AsyncIterator[bytes] | S3Error:
         info = await self.head_object(bucket, key)
         if isinstance(info, S3Error):
             return info
