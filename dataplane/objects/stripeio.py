@@ -118,9 +118,9 @@ class StripeIO:
             lay = await self._layout(stripe, nodes)  # fragments a failed earlier write left are reused
         elif (problem := check_fragments(stripe, fragments)) is not None:
             raise StripeWriteFailed(cid, problem)
-        _, failures = await self._write(cid, stripe, fragments, lay.missing, nodes=nodes,
-                                         exclude=set(lay.occupied))
-        good = len((await self._layout(stripe, nodes)).good)
+        written, failures = await self._write(cid, stripe, fragments, lay.missing, nodes=nodes,
+                                               exclude=set(lay.occupied))
+        good = len(lay.good) + len(written)
         if good <= stripe.k:
             raise StripeWriteFailed(cid, f"{good} of {stripe.k + stripe.m} fragments stored, {stripe.k + 1} needed: "
                                     + ("; ".join(failures) or "no storage node"))
@@ -178,7 +178,10 @@ class StripeIO:
         if len(got) < stripe.k:
             raise StripeLost(ref.id, f"{len(got)} of the {stripe.k} fragments needed could be read "
                              f"({len(lay.good)} of {stripe.k + stripe.m} had a good copy on an online node)")
-        data = codec.decode([got[i] for i in sorted(got)])
+        try:
+            data = codec.decode([got[i] for i in sorted(got)])
+        except Exception as exc:  # pyeclib's ECDriverError family: verified fragments that do not fit together
+            raise StripeLost(ref.id, f"the fragments do not decode: {exc}") from exc
         if len(data) != ref.size or chunk_id(data) != ref.id:
             raise StripeLost(ref.id, "the fragments decode to other bytes than the chunk's")
         return data, codec, corrupt
