@@ -310,3 +310,20 @@ def test_the_storage_cli_loads_no_server_side_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == ""
+
+
+def test_keys_with_spaces_plus_percent_and_unicode_round_trip(env: S3Server, cli: Callable[..., Result],
+                                                              tmp_path: Path) -> None:
+    b = bucket(env, "awkward")
+    key = "dir/ä ö+%20&=?#.txt"
+    src = tmp_path / "f"
+    src.write_bytes(b"odd names")
+    r = cli("storage", "cp", str(src), f"s3://{b}/{key}")
+    assert r.code == 0, r.err
+    assert boto(env).get_object(Bucket=b, Key=key)["Body"].read() == b"odd names"
+    r = cli("storage", "ls", "-r", f"s3://{b}/dir/")
+    assert r.out.rstrip().endswith(key)
+    assert cli("storage", "cp", f"s3://{b}/{key}", str(tmp_path / "back")).code == 0
+    assert (tmp_path / "back").read_bytes() == b"odd names"
+    assert cli("storage", "rm", f"s3://{b}/{key}").code == 0
+    assert boto(env).list_objects_v2(Bucket=b)["KeyCount"] == 0
