@@ -95,8 +95,9 @@ class _Handlers:
 
 
 # At most this many MQTT packets are read per readable event before control returns to the event loop (each is a
-# message handler's work too: 100 of a joining fleet's statuses were 20-30 ms of CPU).
-_MAX_PACKETS_PER_WAKEUP = 50
+# message handler's work too: 50 of a joining fleet's messages were 10-20 ms of CPU, 25-60 ms of wall time on a
+# loaded machine, and a /healthz probe waits for a few such steps).
+_MAX_PACKETS_PER_WAKEUP = 25
 
 
 def _input_waiting(sock: Any) -> bool:
