@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from dataplane.objects.chunking import ChunkRef, chunk_id
@@ -241,25 +241,12 @@ class StripeIO:
         return written, written == len(rebuild.targets)
 
 
-async def _delete(metadata: Metadata, client: ChunkClient, delete: Delete) -> bool:
-    """As the replicated repairer does: a surplus copy is forgotten first, then deleted; a corrupt one deleted
-    first, then forgotten."""
-    if not delete.corrupt:
-        await metadata.update_chunk(delete.chunk_id, 0, remove=[delete.node])
-    try:
-        await client.delete(delete.node, delete.chunk_id)
-    except ChunkUnavailable as exc:
-        log.info("repair: cannot delete fragment %s on %s: %s", delete.chunk_id[:12], delete.node, exc.why)
-        return False
-    if delete.corrupt:
-        await metadata.update_chunk(delete.chunk_id, 0, remove=[delete.node])
-    return True
-
-
 async def repair_stripes(metadata: Metadata, client: ChunkClient, nodes: Sequence[StorageNode], now: float, *,
-                         budget: int | None = None) -> StripeRepairReport:
+                         delete: Callable[[Delete], Awaitable[bool]], budget: int | None = None) -> StripeRepairReport:
     """One repair pass over the erasure-coded chunks that a manifest or part refers to: plan (`plan_stripe_repair`)
-    from the metadata as it is now (resumable like the replicated pass) and carry the plan out."""
+    from the metadata as it is now (resumable like the replicated pass), rebuild, and delete surplus and corrupt
+    fragment copies with `delete` (the replicated repairer's own, `Repairer._delete`: a fragment copy is a chunk
+    copy, deleted by the same rules)."""
     referenced = await metadata.referenced_chunks()
     records = {r.id: r for r in await metadata.list_chunks()}
     stripes = {cid: r for cid, r in records.items() if r.stripe is not None and cid in referenced}
@@ -270,8 +257,8 @@ async def repair_stripes(metadata: Metadata, client: ChunkClient, nodes: Sequenc
         written, complete = await io.rebuild(rebuild)
         rebuilt, rebuilt_bytes = rebuilt + written, rebuilt_bytes + written * rebuild.stripe.fragment_size
         failed += 0 if complete else 1
-    for delete in plan.deletes:
-        if await _delete(metadata, client, delete):
+    for copy in plan.deletes:
+        if await delete(copy):
             deleted += 1
         else:
             failed += 1

@@ -19,8 +19,9 @@ from dataplane.objects.chunkio import ChunkWriteFailed
 from dataplane.objects.erasure import RS_4_2
 from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode, Stripe
 from dataplane.objects.repair import GC_GRACE_S
+from dataplane.objects.repairer import Repairer
 from dataplane.objects.store import ObjectBackend
-from dataplane.objects.stripeio import repair_stripes
+from dataplane.objects.stripeio import StripeRepairReport
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import S3Error
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
@@ -60,6 +61,12 @@ class ECCluster:
         for name in names:
             self.client.nodes[name].down = True
             self.lost.add(name)
+
+    async def repair(self, now: float) -> StripeRepairReport:
+        """One pass of the repairer (replicated chunks, then stripes); the stripes' part of its report."""
+        report = await Repairer(self.metadata, self.client, self.nodes).repair_once(now)
+        assert report.stripes is not None
+        return report.stripes
 
     async def bucket(self, name: str, *, ec: bool = True) -> None:
         assert await self.metadata.create_bucket(BucketRecord(name, 0.0, 3 if ec else 2,
@@ -120,7 +127,7 @@ async def test_lose_two_of_six_nodes_every_object_reads_and_repair_brings_every_
     assert all(c.good_fragments(s) == 4 for s in stripes.values())
     c.add_node("n6")
     c.add_node("n7")
-    report = await repair_stripes(c.metadata, c.client, c.nodes(), 1.0)
+    report = await c.repair(1.0)
     assert report.plan.degraded == len(stripes) == len(report.plan.rebuilds)
     assert report.rebuilt == 2 * len(stripes) and report.failed == 0 and not report.plan.unrecoverable
     for stripe in stripes.values():
@@ -128,10 +135,10 @@ async def test_lose_two_of_six_nodes_every_object_reads_and_repair_brings_every_
         assert c.good_fragments(stripe) == 6
         online_homes = [h - c.lost for h in homes]
         assert all(len(h) == 1 for h in online_homes) and len(set().union(*online_homes)) == 6
-    assert (await repair_stripes(c.metadata, c.client, c.nodes(), 2.0)).plan.empty  # idempotent
+    assert (await c.repair(2.0)).plan.empty  # idempotent
     c.client.nodes["n1"].down = c.client.nodes["n4"].down = False  # the lost nodes return with their fragments
     c.lost.clear()
-    back = await repair_stripes(c.metadata, c.client, c.nodes(), 3.0)
+    back = await c.repair(3.0)
     assert back.deleted == 2 * len(stripes) and back.plan.rebuilds == () and back.failed == 0
     for stripe in stripes.values():
         homes = c.where(stripe)
@@ -156,7 +163,7 @@ async def test_a_corrupt_fragment_is_found_by_its_hash_and_rewritten_elsewhere(v
     assert c.good_fragments(stripe) == 6  # rewritten on the seventh node by the read
     (spare,) = c.where(stripe)[0]
     assert spare != victim and spare not in set().union(*c.where(stripe)[1:])
-    report = await repair_stripes(c.metadata, c.client, c.nodes(), 1.0)
+    report = await c.repair(1.0)
     assert report.deleted == 1 and report.plan.rebuilds == ()  # only the corrupt copy goes
     assert stripe.fragments[0] not in c.client.nodes[victim].chunks
     assert c.metadata.chunks[stripe.fragments[0]].holders == {spare}
@@ -172,7 +179,7 @@ async def test_a_stripe_is_written_with_five_fragments_and_refused_with_four() -
     (stripe,) = c.stripes().values()
     assert c.good_fragments(stripe) == 5
     c.client.nodes["n0"].down = False
-    report = await repair_stripes(c.metadata, c.client, c.nodes(), 1.0)
+    report = await c.repair(1.0)
     assert report.rebuilt == 1 and c.good_fragments(stripe) == 6  # n0 holds no fragment of it: a valid target
     c.lose("n0", "n1")
     with pytest.raises(ChunkWriteFailed, match="4 of 6 fragments stored, 5 needed"):
@@ -235,5 +242,5 @@ async def test_reads_of_a_stripe_below_four_fragments_fail_loudly() -> None:
     ref = ChunkRef(*next((cid, CHUNK) for cid in c.stripes()))
     with pytest.raises(Exception, match="3 of 6 had a good copy"):
         await c.backend.io.fetch(ref, c.metadata.chunks[ref.id])
-    report = await repair_stripes(c.metadata, c.client, c.nodes(), 1.0)
+    report = await c.repair(1.0)
     assert report.plan.unrecoverable == (ref.id,) and report.rebuilt == 0
