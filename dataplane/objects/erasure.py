@@ -149,11 +149,13 @@ def check_fragments(stripe: Stripe, fragments: Sequence[bytes]) -> str | None:
 class Layout:
     """Where a stripe's fragments are now. `holders[i]`: nodes with a good copy of fragment i on an online node,
     best first; `occupied`: every node that holds or held (even corrupt, even offline) any fragment of the stripe:
-    never a target for another."""
+    never a target for another; `offline`: (fragment, node) copies not known bad on nodes not online (a read tries
+    them last: an offline verdict may be stale)."""
 
     stripe: Stripe
     holders: tuple[tuple[str, ...], ...]
     occupied: frozenset[str]
+    offline: tuple[tuple[int, str], ...] = ()
 
     @property
     def good(self) -> tuple[int, ...]:
@@ -169,9 +171,9 @@ class Layout:
 
     def read_order(self) -> list[tuple[int, str]]:
         """(fragment, node) attempts for a read: the best copy of each fragment, data fragments first (decoding from
-        them is a copy), then second copies, and so on."""
+        them is a copy), then second copies, and so on; copies on offline nodes last."""
         rounds = max((len(h) for h in self.holders), default=0)
-        return [(i, h[r]) for r in range(rounds) for i, h in enumerate(self.holders) if r < len(h)]
+        return [(i, h[r]) for r in range(rounds) for i, h in enumerate(self.holders) if r < len(h)] + list(self.offline)
 
 
 def _rank(node: StorageNode | None) -> tuple[bool, float]:
@@ -183,7 +185,8 @@ def layout(stripe: Stripe, fragments: Mapping[str, ChunkRecord], nodes: Sequence
     info = {n.node_id: n for n in nodes}
     holders: list[tuple[str, ...]] = []
     occupied: set[str] = set()
-    for fid in stripe.fragments:
+    offline: list[tuple[int, str]] = []
+    for i, fid in enumerate(stripe.fragments):
         record = fragments.get(fid)
         if record is None:
             holders.append(())
@@ -191,7 +194,8 @@ def layout(stripe: Stripe, fragments: Mapping[str, ChunkRecord], nodes: Sequence
         occupied |= record.holders | record.bad
         good = [n for n in record.good() if n in info and info[n].online]
         holders.append(tuple(sorted(good, key=lambda n: (_rank(info.get(n)), n))))
-    return Layout(stripe, tuple(holders), frozenset(occupied))
+        offline.extend((i, n) for n in sorted(record.good() - set(good)))
+    return Layout(stripe, tuple(holders), frozenset(occupied), tuple(offline))
 
 
 def targets(chunk: str, stripe: Stripe, indices: Sequence[int], nodes: Sequence[StorageNode],

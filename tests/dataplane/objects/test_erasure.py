@@ -100,7 +100,7 @@ def test_layout_finds_good_missing_and_occupied_fragments(codec: Codec) -> None:
     lay = erasure.layout(stripe, records, nodes)
     assert lay.good == (0, 3, 5) and lay.missing == (1, 2, 4) and not lay.readable
     assert lay.occupied == {"n0", "n1", "n2", "n3", "n5"}  # the corrupt and the offline holder too
-    assert lay.read_order() == [(0, "n0"), (3, "n3"), (5, "n5")]
+    assert lay.read_order() == [(0, "n0"), (3, "n3"), (5, "n5"), (2, "n2")]  # the offline copy last, never the bad
 
 
 def test_read_order_tries_data_fragments_first_then_second_copies() -> None:

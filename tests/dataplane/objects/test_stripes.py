@@ -244,3 +244,12 @@ async def test_reads_of_a_stripe_below_four_fragments_fail_loudly() -> None:
         await c.backend.io.fetch(ref, c.metadata.chunks[ref.id])
     report = await c.repair(1.0)
     assert report.plan.unrecoverable == (ref.id,) and report.rebuilt == 0
+
+
+async def test_a_stale_offline_verdict_does_not_stop_a_read() -> None:
+    c = ECCluster(6)
+    await c.bucket("ec")
+    body = os.urandom(3 * CHUNK)
+    await c.put("ec", "k", body)
+    c.lost.update({"n0", "n1", "n2"})  # declared offline, yet still answering: their copies are tried last
+    assert await c.read("ec", "k") == body
