@@ -16,11 +16,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.api import Api, StorageAdmin
 from coordinator.http import token_digest
+from coordinator.objects import EnvelopeSealer, StoreMetadata
 from coordinator.rest.app import openapi_document
+from coordinator.secrets import envelope
 from coordinator.service import Coordinator, CoordinatorConfig
 from dataplane.objects.access import Keyring
 from dataplane.objects.erasure import parse_code
 from dataplane.objects.model import AccessKey, ErasureCode, Manifest, StorageNode
+from dataplane.objects.ports import Metadata
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import ErrorCode, S3Error
@@ -42,7 +45,7 @@ class FakeStorage:
     fake storage nodes, a status it reports as the gateway does (snake_case), and the keyring it rebuilds when told
     the keys changed."""
 
-    metadata: MemoryMetadata = field(default_factory=MemoryMetadata)
+    metadata: Metadata = field(default_factory=MemoryMetadata)
     nodes: list[StorageNode] = field(default_factory=default_nodes)
     report: dict[str, Any] = field(default_factory=dict)
     keyring: Keyring = field(default_factory=lambda: Keyring([]))
@@ -256,3 +259,21 @@ async def test_the_key_is_stored_with_its_grants_as_the_s3_layer_reads_them() ->
                             body={"name": "w", "buckets": {"logs": "WRITE"}})
         stored = await storage.metadata.get_key(made["id"])
         assert stored == AccessKey(made["id"], made["secret"], owner="w", buckets=(("logs", "write"),))
+
+
+async def test_through_the_real_metadata_the_secret_is_stored_sealed_and_works() -> None:
+    """The gateway's metadata (StoreMetadata with the secrets service's envelope sealing) behind the route: the store
+    holds no plaintext secret, and the key read back carries the secret the POST answered."""
+    store = FullDiskStore()
+    keyring = envelope.Keyring.of(envelope.MasterKey.generate())
+    storage = FakeStorage(metadata=StoreMetadata(store, EnvelopeSealer(lambda: keyring)))
+    try:
+        async with served(storage) as s:
+            made = await answer(s, "POST", "/v1/storage/keys", status=201, body={"name": "w", "buckets": {"*": "read"}})
+            raw = b"".join(e.value for e in await store.list("/objects/keys/"))
+            assert made["id"].encode() in raw and made["secret"].encode() not in raw
+            assert storage.keyring.secret(made["id"]) == made["secret"]
+            listed = await answer(s, "GET", "/v1/storage/keys", status=200)
+            assert [k["id"] for k in listed["items"]] == [made["id"]]
+    finally:
+        await store.close()
