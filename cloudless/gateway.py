@@ -11,10 +11,11 @@ Public surface (what `coordinator/cli.py`, the REST API (`StorageAdmin`), `cloud
 - `Gateway.status() -> dict` (JSON, camelCase): `nodes` [{node, zone, quotaBytes, usedBytes, chunks, online, state,
   reliability}], `chunks` (referenced), `underReplicated`, `unrecoverable`, `deferred`, `leader` (this gateway runs
   repair/GC), `repair` {copied, copiedBytes, deleted, failed (totals since start), rateBytesPerS (last pass),
-  budgetBytesPerS, lastRun (epoch seconds or None), lastCopied, lastCopiedBytes}, `gc` {lastRun, collected},
+  budgetBytesPerS, lastRun (epoch seconds or None), lastCopied, lastCopiedBytes}, `gc` {lastRun, collected,
+  orphansSettled},
   `scrub` {reported (corrupt copies reported by agents and forgotten)}, `endpoint`, `identity`.
 - `await Gateway.keys_changed()`: reload the keyring now (after a key was created or deleted).
-- `await Gateway.repair_now()` / `await Gateway.collect_garbage_now()`: one pass now (tests, `cloudless storage`).
+- `await Gateway.repair_now()` / `collect_garbage_now()` / `sweep_orphans_now()`: one pass now (tests, the lab).
 - `await Gateway.stop()`.
 
 Background (one task, `tick_s` apart, sooner when a node is declared lost):
@@ -24,7 +25,8 @@ Background (one task, `tick_s` apart, sooner when a node is declared lost):
 - keyring: rebuilt from `list_keys()` every `keys_poll_s` and on `keys_changed()`; an unknown access key asks for a
   reload (at most once a second), so a key made through another coordinator works after a retry;
 - repair: `Repairer.repair_once(now, budget=rate x elapsed)` (rate-limited, resumable: the plan is derived from the
-  state each pass), run at once when the set of lost nodes grows; GC every `gc_every_s`. Only the leading
+  state each pass), run at once when the set of lost nodes grows; GC every `gc_every_s`; copies noted as possibly
+  orphaned (a failed delete or write) swept every `orphan_sweep_s`. Only the leading
   coordinator repairs and collects; every coordinator serves S3 (object metadata commits use an unfenced store
   handle: the store's own transactions are linearizable, the fence protects the scheduler).
 """
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from cloudless.gateway_nodes import ScrubLedger, lost_nodes, storage_nodes, storage_rows
 from dataplane.objects.access import Keyring
 from dataplane.objects.model import StorageNode
-from dataplane.objects.repairer import Repairer, RepairReport
+from dataplane.objects.repairer import Repairer, RepairReport, sweep_orphans
 
 if TYPE_CHECKING:
     import ssl
@@ -71,6 +73,7 @@ class GatewayConfig:
     repair_rate: int = 32 * MiB  # bytes per second repair may copy
     gc_every_s: float = 3600.0
     keys_poll_s: float = 10.0
+    orphan_sweep_s: float = 300.0
     status_every_s: float = 30.0  # a follower plans (without acting) this often, for status()
 
 
@@ -87,6 +90,7 @@ class _Totals:
     last_copied_bytes: int = 0
     last_gc: float | None = None
     collected: int = 0
+    orphans: int = 0
     chunks: int | None = None
     under_replicated: int | None = None
     unrecoverable: int | None = None
@@ -206,6 +210,12 @@ class Gateway:
             log.info("garbage collection: %d unreferenced chunk(s) dropped", len(collected))
         return collected
 
+    async def sweep_orphans_now(self) -> int:
+        """Delete noted copies no record lists (repairer.sweep_orphans); how many notes were settled."""
+        settled = await sweep_orphans(self.metadata, self.client, self.nodes, self.clock())
+        self._totals.orphans += settled
+        return settled
+
     async def take_scrub_reports(self) -> int:
         """Forget the copies agents reported corrupt (new reports only); how many."""
         news = self._scrub.news(self.members())
@@ -220,7 +230,7 @@ class Gateway:
 
     async def _loop(self) -> None:
         cfg = self.config
-        next_repair = next_gc = next_keys = 0.0
+        next_repair = next_gc = next_keys = next_sweep = 0.0
         last_repair = self.clock()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -253,6 +263,9 @@ class Gateway:
                 if now >= next_gc:
                     next_gc = now + cfg.gc_every_s
                     await self.collect_garbage_now()
+                if now >= next_sweep:
+                    next_sweep = now + cfg.orphan_sweep_s
+                    await self.sweep_orphans_now()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a store or overlay hiccup: logged, the next tick tries again
@@ -271,7 +284,7 @@ class Gateway:
                        "rateBytesPerS": round(t.last_rate, 1), "budgetBytesPerS": self.config.repair_rate,
                        "lastRun": t.last_repair, "lastCopied": t.last_copied,
                        "lastCopiedBytes": t.last_copied_bytes},
-            "gc": {"lastRun": t.last_gc, "collected": t.collected},
+            "gc": {"lastRun": t.last_gc, "collected": t.collected, "orphansSettled": t.orphans},
             "scrub": {"reported": t.scrub_reported},
         }
 

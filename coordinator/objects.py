@@ -11,6 +11,7 @@ Keys (values are JSON, coordinator/objects_codec.py):
   /objects/uploads/<upload id>           a multipart upload in progress
   /objects/parts/<upload id>/<00001>     its uploaded parts (with their chunks)
   /objects/keys/<access key>             an access key with its bucket permissions
+  /objects/orphans/<node>/<chunk id>     a copy that may exist unlisted (a failed delete), until swept
 
 DeleteBucket against concurrent commits: a commit into a bucket requires `/objects/closed/<bucket>` absent (a delete
 with expect 0 is etcd's "key must not exist" compare), so commits into one bucket do not contend with each other.
@@ -31,6 +32,7 @@ object); `referenced_chunks` reads every manifest and part (garbage collection i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
@@ -73,6 +75,10 @@ def _upload(upload_id: str) -> str:
 
 def _parts(upload_id: str) -> str:
     return f"{ROOT}parts/{upload_id}/"
+
+
+def _orphan(node: str, chunk_id: str) -> str:
+    return f"{ROOT}orphans/{node}/{chunk_id}"
 
 
 def _key(access_key: str) -> str:
@@ -262,6 +268,27 @@ class StoreMetadata:
             return True
 
         return await _retrying(attempt)
+
+    # ---- orphan copies -------------------------------------------------------------------------------------------
+
+    async def note_orphans(self, node: str, chunk_ids: Iterable[str], at: float) -> None:
+        ids = sorted(set(chunk_ids))
+        for start in range(0, len(ids), 100):  # etcd's per-transaction limit; each key on its own is enough
+            entries = [(cid, await self._store.get(_orphan(node, cid))) for cid in ids[start:start + 100]]
+            ops = [put(_orphan(node, cid), codec.dump({"at": at}), expect=0) for cid, e in entries if e is None]
+            if ops:
+                with contextlib.suppress(Conflict):  # noted meanwhile by another writer: the earlier one stays
+                    await self._store.txn(ops)
+
+    async def list_orphans(self) -> list[tuple[str, str, float]]:
+        found = []
+        for e in await self._store.list(f"{ROOT}orphans/"):
+            node, _, cid = e.key[len(f"{ROOT}orphans/"):].partition("/")
+            found.append((node, cid, codec.orphan_at(e.key, e.value)))
+        return found
+
+    async def forget_orphan(self, node: str, chunk_id: str) -> None:
+        await self._store.txn([delete(_orphan(node, chunk_id))])
 
     # ---- multipart -----------------------------------------------------------------------------------------------
 

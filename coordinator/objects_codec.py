@@ -152,6 +152,10 @@ def part_from(key: str, raw: bytes) -> PartRecord:
     return PartRecord(info, d.chunks("chunks"))
 
 
+def orphan_at(key: str, raw: bytes) -> float:
+    return _Doc(key, raw).number("at")
+
+
 # ---- chunk locations --------------------------------------------------------------------------------------------
 
 def chunk_doc(record: ChunkRecord) -> bytes:

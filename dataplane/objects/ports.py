@@ -109,6 +109,18 @@ class Metadata(Protocol):
         """Forget the chunk record, unless a writer touched it at or after `unless_touched_since` (atomic)."""
         ...
 
+    # orphan copies: (node, chunk id) pairs that may hold bytes no record lists (a delete that failed after the
+    # record forgot the holder, a write whose outcome is unknown); the sweep (repairer.sweep_orphans) deletes them
+    async def note_orphans(self, node: str, chunk_ids: Iterable[str], at: float) -> None:
+        """Remember that `node` may hold these chunks unlisted (kept with the earliest `at`)."""
+        ...
+
+    async def list_orphans(self) -> list[tuple[str, str, float]]:
+        """Every noted (node, chunk id, noted at)."""
+        ...
+
+    async def forget_orphan(self, node: str, chunk_id: str) -> None: ...
+
     # multipart
     async def create_upload(self, upload: UploadInfo) -> Outcome: ...
 

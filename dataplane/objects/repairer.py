@@ -11,6 +11,10 @@ that answers it has no copy (`ChunkMissing`) is forgotten as a holder, one whose
 what a verifying client raises) is recorded as bad: either way the next pass copies from another good holder instead
 of failing on the same one for ever (review 3, M1).
 
+Copies that may be left with no record listing them (a surplus delete that failed after the record forgot the holder,
+a write to a target that failed without saying whether it landed) are noted (`Metadata.note_orphans`) and deleted by
+`sweep_orphans` after the GC grace period (review 3, M3).
+
 A referenced chunk without any record (its record was dropped while something still refers to it) is reported
 unrecoverable, not silently skipped (review 3, L2)."""
 
@@ -23,7 +27,7 @@ from dataplane.objects.chunking import chunk_id
 from dataplane.objects.chunkio import NodeSource
 from dataplane.objects.model import DEFAULT_REPLICAS, ChunkRecord
 from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkMissing, ChunkUnavailable, Metadata, Outcome
-from dataplane.objects.repair import ChunkState, Copy, Delete, RepairPlan, plan_repair
+from dataplane.objects.repair import GC_GRACE_S, ChunkState, Copy, Delete, RepairPlan, plan_repair
 from dataplane.objects.stripeio import StripeRepairReport, repair_stripes
 
 log = logging.getLogger(__name__)
@@ -68,20 +72,21 @@ class Repairer:
         plan, chunks = await self.plan(now, budget=budget)
         copied = copied_bytes = deleted = failed = 0
         for copy in plan.copies:
-            if await self._copy(copy):
+            if await self._copy(copy, now):
                 copied, copied_bytes = copied + 1, copied_bytes + copy.size
             else:
                 failed += 1
         for delete in plan.deletes:
-            if await self._delete(delete):
+            if await self._delete(delete, now):
                 deleted += 1
             else:
                 failed += 1
         left = None if budget is None else max(0, budget - copied_bytes)
-        stripes = await repair_stripes(self._metadata, self._client, self._nodes(), now, budget=left)
+        stripes = await repair_stripes(self._metadata, self._client, self._nodes(), now, budget=left,
+                                       delete=lambda d: self._delete(d, now))
         return RepairReport(plan, copied, copied_bytes, deleted, failed, chunks, stripes)
 
-    async def _copy(self, copy: Copy) -> bool:
+    async def _copy(self, copy: Copy, now: float) -> bool:
         try:
             data = await self._client.get(copy.source, copy.chunk_id)
         except ChunkMismatch as exc:
@@ -103,11 +108,12 @@ class Repairer:
             await self._client.put(copy.target, copy.chunk_id, data)
         except ChunkUnavailable as exc:
             log.info("repair: cannot write %s to %s: %s", copy.chunk_id[:12], copy.target, exc.why)
+            await self._metadata.note_orphans(copy.target, [copy.chunk_id], now)  # it may have landed all the same
             return False
         await self._metadata.update_chunk(copy.chunk_id, copy.size, add=[copy.target])
         return True
 
-    async def _delete(self, delete: Delete) -> bool:
+    async def _delete(self, delete: Delete, now: float) -> bool:
         size = 0  # update_chunk needs a size only to create a record; this one exists
         if not delete.corrupt:
             await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
@@ -117,7 +123,39 @@ class Repairer:
             pass  # gone already (the node deleted its corrupt copy itself): what the delete wanted
         except ChunkUnavailable as exc:
             log.info("repair: cannot delete %s on %s: %s", delete.chunk_id[:12], delete.node, exc.why)
+            if not delete.corrupt:  # the record no longer lists it: an orphan unless the sweep gets it later
+                await self._metadata.note_orphans(delete.node, [delete.chunk_id], now)
             return False
         if delete.corrupt:
             await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
         return True
+
+
+async def sweep_orphans(metadata: Metadata, client: ChunkClient, nodes: NodeSource, now: float, *,
+                        grace: float = GC_GRACE_S) -> int:
+    """Delete copies that may exist with no record listing them (review 3, M3), noted by whoever lost track of one:
+    a delete that failed after the record forgot the holder, a write whose outcome is unknown. A noted copy is
+    deleted once it is older than `grace`, its node is online, the record does not list that node (then it is a
+    live copy: only the note goes) and no writer touched the chunk within `grace` (one may be storing it there right
+    now). A node that answers it has no such chunk settles the note too. How many notes were settled."""
+    online = {n.node_id for n in nodes() if n.online}
+    settled = 0
+    for node, cid, at in await metadata.list_orphans():
+        if now - at < grace or node not in online:
+            continue
+        record = (await metadata.get_chunks([cid])).get(cid)
+        if record is not None and (node in record.holders or now - record.touched < grace):
+            if node in record.holders:
+                await metadata.forget_orphan(node, cid)
+                settled += 1
+            continue
+        try:
+            await client.delete(node, cid)
+        except ChunkMissing:
+            pass
+        except ChunkUnavailable as exc:
+            log.info("orphan sweep: cannot delete %s on %s: %s", cid[:12], node, exc.why)
+            continue
+        await metadata.forget_orphan(node, cid)
+        settled += 1
+    return settled

@@ -83,7 +83,7 @@ async def test_complete_refuses_a_part_uploaded_again_after_the_check(metadata: 
     await metadata.create_upload(UploadInfo("u", "b", "k", 1.0))
     for part in (_part(1, b"one"), _part(2, b"two")):
         await metadata.put_part("u", part)
-    checked = ObjectInfo("k", 6, multipart_etag([_md5(b"one"), _md5(b"two")]), 3.0, parts=2)  # what the handler computed
+    checked = ObjectInfo("k", 6, multipart_etag([_md5(b"one"), _md5(b"two")]), 3.0, parts=2)  # the handler's
     await metadata.put_part("u", _part(1, b"longer one"))  # re-uploaded meanwhile
     refused = await backend.complete_upload("u", checked, (1, 2))
     assert isinstance(refused, S3Error) and refused.code is ErrorCode.INVALID_PART
@@ -134,3 +134,13 @@ async def test_keys_need_a_sealer() -> None:
 async def test_delete_missing_key_is_no_key(metadata: Metadata) -> None:
     """L9: it said EXISTS."""
     assert await metadata.delete_key("AKIDNOTHERE000000000") is Outcome.NO_KEY
+
+
+async def test_orphan_notes_keep_the_earliest_time_and_go_when_forgotten(metadata: Metadata) -> None:
+    a, b = chunk_id(b"a"), chunk_id(b"b")
+    await metadata.note_orphans("n1", [a, b], 5.0)
+    await metadata.note_orphans("n1", [a], 9.0)  # noted again: the earlier time stays
+    await metadata.note_orphans("n2", [a], 7.0)
+    assert set(await metadata.list_orphans()) == {("n1", a, 5.0), ("n1", b, 5.0), ("n2", a, 7.0)}
+    await metadata.forget_orphan("n1", a)
+    assert set(await metadata.list_orphans()) == {("n1", b, 5.0), ("n2", a, 7.0)}

@@ -23,6 +23,7 @@ class _Upload:
 class MemoryMetadata:
     def __init__(self) -> None:
         self.buckets: dict[str, BucketRecord] = {}
+        self.orphans: dict[tuple[str, str], float] = {}
         self.objects: dict[str, dict[str, Manifest]] = {}
         self.chunks: dict[str, ChunkRecord] = {}
         self.uploads: dict[str, _Upload] = {}
@@ -103,6 +104,16 @@ class MemoryMetadata:
             return False
         del self.chunks[chunk_id]
         return True
+
+    async def note_orphans(self, node: str, chunk_ids: Iterable[str], at: float) -> None:
+        for cid in chunk_ids:
+            self.orphans.setdefault((node, cid), at)
+
+    async def list_orphans(self) -> list[tuple[str, str, float]]:
+        return [(n, c, at) for (n, c), at in sorted(self.orphans.items())]
+
+    async def forget_orphan(self, node: str, chunk_id: str) -> None:
+        self.orphans.pop((node, chunk_id), None)
 
     async def create_upload(self, upload: UploadInfo) -> Outcome:
         if upload.bucket not in self.buckets:

@@ -118,9 +118,9 @@ class MemoryBackend:
 
     async def read_object(self, bucket: str, key: str, start: int, end: int, *,
                           info: ObjectInfo | None = None) -> AsyncIterator[bytes] | S3Error:
-        info = await self.head_object(bucket, key)
-        if isinstance(info, S3Error):
-            return info
+        found = await self.head_object(bucket, key)  # one dict lookup: no window for another version
+        if isinstance(found, S3Error):
+            return found
         return self._pieces(self.buckets[bucket].objects[key][1][start:end + 1])
 
     async def _pieces(self, data: bytes) -> AsyncIterator[bytes]:
