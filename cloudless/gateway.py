@@ -15,6 +15,7 @@ Public surface (what `coordinator/cli.py`, the REST API (`StorageAdmin`), `cloud
   orphansSettled},
   `scrub` {reported (corrupt copies reported by agents and forgotten)}, `endpoint`, `identity`.
 - `await Gateway.keys_changed()`: reload the keyring now (after a key was created or deleted).
+- `await Gateway.create_bucket(name, now, replicas=, erasure=)`: a bucket with its R or an erasure code ("4+2").
 - `await Gateway.repair_now()` / `collect_garbage_now()` / `sweep_orphans_now()`: one pass now (tests, the lab).
 - `await Gateway.stop()`.
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from coordinator.metrics import StorageMetrics
     from dataplane.objects.ports import ChunkClient, Metadata
     from dataplane.objects.store import ObjectBackend
+    from dataplane.s3.errors import S3Error
     from dataplane.s3.routing import Operation
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,19 @@ class Gateway:
             self._keys_asked, self._keys_wanted = self.clock(), True  # made elsewhere? reload; the client retries
             self._wake.set()
         return secret
+
+    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
+        """For REST (`POST /v1/storage/buckets`): a bucket with R = `replicas`, or erasure coded (`erasure` "4+2")."""
+        from dataplane.objects.erasure import parse_code
+        from dataplane.s3.errors import ErrorCode, S3Error
+
+        code = None
+        if erasure is not None:
+            parsed = parse_code(erasure)
+            if isinstance(parsed, str):
+                return S3Error(ErrorCode.INVALID_ARGUMENT, parsed)
+            code = parsed
+        return await self.backend.create_bucket(name, now, replicas, code)
 
     def _authorize(self, access_key: str, operation: Operation, bucket: str) -> bool:
         return self.keyring.authorize(access_key, operation, bucket)  # the keyring of the moment

@@ -10,7 +10,8 @@ endpoint, and its peer directory fed in-process from the coordinator's `OverlayB
   stops). The coordinator publishes the storage nodes' directories (with the gateway's candidates) as for any pair.
 - **Directory and report.** `book.directory(gateway)` is applied to the gateway's Overlay when it changed; the
   gateway's own `report()` goes into `book.on_report` (and a changed one wakes the coordinator so the nodes'
-  directories go out at once). The gateway is not a cluster member, so the book's `present` is widened to count it.
+  directories go out at once). The gateway is not a cluster member: it registers in `book.local` (present, and no
+  PeerDirectory is published for it: it has no node topics).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class GatewayOverlay:
         self.overlay: Overlay | None = None
         self._applied: Any = None
         self._paired: set[str] = set()
-        self._present: Callable[[str], bool] | None = None
 
     @property
     def identity(self) -> str:
@@ -78,9 +78,7 @@ class GatewayOverlay:
         overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses)
         await overlay.start(self.host, self.port)
         self.overlay = overlay
-        me, present = self.identity, self.book.present
-        self._present = present
-        self.book.present = lambda node: node == me or (present is None or present(node))
+        self.book.local.add(self.identity)  # present, and no PeerDirectory published for it (it reads its own)
         return overlay
 
     async def stop(self) -> None:
@@ -89,8 +87,8 @@ class GatewayOverlay:
             self.book.unwant(me, node)
         self._paired.clear()
         self.book.reports.pop(me, None)
+        self.book.local.discard(me)
         if self.overlay is not None:
-            self.book.present = self._present
             await self.overlay.stop()
             self.overlay = None
         self._wake()

@@ -75,6 +75,9 @@ class OverlayBook:
     # pairs other features need this round (services: a node and the nodes holding its services' endpoints), set
     # whole by the engine each round; never stored (they follow from the cluster)
     derived: dict[Pair, str] = field(default_factory=dict)
+    # members served in-process by this coordinator (the S3 gateway "s3@<id>"): present while registered, fed
+    # their directory directly (no PeerDirectory is published for them: they have no node topics)
+    local: set[str] = field(default_factory=set)
     _peer_index: dict[str, set[str]] | None = field(default=None, repr=False, compare=False)  # from `wants`
 
     # ---- wanted pairs -------------------------------------------------------------------------------------------
@@ -155,7 +158,8 @@ class OverlayBook:
     def enabled(self, node_id: str) -> bool:
         """The node runs the overlay now: its last report says so, and it is present (online, not revoked)."""
         report = self.reports.get(node_id)
-        return report is not None and report.enabled and (self.present is None or self.present(node_id))
+        return report is not None and report.enabled and (
+            self.present is None or node_id in self.local or self.present(node_id))
 
     def dial_side(self, a: str, b: str) -> str:
         """Which of the two opens the connection: the smaller id, unless only the other has the overlay on."""
@@ -180,8 +184,9 @@ class OverlayBook:
         return self.relays, tuple(entries), self.revoked[-MAX_REVOKED:]
 
     def wants_directory(self, node_id: str) -> bool:
-        """Every node that runs the overlay gets a directory (its relays at least), and every node in a pair."""
-        return self.enabled(node_id) or node_id in self._index()
+        """Every node that runs the overlay gets a directory (its relays at least), and every node in a pair; an
+        in-process member (`local`) reads its own from the book."""
+        return node_id not in self.local and (self.enabled(node_id) or node_id in self._index())
 
     # ---- reports ------------------------------------------------------------------------------------------------
 

@@ -181,7 +181,7 @@ def test_the_gateway_pairs_with_storage_nodes_and_feeds_the_book() -> None:
     gw = GatewayOverlay(book=book, wake=lambda: woken.append(1), credential=lambda: cred,  # type: ignore[arg-type,return-value]
                         clock=lambda: 0.0, local_addresses=list)
     gw.overlay = fake  # type: ignore[assignment]  # started by hand: no UDP socket in a unit test
-    gw._present, book.present = book.present, (lambda n: n == "s3@c1" or n in members)
+    book.local.add("s3@c1")  # what start() does
     assert gw.sync(10.0, ["sa", "sb"])
     assert book.peers_of("s3@c1") == ["sa", "sb"] and book.wants[("s3@c1", "sa")].until == 10.0 + PAIR_TTL_S
     (relays, peers, _revoked), = fake.applied
@@ -189,13 +189,14 @@ def test_the_gateway_pairs_with_storage_nodes_and_feeds_the_book() -> None:
     assert all(isinstance(p, PeerEntry) and p.dial for p in peers)  # "s3@c1" sorts first: the gateway dials
     sa_peers = book.directory("sa")[1]
     assert [p.node_id for p in sa_peers] == ["s3@c1"] and not sa_peers[0].dial
+    assert not book.wants_directory("s3@c1") and book.wants_directory("sa")  # none published for the gateway
     woken.clear()
     assert not gw.sync(11.0, ["sa", "sb"]) and len(fake.applied) == 1 and woken == []  # nothing new: no wake
     gw.sync(12.0, ["sa"])  # sb stopped offering storage: its pair lapses after the TTL
     book.expire(11.5 + PAIR_TTL_S)
     assert book.peers_of("s3@c1") == ["sa"]
     asyncio.run(gw.stop())
-    assert book.peers_of("s3@c1") == [] and "s3@c1" not in book.reports
+    assert book.peers_of("s3@c1") == [] and "s3@c1" not in book.reports and not book.local
 
 
 @dataclass(frozen=True)
@@ -233,3 +234,14 @@ async def test_served_s3_requests_are_timed_per_operation(served: tuple[Fleet, C
     for op in ("CreateBucket", "PutObject", "GetObject"):
         assert f'cloudless_s3_request_duration_seconds_count{{operation="{op}"}} 1.0' in text
     assert 'cloudless_storage_chunks' in text and 'cloudless_storage_quota_bytes{node="n0",zone="z0"}' in text
+
+
+async def test_buckets_made_for_rest_carry_their_r_or_refuse_a_bad_code() -> None:
+    fleet = Fleet()
+    assert await fleet.gateway.create_bucket("three", 0.0, replicas=3, erasure=None) is None
+    bucket = await fleet.metadata.get_bucket("three")
+    assert bucket is not None and bucket.replicas == 3 and bucket.erasure is None
+    refused = await fleet.gateway.create_bucket("odd", 0.0, replicas=2, erasure="7+1")
+    assert isinstance(refused, S3Error) and refused.code.value == "InvalidArgument"
+    few = await fleet.gateway.create_bucket("ec", 0.0, replicas=2, erasure="4+2")  # 3 storage nodes, 6 needed
+    assert isinstance(few, S3Error) and "6" in few.message and await fleet.metadata.get_bucket("ec") is None
