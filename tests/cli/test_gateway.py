@@ -245,3 +245,41 @@ async def test_buckets_made_for_rest_carry_their_r_or_refuse_a_bad_code() -> Non
     assert isinstance(refused, S3Error) and refused.code.value == "InvalidArgument"
     few = await fleet.gateway.create_bucket("ec", 0.0, replicas=2, erasure="4+2")  # 3 storage nodes, 6 needed
     assert isinstance(few, S3Error) and "6" in few.message and await fleet.metadata.get_bucket("ec") is None
+
+
+async def _until(pred: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_node_declared_lost_is_repaired_at_once_not_at_the_next_tick() -> None:
+    fleet = Fleet()
+    fleet.gateway.config = GatewayConfig(host="127.0.0.1", port=0, tick_s=3600.0)  # ticks far apart
+    await fleet.gateway.backend.create_bucket("b", 0.0)
+    for i in range(4):
+        await _put(fleet, f"k{i}", os.urandom(2000))
+    await fleet.gateway.start()
+    try:
+        await _until(lambda: fleet.gateway.status()["repair"]["lastRun"] is not None, "the first pass")
+        assert fleet.gateway.status()["repair"]["copied"] == 0
+        fleet.lose(max(fleet.client.nodes, key=lambda n: len(fleet.client.nodes[n].chunks)))
+        await _until(lambda: fleet.gateway.status()["repair"]["copied"] > 0, "repair after the loss")
+    finally:
+        await fleet.gateway.stop()
+
+
+async def test_a_follower_serves_but_neither_repairs_nor_collects() -> None:
+    fleet = Fleet(leading=False)
+    fleet.gateway.config = GatewayConfig(host="127.0.0.1", port=0, tick_s=0.05, status_every_s=0.0)
+    await fleet.gateway.backend.create_bucket("b", 0.0)
+    await _put(fleet, "k", os.urandom(2000))
+    fleet.lose("n0" if fleet.client.nodes["n0"].chunks else "n1")
+    await fleet.gateway.start()
+    try:
+        await _until(lambda: (fleet.gateway.status()["underReplicated"] or 0) > 0, "the follower's plan")
+        status = fleet.gateway.status()
+        assert status["leader"] is False and status["repair"]["lastRun"] is None and status["gc"]["lastRun"] is None
+    finally:
+        await fleet.gateway.stop()
