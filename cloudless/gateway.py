@@ -26,9 +26,10 @@ Background (one task, `tick_s` apart, sooner when a node is declared lost):
 - keyring: rebuilt from `list_keys()` every `keys_poll_s` and on `keys_changed()`; an unknown access key asks for a
   reload (at most once a second), so a key made through another coordinator works after a retry;
 - repair: `Repairer.repair_once(now, budget=rate x elapsed)` (rate-limited, resumable: the plan is derived from the
-  state each pass), run at once when the set of lost nodes grows; GC every `gc_every_s`; copies noted as possibly
-  orphaned (a failed delete or write) swept every `orphan_sweep_s`. Only the leading
-  coordinator repairs and collects; every coordinator serves S3 (object metadata commits use an unfenced store
+  state each pass), run at once when the set of lost nodes grows, every tick while there is work or the storage
+  nodes changed, else every `idle_every_s` (a pass reads every manifest: not every 5 s for nothing); GC every
+  `gc_every_s`; copies noted as possibly orphaned (a failed delete or write) swept every `orphan_sweep_s`. Only the
+  leading coordinator repairs and collects; every coordinator serves S3 (object metadata commits use an unfenced store
   handle: the store's own transactions are linearizable, the fence protects the scheduler).
 """
 
@@ -77,6 +78,7 @@ class GatewayConfig:
     keys_poll_s: float = 10.0
     orphan_sweep_s: float = 300.0
     status_every_s: float = 30.0  # a follower plans (without acting) this often, for status()
+    idle_every_s: float = 60.0  # nothing new (no node lost, back or corrupt; last pass idle): a pass this often
 
 
 @dataclass
@@ -124,6 +126,8 @@ class Gateway:
     _keys_wanted: bool = False
     _keys_asked: float = 0.0
     _lost: frozenset[str] = frozenset()
+    _shape: frozenset[tuple[str, bool]] = frozenset()  # the storage nodes and whether each is online
+    _busy: bool = True  # the last pass found work: the next tick runs one again
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -245,7 +249,7 @@ class Gateway:
 
     async def _loop(self) -> None:
         cfg = self.config
-        next_repair = next_gc = next_keys = next_sweep = 0.0
+        next_repair = next_gc = next_keys = next_sweep = next_full = 0.0
         last_repair = self.clock()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -266,7 +270,12 @@ class Gateway:
                 nodes = self.nodes()
                 if self.overlay is not None:
                     self.overlay.sync(now, [n.node_id for n in nodes if n.quota > 0 and n.online])
-                await self.take_scrub_reports()
+                shape = frozenset((n.node_id, n.online) for n in nodes)
+                news = await self.take_scrub_reports() > 0 or shape != self._shape or bool(newly_lost)
+                self._shape = shape
+                if not (news or self._busy or now >= next_full):
+                    continue  # nothing moved and the last pass found nothing to do: no full scan every tick
+                next_full = now + cfg.idle_every_s
                 if not self.leading():
                     if now - self._totals.planned_at >= cfg.status_every_s:
                         plan, chunks = await self._repairer().plan(now, budget=0)
@@ -274,7 +283,10 @@ class Gateway:
                     continue
                 budget = int(cfg.repair_rate * min(max(now - last_repair, cfg.tick_s), 4 * cfg.tick_s))
                 last_repair = now
-                await self.repair_now(budget=budget)
+                report = await self.repair_now(budget=budget)
+                plan = report.plan
+                self._busy = bool(plan.copies or plan.deletes or plan.deferred or plan.under_replicated
+                                  or (report.stripes is not None and not report.stripes.plan.empty))
                 if now >= next_gc:
                     next_gc = now + cfg.gc_every_s
                     await self.collect_garbage_now()
