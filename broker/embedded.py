@@ -43,7 +43,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -200,6 +200,30 @@ def trim_tls_read_buffer(transport: asyncio.BaseTransport | None, size: int = TL
     proto._ssl_buffer_view = memoryview(proto._ssl_buffer)
 
 
+class DeliveryTasks:
+    """The broker's delivery tasks in flight, each dropped the moment it ends (its failure logged). amqtt kept them in
+    a deque reaped only from the front, so one delivery waiting for a PUBACK that never came held every later
+    finished delivery, message data included, in memory for as long as it waited."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def append(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("a delivery failed: %r", exc)
+
+    def __iter__(self) -> Iterator[asyncio.Future[Any]]:
+        return iter(list(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class CloudlessProtocolHandler(BrokerProtocolHandler):
     """amqtt's broker-side protocol handler with keep-alive enforcement and durable QoS 1/QoS 2 in-flight state."""
 
@@ -326,6 +350,7 @@ class EmbeddedBroker(Broker):
         self.gates: dict[str, ConnectionGate] = {}
         self._throttled = ThrottledLog(log)
         self._subtree: SubscriptionTree[str] = SubscriptionTree()  # client id -> filters, by topic level
+        self._tasks_queue: DeliveryTasks = DeliveryTasks()  # type: ignore[assignment]
 
     # ---- listeners (fix 7) -------------------------------------------------------------------------------
 
@@ -520,36 +545,52 @@ class EmbeddedBroker(Broker):
         """amqtt's loop over one client's packets, without its `logger.debug(repr(self._subscriptions))` after every
         SUBSCRIBE: that argument is built whatever the log level, i.e. every subscription of every client rendered
         per SUBSCRIBE — quadratic in the fleet (a 2,000-device connect burst spent most of its 23 CPU seconds
-        there, issue 17)."""
-        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
-        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
-        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
-        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        there, issue 17). Its four waiters wake one future instead of an asyncio.wait() per packet."""
+        loop = asyncio.get_running_loop()
+        wakeup: list[asyncio.Future[None]] = [loop.create_future()]
+
+        def ready(_: asyncio.Future[Any]) -> None:
+            if not wakeup[0].done():
+                wakeup[0].set_result(None)
+
+        def watched(aw: Any) -> asyncio.Future[Any]:
+            # one done-callback per waiter for its life, where asyncio.wait() added and removed four per packet
+            fut: asyncio.Future[Any] = asyncio.ensure_future(aw)
+            fut.add_done_callback(ready)
+            return fut
+
+        disconnect_waiter = watched(handler.wait_disconnect())
+        subscribe_waiter = watched(handler.get_next_pending_subscription())
+        unsubscribe_waiter = watched(handler.get_next_pending_unsubscription())
+        wait_deliver = watched(handler.mqtt_deliver_next_message())
         connected = True
         try:
             while connected:
-                done, _ = await asyncio.wait([disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
-                                             return_when=asyncio.FIRST_COMPLETED)
+                waiters = (disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver)
+                if not any(w.done() for w in waiters):
+                    await wakeup[0]
+                wakeup[0] = loop.create_future()
+                done = {w for w in waiters if w.done()}  # what is done now, as asyncio.wait(FIRST_COMPLETED) reported
                 if disconnect_waiter in done:  # what came with it is still handled below, as amqtt does
                     await self._handle_disconnect(client_session, handler, disconnect_waiter)
                     connected = False
                 if subscribe_waiter in done:
                     await self._handle_subscription(client_session, handler, subscribe_waiter)
-                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                    subscribe_waiter = watched(handler.get_next_pending_subscription())
                 if unsubscribe_waiter in done:
                     await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
-                    unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                    unsubscribe_waiter = watched(handler.get_next_pending_unsubscription())
                 if wait_deliver in done:
                     if not await self._handle_message_delivery(client_session, handler, wait_deliver):
                         return
-                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+                    wait_deliver = watched(handler.mqtt_deliver_next_message())
         except asyncio.CancelledError:
             log.debug("message loop of %s cancelled", client_session.client_id)
         finally:
-            waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
-            for waiter in waiters:
+            pending = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+            for waiter in pending:
                 waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         """Deliver what was queued while the persistent session was offline, retain=0 (§3.3.1.9)."""
@@ -628,6 +669,25 @@ class EmbeddedBroker(Broker):
         await self._broadcast_queue.put(
             {"session": session, "topic": topic, "data": data, "pub_qos": force_qos if force_qos is not None else 0}
         )
+
+    async def _broadcast_loop(self) -> None:
+        """amqtt's loop over the messages to deliver, without a task and an asyncio.wait() per message: it runs
+        `_run_broadcast` itself and ends when amqtt's shutdown sets its waiter (which cancels it, as amqtt cancelled
+        the message in hand). Delivery tasks reap themselves (DeliveryTasks)."""
+        me = asyncio.current_task()
+        if me is not None:
+            self._broadcast_shutdown_waiter.add_done_callback(lambda _: me.cancel())
+        try:
+            while True:
+                await self._run_broadcast(self._tasks_queue)
+        except asyncio.CancelledError:
+            log.debug("broadcast loop stopped")
+        finally:
+            pending = [t for t in self._tasks_queue if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
 
     async def _run_broadcast(self, running_tasks: Any) -> None:
         broadcast = await self._broadcast_queue.get()

@@ -27,7 +27,7 @@ from broker.embedded import (
     EmbeddedBrokerSettings,
 )
 from tests.fleet.env import Pki
-from tests.fleet.mqtt_lite import LiteClient
+from tests.fleet.mqtt_lite import PUBACK, LiteClient
 
 TIMEOUT_S = 30.0
 
@@ -75,8 +75,16 @@ async def connect_tls(broker: EmbeddedBroker, pki: Pki, node: str) -> tuple[Lite
     return client, transport
 
 
-async def connect(broker: EmbeddedBroker, client_id: str, received: list[tuple[str, bytes]] | None = None
-                  ) -> LiteClient:
+class NoAckClient(LiteClient):
+    """Takes QoS 1 messages and never acknowledges them (a device stuck, or gone without its socket closing)."""
+
+    def _send(self, data: bytes) -> None:
+        if data[0] >> 4 != PUBACK:
+            super()._send(data)
+
+
+async def connect(broker: EmbeddedBroker, client_id: str, received: list[tuple[str, bytes]] | None = None,
+                  kind: type[LiteClient] = LiteClient) -> LiteClient:
     loop = asyncio.get_running_loop()
 
     def on_message(topic: str, payload: bytes) -> None:
@@ -85,7 +93,7 @@ async def connect(broker: EmbeddedBroker, client_id: str, received: list[tuple[s
 
     async with asyncio.timeout(TIMEOUT_S):
         _, client = await loop.create_connection(
-            lambda: LiteClient(client_id, keepalive_s=60, on_message=on_message), "127.0.0.1", port_of(broker))
+            lambda: kind(client_id, keepalive_s=60, on_message=on_message), "127.0.0.1", port_of(broker))
         await client.connected
     return client
 
@@ -212,3 +220,60 @@ async def test_a_certificate_connect_needs_no_thread(tls_broker: tuple[EmbeddedB
     identity = broker._identity(session)
     assert identity is not None and identity.username == "node-a"
     client.disconnect()
+
+
+async def test_a_delivery_stuck_on_its_puback_holds_no_finished_ones(broker: EmbeddedBroker) -> None:
+    """amqtt reaped delivery tasks only from the front of a deque: one QoS 1 delivery to a client that never sends
+    PUBACK kept every later, finished delivery (with its message) in memory. Now only the stuck one stays."""
+    stuck_got: list[tuple[str, bytes]] = []
+    stuck = await connect(broker, "stuck", stuck_got, kind=NoAckClient)
+    got: list[tuple[str, bytes]] = []
+    listener = await connect(broker, "listener", got)
+    publisher = await connect(broker, "publisher")
+    async with asyncio.timeout(TIMEOUT_S):
+        await stuck.subscribe([("t/stuck", 1)])
+        await listener.subscribe([("t/other", 0)])
+    publisher.publish("t/stuck", b"never acknowledged", qos=1, retain=False)
+    async with asyncio.timeout(TIMEOUT_S):
+        while not stuck_got:
+            await asyncio.sleep(0.01)
+    sent = [f"m{i}".encode() for i in range(50)]
+    for payload in sent:
+        publisher.publish("t/other", payload, qos=0, retain=False)
+    async with asyncio.timeout(TIMEOUT_S):
+        while len(got) < len(sent):
+            await asyncio.sleep(0.01)
+    assert [p for _, p in got] == sent  # delivered, in order
+    await asyncio.sleep(0)  # the last delivery's done-callback
+    assert len(list(broker._tasks_queue)) == 1  # the stuck QoS 1 delivery, and nothing that finished
+    for c in (stuck, listener, publisher):
+        c.disconnect()
+
+
+async def test_packets_are_served_without_an_asyncio_wait_each(broker: EmbeddedBroker,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt ran an asyncio.wait() per packet in each client's loop and per message in its broadcast loop (a done
+    callback added and removed per waiter each time); the broker's loops wake on one future instead. What they
+    serve is unchanged: messages in order, SUBSCRIBE and UNSUBSCRIBE acknowledged and applied."""
+    got: list[tuple[str, bytes]] = []
+    listener = await connect(broker, "listener", got)
+    publisher = await connect(broker, "publisher")
+    waits: list[object] = []
+    plain = asyncio.wait
+
+    async def counting(fs: object, *args: object, **kwargs: object) -> object:
+        waits.append(fs)
+        return await plain(fs, *args, **kwargs)  # type: ignore[call-overload,arg-type]
+
+    monkeypatch.setattr(asyncio, "wait", counting)
+    async with asyncio.timeout(TIMEOUT_S):
+        await listener.subscribe([("t/a", 0)])
+    for i in range(20):
+        publisher.publish("t/a", str(i).encode(), qos=0, retain=False)
+    async with asyncio.timeout(TIMEOUT_S):
+        while len(got) < 20:
+            await asyncio.sleep(0.01)
+    assert [p for _, p in got] == [str(i).encode() for i in range(20)]
+    assert waits == []
+    for c in (listener, publisher):
+        c.disconnect()
