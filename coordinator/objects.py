@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ROOT = "/objects/"
 T = TypeVar("T")
+GET_CHUNKS_AT_ONCE = 32
 RETRIES = 200  # conflicts in a row before giving up (each retry re-reads; only a livelock gets this far)
 
 
@@ -232,11 +233,15 @@ class StoreMetadata:
     # ---- chunk locations -----------------------------------------------------------------------------------------
 
     async def get_chunks(self, ids: Sequence[str]) -> dict[str, ChunkRecord]:
+        """One get per id, GET_CHUNKS_AT_ONCE in flight (each is linearizable on its own; a read window of 16
+        chunks no longer waits for 16 round trips one after the other; review 3, L5)."""
         found = {}
-        for chunk_id in ids:
-            entry = await self._store.get(_chunk(chunk_id))
-            if entry is not None:
-                found[chunk_id] = codec.chunk_from(entry.key, entry.value)
+        for start in range(0, len(ids), GET_CHUNKS_AT_ONCE):
+            window = ids[start:start + GET_CHUNKS_AT_ONCE]
+            entries = await asyncio.gather(*(self._store.get(_chunk(cid)) for cid in window))
+            for cid, entry in zip(window, entries, strict=True):
+                if entry is not None:
+                    found[cid] = codec.chunk_from(entry.key, entry.value)
         return found
 
     async def list_chunks(self) -> list[ChunkRecord]:
