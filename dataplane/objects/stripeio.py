@@ -128,8 +128,7 @@ class StripeIO:
             log.warning("chunk %s stored with %d of %d fragments: %s", cid[:12], good, stripe.k + stripe.m,
                         "; ".join(failures))
         if record.stripe is None:
-            # the port gains `stripe=` with S-gateway's ports.py change (/tmp/s8/needs-S-ec.md); then drop the ignore
-            await self.metadata.update_chunk(cid, size, stripe=stripe, touched=self.clock())  # type: ignore[call-arg]
+            await self.metadata.update_chunk(cid, size, stripe=stripe, touched=self.clock())
         return ChunkRef(cid, size)
 
     async def _gather(self, cid: str, stripe: Stripe, lay: Layout) -> tuple[dict[int, bytes], set[int]]:
