@@ -1,12 +1,15 @@
-"""How much the MQTT client adapter (broker/client.py) reads in one step of the event loop (issue 17): a burst of
-incoming messages is handled at most _MAX_PACKETS_PER_WAKEUP at a time, however many messages of its own the client
-has queued. paho's loop_read reads one packet per message in flight or queued: with thousands queued (a fleet's
-dashboard topics) one readable event handled every message waiting on the socket.
+"""How much the MQTT client adapter (broker/client.py) reads and writes in one step of the event loop (issue 17): a
+burst of incoming messages is handled at most _MAX_PACKETS_PER_WAKEUP at a time, however many messages of its own the
+client has queued (paho's loop_read reads one packet per message in flight or queued: with thousands queued, a
+fleet's dashboard topics, one readable event handled every message waiting on the socket), and a backlog of outgoing
+packets is written at most _MAX_WRITES_PER_WAKEUP at a time (paho's loop_write writes all of it).
 
 A real paho client and a real socket (a socketpair carrying MQTT 3.1.1 PUBLISH packets); no broker needed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 
 from broker import client as client_mod
 from broker.client import Message, MqttClient, MqttSettings, _Subscription
@@ -77,3 +81,44 @@ def test_a_readable_event_with_nothing_complete_reads_what_there_is_and_returns(
         theirs.sendall(packet[5:])
         c._readable(ours)
         assert [(m.topic, m.payload) for m in got] == [("t/a", b"payload")]
+
+
+def queue_packet(c: MqttClient, packet: bytes) -> None:
+    """A packet in paho's write queue, as its publish() leaves one."""
+    p: Any = c._paho
+    p._out_packet.append({"command": 0x30, "mid": 0, "qos": 0, "pos": 0, "to_process": len(packet),
+                          "packet": packet, "info": paho.MQTTMessageInfo(0)})
+
+
+def received(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+async def test_a_backlog_is_written_in_bounded_steps_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = 20  # small: a socketpair's buffer counts each small send as a whole buffer, and must take one turn's
+    monkeypatch.setattr(client_mod, "_MAX_WRITES_PER_WAKEUP", limit)
+    with wired(queued=0) as (c, ours, theirs, _):
+        c._loop = asyncio.get_running_loop()
+        packets = [publish_packet(f"o/{i}", b"y" * 10) for i in range(3 * limit + 5)]
+        for packet in packets:
+            queue_packet(c, packet)
+        try:
+            c._writable()
+            assert received(theirs) == b"".join(packets[:limit]), "one writable event wrote more than its share"
+            p: Any = c._paho
+            assert p.want_write() and p._registered_write, "the rest waits for the next turn, writer registered"
+            out, turns = b"", 0
+            while p.want_write():  # (a socketpair's buffer may take fewer: paho keeps the rest, and the writer)
+                c._writable()
+                turns += 1
+                out += received(theirs)
+                assert turns <= 20
+            assert out == b"".join(packets[limit:]), "the rest, in order"
+            assert turns >= 3
+        finally:
+            c._loop.remove_writer(ours)
