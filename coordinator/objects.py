@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 ROOT = "/objects/"
 T = TypeVar("T")
 GET_CHUNKS_AT_ONCE = 32
+MARKER_STALE_S = 30.0  # a DeleteBucket decides within a few round trips; a marker this old was left by a crash
 RETRIES = 200  # conflicts in a row before giving up (each retry re-reads; only a livelock gets this far)
 
 
@@ -133,9 +135,11 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
 class StoreMetadata:
     """`sealer` seals access-key secrets; without one, access keys cannot be stored or read (StoreError)."""
 
-    def __init__(self, store: Store, sealer: SecretSealer | None = None) -> None:
+    def __init__(self, store: Store, sealer: SecretSealer | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._sealer = sealer
+        self._clock = clock
 
     def _need_sealer(self) -> SecretSealer:
         if self._sealer is None:
@@ -143,9 +147,18 @@ class StoreMetadata:
         return self._sealer
 
     async def _guard(self, bucket: str) -> list[Op] | None:
-        """The op that makes a commit conditional on the bucket not being deleted meanwhile; None: no such bucket."""
+        """The op that makes a commit conditional on the bucket not being deleted meanwhile; None: no such bucket.
+        A marker older than MARKER_STALE_S on a bucket that still exists was left by a DeleteBucket that crashed
+        deciding: it is cleared (conditionally; a DeleteBucket still at work then conflicts on its own marker and
+        decides again), so commits into the bucket do not fail for good (review 3, L3)."""
         if await self._store.get(_bucket(bucket)) is None:
             return None
+        marker = await self._store.get(_closed(bucket))
+        if marker is not None and self._clock() - codec.marker_at(marker.key, marker.value) >= MARKER_STALE_S:
+            log.warning("bucket %s: clearing a DeleteBucket marker left %.0f s ago", bucket,
+                        self._clock() - codec.marker_at(marker.key, marker.value))
+            with contextlib.suppress(Conflict):
+                await self._store.txn([delete(marker.key, expect=marker.mod_revision)])
         return [delete(_closed(bucket), expect=0)]
 
     # ---- buckets -------------------------------------------------------------------------------------------------
@@ -171,13 +184,17 @@ class StoreMetadata:
             if entry is None:
                 return Outcome.NO_BUCKET
             stale = await self._store.get(_closed(name))  # left by a DeleteBucket that crashed deciding: adopt it
-            marker = stale.mod_revision if stale else await self._store.txn([put(_closed(name), b"{}", expect=0)])
+            mark = codec.dump({"at": self._clock()})
+            marker = stale.mod_revision if stale else await self._store.txn([put(_closed(name), mark, expect=0)])
             busy = bool(await self._store.list(_manifests(name))) or any(
                 u.bucket == name for u in await self._uploads())
             if busy:
                 await self._store.txn([delete(_closed(name), expect=marker)])
                 return Outcome.NOT_EMPTY
-            await self._store.txn([delete(entry.key, expect=entry.mod_revision)])  # the marker stays: tombstone
+            # the marker stays as the tombstone; expecting it unchanged means nobody cleared it as stale meanwhile
+            # (a commit could have landed since the listing then)
+            await self._store.txn([delete(entry.key, expect=entry.mod_revision),
+                                   put(_closed(name), mark, expect=marker)])
             return Outcome.DONE
 
         return await _retrying(attempt)

@@ -152,6 +152,12 @@ def part_from(key: str, raw: bytes) -> PartRecord:
     return PartRecord(info, d.chunks("chunks"))
 
 
+def marker_at(key: str, raw: bytes) -> float:
+    """When a DeleteBucket marker was set (0: a marker from before markers carried the time)."""
+    at = _Doc(key, raw).doc.get("at", 0.0)
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0
+
+
 def orphan_at(key: str, raw: bytes) -> float:
     return _Doc(key, raw).number("at")
 

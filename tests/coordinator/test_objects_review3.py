@@ -144,3 +144,23 @@ async def test_orphan_notes_keep_the_earliest_time_and_go_when_forgotten(metadat
     assert set(await metadata.list_orphans()) == {("n1", a, 5.0), ("n1", b, 5.0), ("n2", a, 7.0)}
     await metadata.forget_orphan("n1", a)
     assert set(await metadata.list_orphans()) == {("n1", b, 5.0), ("n2", a, 7.0)}
+
+
+async def test_a_marker_left_by_a_crashed_delete_bucket_stops_blocking_commits() -> None:
+    """L3: a DeleteBucket that crashed between setting its marker and deciding left every commit into the bucket
+    retrying for 10 s and failing with MetadataContended, for good. A marker older than MARKER_STALE_S is cleared."""
+    from coordinator.objects import MARKER_STALE_S
+    from dataplane.objects.model import Manifest
+
+    now = [1000.0]
+    store = SqliteStore(":memory:")
+    meta = StoreMetadata(store, SEALER, clock=lambda: now[0])
+    await meta.create_bucket(BucketRecord("b", 0.0))
+    await store.txn([put("/objects/closed/b", json.dumps({"at": now[0]}).encode())])  # the crash left it
+    manifest = Manifest(ObjectInfo("k", 0, _md5(b""), 1.0))
+    now[0] += MARKER_STALE_S
+    assert await meta.commit_manifest("b", manifest) is Outcome.DONE
+    assert await store.get("/objects/closed/b") is None and await meta.get_manifest("b", "k") == manifest
+    assert await meta.delete_bucket("b") is Outcome.NOT_EMPTY  # and DeleteBucket still decides as before
+    assert await meta.delete_manifest("b", "k") is Outcome.DONE and await meta.delete_bucket("b") is Outcome.DONE
+    await store.close()
