@@ -2,11 +2,15 @@
 few small ones, in memory (tests.coordinator.fleet_memory), under the loop guard (tests.coordinator.loop_guard: no
 callback or task step may take more than 50 ms of CPU).
 
-Every phase a coordinator meets on a big fleet is watched on its own — every node's heartbeat, the apply, the round
+Every phase a coordinator meets on a big fleet is watched on its own — the join burst (every node's status and first
+heartbeat, with the engine's own rounds running meanwhile, then the first round past the settle time), every node's
+heartbeat, the apply, the round
 that places 2,500 replicas, the rounds and ready reports until they all run, a steady round, the REST lists (nodes
 first page and the whole list through `continue`, workloads, /healthz), the dashboard mirror, and 10% of the nodes
 going silent until lost and replaced — and the test fails once, at the end, listing every phase over the limit with
-its longest callbacks, so one run says everything that still blocks.
+its longest callbacks, so one run says everything that still blocks. A single garbage collection over the limit fails
+its phase too: the loop serves nobody while it runs, whichever callback it landed in (coordinator.gc_pace keeps full
+collections to what is new since the last).
 
 The test's own task only drives the simulated nodes and reads responses: it is exempt. The coordinator's work runs
 where it runs in production: in the engine's loop task, in aiohttp's request tasks, in the bus handlers, and in the
