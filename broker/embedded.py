@@ -30,6 +30,13 @@ scenarios against Mosquitto):
 9. Fan-out. amqtt matched every message against every filter of every client (99% CPU at 2,000 nodes, issue 17);
    here subscribers come from a subscription trie (broker.subtree), one copy per client at its highest QoS,
    with the ACL still checked per delivery (bench/broker_fanout.py compares both).
+10. Connect burst (issue 17: 2,000 devices online within 10 s). amqtt rendered its whole subscription table after
+   every SUBSCRIBE (`logger.debug(repr(...))`, built at any log level: quadratic in the fleet), built a
+   `transitions.Machine` per session, and ran an `asyncio.wait()` per packet and per message; asyncio gives every TLS
+   connection a 256 KiB read buffer and OpenSSL sent two session tickets per handshake that no client uses. Here:
+   none of that (`_client_message_loop`, `SessionState`, `_broadcast_loop`, `trim_tls_read_buffer`, num_tickets=0),
+   certificate checks on the loop instead of a thread hop, and delivery tasks that reap themselves
+   (`DeliveryTasks`). bench/broker_join.py measures the burst alone.
 5. Identity. Authentication happens before amqtt touches any session, the will topic is checked against the
    ACL (a node cannot plant a will on another node's status), and with authentication on, the client id is the
    username (Mosquitto's `use_username_as_clientid`), so no client can take over another's session.
@@ -92,7 +99,7 @@ KEEPALIVE_GRACE = 1.5  # MQTT 3.1.1 §3.1.2.10: disconnect after one and a half 
 _IDENTITY_ATTR = "cloudless.identity"
 _CERT_ATTR = "cloudless.cert"
 REVOCATION_CHECK_S = 1.0
-TLS_READ_BUFFER_BYTES = 32 * 1024  # two full TLS records (16 KiB of plaintext each, plus their overhead)
+TLS_READ_BUFFER_BYTES = 16 * 1024  # about one full TLS record; a larger message arrives in more reads
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,8 @@ _broker_handler_module.Session = CloudlessSession  # type: ignore[misc]
 def trim_tls_read_buffer(transport: asyncio.BaseTransport | None, size: int = TLS_READ_BUFFER_BYTES) -> None:
     """Give a TLS connection's ciphertext read buffer `size` bytes instead of asyncio's 256 KiB (sslproto
     SSLProtocol.max_size, zero-filled per connection: 500 of the broker's 736 MiB at 2,000 devices, issue 17). A
-    socket read larger than one TLS record buys a broker of small packets nothing. asyncio keeps no public handle
+    socket read larger than one TLS record buys a broker of small packets nothing; at 32 KiB the buffer was still
+    the largest Python object per connection (half of ~80 KiB). asyncio keeps no public handle
     on the buffer: a transport without one (plain TCP, another event loop) is left as it is."""
     proto = getattr(transport, "_ssl_protocol", None)
     if proto is None or not isinstance(getattr(proto, "_ssl_buffer", None), bytearray) or proto.max_size <= size:
