@@ -13,10 +13,11 @@ Decisions (documented in docs/storage.md):
   fragment has its own `ChunkRecord` (holders, bad). Encoding is deterministic (pinned pyeclib, the backend named in
   the stripe), so a rebuilt fragment has the id it had; a codec that produced other bytes is refused, never stored
   under a wrong id.
-- **Placement.** The k + m fragments of a stripe go to k + m distinct nodes chosen by the existing weighted
-  rendezvous core (`placement.place`, keyed by the chunk id, distinct zones first): fragment i to the i-th node. A
-  rebuilt fragment goes to a node that holds (or held) no fragment of the stripe, so a stripe never has two fragments
-  on one node, and one lost node costs each stripe at most one fragment.
+- **Placement.** The k + m fragments of a stripe go to k + m distinct nodes ranked by the existing weighted
+  rendezvous core (`placement`: same eligibility, same scores keyed by the chunk id), spread evenly over zones (each
+  fragment to the best node of the zone holding fewest of the stripe: with 3 zones, 2 per zone, so a lost zone costs
+  at most m). A rebuilt fragment goes to a node that holds (or held) no fragment of the stripe, so a stripe never has
+  two fragments on one node, and one lost node costs each stripe at most one fragment.
 - **Write rule.** A stripe counts as written when k + 1 fragments are acknowledged (one more loss tolerated right
   away; with only k acknowledged, any single loss would make the chunk unreadable until repair). The writer tries
   for all k + m, replacing failed targets; a stripe below k + m is degraded and the repair planner rebuilds it.
@@ -30,6 +31,7 @@ Decisions (documented in docs/storage.md):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -37,7 +39,7 @@ from typing import Any
 
 from dataplane.objects.chunking import chunk_id, is_chunk_id
 from dataplane.objects.model import ChunkRecord, ErasureCode, StorageNode, Stripe
-from dataplane.objects.placement import Placed, Unplaceable, place
+from dataplane.objects.placement import Unplaceable, place, score
 
 RS_4_2 = ErasureCode(4, 2)
 # pyeclib backends for Reed-Solomon over a Vandermonde matrix, preferred first. Both ship in the pyeclib 1.8.0
@@ -166,6 +168,11 @@ class Layout:
         return tuple(i for i, h in enumerate(self.holders) if not h)
 
     @property
+    def holding(self) -> frozenset[str]:
+        """The nodes with a good copy of some fragment, online."""
+        return frozenset(n for h in self.holders for n in h)
+
+    @property
     def readable(self) -> bool:
         return len(self.good) >= self.stripe.k
 
@@ -199,17 +206,30 @@ def layout(stripe: Stripe, fragments: Mapping[str, ChunkRecord], nodes: Sequence
 
 
 def targets(chunk: str, stripe: Stripe, indices: Sequence[int], nodes: Sequence[StorageNode],
-            exclude: Collection[str]) -> list[tuple[int, str]] | Unplaceable:
-    """New homes for fragments `indices` of the stripe of `chunk`: distinct nodes by the rendezvous core, none in
-    `exclude` (the stripe's occupied nodes and any that just failed). Fewer nodes than indices: the first indices get
-    one; no node at all: Unplaceable with every node's reason."""
+            exclude: Collection[str], *, holding: Collection[str] = ()) -> list[tuple[int, str]] | Unplaceable:
+    """New homes for fragments `indices` of the stripe of `chunk`: distinct nodes none in `exclude` (the stripe's
+    occupied nodes and any that just failed), eligible by the rendezvous core's rules (`placement.place`: storage
+    offered, online, room). Each goes to the best-scored node of the zone that holds the fewest fragments of the
+    stripe so far (`holding`: the nodes with its good fragments), so fragments spread evenly over zones: with 3
+    zones, 2 each, and losing a whole zone loses at most m = 2. Fewer nodes than indices: the first indices get one;
+    no node at all: Unplaceable with every node's reason."""
     if not indices:
         return []
-    placed = place(chunk, stripe.fragment_size, nodes, len(indices), exclude=exclude, minimum=1)
+    placed = place(chunk, stripe.fragment_size, nodes, max(1, len(nodes)), exclude=exclude, minimum=1)
     if isinstance(placed, Unplaceable):
         return placed
-    assert isinstance(placed, Placed)
-    return list(zip(indices, placed.nodes, strict=False))
+    info = {n.node_id: n for n in nodes}
+    ranked = sorted(placed.nodes, key=lambda n: (-score(chunk, info[n]), n))
+    load = Counter(info[n].zone for n in holding if n in info)
+    chosen: list[tuple[int, str]] = []
+    for index in indices:
+        if not ranked:
+            break
+        best = min(ranked, key=lambda n: load[info[n].zone])  # min keeps the first (best-scored) of equals
+        ranked.remove(best)
+        load[info[best].zone] += 1
+        chosen.append((index, best))
+    return chosen
 
 
 def fragment_owners(records: Iterable[ChunkRecord]) -> dict[str, set[str]]:

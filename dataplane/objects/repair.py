@@ -202,7 +202,7 @@ def plan_stripe_repair(stripes: Mapping[str, ChunkRecord], fragments: Mapping[st
         if not lay.readable:
             b.unrecoverable.append(cid)
             continue
-        placed = targets(cid, stripe, lay.missing, list(b.nodes.values()), lay.occupied)
+        placed = targets(cid, stripe, lay.missing, list(b.nodes.values()), lay.occupied, holding=lay.holding)
         if isinstance(placed, Unplaceable):
             b.unplaceable.append((cid, placed))
             continue

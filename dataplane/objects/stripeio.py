@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from dataplane.objects.chunking import ChunkRef, chunk_id
@@ -67,14 +67,17 @@ class StripeIO:
         return layout(stripe, await self.metadata.get_chunks(list(stripe.fragments)), nodes)
 
     async def _write(self, cid: str, stripe: Stripe, fragments: Sequence[bytes], want: Sequence[int], *,
-                     nodes: Sequence[StorageNode], exclude: set[str]) -> tuple[list[int], list[str]]:
-        """Write fragments `want` to new nodes (none in `exclude`, which grows with every node tried), replacing
-        failed targets; each acknowledged fragment's record gets its holder. (indices written, failure reasons)."""
+                     nodes: Sequence[StorageNode], exclude: set[str],
+                     holding: Collection[str]) -> tuple[list[int], list[str]]:
+        """Write fragments `want` to new nodes (none in `exclude`, which grows with every node tried; zones balanced
+        against `holding`, the nodes with the stripe's good fragments), replacing failed targets; each acknowledged
+        fragment's record gets its holder. (indices written, failure reasons)."""
         written: list[int] = []
         failures: list[str] = []
         left = list(want)
+        holding = set(holding)
         while left:
-            placed = targets(cid, stripe, left, nodes, exclude)
+            placed = targets(cid, stripe, left, nodes, exclude, holding=holding)
             if isinstance(placed, Unplaceable):
                 failures.append(placed.explain())
                 break
@@ -91,6 +94,7 @@ class StripeIO:
                                                      touched=self.clock())
                     written.append(i)
                     left.remove(i)
+                    holding.add(node)
         return written, failures
 
     async def store(self, data: bytes, code: ErasureCode) -> ChunkRef:
@@ -119,7 +123,7 @@ class StripeIO:
         elif (problem := check_fragments(stripe, fragments)) is not None:
             raise StripeWriteFailed(cid, problem)
         written, failures = await self._write(cid, stripe, fragments, lay.missing, nodes=nodes,
-                                               exclude=set(lay.occupied))
+                                               exclude=set(lay.occupied), holding=lay.holding)
         good = len(lay.good) + len(written)
         if good <= stripe.k:
             raise StripeWriteFailed(cid, f"{good} of {stripe.k + stripe.m} fragments stored, {stripe.k + 1} needed: "
@@ -205,7 +209,7 @@ class StripeIO:
             return
         lay = await self._layout(stripe, nodes)  # occupied now includes copies just marked bad
         written, failures = await self._write(cid, stripe, fragments, [i for i in lost if i in lay.missing],
-                                              nodes=nodes, exclude=set(lay.occupied))
+                                              nodes=nodes, exclude=set(lay.occupied), holding=lay.holding)
         if written:
             log.info("read-repair of %s: rewrote fragments %s", cid[:12], written)
         if failures:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 
 import pytest
 
@@ -124,6 +125,23 @@ def test_targets_are_distinct_new_nodes_across_zones(codec: Codec) -> None:
     assert few == [(1, "n4")]  # one node left: the first index gets it
     none = erasure.targets(record.id, record.stripe, [1], NODES[:3], {"n0", "n1", "n2"})
     assert isinstance(none, Unplaceable) and "excluded" in none.explain()
+
+
+def test_fragments_spread_evenly_over_zones_so_a_lost_zone_costs_at_most_two(codec: Codec) -> None:
+    nine = [StorageNode(f"n{i}", f"z{i % 3}", quota=1 << 30) for i in range(9)]
+    zone = {n.node_id: n.zone for n in nine}
+    for size in range(100, 140):  # many chunks: many rendezvous orders
+        record, _ = striped(codec, os.urandom(size))
+        assert record.stripe is not None
+        homes = erasure.targets(record.id, record.stripe, range(6), nine, ())
+        assert not isinstance(homes, Unplaceable)
+        assert sorted(Counter(zone[n] for _, n in homes).values()) == [2, 2, 2]
+        # fragments 0 and 1 lost from zone z0's nodes: their rebuilds go back to z0, not onto z1/z2
+        survivors = [n for i, n in homes if i > 1]
+        lost_zones = Counter(zone[n] for i, n in homes if i <= 1)
+        again = erasure.targets(record.id, record.stripe, [0, 1], nine, {n for _, n in homes}, holding=survivors)
+        assert not isinstance(again, Unplaceable)
+        assert Counter(zone[n] for _, n in again) == lost_zones
 
 
 # ---- repair planning --------------------------------------------------------------------------------------------
