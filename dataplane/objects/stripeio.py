@@ -4,7 +4,9 @@ repairer (`repair_stripes`). The adapter between the pure cores (`erasure`, `pla
 port and the `ChunkClient` port; fragments travel as chunks (their ids are the SHA-256 of their bytes).
 
 Metadata order on a write: each acknowledged fragment's record gets its holder (and a touch, so garbage collection
-spares it) before the chunk's record gets the stripe, so a reader who finds the stripe finds its fragments."""
+spares it) before the chunk's record gets the stripe, so a reader who finds the stripe finds its fragments. A
+fragment write that failed may have landed all the same: it is noted as a possible orphan (`Metadata.note_orphans`)
+for the repairer's sweep, as the replicated repairer does."""
 
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ class StripeIO:
             for (i, node), result in zip(placed, results, strict=True):
                 if isinstance(result, ChunkUnavailable):
                     failures.append(str(result))
+                    await self.metadata.note_orphans(node, [stripe.fragments[i]], self.clock())  # it may have landed
                 elif isinstance(result, BaseException):
                     raise result
                 else:
@@ -236,6 +239,7 @@ class StripeIO:
             if isinstance(result, ChunkUnavailable):
                 log.info("repair: cannot write fragment %d of %s to %s: %s", i, rebuild.chunk_id[:12], node,
                          result.why)
+                await self.metadata.note_orphans(node, [stripe.fragments[i]], self.clock())  # it may have landed
             elif isinstance(result, BaseException):
                 raise result
             else:

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from dataplane.objects.erasure import RS_4_2
 from dataplane.objects.model import StorageNode, Stripe
-from dataplane.objects.ports import Metadata
+from dataplane.objects.ports import ChunkUnavailable, Metadata
 from dataplane.objects.repairer import Repairer
 from dataplane.objects.store import ObjectBackend
 from dataplane.objects.stripeio import StripeRepairReport
@@ -22,9 +22,23 @@ from tests.dataplane.objects.memory_metadata import MemoryMetadata
 CHUNK = 4096
 
 
+class RefusingChunkClient(FakeChunkClient):
+    """The fake nodes, where a node in `refuse_puts` is up and serves reads but refuses writes (a full or read-only
+    disk): placement still picks it, the write fails."""
+
+    def __init__(self, nodes: list[StorageNode], *, verifying: bool = False) -> None:
+        super().__init__(nodes, verifying=verifying)
+        self.refuse_puts: set[str] = set()
+
+    async def put(self, node: str, chunk_id: str, data: bytes) -> None:
+        if node in self.refuse_puts:
+            raise ChunkUnavailable(node, chunk_id, "refused: read-only disk")
+        await super().put(node, chunk_id, data)
+
+
 class ECCluster:
     def __init__(self, n: int = 6, *, verifying: bool = False, metadata: Metadata | None = None) -> None:
-        self.client = FakeChunkClient([StorageNode(f"n{i}", f"z{i % 3}", quota=1 << 30) for i in range(n)],
+        self.client = RefusingChunkClient([StorageNode(f"n{i}", f"z{i % 3}", quota=1 << 30) for i in range(n)],
                                       verifying=verifying)
         self.lost: set[str] = set()
         self.metadata = metadata if metadata is not None else MemoryMetadata()

@@ -68,8 +68,16 @@ async def test_a_stripe_is_written_with_five_fragments_and_refused_with_four() -
     (stripe,) = (await c.stripes()).values()
     assert await c.good_fragments(stripe) == 5
     c.client.nodes["n0"].down = False
+    c.client.refuse_puts.add("n1")  # online and chosen, yet its write fails
+    await c.put("ec", "refused", os.urandom(CHUNK))
+    (refused,) = [s for s in (await c.stripes()).values() if s != stripe]
+    assert await c.good_fragments(refused) == 5
+    (missing,) = [fid for fid, home in zip(refused.fragments, c.where(refused), strict=True) if not home]
+    assert set(c.metadata.orphans) == {("n1", missing)}  # the failed write may have landed: noted for the sweep
+    c.client.refuse_puts.clear()
     report = await c.repair(1.0)
-    assert report.rebuilt == 1 and await c.good_fragments(stripe) == 6  # n0 holds no fragment of it: a valid target
+    assert report.rebuilt == 2 and await c.good_fragments(stripe) == 6  # n0 holds no fragment of it: a valid target
+    assert await c.good_fragments(refused) == 6
     c.lose("n0", "n1")
     with pytest.raises(ChunkWriteFailed, match="4 of 6 fragments stored, 5 needed"):
         await c.backend.io.store(os.urandom(CHUNK), 3, RS_4_2)
