@@ -366,6 +366,7 @@ async def attach(parts: StorageParts) -> Gateway:
     from coordinator.objects import EnvelopeSealer, StoreMetadata
     from dataplane.objects.peer import OverlayChunkClient
     from dataplane.objects.store import ObjectBackend
+    from dataplane.objects.throttle import NodeLimited
     from edge_agent.overlay import interface_addresses
 
     coord, coord_id = parts.coordinator, parts.coordinator.cfg.coordinator_id
@@ -380,7 +381,7 @@ async def attach(parts: StorageParts) -> Gateway:
     gateway_overlay = GatewayOverlay(book=coord.overlay, wake=coord.wake, credential=lambda: credential[0],
                                      renew=renew, clock=time.time, local_addresses=interface_addresses)
     overlay = await gateway_overlay.start()
-    client = OverlayChunkClient(overlay)
+    client = NodeLimited(OverlayChunkClient(overlay))  # within what a node's chunk server takes from one peer
     metadata = StoreMetadata(parts.store, EnvelopeSealer(lambda: parts.secrets.keyring))
 
     def members() -> Mapping[str, NodeInfo]:

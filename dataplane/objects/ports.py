@@ -42,6 +42,10 @@ class ChunkMissing(ChunkUnavailable):
     gone (deleted as corrupt by the node's own check, a wiped disk), so the caller forgets that holder."""
 
 
+class ChunkBusy(ChunkUnavailable):
+    """The node refused for want of room right now (too many requests at once): try again shortly."""
+
+
 class ChunkClient(Protocol):
     async def put(self, node: str, chunk_id: str, data: bytes) -> None:
         """Store the chunk on `node` (idempotent); raises ChunkUnavailable."""
