@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from broker.wire.schema import Blob, Float, Hex, Ident, Int, Items, Keys, Text
+from broker.wire.schema import Blob, Float, Hex, Ident, Int, Items, Keys, Member, Text
 
 NodeId = Annotated[str, Ident()]
+PeerId = Annotated[str, Member()]  # an overlay peer: a node id, or a service member such as "s3@<coordinator id>"
 Name = Annotated[str, Ident()]
 Timestamp = Annotated[float, Float(0.0, 2.0**40)]
 Count = Annotated[int, Int(0, 2**31 - 1)]
@@ -462,7 +463,7 @@ class OverlayCandidate:
 class PeerPath:
     """How a node reaches one peer right now."""
 
-    node_id: NodeId
+    node_id: PeerId
     path: PathKind
     relay: RelayId = ""
     address: HostPort = ""  # the direct address in use (LAN or punched)
@@ -506,7 +507,7 @@ class RelayInfo:
 class PeerEntry:
     """A peer a node must be able to reach: what the coordinator knows of it from its own OverlayReport."""
 
-    node_id: NodeId
+    node_id: PeerId
     candidates: Annotated[tuple[OverlayCandidate, ...], Items(32)] = ()
     relays: Annotated[tuple[RelayId, ...], Items(16)] = ()  # the relays the peer holds links to
     dial: bool = False  # this node opens the connection (exactly one side of a pair does; the other accepts)

@@ -28,6 +28,9 @@ from broker.errors import WireError
 # topic level (no '/', '+', '#', NUL; MQTT 3.1.1 §4.7.1), as a DNS-ish label and as a file name.
 ID_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})")
 ID_MAX_LEN = 63
+# An overlay member: a node id, or a service's identity "name@id" (the S3 gateway is "s3@<coordinator id>", a relay
+# "relay@<name>"): never a node id, so no node can enrol under it.
+MEMBER_PATTERN = re.compile(rf"{ID_PATTERN.pattern}(?:@{ID_PATTERN.pattern})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,13 @@ class Text:
     """A free-form UTF-8 string of at most `max_len` characters."""
 
     max_len: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An overlay member's identity (see MEMBER_PATTERN)."""
+
+    max_len: int = 2 * ID_MAX_LEN + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +192,15 @@ def _scalar(tp: Any, marks: dict[type, Any]) -> Converter:
         ident = marks.get(Ident)
         if ident is not None:
             return lambda v, path: check_id(v, path, ident.max_len)
+        member = marks.get(Member)
+        if member is not None:
+
+            def conv_member(v: Any, path: str) -> str:
+                if not isinstance(v, str) or len(v) > member.max_len or MEMBER_PATTERN.fullmatch(v) is None:
+                    raise WireError(f"expected a node id or a member identity NAME@ID, got {describe(v)}", path=path)
+                return v
+
+            return conv_member
         hexa = marks.get(Hex)
         if hexa is not None:
             digits = re.compile(f"[0-9a-f]{{{hexa.length}}}")

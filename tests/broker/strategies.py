@@ -79,6 +79,9 @@ def _scalar(base: Any, marks: dict[type, Any]) -> st.SearchStrategy[Any]:
     if base is str:
         if schema.Ident in marks:
             return ids(marks[schema.Ident].max_len)
+        if schema.Member in marks:
+            top = marks[schema.Member].max_len
+            return st.from_regex(schema.MEMBER_PATTERN, fullmatch=True).filter(lambda s: len(s) <= top)
         if schema.Hex in marks:
             n = marks[schema.Hex].length
             return st.text("0123456789abcdef", min_size=n, max_size=n)

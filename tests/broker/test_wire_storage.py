@@ -58,3 +58,32 @@ def test_negative_storage_numbers_are_refused(field: str) -> None:
     with pytest.raises(WireError) as caught:
         wire.decode(raw_status(**{field: -1}))
     assert caught.value.path == f"b.{field}"
+
+
+# ---- overlay peers that are not nodes: the S3 gateway "s3@<coordinator id>" --------------------------------------
+
+def directory_with_peer(peer: object) -> bytes:
+    body = {"node_id": "pi-1", "generation": 1, "epoch": 1, "ts": 1.0, "peers": [{"node_id": peer}]}
+    return msgpack.packb({"v": PROTOCOL_MAJOR, "k": wire.PeerDirectory.KIND, "b": body}, use_bin_type=True)
+
+
+def test_a_gateway_member_is_a_valid_peer_in_directories_and_reports() -> None:
+    directory = wire.PeerDirectory(node_id="pi-1", generation=1, epoch=1, ts=1.0,
+                                   peers=(wire.PeerEntry(node_id="s3@local", dial=False),))
+    assert wire.decode(wire.encode(directory)) == directory
+    report = wire.OverlayReport(node_id="pi-1", ts=1.0, enabled=True,
+                                peers=(wire.PeerPath(node_id="s3@c-1.example", path=wire.PathKind.RELAYED),))
+    assert wire.decode(wire.encode(report)) == report
+
+
+@pytest.mark.parametrize("peer", ["a@b@c", "@local", "s3@", "s3@lo/cal", "x" * 64 + "@a", "", 7],
+                         ids=["two-ats", "no-name", "no-id", "slash", "name-too-long", "empty", "number"])
+def test_a_bad_peer_identity_is_refused(peer: object) -> None:
+    with pytest.raises(WireError) as caught:
+        wire.decode(directory_with_peer(peer))
+    assert caught.value.path == "b.peers[0].node_id"
+
+
+def test_node_ids_still_refuse_the_member_form() -> None:
+    with pytest.raises(WireError):
+        wire.decode(raw_status(node_id="s3@local"))
