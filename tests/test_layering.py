@@ -65,6 +65,8 @@ CORE_GLOBS = (
     # (chunkio.py and store.py are its adapters, peer.py the overlay transport)
     "dataplane/objects/chunking.py", "dataplane/objects/model.py", "dataplane/objects/placement.py",
     "dataplane/objects/repair.py", "dataplane/objects/ports.py", "dataplane/objects/access.py",
+    # erasure coding: the stripe layout, placement and store documents (its Codec loads pyeclib lazily, on first use)
+    "dataplane/objects/erasure.py",
 )
 # Which top-level packages each may import (itself always). `dataplane` is marked: the coordinator may import only
 # its pure contract modules (those in CORES), never the overlay's adapters.
