@@ -200,19 +200,24 @@ class StripeIO:
         data, codec, corrupt = await self._decode(ref, stripe, lay)
         lost = sorted(set(lay.missing) | corrupt)
         if lost:
-            await self._read_repair(ref.id, stripe, codec, data, lost=lost, nodes=nodes)
+            await self._read_repair(ref.id, codec, data, lay, lost=lost, nodes=nodes)
         return data
 
-    async def _read_repair(self, cid: str, stripe: Stripe, codec: Codec, data: bytes, *, lost: list[int],
+    async def _read_repair(self, cid: str, codec: Codec, data: bytes, lay: Layout, *, lost: list[int],
                            nodes: Sequence[StorageNode]) -> None:
-        """Best effort: a failure leaves the stripe degraded for the repairer, never fails the read."""
+        """Re-encode fragments `lost` from the decoded chunk and write them to nodes outside the stripe (`lay`: its
+        layout before the read; the copies found corrupt were already holders, so stay excluded). Best effort: a
+        failure leaves the stripe degraded for the repairer, never fails the read; with no eligible node (every one
+        holds a fragment) nothing is encoded."""
+        stripe = lay.stripe
+        if isinstance(targets(cid, stripe, lost, nodes, lay.occupied, holding=lay.holding), Unplaceable):
+            return
         fragments = codec.encode(data)
         if (problem := check_fragments(stripe, fragments)) is not None:
             log.error("read-repair of %s skipped: %s", cid[:12], problem)
             return
-        lay = await self._layout(stripe, nodes)  # occupied now includes copies just marked bad
-        written, failures = await self._write(cid, stripe, fragments, [i for i in lost if i in lay.missing],
-                                              nodes=nodes, exclude=set(lay.occupied), holding=lay.holding)
+        written, failures = await self._write(cid, stripe, fragments, lost, nodes=nodes, exclude=set(lay.occupied),
+                                              holding=lay.holding)
         if written:
             log.info("read-repair of %s: rewrote fragments %s", cid[:12], written)
         if failures:
