@@ -61,6 +61,7 @@ Result = Placement | Unschedulable
 _CONST: Final = 0  # dynamic term: scorer not applicable, contributes weight * 100
 _ARRAY: Final = 1  # local dynamic scorer: value from the pass-wide per-node cache
 _CALL: Final = 2  # non-local dynamic scorer: computed on demand
+CHECKS_PER_STEP: Final = 10_000  # static filter checks per stage of `prepare_steps` (~2.5 ms of CPU)
 
 _Term = tuple[int, float, object]
 
@@ -236,8 +237,7 @@ class SchedulingPass:
         pass's caches the next reuses, so the result is exactly `prepare`'s; nothing happens if already prepared."""
         if self.prepared(request):
             return
-        for f in self._static_filters:
-            self._static_rejects(f, request)
+        yield from self._static_rejects_steps(request)
         yield
         self._static_total(request)
         yield
@@ -286,6 +286,29 @@ class SchedulingPass:
             cached = {i: r for i, node in enumerate(self._nodes) if (r := f.check(node, request, ctx)) is not None}
             self._rejects[key] = cached
         return cached
+
+    def _static_rejects_steps(self, request: PlacementRequest) -> Iterator[None]:
+        """Every static filter's rejections for `request`, cached as `_static_rejects` caches them, in stages of
+        about CHECKS_PER_STEP filter checks (at 5,000 nodes all nine filters in one step took 11-25 ms of CPU). A
+        filter's rejections are cached only once complete: a stage left unfinished leaves nothing half-built."""
+        ctx, nodes, count, budget = self._ctx, self._nodes, len(self._nodes), CHECKS_PER_STEP
+        for f in self._static_filters:
+            key = (f, f.key(request))
+            if key in self._rejects:
+                continue
+            found: dict[int, Reject] = {}
+            start = 0
+            while start < count:
+                end = min(count, start + budget)
+                for i in range(start, end):
+                    if (r := f.check(nodes[i], request, ctx)) is not None:
+                        found[i] = r
+                budget -= end - start
+                start = end
+                if budget <= 0:
+                    yield
+                    budget = CHECKS_PER_STEP
+            self._rejects[key] = found
 
     def _static_scores(self, s: Scorer, key: Hashable, request: PlacementRequest) -> list[float]:
         cached = self._scores.get((s, key))
