@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from broker.wire import NodeFacts, NodeStatus, Presence, SealedSecret
+from broker.wire import (
+    NodeFacts,
+    NodeStatus,
+    ObservedState,
+    Presence,
+    ReplicaObserved,
+    ReplicaState,
+    SealedSecret,
+)
 from coordinator.cluster import Cluster, Reservations, SpecCache
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.model import NodeAdmin, ReplicaPhase, ReplicaRecord, WorkloadRecord
@@ -76,6 +85,37 @@ def test_replica_views_join_node_state_draining_and_observation() -> None:
     assert views["r1"].node_state is NodeState.ONLINE and views["r1"].node_draining
     assert views["r2"].node_state is None and not views["r2"].node_draining
     assert views["r1"].observed is None
+
+
+@pytest.mark.parametrize("heard_for", [0.0, 31.0])
+def test_replica_views_agree_with_node_state_admin_and_observed_of_for_every_replica(heard_for: float) -> None:
+    """replica_views inlines node_state and observed_of (it runs for every replica of a 2,500-replica workload in
+    one step of the loop): each view says what they say, for every kind of node a replica can be on."""
+    w = make_workload()
+    on = {"r-a1": "a", "r-a2": "a", "r-b": "b", "r-gone": "revoked", "r-unknown": "stranger", "r-pending": None,
+          "r-offline": "c", "r-unseen": "a"}
+    replicas = tuple(make_replica(rid, w, node=node) for rid, node in on.items())
+    seen = {"r-a1": ReplicaState.RUNNING, "r-a2": ReplicaState.FAILED}
+    observed = ObservedState(node_id="a", generation=1, epoch=1, ts=NOW, replicas=tuple(
+        ReplicaObserved(replica_id=rid, workload=w.name, state=state, spec_hash=w.spec_hash, ready=True)
+        for rid, state in seen.items()))
+    members = (replace(make_member("a"), observed=observed), make_member("b"),
+               make_member("c", state=NodeState.OFFLINE), make_member("revoked"))
+    cluster = make_cluster(w, replicas=replicas, members=members, revoked={"revoked"})
+    cluster.admin["a"] = NodeAdmin(draining=True)
+    cluster.admin["b"] = NodeAdmin(cordoned=True)
+    views = {v.record.replica_id: v for v in cluster.replica_views(w, heard_for_s=heard_for, lost_after_s=30.0)}
+    assert set(views) == set(on)
+    for rid, node in on.items():
+        v, r = views[rid], cluster.replicas[rid]
+        assert v.record is r
+        assert v.node_state is cluster.node_state(node, heard_for_s=heard_for, lost_after_s=30.0)
+        assert v.node_draining is (node == "a")
+        assert v.observed is cluster.observed_of(r)
+    assert views["r-a1"].observed is observed.replicas[0] and views["r-a2"].observed is observed.replicas[1]
+    assert views["r-a1"].ready and not views["r-a2"].ready and views["r-unseen"].observed is None
+    assert views["r-gone"].node_state is NodeState.LOST and views["r-offline"].node_state is NodeState.OFFLINE
+    assert views["r-unknown"].node_state is (NodeState.LOST if heard_for > 30.0 else None)
 
 
 def test_spec_cache_parses_a_document_once_and_sees_a_changed_one_under_the_same_hash() -> None:
