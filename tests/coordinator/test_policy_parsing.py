@@ -4,6 +4,8 @@ never raises."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -160,6 +162,16 @@ def test_default_policies_load_from_the_package() -> None:
     assert [p.name for p in policies] == ["secure-defaults", "image-provenance"]
     assert default_policies() is policies  # parsed once
     assert all(p.applies_to("anything") for p in policies)
+
+
+def test_pyyaml_is_imported_with_the_module_not_in_the_first_apply() -> None:
+    """Importing PyYAML takes 11-17 ms of CPU: the coordinator's first PUT /v1/workloads paid it inside one step of
+    the event loop (issue 17). It is imported with coordinator.operations (the coordinator's start-up), so the first
+    default_policies() only parses, and still gives the packaged set."""
+    code = ("import sys\nimport coordinator.operations\nprint('yaml' in sys.modules)\n"
+            "from coordinator.policy import default_policies\nprint([p.name for p in default_policies()])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["True", "['secure-defaults', 'image-provenance']"], out.stdout
 
 
 def test_default_yaml_parses_like_load_policies() -> None:
