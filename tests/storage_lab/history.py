@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -50,6 +51,15 @@ class Recorder:
     def ok_since(self, t: float, kind: Kind) -> int:
         with self._lock:
             return sum(1 for op in self.history if op.kind is kind and op.outcome is Outcome.OK and op.invoke >= t)
+
+    def summary(self, since: float) -> str:
+        """What the clients saw before and after `since`: outcomes per kind, and the errors."""
+        with self._lock:
+            ops, errors = list(self.history), list(self.errors)
+        before = Counter((op.kind.value, op.outcome.value) for op in ops if op.invoke < since)
+        after = Counter((op.kind.value, op.outcome.value) for op in ops if op.invoke >= since)
+        return (f"clients before: {dict(sorted(before.items()))}\nclients after: {dict(sorted(after.items()))}\n"
+                f"client errors: {Counter(errors).most_common(8)}")
 
     def _client(self, endpoint: str) -> Any:
         # short timeouts, no retries: every attempt is one operation of the history
@@ -128,10 +138,11 @@ class Recorder:
             fn()
         except ClientError as exc:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            self._error(f"{status} {exc.response.get('Error', {}).get('Code')}")
+            err = exc.response.get("Error", {})
+            self._error(f"{status} {err.get('Code')}: {str(err.get('Message'))[:160]}")
             return (Outcome.FAIL if 0 < status < 500 else Outcome.UNKNOWN), status >= 500
         except Exception as exc:  # a timeout, a reset, a refused connection: the answer is unknown
-            self._error(type(exc).__name__)
+            self._error(f"{type(exc).__name__}: {str(exc)[:160]}")
             return Outcome.UNKNOWN, True
         return Outcome.OK, False
 
