@@ -293,7 +293,8 @@ def world(tmp: Path, *, storage_nodes: int, coordinators: int = 1, quota: str = 
             # was answered 503 (the agent then exits); see /tmp/s8/needs-S-lab.md, finding 2
             for a in agents.values():
                 a.start(token)
-                w.until(lambda a=a: a.node_id in w.online(), 120, f"{a.node_id} enrolled and online")
+                node = a.node_id
+                w.until(lambda: node in w.online(), 120, f"{node} enrolled and online")  # noqa: B023 - used at once
             w.until(lambda: _storage_ready(w.status(), set(agents)), 120,
                     "every storage node counted by the gateway with its quota")
             w.note("world up", f"{time.monotonic() - started:.1f} s ({storage_nodes} storage nodes, "
