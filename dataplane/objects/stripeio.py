@@ -28,7 +28,7 @@ from dataplane.objects.erasure import (
 )
 from dataplane.objects.model import ChunkRecord, ErasureCode, StorageNode, Stripe
 from dataplane.objects.placement import Unplaceable
-from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkUnavailable, Metadata
+from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkMissing, ChunkUnavailable, Metadata
 from dataplane.objects.repair import Delete, Rebuild, StripePlan, plan_stripe_repair
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,9 @@ class StripeIO:
         return ChunkRef(cid, size)
 
     async def _gather(self, cid: str, stripe: Stripe, lay: Layout) -> tuple[dict[int, bytes], set[int]]:
-        """Read k verified fragments (k at a time in parallel, the next candidate for each failure). (fragments by
-        index, indices found corrupt)."""
+        """Read k verified fragments (k at a time in parallel, the next candidate for each failure). A copy found
+        corrupt is recorded bad; a node that answers it has no copy (`ChunkMissing`: a wiped disk, a copy its own
+        scrub deleted) is forgotten as a holder. (fragments by index, indices found corrupt or missing)."""
         got: dict[int, bytes] = {}
         corrupt: set[int] = set()
         pending = lay.read_order()
@@ -164,6 +165,11 @@ class StripeIO:
                         continue
                 elif isinstance(result, ChunkMismatch):
                     pass
+                elif isinstance(result, ChunkMissing):
+                    log.warning("fragment %d of chunk %s is gone from %s: holder forgotten", i, cid[:12], node)
+                    corrupt.add(i)
+                    await self.metadata.update_chunk(fid, stripe.fragment_size, remove=[node])
+                    continue
                 elif isinstance(result, ChunkUnavailable):
                     log.info("read of fragment %d of %s from %s failed: %s", i, cid[:12], node, result.why)
                     continue

@@ -59,6 +59,20 @@ async def test_a_corrupt_fragment_is_found_by_its_hash_and_rewritten_elsewhere(v
     assert await c.read("ec", "k") == body
 
 
+async def test_a_fragment_gone_from_its_node_is_forgotten_there_and_rewritten_elsewhere() -> None:
+    c = ECCluster(7)
+    await c.bucket("ec")
+    body = os.urandom(CHUNK)
+    await c.put("ec", "k", body)
+    (stripe,) = (await c.stripes()).values()
+    (wiped,) = c.where(stripe)[1]
+    del c.client.nodes[wiped].chunks[stripe.fragments[1]]  # the node's disk lost it: it answers "no such chunk"
+    assert await c.read("ec", "k") == body
+    (record,) = (await c.metadata.get_chunks([stripe.fragments[1]])).values()
+    (spare,) = c.where(stripe)[1]
+    assert record.holders == {spare} and spare != wiped and await c.good_fragments(stripe) == 6
+
+
 async def test_a_stripe_is_written_with_five_fragments_and_refused_with_four() -> None:
     c = ECCluster(6)
     await c.bucket("ec")
