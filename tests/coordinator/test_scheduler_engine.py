@@ -295,8 +295,9 @@ def test_binpack_still_packs_small_replicas() -> None:
 
 
 def test_prepare_steps_checks_static_filters_in_bounded_stages(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A workload's static rejections come in stages of at most CHECKS_PER_STEP filter checks (at 5,000 nodes all
-    at once held the coordinator's loop 11-25 ms), and decide exactly what one pass over every node decides."""
+    """A workload's static rejections come in stages of at most CHECKS_PER_STEP filter checks and each scorer's
+    column in stages of SCORES_PER_STEP nodes (at 5,000 nodes each held the coordinator's loop 10-25 ms at once),
+    and they decide exactly what one pass over every node decides."""
     from coordinator.scheduler import engine
 
     nodes = [make_node(f"n{i:02}", mem="1Gi", used_mem="1000Mi" if i % 3 == 0 else "0", cordoned=i % 4 == 1)
@@ -307,12 +308,40 @@ def test_prepare_steps_checks_static_filters_in_bounded_stages(monkeypatch: pyte
     assert any(isinstance(r, Unschedulable) for r in whole) and any(isinstance(r, Placement) for r in whole)
 
     monkeypatch.setattr(engine, "CHECKS_PER_STEP", 5)
+    monkeypatch.setattr(engine, "SCORES_PER_STEP", 4)
     sched = SchedulingPass(snap)
     static_filters = len(sched._static_filters)
+    columns = sum(1 for s, _ in sched._static_scorers if s.key(requests[0]) is not None)
+    columns += sum(1 for s, _ in sched._dynamic_scorers if s.local and s.key(requests[0]) is not None)
+    assert columns >= 2
     stages = sum(1 for _ in sched.prepare_steps(requests[0]))
-    # every check of every static filter, 5 to a stage, then the scores, the dynamic columns and the ranking
-    assert stages >= (13 * static_filters) // 5 + 2
+    # every check of every static filter, 5 to a stage; every scorer's column, 4 nodes to a stage; the ranking
+    assert stages >= (13 * static_filters) // 5 + columns * 4
     assert sched.prepared(requests[0])
     assert [sched.place(r) for r in requests] == whole
     sliced = [pair for part in engine.schedule_slices(snap, requests, size=1) for pair in part]
     assert [r for _, r in sorted(sliced, key=lambda p: p[0])] == whole
+
+
+def test_a_placement_between_the_stages_of_prepare_steps_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column built in stages is right for nodes placed on while it was being built."""
+    from coordinator.scheduler import engine
+
+    monkeypatch.setattr(engine, "SCORES_PER_STEP", 2)
+    monkeypatch.setattr(engine, "CHECKS_PER_STEP", 3)
+    snap = make_snapshot(*(make_node(f"n{i}", mem="2Gi") for i in range(6)))
+    web, db = replicas(4, mem="256Mi"), [dataclasses.replace(r, workload="db") for r in replicas(3, mem="512Mi")]
+    reference = SchedulingPass(snap)
+    first = [reference.place(r) for r in db]
+    expected = [reference.place(r) for r in web]
+
+    sched = SchedulingPass(snap)
+    steps = sched.prepare_steps(web[0])
+    static_columns = sum(1 for s, _ in sched._static_scorers if s.key(web[0]) is not None)
+    for _ in range(len(sched._static_filters) * 6 // 3 + 1 + static_columns * 3 + 2):  # into the last column
+        next(steps)
+    assert not sched._local  # the utilization column is half built
+    assert [sched.place(r) for r in db] == first
+    for _ in steps:
+        pass
+    assert [sched.place(r) for r in web] == expected
