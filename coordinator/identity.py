@@ -17,7 +17,7 @@ from coordinator import enroll
 from coordinator.enroll import Issue, NodeCertRecord, Refuse, TokenRecord
 from coordinator.files import atomic_write
 from coordinator.pki import CertificateAuthority, CertRole, Issued, PkiError, fingerprint
-from coordinator.store import Store, put
+from coordinator.store import Conflict, Store, put
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ SECRET_FILE = "enroll.secret"  # noqa: S105 - a file name
 REVOKED_FILE = "revoked"  # hex serials, read by `cloudless broker --revoked`
 CRL_FILE = "crl.pem"  # for Mosquitto's crlfile
 MAX_TOKEN_TTL_S = 7 * 86400
+ENROL_ATTEMPTS = 16  # compare-and-swap rounds on a token's use count before asking the device to retry
 
 
 def token_key(token_id: str) -> str:
@@ -92,21 +93,29 @@ class IdentityService:
         claims = enroll.verify(self.secret, token, now)
         if isinstance(claims, Refuse):
             return claims
-        entry = await self.store.get(token_key(str(claims["jti"])))
-        record = _token(entry.value) if entry else None
-        existing = await self.node_cert(node_id) if valid_id(node_id) else None
-        verdict = enroll.check(claims, record, existing, node_id, now)
-        if isinstance(verdict, Refuse):
-            return verdict
-        assert record is not None and entry is not None
-        issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
-                               lifetime_s=self.cfg.node_cert_lifetime_s)
-        used = dataclasses.replace(record, uses=record.uses + 1, nodes=(*record.nodes, node_id))
-        cert = NodeCertRecord(node_id, issued.serial, issued.not_after, certificate=issued.cert_pem.decode())
-        # the use is counted with a compare-and-swap: two devices racing on a one-use token cannot both win
-        await self.store.txn([put(entry.key, _json(used), expect=entry.mod_revision),
-                              put(cert_key(node_id), _json(cert))])
-        return issued, verdict
+        issued: Issued | None = None
+        for _ in range(ENROL_ATTEMPTS):
+            entry = await self.store.get(token_key(str(claims["jti"])))
+            record = _token(entry.value) if entry else None
+            existing = await self.node_cert(node_id) if valid_id(node_id) else None
+            verdict = enroll.check(claims, record, existing, node_id, now)
+            if isinstance(verdict, Refuse):
+                return verdict
+            assert record is not None and entry is not None
+            if issued is None:
+                issued = self.ca.issue(csr_pem, identity=node_id, role=CertRole.NODE, now=now,
+                                       lifetime_s=self.cfg.node_cert_lifetime_s)
+            used = dataclasses.replace(record, uses=record.uses + 1, nodes=(*record.nodes, node_id))
+            cert = NodeCertRecord(node_id, issued.serial, issued.not_after, certificate=issued.cert_pem.decode())
+            # the use is counted with a compare-and-swap: two devices racing on a one-use token cannot both win; a
+            # device that lost the race to another use of a many-use token reads the count again and is checked again
+            try:
+                await self.store.txn([put(entry.key, _json(used), expect=entry.mod_revision),
+                                      put(cert_key(node_id), _json(cert))])
+            except Conflict:
+                continue
+            return issued, verdict
+        return Refuse(f"token {claims['jti']} is being used by many devices at once; enrol again in a moment", 503)
 
     async def renew(self, node_id: str, serial: int, csr_pem: bytes) -> Issued | Refuse:
         """Renewal over an authenticated channel: the caller proved `node_id` with a certificate of `serial`."""
