@@ -8,7 +8,9 @@ needed, as semantics: what a connect or SUBSCRIBE touches, never how long it tak
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from broker.acl import Acl
 from broker.auth import CertAuthenticator
 from broker.cli import open_acl
 from broker.embedded import (
+    GC_THRESHOLDS,
     TLS_READ_BUFFER_BYTES,
     CloudlessSession,
     EmbeddedBroker,
@@ -277,3 +280,35 @@ async def test_packets_are_served_without_an_asyncio_wait_each(broker: EmbeddedB
     assert waits == []
     for c in (listener, publisher):
         c.disconnect()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_the_collector_is_tuned_while_brokers_run() -> None:
+    """At CPython's thresholds the collector took 2.3 of the 7.4 CPU seconds of a 2,000-device connect burst. While
+    a broker runs, the process collects at GC_THRESHOLDS with its start-up objects frozen; the last broker to stop
+    gives back what it found. Garbage cycles are still collected meanwhile."""
+    before = gc.get_threshold()
+    assert before != GC_THRESHOLDS
+    a = EmbeddedBroker(EmbeddedBrokerSettings(host="127.0.0.1", port=0), acl=open_acl())
+    b = EmbeddedBroker(EmbeddedBrokerSettings(host="127.0.0.1", port=0), acl=open_acl())
+    await a.start()
+    await b.start()
+    running = [a, b]
+    try:
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        cycle = _Cycle()
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None
+        await running.pop(0).shutdown()
+        assert gc.get_threshold() == GC_THRESHOLDS  # b still runs
+    finally:
+        for broker in running:
+            await broker.shutdown()
+    assert gc.get_threshold() == before
