@@ -155,6 +155,17 @@ def test_boto3_stores_objects_as_chunks_on_the_agents(cluster: Cluster) -> None:
     until(lambda: all(n["usedBytes"] >= len(big) and n["chunks"] >= len(wanted)
                       for n in cluster.api_call("GET", "/v1/storage/status")["nodes"]), 120,
           "the agents' reports of what they store", cluster.tails)
+    # the coordinator's /metrics carries the gateway's: latency per S3 operation, per-node capacity
+    import ssl
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=creds["ca"])
+    with urllib.request.urlopen(f"https://127.0.0.1:{cluster.api}/metrics", context=ctx, timeout=30) as resp:
+        metrics = resp.read().decode()
+    assert 'cloudless_s3_request_duration_seconds_count{operation="PutObject"}' in metrics
+    quota = [line.rsplit(" ", 1)[1] for line in metrics.splitlines()
+             if line.startswith('cloudless_storage_quota_bytes{node="sa",zone="za"}')]
+    assert [float(q) for q in quota] == [float(QUOTA)]
     s3.delete_object(Bucket="photos", Key="small.txt")
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket="photos", Key="small.txt")
