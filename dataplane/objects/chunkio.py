@@ -1,7 +1,8 @@
 """Chunk transfer for the object store: write a chunk to R nodes chosen by `placement.place` (retrying on other nodes
-when one fails), read one from any holder verifying its SHA-256 (a corrupt copy is recorded as bad for repair and the
-next holder tried), and garbage-collect chunks no object refers to any more. The adapter between the pure cores,
-the `Metadata` port and the `ChunkClient` port; it decides nothing itself.
+when one fails), read one from any holder verifying its SHA-256 (a corrupt copy is recorded as bad for repair, a
+holder that answers it has no copy is forgotten as one, and the next holder tried), and garbage-collect chunks no
+object refers to any more. The adapter between the pure cores, the `Metadata` port and the `ChunkClient` port; it
+decides nothing itself.
 
 Write rule (decided here, documented in docs/storage.md): a chunk counts as written when at least one copy is
 acknowledged; the writer tries to reach R copies, replacing failed targets with the next-best nodes, and a chunk
@@ -31,7 +32,7 @@ from dataplane.objects.chunking import ChunkRef, chunk_id
 from dataplane.objects.erasure import fragment_owners
 from dataplane.objects.model import ChunkRecord, ErasureCode, StorageNode
 from dataplane.objects.placement import Unplaceable, place
-from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkUnavailable, Metadata
+from dataplane.objects.ports import ChunkClient, ChunkMismatch, ChunkMissing, ChunkUnavailable, Metadata
 from dataplane.objects.repair import GC_GRACE_S, unreferenced
 from dataplane.objects.stripeio import StripeIO, StripeLost, StripeWriteFailed
 
@@ -133,6 +134,10 @@ class ChunkIO:
                 data = await self.client.get(node, ref.id)
             except ChunkMismatch:  # the client checked the bytes itself (the overlay client does): a bad copy
                 data = None
+            except ChunkMissing:  # gone (a wiped disk, a copy the node's scrub deleted): that holder is forgotten
+                log.warning("chunk %s is gone from %s: holder forgotten for repair", ref.id[:12], node)
+                await self.metadata.update_chunk(ref.id, ref.size, remove=[node])
+                continue
             except ChunkUnavailable as exc:
                 log.info("read of %s from %s failed: %s", ref.id[:12], node, exc.why)
                 continue
