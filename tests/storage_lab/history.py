@@ -39,6 +39,9 @@ class Recorder:
 
     def start(self) -> Recorder:
         self._futures = [self.w.net.submit(self._run, c) for c in range(self.clients)]
+        time.sleep(1)
+        broken = [f.exception() for f in self._futures if f.done()]
+        assert not broken, f"a client stopped at once: {broken}"
         return self
 
     def stop(self) -> list[Op]:

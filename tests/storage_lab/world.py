@@ -170,8 +170,9 @@ class World:
         from botocore.config import Config
 
         creds = self.coord.storage_config()
-        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"},
-                     connect_timeout=10, read_timeout=60, **config)
+        settings: dict[str, Any] = {"s3": {"addressing_style": "path"}, "connect_timeout": 10, "read_timeout": 60,
+                                    "retries": {"max_attempts": 1, "mode": "standard"}, **config}
+        cfg = Config(**settings)
         return boto3.client("s3", endpoint_url=endpoint or self.endpoint, region_name=creds.get("region", "us-east-1"),
                             aws_access_key_id=creds["accessKeyId"], aws_secret_access_key=creds["secretAccessKey"],
                             verify=str(self.coord.ca), config=cfg)
