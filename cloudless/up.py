@@ -502,6 +502,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
               "Try:\n  cloudless get nodes\n  cloudless apply -f examples/hello.yaml\n"
               "  cloudless get workloads\n  cloudless describe workload hello\n"
               "  cloudless overlay status\n"
+              + ("  cloudless storage status   (S3: agents offer storage with --storage-quota)\n"
+                 if args.s3_port else "") +
               "Press Ctrl-C to stop.", flush=True)
         while not stopping:
             if crl_watch is not None and crl_watch[1].changed():  # a revocation: Mosquitto re-reads its CRL
