@@ -38,7 +38,7 @@ from edge_agent import facts as node_facts
 from edge_agent import health, images, renewal, report
 from edge_agent.beat import BeatPolicy, Sent
 from edge_agent.commands import CommandHandler
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, StorageSettings
 from edge_agent.desired import Accepted, consider
 from edge_agent.errors import AgentError, ImageUnavailable, RuntimeError_, StateError
 from edge_agent.gating import Gate, GateState
@@ -53,7 +53,7 @@ from edge_agent.secret_layout import Materialized, needs_secrets, owner_of, secr
 from edge_agent.secrets import SecretFiles, SecretVault, default_root
 from edge_agent.services import AgentServices, ServiceSettings
 from edge_agent.state import StateStore
-from edge_agent.storage_plan import StorageFacts, StorageSettings, storage_moved
+from edge_agent.storage_plan import StorageFacts, storage_moved
 
 if TYPE_CHECKING:
     from edge_agent.storage import NodeStorage

@@ -212,11 +212,10 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     from broker.wire import NodeStatus, Presence, topics
     from edge_agent import cluster
     from edge_agent.agent import Agent
-    from edge_agent.config import parse_broker_url
+    from edge_agent.config import StorageSettings, parse_broker_url
     from edge_agent.gating import Gate
     from edge_agent.profile import select_profile
     from edge_agent.services import ServiceSettings
-    from edge_agent.storage_plan import StorageSettings
 
     log_identity("node", cfg.node_id)
     log_to_file(cfg.data_dir / "logs" / "agent.log")  # the device keeps its own recent history (rotated)

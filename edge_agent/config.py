@@ -12,6 +12,7 @@ from broker.client import Secret
 from broker.wire import valid_id
 from edge_agent.errors import ConfigError
 from edge_agent.reconcile import RestartConfig
+from edge_agent.storage_plan import ScrubSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,23 @@ class AgentConfig:
     @property
     def chunks_dir(self) -> Path:
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "chunks"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    """What the agent's storage is asked for (edge_agent.storage opens it)."""
+
+    root: Path  # the chunks' directory (--storage-dir, default DATA/chunks)
+    state_file: Path  # the scrub position and the corrupt ledger
+    quota_flag: int | None  # --storage-quota (None: the profile's)
+    profile_quota: int
+    profile: str
+    scrub: ScrubSettings = field(default_factory=ScrubSettings)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any storage is asked for (a quota above 0 from the flag or the profile)."""
+        return bool(self.quota_flag) if self.quota_flag is not None else self.profile_quota > 0
 
 
 def parse_broker_url(url: str) -> BrokerAddress:

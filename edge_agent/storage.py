@@ -32,13 +32,13 @@ from dataplane.objects.chunking import is_chunk_id
 from dataplane.objects.peer import ChunkServer, Limits
 from edge_agent.atomic import atomic_write
 from edge_agent.chunks import ChunkCorrupt, DiskChunkStore
+from edge_agent.config import StorageSettings
 from edge_agent.metrics import StorageSample
 from edge_agent.storage_plan import (
     CorruptLedger,
     Quota,
     ScrubState,
     StorageFacts,
-    StorageSettings,
     after_slice,
     resolve_quota,
     resumed,
@@ -92,7 +92,6 @@ class NodeStorage:
         self.handler = self.server.handle
         self._saved_at = clock()
         self._dirty = False
-        self.changed = asyncio.Event()  # the corrupt list changed: the status should go out soon
 
     @classmethod
     async def open(cls, settings: StorageSettings, *, clock: Callable[[], float],
@@ -190,9 +189,8 @@ class NodeStorage:
         return self.scrub
 
     async def _flush_if_dirty(self) -> None:
-        if self._dirty:
+        if self._dirty:  # the corrupt list changed: kept at once (the status takes it at the agent's next tick)
             self._dirty = False
-            self.changed.set()
             await asyncio.to_thread(self._save_quietly)
 
     def _save_quietly(self) -> None:

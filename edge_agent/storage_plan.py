@@ -19,8 +19,7 @@ which corrupt chunks it still reports, and when its storage numbers moved enough
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
 MAX_CORRUPT = 256  # the wire's bound (broker.wire.messages.MAX_CORRUPT_REPORTED)
@@ -96,23 +95,6 @@ def resumed(position: str, pass_started: float | None, *, now: float, settings: 
     if position or pass_started is None or pass_started > now:
         return ScrubState(position=position, pass_started=pass_started if position else None, next_at=now)
     return ScrubState(pass_started=pass_started, next_at=max(now, pass_started + settings.period_s))
-
-
-@dataclass(frozen=True, slots=True)
-class StorageSettings:
-    """What the agent's storage is asked for (edge_agent.storage opens it)."""
-
-    root: Path  # the chunks' directory (--storage-dir, default DATA/chunks)
-    state_file: Path  # the scrub position and the corrupt ledger
-    quota_flag: int | None  # --storage-quota (None: the profile's)
-    profile_quota: int
-    profile: str
-    scrub: ScrubSettings = field(default_factory=ScrubSettings)
-
-    @property
-    def wanted(self) -> bool:
-        """Whether any storage is asked for (a quota above 0 from the flag or the profile)."""
-        return bool(self.quota_flag) if self.quota_flag is not None else self.profile_quota > 0
 
 
 # ---- corrupt chunks reported ---------------------------------------------------------------------------------
