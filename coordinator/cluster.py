@@ -207,7 +207,11 @@ class Cluster:
         info = self.members.get(r.node) if r.node else None
         if info is None or info.observed is None:
             return None
-        return next((o for o in info.observed.replicas if o.replica_id == r.replica_id), None)
+        rid = r.replica_id  # a plain loop: the dashboard asks this of every replica in one step
+        for o in info.observed.replicas:
+            if o.replica_id == rid:
+                return o
+        return None
 
     def spec_hashes_in_use(self) -> set[str]:
         return {r.spec_hash for r in self.replicas.values()}
