@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import string
 from pathlib import Path
 from typing import Any, Protocol
 
-from dataplane.objects.access import validate
+from dataplane.objects import access
 from dataplane.objects.model import AccessKey
 
 log = logging.getLogger(__name__)
 
-ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
 
 
 class KeyStore(Protocol):
     async def get_key(self, access_key: str) -> AccessKey | None: ...
 
     async def put_key(self, key: AccessKey) -> None: ...
-
-
-def new_key(owner: str, buckets: tuple[tuple[str, str], ...]) -> AccessKey:
-    """Fresh key material: a 20-character access key id (AWS-shaped) and a 40-character secret."""
-    key = AccessKey("CL" + "".join(secrets.choice(ACCESS_KEY_ALPHABET) for _ in range(18)),
-                    secrets.token_urlsafe(30), owner, buckets)
-    assert not validate(key), validate(key)
-    return key
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -53,7 +42,7 @@ async def ensure_admin_credentials(keys: KeyStore, path: Path, *, endpoint: str,
     known = await keys.get_key(doc["accessKeyId"]) if doc is not None else None
     made = known is None
     if known is None:
-        known = new_key("admin", (("*", "admin"),))
+        known = access.new_key("admin", (("*", "admin"),))
         await keys.put_key(known)
         log.warning("created the admin S3 access key %s (credentials in %s)", known.access_key, path)
     fresh = {"endpoint": endpoint, "accessKeyId": known.access_key, "secretAccessKey": known.secret,

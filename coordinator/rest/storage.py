@@ -11,8 +11,6 @@ Without storage (the cluster runs no S3 gateway) every route here answers 503 sa
 from __future__ import annotations
 
 import re
-import secrets
-import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,8 +31,6 @@ from dataplane.s3.routing import valid_bucket_name
 NO_STORE = {"Cache-Control": "no-store"}  # the answer carrying a new secret is never cached
 MAX_GRANTS = 64
 MAX_REPLICAS = 5
-ACCESS_KEY_PREFIX = "CLK"
-_ID_ALPHABET = string.ascii_uppercase + string.digits
 _CAMEL = re.compile(r"_([a-z0-9])")
 
 ROUTES: tuple[Route, ...] = (
@@ -81,12 +77,6 @@ def camel(doc: Any) -> Any:
     if isinstance(doc, (list, tuple)):
         return [camel(v) for v in doc]
     return doc
-
-
-def new_access_key(token: Callable[[int], str] = secrets.token_urlsafe) -> tuple[str, str]:
-    """(access key id, secret): `CLK` + 17 upper-case letters and digits (AWS's shape), 40 URL-safe characters."""
-    key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
-    return key_id, token(30)
 
 
 def bucket_json(bucket: BucketRecord) -> dict[str, Any]:
@@ -199,13 +189,12 @@ class StorageHandlers:
         name = body["name"]
         if not isinstance(name, str) or not valid_id(name):
             raise SpecError("name", f"{str(name)[:80]!r} is not a name (letters, digits, '.', '_', '-')")
-        key_id, secret = new_access_key()
-        key = AccessKey(key_id, secret, owner=name, buckets=grants(body["buckets"]))
+        key = access.new_key(name, grants(body["buckets"]))
         if problems := access.validate(key):  # every part was checked above or generated here: a bug
             raise RuntimeError(f"generated access key fails validation: {problems}")
         await admin.metadata.put_key(key)
         await admin.keys_changed()
-        return web.json_response({**key_json(key), "secret": secret}, status=201, headers=NO_STORE)
+        return web.json_response({**key_json(key), "secret": key.secret}, status=201, headers=NO_STORE)
 
     async def delete_storage_key(self, request: web.Request) -> web.Response:
         admin = self._admin()

@@ -9,11 +9,25 @@ Levels, each including the one before: `read` (list, get, head), `write` (put, c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import secrets
+import string
+from collections.abc import Callable, Iterable
 from enum import IntEnum
 
 from dataplane.objects.model import AccessKey
 from dataplane.s3.routing import Operation
+
+ACCESS_KEY_PREFIX = "CLK"
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def new_key(owner: str, buckets: tuple[tuple[str, str], ...], *,
+            token: Callable[[int], str] = secrets.token_urlsafe) -> AccessKey:
+    """Fresh key material: an access key id of AWS's shape (`CLK` + 17 upper-case letters and digits, 20 in all) and a
+    40-character URL-safe secret, for `owner` with `buckets` grants. One generator for the REST route and the
+    gateway's bootstrap admin key."""
+    key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
+    return AccessKey(key_id, token(30), owner, buckets)
 
 
 class Level(IntEnum):

@@ -90,3 +90,13 @@ async def test_boto3_is_held_to_its_grants() -> None:
             assert wrong.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
         await asyncio.to_thread(scenario)
+
+
+def test_new_keys_are_valid_aws_shaped_and_distinct() -> None:
+    from dataplane.objects.access import new_key, validate
+
+    keys = [new_key("backup", (("photos", "read"), ("*", "admin"))) for _ in range(50)]
+    assert all(not validate(k) for k in keys), [validate(k) for k in keys if validate(k)]
+    assert all(len(k.access_key) == 20 and k.access_key.startswith("CLK") and len(k.secret) == 40 for k in keys)
+    assert len({k.access_key for k in keys}) == 50 and len({k.secret for k in keys}) == 50
+    assert keys[0].owner == "backup" and keys[0].buckets == (("photos", "read"), ("*", "admin"))
