@@ -205,7 +205,7 @@ class DiskChunkStore:
         if not is_chunk_id(chunk_id):
             return None
         try:
-            data = self.path(chunk_id).read_bytes()
+            data, seen = self._read(chunk_id)
         except FileNotFoundError:
             return None
         except OSError as exc:  # EIO: a bad copy like one that fails its hash (the caller reads another)
@@ -213,10 +213,35 @@ class DiskChunkStore:
             self._drop_unreadable(chunk_id)
             raise ChunkCorrupt(chunk_id) from exc
         if hashlib.sha256(data).hexdigest() != chunk_id:
-            self.delete(chunk_id)
+            if not self._drop_if_same(chunk_id, seen):
+                return self.get(chunk_id)  # a put replaced the bad copy meanwhile: read the new one
             log.warning("chunk store: %s was corrupt on disk; removed", chunk_id)
             raise ChunkCorrupt(chunk_id)
         return data
+
+    def _read(self, chunk_id: str) -> tuple[bytes, tuple[int, int]]:
+        """The file's bytes and its identity (inode, mtime) as read: a copy found bad is removed only if it is still
+        that file (a concurrent put may have replaced it with a good one: review 3, L4)."""
+        with open(self.path(chunk_id), "rb") as f:
+            st = os.fstat(f.fileno())
+            return f.read(), (st.st_ino, st.st_mtime_ns)
+
+    def _drop_if_same(self, chunk_id: str, seen: tuple[int, int]) -> bool:
+        """Remove the copy if it is still the file read (`seen`); whether it was (else it is gone or replaced)."""
+        target = self.path(chunk_id)
+        with self._lock:
+            try:
+                st = target.stat()
+                if (st.st_ino, st.st_mtime_ns) != seen:
+                    return False
+                target.unlink()
+            except FileNotFoundError:
+                return True  # deleted meanwhile: the bad copy is gone all the same
+            except OSError as exc:
+                raise StateError(f"deleting chunk {chunk_id[:12]} under {self.root}: {exc}") from exc
+            self._used -= st.st_size
+            self._count -= 1
+        return True
 
     def _held_intact(self, chunk_id: str) -> bool:
         """Whether a good copy is already here. A bad one is removed, so a repair's put replaces it rather than
@@ -262,7 +287,7 @@ class DiskChunkStore:
         corrupt: list[str] = []
         for chunk_id in self._ids_after(position):
             try:
-                data = self.path(chunk_id).read_bytes()
+                data, seen = self._read(chunk_id)
             except FileNotFoundError:
                 continue  # deleted meanwhile
             except OSError as exc:  # EIO on a bad sector: the rot the scrub is for; the copy is as good as gone
@@ -273,9 +298,8 @@ class DiskChunkStore:
                 continue
             checked += 1
             read += len(data)
-            if hashlib.sha256(data).hexdigest() != chunk_id:
+            if hashlib.sha256(data).hexdigest() != chunk_id and self._drop_if_same(chunk_id, seen):
                 log.warning("chunk store scrub: %s is corrupt on disk; removed", chunk_id)
-                self.delete(chunk_id)
                 corrupt.append(chunk_id)
             if checked >= max_chunks or read >= max_bytes:
                 return ScrubStep(checked, read, tuple(corrupt), chunk_id, wrapped=False)
