@@ -245,6 +245,7 @@ def main(args: argparse.Namespace) -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="cl-bench-objects-") as tmp:
         if "s3" in parts:
+            (Path(tmp) / "lab").mkdir()
             got, notes = s3_and_repair(counts, Path(tmp) / "lab")
             rows += got
         if "overlay" in parts:
