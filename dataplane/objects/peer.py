@@ -29,7 +29,7 @@ import msgpack
 
 from dataplane.errors import DataPlaneError
 from dataplane.objects.chunking import is_chunk_id
-from dataplane.objects.ports import ChunkMismatch, ChunkUnavailable
+from dataplane.objects.ports import ChunkBusy, ChunkMismatch, ChunkMissing, ChunkUnavailable
 from dataplane.overlay import Overlay, ServiceHandler, ServiceRefused
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,16 @@ class Rejected:
 ChunkError = ChunkUnavailable
 
 
-class ChunkNotFound(ChunkUnavailable):
-    """The node does not hold the chunk."""
+class ChunkNotFound(ChunkMissing):
+    """The node does not hold the chunk (the ports' ChunkMissing: the caller forgets that holder)."""
 
 
 class ChunkRefused(ChunkUnavailable):
     """The node (or this client, before sending) refused the request; `why` says why (quota, bad id, busy)."""
+
+
+class ChunkServerBusy(ChunkRefused, ChunkBusy):
+    """The node answered busy (its per-peer or node-wide limit): refused now, worth a retry shortly."""
 
 
 class ChunkUnreachable(ChunkUnavailable):
@@ -463,7 +467,9 @@ def _result(node: str, cid: str, response: Response, payload: bytes) -> bytes:
             raise ChunkNotFound(node, cid, "not held there")
         case Status.CORRUPT:
             raise ChunkMismatch(node, cid, f"its copy is corrupt: {response.reason}")
-        case Status.REFUSED | Status.BUSY:
+        case Status.BUSY:
+            raise ChunkServerBusy(node, cid, f"{response.status}: {response.reason}")
+        case Status.REFUSED:
             raise ChunkRefused(node, cid, f"{response.status}: {response.reason}")
         case Status.ERROR:
             raise ChunkUnavailable(node, cid, f"its store failed: {response.reason}")

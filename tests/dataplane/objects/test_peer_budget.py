@@ -25,6 +25,7 @@ from dataplane.objects.peer import (
     header_length,
     parse_response,
 )
+from dataplane.objects.ports import ChunkBusy, ChunkMissing
 
 MIB = 1024 * 1024
 
@@ -114,8 +115,9 @@ async def test_the_buffer_is_shared_by_all_peers_and_refuses_past_it() -> None:
     await task
     assert answer(writer)[0] is Status.BUSY
     assert server.buffered.refused == 2
-    with pytest.raises(ChunkRefused, match="busy: node-wide chunk buffer full"):  # what the client raises
+    with pytest.raises(ChunkRefused, match="busy: node-wide chunk buffer full") as refused:  # what the client raises
         _result("peer-2", puts[2][0], Response(Status.BUSY, why), b"")
+    assert isinstance(refused.value, ChunkBusy)  # the ports' "try again shortly"
 
     store.release.set()  # the disk catches up: the two puts finish and give their bytes back
     for t, w in first:
@@ -140,3 +142,7 @@ async def test_a_request_that_fails_gives_its_bytes_back() -> None:
         await task  # (the overlay's stream handler catches it)
     assert server.buffered.held == 0
 
+
+def test_a_missing_chunk_is_the_ports_chunk_missing() -> None:
+    with pytest.raises(ChunkMissing):  # chunkio and the repairer forget that holder
+        _result("peer", "ab" * 32, Response(Status.MISSING), b"")
