@@ -3,8 +3,11 @@ in, values out).
 
 - A node offers storage when its status carries `storage_quota_bytes` (agents with `--storage-quota`; an older agent
   or one with quota 0 reports none / 0 and is never a placement candidate).
-- `online` is "not declared lost": a node that is suspect or cleanly offline still counts (its copies are probably
-  still there; a failed read or write costs one timeout), a LOST node's copies are replaced by repair.
+- `online` is "not declared lost and offering storage": a node that is suspect or cleanly offline still counts (its
+  copies are probably still there; a failed read or write costs one timeout), a LOST node's copies are replaced by
+  repair. A node that reports quota 0 (restarted with `--storage-quota 0`, or its chunk store failed to open: it
+  serves no "chunks" service) is not online for storage either: its copies are not good copies, repair re-replicates
+  them and reads try it last (review 4, H1).
 - `reliability` is membership's uptime share (1.0 for a node met less than HISTORY_S ago: no history yet, and a
   zero would make placement refuse a node that just joined).
 - Scrub reports: each status lists the chunk ids the node found corrupt (and deleted) since they were last stored
@@ -59,7 +62,7 @@ def storage_nodes(members: Mapping[str, NodeInfo], now: float) -> list[StorageNo
         known = now - info.first_seen if info.first_seen else 0.0
         nodes.append(StorageNode(node_id, zone_of(info), quota=facts.quota, used=facts.used,
                                  reliability=info.reliability(now) if known >= HISTORY_S else 1.0,
-                                 online=info.state is not NodeState.LOST))
+                                 online=info.state is not NodeState.LOST and facts.quota > 0))
     return nodes
 
 

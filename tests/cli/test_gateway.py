@@ -25,7 +25,8 @@ from coordinator.membership import NodeInfo, NodeState
 from coordinator.metrics import StorageMetrics
 from coordinator.overlay import OverlayBook
 from dataplane.objects.chunking import chunk_id
-from dataplane.objects.model import AccessKey, StorageNode
+from dataplane.objects.model import AccessKey, ChunkRecord, StorageNode
+from dataplane.objects.repair import ChunkState, plan_repair
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.errors import S3Error
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
@@ -51,6 +52,18 @@ def test_storage_nodes_from_member_statuses() -> None:
     assert nodes["a"] == StorageNode("a", "home", quota=100 * MiB, used=5, reliability=1.0, online=True)
     assert not nodes["b"].online and nodes["d"].online  # only a LOST node's copies stop counting
     assert nodes["b"].reliability == 0.0
+
+
+def test_a_node_offering_no_storage_is_not_a_good_holder() -> None:
+    """Review 4, H1: a node restarted with quota 0 (or whose chunk store failed to open) serves no chunks: its copies
+    do not count, so repair re-replicates them instead of reporting the chunk at R."""
+    members = {"a": member("a", zone="z1"), "b": member("b", zone="z2", quota=0), "c": member("c", zone="z3")}
+    nodes = storage_nodes(members, 100.0)
+    assert {n.node_id: n.online for n in nodes} == {"a": True, "b": False, "c": True}
+    rec = ChunkRecord("ab" * 32, 1000, frozenset({"a", "b"}), frozenset(), touched=0.0)
+    plan = plan_repair({rec.id: ChunkState(rec, 2)}, nodes, 0.0)
+    assert plan.under_replicated == 1
+    assert [(c.source, c.target) for c in plan.copies] == [("a", "c")]
 
 
 def test_scrub_reports_are_news_once() -> None:
