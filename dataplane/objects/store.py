@@ -59,6 +59,7 @@ class ObjectStaging:
         self._refs: list[ChunkRef] = []
         self._failed: S3Error | None = None
         self._open = True
+        self._began = backend.clock()
 
     async def write(self, data: bytes) -> None:
         for piece in self._chunker.feed(data):
@@ -91,7 +92,27 @@ class ObjectStaging:
         except BaseException:
             self._cancel()
             raise
-        return self._failed or tuple(self._refs)
+        if self._failed is not None:
+            return self._failed
+        refs = tuple(self._refs)
+        return await self._still_held(refs) or refs
+
+    async def _still_held(self, refs: tuple[ChunkRef, ...]) -> S3Error | None:
+        """An upload slower than half the GC grace re-touches its chunks just before the commit and fails when one was
+        collected meanwhile (review 4, H2). Why this is correct under concurrency: GC drops a record only if it is
+        untouched since `now - grace`, atomically (`drop_chunk`); so either the touch lands first (the drop then
+        fails, and the grace covers the few moments until the manifest references the chunk) or the drop did (the
+        touch re-creates the record with no holder and no stripe, seen here: a 503 the client retries, never a 200
+        for bytes that are gone). Half the grace leaves room for clocks that differ between gateways."""
+        now = self._backend.clock()
+        if now - self._began <= GC_GRACE_S / 2:
+            return None
+        for ref in dict.fromkeys(refs):
+            record = await self._backend.metadata.update_chunk(ref.id, ref.size, touched=now)
+            if not record.good() and record.stripe is None:
+                return S3Error(ErrorCode.SERVICE_UNAVAILABLE, f"chunk {ref.id[:12]} of this upload was collected "
+                               "while the upload ran (slower than the garbage-collection grace): retry the upload")
+        return None
 
     def _cancel(self) -> None:
         for task in self._pending:
@@ -132,7 +153,7 @@ class ObjectBackend:
         self.metadata = metadata
         self.io = ChunkIO(metadata, client, nodes, clock)
         self.chunk_size, self.parallel = chunk_size, parallel
-        self._clock = clock
+        self._clock = self.clock = clock
 
     # ---- buckets -------------------------------------------------------------------------------------------------
 
