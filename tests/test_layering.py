@@ -40,6 +40,7 @@ CORE_GLOBS = (
     # pulls, what it reports, where secret files go
     "edge_agent/reconcile.py", "edge_agent/desired.py", "edge_agent/health.py", "edge_agent/sandbox.py",
     "edge_agent/runtime/podman_spec.py", "edge_agent/images.py", "edge_agent/report.py", "edge_agent/secret_layout.py",
+    "edge_agent/storage_plan.py",  # what the storage node scrubs next and reports (issue 20)
     # the coordinator: cluster view, revisions, the broker-link clock, lifecycle, membership, scheduling, admission,
     # spec, translation, enrolment checks, damping, the dashboard documents, the records and views REST shows
     "coordinator/cluster.py", "coordinator/revisions.py", "coordinator/link.py", "coordinator/lifecycle.py",
