@@ -122,7 +122,10 @@ class StripeIO:
         fragments = codec.encode(data)
         if stripe is None:
             stripe = make_stripe(codec, fragments)
-            lay = await self._layout(stripe, nodes)  # fragments a failed earlier write left are reused
+            now = self.clock()  # fragments a failed earlier write left are reused: touched first, so a GC between
+            for fid in dict.fromkeys(stripe.fragments):  # here and the stripe's commit spares them (review 4, M1)
+                await self.metadata.update_chunk(fid, stripe.fragment_size, touched=now)
+            lay = await self._layout(stripe, nodes)
         elif (problem := check_fragments(stripe, fragments)) is not None:
             raise StripeWriteFailed(cid, problem)
         written, failures = await self._write(cid, stripe, fragments, lay.missing, nodes=nodes,

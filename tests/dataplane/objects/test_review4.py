@@ -1,0 +1,53 @@
+"""Review 4 findings in the data plane, as tests that failed before their fixes (fake storage nodes, the real
+chunk IO, stripe IO and repairer)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable
+
+import pytest
+
+from dataplane.objects.chunkio import ChunkWriteFailed
+from dataplane.objects.erasure import RS_4_2
+from dataplane.objects.model import ChunkRecord, Stripe
+from dataplane.objects.repair import GC_GRACE_S
+from tests.dataplane.objects.ec_cluster import CHUNK, ECCluster
+from tests.dataplane.objects.memory_metadata import MemoryMetadata
+
+
+class HookedMetadata(MemoryMetadata):
+    """In-memory metadata that runs `hook` once, at the first update that adds a holder (a GC pass landing in the
+    middle of a write)."""
+
+    hook: Callable[[], Awaitable[object]] | None = None
+
+    async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                           bad: Iterable[str] = (), touched: float | None = None,
+                           stripe: Stripe | None = None) -> ChunkRecord:
+        added = tuple(add)
+        if added and self.hook is not None:
+            hook, self.hook = self.hook, None
+            await hook()
+        return await super().update_chunk(chunk_id, size, add=added, remove=remove, bad=bad, touched=touched,
+                                          stripe=stripe)
+
+
+async def test_reused_fragments_of_a_failed_write_are_touched_before_being_relied_on() -> None:
+    """M1: a write fails with 4 of 6 fragments stored; hours later the client retries. The retry reuses those 4
+    fragments; a GC pass between its layout and its stripe commit must not collect them (they are older than the
+    grace and no stripe owns them yet), or the stripe is committed with 2 fragments and the PUT succeeds."""
+    meta = HookedMetadata()
+    c = ECCluster(6, metadata=meta)
+    await c.bucket("ec")
+    body = os.urandom(CHUNK)
+    c.client.refuse_puts.update({"n0", "n1"})
+    with pytest.raises(ChunkWriteFailed, match="4 of 6 fragments stored"):
+        await c.backend.io.store(body, 3, RS_4_2)
+    c.client.refuse_puts.clear()
+    c.now = 3 * GC_GRACE_S
+    meta.hook = lambda: c.backend.collect_garbage(c.now)
+    await c.put("ec", "k", body)
+    (stripe,) = (await c.stripes()).values()
+    assert await c.good_fragments(stripe) == 6
+    assert await c.read("ec", "k") == body
