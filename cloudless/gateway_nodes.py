@@ -8,6 +8,8 @@ in, values out).
   repair. A node that reports quota 0 (restarted with `--storage-quota 0`, or its chunk store failed to open: it
   serves no "chunks" service) is not online for storage either: its copies are not good copies, repair re-replicates
   them and reads try it last (review 4, H1).
+- `reachable` is "state ONLINE" (not suspect, offline or lost) and offering storage: a writer dedups onto an existing
+  copy only there, and writes a fresh copy otherwise (it has the bytes in hand; review 4, M4).
 - `reliability` is membership's uptime share (1.0 for a node met less than HISTORY_S ago: no history yet, and a
   zero would make placement refuse a node that just joined).
 - Scrub reports: each status lists the chunk ids the node found corrupt (and deleted) since they were last stored
@@ -62,7 +64,8 @@ def storage_nodes(members: Mapping[str, NodeInfo], now: float) -> list[StorageNo
         known = now - info.first_seen if info.first_seen else 0.0
         nodes.append(StorageNode(node_id, zone_of(info), quota=facts.quota, used=facts.used,
                                  reliability=info.reliability(now) if known >= HISTORY_S else 1.0,
-                                 online=info.state is not NodeState.LOST and facts.quota > 0))
+                                 online=info.state is not NodeState.LOST and facts.quota > 0,
+                                 reachable=info.state is NodeState.ONLINE and facts.quota > 0))
     return nodes
 
 

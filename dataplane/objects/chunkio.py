@@ -80,8 +80,8 @@ class ChunkIO:
             except StripeWriteFailed as exc:
                 raise ChunkWriteFailed(exc.chunk_id, exc.why) from exc
         nodes = self.nodes()
-        online = {n.node_id for n in nodes if n.online}
-        have = set(record.good() & online)
+        reachable = {n.node_id for n in nodes if n.online and n.reachable}  # dedup trusts no offline holder (M4)
+        have = set(record.good() & reachable)
         tried = set(record.holders)
         failures: list[str] = []
         while len(have) < replicas:

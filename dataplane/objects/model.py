@@ -55,7 +55,8 @@ class Stripe:
 class StorageNode:
     """A node as placement and repair see it. `quota` is what it offers (0: holds nothing: phones on battery, nodes
     the owner excluded); `used` what its chunks take now; `reliability` in [0, 1] (uptime history: 1 always there);
-    `online` false for a node declared lost or down, whose copies do not count."""
+    `online` false for a node declared lost or down (or offering no storage), whose copies do not count; `reachable`
+    false also for a node suspect or offline (its copies probably exist, but a writer does not dedup onto them)."""
 
     node_id: str
     zone: str = ""
@@ -64,6 +65,7 @@ class StorageNode:
     used: int = 0
     reliability: float = 1.0
     online: bool = True
+    reachable: bool = True
 
     @property
     def free(self) -> int:

@@ -107,8 +107,8 @@ class StripeIO:
         cid, size = chunk_id(data), len(data)
         record = await self.metadata.update_chunk(cid, size, touched=self.clock())  # touch before relying on it
         nodes = self.nodes()
-        online = {n.node_id for n in nodes if n.online}
-        if record.stripe is None and record.good() & online:
+        reachable = {n.node_id for n in nodes if n.online and n.reachable}  # dedup trusts no offline holder (M4)
+        if record.stripe is None and record.good() & reachable:
             return ChunkRef(cid, size)
         stripe = record.stripe
         if stripe is not None:

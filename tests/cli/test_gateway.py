@@ -51,6 +51,7 @@ def test_storage_nodes_from_member_statuses() -> None:
     assert set(nodes) == {"a", "b", "d"}  # c reports no storage (an older agent, or none offered)
     assert nodes["a"] == StorageNode("a", "home", quota=100 * MiB, used=5, reliability=1.0, online=True)
     assert not nodes["b"].online and nodes["d"].online  # only a LOST node's copies stop counting
+    assert nodes["a"].reachable and not nodes["d"].reachable  # dedup does not rely on a suspect node's copy (M4)
     assert nodes["b"].reliability == 0.0
 
 

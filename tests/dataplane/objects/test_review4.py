@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 
 import pytest
 
-from dataplane.objects.chunkio import ChunkWriteFailed
+from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed
 from dataplane.objects.erasure import RS_4_2
-from dataplane.objects.model import ChunkRecord, Stripe
+from dataplane.objects.model import ChunkRecord, StorageNode, Stripe
 from dataplane.objects.repair import GC_GRACE_S
 from tests.dataplane.objects.ec_cluster import CHUNK, ECCluster
+from tests.dataplane.objects.fake_chunks import FakeChunkClient
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
 
 
@@ -51,3 +53,25 @@ async def test_reused_fragments_of_a_failed_write_are_touched_before_being_relie
     (stripe,) = (await c.stripes()).values()
     assert await c.good_fragments(stripe) == 6
     assert await c.read("ec", "k") == body
+
+
+async def test_dedup_writes_a_fresh_copy_when_no_holder_is_reachable() -> None:
+    """M4: the chunk's copies are on nodes that are offline (not yet declared lost): a PUT of the same bytes must not
+    return after writing nothing; the gateway has the bytes, so it writes fresh copies on reachable nodes."""
+    nodes = [StorageNode(f"n{i}", f"z{i}", quota=1 << 30) for i in range(4)]
+    client = FakeChunkClient(nodes)
+    unreachable: set[str] = set()
+
+    def view() -> list[StorageNode]:
+        return [replace(n, reachable=n.node_id not in unreachable) for n in nodes]
+
+    io = ChunkIO(MemoryMetadata(), client, view, lambda: 1.0)
+    data = os.urandom(100)
+    ref = await io.store(data, 2)
+    first = client.holders(ref.id)
+    assert len(first) == 2
+    assert await io.store(data, 2) == ref and client.holders(ref.id) == first  # reachable holders: dedup
+    unreachable.update(first)
+    await io.store(data, 2)
+    fresh = client.holders(ref.id) - first
+    assert len(fresh) == 2 and not fresh & unreachable
