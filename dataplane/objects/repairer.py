@@ -46,8 +46,10 @@ class RepairReport:
 
 async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
     """Every referenced chunk's record with the highest R any manifest referencing it asks for (parts of uploads in
-    progress: the default R)."""
-    wanted: dict[str, int] = {cid: DEFAULT_REPLICAS for cid in await metadata.referenced_chunks()}
+    progress, referenced by no manifest: the default R). The manifests are read first, so an R = 1 bucket's chunks
+    want 1 copy, not max(default, 1) (review 4, M3)."""
+    referenced = await metadata.referenced_chunks()
+    wanted: dict[str, int] = {}
     for bucket in await metadata.list_buckets():
         manifests = await metadata.list_manifests(bucket.name, "", "")
         if isinstance(manifests, Outcome):
@@ -55,6 +57,8 @@ async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
         for manifest in manifests:
             for ref in manifest.chunks:
                 wanted[ref.id] = max(wanted.get(ref.id, 0), manifest.replicas)
+    for cid in referenced:
+        wanted.setdefault(cid, DEFAULT_REPLICAS)
     records = await metadata.get_chunks(sorted(wanted))
     return {cid: ChunkState(records.get(cid) or ChunkRecord(cid, 0), r) for cid, r in wanted.items()}
 

@@ -13,6 +13,10 @@ from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed
 from dataplane.objects.erasure import RS_4_2
 from dataplane.objects.model import ChunkRecord, StorageNode, Stripe
 from dataplane.objects.repair import GC_GRACE_S
+from dataplane.objects.repairer import Repairer, chunk_states
+from dataplane.objects.store import ObjectBackend
+from dataplane.s3.backend import ObjectInfo
+from dataplane.s3.errors import S3Error
 from tests.dataplane.objects.ec_cluster import CHUNK, ECCluster
 from tests.dataplane.objects.fake_chunks import FakeChunkClient
 from tests.dataplane.objects.memory_metadata import MemoryMetadata
@@ -75,3 +79,22 @@ async def test_dedup_writes_a_fresh_copy_when_no_holder_is_reachable() -> None:
     await io.store(data, 2)
     fresh = client.holders(ref.id) - first
     assert len(fresh) == 2 and not fresh & unreachable
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+async def test_the_repairer_honours_the_bucket_replicas(replicas: int) -> None:
+    """M3: the chunks of an R = 1 bucket want one copy (they were counted under-replicated and copied twice), those
+    of an R = 3 bucket three."""
+    meta = MemoryMetadata()
+    client = FakeChunkClient([StorageNode(f"n{i}", f"z{i}", quota=1 << 30) for i in range(4)])
+    backend = ObjectBackend(meta, client, client.storage_nodes, chunk_size=CHUNK, clock=lambda: 1.0)
+    assert await backend.create_bucket("b", 0.0, replicas=replicas) is None
+    staging = await backend.stage("b")
+    assert not isinstance(staging, S3Error)
+    await staging.write(os.urandom(CHUNK + 1))
+    assert await staging.commit_object("b", ObjectInfo("k", CHUNK + 1, "etag", 1.0)) is None
+    states = await chunk_states(meta)
+    assert len(states) == 2 and {s.replicas for s in states.values()} == {replicas}
+    report = await Repairer(meta, client, client.storage_nodes).repair_once(2.0)
+    assert report.plan.under_replicated == 0 and report.copied == 0
+    assert all(len(client.holders(cid)) == replicas for cid in states)
