@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dataplane.objects.chunking import is_chunk_id
-from dataplane.objects.peer import ChunkServer, Limits
+from dataplane.objects.peer import ChunkServer, Limits, is_gateway
 from edge_agent.atomic import atomic_write
 from edge_agent.chunks import ChunkCorrupt, DiskChunkStore
 from edge_agent.config import StorageSettings
@@ -88,7 +88,8 @@ class NodeStorage:
         self._lock = threading.Lock()  # the ledger: changed from the chunk server's worker threads
         position, pass_started, self._ledger = load_state(settings.state_file)
         self.scrub = resumed(position, pass_started, now=clock(), settings=settings.scrub)
-        self.server = ChunkServer(_Watched(self), limits or Limits())
+        # only the storage gateways: a device never reads, fills or deletes another device's chunks
+        self.server = ChunkServer(_Watched(self), limits or Limits(), allowed=is_gateway)
         self.handler = self.server.handle
         self._saved_at = clock()
         self._dirty = False

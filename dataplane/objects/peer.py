@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -279,17 +279,37 @@ def reservation(request: Request) -> int:
             return 0
 
 
-class ChunkServer:
-    """Serves one node's store to its peers; `handle` is the overlay service handler."""
+GATEWAY = "s3"  # the storage gateways' overlay identities are "s3@<coordinator id>" (node ids cannot hold "@")
 
-    def __init__(self, store: ChunkStore, limits: Limits) -> None:
+
+def is_gateway(peer: str) -> bool:
+    """A storage gateway's overlay identity: the only peers a storage node serves (they place, read, repair and
+    collect chunks; devices never talk to each other's chunk stores)."""
+    name, at, rest = peer.partition("@")
+    return bool(at) and name == GATEWAY and bool(rest)
+
+
+class ChunkServer:
+    """Serves one node's store to its peers; `handle` is the overlay service handler. `allowed(peer)` decides who
+    may use it at all (a refused peer gets REFUSED naming why, before anything is read)."""
+
+    def __init__(self, store: ChunkStore, limits: Limits, *, allowed: Callable[[str], bool] | None = None) -> None:
         self.store = store
         self.limits = limits
+        self.allowed = allowed
         self.active: dict[str, int] = {}
         self.rejected = 0  # requests that broke the protocol (each logged)
         self.buffered = Buffered(limits.max_buffered_bytes)
 
     async def handle(self, node: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.allowed is not None and not self.allowed(node):
+            self.rejected += 1
+            log.info("chunks: refused %s: not a storage gateway", node)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.header_timeout_s):
+                    await self._answer(writer, Response(Status.REFUSED, f"{node} may not use this node's chunks: only "
+                                                        f"the cluster's storage gateways ({GATEWAY}@...) may"))
+            return
         if self.active.get(node, 0) >= self.limits.per_peer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.limits.header_timeout_s):
@@ -369,13 +389,15 @@ class ChunkServer:
         writer.write_eof()
 
 
-def chunk_service(store: ChunkStore, limits: Limits | None = None) -> ServiceHandler:
+def chunk_service(store: ChunkStore, limits: Limits | None = None, *,
+                  allowed: Callable[[str], bool] | None = None) -> ServiceHandler:
     """The handler to register: `overlay.serve(SERVICE, chunk_service(store))` (or `serve_chunks`)."""
-    return ChunkServer(store, limits or Limits()).handle
+    return ChunkServer(store, limits or Limits(), allowed=allowed).handle
 
 
-def serve_chunks(overlay: Overlay, store: ChunkStore, limits: Limits | None = None) -> None:
-    overlay.serve(SERVICE, chunk_service(store, limits))
+def serve_chunks(overlay: Overlay, store: ChunkStore, limits: Limits | None = None, *,
+                 allowed: Callable[[str], bool] | None = None) -> None:
+    overlay.serve(SERVICE, chunk_service(store, limits, allowed=allowed))
 
 
 # ---- the client ------------------------------------------------------------------------------------------------

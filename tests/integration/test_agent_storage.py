@@ -31,7 +31,7 @@ from tests.integration.test_up import Up
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 NODE = "store-1"
-PROBE = "probe-1"
+PROBE = "s3@probe"  # a storage gateway's identity: a storage node serves its chunks to gateways only
 QUOTA = 64 * MIB
 
 
@@ -117,17 +117,56 @@ def chunk(n: int, size: int = MIB) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-async def through_the_overlay(up: Up, probe_identity: ident.NodeIdentity, chunks: dict[str, bytes],
-                              rot: Path, log: Callable[[], str]) -> dict[str, bytes]:
-    """Store `chunks` on the agent from a member of the overlay and read them back; then flip a byte of the first
-    one's file on the agent's disk (`rot`: its chunk directory): the agent's own check refuses it (CORRUPT)."""
-    from broker.wire import PeerEntry, RelayInfo
-    from dataplane.objects.peer import ChunkMismatch, ChunkUnavailable, OverlayChunkClient
-    from dataplane.overlay import Overlay
+def overlay_credential(up: Up, name: str, node_probe: ident.NodeIdentity | None = None) -> Any:
+    """An overlay credential for `name`: a node's own (enrolled by token), or, for a gateway identity, one issued by
+    the cluster CA as the coordinator issues its gateway's (`s3@...` cannot be enrolled: node ids hold no '@')."""
+    from coordinator.pki import CertificateAuthority, CertRole, key_pem, make_csr, new_key
     from dataplane.quic import NodeCredential
 
-    cred = NodeCredential.from_files(PROBE, cert=probe_identity.cert, key=probe_identity.key,
-                                     ca=probe_identity.ca)
+    if node_probe is not None:
+        return NodeCredential.from_files(name, cert=node_probe.cert, key=node_probe.key, ca=node_probe.ca)
+    pki = up.data / "coordinator" / "pki"
+    ca, _ = CertificateAuthority.load_or_create(pki, "cluster", time.time())
+    key = new_key()
+    issued = ca.issue(make_csr(key, name), identity=name, role=CertRole.NODE, now=time.time(), lifetime_s=3600)
+    out = up.workdir / "probe"
+    out.mkdir(exist_ok=True)
+    (out / "cert.pem").write_bytes(issued.cert_pem)
+    (out / "key.pem").write_bytes(key_pem(key))
+    return NodeCredential.from_files(name, cert=out / "cert.pem", key=out / "key.pem", ca=pki / "ca.pem")
+
+
+async def through_the_overlay(up: Up, cred: Any, chunks: dict[str, bytes], rot: Path, log: Callable[[], str], *,
+                              refused: Any = None) -> dict[str, bytes]:
+    """Store `chunks` on the agent from a gateway on the overlay and read them back; then flip a byte of the first
+    one's file on the agent's disk (`rot`: its chunk directory): the agent's own check refuses it (CORRUPT). With
+    `refused` (a node's credential), first show that a device that is no gateway may not use the chunks at all."""
+    from broker.wire import PeerEntry, RelayInfo
+    from dataplane.objects.peer import ChunkMismatch, ChunkRefused, ChunkUnavailable, OverlayChunkClient
+    from dataplane.overlay import Overlay
+
+    if refused is not None:
+        device = Overlay(refused, clock=time.time, local_addresses=lambda: ["127.0.0.1"])
+        await device.start("127.0.0.1", 0)
+        try:
+            device.apply((RelayInfo(relay_id="relay@local", addresses=(f"127.0.0.1:{up.relay}",)),),
+                         (PeerEntry(node_id=NODE, relays=("relay@local",), dial=True),), ())
+            other = OverlayChunkClient(device, timeout_s=20.0)
+            some_id, some = next(iter(chunks.items()))
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    await other.put(NODE, some_id, some)
+                    raise AssertionError("a device that is no storage gateway stored a chunk on another device")
+                except ChunkRefused as exc:
+                    assert "may not use this node's chunks" in str(exc), exc
+                    break
+                except ChunkUnavailable as exc:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"no answer through the overlay within 90 s: {exc}\n{log()}") from None
+                    await asyncio.sleep(0.5)
+        finally:
+            await device.stop()
     overlay = Overlay(cred, clock=time.time, local_addresses=lambda: ["127.0.0.1"])
     await overlay.start("127.0.0.1", 0)
     try:
@@ -170,10 +209,11 @@ def test_a_storage_agent_is_seen_by_the_coordinator_and_serves_chunks_over_the_o
                      agent.tail)
         assert seen == {"quotaBytes": QUOTA, "usedBytes": 0, "chunks": 0, "corrupt": 0}
 
-        probe = ident.enrol(cluster.workdir / "probe", PROBE, token(cluster))
+        device = ident.enrol(cluster.workdir / "device", "device-1", token(cluster))
         chunks = dict(chunk(i) for i in range(4))
         disk = agent.dir / "disk" / "chunks"
-        read = asyncio.run(through_the_overlay(cluster, probe, chunks, disk, agent.tail))
+        read = asyncio.run(through_the_overlay(cluster, overlay_credential(cluster, PROBE), chunks, disk, agent.tail,
+                                               refused=overlay_credential(cluster, "device-1", device)))
         assert read == chunks
         assert len(list(disk.glob("*/*"))) == 3  # on the agent's disk, where it was told; the rotten copy removed
 

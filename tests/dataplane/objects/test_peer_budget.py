@@ -23,6 +23,7 @@ from dataplane.objects.peer import (
     _result,
     encode_request,
     header_length,
+    is_gateway,
     parse_response,
 )
 from dataplane.objects.ports import ChunkBusy, ChunkMissing
@@ -146,3 +147,27 @@ async def test_a_request_that_fails_gives_its_bytes_back() -> None:
 def test_a_missing_chunk_is_the_ports_chunk_missing() -> None:
     with pytest.raises(ChunkMissing):  # chunkio and the repairer forget that holder
         _result("peer", "ab" * 32, Response(Status.MISSING), b"")
+
+
+def test_only_storage_gateways_are_gateways() -> None:
+    assert is_gateway("s3@c1") and is_gateway("s3@main")
+    assert not any(is_gateway(p) for p in ("s3", "s3@", "node-1", "relay@vps", "s4@c1", "@c1", "xs3@c1"))
+
+
+async def test_a_server_for_gateways_refuses_any_other_peer_before_reading_a_byte() -> None:
+    store = GatedStore()
+    store.release.set()
+    server = ChunkServer(store, Limits(max_buffered_bytes=8 * MIB), allowed=is_gateway)
+    cid, data = chunk(0, MIB)
+    task, writer = await serve(server, "node-7", request(Op.PUT, cid, data))
+    await task
+    status, why = answer(writer)
+    assert status is Status.REFUSED and "node-7 may not use this node's chunks" in why
+    assert cid not in store.held and server.rejected == 1
+    for op in (Op.GET, Op.DELETE):
+        task, writer = await serve(server, "node-7", request(op, cid))
+        await task
+        assert answer(writer)[0] is Status.REFUSED
+    task, writer = await serve(server, "s3@c1", request(Op.PUT, cid, data))
+    await task
+    assert answer(writer)[0] is Status.OK and cid in store.held
