@@ -163,7 +163,7 @@ class World:
     def endpoint(self) -> str:
         return f"https://{self.coord.addr}:{self.coord.s3_port}"
 
-    def s3(self, endpoint: str | None = None, **config: Any) -> Any:
+    def s3(self, endpoint: str | None = None, *, secret: str | None = None, **config: Any) -> Any:
         """A boto3 S3 client with its default configuration (checksums on) plus `config`, path-style, trusting the
         cluster CA, signed with the admin key. Use it only from `self.net` threads."""
         import boto3
@@ -174,8 +174,9 @@ class World:
                                     "retries": {"max_attempts": 1, "mode": "standard"}, **config}
         cfg = Config(**settings)
         return boto3.client("s3", endpoint_url=endpoint or self.endpoint, region_name=creds.get("region", "us-east-1"),
-                            aws_access_key_id=creds["accessKeyId"], aws_secret_access_key=creds["secretAccessKey"],
-                            verify=str(self.coord.ca), config=cfg)
+                            aws_access_key_id=creds["accessKeyId"],
+                            aws_secret_access_key=secret or creds["secretAccessKey"], verify=str(self.coord.ca),
+                            config=cfg)
 
     # ---- the coordinator's view ------------------------------------------------------------------------------
 
