@@ -20,6 +20,7 @@ unrecoverable, not silently skipped (review 3, L2)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from dataplane.objects.repair import GC_GRACE_S, ChunkState, Copy, Delete, Repai
 from dataplane.objects.stripeio import StripeRepairReport, repair_stripes
 
 log = logging.getLogger(__name__)
+SLICE = 256  # manifests walked per event-loop step
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,9 @@ async def chunk_states(metadata: Metadata) -> dict[str, ChunkState]:
         manifests = await metadata.list_manifests(bucket.name, "", "")
         if isinstance(manifests, Outcome):
             continue  # deleted meanwhile
-        for manifest in manifests:
+        for i, manifest in enumerate(manifests):
+            if i and i % SLICE == 0:
+                await asyncio.sleep(0)  # the loop serves S3 and MQTT meanwhile (review 4, M5)
             for ref in manifest.chunks:
                 wanted[ref.id] = max(wanted.get(ref.id, 0), manifest.replicas)
     for cid in referenced:
@@ -69,11 +73,18 @@ class Repairer:
 
     async def plan(self, now: float, *, budget: int | None = None) -> tuple[RepairPlan, int]:
         """The plan for the state now and how many chunks it looked at, without carrying it out (for status)."""
+        plan, states = await self._plan(now, budget)
+        return plan, len(states)
+
+    async def _plan(self, now: float, budget: int | None) -> tuple[RepairPlan, dict[str, ChunkState]]:
         states = await chunk_states(self._metadata)
-        return plan_repair(states, self._nodes(), now, budget=budget), len(states)
+        # pure, and CPU-heavy for 100k chunks: planned in a thread so the event loop keeps serving (review 4, M5)
+        plan = await asyncio.to_thread(plan_repair, states, self._nodes(), now, budget=budget)
+        return plan, states
 
     async def repair_once(self, now: float, *, budget: int | None = None) -> RepairReport:
-        plan, chunks = await self.plan(now, budget=budget)
+        plan, states = await self._plan(now, budget)
+        chunks = len(states)
         copied = copied_bytes = deleted = failed = 0
         for copy in plan.copies:
             if await self._copy(copy, now):
@@ -86,8 +97,9 @@ class Repairer:
             else:
                 failed += 1
         left = None if budget is None else max(0, budget - copied_bytes)
+        striped = {cid: st.record for cid, st in states.items() if st.record.stripe is not None}
         stripes = await repair_stripes(self._metadata, self._client, self._nodes(), now, budget=left,
-                                       delete=lambda d: self._delete(d, now))
+                                       delete=lambda d: self._delete(d, now), striped=striped)
         return RepairReport(plan, copied, copied_bytes, deleted, failed, chunks, stripes)
 
     async def _copy(self, copy: Copy, now: float) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dataplane.objects.chunking import ChunkRef, chunk_id
@@ -263,14 +263,22 @@ class StripeIO:
 
 
 async def repair_stripes(metadata: Metadata, client: ChunkClient, nodes: Sequence[StorageNode], now: float, *,
-                         delete: Callable[[Delete], Awaitable[bool]], budget: int | None = None) -> StripeRepairReport:
+                         delete: Callable[[Delete], Awaitable[bool]], budget: int | None = None,
+                         striped: Mapping[str, ChunkRecord] | None = None) -> StripeRepairReport:
     """One repair pass over the erasure-coded chunks that a manifest or part refers to: plan (`plan_stripe_repair`)
     from the metadata as it is now (resumable like the replicated pass), rebuild, and delete surplus and corrupt
     fragment copies with `delete` (the replicated repairer's own, `Repairer._delete`: a fragment copy is a chunk
-    copy, deleted by the same rules)."""
-    referenced = await metadata.referenced_chunks()
-    records = {r.id: r for r in await metadata.list_chunks()}
-    stripes = {cid: r for cid, r in records.items() if r.stripe is not None and cid in referenced}
+    copy, deleted by the same rules). `striped`: the referenced chunks' records that have a stripe, when the caller
+    has listed them already (the repairer: one listing per pass, and no fragment lookup at all when no referenced
+    chunk is erasure-coded; review 4, M5); their fragments' records are then read by id."""
+    if striped is None:
+        referenced = await metadata.referenced_chunks()
+        records = {r.id: r for r in await metadata.list_chunks()}
+        stripes = {cid: r for cid, r in records.items() if r.stripe is not None and cid in referenced}
+    else:
+        stripes = {cid: r for cid, r in striped.items() if r.stripe is not None}
+        wanted = sorted({f for r in stripes.values() if r.stripe is not None for f in r.stripe.fragments})
+        records = await metadata.get_chunks(wanted) if wanted else {}
     plan = plan_stripe_repair(stripes, records, nodes, now, budget=budget)
     io = StripeIO(metadata, client, lambda: nodes, lambda: now)
     rebuilt = rebuilt_bytes = deleted = failed = 0

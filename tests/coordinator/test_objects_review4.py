@@ -3,15 +3,19 @@ real StoreMetadata on SQLite) and fake storage nodes."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 import pytest
 
 from coordinator.objects import EnvelopeSealer, StoreMetadata
 from coordinator.secrets.envelope import Keyring
 from coordinator.store import SqliteStore
-from dataplane.objects.chunking import chunk_id
-from dataplane.objects.model import BucketRecord, StorageNode
+from dataplane.objects.chunking import ChunkRef, chunk_id
+from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode
 from dataplane.objects.ports import Metadata
 from dataplane.objects.repair import GC_GRACE_S
+from dataplane.objects.repairer import Repairer
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import ErrorCode, S3Error
@@ -73,3 +77,64 @@ async def test_a_slow_upload_whose_chunks_survived_commits_and_keeps_them(metada
     assert await staging.commit_object("b", ObjectInfo("k", CHUNK + 5, "etag", clock.now)) is None
     record = (await metadata.get_chunks([chunk_id(b"x" * CHUNK)]))[chunk_id(b"x" * CHUNK)]
     assert record is not None and record.touched == clock.now
+
+
+async def _turns_during(work: Awaitable[object]) -> int:
+    """How many times another task ran on the loop while `work` ran (0: it held the loop throughout)."""
+    turns = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not done:
+            await asyncio.sleep(0)
+            turns += 1
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # the ticker is waiting for its first turn
+    started = turns
+    await work
+    done = True
+    await tick
+    return turns - started
+
+
+async def test_whole_listings_yield_to_the_event_loop_while_decoding() -> None:
+    """M5: listing 1000 chunk records and manifests from the real StoreMetadata on SQLite (whose store answers without
+    suspending) decodes them in slices, letting the loop serve S3 and MQTT in between; it held the loop before."""
+    meta = StoreMetadata(SqliteStore(":memory:"), SEALER)
+    await meta.create_bucket(BucketRecord("b", 0.0))
+    ids = [chunk_id(str(i).encode()) for i in range(1000)]
+    for cid in ids:
+        await meta.update_chunk(cid, 10, add=["n0"], touched=1.0)
+    for i in range(600):
+        info = ObjectInfo(f"k{i}", 10, "etag", 1.0)
+        await meta.commit_manifest("b", Manifest(info, (ChunkRef(ids[i], 10),), 2))
+    assert await _turns_during(meta.list_chunks()) >= 3
+    assert await _turns_during(meta.referenced_chunks()) >= 2
+    assert await _turns_during(meta.list_manifests("b", "", "")) >= 2
+    assert len(await meta.list_chunks()) == 1000 and len(await meta.referenced_chunks()) == 600
+
+
+class CountingMetadata(MemoryMetadata):
+    listed = 0
+
+    async def list_chunks(self) -> list[ChunkRecord]:
+        self.listed += 1
+        return await super().list_chunks()
+
+
+async def test_a_repair_pass_without_erasure_coded_chunks_lists_no_chunk_records() -> None:
+    """M5: the stripe pass listed every chunk record (and every reference again) each pass, even with no erasure-coded
+    bucket; it now works from the pass's own listing of the referenced chunks."""
+    meta = CountingMetadata()
+    clock = Clock()
+    backend, client = _backend(meta, clock)
+    await meta.create_bucket(BucketRecord("b", 0.0))
+    staging = await backend.stage("b")
+    assert not isinstance(staging, S3Error)
+    await staging.write(b"y" * (3 * CHUNK))
+    assert await staging.commit_object("b", ObjectInfo("k", 3 * CHUNK, "etag", clock.now)) is None
+    report = await Repairer(meta, client, client.storage_nodes).repair_once(clock.now)
+    assert meta.listed == 0
+    assert report.stripes is not None and report.stripes.rebuilt == 0 and report.chunks == 1
