@@ -1,5 +1,7 @@
-"""The replicated storage world shared by the modules that can share it (building one costs ~1 min on CI):
-`cloudless up --s3-port` and four storage agents. Modules that kill nodes leave them running again."""
+"""The replicated storage world shared by the modules that can share it: `cloudless up --s3-port` and four storage
+agents (R = 2). Its users are named test_replicated_* so they run after the modules with worlds of their own
+(erasure coding, replicated coordinators): a session fixture lives until the session ends, and two idle worlds at
+once is more than a 2-core CI machine needs. Modules that kill nodes leave them running again."""
 
 from __future__ import annotations
 
