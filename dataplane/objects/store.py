@@ -62,8 +62,12 @@ class ObjectStaging:
         self._began = backend.clock()
 
     async def write(self, data: bytes) -> None:
-        for piece in self._chunker.feed(data):
-            await self._store(piece)
+        try:
+            for piece in self._chunker.feed(data):
+                await self._store(piece)
+        except BaseException:  # a metadata error (not a ChunkWriteFailed) or a cancel: no chunk write outlives it
+            self._cancel()  # (review 4, L6)
+            raise
 
     async def _store(self, piece: bytes) -> None:
         if self._failed is not None:

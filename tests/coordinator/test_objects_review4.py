@@ -4,15 +4,15 @@ real StoreMetadata on SQLite) and fake storage nodes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 
 import pytest
 
 from coordinator.objects import EnvelopeSealer, StoreMetadata
 from coordinator.secrets.envelope import Keyring
-from coordinator.store import SqliteStore
+from coordinator.store import SqliteStore, StoreError
 from dataplane.objects.chunking import ChunkRef, chunk_id
-from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode
+from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode, Stripe
 from dataplane.objects.ports import Metadata
 from dataplane.objects.repair import GC_GRACE_S
 from dataplane.objects.repairer import Repairer
@@ -138,3 +138,48 @@ async def test_a_repair_pass_without_erasure_coded_chunks_lists_no_chunk_records
     report = await Repairer(meta, client, client.storage_nodes).repair_once(clock.now)
     assert meta.listed == 0
     assert report.stripes is not None and report.stripes.rebuilt == 0 and report.chunks == 1
+
+
+class HangingClient(FakeChunkClient):
+    """Puts of any chunk but `quick` wait until cancelled; the cancellations are counted."""
+
+    def __init__(self, nodes: list[StorageNode], quick: str) -> None:
+        super().__init__(nodes)
+        self.quick, self.cancelled = quick, 0
+
+    async def put(self, node: str, chunk_id: str, data: bytes) -> None:
+        if chunk_id != self.quick:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        await super().put(node, chunk_id, data)
+
+
+class FailingMetadata(MemoryMetadata):
+    """Recording a holder fails with a metadata error (etcd unreachable, say)."""
+
+    async def update_chunk(self, chunk_id: str, size: int, *, add: Iterable[str] = (), remove: Iterable[str] = (),
+                           bad: Iterable[str] = (), touched: float | None = None,
+                           stripe: Stripe | None = None) -> ChunkRecord:
+        if tuple(add):
+            raise StoreError("metadata store unreachable")
+        return await super().update_chunk(chunk_id, size, add=add, remove=remove, bad=bad, touched=touched,
+                                          stripe=stripe)
+
+
+async def test_a_metadata_error_during_an_upload_cancels_the_other_chunk_writes() -> None:
+    """L6: a metadata error while storing the first chunk propagates out of write(); the other chunks' writes, still
+    in flight, are cancelled with it instead of running on with nobody waiting for them."""
+    first = b"a" * CHUNK
+    client = HangingClient([StorageNode(f"n{i}", f"z{i}", quota=1 << 30) for i in range(3)], chunk_id(first))
+    meta = FailingMetadata()
+    backend = ObjectBackend(meta, client, client.storage_nodes, chunk_size=CHUNK, parallel=3, clock=Clock())
+    await meta.create_bucket(BucketRecord("b", 0.0))
+    staging = await backend.stage("b")
+    assert not isinstance(staging, S3Error)
+    with pytest.raises(StoreError):
+        await staging.write(first + b"b" * CHUNK + b"c" * CHUNK + b"d" * CHUNK + b"e")
+    await asyncio.sleep(0)
+    assert client.cancelled == 2 * 2  # chunks b and c, R = 2 puts each
