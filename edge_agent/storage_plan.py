@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 MIB = 1024 * 1024
 MAX_CORRUPT = 256  # the wire's bound (broker.wire.messages.MAX_CORRUPT_REPORTED)
 MIN_USED_STEP = MIB
+CORRUPT_PACE_BYTES = MIB  # the scrub's pacing counts a corrupt copy as at least this (a whole chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,10 @@ def after_slice(state: ScrubState, settings: ScrubSettings, *, now: float, start
                 bytes_read: int, corrupt: int, position: str, wrapped: bool) -> ScrubState:
     """The state after a slice that began at `started` (a pass begins with the first slice of a new position)."""
     pass_started = started if state.position == "" or state.pass_started is None else state.pass_started
-    paced = started + max(settings.min_pause_s, bytes_read / settings.rate_bytes_s)
+    # a corrupt copy counts at least a whole chunk: an unreadable one (EIO) reads no bytes, and on a failing disk
+    # unpaced slices would find corrupt copies faster than statuses can carry them (the ledger keeps the newest 256)
+    paced_bytes = max(bytes_read, corrupt * CORRUPT_PACE_BYTES)
+    paced = started + max(settings.min_pause_s, paced_bytes / settings.rate_bytes_s)
     if wrapped:
         next_at = max(now + settings.min_pause_s, paced, pass_started + settings.period_s)
     else:

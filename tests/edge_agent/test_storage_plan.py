@@ -56,6 +56,17 @@ def test_slices_are_paced_by_the_read_rate() -> None:
     assert small.pass_started == 100.0  # the same pass goes on
 
 
+def test_unreadable_copies_pace_the_scrub_like_whole_chunks() -> None:
+    # a failing disk: 8 copies unreadable (EIO reads no bytes); unpaced, the scrub would race through the bad region
+    # faster than statuses carry what it found (review 4, M6)
+    state = after_slice(ScrubState(), SETTINGS, now=100.01, started=100.0, checked=8, bytes_read=0, corrupt=8,
+                        position=cid(1), wrapped=False)
+    assert state.next_at == pytest.approx(100.8)  # 8 x 1 MiB at 10 MiB/s, not min_pause (100.06)
+    read = after_slice(ScrubState(), SETTINGS, now=100.01, started=100.0, checked=8, bytes_read=20 * MIB, corrupt=1,
+                       position=cid(1), wrapped=False)
+    assert read.next_at == pytest.approx(102.0)  # bytes read still pace when they are more
+
+
 def test_a_new_pass_starts_at_most_once_per_period() -> None:
     state = ScrubState(position=cid(1), pass_started=1000.0, checked=10)
     done = after_slice(state, SETTINGS, now=1200.0, started=1199.0, checked=3, bytes_read=MIB, corrupt=1,
