@@ -52,9 +52,13 @@ class Copy:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    """`keep`: a surplus delete goes ahead only while at least this many other good copies on online nodes remain
+    when it is carried out (R, or 1 for a fragment): the plan may be minutes old by then (review 4, L1)."""
+
     chunk_id: str
     node: str
     corrupt: bool = False
+    keep: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +133,7 @@ def _plan_chunk(b: _Builder, state: ChunkState) -> None:
         b.unrecoverable.append(record.id)
         return
     if len(good) > r:  # surplus: drop the least preferred while R good copies remain
-        b.deletes.extend(Delete(record.id, n) for n in good[r:])
+        b.deletes.extend(Delete(record.id, n, keep=r) for n in good[r:])
         return
     if len(good) == r:
         return
@@ -195,7 +199,7 @@ def plan_stripe_repair(stripes: Mapping[str, ChunkRecord], fragments: Mapping[st
                 b.deletes.extend(Delete(fid, n, corrupt=True) for n in sorted(frag.bad & frag.holders)
                                  if _online(b, n))
         for i, holders in enumerate(lay.holders):  # surplus copies of a fragment: keep the best one
-            b.deletes.extend(Delete(stripe.fragments[i], n) for n in holders[1:])
+            b.deletes.extend(Delete(stripe.fragments[i], n, keep=1) for n in holders[1:])
         if not lay.missing:
             continue
         b.under += 1

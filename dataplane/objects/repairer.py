@@ -131,6 +131,14 @@ class Repairer:
 
     async def _delete(self, delete: Delete, now: float) -> bool:
         size = 0  # update_chunk needs a size only to create a record; this one exists
+        if delete.keep > 0:  # re-checked against the record now: reads since the plan may have found copies bad
+            record = (await self._metadata.get_chunks([delete.chunk_id])).get(delete.chunk_id)
+            online = {n.node_id for n in self._nodes() if n.online}
+            others = (record.good() & online) - {delete.node} if record is not None else frozenset()
+            if len(others) < delete.keep:
+                log.info("repair: surplus copy of %s on %s kept: %d other good copies left, %d wanted",
+                         delete.chunk_id[:12], delete.node, len(others), delete.keep)
+                return False
         if not delete.corrupt:
             await self._metadata.update_chunk(delete.chunk_id, size, remove=[delete.node])
         try:

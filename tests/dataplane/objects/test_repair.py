@@ -48,7 +48,7 @@ def test_no_good_copy_is_unrecoverable_and_nothing_is_deleted() -> None:
 def test_surplus_is_collected_from_the_least_reliable_but_r_good_copies_stay() -> None:
     nodes = [node("a"), node("b", reliability=0.5), node("c")]
     plan = plan_repair({C: state(C, {"a", "b", "c"})}, nodes, 0.0)
-    assert plan.deletes == (Delete(C, "b"),) and plan.copies == ()
+    assert plan.deletes == (Delete(C, "b", keep=2),) and plan.copies == ()
 
 
 def test_a_corrupt_copy_does_not_count_toward_r() -> None:

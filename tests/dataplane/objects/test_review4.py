@@ -9,9 +9,10 @@ from dataclasses import replace
 
 import pytest
 
+from dataplane.objects.chunking import ChunkRef, chunk_id
 from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed
 from dataplane.objects.erasure import RS_4_2
-from dataplane.objects.model import ChunkRecord, StorageNode, Stripe
+from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode, Stripe
 from dataplane.objects.repair import GC_GRACE_S
 from dataplane.objects.repairer import Repairer, chunk_states
 from dataplane.objects.store import ObjectBackend
@@ -98,3 +99,42 @@ async def test_the_repairer_honours_the_bucket_replicas(replicas: int) -> None:
     report = await Repairer(meta, client, client.storage_nodes).repair_once(2.0)
     assert report.plan.under_replicated == 0 and report.copied == 0
     assert all(len(client.holders(cid)) == replicas for cid in states)
+
+
+class PutHookClient(FakeChunkClient):
+    """Runs `hook` once, before the next put (something that happens while the repair pass copies)."""
+
+    hook: Callable[[], Awaitable[None]] | None = None
+
+    async def put(self, node: str, chunk_id: str, data: bytes) -> None:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            await hook()
+        await super().put(node, chunk_id, data)
+
+
+async def test_a_surplus_delete_rechecks_the_record_before_deleting() -> None:
+    """L1: chunk X (R = 1) has a surplus copy on b; the pass first copies chunk Y, and meanwhile a read finds X's
+    kept copy on a corrupt. The planned delete of b's copy must not go ahead: it is now X's only good copy."""
+    nodes = [StorageNode(n, n, quota=1 << 30) for n in ("a", "b", "c")]
+    client, meta = PutHookClient(nodes), MemoryMetadata()
+    x, y = os.urandom(100), os.urandom(100)
+    xid, yid = chunk_id(x), chunk_id(y)
+    for n in ("a", "b"):
+        await client.put(n, xid, x)
+    await client.put("a", yid, y)
+    await meta.update_chunk(xid, 100, add=["a", "b"], touched=0.0)
+    await meta.update_chunk(yid, 100, add=["a"], touched=0.0)
+    for name, r, cid in (("r1", 1, xid), ("r2", 2, yid)):
+        await meta.create_bucket(BucketRecord(name, 0.0, r))
+        await meta.commit_manifest(name, Manifest(ObjectInfo("k", 100, "e", 0.0), (ChunkRef(cid, 100),), r))
+
+    async def a_read_finds_the_kept_copy_corrupt() -> None:
+        client.corrupt("a", xid)
+        await meta.update_chunk(xid, 100, bad=["a"])
+
+    client.hook = a_read_finds_the_kept_copy_corrupt
+    report = await Repairer(meta, client, lambda: nodes).repair_once(0.0)
+    assert [d.node for d in report.plan.deletes if d.chunk_id == xid] == ["b"]  # planned before the read
+    record = (await meta.get_chunks([xid]))[xid]
+    assert record.good() == {"b"} and xid in client.nodes["b"].chunks  # b's copy stays: X's only good one
