@@ -236,8 +236,12 @@ class Gateway:
         return settled
 
     async def take_scrub_reports(self) -> int:
-        """Forget the copies agents reported corrupt (new reports only); how many."""
+        """Forget the copies agents reported corrupt (new reports only); how many. A follower only keeps its ledger
+        current (it writes no metadata; the leader acts on the reports), so once it leads it does not take the
+        reports agents still republish for news (review 4, L3)."""
         news = self._scrub.news(self.members())
+        if not self.leading():
+            return len(news)
         for node, cid in news:
             record = (await self.metadata.get_chunks([cid])).get(cid)
             if record is not None and node in record.holders:

@@ -143,6 +143,22 @@ async def test_a_scrub_report_forgets_the_copy_and_repair_replaces_it() -> None:
     assert report.copied == 1 and len(fleet.metadata.chunks[cid].holders) == 2
 
 
+async def test_a_follower_reads_scrub_reports_but_writes_no_metadata() -> None:
+    """Review 4, L3: a follower keeps its ledger current without acting (the leader does), so it writes nothing
+    and, once leading, does not treat the report agents still republish as news."""
+    fleet = Fleet(leading=False)
+    await fleet.gateway.backend.create_bucket("b", 0.0)
+    body = os.urandom(1000)
+    await _put(fleet, "k", body)
+    cid = chunk_id(body)
+    holder = sorted(fleet.metadata.chunks[cid].holders)[0]
+    fleet.members[holder] = member(holder, corrupt=[cid])
+    assert await fleet.gateway.take_scrub_reports() == 1
+    assert holder in fleet.metadata.chunks[cid].holders and fleet.gateway.status()["scrub"]["reported"] == 0
+    fleet.leading = True
+    assert await fleet.gateway.take_scrub_reports() == 0  # an old report, already seen
+
+
 async def test_the_keyring_follows_the_store_and_a_miss_asks_for_a_reload() -> None:
     fleet = Fleet()
     key = AccessKey("AKIDGATEWAY000000000", "gateway-secret-0123456789", "t", (("*", "admin"),))
