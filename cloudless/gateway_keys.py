@@ -4,7 +4,8 @@ The bootstrap (`ensure_admin_credentials`): on a coordinator's start with `--s3-
 does not hold a key the store knows (first start, a wiped store), a new admin key (every bucket, `admin`) is stored
 (its secret sealed) and PATH is written 0600 as JSON in the format `cloudless storage` reads:
 {"endpoint", "accessKeyId", "secretAccessKey", "region", "ca"}. A key that still exists is kept as it is (the
-endpoint is refreshed when it moved)."""
+endpoint is refreshed when it moved). A PATH that exists but cannot be read or parsed fails the start naming it
+(`CredentialsUnreadable`): only a missing file makes a new key."""
 
 from __future__ import annotations
 
@@ -26,12 +27,30 @@ class KeyStore(Protocol):
     async def put_key(self, key: AccessKey) -> None: ...
 
 
+class CredentialsUnreadable(Exception):
+    """The admin credentials file exists but cannot be read or is not a credentials document: the start fails naming
+    it, rather than making a new admin key and leaving the old one valid with no file naming it (review 4, L5)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path, self.why = path, why
+        super().__init__(f"S3 admin credentials {path}: {why} (fix or remove the file)")
+
+
 def _read(path: Path) -> dict[str, Any] | None:
+    """The document at `path`; None only when there is no file."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("accessKeyId"), str) else None
+    except OSError as exc:
+        raise CredentialsUnreadable(path, exc.strerror or str(exc)) from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CredentialsUnreadable(path, f"not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("accessKeyId"), str):
+        raise CredentialsUnreadable(path, "field accessKeyId: missing or not a string")
+    return doc
 
 
 async def ensure_admin_credentials(keys: KeyStore, path: Path, *, endpoint: str, region: str, ca: Path) -> bool:

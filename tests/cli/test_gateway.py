@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from broker.wire import NodeFacts, NodeStatus, OverlayReport, PeerEntry, Presence, RelayInfo
 from cloudless.gateway import Gateway, GatewayConfig
-from cloudless.gateway_keys import ensure_admin_credentials
+from cloudless.gateway_keys import CredentialsUnreadable, ensure_admin_credentials
 from cloudless.gateway_nodes import ScrubLedger, storage_nodes
 from cloudless.gateway_overlay import PAIR_TTL_S, GatewayOverlay
 from coordinator.membership import NodeInfo, NodeState
@@ -182,6 +182,18 @@ async def test_admin_credentials_are_made_once_and_kept(tmp_path: Path) -> None:
     await meta.delete_key(doc["accessKeyId"])  # a wiped store: a new key, the file follows
     assert await ensure_admin_credentials(meta, path, **args)  # type: ignore[arg-type]
     assert json.loads(path.read_text())["accessKeyId"] != doc["accessKeyId"]
+
+
+async def test_an_unreadable_admin_credentials_file_fails_the_start_naming_it(tmp_path: Path) -> None:
+    """Review 4, L5: a damaged file made a new admin key silently, the old one staying valid with no file naming it."""
+    meta, path = MemoryMetadata(), tmp_path / "storage.json"
+    args = {"endpoint": "https://127.0.0.1:9000", "region": "us-east-1", "ca": tmp_path / "ca.pem"}
+    for content, why in (("{not json", "not JSON"), ('{"endpoint": "x"}', "field accessKeyId")):
+        path.write_text(content)
+        with pytest.raises(CredentialsUnreadable, match=why) as caught:
+            await ensure_admin_credentials(meta, path, **args)  # type: ignore[arg-type]
+        assert str(path) in str(caught.value)
+    assert await meta.list_keys() == [] and path.read_text() == '{"endpoint": "x"}'
 
 
 @dataclass
