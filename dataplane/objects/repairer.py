@@ -180,6 +180,11 @@ async def sweep_orphans(metadata: Metadata, client: ChunkClient, nodes: NodeSour
         except ChunkUnavailable as exc:
             log.info("orphan sweep: cannot delete %s on %s: %s", cid[:12], node, exc.why)
             continue
+        after = (await metadata.get_chunks([cid])).get(cid)
+        if after is not None and node in after.holders:  # a writer stored it there meanwhile (its put found the file
+            log.warning("orphan sweep: %s was stored on %s meanwhile; that copy is gone: holder forgotten",
+                        cid[:12], node)  # already there): the record must not list a copy just deleted (L2)
+            await metadata.update_chunk(cid, after.size, remove=[node])
         await metadata.forget_orphan(node, cid)
         settled += 1
     return settled

@@ -14,7 +14,7 @@ from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed
 from dataplane.objects.erasure import RS_4_2
 from dataplane.objects.model import BucketRecord, ChunkRecord, Manifest, StorageNode, Stripe
 from dataplane.objects.repair import GC_GRACE_S
-from dataplane.objects.repairer import Repairer, chunk_states
+from dataplane.objects.repairer import Repairer, chunk_states, sweep_orphans
 from dataplane.objects.store import ObjectBackend
 from dataplane.s3.backend import ObjectInfo
 from dataplane.s3.errors import S3Error
@@ -138,3 +138,38 @@ async def test_a_surplus_delete_rechecks_the_record_before_deleting() -> None:
     assert [d.node for d in report.plan.deletes if d.chunk_id == xid] == ["b"]  # planned before the read
     record = (await meta.get_chunks([xid]))[xid]
     assert record.good() == {"b"} and xid in client.nodes["b"].chunks  # b's copy stays: X's only good one
+
+
+class DeleteHookClient(FakeChunkClient):
+    """Runs `hook` once, just before the next delete reaches the node."""
+
+    hook: Callable[[], Awaitable[None]] | None = None
+
+    async def delete(self, node: str, chunk_id: str) -> None:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            await hook()
+        await super().delete(node, chunk_id)
+
+
+async def test_the_orphan_sweep_does_not_leave_a_holder_listed_for_the_copy_it_deleted() -> None:
+    """L2: the sweep checks the record (untouched, the node no holder), then a writer touches the chunk, puts it on
+    that node (the file is there already: OK) and records the holder; the sweep's delete then removes the file. The
+    record must not go on listing that node as a holder of a copy that is gone."""
+    nodes = [StorageNode(n, n, quota=1 << 30) for n in ("a", "b")]
+    client, meta = DeleteHookClient(nodes), MemoryMetadata()
+    data = os.urandom(100)
+    cid = chunk_id(data)
+    await client.put("a", cid, data)
+    await meta.note_orphans("a", [cid], 0.0)
+    now = 2 * GC_GRACE_S
+
+    async def a_writer_relies_on_that_copy() -> None:
+        await meta.update_chunk(cid, 100, touched=now)
+        await client.put("a", cid, data)
+        await meta.update_chunk(cid, 100, add=["a"], touched=now)
+
+    client.hook = a_writer_relies_on_that_copy
+    assert await sweep_orphans(meta, client, lambda: nodes, now) == 1
+    record = (await meta.get_chunks([cid]))[cid]
+    assert "a" not in client.holders(cid) and "a" not in record.holders  # repair sees the chunk has no copy
