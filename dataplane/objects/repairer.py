@@ -161,7 +161,10 @@ async def sweep_orphans(metadata: Metadata, client: ChunkClient, nodes: NodeSour
     a delete that failed after the record forgot the holder, a write whose outcome is unknown. A noted copy is
     deleted once it is older than `grace`, its node is online, the record does not list that node (then it is a
     live copy: only the note goes) and no writer touched the chunk within `grace` (one may be storing it there right
-    now). A node that answers it has no such chunk settles the note too. How many notes were settled."""
+    now). A node that answers it has no such chunk settles the note too. After a delete the record is read again: a
+    writer that recorded the node meanwhile (its put found the file) loses that holder. Known gap: a writer between
+    its put and its record update when the delete lands still records a copy that is gone; a later read or the
+    node's rescan corrects it. How many notes were settled."""
     online = {n.node_id for n in nodes() if n.online}
     settled = 0
     for node, cid, at in await metadata.list_orphans():
