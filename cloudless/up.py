@@ -73,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="1 (default): one coordinator on SQLite. 3 (or 5): that many local etcd members and "
                    "replicated coordinators (leader + followers) on API ports --api-port, +1, +2 ...")
     p.add_argument("--no-agent", action="store_true", help="do not start a local agent")
+    p.add_argument("--agent-storage", metavar="SIZE", default=None,
+                   help="the local agent offers SIZE of disk to the object store (e.g. 2G, 500MiB; passed to its "
+                        "--storage-quota; default: its device profile's, none on a laptop)")
     p.add_argument("--relay-port", type=int, default=7000, metavar="PORT",
                    help="the overlay relay's UDP and TCP/TLS port (default 7000)")
     p.add_argument("--no-relay", action="store_true",
@@ -362,6 +365,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print("cloudless up: --coordinators: 1, 3 or 5 (etcd needs an odd member count for a majority)",
               file=sys.stderr)
         return 2
+    if args.agent_storage is not None:
+        from firmware_profiles.errors import QuantityError
+        from firmware_profiles.units import parse_size
+
+        try:
+            parse_size(args.agent_storage)
+        except QuantityError as exc:
+            print(f"cloudless up: --agent-storage: {exc} (e.g. 2G, 500MiB, or 0 to offer no storage)", file=sys.stderr)
+            return 2
     from cloudless.advertise import AdvertiseError, exposure
 
     try:
@@ -481,6 +493,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             agent_dir = data_dir / "agent"
             argv = [*me, "agent", "--data-dir", str(agent_dir), "--node-id", local_node_id(agent_dir), "--runtime",
                     args.agent_runtime, "--broker", url]  # loopback: this host's own addresses may change (DHCP)
+            if args.agent_storage is not None:
+                argv += ["--storage-quota", args.agent_storage]
             from edge_agent import identity as ident
 
             current = ident.load(agent_dir)

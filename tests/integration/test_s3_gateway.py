@@ -51,10 +51,13 @@ class Cluster:
     def tails(self) -> str:
         return "\n".join(f"--- {name}\n{self.tail(name)}" for name in self.logs)
 
-    def start(self) -> None:
+    def start(self, *, agent_storage: str | None = None) -> None:
+        """`cloudless up` without its local agent, or (`agent_storage`) with it offering that much storage."""
+        agent = ["--no-agent"] if agent_storage is None else ["--agent-storage", agent_storage, "--agent-runtime",
+                                                               "process"]
         self._spawn("up", ["up", "--data-dir", str(self.data), "--mqtt-port", str(self.mqtt), "--api-port",
                            str(self.api), "--relay-port", str(self.relay), "--config", str(self.config),
-                           "--s3-port", str(self.s3), "--no-agent", "--local-only"])
+                           "--s3-port", str(self.s3), *agent, "--local-only"])
         until(lambda: "Press Ctrl-C to stop." in self.tail(), 120, "cloudless up is ready", self.tails)
 
     @property

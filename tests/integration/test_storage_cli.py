@@ -95,3 +95,23 @@ def test_a_person_uses_the_clusters_storage_with_the_cli(cluster: Cluster, tmp_p
     assert table.splitlines()[0].split() == ["NODE", "ZONE", "ONLINE", "QUOTA", "USED", "CHUNKS"]
     ok(storage(cluster, "rm", "--recursive", "s3://photos/"))
     assert "bucket photos deleted" in ok(storage(cluster, "buckets", "rm", "photos"))
+
+
+@pytest.mark.timeout(600)
+def test_up_with_agent_storage_is_a_one_machine_object_store(cluster: Cluster) -> None:
+    """The README's tour on one machine: `cloudless up --agent-storage 64MiB` makes the local agent a storage node."""
+    cluster.start(agent_storage="64MiB")
+
+    def local_offers() -> bool:
+        answer = storage(cluster, "status", "-o", "json")
+        return answer.returncode == 0 and any(n["online"] and n["quotaBytes"] == 64 * MiB
+                                              for n in json.loads(answer.stdout)["nodes"])
+    until(local_offers, 180, "the local agent offers 64 MiB", cluster.tails)
+    ok(storage(cluster, "buckets", "create", "notes"))
+    note = os.urandom(300_000)
+
+    def stored() -> bool:  # the gateway reaches the agent over the overlay a moment after it offers storage
+        return storage(cluster, "cp", "-", "s3://notes/kitchen.txt", stdin=note).returncode == 0
+    until(stored, 180, "the upload is accepted", cluster.tails)
+    back = storage(cluster, "cp", "s3://notes/kitchen.txt", "-")
+    assert back.returncode == 0 and back.stdout == note
