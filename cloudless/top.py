@@ -1,4 +1,5 @@
-"""`cloudless top`: a live view of the nodes (load, battery, temperature) and the workloads, over the REST API.
+"""`cloudless top`: a live view of the nodes (load, battery, temperature, storage), the object store and the
+workloads, over the REST API.
 
 The tables are computed by pure functions from the API's JSON (`frame`); `cmd_top` only fetches, prints and
 sleeps through the CLI's clock, so tests drive it with a FakeClock and a fake coordinator.
@@ -16,7 +17,7 @@ from cloudless.ctl import Ctx, add_command, connection_flags, duration_in, names
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
 
-NODE_HEADERS = ("NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS")
+NODE_HEADERS = ("NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS", "STORAGE")
 WORKLOAD_HEADERS = ("NAMESPACE", "NAME", "READY/DESIRED", "PHASE")
 
 
@@ -38,11 +39,35 @@ def temperature(node: Mapping[str, Any]) -> str:
     return f"{max(temps):.0f}C" if temps else render.NONE
 
 
+def storage_cell(node: Mapping[str, Any]) -> str:
+    """Object-store bytes used/offered (`-`: the node offers no storage)."""
+    st = node.get("storage")
+    if not isinstance(st, Mapping) or not _number(st.get("quotaBytes")):
+        return render.NONE
+    cell = f"{render.memory(st.get('usedBytes') or 0)}/{render.memory(st.get('quotaBytes'))}"
+    corrupt = _number(st.get("corrupt"))
+    return f"{cell} ({corrupt:.0f} corrupt)" if corrupt else cell
+
+
 def node_row(node: Mapping[str, Any]) -> list[str]:
     usage = node.get("usage") or {}
     return [render.text(node.get("id")), render.text(node.get("state")), render.percent(usage.get("cpuPercent")),
             render.percent(memory_percent(node)), render.percent(usage.get("batteryPercent")), temperature(node),
-            render.text(node.get("replicas"))]
+            render.text(node.get("replicas")), storage_cell(node)]
+
+
+def storage_line(status: Mapping[str, Any] | None) -> str | None:
+    """One line on the object store (GET /v1/storage/status), or None when the cluster serves none."""
+    if not status:
+        return None
+    repair = status.get("repair") or {}
+    rate = _number(repair.get("rateBytesPerS")) or 0.0
+    nodes = [n for n in status.get("nodes") or () if isinstance(n, Mapping)]
+    offering = sum(1 for n in nodes if n.get("online") and _number(n.get("quotaBytes")))
+    return (f"Storage: {offering} node(s) offering, {render.text(status.get('chunks'))} chunks, "
+            f"{render.text(status.get('underReplicated'))} under-replicated, "
+            f"{render.text(status.get('unrecoverable'))} unrecoverable; repair {render.memory(rate)}B/s, "
+            f"{render.memory(repair.get('copiedBytes') or 0)}B copied since start")
 
 
 def workload_row(workload: Mapping[str, Any]) -> list[str]:
@@ -53,9 +78,14 @@ def workload_row(workload: Mapping[str, Any]) -> list[str]:
             render.text(status.get("phase"))]
 
 
-def frame(nodes: Sequence[Mapping[str, Any]], workloads: Sequence[Mapping[str, Any]]) -> str:
-    """Both tables, nodes first; a line instead of an empty table."""
+def frame(nodes: Sequence[Mapping[str, Any]], workloads: Sequence[Mapping[str, Any]],
+          storage: Mapping[str, Any] | None = None) -> str:
+    """Both tables, nodes first (then the object store's line when the cluster serves one); a line instead of an
+    empty table."""
     node_part = render.table(NODE_HEADERS, map(node_row, nodes)) if nodes else "No nodes."
+    line = storage_line(storage)
+    if line is not None:
+        node_part += f"\n{line}"
     wl_part = render.table(WORKLOAD_HEADERS, map(workload_row, workloads)) if workloads else "No workloads."
     return f"{node_part}\n\n{wl_part}"
 
@@ -64,7 +94,8 @@ def _fetch(ctx: Ctx, namespace: str | None) -> str:
     nodes = ctx.api.request("GET", "/v1/nodes").body["items"]
     query = {"namespace": namespace} if namespace else None
     workloads = ctx.api.request("GET", "/v1/workloads", query=query).body["items"]
-    return frame(nodes, workloads)
+    storage = ctx.api.request("GET", "/v1/storage/status", answers=(404, 503))  # 503: no storage; 404: older API
+    return frame(nodes, workloads, storage.body if storage.status == 200 and isinstance(storage.body, dict) else None)
 
 
 def cmd_top(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -79,7 +110,8 @@ def cmd_top(args: argparse.Namespace, ctx: Ctx) -> int:
 def add_parser(sub: Sub) -> None:
     p = add_command(sub, "top", connection_flags(), func=cmd_top,
                     help="live view of node load and workload health",
-                    description="Nodes (state, CPU and memory use, battery, hottest temperature, replicas) and "
+                    description="Nodes (state, CPU and memory use, battery, hottest temperature, replicas, "
+                    "object-store bytes used/offered), the object store (chunks, under-replicated, repair rate) and "
                     "workloads (ready/desired, phase), redrawn every interval until Ctrl-C. On a terminal the screen "
                     "is cleared for each frame; piped, a frame is printed only when it changed.",
                     examples="  cloudless top\n  cloudless top --interval 10s -n prod\n  cloudless top --once")

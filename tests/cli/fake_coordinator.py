@@ -94,6 +94,7 @@ class FakeCoordinator:
     services: list[JSON] = field(default_factory=list)  # as GET /v1/services rows
     ping_answer: JSON = field(default_factory=dict)  # what a node answers an overlay ping (peer/from filled in)
     version: str = "9.9.9-fake"  # what GET /healthz says the coordinator runs
+    storage: JSON | None = None  # GET /v1/storage/status (None: the cluster serves no storage: 503)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ---- builders ----
@@ -160,6 +161,7 @@ class FakeCoordinator:
             ("GET", r"/v1/services", lambda: {"items": [copy.deepcopy(x) for x in self.services
                                                         if q.get("namespace") in (None, x["namespace"])]}),
             ("GET", rf"/v1/services/(?P<ns>{NAME})/(?P<name>{NAME})", self._service),
+            ("GET", r"/v1/storage/status", self._storage_status),
         ]
         for verb, pattern, fn in routes:
             m = re.fullmatch(pattern, path)
@@ -167,6 +169,11 @@ class FakeCoordinator:
                 result = fn(**m.groupdict())
                 return result if isinstance(result, tuple) else (200, result, {})
         raise Refusal(404, f"{method} {path}: Not Found")
+
+    def _storage_status(self) -> JSON:
+        if self.storage is None:
+            raise Refusal(503, "this cluster serves no storage; start the coordinator with --s3-port")
+        return copy.deepcopy(self.storage)
 
     # nodes
 

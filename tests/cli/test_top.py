@@ -28,9 +28,9 @@ def test_once_prints_both_tables(cluster: FakeCoordinator, cli) -> None:
     r = cli("top", "--once")
     assert r.code == 0 and r.err == ""
     assert _rows(r.out) == [
-        ["NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS"],
-        ["phone", "suspect", "3%", "75%", "81%", "-", "0"],
-        ["pi-1", "online", "12%", "25%", "-", "51C", "2"],
+        ["NODE", "STATE", "CPU%", "MEM%", "BATTERY", "TEMP", "REPLICAS", "STORAGE"],
+        ["phone", "suspect", "3%", "75%", "81%", "-", "0", "-"],
+        ["pi-1", "online", "12%", "25%", "-", "51C", "2", "-"],
         [],
         ["NAMESPACE", "NAME", "READY/DESIRED", "PHASE"],
         ["default", "web", "3/3", "Running"],
@@ -41,10 +41,27 @@ def test_once_prints_both_tables(cluster: FakeCoordinator, cli) -> None:
     assert header.index("REPLICAS") == first.index("0")  # aligned columns
 
 
+def test_the_object_store_in_top(cluster: FakeCoordinator, cli) -> None:
+    cluster.nodes["pi-1"]["storage"] = {"quotaBytes": 8 * 1024**3, "usedBytes": 3 * 1024**3 // 2, "chunks": 1536,
+                                        "corrupt": 0}
+    cluster.nodes["phone"]["storage"] = None  # offers none
+    cluster.storage = {"nodes": [{"node": "pi-1", "online": True, "quotaBytes": 8 * 1024**3}], "chunks": 1536,
+                       "underReplicated": 12, "unrecoverable": 0,
+                       "repair": {"rateBytesPerS": 5 * 1024**2, "copiedBytes": 300 * 1024**2}}
+    r = cli("top", "--once")
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[2].split()[-1] == "1.5Gi/8Gi" and lines[1].split()[-1] == "-"
+    assert lines[3] == ("Storage: 1 node(s) offering, 1536 chunks, 12 under-replicated, 0 unrecoverable; "
+                        "repair 5MiB/s, 300MiB copied since start")
+    cluster.nodes["pi-1"]["storage"]["corrupt"] = 2
+    assert "1.5Gi/8Gi (2 corrupt)" in cli("top", "--once").out
+
+
 def test_namespace_filters_workloads(cluster: FakeCoordinator, cli) -> None:
     r = cli("top", "--once", "-n", "prod")
     assert r.code == 0
-    assert cluster.requests[-1].query == {"namespace": "prod"}
+    assert [r.query for r in cluster.requests if r.path == "/v1/workloads"][-1] == {"namespace": "prod"}
     assert [row[:2] for row in _rows(r.out)[5:]] == [["prod", "db"]]
 
 
@@ -61,7 +78,7 @@ def test_loop_redraws_until_ctrl_c(cluster: FakeCoordinator, cli, clock: FakeClo
     assert clock.sleeps == [5.0, 5.0, 5.0]
     # not a terminal: a frame only when it changed (first frame, then the replica count change)
     assert r.out.count("NODE") == 2
-    assert [row for row in _rows(r.out) if row[:1] == ["pi-1"]][-1][-1] == "5"
+    assert [row for row in _rows(r.out) if row[:1] == ["pi-1"]][-1][-2] == "5"  # REPLICAS
 
 
 def test_wrong_token_exits_non_zero(cluster: FakeCoordinator, cli) -> None:
