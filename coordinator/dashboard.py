@@ -2,11 +2,12 @@
 
 Mirror (retained JSON under `cloudless/v1/dash/`, readable by the dashboard identity only):
     dash/cluster                     nodes online/total, workloads, replicas ready/desired
-    dash/node/<id>                   online, state, profile, cpu/memory/battery/temperature, replicas
+    dash/node/<id>                   online, state, profile, cpu/memory/battery/temperature, replicas, storage
     dash/workload/<ns>/<name>        desired, ready, phase, image
 
 Home Assistant MQTT discovery (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery): each node is a
-device with sensors (CPU %, memory %, battery %, temperature °C, replicas) and an `online` binary_sensor; every
+device with sensors (CPU %, memory %, battery %, temperature °C, replicas, object-store bytes used) and an
+`online` binary_sensor; every
 entity's availability follows the node's presence through the mirror's `online` field. Config topics are
 `homeassistant/<component>/cloudless_<node>/<object>/config`; an empty retained payload removes an entity (the
 engine sends one for every topic that is no longer produced).
@@ -59,6 +60,11 @@ class NodeSummary:
     replicas: int = 0
     schedulable: bool = True
     gates: tuple[str, ...] = ()
+    # the object store (None: the node offers no storage, or its agent is too old to say)
+    storage_quota_bytes: int | None = None
+    storage_used_bytes: int | None = None
+    storage_chunks: int | None = None
+    storage_corrupt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,9 @@ def node_json(n: NodeSummary) -> str:
         "agent_version": n.agent_version, "cpu_percent": _round(n.cpu_percent),
         "memory_percent": _round(n.memory_percent), "battery_percent": _round(n.battery_percent),
         "temperature_c": _round(n.temperature_c), "replicas": n.replicas, "schedulable": n.schedulable,
-        "gates": list(n.gates)})
+        "gates": list(n.gates), "storage_quota_bytes": n.storage_quota_bytes,
+        "storage_used_bytes": n.storage_used_bytes, "storage_chunks": n.storage_chunks,
+        "storage_corrupt": n.storage_corrupt})
 
 
 def workload_json(w: WorkloadSummary) -> str:
@@ -128,6 +136,7 @@ _SENSORS: tuple[tuple[str, str, str, str, str | None, str | None, str | None], .
     ("battery", "sensor", "Battery", "battery_percent", "%", "battery", "measurement"),
     ("temperature", "sensor", "Temperature", "temperature_c", "°C", "temperature", "measurement"),
     ("replicas", "sensor", "Replicas", "replicas", None, None, "measurement"),
+    ("storage_used", "sensor", "Storage used", "storage_used_bytes", "B", "data_size", "measurement"),
 )
 
 
@@ -191,7 +200,11 @@ def node_summary(cluster: Cluster, node_id: str, info: NodeInfo) -> NodeSummary:
         cpu_percent=hb.cpu_percent if hb else None, memory_percent=mem,
         battery_percent=hb.battery_percent if hb else (f.battery_percent if f else None),
         temperature_c=max(temps) if temps else None, replicas=cluster.replicas.count_on(node_id),
-        schedulable=bool(st and st.schedulable), gates=st.gates if st else ())
+        schedulable=bool(st and st.schedulable), gates=st.gates if st else (),
+        storage_quota_bytes=st.storage_quota_bytes if st else None,
+        storage_used_bytes=(st.storage_used_bytes or 0) if st and st.storage_quota_bytes is not None else None,
+        storage_chunks=(st.storage_chunks or 0) if st and st.storage_quota_bytes is not None else None,
+        storage_corrupt=len(st.storage_corrupt) if st else 0)
 
 
 def workload_summary(cluster: Cluster, w: WorkloadRecord) -> WorkloadSummary:

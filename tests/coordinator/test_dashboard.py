@@ -22,6 +22,12 @@ def test_the_mirror_is_plain_json_per_topic() -> None:
     node = json.loads(docs["cloudless/v1/dash/node/pi-kitchen.1"])
     assert node["online"] is True and node["cpu_percent"] == 12.3 and node["replicas"] == 2
     assert json.loads(docs["cloudless/v1/dash/workload/default/web"])["ready"] == 2
+    assert (node["storage_quota_bytes"], node["storage_used_bytes"], node["storage_corrupt"]) == (None, None, 0)
+    pi = json.loads(mirror([NodeSummary("pi", online=True, state="online", storage_quota_bytes=8 << 30,
+                                        storage_used_bytes=3 << 20, storage_chunks=3, storage_corrupt=1)], [])[
+        "cloudless/v1/dash/node/pi"])
+    assert (pi["storage_quota_bytes"], pi["storage_used_bytes"], pi["storage_chunks"], pi["storage_corrupt"]) == (
+        8 << 30, 3 << 20, 3, 1)
     assert json.loads(docs["cloudless/v1/dash/cluster"]) == {
         "nodes_online": 1, "nodes_total": 2, "workloads": 1, "replicas_desired": 3, "replicas_ready": 2}
 
@@ -34,6 +40,7 @@ def test_discovery_topics_follow_home_assistants_scheme() -> None:
         "homeassistant/sensor/cloudless_pi_kitchen_1/cpu/config",
         "homeassistant/sensor/cloudless_pi_kitchen_1/memory/config",
         "homeassistant/sensor/cloudless_pi_kitchen_1/replicas/config",
+        "homeassistant/sensor/cloudless_pi_kitchen_1/storage_used/config",
         "homeassistant/sensor/cloudless_pi_kitchen_1/temperature/config",
     ]
 
@@ -44,7 +51,8 @@ def test_discovery_topics_follow_home_assistants_scheme() -> None:
     ("battery", "%", "battery", "battery_percent"),
     ("temperature", "°C", "temperature", "temperature_c"),
     ("replicas", None, None, "replicas"),
-], ids=["cpu", "memory", "battery", "temperature", "replicas"])
+    ("storage_used", "B", "data_size", "storage_used_bytes"),
+], ids=["cpu", "memory", "battery", "temperature", "replicas", "storage_used"])
 def test_sensor_payloads_field_by_field(obj: str, unit: str | None, device_class: str | None, field: str) -> None:
     cfg = json.loads(discovery(NODE)[f"homeassistant/sensor/cloudless_pi_kitchen_1/{obj}/config"])
     assert set(cfg) <= HA_SENSOR_KEYS

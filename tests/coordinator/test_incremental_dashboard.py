@@ -28,3 +28,25 @@ def test_a_clear_whose_publish_failed_is_sent_again() -> None:
     assert all(any(call.get(t) == "" for call in calls) for t in gone)
     assert not gone & set(retained)
 
+
+
+def test_a_storage_nodes_facts_reach_its_mirror_topic() -> None:
+    import dataclasses
+    import json
+
+    from tests.coordinator.test_incremental_mirror import member
+
+    c = fleet(3)
+    mirror, retained = Mirror(c), {}
+    drain(mirror, retained)
+    info = member("n1")
+    assert info.status is not None
+    status = dataclasses.replace(info.status, storage_quota_bytes=8 << 30, storage_used_bytes=3 << 20,
+                                 storage_chunks=3, storage_corrupt=("ab" * 32,))
+    c.members["n1"] = dataclasses.replace(info, status=status)
+    c.touch_node("n1")
+    drain(mirror, retained)
+    doc = json.loads(retained["cloudless/v1/dash/node/n1"])
+    assert (doc["storage_quota_bytes"], doc["storage_used_bytes"], doc["storage_chunks"], doc["storage_corrupt"]) == (
+        8 << 30, 3 << 20, 3, 1)
+    assert json.loads(retained["cloudless/v1/dash/node/n2"])["storage_quota_bytes"] is None  # offers none
