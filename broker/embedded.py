@@ -729,7 +729,10 @@ class EmbeddedBroker(Broker):
             self._broadcast_shutdown_waiter.add_done_callback(lambda _: me.cancel())
         try:
             while True:
-                await self._run_broadcast(self._tasks_queue)
+                try:
+                    await self._run_broadcast(self._tasks_queue)
+                except Exception:  # one message that cannot be delivered must not end delivery for every client
+                    log.exception("broker: delivering a message failed; it is dropped, delivery goes on")
         except asyncio.CancelledError:
             log.debug("broadcast loop stopped")
         finally:

@@ -312,3 +312,35 @@ async def test_the_collector_is_tuned_while_brokers_run() -> None:
         for broker in running:
             await broker.shutdown()
     assert gc.get_threshold() == before
+
+
+async def test_one_message_that_fails_to_deliver_does_not_end_delivery(broker: EmbeddedBroker,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broadcast loop runs every delivery itself (no task per message): an exception in one must be logged and
+    dropped, not end delivery for every client for the rest of the broker's life (review 5, M1)."""
+    received: list[tuple[str, bytes]] = []
+    sub = await connect(broker, "sub", received)
+    pub = await connect(broker, "pub")
+    async with asyncio.timeout(TIMEOUT_S):
+        await sub.subscribe([("t/x", 0)])
+    plain = broker._indexed_targets
+    calls: list[str] = []
+
+    def failing_once(topic: str) -> object:
+        calls.append(topic)
+        if len(calls) == 1:
+            raise RuntimeError("one message that cannot be delivered")
+        return plain(topic)
+
+    monkeypatch.setattr(broker, "_indexed_targets", failing_once)
+    pub.publish("t/x", b"1", qos=0, retain=False)
+    async with asyncio.timeout(TIMEOUT_S):
+        while not calls:
+            await asyncio.sleep(0.01)
+    pub.publish("t/x", b"2", qos=0, retain=False)
+    async with asyncio.timeout(TIMEOUT_S):
+        while received != [("t/x", b"2")]:
+            await asyncio.sleep(0.01)
+    assert broker._broadcast_task is not None and not broker._broadcast_task.done()
+    sub.disconnect()
+    pub.disconnect()
