@@ -53,7 +53,7 @@ from edge_agent.secret_layout import Materialized, needs_secrets, owner_of, secr
 from edge_agent.secrets import SecretFiles, SecretVault, default_root
 from edge_agent.services import AgentServices, ServiceSettings
 from edge_agent.state import StateStore
-from edge_agent.storage_plan import StorageFacts, storage_moved
+from edge_agent.storage_plan import StorageFacts, resolve_quota, storage_moved
 
 if TYPE_CHECKING:
     from edge_agent.storage import NodeStorage
@@ -171,13 +171,23 @@ class Agent:
         wanted = self.storage_settings
         if wanted is None:
             return
-        if not self.overlay.enabled and wanted.wanted:
+        if not wanted.wanted:  # quota 0 (a phone's profile, the owner's choice): nothing to open, nor to import
+            quota = resolve_quota(wanted.quota_flag, wanted.profile_quota, profile=wanted.profile, free_bytes=0,
+                                  used_bytes=0)
+            log.info("storage: none offered (%s)", quota.why)
+            return
+        if not self.overlay.enabled:
             self.storage_note = f"the overlay does not run ({self.overlay.disabled})"
             log.warning("storage: none offered: peers reach chunks only over the overlay, which %s",
                         self.storage_note)
             return
-        from dataplane.objects.peer import SERVICE
-        from edge_agent.storage import NodeStorage
+        try:  # the chunk service rides the overlay (aioquic): a slim install without it offers no storage
+            from dataplane.objects.peer import SERVICE
+            from edge_agent.storage import NodeStorage
+        except ImportError as exc:
+            self.storage_note = f"the overlay's libraries are not installed ({exc})"
+            log.warning("storage: none offered: %s", self.storage_note)
+            return
 
         try:
             self.storage = await NodeStorage.open(wanted, clock=self.clock)

@@ -51,7 +51,10 @@ def agent_exposition() -> str:
             per_service=(agent_metrics.ServiceSample("web", "default", {"node": 3, "zone": 1}, active=1,
                                                      bytes_out=10, bytes_in=20, connect_failures=1, served=2,
                                                      udp_flows=1),),
-            running=True, dns_queries={"answered": 4}, dns_bind_failures=1, udp_flows_open=1, problems=1))
+            running=True, dns_queries={"answered": 4}, dns_bind_failures=1, udp_flows_open=1, problems=1),
+        storage=agent_metrics.StorageSample(
+            quota_bytes=8 << 30, used_bytes=3 << 20, chunks=3, corrupt_listed=1, scrub_passes=1, scrub_checked=3,
+            scrub_bytes=3 << 20, scrub_corrupt=1, scrub_progress=0.5, buffered_bytes=1 << 20, busy_refused=1))
     return agent_metrics.render(sample)
 
 
