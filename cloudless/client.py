@@ -135,11 +135,17 @@ def read_config_file(path: Path, *, required: bool, warn: Callable[[str], None])
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a JSON object like "
                           '{"server": "http://127.0.0.1:8470", "token": "..."}')
+    return string_settings(data, ("server", "token", "ca"), f"config file {path}")
+
+
+def string_settings(doc: Mapping[str, object], keys: tuple[str, ...], what: str) -> dict[str, str]:
+    """The non-empty string values of `keys` in a JSON config document; ConfigError naming `what` and the key for a
+    value of another type."""
     settings: dict[str, str] = {}
-    for key in ("server", "token", "ca"):
-        value = data.get(key)
+    for key in keys:
+        value = doc.get(key)
         if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config file {path}: {key!r} must be a string")
+            raise ConfigError(f"{what}: {key!r} must be a string")
         if value:
             settings[key] = value
     return settings

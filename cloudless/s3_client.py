@@ -31,7 +31,14 @@ from typing import BinaryIO
 
 from broker.files import write_private
 from cloudless import __version__
-from cloudless.client import ClientError, ConfigError, ConnectionFailed, ProtocolError, default_config_path
+from cloudless.client import (
+    ClientError,
+    ConfigError,
+    ConnectionFailed,
+    ProtocolError,
+    default_config_path,
+    string_settings,
+)
 from dataplane.s3 import sigv4
 
 DEFAULT_REGION = "us-east-1"
@@ -102,14 +109,8 @@ def _read_file(path: Path, *, required: bool) -> dict[str, str]:
         raise ConfigError(f"cannot read storage config {path}: {exc}", hint=_CONFIG_HINT) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"storage config {path} must hold a JSON object")
-    out = {}
-    for key in ("endpoint", "accessKeyId", "secretAccessKey", "region", "ca"):
-        value = doc.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"storage config {path}: {key!r} must be a string")
-        if value:
-            out[key] = value
-    return out
+    return string_settings(doc, ("endpoint", "accessKeyId", "secretAccessKey", "region", "ca"),
+                           f"storage config {path}")
 
 
 def resolve_storage_config(*, endpoint: str | None, config: str | None, env: Mapping[str, str],
