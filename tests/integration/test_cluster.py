@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.dashboard import NodeSummary, discovery
 from tests.integration.agent_env import AgentProc
 from tests.integration.cluster_env import ApiError, CoordinatorProc, agents_for, httpd_workload, until
 from tests.integration.conftest import BrokerUnderTest, make_auth, require_binary
@@ -345,7 +346,8 @@ def test_deleting_a_gone_node_removes_its_home_assistant_entities(cluster: Clust
         slug = node.lower()
         raw.subscribe(f"homeassistant/+/cloudless_{slug}/+/config", qos=0)
         configs = {p.publish_fields()[0] for p in raw.publishes(3) if p.publish_fields()[2]}
-        assert len(configs) == 6, configs  # 5 sensors and the online binary_sensor
+        # every entity the coordinator announces for a node (its sensors and the online binary_sensor)
+        assert configs == set(discovery(NodeSummary(node, online=True, state="online"))), configs
         agent.kill(signal.SIGTERM)
         until(lambda: not c.request("GET", f"/v1/nodes/{node}")["online"]
               and all(r["node"] != node for r in cluster.replicas("web")), 60,
