@@ -435,6 +435,10 @@ class MqttClient:
                 return
             if self._paho.socket() is not sock or not _input_waiting(sock):
                 return
+        if isinstance(sock, ssl.SSLSocket) and sock.pending() and self._loop is not None:
+            # bound hit with bytes the TLS layer already decrypted: poll() cannot see them, so no readable event
+            # would come until the broker sends again (a broker coalescing packets into one record); read on next turn
+            self._loop.call_soon(self._readable, sock)
 
     def _read_one(self) -> MQTTErrorCode:
         """Read and handle one MQTT packet. paho's `loop_read` ignores its `max_packets` argument and reads up to

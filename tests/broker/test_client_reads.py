@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -21,6 +23,7 @@ import pytest
 
 from broker import client as client_mod
 from broker.client import Message, MqttClient, MqttSettings, _Subscription
+from tests.dataplane.pki_builders import issue, make_ca
 
 
 def publish_packet(topic: str, payload: bytes) -> bytes:
@@ -36,12 +39,14 @@ def publish_packet(topic: str, payload: bytes) -> bytes:
 
 
 @contextmanager
-def wired(queued: int) -> Iterator[tuple[MqttClient, socket.socket, socket.socket, list[Message]]]:
-    """A client whose paho reads from one end of a socketpair, with `queued` QoS 1 messages of its own waiting."""
+def wired(queued: int, sock: socket.socket | None = None) -> Iterator[
+        tuple[MqttClient, socket.socket, socket.socket, list[Message]]]:
+    """A client whose paho reads from one end of a socketpair (or `sock`, already connected), with `queued` QoS 1
+    messages of its own waiting."""
     c = MqttClient(MqttSettings(host="127.0.0.1", port=1, client_id="reader"))
     got: list[Message] = []
     c._subs.add(_Subscription("t/#", 0, got.append))
-    ours, theirs = socket.socketpair()
+    ours, theirs = (sock, socket.socket()) if sock is not None else socket.socketpair()
     ours.setblocking(False)
     p: Any = c._paho
     p._sock = ours  # as paho holds it after connecting
@@ -122,3 +127,47 @@ async def test_a_backlog_is_written_in_bounded_steps_in_order(monkeypatch: pytes
             assert turns >= 3
         finally:
             c._loop.remove_writer(ours)
+
+
+def tls_pair(tmp: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """Two ends of a socketpair speaking TLS (the broker's end and the client's), handshake done, non-blocking."""
+    cred = issue(make_ca(), "broker")
+    (tmp / "c.pem").write_bytes(cred.cert_pem)
+    (tmp / "k.pem").write_bytes(cred.key_pem)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    broker_end = server_ctx.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+    client_end = client_ctx.wrap_socket(b, do_handshake_on_connect=False)
+    pending = [broker_end, client_end]
+    for _ in range(100):  # both sides step the handshake in turn (one thread, non-blocking)
+        for s in list(pending):
+            try:
+                s.do_handshake()
+                pending.remove(s)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+        if not pending:
+            return broker_end, client_end
+    raise AssertionError("TLS handshake over the socketpair did not finish")
+
+
+async def test_decrypted_bytes_left_at_the_read_bound_are_read_without_further_input(tmp_path: Path) -> None:
+    """A broker that coalesces packets into one TLS record: past the bound, the rest sits decrypted in the TLS layer
+    (`pending()`), invisible to poll, and no readable event would come until the broker sends again (at worst its
+    PINGRESP, one keep-alive later). The client schedules another read itself (review 5, L3)."""
+    limit = client_mod._MAX_PACKETS_PER_WAKEUP
+    broker_end, client_end = tls_pair(tmp_path)
+    with broker_end, client_end, wired(queued=0, sock=client_end) as (c, ours, _, got):
+        c._loop = asyncio.get_running_loop()
+        n = limit + 7
+        broker_end.sendall(b"".join(publish_packet(f"t/{i}", b"z" * 20) for i in range(n)))  # < 16 KiB: one record
+        c._readable(ours)  # no reader is registered: only a read the client schedules itself can take the rest
+        assert len(got) == limit
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [m.topic for m in got] == [f"t/{i}" for i in range(n)], "the decrypted rest was read, in order"
