@@ -21,9 +21,10 @@ next round (`backlog`: the engine runs it soon). Generations of one round are st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from broker import wire
@@ -87,6 +88,8 @@ class Outbox:
         # service tables (coordinator.services), the same way
         self._services_sent: dict[str, tuple[str, tuple[ServiceRecord, ...]]] = {}
         self.servicesgen: dict[str, int] = {}
+        # nodes cleared (deleted) while a publish pass of tables or directories was yielding: one set per pass
+        self._passes: list[set[str]] = []
 
     def forget_sent(self) -> None:
         """Send everything again (the broker may have lost its retained store, or a new term began): desired state
@@ -101,9 +104,15 @@ class Outbox:
         """Every node's peer directory that changed (retained, only to that node's topic). One that cannot be
         built or sent is logged and tried again next round; the others go out. In steps of the loop: a fleet's
         first directories are thousands of messages (issue 17)."""
+        with self._pass() as cleared:
+            await self._publish_peers(book, now, epoch, cleared)
+
+    async def _publish_peers(self, book: OverlayBook, now: float, epoch: int, cleared: set[str]) -> None:
         pace = _Steps()
         for node_id in sorted(n for n in book.nodes() if book.wants_directory(n)):
             await pace.looked()
+            if node_id in cleared:  # deleted while this pass yielded: clear_node emptied its topic, keep it so
+                continue
             relays, peers, revoked = book.directory(node_id)
             content = (relays, peers, revoked)
             if self._peers_sent.get(node_id) == content:
@@ -129,10 +138,17 @@ class Outbox:
         table goes out (5,000 encoded and published in one step held the loop for 150 ms: issue 17). A table is
         looked at again only when it or the node's zone is not what was sent (the registry shares one table
         object among the nodes of the same namespaces: identity decides most of them)."""
+        with self._pass() as cleared:
+            await self._publish_services(tables, zone_of, now, epoch, cleared)
+
+    async def _publish_services(self, tables: dict[str, tuple[ServiceRecord, ...]], zone_of: Callable[[str], str],
+                                now: float, epoch: int, cleared: set[str]) -> None:
         pace = _Steps()
         sent = self._services_sent
         for node_id in sorted(tables):
             await pace.looked()
+            if node_id in cleared:  # deleted while this pass yielded (the tables given are from before)
+                continue
             records, zone = tables[node_id], zone_of(node_id)
             last = sent.get(node_id)
             if last is not None and last[1] is records and last[0] == zone:
@@ -153,6 +169,17 @@ class Outbox:
             self.servicesgen[node_id] = gen
             sent[node_id] = content
             await pace.sent()
+
+    @contextlib.contextmanager
+    def _pass(self) -> Iterator[set[str]]:
+        """A publish pass that yields to the loop: the nodes clear_node empties meanwhile (review 5, L2: one
+        republished after its clear left a retained table on a deleted node's topic, for a re-enrolled node to find)."""
+        cleared: set[str] = set()
+        self._passes.append(cleared)
+        try:
+            yield cleared
+        finally:
+            self._passes.remove(cleared)
 
     def desired_for(self, node_id: str) -> tuple[ReplicaSpec, ...]:
         sealed = self._delivery.sealed_for if self._delivery is not None else None
@@ -318,6 +345,8 @@ class Outbox:
                 topics.node_peers(node_id), topics.node_services(node_id), *dashboard.cleared_topics(node_id)]
         self._peers_sent.pop(node_id, None)
         self._services_sent.pop(node_id, None)
+        for cleared in self._passes:
+            cleared.add(node_id)
         self.mirror.drop(node_id)
         for topic in gone:
             self.mqtt.publish_nowait(topic, b"", qos=1, retain=True)

@@ -62,3 +62,39 @@ def test_overflowing_marks_are_taken_oldest_first_and_the_resend_and_sweep_still
         box.mark_node(f"a{i:04d}")
     second = box._changed_nodes(set())
     assert "z-changed" in second
+
+
+class _Wire:
+    """What the outbox publishes, in order (a fake MQTT client) and counts (a fake metrics sink)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        self.sent.append((topic, payload))
+
+    def mqtt(self, *_: object) -> None:
+        pass
+
+
+async def test_a_node_deleted_while_service_tables_go_out_keeps_its_topic_empty(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 5, L2: publish_services yields every LOOK_NODES nodes; a node deleted meanwhile (clear_node empties
+    its retained topic) must not get its table published again by the rest of that pass."""
+    import asyncio
+
+    from broker.wire import topics
+    from coordinator.cluster import Cluster
+    wire = _Wire()
+    box = outbox.Outbox(Cluster(), None, mqtt=wire, store=None, metrics=wire,  # type: ignore[arg-type]
+                        clock=lambda: 1000.0)
+    monkeypatch.setattr(outbox, "LOOK_NODES", 2)  # a yield every two nodes
+    nodes = [f"n{i}" for i in range(8)]
+    publishing = asyncio.create_task(box.publish_services({n: () for n in nodes}, lambda _: "z", 1000.0, 1))
+    await asyncio.sleep(0)  # the pass is at its first yield: n0 and n1 looked at
+    box.clear_node("n5")
+    await publishing
+    topic = topics.node_services("n5")
+    assert [p for t, p in wire.sent if t == topic] == [b""], "n5's topic stays empty after its clear"
+    assert {t for t, p in wire.sent if p} == {topics.node_services(n) for n in nodes if n != "n5"}
+    assert box._passes == []
