@@ -250,14 +250,17 @@ class SchedulingPass:
         for s, _ in self._static_scorers:  # each static scorer's column, in stages of its own
             key = s.key(request)
             if key is not None and (s, key) not in self._scores:
-                self._scores[(s, key)] = yield from self._column_steps(s, request)
+                column = yield from self._column_steps(s, request)
+                self._scores.setdefault((s, key), column)  # one built meanwhile (a place between stages) stays
         self._static_total(request)
         yield
         for s, _ in self._dynamic_scorers:  # each local dynamic scorer's column, likewise
             key = s.key(request)
             if key is not None and s.local and (s, key) not in self._local:
                 values = yield from self._column_steps(s, request)
-                self._local[(s, key)] = _LocalScores(s, request, values)
+                # a place between the stages may have built this column for another group meanwhile; that group's
+                # terms hold it and placements keep it current: keep it, never replace it (review 5, L1)
+                self._local.setdefault((s, key), _LocalScores(s, request, values))
         self._terms(request)
         yield
         self._group(request)
