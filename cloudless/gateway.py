@@ -18,6 +18,7 @@ Public surface (what `coordinator/cli.py`, the REST API (`StorageAdmin`), `cloud
 - `await Gateway.create_bucket(name, now, replicas=, erasure=)`: a bucket with its R or an erasure code ("4+2").
 - `await Gateway.repair_now()` / `collect_garbage_now()` / `sweep_orphans_now()`: one pass now (tests, the lab).
 - `await Gateway.stop()`.
+- `Gateway.endpoint`: S3 for workloads, `s3.cloudless` over the overlay (cloudless.gateway_endpoint), the same app.
 
 Background (one task, `tick_s` apart, sooner when a node is declared lost):
 - overlay: pairs with every storage node, the gateway's directory and report (cloudless.gateway_overlay);
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
+    from cloudless.gateway_endpoint import WorkloadEndpoint
     from cloudless.gateway_overlay import GatewayOverlay
     from coordinator.cli import StorageParts
     from coordinator.membership import NodeInfo
@@ -113,6 +115,7 @@ class Gateway:
     members: Callable[[], Mapping[str, NodeInfo]]
     leading: Callable[[], bool]
     overlay: GatewayOverlay | None = None
+    endpoint: WorkloadEndpoint | None = None  # S3 for workloads over the overlay (needs `overlay`)
     ssl_context: ssl.SSLContext | None = None
     metrics: StorageMetrics | None = None
     clock: Callable[[], float] = time.time
@@ -149,6 +152,8 @@ class Gateway:
             app.middlewares.append(_timing(self.metrics))
         self._runner = await _serve(app, self.config.host, self.config.port, self.ssl_context)
         self.port = _bound_port(self._runner)
+        if self.endpoint is not None and self.overlay is not None and self.overlay.overlay is not None:
+            await self.endpoint.start(self._runner, self.overlay.overlay)
         self._task = asyncio.get_running_loop().create_task(self._loop())
         log.info("S3 gateway on %s", self.url)
 
@@ -157,6 +162,8 @@ class Gateway:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.endpoint is not None:
+            await self.endpoint.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.overlay is not None:
@@ -366,6 +373,7 @@ def _bound_port(runner: web.AppRunner) -> int:
 
 async def attach(parts: StorageParts) -> Gateway:
     """Build and start the gateway of a running coordinator (the hook `cloudless coordinator --s3-port` calls)."""
+    from cloudless.gateway_endpoint import WorkloadEndpoint
     from cloudless.gateway_overlay import GatewayOverlay, ensure_credential
     from coordinator.objects import EnvelopeSealer, StoreMetadata
     from dataplane.objects.peer import OverlayChunkClient
@@ -393,7 +401,9 @@ async def attach(parts: StorageParts) -> Gateway:
 
     backend = ObjectBackend(metadata, client, lambda: storage_nodes(members(), time.time()))
     gateway = Gateway(GatewayConfig(host=parts.host, port=parts.port), metadata, backend, client, members,
-                      leading=lambda: bool(coord.acting), overlay=gateway_overlay, ssl_context=parts.ssl_context)
+                      leading=lambda: bool(coord.acting), overlay=gateway_overlay, ssl_context=parts.ssl_context,
+                      endpoint=WorkloadEndpoint(registry=coord.services, member=gateway_overlay.identity,
+                                                wake=coord.wake))
     gateway.metrics = coord.metrics.storage(gateway)
     try:
         await gateway.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloudless import render
-from cloudless.client import ApiError, JSONObject
+from cloudless.client import ApiError, ConfigError, JSONObject
 from cloudless.ctl import Ctx, UsageError, add_command, as_command, check_name, connection_flags, require_yaml
 from cloudless.s3_client import DEFAULT_REGION, S3Client, check_endpoint, resolve_storage_config
 from cloudless.secrets_cli import secret_ref
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 LEVELS = {"ro": "read", "read": "read", "rw": "write", "write": "write", "admin": "admin"}
 CA_MOUNT = "/run/cloudless/storage"
+IN_CLUSTER_ENDPOINT = "http://s3.cloudless"  # the built-in service every agent serves its workloads (docs/storage.md)
 
 
 # ---- argument types -------------------------------------------------------------------------------------------
@@ -293,14 +294,20 @@ def _create_key(args: argparse.Namespace, ctx: Ctx) -> int:
 
 
 def _workload_endpoint(args: argparse.Namespace, ctx: Ctx) -> tuple[str, str, bytes | None]:
-    """(endpoint, region, CA PEM) for a workload's secret: --endpoint-url and --ca-file, the rest from the storage
-    config (which is not needed when both are given)."""
-    endpoint, region, ca = args.endpoint_url, DEFAULT_REGION, args.ca_file
-    if not (endpoint and ca):
+    """(endpoint, region, CA PEM) for a workload's secret. The endpoint: --endpoint-url, else the in-cluster one
+    (`http://s3.cloudless`, every agent's local endpoint: plain HTTP inside the device, the overlay beyond it, so no CA
+    is stored). An HTTPS endpoint needs the cluster CA: --ca-file, else the storage config's. The region: the storage
+    config's when there is one."""
+    endpoint = check_endpoint(args.endpoint_url or IN_CLUSTER_ENDPOINT)
+    https, ca, region = endpoint.startswith("https://"), args.ca_file, DEFAULT_REGION
+    try:
         cfg = resolve_storage_config(endpoint=args.endpoint, config=args.storage_config, env=ctx.env,
                                      cli_config=args.config)
-        endpoint, region, ca = endpoint or cfg.endpoint, cfg.region, ca or cfg.ca
-    return check_endpoint(endpoint), region, _ca_pem(ca)
+        region, ca = cfg.region, ca or cfg.ca
+    except ConfigError:
+        if https and not ca:
+            raise
+    return endpoint, region, _ca_pem(ca) if https else None
 
 
 def _ca_pem(path: str | None) -> bytes | None:
@@ -460,7 +467,7 @@ def add_parser(sub: Sub) -> None:
     k.add_argument("--secret", type=secret_ref, metavar="NS/NAME",
                    help="store the key, endpoint and CA as this cluster secret instead of printing them")
     k.add_argument("--endpoint-url", metavar="URL", help="with --secret: the S3 endpoint as workloads reach it "
-                   "(default: the endpoint this CLI uses)")
+                   f"(default: {IN_CLUSTER_ENDPOINT}, which every agent serves its workloads over the overlay)")
     k.add_argument("--ca-file", metavar="PATH", help="with --secret: the cluster CA to store (default: the "
                    "storage config's / AWS_CA_BUNDLE)")
     k.add_argument("--ca-mount", default=CA_MOUNT, metavar="DIR", help="with --secret: where the workload mounts "

@@ -17,6 +17,11 @@ Theory of operation.
 - **Overlay.** A node needs an overlay connection to every other node that holds a ready endpoint of a service in
   its table (`pairs`); the engine hands these to coordinator.overlay as derived wants.
 - **Changes.** `endpoint_changes(before, after)` lists endpoints that became ready or went away, as events.
+- **Built-in services** (`Builtin`: the S3 gateway as `s3.cloudless`) are served by overlay members of the
+  coordinator (`s3@<coordinator id>`), not by workloads: they get an address like any service, their endpoints are
+  those members (always ready while registered), and they go into the table of every node that runs replicas (a
+  workload of any namespace may use them), so those nodes are paired with the members. A workload that names the
+  same service is left out with a reason.
 
 Nothing here does I/O or reads a clock.
 """
@@ -51,6 +56,17 @@ class Backing:
     ports: tuple[ServicePort, ...]
     ingress: tuple[tuple[int, int, tuple[str, ...], tuple[tuple[str, str], ...]], ...] = ()  # port, hostPort,
     # nodes, selector items
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    """A service the coordinator's own members serve (see the module docstring)."""
+
+    ports: tuple[ServicePort, ...]
+    members: tuple[str, ...]  # overlay members, e.g. "s3@<coordinator id>"
+
+
+BUILTIN_REPLICA = "builtin"  # the replica name of a built-in service's endpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +225,7 @@ class ServiceBook:
     views: dict[ServiceKey, ServiceView] = field(default_factory=dict)
     by_namespace: dict[str, list[ServiceKey]] = field(default_factory=dict)
     ingress_at: dict[str, list[ServiceKey]] = field(default_factory=dict)  # node -> services it publishes
+    builtin: list[ServiceKey] = field(default_factory=list)  # in the table of every node that runs replicas
     # each service's record without ingress, built once a round and shared by every table that carries it (a
     # round builds thousands of tables on a big fleet: O(tables + services), not O(tables x endpoints))
     _plain: dict[ServiceKey, ServiceRecord] = field(default_factory=dict, repr=False, compare=False)
@@ -216,8 +233,12 @@ class ServiceBook:
     def table(self, node_id: str, namespaces: Iterable[str]) -> tuple[ServiceRecord, ...]:
         """The records `node_id` is sent: the services of `namespaces`, and those it publishes as ingress."""
         keys: set[ServiceKey] = set()
+        runs_replicas = False
         for ns in namespaces:
+            runs_replicas = True
             keys.update(self.by_namespace.get(ns, ()))
+        if runs_replicas:
+            keys.update(self.builtin)
         published = set(self.ingress_at.get(node_id, ()))
         records = []
         for key in sorted(keys | published):
@@ -236,10 +257,11 @@ class ServiceBook:
 
 def build(groups: Mapping[ServiceKey, list[Backing]], problems: Mapping[ServiceKey, list[str]],
           vips: Mapping[ServiceKey, str], replicas: Iterable[ReplicaFacts], *, zone_of: Callable[[str], str],
-          ingress_nodes: Callable[[Backing, tuple[str, ...], tuple[tuple[str, str], ...]], tuple[str, ...]]
-          ) -> ServiceBook:
+          ingress_nodes: Callable[[Backing, tuple[str, ...], tuple[tuple[str, str], ...]], tuple[str, ...]],
+          builtins: Mapping[ServiceKey, Builtin] | None = None) -> ServiceBook:
     """Every service with a virtual address, its endpoints (all replicas of its backing workloads, with health) and
-    its ingress (the nodes each ingress rule selects)."""
+    its ingress (the nodes each ingress rule selects); then the built-in ones, which replace a workload's service
+    of the same name."""
     per_workload: dict[str, list[ReplicaFacts]] = {}
     for r in replicas:
         per_workload.setdefault(r.workload, []).append(r)
@@ -268,7 +290,29 @@ def build(groups: Mapping[ServiceKey, list[Backing]], problems: Mapping[ServiceK
         book.by_namespace.setdefault(key[0], []).append(key)
         for node in sorted({n for _p, _h, nodes in view.ingress for n in nodes}):
             book.ingress_at.setdefault(node, []).append(key)
+    for key, builtin in sorted((builtins or {}).items()):
+        _add_builtin(book, key, builtin, vips.get(key), groups.get(key, ()))
     return book
+
+
+def _add_builtin(book: ServiceBook, key: ServiceKey, builtin: Builtin, vip: str | None,
+                 shadowed: Iterable[Backing]) -> None:
+    if vip is None:
+        return
+    problems = tuple(f"workload {b.workload} is left out: {key[1]}.{key[0]} is a built-in service"
+                     for b in shadowed)
+    old = book.views.get(key)
+    if old is not None:  # a workload's service of that name: replaced (and no longer published as ingress)
+        for node in {n for _p, _h, nodes in old.ingress for n in nodes}:
+            book.ingress_at[node].remove(key)
+    else:
+        book.by_namespace.setdefault(key[0], []).append(key)
+    book.views[key] = ServiceView(
+        namespace=key[0], name=key[1], vip=vip, ports=builtin.ports, workloads=(),
+        endpoints=tuple(EndpointView(node=m, replica=BUILTIN_REPLICA, workload="", zone="", weight=1, ready=True)
+                        for m in builtin.members[:MAX_ENDPOINTS]),
+        problems=problems)
+    book.builtin.append(key)
 
 
 def ingress_of(view: ServiceView, node_id: str) -> tuple[IngressPort, ...]:

@@ -19,7 +19,7 @@ from coordinator.errors import SpecError
 from coordinator.membership import NodeState
 from coordinator.model import ReplicaPhase
 from coordinator.operations import Recorder
-from coordinator.services import Backing, ReplicaFacts, ServiceBook, ServiceKey, ServiceView
+from coordinator.services import Backing, Builtin, ReplicaFacts, ServiceBook, ServiceKey, ServiceView
 from coordinator.store import delete, put
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class ServiceRegistry:
         self.book = ServiceBook()
         self._previous: ServiceBook | None = None
         self.tables: dict[str, tuple[ServiceRecord, ...]] = {}  # node -> its records, this round
+        # services this coordinator's own members serve (the S3 gateway registers `cloudless/s3` while it runs);
+        # the next round allocates their address and puts them into the tables
+        self.builtins: dict[ServiceKey, Builtin] = {}
         # node -> the namespaces it runs assigned replicas of, kept up to date from the replica table's changes
         self._namespaces: dict[str, frozenset[str]] = {}
         self._replica_changes = cluster.replicas.watch()
@@ -74,7 +77,7 @@ class ServiceRegistry:
         groups, problems = services.group(self._backings())
         vips = self.vips
         if acting:
-            vips, new, released = services.allocate(groups, self.vips)
+            vips, new, released = services.allocate([*groups, *self.builtins], self.vips)
             now = self.clock()
             for key, vip in new.items():
                 self.journal.queue(put(vip_key(key), json.dumps({"vip": vip, "since": now}).encode()))
@@ -87,7 +90,7 @@ class ServiceRegistry:
                                    f"{self.vips.get(key, '?')} released")
             self.vips = vips
         book = services.build(groups, problems, vips, self._replica_facts(groups), zone_of=self.zone_of,
-                              ingress_nodes=self._ingress_nodes)
+                              ingress_nodes=self._ingress_nodes, builtins=self.builtins)
         events = services.endpoint_changes(self._previous, book) if acting else []
         for ev in events:
             self.journal.event("Warning" if ev.warning else "Normal",

@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from broker.wire import Protocol, ServicePort, ServiceRecord, ServiceTable, valid_id
 from dataplane.balance import TIERS
 from dataplane.dns import vip_problem
 
 STREAM_SERVICE = "svc"  # overlay service names (dataplane.overlay)
+# Built-in services live in this namespace and are served to workloads of every namespace (`s3.cloudless`: the S3
+# gateways, whose endpoints are coordinator members such as "s3@<coordinator id>", not nodes).
+BUILTIN_NAMESPACE = "cloudless"
+S3_SERVICE: tuple[str, str] = (BUILTIN_NAMESPACE, "s3")
+S3_PORT = 80
 DATAGRAM_SERVICE = "svc-udp"
 VERSION = 1
 OK, REFUSED = 0, 1
@@ -113,10 +118,29 @@ def _unique_ports(record: ServiceRecord, where: str, problems: list[str]) -> lis
     return ports
 
 
+def visible(key: ServiceKey, namespace: str) -> bool:
+    """A workload of `namespace` sees the services of its namespace and the built-in ones."""
+    return key[0] == namespace or key[0] == BUILTIN_NAMESPACE
+
+
 def listeners_for(view: View, namespace: str) -> dict[ListenKey, tuple[ServiceKey, int]]:
     """The (vip, port, protocol) listeners a workload of `namespace` needs -> (service, service port)."""
     return {(record.vip, port.port, port.protocol): (key, port.port)
-            for key, record in view.services.items() if key[0] == namespace for port in record.ports}
+            for key, record in view.services.items() if visible(key, namespace) for port in record.ports}
+
+
+def without_builtins(table: ServiceTable) -> ServiceTable:
+    """`table` without the built-in services (an agent that does not serve them: `--no-s3-endpoint`)."""
+    kept = tuple(r for r in table.services if r.namespace != BUILTIN_NAMESPACE)
+    return table if len(kept) == len(table.services) else replace(table, services=kept)
+
+
+def s3_env(local_port: Mapping[tuple[ServiceKey, int, Protocol], int]) -> dict[str, str]:
+    """For a process workload: `AWS_ENDPOINT_URL_S3` at the host-loopback listener of `s3.cloudless` (boto3 and the
+    AWS CLI prefer it to `AWS_ENDPOINT_URL`, which a storage secret sets to `http://s3.cloudless`: a name only
+    containers resolve)."""
+    port = local_port.get((S3_SERVICE, S3_PORT, Protocol.TCP))
+    return {} if port is None else {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
 
 
 def ingress_for(view: View, host: str) -> dict[ListenKey, tuple[ServiceKey, int]]:

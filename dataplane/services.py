@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from broker.wire import Protocol, ServiceRecord, ServiceTable
 from dataplane.service_dns import DnsServer, Resolver
 from dataplane.service_plan import (
+    BUILTIN_NAMESPACE,
     DATAGRAM_SERVICE,
     STREAM_SERVICE,
     Counters,
@@ -43,6 +44,9 @@ from dataplane.service_plan import (
     ingress_for,
     listeners_for,
     read_table,
+    s3_env,
+    visible,
+    without_builtins,
 )
 from dataplane.service_tcp import TcpPath
 from dataplane.service_udp import MAX_FLOWS, MAX_FLOWS_PER_SOURCE, UdpFlows
@@ -124,8 +128,9 @@ class ServiceProxy:
                  upstream_dns: Sequence[tuple[str, int]], rng: random.Random, clock: Callable[[], float],
                  ingress_host: str = "0.0.0.0", connect_timeout_s: float = 5.0, max_attempts: int = 3,
                  dns_timeout_s: float = 2.0, udp_idle_s: float = 60.0, udp_max_flows: int = MAX_FLOWS,
-                 udp_max_flows_per_source: int = MAX_FLOWS_PER_SOURCE) -> None:
+                 udp_max_flows_per_source: int = MAX_FLOWS_PER_SOURCE, builtins: bool = True) -> None:
         self.overlay = overlay
+        self.builtins = builtins  # serve the built-in services (`s3.cloudless`) to this node's workloads
         self.node_id = node_id
         self.local_endpoint = local_endpoint
         self.upstream_dns = list(upstream_dns)
@@ -177,7 +182,7 @@ class ServiceProxy:
 
     async def update(self, table: ServiceTable) -> Applied:
         """Make the proxy serve `table` (see the module docstring)."""
-        view = read_table(table, self.node_id)
+        view = read_table(table if self.builtins else without_builtins(table), self.node_id)
         if table.node_id != self.node_id:
             return Applied(view.problems, (), ())
         for problem in view.problems:
@@ -300,7 +305,7 @@ class ServiceProxy:
         if attachment.dns is None:
             namespace = attachment.namespace
             attachment.dns = DnsServer(Resolver(
-                namespace, lambda: [r for k, r in self.view.services.items() if k[0] == namespace],
+                namespace, lambda: [r for k, r in self.view.services.items() if visible(k, namespace)],
                 self.upstream_dns, timeout_s=self.dns_timeout_s))
         try:
             if protocol == Protocol.UDP:
@@ -325,13 +330,16 @@ class ServiceProxy:
 
     def env_for(self, namespace: str) -> dict[str, str]:
         """Environment variables for a process workload of `namespace` (module docstring: host loopback)."""
-        records = [r for (ns, _), r in self.view.services.items() if ns == namespace]
+        # built-in services first: a service of the workload's own namespace with the same name wins the variables
+        records = sorted((r for k, r in self.view.services.items() if visible(k, namespace)),
+                         key=lambda r: r.namespace != BUILTIN_NAMESPACE)
         for record in records:
             for port in record.ports:
                 key = ((record.namespace, record.name), port.port, port.protocol)
                 if key not in self._host:
                     self._host[key] = self._host_listener(key[0], port.port, port.protocol)
-        return env_vars(records, {k: local for k, (local, _) in self._host.items()})
+        local = {k: port for k, (port, _) in self._host.items()}
+        return {**env_vars(records, local), **s3_env(local)}
 
     def _host_listener(self, service: ServiceKey, port: int, protocol: Protocol) -> tuple[int, _Listener]:
         kind = socket.SOCK_DGRAM if protocol == Protocol.UDP else socket.SOCK_STREAM

@@ -91,6 +91,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-services", action="store_true",
                    help="run without services: no service names or addresses inside this node's workloads (by "
                    "default containers resolve through the agent and processes get <SVC>_SERVICE_HOST/_PORT)")
+    p.add_argument("--no-s3-endpoint", action="store_true",
+                   help="do not serve the cluster's S3 endpoint to this node's workloads (by default, while the "
+                   "cluster runs an S3 gateway, containers reach it as http://s3.cloudless and processes through "
+                   "AWS_ENDPOINT_URL_S3, over the overlay)")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -203,10 +207,11 @@ def _no_log_file(path: Path) -> None:
 
 
 async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  # type: ignore[no-untyped-def]
-              log_to_file: Callable[[Path], None] = _no_log_file, services: bool = True) -> int:
+              log_to_file: Callable[[Path], None] = _no_log_file, services: bool = True,
+              s3_endpoint: bool = True) -> int:
     """Run the agent until SIGINT/SIGTERM. `log_identity`/`log_to_file`: the `cloudless` command's log setup
     (args.log_identity, args.log_to_file: the daemons never import that package). `services`: False for
-    --no-services (edge_agent.services)."""
+    --no-services, `s3_endpoint`: False for --no-s3-endpoint (edge_agent.services)."""
     from broker import wire
     from broker.client import ClientTls, MqttClient, MqttSettings, Will
     from broker.wire import NodeStatus, Presence, topics
@@ -254,7 +259,7 @@ async def run(cfg, *, log_identity: Callable[[str, str], None] = _no_identity,  
     agent = Agent(cfg, runtime=runtime, mqtt=MqttClient(settings), gate=Gate(profile.profile, cfg.sensor_file),
                   profile_name=profile.name, heartbeat_interval_s=cfg.heartbeat_interval_s or profile.heartbeat_s,
                   beat=policy, keepalive_s=keepalive,
-                  identity=identity, services=ServiceSettings(enabled=services), storage=storage)
+                  identity=identity, services=ServiceSettings(enabled=services, builtins=s3_endpoint), storage=storage)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -326,7 +331,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         raise_nofile_limit()  # issue 16: the agent opens workloads' logs, sockets and podman's API
         return asyncio.run(run(cfg, log_identity=getattr(args, "log_identity", _no_identity),
                                log_to_file=getattr(args, "log_to_file", _no_log_file),
-                               services=not args.no_services))
+                               services=not args.no_services,
+                               s3_endpoint=not getattr(args, "no_s3_endpoint", False)))
     except AgentError as exc:
         print(f"cloudless agent: error: {exc}", flush=True)
         return 2

@@ -67,6 +67,10 @@ NetnsBind = Callable[[int, Sequence[BindSpec]], Awaitable[list[Bound]]]  # edge_
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     enabled: bool = True
+    # serve the built-in services (`s3.cloudless`, when the cluster runs an S3 gateway) to this node's workloads; on by
+    # default: a workload needs a storage key (a secret) to do anything with it, and a node that serves it costs
+    # nothing until a workload connects (--no-s3-endpoint)
+    builtins: bool = True
     resolv_conf: Path = RESOLV_CONF
 
 
@@ -229,7 +233,8 @@ class AgentServices:
             log.warning("services: no upstream DNS server in %s: workloads resolve service names only",
                         self.settings.resolv_conf)
         proxy = ServiceProxy(self.overlay.overlay, node_id=self.node_id, local_endpoint=self.local_endpoint,
-                             upstream_dns=self.upstream, rng=random.Random(), clock=self.clock)
+                             upstream_dns=self.upstream, rng=random.Random(), clock=self.clock,
+                             builtins=self.settings.builtins)
         await proxy.start()
         self.proxy = proxy
         if self.overlay.overlay is None:

@@ -561,9 +561,11 @@ class ServicePort:
 
 @dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
-    """A ready replica behind a service: where it runs (node, zone: locality) and its relative share."""
+    """A ready replica behind a service: where it runs (node, zone: locality) and its relative share. `node` is an
+    overlay member: a node id, or an in-process member of a coordinator serving a built-in service (the S3 gateway
+    "s3@<coordinator id>" behind `s3.cloudless`)."""
 
-    node: NodeId
+    node: PeerId
     replica: Name
     zone: Zone = ""
     weight: Annotated[int, Int(1, 100)] = 1

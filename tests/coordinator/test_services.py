@@ -18,6 +18,7 @@ from broker.wire import (
     Protocol,
     ReplicaObserved,
     ReplicaState,
+    ServiceEndpoint,
     ServicePort,
     ServiceTable,
     topics,
@@ -282,3 +283,43 @@ async def test_addresses_survive_a_restart_of_the_coordinator() -> None:
         r.coord.services.vips = {}
         await r.coord._read_state()
         assert r.coord.services.vips == {("default", "db"): view.vip}
+
+
+# ---- built-in services (the S3 gateway as s3.cloudless) -----------------------------------------------------------
+
+S3 = ("cloudless", "s3")
+GATEWAY = services.Builtin(ports=(ServicePort(80, 80, name="http"),), members=("s3@coord-1",))
+
+
+def _build_with(backings: list[Backing], replicas: list[ReplicaFacts],
+                builtins: dict[tuple[str, str], services.Builtin]) -> services.ServiceBook:
+    groups, problems = services.group(backings)
+    allocated, _, _ = services.allocate([*groups, *builtins], {})
+    return services.build(groups, problems, allocated, replicas, zone_of=lambda _n: "",
+                          ingress_nodes=lambda _b, nodes, _sel: nodes, builtins=builtins)
+
+
+def test_a_builtin_service_reaches_every_node_running_replicas_and_pairs_it_with_the_gateway() -> None:
+    book = _build_with([backing("web")], [facts("w1", "web", "pi")], {S3: GATEWAY})
+    tables = {"pi": book.table("pi", {"default"}), "laptop": book.table("laptop", {"prod"}),
+              "idle": book.table("idle", set())}
+    assert [(r.namespace, r.name) for r in tables["pi"]] == [S3, ("default", "web")]
+    (s3,) = tables["laptop"]  # a namespace with no service of its own still gets the built-in one
+    assert s3.endpoints == (ServiceEndpoint("s3@coord-1", services.BUILTIN_REPLICA),)
+    assert s3.ports == GATEWAY.ports and services.valid_vip(s3.vip)
+    assert tables["idle"] == ()  # a node that runs nothing connects to nothing
+    assert services.pairs(book, tables) == {("laptop", "s3@coord-1"): "service s3.cloudless",
+                                            ("pi", "s3@coord-1"): "service s3.cloudless"}
+    # the record goes over the wire with the gateway's member id as the endpoint's node
+    table = ServiceTable(node_id="pi", generation=1, epoch=1, ts=1.0, services=tables["pi"])
+    assert wire.decode(wire.encode(table)) == table
+
+
+def test_no_gateway_no_builtin_and_a_workload_cannot_take_its_name() -> None:
+    assert _build_with([backing("web")], [facts("w1", "web", "pi")], {}).table("pi", {"default"})[0].name == "web"
+    book = _build_with([backing("fake", service="s3", ns="cloudless")],
+                       [ReplicaFacts("f1", "cloudless/fake", "pi", True, True)], {S3: GATEWAY})
+    view = book.views[S3]
+    assert [e.node for e in view.endpoints] == ["s3@coord-1"] and view.workloads == ()
+    assert view.problems == ("workload cloudless/fake is left out: s3.cloudless is a built-in service",)
+    assert [r.name for r in book.table("pi", {"cloudless"})] == ["s3"]

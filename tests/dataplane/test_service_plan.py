@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from broker.wire import IngressPort, Protocol, ServiceEndpoint, ServicePort, ServiceRecord, ServiceTable
 from dataplane.service_plan import (
+    S3_PORT,
+    S3_SERVICE,
     UDP_REPLY,
     UDP_REQUEST,
     EndpointChange,
@@ -25,9 +27,11 @@ from dataplane.service_plan import (
     ingress_for,
     listeners_for,
     read_table,
+    s3_env,
     stream_header,
     udp_reply,
     udp_request,
+    without_builtins,
 )
 
 HTTP = ServicePort(port=80, target_port=8080, name="http")
@@ -143,3 +147,20 @@ def test_bad_targets_are_named(body: bytes, problem: str) -> None:
 def test_a_name_that_is_no_id_cannot_be_encoded() -> None:
     with pytest.raises(ValueError, match="is not an id"):
         encode_target(Target("default", "a/b", "w0", 80))
+
+
+def test_the_builtin_s3_service_is_served_to_every_namespace_unless_the_node_opts_out() -> None:
+    gateway = ServiceEndpoint(node="s3@coord-1", replica="builtin")
+    s3 = svc("s3", "127.77.0.9", gateway, ns="cloudless", ports=(ServicePort(S3_PORT, S3_PORT, name="http"),))
+    table = tbl(svc("web", "127.1.0.1", ports=(HTTP,)), s3)
+    view = read_table(table, "pi")
+    assert listeners_for(view, "default") == {("127.1.0.1", 80, Protocol.TCP): (("default", "web"), 80),
+                                              ("127.77.0.9", 80, Protocol.TCP): (S3_SERVICE, 80)}
+    assert listeners_for(view, "shop") == {("127.77.0.9", 80, Protocol.TCP): (S3_SERVICE, 80)}
+    assert [r.name for r in without_builtins(table).services] == ["web"]
+    assert listeners_for(read_table(without_builtins(table), "pi"), "shop") == {}
+    plain = tbl(svc("web", "127.1.0.1"))
+    assert without_builtins(plain) is plain
+    # a process workload: boto3 and the AWS CLI prefer AWS_ENDPOINT_URL_S3 to the secret's AWS_ENDPOINT_URL
+    assert s3_env({(S3_SERVICE, S3_PORT, Protocol.TCP): 40123}) == {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:40123"}
+    assert s3_env({(("default", "web"), 80, Protocol.TCP): 40124}) == {}
