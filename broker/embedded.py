@@ -248,6 +248,7 @@ class GcTuning:
 
 
 gc_tuning = GcTuning()
+_failures = ThrottledLog(log)  # delivery failures: a flood of one kind is one line per interval with its count
 
 
 class DeliveryTasks:
@@ -265,7 +266,7 @@ class DeliveryTasks:
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("a delivery failed: %r", exc)
+            _failures.log(logging.WARNING, f"delivery:{type(exc).__name__}", "a delivery failed: %r", exc)
 
     def __iter__(self) -> Iterator[asyncio.Future[Any]]:
         return iter(list(self._tasks))
@@ -359,9 +360,9 @@ class CloudlessProtocolHandler(BrokerProtocolHandler):
 
     def _retry_done(self, task: asyncio.Task[None]) -> None:
         self._retries.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("redelivery to %s failed: %r", self.session.client_id if self.session else "?",
-                        task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _failures.log(logging.WARNING, f"redelivery:{type(exc).__name__}", "redelivery to %s failed: %r",
+                          self.session.client_id if self.session else "?", exc)
 
 
 class EmbeddedBroker(Broker):
@@ -731,8 +732,11 @@ class EmbeddedBroker(Broker):
             while True:
                 try:
                     await self._run_broadcast(self._tasks_queue)
-                except Exception:  # one message that cannot be delivered must not end delivery for every client
-                    log.exception("broker: delivering a message failed; it is dropped, delivery goes on")
+                except Exception as exc:  # one message that cannot be delivered must not end delivery for all
+                    count = _failures.throttle.note(f"broadcast:{type(exc).__name__}", _failures.clock())
+                    if count is not None:  # the same failure on every message is one line per interval, counted
+                        log.exception("broker: delivering a message failed; it is dropped, delivery goes on%s",
+                                      f" (x{count} since the last such line)" if count > 1 else "")
         except asyncio.CancelledError:
             log.debug("broadcast loop stopped")
         finally:
@@ -819,8 +823,9 @@ class EmbeddedBroker(Broker):
         queue = session.retained_messages
         if queue.qsize() >= self.settings.max_queued_per_session:
             queue.get_nowait()
-            log.warning("offline queue of %s is full (%d): dropped its oldest message", session.client_id,
-                        self.settings.max_queued_per_session)
+            self._throttled.log(logging.WARNING, f"offline-full:{session.client_id}",
+                                "offline queue of %s is full (%d): dropped its oldest message", session.client_id,
+                                self.settings.max_queued_per_session)
         msg = OutgoingApplicationMessage(None, topic, qos, data, False)
         assert msg.direction == OUTGOING
         queue.put_nowait(msg)

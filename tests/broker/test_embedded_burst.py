@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import ssl
 import weakref
 from collections.abc import AsyncIterator
@@ -342,5 +343,44 @@ async def test_one_message_that_fails_to_deliver_does_not_end_delivery(broker: E
         while received != [("t/x", b"2")]:
             await asyncio.sleep(0.01)
     assert broker._broadcast_task is not None and not broker._broadcast_task.done()
+    sub.disconnect()
+    pub.disconnect()
+
+
+async def test_a_flood_of_failing_deliveries_is_logged_counted_not_echoed(
+        broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Every message failing the same way (a bug, a bad subscriber state) is one log line per interval with its
+    count, not one traceback per message: a flood must not fill the disk of a Pi."""
+    received: list[tuple[str, bytes]] = []
+    sub = await connect(broker, "sub", received)
+    pub = await connect(broker, "pub")
+    async with asyncio.timeout(TIMEOUT_S):
+        await sub.subscribe([("t/x", 0)])
+    plain = broker._indexed_targets
+    calls: list[str] = []
+    flood = 40
+
+    def failing(topic: str) -> object:
+        calls.append(topic)
+        if len(calls) <= flood:
+            raise RuntimeError("cannot be delivered")
+        return plain(topic)
+
+    monkeypatch.setattr(broker, "_indexed_targets", failing)
+    from broker import embedded
+    from broker.listeners import ThrottledLog
+    monkeypatch.setattr(embedded, "_failures", ThrottledLog(embedded.log))  # no interval left over from other tests
+    with caplog.at_level(logging.WARNING, logger="broker.embedded"):
+        for i in range(flood):
+            pub.publish("t/x", str(i).encode(), qos=0, retain=False)
+        async with asyncio.timeout(TIMEOUT_S):
+            while len(calls) < flood:
+                await asyncio.sleep(0.01)
+        pub.publish("t/x", b"after", qos=0, retain=False)
+        async with asyncio.timeout(TIMEOUT_S):
+            while ("t/x", b"after") not in received:
+                await asyncio.sleep(0.01)
+    lines = [r for r in caplog.records if "delivering a message failed" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
     sub.disconnect()
     pub.disconnect()
