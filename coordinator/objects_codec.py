@@ -10,7 +10,7 @@ from typing import Any
 
 from coordinator.store import StoreError
 from dataplane.objects import erasure
-from dataplane.objects.chunking import ChunkRef, is_chunk_id
+from dataplane.objects.chunking import COMPRESSIONS, ChunkRef, is_chunk_id
 from dataplane.objects.model import AccessKey, BucketRecord, ChunkRecord, Manifest, PartRecord
 from dataplane.s3.backend import ObjectInfo, PartInfo, UploadInfo
 from dataplane.s3.checksums import Algorithm
@@ -55,11 +55,13 @@ class _Doc:
         return tuple((a, b) for a, b in items)
 
     def chunks(self, name: str) -> tuple[ChunkRef, ...]:
+        """`[id, size]` for a chunk stored as the object's bytes, `[id, size, codec, plaintext size]` for a
+        compressed one (manifests from before compression have only the first form)."""
         items = self.get(name, list)
-        if not all(isinstance(c, list) and len(c) == 2 and is_chunk_id(c[0]) and isinstance(c[1], int)
-                   and not isinstance(c[1], bool) and c[1] >= 0 for c in items):
-            raise StoreError(f"{self.key}: field {name!r} must be a list of [chunk id, size]")
-        return tuple(ChunkRef(c[0], c[1]) for c in items)
+        if not all(_chunk_entry_ok(c) for c in items):
+            raise StoreError(f"{self.key}: field {name!r} must be a list of [chunk id, size] or "
+                             f"[chunk id, size, {' | '.join(COMPRESSIONS)}, plaintext size]")
+        return tuple(ChunkRef(c[0], c[1]) if len(c) == 2 else ChunkRef(c[0], c[1], c[2], c[3]) for c in items)
 
     def names(self, name: str) -> frozenset[str]:
         items = self.get(name, list)
@@ -68,11 +70,25 @@ class _Doc:
         return frozenset(items)
 
 
+def _size_ok(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _chunk_entry_ok(c: object) -> bool:
+    if not isinstance(c, list) or len(c) not in (2, 4) or not is_chunk_id(c[0]) or not _size_ok(c[1]):
+        return False
+    return len(c) == 2 or (c[2] in COMPRESSIONS and _size_ok(c[3]))
+
+
+def _chunk_entries(chunks: tuple[ChunkRef, ...]) -> list[list[Any]]:
+    return [[c.id, c.size] if c.codec is None else [c.id, c.size, c.codec, c.plain] for c in chunks]
+
+
 # ---- buckets, keys ----------------------------------------------------------------------------------------------
 
 def bucket_doc(bucket: BucketRecord) -> bytes:
     return dump({"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas,
-                 "erasure": erasure.code_doc(bucket.erasure)})
+                 "erasure": erasure.code_doc(bucket.erasure), "compression": bucket.compression})
 
 
 def bucket_from(key: str, raw: bytes) -> BucketRecord:
@@ -81,7 +97,10 @@ def bucket_from(key: str, raw: bytes) -> BucketRecord:
         code = erasure.code_from_doc(d.doc.get("erasure"))  # absent (older documents): replicated
     except ValueError as exc:
         raise StoreError(f"{key}: {exc}") from exc
-    return BucketRecord(d.get("name", str), d.number("created"), d.get("replicas", int), code)
+    compression = d.doc.get("compression")  # absent (older documents): none
+    if compression is not None and compression not in COMPRESSIONS:
+        raise StoreError(f"{key}: field 'compression' must be one of {', '.join(COMPRESSIONS)} or null")
+    return BucketRecord(d.get("name", str), d.number("created"), d.get("replicas", int), code, compression)
 
 
 def access_key_doc(key: AccessKey, sealed: dict[str, Any]) -> bytes:
@@ -120,7 +139,7 @@ def _info_from(d: _Doc) -> ObjectInfo:
 
 
 def manifest_doc(manifest: Manifest) -> bytes:
-    return dump({"info": _info_doc(manifest.info), "chunks": [[c.id, c.size] for c in manifest.chunks],
+    return dump({"info": _info_doc(manifest.info), "chunks": _chunk_entries(manifest.chunks),
                  "replicas": manifest.replicas})
 
 
@@ -143,7 +162,7 @@ def upload_from(key: str, raw: bytes) -> UploadInfo:
 
 def part_doc(part: PartRecord) -> bytes:
     return dump({"number": part.info.number, "size": part.info.size, "etag": part.info.etag,
-                 "last_modified": part.info.last_modified, "chunks": [[c.id, c.size] for c in part.chunks]})
+                 "last_modified": part.info.last_modified, "chunks": _chunk_entries(part.chunks)})
 
 
 def part_from(key: str, raw: bytes) -> PartRecord:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CHUNK_SIZE = 1024 * 1024
+COMPRESSIONS = ("zstd",)  # the chunk codecs a ChunkRef may name (dataplane/objects/compression.py does the work)
 
 
 def chunk_id(data: bytes) -> str:
@@ -23,10 +24,18 @@ def is_chunk_id(value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRef:
-    """One chunk of an object, in order: its id and its size in bytes."""
+    """One chunk of an object, in order: its id and its size in bytes as stored (what the id hashes). `codec`: None
+    when the stored bytes are the object's bytes; "zstd" when they are the compressed form of `plain` bytes of the
+    object (dataplane/objects/compression.py). `length` is what the chunk holds of the object either way."""
 
     id: str
     size: int
+    codec: str | None = None
+    plain: int = 0  # the plaintext size of a compressed chunk (0 and unused for a raw one)
+
+    @property
+    def length(self) -> int:
+        return self.size if self.codec is None else self.plain
 
 
 class Chunker:
@@ -62,15 +71,16 @@ class Slice:
 
 
 def covering(chunks: Sequence[ChunkRef], start: int, end: int) -> list[Slice]:
-    """The chunk slices that hold object bytes start..end inclusive, in order (empty when the range is empty)."""
+    """The chunk slices that hold object bytes start..end inclusive, in order (empty when the range is empty).
+    Offsets are the object's (plaintext): each chunk covers `ref.length` of them, compressed or not."""
     slices: list[Slice] = []
     if end < start:
         return slices
     offset = 0
     for index, ref in enumerate(chunks):
-        first, last = offset, offset + ref.size - 1
-        offset += ref.size
-        if ref.size == 0 or last < start:
+        first, last = offset, offset + ref.length - 1
+        offset += ref.length
+        if ref.length == 0 or last < start:
             continue
         if first > end:
             break

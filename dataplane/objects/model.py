@@ -108,12 +108,15 @@ class PartRecord:
 @dataclass(frozen=True, slots=True)
 class BucketRecord:
     """`erasure`: None for a replicated bucket (R = `replicas` copies of each chunk); else the code new chunks are
-    stored with (`replicas` is then `erasure.replicas`, what its manifests ask of a shared replicated chunk)."""
+    stored with (`replicas` is then `erasure.replicas`, what its manifests ask of a shared replicated chunk).
+    `compression`: None, or "zstd": new chunks are compressed before they are stored (dataplane/objects/compression.py;
+    each manifest's refs say how to read their chunks, so the setting only decides how new chunks are written)."""
 
     name: str
     created: float
     replicas: int = DEFAULT_REPLICAS
     erasure: ErasureCode | None = None
+    compression: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

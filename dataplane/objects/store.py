@@ -2,8 +2,10 @@
 content-addressed chunks as they stream in; each chunk goes to R nodes (`chunkio.ChunkIO.store`), a few chunks in
 flight at a time (`parallel`), so a staging area holds a few MiB at most; the manifest is committed, atomically and
 conditionally (If-None-Match), only after every chunk has at least one acknowledged copy. Reads fetch the chunks a
-range covers from any holder and verify them. Deleting an object drops its manifest; its chunks go with garbage
-collection (`collect_garbage`), since another object may share them (dedup).
+range covers from any holder and verify them. A bucket with `compression` stores each chunk compressed when that
+pays (dataplane/objects/compression.py: a transform before content addressing, decided per chunk, recorded in the
+chunk's ref); reads decompress what their refs say is compressed. Deleting an object drops its manifest; its chunks
+go with garbage collection (`collect_garbage`), since another object may share them (dedup).
 
 A backend failure the client can retry (no storage node could take a chunk) is an `InternalError` (500) with the
 reason, returned at the commit: `Staging.write` keeps reading the body so the connection stays usable."""
@@ -11,13 +13,16 @@ reason, returned at the commit: `Staging.write` keeps reading the body so the co
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
+from dataplane.objects import compression as compression_mod
 from dataplane.objects import erasure as erasure_mod
 from dataplane.objects.chunking import CHUNK_SIZE, Chunker, ChunkRef, covering
-from dataplane.objects.chunkio import ChunkIO, ChunkWriteFailed, NodeSource
+from dataplane.objects.chunkio import ChunkIO, ChunkLost, ChunkWriteFailed, NodeSource
+from dataplane.objects.compression import Corrupt, Tally
 from dataplane.objects.model import DEFAULT_REPLICAS, BucketRecord, ErasureCode, Manifest, PartRecord
 from dataplane.objects.ports import ChunkClient, Metadata, Outcome
 from dataplane.objects.repair import GC_GRACE_S
@@ -25,6 +30,7 @@ from dataplane.s3.backend import BucketInfo, ObjectInfo, PartInfo, UploadInfo
 from dataplane.s3.errors import ErrorCode, S3Error
 
 RECORD_WINDOW = 16  # chunk records fetched per metadata round
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +58,10 @@ class ObjectStaging:
     """Chunks are stored `parallel` at a time (each to R nodes), in order in the manifest: the upload keeps flowing
     while earlier chunks are still being written, and at most `parallel` chunks (plus the one being cut) are held."""
 
-    def __init__(self, backend: ObjectBackend, replicas: int, erasure: ErasureCode | None = None) -> None:
+    def __init__(self, backend: ObjectBackend, replicas: int, erasure: ErasureCode | None = None,
+                 compression: str | None = None) -> None:
         self._backend, self._replicas, self._erasure = backend, replicas, erasure
+        self._compression = compression
         self._chunker = Chunker(backend.chunk_size)
         self._pending: list[asyncio.Task[ChunkRef]] = []
         self._refs: list[ChunkRef] = []
@@ -72,7 +80,8 @@ class ObjectStaging:
     async def _store(self, piece: bytes) -> None:
         if self._failed is not None:
             return
-        self._pending.append(asyncio.create_task(self._backend.io.store(piece, self._replicas, self._erasure)))
+        self._pending.append(asyncio.create_task(
+            self._backend.store_chunk(piece, self._replicas, self._erasure, self._compression)))
         while len(self._pending) >= self._backend.parallel:
             await self._settle_oldest()
 
@@ -158,6 +167,7 @@ class ObjectBackend:
         self.io = ChunkIO(metadata, client, nodes, clock)
         self.chunk_size, self.parallel = chunk_size, parallel
         self._clock = self.clock = clock
+        self.tally = Tally()  # what compression did to the chunks this backend wrote (compression_stats)
 
     # ---- buckets -------------------------------------------------------------------------------------------------
 
@@ -165,15 +175,20 @@ class ObjectBackend:
         return [BucketInfo(b.name, b.created) for b in await self.metadata.list_buckets()]
 
     async def create_bucket(self, name: str, now: float, replicas: int = DEFAULT_REPLICAS,
-                            erasure: ErasureCode | None = None) -> S3Error | None:
+                            erasure: ErasureCode | None = None, *, compression: str | None = None) -> S3Error | None:
         """`erasure`: an erasure-coded bucket (refused, as InvalidArgument naming why, without enough storage nodes
-        or the codec); its manifests then ask `erasure.replicas` of a chunk shared with a replicated bucket."""
+        or the codec); its manifests then ask `erasure.replicas` of a chunk shared with a replicated bucket.
+        `compression`: None or "zstd" (refused as InvalidArgument, the message starting with "compression", for
+        another value or without the zstandard package)."""
+        if (why := compression_mod.compression_problem(compression)) is not None:
+            return S3Error(ErrorCode.INVALID_ARGUMENT, why, f"/{name}")
         if erasure is not None:
             why = erasure_mod.bucket_refusal(erasure, self.io.nodes(), erasure_mod.codec_problem(erasure))
             if why is not None:
                 return S3Error(ErrorCode.INVALID_ARGUMENT, why, f"/{name}")
             replicas = erasure.replicas
-        if await self.metadata.create_bucket(BucketRecord(name, now, replicas, erasure)) is Outcome.EXISTS:
+        bucket = BucketRecord(name, now, replicas, erasure, compression)
+        if await self.metadata.create_bucket(bucket) is Outcome.EXISTS:
             return S3Error(ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU, "you already own this bucket", f"/{name}")
         return None
 
@@ -191,7 +206,26 @@ class ObjectBackend:
 
     async def stage(self, bucket: str) -> ObjectStaging | S3Error:
         record = await self.metadata.get_bucket(bucket)
-        return _no_bucket(bucket) if record is None else ObjectStaging(self, record.replicas, record.erasure)
+        if record is None:
+            return _no_bucket(bucket)
+        return ObjectStaging(self, record.replicas, record.erasure, record.compression)
+
+    async def store_chunk(self, piece: bytes, replicas: int, erasure: ErasureCode | None,
+                          compression: str | None) -> ChunkRef:
+        """Store one chunk of an object (`piece`: its plaintext): compressed first when the bucket compresses and
+        that pays (in a worker thread: zstd releases the GIL, so the loop keeps serving). Its ref for the manifest."""
+        if compression is None:
+            return await self.io.store(piece, replicas, erasure)
+        encoded = await asyncio.to_thread(compression_mod.encode, piece, compression)
+        stored = await self.io.store(encoded.data, replicas, erasure)
+        self.tally.add(encoded)
+        return encoded.ref(stored.id)
+
+    def compression_stats(self) -> dict[str, int]:
+        """Chunks written to compressing buckets by this backend since it started (JSON, camelCase): plaintext bytes
+        written, bytes stored for them (one copy, before replication or erasure coding), the difference, and how
+        many chunks were kept compressed or stored raw (compression did not save 1/8)."""
+        return self.tally.stats()
 
     # ---- objects -------------------------------------------------------------------------------------------------
 
@@ -226,7 +260,20 @@ class ObjectBackend:
             for s in window:
                 ref = chunks[s.index]
                 data = await self.io.fetch(ref, records.get(ref.id))
+                if ref.codec is not None:
+                    data = await self._decompress(data, ref)
                 yield data[s.start:s.end + 1]
+
+    @staticmethod
+    async def _decompress(stored: bytes, ref: ChunkRef) -> bytes:
+        """The plaintext of a compressed chunk (`stored` verified against its id). Bytes that passed the hash check
+        but do not decode to what the ref says are the same on every copy (content-addressed), so no copy is marked
+        bad (repair would delete good data): the read fails as for a lost chunk, never with wrong bytes."""
+        plain = await asyncio.to_thread(compression_mod.decode, stored, ref)
+        if isinstance(plain, Corrupt):
+            log.error("chunk %s does not decode as its manifest says: %s", ref.id[:12], plain.why)
+            raise ChunkLost(ref.id, (), f"does not decode as its manifest says: {plain.why}")
+        return plain
 
     async def delete_object(self, bucket: str, key: str) -> S3Error | None:
         outcome = await self.metadata.delete_manifest(bucket, key)
