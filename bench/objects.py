@@ -12,10 +12,16 @@
 plus repair: a storage agent holding copies is killed with SIGKILL and the time until every chunk is back at R is
 measured on the devices' disks (ground truth), with the bytes that had to be copied.
 
+`--parts zstd` (its own section, "objects-compression"): a plain and a compressing bucket (`compression: zstd`)
+side by side in one lab world (three storage agents, R = 2), with log-like text and random bytes: PUT/GET MiB/s
+and the bytes the objects take on the devices' disks over R x their size; and the codec alone on one core (zstd at
+the gateway's level, 1 MiB chunks).
+
 Every loop is bounded (a count per size). Needs root (network namespaces) and the lab's tools.
 
     sudo .venv/bin/python bench/objects.py            # a few minutes; writes docs/benchmarks.md "objects"
     sudo .venv/bin/python bench/objects.py --quick --doc /tmp/b.md
+    sudo .venv/bin/python bench/objects.py --parts zstd   # a couple of minutes; section "objects-compression"
 """
 
 from __future__ import annotations
@@ -225,6 +231,103 @@ def s3_and_repair(counts: dict[str, int], tmp: Path) -> tuple[list[Row], list[st
     return rows, notes
 
 
+# ---- compression: a plain vs a zstd bucket, text-like and random data -----------------------------------------------
+
+ZSTD_SIZES = {"1 MiB": MiB, "32 MiB": 32 * MiB}
+ZSTD_COUNTS = {"1 MiB": 10, "32 MiB": 2}
+
+
+def _data(kind: str, size: int, seed: int) -> bytes:
+    import random
+
+    from tests.storage_lab.objects import log_text
+
+    return log_text(size, seed) if kind == "text" else random.Random(seed).randbytes(size)
+
+
+def codec_rows() -> list[list[object]]:
+    """zstd on one core at the gateway's level, 1 MiB chunks: compress (encode, incl. the keep-or-not decision) and
+    decode (bounded, checked) MiB/s, and the ratio."""
+    from dataplane.objects.chunking import chunk_id
+    from dataplane.objects.compression import ZSTD, decode, encode
+
+    out: list[list[object]] = []
+    for kind in ("text", "random"):
+        data = _data(kind, 16 * MiB, seed=99)
+        pieces = [data[i:i + MiB] for i in range(0, len(data), MiB)]
+        started = time.perf_counter()
+        encoded = [encode(p, ZSTD) for p in pieces]
+        enc_s = time.perf_counter() - started
+        refs = [e.ref(chunk_id(e.data)) for e in encoded]
+        started = time.perf_counter()
+        for e, ref, piece in zip(encoded, refs, pieces, strict=True):
+            if decode(e.data, ref) != piece:
+                raise SystemExit(f"zstd round trip of a {kind} chunk failed")
+        dec_s = time.perf_counter() - started
+        stored = sum(len(e.data) for e in encoded)
+        out.append([f"zstd codec, one core ({kind})", "16 x 1 MiB", f"{len(data) / MiB / enc_s:.0f}",
+                    f"{len(data) / MiB / dec_s:.0f}" if any(e.codec for e in encoded) else "- (stored raw)",
+                    f"{stored / len(data):.2f}"])
+    return out
+
+
+def compression(tmp: Path) -> tuple[list[list[object]], list[str]]:
+    from tests.storage_lab.objects import stored_form
+    from tests.storage_lab.world import chunk_ids, world
+
+    rows: list[list[object]] = []
+    notes: list[str] = []
+    with world(tmp, storage_nodes=3) as w:
+        s3 = w.net.call(w.s3)
+        w.net.call(lambda: s3.create_bucket(Bucket="plain"))
+        status, answer = w.post("/v1/storage/buckets", {"name": "zstd", "compression": "zstd"})
+        if status != 201:
+            raise SystemExit(f"creating the zstd bucket: {status} {answer}")
+        seed = 0
+        for kind in ("text", "random"):
+            for bucket in ("plain", "zstd"):
+                for label, size in ZSTD_SIZES.items():
+                    puts, gets, disk = [], [], 0
+                    for i in range(ZSTD_COUNTS[label]):
+                        seed += 1
+                        body, key = _data(kind, size, seed), f"{kind}/{label.replace(' ', '')}/{i}"
+                        puts.append(w.net.call(lambda key=key, body=body, bucket=bucket: timed(
+                            lambda: s3.put_object(Bucket=bucket, Key=key, Body=body)), timeout=600))
+                        got: list[bytes] = []
+                        gets.append(w.net.call(lambda key=key, bucket=bucket, got=got: timed(
+                            lambda: got.append(s3.get_object(Bucket=bucket, Key=key)["Body"].read())), timeout=600))
+                        if got != [body]:
+                            raise SystemExit(f"{bucket}/{key}: read back other bytes")
+                        ids = set(stored_form(body)) if bucket == "zstd" else set(chunk_ids(body))
+                        copies = w.copies()
+                        disk += sum(w.agents[n].chunk_path(c).stat().st_size for c in ids for n in copies.get(c, ()))
+                    n = len(puts)
+                    rows.append([f"S3, {bucket} bucket ({kind})", label, n, f"{size * n / sum(puts) / MiB:.1f}",
+                                 f"{pct(puts, .5):.0f}", f"{size * n / sum(gets) / MiB:.1f}", f"{pct(gets, .5):.0f}",
+                                 f"{disk / (R * size * n):.2f}"])
+        stats = w.status().get("compression")
+        if stats:
+            notes.append(f"The gateway's own count (`cloudless storage status`, `compression`): {stats}.")
+    return rows, notes
+
+
+def render_compression(rows: list[list[object]], codec: list[list[object]], notes: list[str]) -> str:
+    headers = ["path", "size", "n", "PUT MiB/s", "PUT p50 ms", "GET MiB/s", "GET p50 ms", "on disk / (R x size)"]
+    return "\n".join([
+        "A plain bucket and a `compression: zstd` bucket in one lab world (three storage agents, R = 2, boto3 "
+        "default configuration from a client machine; every object fresh bytes, read back and compared). "
+        "\"text\" is log-like lines (timestamps, levels, words from a 400-word vocabulary), \"random\" is "
+        "incompressible. The last column is ground truth: the bytes of the object's chunk files on the devices' "
+        "disks over R times its size.",
+        "",
+        table(headers, rows),
+        "",
+        table(["codec", "data", "compress MiB/s", "decode MiB/s", "stored / plain"], codec),
+        "",
+        *[f"- {n}" for n in notes],
+    ])
+
+
 def render(rows: list[Row], notes: list[str], counts: dict[str, int]) -> str:
     headers = ["path", "size", "n", "PUT MiB/s", "PUT p50 ms", "PUT p95 ms", "GET MiB/s", "GET p50 ms", "GET p95 ms"]
     return "\n".join([
@@ -242,6 +345,18 @@ def render(rows: list[Row], notes: list[str], counts: dict[str, int]) -> str:
 def main(args: argparse.Namespace) -> int:
     counts = QUICK if args.quick else COUNTS
     parts = set(args.parts.split(","))
+    if "zstd" in parts:
+        codec = codec_rows()
+        with tempfile.TemporaryDirectory(prefix="cl-bench-zstd-") as tmp:
+            zrows, znotes = compression(Path(tmp))
+        body = render_compression(zrows, codec, znotes)
+        print(body)
+        if args.doc is not None:
+            write_section("objects-compression", "Object store: compressed buckets (zstd)", body,
+                          command="python bench/objects.py --parts zstd", doc=args.doc)
+        parts.discard("zstd")
+        if not parts:
+            return 0
     rows: list[Row] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="cl-bench-objects-") as tmp:
@@ -266,6 +381,7 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer objects per size: " + str(QUICK))
-    parser.add_argument("--parts", default="s3,overlay,disk", help="which paths to measure (default all three)")
+    parser.add_argument("--parts", default="s3,overlay,disk",
+                        help="which paths to measure (default s3,overlay,disk; zstd: compressed buckets, own section)")
     parser.add_argument("--doc", type=Path, default=DOC, help="markdown file to write (default docs/benchmarks.md)")
     sys.exit(main(parser.parse_args()))

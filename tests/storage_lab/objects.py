@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataplane.objects.compression import ZSTD, encode
 from tests.storage_lab.world import MiB, World, chunk_ids
 
 
@@ -24,6 +25,29 @@ def bodies(n: int, *, seed: int, large: int, small_max: int = 64 * 1024,
     for i in range(n):
         size = rng.randint(*large_range) if i < large else rng.randint(1, small_max)
         out[f"p{i % 4}/obj-{i:04d}"] = rng.randbytes(size)
+    return out
+
+
+def log_text(size: int, seed: int) -> bytes:
+    """Log-like lines: what compression is for."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(2, 9))) for _ in range(400)]
+    lines = []
+    total = 0
+    while total < size:
+        line = f"2026-12-07T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d} level={rng.choice(['info', 'warn'])} " \
+               + " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + "\n"
+        lines.append(line)
+        total += len(line)
+    return "".join(lines).encode()[:size]
+
+
+def stored_form(body: bytes) -> dict[str, int]:
+    """chunk id -> stored size, as a compressing bucket stores `body` (deterministic: the gateway's zstd level)."""
+    out = {}
+    for i in range(0, len(body), MiB):
+        encoded = encode(body[i:i + MiB], ZSTD)
+        out[hashlib.sha256(encoded.data).hexdigest()] = len(encoded.data)
     return out
 
 

@@ -2,7 +2,9 @@
 fragments on six distinct nodes. 40 objects (30 of 64-300 KiB, 10 of 1-3 MiB) are written with boto3; no raw chunk
 of them is on any disk (they are stored as fragments), and the bytes on disk are about 1.5x the data. Two of the six
 agents are killed with SIGKILL: every object reads back right at once (reconstructed from the four left) and again
-once the coordinator has declared both lost, and the gateway counts nothing unrecoverable."""
+once the coordinator has declared both lost, and the gateway counts nothing unrecoverable. A second bucket is
+erasure-coded *and* compressed (zstd): a log-like object takes less on disk than its size even at 1.5x, no chunk of
+it is on any disk whole (compressed or not), and it reads back through the same two losses."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.storage_lab.objects import bodies, read_all, upload
+from tests.storage_lab.objects import bodies, log_text, read_all, stored_form, upload
 from tests.storage_lab.world import MiB, World, chunk_ids, node_rows, pick, world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 BUCKET = "coded"
+PACKED = "coded-zstd"
 READ_BOUND_S = 300.0
 
 
@@ -46,6 +49,17 @@ def test_ec_bucket_survives_losing_two_of_six(w: World) -> None:
     stored_whole = raw & set(w.copies())
     assert not stored_whole, f"{len(stored_whole)} chunks stored whole in an erasure-coded bucket"
     assert on_disk < 1.9 * data, f"{on_disk / data:.2f}x the data on disk: not RS(4,2) (1.5x)"
+    status, answer = w.post("/v1/storage/buckets", {"name": PACKED, "erasure": "4+2", "compression": "zstd"})
+    assert status == 201, f"creating an RS(4,2) zstd bucket: {status} {answer}\n{w.logs()}"
+    packed = {"logs.txt": log_text(3 * MiB + 99, seed=23)}
+    upload(w, PACKED, packed)
+    packed_disk = disk_bytes(w) - on_disk
+    w.note("ec + zstd", f"{len(packed['logs.txt']) / MiB:.2f} MiB of log-like text: {packed_disk / MiB:.2f} MiB on "
+                        f"disk with parity ({packed_disk / len(packed['logs.txt']):.2f}x)")
+    assert packed_disk < 0.75 * len(packed["logs.txt"]), f"{packed_disk} bytes on disk: not compressed"
+    whole = (set(stored_form(packed["logs.txt"])) | set(chunk_ids(packed["logs.txt"]))) & set(w.copies())
+    assert not whole, f"{len(whole)} chunks of the compressed object stored whole"
+
     files = collections.Counter({n: len(a.held()) for n, a in w.agents.items()})
     assert all(files[n] > 0 for n in w.agents), f"a node holds no fragment: {files}"
 
@@ -53,7 +67,7 @@ def test_ec_bucket_survives_losing_two_of_six(w: World) -> None:
     for n in victims:
         w.agents[n].kill9()
     killed = time.monotonic()
-    problems = read_all(w, BUCKET, objects)
+    problems = read_all(w, BUCKET, objects) + read_all(w, PACKED, packed)
     w.note("ec read, 2 of 6 just killed", f"{time.monotonic() - killed:.1f} s for all {len(objects)} objects, "
                                           f"{len(problems)} problems (killed {victims})")
     assert not problems, f"with {victims} killed: {problems[:10]}\n{w.logs()}"
@@ -64,7 +78,7 @@ def test_ec_bucket_survives_losing_two_of_six(w: World) -> None:
 
     w.until(both_lost, READ_BOUND_S, f"the gateway seeing {victims} offline")
     started = time.monotonic()
-    problems = read_all(w, BUCKET, objects)
+    problems = read_all(w, BUCKET, objects) + read_all(w, PACKED, packed)
     w.note("ec read, 2 of 6 offline", f"{time.monotonic() - started:.1f} s for all objects, {len(problems)} problems")
     assert not problems, f"with {victims} offline: {problems[:10]}\n{w.logs()}"
     assert pick(w.status(), "unrecoverable", default=0) == 0, w.logs()
