@@ -129,7 +129,10 @@ def decode(stored: bytes, ref: ChunkRef) -> bytes | Corrupt:
         return Corrupt(f"unknown compression {ref.codec!r}")
     if not 0 <= ref.plain <= MAX_PLAIN:
         return Corrupt(f"plaintext size {ref.plain} out of range")
-    zstd = _zstd()
+    try:
+        zstd = _zstd()
+    except ImportError as exc:
+        return Corrupt(f"cannot be decoded here: the zstandard package does not import ({exc})")
     try:
         declared = zstd.frame_content_size(stored)
         if declared != ref.plain:

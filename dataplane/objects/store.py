@@ -216,7 +216,10 @@ class ObjectBackend:
         that pays (in a worker thread: zstd releases the GIL, so the loop keeps serving). Its ref for the manifest."""
         if compression is None:
             return await self.io.store(piece, replicas, erasure)
-        encoded = await asyncio.to_thread(compression_mod.encode, piece, compression)
+        try:
+            encoded = await asyncio.to_thread(compression_mod.encode, piece, compression)
+        except ImportError as exc:  # a bucket made where zstandard imports, written through a gateway without it
+            raise ChunkWriteFailed("", f"compression {compression} needs the zstandard package ({exc})") from exc
         stored = await self.io.store(encoded.data, replicas, erasure)
         self.tally.add(encoded)
         return encoded.ref(stored.id)

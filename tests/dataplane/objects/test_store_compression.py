@@ -20,7 +20,7 @@ import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from dataplane.objects import compression
 from dataplane.objects.chunking import ChunkRef
@@ -196,3 +196,23 @@ def test_an_erasure_coded_bucket_compresses_too(tmp_path: Path) -> None:
         server.chunks.nodes["n0"].down = server.chunks.nodes["n1"].down = True
         assert get(s3, "coded", "k") == body and get(s3, "coded", "k", f"{MiB - 5}-{2 * MiB + 5}") == \
             body[MiB - 5:2 * MiB + 6]
+
+
+def test_a_gateway_without_zstandard_refuses_writes_and_reads_of_compressed_chunks_cleanly(
+        server: ObjectServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3 = client(server)
+    body = text(MiB, seed=19)
+    s3.put_object(Bucket="packed", Key="k", Body=body)
+
+    def missing() -> Any:
+        raise ImportError("No module named 'zstandard'")
+
+    monkeypatch.setattr(compression, "_zstd", missing)
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="packed", Key="k2", Body=body)
+    assert refused.value.response["Error"]["Code"] == "InternalError"
+    assert "needs the zstandard package" in refused.value.response["Error"]["Message"]
+    with pytest.raises((ClientError, IncompleteReadError, ResponseStreamingError)):
+        get(s3, "packed", "k")
+    s3.put_object(Bucket="plain", Key="k", Body=body)  # plain buckets are not affected
+    assert get(s3, "plain", "k") == body
