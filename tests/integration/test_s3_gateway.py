@@ -2,7 +2,12 @@
 coordinator with the gateway, no local agent) and two real agents enrolled with `--storage-quota`. boto3 with its
 default configuration (aws-chunked uploads with CRC trailers over HTTPS, the cluster CA trusted) creates a bucket,
 puts and gets objects; their chunks land on the two agents (R = 2: one copy on each), which the storage status and
-the agents' chunk directories both show. The admin key is the one `up` bootstrapped into storage.json."""
+the agents' chunk directories both show. The admin key is the one `up` bootstrapped into storage.json.
+
+Then S3 for workloads on the same cluster: `cloudless storage keys create --secret prod/s3` stores a key in a cluster
+secret, and a process workload on an agent takes it with `env[].valueFrom.secretKeyRef` and runs boto3 with its
+defaults: it reaches the gateway through its agent's local endpoint (`s3.cloudless`, a loopback listener spliced over
+the overlay to the gateway's member), PUTs and GETs, and a wrong or unknown key is refused."""
 
 from __future__ import annotations
 
@@ -171,3 +176,94 @@ def test_boto3_stores_objects_as_chunks_on_the_agents(cluster: Cluster) -> None:
     s3.delete_object(Bucket="photos", Key="small.txt")
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket="photos", Key="small.txt")
+    _workload_reaches_s3(cluster, s3)
+
+
+WORKLOAD = """
+import json, os, sys, time
+import boto3
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+out = {"endpoint": os.environ.get("AWS_ENDPOINT_URL_S3"), "secret_endpoint": os.environ.get("AWS_ENDPOINT_URL")}
+s3 = boto3.client("s3")  # every setting from the environment: the secret's keys and region, the agent's endpoint
+deadline = time.monotonic() + 120
+while True:  # the first connection may wait for the overlay path from this node to the gateway
+    try:
+        s3.put_object(Bucket="photos", Key="from-workload.txt", Body=b"hello from a workload")
+        break
+    except (ClientError, EndpointConnectionError) as exc:
+        if time.monotonic() > deadline:
+            raise
+        print("put failed, retrying:", exc, flush=True)
+        time.sleep(1)
+out["get"] = s3.get_object(Bucket="photos", Key="from-workload.txt")["Body"].read().decode()
+for case, key_id, secret in (("wrong", os.environ["AWS_ACCESS_KEY_ID"], "x" * 40),
+                             ("absent", "CLKNOSUCHKEY000000000", "x" * 40)):
+    try:
+        boto3.client("s3", aws_access_key_id=key_id, aws_secret_access_key=secret).list_objects_v2(Bucket="photos")
+        out[case] = "accepted"
+    except ClientError as exc:
+        out[case] = exc.response["Error"]["Code"]
+try:
+    s3.create_bucket(Bucket="not-granted")
+    out["grant"] = "accepted"
+except ClientError as exc:
+    out["grant"] = exc.response["Error"]["Code"]
+s3.put_object(Bucket="photos", Key="workload-result.json", Body=json.dumps(out).encode())
+print("done", out, flush=True)
+time.sleep(3600)
+"""
+
+
+NOBODY = 65534
+
+
+def _workload_python() -> tuple[str, dict[str, str]]:
+    """An interpreter with boto3 that uid NOBODY may run (the workload runs as that user: the secure default policy
+    drops every capability, which a root process cannot keep): this one, else the system's with our site-packages."""
+    import boto3
+
+    site = str(Path(boto3.__file__).resolve().parents[1])
+    for python, env in ((sys.executable, {}), ("/usr/bin/python3", {"PYTHONPATH": site})):
+        probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "env", *(
+            f"{k}={v}" for k, v in env.items()), python, "-c", "import boto3"], check=False, capture_output=True,
+            cwd="/", timeout=60)
+        if probe.returncode == 0:
+            return python, env
+    pytest.fail(f"no python with boto3 that uid {NOBODY} can run (tried {sys.executable}, /usr/bin/python3 with "
+                f"PYTHONPATH={site})")
+
+
+def _workload_reaches_s3(cluster: Cluster, admin: Any) -> None:
+    cli = subprocess.run([sys.executable, "-m", "cloudless", "storage", "keys", "create", "job", "--bucket",
+                          "photos:rw", "--secret", "prod/s3", "--config", str(cluster.config)],
+                         check=False, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "CLOUDLESS_LOG_LEVEL": "INFO"})
+    assert cli.returncode == 0, cli.stderr
+    assert "stored in secret prod/s3" in cli.stdout
+    python, python_env = _workload_python()
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in python_env.items()]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": "s3", "key": k}}}
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")]
+    doc = {"apiVersion": "cloudless/v1", "kind": "Workload", "metadata": {"name": "uploader", "namespace": "prod"},
+           "spec": {"runtime": "process", "command": [python, "-c", WORKLOAD], "replicas": 1, "env": env,
+                    "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}},
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": NOBODY, "allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}}}}
+    cluster.api_call("PUT", "/v1/workloads/prod/uploader", doc)
+
+    def result() -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(admin.get_object(Bucket="photos", Key="workload-result.json")["Body"].read()))
+        except admin.exceptions.NoSuchKey:
+            return None
+
+    out = until(result, 180, "the workload's result object", cluster.tails)
+    assert out["secret_endpoint"] == "http://s3.cloudless"  # the secret's in-cluster endpoint
+    assert str(out["endpoint"]).startswith("http://127.0.0.1:")  # the agent's loopback listener for processes
+    assert out["get"] == "hello from a workload"
+    assert admin.get_object(Bucket="photos", Key="from-workload.txt")["Body"].read() == b"hello from a workload"
+    assert out["wrong"] == "SignatureDoesNotMatch" and out["absent"] == "InvalidAccessKeyId"
+    assert out["grant"] == "AccessDenied"  # the key's grants hold on this path too
+    service = cluster.api_call("GET", "/v1/services/cloudless/s3")
+    assert service["ready"] == 1 and service["endpoints"][0]["node"].startswith("s3@"), service
