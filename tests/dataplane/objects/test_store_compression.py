@@ -16,10 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 
 from dataplane.objects import compression
@@ -29,7 +27,7 @@ from dataplane.objects.model import Manifest, StorageNode
 from dataplane.s3.errors import ErrorCode, S3Error
 from tests.dataplane.objects.objserver import MiB, ObjectServer, serving
 from tests.dataplane.objects.test_compression import text
-from tests.dataplane.s3.s3server import ACCESS_KEY, REGION, SECRET_KEY
+from tests.dataplane.objects.test_store_boto3 import client as boto3_client
 
 
 @pytest.fixture
@@ -41,10 +39,7 @@ def server(tmp_path: Path) -> Iterator[ObjectServer]:
 
 
 def client(server: ObjectServer) -> Any:
-    config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
-    return boto3.client("s3", endpoint_url=server.https_url, aws_access_key_id=ACCESS_KEY,
-                        aws_secret_access_key=SECRET_KEY, region_name=REGION, config=config,
-                        verify=str(server.ca_file))
+    return boto3_client(server, https=True)  # boto3's default configuration: aws-chunked with a CRC32 trailer
 
 
 def manifest(server: ObjectServer, bucket: str, key: str) -> Manifest:
