@@ -338,7 +338,8 @@ class ServiceProxy:
                 key = ((record.namespace, record.name), port.port, port.protocol)
                 if key not in self._host:
                     self._host[key] = self._host_listener(key[0], port.port, port.protocol)
-        local = {k: port for k, (port, _) in self._host.items()}
+        wanted = {((r.namespace, r.name), p.port, p.protocol) for r in records for p in r.ports}
+        local = {k: port for k, (port, _) in self._host.items() if k in wanted}  # not a service gone since
         return {**env_vars(records, local), **s3_env(local)}
 
     def _host_listener(self, service: ServiceKey, port: int, protocol: Protocol) -> tuple[int, _Listener]:

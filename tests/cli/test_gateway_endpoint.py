@@ -127,3 +127,54 @@ async def test_one_node_holds_at_most_its_share_of_streams_and_stop_unregisters(
     wakes = len(rig.wakes)
     await rig.endpoint.stop()
     assert S3_SERVICE not in rig.registry.builtins and len(rig.wakes) == wakes + 1 and rig.endpoint.dir is None
+
+
+async def test_a_workload_of_any_namespace_reaches_the_gateway_through_its_nodes_proxy_and_the_overlay() -> None:
+    """Two real overlays through a relay (tests/dataplane/servicenet.py): the laptop's overlay plays the gateway's
+    member (its `svc` streams go to a WorkloadEndpoint in front of a real aiohttp app), the pi's service proxy is the
+    agent's. A container of namespace `shop` (its binder) and a process (its environment) both reach the app."""
+    from broker.wire import Protocol, ServiceEndpoint, ServiceRecord
+    from tests.dataplane.servicenet import Binds, cluster, table
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"s3 app: host={request.host}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    record = ServiceRecord(name="s3", namespace="cloudless", vip="127.77.0.20", ports=S3_PORTS,
+                           endpoints=(ServiceEndpoint(node="laptop", replica="builtin"),))
+    request = b"GET /photos HTTP/1.1\r\nHost: s3.cloudless\r\nConnection: close\r\n\r\n"
+    async with cluster() as (net, pi, _laptop):
+        endpoint = WorkloadEndpoint(registry=None, member="laptop", wake=lambda: None)
+        await endpoint.start(runner, net.laptop)
+        try:
+            await pi.proxy.update(table("pi", record))
+            binds = Binds()
+            await pi.proxy.attach("shop-client", "shop", binds)
+
+            async def get(addr: tuple[str, int]) -> bytes:
+                reader, writer = await asyncio.open_connection(*addr)
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), 30)
+                writer.close()
+                return answer
+
+            assert (await get(binds.tcp("127.77.0.20", 80))).endswith(b"s3 app: host=s3.cloudless")
+            env = pi.proxy.env_for("shop")
+            url = env["AWS_ENDPOINT_URL_S3"]
+            assert url.startswith("http://127.0.0.1:") and env["S3_SERVICE_PORT"] == url.rsplit(":", 1)[1]
+            assert (await get(("127.0.0.1", int(url.rsplit(":", 1)[1])))).endswith(b"s3 app: host=s3.cloudless")
+            assert endpoint.served == 2
+
+            # a node that opts out (--no-s3-endpoint) serves it to nobody
+            pi.proxy.builtins = False
+            await pi.proxy.update(table("pi", record, generation=2))
+            other = Binds()
+            await pi.proxy.attach("other", "shop", other)
+            assert ("127.77.0.20", 80, Protocol.TCP) not in other.addr and other.addr  # its resolver only
+            assert "AWS_ENDPOINT_URL_S3" not in pi.proxy.env_for("shop")
+        finally:
+            await endpoint.stop()
+            await runner.cleanup()
