@@ -33,8 +33,10 @@ class LabAgent:
     """`cloudless agent --token` on a lab machine. kind: "podman" (root), "rootless" (Podman as the rootless test
     user) or "process"."""
 
-    def __init__(self, host: Host, node_id: str, kind: str, *, zone: str = "", labels: str = "") -> None:
+    def __init__(self, host: Host, node_id: str, kind: str, *, zone: str = "", labels: str = "",
+                 storage: str = "0") -> None:
         self.host, self.node_id, self.kind, self.zone, self.labels = host, node_id, kind, zone, labels
+        self.storage = storage  # --storage-quota: what it offers the object store (0: nothing)
         # under /tmp with 0755 parents: the rootless user must reach its data dir (pytest's tmp is root's, 0700)
         self.dir = Path(tempfile.mkdtemp(prefix=f"cl-svclab-{node_id}-"))
         os.chmod(self.dir, 0o755)
@@ -56,7 +58,7 @@ class LabAgent:
         argv = [python, "-u", "-m", "cloudless", "agent", *(["--token", token] if token else []),
                 "--node-id", self.node_id, "--data-dir", str(self.data),
                 "--runtime", "process" if self.kind == "process" else "podman",
-                "--metrics-listen", "off", "--reconcile-interval", "0.5"]
+                "--metrics-listen", "off", "--reconcile-interval", "0.5", "--storage-quota", self.storage]
         if self.zone:
             argv += ["--zone", self.zone]
         if self.labels:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import pwd
 import re
 import subprocess
@@ -229,7 +230,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Svc]:
         mobile = lab.nat("mobile", inet, NatKind.SYMMETRIC)
         agents = {A: LabAgent(lab.host("a", home.lan_net), A, "podman", zone="east", labels="site=a"),
                   B: LabAgent(lab.host("b", cafe.lan_net), B, "process", zone="east", labels="site=b"),
-                  C: LabAgent(lab.host("c", inet), C, "process", zone="west", labels="site=c")}
+                  C: LabAgent(lab.host("c", inet), C, "process", zone="west", labels="site=c", storage="64MiB")}
         rootless_error = ""
         try:
             pwd.getpwnam(ROOTLESS_USER)
@@ -456,6 +457,80 @@ def test_a_removed_but_alive_endpoint_finishes_its_open_connections(svc: Svc) ->
     assert out.strip() == "c", f"the held connection to web-c did not finish: {out!r}\n{s.logs()}"
     s.set_ready(C, "web-c", True)
     s.until_eq(lambda: s.endpoints("web"), {A: False, B: True, C: True}, 30, "web-b and web-c ready again")
+
+
+# ---- 5. S3 for workloads: the built-in service s3.cloudless ----------------------------------------------------
+
+S3_CLIENT = r"""
+import json, os, socket, struct, sys, time
+import boto3
+from botocore.exceptions import ClientError
+
+def lookup(name):  # the container's own resolver (the agent's, on 127.0.0.1:53 in this network namespace)
+    query = struct.pack("!HHHHHH", 7, 0x100, 1, 0, 0, 0) + b"".join(
+        bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(query, ("127.0.0.1", 53))
+        reply = s.recv(512)
+    return socket.inet_ntoa(reply[-4:])  # the one A record ends the answer
+
+vip = lookup("s3.cloudless")
+real = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: real(vip if host == "s3.cloudless" else host, *a, **k)
+out = {"vip": vip}
+s3 = boto3.client("s3")  # the secret's variables, boto3's defaults
+deadline = time.monotonic() + 90
+while True:  # the node's overlay path to the gateway may still be coming up
+    try:
+        s3.put_object(Bucket="lab", Key="from-a.txt", Body=b"from a container behind a NAT")
+        break
+    except Exception as exc:
+        if time.monotonic() > deadline:
+            raise
+        print("retrying:", exc, file=sys.stderr, flush=True)
+        time.sleep(1)
+out["get"] = s3.get_object(Bucket="lab", Key="from-a.txt")["Body"].read().decode()
+try:
+    boto3.client("s3", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key="x" * 40
+                 ).get_object(Bucket="lab", Key="from-a.txt")
+    out["wrong"] = "accepted"
+except ClientError as exc:
+    out["wrong"] = exc.response["Error"]["Code"]
+print(json.dumps(out))
+"""
+
+
+def test_a_container_behind_a_nat_reaches_s3_through_its_own_endpoint_with_the_secrets_key(svc: Svc) -> None:
+    """`cloudless up` serves S3 (port 9000) with svc-c offering storage. A key stored as secret default/s3 is given to
+    a container on svc-a (home NAT) with secretKeyRef; boto3 with its defaults and that container's environment runs
+    inside its network namespace (nsenter): `s3.cloudless` resolves through the container's resolver to the service
+    address, whose listener the agent carries over the overlay to the gateway's member on the vps."""
+    s = svc
+    s.coord.cli("storage", "buckets", "create", "lab")
+    s.coord.cli("storage", "keys", "create", "lab-job", "--bucket", "lab:rw", "--secret", "default/s3")
+    env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": "s3", "key": k}}}
+           for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")]
+    s.coord.cli("apply", "-f", "-", input=doc("s3-client", {
+        "image": IMAGE, "command": ["sleep", "100000"], "env": env, "placement": {"nodeSelector": {"site": "a"}},
+        "securityContext": NON_ROOT, "resources": SMALL}))
+    s.until(lambda: s.agents[A].container("s3-client"), 120, "s3-client running on svc-a")
+    pid = s.agents[A].podman("inspect", "-f", "{{.State.Pid}}", s.agents[A].container("s3-client"),
+                             check=True).stdout.strip()
+    # the environment the container's process got (the secret's variables are set by the entry wrapper)
+    got = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
+    aws = {k: v for k, v in got.items() if k.startswith("AWS_")}
+    assert aws.get("AWS_ENDPOINT_URL") == "http://s3.cloudless" and aws["AWS_ACCESS_KEY_ID"].startswith("CLK"), aws
+    started = time.monotonic()
+    run = s.agents[A].host.run("nsenter", f"--net=/proc/{pid}/ns/net", "env", "-i", f"PATH={os.environ['PATH']}",
+                               "HOME=/nonexistent", *(f"{k}={v}" for k, v in aws.items()), sys.executable, "-c",
+                               S3_CLIENT, check=False, timeout=180)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{s.logs()}"
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    s.numbers["s3 from a container"] = f"{time.monotonic() - started:.1f} s"
+    vip = next(r["vip"] for r in s.coord.json("get", "services", "-A")["items"] if r["name"] == "s3")
+    assert out == {"vip": vip, "get": "from a container behind a NAT", "wrong": "SignatureDoesNotMatch"}, out
+    s.coord.cli("delete", "workload", "s3-client")
 
 
 def test_kill_9_of_the_zones_only_endpoint_node_moves_new_connections_elsewhere(svc: Svc) -> None:
