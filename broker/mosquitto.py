@@ -25,7 +25,8 @@ from pathlib import Path
 
 from broker.acl import Acl
 from broker.auth import PASSWD_FILE, AuthFiles
-from broker.embedded import MAX_PACKET_BYTES, TlsSettings
+from broker.embedded import TlsSettings
+from broker.embedded_session import MAX_PACKET_BYTES
 from broker.errors import BrokerConfigError
 from broker.files import write_private
 

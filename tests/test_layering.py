@@ -87,7 +87,8 @@ CORE_FORBIDDEN = frozenset({
     "psutil", "requests", "urllib3",
 })
 # Not installed with the agent (pyproject: only paho-mqtt, msgpack, psutil), or coordinator-side code.
-AGENT_FORBIDDEN = ("amqtt", "aiohttp", "yaml", "broker.embedded", "broker.mosquitto", "coordinator")
+AGENT_FORBIDDEN = ("amqtt", "aiohttp", "yaml", "broker.embedded", "broker.embedded_session", "broker.mosquitto",
+                   "coordinator")
 
 
 @dataclass(frozen=True)

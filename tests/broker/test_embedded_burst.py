@@ -23,13 +23,8 @@ from transitions.core import MachineError
 from broker.acl import Acl
 from broker.auth import CertAuthenticator
 from broker.cli import open_acl
-from broker.embedded import (
-    GC_THRESHOLDS,
-    TLS_READ_BUFFER_BYTES,
-    CloudlessSession,
-    EmbeddedBroker,
-    EmbeddedBrokerSettings,
-)
+from broker.embedded import EmbeddedBroker, EmbeddedBrokerSettings
+from broker.embedded_session import GC_THRESHOLDS, TLS_READ_BUFFER_BYTES, CloudlessSession
 from tests.fleet.env import Pki
 from tests.fleet.mqtt_lite import PUBACK, LiteClient
 
@@ -367,9 +362,10 @@ async def test_a_flood_of_failing_deliveries_is_logged_counted_not_echoed(
         return plain(topic)
 
     monkeypatch.setattr(broker, "_indexed_targets", failing)
-    from broker import embedded
+    from broker import embedded_session
     from broker.listeners import ThrottledLog
-    monkeypatch.setattr(embedded, "_failures", ThrottledLog(embedded.log))  # no interval left over from other tests
+    # a fresh throttle: no interval left over from other tests
+    monkeypatch.setattr(embedded_session, "delivery_failures", ThrottledLog(embedded_session.log))
     with caplog.at_level(logging.WARNING, logger="broker.embedded"):
         for i in range(flood):
             pub.publish("t/x", str(i).encode(), qos=0, retain=False)

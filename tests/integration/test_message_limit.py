@@ -6,7 +6,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from broker.embedded import MAX_PACKET_BYTES
+from broker.embedded_session import MAX_PACKET_BYTES
 from broker.wire import MAX_PAYLOAD_BYTES
 from tests.integration.conftest import BrokerUnderTest
 from tests.integration.rawmqtt import PUBLISH, _packet, _str
