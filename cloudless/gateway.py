@@ -13,9 +13,12 @@ Public surface (what `coordinator/cli.py`, the REST API (`StorageAdmin`), `cloud
   repair/GC), `repair` {copied, copiedBytes, deleted, failed (totals since start), rateBytesPerS (last pass),
   budgetBytesPerS, lastRun (epoch seconds or None), lastCopied, lastCopiedBytes}, `gc` {lastRun, collected,
   orphansSettled},
-  `scrub` {reported (corrupt copies reported by agents and forgotten)}, `endpoint`, `identity`.
+  `scrub` {reported (corrupt copies reported by agents and forgotten)}, `compression` {writtenBytes, storedBytes,
+  savedBytes, chunksCompressed, chunksRaw: chunks this gateway wrote to compressing buckets since it started},
+  `endpoint`, `identity`.
 - `await Gateway.keys_changed()`: reload the keyring now (after a key was created or deleted).
-- `await Gateway.create_bucket(name, now, replicas=, erasure=)`: a bucket with its R or an erasure code ("4+2").
+- `await Gateway.create_bucket(name, now, replicas=, erasure=, compression=)`: a bucket with its R or an erasure code
+  ("4+2"), optionally compressing its chunks (`compression="zstd"`).
 - `await Gateway.repair_now()` / `collect_garbage_now()` / `sweep_orphans_now()`: one pass now (tests, the lab).
 - `await Gateway.stop()`.
 - `Gateway.endpoint`: S3 for workloads, `s3.cloudless` over the overlay (cloudless.gateway_endpoint), the same app.
@@ -178,8 +181,11 @@ class Gateway:
             self._wake.set()
         return secret
 
-    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
-        """For REST (`POST /v1/storage/buckets`): a bucket with R = `replicas`, or erasure coded (`erasure` "4+2")."""
+    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None,
+                            compression: str | None = None) -> S3Error | None:
+        """For REST (`POST /v1/storage/buckets`): a bucket with R = `replicas`, or erasure coded (`erasure` "4+2"),
+        its chunks compressed when `compression` is "zstd" (the backend refuses other values, naming
+        `compression`)."""
         from dataplane.objects.erasure import parse_code
         from dataplane.s3.errors import ErrorCode, S3Error
 
@@ -189,7 +195,7 @@ class Gateway:
             if isinstance(parsed, str):
                 return S3Error(ErrorCode.INVALID_ARGUMENT, parsed)
             code = parsed
-        return await self.backend.create_bucket(name, now, replicas, code)
+        return await self.backend.create_bucket(name, now, replicas, code, compression=compression)
 
     def _authorize(self, access_key: str, operation: Operation, bucket: str) -> bool:
         return self.keyring.authorize(access_key, operation, bucket)  # the keyring of the moment
@@ -324,6 +330,7 @@ class Gateway:
                        "lastCopiedBytes": t.last_copied_bytes},
             "gc": {"lastRun": t.last_gc, "collected": t.collected, "orphansSettled": t.orphans},
             "scrub": {"reported": t.scrub_reported},
+            "compression": self.backend.compression_stats(),
         }
 
 

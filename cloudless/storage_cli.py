@@ -30,6 +30,7 @@ from cloudless.ctl import Ctx, UsageError, add_command, as_command, check_name, 
 from cloudless.s3_client import DEFAULT_REGION, S3Client, check_endpoint, resolve_storage_config
 from cloudless.secrets_cli import secret_ref
 from cloudless.storage_transfer import Progress, S3Path, download, s3_path, upload
+from dataplane.objects.chunking import COMPRESSIONS
 
 if TYPE_CHECKING:
     from cloudless.ctl import Sub
@@ -207,9 +208,11 @@ def redundancy(bucket: Mapping[str, Any]) -> str:
 
 
 def buckets_table(items: Sequence[Mapping[str, Any]], now: float) -> str:
-    rows = [[str(b.get("name")), redundancy(b), render.text(b.get("objects")),
-             render.memory(b.get("bytes")), render.age(b.get("created"), now)] for b in items]
-    return render.table(["NAME", "REDUNDANCY", "OBJECTS", "SIZE", "AGE"], rows)
+    """SIZE is what the objects hold, STORED what they take as stored (one copy; below SIZE when compressed)."""
+    rows = [[str(b.get("name")), redundancy(b), str(b.get("compression") or render.NONE),
+             render.text(b.get("objects")), render.memory(b.get("bytes")),
+             render.memory(b.get("storedBytes", b.get("bytes"))), render.age(b.get("created"), now)] for b in items]
+    return render.table(["NAME", "REDUNDANCY", "COMPRESSION", "OBJECTS", "SIZE", "STORED", "AGE"], rows)
 
 
 def cmd_buckets(args: argparse.Namespace, ctx: Ctx) -> int:
@@ -226,8 +229,11 @@ def cmd_buckets(args: argparse.Namespace, ctx: Ctx) -> int:
                                  hint="an erasure-coded bucket stores fragments (4+2 survives any 2 lost nodes)")
             body: JSONObject = {"name": name}
             body.update({"erasure": args.erasure} if args.erasure else {"replicas": args.replicas or 2})
+            if args.compression:
+                body["compression"] = args.compression
             doc = _call(ctx, "POST", "/v1/storage/buckets", body=body)
-            return _emit(ctx, args.output, doc, lambda: f"bucket {name} created ({redundancy(doc)})")
+            compressed = f", {doc['compression']}-compressed" if doc.get("compression") else ""
+            return _emit(ctx, args.output, doc, lambda: f"bucket {name} created ({redundancy(doc)}{compressed})")
         case "rm", str(name):
             _call(ctx, "DELETE", f"/v1/storage/buckets/{name}")
             ctx.out(f"bucket {name} deleted")
@@ -417,15 +423,19 @@ def add_parser(sub: Sub) -> None:
     b = _sub(actions, "buckets", [conn], cmd_buckets, help="list, create or delete buckets", description=(
         "Without arguments (or `ls`): every bucket with its redundancy, object count and size. `create NAME` makes "
         "a bucket: replicated (--replicas: copies of each chunk, on distinct nodes and zones where possible; "
-        "default 2) or erasure-coded (--erasure 4+2, with at least 6 storage nodes). `rm NAME` deletes an empty "
-        "bucket."))
-    b.usage = "cloudless storage buckets [ls] | create NAME [--replicas N | --erasure 4+2] | rm NAME"
+        "default 2) or erasure-coded (--erasure 4+2, with at least 6 storage nodes), optionally compressing its "
+        "chunks (--compression zstd). `rm NAME` deletes an empty bucket."))
+    b.usage = ("cloudless storage buckets [ls] | create NAME [--replicas N | --erasure 4+2] [--compression zstd] | "
+               "rm NAME")
     b.add_argument("action", nargs="?", choices=("ls", "create", "rm"), help="default ls")
     b.add_argument("name", nargs="?", metavar="NAME", help="the bucket (create, rm)")
     b.add_argument("--replicas", type=_replicas, default=None, metavar="N",
                    help="copies of each chunk, 1-5 (default 2)")
     b.add_argument("--erasure", metavar="K+M", help="erasure-code the bucket instead: 4+2 (RS(4,2): any 2 of 6 "
                    "fragments may be lost, 1.5x the data; needs at least 6 storage nodes)")
+    b.add_argument("--compression", choices=COMPRESSIONS, default=None,
+                   help="compress each 1 MiB chunk with zstd before storing it (text, logs, JSON take less disk; "
+                   "chunks that do not shrink by 1/8 are stored as they are)")
     _output(b)
 
     ls = _sub(actions, "ls", [conn, s3flags], cmd_ls, help="list buckets, or objects under s3://BUCKET/PREFIX",

@@ -150,8 +150,10 @@ class StorageAdmin(Protocol):
     def status(self) -> dict[str, Any]: ...
     async def keys_changed(self) -> None: ...
 
-    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
+    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None,
+                            compression: str | None = None) -> S3Error | None:
         """The object store's CreateBucket (ObjectBackend.create_bucket). `erasure`: the code as the user wrote it
         ("4+2"; parsed by dataplane.objects.erasure.parse_code, which the coordinator may not import: it wraps
-        pyeclib) or None for a replicated bucket. A refusal is an S3Error: BucketAlreadyOwnedByYou, or
-        InvalidArgument naming why (an unknown code, too few storage nodes, no codec)."""
+        pyeclib) or None for a replicated bucket. `compression`: None or "zstd" (chunks compressed before they are
+        stored). A refusal is an S3Error: BucketAlreadyOwnedByYou, or InvalidArgument naming why (an unknown code,
+        too few storage nodes, no codec; a message starting with "compression" for the compression)."""

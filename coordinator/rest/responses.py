@@ -109,7 +109,11 @@ _SERVICE = obj(("namespace", "name", "fqdn", "vip", "ports", "endpoints"),
                problems=_ARRAY_OF_STR)
 
 _BUCKET = obj(("name", "replicas"), name=STR, created=NUM, replicas=INT, objects=INT, bytes=INT,
-              erasure={**nullable(STR), "description": "the erasure code (\"4+2\"), null when replicated"})
+              storedBytes={**INT, "description": "what its objects take as stored: one copy, before replication or "
+                                                 "erasure coding, after compression"},
+              erasure={**nullable(STR), "description": "the erasure code (\"4+2\"), null when replicated"},
+              compression={**nullable(STR), "description": "\"zstd\": chunks are compressed before they are "
+                                                         "stored; null: stored as they are"})
 _STORAGE_KEY = obj(("id", "name", "buckets"), id=STR, name=STR,
                    buckets={**STR_MAP, "description": "bucket (or *) -> read | write | admin"})
 _STORAGE_NODE = obj(("node",), node=STR, zone=STR, online=BOOL, state=STR, quotaBytes=INT, usedBytes=INT, chunks=INT,
@@ -123,7 +127,8 @@ _STORAGE = {
         deferred=INT,
         repair=obj(copied=INT, copiedBytes=INT, deleted=INT, failed=INT, rateBytesPerS=NUM, budgetBytesPerS=NUM,
                    lastRun=nullable(NUM), lastCopied=INT, lastCopiedBytes=INT),
-        gc=obj(lastRun=nullable(NUM), collected=INT), scrub=obj(reported=INT)),
+        gc=obj(lastRun=nullable(NUM), collected=INT), scrub=obj(reported=INT),
+        compression=obj(writtenBytes=INT, storedBytes=INT, savedBytes=INT, chunksCompressed=INT, chunksRaw=INT)),
     "Bucket": _BUCKET,
     "BucketList": obj(("items",), items={"type": "array", "items": _BUCKET}),
     "BucketDeleted": obj(("deleted",), deleted=STR),

@@ -23,6 +23,7 @@ from coordinator.rest.paged import Budget
 from coordinator.rest.ports import StorageAdmin
 from coordinator.rest.routes import Route, json_object, path_name
 from dataplane.objects import access
+from dataplane.objects.chunking import COMPRESSIONS
 from dataplane.objects.model import DEFAULT_REPLICAS, AccessKey, BucketRecord
 from dataplane.objects.ports import Outcome
 from dataplane.s3.errors import ErrorCode
@@ -60,7 +61,11 @@ BODY_SCHEMAS: dict[str, dict[str, Any]] = {
     "BucketCreate": {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
         "name": {"type": "string", "description": "S3 bucket name: 3-63 of a-z 0-9 . -"},
         "replicas": {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
-        "erasure": {"type": "string", "description": "an erasure code instead of replicas: \"4+2\" (RS(4,2))"}}},
+        "erasure": {"type": "string", "description": "an erasure code instead of replicas: \"4+2\" (RS(4,2))"},
+        "compression": {"type": ["string", "null"], "enum": [*COMPRESSIONS, None],
+                        "description": "compress each chunk with zstd before it is stored (a chunk that does not "
+                                       "shrink by at least 1/8 is stored as it is); combines with replicas or "
+                                       "erasure"}}},
     "StorageKeyCreate": {"type": "object", "additionalProperties": False, "required": ["name", "buckets"],
                          "properties": {
                              "name": {"type": "string", "description": "who the key is for (a person or workload)"},
@@ -82,7 +87,7 @@ def camel(doc: Any) -> Any:
 def bucket_json(bucket: BucketRecord) -> dict[str, Any]:
     code = bucket.erasure
     return {"name": bucket.name, "created": bucket.created, "replicas": bucket.replicas,
-            "erasure": f"{code.k}+{code.m}" if code is not None else None}
+            "erasure": f"{code.k}+{code.m}" if code is not None else None, "compression": bucket.compression}
 
 
 def key_json(key: AccessKey) -> dict[str, Any]:
@@ -132,19 +137,24 @@ class StorageHandlers:
         items, budget = [], Budget()
         for bucket in sorted(await meta.list_buckets(), key=lambda b: b.name):
             found = await meta.list_manifests(bucket.name, "", "")
-            count = size = 0
+            count = size = stored = 0
             if not isinstance(found, Outcome):  # deleted meanwhile: listed as empty
                 for manifest in found:
                     count += 1
                     size += manifest.info.size
+                    stored += sum(c.size for c in manifest.chunks)  # as stored: compressed where it paid
                     await budget.spend()
-            items.append({**bucket_json(bucket), "objects": count, "bytes": size})
+            items.append({**bucket_json(bucket), "objects": count, "bytes": size, "storedBytes": stored})
         return web.json_response({"items": items})
 
     async def create_bucket(self, request: web.Request) -> web.Response:
         admin = self._admin()
-        body = await json_object(request, ("name",), ("replicas", "erasure"))
+        body = await json_object(request, ("name",), ("replicas", "erasure", "compression"))
         name, replicas, code = body["name"], body.get("replicas", DEFAULT_REPLICAS), body.get("erasure")
+        compression = body.get("compression")
+        if compression is not None and compression not in COMPRESSIONS:
+            raise SpecError("compression", f"must be {' or '.join(repr(c) for c in COMPRESSIONS)} or null "
+                            f"(got {str(compression)[:40]!r})")
         if not isinstance(name, str) or not valid_bucket_name(name):
             raise SpecError("name", f"{str(name)[:80]!r} is not a bucket name (3-63 of a-z 0-9 . -, a letter or "
                             "digit at both ends)")
@@ -154,15 +164,18 @@ class StorageHandlers:
             raise SpecError("erasure", "must be an erasure code such as \"4+2\"")
         if code is not None and "replicas" in body:
             raise SpecError("replicas", "an erasure-coded bucket stores fragments, not copies: give one of the two")
-        refused = await admin.create_bucket(name, self.clock(), replicas=replicas, erasure=code)
+        refused = await admin.create_bucket(name, self.clock(), replicas=replicas, erasure=code,
+                                            compression=compression)
         if refused is not None:
             if refused.code is ErrorCode.BUCKET_ALREADY_OWNED_BY_YOU:
                 raise InUse(f"bucket {name} already exists")
-            raise SpecError("erasure" if code is not None else "name", refused.message)
+            field = ("compression" if refused.message.startswith("compression") else
+                     "erasure" if code is not None else "name")
+            raise SpecError(field, refused.message)
         created = next((b for b in await admin.metadata.list_buckets() if b.name == name), None)
         if created is None:  # deleted again in between: say what was asked
-            created = BucketRecord(name, self.clock(), replicas)
-        return web.json_response({**bucket_json(created), "objects": 0, "bytes": 0}, status=201)
+            created = BucketRecord(name, self.clock(), replicas, compression=compression)
+        return web.json_response({**bucket_json(created), "objects": 0, "bytes": 0, "storedBytes": 0}, status=201)
 
     async def delete_bucket(self, request: web.Request) -> web.Response:
         meta = self._admin().metadata

@@ -132,6 +132,11 @@ def test_buckets_keys_and_s3_round_trip(cluster: Cluster, cli: Callable[..., Res
     assert cli("storage", "buckets", "create", "photos").code == 0
     r = cli("storage", "buckets", "create", "photos")
     assert r.code == 1 and "already exists" in r.err
+    assert cli("storage", "buckets", "create", "logs", "--compression", "zstd").out == \
+        "bucket logs created (2 replicas, zstd-compressed)\n"
+    listing = {line.split()[0]: line.split() for line in cli("storage", "buckets").out.splitlines()[1:]}
+    assert listing["logs"][3] == "zstd" and listing["photos"][3] == "-", listing
+    assert cli("storage", "buckets", "rm", "logs").code == 0
 
     r = cli("storage", "keys", "create", "backup-job", "--bucket", "backups", "--bucket", "photos:ro")
     assert r.code == 0, r.err
@@ -187,6 +192,13 @@ def test_keys_create_secret_stores_what_a_workload_needs(cluster: Cluster, cli: 
     r = cli("storage", "cp", str(src), "s3://media/clip.mp4")
     assert r.code == 0, r.err
 
+    # by default the secret names the in-cluster endpoint every agent serves its workloads: plain HTTP, no CA
+    r = cli("storage", "keys", "create", "in-cluster", "--bucket", "media:ro", "--secret", "prod/s3-local")
+    assert r.code == 0, r.err
+    local = {k: base64.b64decode(v).decode() for k, v in cluster.run(_reveal(cluster, "s3-local"))["data"].items()}
+    assert set(local) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"}
+    assert local["AWS_ENDPOINT_URL"] == "http://s3.cloudless" and local["AWS_REGION"] == REGION
+
     # --endpoint-url and --ca-file are all it needs: no storage config, no AWS_* variables
     as_workload(monkeypatch, {})
     r = cli("storage", "keys", "create", "player", "--bucket", "media:ro", "--secret", "prod/s3-player",
@@ -204,10 +216,10 @@ def test_keys_create_secret_stores_what_a_workload_needs(cluster: Cluster, cli: 
     assert len(cluster.run(cluster.storage.metadata.list_keys())) == keys_before
 
 
-async def _reveal(cluster: Cluster) -> dict[str, Any]:
+async def _reveal(cluster: Cluster, name: str = "s3") -> dict[str, Any]:
     import aiohttp
     async with aiohttp.ClientSession() as session, session.post(
-            f"{cluster.api}/v1/secrets/prod/s3/reveal", json={},
+            f"{cluster.api}/v1/secrets/prod/{name}/reveal", json={},
             headers={"Authorization": f"Bearer {ADMIN}"}) as resp:
         assert resp.status == 200, await resp.text()
         doc: dict[str, Any] = await resp.json()
@@ -250,6 +262,7 @@ def test_usage_errors_come_before_any_request(cli: Callable[..., Result]) -> Non
     assert cli("storage", "keys", "rm").code == 2
     assert cli("storage", "buckets", "create").code == 2
     assert cli("storage", "buckets", "create", "b", "--replicas", "0").code == 2
+    assert cli("storage", "buckets", "create", "b", "--compression", "lz4").code == 2
     assert cli("storage", "cp", "a", "b").code == 2
 
 
@@ -265,9 +278,13 @@ def test_the_documented_workload_reads_every_key_the_cli_stores() -> None:
     section = text[text.index("### Storage for workloads"):]
     block = section[section.index("```yaml") + len("```yaml"):]
     workload = parse_workload(yaml.safe_load(block[:block.index("```")]))
-    stored = workload_secret({"id": "CLKX", "secret": "s"}, endpoint="https://s3:9000", region=REGION,
-                             ca_pem=b"PEM")
     referenced = {e.value_from.secret_key_ref.key for e in workload.spec.env if e.value_from is not None}
     referenced |= {i.key for v in workload.spec.secret_volumes for i in v.items}
+    if "AWS_CA_BUNDLE" in referenced:  # the example for an HTTPS --endpoint-url
+        stored = workload_secret({"id": "CLKX", "secret": "s"}, endpoint="https://s3:9000", region=REGION,
+                                 ca_pem=b"PEM")
+        assert stored["AWS_CA_BUNDLE"].decode() == f"{workload.spec.secret_volumes[0].mount_path}/ca.crt"
+    else:  # the default: the in-cluster endpoint, no CA
+        stored = workload_secret({"id": "CLKX", "secret": "s"}, endpoint="http://s3.cloudless", region=REGION,
+                                 ca_pem=None)
     assert referenced == set(stored)
-    assert stored["AWS_CA_BUNDLE"].decode() == f"{workload.spec.secret_volumes[0].mount_path}/ca.crt"

@@ -58,14 +58,15 @@ class FakeStorage:
     def status(self) -> dict[str, Any]:
         return self.report
 
-    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None) -> S3Error | None:
+    async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None,
+                            compression: str | None = None) -> S3Error | None:
         code: ErasureCode | None = None
         if erasure is not None:
             parsed = parse_code(erasure)
             if isinstance(parsed, str):
                 return S3Error(ErrorCode.INVALID_ARGUMENT, parsed)
             code = parsed
-        return await self.backend.create_bucket(name, now, replicas, code)
+        return await self.backend.create_bucket(name, now, replicas, code, compression=compression)
 
     async def keys_changed(self) -> None:
         self.reloads += 1
@@ -166,6 +167,37 @@ async def test_buckets_create_list_with_counts_and_delete() -> None:
         assert [b.name for b in await storage.metadata.list_buckets()] == ["photos"]
 
 
+async def test_a_compressing_bucket_is_made_listed_with_what_it_stores_and_refused_without_the_codec() -> None:
+    from dataplane.objects.chunking import ChunkRef
+
+    storage = FakeStorage()
+    async with served(storage) as s:
+        made = await answer(s, "POST", "/v1/storage/buckets", status=201, handler="create_bucket",
+                            body={"name": "logs", "compression": "zstd", "replicas": 3})
+        assert (made["compression"], made["replicas"], made["storedBytes"]) == ("zstd", 3, 0)
+        assert (await storage.metadata.get_bucket("logs")).compression == "zstd"  # type: ignore[union-attr]
+        await answer(s, "POST", "/v1/storage/buckets", status=201, body={"name": "plain", "compression": None})
+        info = ObjectInfo("app.log", 3 << 20, "etag", time.time())
+        chunks = (ChunkRef("a" * 64, 100_000, "zstd", 1 << 20), ChunkRef("b" * 64, 1 << 20),
+                  ChunkRef("c" * 64, 200_000, "zstd", 1 << 20))
+        await storage.metadata.commit_manifest("logs", Manifest(info, chunks=chunks, replicas=3))
+        listed = await answer(s, "GET", "/v1/storage/buckets", status=200, handler="list_buckets")
+        assert [(b["name"], b["compression"], b["bytes"], b["storedBytes"]) for b in listed["items"]] == [
+            ("logs", "zstd", 3 << 20, 300_000 + (1 << 20)), ("plain", None, 0, 0)]
+    # the backend's own refusal (no zstandard here) names the field
+    refusal = S3Error(ErrorCode.INVALID_ARGUMENT, "compression zstd needs the zstandard package: not installed")
+
+    class NoCodec(FakeStorage):
+        async def create_bucket(self, name: str, now: float, *, replicas: int, erasure: str | None,
+                                compression: str | None = None) -> S3Error | None:
+            return refusal if compression else await super().create_bucket(name, now, replicas=replicas,
+                                                                           erasure=erasure)
+
+    async with served(NoCodec()) as s:
+        doc = await answer(s, "POST", "/v1/storage/buckets", status=400, body={"name": "logs", "compression": "zstd"})
+        assert doc["error"]["field"] == "compression" and "zstandard" in doc["error"]["message"]
+
+
 async def test_an_erasure_coded_bucket_needs_six_storage_nodes() -> None:
     five = FakeStorage()  # default_nodes(): five nodes
     async with served(five) as s:
@@ -188,8 +220,11 @@ async def test_an_erasure_coded_bucket_needs_six_storage_nodes() -> None:
     ({"name": "photos", "replicas": 0}, "replicas"), ({"name": "photos", "replicas": True}, "replicas"),
     ({"name": "photos", "replicas": 9}, "replicas"), ({"name": "photos", "colour": "red"}, "colour"),
     ({"name": "photos", "erasure": 42}, "erasure"), ({"name": "photos", "erasure": "4+2", "replicas": 2}, "replicas"),
+    ({"name": "photos", "compression": "lz4"}, "compression"), ({"name": "photos", "compression": 1}, "compression"),
+    ({"name": "photos", "compression": ["zstd"]}, "compression"),
 ], ids=["upper-case", "too-short", "not-a-string", "missing", "zero-replicas", "bool-replicas", "nine-replicas",
-        "unknown-field", "erasure-not-a-string", "erasure-and-replicas"])
+        "unknown-field", "erasure-not-a-string", "erasure-and-replicas", "compression-unknown",
+        "compression-not-a-string", "compression-a-list"])
 async def test_bucket_input_errors_name_the_field(body: dict[str, Any], field_: str) -> None:
     async with served(FakeStorage()) as s:
         doc = await answer(s, "POST", "/v1/storage/buckets", status=400, body=body)
