@@ -18,6 +18,9 @@
   when it is created (`with_service_env`, which first hands the proxy a table the worker has not applied yet):
   `<SVC>_SERVICE_HOST/_PORT` pointing at host-loopback listeners. As in Kubernetes, only the services known at that
   moment are in it.
+- **Built-in services** (`s3.cloudless`: the cluster's S3 gateways, reached over the overlay) are served to every
+  namespace's workloads — and `AWS_ENDPOINT_URL_S3` to processes — unless `ServiceSettings.builtins` is off
+  (`--no-s3-endpoint`).
 - **Upstream DNS** for every other name: the host's /etc/resolv.conf (`upstream_servers`).
 
 All of it runs in one worker task (`_apply`), so a slow nsenter never holds up the agent's reconcile loop.

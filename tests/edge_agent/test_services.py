@@ -136,13 +136,14 @@ async def backend() -> AsyncIterator[int]:
 
 def services(runtime: FakeRuntime, mqtt: FakeMqtt, clock: Clock, tmp_path: Path, *, enabled: bool = True,
              bind: Callable[[int, Sequence[BindSpec]], Awaitable[list[Bound]]] | None = None,
-             max_epoch: int = 0) -> AgentServices:
+             max_epoch: int = 0, builtins: bool = True) -> AgentServices:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 192.0.2.53\n")
     overlay = cast(AgentOverlay, type("NoOverlay", (), {"overlay": None})())
     kw: dict[str, Any] = {"bind": bind} if bind is not None else {}
     return AgentServices(node_id=NODE, mqtt=cast(MqttClient, mqtt), runtime=runtime, overlay=overlay, clock=clock,
-                         settings=ServiceSettings(enabled=enabled, resolv_conf=resolv), max_epoch=lambda: max_epoch,
+                         settings=ServiceSettings(enabled=enabled, resolv_conf=resolv, builtins=builtins),
+                         max_epoch=lambda: max_epoch,
                          **kw)
 
 
@@ -231,6 +232,24 @@ async def test_a_process_replica_reaches_a_local_endpoint_through_its_variables(
         (sample,) = report.per_service
         assert (sample.service, sample.namespace, sample.connections.get("node")) == ("web", "default", 1)
         assert (report.running, report.problems, report.udp_flows_open) == (True, 0, 0)
+    finally:
+        await svc.stop()
+
+
+@pytest.mark.parametrize("builtins", [True, False], ids=["default", "no-s3-endpoint"])
+async def test_a_process_replica_gets_the_s3_endpoint_unless_the_node_opts_out(tmp_path: Path, builtins: bool) -> None:
+    clock, mqtt = Clock(), FakeMqtt()
+    svc = services(FakeRuntime(node_id=NODE, clock=clock), mqtt, clock, tmp_path, builtins=builtins)
+    await svc.start()
+    try:
+        s3 = ServiceRecord("s3", "cloudless", "127.77.0.99", ports=(ServicePort(80, 80, name="http"),),
+                           endpoints=(ServiceEndpoint("s3@coord-1", "builtin"),))
+        mqtt.deliver(ServiceTable(node_id=NODE, generation=1, epoch=1, ts=NOW, services=(s3,)))
+        env = (await svc.with_service_env(make_spec("job-0", namespace="prod"))).env
+        if builtins:
+            assert env["AWS_ENDPOINT_URL_S3"] == f"http://127.0.0.1:{env['S3_SERVICE_PORT']}"
+        else:
+            assert "AWS_ENDPOINT_URL_S3" not in env and "S3_SERVICE_PORT" not in env
     finally:
         await svc.stop()
 
