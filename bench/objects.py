@@ -307,7 +307,10 @@ def compression(tmp: Path) -> tuple[list[list[object]], list[str]]:
                                  f"{disk / (R * size * n):.2f}"])
         stats = w.status().get("compression")
         if stats:
-            notes.append(f"The gateway's own count (`cloudless storage status`, `compression`): {stats}.")
+            notes.append(f"The gateway's own count (`cloudless storage status`, `compression`): "
+                         f"{stats['writtenBytes'] / MiB:.1f} MiB written into the zstd bucket, "
+                         f"{stats['storedBytes'] / MiB:.1f} MiB stored (one copy), {stats['savedBytes'] / MiB:.1f} MiB "
+                         f"saved; {stats['chunksCompressed']} chunks compressed, {stats['chunksRaw']} stored raw.")
     return rows, notes
 
 
