@@ -26,7 +26,7 @@ from typing import Any
 from dataplane.objects.chunking import COMPRESSIONS, ChunkRef
 
 ZSTD = "zstd"
-ZSTD_LEVEL = 3  # zstd's default: 180-400 MB/s per core here, far above what the overlay carries (docs/storage.md)
+ZSTD_LEVEL = 3  # zstd's default: 150-400 MiB/s per core here by data, far above what the overlay carries
 MIN_SAVING = 8  # kept compressed only when it saves at least 1/MIN_SAVING of the chunk
 MAX_PLAIN = 64 * 1024 * 1024  # no chunk is larger (1 MiB by default): bounds what a ref may ask a decoder to produce
 
