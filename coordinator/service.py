@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -32,8 +30,8 @@ from broker.wire import (
     ReplicaSpec,
     topics,
 )
-from coordinator import gc_pace, lifecycle, membership, model
-from coordinator.cluster import NO_RESERVATIONS, Cluster, Reservations
+from coordinator import gc_pace, membership, model
+from coordinator.cluster import Cluster
 from coordinator.inbox import Inbox
 from coordinator.journal import Journal, retained
 from coordinator.judging import MembershipJudge
@@ -41,37 +39,32 @@ from coordinator.leadership import Leadership, SoloLeadership
 from coordinator.link import LinkClock, LoopWatch
 from coordinator.membership import MembershipConfig, NodeInfo, NodeState
 from coordinator.metrics import Metrics
-from coordinator.model import Event, NodeAdmin, ReplicaPhase, ReplicaRecord, RolloutPhase, WorkloadRecord
-from coordinator.operations import Operations, PolicyDenied
+from coordinator.model import Event, NodeAdmin, ReplicaRecord, WorkloadRecord
+from coordinator.operations import Operations
 from coordinator.outbox import Outbox
 from coordinator.overlay import OverlayBook, Want
 from coordinator.overlay_ops import PAIRS_PREFIX, OverlayOps, pair_key, pairs_from_store
+from coordinator.placing import Placer
+from coordinator.placing import let_others_run as _let_others_run
+from coordinator.plan_apply import PlanApplier
 from coordinator.policy import Policy
 from coordinator.replica_table import ReplicaTable, workload_of
-from coordinator.scheduler import Placement, SchedulerConfig, Snapshot, Unschedulable, schedule_slices
-from coordinator.scheduler.model import PlacementRequest
+from coordinator.scheduler import SchedulerConfig, Snapshot
 from coordinator.services_ops import VIPS_PREFIX, ServiceRegistry
 from coordinator.store import Store, StoreError, put
 from coordinator.store import delete as delete_op
-from coordinator.translate import rollout_params
 
 log = logging.getLogger(__name__)
 
 MAX_HONOURED_EPOCH = 2**40  # past any real epoch (an etcd revision, a restart counter), well within the wire cap
 DASH_INTERVAL_S = 2.0  # the dashboard mirror is throttled: it costs little even with many nodes
 FOLLOWER_REFRESH_S = 1.0  # how often a follower re-reads the store to serve fresh reads
-REPLICA_ID_BYTES = 6  # random bytes in a replica id (48 bits: collisions among millions are still unlikely)
 SETTLE_S = 2.0  # after (re)connecting: let retained node state arrive before judging replicas
 MORE_PAUSE_S = 0.05  # between two bounded rounds when work is left over (the loop serves others meanwhile)
-NEW_PER_ROUND = 250  # replicas a round creates per workload (a 2,500-replica apply: ten rounds)
-VIEWS_PER_STEP = 500  # scheduler views (re)built in one step before a snapshot (1,500: 20-45 ms of CPU)
-SCHEDULE_SLICE = 50  # scheduling decisions in one step of a round (the first also builds the pass)
-ACTIONS_PER_STEP = 100  # actions of one workload's plan (stops, forgets, creations) applied in one step
 EVENTS_PER_STEP = 50  # membership events journaled in one step of a round (~0.1-0.2 ms each, logged too)
 STEP_REPLICAS = 1000  # replicas' worth of workloads reconciled in one step of a round
 SWEEP_REPLICAS = 500  # about this many replicas' worth of workloads re-checked each round, changed or not...
 SWEEP_PERIOD_S = 10.0  # ... in passes over every workload that start at most this often
-IN_FLUX = (RolloutPhase.PROGRESSING, RolloutPhase.ROLLING_BACK)  # a progress deadline runs
 
 
 def _revoked_at(value: bytes) -> float:
@@ -91,34 +84,6 @@ def replica_json(r: ReplicaRecord) -> bytes:
                       separators=(",", ":")).encode()
 
 
-async def _let_others_run() -> None:
-    """End this step of the round: heartbeats, REST reads and the MQTT keep-alive are served before the next one
-    (issue 17: a round of 5,000 nodes in one step held the loop for seconds). API writes still wait for the lock,
-    so the round's picture changes between steps only by what nodes report, as it did at every store write."""
-    await asyncio.sleep(0)
-
-
-class _Pace:
-    """Ends a step of the round every ACTIONS_PER_STEP actions of a plan (a lost zone is hundreds of them)."""
-
-    def __init__(self) -> None:
-        self.actions = 0
-
-    async def step(self) -> None:
-        self.actions += 1
-        if self.actions % ACTIONS_PER_STEP == 0:
-            await _let_others_run()
-
-
-def _settled(w: WorkloadRecord, views: list[lifecycle.ReplicaView], p: lifecycle.WorkloadPlan) -> bool:
-    """Nothing to do and nothing that time alone could change: no action planned, the rollout phase final and
-    unchanged, not deleting, no replica stopping, none on a node nobody has heard of (it turns lost with time)."""
-    if p.place or p.stop or p.replace or p.forget or p.refused or p.rollback or p.delete_workload or w.deleting:
-        return False
-    if p.rollout_phase in IN_FLUX or (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
-        return False
-    return all(v.record.phase != ReplicaPhase.STOPPING and (v.record.node is None or v.node_state is not None)
-               for v in views)
 
 
 @dataclass(frozen=True)
@@ -152,10 +117,11 @@ class Coordinator:
         self._state_read = False
         self.epoch = 0
         self.cluster = Cluster()
-        self._reservations: dict[str, Reservations] = {}  # firmware profile name -> what it holds back
         self._lock = asyncio.Lock()
         self.journal = Journal(store, clock=clock, lock=self._lock, recording=lambda: self.acting)
         self.metrics = Metrics(self)
+        self.placer = Placer(self.cluster, self.journal, self.metrics, membership=cfg.membership,
+                             scheduler=cfg.scheduler, seed=cfg.seed, save_replica=self._save_replica)
         # desired state seals the secrets a node's replicas consume (`secrets`: coordinator.secrets' service, when
         # the daemon runs one) to that node's enrolled key
         self.outbox = Outbox(self.cluster, self.journal, mqtt=mqtt, store=store, metrics=self.metrics, clock=clock,
@@ -185,6 +151,8 @@ class Coordinator:
         self._dash_at = 0.0
         self._settle_until = 0.0
         self.link = LinkClock(started_at=clock())
+        self.applier = PlanApplier(self.cluster, self.journal, self.ops, self.link,
+                                   lost_after_s=cfg.membership.lost_after_s, save_replica=self._save_replica)
         self.judge = MembershipJudge(self.cluster, cfg.membership, link=self.link,
                                      connected=lambda: self.mqtt.connected)
         self.monotonic = monotonic  # the loop's own pace (a stall is measured on it, never on the wall clock)
@@ -603,176 +571,23 @@ class Coordinator:
         self.cluster.problems[obj] = message
 
     async def _reconcile_workload(self, w: WorkloadRecord, now: float) -> bool:
-        """Plan one workload and apply the plan; returns whether it is settled (nothing to do, nothing in flux,
-        no deadline running), so later rounds look at it again only when something about it changes."""
-        views = self.cluster.replica_views(w, heard_for_s=self.link.heard_for(now),
-                                           lost_after_s=self.cfg.membership.lost_after_s)
-        params = rollout_params(self.cluster.parsed(w))
-        p = lifecycle.plan(w, views, params, now, has_previous_revision=len(w.history) > 1)
-        settled = _settled(w, views, p)
-        if len(views) >= ACTIONS_PER_STEP:
-            await _let_others_run()
-        pace = _Pace()
-        for rid, node, reason in p.refused:  # a node that cannot run a replica: placed elsewhere, said once
-            await pace.step()
-            r = self.replicas.get(rid)
-            if r is not None and r.node == node:
-                self._save_replica(lifecycle.unassign_refused(r, node, reason))
-                self.journal.event("Warning", "ReplicaRefused", f"workload/{w.key}",
-                                   lifecycle.refused_message(rid, node, reason))
-        for rid in p.replace:
-            await pace.step()
-            r = self.replicas.get(rid)
-            if r is not None:
-                self.journal.event("Warning", "ReplicaLost", f"workload/{w.key}",
-                           f"replica {rid} was on lost node {r.node}; replacing it")
-        for rid in p.forget:
-            await pace.step()
-            r = self.replicas.pop(rid, None)
-            if r is not None:
-                self.journal.queue(delete_op(model.replica_key(r.namespace, r.workload, rid)))
-        for rid, reason in p.stop:
-            await pace.step()
-            r = self.replicas.get(rid)
-            if r is None:
-                continue
-            if r.node is None:
-                self.replicas.pop(rid)
-                self.journal.queue(delete_op(model.replica_key(r.namespace, r.workload, rid)))
-                continue
-            self._save_replica(replace(r, phase=ReplicaPhase.STOPPING, stop_requested_at=now, message=reason))
-            self.journal.event("Normal", "Stopping", f"workload/{w.key}",
-                               f"stopping replica {rid} on {r.node}: {reason}")
-        if p.place > NEW_PER_ROUND:  # a big apply is created over several rounds, each short (the next one soon)
-            self._more = True
-        for _ in range(min(p.place, NEW_PER_ROUND)):
-            await pace.step()
-            rid = self._new_replica_id(w.name)
-            self._save_replica(ReplicaRecord(replica_id=rid, namespace=w.namespace, workload=w.name,
-                                             revision=w.revision, spec_hash=w.spec_hash, created_at=now))
-        if p.delete_workload:
-            self.workloads.pop(w.key, None)
-            self.journal.queue(delete_op(model.workload_key(w.namespace, w.name)))
-            self.journal.event("Normal", "Deleted", f"workload/{w.key}", "all replicas stopped; workload removed")
-            return False
-        if p.rollback:
-            try:
-                self.ops.roll_back(w, None, cause=p.rollout_message, now=now, auto=True)
-            except PolicyDenied as exc:
-                self.ops.save_workload(replace(w, rollout_phase=RolloutPhase.FAILED,
-                                            rollout_message=f"{p.rollout_message}; rollback refused: {exc}"[:500]))
-            return False
-        if (p.rollout_phase, p.rollout_message) != (w.rollout_phase, w.rollout_message):
-            if p.rollout_phase in (RolloutPhase.COMPLETE, RolloutPhase.ROLLED_BACK, RolloutPhase.FAILED):
-                self.journal.event("Warning" if p.rollout_phase is RolloutPhase.FAILED else "Normal",
-                           f"Rollout{p.rollout_phase.value.title().replace('-', '')}", f"workload/{w.key}",
-                           p.rollout_message)
-            self.ops.save_workload(replace(w, rollout_phase=p.rollout_phase, rollout_message=p.rollout_message))
+        """Plan one workload and apply the plan (coordinator.plan_apply); whether it is settled."""
+        settled, more = await self.applier.reconcile(w, now)
+        self._more |= more
         return settled
-
-    def _new_replica_id(self, workload: str) -> str:
-        """A replica id no record holds: 48 random bits (24 gave a ~17 % chance of a collision among 2,500 ids
-        made at once, and a collision overwrote a record), drawn again in the unlikely case it is taken."""
-        while True:
-            rid = f"{workload[:50]}-{secrets.token_hex(REPLICA_ID_BYTES)}"
-            if rid not in self.replicas:
-                return rid
 
     def _save_replica(self, r: ReplicaRecord) -> None:
         self.replicas[r.replica_id] = r
         self.journal.queue(put(model.replica_key(r.namespace, r.workload, r.replica_id), replica_json(r)))
 
-    # ---- scheduling ----------------------------------------------------------------------------------------
-
-    def _reservation(self, name: str) -> Reservations:
-        """A firmware profile's reservations, loaded once (the profile files do not change while running)."""
-        cached = self._reservations.get(name)
-        if cached is None:
-            try:
-                import firmware_profiles
-
-                prof = firmware_profiles.load_profile(name)
-                cached = Reservations(prof.reserved.cpu_millicores, prof.reserved.memory_bytes, prof.max_workloads,
-                                      dict(prof.labels), prof.metered)
-            except Exception:  # unknown or custom profile on the node: no reservation known
-                cached = NO_RESERVATIONS
-            self._reservations[name] = cached
-        return cached
+    # ---- scheduling (coordinator.placing) -----------------------------------------------------------------
 
     def snapshot(self, now: float) -> Snapshot:
         """What the scheduler sees of the nodes now."""
-        reservations = {name: self._reservation(name) for name in self.cluster.profile_names()}
-        return self.cluster.snapshot(now, reservations=reservations, membership=self.cfg.membership,
-                                     revision=self.rounds)
+        return self.placer.snapshot(now, revision=self.rounds)
 
     async def _schedule_pending(self, now: float) -> None:
-        """Every pending replica, oldest first, in one scheduling pass (a workload's ranking is built once) that
-        decides SCHEDULE_SLICE replicas per step of the loop; each slice's outcome is recorded before the next."""
-        pending = self.cluster.pending()
-        if not pending:
-            return
-        requests = []
-        for i, r in enumerate(pending, 1):
-            try:  # one replica whose spec cannot be parsed or sent is that replica's problem, not the round's
-                parsed = self.cluster.spec_of(r)
-                if parsed is not None:
-                    size = self.cluster.wire_bytes(parsed, r.spec_hash)
-                    requests.append((r, PlacementRequest.for_replica(parsed, r.replica_id, wire_bytes=size,
-                                                                     refused_by=lifecycle.refused_nodes(r))))
-            except Exception as exc:
-                self._replica_failed(r, exc)
-            if i % STEP_REPLICAS == 0:
-                await _let_others_run()
-        reservations = {name: self._reservation(name) for name in self.cluster.profile_names()}
-        while not self.cluster.prepare_views(now, reservations=reservations, membership=self.cfg.membership,
-                                             limit=VIEWS_PER_STEP):
-            await _let_others_run()
-        snapshot = self.snapshot(now)
-        await _let_others_run()
-        spent = 0.0
-        slices = schedule_slices(snapshot, [req for _, req in requests], self.cfg.scheduler, self.cfg.seed,
-                                 size=SCHEDULE_SLICE)
-        while True:
-            started = time.perf_counter()
-            part = next(slices, None)
-            spent += time.perf_counter() - started
-            if part is None:
-                break
-            for i, result in part:
-                self._record_placement(requests[i][0], result, now)
-            await _let_others_run()
-        self.metrics.scheduling.observe(spent)
-
-    def _record_placement(self, r: ReplicaRecord, result: Placement | Unschedulable, now: float) -> None:
-        wkey = f"{r.namespace}/{r.workload}"
-        self.metrics.decisions.labels("placed" if isinstance(result, Placement) else "unschedulable").inc()
-        if isinstance(result, Placement):
-            # the nodes that refused it stay remembered: a second refusal must not send it back to the first
-            kept = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
-            self._save_replica(replace(r, node=result.node_id, phase=ReplicaPhase.ASSIGNED, assigned_at=now,
-                                       message="", unschedulable=kept))
-            self.journal.event("Normal", "Placed", f"workload/{wkey}", f"replica {r.replica_id} placed on "
-                               f"{result.node_id} (score {result.score:.1f})")
-        else:
-            reasons = {node: rej.reason for node, rej in sorted(result.reasons.items())}
-            top = Counter(rej.category for rej in result.reasons.values()).most_common(1)
-            self.metrics.unschedulable.labels(top[0][0] if top else "no nodes").inc()
-            text = result.detail()[:500]  # the summary and each node's reason
-            if text != r.message:
-                self.journal.event("Warning", "Unschedulable", f"workload/{wkey}",
-                                   f"replica {r.replica_id}: {text}")
-                refusals = {n: lifecycle.REFUSED_TAG + why for n, why in lifecycle.refused_nodes(r).items()}
-                self._save_replica(replace(r, message=text, unschedulable={**reasons, **refusals}))
-
-    def _replica_failed(self, r: ReplicaRecord, exc: Exception) -> None:
-        """A replica that cannot be scheduled at all (its spec does not parse, or the wire cannot carry it): said
-        once, as an event and the replica's message, and left pending."""
-        message = f"cannot be placed: {type(exc).__name__}: {exc}"[:500]
-        if r.message != message:
-            log.warning("replica %s: %s", r.replica_id, message)
-            self.journal.event("Warning", "ReplicaInvalid", f"workload/{r.namespace}/{r.workload}",
-                               f"replica {r.replica_id} {message}")
-            self._save_replica(replace(r, message=message))
+        await self.placer.schedule_pending(now, revision=self.rounds)
 
     # ---- desired state out ---------------------------------------------------------------------------------
 
