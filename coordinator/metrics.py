@@ -166,6 +166,16 @@ class _StorageCollector:
         rate = GaugeMetricFamily("cloudless_storage_repair_rate_bytes", "Repair throughput of the last pass (B/s)")
         rate.add_metric([], repair.get("rateBytesPerS", 0.0))
         yield rate
+        compression = status.get("compression", {})
+        for name, key, help_ in (
+                ("written_bytes", "writtenBytes", "Plaintext bytes of chunks written to compressing buckets"),
+                ("stored_bytes", "storedBytes", "What those chunks take as stored (one copy, before R or parity)"),
+                ("saved_bytes", "savedBytes", "Bytes compression saved on them (one copy)"),
+                ("chunks_compressed", "chunksCompressed", "Chunks of compressing buckets stored compressed"),
+                ("chunks_raw", "chunksRaw", "Chunks of compressing buckets stored raw (did not shrink by 1/8)")):
+            counter = CounterMetricFamily(f"cloudless_storage_compression_{name}", f"{help_}, by this gateway")
+            counter.add_metric([], compression.get(key, 0))
+            yield counter
 
 
 class StorageMetrics:
