@@ -311,3 +311,28 @@ async def test_what_an_update_left_out_is_kept_until_the_next_one() -> None:
     finally:
         await proxy.stop()
         taken.close()
+
+
+async def test_a_clients_connection_gets_tcp_nodelay_on_a_listener_made_with_proto_0() -> None:
+    """asyncio sets TCP_NODELAY only on sockets made with proto IPPROTO_TCP; our listeners (and the agent's binder's)
+    are made with proto 0, so without it Nagle held every second write of a response for the client's delayed ACK
+    (~40 ms a request/response turn)."""
+    proxy = ServiceProxy(None, node_id="pi", local_endpoint=lambda *_: None, upstream_dns=[], rng=random.Random(1),
+                         clock=time.monotonic)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    options: list[tuple[int, int]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        await proxy.tcp.client((("default", "web"), 80), reader, writer)  # no such service: closed at once
+        options.append((before, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+    server = await asyncio.start_server(serve, sock=listener)
+    try:
+        assert await refused(listener.getsockname()[:2])
+        assert options == [(0, 1)]
+    finally:
+        server.close()
