@@ -2,6 +2,10 @@
 endpoints came and went, whether a peer may reach a local replica, the environment of a process workload, and the
 bytes the proxy speaks to its peers over the overlay.
 
+Built-in services (namespace `cloudless`; today `s3.cloudless`, the cluster's S3 gateways) are visible to workloads
+of every namespace (`visible`); their endpoints are overlay members of a coordinator ("s3@<coordinator id>"), which
+the proxy dials like any other node. A node that does not serve them drops them from its table (`without_builtins`).
+
 Peer format (ours, inside an overlay stream to the `svc` service or an overlay datagram to `svc-udp`):
 
 - A stream starts with `VERSION, len(body)` and the body: namespace, service, replica (each one length byte and the
