@@ -8,7 +8,10 @@ endpoint, and its peer directory fed in-process from the coordinator's `OverlayB
 - **Pairs.** Every sync wants a pair between the gateway and each storage node (`book.want(..., until=now +
   PAIR_TTL_S)`: kept in memory like a probe's pair, refreshed while the node stores chunks, gone a while after it
   stops). The coordinator publishes the storage nodes' directories (with the gateway's candidates) as for any pair.
-- **Directory and report.** `book.directory(gateway)` is applied to the gateway's Overlay when it changed; the
+- **Directory and report.** `book.directory(gateway)` is applied to the gateway's Overlay when it changed (when
+  it is full — MAX_PEERS_PER_NODE, the wire's cap, reached now that every node running workloads is paired with the
+  gateway for `s3.cloudless` — it is built again with the storage nodes first: a big fleet's workload pairs never
+  crowd out the nodes holding the chunks); the
   gateway's own `report()` goes into `book.on_report` (and a changed one wakes the coordinator so the nodes'
   directories go out at once). The gateway is not a cluster member: it registers in `book.local` (present, and no
   PeerDirectory is published for it: it has no node topics).
@@ -21,7 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coordinator.overlay import OverlayBook
+from broker.wire import PeerEntry
+from coordinator.overlay import MAX_PEERS_PER_NODE, OverlayBook
 from coordinator.pki import CertRole
 
 if TYPE_CHECKING:
@@ -51,6 +55,26 @@ def ensure_credential(identity_service: IdentityService, coordinator_id: str) ->
     if issued:
         identity_service.issue_local(name, CertRole.NODE, key, cert)
     return NodeCredential.from_files(name, cert=cert, key=key, ca=pki / "ca.pem"), issued
+
+
+Directory = tuple[tuple[Any, ...], tuple[PeerEntry, ...], tuple[str, ...]]
+
+
+def gateway_directory(book: OverlayBook, me: str, storage: set[str]) -> Directory:
+    """The gateway's directory: the book's, or, when that is full, its peers with the storage nodes first."""
+    relays, peers, revoked = book.directory(me)
+    if len(peers) < MAX_PEERS_PER_NODE:
+        return relays, peers, revoked
+    entries = []
+    for peer in sorted(book.peers_of(me), key=lambda p: (p not in storage, p)):
+        report = book.reports.get(peer)
+        if report is None or not book.enabled(peer):
+            continue
+        entries.append(PeerEntry(node_id=peer, candidates=report.candidates, relays=report.relays,
+                                 dial=book.dial_side(me, peer) == me))
+        if len(entries) >= MAX_PEERS_PER_NODE:
+            break
+    return relays, tuple(entries), revoked
 
 
 class GatewayOverlay:
@@ -110,7 +134,7 @@ class GatewayOverlay:
             changed |= self.book.want(me, node, until=now + PAIR_TTL_S, why=WHY)
         self._paired = (self._paired | wanted) & {n for n in self.book.peers_of(me)}
         _events, moved = self.book.on_report(self.overlay.report(now))  # first: the book knows the gateway is on
-        directory = self.book.directory(me)
+        directory = gateway_directory(self.book, me, wanted)
         if directory != self._applied:
             self.overlay.apply(*directory)
             self._applied = directory
