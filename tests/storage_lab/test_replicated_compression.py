@@ -3,7 +3,8 @@ API with `"compression": "zstd"`, written and read with boto3 (default configura
 Ground truth is the devices' chunk directories: a text-like object's chunks are on disk under the ids of their
 zstd-compressed bytes (computed here with the same deterministic level), R = 2 copies each, taking far fewer bytes
 than the object; a random object's chunks are on disk raw (ids of the plaintext, full size); both read back
-byte-identical whole, in ranges across chunk boundaries and after a multipart upload."""
+byte-identical whole, in ranges across chunk boundaries and after a multipart upload. The bucket listing's
+`storedBytes` is exactly what those stored forms add up to, and the gateway's status counts what was saved."""
 
 from __future__ import annotations
 
@@ -69,6 +70,10 @@ def test_a_compressing_bucket_stores_less_and_reads_back_identical(w4: World) ->
 
     parts = {**stored_form(big[:8 * MiB]), **stored_form(big[8 * MiB:])}
     assert all(len(s) == 2 for s in on_disk(w4, parts).values())
+    row = {b["name"]: b for b in (w4.rest("/v1/storage/buckets") or {}).get("items", [])}.get(BUCKET, {})
+    logical = len(logs) + len(noise) + len(big)
+    stored = sum(packed.values()) + len(noise) + sum(parts.values())
+    assert row.get("bytes") == logical and row.get("storedBytes") == stored, (row, logical, stored)
     w4.note("zstd bucket", f"{len(logs) / MiB:.2f} MiB of log-like text: {disk / 2 / MiB:.2f} MiB per copy on the "
                            f"devices ({disk / 2 / len(logs):.2f}x); random bytes stored raw")
     stats = w4.status().get("compression")
