@@ -223,6 +223,11 @@ class Lab:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.processes.clear()
+        for ns in self.namespaces:  # what outlived its starter: a process runtime's replicas (own session, by design)
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+            for pid in pids.split():
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
         for ns in reversed(self.namespaces):  # deleting a namespace deletes the veth ends inside it
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
         self.namespaces.clear()

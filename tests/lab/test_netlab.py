@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,7 +146,26 @@ def test_close_removes_every_namespace_and_process() -> None:
         home = lab.nat("home", internet)
         pi = lab.host("pi", home.lan_net)
         proc = pi.popen("sleep", "60")
+        # a process in the namespace that the lab did not start (a process runtime's replica: its own session,
+        # reparented to init when its agent dies) must not outlive the lab either
+        out = pi.run("sh", "-c", "setsid sleep 61 > /dev/null 2>&1 < /dev/null & echo $!").stdout
+        stray = int(out.split()[-1])
         names = list(lab.namespaces)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not [n for n in names if n in listed]
     assert proc.poll() is not None
+    for _ in range(50):  # SIGKILL is delivered at once; reaping by init may take a moment
+        if not alive(stray):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"process {stray} outlived the lab's namespace")
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
