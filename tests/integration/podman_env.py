@@ -73,8 +73,11 @@ class PodmanTarget:
     def cleanup(self, node_id: str) -> None:
         """Remove every container (and its anonymous volumes) labelled with `node_id`."""
         with self.client() as client:
-            for c in client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={node_id}",
-                                                                         f"{LABEL_CLUSTER}={TEST_CLUSTER}"]}):
+            # one label per filter: podman-py sends a list of labels so that the service matches nothing, and this
+            # cleanup removed no container at all (dozens per run were left, some running, for the whole run)
+            for c in client.containers.list(all=True, filters={"label": f"{LABEL_NODE}={node_id}"}):
+                if (c.attrs.get("Labels") or {}).get(LABEL_CLUSTER) != TEST_CLUSTER:
+                    continue
                 try:
                     client.containers.remove(c.id, force=True, v=True)
                 except Exception as exc:  # best effort: report and go on

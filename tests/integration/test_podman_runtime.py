@@ -311,3 +311,17 @@ async def test_runtime_starts_and_stops_its_own_service(tmp_path: Path) -> None:
     assert runtime._service.running
     await runtime.close()
     assert not socket_answers(sock)
+
+
+async def test_the_fixtures_cleanup_removes_a_nodes_containers(podman_target: PodmanTarget) -> None:
+    """The teardown every Podman test relies on: it removed nothing while its label filter matched nothing, and each
+    run left dozens of containers behind, some running."""
+    runtime = podman_target.runtime(new_node())
+    try:
+        await run(runtime, make_spec())
+        assert len(await runtime.list()) == 1
+        podman_target.cleanup(runtime.node_id)
+        assert await runtime.list() == []
+    finally:
+        await runtime.close()
+        podman_target.cleanup(runtime.node_id)
