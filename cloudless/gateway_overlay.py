@@ -91,6 +91,7 @@ class GatewayOverlay:
         self.overlay: Overlay | None = None
         self._applied: Any = None
         self._paired: set[str] = set()
+        self._storage: set[str] = set()  # the storage nodes of the last sync: the peers this overlay keeps links to
 
     @property
     def identity(self) -> str:
@@ -99,7 +100,11 @@ class GatewayOverlay:
     async def start(self) -> Overlay:
         from dataplane.overlay import Overlay
 
-        overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses)
+        # storage nodes are dialled and kept alive (repair and reads need them at any time); the nodes paired only for
+        # s3.cloudless connect when a workload uses it, and their links idle out after (no keep-alive traffic to a
+        # metered device for a service it may never use)
+        overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses,
+                          eager=lambda peer: peer in self._storage)
         await overlay.start(self.host, self.port)
         self.overlay = overlay
         self.book.local.add(self.identity)  # present, and no PeerDirectory published for it (it reads its own)
@@ -129,6 +134,7 @@ class GatewayOverlay:
             if self._credential() is not before:  # issued again: new connections present the new one
                 self.overlay.set_credential(self._credential())
         me, wanted = self.identity, set(storage) - {self.identity}
+        self._storage = wanted
         changed = False
         for node in sorted(wanted):
             changed |= self.book.want(me, node, until=now + PAIR_TTL_S, why=WHY)

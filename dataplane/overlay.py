@@ -6,7 +6,9 @@
   holds), re-attaches and reconnects with a bounded exponential back-off when a link drops, closes connections to
   peers no longer listed, and re-judges live connections when the revocations change, so a revoked peer is cut at
   once. Idle links are kept alive with QUIC PINGs (aioquic sends none of its own; an idle connection ends after
-  `idle_timeout_s`).
+  `idle_timeout_s`). Peers the `eager` predicate leaves out are reached on demand instead: connected when a stream
+  or a ping needs them, never pinged, gone `idle_timeout_s` after their last use (a node's link to the coordinator's
+  S3 gateway: a keep-alive every 10 s to a peer few workloads use cost ~1 MiB a day, a metered node's month).
 - **Streams to (node, service)**: `open_stream` connects if needed and sends the service name first (one length
   byte, the name); the other side answers one byte — accepted, or refused with the reason (`ServiceRefused`). The
   reader/writer are the Endpoint's own, so back-pressure is real both ways (dataplane.quic). `serve` registers a
@@ -97,14 +99,24 @@ async def _echo(_node: str, reader: asyncio.StreamReader, writer: asyncio.Stream
         await writer.drain()
 
 
+def is_node(peer: str) -> bool:
+    """Whether a peer is an enrolled device (node ids cannot hold '@'), not a member a coordinator runs (`s3@<id>`)."""
+    return "@" not in peer
+
+
 class Overlay:
     """This node's overlay. `await start()`, then `apply(...)` every peer directory; `await stop()` at the end."""
 
     def __init__(self, credential: NodeCredential, *, clock: Callable[[], float],
                  local_addresses: Callable[[], list[str]] = list, timers: Timers | None = None, direct: bool = True,
                  idle_timeout_s: float = 30.0, retry: RetryPolicy | None = None, relay_udp_timeout_s: float = 3.0,
-                 connect_timeout_s: float = 10.0, tick_s: float = 0.5) -> None:
+                 connect_timeout_s: float = 10.0, tick_s: float = 0.5,
+                 eager: Callable[[str], bool] | None = None) -> None:
+        """`eager(peer)`: whether a listed peer is dialled at once and its connection kept alive (the default: every
+        peer). Any other listed peer is reached on demand: `open_stream`/`connect` connect it (through a relay, as
+        every connection starts), nothing pings it, and its connection ends `idle_timeout_s` after its last use."""
         self._credential = credential
+        self.eager: Callable[[str], bool] = eager or (lambda _peer: True)
         self.clock = clock
         self.local_addresses = local_addresses
         self.timers = timers
@@ -402,7 +414,7 @@ class Overlay:
                 task.add_done_callback(functools.partial(self._attached_or_not, relay_id))
         if endpoint.relays:
             for node in sorted(self.directory.dial):
-                if self._connected(node) is None and node not in self._connecting \
+                if self._connected(node) is None and node not in self._connecting and self.eager(node) \
                         and self._peer_retry.get(node, Retry()).due(now):
                     self._connect_task(node)
         if now >= self._next_enforce:
@@ -424,7 +436,7 @@ class Overlay:
     def _keepalive(self, endpoint: Endpoint) -> None:
         """A QUIC PING on every listed relay's link and every connection to a directory peer (RFC 9000 §19.2): an
         idle link stays up; a connection nobody lists (an inbound one whose pair was dropped) idles out."""
-        wanted, listed = set(self.directory.peers), set(self.directory.relays)
+        wanted, listed = {n for n in self.directory.peers if self.eager(n)}, set(self.directory.relays)
         for conn in {*(c for r, c in endpoint.relays.items() if r in listed),
                      *(c for n, c in endpoint.peers.items() if n in wanted)}:
             if isinstance(conn, Peer) and not conn.closed.is_set():
@@ -518,7 +530,9 @@ class Overlay:
                        for relay, addr in sorted(endpoint.reflexive.items()) if relay in attached]
         candidates += [OverlayCandidate(CandidateKind.RELAY, format_hostport(self._relay_addr[relay]), via=relay)
                        for relay in attached if relay in self._relay_addr]
-        nodes = sorted(set(self.directory.peers) | {n for n in endpoint.peers if self._connected(n)})
+        # a peer reached on demand is reported while connected: unconnected, it is idle, not down
+        nodes = sorted({n for n in self.directory.peers if self.eager(n)}
+                       | {n for n in endpoint.peers if self._connected(n)})
         relay_bytes = self._relay_bytes_gone + sum(link.bytes_in["relay"] + link.bytes_out["relay"]
                                                    for link in endpoint.links.values())
         return OverlayReport(

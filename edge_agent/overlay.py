@@ -173,9 +173,12 @@ class AgentOverlay:
         self._task = asyncio.get_running_loop().create_task(self._report_loop())
 
     async def _start_overlay(self) -> None:
-        from dataplane.overlay import Overlay
+        from dataplane.overlay import Overlay, is_node
 
-        overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses)
+        # other nodes are dialled and kept alive; members a coordinator runs (the S3 gateway, `s3@<id>`) only when
+        # used: a storage node's link to it is kept by the gateway's side, a workload's opens with its first request
+        overlay = Overlay(self._credential(), clock=self.clock, local_addresses=self.local_addresses,
+                          eager=is_node)
         await overlay.start(self.settings.host, self.settings.port)
         for name, handler in self._services.items():
             overlay.serve(name, handler)

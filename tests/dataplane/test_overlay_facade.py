@@ -54,7 +54,8 @@ class Net:
         self.laptop.apply(self.relays(), (PeerEntry(node_id="pi", relays=(RELAY,)),), ())
 
 
-async def make_net(*, direct: bool) -> Net:
+async def make_net(*, direct: bool, idle_timeout_s: float = 30.0,
+                   eager: Callable[[str], bool] | None = None) -> Net:
     relay = await RelayServer.open(credential(issue(CA, RELAY, role=CertRole.RELAY, now=time.time())),
                                    "127.0.0.1", 0, clock=time.time)
     laptop_cred = issue(CA, "laptop", now=time.time())
@@ -62,7 +63,7 @@ async def make_net(*, direct: bool) -> Net:
     for cred in (credential(issue(CA, "pi", now=time.time())), credential(laptop_cred)):
         overlay = Overlay(cred, clock=time.time, local_addresses=lambda: ["127.0.0.1"], direct=direct,
                           retry=FAST, tick_s=0.05, relay_udp_timeout_s=0.5, connect_timeout_s=3.0,
-                          timers=Timers(probe_interval_s=0.1))
+                          timers=Timers(probe_interval_s=0.1), idle_timeout_s=idle_timeout_s, eager=eager)
         await overlay.start("127.0.0.1", 0)
         overlays.append(overlay)
     return Net(relay, overlays[0], overlays[1], laptop_cred.cert.serial_number)
@@ -244,3 +245,40 @@ def _serial(cred: NodeCredential) -> int:
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(cred.cert_pem).serial_number
+
+
+@pytest.mark.parametrize("eager", [True, False])
+async def test_a_peer_reached_on_demand_connects_on_use_and_idles_out_unpinged(eager: bool) -> None:
+    """An eager peer (the default) is dialled at once and kept alive past the idle timeout by PINGs; a peer the
+    `eager` predicate leaves out (a node's link to the coordinator's S3 gateway) is neither dialled nor reported
+    until a stream needs it, and its connection ends one idle timeout after its last use: no keep-alive traffic."""
+    idle = 1.0
+    n = await make_net(direct=False, idle_timeout_s=idle, eager=lambda _peer: eager)
+    try:
+        n.connect()
+        await until(lambda: RELAY in n.pi.endpoint.relays, "pi attached")  # type: ignore[union-attr]
+        if eager:
+            await until(lambda: n.pi._connected("laptop") is not None, "pi dialled laptop")
+        else:
+            for _ in range(20):  # twenty rounds of the loop: an eager peer is dialled in the first
+                await asyncio.sleep(0.05)
+            assert n.pi._connected("laptop") is None, "an on-demand peer is not dialled"
+            assert [p.node_id for p in n.pi.report(time.time()).peers] == [], "nor reported down while idle"
+        reader, writer = await n.pi.open_stream("laptop", ECHO)
+        writer.write(b"used")
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5) == b"used"
+        assert [p.node_id for p in n.pi.report(time.time()).peers] == ["laptop"]
+        if eager:
+            await asyncio.sleep(3 * idle)
+            assert n.pi._connected("laptop") is not None, "kept alive past the idle timeout"
+        else:
+            await until(lambda: n.pi._connected("laptop") is None, "the unused connection idled out", 10 * idle)
+            reader, writer = await n.pi.open_stream("laptop", ECHO)  # and comes back on the next use
+            writer.write(b"again")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b"again"
+    finally:
+        await n.pi.stop()
+        await n.laptop.stop()
+        n.relay.close()
