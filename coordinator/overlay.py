@@ -5,7 +5,8 @@ Theory of operation.
 - **Wanted pairs.** Two nodes need a connection when something asks for one: `cloudless overlay connect A B`
   (kept, in the store, until `disconnect`), or a probe like `overlay ping` (kept for `PROBE_PAIR_S` after it);
   later data-plane features (services, objects, images) add their own. A pair is unordered; exactly one side
-  dials (`dial_side`): the lexically smaller id, unless only the other side has the overlay on.
+  dials (`dial_side`): a member a coordinator runs (`s3@<id>`), else the lexically smaller id; the other side when
+  only it has the overlay on.
 - **Reports.** Each node's last `OverlayReport` (wire) says whether it runs the overlay, its candidates (local,
   reflexive per relay, relay), the relays it holds links to and its path to every peer.
 - **Directories.** A node's `PeerDirectory` lists the relays every node should hold a link to (from the
@@ -162,8 +163,12 @@ class OverlayBook:
             self.present is None or node_id in self.local or self.present(node_id))
 
     def dial_side(self, a: str, b: str) -> str:
-        """Which of the two opens the connection: the smaller id, unless only the other has the overlay on."""
+        """Which of the two opens the connection: a member a coordinator runs (`s3@<id>`: nodes reach it on demand,
+        it dials the nodes it keeps links to), else the smaller id; either way the other one when only it has the
+        overlay on."""
         first, second = pair(a, b)
+        if ("@" in first) != ("@" in second) and "@" in second:
+            first, second = second, first  # the member first
         if not self.enabled(first) and self.enabled(second):
             return second
         return first
@@ -217,9 +222,14 @@ class OverlayBook:
                            if report is not None and not report.enabled
                            else "no overlay report from the node yet" if report is None
                            else f"{peer} runs no overlay" if not self.enabled(peer) else "not connected yet")
-                    rows.append({"node": n, "peer": peer, "path": PathKind.DOWN.value, "relay": "", "address": "",
-                                 "rttMs": None, "bytesIn": 0, "bytesOut": 0, "since": None, "changes": 0,
-                                 "error": why, "wanted": True})
+                    # a link to or from a coordinator's member (the S3 gateway) is made on demand: unreported, it is
+                    # idle, not down
+                    idle = why == "not connected yet" and on_demand(n, peer)
+                    rows.append({"node": n, "peer": peer, "path": "idle" if idle else PathKind.DOWN.value,
+                                 "relay": "", "address": "", "rttMs": None, "bytesIn": 0, "bytesOut": 0,
+                                 "since": None, "changes": 0,
+                                 "error": "reached on demand: connected while in use" if idle else why,
+                                 "wanted": True})
         return rows
 
     def nat_classes(self) -> dict[str, str]:
@@ -265,6 +275,12 @@ def _host(address: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+def on_demand(a: str, b: str) -> bool:
+    """Whether the link between two overlay members is made on demand: one of them is a member a coordinator runs
+    (`s3@<id>`; node ids cannot hold '@'), which nodes reach only while they use it (dataplane.overlay `eager`)."""
+    return ("@" in a) != ("@" in b)
+
+
 def path_changes(before: OverlayReport | None, after: OverlayReport) -> list[PathEvent]:
     """Each peer whose path kind or relay changed between two reports of the same node."""
     old = {p.node_id: p for p in before.peers} if before is not None else {}
@@ -274,6 +290,8 @@ def path_changes(before: OverlayReport | None, after: OverlayReport) -> list[Pat
         o, n = old.get(peer), new.get(peer)
         if o is not None and n is not None and (o.path, o.relay) == (n.path, n.relay):
             continue
+        if (o is None or n is None) and on_demand(after.node_id, peer):
+            continue  # an on-demand link (to the S3 gateway) opening with a request or idling out after: not news
         if n is None:
             assert o is not None
             events.append(PathEvent(after.node_id, peer, describe(o), "", False, f"{after.node_id} -> {peer}: "

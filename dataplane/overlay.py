@@ -300,7 +300,8 @@ class Overlay:
 
     def send_datagram(self, node_id: str, service: str, data: bytes) -> bool:
         """Send one datagram to `service` on `node_id`: True if it was queued (delivery is not assured, as with
-        UDP); False when there is no connection to the node right now (one is made if the directory lists it) or
+        UDP); False when there is no connection to the node right now (one is made if the directory lists it, an
+        on-demand peer included: send again once it is up) or
         the connection's queue is full. ValueError for a bad service name or more than MAX_DATAGRAM bytes."""
         problem = service_problem(service)
         if problem is not None:
@@ -309,6 +310,8 @@ class Overlay:
             raise ValueError(f"a datagram of {len(data)} bytes (at most {MAX_DATAGRAM})")
         peer = self._connected(node_id)
         if peer is None:
+            if node_id in self.directory.peers and not self.eager(node_id):
+                self._connect_task(node_id)  # on demand: the round dials only eager peers
             self._kick.set()
             return False
         return peer.send_datagram(frames.encode_app(service, data))
@@ -434,11 +437,14 @@ class Overlay:
         self._attaching.pop(relay_id, None)
 
     def _keepalive(self, endpoint: Endpoint) -> None:
-        """A QUIC PING on every listed relay's link and every connection to a directory peer (RFC 9000 §19.2): an
-        idle link stays up; a connection nobody lists (an inbound one whose pair was dropped) idles out."""
-        wanted, listed = {n for n in self.directory.peers if self.eager(n)}, set(self.directory.relays)
+        """A QUIC PING on every listed relay's link and every connection to an eager directory peer (RFC 9000
+        §19.2): an idle link stays up; a connection nobody lists (an inbound one whose pair was dropped) idles out.
+        An on-demand peer is pinged while a stream to it is open (a request whose answer takes longer than the idle
+        timeout, a CopyObject of hundreds of MiB) and left to idle out once none is."""
+        listed = set(self.directory.relays)
         for conn in {*(c for r, c in endpoint.relays.items() if r in listed),
-                     *(c for n, c in endpoint.peers.items() if n in wanted)}:
+                     *(c for n, c in endpoint.peers.items() if n in self.directory.peers
+                       and (self.eager(n) or (isinstance(c, Peer) and c.streams_open)))}:
             if isinstance(conn, Peer) and not conn.closed.is_set():
                 conn.quic.send_ping(0)
                 conn.transmit()

@@ -153,6 +153,11 @@ class Peer:
     def node_id(self) -> str:
         return self.identity.identity if self.identity else "?"
 
+    @property
+    def streams_open(self) -> int:
+        """Streams whose incoming side has not ended yet (a request waiting for its answer, a spliced connection)."""
+        return len(self._readers)
+
     async def open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.node_id} is closed: {self.close_reason}")

@@ -406,3 +406,37 @@ def test_overlay_path_events_from_a_node_are_damped() -> None:
 
     assert is_churn("OverlayPath") and is_churn("CrashLoopBackOff") and is_churn("ErrImagePull")
     assert not is_churn("Placed") and not is_churn("NodeDeleted")
+
+
+def test_a_coordinators_member_dials_the_nodes_it_is_paired_with() -> None:
+    """The S3 gateway (`s3@<id>`) keeps links to the storage nodes it dials; nodes reach it only on demand. With the
+    smaller id dialling, a storage node named "pi" (< "s3@main") was the dialling side, never dialled, and its link
+    to the gateway came only with the first chunk request and never back after a drop (review 6, M1)."""
+    book = OverlayBook()
+    for n in ("pi", "zz", "s3@main"):
+        book.on_report(report(n))
+    assert book.dial_side("pi", "s3@main") == "s3@main"
+    assert book.dial_side("s3@main", "zz") == "s3@main"
+    assert book.dial_side("pi", "zz") == "pi"  # two nodes: the smaller id, as before
+    book.on_report(report("s3@main", enabled=False))
+    assert book.dial_side("pi", "s3@main") == "pi"  # only the node runs the overlay
+
+
+def test_an_on_demand_link_to_the_gateway_is_idle_not_down_and_its_churn_is_not_news() -> None:
+    """A node reaches the coordinator's S3 gateway only while a workload uses it (review 6, L3): the wanted pair
+    unreported is shown `idle`, and the link opening with a request and closing after is no event."""
+    book = OverlayBook()
+    for n in ("pi", "s3@main"):
+        book.on_report(report(n))
+    book.want("s3@main", "pi", until=None, why="object storage")
+    (row,) = book.peer_rows("pi")
+    assert row["path"] == "idle" and row["peer"] == "s3@main" and "on demand" in str(row["error"])
+    relayed = PeerPath("s3@main", PathKind.RELAYED, relay="relay@vps")
+    direct = PeerPath("s3@main", PathKind.DIRECT, address="198.51.100.4:41641")
+    assert path_changes(report("pi"), report("pi", peers=(direct,))) == []  # opened for a request
+    assert path_changes(report("pi", peers=(direct,)), report("pi")) == []  # idled out after it
+    (fallback,) = path_changes(report("pi", peers=(direct,)), report("pi", peers=(relayed,)))
+    assert fallback.warning  # a path change while in use still is
+    book.want("pi", "zz", until=None, why="t")
+    book.on_report(report("zz"))
+    assert [r["path"] for r in book.peer_rows("pi") if r["peer"] == "zz"] == ["down"]  # two nodes: down

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -54,16 +55,17 @@ class Net:
         self.laptop.apply(self.relays(), (PeerEntry(node_id="pi", relays=(RELAY,)),), ())
 
 
-async def make_net(*, direct: bool, idle_timeout_s: float = 30.0,
-                   eager: Callable[[str], bool] | None = None) -> Net:
+async def make_net(*, direct: bool, idle_timeout_s: float = 30.0, eager: Callable[[str], bool] | None = None,
+                   laptop_eager: Callable[[str], bool] | None = None) -> Net:
     relay = await RelayServer.open(credential(issue(CA, RELAY, role=CertRole.RELAY, now=time.time())),
                                    "127.0.0.1", 0, clock=time.time)
     laptop_cred = issue(CA, "laptop", now=time.time())
     overlays = []
-    for cred in (credential(issue(CA, "pi", now=time.time())), credential(laptop_cred)):
+    for cred, pred in ((credential(issue(CA, "pi", now=time.time())), eager),
+                       (credential(laptop_cred), laptop_eager or eager)):
         overlay = Overlay(cred, clock=time.time, local_addresses=lambda: ["127.0.0.1"], direct=direct,
                           retry=FAST, tick_s=0.05, relay_udp_timeout_s=0.5, connect_timeout_s=3.0,
-                          timers=Timers(probe_interval_s=0.1), idle_timeout_s=idle_timeout_s, eager=eager)
+                          timers=Timers(probe_interval_s=0.1), idle_timeout_s=idle_timeout_s, eager=pred)
         await overlay.start("127.0.0.1", 0)
         overlays.append(overlay)
     return Net(relay, overlays[0], overlays[1], laptop_cred.cert.serial_number)
@@ -247,38 +249,76 @@ def _serial(cred: NodeCredential) -> int:
     return x509.load_pem_x509_certificate(cred.cert_pem).serial_number
 
 
-@pytest.mark.parametrize("eager", [True, False])
-async def test_a_peer_reached_on_demand_connects_on_use_and_idles_out_unpinged(eager: bool) -> None:
-    """An eager peer (the default) is dialled at once and kept alive past the idle timeout by PINGs; a peer the
-    `eager` predicate leaves out (a node's link to the coordinator's S3 gateway) is neither dialled nor reported
-    until a stream needs it, and its connection ends one idle timeout after its last use: no keep-alive traffic."""
-    idle = 1.0
-    n = await make_net(direct=False, idle_timeout_s=idle, eager=lambda _peer: eager)
+IDLE_S = 2.0  # the QUIC idle timeout of the on-demand tests (PINGs every IDLE_S / 3 keep a link alive)
+
+
+@asynccontextmanager
+async def on_demand_net(pi_eager: bool, laptop_eager: bool, *, laptop_dials: bool = False) -> AsyncIterator[Net]:
+    """pi and laptop, each with its own `eager` verdict on the other; the directory says who dials."""
+    n = await make_net(direct=False, idle_timeout_s=IDLE_S, eager=lambda _p: pi_eager,
+                       laptop_eager=lambda _p: laptop_eager)
     try:
-        n.connect()
-        await until(lambda: RELAY in n.pi.endpoint.relays, "pi attached")  # type: ignore[union-attr]
-        if eager:
-            await until(lambda: n.pi._connected("laptop") is not None, "pi dialled laptop")
-        else:
-            for _ in range(20):  # twenty rounds of the loop: an eager peer is dialled in the first
-                await asyncio.sleep(0.05)
-            assert n.pi._connected("laptop") is None, "an on-demand peer is not dialled"
-            assert [p.node_id for p in n.pi.report(time.time()).peers] == [], "nor reported down while idle"
-        reader, writer = await n.pi.open_stream("laptop", ECHO)
-        writer.write(b"used")
-        writer.write_eof()
-        assert await asyncio.wait_for(reader.read(), 5) == b"used"
-        assert [p.node_id for p in n.pi.report(time.time()).peers] == ["laptop"]
-        if eager:
-            await asyncio.sleep(3 * idle)
-            assert n.pi._connected("laptop") is not None, "kept alive past the idle timeout"
-        else:
-            await until(lambda: n.pi._connected("laptop") is None, "the unused connection idled out", 10 * idle)
-            reader, writer = await n.pi.open_stream("laptop", ECHO)  # and comes back on the next use
-            writer.write(b"again")
-            writer.write_eof()
-            assert await asyncio.wait_for(reader.read(), 5) == b"again"
+        n.pi.apply(n.relays(), (PeerEntry(node_id="laptop", relays=(RELAY,), dial=not laptop_dials),), ())
+        n.laptop.apply(n.relays(), (PeerEntry(node_id="pi", relays=(RELAY,), dial=laptop_dials),), ())
+        await until(lambda: RELAY in n.pi.endpoint.relays and RELAY in n.laptop.endpoint.relays,  # type: ignore[union-attr]
+                    "both attached")
+        yield n
     finally:
         await n.pi.stop()
         await n.laptop.stop()
         n.relay.close()
+
+
+async def echo(n: Net, data: bytes) -> bytes:
+    reader, writer = await n.pi.open_stream("laptop", ECHO)
+    writer.write(data)
+    writer.write_eof()
+    return await asyncio.wait_for(reader.read(), 5)
+
+
+async def test_a_peer_reached_on_demand_connects_on_use_and_idles_out_unpinged() -> None:
+    """A peer the `eager` predicate leaves out on both sides (a workload node and the coordinator's S3 gateway) is
+    neither dialled nor reported until a stream needs it, and its connection ends one idle timeout after its last
+    use: no keep-alive traffic for a service nobody uses. It comes back on the next use."""
+    async with on_demand_net(False, False) as n:
+        for _ in range(20):  # twenty rounds of the loop: an eager peer is dialled in the first
+            await asyncio.sleep(0.05)
+        assert n.pi._connected("laptop") is None, "an on-demand peer is not dialled"
+        assert [p.node_id for p in n.pi.report(time.time()).peers] == [], "nor reported down while idle"
+        assert await echo(n, b"used") == b"used"
+        assert [p.node_id for p in n.pi.report(time.time()).peers] == ["laptop"]
+        await until(lambda: n.pi._connected("laptop") is None, "the unused connection idled out", 10 * IDLE_S)
+        assert await echo(n, b"again") == b"again"
+
+
+async def test_an_eager_side_dials_and_keeps_the_link_the_other_side_reaches_on_demand() -> None:
+    """The gateway (eager toward a storage node, dialling it) and the storage node (on demand toward the gateway):
+    the gateway's side connects at once and its PINGs keep the link past the idle timeout (review 6, M1)."""
+    async with on_demand_net(False, True, laptop_dials=True) as n:
+        await until(lambda: n.laptop._connected("pi") is not None, "the eager side dialled")
+        link = n.laptop._connected("pi")
+        await asyncio.sleep(2 * IDLE_S)
+        assert n.laptop._connected("pi") is link, "kept alive by the eager side's PINGs alone"
+        assert await echo(n, b"on the kept link") == b"on the kept link"
+
+
+async def test_an_on_demand_link_with_a_silent_open_stream_is_kept_until_the_stream_ends() -> None:
+    """A request whose answer takes longer than the idle timeout (a large CopyObject through s3.cloudless) must not
+    lose its connection: a peer reached on demand is pinged while a stream to it is open (review 6, M2)."""
+    release = asyncio.Event()
+
+    async def slow(node: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()
+        await release.wait()  # silent on the wire: no byte either way meanwhile
+        writer.write(request.upper())
+        writer.write_eof()
+
+    async with on_demand_net(False, False) as n:
+        n.laptop.serve("slow", slow)
+        reader, writer = await n.pi.open_stream("laptop", "slow")
+        writer.write(b"copy")
+        writer.write_eof()
+        await asyncio.sleep(2 * IDLE_S)  # past the idle timeout with nothing sent
+        release.set()
+        assert await asyncio.wait_for(reader.read(), 5) == b"COPY"
+        await until(lambda: n.pi._connected("laptop") is None, "idled out once the stream ended", 10 * IDLE_S)
