@@ -50,6 +50,11 @@ class PolicyDenied(CoordinatorError):
         super().__init__("denied by admission policy: " + "; ".join(decision.reasons))
 
 
+# namespaces of the cluster's built-in services (the S3 gateway is `s3.cloudless`): a workload there would add
+# services every namespace sees, or stand in for a built-in while it is not registered (review 6, L2)
+RESERVED_NAMESPACES = ("cloudless",)
+
+
 def check_sendable(w: Workload, budget: int = DESIRED_BUDGET_BYTES) -> None:
     """What the wire will refuse is refused now, as a 400: a replica spec the wire's own rules reject, or one
     replica alone over a node's desired-state budget (no node could ever be sent it)."""
@@ -113,6 +118,9 @@ class Operations:
     async def apply(self, doc: object) -> tuple[WorkloadRecord, bool, bool]:
         """Create or update; returns (record, created, changed). Raises SpecError for a bad document."""
         w = parse_workload(doc)
+        if w.namespace in RESERVED_NAMESPACES:
+            raise SpecError("metadata.namespace", f"{w.namespace!r} is reserved for the cluster's built-in services "
+                            "(s3.cloudless): put the workload in another namespace")
         check_sendable(w)
         canonical = workload_to_doc(w)
         h = spec_hash(w)
