@@ -49,7 +49,12 @@ image: updeps
 rootless: sysdeps
 	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/setup-rootless.sh; else echo "rootless: not root, skipping user setup"; fi
 
+# The emulated Raspberry Pi rootfs (tests/install; minutes of debootstrap under qemu on a machine without the cache)
+# is built in the background at idle priority while the other tests run: they mostly wait, and the Pi test, which
+# comes later, finds it built (or waits on the same lock). Root only; any failure is the Pi test's to report.
 test: $(STAMP) sysdeps image rootless
+	@if [ "$$(id -u)" -eq 0 ]; then for a in arm64 armhf; do \
+	  (nice -n 19 ionice -c3 bash scripts/emulated-rootfs.sh $$a >/dev/null 2>&1 &); done; fi
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)

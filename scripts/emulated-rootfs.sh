@@ -9,7 +9,9 @@
 # qemu-user-static: binfmt_misc is mounted and the qemu interpreters registered with the F (fix-binary) flag when they
 # are not, so a chroot needs no qemu binary inside it.
 #
-# Cache: ${CLOUDLESS_CACHE:-<repo>/.cache}/rootfs/bookworm-ARCH.tar.zst ; delete it to rebuild.
+# Cache: ${CLOUDLESS_ROOTFS_CACHE:-/var/cache/cloudless/rootfs}/bookworm-ARCH-<hash of the package list>.tar.zst:
+# outside the checkout, so a fresh clone on the same machine (CI) reuses it; a changed package list builds anew.
+# Delete it to rebuild.
 # Needs root, debootstrap, qemu-user-static and zstd (scripts/install-system-deps.sh installs them).
 set -euo pipefail
 
@@ -21,10 +23,10 @@ case "$ARCH" in
 esac
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-CACHE="${CLOUDLESS_CACHE:-$REPO/.cache}/rootfs"
-OUT="$CACHE/bookworm-$ARCH.tar.zst"
 MIRROR="${CLOUDLESS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="python3,python3-venv,python3-psutil,python3-msgpack,python3-cffi,python3-ply,curl,ca-certificates,procps"
+CACHE="${CLOUDLESS_ROOTFS_CACHE:-/var/cache/cloudless/rootfs}"
+OUT="$CACHE/bookworm-$ARCH-$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-12).tar.zst"
 
 if [ "$(id -u)" -ne 0 ]; then echo "error: $0 needs root (debootstrap, binfmt_misc)" >&2; exit 1; fi
 for tool in debootstrap zstd; do
@@ -50,7 +52,6 @@ register_binfmt
 if [ -s "$OUT" ]; then echo "$OUT"; exit 0; fi
 
 mkdir -p "$CACHE"
-[ -e "$CACHE/../.gitignore" ] || echo "*" > "$CACHE/../.gitignore"   # a cache, never committed
 exec 9>"$CACHE/.lock-$ARCH"
 flock 9
 if [ -s "$OUT" ]; then echo "$OUT"; exit 0; fi   # built by a concurrent caller while we waited
