@@ -22,6 +22,7 @@ from coordinator.membership import NodeState
 from coordinator.model import Event, NodeAdmin, ReplicaRecord, WorkloadRecord
 from coordinator.policy import Decision, Policy, default_policies, evaluate
 from coordinator.scheduler.model import DESIRED_BUDGET_BYTES
+from coordinator.services import BUILTIN_NAMESPACE
 from coordinator.spec import Workload, parse_workload, spec_hash, workload_to_doc
 from coordinator.store import Op, put
 from coordinator.store import delete as delete_op
@@ -52,7 +53,7 @@ class PolicyDenied(CoordinatorError):
 
 # namespaces of the cluster's built-in services (the S3 gateway is `s3.cloudless`): a workload there would add
 # services every namespace sees, or stand in for a built-in while it is not registered (review 6, L2)
-RESERVED_NAMESPACES = ("cloudless",)
+RESERVED_NAMESPACES = (BUILTIN_NAMESPACE,)
 
 
 def check_sendable(w: Workload, budget: int = DESIRED_BUDGET_BYTES) -> None:

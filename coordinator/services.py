@@ -39,6 +39,7 @@ from coordinator.spec_service import ServiceSpec
 
 VIP_NETWORK: Final = ipaddress.IPv4Network("127.77.0.0/16")
 DOMAIN: Final = "svc.cloudless"
+BUILTIN_NAMESPACE: Final = "cloudless"  # the built-in services' namespace (s3.cloudless); no workload may use it
 MAX_SERVICES_PER_TABLE = 1024  # what one ServiceTable carries (wire cap)
 MAX_ENDPOINTS = 1024  # per service record (wire cap)
 

@@ -323,3 +323,40 @@ def test_no_gateway_no_builtin_and_a_workload_cannot_take_its_name() -> None:
     assert [e.node for e in view.endpoints] == ["s3@coord-1"] and view.workloads == ()
     assert view.problems == ("workload cloudless/fake is left out: s3.cloudless is a built-in service",)
     assert [r.name for r in book.table("pi", {"cloudless"})] == ["s3"]
+
+
+class _Journal:
+    """What ServiceRegistry records (a fake Recorder): queued store writes and events."""
+
+    def __init__(self) -> None:
+        self.ops: list[object] = []
+        self.events: list[tuple[str, str]] = []
+
+    def event(self, type_: str, reason: str, obj: str, message: str, *, about: str = "") -> None:
+        self.events.append((reason, obj))
+
+    def queue(self, op: object) -> None:
+        self.ops.append(op)
+
+    async def flush(self) -> None:
+        pass
+
+
+def test_the_builtin_keeps_its_address_while_its_gateway_is_not_registered() -> None:
+    """A coordinator restarts: its first rounds run before the gateway registers s3.cloudless again. The stored
+    address must not be released and handed out anew in that window (review 6, L6)."""
+    from coordinator.cluster import Cluster
+    from coordinator.services_ops import ServiceRegistry
+
+    journal = _Journal()
+    registry = ServiceRegistry(Cluster(), journal, clock=lambda: 1000.0)  # type: ignore[arg-type]
+    registry.builtins[S3] = GATEWAY
+    registry.round(acting=True)
+    vip = registry.vips[S3]
+    registry.builtins.clear()  # restarted: the gateway is not attached yet
+    registry.round(acting=True)
+    assert registry.vips.get(S3) == vip and ("ServiceDeleted", "service/cloudless/s3") not in journal.events
+    assert all(r.name != "s3" for rs in registry.tables.values() for r in rs)  # not served meanwhile
+    registry.builtins[S3] = GATEWAY
+    registry.round(acting=True)
+    assert registry.vips[S3] == vip
