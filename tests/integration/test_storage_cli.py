@@ -106,7 +106,7 @@ def test_up_with_agent_storage_is_a_one_machine_object_store(cluster: Cluster) -
         return answer.returncode == 0 and any(n["online"] and n["quotaBytes"] == 64 * MiB
                                               for n in json.loads(answer.stdout)["nodes"])
     until(local_offers, 180, "the local agent offers 64 MiB", cluster.tails)
-    ok(storage(cluster, "buckets", "create", "notes"))
+    ok(storage(cluster, "buckets", "create", "notes", "--compression", "zstd"))  # as the tour makes it
     note = os.urandom(300_000)
 
     def stored() -> bool:  # the gateway reaches the agent over the overlay a moment after it offers storage
