@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broker.wire import PeerEntry
-from coordinator.overlay import MAX_PEERS_PER_NODE, OverlayBook
+from coordinator.overlay import OverlayBook
 from coordinator.pki import CertRole
 
 if TYPE_CHECKING:
@@ -55,26 +54,6 @@ def ensure_credential(identity_service: IdentityService, coordinator_id: str) ->
     if issued:
         identity_service.issue_local(name, CertRole.NODE, key, cert)
     return NodeCredential.from_files(name, cert=cert, key=key, ca=pki / "ca.pem"), issued
-
-
-Directory = tuple[tuple[Any, ...], tuple[PeerEntry, ...], tuple[str, ...]]
-
-
-def gateway_directory(book: OverlayBook, me: str, storage: set[str]) -> Directory:
-    """The gateway's directory: the book's, or, when that is full, its peers with the storage nodes first."""
-    relays, peers, revoked = book.directory(me)
-    if len(peers) < MAX_PEERS_PER_NODE:
-        return relays, peers, revoked
-    entries = []
-    for peer in sorted(book.peers_of(me), key=lambda p: (p not in storage, p)):
-        report = book.reports.get(peer)
-        if report is None or not book.enabled(peer):
-            continue
-        entries.append(PeerEntry(node_id=peer, candidates=report.candidates, relays=report.relays,
-                                 dial=book.dial_side(me, peer) == me))
-        if len(entries) >= MAX_PEERS_PER_NODE:
-            break
-    return relays, tuple(entries), revoked
 
 
 class GatewayOverlay:
@@ -140,7 +119,7 @@ class GatewayOverlay:
             changed |= self.book.want(me, node, until=now + PAIR_TTL_S, why=WHY)
         self._paired = (self._paired | wanted) & {n for n in self.book.peers_of(me)}
         _events, moved = self.book.on_report(self.overlay.report(now))  # first: the book knows the gateway is on
-        directory = gateway_directory(self.book, me, wanted)
+        directory = self.book.directory(me, first=wanted)  # storage nodes kept first in a full one
         if directory != self._applied:
             self.overlay.apply(*directory)
             self._applied = directory

@@ -25,7 +25,7 @@ Nothing here does I/O or reads a clock: `now` is passed in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from broker.wire import CandidateKind, OverlayReport, PathKind, PeerEntry, PeerPath, RelayInfo
@@ -175,10 +175,13 @@ class OverlayBook:
 
     # ---- directories --------------------------------------------------------------------------------------------
 
-    def directory(self, node_id: str) -> tuple[tuple[RelayInfo, ...], tuple[PeerEntry, ...], tuple[str, ...]]:
-        """(relays, peers, revoked) for `node_id`'s PeerDirectory. Peers without the overlay are left out."""
+    def directory(self, node_id: str, *, first: Collection[str] = ()) -> tuple[tuple[RelayInfo, ...],
+                                                                             tuple[PeerEntry, ...], tuple[str, ...]]:
+        """(relays, peers, revoked) for `node_id`'s PeerDirectory. Peers without the overlay are left out; past
+        MAX_PEERS_PER_NODE the rest is cut, the peers in `first` kept before any other (the S3 gateway's storage
+        nodes, among every node paired with it for s3.cloudless)."""
         entries = []
-        for peer in self.peers_of(node_id):
+        for peer in sorted(self.peers_of(node_id), key=lambda p: p not in first) if first else self.peers_of(node_id):
             report = self.reports.get(peer)
             if report is None or not self.enabled(peer):
                 continue

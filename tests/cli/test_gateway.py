@@ -244,7 +244,6 @@ def test_the_gateway_pairs_with_storage_nodes_and_feeds_the_book() -> None:
 def test_a_full_gateway_directory_keeps_the_storage_nodes() -> None:
     """Every node running workloads is paired with the gateway (s3.cloudless): past the directory's cap (1,024
     peers) the storage nodes come first, whatever their names sort as."""
-    from cloudless.gateway_overlay import gateway_directory
     from coordinator.overlay import MAX_PEERS_PER_NODE
 
     workers = [f"n{i:04d}" for i in range(MAX_PEERS_PER_NODE + 10)]
@@ -257,12 +256,12 @@ def test_a_full_gateway_directory_keeps_the_storage_nodes() -> None:
         book.want("s3@c1", n, until=100.0, why="object storage")
     capped = [p.node_id for p in book.directory("s3@c1")[1]]
     assert len(capped) == MAX_PEERS_PER_NODE and not storage & set(capped)  # what the plain directory would drop
-    peers = [p.node_id for p in gateway_directory(book, "s3@c1", storage)[1]]
+    peers = [p.node_id for p in book.directory("s3@c1", first=storage)[1]]
     assert len(peers) == MAX_PEERS_PER_NODE and peers[:2] == sorted(storage)
     few = OverlayBook()
     few.on_report(OverlayReport(node_id="sa", ts=0.0, enabled=True, port=1))
     few.want("s3@c1", "sa", until=100.0, why="object storage")
-    assert gateway_directory(few, "s3@c1", {"sa"}) == few.directory("s3@c1")
+    assert few.directory("s3@c1", first={"sa"}) == few.directory("s3@c1")
 
 
 @dataclass(frozen=True)
