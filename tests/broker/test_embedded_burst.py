@@ -310,10 +310,10 @@ async def test_the_collector_is_tuned_while_brokers_run() -> None:
     assert gc.get_threshold() == before
 
 
-async def test_one_message_that_fails_to_deliver_does_not_end_delivery(broker: EmbeddedBroker,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The broadcast loop runs every delivery itself (no task per message): an exception in one must be logged and
-    dropped, not end delivery for every client for the rest of the broker's life (review 5, M1)."""
+async def failing_fanout(broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch, *, failures: int) -> tuple[
+        LiteClient, LiteClient, list[tuple[str, bytes]], list[str]]:
+    """A subscriber of t/x and a publisher; the broker's fan-out raises for the first `failures` messages (a bug, a
+    bad subscriber state). (subscriber, publisher, what it received, the topics the fan-out was asked for)."""
     received: list[tuple[str, bytes]] = []
     sub = await connect(broker, "sub", received)
     pub = await connect(broker, "pub")
@@ -322,13 +322,21 @@ async def test_one_message_that_fails_to_deliver_does_not_end_delivery(broker: E
     plain = broker._indexed_targets
     calls: list[str] = []
 
-    def failing_once(topic: str) -> object:
+    def failing(topic: str) -> object:
         calls.append(topic)
-        if len(calls) == 1:
-            raise RuntimeError("one message that cannot be delivered")
+        if len(calls) <= failures:
+            raise RuntimeError("a message that cannot be delivered")
         return plain(topic)
 
-    monkeypatch.setattr(broker, "_indexed_targets", failing_once)
+    monkeypatch.setattr(broker, "_indexed_targets", failing)
+    return sub, pub, received, calls
+
+
+async def test_one_message_that_fails_to_deliver_does_not_end_delivery(broker: EmbeddedBroker,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broadcast loop runs every delivery itself (no task per message): an exception in one must be logged and
+    dropped, not end delivery for every client for the rest of the broker's life (review 5, M1)."""
+    sub, pub, received, calls = await failing_fanout(broker, monkeypatch, failures=1)
     pub.publish("t/x", b"1", qos=0, retain=False)
     async with asyncio.timeout(TIMEOUT_S):
         while not calls:
@@ -346,22 +354,8 @@ async def test_a_flood_of_failing_deliveries_is_logged_counted_not_echoed(
         broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Every message failing the same way (a bug, a bad subscriber state) is one log line per interval with its
     count, not one traceback per message: a flood must not fill the disk of a Pi."""
-    received: list[tuple[str, bytes]] = []
-    sub = await connect(broker, "sub", received)
-    pub = await connect(broker, "pub")
-    async with asyncio.timeout(TIMEOUT_S):
-        await sub.subscribe([("t/x", 0)])
-    plain = broker._indexed_targets
-    calls: list[str] = []
     flood = 40
-
-    def failing(topic: str) -> object:
-        calls.append(topic)
-        if len(calls) <= flood:
-            raise RuntimeError("cannot be delivered")
-        return plain(topic)
-
-    monkeypatch.setattr(broker, "_indexed_targets", failing)
+    sub, pub, received, calls = await failing_fanout(broker, monkeypatch, failures=flood)
     from broker import embedded_session
     from broker.listeners import ThrottledLog
     # a fresh throttle: no interval left over from other tests
