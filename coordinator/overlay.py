@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from broker.wire import CandidateKind, OverlayReport, PathKind, PeerEntry, PeerPath, RelayInfo
+from broker.wire import CandidateKind, OverlayReport, PathKind, PeerEntry, PeerPath, RelayInfo, is_service_member
 
 PROBE_PAIR_S = 600.0  # a pair wanted only by a probe (overlay ping) is kept this long after it
 MAX_PEERS_PER_NODE = 1024  # what one PeerDirectory carries (wire cap)
@@ -167,7 +167,7 @@ class OverlayBook:
         it dials the nodes it keeps links to), else the smaller id; either way the other one when only it has the
         overlay on."""
         first, second = pair(a, b)
-        if ("@" in first) != ("@" in second) and "@" in second:
+        if is_service_member(second) and not is_service_member(first):
             first, second = second, first  # the member first
         if not self.enabled(first) and self.enabled(second):
             return second
@@ -281,7 +281,7 @@ def _host(address: str) -> str:
 def on_demand(a: str, b: str) -> bool:
     """Whether the link between two overlay members is made on demand: one of them is a member a coordinator runs
     (`s3@<id>`; node ids cannot hold '@'), which nodes reach only while they use it (dataplane.overlay `eager`)."""
-    return ("@" in a) != ("@" in b)
+    return is_service_member(a) != is_service_member(b)
 
 
 def path_changes(before: OverlayReport | None, after: OverlayReport) -> list[PathEvent]:

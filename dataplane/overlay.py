@@ -40,6 +40,7 @@ from broker.wire import (
     PeerEntry,
     PeerPath,
     RelayInfo,
+    is_service_member,
 )
 from dataplane import frames
 from dataplane.endpoint import Endpoint, Link
@@ -101,7 +102,7 @@ async def _echo(_node: str, reader: asyncio.StreamReader, writer: asyncio.Stream
 
 def is_node(peer: str) -> bool:
     """Whether a peer is an enrolled device (node ids cannot hold '@'), not a member a coordinator runs (`s3@<id>`)."""
-    return "@" not in peer
+    return not is_service_member(peer)
 
 
 class Overlay:

@@ -67,7 +67,7 @@ from broker.wire.messages import (
     TtyOutput,
     VolumeMount,
 )
-from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, valid_id
+from broker.wire.schema import ID_MAX_LEN, ID_PATTERN, check_id, is_service_member, valid_id
 
 __all__ = [
     "CHANNEL_KINDS", "ID_MAX_LEN", "ID_PATTERN", "KINDS", "MAX_PAYLOAD_BYTES", "MESSAGE_TYPES", "PROTOCOL_MAJOR",
@@ -79,5 +79,5 @@ __all__ = [
     "SecretVolume", "Security", "ServiceEndpoint", "ServicePort", "ServiceRecord", "ServiceTable", "TtyInput",
     "TtyOutput", "VolumeMount",
     "WireError", "check_id", "decode", "decode_as", "decode_node_message", "encode", "encoded_size", "to_json",
-    "to_json_obj", "topics", "valid_id",
+    "to_json_obj", "topics", "valid_id", "is_service_member",
 ]

@@ -133,6 +133,13 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def is_service_member(peer: str) -> bool:
+    """Whether an overlay peer is a member a coordinator runs for a service (`NAME@ID`, MEMBER_PATTERN: the S3
+    gateway `s3@<coordinator id>`), not a node: node ids cannot hold '@'. Such members are reached on demand and
+    dial the nodes they keep links to (coordinator.overlay, dataplane.overlay)."""
+    return "@" in peer
+
+
 def valid_id(value: object) -> bool:
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
